@@ -1,0 +1,3 @@
+"""ISP network availability monitor."""
+
+__version__ = "0.1.0"

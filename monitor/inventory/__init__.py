@@ -1,0 +1,29 @@
+"""The ISP's network as data: municipalities, sites, nodes, customers and their endpoints."""
+
+from monitor.inventory.model import (
+    Customer,
+    Inventory,
+    Municipality,
+    PollingSettings,
+    Secret,
+    ServiceClass,
+    Site,
+    SnmpCredentials,
+    SnmpSettings,
+    Target,
+    Thresholds,
+)
+
+__all__ = [
+    "Customer",
+    "Inventory",
+    "Municipality",
+    "PollingSettings",
+    "Secret",
+    "ServiceClass",
+    "Site",
+    "SnmpCredentials",
+    "SnmpSettings",
+    "Target",
+    "Thresholds",
+]

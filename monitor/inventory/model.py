@@ -1,0 +1,192 @@
+"""Frozen inventory types. Built by ``monitor.inventory.loader``; read everywhere else.
+
+Everything the poller, the correlation engine and the reports need about one polled address is
+flattened into a :class:`Target` (node or customer endpoint), so the hot paths never chase
+references through the inventory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+TargetRole = Literal["node", "endpoint"]
+NODE_KINDS = ("router", "switch", "backhaul", "tower", "ap", "olt", "server", "gateway")
+ENDPOINT_KINDS = ("cpe", "onu", "router", "ap")
+
+
+class Secret:
+    """A secret value that cannot leak by accident.
+
+    ``str()``/``repr()``/f-strings show only where the value came from (``env:SNMP_COMMUNITY``),
+    never the value; code that must send it calls :meth:`reveal`.
+    """
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value and other.source == self.source
+
+    def __hash__(self) -> int:
+        return hash((self.source, self._value))
+
+
+@dataclass(frozen=True, slots=True)
+class Municipality:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    municipality: str
+    name: str
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceClass:
+    id: str
+    response_hours: float
+    availability_target: float
+    ticket_single: bool = False  # open a ticket for a lone endpoint failure (dedicated 7x24)
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpCredentials:
+    name: str
+    version: Literal["2c", "3"]
+    community: Secret | None = None
+    user: str | None = None
+    auth_protocol: str | None = None  # MD5, SHA, SHA224, SHA256, SHA384, SHA512
+    auth_key: Secret | None = None
+    priv_protocol: str | None = None  # DES, AES (=AES128), AES192, AES256
+    priv_key: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpSettings:
+    profile: str
+    credentials: SnmpCredentials
+    port: int = 161
+    timeout: float = 2.0
+    retries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Limits beyond which a responding target counts as DEGRADED. ``None`` disables a check."""
+
+    loss_pct: float | None = 20.0
+    rtt_ms: float | None = 150.0
+    jitter_ms: float | None = None
+    signal_dbm_min: float | None = -80.0  # wireless signal weaker than this is degraded
+    optical_rx_dbm_min: float | None = -27.0  # GPON class B+ receiver sensitivity
+    optical_rx_dbm_max: float | None = -8.0  # overload
+
+
+@dataclass(frozen=True, slots=True)
+class PollingSettings:
+    interval: float = 60.0
+    icmp_count: int = 3
+    icmp_timeout: float = 1.0  # per echo request
+    icmp_spacing: float = 0.02  # gap between the echo requests of one poll
+    down_after: int = 3
+    up_after: int = 2
+    degraded_after: int = 3
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One polled address: an infrastructure node or a customer endpoint."""
+
+    id: str
+    kind: str
+    role: TargetRole
+    address: str
+    parents: tuple[str, ...] = ()
+    site: str | None = None
+    municipality: str | None = None
+    customer: str | None = None
+    service_class: str | None = None
+    snmp: SnmpSettings | None = None
+    polling: PollingSettings = field(default_factory=PollingSettings)
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    name: str
+    service_class: str
+    email: str | None = None
+    phone: str | None = None
+    language: str = "es"
+    notify: bool = True
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TimeseriesSettings:
+    """Where samples go. ``kind='none'`` is the embedded default: no database, time series off."""
+
+    kind: Literal["none", "influxdb1", "influxdb2"] = "none"
+    url: str = ""
+    # InfluxDB 2.x/3.x (v2 HTTP API); also InfluxDB 1.8+ and VictoriaMetrics
+    org: str = ""
+    bucket: str = ""
+    token: Secret | None = None
+    # InfluxDB 1.x native /write
+    database: str = ""
+    retention_policy: str = ""
+    username: str = ""
+    password: Secret | None = None
+    batch_size: int = 5000
+    flush_interval: float = 1.0
+    timeout: float = 10.0
+    spool_dir: str = ""  # default: <state_dir>/spool
+    spool_max_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    state_dir: str = "var"  # relative to the config file's folder
+    metrics_listen: str = "127.0.0.1:9108"  # empty string disables /metrics
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    log_level: str = "INFO"
+    concurrency: int = 2000  # polls in flight at once, all kinds together
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    source: str
+    municipalities: dict[str, Municipality]
+    sites: dict[str, Site]
+    service_classes: dict[str, ServiceClass]
+    credentials: dict[str, SnmpCredentials]
+    targets: dict[str, Target]  # nodes and endpoints, in file order
+    customers: dict[str, Customer]
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    timeseries: TimeseriesSettings = field(default_factory=TimeseriesSettings)
+    polling: PollingSettings = field(default_factory=PollingSettings)
+
+    def nodes(self) -> list[Target]:
+        return [t for t in self.targets.values() if t.role == "node"]
+
+    def endpoints(self) -> list[Target]:
+        return [t for t in self.targets.values() if t.role == "endpoint"]
