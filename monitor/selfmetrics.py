@@ -1,0 +1,63 @@
+"""The daemon's own health as Prometheus metrics (served on ``/metrics``).
+
+All metric objects live here so that names and labels are defined once; modules import the object
+they update. They are registered in :data:`REGISTRY`, not the process-global default registry, so
+that tests and embedding code can read them without collisions.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+NS = "monitor"
+
+POLLS = Counter(
+    "polls", "Polls finished, by probe kind and result (ok, timeout, unreachable, error, auth)",
+    ["probe", "result"], namespace=NS, registry=REGISTRY,
+)
+POLL_SECONDS = Histogram(
+    "poll_duration_seconds", "Time one poll took, by probe kind", ["probe"], namespace=NS, registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SCHEDULER_LAG = Histogram(
+    "scheduler_lag_seconds", "How late a poll started relative to its slot", ["probe"], namespace=NS,
+    registry=REGISTRY, buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60),
+)
+POLLS_SKIPPED = Counter(
+    "polls_skipped", "Polls skipped because the previous poll of the same target was still running",
+    ["probe"], namespace=NS, registry=REGISTRY,
+)
+TARGETS = Gauge(
+    "targets", "Targets by confirmed state", ["state"], namespace=NS, registry=REGISTRY,
+)
+STATE_CHANGES = Counter(
+    "state_changes", "Confirmed state transitions", ["new_state"], namespace=NS, registry=REGISTRY,
+)
+TS_POINTS_WRITTEN = Counter(
+    "timeseries_points_written", "Points accepted by the time-series database", namespace=NS, registry=REGISTRY,
+)
+TS_WRITE_ERRORS = Counter(
+    "timeseries_write_errors", "Failed writes to the time-series database, by reason (retryable, permanent)",
+    ["reason"], namespace=NS, registry=REGISTRY,
+)
+TS_SPOOL_POINTS = Gauge(
+    "timeseries_spool_points", "Points waiting in the on-disk spool", namespace=NS, registry=REGISTRY,
+)
+TS_SPOOL_BYTES = Gauge(
+    "timeseries_spool_bytes", "Bytes used by the on-disk spool", namespace=NS, registry=REGISTRY,
+)
+TS_SPOOL_DROPPED = Counter(
+    "timeseries_spool_dropped_points", "Oldest points dropped because the spool was full",
+    namespace=NS, registry=REGISTRY,
+)
+ICMP_STRAY_REPLIES = Counter(
+    "icmp_stray_replies", "ICMP replies ignored: unknown id/sequence, wrong source or payload",
+    namespace=NS, registry=REGISTRY,
+)
+SNMP_REBOOTS = Counter(
+    "snmp_agent_reboots", "Agent reboots detected from sysUpTime going backwards", namespace=NS, registry=REGISTRY,
+)
+CONFIG_RELOADS = Counter(
+    "config_reloads", "Configuration reloads by result (ok, error)", ["result"], namespace=NS, registry=REGISTRY,
+)
