@@ -1,0 +1,132 @@
+"""Command line: ``monitor run | check-config | probe``.
+
+Exit codes: 0 success, 1 the probed target is unreachable or the daemon failed at run time,
+2 invalid configuration (every problem is listed, one per line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from monitor import __version__, logs
+from monitor.assess import assess
+from monitor.errors import ConfigError, MonitorError
+from monitor.inventory.loader import load_inventory, summarize
+from monitor.probes.base import IcmpResult, SnmpResult
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="monitor", description="ISP network availability monitor")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the polling daemon")
+    run.add_argument("--config", required=True, type=Path, help="inventory and settings (YAML)")
+
+    check = sub.add_parser("check-config", help="validate a config and print a summary")
+    check.add_argument("config", type=Path)
+
+    probe = sub.add_parser("probe", help="poll one node or endpoint now and print what it answers")
+    probe.add_argument("target", help="node or endpoint id")
+    probe.add_argument("--config", type=Path, default=Path("config/sites.yaml"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return _check_config(args.config)
+        if args.command == "probe":
+            return asyncio.run(_probe(args.config, args.target))
+        return _run(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except MonitorError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _check_config(path: Path) -> int:
+    inv = load_inventory(path)
+    print(summarize(inv))
+    return EXIT_OK
+
+
+def _run(path: Path) -> int:
+    from monitor.daemon import Daemon
+
+    inv = load_inventory(path)
+    logs.setup(inv.daemon.log_format, inv.daemon.log_level)
+    try:
+        asyncio.run(Daemon(path, inventory=inv).run())
+    except* MonitorError as group:
+        for exc in group.exceptions:
+            logging.getLogger("monitor").error("fatal: %s", exc)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _probe(path: Path, target_id: str) -> int:
+    from monitor.daemon import Daemon
+
+    inv = load_inventory(path)
+    target = inv.targets.get(target_id)
+    if target is None:
+        raise ConfigError(f"{path}: no node or endpoint with id '{target_id}'")
+    daemon = Daemon(path, inventory=inv)
+    await daemon._start_probes(inv)
+    try:
+        icmp, snmp = await daemon.poll_once(target)
+    finally:
+        await daemon._close_probes()
+    print(format_probe(target.id, target.kind, target.address, icmp, snmp))
+    obs = assess(target, icmp, snmp)
+    if not obs.reachable:
+        print(f"verdict: UNREACHABLE ({obs.detail})")
+        return EXIT_FAILED
+    print("verdict: " + ("DEGRADED: " + "; ".join(obs.degraded_reasons) if obs.degraded_reasons else "OK"))
+    return EXIT_OK
+
+
+def format_probe(tid: str, kind: str, address: str, icmp: IcmpResult | None, snmp: SnmpResult | None) -> str:
+    lines = [f"{tid} ({kind}, {address})"]
+    if icmp is not None:
+        if icmp.ok:
+            lines.append(
+                f"  icmp: {icmp.received}/{icmp.sent} replies, loss {icmp.loss_pct:.0f}%, rtt min/avg/max "
+                f"{icmp.rtt_min_ms:.2f}/{icmp.rtt_avg_ms:.2f}/{icmp.rtt_max_ms:.2f} ms,"
+                f" jitter {icmp.jitter_ms or 0:.2f} ms"
+            )
+        else:
+            lines.append(f"  icmp: 0/{icmp.sent} replies ({icmp.error or 'no reply'})")
+    if snmp is not None:
+        if not snmp.ok:
+            lines.append(f"  snmp: failed ({snmp.error})")
+        else:
+            up = f", uptime {_duration(snmp.uptime_s)}" if snmp.uptime_s is not None else ""
+            lines.append(f"  snmp: ok in {snmp.duration_s * 1000:.0f} ms{up}{', REBOOTED' if snmp.rebooted else ''}")
+            for m in snmp.metrics:
+                labels = ",".join(f"{k}={v}" for k, v in m.labels)
+                lines.append(f"    {m.name}{'{' + labels + '}' if labels else ''} = {m.value:g}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    s = int(seconds or 0)
+    days, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{days}d {h:02d}:{m:02d}:{s:02d}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""The polling daemon: one TaskGroup owning the scheduler, the polls, the writer and the signals.
+
+Per poll: probes run concurrently under one deadline, the results are judged (``assess``), folded
+into the target's confirmed state (``state.step``) and every transition is appended to the event
+store before it is logged, so what was announced is what a restart resumes from. Samples go to the
+time-series writer, which never blocks polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monitor import selfmetrics
+from monitor.assess import assess
+from monitor.clock import Clock, SystemClock
+from monitor.errors import ConfigError, MonitorError
+from monitor.inventory.loader import load_inventory
+from monitor.inventory.model import Inventory, Target
+from monitor.logs import event
+from monitor.probes.base import IcmpResult, Probe, SnmpResult
+from monitor.probes.icmp import IcmpProbe
+from monitor.scheduler import Scheduler
+from monitor.state import Confirmation, State, StateChange, TargetState, restored, step
+from monitor.store import EventStore
+from monitor.tsdb import schema
+from monitor.tsdb.writer import TimeseriesWriter, make_writer
+
+log = logging.getLogger("monitor.daemon")
+
+
+def confirmation(target: Target) -> Confirmation:
+    p = target.polling
+    return Confirmation(down_after=p.down_after, up_after=p.up_after, degraded_after=p.degraded_after)
+
+
+def poll_deadline(target: Target) -> float:
+    """The whole poll (ICMP and SNMP together) must end well inside the target's interval."""
+    p = target.polling
+    icmp_need = p.icmp_count * p.icmp_spacing + p.icmp_timeout + 0.5
+    snmp_need = 0.0
+    if target.snmp is not None:
+        snmp_need = target.snmp.timeout * (target.snmp.retries + 1) * 3
+    return min(0.8 * p.interval, max(icmp_need, snmp_need))
+
+
+@dataclass
+class PollOutcome:
+    """What one poll produced; returned for ``monitor probe`` and tests."""
+
+    target: Target
+    icmp: IcmpResult | None
+    snmp: SnmpResult | None
+    change: StateChange | None = None
+    state: State = State.UNKNOWN
+
+
+@dataclass
+class Daemon:
+    config_path: Path
+    clock: Clock = field(default_factory=SystemClock)
+    inventory: Inventory | None = None
+
+    def __post_init__(self) -> None:
+        self.states: dict[str, TargetState] = {}
+        self.snmp_ok: dict[str, bool] = {}
+        self.store: EventStore | None = None
+        self.writer: TimeseriesWriter | None = None
+        self.icmp: IcmpProbe | None = None
+        self.snmp: Probe | None = None
+        self.scheduler: Scheduler | None = None
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._metrics_server: object | None = None
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self.inventory is None:
+            self.inventory = load_inventory(self.config_path)
+        inv = self.inventory
+        state_dir = Path(inv.daemon.state_dir)
+        self.store = EventStore(state_dir / "monitor.db")
+        self._restore_states(inv)
+        await self._start_probes(inv)
+        self.writer = make_writer(inv.timeseries, state_dir)
+        if self.writer is None:
+            event(log, logging.INFO, "time series are off: no database configured", config=self.config_path)
+        self._start_metrics_server(inv.daemon.metrics_listen)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.scheduler = Scheduler(
+                    self._poll_and_record, tg.create_task, concurrency=inv.daemon.concurrency, clock=self.clock
+                )
+                self.scheduler.set_targets(inv.targets.values())
+                scheduler_task = tg.create_task(self.scheduler.run())
+                writer_task = tg.create_task(self.writer.run()) if self.writer else None
+                self._install_signal_handlers()
+                event(
+                    log, logging.INFO, "monitor started", config=self.config_path, targets=len(inv.targets),
+                    icmp_mode=self.icmp.mode if self.icmp else "off", state_dir=state_dir,
+                )
+                self.ready.set()
+                await self._supervise()
+                # Drain: no new polls, finish the ones in flight, then flush the writer.
+                self.scheduler.stop()
+                await scheduler_task
+                await self.scheduler.drain()
+                if self.writer is not None and writer_task is not None:
+                    await self.writer.close()
+                    await writer_task
+        finally:
+            self._remove_signal_handlers()
+            await self._close_probes()
+            self._stop_metrics_server()
+            if self.store is not None:
+                self.store.close()
+        event(log, logging.INFO, "monitor stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+
+    async def _supervise(self) -> None:
+        while not self._stop.is_set():
+            stop = asyncio.ensure_future(self._stop.wait())
+            reload = asyncio.ensure_future(self._reload_requested.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            for f in (stop, reload):
+                f.cancel()
+            if self._reload_requested.is_set() and not self._stop.is_set():
+                self._reload_requested.clear()
+                await self.reload()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def _remove_signal_handlers(self) -> None:
+        with contextlib.suppress(Exception):
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Apply a changed config without disturbing unchanged targets; keep the old one on error."""
+        try:
+            new = load_inventory(self.config_path)
+        except ConfigError as exc:
+            selfmetrics.CONFIG_RELOADS.labels("error").inc()
+            event(log, logging.ERROR, "config reload failed, keeping the running config",
+                  config=self.config_path, problems=len(exc.problems), first=exc.problems[0])
+            return False
+        old = self.inventory
+        assert old is not None
+        self.inventory = new
+        await self._start_probes(new)
+        removed = [tid for tid in old.targets if tid not in new.targets]
+        for tid in removed:
+            self.states.pop(tid, None)
+            self.snmp_ok.pop(tid, None)
+        for tid in new.targets:
+            self.states.setdefault(tid, TargetState())
+        self._update_state_gauge()
+        if self.scheduler is not None:
+            self.scheduler.set_targets(new.targets.values())
+        added = sum(1 for tid in new.targets if tid not in old.targets)
+        changed = sum(1 for tid, t in new.targets.items() if tid in old.targets and old.targets[tid] != t)
+        selfmetrics.CONFIG_RELOADS.labels("ok").inc()
+        event(log, logging.INFO, "config reloaded", added=added, removed=len(removed), changed=changed,
+              targets=len(new.targets))
+        return True
+
+    def _restore_states(self, inv: Inventory) -> None:
+        assert self.store is not None
+        stored = self.store.load_states()
+        for tid in inv.targets:
+            if tid in stored:
+                st, since = stored[tid]
+                self.states[tid] = restored(st, since)
+            else:
+                self.states[tid] = TargetState()
+        self._update_state_gauge()
+
+    async def _start_probes(self, inv: Inventory) -> None:
+        if self.icmp is None:
+            self.icmp = IcmpProbe()
+            await self.icmp.start()  # ProbeSetupError here is fatal, with its own clear message
+        if self.snmp is None and any(t.snmp is not None for t in inv.targets.values()):
+            from monitor.probes.snmp import SnmpProbe
+
+            self.snmp = SnmpProbe(clock=self.clock)
+            await self.snmp.start()
+
+    async def _close_probes(self) -> None:
+        for probe in (self.icmp, self.snmp):
+            if probe is not None:
+                with contextlib.suppress(Exception):
+                    await probe.close()
+
+    def _start_metrics_server(self, listen: str) -> None:
+        if not listen:
+            return
+        from prometheus_client import start_http_server
+
+        host, _, port = listen.rpartition(":")
+        try:
+            server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=selfmetrics.REGISTRY)
+        except OSError as exc:
+            raise MonitorError(f"cannot serve /metrics on {listen}: {exc}") from exc
+        self._metrics_server = server
+
+    def _stop_metrics_server(self) -> None:
+        server = self._metrics_server
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]
+            self._metrics_server = None
+
+    # -- polling -----------------------------------------------------------------------------
+
+    async def poll_once(self, target: Target) -> tuple[IcmpResult | None, SnmpResult | None]:
+        """Run the target's probes concurrently under one deadline."""
+        deadline = poll_deadline(target)
+        icmp_task = self.icmp.poll(target, deadline) if self.icmp is not None else None
+        snmp_task = self.snmp.poll(target, deadline) if self.snmp is not None and target.snmp else None
+        coros = [c for c in (icmp_task, snmp_task) if c is not None]
+        results = await asyncio.gather(*coros)
+        icmp = next((r for r in results if isinstance(r, IcmpResult)), None)
+        snmp = next((r for r in results if isinstance(r, SnmpResult)), None)
+        return icmp, snmp
+
+    async def _poll_and_record(self, target: Target) -> None:
+        started = self.clock.monotonic()
+        icmp, snmp = await self.poll_once(target)
+        self.record(target, icmp, snmp, self.clock.now(), self.clock.monotonic() - started)
+
+    def record(
+        self, target: Target, icmp: IcmpResult | None, snmp: SnmpResult | None, now: float, took: float = 0.0
+    ) -> PollOutcome:
+        """Fold one poll's results into state, event log, metrics and time series."""
+        if icmp is not None:
+            selfmetrics.POLLS.labels("icmp", "ok" if icmp.ok else _result_label(icmp.error)).inc()
+            selfmetrics.POLL_SECONDS.labels("icmp").observe(took)
+        if snmp is not None:
+            selfmetrics.POLLS.labels("snmp", "ok" if snmp.ok else _result_label(snmp.error)).inc()
+            selfmetrics.POLL_SECONDS.labels("snmp").observe(snmp.duration_s)
+            self._note_snmp(target, snmp)
+
+        prev = self.states.get(target.id, TargetState())
+        new, change = step(prev, assess(target, icmp, snmp), now, confirmation(target), target.id)
+        self.states[target.id] = new
+        if change is not None:
+            self._announce(target, change)
+
+        if self.writer is not None:
+            points = []
+            if icmp is not None:
+                points += schema.icmp_points(target, icmp, now)
+            if snmp is not None:
+                points += schema.snmp_points(target, snmp, now)
+            points.append(schema.state_point(target, new.state.value, now, change.reason if change else ""))
+            self.writer.submit(points)
+        return PollOutcome(target, icmp, snmp, change, new.state)
+
+    def _announce(self, target: Target, change: StateChange) -> None:
+        assert self.store is not None
+        try:
+            self.store.append([change])
+        except MonitorError as exc:
+            # The event stays in memory state; the next transition retries the store.
+            event(log, logging.ERROR, "cannot record state change", target=target.id, error=exc)
+        selfmetrics.STATE_CHANGES.labels(change.new.value).inc()
+        selfmetrics.TARGETS.labels(change.old.value).dec()
+        selfmetrics.TARGETS.labels(change.new.value).inc()
+        level = logging.WARNING if change.new in (State.DOWN, State.DEGRADED) else logging.INFO
+        event(
+            log, level, f"target {change.new.value}", target=target.id, kind=target.kind, address=target.address,
+            old=change.old.value, new=change.new.value, reason=change.reason,
+            municipality=target.municipality or "", site=target.site or "",
+        )
+
+    def _note_snmp(self, target: Target, snmp: SnmpResult) -> None:
+        """Log SNMP reachability on change only (a node may answer pings but not SNMP)."""
+        before = self.snmp_ok.get(target.id)
+        self.snmp_ok[target.id] = snmp.ok
+        if before is None and snmp.ok:
+            return
+        if before != snmp.ok:
+            if snmp.ok:
+                event(log, logging.INFO, "snmp answering again", target=target.id)
+            else:
+                event(log, logging.WARNING, "snmp not answering", target=target.id, error=snmp.error or "")
+        if snmp.rebooted:
+            event(log, logging.WARNING, "agent rebooted", target=target.id, uptime_s=snmp.uptime_s)
+
+    def _update_state_gauge(self) -> None:
+        """Recount targets per state (start and reload only; transitions adjust it incrementally)."""
+        counts = Counter(s.state.value for s in self.states.values())
+        for st in State:
+            selfmetrics.TARGETS.labels(st.value).set(counts.get(st.value, 0))
+
+
+def _result_label(error: str | None) -> str:
+    """A bounded label value for the polls metric (errors are free text)."""
+    if not error:
+        return "error"
+    head = error.split(":", 1)[0].strip().lower()
+    return head if head in {"timeout", "auth", "unreachable"} else "error"

@@ -1,0 +1,77 @@
+"""Structured logging: one line per event, key=value (logfmt) or JSON.
+
+Call sites pass context as ``extra={"kv": {...}}`` (or use :func:`event`), so the same record renders
+as ``ts=... level=info msg="target down" target=ap-1 reason="3 consecutive failed polls"`` or as
+JSON. Values are rendered with ``str()``, so a :class:`monitor.inventory.model.Secret` shows only
+its source, never its value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+_RESERVED = {"ts", "level", "logger", "msg"}
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    if text == "" or any(c in text for c in ' ="\\\n\t'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{base}.{int(record.msecs):03d}Z"
+
+
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    kv = getattr(record, "kv", None)
+    return dict(kv) if isinstance(kv, dict) else {}
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [
+            f"ts={_timestamp(record)}",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+            f"msg={_quote(record.getMessage())}",
+        ]
+        parts += [f"{k if k not in _RESERVED else 'ctx_' + k}={_quote(v)}" for k, v in _context(record).items()]
+        if record.exc_info:
+            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in _context(record).items():
+            plain = isinstance(v, int | float | bool) or v is None
+            doc[k if k not in _RESERVED else "ctx_" + k] = v if plain else str(v)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def setup(fmt: str = "logfmt", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def event(logger: logging.Logger, level: int, msg: str, **kv: object) -> None:
+    """Log one structured event: ``event(log, logging.WARNING, "target down", target="ap-1")``."""
+    logger.log(level, msg, extra={"kv": kv})

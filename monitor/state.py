@@ -1,0 +1,112 @@
+"""The confirmed state of one target: a pure state machine over observations and injected time.
+
+A single lost poll on a radio link is noise; a confirmed DOWN wakes people up. So a target changes
+state only after ``down_after`` consecutive unreachable polls, ``up_after`` consecutive good polls,
+or ``degraded_after`` consecutive polls beyond a quality threshold. Every transition is returned as a
+:class:`StateChange`, which is what the event log, correlation and reports consume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class State(StrEnum):
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+    DEGRADED = "degraded"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one poll of a target showed, already judged against its thresholds."""
+
+    reachable: bool
+    degraded_reasons: tuple[str, ...] = ()
+    detail: str = ""  # why it is unreachable ("timeout", "unreachable", ...), for the reason text
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    down_after: int = 3
+    up_after: int = 2
+    degraded_after: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    state: State = State.UNKNOWN
+    since: float = 0.0
+    fail_streak: int = 0  # consecutive unreachable polls
+    reach_streak: int = 0  # consecutive reachable polls (healthy or degraded)
+    ok_streak: int = 0  # consecutive reachable polls within every threshold
+    degraded_streak: int = 0  # consecutive reachable polls beyond a threshold
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    target: str
+    old: State
+    new: State
+    ts: float
+    reason: str
+
+
+def step(
+    prev: TargetState, obs: Observation, now: float, rules: Confirmation, target: str
+) -> tuple[TargetState, StateChange | None]:
+    """Fold one observation into the state; return the new state and the transition, if any."""
+    if obs.reachable:
+        healthy = not obs.degraded_reasons
+        cur = replace(
+            prev,
+            fail_streak=0,
+            reach_streak=prev.reach_streak + 1,
+            ok_streak=prev.ok_streak + 1 if healthy else 0,
+            degraded_streak=0 if healthy else prev.degraded_streak + 1,
+        )
+    else:
+        cur = replace(prev, fail_streak=prev.fail_streak + 1, reach_streak=0, ok_streak=0, degraded_streak=0)
+
+    new, reason = _decide(cur, obs, rules)
+    if new is None or new == prev.state:
+        return cur, None
+    return replace(cur, state=new, since=now), StateChange(target, prev.state, new, now, reason)
+
+
+def _decide(cur: TargetState, obs: Observation, rules: Confirmation) -> tuple[State | None, str]:
+    if cur.fail_streak >= rules.down_after and cur.state != State.DOWN:
+        detail = f": {obs.detail}" if obs.detail else ""
+        return State.DOWN, f"{cur.fail_streak} consecutive failed polls{detail}"
+    if not obs.reachable:
+        return None, ""
+    degraded_now = bool(obs.degraded_reasons)
+    why = ", ".join(obs.degraded_reasons)
+    match cur.state:
+        case State.UNKNOWN:
+            if degraded_now and cur.degraded_streak >= rules.degraded_after:
+                return State.DEGRADED, why
+            return State.UP, "first reply"
+        case State.UP:
+            if cur.degraded_streak >= rules.degraded_after:
+                return State.DEGRADED, why
+        case State.DEGRADED:
+            if cur.ok_streak >= rules.up_after:
+                return State.UP, f"{cur.ok_streak} consecutive good polls"
+        case State.DOWN:
+            if cur.reach_streak >= rules.up_after:
+                if degraded_now:
+                    return State.DEGRADED, f"answering again but {why}"
+                return State.UP, f"{cur.reach_streak} consecutive replies"
+    return None, ""
+
+
+def restored(state: State, since: float) -> TargetState:
+    """The state a target resumes in after a restart: confirmed state kept, streaks start over.
+
+    Starting the streaks at zero means a restart can neither confirm a failure nor a recovery by
+    itself: both need fresh evidence, so a restart never produces spurious events.
+    """
+    return TargetState(state=state, since=since)

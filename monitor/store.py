@@ -1,0 +1,122 @@
+"""The daemon's embedded store (SQLite, WAL): the append-only StateChange log and current states.
+
+Correlation, incidents and reports build on this log, so it is append-only and every change is
+committed together with the target's current state in one transaction: a ``kill -9`` at any point
+leaves the two consistent, and a restart resumes from exactly the states that were announced.
+Schema changes are numbered migrations applied in order and recorded in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from monitor.errors import StorageError
+from monitor.state import State, StateChange
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: state change log and current state per target
+    """
+    CREATE TABLE state_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        target TEXT NOT NULL,
+        old TEXT NOT NULL,
+        new TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX state_changes_ts ON state_changes (ts);
+    CREATE INDEX state_changes_target_ts ON state_changes (target, ts);
+    CREATE TABLE target_state (
+        target TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        since REAL NOT NULL
+    );
+    """,
+)
+
+
+class EventStore:
+    """Append-only state-change log with current states, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the event store {path}: {exc}") from exc
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StorageError(
+                f"{self.path} has schema version {current}, newer than this program knows ({len(MIGRATIONS)}):"
+                " it was written by a newer release"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            script = MIGRATIONS[version - 1]
+            # executescript commits on its own; wrap the migration and the version bump together.
+            self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+
+    def append(self, changes: Sequence[StateChange]) -> None:
+        """Record transitions and the resulting current states atomically."""
+        if not changes:
+            return
+        try:
+            with _transaction(self._db):
+                self._db.executemany(
+                    "INSERT INTO state_changes (ts, target, old, new, reason) VALUES (?, ?, ?, ?, ?)",
+                    [(c.ts, c.target, c.old.value, c.new.value, c.reason) for c in changes],
+                )
+                self._db.executemany(
+                    "INSERT INTO target_state (target, state, since) VALUES (?, ?, ?)"
+                    " ON CONFLICT(target) DO UPDATE SET state = excluded.state, since = excluded.since",
+                    [(c.target, c.new.value, c.ts) for c in changes],
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot append to the event store {self.path}: {exc}") from exc
+
+    def load_states(self) -> dict[str, tuple[State, float]]:
+        rows = self._db.execute("SELECT target, state, since FROM target_state")
+        return {target: (State(state), since) for target, state, since in rows}
+
+    def changes(
+        self, *, since: float | None = None, until: float | None = None, targets: Iterable[str] | None = None
+    ) -> Iterator[StateChange]:
+        """State changes in the order they were recorded, optionally limited to a time range."""
+        sql = "SELECT ts, target, old, new, reason FROM state_changes WHERE 1=1"
+        args: list[object] = []
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        if until is not None:
+            sql += " AND ts < ?"
+            args.append(until)
+        wanted = set(targets) if targets is not None else None
+        for ts, target, old, new, reason in self._db.execute(sql + " ORDER BY id", args):
+            if wanted is None or target in wanted:
+                yield StateChange(target, State(old), State(new), ts, reason)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
