@@ -1,0 +1,215 @@
+"""ICMP echo probe: loss, RTT min/avg/max and jitter per target, scaling to tens of thousands of targets.
+
+All pings share one socket per address family (see :mod:`monitor.probes.icmp_socket`), opened once
+by :meth:`IcmpProbe.start`: a raw socket when the process has CAP_NET_RAW, otherwise an unprivileged
+ICMP datagram socket when ``net.ipv4.ping_group_range`` admits the process's group. When neither works
+``start`` says exactly what was tried and how to fix it, because a monitor that cannot ping must not
+start and report every target as down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import sys
+import time
+from itertools import pairwise
+from typing import Literal
+
+from monitor.errors import ProbeError, ProbeSetupError
+from monitor.inventory.model import Target
+from monitor.probes.base import IcmpResult
+from monitor.probes.icmp_socket import Echo, IcmpSocket
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "raw", "dgram"]
+# When nothing came back, the most telling reason wins.
+_ERROR_RANK = ("unreachable", "blocked")
+
+
+class IcmpProbe:
+    """Implements :class:`monitor.probes.base.Probe` for ICMP echo."""
+
+    kind = "icmp"
+
+    def __init__(self, *, mode: Mode = "auto", payload_size: int = 56) -> None:
+        if mode not in ("auto", "raw", "dgram"):
+            raise ValueError(f"mode must be auto, raw or dgram, not {mode!r}")
+        if payload_size < 8:
+            raise ValueError("payload_size must be at least 8 bytes (the reply-matching token)")
+        self._want: Mode = mode
+        self._payload_size = payload_size
+        self._socks: dict[int, IcmpSocket] = {}
+        self._v6_error = "IPv6 ICMP is not available"
+        self._mode = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def mode(self) -> str:
+        """``"raw"`` or ``"dgram"`` once started; empty before."""
+        return self._mode
+
+    async def start(self) -> None:
+        if self._socks:
+            return
+        self._loop = asyncio.get_running_loop()
+        v4, self._mode = self._open_v4()
+        self._socks[4] = v4
+        try:
+            self._socks[6] = IcmpSocket.open(6, self._mode == "raw", self._payload_size)
+        except OSError as exc:
+            # Many hosts run without IPv6; IPv4 pings still work, IPv6 targets get an error result.
+            self._v6_error = f"IPv6 ICMP socket unavailable: {_describe(exc)}"
+            log.warning("icmp ipv6=off reason=%r", self._v6_error)
+        for sock in self._socks.values():
+            sock.attach(self._loop)
+        log.info("icmp probe started mode=%s ipv6=%s", self._mode, "on" if 6 in self._socks else "off")
+
+    def _open_v4(self) -> tuple[IcmpSocket, str]:
+        raw_exc: OSError | None = None
+        if self._want in ("auto", "raw"):
+            try:
+                return IcmpSocket.open(4, True, self._payload_size), "raw"
+            except OSError as exc:
+                raw_exc = exc
+        dgram_exc: OSError | None = None
+        if self._want in ("auto", "dgram"):
+            try:
+                return IcmpSocket.open(4, False, self._payload_size), "dgram"
+            except OSError as exc:
+                dgram_exc = exc
+        raise ProbeSetupError(setup_message(raw_exc, dgram_exc)) from (dgram_exc or raw_exc)
+
+    async def close(self) -> None:
+        """Close the sockets; pending pings return at once with their echoes counted as lost."""
+        for sock in self._socks.values():
+            sock.close()
+        self._socks.clear()
+
+    async def poll(self, target: Target, timeout: float) -> IcmpResult:
+        """Ping ``target`` as its polling settings say, returning within ``timeout`` seconds."""
+        p = target.polling
+        deadline = time.monotonic() + timeout
+        return await self._ping(target.address, p.icmp_count, p.icmp_spacing, p.icmp_timeout, target.id, deadline)
+
+    async def ping(
+        self,
+        address: str,
+        *,
+        count: int = 3,
+        spacing: float = 0.02,
+        per_ping_timeout: float = 1.0,
+        target_id: str = "",
+    ) -> IcmpResult:
+        """Send ``count`` echo requests ``spacing`` s apart; each may take ``per_ping_timeout`` s."""
+        return await self._ping(address, count, spacing, per_ping_timeout, target_id, None)
+
+    async def _ping(
+        self, address: str, count: int, spacing: float, per_ping_timeout: float, target_id: str,
+        deadline: float | None,
+    ) -> IcmpResult:
+        if not self._socks or self._loop is None:
+            raise ProbeError("ICMP probe is not started (or already closed)")
+        family, packed = _parse_address(address)
+        if family == 0:
+            return IcmpResult(target_id, address, 0, 0, error="invalid address")
+        sock = self._socks.get(family)
+        if sock is None:
+            return IcmpResult(target_id, address, 0, 0, error=self._v6_error)
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        echo = Echo(socket.inet_ntop(af, packed), packed)
+        timer: asyncio.TimerHandle | None = None
+        try:
+            for i in range(count):
+                if i:
+                    if deadline is not None and time.monotonic() + spacing >= deadline:
+                        break  # no time left to send more and still wait for them
+                    await asyncio.sleep(spacing)
+                if sock.closed:
+                    break
+                await sock.send(echo)
+            if echo.outstanding and not sock.closed:
+                wait_until = max(echo.sent) + per_ping_timeout
+                if deadline is not None:
+                    wait_until = min(wait_until, deadline)
+                echo.fut = self._loop.create_future()
+                timer = self._loop.call_later(max(0.0, wait_until - time.monotonic()), _wake, echo.fut)
+                await echo.fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            sock.forget(echo)
+        return summarize(echo, target_id, per_ping_timeout)
+
+
+def summarize(echo: Echo, target_id: str, per_ping_timeout: float) -> IcmpResult:
+    """Turn the per-echo outcomes into loss, RTT statistics and jitter (a late reply counts as lost)."""
+    rtts = [r * 1000.0 for r in echo.rtts if r is not None and r <= per_ping_timeout]
+    sent = len(echo.tokens)
+    if not rtts:
+        errors = [e for e in echo.errors if e is not None]
+        error = next((e for e in _ERROR_RANK if e in errors), errors[0] if errors else "timeout")
+        return IcmpResult(target_id, echo.address, sent, 0, error=error)
+    jitter = (
+        sum(abs(b - a) for a, b in pairwise(rtts)) / (len(rtts) - 1)
+        if len(rtts) > 1 else None
+    )
+    return IcmpResult(
+        target_id, echo.address, sent, len(rtts),
+        rtt_min_ms=min(rtts), rtt_avg_ms=sum(rtts) / len(rtts), rtt_max_ms=max(rtts), jitter_ms=jitter,
+    )
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _parse_address(address: str) -> tuple[int, bytes]:
+    """(4 or 6, packed address), or (0, b"") when ``address`` is not a literal IP address."""
+    try:
+        return 4, socket.inet_pton(socket.AF_INET, address)
+    except OSError:
+        pass
+    try:
+        return 6, socket.inet_pton(socket.AF_INET6, address)
+    except OSError:
+        return 0, b""
+
+
+def _describe(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return f"{name} {exc.strerror or exc}"
+
+
+def _ping_group_range() -> str:
+    try:
+        with open("/proc/sys/net/ipv4/ping_group_range") as f:
+            return " ".join(f.read().split())
+    except OSError:
+        return "unknown"
+
+
+def setup_message(raw_exc: OSError | None, dgram_exc: OSError | None) -> str:
+    """What was tried, why it failed and how to fix it, for the operator reading the startup error."""
+    gid = os.getgid()
+    python = os.path.realpath(sys.executable)
+    tried = []
+    fixes = []
+    if raw_exc is not None:
+        tried.append(f"raw ICMP socket: {_describe(raw_exc)}")
+        fixes.append(
+            f"give the process CAP_NET_RAW (run as root, `setcap cap_net_raw+ep {python}`, "
+            "or AmbientCapabilities=CAP_NET_RAW in its systemd unit)"
+        )
+    if dgram_exc is not None:
+        tried.append(f"datagram ICMP socket: {_describe(dgram_exc)}")
+        fixes.append(
+            f"allow unprivileged ICMP for group {gid}: `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` "
+            f"(now \"{_ping_group_range()}\")"
+        )
+    return "cannot open an ICMP socket; tried " + "; ".join(tried) + ". Fix: " + ", or ".join(fixes)
