@@ -1,0 +1,190 @@
+"""The daemon end to end on loopback: real pings, real event store, signals, reload, restart.
+
+Targets are loopback addresses; a target "fails" through an nftables rule that drops echo requests
+to its address (tests/firewall.py). Waiting is always for a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from monitor.daemon import Daemon
+from tests.firewall import icmp_block
+from tests.servers.common import free_port, wait_for
+
+pytestmark = pytest.mark.root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(folder: Path, metrics_port: int, extra_endpoints: str = "") -> Path:
+    path = folder / "sites.yaml"
+    path.write_text(f"""
+municipalities: [{{id: m1, name: Municipio Uno}}]
+sites: [{{id: s1, municipality: m1, name: Torre Uno, lat: 7.0, lon: -70.7}}]
+service_classes:
+  residencial: {{response_hours: 24, availability_target: 98.0}}
+polling: {{interval: 0.2, icmp_count: 1, icmp_timeout: 0.1, down_after: 2, up_after: 2}}
+daemon: {{state_dir: var, metrics_listen: "127.0.0.1:{metrics_port}"}}
+nodes:
+  - {{id: core, kind: router, address: 127.0.0.1, site: s1}}
+  - {{id: ap-1, kind: ap, address: 127.77.0.2, parent: core}}
+customers:
+  - id: C1
+    name: Cliente Uno
+    service_class: residencial
+    endpoints:
+      - {{id: cpe-1, kind: cpe, address: 127.77.0.3, parent: ap-1}}
+{extra_endpoints}""")
+    return path
+
+
+def changes(db: Path) -> list[tuple[str, str, str, str]]:
+    if not db.exists():
+        return []
+    con = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in con.execute("SELECT target, old, new, reason FROM state_changes ORDER BY id")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def states(db: Path) -> dict[str, str]:
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT target, state FROM target_state"))
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        con.close()
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        return r.read().decode()
+
+
+def metric_value(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def until(condition, timeout: float = 15.0, what: str = "condition") -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    db = tmp_path / "var" / "monitor.db"
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}, what="all up")
+        with icmp_block() as fw:
+            fw.block("127.77.0.3")
+            await until(lambda: states(db).get("cpe-1") == "down", what="cpe-1 down")
+            assert changes(db)[-1] == ("cpe-1", "up", "down", "2 consecutive failed polls: timeout")
+            text = metrics(port)
+            assert metric_value(text, 'monitor_targets{state="down"}') == 1
+            assert metric_value(text, 'monitor_targets{state="up"}') == 2
+        await until(lambda: states(db).get("cpe-1") == "up", what="cpe-1 up again")
+        assert changes(db)[-1] == ("cpe-1", "down", "up", "2 consecutive replies")
+        # only the transitions: 3 first replies, one down, one up — never one row per failed poll
+        assert len(changes(db)) == 5
+        assert metric_value(metrics(port), "monitor_polls_total") > 10
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 10)
+
+
+def start_daemon(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it for its whole life
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(cfg)], stdout=out, stderr=out, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    db = tmp_path / "var" / "monitor.db"
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log)
+    try:
+        wait_for(lambda: states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}, 20, "all up")
+        # SIGHUP with a new endpoint: it is polled, the others keep their state (no new rows for them)
+        write_config(tmp_path, port, "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: states(db).get("cpe-2") == "up", 20, "cpe-2 up after reload")
+        assert [c[0] for c in changes(db)].count("cpe-1") == 1
+        # a broken config on SIGHUP is refused and the daemon keeps running
+        cfg.write_text(cfg.read_text() + "\nbogus_key: 1\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config reload failed" in log.read_text(), 10, "reload error logged")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "monitor stopped" in text
+    before = changes(db)
+
+    # restart: the stored states are resumed, so many polls later there is still no new event
+    write_config(tmp_path, port, "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+    proc = start_daemon(cfg, log)
+    try:
+        wait_for(lambda: metric_value(metrics(port), "monitor_polls_total") >= 5 * 4, 20, "20 polls after restart")
+        assert changes(db) == before
+        assert metric_value(metrics(port), 'monitor_targets{state="up"}') == 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
+def test_check_config_cli(tmp_path):
+    cfg = write_config(tmp_path, free_port())
+    ok = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(cfg)], capture_output=True, text=True,
+                        cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert "Municipio Uno" in ok.stdout or "m1" in ok.stdout
+    cfg.write_text(cfg.read_text().replace("parent: ap-1", "parent: ap-9"))
+    bad = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(cfg)], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert bad.returncode == 2
+    assert "ap-9" in bad.stderr and str(cfg) in bad.stderr
+
+
+def test_probe_cli_prints_the_measurement(tmp_path):
+    cfg = write_config(tmp_path, free_port())
+    r = subprocess.run([sys.executable, "-m", "monitor", "probe", "core", "--config", str(cfg)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "core (router, 127.0.0.1)"
+    assert "icmp: 1/1 replies, loss 0%" in r.stdout
+    assert r.stdout.rstrip().endswith("verdict: OK")
+    with icmp_block() as fw:
+        fw.block("127.77.0.3")
+        r = subprocess.run([sys.executable, "-m", "monitor", "probe", "cpe-1", "--config", str(cfg)],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert "verdict: UNREACHABLE" in r.stdout
