@@ -1,0 +1,183 @@
+"""Load ``config/sites.yaml`` (plus the optional billing CSV) into a frozen :class:`Inventory`.
+
+Why so strict: a typo in an inventory silently stops a tower from being polled, or makes a customer
+outage look like a network-wide one. Every mistake found is reported at once, each as
+``file:line: key.path: what was expected``, in a :class:`ConfigError`; secret values never appear.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from monitor.errors import ConfigError
+from monitor.inventory import settings
+from monitor.inventory.customers_csv import read_customers
+from monitor.inventory.entries import EntryReader
+from monitor.inventory.fields import Problems, Section
+from monitor.inventory.graph import Graph, PollingLayers
+from monitor.inventory.model import (
+    ENDPOINT_KINDS,
+    NODE_KINDS,
+    Customer,
+    Inventory,
+    Municipality,
+    PollingSettings,
+    ServiceClass,
+    Site,
+)
+from monitor.inventory.records import Registry, Where
+from monitor.inventory.settings import Override
+from monitor.inventory.summary import summarize
+from monitor.inventory.yaml_lines import YamlProblem, load
+
+__all__ = ["load_inventory", "summarize"]
+
+TOP_KEYS = (
+    "municipalities", "sites", "service_classes", "credentials", "nodes", "customers", "customers_file",
+    "polling", "polling_by_kind", "daemon", "timeseries",
+)
+DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
+CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "polling")
+
+
+def load_inventory(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Inventory:
+    """Read, validate and freeze the inventory. Raises ConfigError listing every problem found."""
+    display = os.fspath(path)
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot read the inventory: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{display}: the inventory is not UTF-8 text") from exc
+    try:
+        data, duplicates = load(text)
+    except YamlProblem as exc:
+        raise ConfigError(f"{display}:{exc.line}: {exc.message}" if exc.line else f"{display}: {exc.message}") \
+            from exc
+    problems = Problems()
+    for dup in duplicates:
+        problems.add(display, dup.line, "", dup.message)
+    if data is None:
+        raise ConfigError(f"{display}: the file is empty (expected a mapping with at least 'nodes')")
+    inv = _Loader(display, file.absolute().parent, os.environ if env is None else env, problems).build(
+        data, str(file.absolute()))
+    if problems:
+        raise ConfigError(problems.lines())
+    return inv
+
+
+class _Loader:
+    def __init__(self, display: str, base_dir: Path, env: Mapping[str, str], problems: Problems) -> None:
+        self.display = display
+        self.base_dir = base_dir
+        self.problems = problems
+        self.secrets = settings.SecretReader(base_dir, env)
+        self.registry = Registry(problems)
+
+    def build(self, data: object, source: str) -> Inventory:
+        top = Section.open(self.problems, self.display, data, "", 1, TOP_KEYS, ("nodes",))
+        if top is None:
+            return _empty(source)
+        munis = self.municipalities(top)
+        sites = self.sites(top, munis)
+        classes, class_polling = self.service_classes(top)
+        creds = settings.credentials(top, self.secrets)
+        layers = PollingLayers(PollingSettings(), by_class=class_polling)
+        glob = top.section("polling", settings.POLLING_KEYS)
+        if glob is not None:
+            layers.base = settings.merge_polling(layers.base, settings.polling_override(glob))
+            layers.base_where = Where(self.display, top.line("polling"), "polling")
+        layers.by_kind = self.by_kind(top)
+        daemon = settings.daemon(top.section("daemon", DAEMON_KEYS), self.base_dir)
+        ts = settings.timeseries(top.section("timeseries", settings.TS_KEYS), self.base_dir, daemon.state_dir,
+                                 self.secrets)
+        reader = EntryReader(self.registry, creds)
+        nodes = reader.nodes(top)
+        customers = reader.customers(top)
+        csv_name = top.text("customers_file")
+        if csv_name:
+            csv_path = self.base_dir / csv_name
+            csv_display = os.path.join(os.path.dirname(self.display), csv_name)
+            customers += read_customers(csv_path, csv_display, self.problems, self.registry)
+        targets = Graph(self.problems, nodes, customers, munis, sites, classes, layers).targets()
+        return Inventory(
+            source=source, municipalities=munis, sites=sites, service_classes=classes, credentials=creds,
+            targets=targets,
+            customers={
+                c.id: Customer(c.id, c.name, c.service_class[0] if c.service_class else "", c.email, c.phone,
+                               c.language, c.notify, tuple(e.id for e in c.endpoints))
+                for c in customers
+            },
+            daemon=daemon, timeseries=ts, polling=layers.base,
+        )
+
+    def _unique(self, seen: dict[str, Where], sec: Section) -> str | None:
+        ident = sec.ident("id")
+        if ident is not None and ident in seen:
+            sec.err("id", f"duplicate id {ident!r} (already used at {seen[ident]})")
+            return None
+        if ident is not None:
+            seen[ident] = Where(self.display, sec.line("id"), sec.key_path("id"))
+        return ident
+
+    def municipalities(self, top: Section) -> dict[str, Municipality]:
+        out: dict[str, Municipality] = {}
+        seen: dict[str, Where] = {}
+        for value, path, line in top.items("municipalities"):
+            sec = Section.open(self.problems, self.display, value, path, line, ("id", "name"), ("id", "name"))
+            if sec is not None and (mid := self._unique(seen, sec)) is not None:
+                out[mid] = Municipality(mid, sec.text("name") or mid)
+        return out
+
+    def sites(self, top: Section, munis: Mapping[str, Municipality]) -> dict[str, Site]:
+        out: dict[str, Site] = {}
+        seen: dict[str, Where] = {}
+        for value, path, line in top.items("sites"):
+            sec = Section.open(self.problems, self.display, value, path, line,
+                               ("id", "municipality", "name", "lat", "lon"), ("id", "municipality", "name"))
+            if sec is None or (sid := self._unique(seen, sec)) is None:
+                continue
+            muni = sec.ident("municipality")
+            if muni is not None and muni not in munis:
+                sec.err("municipality", f"unknown municipality {muni!r} (expected the id of a municipality "
+                                        "defined under municipalities)")
+            out[sid] = Site(sid, muni or "", sec.text("name") or sid,
+                            sec.number("lat", None, ge=-90, le=90), sec.number("lon", None, ge=-180, le=180))
+        return out
+
+    def service_classes(self, top: Section) -> tuple[dict[str, ServiceClass], dict[str, tuple[Override, Where]]]:
+        out: dict[str, ServiceClass] = {}
+        polling: dict[str, tuple[Override, Where]] = {}
+        for name, value, path, line in top.entries("service_classes"):
+            sec = Section.open(self.problems, self.display, value, path, line, CLASS_KEYS,
+                               ("response_hours", "availability_target"))
+            if sec is None:
+                continue
+            out[name] = ServiceClass(
+                name, sec.number("response_hours", 24.0, gt=0) or 24.0,
+                sec.number("availability_target", 99.0, gt=0, le=100) or 99.0, sec.flag("ticket_single", False))
+            over = sec.section("polling", settings.POLLING_KEYS)
+            if over is not None:
+                polling[name] = (settings.polling_override(over), Where(self.display, sec.line("polling"),
+                                                                        sec.key_path("polling")))
+        return out, polling
+
+    def by_kind(self, top: Section) -> dict[str, tuple[Override, Where]]:
+        out: dict[str, tuple[Override, Where]] = {}
+        kinds = tuple(dict.fromkeys(NODE_KINDS + ENDPOINT_KINDS))
+        for kind, value, path, line in top.entries("polling_by_kind"):
+            if kind not in kinds:
+                self.problems.add(self.display, line, path, f"unknown kind {kind!r} (expected one of: "
+                                                            f"{', '.join(kinds)})")
+                continue
+            sec = Section.open(self.problems, self.display, value, path, line, settings.POLLING_KEYS)
+            if sec is not None:
+                out[kind] = (settings.polling_override(sec), Where(self.display, line, path))
+        return out
+
+
+def _empty(source: str) -> Inventory:
+    return Inventory(source, {}, {}, {}, {}, {}, {})

@@ -1,0 +1,61 @@
+"""Resolve secret references (``{env: NAME}`` / ``{file: PATH}``) into :class:`Secret` objects.
+
+Why references only: an inventory file gets copied, diffed, pasted into tickets and committed, so a
+community string or v3 key written inline would leak. Every message here names the reference (the
+variable or the file), never the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from monitor.errors import SecretError
+from monitor.inventory.fields import type_name
+from monitor.inventory.model import Secret
+
+HOW = "use {env: NAME} or {file: PATH}"
+
+
+def resolve_secret(ref: object, base_dir: Path, env: Mapping[str, str]) -> Secret:
+    """Turn one reference into a Secret. Raises :class:`SecretError` with a value-free message."""
+    if isinstance(ref, str | int | float) and not isinstance(ref, bool):
+        raise SecretError(f"secrets cannot be written inline; {HOW}")
+    if not isinstance(ref, dict) or len(ref) != 1 or next(iter(ref)) not in ("env", "file"):
+        if isinstance(ref, dict):
+            got = f"a mapping with keys {', '.join(sorted(map(str, ref)))}" if ref else "an empty mapping"
+        else:
+            got = type_name(ref)
+        raise SecretError(f"expected a secret reference ({HOW}), got {got}")
+    kind, name = next(iter(ref.items()))
+    if not isinstance(name, str) or not name.strip():
+        raise SecretError(f"{kind}: expects a non-empty string ({HOW})")
+    if kind == "env":
+        return _from_env(name, env)
+    return _from_file(name, base_dir)
+
+
+def _from_env(name: str, env: Mapping[str, str]) -> Secret:
+    if name not in env:
+        raise SecretError(f"environment variable {name} is not set")
+    if not env[name]:
+        raise SecretError(f"environment variable {name} is empty")
+    return Secret(env[name], f"env:{name}")
+
+
+def _from_file(name: str, base_dir: Path) -> Secret:
+    path = Path(name) if Path(name).is_absolute() else base_dir / name
+    try:
+        value = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SecretError(f"secret file {name} does not exist (looked for {path})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SecretError(f"cannot read secret file {name}: {reason}") from exc
+    if value.endswith("\r\n"):
+        value = value[:-2]
+    elif value.endswith("\n"):
+        value = value[:-1]
+    if not value:
+        raise SecretError(f"secret file {name} is empty")
+    return Secret(value, f"file:{name}")

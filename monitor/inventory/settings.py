@@ -1,0 +1,212 @@
+"""Readers for the settings sections: polling (and its overrides), credentials, daemon, timeseries.
+
+Why separate from the topology: these sections have no references between entries, only values to
+range-check, so they read section by section; the loader wires the results into targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import SecretError
+from monitor.inventory.fields import Section, fmt_num
+from monitor.inventory.model import (
+    DaemonSettings,
+    PollingSettings,
+    Secret,
+    SnmpCredentials,
+    Thresholds,
+    TimeseriesSettings,
+)
+from monitor.inventory.secrets import resolve_secret
+
+POLLING_KEYS = (
+    "interval", "icmp_count", "icmp_timeout", "icmp_spacing", "down_after", "up_after", "degraded_after",
+    "thresholds",
+)
+THRESHOLD_KEYS = tuple(f.name for f in dataclasses.fields(Thresholds))
+AUTH_PROTOCOLS = ("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
+PRIV_PROTOCOLS = ("DES", "AES", "AES192", "AES256")
+V3_MIN_KEY = 8  # RFC 3414 / net-snmp refuse shorter passphrases; catching it here beats a timeout later
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TS_KEYS = (
+    "kind", "url", "org", "bucket", "token", "database", "retention_policy", "username", "password",
+    "batch_size", "flush_interval", "timeout", "spool_dir", "spool_max_bytes",
+)
+TS_REQUIRED = {"influxdb2": ("url", "org", "bucket", "token"), "influxdb1": ("url", "database")}
+
+Override = dict[str, Any]
+
+
+def polling_override(sec: Section | None) -> Override:
+    """The polling keys present in ``sec`` (validated), to merge over the inherited settings."""
+    out: Override = {}
+    if sec is None:
+        return out
+    defaults = PollingSettings()
+    for key in ("interval", "icmp_timeout"):
+        if sec.has(key):
+            out[key] = sec.duration(key, getattr(defaults, key))
+    if sec.has("icmp_spacing"):
+        out["icmp_spacing"] = sec.duration("icmp_spacing", defaults.icmp_spacing, positive=False)
+    if sec.has("icmp_count"):
+        out["icmp_count"] = sec.integer("icmp_count", defaults.icmp_count, 1, 100)
+    for key in ("down_after", "up_after", "degraded_after"):
+        if sec.has(key):
+            out[key] = sec.integer(key, getattr(defaults, key), 1)
+    th = sec.section("thresholds", THRESHOLD_KEYS)
+    if th is not None:
+        limits: dict[str, dict[str, float]] = {"loss_pct": {"ge": 0, "le": 100}, "rtt_ms": {"gt": 0},
+                                               "jitter_ms": {"gt": 0}}
+        # an explicit null disables the check, so keep it as None rather than "not given"
+        out["thresholds"] = {
+            key: th.number(key, None, **limits.get(key, {})) for key in THRESHOLD_KEYS if key in th.data
+        }
+    return out
+
+
+def merge_polling(base: PollingSettings, over: Override) -> PollingSettings:
+    if not over:
+        return base
+    rest = {k: v for k, v in over.items() if k != "thresholds"}
+    thresholds = dataclasses.replace(base.thresholds, **over.get("thresholds", {}))
+    return dataclasses.replace(base, **rest, thresholds=thresholds)
+
+
+def polling_problem(ps: PollingSettings) -> str | None:
+    """A combination of values that cannot work, even though each value is valid on its own."""
+    poll = ps.icmp_timeout + (ps.icmp_count - 1) * ps.icmp_spacing
+    if poll >= ps.interval:
+        return (f"a poll takes up to {fmt_num(round(poll, 6))} s (icmp_timeout + (icmp_count - 1) × "
+                f"icmp_spacing), which must be shorter than interval {fmt_num(ps.interval)} s")
+    t = ps.thresholds
+    if t.optical_rx_dbm_min is not None and t.optical_rx_dbm_max is not None \
+            and t.optical_rx_dbm_min >= t.optical_rx_dbm_max:
+        return (f"thresholds.optical_rx_dbm_min ({fmt_num(t.optical_rx_dbm_min)}) must be below "
+                f"optical_rx_dbm_max ({fmt_num(t.optical_rx_dbm_max)})")
+    return None
+
+
+class SecretReader:
+    """Resolves the secret references of one config file, reporting failures as problems."""
+
+    def __init__(self, base_dir: Path, env: Mapping[str, str]) -> None:
+        self.base_dir = base_dir
+        self.env = env
+
+    def get(self, sec: Section, key: str) -> Secret | None:
+        if key not in sec.data:
+            return None
+        try:
+            return resolve_secret(sec.data[key], self.base_dir, self.env)
+        except SecretError as exc:
+            sec.err(key, str(exc))
+            return None
+
+    def v3_key(self, sec: Section) -> Secret | None:
+        secret = self.get(sec, "key")
+        if secret is not None and len(secret.reveal()) < V3_MIN_KEY:  # length only, never shown
+            sec.err("key", f"the key from {secret.source} is shorter than {V3_MIN_KEY} characters "
+                           "(SNMPv3 needs at least 8)")
+            return None
+        return secret
+
+
+def credentials(top: Section, secrets: SecretReader) -> dict[str, SnmpCredentials]:
+    out: dict[str, SnmpCredentials] = {}
+    for name, value, path, line in top.entries("credentials"):
+        version = str(value.get("version")) if isinstance(value, dict) else None
+        allowed = {"2c": ("version", "community"), "3": ("version", "user", "auth", "priv")}.get(
+            version or "", ("version", "community", "user", "auth", "priv"))
+        required = ("version", "community") if version == "2c" else ("version", "user")
+        sec = Section.open(top.problems, top.file, value, path, line, allowed, required)
+        if sec is None or sec.choice("version", ("2c", "3")) is None:
+            continue
+        if version == "2c":
+            out[name] = SnmpCredentials(name, "2c", community=secrets.get(sec, "community"))
+            continue
+        auth = sec.section("auth", ("protocol", "key"), ("protocol", "key"))
+        priv = sec.section("priv", ("protocol", "key"), ("protocol", "key"))
+        if priv is not None and auth is None:
+            sec.err("priv", "privacy needs auth too (SNMPv3 has no noAuthPriv level)")
+        out[name] = SnmpCredentials(
+            name, "3", user=sec.text("user"),
+            auth_protocol=auth.choice("protocol", AUTH_PROTOCOLS) if auth else None,
+            auth_key=secrets.v3_key(auth) if auth else None,
+            priv_protocol=priv.choice("protocol", PRIV_PROTOCOLS) if priv else None,
+            priv_key=secrets.v3_key(priv) if priv else None,
+        )
+    return out
+
+
+def _resolve_dir(base_dir: Path, value: str) -> str:
+    return os.path.normpath(base_dir / os.path.expanduser(value))
+
+
+def daemon(sec: Section | None, base_dir: Path) -> DaemonSettings:
+    d = DaemonSettings()
+    if sec is None:
+        return dataclasses.replace(d, state_dir=_resolve_dir(base_dir, d.state_dir))
+    listen = sec.data.get("metrics_listen", d.metrics_listen)
+    if not isinstance(listen, str):
+        sec.err("metrics_listen", f"expected a string like {d.metrics_listen} ('' disables /metrics)")
+        listen = d.metrics_listen
+    elif listen and not _valid_listen(listen):
+        sec.err("metrics_listen", f"bad listen address {listen!r} (expected HOST:PORT such as "
+                                  f"{d.metrics_listen}, or '' to disable /metrics)")
+    level = sec.data.get("log_level", d.log_level)
+    if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
+        sec.err("log_level", f"bad value {level!r} (expected one of: {', '.join(LOG_LEVELS)})")
+        level = d.log_level
+    return DaemonSettings(
+        state_dir=_resolve_dir(base_dir, sec.text("state_dir") or d.state_dir),
+        metrics_listen=listen,
+        log_format="json" if sec.choice("log_format", ("logfmt", "json"), d.log_format) == "json" else "logfmt",
+        log_level=level.upper(),
+        concurrency=sec.integer("concurrency", d.concurrency, 1),
+    )
+
+
+def _valid_listen(listen: str) -> bool:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return False
+    return not (host.startswith("[") ^ host.endswith("]"))
+
+
+def timeseries(sec: Section | None, base_dir: Path, state_dir: str, secrets: SecretReader) -> TimeseriesSettings:
+    d = TimeseriesSettings()
+    spool_default = os.path.join(state_dir, "spool")
+    if sec is None:
+        return dataclasses.replace(d, spool_dir=spool_default)
+    kind = sec.choice("kind", ("none", "influxdb1", "influxdb2"), d.kind)
+    for key in TS_REQUIRED.get(kind or "", ()):
+        if key not in sec.data:
+            sec.err(None, f"missing required key {key!r} (needed for kind {kind})")
+    url = sec.text("url") or ""
+    if url and not url.startswith(("http://", "https://")):
+        sec.err("url", f"bad URL {url!r} (expected http://HOST:PORT or https://HOST:PORT)")
+    # secrets of a disabled database are not resolved: switching kind to none must not need them
+    live = kind != "none"
+    spool = sec.text("spool_dir")
+    max_bytes = sec.integer("spool_max_bytes", d.spool_max_bytes, 1)
+    return TimeseriesSettings(
+        kind="influxdb1" if kind == "influxdb1" else "influxdb2" if kind == "influxdb2" else "none",
+        url=url.rstrip("/"),
+        org=sec.text("org") or "",
+        bucket=sec.text("bucket") or "",
+        token=secrets.get(sec, "token") if live else None,
+        database=sec.text("database") or "",
+        retention_policy=sec.text("retention_policy") or "",
+        username=sec.text("username") or "",
+        password=secrets.get(sec, "password") if live else None,
+        batch_size=sec.integer("batch_size", d.batch_size, 1),
+        flush_interval=sec.duration("flush_interval", d.flush_interval),
+        timeout=sec.duration("timeout", d.timeout),
+        spool_dir=_resolve_dir(base_dir, spool) if spool else spool_default,
+        spool_max_bytes=max_bytes,
+    )

@@ -1,0 +1,78 @@
+"""The text ``monitor check-config`` prints when the inventory is valid.
+
+Why: an operator who edited the inventory wants to see at a glance that the counts are what they
+meant (every tower, every subscriber) before reloading the daemon. Deterministic (sorted), and it
+shows credential names and levels only, never a secret value.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from monitor.inventory.fields import fmt_num
+from monitor.inventory.model import Inventory, SnmpCredentials
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        .rstrip()
+        for r in [header, *rows]
+    ]
+
+
+def _level(c: SnmpCredentials) -> str:
+    if c.version == "2c":
+        return c.name
+    if c.auth_protocol is None:
+        return f"{c.name} (noAuthNoPriv, user {c.user})"
+    if c.priv_protocol is None:
+        return f"{c.name} (authNoPriv {c.auth_protocol}, user {c.user})"
+    return f"{c.name} (authPriv {c.auth_protocol}/{c.priv_protocol}, user {c.user})"
+
+
+def summarize(inv: Inventory) -> str:
+    nodes, endpoints = inv.nodes(), inv.endpoints()
+    lines = [
+        f"inventory: {inv.source}",
+        f"targets: {len(inv.targets)} ({len(nodes)} nodes, {len(endpoints)} endpoints), "
+        f"{len(inv.customers)} customers, {len(inv.sites)} sites",
+        "",
+    ]
+    n_by = Counter(t.municipality for t in nodes)
+    e_by = Counter(t.municipality for t in endpoints)
+    rows = [(f"{m.id} ({m.name})", str(n_by[m.id]), str(e_by[m.id])) for m in sorted(inv.municipalities.values(),
+                                                                                       key=lambda m: m.id)]
+    if n_by[None] or e_by[None]:
+        rows.append(("(no municipality)", str(n_by[None]), str(e_by[None])))
+    lines += [*_table(("municipality", "nodes", "endpoints"), rows), ""]
+    n_kind, e_kind = Counter(t.kind for t in nodes), Counter(t.kind for t in endpoints)
+    rows = [(k, str(n_kind[k]), str(e_kind[k])) for k in sorted(set(n_kind) | set(e_kind))]
+    lines += [*_table(("kind", "nodes", "endpoints"), rows), ""]
+    c_by = Counter(c.service_class for c in inv.customers.values())
+    ce_by = Counter(t.service_class for t in endpoints)
+    rows = [(sc, str(c_by[sc]), str(ce_by[sc])) for sc in sorted(set(inv.service_classes) | set(c_by))]
+    lines += [*_table(("service class", "customers", "endpoints"), rows), ""]
+    for version in ("2c", "3"):
+        names = [_level(c) for c in sorted(inv.credentials.values(), key=lambda c: c.name) if c.version == version]
+        lines.append(f"credentials v{version}: {', '.join(names) if names else '-'}")
+    p = inv.polling
+    intervals = Counter(fmt_num(t.polling.interval) for t in inv.targets.values())
+    lines += [
+        f"polling: default interval {fmt_num(p.interval)} s, {p.icmp_count} pings, down after {p.down_after}, "
+        f"up after {p.up_after}; targets by interval: "
+        + ", ".join(f"{k} s: {v}" for k, v in sorted(intervals.items(), key=lambda kv: float(kv[0]))),
+        f"timeseries: {_timeseries(inv)}",
+        f"state_dir: {inv.daemon.state_dir}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _timeseries(inv: Inventory) -> str:
+    ts = inv.timeseries
+    if ts.kind == "none":
+        return "none (time series off)"
+    where = f"bucket {ts.bucket}, org {ts.org}" if ts.kind == "influxdb2" else f"database {ts.database}"
+    return f"{ts.kind} at {ts.url} ({where})"
