@@ -26,6 +26,7 @@ from monitor.logs import event
 from monitor.probes.base import IcmpResult, Probe, SnmpResult
 from monitor.probes.icmp import IcmpProbe
 from monitor.scheduler import Scheduler
+from monitor.sdnotify import Notifier
 from monitor.state import Confirmation, State, StateChange, TargetState, restored, step
 from monitor.store import EventStore
 from monitor.tsdb import schema
@@ -78,6 +79,7 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self._metrics_server: object | None = None
         self.ready = asyncio.Event()
+        self.notifier = Notifier()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,7 +109,12 @@ class Daemon:
                     icmp_mode=self.icmp.mode if self.icmp else "off", state_dir=state_dir,
                 )
                 self.ready.set()
+                self.notifier.ready(f"polling {len(inv.targets)} targets")
+                watchdog_task = tg.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
                 await self._supervise()
+                self.notifier.stopping()
+                if watchdog_task is not None:
+                    watchdog_task.cancel()
                 # Drain: no new polls, finish the ones in flight, then flush the writer.
                 self.scheduler.stop()
                 await scheduler_task
@@ -138,7 +145,15 @@ class Daemon:
                 f.cancel()
             if self._reload_requested.is_set() and not self._stop.is_set():
                 self._reload_requested.clear()
+                self.notifier.reloading()
                 await self.reload()
+                self.notifier.ready()
+
+    async def _watchdog(self) -> None:
+        """Ping systemd's watchdog while the event loop is responsive; a stuck loop gets restarted."""
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(self.notifier.watchdog_interval)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
