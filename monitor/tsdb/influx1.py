@@ -1,0 +1,47 @@
+"""InfluxDB 1.x native ``/write`` (what Debian ships: 1.6.7 answers 404 on ``/api/v2/write``).
+
+Plain aiohttp: influxdb-client only speaks the v2 API. Credentials go in a Basic auth header, not
+the query string, so they never end up in a proxy or server access log.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from monitor.inventory.model import TimeseriesSettings
+from monitor.tsdb.backend import connection_error, http_error, public_url
+
+
+class Influx1Backend:
+    def __init__(self, settings: TimeseriesSettings) -> None:
+        self.name = f"influxdb1 {public_url(settings.url)} db={settings.database}"
+        self._url = settings.url.rstrip("/") + "/write"
+        self._params = {"db": settings.database, "precision": "ns"}
+        if settings.retention_policy:
+            self._params["rp"] = settings.retention_policy
+        self._auth = None
+        if settings.username:
+            password = settings.password.reveal() if settings.password else ""
+            self._auth = aiohttp.BasicAuth(settings.username, password)
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def write(self, body: bytes) -> None:
+        if self._session is None:  # created lazily: a ClientSession belongs to the running loop
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(
+                self._url, params=self._params, data=body, auth=self._auth,
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                status, text = resp.status, await resp.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise connection_error(self.name, exc) from exc
+        raise http_error(self.name, status, text)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,374 @@
+"""Batches points to the time-series database without ever making polling wait for it.
+
+``submit()`` only appends to an in-memory buffer. ``run()`` (a background task) sends a batch when
+``batch_size`` points are waiting or ``flush_interval`` has passed. While the database is
+unreachable (or answers 5xx/429), batches go to the on-disk :class:`Spool` and the oldest spooled
+batch is retried with exponential backoff; once it succeeds the spool is replayed oldest-first,
+and new batches keep going to the end of the spool until it is empty, so order is preserved.
+Sequence numbers are taken when a batch leaves the buffer, so a batch whose write failed is
+spooled ahead of batches spooled while it was in flight.
+
+Logging is by episode: one line when the database becomes unreachable, one when the spool has
+been replayed, one when the spool first overflows, one per kind of rejected batch (4xx) per ten
+minutes, never one per failed write. The counters in :mod:`monitor.selfmetrics` say the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+
+from monitor import selfmetrics as m
+from monitor.clock import Clock, SystemClock
+from monitor.errors import ConfigError, StorageError, StoragePermanent, StorageRetryable
+from monitor.inventory.model import TimeseriesSettings
+from monitor.tsdb.backend import Backend
+from monitor.tsdb.lineprotocol import encode_lines
+from monitor.tsdb.point import Point
+from monitor.tsdb.spool import Segment, Spool
+
+log = logging.getLogger("monitor.tsdb")
+
+PERMANENT_LOG_EVERY = 600.0  # seconds between two log lines about rejected batches
+
+
+def _event(level: int, msg: str, **kv: object) -> None:
+    log.log(level, msg, extra={"kv": kv})
+
+
+class TimeseriesWriter:
+    def __init__(
+        self,
+        settings: TimeseriesSettings,
+        spool_dir: Path,
+        *,
+        clock: Clock | None = None,
+        backend: Backend | None = None,
+        retry_initial: float = 1.0,
+        retry_max: float = 30.0,
+        max_buffer_points: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock or SystemClock()
+        self._backend = backend if backend is not None else backend_for(settings)
+        self._spool = Spool(spool_dir, settings.spool_max_bytes)
+        self._batch = max(1, settings.batch_size)
+        self._flush_interval = max(0.0, settings.flush_interval)
+        self._max_buffer = max_buffer_points or max(10 * self._batch, 50_000)
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._buffer: deque[Point] = deque()
+        self._wake = asyncio.Event()
+        self._overflow = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._lock = asyncio.Lock()  # serialises "take from buffer + decide + spool"
+        self._closing = False
+        self._closed = False
+        self._running = False
+        self._inflight: tuple[int, bytes, int] | None = None  # (seq, body, points) being sent directly
+        self._replaying: frozenset[int] = frozenset()
+        self._last_flush = self._clock.monotonic()
+        self._down = False
+        self._retry_at = 0.0
+        self._retry_delay = retry_initial
+        self._outage_since: float | None = None  # an episode: from first failure to drained spool
+        self._unreachable_logged = False
+        self._replayed = 0
+        self._drop_logged = False
+        self._permanent_logged_at: float | None = None
+        self._permanent_suppressed = 0
+        self._update_gauges()
+        if self._spool.points:
+            self._outage_since = self._clock.monotonic()
+            _event(logging.INFO, "time series spool from a previous run will be replayed",
+                   backend=self._backend.name, spool_points=self._spool.points, spool_bytes=self._spool.bytes)
+
+    # -- the polling side ---------------------------------------------------------------------
+
+    def submit(self, points: Iterable[Point]) -> None:
+        """Queue points for writing. Never blocks on the database and never raises."""
+        try:
+            self._buffer.extend(points)
+        except Exception:  # a caller's bad iterable must not break polling
+            log.exception("points not queued: bad input to TimeseriesWriter.submit")
+            return
+        size = len(self._buffer)
+        if self._closed:
+            self._persist_sync()  # after close() nothing drains the buffer: keep the points on disk
+        elif size >= self._batch:
+            self._wake.set()
+            if size > self._max_buffer:
+                self._overflow.set()
+
+    @property
+    def spool_points(self) -> int:
+        return self._spool.points
+
+    @property
+    def spool_bytes(self) -> int:
+        return self._spool.bytes
+
+    @property
+    def buffered_points(self) -> int:
+        return len(self._buffer)
+
+    # -- the background task ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Flush until :meth:`close` is called. If cancelled instead, spool what is in memory."""
+        self._running = True
+        spill = asyncio.create_task(self._spill_loop(), name="tsdb-spill")
+        try:
+            await self._flush_loop()
+        except asyncio.CancelledError:
+            self._persist_sync()
+            raise
+        finally:
+            spill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await spill
+            self._running = False
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Drain the buffer (to the database, or to the spool while it is down) and release resources.
+
+        Whatever is spooled survives: a new writer on the same spool directory replays it.
+        """
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._running:
+            await self._stopped.wait()
+        else:
+            await self._step()
+        self._closed = True
+        self._persist_sync()  # anything submitted while the last batch was in flight
+        await self._backend.close()
+        self._spool.close()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            delay = self._next_delay()
+            if delay > 0 and not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+            await self._step()
+            if self._closing:
+                return
+
+    def _next_delay(self) -> float:
+        now = self._clock.monotonic()
+        delay = self._last_flush + self._flush_interval - now
+        if self._spool.points:
+            delay = min(delay, self._retry_at - now if self._down else 0.0)
+        return max(0.0, delay)
+
+    async def _step(self) -> None:
+        now = self._clock.monotonic()
+        due = self._closing or now - self._last_flush >= self._flush_interval
+        budget = len(self._buffer)  # points that arrive meanwhile wait for the next step
+        while budget > 0 and self._buffer and (due or len(self._buffer) >= self._batch):
+            budget -= await self._move_batch()
+        if due:
+            self._last_flush = now
+        if self._spool.points and not self._closing and (not self._down or now >= self._retry_at):
+            await self._replay_once()
+
+    async def _spill_loop(self) -> None:
+        """Bound memory while a write is stuck: move the oldest buffered points to the spool."""
+        while True:
+            await self._overflow.wait()
+            self._overflow.clear()
+            while len(self._buffer) > self._max_buffer:
+                async with self._lock:
+                    if len(self._buffer) <= self._max_buffer:
+                        break
+                    seq, body, n = self._take()
+                    await self._spool_append(seq, body, n)
+
+    def _take(self) -> tuple[int, bytes, int]:
+        """Pop one batch from the buffer, encode it and give it its sequence number."""
+        count = min(self._batch, len(self._buffer))
+        lines = encode_lines(self._buffer.popleft() for _ in range(count))
+        seq = self._spool.reserve()
+        body = ("\n".join(lines) + "\n").encode() if lines else b""
+        return seq, body, len(lines)
+
+    async def _move_batch(self) -> int:
+        """Send one batch directly, or spool it (database down, or older points still spooled)."""
+        async with self._lock:
+            taken = min(self._batch, len(self._buffer))
+            seq, body, n = self._take()
+            if not n:
+                return taken
+            if self._down or self._spool.points:
+                await self._spool_append(seq, body, n)
+                return taken
+            self._inflight = (seq, body, n)
+        try:
+            await self._backend.write(body)
+        except StorageRetryable as exc:
+            self._on_retryable(exc)
+            async with self._lock:
+                await self._spool_append(seq, body, n)
+        except StoragePermanent as exc:
+            self._on_permanent(exc, n)
+        else:
+            self._on_success(n)
+        finally:
+            self._inflight = None
+        return taken
+
+    async def _replay_once(self) -> None:
+        """Send the oldest spooled segments (up to one batch); delete them once acknowledged."""
+        async with self._lock:
+            segments = self._spool.head(self._batch)
+            if not segments:
+                return
+            self._replaying = frozenset(s.seq for s in segments)
+        try:
+            points = sum(s.points for s in segments)
+            try:
+                body = await asyncio.to_thread(self._spool.read, segments)
+            except StorageError as exc:
+                _event(logging.ERROR, "time series spool segments unreadable, dropped", error=exc, points=points)
+                m.TS_SPOOL_DROPPED.inc(points)
+            else:
+                try:
+                    await self._backend.write(body)
+                except StorageRetryable as exc:
+                    self._on_retryable(exc)
+                    return
+                except StoragePermanent as exc:
+                    self._on_permanent(exc, points)
+                else:
+                    self._on_success(points)
+                    self._replayed += points
+            async with self._lock:
+                await asyncio.to_thread(self._spool.remove, segments)
+                self._update_gauges()
+        finally:
+            self._replaying = frozenset()
+        if not self._spool.points:
+            self._on_drained()
+        else:
+            self._wake.set()  # keep replaying without waiting for the next flush
+
+    async def _spool_append(self, seq: int, body: bytes, n: int) -> None:
+        """Caller holds ``self._lock``."""
+        try:
+            # shielded: if the task is cancelled now, the batch (already out of the buffer) still lands
+            dropped = await asyncio.shield(asyncio.to_thread(self._spool.append, seq, body, n, self._replaying))
+        except StorageError as exc:
+            dropped = [Segment(seq, n, len(body), Path())]
+            _event(logging.ERROR, "time series spool write failed, points lost", error=exc, points=n)
+        self._on_dropped(dropped)
+        self._update_gauges()
+
+    def _persist_sync(self) -> None:
+        """Last resort on cancellation or after close: write what is in memory to the spool, blocking."""
+        batches = []
+        if self._inflight is not None:
+            batches.append(self._inflight)  # the database may or may not have it: resending is harmless
+            self._inflight = None
+        while self._buffer:
+            batches.append(self._take())
+        for seq, body, n in batches:
+            if not n:
+                continue
+            try:
+                self._on_dropped(self._spool.append(seq, body, n, self._replaying))
+            except StorageError as exc:
+                m.TS_SPOOL_DROPPED.inc(n)
+                _event(logging.ERROR, "time series spool write failed, points lost", error=exc, points=n)
+        self._update_gauges()
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _on_success(self, n: int) -> None:
+        m.TS_POINTS_WRITTEN.inc(n)
+        self._down = False
+        self._retry_delay = self._retry_initial
+
+    def _on_retryable(self, exc: StorageRetryable) -> None:
+        m.TS_WRITE_ERRORS.labels(reason="retryable").inc()
+        now = self._clock.monotonic()
+        if not self._down:
+            self._down = True
+            self._retry_delay = self._retry_initial
+            if self._outage_since is None:
+                self._outage_since = now
+                self._replayed = 0
+            if not self._unreachable_logged:
+                self._unreachable_logged = True
+                _event(logging.WARNING, "time series database unreachable, spooling",
+                       backend=self._backend.name, error=exc)
+        else:
+            self._retry_delay = min(self._retry_delay * 2, self._retry_max)
+        self._retry_at = now + self._retry_delay
+
+    def _on_permanent(self, exc: StoragePermanent, n: int) -> None:
+        m.TS_WRITE_ERRORS.labels(reason="permanent").inc()
+        self._down = False  # it answered: it is reachable
+        now = self._clock.monotonic()
+        last = self._permanent_logged_at
+        if last is None or now - last >= PERMANENT_LOG_EVERY:
+            _event(logging.ERROR, "time series database rejected a batch, dropped it",
+                   backend=self._backend.name, points=n, error=exc, suppressed=self._permanent_suppressed)
+            self._permanent_logged_at = now
+            self._permanent_suppressed = 0
+        else:
+            self._permanent_suppressed += 1
+
+    def _on_dropped(self, dropped: list[Segment]) -> None:
+        if not dropped:
+            return
+        points = sum(s.points for s in dropped)
+        m.TS_SPOOL_DROPPED.inc(points)
+        if not self._drop_logged:
+            self._drop_logged = True
+            _event(logging.WARNING, "time series spool full, dropping the oldest points",
+                   spool_max_bytes=self._spool.max_bytes, dropped_points=points)
+
+    def _on_drained(self) -> None:
+        if self._outage_since is not None:
+            _event(logging.INFO, "time series database reachable again, spool replayed",
+                   backend=self._backend.name, replayed_points=self._replayed,
+                   outage_s=round(self._clock.monotonic() - self._outage_since, 1))
+        self._outage_since = None
+        self._unreachable_logged = False
+        self._replayed = 0
+        self._drop_logged = False
+
+    def _update_gauges(self) -> None:
+        m.TS_SPOOL_POINTS.set(self._spool.points)
+        m.TS_SPOOL_BYTES.set(self._spool.bytes)
+
+
+def backend_for(settings: TimeseriesSettings) -> Backend:
+    if settings.kind == "influxdb1":
+        from monitor.tsdb.influx1 import Influx1Backend
+
+        return Influx1Backend(settings)
+    if settings.kind == "influxdb2":
+        from monitor.tsdb.influx2 import Influx2Backend
+
+        return Influx2Backend(settings)
+    raise ConfigError(f"timeseries.kind: unknown database kind {settings.kind!r} (none, influxdb1, influxdb2)")
+
+
+def make_writer(settings: TimeseriesSettings, state_dir: Path) -> TimeseriesWriter | None:
+    """The writer for ``settings``, or ``None`` when time series are off (``kind: none``)."""
+    if settings.kind == "none":
+        return None
+    spool_dir = Path(settings.spool_dir) if settings.spool_dir else Path("spool")
+    if not spool_dir.is_absolute():
+        spool_dir = state_dir / spool_dir
+    return TimeseriesWriter(settings, spool_dir)

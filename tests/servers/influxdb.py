@@ -1,0 +1,93 @@
+"""Debian's InfluxDB 1.6.7 (``influxd``) on a free loopback port, in a temp dir, for tests.
+
+The server is restartable on the same data dir and port (the storage test stops it mid-run and
+starts it again). Read-back goes through InfluxQL on ``/query``, the only query API 1.6 has.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.servers.common import Process, free_port, require_binary, wait_for
+
+
+class InfluxDB1:
+    """One ``influxd`` we started. ``start()``/``stop()`` may be called repeatedly (same dir, same port)."""
+
+    def __init__(self, root: Path) -> None:
+        self.binary = require_binary("influxd")
+        self.root = root
+        self.port = free_port()
+        self.rpc_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = root / "influxdb.conf"
+        self.config.write_text(
+            f"""reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc_port}"
+[meta]
+  dir = "{root}/meta"
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+[continuous_queries]
+  enabled = false
+"""
+        )
+        self.process: Process | None = None
+
+    def ping(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
+                return int(resp.status) == 204
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.process = Process([self.binary, "run", "-config", str(self.config)], self.root / "influxd.log")
+        self.process.start()
+        try:
+            wait_for(lambda: self.process is not None and self.process.alive() and self.ping(), timeout, "influxd")
+        except TimeoutError as exc:
+            log = self.process.log_tail()
+            self.process.stop()
+            raise RuntimeError(f"influxd did not start:\n{log}") from exc
+
+    def stop(self) -> None:
+        """SIGTERM by the PID we started, and wait until it has exited."""
+        if self.process is not None:
+            self.process.stop()
+
+    def query(self, q: str, db: str = "") -> list[dict[str, Any]]:
+        """Run InfluxQL; return the ``series`` of the first statement (``[]`` when nothing matched)."""
+        data = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns"}).encode()
+        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as resp:
+            body = json.load(resp)
+        result = body["results"][0]
+        if "error" in result:
+            raise RuntimeError(f"InfluxQL error for {q!r}: {result['error']}")
+        return list(result.get("series", []))
+
+    def rows(self, q: str, db: str) -> list[dict[str, Any]]:
+        """The rows of a SELECT as dicts (column → value), with the series tags merged in."""
+        out: list[dict[str, Any]] = []
+        for series in self.query(q, db):
+            tags = series.get("tags", {})
+            for values in series["values"]:
+                row = dict(zip(series["columns"], values, strict=True))
+                row.update(tags)
+                out.append(row)
+        return out
+
+    def create_database(self, name: str) -> None:
+        self.query(f'CREATE DATABASE "{name}"')
