@@ -1,0 +1,205 @@
+"""Real ICMP to loopback addresses through the shared raw socket (needs root for raw ICMP and nftables)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from monitor import selfmetrics
+from monitor.errors import ProbeError
+from monitor.inventory.model import PollingSettings, Target
+from monitor.probes.icmp import IcmpProbe
+from monitor.probes.icmp_packet import checksum_partial
+from tests.netns import nft_table
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP and nftables need root")]
+
+DROPPED = "127.77.0.1"  # echo requests dropped on input: the send works, no reply ever comes
+DROPPED_2 = "127.77.0.2"
+REJECTED = "127.77.0.3"  # answered with ICMP host-unreachable
+BLOCKED = "127.77.0.4"  # dropped on output: sendto fails with EPERM
+
+
+@pytest.fixture
+async def probe() -> AsyncIterator[IcmpProbe]:
+    p = IcmpProbe()
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+def firewall() -> Iterator[None]:
+    """Make some loopback addresses stop answering in different ways; always removed afterwards."""
+    body = f"""
+    chain in {{ type filter hook input priority 0;
+        ip daddr {{ {DROPPED}, {DROPPED_2} }} icmp type echo-request drop
+        ip daddr {REJECTED} icmp type echo-request reject with icmp type host-unreachable
+    }}
+    chain out {{ type filter hook output priority 0;
+        ip daddr {BLOCKED} icmp type echo-request drop
+    }}"""
+    with nft_table(body):
+        yield
+
+
+def stray_count() -> float:
+    return selfmetrics.REGISTRY.get_sample_value("monitor_icmp_stray_replies_total") or 0.0
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` on the event loop until true, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def test_raw_mode_is_chosen_as_root(probe: IcmpProbe) -> None:
+    assert probe.mode == "raw"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "127.33.44.55", "127.255.255.254"])
+async def test_loopback_answers_with_sane_statistics(probe: IcmpProbe, address: str) -> None:
+    r = await probe.ping(address, count=5, spacing=0.005, target_id="t1")
+    assert (r.target, r.address, r.sent, r.received, r.loss_pct, r.error) == ("t1", address, 5, 5, 0.0, None)
+    assert r.rtt_min_ms is not None and r.rtt_avg_ms is not None and r.rtt_max_ms is not None
+    assert 0 < r.rtt_min_ms <= r.rtt_avg_ms <= r.rtt_max_ms < 1000
+    assert r.jitter_ms is not None and 0 <= r.jitter_ms <= r.rtt_max_ms - r.rtt_min_ms
+
+
+async def test_ipv6_loopback(probe: IcmpProbe) -> None:
+    if not ipv6_loopback():
+        pytest.skip("IPv6 loopback ::1 is disabled on this machine")
+    r = await probe.ping("0:0:0:0:0:0:0:1", count=3, spacing=0.005)
+    assert (r.address, r.sent, r.received, r.error) == ("::1", 3, 3, None)
+    assert r.rtt_avg_ms is not None and 0 < r.rtt_avg_ms < 1000
+
+
+async def test_poll_uses_target_polling_settings(probe: IcmpProbe) -> None:
+    target = Target("cpe-1", "cpe", "endpoint", "127.0.3.4", polling=PollingSettings(icmp_count=4, icmp_spacing=0.001))
+    r = await probe.poll(target, timeout=5)
+    assert (r.target, r.sent, r.received) == ("cpe-1", 4, 4)
+
+
+async def test_dropped_address_is_total_loss_not_an_exception(probe: IcmpProbe, firewall: None) -> None:
+    r = await probe.ping(DROPPED, count=3, spacing=0.005, per_ping_timeout=0.3)
+    assert (r.sent, r.received, r.loss_pct, r.error) == (3, 0, 100.0, "timeout")
+    assert r.rtt_avg_ms is None and r.jitter_ms is None
+    # Other loopback addresses keep answering meanwhile.
+    assert (await probe.ping("127.77.0.9", count=1)).received == 1
+
+
+async def test_poll_never_outlives_its_timeout(probe: IcmpProbe, firewall: None) -> None:
+    target = Target("t", "cpe", "endpoint", DROPPED, polling=PollingSettings(icmp_count=3, icmp_timeout=30))
+    started = time.monotonic()
+    r = await probe.poll(target, timeout=0.5)
+    assert time.monotonic() - started < 5  # the per-echo timeout (30 s) would blow far past this
+    assert r.received == 0 and r.error == "timeout"
+
+
+async def test_icmp_unreachable_fails_fast(probe: IcmpProbe, firewall: None) -> None:
+    started = time.monotonic()
+    r = await probe.ping(REJECTED, count=2, spacing=0.005, per_ping_timeout=30)
+    assert time.monotonic() - started < 10  # not the 30 s timeout: the quoted request was matched
+    assert (r.sent, r.received, r.error) == (2, 0, "unreachable")
+
+
+async def test_send_refused_by_local_firewall_is_a_result(probe: IcmpProbe, firewall: None) -> None:
+    r = await probe.ping(BLOCKED, count=2, spacing=0.005, per_ping_timeout=30)
+    assert (r.received, r.error) == (0, "blocked")
+
+
+async def test_invalid_address_is_a_result(probe: IcmpProbe) -> None:
+    r = await probe.ping("not-an-ip", count=1)
+    assert (r.sent, r.received, r.error) == (0, 0, "invalid address")
+
+
+def forge_reply(src: str, ident: int, seq: int, token: int, pad: bytes) -> None:
+    """Send an ICMP echo reply to 127.0.0.1 that claims to come from ``src`` (IP_HDRINCL raw socket)."""
+    header = struct.pack("!BBHHHQ", 0, 0, 0, ident, seq, token)
+    csum = 0xFFFF - (checksum_partial(header + pad) % 0xFFFF)
+    icmp = struct.pack("!BBHHHQ", 0, 0, csum, ident, seq, token) + pad
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0x1234, 0, 64, socket.IPPROTO_ICMP, 0,
+        socket.inet_aton(src), socket.inet_aton("127.0.0.1"),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+        s.sendto(ip + icmp, ("127.0.0.1", 0))
+
+
+async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProbe, firewall: None) -> None:
+    sock = probe._socks[4]
+    victim = asyncio.create_task(probe.ping(DROPPED, count=1, per_ping_timeout=1.5))
+    control = asyncio.create_task(probe.ping(DROPPED_2, count=1, per_ping_timeout=5))
+    await until(lambda: {e.address for e, _ in sock.pending.values()} >= {DROPPED, DROPPED_2})
+    (victim_echo, _), = [v for v in sock.pending.values() if v[0].address == DROPPED]
+    (control_echo, _), = [v for v in sock.pending.values() if v[0].address == DROPPED_2]
+    token, seq, ident, pad = victim_echo.tokens[0], victim_echo.seqs[0], sock.ident, sock.template.pad
+    before = stray_count()
+
+    forge_reply(DROPPED, ident, seq, token, b"X" * len(pad))  # right keys, payload altered
+    forge_reply(DROPPED, ident ^ 1, seq, token, pad)  # wrong identifier
+    forge_reply(DROPPED, ident, seq ^ 1, token, pad)  # wrong sequence
+    forge_reply("127.0.0.9", ident, seq, token, pad)  # right keys, wrong source
+    forge_reply(DROPPED, ident, seq, token ^ 1, pad)  # unknown token
+    await until(lambda: stray_count() >= before + 5)
+    assert not victim.done()
+    r = await victim
+    assert (r.received, r.error) == (0, "timeout")
+
+    # Positive control: a forgery that gets everything right does complete a ping, so the five
+    # above were rejected for their defect and not because forging does not reach the probe.
+    forge_reply(DROPPED_2, ident, control_echo.seqs[0], control_echo.tokens[0], pad)
+    assert (await control).received == 1
+
+
+async def test_2000_concurrent_pings_to_distinct_addresses_all_answer(probe: IcmpProbe) -> None:
+    addresses = [f"127.20.{i >> 8}.{i & 0xFF}" for i in range(1, 2001)]
+    results = await asyncio.gather(*(probe.ping(a, count=2, spacing=0.01, target_id=a) for a in addresses))
+    assert [r.address for r in results] == addresses
+    assert [r.received for r in results if r.received != 2] == []
+    assert probe._socks[4].pending == {}
+
+
+async def test_close_ends_pending_pings_cleanly(firewall: None) -> None:
+    probe = IcmpProbe()
+    await probe.start()
+    sock = probe._socks[4]
+    tasks = [asyncio.create_task(probe.ping(DROPPED, count=2, spacing=0.001, per_ping_timeout=30))
+             for _ in range(50)]
+    await until(lambda: len(sock.pending) == 100)
+    await probe.close()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert {(r.sent, r.received, r.error) for r in results} == {(2, 0, "closed")}
+    assert sock.pending == {} and sock.sock.fileno() == -1
+    with pytest.raises(ProbeError, match="not started"):
+        await probe.ping("127.0.0.1")
+
+
+async def test_cancelled_poll_leaves_nothing_pending(probe: IcmpProbe, firewall: None) -> None:
+    sock = probe._socks[4]
+    task = asyncio.create_task(probe.ping(DROPPED, count=3, spacing=0.001, per_ping_timeout=30))
+    await until(lambda: len(sock.pending) == 3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sock.pending == {}
