@@ -1,0 +1,168 @@
+"""ICMP against test hosts in network namespaces, and the unprivileged (datagram) and no-permission paths.
+
+The datagram path cannot be tested in the root namespace here (``ping_group_range`` is "1 0"), so it
+runs the probe in a subprocess inside a namespace with its own sysctl. The "neither possible" path
+runs it as nobody without capabilities in a namespace that keeps the default "1 0".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monitor.probes.icmp import IcmpProbe
+from tests import netns
+from tests.netns import NetnsLab
+from tests.servers.common import require_binary
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
+
+lab = netns.netns_lab  # the shared fixture, under a short name
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+
+CHILD = """
+import asyncio, json, sys
+from monitor.errors import ProbeSetupError
+from monitor.probes.icmp import IcmpProbe
+
+async def main(mode, addresses):
+    probe = IcmpProbe(mode=mode)
+    try:
+        await probe.start()
+    except ProbeSetupError as exc:
+        print(json.dumps({"setup_error": str(exc)}))
+        return
+    out = {"mode": probe.mode}
+    for a in addresses:
+        r = await probe.ping(a, count=3, spacing=0.005, per_ping_timeout=2)
+        out[a] = [r.sent, r.received, r.error]
+    await probe.close()
+    print(json.dumps(out))
+
+asyncio.run(main(sys.argv[1], sys.argv[2:]))
+"""
+
+
+def run_child(namespace: str, mode: str, *addresses: str, prefix: tuple[str, ...] = ()) -> dict[str, object]:
+    argv = ["ip", "netns", "exec", namespace, *prefix, PYTHON, "-c", CHILD, mode, *addresses]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+async def ping_until(probe: IcmpProbe, address: str, answered: bool, timeout: float = 15) -> None:
+    """Ping until the host (does not) answer, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await probe.ping(address, count=1, per_ping_timeout=0.3)
+        if r.ok == answered:
+            return
+        assert time.monotonic() < deadline, f"{address} still {'silent' if answered else 'answering'}"
+
+
+@pytest.fixture
+async def probe() -> AsyncIterator[IcmpProbe]:
+    p = IcmpProbe()
+    await p.start()
+    yield p
+    await p.close()
+
+
+async def test_host_link_down_then_up(lab: NetnsLab, probe: IcmpProbe) -> None:
+    host = lab.add_host()
+    await ping_until(probe, host.address, answered=True)
+    r = await probe.ping(host.address, count=3, spacing=0.01)
+    assert (r.received, r.error) == (3, None)
+
+    host.link_down()
+    r = await probe.ping(host.address, count=3, spacing=0.01, per_ping_timeout=0.5)
+    assert r.received == 0 and r.error in ("timeout", "unreachable")
+
+    host.link_up()
+    await ping_until(probe, host.address, answered=True)
+    assert (await probe.ping(host.address, count=3, spacing=0.01)).received == 3
+
+
+async def test_partial_loss_is_measured(lab: NetnsLab, probe: IcmpProbe) -> None:
+    require_binary("nft")
+    host = lab.add_host()
+    await ping_until(probe, host.address, answered=True)
+    host.nft("""table inet loss {
+        chain in { type filter hook input priority 0; icmp type echo-request numgen random mod 100 < 50 drop; }
+    }""")
+    r = await probe.ping(host.address, count=200, spacing=0.001, per_ping_timeout=1)
+    # Binomial(200, 0.5): outside 40..160 has probability < 1e-17.
+    assert r.sent == 200 and 40 <= r.received <= 160, r
+    assert 20.0 <= r.loss_pct <= 80.0
+    assert r.error is None and r.jitter_ms is not None
+
+
+async def test_ipv4_hosts_in_two_namespaces_answer_concurrently(lab: NetnsLab, probe: IcmpProbe) -> None:
+    hosts = [lab.add_host() for _ in range(3)]
+    for h in hosts:
+        await ping_until(probe, h.address, answered=True)
+    results = await asyncio.gather(*(probe.ping(h.address, count=5, spacing=0.002) for h in hosts))
+    assert [r.received for r in results] == [5, 5, 5]
+
+
+def test_datagram_mode_in_a_namespace_that_allows_it(lab: NetnsLab) -> None:
+    require_binary("setpriv")
+    ns = lab.namespace()
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+                   check=True)
+    with_v6 = subprocess.run(["ip", "-n", ns, "-6", "addr", "show", "lo"], capture_output=True, text=True,
+                             check=True).stdout.find("::1") >= 0
+    addresses = ["127.0.0.1", "127.9.8.7"] + (["::1"] if with_v6 else [])
+    forced = run_child(ns, "dgram", *addresses)
+    assert forced == {"mode": "dgram", **{a: [3, 3, None] for a in addresses}}
+    # Without CAP_NET_RAW, "auto" falls back to datagram sockets by itself.
+    auto = run_child(ns, "auto", "127.0.0.1", prefix=tuple(AS_NOBODY))
+    assert auto == {"mode": "dgram", "127.0.0.1": [3, 3, None]}
+
+
+def test_datagram_mode_reports_unreachable_from_the_error_queue(lab: NetnsLab) -> None:
+    ns = lab.namespace()
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+                   check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], check=True, text=True, input="""table inet t {
+        chain in { type filter hook input priority 0;
+            ip daddr 127.0.0.5 icmp type echo-request reject with icmp type host-unreachable; }
+    }""")
+    started = time.monotonic()
+    out = run_child(ns, "dgram", "127.0.0.5", "127.0.0.6")
+    assert out == {"mode": "dgram", "127.0.0.5": [3, 0, "unreachable"], "127.0.0.6": [3, 3, None]}
+    assert time.monotonic() - started < 5  # three 2 s timeouts would take 6 s
+
+
+def test_clear_error_when_neither_raw_nor_datagram_is_allowed(lab: NetnsLab) -> None:
+    require_binary("setpriv")
+    ns = lab.namespace()  # a new namespace keeps the default ping_group_range "1 0"
+    out = run_child(ns, "auto", "127.0.0.1", prefix=tuple(AS_NOBODY))
+    # The interpreter path is resolved as nobody sees it, so only that part may vary.
+    assert re.fullmatch(re.escape(
+        "cannot open an ICMP socket; tried raw ICMP socket: EPERM Operation not permitted; "
+        "datagram ICMP socket: EACCES Permission denied. "
+        "Fix: give the process CAP_NET_RAW (run as root, `setcap cap_net_raw+ep PY`, "
+        "or AmbientCapabilities=CAP_NET_RAW in its systemd unit), "
+        "or allow unprivileged ICMP for group 65534: "
+        '`sysctl -w net.ipv4.ping_group_range="0 2147483647"` (now "1 0")'
+    ).replace("PY", r"/\S+/python[0-9.]*"), str(out["setup_error"]))
+    raw_only = run_child(ns, "raw", "127.0.0.1", prefix=tuple(AS_NOBODY))
+    assert re.fullmatch(re.escape(
+        "cannot open an ICMP socket; tried raw ICMP socket: EPERM Operation not permitted. "
+        "Fix: give the process CAP_NET_RAW (run as root, `setcap cap_net_raw+ep PY`, "
+        "or AmbientCapabilities=CAP_NET_RAW in its systemd unit)"
+    ).replace("PY", r"/\S+/python[0-9.]*"), str(raw_only["setup_error"]))
