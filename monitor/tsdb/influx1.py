@@ -6,6 +6,8 @@ the query string, so they never end up in a proxy or server access log.
 
 from __future__ import annotations
 
+import base64
+
 import aiohttp
 
 from monitor.inventory.model import TimeseriesSettings
@@ -19,10 +21,11 @@ class Influx1Backend:
         self._params = {"db": settings.database, "precision": "ns"}
         if settings.retention_policy:
             self._params["rp"] = settings.retention_policy
-        self._auth = None
+        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if settings.username:
             password = settings.password.reveal() if settings.password else ""
-            self._auth = aiohttp.BasicAuth(settings.username, password)
+            token = base64.b64encode(f"{settings.username}:{password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -30,10 +33,7 @@ class Influx1Backend:
         if self._session is None:  # created lazily: a ClientSession belongs to the running loop
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.post(
-                self._url, params=self._params, data=body, auth=self._auth,
-                headers={"Content-Type": "text/plain; charset=utf-8"},
-            ) as resp:
+            async with self._session.post(self._url, params=self._params, data=body, headers=self._headers) as resp:
                 if 200 <= resp.status < 300:
                     return
                 status, text = resp.status, await resp.text(errors="replace")

@@ -13,10 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.servers.common import Process, free_port, require_binary, wait_for
+from tests.servers.common import free_port, require_binary
+from tests.servers.restartable import RestartableServer
 
 
-class InfluxDB1:
+class InfluxDB1(RestartableServer):
     """One ``influxd`` we started. ``start()``/``stop()`` may be called repeatedly (same dir, same port)."""
 
     def __init__(self, root: Path) -> None:
@@ -44,29 +45,15 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   enabled = false
 """
         )
-        self.process: Process | None = None
+        self.name = "influxd"
+        self.argv = [self.binary, "run", "-config", str(self.config)]
 
-    def ping(self) -> bool:
+    def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
                 return int(resp.status) == 204
         except (OSError, urllib.error.URLError):
             return False
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.process = Process([self.binary, "run", "-config", str(self.config)], self.root / "influxd.log")
-        self.process.start()
-        try:
-            wait_for(lambda: self.process is not None and self.process.alive() and self.ping(), timeout, "influxd")
-        except TimeoutError as exc:
-            log = self.process.log_tail()
-            self.process.stop()
-            raise RuntimeError(f"influxd did not start:\n{log}") from exc
-
-    def stop(self) -> None:
-        """SIGTERM by the PID we started, and wait until it has exited."""
-        if self.process is not None:
-            self.process.stop()
 
     def query(self, q: str, db: str = "") -> list[dict[str, Any]]:
         """Run InfluxQL; return the ``series`` of the first statement (``[]`` when nothing matched)."""

@@ -14,10 +14,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.servers.common import Process, free_port, require_binary, wait_for
+from tests.servers.common import free_port, require_binary
+from tests.servers.restartable import RestartableServer
 
 
-class VictoriaMetrics:
+class VictoriaMetrics(RestartableServer):
     """One ``victoria-metrics`` we started; restartable on the same data dir and port."""
 
     def __init__(self, root: Path, *, dedup: bool = True) -> None:
@@ -38,29 +39,14 @@ class VictoriaMetrics:
             # Collapse samples with identical series+timestamp, so a resent spool segment counts once
             # (docs/timeseries.md: required for exactly-once on VictoriaMetrics).
             self.argv.append("-dedup.minScrapeInterval=1ms")
-        self.process: Process | None = None
+        self.name = "victoria-metrics"
 
-    def healthy(self) -> bool:
+    def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
                 return bool(resp.read().strip() == b"OK")
         except (OSError, urllib.error.URLError):
             return False
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.process = Process(self.argv, self.root / "victoria-metrics.log")
-        self.process.start()
-        try:
-            wait_for(lambda: self.process is not None and self.process.alive() and self.healthy(), timeout,
-                     "victoria-metrics")
-        except TimeoutError as exc:
-            log = self.process.log_tail()
-            self.process.stop()
-            raise RuntimeError(f"victoria-metrics did not start:\n{log}") from exc
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
     def export(self, match: str) -> list[dict[str, Any]]:
         """Flush, then export every series matching ``match`` as dicts (``metric``, ``values``, ``timestamps``)."""

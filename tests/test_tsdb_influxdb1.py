@@ -1,0 +1,227 @@
+"""The writer against Debian's real InfluxDB 1.6.7 (native /write), read back with InfluxQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.inventory.model import Secret, TimeseriesSettings
+from monitor.probes.base import IcmpResult, Metric, SnmpResult
+from monitor.tsdb import icmp_points, make_point, make_writer, snmp_points, state_point
+from monitor.tsdb.writer import TimeseriesWriter
+from tests.servers.common import free_port
+from tests.servers.influxdb import InfluxDB1
+from tests.tsdb_support import BASE_TS, icmp_stream, make, metric, target, until
+
+pytestmark = pytest.mark.servers
+DB = "monitor"
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[InfluxDB1]:
+    root = tmp_path / "influxdb"
+    root.mkdir()
+    server = InfluxDB1(root)
+    server.start()
+    try:
+        server.create_database(DB)
+        yield server
+    finally:
+        server.stop()
+
+
+def settings(url: str, **kw: object) -> TimeseriesSettings:
+    base: dict[str, object] = {"kind": "influxdb1", "url": url, "database": DB, "batch_size": 50,
+                               "flush_interval": 0.05, "timeout": 3.0}
+    base.update(kw)
+    return TimeseriesSettings(**base)  # type: ignore[arg-type]
+
+
+def count(influx: InfluxDB1, measurement: str = "icmp", field: str = "sent") -> int:
+    series = influx.query(f'SELECT COUNT("{field}") FROM "{measurement}"', DB)
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+async def test_icmp_snmp_and_state_points_read_back(influx: InfluxDB1, tmp_path: Path) -> None:
+    writer = make_writer(settings(influx.url), tmp_path)
+    assert isinstance(writer, TimeseriesWriter)
+    task = asyncio.create_task(writer.run())
+    t = target(7)
+    icmp = IcmpResult(t.id, t.address, sent=3, received=2, rtt_min_ms=0.5, rtt_avg_ms=0.75, rtt_max_ms=1.0,
+                      jitter_ms=0.25)
+    snmp = SnmpResult(t.id, t.address, ok=True, uptime_s=3600.0, duration_s=0.1, metrics=(
+        Metric("signal_dbm", -63.0, (("peer", "aa:bb"),)), Metric("if_in_bps", 12345.5, (("ifname", "ath0"),))))
+    writer.submit(icmp_points(t, icmp, BASE_TS))
+    writer.submit(snmp_points(t, snmp, BASE_TS))
+    writer.submit([state_point(t, "DEGRADED", BASE_TS, "loss 33% > 20%")])
+    await until(lambda: count(influx, "state", "state") == 1, what="points in influxdb")
+    await writer.close()
+    await task
+
+    [row] = influx.rows("SELECT * FROM icmp", DB)
+    assert row["time"] == int(BASE_TS * 1e9)
+    assert {k: row[k] for k in ("node", "kind", "role", "site", "municipality", "customer", "service_class")} == {
+        "node": "cpe-0007", "kind": "cpe", "role": "endpoint", "site": "twr-centro", "municipality": "arauca",
+        "customer": "C-0007", "service_class": "residencial"}
+    assert (row["sent"], row["received"], row["ok"]) == (3, 2, 1)
+    assert row["loss_pct"] == pytest.approx(100 / 3)
+    assert (row["rtt_min_ms"], row["rtt_avg_ms"], row["rtt_max_ms"], row["jitter_ms"]) == (0.5, 0.75, 1.0, 0.25)
+    types = {f: ty for f, ty in influx.query("SHOW FIELD KEYS FROM icmp", DB)[0]["values"]}
+    assert types == {"sent": "integer", "received": "integer", "ok": "integer", "loss_pct": "float",
+                     "rtt_min_ms": "float", "rtt_avg_ms": "float", "rtt_max_ms": "float", "jitter_ms": "float"}
+
+    snmp_rows = influx.rows('SELECT * FROM snmp GROUP BY "peer", "ifname"', DB)
+    by_label = {(r.get("peer") or "", r.get("ifname") or ""): r for r in snmp_rows}
+    assert by_label[("aa:bb", "")]["signal_dbm"] == -63.0
+    assert by_label[("", "ath0")]["if_in_bps"] == 12345.5
+    [poll] = influx.rows("SELECT * FROM snmp_poll", DB)
+    assert (poll["ok"], poll["uptime_s"], poll["rebooted"]) == (1, 3600.0, 0)
+    [state] = influx.rows("SELECT * FROM state", DB)
+    assert (state["state"], state["available"], state["node"]) == (2, 1, "cpe-0007")
+
+
+async def test_awkward_names_survive_the_round_trip(influx: InfluxDB1, tmp_path: Path) -> None:
+    values = ["Torre Centro, Arauca", "k=v", 'say "hi"', "x\\y", "Ferretería ñ", "end\\", "tab\there"]
+    points = [make_point("weird", {"site": v, "n": str(i)}, {"v": i}, int(BASE_TS * 1e9) + i)
+              for i, v in enumerate(values)]
+    writer = make(settings(influx.url), tmp_path / "spool")
+    writer.submit(points)
+    await writer.close()  # close() without run(): drains straight to the database
+    stored = {r["n"]: r["site"] for r in influx.rows('SELECT * FROM weird GROUP BY "site", "n"', DB)}
+    expected = ["Torre Centro, Arauca", "k=v", 'say "hi"', "x\\y", "Ferretería ñ", "end/", "tab here"]
+    assert stored == {str(i): v for i, v in enumerate(expected)}
+
+
+async def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(
+    influx: InfluxDB1, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's storage test: stop the database mid-run, restart it, every sample exactly once."""
+    caplog.set_level(logging.INFO, logger="monitor.tsdb")
+    spool = tmp_path / "spool"
+    writer = make(settings(influx.url), spool)
+    task = asyncio.create_task(writer.run())
+    written0, retry0 = metric("timeseries_points_written_total"), metric("timeseries_write_errors_total",
+                                                                        reason="retryable")
+    seq = 0
+
+    async def produce(stop: asyncio.Event) -> None:
+        nonlocal seq
+        while not stop.is_set():
+            writer.submit(icmp_stream(seq))
+            seq += 1
+            await asyncio.sleep(0.002)  # a steady stream, not a wait for a condition
+
+    stop = asyncio.Event()
+    producer = asyncio.create_task(produce(stop))
+    await until(lambda: metric("timeseries_points_written_total") - written0 >= 500, what="first writes")
+    await asyncio.to_thread(influx.stop)
+    assert not influx.process or not influx.process.alive()
+    await until(lambda: writer.spool_points >= 3000, what="points spooled during the outage")
+    spooled_during_outage = writer.spool_points
+    await asyncio.to_thread(influx.start)
+    await until(lambda: seq > 0 and writer.spool_points < spooled_during_outage, what="replay started")
+    stop.set()
+    await producer
+    await until(lambda: writer.spool_points == 0 and writer.buffered_points == 0, what="spool drained")
+    await writer.close()
+    await task
+
+    total = seq * 10
+    assert metric("timeseries_write_errors_total", reason="retryable") > retry0
+    assert count(influx) == total
+    rows = influx.rows('SELECT "sent" FROM icmp GROUP BY "node"', DB)
+    got = [(r["node"], r["time"], r["sent"]) for r in rows]
+    expected = {(dict(p.tags)["node"], p.time_ns, s)
+                for s in range(seq) for p in icmp_stream(s)}
+    assert len(got) == len(set(got)) == total
+    assert set(got) == expected
+    for series in influx.query('SELECT COUNT("sent") FROM icmp GROUP BY "node"', DB):
+        assert series["values"][0][1] == seq, series["tags"]
+    assert not list(spool.glob("*.lp"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["time series database unreachable, spooling",
+                        "time series database reachable again, spool replayed"]
+    assert caplog.records[1].kv["replayed_points"] >= 3000  # type: ignore[attr-defined]
+
+
+async def test_spool_survives_a_restart_of_the_writer(influx: InfluxDB1, tmp_path: Path, caplog:
+                                                      pytest.LogCaptureFixture) -> None:
+    spool = tmp_path / "spool"
+    await asyncio.to_thread(influx.stop)
+    first = make(settings(influx.url), spool)
+    task = asyncio.create_task(first.run())
+    for s in range(30):
+        first.submit(icmp_stream(s))
+    await first.close()  # database down: everything goes to the spool
+    await task
+    assert first.spool_points == 300
+    assert sum(int(f.name.split("-")[1].removesuffix(".lp")) for f in spool.glob("*.lp")) == 300
+
+    await asyncio.to_thread(influx.start)
+    caplog.set_level(logging.INFO, logger="monitor.tsdb")
+    second = make(settings(influx.url), spool)
+    assert second.spool_points == 300
+    task = asyncio.create_task(second.run())
+    await until(lambda: second.spool_points == 0, what="replay by the new writer")
+    await second.close()
+    await task
+    assert count(influx) == 300
+    replayed = [r for r in caplog.records if "spool replayed" in r.getMessage()]
+    assert len(replayed) == 1 and replayed[0].kv["replayed_points"] == 300  # type: ignore[attr-defined]
+
+
+async def test_full_spool_drops_the_oldest_once_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="monitor.tsdb")
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused, like a stopped server
+    probe = make(settings(nobody, spool_max_bytes=10**9), tmp_path / "probe")
+    probe.submit(icmp_stream(0))
+    await probe.close()
+    one_batch = probe.spool_bytes  # bytes of one 10-point segment
+    caplog.clear()
+    dropped0 = metric("timeseries_spool_dropped_points_total")
+
+    writer = make(settings(nobody, batch_size=10, spool_max_bytes=int(one_batch * 3.5)), tmp_path / "spool")
+    task = asyncio.create_task(writer.run())
+    for s in range(20):
+        writer.submit(icmp_stream(s))
+        await until(lambda: writer.buffered_points == 0, what="batch moved")
+    await writer.close()
+    await task
+
+    dropped = metric("timeseries_spool_dropped_points_total") - dropped0
+    assert writer.spool_bytes <= one_batch * 3.5
+    assert writer.spool_points + dropped == 200 and dropped >= 160
+    kept = sorted(int(line.split(b"sent=")[1].split(b"i")[0]) for f in (tmp_path / "spool").glob("*.lp")
+                  for line in f.read_bytes().splitlines())
+    assert kept == sorted(s for s in range(20 - writer.spool_points // 10, 20) for _ in range(10))  # the newest
+    full = [r for r in caplog.records if "spool full" in r.getMessage()]
+    assert len(full) == 1
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 1
+
+
+async def test_rejected_batches_are_counted_logged_once_and_not_spooled(
+    influx: InfluxDB1, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="monitor.tsdb")
+    permanent0 = metric("timeseries_write_errors_total", reason="permanent")
+    writer = make(settings(influx.url, database="missing", batch_size=10, username="noc",
+                           password=Secret("hunter2-secret", "env:INFLUX_PASSWORD")), tmp_path / "spool")
+    task = asyncio.create_task(writer.run())
+    for s in range(3):
+        writer.submit(icmp_stream(s))
+        await until(lambda: writer.buffered_points == 0, what="batch sent")
+    await until(lambda: metric("timeseries_write_errors_total", reason="permanent") - permanent0 == 3,
+                what="three rejected batches")
+    await writer.close()
+    await task
+    assert writer.spool_points == 0 and not list((tmp_path / "spool").glob("*.lp"))
+    rejected = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert len(rejected) == 1
+    assert "database not found" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
+    assert "404" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
+    assert "hunter2" not in caplog.text

@@ -1,0 +1,51 @@
+"""Shared by the time-series tests: waiting inside the event loop, metric deltas, a point stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from monitor import selfmetrics
+from monitor.inventory.model import Target, TimeseriesSettings
+from monitor.probes.base import IcmpResult
+from monitor.tsdb import Point, icmp_points
+from monitor.tsdb.writer import TimeseriesWriter
+
+BASE_TS = 1_790_000_000.0  # 2026-09: inside VictoriaMetrics' accepted range and InfluxDB's autogen RP
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll ``condition`` without blocking the loop (the writer keeps running) until true or time out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def metric(name: str, **labels: str) -> float:
+    value = selfmetrics.REGISTRY.get_sample_value(f"monitor_{name}", labels)
+    return value or 0.0
+
+
+def target(i: int) -> Target:
+    return Target(id=f"cpe-{i:04d}", kind="cpe", role="endpoint", address=f"127.0.1.{i % 250 + 1}",
+                  site="twr-centro", municipality="arauca", customer=f"C-{i:04d}", service_class="residencial")
+
+
+def icmp_stream(seq: int, nodes: int = 10) -> list[Point]:
+    """Points number ``seq``: one ICMP sample per node, each (node, time) unique, ``sent`` = seq."""
+    ts = BASE_TS + seq * 0.001
+    out: list[Point] = []
+    for i in range(nodes):
+        result = IcmpResult(f"cpe-{i:04d}", "127.0.1.1", sent=seq, received=1, rtt_min_ms=1.0, rtt_avg_ms=1.5,
+                            rtt_max_ms=2.0, jitter_ms=0.1)
+        out += icmp_points(target(i), result, ts)
+    return out
+
+
+def make(settings: TimeseriesSettings, spool: Path, max_buffer_points: int | None = None) -> TimeseriesWriter:
+    """A writer with fast retries (tests must not wait seconds for a backoff)."""
+    return TimeseriesWriter(settings, spool, retry_initial=0.05, retry_max=0.2, max_buffer_points=max_buffer_points)
