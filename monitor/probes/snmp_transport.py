@@ -122,7 +122,7 @@ class SnmpTransport:
         return await fut
 
     # ----- v3 ----------------------------------------------------------------------------------
-    async def request_v3(self, ep: Endpoint, cred_key: str, user: UsmUser, pdu: Any) -> Any:
+    async def request_v3(self, ep: Endpoint, cred_key: str, user: UsmUser, pdu: Any, context: bytes = b"") -> Any:
         key = (ep.address, ep.port, cred_key)
         peer = self._peers.get(key)
         if peer is None:
@@ -131,7 +131,7 @@ class SnmpTransport:
         for attempt in range(3):
             now = time.monotonic()
             msg_id = snmp_usm.next_msg_id()
-            message = snmp_usm.encode_request(msg_id, user, peer, pdu, now)
+            message = snmp_usm.encode_request(msg_id, user, peer, pdu, now, context)
             reply = await self._exchange(ep, msg_id, lambda m=message: m)
             rsp = snmp_usm.open_reply(reply, user, peer if reply.flags & 1 else None)
             if not snmp_usm.is_report(rsp):
@@ -189,14 +189,15 @@ class Session:
     """GET and GETBULK-walk against one agent with one credential; returns raw varbinds."""
 
     def __init__(self, transport: SnmpTransport, ep: Endpoint, *, community: str | None = None,
-                 user: UsmUser | None = None, cred_key: str = "") -> None:
+                 user: UsmUser | None = None, cred_key: str = "", context: str = "") -> None:
         self.transport, self.ep, self.community, self.user, self.cred_key = transport, ep, community, user, cred_key
+        self.context = context.encode()
         self.requests = 0
 
     async def _send(self, pdu: Any) -> Any:
         self.requests += 1
         if self.user is not None:
-            return await self.transport.request_v3(self.ep, self.cred_key, self.user, pdu)
+            return await self.transport.request_v3(self.ep, self.cred_key, self.user, pdu, self.context)
         assert self.community is not None
         return await self.transport.request_v2c(self.ep, self.community, pdu)
 

@@ -137,10 +137,10 @@ def encode_discovery(msg_id: int) -> bytes:
     return _encode_message(msg_id, _FLAG_REPORTABLE, params, _scoped(b"", pdu))
 
 
-def encode_request(msg_id: int, user: UsmUser, peer: PeerEngine, pdu: Any, now: float) -> bytes:
+def encode_request(msg_id: int, user: UsmUser, peer: PeerEngine, pdu: Any, now: float, context: bytes = b"") -> bytes:
     """A request PDU wrapped for ``peer``: encrypted and authenticated as the user's level asks."""
     boots, etime = peer.boots, peer.engine_time(now)
-    scoped = _scoped(peer.engine_id, pdu)
+    scoped = _scoped(peer.engine_id, pdu, context)
     priv_params = b""
     data: Any = scoped
     if user.priv_id:
@@ -241,10 +241,10 @@ def is_report(pdu: Any) -> bool:
     return isinstance(pdu, rfc1905.ReportPDU)
 
 
-def _scoped(engine_id: bytes, pdu: Any) -> Any:
+def _scoped(engine_id: bytes, pdu: Any, context: bytes = b"") -> Any:
     scoped = ScopedPDU()
     scoped["contextEngineId"] = engine_id
-    scoped["contextName"] = b""
+    scoped["contextName"] = context
     scoped["data"].setComponentByType(pdu.tagSet, pdu)
     return scoped
 

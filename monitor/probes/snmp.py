@@ -1,0 +1,185 @@
+"""The SNMP probe: one poll = GET the profile's scalars, GETBULK-walk its tables, derive metrics.
+
+Shared state is deliberately small and keyed by dicts so that the first pass over thousands of
+agents stays linear: one v2c dispatcher and one v3 socket for everything, per-agent v3 engine data,
+and per-target counter baselines for rates and reboot detection. A dead or misbehaving agent is a
+result (``ok=False`` with an ``error``), never an exception; only an unusable setup (unknown
+profile, target without SNMP settings, unsupported v3 protocol) raises :class:`ProbeSetupError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pysnmp.proto import rfc1902
+
+from monitor import selfmetrics
+from monitor.clock import Clock, SystemClock
+from monitor.errors import ConfigError, ProbeError, ProbeSetupError
+from monitor.inventory.model import SnmpCredentials, SnmpSettings, Target
+from monitor.probes.base import Metric, SnmpResult
+from monitor.probes.snmp_counters import agent_rebooted, counter_rate
+from monitor.probes.snmp_extract import Sample, extract
+from monitor.probes.snmp_profiles import Oid, Profile, load_profiles
+from monitor.probes.snmp_transport import Endpoint, Session, SnmpTransport
+from monitor.probes.snmp_usm import UsmUser, make_user
+
+log = logging.getLogger(__name__)
+
+SYS_UPTIME: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+_GET_CHUNK = 20  # varbinds per GET: small enough for any agent's PDU size limit
+
+__all__ = ["Profile", "SnmpProbe", "load_profiles"]
+
+
+@dataclass(slots=True)
+class _Baseline:
+    """What the previous successful poll of one target saw (for rates and reboots)."""
+
+    ticks: int | None
+    at: float  # clock.monotonic()
+    counters: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, int]] = field(default_factory=dict)
+
+
+class SnmpProbe:
+    """Polls SNMP agents (v2c, v3 authNoPriv/authPriv) according to YAML profiles."""
+
+    kind = "snmp"
+
+    def __init__(self, *, profile_dirs: Sequence[Path] = (), clock: Clock | None = None) -> None:
+        try:
+            self._profiles = load_profiles(profile_dirs)
+        except ConfigError:
+            raise
+        self._clock = clock or SystemClock()
+        self._transport = SnmpTransport()
+        self._users: dict[SnmpCredentials, UsmUser] = {}
+        self._baselines: dict[str, _Baseline] = {}
+
+    def profile_names(self) -> list[str]:
+        return sorted(self._profiles)
+
+    async def start(self) -> None:
+        await self._transport.start()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def poll(self, target: Target, timeout: float) -> SnmpResult:
+        settings = target.snmp
+        if settings is None:
+            raise ProbeSetupError(f"target {target.id} has no snmp settings")
+        profile = self._profiles.get(settings.profile)
+        if profile is None:
+            raise ProbeSetupError(
+                f"target {target.id}: unknown SNMP profile {settings.profile!r}"
+                f" (known: {', '.join(self.profile_names())})"
+            )
+        session = self._session(target, settings)
+        started = self._clock.monotonic()
+        loop_started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(timeout):
+                scalars, walks = await _collect(session, profile)
+        except TimeoutError:
+            return self._failed(target, "timeout", loop_started)
+        except ProbeError as exc:
+            return self._failed(target, str(exc) or type(exc).__name__, loop_started)
+        samples, skipped = extract(profile, scalars, walks)
+        if skipped:
+            log.debug("snmp target=%s profile=%s skipped=%d first=%r",
+                      target.id, profile.name, len(skipped), skipped[0])
+        uptime = scalars.get(SYS_UPTIME)
+        ticks = int(uptime) if isinstance(uptime, rfc1902.TimeTicks) else None
+        metrics, rebooted = self._derive(target, ticks, samples, started)
+        return SnmpResult(
+            target=target.id, address=target.address, ok=True,
+            uptime_s=ticks / 100 if ticks is not None else None, rebooted=rebooted,
+            metrics=tuple(metrics), duration_s=asyncio.get_running_loop().time() - loop_started,
+        )
+
+    def _failed(self, target: Target, error: str, loop_started: float) -> SnmpResult:
+        return SnmpResult(
+            target=target.id, address=target.address, ok=False, error=error,
+            duration_s=asyncio.get_running_loop().time() - loop_started,
+        )
+
+    def _derive(
+        self, target: Target, ticks: int | None, samples: list[Sample], now: float
+    ) -> tuple[list[Metric], bool]:
+        """Gauges as they are; counters as rates against the previous poll; detect reboots."""
+        prev = self._baselines.get(target.id)
+        rebooted = bool(
+            prev is not None and prev.ticks is not None and ticks is not None
+            and agent_rebooted(prev.ticks, ticks, now - prev.at)
+        )
+        if rebooted:
+            selfmetrics.SNMP_REBOOTS.inc()
+            log.info("snmp agent rebooted target=%s address=%s uptime_s=%.0f",
+                     target.id, target.address, (ticks or 0) / 100)
+            prev = None
+        metrics: list[Metric] = []
+        if ticks is not None:
+            metrics.append(Metric("uptime_s", ticks / 100))
+        baseline = _Baseline(ticks, now)
+        for s in samples:
+            if not s.counter_bits:
+                metrics.append(Metric(s.name, s.value, s.labels))
+                continue
+            key = (s.name, s.labels)
+            baseline.counters[key] = (s.value, s.counter_bits)
+            old = prev.counters.get(key) if prev is not None else None
+            if old is None or prev is None or old[1] != s.counter_bits:
+                continue  # first reading (or the agent switched counter width): no rate yet
+            rate = counter_rate(int(old[0]), prev.at, int(s.value), now, s.counter_bits)
+            if rate is not None:
+                metrics.append(Metric(s.name, rate * s.scale, s.labels))
+        self._baselines[target.id] = baseline
+        return metrics, rebooted
+
+    def _session(self, target: Target, settings: SnmpSettings) -> Session:
+        ep = Endpoint(target.address, settings.port, settings.timeout, settings.retries)
+        cred = settings.credentials
+        if cred.version == "2c":
+            if cred.community is None:
+                raise ProbeSetupError(f"credentials {cred.name}: v2c needs a community")
+            return Session(self._transport, ep, community=cred.community.reveal())
+        user = self._users.get(cred)
+        if user is None:
+            if not cred.user:
+                raise ProbeSetupError(f"credentials {cred.name}: v3 needs a user")
+            user = make_user(
+                cred.user, cred.auth_protocol, cred.auth_key.reveal() if cred.auth_key else None,
+                cred.priv_protocol, cred.priv_key.reveal() if cred.priv_key else None,
+            )
+            self._users[cred] = user
+        # SNMPv3 context name (VRFs, snmpsim recordings): SnmpSettings.context once the inventory has it
+        context = str(getattr(settings, "context", "") or "")
+        return Session(self._transport, ep, user=user, cred_key=f"{cred.name}#{id(user)}", context=context)
+
+
+async def _collect(session: Session, profile: Profile) -> tuple[dict[Oid, object], dict[Oid, list[tuple[Oid, object]]]]:
+    """GET scalars (with their fallbacks) in chunks, then walk table columns; fallbacks only if empty."""
+    wanted: list[Oid] = [SYS_UPTIME]
+    for spec in profile.scalars:
+        wanted += [o for o in (spec.oid, spec.fallback) if o is not None and o not in wanted]
+    scalars: dict[Oid, object] = {}
+    for i in range(0, len(wanted), _GET_CHUNK):
+        scalars.update(await session.get(wanted[i:i + _GET_CHUNK]))
+    columns: list[Oid] = []
+    fallbacks: dict[Oid, Oid] = {}
+    for table in profile.tables:
+        for oid, fb in [(c.oid, c.fallback) for c in table.columns] + [(lab.oid, lab.fallback) for lab in table.labels]:
+            if oid not in columns:
+                columns.append(oid)
+            if fb is not None:
+                fallbacks[oid] = fb
+    walks: dict[Oid, list[tuple[Oid, object]]] = dict(await session.walk(columns)) if columns else {}
+    missing = [fb for oid, fb in fallbacks.items() if not walks.get(oid) and fb not in walks]
+    if missing:
+        walks.update(await session.walk(missing))
+    return scalars, walks
