@@ -1,0 +1,184 @@
+"""ICMP probe benchmark on loopback targets, side by side with fping in the same run (needs root).
+
+    .venv/bin/python bench/icmp/run.py --targets 5000 20000 50000
+    .venv/bin/python bench/icmp/run.py --steady 50000 --interval 60 --duration 60
+
+Burst mode: for each size N, ping N distinct loopback addresses (127.1.0.1 upwards) once each, as fast
+as the probe allows with at most ``--concurrency`` polls in flight, for ``--rounds`` rounds; then run
+``fping -i0 -q -t500 -c1`` on the same addresses. Reports pings/s, CPU % of one core
+(getrusage), RSS, false downs (targets without a reply: on loopback every one must answer) and the
+ratio of our rate to fping's.
+
+Steady mode: N endpoints polled every ``--interval`` s (count 3, 20 ms apart, the daemon's defaults),
+each at its own offset spread evenly over the interval, for ``--duration`` s; reports CPU % of one core.
+
+Only loopback addresses are used: all traffic stays on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from monitor.probes.icmp import IcmpProbe  # noqa: E402
+
+FIRST = int(ipaddress.IPv4Address("127.1.0.1"))
+
+
+def addresses(n: int) -> list[str]:
+    return [str(ipaddress.IPv4Address(FIRST + i)) for i in range(n)]
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@dataclass
+class Row:
+    who: str
+    targets: int
+    rate: float  # pings per second
+    cpu_pct: float  # of one core
+    rss_mb: float
+    false_down: int
+
+
+async def burst_round(probe: IcmpProbe, targets: list[str], concurrency: int) -> tuple[float, float, int]:
+    """One pass over all targets, count=1 each; returns (wall s, cpu s, targets without reply)."""
+    it = iter(targets)
+    down = 0
+
+    async def worker() -> None:
+        nonlocal down
+        for address in it:
+            r = await probe.ping(address, count=1, per_ping_timeout=0.5)
+            if not r.received:
+                down += 1
+
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(targets)))))
+    return time.perf_counter() - t0, cpu_seconds() - cpu0, down
+
+
+async def bench_ours(targets: list[str], rounds: int, concurrency: int) -> Row:
+    probe = IcmpProbe()
+    await probe.start()
+    try:
+        await burst_round(probe, targets[:1000], concurrency)  # warm-up (ARP-free on lo, but allocations)
+        wall = cpu = 0.0
+        down = 0
+        for _ in range(rounds):
+            w, c, d = await burst_round(probe, targets, concurrency)
+            wall, cpu, down = wall + w, cpu + c, max(down, d)
+    finally:
+        await probe.close()
+    return Row("ours", len(targets), rounds * len(targets) / wall, 100 * cpu / wall, rss_mb(), down)
+
+
+def bench_fping(targets: list[str], rounds: int) -> Row:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write("\n".join(targets) + "\n")
+        f.flush()
+        wall = cpu = 0.0
+        down = 0
+        rss = 0.0
+        for _ in range(rounds):
+            cpu0, t0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+            proc = subprocess.run(["fping", "-i0", "-q", "-t500", "-c1", "-f", f.name],
+                                  capture_output=True, text=True, check=False)
+            wall += time.perf_counter() - t0
+            cpu += cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
+            lost = len(re.findall(r"xmt/rcv/%loss = \d+/0/", proc.stderr))
+            down = max(down, lost)
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return Row("fping", len(targets), rounds * len(targets) / wall, 100 * cpu / wall, rss, down)
+
+
+async def steady(n: int, interval: float, duration: float) -> None:
+    """N endpoints, each polled every ``interval`` s at its own evenly spread offset."""
+    targets = addresses(n)
+    probe = IcmpProbe()
+    await probe.start()
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[object]] = set()
+    polls = failed = 0
+
+    async def poll(address: str) -> None:
+        nonlocal polls, failed
+        r = await probe.ping(address, count=3, spacing=0.02, per_ping_timeout=1.0)
+        polls += 1
+        failed += r.received == 0
+
+    start = loop.time()
+    cpu0 = cpu_seconds()
+    step = interval / n
+    i = 0
+    while True:
+        now = loop.time()
+        if now - start >= duration:
+            break
+        due = min(int((now - start) / step) + 1, int(duration / step))
+        while i < due:  # start every poll whose slot has come (slot i at start + i*step)
+            task = loop.create_task(poll(targets[i % n]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        await asyncio.sleep(0.01)
+    wall = loop.time() - start
+    cpu = cpu_seconds() - cpu0
+    await asyncio.gather(*tasks)
+    await probe.close()
+    print(f"steady: {n} endpoints, interval {interval:g} s, count 3, {wall:.0f} s: {polls} polls "
+          f"({polls * 3 / wall:.0f} pings/s), polls without reply {failed}, "
+          f"CPU {100 * cpu / wall:.1f} % of one core, RSS {rss_mb():.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--targets", type=int, nargs="*", default=[5000, 20000, 50000])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=2000)
+    ap.add_argument("--steady", type=int, default=0, help="endpoints for the steady-state mode (0: skip)")
+    ap.add_argument("--interval", type=float, default=60.0)
+    ap.add_argument("--duration", type=float, default=60.0)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: raw ICMP sockets (and fping -i0) need it")
+    rows: list[tuple[Row, Row]] = []
+    for n in args.targets:
+        targets = addresses(n)
+        ours = asyncio.run(bench_ours(targets, args.rounds, args.concurrency))
+        theirs = bench_fping(targets, args.rounds)
+        rows.append((ours, theirs))
+    if rows:
+        print(f"burst, count=1, {args.rounds} rounds, concurrency {args.concurrency}, {os.cpu_count()} CPUs")
+        print("| targets | ours pings/s | ours CPU % | ours RSS MB | ours false down "
+              "| fping pings/s | fping CPU % | fping false down | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for o, f in rows:
+            print(f"| {o.targets:,} | {o.rate:,.0f} | {o.cpu_pct:.0f} | {o.rss_mb:.0f} | {o.false_down} "
+                  f"| {f.rate:,.0f} | {f.cpu_pct:.0f} | {f.false_down} | {o.rate / f.rate:.2f}x |")
+    if args.steady:
+        asyncio.run(steady(args.steady, args.interval, args.duration))
+
+
+if __name__ == "__main__":
+    main()
