@@ -15,7 +15,7 @@ from monitor.tsdb import icmp_points, make_point, make_writer, snmp_points, stat
 from monitor.tsdb.writer import TimeseriesWriter
 from tests.servers.common import free_port
 from tests.servers.influxdb import InfluxDB1
-from tests.tsdb_support import BASE_TS, icmp_stream, make, metric, target, until
+from tests.tsdb_support import BASE_TS, icmp_stream, make, metric, outage_mid_run, started, target, until
 
 pytestmark = pytest.mark.servers
 DB = "monitor"
@@ -23,15 +23,11 @@ DB = "monitor"
 
 @pytest.fixture
 def influx(tmp_path: Path) -> Iterator[InfluxDB1]:
-    root = tmp_path / "influxdb"
-    root.mkdir()
-    server = InfluxDB1(root)
-    server.start()
-    try:
+    (tmp_path / "influxdb").mkdir()
+    with started(InfluxDB1(tmp_path / "influxdb")) as server:
+        assert isinstance(server, InfluxDB1)
         server.create_database(DB)
         yield server
-    finally:
-        server.stop()
 
 
 def settings(url: str, **kw: object) -> TimeseriesSettings:
@@ -102,33 +98,8 @@ async def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(
     """The issue's storage test: stop the database mid-run, restart it, every sample exactly once."""
     caplog.set_level(logging.INFO, logger="monitor.tsdb")
     spool = tmp_path / "spool"
-    writer = make(settings(influx.url), spool)
-    task = asyncio.create_task(writer.run())
-    written0, retry0 = metric("timeseries_points_written_total"), metric("timeseries_write_errors_total",
-                                                                        reason="retryable")
-    seq = 0
-
-    async def produce(stop: asyncio.Event) -> None:
-        nonlocal seq
-        while not stop.is_set():
-            writer.submit(icmp_stream(seq))
-            seq += 1
-            await asyncio.sleep(0.002)  # a steady stream, not a wait for a condition
-
-    stop = asyncio.Event()
-    producer = asyncio.create_task(produce(stop))
-    await until(lambda: metric("timeseries_points_written_total") - written0 >= 500, what="first writes")
-    await asyncio.to_thread(influx.stop)
-    assert not influx.process or not influx.process.alive()
-    await until(lambda: writer.spool_points >= 3000, what="points spooled during the outage")
-    spooled_during_outage = writer.spool_points
-    await asyncio.to_thread(influx.start)
-    await until(lambda: seq > 0 and writer.spool_points < spooled_during_outage, what="replay started")
-    stop.set()
-    await producer
-    await until(lambda: writer.spool_points == 0 and writer.buffered_points == 0, what="spool drained")
-    await writer.close()
-    await task
+    retry0 = metric("timeseries_write_errors_total", reason="retryable")
+    seq = await outage_mid_run(make(settings(influx.url), spool), influx)
 
     total = seq * 10
     assert metric("timeseries_write_errors_total", reason="retryable") > retry0

@@ -13,7 +13,7 @@ from monitor.inventory.model import Secret, TimeseriesSettings
 from monitor.probes.base import IcmpResult, Metric, SnmpResult
 from monitor.tsdb import icmp_points, snmp_points, state_point
 from tests.servers.victoriametrics import VictoriaMetrics
-from tests.tsdb_support import BASE_TS, icmp_stream, make, metric, target, until
+from tests.tsdb_support import BASE_TS, make, outage_mid_run, started, target, until
 
 pytestmark = pytest.mark.servers
 TOKEN = Secret("vm-token-do-not-log", "env:INFLUX_TOKEN")
@@ -21,14 +21,10 @@ TOKEN = Secret("vm-token-do-not-log", "env:INFLUX_TOKEN")
 
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    root = tmp_path / "vm"
-    root.mkdir()
-    server = VictoriaMetrics(root)
-    server.start()
-    try:
+    (tmp_path / "vm").mkdir()
+    with started(VictoriaMetrics(tmp_path / "vm")) as server:
+        assert isinstance(server, VictoriaMetrics)
         yield server
-    finally:
-        server.stop()
 
 
 def settings(url: str) -> TimeseriesSettings:
@@ -73,30 +69,7 @@ async def test_database_outage_mid_run_loses_nothing_and_duplicates_nothing(
     """Stop VictoriaMetrics mid-run, restart it, every sample exactly once (VM keeps duplicates
     unless started with -dedup.minScrapeInterval, which the fixture does, as docs/timeseries.md says)."""
     caplog.set_level(logging.INFO, logger="monitor.tsdb")
-    writer = make(settings(vm.url), tmp_path / "spool")
-    task = asyncio.create_task(writer.run())
-    written0 = metric("timeseries_points_written_total")
-    seq = 0
-    stop = asyncio.Event()
-
-    async def produce() -> None:
-        nonlocal seq
-        while not stop.is_set():
-            writer.submit(icmp_stream(seq))
-            seq += 1
-            await asyncio.sleep(0.002)  # a steady stream, not a wait for a condition
-
-    producer = asyncio.create_task(produce())
-    await until(lambda: metric("timeseries_points_written_total") - written0 >= 500, what="first writes")
-    await asyncio.to_thread(vm.stop)
-    await until(lambda: writer.spool_points >= 3000, what="points spooled during the outage")
-    await asyncio.to_thread(vm.start)
-    await until(lambda: metric("timeseries_points_written_total") - written0 >= 3500, what="replay started")
-    stop.set()
-    await producer
-    await until(lambda: writer.spool_points == 0 and writer.buffered_points == 0, what="spool drained")
-    await writer.close()
-    await task
+    seq = await outage_mid_run(make(settings(vm.url), tmp_path / "spool"), vm)
 
     series = vm.export('{__name__="icmp_sent"}')
     assert len(series) == 10
