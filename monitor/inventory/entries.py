@@ -49,9 +49,12 @@ def check_email(value: str | None) -> str | None:
 class EntryReader:
     """Reads the YAML entries of one file; shares the id/address registry with the CSV reader."""
 
-    def __init__(self, registry: Registry, credentials: Mapping[str, SnmpCredentials]) -> None:
+    def __init__(
+        self, registry: Registry, credentials: Mapping[str, SnmpCredentials], defined: set[str],
+    ) -> None:
         self.registry = registry
         self.credentials = credentials
+        self.defined = defined  # includes broken entries, already reported where they are
 
     def nodes(self, top: Section) -> list[RawTarget]:
         out = []
@@ -152,8 +155,8 @@ class EntryReader:
         profile = sec.text("profile")  # profile names belong to the SNMP probe; checked there
         name = sec.ident("credentials")
         creds = self.credentials.get(name) if name else None
-        if name is not None and creds is None:
-            known = ", ".join(self.credentials) or "none defined"
+        if name is not None and name not in self.defined:
+            known = ", ".join(sorted(self.defined)) or "none defined"
             sec.err("credentials", f"unknown credentials {name!r} (expected a key of credentials: {known})")
         port = sec.integer("port", 161, 1, 65535)
         timeout = sec.duration("timeout", 2.0)

@@ -84,7 +84,7 @@ class _Loader:
         munis = self.municipalities(top)
         sites = self.sites(top, munis)
         classes, class_polling = self.service_classes(top)
-        creds = settings.credentials(top, self.secrets)
+        creds, cred_names = settings.credentials(top, self.secrets)
         layers = PollingLayers(PollingSettings(), by_class=class_polling)
         glob = top.section("polling", settings.POLLING_KEYS)
         if glob is not None:
@@ -94,7 +94,7 @@ class _Loader:
         daemon = settings.daemon(top.section("daemon", DAEMON_KEYS), self.base_dir)
         ts = settings.timeseries(top.section("timeseries", settings.TS_KEYS), self.base_dir, daemon.state_dir,
                                  self.secrets)
-        reader = EntryReader(self.registry, creds)
+        reader = EntryReader(self.registry, creds, cred_names)
         nodes = reader.nodes(top)
         customers = reader.customers(top)
         csv_name = top.text("customers_file")

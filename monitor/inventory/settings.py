@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.errors import SecretError
-from monitor.inventory.fields import Section, fmt_num
+from monitor.inventory.fields import Section, fmt_num, type_name
 from monitor.inventory.model import (
     DaemonSettings,
     PollingSettings,
@@ -116,13 +116,16 @@ class SecretReader:
         return secret
 
 
-def credentials(top: Section, secrets: SecretReader) -> dict[str, SnmpCredentials]:
+def credentials(top: Section, secrets: SecretReader) -> tuple[dict[str, SnmpCredentials], set[str]]:
+    """The valid credentials, and the names of all entries (so a broken entry is not also "unknown")."""
     out: dict[str, SnmpCredentials] = {}
+    names: set[str] = set()
     for name, value, path, line in top.entries("credentials"):
+        names.add(name)
         version = str(value.get("version")) if isinstance(value, dict) else None
         allowed = {"2c": ("version", "community"), "3": ("version", "user", "auth", "priv")}.get(
             version or "", ("version", "community", "user", "auth", "priv"))
-        required = ("version", "community") if version == "2c" else ("version", "user")
+        required = {"2c": ("version", "community"), "3": ("version", "user")}.get(version or "", ("version",))
         sec = Section.open(top.problems, top.file, value, path, line, allowed, required)
         if sec is None or sec.choice("version", ("2c", "3")) is None:
             continue
@@ -140,7 +143,7 @@ def credentials(top: Section, secrets: SecretReader) -> dict[str, SnmpCredential
             priv_protocol=priv.choice("protocol", PRIV_PROTOCOLS) if priv else None,
             priv_key=secrets.v3_key(priv) if priv else None,
         )
-    return out
+    return out, names
 
 
 def _resolve_dir(base_dir: Path, value: str) -> str:
@@ -153,7 +156,8 @@ def daemon(sec: Section | None, base_dir: Path) -> DaemonSettings:
         return dataclasses.replace(d, state_dir=_resolve_dir(base_dir, d.state_dir))
     listen = sec.data.get("metrics_listen", d.metrics_listen)
     if not isinstance(listen, str):
-        sec.err("metrics_listen", f"expected a string like {d.metrics_listen} ('' disables /metrics)")
+        sec.err("metrics_listen", f"expected a string such as {d.metrics_listen} ('' disables /metrics), "
+                                  f"got {type_name(listen)}")
         listen = d.metrics_listen
     elif listen and not _valid_listen(listen):
         sec.err("metrics_listen", f"bad listen address {listen!r} (expected HOST:PORT such as "
