@@ -212,18 +212,21 @@ class TimeseriesWriter:
                 await self._spool_append(seq, body, n)
                 return taken
             self._inflight = (seq, body, n)
+        # ``_inflight`` is cleared only once the outcome is known: if this task is cancelled
+        # mid-write, run() spools the batch (the database may or may not have it; resending is harmless).
         try:
             await self._backend.write(body)
         except StorageRetryable as exc:
+            self._inflight = None
             self._on_retryable(exc)
             async with self._lock:
                 await self._spool_append(seq, body, n)
         except StoragePermanent as exc:
+            self._inflight = None
             self._on_permanent(exc, n)
         else:
-            self._on_success(n)
-        finally:
             self._inflight = None
+            self._on_success(n)
         return taken
 
     async def _replay_once(self) -> None:
