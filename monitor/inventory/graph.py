@@ -43,6 +43,7 @@ class Graph:
         self.layers = layers
         self._located: dict[str, tuple[str | None, str | None]] = {}
         self._reported: set[str] = set()
+        self._merged: dict[tuple[PollingSettings, int], PollingSettings] = {}
 
     def targets(self) -> dict[str, Target]:
         self._check_references()
@@ -151,7 +152,11 @@ class Graph:
             layers.append((raw.polling, raw.polling_where))
         for layer in layers:
             if layer is not None:
-                ps, where = merge_polling(ps, layer[0]), layer[1]
+                # merged settings are shared between targets: 50k endpoints need only a few objects
+                key = (ps, id(layer[0]))
+                if key not in self._merged:
+                    self._merged[key] = merge_polling(ps, layer[0])
+                ps, where = self._merged[key], layer[1]
         problem = polling_problem(ps)
         if problem and where is not None and where.path not in self._reported:
             self._reported.add(where.path)
