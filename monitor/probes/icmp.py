@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Literal
 
@@ -25,6 +26,7 @@ from monitor.probes.base import IcmpResult
 from monitor.probes.icmp_socket import Echo, IcmpSocket
 
 log = logging.getLogger(__name__)
+YIELD_EVERY = 256  # sends in a batch between chances for the reader to drain replies
 
 Mode = Literal["auto", "raw", "dgram"]
 # When nothing came back, the most telling reason wins.
@@ -108,42 +110,100 @@ class IcmpProbe:
         """Send ``count`` echo requests ``spacing`` s apart; each may take ``per_ping_timeout`` s."""
         return await self._ping(address, count, spacing, per_ping_timeout, target_id, None)
 
+    async def ping_many(
+        self,
+        addresses: Sequence[str],
+        *,
+        count: int = 1,
+        spacing: float = 0.02,
+        per_ping_timeout: float = 1.0,
+        target_ids: Sequence[str] | None = None,
+    ) -> list[IcmpResult]:
+        """Ping many addresses as one batch: same results as :meth:`ping` per address, in order.
+
+        Sends every echo in a tight loop and wakes this coroutine once for the whole batch, which is
+        how a scheduler gets fping-like rates out of Python for the polls due in the same tick.
+        """
+        ids = target_ids if target_ids is not None else [""] * len(addresses)
+        return await self._ping_many(list(zip(addresses, ids, strict=True)), count, spacing, per_ping_timeout, None)
+
+    async def poll_many(self, targets: Sequence[Target], timeout: float) -> list[IcmpResult]:
+        """:meth:`poll` for many targets at once (grouped by their ICMP settings), in order."""
+        deadline = time.monotonic() + timeout
+        by_settings: dict[tuple[int, float, float], list[int]] = {}
+        for i, t in enumerate(targets):
+            p = t.polling
+            by_settings.setdefault((p.icmp_count, p.icmp_spacing, p.icmp_timeout), []).append(i)
+        batches = [
+            self._ping_many([(targets[i].address, targets[i].id) for i in idx], c, s, ppt, deadline)
+            for (c, s, ppt), idx in by_settings.items()
+        ]
+        results: list[IcmpResult | None] = [None] * len(targets)
+        for idx, batch in zip(by_settings.values(), await asyncio.gather(*batches), strict=True):
+            for i, r in zip(idx, batch, strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
+
     async def _ping(
         self, address: str, count: int, spacing: float, per_ping_timeout: float, target_id: str,
         deadline: float | None,
     ) -> IcmpResult:
-        if not self._socks or self._loop is None:
+        return (await self._ping_many([(address, target_id)], count, spacing, per_ping_timeout, deadline))[0]
+
+    async def _ping_many(
+        self, jobs: list[tuple[str, str]], count: int, spacing: float, per_ping_timeout: float,
+        deadline: float | None,
+    ) -> list[IcmpResult]:
+        if not self._socks:
             raise ProbeError("ICMP probe is not started (or already closed)")
-        family, packed = _parse_address(address)
-        if family == 0:
-            return IcmpResult(target_id, address, 0, 0, error="invalid address")
-        sock = self._socks.get(family)
-        if sock is None:
-            return IcmpResult(target_id, address, 0, 0, error=self._v6_error)
-        af = socket.AF_INET if family == 4 else socket.AF_INET6
-        echo = Echo(socket.inet_ntop(af, packed), packed)
-        timer: asyncio.TimerHandle | None = None
+        results: list[IcmpResult | None] = [None] * len(jobs)
+        plan: list[tuple[int, Echo, IcmpSocket]] = []
+        for k, (address, target_id) in enumerate(jobs):
+            family, packed = _parse_address(address)
+            sock = self._socks.get(family)
+            if family == 0:
+                results[k] = IcmpResult(target_id, address, 0, 0, error="invalid address")
+            elif sock is None:
+                results[k] = IcmpResult(target_id, address, 0, 0, error=self._v6_error)
+            else:
+                # Canonical text, as recvfrom reports the replies' source.
+                text = socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, packed)
+                plan.append((k, Echo(text, packed), sock))
         try:
             for i in range(count):
                 if i:
                     if deadline is not None and time.monotonic() + spacing >= deadline:
                         break  # no time left to send more and still wait for them
                     await asyncio.sleep(spacing)
-                if sock.closed:
-                    break
-                await sock.send(echo)
-            if echo.outstanding and not sock.closed:
-                wait_until = max(echo.sent) + per_ping_timeout
-                if deadline is not None:
-                    wait_until = min(wait_until, deadline)
-                echo.fut = self._loop.create_future()
-                timer = self._loop.call_later(max(0.0, wait_until - time.monotonic()), _wake, echo.fut)
-                await echo.fut
+                await _send_round(plan)
+            await self._wait(plan, per_ping_timeout, deadline)
         finally:
-            if timer is not None:
-                timer.cancel()
-            sock.forget(echo)
-        return summarize(echo, target_id, per_ping_timeout)
+            for _, echo, sock in plan:
+                sock.forget(echo)
+        for k, echo, _ in plan:
+            results[k] = summarize(echo, jobs[k][1], per_ping_timeout)
+        return [r for r in results if r is not None]
+
+    async def _wait(self, plan: list[tuple[int, Echo, IcmpSocket]], per_ping_timeout: float,
+                    deadline: float | None) -> None:
+        for sock in list(self._socks.values()):  # close() may clear the dict meanwhile
+            echoes = [e for _, e, s in plan if s is sock and e.outstanding]
+            if echoes:
+                wait_until = max(e.sent[-1] for e in echoes) + per_ping_timeout
+                await sock.wait(echoes, wait_until if deadline is None else min(wait_until, deadline))
+
+
+async def _send_round(plan: list[tuple[int, Echo, IcmpSocket]]) -> None:
+    """Send one echo to every address of the batch, letting the reader drain replies now and then
+    so that a big batch cannot overflow the socket's receive buffer."""
+    for n, (_, echo, sock) in enumerate(plan, 1):
+        if sock.closed:
+            continue
+        packet = sock.send_now(echo)
+        if packet is not None:
+            await sock.resend(echo, packet)
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
 
 
 def summarize(echo: Echo, target_id: str, per_ping_timeout: float) -> IcmpResult:
@@ -162,11 +222,6 @@ def summarize(echo: Echo, target_id: str, per_ping_timeout: float) -> IcmpResult
         target_id, echo.address, sent, len(rtts),
         rtt_min_ms=min(rtts), rtt_avg_ms=sum(rtts) / len(rtts), rtt_max_ms=max(rtts), jitter_ms=jitter,
     )
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _parse_address(address: str) -> tuple[int, bytes]:

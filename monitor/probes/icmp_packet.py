@@ -19,7 +19,7 @@ ECHO_REPLY = {4: 0, 6: 129}
 UNREACHABLE = {4: (3, 11), 6: (1, 3)}  # destination unreachable, time exceeded
 TOKEN_LEN = 8
 HEADER = struct.Struct("!BBHHHQ")  # type, code, checksum, identifier, sequence, token
-_ID_SEQ_TOKEN = struct.Struct("!HHQ")
+ID_SEQ_TOKEN = struct.Struct("!HHQ")
 
 
 def checksum_partial(data: bytes) -> int:
@@ -86,7 +86,7 @@ def parse(family: int, data: bytes, offset: int, pad: bytes) -> Parsed | None:
     if icmp_type == ECHO_REPLY[family]:
         if len(data) < offset + 16:
             return Parsed("reply", b"", -1, -1, None, False)
-        ident, seq, token = _ID_SEQ_TOKEN.unpack_from(data, offset + 4)
+        ident, seq, token = ID_SEQ_TOKEN.unpack_from(data, offset + 4)
         return Parsed("reply", b"", ident, seq, token, data[offset + 16:] == pad)
     if icmp_type in UNREACHABLE[family]:
         return _parse_error(family, data, offset + 8)

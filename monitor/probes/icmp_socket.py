@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
+import itertools
 import random
 import socket
 import struct
 import time
 
 from monitor import selfmetrics
-from monitor.probes.icmp_packet import EchoTemplate, Parsed, parse
+from monitor.probes.icmp_packet import ECHO_REPLY, ID_SEQ_TOKEN, EchoTemplate, Parsed, parse
 
 SOL_RAW = 255
 ICMP_FILTER = 1  # IPv4 raw: bitmask of ICMP types to drop
@@ -43,19 +45,30 @@ SEND_ERRORS = {
 }
 
 
-class Echo:
-    """The state of one poll: its echo requests, their replies, and the future its coroutine awaits.
+class Group:
+    """Echo sets awaited together (one poll, or a batch of polls): one future, one deadline.
 
-    The coroutine is woken once per poll (all answered or deadline), not once per echo reply.
+    The awaiting coroutine is woken once, when every member is answered or failed or the deadline
+    passes, not once per echo reply.
     """
 
-    __slots__ = ("address", "errors", "fut", "outstanding", "packed", "rtts", "sent", "seqs", "tokens")
+    __slots__ = ("fut", "remaining")
+
+    def __init__(self, fut: asyncio.Future[None], remaining: int) -> None:
+        self.fut = fut
+        self.remaining = remaining
+
+
+class Echo:
+    """The echo requests of one poll of one address, and what became of each."""
+
+    __slots__ = ("address", "errors", "group", "outstanding", "packed", "rtts", "sent", "seqs", "tokens")
 
     def __init__(self, address: str, packed: bytes) -> None:
         self.address = address
         self.packed = packed
-        # Created once every echo is sent, so an early answer cannot end the poll before the rest.
-        self.fut: asyncio.Future[None] | None = None
+        # Set once every echo is sent, so an early answer cannot end the poll before the rest.
+        self.group: Group | None = None
         self.tokens: list[int] = []
         self.seqs: list[int] = []
         self.sent: list[float] = []
@@ -67,10 +80,15 @@ class Echo:
         self.rtts[index] = rtt
         self.errors[index] = error
         self.outstanding -= 1
+        group = self.group
+        if self.outstanding == 0 and group is not None:
+            group.remaining -= 1
+            if group.remaining == 0 and not group.fut.done():
+                group.fut.set_result(None)
 
 
 class IcmpSocket:
-    """One non-blocking ICMP socket (raw or datagram) for one family, and its pending pings."""
+    """One non-blocking ICMP socket (raw or datagram) for one family, its pending echoes and deadlines."""
 
     def __init__(self, sock: socket.socket, family: int, raw: bool, payload_size: int) -> None:
         self.sock = sock
@@ -81,8 +99,16 @@ class IcmpSocket:
         self._seq = random.getrandbits(16)
         # token -> (poll, index of the echo within the poll)
         self.pending: dict[int, tuple[Echo, int]] = {}
+        # Deadlines of waiting groups: a heap of plain tuples (compared in C) and one loop timer for
+        # the earliest, instead of an asyncio TimerHandle per poll (their Python-level ordering was
+        # the biggest cost in profiles). Finished groups stay until their deadline and are skipped.
+        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._deadline_ids = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         # IPv4 raw sockets get the IP header in front of the ICMP message; others do not.
         self._v4raw = family == 4 and raw
+        self._reply_type = ECHO_REPLY[family]
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
@@ -122,36 +148,36 @@ class IcmpSocket:
         loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def close(self) -> None:
-        """Stop receiving, close the socket and wake every pending poll (its echoes count as lost)."""
+        """Stop receiving, close the socket and wake every waiting poll (its open echoes: "closed")."""
         if self.closed:
             return
         self.closed = True
         if self._loop is not None:
             self._loop.remove_reader(self.sock.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
         self.sock.close()
         for echo, index in list(self.pending.values()):
-            if echo.rtts[index] is None and echo.errors[index] is None:
-                echo.done(index, None, "closed")
-            if echo.fut is not None and not echo.fut.done():
-                echo.fut.set_result(None)
+            echo.done(index, None, "closed")
         self.pending.clear()
+        for _, _, fut in self._deadlines:
+            if not fut.done():
+                fut.set_result(None)
+        self._deadlines.clear()
 
     # -- send ---------------------------------------------------------------------------------
 
-    def next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0xFFFF
-        return self._seq
+    def send_now(self, echo: Echo) -> bytes | None:
+        """Send the next echo request of ``echo`` without waiting.
 
-    def new_token(self) -> int:
+        Returns None when sent or failed for good (the failure is recorded in ``echo``), or the packet
+        when the kernel's send buffer is full and :meth:`resend` must retry it.
+        """
+        self._seq = seq = (self._seq + 1) & 0xFFFF
         token = random.getrandbits(64)
-        while token in self.pending:
+        pending = self.pending
+        while token in pending:
             token = random.getrandbits(64)
-        return token
-
-    async def send(self, echo: Echo) -> None:
-        """Send one echo request of ``echo``; a failure is recorded in the poll, never raised."""
-        seq = self.next_seq()
-        token = self.new_token()
         packet = self.template.build(self.ident, seq, token)
         index = len(echo.tokens)
         echo.tokens.append(token)
@@ -161,18 +187,32 @@ class IcmpSocket:
         echo.sent.append(0.0)
         error = self._try_send(packet, echo, index, token)
         if error == "retry":
-            for delay in SEND_RETRY_DELAYS:  # send buffer full (EAGAIN/ENOBUFS): back off briefly
-                await asyncio.sleep(delay)
-                if self.closed:
-                    error = "closed"
-                    break
-                error = self._try_send(packet, echo, index, token)
-                if error != "retry":
-                    break
-            else:
-                error = "send buffer full"
+            return packet
         if error is not None:
             echo.errors[index] = error
+        return None
+
+    async def send(self, echo: Echo) -> None:
+        """Send the next echo request of ``echo``, backing off briefly while the send buffer is full."""
+        packet = self.send_now(echo)
+        if packet is not None:
+            await self.resend(echo, packet)
+
+    async def resend(self, echo: Echo, packet: bytes) -> None:
+        index = len(echo.tokens) - 1
+        token = echo.tokens[index]
+        error: str | None = "send buffer full"
+        for delay in SEND_RETRY_DELAYS:  # EAGAIN/ENOBUFS: raw sockets give no writability signal
+            await asyncio.sleep(delay)
+            if self.closed:
+                error = "closed"
+                break
+            error = self._try_send(packet, echo, index, token)
+            if error != "retry":
+                break
+        else:
+            error = "send buffer full"
+        echo.errors[index] = error
 
     def _try_send(self, packet: bytes, echo: Echo, index: int, token: int) -> str | None:
         echo.sent[index] = time.monotonic()
@@ -189,10 +229,61 @@ class IcmpSocket:
             return SEND_ERRORS.get(exc.errno or 0, f"send failed: {exc.strerror}")
         return None
 
+    # -- wait ---------------------------------------------------------------------------------
+
+    async def wait(self, echoes: list[Echo], deadline: float) -> None:
+        """Until every echo of ``echoes`` is answered or failed, or ``deadline`` (time.monotonic)."""
+        waiting = [e for e in echoes if e.outstanding]
+        if not waiting or self.closed:
+            return
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        group = Group(fut, len(waiting))
+        for e in waiting:
+            e.group = group
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_ids), fut))
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+        await fut
+
+    def _arm(self, deadline: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(self._loop.time() + (deadline - time.monotonic()), self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        heap = self._deadlines
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+        if heap:
+            self._arm(heap[0][0])
+
+    def forget(self, echo: Echo) -> None:
+        """Drop the echoes of a finished (answered, timed out or cancelled) poll from the pending map."""
+        pending = self.pending
+        for token in echo.tokens:
+            entry = pending.get(token)
+            if entry is not None and entry[0] is echo:
+                del pending[token]
+
     # -- receive ------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        """Drain the socket: match echo replies inline (the hot path), hand anything else to parse."""
         recv = self.sock.recvfrom
+        pending = self.pending
+        pad = self.template.pad
+        reply_type = self._reply_type
+        v4raw = self._v4raw
+        check_ident = self.raw  # datagram sockets: the kernel owns the identifier
+        ident = self.ident
+        unpack = ID_SEQ_TOKEN.unpack_from
         for _ in range(RECV_BURST):
             try:
                 data, src = recv(65536)
@@ -203,36 +294,33 @@ class IcmpSocket:
                 self._drain_error_queue()
                 continue
             now = time.monotonic()
-            offset = ((data[0] & 0x0F) * 4) if self._v4raw else 0
-            parsed = parse(self.family, data, offset, self.template.pad)
+            off = (data[0] & 0x0F) * 4 if v4raw else 0
+            if len(data) >= off + 16 and data[off] == reply_type:
+                r_ident, seq, token = unpack(data, off + 4)
+                entry = pending.get(token)
+                if (
+                    entry is None
+                    or seq != entry[0].seqs[entry[1]]
+                    or (check_ident and r_ident != ident)
+                    or src[0] != entry[0].address
+                    or data[off + 16:] != pad
+                ):
+                    selfmetrics.ICMP_STRAY_REPLIES.inc()
+                    continue
+                del pending[token]
+                echo, index = entry
+                echo.done(index, now - echo.sent[index], None)
+                continue
+            parsed = parse(self.family, data, off, pad)
             if parsed is None:
                 continue
-            if parsed.kind == "reply":
-                self._on_reply(parsed, src[0], now)
+            if parsed.kind == "reply":  # too short to carry our token
+                selfmetrics.ICMP_STRAY_REPLIES.inc()
             else:
-                self._on_error(parsed, "unreachable")
-        # Budget used up: let other callbacks run; epoll calls us again on the next iteration.
+                self._on_error(parsed)
+        # Budget used up: let other callbacks run; epoll reports the socket again next iteration.
 
-    def _on_reply(self, p: Parsed, source: str, now: float) -> None:
-        entry = self.pending.get(p.token) if p.token is not None else None
-        if entry is None:
-            selfmetrics.ICMP_STRAY_REPLIES.inc()
-            return
-        echo, index = entry
-        if (
-            not p.payload_ok
-            or p.seq != echo.seqs[index]
-            or (self.raw and p.ident != self.ident)  # datagram sockets: the kernel owns the id
-            or source != echo.address
-        ):
-            selfmetrics.ICMP_STRAY_REPLIES.inc()
-            return
-        del self.pending[p.token]  # type: ignore[arg-type]
-        echo.done(index, now - echo.sent[index], None)
-        if echo.outstanding == 0 and echo.fut is not None and not echo.fut.done():
-            echo.fut.set_result(None)
-
-    def _on_error(self, p: Parsed, error: str) -> None:
+    def _on_error(self, p: Parsed) -> None:
         """An ICMP error quoting one of our requests: fail that echo at once."""
         entry = self.pending.get(p.token) if p.token is not None else None
         if entry is None:
@@ -241,9 +329,7 @@ class IcmpSocket:
         if p.seq != echo.seqs[index] or p.address != echo.packed or (self.raw and p.ident != self.ident):
             return
         del self.pending[p.token]  # type: ignore[arg-type]
-        echo.done(index, None, error)
-        if echo.outstanding == 0 and echo.fut is not None and not echo.fut.done():
-            echo.fut.set_result(None)
+        echo.done(index, None, "unreachable")
 
     def _drain_error_queue(self) -> None:
         """Read ICMP errors the kernel queued for a datagram socket (IP_RECVERR)."""
@@ -256,19 +342,8 @@ class IcmpSocket:
                 continue
             seq, token = struct.unpack_from("!HQ", data, 6)
             entry = self.pending.get(token)
-            if entry is None:
-                continue
-            echo, index = entry
-            if echo.seqs[index] == seq and dst[0] == echo.address:
-                self._on_error(Parsed("unreachable", echo.packed, self.ident, seq, token, True), "unreachable")
-
-    def forget(self, echo: Echo) -> None:
-        """Drop the echoes of a finished (answered, timed out or cancelled) poll from the pending map."""
-        pending = self.pending
-        for token in echo.tokens:
-            entry = pending.get(token)
-            if entry is not None and entry[0] is echo:
-                del pending[token]
+            if entry is not None and dst[0] == entry[0].address:
+                self._on_error(Parsed("unreachable", entry[0].packed, self.ident, seq, token, True))
 
 
 def _set_buffer(sock: socket.socket, opt: int, force_opt: int, size: int) -> None:
