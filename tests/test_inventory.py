@@ -290,6 +290,20 @@ def test_every_problem_is_reported_not_just_the_first(folder: Path) -> None:
     ]
 
 
+def test_cycles_among_many_nodes_are_each_reported_once(folder: Path) -> None:
+    text = BASE.replace("customers:\n", """\
+  - {id: a, kind: switch, address: 127.0.0.10, parents: [b, core]}
+  - {id: b, kind: switch, address: 127.0.0.11, parents: [c]}
+  - {id: c, kind: switch, address: 127.0.0.12, parents: [a, d]}
+  - {id: d, kind: switch, address: 127.0.0.13, parents: [b]}
+customers:
+""").replace("parent: ap-1}]}", "parent: d}]}")
+    assert problems_of(text) == [
+        "sites.yaml:14: nodes[3].parents[0]: parent cycle: a -> b -> c -> a",
+        "sites.yaml:15: nodes[4].parents[0]: parent cycle: b -> c -> d -> b",
+    ]
+
+
 def test_unreadable_and_empty_files(folder: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_inventory("nowhere.yaml")

@@ -127,6 +127,7 @@ class Graph:
         """(site, municipality): the target's own, else its site's, else the nearest ancestor's."""
         if raw.id in self._located:
             return self._located[raw.id]
+        self._located[raw.id] = (None, None)  # guards any loop the cycle report did not mark
         site = raw.site[0] if raw.site and raw.site[0] in self.sites else None
         muni = raw.municipality[0] if raw.municipality else None
         if muni is None and site is not None:
