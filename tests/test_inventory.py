@@ -254,6 +254,8 @@ MISTAKES = [
     ("influxdb2 without token", "customers:\n", "timeseries: {kind: influxdb2, url: 'http://127.0.0.1:8086', "
      "org: isp, bucket: m}\ncustomers:\n", [
         "sites.yaml:14: timeseries: missing required key 'token' (needed for kind influxdb2)"]),
+    ("inline token even with time series off", "customers:\n", "timeseries: {kind: none, token: abc}\ncustomers:\n", [
+        "sites.yaml:14: timeseries.token: secrets cannot be written inline; use {env: NAME} or {file: PATH}"]),
     ("bad metrics_listen", "customers:\n", "daemon: {metrics_listen: 9108}\ncustomers:\n", [
         "sites.yaml:14: daemon.metrics_listen: expected a string such as 127.0.0.1:9108 ('' disables /metrics), "
         "got an integer"]),

@@ -17,8 +17,8 @@ from monitor.inventory.model import Secret
 HOW = "use {env: NAME} or {file: PATH}"
 
 
-def resolve_secret(ref: object, base_dir: Path, env: Mapping[str, str]) -> Secret:
-    """Turn one reference into a Secret. Raises :class:`SecretError` with a value-free message."""
+def check_reference(ref: object) -> tuple[str, str]:
+    """(kind, name) of a well-formed reference; raises :class:`SecretError` otherwise."""
     if isinstance(ref, str | int | float) and not isinstance(ref, bool):
         raise SecretError(f"secrets cannot be written inline; {HOW}")
     if not isinstance(ref, dict) or len(ref) != 1 or next(iter(ref)) not in ("env", "file"):
@@ -30,6 +30,12 @@ def resolve_secret(ref: object, base_dir: Path, env: Mapping[str, str]) -> Secre
     kind, name = next(iter(ref.items()))
     if not isinstance(name, str) or not name.strip():
         raise SecretError(f"{kind}: expects a non-empty string ({HOW})")
+    return kind, name
+
+
+def resolve_secret(ref: object, base_dir: Path, env: Mapping[str, str]) -> Secret:
+    """Turn one reference into a Secret. Raises :class:`SecretError` with a value-free message."""
+    kind, name = check_reference(ref)
     if kind == "env":
         return _from_env(name, env)
     return _from_file(name, base_dir)

@@ -22,7 +22,7 @@ from monitor.inventory.model import (
     Thresholds,
     TimeseriesSettings,
 )
-from monitor.inventory.secrets import resolve_secret
+from monitor.inventory.secrets import check_reference, resolve_secret
 
 POLLING_KEYS = (
     "interval", "icmp_count", "icmp_timeout", "icmp_spacing", "down_after", "up_after", "degraded_after",
@@ -98,10 +98,14 @@ class SecretReader:
         self.base_dir = base_dir
         self.env = env
 
-    def get(self, sec: Section, key: str) -> Secret | None:
+    def get(self, sec: Section, key: str, resolve: bool = True) -> Secret | None:
+        """The secret, or None; with ``resolve=False`` only the reference's form is checked."""
         if key not in sec.data:
             return None
         try:
+            if not resolve:
+                check_reference(sec.data[key])
+                return None
             return resolve_secret(sec.data[key], self.base_dir, self.env)
         except SecretError as exc:
             sec.err(key, str(exc))
@@ -194,7 +198,8 @@ def timeseries(sec: Section | None, base_dir: Path, state_dir: str, secrets: Sec
     url = sec.text("url") or ""
     if url and not url.startswith(("http://", "https://")):
         sec.err("url", f"bad URL {url!r} (expected http://HOST:PORT or https://HOST:PORT)")
-    # secrets of a disabled database are not resolved: switching kind to none must not need them
+    # secrets of a disabled database are only checked for form: switching kind to none must not
+    # need the variable or file, but an inline value is still refused
     live = kind != "none"
     spool = sec.text("spool_dir")
     max_bytes = sec.integer("spool_max_bytes", d.spool_max_bytes, 1)
@@ -203,11 +208,11 @@ def timeseries(sec: Section | None, base_dir: Path, state_dir: str, secrets: Sec
         url=url.rstrip("/"),
         org=sec.text("org") or "",
         bucket=sec.text("bucket") or "",
-        token=secrets.get(sec, "token") if live else None,
+        token=secrets.get(sec, "token", live),
         database=sec.text("database") or "",
         retention_policy=sec.text("retention_policy") or "",
         username=sec.text("username") or "",
-        password=secrets.get(sec, "password") if live else None,
+        password=secrets.get(sec, "password", live),
         batch_size=sec.integer("batch_size", d.batch_size, 1),
         flush_interval=sec.duration("flush_interval", d.flush_interval),
         timeout=sec.duration("timeout", d.timeout),
