@@ -137,6 +137,9 @@ MISTAKES = [
     ("unknown key", "address: 127.0.0.2,", "adress: 127.0.0.2,", [
         f"sites.yaml:12: nodes[1]: unknown key 'adress' (allowed: {NODE_KEYS})",
         "sites.yaml:12: nodes[1]: missing required key 'address'"]),
+    ("unknown top-level key", "customers:\n", "colour: red\ncustomers:\n", [
+        "sites.yaml:14: unknown key 'colour' (allowed: credentials, customers, customers_file, daemon, "
+        "municipalities, nodes, polling, polling_by_kind, service_classes, sites, timeseries)"]),
     ("unknown nested key", "credentials: v2}}", "credentials: v2, community: x}}", [
         "sites.yaml:11: nodes[0].snmp: unknown key 'community' "
         "(allowed: credentials, port, profile, retries, timeout)"]),
