@@ -150,10 +150,11 @@ async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProb
     sock = probe._socks[4]
     victim = asyncio.create_task(probe.ping(DROPPED, count=1, per_ping_timeout=1.5))
     control = asyncio.create_task(probe.ping(DROPPED_2, count=1, per_ping_timeout=5))
-    await until(lambda: {e.address for e, _ in sock.pending.values()} >= {DROPPED, DROPPED_2})
-    (victim_echo, _), = [v for v in sock.pending.values() if v[0].address == DROPPED]
-    (control_echo, _), = [v for v in sock.pending.values() if v[0].address == DROPPED_2]
-    token, seq, ident, pad = victim_echo.tokens[0], victim_echo.seqs[0], sock.ident, sock.template.pad
+    await until(lambda: {v[0].address for v in sock.pending.values()} >= {DROPPED, DROPPED_2})
+    # pending: token -> (poll, index, sequence, send time)
+    (token, seq), = [(t, v[2]) for t, v in sock.pending.items() if v[0].address == DROPPED]
+    (control_token, control_seq), = [(t, v[2]) for t, v in sock.pending.items() if v[0].address == DROPPED_2]
+    ident, pad = sock.ident, sock.template.pad
     before = stray_count()
 
     forge_reply(DROPPED, ident, seq, token, b"X" * len(pad))  # right keys, payload altered
@@ -168,7 +169,7 @@ async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProb
 
     # Positive control: a forgery that gets everything right does complete a ping, so the five
     # above were rejected for their defect and not because forging does not reach the probe.
-    forge_reply(DROPPED_2, ident, control_echo.seqs[0], control_echo.tokens[0], pad)
+    forge_reply(DROPPED_2, ident, control_seq, control_token, pad)
     assert (await control).received == 1
 
 

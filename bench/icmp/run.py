@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from monitor.probes.icmp import IcmpProbe  # noqa: E402
+from monitor.probes.icmp import IcmpProbe
 
 FIRST = int(ipaddress.IPv4Address("127.1.0.1"))
 

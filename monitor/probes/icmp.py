@@ -26,6 +26,7 @@ from monitor.probes.base import IcmpResult
 from monitor.probes.icmp_socket import Echo, IcmpSocket
 
 log = logging.getLogger(__name__)
+ADDRESS_CACHE = 1_000_000  # parsed addresses kept (the same targets are polled again and again)
 YIELD_EVERY = 256  # sends in a batch between chances for the reader to drain replies
 
 Mode = Literal["auto", "raw", "dgram"]
@@ -49,6 +50,7 @@ class IcmpProbe:
         self._v6_error = "IPv6 ICMP is not available"
         self._mode = ""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._addresses: dict[str, tuple[int, bytes, str]] = {}
 
     @property
     def mode(self) -> str:
@@ -158,16 +160,20 @@ class IcmpProbe:
             raise ProbeError("ICMP probe is not started (or already closed)")
         results: list[IcmpResult | None] = [None] * len(jobs)
         plan: list[tuple[int, Echo, IcmpSocket]] = []
+        parsed = self._addresses
         for k, (address, target_id) in enumerate(jobs):
-            family, packed = _parse_address(address)
+            known = parsed.get(address)
+            if known is None:
+                if len(parsed) > ADDRESS_CACHE:
+                    parsed.clear()
+                known = parsed[address] = _parse_address(address)
+            family, packed, text = known
             sock = self._socks.get(family)
             if family == 0:
                 results[k] = IcmpResult(target_id, address, 0, 0, error="invalid address")
             elif sock is None:
                 results[k] = IcmpResult(target_id, address, 0, 0, error=self._v6_error)
             else:
-                # Canonical text, as recvfrom reports the replies' source.
-                text = socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, packed)
                 plan.append((k, Echo(text, packed), sock))
         try:
             for i in range(count):
@@ -189,7 +195,7 @@ class IcmpProbe:
         for sock in list(self._socks.values()):  # close() may clear the dict meanwhile
             echoes = [e for _, e, s in plan if s is sock and e.outstanding]
             if echoes:
-                wait_until = max(e.sent[-1] for e in echoes) + per_ping_timeout
+                wait_until = max(e.last_sent for e in echoes) + per_ping_timeout
                 await sock.wait(echoes, wait_until if deadline is None else min(wait_until, deadline))
 
 
@@ -199,41 +205,37 @@ async def _send_round(plan: list[tuple[int, Echo, IcmpSocket]]) -> None:
     for n, (_, echo, sock) in enumerate(plan, 1):
         if sock.closed:
             continue
-        packet = sock.send_now(echo)
-        if packet is not None:
-            await sock.resend(echo, packet)
+        retry = sock.send_now(echo)
+        if retry is not None:
+            await sock.resend(echo, retry)
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
 
 
 def summarize(echo: Echo, target_id: str, per_ping_timeout: float) -> IcmpResult:
-    """Turn the per-echo outcomes into loss, RTT statistics and jitter (a late reply counts as lost)."""
+    """Turn the per-request outcomes into loss, RTT statistics and jitter (a late reply counts as lost)."""
+    sent = len(echo.rtts)
+    if sent == 1 and echo.rtts[0] is not None and echo.rtts[0] <= per_ping_timeout:  # the common fast path
+        ms = echo.rtts[0] * 1000.0
+        return IcmpResult(target_id, echo.address, 1, 1, ms, ms, ms, None, None)
     rtts = [r * 1000.0 for r in echo.rtts if r is not None and r <= per_ping_timeout]
-    sent = len(echo.tokens)
     if not rtts:
-        errors = [e for e in echo.errors if e is not None]
+        errors = echo.errors or []
         error = next((e for e in _ERROR_RANK if e in errors), errors[0] if errors else "timeout")
         return IcmpResult(target_id, echo.address, sent, 0, error=error)
-    jitter = (
-        sum(abs(b - a) for a, b in pairwise(rtts)) / (len(rtts) - 1)
-        if len(rtts) > 1 else None
-    )
-    return IcmpResult(
-        target_id, echo.address, sent, len(rtts),
-        rtt_min_ms=min(rtts), rtt_avg_ms=sum(rtts) / len(rtts), rtt_max_ms=max(rtts), jitter_ms=jitter,
-    )
+    jitter = sum(abs(b - a) for a, b in pairwise(rtts)) / (len(rtts) - 1) if len(rtts) > 1 else None
+    return IcmpResult(target_id, echo.address, sent, len(rtts), min(rtts), sum(rtts) / len(rtts), max(rtts), jitter)
 
 
-def _parse_address(address: str) -> tuple[int, bytes]:
-    """(4 or 6, packed address), or (0, b"") when ``address`` is not a literal IP address."""
-    try:
-        return 4, socket.inet_pton(socket.AF_INET, address)
-    except OSError:
-        pass
-    try:
-        return 6, socket.inet_pton(socket.AF_INET6, address)
-    except OSError:
-        return 0, b""
+def _parse_address(address: str) -> tuple[int, bytes, str]:
+    """(4 or 6, packed, canonical text as recvfrom reports sources), family 0 when not an IP literal."""
+    for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+        try:
+            packed = socket.inet_pton(af, address)
+        except OSError:
+            continue
+        return family, packed, socket.inet_ntop(af, packed)
+    return 0, b"", address
 
 
 def _describe(exc: OSError) -> str:

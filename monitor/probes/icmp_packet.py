@@ -52,9 +52,9 @@ class EchoTemplate:
     def build(self, ident: int, seq: int, token: int) -> bytes:
         t = self.request_type
         if self.want_checksum:
-            # The header is 16 bytes (even), so the pad's words keep their alignment and their
-            # precomputed sum can simply be added.
-            s = (checksum_partial(HEADER.pack(t, 0, 0, ident, seq, token)) + self.pad_sum) % 0xFFFF
+            # Sum of the 16-bit words mod 0xFFFF without touching bytes: a 64-bit integer is congruent
+            # to the sum of its words (2**16 ≡ 1), and the 16-byte header keeps the pad aligned.
+            s = ((t << 8) + ident + seq + token + self.pad_sum) % 0xFFFF
             return HEADER.pack(t, 0, 0xFFFF - s, ident, seq, token) + self.pad
         return HEADER.pack(t, 0, 0, ident, seq, token) + self.pad
 

@@ -32,6 +32,7 @@ IP_RECVERR = 11
 IPV6_RECVERR = 25
 RCVBUF = 8 * 1024 * 1024
 RECV_BURST = 4096  # replies handled per reader callback before yielding to the loop
+Retry = tuple[bytes, int, int, int]  # packet, index, sequence, token of a request to send again
 SEND_RETRY_DELAYS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
 # errno of a failed send or a queued socket error -> short error name for the result
@@ -60,9 +61,13 @@ class Group:
 
 
 class Echo:
-    """The echo requests of one poll of one address, and what became of each."""
+    """The echo requests of one poll of one address, and what became of each.
 
-    __slots__ = ("address", "errors", "group", "outstanding", "packed", "rtts", "sent", "seqs", "tokens")
+    Kept small because a batch creates one per address: per-request sequence and send time live in
+    the socket's pending map, which is all the receive path needs.
+    """
+
+    __slots__ = ("address", "errors", "group", "last_sent", "outstanding", "packed", "rtts", "tokens")
 
     def __init__(self, address: str, packed: bytes) -> None:
         self.address = address
@@ -70,15 +75,20 @@ class Echo:
         # Set once every echo is sent, so an early answer cannot end the poll before the rest.
         self.group: Group | None = None
         self.tokens: list[int] = []
-        self.seqs: list[int] = []
-        self.sent: list[float] = []
-        self.rtts: list[float | None] = []
-        self.errors: list[str | None] = []
+        self.rtts: list[float | None] = []  # seconds, per request in send order; None = no reply
+        self.errors: list[str] | None = None  # why requests failed, when some did
         self.outstanding = 0
+        self.last_sent = 0.0
+
+    def fail(self, error: str) -> None:
+        if self.errors is None:
+            self.errors = []
+        self.errors.append(error)
 
     def done(self, index: int, rtt: float | None, error: str | None) -> None:
         self.rtts[index] = rtt
-        self.errors[index] = error
+        if error is not None:
+            self.fail(error)
         self.outstanding -= 1
         group = self.group
         if self.outstanding == 0 and group is not None:
@@ -97,8 +107,9 @@ class IcmpSocket:
         self.template = EchoTemplate(family, payload_size, want_checksum=raw and family == 4)
         self.ident = random.getrandbits(16)
         self._seq = random.getrandbits(16)
-        # token -> (poll, index of the echo within the poll)
-        self.pending: dict[int, tuple[Echo, int]] = {}
+        self._token = random.getrandbits(64)
+        # token -> (poll, index of the request within the poll, sequence, send time)
+        self.pending: dict[int, tuple[Echo, int, int, float]] = {}
         # Deadlines of waiting groups: a heap of plain tuples (compared in C) and one loop timer for
         # the earliest, instead of an asyncio TimerHandle per poll (their Python-level ordering was
         # the biggest cost in profiles). Finished groups stay until their deadline and are skipped.
@@ -157,7 +168,7 @@ class IcmpSocket:
         if self._timer is not None:
             self._timer.cancel()
         self.sock.close()
-        for echo, index in list(self.pending.values()):
+        for echo, index, _, _ in list(self.pending.values()):
             echo.done(index, None, "closed")
         self.pending.clear()
         for _, _, fut in self._deadlines:
@@ -167,57 +178,44 @@ class IcmpSocket:
 
     # -- send ---------------------------------------------------------------------------------
 
-    def send_now(self, echo: Echo) -> bytes | None:
+    def send_now(self, echo: Echo) -> Retry | None:
         """Send the next echo request of ``echo`` without waiting.
 
-        Returns None when sent or failed for good (the failure is recorded in ``echo``), or the packet
-        when the kernel's send buffer is full and :meth:`resend` must retry it.
+        Returns None when sent or failed for good (the failure is recorded in ``echo``), or what
+        :meth:`resend` needs when the kernel's send buffer is full.
         """
         self._seq = seq = (self._seq + 1) & 0xFFFF
-        token = random.getrandbits(64)
-        pending = self.pending
-        while token in pending:
-            token = random.getrandbits(64)
+        # Tokens: a random 64-bit start, then a counter, so they never repeat while in flight.
+        self._token = token = (self._token + 1) & 0xFFFFFFFFFFFFFFFF
         packet = self.template.build(self.ident, seq, token)
-        index = len(echo.tokens)
+        index = len(echo.rtts)
         echo.tokens.append(token)
-        echo.seqs.append(seq)
         echo.rtts.append(None)
-        echo.errors.append(None)
-        echo.sent.append(0.0)
-        error = self._try_send(packet, echo, index, token)
-        if error == "retry":
-            return packet
-        if error is not None:
-            echo.errors[index] = error
-        return None
+        if self._try_send(packet, index, seq, token, echo):
+            return None
+        return (packet, index, seq, token)
 
     async def send(self, echo: Echo) -> None:
         """Send the next echo request of ``echo``, backing off briefly while the send buffer is full."""
-        packet = self.send_now(echo)
-        if packet is not None:
-            await self.resend(echo, packet)
+        retry = self.send_now(echo)
+        if retry is not None:
+            await self.resend(echo, retry)
 
-    async def resend(self, echo: Echo, packet: bytes) -> None:
-        index = len(echo.tokens) - 1
-        token = echo.tokens[index]
-        error: str | None = "send buffer full"
+    async def resend(self, echo: Echo, retry: Retry) -> None:
         for delay in SEND_RETRY_DELAYS:  # EAGAIN/ENOBUFS: raw sockets give no writability signal
             await asyncio.sleep(delay)
             if self.closed:
-                error = "closed"
-                break
-            error = self._try_send(packet, echo, index, token)
-            if error != "retry":
-                break
-        else:
-            error = "send buffer full"
-        echo.errors[index] = error
+                echo.fail("closed")
+                return
+            if self._try_send(*retry, echo):
+                return
+        echo.fail("send buffer full")
 
-    def _try_send(self, packet: bytes, echo: Echo, index: int, token: int) -> str | None:
-        echo.sent[index] = time.monotonic()
+    def _try_send(self, packet: bytes, index: int, seq: int, token: int, echo: Echo) -> bool:
+        """Send one packet; False only when the send buffer is full (a retry may work)."""
+        echo.last_sent = now = time.monotonic()
         # Register before sending: on loopback the reply can be queued before sendto returns.
-        self.pending[token] = (echo, index)
+        self.pending[token] = (echo, index, seq, now)
         echo.outstanding += 1
         try:
             self.sock.sendto(packet, (echo.address, 0))
@@ -225,9 +223,9 @@ class IcmpSocket:
             del self.pending[token]
             echo.outstanding -= 1
             if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
-                return "retry"
-            return SEND_ERRORS.get(exc.errno or 0, f"send failed: {exc.strerror}")
-        return None
+                return False
+            echo.fail(SEND_ERRORS.get(exc.errno or 0, f"send failed: {exc.strerror}"))
+        return True
 
     # -- wait ---------------------------------------------------------------------------------
 
@@ -300,7 +298,7 @@ class IcmpSocket:
                 entry = pending.get(token)
                 if (
                     entry is None
-                    or seq != entry[0].seqs[entry[1]]
+                    or seq != entry[2]
                     or (check_ident and r_ident != ident)
                     or src[0] != entry[0].address
                     or data[off + 16:] != pad
@@ -308,8 +306,7 @@ class IcmpSocket:
                     selfmetrics.ICMP_STRAY_REPLIES.inc()
                     continue
                 del pending[token]
-                echo, index = entry
-                echo.done(index, now - echo.sent[index], None)
+                entry[0].done(entry[1], now - entry[3], None)
                 continue
             parsed = parse(self.family, data, off, pad)
             if parsed is None:
@@ -325,8 +322,8 @@ class IcmpSocket:
         entry = self.pending.get(p.token) if p.token is not None else None
         if entry is None:
             return  # quote too short to carry our token, or not ours: the echo will time out
-        echo, index = entry
-        if p.seq != echo.seqs[index] or p.address != echo.packed or (self.raw and p.ident != self.ident):
+        echo, index, seq, _ = entry
+        if p.seq != seq or p.address != echo.packed or (self.raw and p.ident != self.ident):
             return
         del self.pending[p.token]  # type: ignore[arg-type]
         echo.done(index, None, "unreachable")
