@@ -13,6 +13,7 @@ such fields are left out, and a point with no field left is left out entirely.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -55,19 +56,29 @@ def format_value(value: FieldValue) -> str | None:
     raise TypeError(f"field values are numbers or booleans, not {type(value).__name__}")
 
 
+@functools.lru_cache(maxsize=200_000)
+def _series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """``measurement,tag=value,...`` escaped. Cached: a target's tags repeat every poll, and escaping
+    was half the encoding time (bench/tsdb)."""
+    head = escape_measurement(measurement)
+    if tags:
+        head += "," + ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in tags if k and v)
+    return head
+
+
+_field_key = functools.lru_cache(maxsize=10_000)(escape_key)
+
+
 def encode_point(point: Point) -> str | None:
     """One line without the trailing newline, or ``None`` when no field is representable."""
     fields = []
     for key, value in point.fields:
         text = format_value(value)
         if text is not None:
-            fields.append(f"{escape_key(key)}={text}")
+            fields.append(f"{_field_key(key)}={text}")
     if not fields:
         return None
-    head = escape_measurement(point.measurement)
-    if point.tags:
-        head += "," + ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in point.tags if k and v)
-    return f"{head} {','.join(fields)} {point.time_ns}"
+    return f"{_series_key(point.measurement, point.tags)} {','.join(fields)} {point.time_ns}"
 
 
 def encode_lines(points: Iterable[Point]) -> list[str]:
