@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor import selfmetrics
+from monitor.clock import ManualClock
 from monitor.probes.snmp import SnmpProbe
 from tests.servers.common import free_port
 from tests.servers.snmpsim import Snmpsim, snmpsim
@@ -195,3 +197,25 @@ async def test_user_profile_overrides_builtin_and_extends_it(sim: Snmpsim, tmp_p
     assert got[("wireless_signal_dbm", ())] == -140.0
     assert ("wireless_ccq_pct", ()) not in got  # the override replaced the built-in profile
     assert any(name == "if_oper_status" for name, _ in got)
+
+
+async def test_reboot_detected_when_uptime_goes_back(sim: Snmpsim) -> None:
+    """Same target id, then an agent with a smaller sysUpTime (another recording): a reboot."""
+    clock = ManualClock()
+    probe = SnmpProbe(clock=clock)
+    await probe.start()
+    before = selfmetrics.SNMP_REBOOTS._value.get()
+    try:
+        first = await probe.poll(target("rb", "generic", v2c("airos_airos8"), sim.port), 5.0)
+        clock.advance(60.0)
+        second = await probe.poll(target("rb", "generic", v2c("airos-af"), sim.port), 5.0)
+        clock.advance(60.0)
+        third = await probe.poll(target("rb", "generic", v2c("airos-af"), sim.port), 5.0)
+    finally:
+        await probe.close()
+    assert first.ok and second.ok and third.ok
+    assert first.uptime_s == int(scalar("airos_airos8", ".1.3.6.1.2.1.1.3.0")) / 100
+    assert second.rebooted and not third.rebooted
+    assert not any(m.name == "if_in_bps" for m in second.metrics)  # baselines were reset: no bogus rate
+    assert any(m.name == "if_in_bps" for m in third.metrics)  # static counters: a rate of 0 again
+    assert selfmetrics.SNMP_REBOOTS._value.get() == before + 1

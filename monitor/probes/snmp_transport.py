@@ -107,10 +107,10 @@ class SnmpTransport:
             auth = self._communities[community] = CommunityData(community, mpModel=1)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-        def done(_d: Any, _rid: Any, error_indication: Any, rsp_pdu: Any, _ctx: Any) -> None:
+        def done(_d: Any, _rid: Any, error_indication: Any, rsp_pdu: Any = None, _ctx: Any = None) -> None:
             if fut.done():
                 return
-            if error_indication:
+            if error_indication or rsp_pdu is None:  # timed out, or the dispatcher closed
                 fut.set_exception(ProbeTimeout("timeout"))
             else:
                 fut.set_result(rsp_pdu)
