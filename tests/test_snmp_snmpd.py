@@ -120,5 +120,5 @@ async def test_unknown_profile_and_bad_profile_files(tmp_path: Path) -> None:
     assert "bad.yaml: tables[0].index[0].decode: expected one of" in text
     assert "bad.yaml: tables[0].columns: expected at least one column" in text
     (tmp_path / "bad.yaml").write_text("name: bad\nextends: missing\n")
-    with pytest.raises(ConfigError, match="bad.yaml: extends: unknown profile 'missing'"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: extends: unknown profile 'missing'"):
         SnmpProbe(profile_dirs=[tmp_path])
