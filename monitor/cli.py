@@ -68,11 +68,24 @@ def _run(path: Path) -> int:
     logs.setup(inv.daemon.log_format, inv.daemon.log_level)
     try:
         asyncio.run(Daemon(path, inventory=inv).run())
-    except* MonitorError as group:
-        for exc in group.exceptions:
-            logging.getLogger("monitor").error("fatal: %s", exc)
+    except (MonitorError, ExceptionGroup) as exc:
+        fatal = _monitor_errors(exc)
+        if not fatal:
+            raise
+        for err in fatal:
+            logging.getLogger("monitor").error("fatal: %s", err)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _monitor_errors(exc: BaseException) -> list[MonitorError]:
+    """Our own errors inside a (possibly nested) TaskGroup exception group; anything else is a bug."""
+    if isinstance(exc, MonitorError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        found = [e for sub in exc.exceptions for e in _monitor_errors(sub)]
+        return found if len(found) == len(exc.exceptions) else []
+    return []
 
 
 async def _probe(path: Path, target_id: str) -> int:

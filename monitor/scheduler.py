@@ -14,7 +14,8 @@ import heapq
 import logging
 import math
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
 
 from monitor import selfmetrics
 from monitor.clock import Clock, SystemClock
@@ -42,7 +43,7 @@ class Scheduler:
     def __init__(
         self,
         poll: PollFn,
-        spawn: Callable[[Awaitable[None]], object],
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
         *,
         concurrency: int,
         clock: Clock | None = None,

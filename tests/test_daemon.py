@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from monitor.daemon import Daemon
 from tests.firewall import icmp_block
+from tests.netns import netns_lab  # noqa: F401 - pytest fixture
 from tests.servers.common import free_port, wait_for
 
 pytestmark = pytest.mark.root
@@ -61,6 +63,8 @@ def changes(db: Path) -> list[tuple[str, str, str, str]]:
 
 
 def states(db: Path) -> dict[str, str]:
+    if not db.exists():
+        return {}
     con = sqlite3.connect(db)
     try:
         return dict(con.execute("SELECT target, state FROM target_state"))
@@ -100,7 +104,7 @@ async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path):
         with icmp_block() as fw:
             fw.block("127.77.0.3")
             await until(lambda: states(db).get("cpe-1") == "down", what="cpe-1 down")
-            assert changes(db)[-1] == ("cpe-1", "up", "down", "2 consecutive failed polls: timeout")
+            assert changes(db)[-1] == ("cpe-1", "up", "down", "2 consecutive failed polls: blocked")
             text = metrics(port)
             assert metric_value(text, 'monitor_targets{state="down"}') == 1
             assert metric_value(text, 'monitor_targets{state="up"}') == 2
@@ -114,12 +118,62 @@ async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path):
         await asyncio.wait_for(task, 10)
 
 
-def start_daemon(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+async def test_netns_host_link_down_confirmed_after_down_after_polls(tmp_path, netns_lab):  # noqa: F811
+    """A test host in its own network namespace: its link goes down, then comes back."""
+    host = netns_lab.add_host()
+    extra = f"      - {{id: cpe-ns, kind: cpe, address: {host.address}, parent: ap-1}}\n"
+    cfg = write_config(tmp_path, free_port(), extra)
+    db = tmp_path / "var" / "monitor.db"
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: states(db).get("cpe-ns") == "up", what="namespace host up")
+        polls_before = metric_value(metrics_of(daemon), "monitor_polls_total")
+        host.link_down()
+        await until(lambda: states(db).get("cpe-ns") == "down", what="namespace host down")
+        assert changes(db)[-1][:3] == ("cpe-ns", "up", "down")
+        assert changes(db)[-1][3].startswith("2 consecutive failed polls")
+        assert metric_value(metrics_of(daemon), "monitor_polls_total") > polls_before
+        host.link_up()
+        await until(lambda: states(db).get("cpe-ns") == "up", what="namespace host up again")
+        assert changes(db)[-1] == ("cpe-ns", "down", "up", "2 consecutive replies")
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 10)
+
+
+def metrics_of(daemon: Daemon) -> str:
+    assert daemon.inventory is not None
+    return metrics(int(daemon.inventory.daemon.metrics_listen.rsplit(":", 1)[1]))
+
+
+def start_daemon(cfg: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 - the child owns it for its whole life
     return subprocess.Popen(
         [sys.executable, "-m", "monitor", "run", "--config", str(cfg)], stdout=out, stderr=out, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
     )
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):
+    """The daemon talks sd_notify to a real NOTIFY_SOCKET listener, as under Type=notify."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(15)
+    proc = start_daemon(write_config(tmp_path, free_port()), tmp_path / "daemon.log",
+                        NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="200000")
+    try:
+        assert sock.recv(4096).startswith(b"READY=1\nSTATUS=polling 3 targets")
+        assert [sock.recv(4096) for _ in range(3)] == [b"WATCHDOG=1"] * 3
+        proc.send_signal(signal.SIGTERM)
+        while (msg := sock.recv(4096)) == b"WATCHDOG=1":
+            pass
+        assert msg == b"STOPPING=1"
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
 
 
 def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_path):

@@ -33,7 +33,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "
         try:
             if condition():
                 return
-        except Exception:  # noqa: BLE001 - not ready yet is any exception
+        except Exception:  # not ready yet is any exception
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
