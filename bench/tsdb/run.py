@@ -26,15 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from monitor import selfmetrics  # noqa: E402
-from monitor.inventory.model import TimeseriesSettings  # noqa: E402
-from monitor.probes.base import IcmpResult  # noqa: E402
-from monitor.tsdb import Point, icmp_points, to_line_protocol  # noqa: E402
-from monitor.tsdb.writer import TimeseriesWriter  # noqa: E402
-from tests.servers.influxdb import InfluxDB1  # noqa: E402
-from tests.servers.restartable import RestartableServer  # noqa: E402
-from tests.servers.victoriametrics import VictoriaMetrics  # noqa: E402
-from tests.tsdb_support import target  # noqa: E402
+from monitor import selfmetrics
+from monitor.inventory.model import TimeseriesSettings
+from monitor.probes.base import IcmpResult
+from monitor.tsdb import Point, icmp_points, to_line_protocol
+from monitor.tsdb.writer import TimeseriesWriter
+from tests.servers.influxdb import InfluxDB1
+from tests.servers.restartable import RestartableServer
+from tests.servers.victoriametrics import VictoriaMetrics
+from tests.tsdb_support import target
 
 TARGETS = 5000
 
@@ -81,7 +81,8 @@ async def bench_backend(name: str, server: RestartableServer, settings: Timeseri
     wall, used = time.perf_counter() - t0, cpu() - c0
     await writer.close()
     await task
-    print(f"{name:10s} write   {n:>8,d} points {wall:6.2f} s {n / wall:>10,.0f} points/s  cpu {100 * used / wall:5.1f} %")
+    print(f"{name:10s} write   {n:>8,d} points {wall:6.2f} s {n / wall:>10,.0f} points/s  "
+          f"cpu {100 * used / wall:5.1f} %")
 
     polls = rounds(n, time.time() - 7200)
     server.stop()
