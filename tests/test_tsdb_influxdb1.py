@@ -196,3 +196,14 @@ async def test_rejected_batches_are_counted_logged_once_and_not_spooled(
     assert "database not found" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
     assert "404" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
     assert "hunter2" not in caplog.text
+
+
+async def test_flush_by_size_and_on_close(influx: InfluxDB1, tmp_path: Path) -> None:
+    writer = make(settings(influx.url, batch_size=20, flush_interval=3600.0), tmp_path / "spool")
+    task = asyncio.create_task(writer.run())
+    writer.submit(icmp_stream(0) + icmp_stream(1) + icmp_stream(2))  # 30 points: one full batch
+    await until(lambda: count(influx) == 20, what="the full batch")
+    assert writer.buffered_points == 10  # the partial batch waits for the interval...
+    await writer.close()  # ...or for close()
+    await task
+    assert count(influx) == 30

@@ -208,7 +208,8 @@ class TimeseriesWriter:
             seq, body, n = self._take()
             if not n:
                 return taken
-            if self._down or self._spool.points:
+            retry_due = self._clock.monotonic() >= self._retry_at
+            if self._spool.points or (self._down and not retry_due):
                 await self._spool_append(seq, body, n)
                 return taken
             self._inflight = (seq, body, n)
