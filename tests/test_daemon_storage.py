@@ -1,0 +1,91 @@
+"""The daemon's samples reach a real InfluxDB 1.6.7: ICMP, SNMP from a real agent, and states.
+
+The SNMP agent is snmpsim serving the recorded Ubiquiti airOS 8 device, so the signal written to
+the database must be the recording's -70 dBm; everything is read back with InfluxQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from monitor.daemon import Daemon
+from tests.servers.common import free_port
+from tests.servers.influxdb import InfluxDB1
+from tests.servers.snmpsim import snmpsim
+from tests.snmp_helpers import scalar
+from tests.tsdb_support import started
+
+pytestmark = [pytest.mark.root, pytest.mark.servers]
+
+
+def config(folder: Path, influx_url: str, snmp_port: int) -> Path:
+    (folder / "community").write_text("airos_airos8\n")
+    path = folder / "sites.yaml"
+    path.write_text(f"""
+municipalities: [{{id: arauca, name: Arauca}}]
+sites: [{{id: twr-centro, municipality: arauca, name: Torre Centro, lat: 7.08, lon: -70.76}}]
+service_classes:
+  residencial: {{response_hours: 24, availability_target: 98.0}}
+credentials:
+  lab: {{version: 2c, community: {{file: community}}}}
+polling: {{interval: 0.5, icmp_count: 2, icmp_timeout: 0.2, down_after: 2, up_after: 2}}
+daemon: {{state_dir: var, metrics_listen: ""}}
+timeseries: {{kind: influxdb1, url: "{influx_url}", database: monitor, flush_interval: 0.1}}
+nodes:
+  - {{id: core, kind: router, address: 127.0.0.2, site: twr-centro}}
+  - id: ap-centro-1
+    kind: ap
+    address: 127.0.0.1
+    parent: core
+    snmp: {{profile: airos, credentials: lab, port: {snmp_port}, timeout: 0.1, retries: 0}}
+customers:
+  - id: C-0001
+    name: Ferretería El Llano
+    service_class: residencial
+    endpoints: [{{id: cpe-0001, kind: cpe, address: 127.0.1.1, parent: ap-centro-1}}]
+""")
+    return path
+
+
+async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
+    (tmp_path / "influx").mkdir()
+    influx = InfluxDB1(tmp_path / "influx")
+    snmp_port = free_port()
+    with started(influx), snmpsim(tmp_path / "snmpsim", snmp_port, ["airos_airos8"]):
+        influx.create_database("monitor")
+        cfg = config(tmp_path, influx.url, snmp_port)
+        daemon = Daemon(cfg)
+        task = asyncio.create_task(daemon.run())
+
+        def rows(q: str) -> list[dict[str, object]]:
+            return influx.rows(q, "monitor")
+
+        try:
+            async with asyncio.timeout(30):
+                while len(rows('SELECT * FROM "snmp" WHERE "node" = \'ap-centro-1\'')) < 2 or len(
+                    rows('SELECT * FROM "state" WHERE "node" = \'cpe-0001\' AND "state" = 1')
+                ) < 1:
+                    await asyncio.sleep(0.1)
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 15)
+
+        icmp = rows('SELECT * FROM "icmp" WHERE "node" = \'cpe-0001\'')
+        assert icmp and all(r["ok"] == 1 and r["sent"] == 2 for r in icmp)
+        assert icmp[0]["customer"] == "C-0001" and icmp[0]["municipality"] == "arauca"
+        assert icmp[0]["site"] == "twr-centro" and icmp[0]["service_class"] == "residencial"
+
+        signal = rows('SELECT "wireless_signal_dbm", "wireless_ccq_pct" FROM "snmp" WHERE "node" = \'ap-centro-1\''
+                      ' AND "wireless_signal_dbm" < 0')
+        expected_signal = float(scalar("airos_airos8", ".1.3.6.1.4.1.41112.1.4.5.1.5.1"))
+        expected_ccq = float(scalar("airos_airos8", ".1.3.6.1.4.1.41112.1.4.5.1.7.1"))
+        assert signal and {(r["wireless_signal_dbm"], r["wireless_ccq_pct"]) for r in signal} == {
+            (expected_signal, expected_ccq)
+        }
+        polls = rows('SELECT "ok", "uptime_s" FROM "snmp_poll" WHERE "node" = \'ap-centro-1\'')
+        assert polls and all(r["ok"] == 1 and r["uptime_s"] > 0 for r in polls)
+        states = rows('SELECT "state", "available" FROM "state" WHERE "node" = \'core\'')
+        assert states and states[-1]["state"] == 1 and states[-1]["available"] == 1
