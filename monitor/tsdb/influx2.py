@@ -46,6 +46,8 @@ class Influx2Backend:
             raise connection_error(self.name, exc) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise connection_error(self.name, exc) from exc
+        except Exception as exc:  # the client's internals: keep the batch rather than crash the daemon
+            raise connection_error(self.name, exc) from exc
 
     async def close(self) -> None:
         if self._client is not None:
