@@ -207,3 +207,21 @@ async def test_flush_by_size_and_on_close(influx: InfluxDB1, tmp_path: Path) -> 
     await writer.close()  # ...or for close()
     await task
     assert count(influx) == 30
+
+
+async def test_v2_api_on_influxdb_1_6_is_a_permanent_error(influx: InfluxDB1, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Debian's 1.6.7 answers 404 on /api/v2/write: the influxdb2 backend must say so once, not spool."""
+    caplog.set_level(logging.INFO, logger="monitor.tsdb")
+    permanent0 = metric("timeseries_write_errors_total", reason="permanent")
+    writer = make(TimeseriesSettings(kind="influxdb2", url=influx.url, org="isp", bucket="monitor",
+                                     token=Secret("tok-en-secret", "env:INFLUX_TOKEN"), batch_size=10,
+                                     flush_interval=0.01), tmp_path / "spool")
+    for s in range(2):
+        writer.submit(icmp_stream(s))
+    await writer.close()
+    assert metric("timeseries_write_errors_total", reason="permanent") - permanent0 == 2
+    assert writer.spool_points == 0
+    [line] = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert "HTTP 404" in str(line.kv["error"])  # type: ignore[attr-defined]
+    assert "tok-en-secret" not in caplog.text

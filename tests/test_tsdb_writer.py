@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.errors import StorageError
+from monitor.errors import StorageError, StoragePermanent, StorageRetryable
 from monitor.inventory.model import TimeseriesSettings
 from monitor.tsdb import make_writer
+from monitor.tsdb.backend import http_error, public_url
 from monitor.tsdb.writer import TimeseriesWriter
 from tests.tsdb_support import icmp_stream, make, until
 
@@ -93,3 +94,17 @@ async def test_one_writer_per_spool_dir(tmp_path: Path) -> None:
         make(settings, tmp_path)
     await first.close()
     await make(settings, tmp_path).close()  # released on close
+
+
+@pytest.mark.parametrize(("status", "kind"), [(500, StorageRetryable), (503, StorageRetryable),
+                                              (429, StorageRetryable), (400, StoragePermanent),
+                                              (401, StoragePermanent), (404, StoragePermanent)])
+def test_http_status_classification(status: int, kind: type[Exception]) -> None:
+    error = http_error("influxdb1 http://db:8086", status, "x " * 500)
+    assert type(error) is kind
+    assert len(str(error)) < 260  # a server echoing a whole batch does not flood the log
+
+
+def test_logged_url_has_no_user_info() -> None:
+    assert public_url("https://noc:s3cret@influx.example:8086/path?u=a&p=b") == "https://influx.example:8086"
+    assert public_url("http://[::1]:8086") == "http://[::1]:8086"
