@@ -153,13 +153,21 @@ class TimeseriesWriter:
         self._spool.close()
 
     async def _flush_loop(self) -> None:
+        failed = False
         while True:
-            delay = self._next_delay()
+            delay = self._retry_max if failed else self._next_delay()
             if delay > 0 and not self._closing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
-            await self._step()
+            try:
+                await self._step()
+            except Exception:  # a bug here must not take the daemon (and polling) down with it
+                if not failed:
+                    log.exception("time series writer error; retrying")
+                failed = not self._closing
+            else:
+                failed = False
             if self._closing:
                 return
 
@@ -300,6 +308,8 @@ class TimeseriesWriter:
         m.TS_POINTS_WRITTEN.inc(n)
         self._down = False
         self._retry_delay = self._retry_initial
+        if not self._spool.points:
+            self._on_drained()  # recovered with nothing left to replay (everything spooled was dropped)
 
     def _on_retryable(self, exc: StorageRetryable) -> None:
         m.TS_WRITE_ERRORS.labels(reason="retryable").inc()
