@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 
 from monitor.inventory.model import Secret, SnmpCredentials, SnmpSettings, Target
@@ -29,13 +28,6 @@ def scalar(name: str, oid: str) -> str:
     return recording(name)[tuple(int(p) for p in oid.strip(".").split("."))][1]
 
 
-@dataclass(frozen=True, slots=True)
-class ContextSettings(SnmpSettings):
-    """SnmpSettings plus an SNMPv3 context name (snmpsim selects the recording by context)."""
-
-    context: str = ""
-
-
 def v2c(community: str, name: str = "v2-test") -> SnmpCredentials:
     return SnmpCredentials(name, "2c", community=Secret(community, "env:TEST_COMMUNITY"))
 
@@ -49,7 +41,7 @@ def v3(auth: str = "authpass123", priv: str = "privpass123", name: str = "v3-tes
 
 def target(tid: str, profile: str, cred: SnmpCredentials, port: int, address: str = "127.0.0.1",
            context: str = "", timeout: float = 1.0, retries: int = 1) -> Target:
-    settings = ContextSettings(profile, cred, port=port, timeout=timeout, retries=retries, context=context)
+    settings = SnmpSettings(profile, cred, port=port, timeout=timeout, retries=retries, context=context)
     return Target(id=tid, kind="ap", role="node", address=address, snmp=settings)
 
 

@@ -64,7 +64,7 @@ async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
             return influx.rows(q, "monitor")
 
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(90):
                 while len(rows('SELECT * FROM "snmp" WHERE "node" = \'ap-centro-1\'')) < 2 or len(
                     rows('SELECT * FROM "state" WHERE "node" = \'cpe-0001\' AND "state" = 1')
                 ) < 1:

@@ -142,7 +142,7 @@ MISTAKES = [
         "municipalities, nodes, polling, polling_by_kind, service_classes, sites, timeseries)"]),
     ("unknown nested key", "credentials: v2}}", "credentials: v2, community: x}}", [
         "sites.yaml:11: nodes[0].snmp: unknown key 'community' "
-        "(allowed: credentials, port, profile, retries, timeout)"]),
+        "(allowed: context, credentials, port, profile, retries, timeout)"]),
     ("wrong type", "lat: 7.08", "lat: north", [
         "sites.yaml:5: sites[0].lat: expected a number, got a string"]),
     ("wrong container type", "  - {id: tame, name: Tame}\n", "  - tame\n", [
@@ -208,9 +208,11 @@ MISTAKES = [
     ("duplicate YAML key", "{id: ap-2, kind: ap,", "{id: ap-2, kind: ap, kind: switch,", [
         "sites.yaml:13: duplicate key 'kind'"]),
     ("secret written inline", "community: {env: SNMP_COMMUNITY}", "community: sup3rs3cret", [
-        "sites.yaml:9: credentials.v2.community: secrets cannot be written inline; use {env: NAME} or {file: PATH}"]),
+        "sites.yaml:9: credentials.v2.community: secrets cannot be written inline; "
+        "use {env: NAME}, {file: PATH} or {credential: NAME}"]),
     ("secret reference of unknown kind", "{env: SNMP_COMMUNITY}", "{vault: snmp}", [
-        "sites.yaml:9: credentials.v2.community: expected a secret reference (use {env: NAME} or {file: PATH}), "
+        "sites.yaml:9: credentials.v2.community: expected a secret reference "
+        "(use {env: NAME}, {file: PATH} or {credential: NAME}), "
         "got a mapping with keys vault"]),
     ("missing env var", "{env: SNMP_COMMUNITY}", "{env: SNMP_COMMUNITY_ARAUCA}", [
         "sites.yaml:9: credentials.v2.community: environment variable SNMP_COMMUNITY_ARAUCA is not set"]),
@@ -258,7 +260,8 @@ MISTAKES = [
      "org: isp, bucket: m}\ncustomers:\n", [
         "sites.yaml:14: timeseries: missing required key 'token' (needed for kind influxdb2)"]),
     ("inline token even with time series off", "customers:\n", "timeseries: {kind: none, token: abc}\ncustomers:\n", [
-        "sites.yaml:14: timeseries.token: secrets cannot be written inline; use {env: NAME} or {file: PATH}"]),
+        "sites.yaml:14: timeseries.token: secrets cannot be written inline; "
+        "use {env: NAME}, {file: PATH} or {credential: NAME}"]),
     ("bad metrics_listen", "customers:\n", "daemon: {metrics_listen: 9108}\ncustomers:\n", [
         "sites.yaml:14: daemon.metrics_listen: expected a string such as 127.0.0.1:9108 ('' disables /metrics), "
         "got an integer"]),

@@ -17,7 +17,7 @@ from monitor.inventory.model import ENDPOINT_KINDS, NODE_KINDS, SnmpCredentials,
 from monitor.inventory.records import RawCustomer, RawTarget, Registry, Where
 from monitor.inventory.settings import POLLING_KEYS, polling_override
 
-SNMP_KEYS = ("profile", "credentials", "port", "timeout", "retries")
+SNMP_KEYS = ("profile", "credentials", "port", "timeout", "retries", "context")
 NODE_KEYS = ("id", "kind", "address", "site", "municipality", "name", "parent", "parents", "snmp", "polling")
 ENDPOINT_KEYS = ("id", "kind", "address", "name", "parent", "parents", "snmp", "polling")
 CUSTOMER_KEYS = ("id", "name", "service_class", "contacts", "language", "notify", "endpoints")
@@ -170,6 +170,8 @@ class EntryReader:
         port = sec.integer("port", 161, 1, 65535)
         timeout = sec.duration("timeout", 2.0)
         retries = sec.integer("retries", 1, 0, 10)
+        context = (sec.text("context") or "") if "context" in sec.data else ""  # SNMPv3 context name
         if profile is None or creds is None:
             return None
-        return SnmpSettings(profile=profile, credentials=creds, port=port, timeout=timeout, retries=retries)
+        return SnmpSettings(profile=profile, credentials=creds, port=port, timeout=timeout, retries=retries,
+                            context=context)

@@ -85,6 +85,7 @@ class SnmpSettings:
     port: int = 161
     timeout: float = 2.0
     retries: int = 1
+    context: str = ""  # SNMPv3 context name (agents serving several devices or VRFs)
 
 
 @dataclass(frozen=True, slots=True)

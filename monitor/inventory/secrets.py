@@ -1,4 +1,7 @@
-"""Resolve secret references (``{env: NAME}`` / ``{file: PATH}``) into :class:`Secret` objects.
+"""Resolve secret references (``{env: NAME}`` / ``{file: PATH}`` / ``{credential: NAME}``) into Secrets.
+
+``credential`` reads systemd's ``LoadCredential=`` files from ``$CREDENTIALS_DIRECTORY``, so a unit
+can hand secrets to the service without an environment variable or a world-readable file.
 
 Why references only: an inventory file gets copied, diffed, pasted into tickets and committed, so a
 community string or v3 key written inline would leak. Every message here names the reference (the
@@ -14,14 +17,14 @@ from monitor.errors import SecretError
 from monitor.inventory.fields import type_name
 from monitor.inventory.model import Secret
 
-HOW = "use {env: NAME} or {file: PATH}"
+HOW = "use {env: NAME}, {file: PATH} or {credential: NAME}"
 
 
 def check_reference(ref: object) -> tuple[str, str]:
     """(kind, name) of a well-formed reference; raises :class:`SecretError` otherwise."""
     if isinstance(ref, str | int | float) and not isinstance(ref, bool):
         raise SecretError(f"secrets cannot be written inline; {HOW}")
-    if not isinstance(ref, dict) or len(ref) != 1 or next(iter(ref)) not in ("env", "file"):
+    if not isinstance(ref, dict) or len(ref) != 1 or next(iter(ref)) not in ("env", "file", "credential"):
         if isinstance(ref, dict):
             got = f"a mapping with keys {', '.join(sorted(map(str, ref)))}" if ref else "an empty mapping"
         else:
@@ -38,7 +41,21 @@ def resolve_secret(ref: object, base_dir: Path, env: Mapping[str, str]) -> Secre
     kind, name = check_reference(ref)
     if kind == "env":
         return _from_env(name, env)
+    if kind == "credential":
+        return _from_credential(name, env)
     return _from_file(name, base_dir)
+
+
+def _from_credential(name: str, env: Mapping[str, str]) -> Secret:
+    folder = env.get("CREDENTIALS_DIRECTORY", "")
+    if not folder:
+        raise SecretError(
+            f"credential {name}: CREDENTIALS_DIRECTORY is not set (systemd sets it for units with LoadCredential=)"
+        )
+    if "/" in name or name in (".", ".."):
+        raise SecretError(f"credential {name}: expected a plain credential name, not a path")
+    secret = _from_file(str(Path(folder) / name), Path(folder))
+    return Secret(secret.reveal(), f"credential:{name}")
 
 
 def _from_env(name: str, env: Mapping[str, str]) -> Secret:

@@ -157,8 +157,7 @@ class SnmpProbe:
                 cred.priv_protocol, cred.priv_key.reveal() if cred.priv_key else None,
             )
             self._users[cred] = user
-        # SNMPv3 context name (VRFs, snmpsim recordings): SnmpSettings.context once the inventory has it
-        context = str(getattr(settings, "context", "") or "")
+        context = settings.context  # SNMPv3 context name (VRFs, snmpsim recordings)
         return Session(self._transport, ep, user=user, cred_key=f"{cred.name}#{id(user)}", context=context)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyasn1.type import univ  # type: ignore[import-untyped]
+from pyasn1.type import univ
 from pysnmp.proto import rfc1902
 
 from monitor.probes.snmp_profiles import IndexPart, Oid, Profile, Table, ValueSpec

@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from pyasn1.codec.ber import decoder, encoder  # type: ignore[import-untyped]
-from pyasn1.type import univ  # type: ignore[import-untyped]
+from pyasn1.codec.ber import decoder, encoder
+from pyasn1.type import univ
 from pysnmp.entity import config as pconfig
 from pysnmp.proto import rfc1905
 from pysnmp.proto.api import v2c
