@@ -1,0 +1,591 @@
+"""The correlation engine: a pure, deterministic core over StateChange events and injected time.
+
+Input: confirmed state changes (``apply``) and the passing of time (``tick``). Output: incident
+lifecycle events. No I/O, no wall clock, no iteration over unordered containers when deciding or
+emitting, so the same input always yields byte-identical output (that is what ``monitor replay``
+and the scenario tests rely on).
+
+How a failure becomes an incident:
+
+* A target confirmed DOWN waits ``settle`` seconds (a poll cycle is not ordered by topology, so its
+  parent may be confirmed a little later). Then it is *evaluated*: walking up while every parent is
+  down gives its topological root. A node root is an *outage*; every down target below it whose
+  path leads to it is attached. An endpoint that is its own root is a *single* incident, unless the
+  mass-outage rule holds at a still-answering node above it (*suspected*).
+* An incident already open below a newly found root is folded into it (``merged``), never resolved.
+* Recoveries shrink the affected set. Once the root is back, what is still down after ``grace`` is
+  re-evaluated on its own; once nothing is down, the incident resolves after ``hold_down`` of calm,
+  so a flapping target keeps one incident open.
+* A failed vantage node, or too many independent failures at once, is *blindness*: one internal
+  incident, and no customer incidents are opened until it has been over for ``blind_recovery``.
+
+Costs: evaluating a target walks its ancestors (depth ~5); opening an outage walks the down part of
+its subtree once. Timers live in FIFO queues (their delays are constants, so due times arrive in
+order), so a burst of 100k changes is O(n) work overall.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from monitor.correlate.incidents import Incident, IncidentEvent, Kind, incident_id
+from monitor.correlate.maintenance import Window, WindowEvent
+from monitor.correlate.settings import CorrelationSettings
+from monitor.correlate.topology import Topology
+from monitor.state import State, StateChange
+
+BLIND_ROOT = "monitor"  # root of a blind incident raised by the share rule (no single node to blame)
+
+# member log operations, for the store: (incident id, target, op)
+ADD, RECOVERED, DROP = "add", "recovered", "drop"
+
+
+class Engine:
+    def __init__(
+        self, topo: Topology, settings: CorrelationSettings, *, start: float = 0.0, next_seq: int = 1
+    ) -> None:
+        self.topo = topo
+        self.s = settings
+        self.now = start
+        self.next_seq = next_seq
+        self.down: dict[str, float] = {}  # target -> confirmed down since
+        self.incidents: dict[str, Incident] = {}  # open incidents by root (blind excluded)
+        self.by_id: dict[str, Incident] = {}
+        self.member: dict[str, str] = {}  # target -> root of the incident it is attached to
+        self.ever: dict[str, set[str]] = {}  # incident id -> targets affected and not moved elsewhere
+        self.basis: dict[str, Kind] = {}  # incident id -> kind it would have outside maintenance
+        self.blind: Incident | None = None
+        self._blind_clear_since: float | None = None
+        self._vantage = frozenset(settings.vantage)
+        self._settle: deque[tuple[float, str, float]] = deque()  # (due, target, down since)
+        self._grace: deque[tuple[float, str, float]] = deque()  # (due, incident id, grace_from)
+        self._hold: deque[tuple[float, str, float]] = deque()  # (due, incident id, clear_since)
+        self._blind_timer: deque[tuple[float, str, float]] = deque()
+        self._recent: deque[tuple[float, str]] = deque()  # endpoint down transitions inside W
+        self._in_window: set[str] = set()
+        self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
+        self._unexplained: set[str] = set()  # down targets whose parents are not all down
+        self._ignored: set[str] = set()  # down targets of a manually resolved incident
+        self._dirty: set[str] = set()  # incident ids whose affected set or kind changed
+        self._forced: set[str] = set()  # kind changed: announce without waiting for update_interval
+        self._queue: list[IncidentEvent | Incident] = []  # Incident = "opened", rendered at flush
+        self.member_log: list[tuple[str, str, str]] = []
+        self.changed: set[str] = set()  # incident ids whose row (timers, kind) changed
+        self.window_events: list[WindowEvent] = []
+        self._windows: list[Window] = []
+        self._active: dict[int, Window] = {}
+        self._covered: dict[str, int] = {}  # node -> number of active windows on it
+
+    # ---------------------------------------------------------------- input
+
+    def on_state_changes(self, changes: Sequence[StateChange]) -> list[IncidentEvent]:
+        """Apply changes (time advances with them) and return the events due by the last one."""
+        for c in changes:
+            self.apply(c)
+        return self.tick(max((c.ts for c in changes), default=self.now))
+
+    def apply(self, c: StateChange) -> None:
+        """Fold one confirmed transition in. Decisions wait for ``tick``; timers due earlier fire first."""
+        if c.ts > self.now:
+            self._run_timers(c.ts)
+        tid = c.target
+        if tid not in self.topo.parents:
+            return
+        if c.new is State.DOWN:
+            if tid not in self.down:
+                self._went_down(tid, self.now)
+        elif c.old is State.DOWN or tid in self.down:
+            self._came_back(tid)
+        self._check_blind()
+
+    def tick(self, now: float) -> list[IncidentEvent]:
+        """Let time pass: fire settle, grace, hold-down and maintenance timers; emit due updates."""
+        self._run_timers(now)
+        self._flush()
+        out = [e for e in self._queue if isinstance(e, IncidentEvent)]
+        self._queue.clear()
+        return out
+
+    def has_output(self) -> bool:
+        """Something to announce at the current time (so a replay flushes before time moves on)."""
+        return bool(self._queue or self._dirty)
+
+    def set_windows(self, windows: Iterable[Window]) -> None:
+        """Replace the maintenance windows (from config, CLI or store); takes effect at the next tick."""
+        self._windows = sorted(windows, key=lambda w: (w.start, w.id))
+        for wid in sorted(set(self._active) - {w.id for w in self._windows}):
+            self._end_window(self._active[wid])
+        self._sync_windows()
+
+    def resolve(self, inc_id: str, now: float) -> bool:
+        """Staff resolved it by hand: close it; its targets are left alone until they change again."""
+        inc = self.by_id.get(inc_id)
+        if inc is None:
+            return False
+        self._run_timers(now)
+        for t in sorted(inc.members, key=self.topo.sort_key):
+            self._ignored.add(t)
+        self._resolve(inc)
+        return True
+
+    # ---------------------------------------------------------------- state
+
+    def _went_down(self, tid: str, ts: float) -> None:
+        topo, down = self.topo, self.down
+        down[tid] = ts
+        self._ignored.discard(tid)
+        ps = topo.parents[tid]
+        if not ps or not all(p in down for p in ps):
+            self._unexplained.add(tid)
+        for c in topo.children[tid]:
+            if c in self._unexplained and all(p in down for p in topo.parents[c]):
+                self._unexplained.discard(c)
+        if tid in topo.endpoint:
+            self._recent.append((ts, tid))
+            self._in_window.add(tid)
+            rc = self._recent_count
+            for a in topo.ancestors[tid]:
+                rc[a] += 1
+        if tid not in self._vantage:
+            self._settle.append((ts + self.s.settle, tid, ts))
+        inc = self.incidents.get(tid)
+        if inc is not None and inc.clear_since is not None:
+            inc.clear_since = None  # its root failed again within the hold-down: keep it open
+            self.changed.add(inc.id)
+
+    def _came_back(self, tid: str) -> None:
+        topo, down = self.topo, self.down
+        down.pop(tid, None)
+        self._ignored.discard(tid)
+        self._unexplained.discard(tid)
+        for c in topo.children[tid]:
+            if c in down:
+                self._unexplained.add(c)
+        if tid in self._in_window:
+            self._in_window.discard(tid)
+            rc = self._recent_count
+            for a in topo.ancestors[tid]:
+                rc[a] -= 1
+        key = self.member.pop(tid, None)
+        if key is None:
+            return
+        inc = self.incidents[key]
+        inc.members.discard(tid)
+        self.member_log.append((inc.id, tid, RECOVERED))
+        self._shrunk(inc)
+
+    def _shrunk(self, inc: Incident) -> None:
+        """Fewer targets down: maybe start the grace period, maybe start the hold-down."""
+        self._touch(inc)
+        if inc.grace_from is None and self._grace_due(inc):
+            inc.grace_from = self.now
+            self._grace.append((self.now + self.s.grace, inc.id, self.now))
+            self.changed.add(inc.id)
+        self._check_clear(inc)
+
+    def _grace_due(self, inc: Incident) -> bool:
+        basis = self.basis[inc.id]
+        if basis == "outage":
+            return inc.root not in self.down
+        if basis == "suspected":
+            return len(inc.members) < self.s.min_endpoints
+        return False
+
+    def _check_clear(self, inc: Incident) -> None:
+        if not inc.members and inc.root not in self.down and inc.clear_since is None:
+            inc.clear_since = self.now
+            self._hold.append((self.now + self.s.hold_down, inc.id, self.now))
+            self.changed.add(inc.id)
+
+    def _prune_window(self) -> None:
+        horizon = self.now - self.s.window
+        recent, in_window, down, rc = self._recent, self._in_window, self.down, self._recent_count
+        while recent and recent[0][0] <= horizon:
+            ts, e = recent.popleft()
+            if e in in_window and down.get(e) == ts:
+                in_window.discard(e)
+                for a in self.topo.ancestors[e]:
+                    rc[a] -= 1
+
+    # ---------------------------------------------------------------- timers
+
+    def _run_timers(self, now: float) -> None:
+        if now < self.now:
+            now = self.now  # clocks may step back a little; time here never does
+        queues = (self._settle, self._grace, self._hold, self._blind_timer)
+        while True:
+            best: deque[tuple[float, str, float]] | None = None
+            for q in queues:
+                if q and q[0][0] <= now and (best is None or q[0][0] < best[0][0]):
+                    best = q
+            wdue = self._next_window_change()
+            if best is None and (wdue is None or wdue > now):
+                break
+            if best is None or (wdue is not None and wdue <= best[0][0]):
+                assert wdue is not None
+                self.now = max(self.now, wdue)
+                self._sync_windows()
+                continue
+            due, key, stamp = best.popleft()
+            self.now = max(self.now, due)
+            if best is self._settle:
+                if self.down.get(key) == stamp and key not in self._ignored:
+                    self._evaluate(key)
+            elif best is self._grace:
+                inc = self.by_id.get(key)
+                if inc is not None and inc.grace_from == stamp:
+                    self._grace_expired(inc)
+            elif best is self._hold:
+                inc = self.by_id.get(key)
+                if inc is not None and inc.clear_since == stamp:
+                    self._resolve(inc)
+            elif self.blind is not None and self._blind_clear_since == stamp:
+                self._end_blind()
+        self.now = now
+
+    def _grace_expired(self, inc: Incident) -> None:
+        """Targets still down after the root came back: each is judged again, on its own."""
+        inc.grace_from = None
+        self.changed.add(inc.id)
+        rest = sorted(inc.members, key=self.topo.sort_key)
+        for t in rest:
+            del self.member[t]
+            inc.members.discard(t)
+            self.ever[inc.id].discard(t)
+            self.member_log.append((inc.id, t, DROP))
+        if rest:
+            self._touch(inc)
+        for t in rest:
+            if t not in self.member:  # an earlier one may have gathered it already
+                self._evaluate(t)
+        self._check_clear(inc)
+
+    # ---------------------------------------------------------------- decisions
+
+    def _topo_root(self, tid: str) -> str:
+        """Walk up while every parent is down (following the first parent): the failure's origin."""
+        parents, down = self.topo.parents, self.down
+        cur = tid
+        while True:
+            ps = parents[cur]
+            if not ps:
+                return cur
+            for p in ps:
+                if p not in down:
+                    return cur
+            cur = ps[0]
+
+    def _desired(self, tid: str) -> tuple[str, Kind]:
+        topo = self.topo
+        root = self._topo_root(tid)
+        if root != tid or tid not in topo.endpoint:
+            return root, "outage"
+        for a in topo.ancestors[tid]:  # an open mass incident above takes it
+            inc = self.incidents.get(a)
+            if inc is not None and self.basis[inc.id] == "suspected" and a not in self.down:
+                return a, "suspected"
+        self._prune_window()
+        k, share = self.s.min_endpoints, self.s.min_share
+        rc, below = self._recent_count, topo.endpoints_below
+        choice: str | None = None
+        for a in topo.ancestors[tid]:
+            n = rc[a]
+            if n < k or a in self.down or a in self._vantage or n * 100.0 < share * below[a]:
+                continue
+            # the deepest node meeting the rule, raised only to a node that explains more failures
+            if choice is None or n > rc[choice]:
+                choice = a
+        if choice is not None:
+            return choice, "suspected"
+        return tid, "single"
+
+    def _evaluate(self, tid: str) -> None:
+        if self.blind is not None or tid in self._vantage or tid not in self.down:
+            return
+        root, basis = self._desired(tid)
+        if root in self._vantage:
+            return
+        inc = self.incidents.get(root)
+        if inc is None:
+            inc = self._open(root, basis)
+            if basis == "outage":
+                self._absorb(inc, self._down_subtree(root))
+            elif basis == "suspected":
+                self._absorb(inc, self._mass_members(root))
+        elif basis == "outage" and self.basis[inc.id] == "suspected":
+            # the answering node behind a mass incident went down itself: same incident, now an outage
+            self.basis[inc.id] = "outage"
+            self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
+            self._absorb(inc, self._down_subtree(root))
+        elif tid == root and basis == "outage":
+            self._absorb(inc, self._down_subtree(root))  # the root failed again within its hold-down
+        if tid in self.topo.endpoint:
+            self._absorb(inc, (tid,))
+        elif tid != root:
+            self._absorb(inc, self._down_subtree(tid))  # a node below the root, with what it explains
+
+    def _down_subtree(self, node: str) -> list[str]:
+        """``node`` and every down target below whose path (first parent, all parents down) leads here."""
+        topo, down = self.topo, self.down
+        out = [node]
+        frontier = [node]
+        while frontier:
+            nxt: list[str] = []
+            for n in frontier:
+                for c in topo.children[n]:
+                    if c in down:
+                        ps = topo.parents[c]
+                        if ps[0] == n and all(p in down for p in ps):
+                            out.append(c)
+                            if topo.children[c]:
+                                nxt.append(c)
+            frontier = nxt
+        return out
+
+    def _mass_members(self, node: str) -> list[str]:
+        """Endpoints below ``node`` that failed inside W, or sit in a mass incident further down."""
+        out = []
+        for t in self.topo.descendants(node):
+            if t in self.down and t in self.topo.endpoint and t not in self._ignored and self._topo_root(t) == t:
+                key = self.member.get(t)
+                if t in self._in_window or (key is not None and self.basis[self.incidents[key].id] == "suspected"):
+                    out.append(t)
+        return out
+
+    def _absorb(self, inc: Incident, targets: Iterable[str]) -> None:
+        """Attach targets to ``inc``; incidents below that lose their root or all members merge into it."""
+        member, incidents = self.member, self.incidents
+        donors: dict[str, list[str]] = {}
+        added = False
+        log = self.member_log
+        ever = self.ever[inc.id]
+        for t in targets:
+            key = member.get(t)
+            if key == inc.root:
+                continue
+            if key is not None:
+                old = incidents[key]
+                old.members.discard(t)
+                self.ever[old.id].discard(t)
+                log.append((old.id, t, DROP))
+                donors.setdefault(key, []).append(t)
+            member[t] = inc.root
+            inc.members.add(t)
+            ever.add(t)
+            log.append((inc.id, t, ADD))
+            self._ignored.discard(t)
+            added = True
+        if not added:
+            return
+        self._touch(inc)
+        if inc.clear_since is not None:
+            inc.clear_since = None
+            self.changed.add(inc.id)
+        if inc.grace_from is not None and not self._grace_due(inc):
+            inc.grace_from = None
+            self.changed.add(inc.id)
+        ancestors = self.topo.ancestors
+        for key in sorted(donors, key=lambda k: incidents[k].seq):
+            old = incidents[key]
+            below = inc.root in ancestors.get(old.root, ())
+            if below and (old.root in donors[key] or not old.members):
+                self._merge(old, inc, donors[key])
+            else:
+                self._shrunk(old)
+
+    def _merge(self, child: Incident, into: Incident, moved: list[str]) -> None:
+        self._render_pending(child)
+        rest = sorted(child.members, key=self.topo.sort_key)
+        for t in rest:
+            self.member[t] = into.root
+            into.members.add(t)
+            self.member_log.append((child.id, t, DROP))
+            self.member_log.append((into.id, t, ADD))
+        for t in sorted(self.ever[child.id] - child.members, key=self.topo.sort_key):
+            self.member_log.append((child.id, t, DROP))
+            self.member_log.append((into.id, t, ADD))
+            self.member_log.append((into.id, t, RECOVERED))
+        self.ever[into.id] |= self.ever[child.id]
+        eps, custs, nodes = self._lists(set(moved) | child.members)
+        child.members.clear()
+        self._close(child)
+        self._queue.append(
+            IncidentEvent(self.now, "merged", child.id, child.kind, child.root, eps, custs, nodes, into=into.id)
+        )
+        self._touch(into)
+
+    def _open(self, root: str, basis: Kind) -> Incident:
+        seq = self.next_seq
+        self.next_seq += 1
+        kind: Kind = "planned" if basis != "blind" and self._is_covered(root) else basis
+        inc = Incident(id=incident_id(seq), seq=seq, kind=kind, root=root, opened_at=self.now)
+        inc.last_update = self.now
+        self.by_id[inc.id] = inc
+        self.ever[inc.id] = set()
+        self.basis[inc.id] = basis
+        if basis != "blind":
+            self.incidents[root] = inc
+        self.changed.add(inc.id)
+        self._queue.append(inc)
+        return inc
+
+    def _close(self, inc: Incident) -> None:
+        if self.incidents.get(inc.root) is inc:
+            del self.incidents[inc.root]
+        del self.by_id[inc.id]
+        self.ever.pop(inc.id, None)
+        self.basis.pop(inc.id, None)
+        self._dirty.discard(inc.id)
+        self._forced.discard(inc.id)
+        self.changed.add(inc.id)
+
+    def _resolve(self, inc: Incident) -> None:
+        self._render_pending(inc)
+        for t in sorted(inc.members, key=self.topo.sort_key):
+            del self.member[t]
+            self.member_log.append((inc.id, t, RECOVERED))
+        inc.members.clear()
+        eps, custs, nodes = self._lists(self.ever[inc.id])
+        self._close(inc)
+        self._queue.append(IncidentEvent(self.now, "resolved", inc.id, inc.kind, inc.root, eps, custs, nodes))
+
+    def _touch(self, inc: Incident) -> None:
+        self._dirty.add(inc.id)
+
+    def _set_kind(self, inc: Incident, kind: Kind) -> None:
+        if inc.kind != kind:
+            inc.kind = kind
+            self._dirty.add(inc.id)
+            self._forced.add(inc.id)
+            self.changed.add(inc.id)
+
+    # ---------------------------------------------------------------- blindness
+
+    def _check_blind(self) -> None:
+        cause = self._blind_cause()
+        if cause is not None:
+            self._blind_clear_since = None
+            if self.blind is None:
+                self.blind = self._open(cause, "blind")
+            return
+        if self.blind is not None and self._blind_clear_since is None:
+            self._blind_clear_since = self.now
+            self._blind_timer.append((self.now + self.s.blind_recovery, self.blind.id, self.now))
+
+    def _blind_cause(self) -> str | None:
+        for v in self.s.vantage:
+            if v in self.down:
+                return v
+        n = len(self._unexplained)
+        if n >= self.s.blind_min and n > self.s.blind_share * len(self.topo):
+            return BLIND_ROOT
+        return None
+
+    def _end_blind(self) -> None:
+        assert self.blind is not None
+        blind, self.blind = self.blind, None
+        self._blind_clear_since = None
+        self._resolve(blind)
+        # what is still down now was hidden by the blindness: judge it afresh
+        for t in sorted(self.down, key=self.topo.sort_key):
+            if t not in self.member and t not in self._ignored:
+                self._evaluate(t)
+
+    # ---------------------------------------------------------------- maintenance
+
+    def _next_window_change(self) -> float | None:
+        best: float | None = None
+        for w in self._windows:
+            edge = w.end if w.id in self._active else w.start
+            if (w.id in self._active or w.end > self.now) and (best is None or edge < best):
+                best = edge
+        return best
+
+    def _sync_windows(self) -> None:
+        for w in self._windows:
+            if w.id in self._active:
+                if w.end <= self.now:
+                    self._end_window(w)
+            elif w.start <= self.now < w.end:
+                self._active[w.id] = w
+                self._covered[w.node] = self._covered.get(w.node, 0) + 1
+                self.window_events.append(WindowEvent(max(w.start, self.now), w.id, w.node, "started"))
+
+    def _end_window(self, w: Window) -> None:
+        del self._active[w.id]
+        n = self._covered[w.node] - 1
+        if n:
+            self._covered[w.node] = n
+        else:
+            del self._covered[w.node]
+        self.window_events.append(WindowEvent(self.now, w.id, w.node, "ended"))
+        for inc in sorted(self.by_id.values(), key=lambda i: i.seq):
+            if inc.kind == "planned" and not self._is_covered(inc.root):
+                self._set_kind(inc, self.basis[inc.id])  # still failing after the window: a real alarm
+
+    def _is_covered(self, tid: str) -> bool:
+        cov = self._covered
+        if not cov:
+            return False
+        if tid in cov:
+            return True
+        return any(a in cov for a in self.topo.ancestors.get(tid, ()))
+
+    # ---------------------------------------------------------------- output
+
+    def _lists(self, targets: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        endpoint, customer = self.topo.endpoint, self.topo.customer
+        eps: list[str] = []
+        nodes: list[str] = []
+        custs: set[str] = set()
+        for t in targets:
+            if t in endpoint:
+                eps.append(t)
+                c = customer.get(t)
+                if c is not None:
+                    custs.add(c)
+            else:
+                nodes.append(t)
+        eps.sort()
+        nodes.sort()
+        return tuple(eps), tuple(sorted(custs)), tuple(nodes)
+
+    def _render_pending(self, inc: Incident) -> None:
+        """An incident opened in this tick is announced with what it held before it merged/resolved."""
+        for i, item in enumerate(self._queue):
+            if item is inc:
+                self._queue[i] = self._render_open(inc)
+
+    def _render_open(self, inc: Incident) -> IncidentEvent:
+        eps, custs, nodes = self._lists(inc.members)
+        inc.emitted = (eps, custs)
+        inc.last_update = inc.opened_at
+        return IncidentEvent(inc.opened_at, "opened", inc.id, inc.kind, inc.root, eps, custs, nodes)
+
+    def _flush(self) -> None:
+        opened: set[str] = set()
+        for i, item in enumerate(self._queue):
+            if isinstance(item, Incident):
+                self._queue[i] = self._render_open(item)
+                opened.add(item.id)
+        if not self._dirty:
+            return
+        every = self.s.update_interval
+        for inc_id in sorted(self._dirty):
+            inc = self.by_id.get(inc_id)
+            if inc is None or inc_id in opened:
+                self._dirty.discard(inc_id)
+                self._forced.discard(inc_id)
+                continue
+            forced = inc_id in self._forced
+            if not forced and self.now < inc.last_update + every:
+                continue  # throttled: stays dirty until the next tick past the interval
+            self._dirty.discard(inc_id)
+            self._forced.discard(inc_id)
+            eps, custs, nodes = self._lists(inc.members)
+            if not forced and (eps, custs) == inc.emitted:
+                continue
+            inc.emitted = (eps, custs)
+            inc.last_update = self.now
+            self._queue.append(IncidentEvent(self.now, "updated", inc.id, inc.kind, inc.root, eps, custs, nodes))

@@ -1,0 +1,139 @@
+"""Correlation settings: every threshold the engine uses, with defaults tied to the poll interval.
+
+A NOC tunes these on last month's data with ``monitor replay --set key=value``; the same parser
+serves the command line and (later) a ``correlation:`` section of the config, so a typo fails the
+same way everywhere: with the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+from monitor.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationSettings:
+    interval: float = 60.0  # the poll interval the defaults below are derived from
+    settle: float = 60.0  # wait this long after a failure before side effects, so the root is known
+    window: float = 120.0  # W: failures counted together for the mass-outage rule
+    min_endpoints: int = 3  # K: at least this many endpoints below one node within W ...
+    min_share: float = 50.0  # P: ... and at least this % of the endpoints below it
+    hold_down: float = 300.0  # an incident resolves only after being clear this long (flapping)
+    grace: float = 300.0  # endpoints still down this long after the root is back become singles
+    blind_share: float = 0.5  # more than this share of all targets failing independently = blind
+    blind_min: int = 10  # ... and at least this many of them (tiny networks are never "blind")
+    blind_recovery: float = 120.0  # blindness ends after the cause has been clear this long
+    update_interval: float = 60.0  # at most one "updated" event per incident this often
+    vantage: tuple[str, ...] = ()  # the daemon's own uplink/gateway nodes
+    down_after: int | None = None  # replay only: override every target's confirmation counts
+    up_after: int | None = None
+
+    @classmethod
+    def for_interval(cls, interval: float) -> CorrelationSettings:
+        """Defaults for a poll interval: settle one interval, W two, hold-down and grace five."""
+        return cls(
+            interval=interval,
+            settle=interval,
+            window=2 * interval,
+            hold_down=5 * interval,
+            grace=5 * interval,
+            blind_recovery=2 * interval,
+            update_interval=interval,
+        )
+
+    def with_overrides(self, overrides: Mapping[str, str], source: str = "--set") -> CorrelationSettings:
+        """Apply ``key=value`` strings; a new ``interval`` re-derives the defaults not set explicitly."""
+        problems: list[str] = []
+        parsed: dict[str, object] = {}
+        for raw_key, raw in overrides.items():
+            key = ALIASES.get(raw_key, raw_key)
+            if key not in _FIELDS:
+                known = ", ".join(sorted(set(_FIELDS) | set(ALIASES)))
+                problems.append(f"{source} {raw_key}: unknown setting (known: {known})")
+                continue
+            try:
+                parsed[key] = _parse(key, raw)
+            except ValueError as exc:
+                problems.append(f"{source} {raw_key}={raw}: {exc}")
+        if problems:
+            raise ConfigError(problems)
+        base = self
+        if "interval" in parsed:
+            base = CorrelationSettings.for_interval(float(parsed["interval"]))  # type: ignore[arg-type]
+            base = replace(base, **{f: getattr(self, f) for f in _NOT_DERIVED})
+        result = replace(base, **parsed)  # type: ignore[arg-type]
+        result.check()
+        return result
+
+    def check(self) -> None:
+        problems = []
+        for name in ("interval", "settle", "window", "update_interval"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("hold_down", "grace", "blind_recovery"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_endpoints < 1:
+            problems.append(f"min_endpoints (K) must be >= 1, got {self.min_endpoints}")
+        if not 0 < self.min_share <= 100:
+            problems.append(f"min_share (P) must be a percentage in (0, 100], got {self.min_share}")
+        if not 0 < self.blind_share <= 1:
+            problems.append(f"blind_share must be a fraction in (0, 1], got {self.blind_share}")
+        for name in ("down_after", "up_after"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                problems.append(f"{name} must be >= 1, got {v}")
+        if problems:
+            raise ConfigError(problems)
+
+
+ALIASES = {"K": "min_endpoints", "P": "min_share", "W": "window", "hold-down": "hold_down", "holddown": "hold_down"}
+_FIELDS = {f.name: f for f in fields(CorrelationSettings)}
+_DURATIONS = {"interval", "settle", "window", "hold_down", "grace", "blind_recovery", "update_interval"}
+_INTS = {"min_endpoints", "blind_min", "down_after", "up_after"}
+_NOT_DERIVED = ("min_endpoints", "min_share", "blind_share", "blind_min", "vantage", "down_after", "up_after")
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError("expected a duration like 90, 90s, 5m, 2h")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def _parse(key: str, raw: str) -> object:
+    if key in _DURATIONS:
+        return parse_duration(raw)
+    if key in _INTS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+    if key == "vantage":
+        return tuple(sorted(v.strip() for v in raw.split(",") if v.strip()))
+    text = raw.strip().rstrip("%")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["K=5", "W=3m"]`` -> ``{"K": "5", "W": "3m"}``; a missing ``=`` is an error naming the item."""
+    out: dict[str, str] = {}
+    bad = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            bad.append(f"--set {item}: expected key=value")
+            continue
+        out[key.strip()] = value.strip()
+    if bad:
+        raise ConfigError(bad)
+    return out

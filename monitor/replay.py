@@ -1,0 +1,219 @@
+"""``monitor replay``: recorded probe outcomes through the real state machine and correlation engine.
+
+A what-if tool (tune K, P, W, the hold-down ... on last month's data) and our test harness. Time is
+virtual, taken from the input, so the same input and settings always give byte-identical output.
+
+The hot loop is deliberately plain: most lines are "still up" or "still down" polls that cannot
+change a confirmed state, and those skip the state machine entirely (see :func:`_no_change`); only
+actual transitions reach the engine, and the engine's timers run only when time advances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from monitor.correlate.engine import Engine
+from monitor.correlate.incidents import IncidentEvent, parse_ts
+from monitor.correlate.maintenance import Window
+from monitor.correlate.settings import CorrelationSettings, parse_assignments
+from monitor.correlate.topology import Topology
+from monitor.errors import ConfigError, MonitorError
+from monitor.inventory.model import Inventory, Target
+from monitor.state import Confirmation, Observation, State, TargetState, step
+
+_FAIL = Observation(reachable=False, detail="no reply")
+_OK = Observation(reachable=True)
+
+
+class ReplayError(MonitorError):
+    """The input cannot be replayed; the message names the file and line."""
+
+
+def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> CorrelationSettings:
+    base = CorrelationSettings.for_interval(inv.polling.interval)
+    return base.with_overrides(overrides) if overrides else base
+
+
+def replay(
+    inv: Inventory,
+    settings: CorrelationSettings,
+    lines: Iterable[str],
+    *,
+    source: str = "<input>",
+    windows: Iterable[Window] = (),
+    topology: Topology | None = None,
+) -> Iterator[IncidentEvent]:
+    """Yield the incident events for JSON-lines probe outcomes, in order."""
+    engine = Engine(topology or Topology.from_inventory(inv), settings)
+    engine.set_windows(windows)
+    targets = inv.targets
+    states: dict[str, TargetState] = {}
+    rules: dict[str, Confirmation] = {}
+    shared_rules: dict[tuple[int, int, int], Confirmation] = {}
+    UP, DOWN = State.UP, State.DOWN
+    loads = json.loads
+    last_ts_text: object = None
+    now: float | None = None
+    for lineno, line in enumerate(lines, 1):
+        try:
+            rec = loads(line)
+            ts_text = rec["ts"]
+            tid = rec["target"]
+            ok = rec["ok"]
+        except ValueError as exc:
+            if not line.strip():
+                continue
+            raise ReplayError(f"{source}:{lineno}: not a JSON object: {exc}") from None
+        except (KeyError, TypeError):
+            raise ReplayError(f"{source}:{lineno}: expected an object with ts, target and ok") from None
+        if ts_text != last_ts_text:
+            ts = _time(ts_text, source, lineno)
+            if now is not None and ts < now:
+                raise ReplayError(f"{source}:{lineno}: ts {ts_text} is earlier than the line before (sort by time)")
+            if now is None or ts > now:
+                if now is not None and engine.has_output():
+                    yield from engine.tick(now)  # announce what the previous instant decided
+                yield from engine.tick(ts)
+            now = ts
+            last_ts_text = ts_text
+        st = states.get(tid)
+        if st is None:
+            target = targets.get(tid) if isinstance(tid, str) else None
+            if target is None:
+                raise ReplayError(f"{source}:{lineno}: unknown target {tid!r} (not a node or endpoint in {inv.source})")
+            st = states[tid] = TargetState()
+            rules[tid] = _rules(target, settings, shared_rules)
+        if ok is True:
+            rtt = rec.get("rtt_ms")
+            loss = rec.get("loss")
+            if rtt is None and loss is None:
+                if st.state is UP and st.fail_streak == 0 and st.degraded_streak == 0:
+                    continue
+                obs = _OK
+            else:
+                obs = Observation(reachable=True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
+                if not obs.degraded_reasons and st.state is UP and st.fail_streak == 0 and st.degraded_streak == 0:
+                    continue
+        elif ok is False:
+            if st.state is DOWN and st.reach_streak == 0:
+                continue
+            obs = _FAIL
+        else:
+            raise ReplayError(f"{source}:{lineno}: ok must be true or false, got {ok!r}")
+        assert now is not None
+        new, change = step(st, obs, now, rules[tid], tid)
+        states[tid] = new
+        if change is not None:
+            engine.apply(change)
+    if now is not None:
+        yield from engine.tick(now)
+
+
+def _no_change(st: TargetState, obs: Observation) -> bool:
+    """True when ``step`` could not change the confirmed state nor any streak that matters later.
+
+    UP + a healthy reply only grows ``reach_streak``/``ok_streak``, which are read only in DOWN and
+    DEGRADED, and getting there resets them first; DOWN + another failure only grows ``fail_streak``,
+    which matters only before DOWN is reached. The replay loop inlines this test for speed; this
+    copy is what the equivalence test checks against ``step``.
+    """
+    if obs.reachable:
+        return (
+            not obs.degraded_reasons and st.state is State.UP and st.fail_streak == 0 and st.degraded_streak == 0
+        )
+    return st.state is State.DOWN and st.reach_streak == 0
+
+
+def _time(text: object, source: str, lineno: int) -> float:
+    if not isinstance(text, str):
+        raise ReplayError(f"{source}:{lineno}: ts must be an ISO-8601 string like 2026-11-01T03:00:00Z")
+    try:
+        return parse_ts(text)
+    except ValueError:
+        raise ReplayError(f"{source}:{lineno}: ts {text!r} is not ISO-8601 (like 2026-11-01T03:00:00Z)") from None
+
+
+def _rules(
+    target: Target, settings: CorrelationSettings, shared: dict[tuple[int, int, int], Confirmation]
+) -> Confirmation:
+    p = target.polling
+    key = (settings.down_after or p.down_after, settings.up_after or p.up_after, p.degraded_after)
+    rule = shared.get(key)
+    if rule is None:
+        rule = shared[key] = Confirmation(*key)
+    return rule
+
+
+def _reasons(target: Target, rtt: object, loss: object, source: str, lineno: int) -> tuple[str, ...]:
+    """Judge the optional measurements like the daemon does (``loss`` is a fraction, 0.25 = 25 %)."""
+    th = target.polling.thresholds
+    out = []
+    if loss is not None:
+        if not isinstance(loss, int | float) or not 0 <= loss <= 1:
+            raise ReplayError(f"{source}:{lineno}: loss must be a fraction between 0 and 1, got {loss!r}")
+        if th.loss_pct is not None and loss * 100 > th.loss_pct:
+            out.append(f"loss {loss * 100:.0f}% > {th.loss_pct:g}%")
+    if rtt is not None:
+        if not isinstance(rtt, int | float) or rtt < 0:
+            raise ReplayError(f"{source}:{lineno}: rtt_ms must be a number >= 0, got {rtt!r}")
+        if th.rtt_ms is not None and rtt > th.rtt_ms:
+            out.append(f"rtt {rtt:.1f}ms > {th.rtt_ms:g}ms")
+    return tuple(out)
+
+
+def write_events(events: Iterable[IncidentEvent], out: TextIO) -> int:
+    n = 0
+    for e in events:
+        out.write(e.to_json())
+        out.write("\n")
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="feed recorded probe outcomes through the state machine and correlation (what-if)",
+        description="Replays outcomes.jsonl on a virtual clock and writes incident lifecycle events as JSON lines.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="inventory (YAML)")
+    p.add_argument("--input", required=True, type=Path, help="probe outcomes, one JSON object per line, by time")
+    p.add_argument("--output", type=Path, help="incident events (default: stdout)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="override a correlation setting (K, P, W, settle, hold_down, grace, down_after, vantage, ...)",
+    )
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from monitor.inventory.loader import load_inventory
+
+    overrides = parse_assignments(args.overrides)
+    inv = load_inventory(args.config)
+    settings = settings_for(inv, overrides)
+    try:
+        src = args.input.open(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{args.input}: cannot read: {exc.strerror}") from None
+    try:
+        with src:
+            events = replay(inv, settings, src, source=str(args.input))
+            if args.output is None:
+                write_events(events, sys.stdout)
+            else:
+                tmp = args.output.with_name(args.output.name + ".partial")
+                with tmp.open("w", encoding="utf-8") as out:
+                    write_events(events, out)
+                tmp.replace(args.output)
+    except ReplayError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0

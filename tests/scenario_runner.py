@@ -1,0 +1,164 @@
+"""Scenario tests as data: a topology, a timeline of outcomes, the incident events expected.
+
+A scenario YAML names nodes and endpoints, when targets stop or start answering, maintenance
+windows and restarts; the runner turns that into the probe outcomes a poller would record (every
+target polled once per interval at its own offset, so children are often confirmed before their
+parents, exactly as in production) and feeds them through ``monitor replay``'s pipeline or through
+the daemon's CorrelationService (which also proves persistence and restart).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monitor.correlate.incidents import format_ts
+from monitor.correlate.maintenance import Window
+from monitor.correlate.settings import CorrelationSettings
+from monitor.inventory.model import Customer, Inventory, PollingSettings, ServiceClass, Target
+
+EPOCH = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+@dataclass
+class Scenario:
+    name: str
+    inventory: Inventory
+    settings: CorrelationSettings
+    lines: list[str]
+    windows: list[Window]
+    restarts: list[float]  # absolute times
+    expect: dict[str, Any]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def load(path: Path) -> Scenario:
+    raw = yaml.safe_load(path.read_text())
+    interval = float(raw.get("interval", 60))
+    inv = _inventory(raw["topology"], interval, path.name)
+    overrides = {str(k): _text(v) for k, v in (raw.get("settings") or {}).items()}
+    settings = CorrelationSettings.for_interval(interval).with_overrides(overrides)
+    lines = _outcomes(raw, inv, interval)
+    windows = [
+        Window(i + 1, w["node"], EPOCH + w["start"], EPOCH + w["end"], w.get("reason", ""))
+        for i, w in enumerate(raw.get("maintenance") or [])
+    ]
+    restarts = [EPOCH + s["at"] for s in raw.get("timeline", []) if s.get("restart")]
+    return Scenario(path.stem, inv, settings, lines, windows, restarts, raw.get("expect") or {}, raw)
+
+
+def _text(v: object) -> str:
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def _inventory(topo: dict[str, Any], interval: float, source: str) -> Inventory:
+    polling = PollingSettings(interval=interval)
+    targets: dict[str, Target] = {}
+    customers: dict[str, Customer] = {}
+    for n in topo.get("nodes", []):
+        parents = tuple(n.get("parents") or ([n["parent"]] if n.get("parent") else []))
+        targets[n["id"]] = Target(n["id"], n.get("kind", "router"), "node", "127.0.0.1", parents, polling=polling)
+    for e in topo.get("endpoints", []):
+        ids = [f"{e['prefix']}{i + 1:02d}" for i in range(e["count"])] if "count" in e else [e["id"]]
+        for tid in ids:
+            cls = e.get("class", "residencial")
+            cust = e.get("customer") or f"C-{tid}"
+            targets[tid] = Target(
+                tid, "cpe", "endpoint", "127.0.0.1", (e["parent"],), customer=cust, service_class=cls, polling=polling
+            )
+            prev = customers.get(cust)
+            customers[cust] = Customer(cust, cust, cls, endpoints=(*(prev.endpoints if prev else ()), tid))
+    classes = {
+        "residencial": ServiceClass("residencial", 24, 98.0),
+        "corporativo": ServiceClass("corporativo", 12, 99.5, ticket_single=True),
+    }
+    return Inventory(source, {}, {}, classes, {}, targets, customers, polling=polling)
+
+
+def _below(inv: Inventory, ids: list[str]) -> set[str]:
+    kids: dict[str, list[str]] = {}
+    for t in inv.targets.values():
+        for p in t.parents:
+            kids.setdefault(p, []).append(t.id)
+    out, todo = set(), list(ids)
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo.extend(kids.get(n, []))
+    return out
+
+
+def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]:
+    """Probe outcomes: each target polled every interval at its offset; failing while in the failing set."""
+    duration = float(raw["duration"])
+    order = list(inv.targets)
+    offsets = {t: (i * interval / len(order)) for i, t in enumerate(order)}
+    for tid, off in (raw["topology"].get("offsets") or {}).items():
+        for t in order:
+            if t == tid or (tid.endswith("*") and t.startswith(tid[:-1])):
+                offsets[t] = float(off)
+    # intervals of failure per target: list of (from, to)
+    fail: dict[str, list[list[float]]] = {}
+    for step in raw.get("timeline", []):
+        at = float(step["at"])
+        ids = step.get("fail") or step.get("recover") or []
+        if step.get("cascade"):
+            ids = sorted(_below(inv, ids))
+        for t in ids:
+            spans = fail.setdefault(t, [])
+            still_failing = bool(spans) and spans[-1][1] > at
+            if "fail" in step and not still_failing:
+                spans.append([at, duration + interval])
+            elif "recover" in step and still_failing:
+                spans[-1][1] = at
+    churn = raw.get("churn")
+    if churn:
+        rng = random.Random(churn.get("seed", 1))
+        pool = [t.id for t in inv.targets.values() if t.role == "endpoint" and t.service_class == "residencial"]
+        for t in rng.sample(pool, round(len(pool) * churn["share"])):
+            start = rng.uniform(churn["from"], churn["to"])
+            fail.setdefault(t, []).append([start, start + churn.get("off", duration)])
+    polls: list[tuple[float, int, str, bool]] = []
+    for i, tid in enumerate(order):
+        spans = fail.get(tid, [])
+        k = 0
+        while (t := k * interval + offsets[tid]) < duration:
+            ok = not any(a <= t < b for a, b in spans)
+            polls.append((t, i, tid, ok))
+            k += 1
+    polls.sort()
+    return [
+        json.dumps({"ts": format_ts(EPOCH + t), "target": tid, "ok": ok}) + "\n" for t, _, tid, ok in polls
+    ]
+
+
+def check(sc: Scenario, events: list[dict[str, Any]]) -> None:
+    """Compare actual events with the expectation: exact sequence (given keys only) and counts."""
+    ignore = set(sc.expect.get("ignore_kinds", []))
+    actual = [e for e in events if e["kind"] not in ignore]
+    if "events" in sc.expect:
+        want = sc.expect["events"]
+        got = []
+        for i, e in enumerate(actual):
+            keys = want[i].keys() if i < len(want) else ("event", "kind", "root", "incident")
+            got.append({k: _rel(e, k) for k in keys})
+        assert got == want, "\n" + "\n".join(json.dumps(e) for e in actual)
+    for kind, n in (sc.expect.get("opened") or {}).items():
+        seen = sum(1 for e in events if e["event"] == "opened" and e["kind"] == kind)
+        assert seen == n, f"{seen} {kind} incidents opened, expected {n}"
+
+
+def _rel(e: dict[str, Any], key: str) -> Any:
+    if key == "at":
+        return round(datetime.fromisoformat(e["ts"]).timestamp() - EPOCH, 3)
+    return e.get(key)
