@@ -35,12 +35,19 @@ def _parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="poll one node or endpoint now and print what it answers")
     probe.add_argument("target", help="node or endpoint id")
     probe.add_argument("--config", type=Path, default=Path("config/sites.yaml"))
+
+    from monitor import incidents_cli, replay  # correlation subcommands (engineer E)
+
+    replay.add_parser(sub)
+    incidents_cli.add_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if hasattr(args, "handler"):  # replay, incidents, maintenance
+            return int(args.handler(args))
         if args.command == "check-config":
             return _check_config(args.config)
         if args.command == "probe":
