@@ -1,0 +1,156 @@
+"""``monitor replay`` end to end on the example config: output, determinism, errors, --set."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.correlate.incidents import format_ts
+from monitor.inventory.loader import load_inventory
+from monitor.replay import _no_change
+from monitor.state import Confirmation, Observation, State, TargetState, step
+from tests.scenario_runner import EPOCH
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
+
+
+def _below(inv, node):
+    kids = {}
+    for t in inv.targets.values():
+        for p in t.parents:
+            kids.setdefault(p, []).append(t.id)
+    out, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo.extend(kids.get(n, []))
+    return out
+
+
+def _outcomes(path: Path, failing: set[str], start: float, end: float, duration: float = 1800) -> Path:
+    inv = load_inventory(CONFIG)
+    interval = inv.polling.interval
+    ids = list(inv.targets)
+    polls = []
+    for i, tid in enumerate(ids):
+        off = i * interval / len(ids)
+        k = 0
+        while (t := k * interval + off) < duration:
+            polls.append((t, i, tid, not (tid in failing and start <= t < end)))
+            k += 1
+    polls.sort()
+    with path.open("w") as f:
+        for t, _, tid, ok in polls:
+            rec = {"ts": format_ts(EPOCH + t), "target": tid, "ok": ok}
+            if ok:
+                rec["rtt_ms"] = 3.5
+                rec["loss"] = 0.0
+            f.write(json.dumps(rec) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ap_outage(tmp_path_factory) -> Path:
+    inv = load_inventory(CONFIG)
+    return _outcomes(tmp_path_factory.mktemp("r") / "in.jsonl", _below(inv, "ap-centro-1"), 300, 900)
+
+
+def _run(tmp_path: Path, inp: Path, *extra: str, name: str = "out.jsonl") -> list[dict]:
+    out = tmp_path / name
+    assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(out), *extra]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_ap_outage_yields_one_incident_with_its_customers(tmp_path, ap_outage):
+    events = _run(tmp_path, ap_outage)
+    inv = load_inventory(CONFIG)
+    expected_eps = sorted(t for t in _below(inv, "ap-centro-1") if inv.targets[t].role == "endpoint")
+    first = events[0]
+    assert (first["event"], first["kind"], first["root"]) == ("opened", "outage", "ap-centro-1")
+    assert {e["incident"] for e in events} == {"INC-000001"}
+    # endpoints polled after the AP join with an update; the largest announced set is all of them
+    widest = max(events[:-1], key=lambda e: len(e["affected_endpoints"]))
+    assert widest["affected_endpoints"] == expected_eps
+    assert widest["affected_customers"] == sorted({inv.targets[t].customer for t in expected_eps})
+    assert events[-1]["affected_endpoints"] == expected_eps  # resolved: everyone restored
+    assert events[-1]["event"] == "resolved"
+    assert list(events[0]) == ["ts", "event", "incident", "kind", "root", "affected_endpoints", "affected_customers"]
+
+
+def test_same_input_and_settings_give_byte_identical_output(tmp_path, ap_outage):
+    _run(tmp_path, ap_outage, "--set", "K=2", name="a.jsonl")
+    _run(tmp_path, ap_outage, "--set", "K=2", name="b.jsonl")
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_set_changes_the_outcome(tmp_path, ap_outage):
+    base = _run(tmp_path, ap_outage)
+    slower = _run(tmp_path, ap_outage, "--set", "down_after=5", "--set", "hold_down=10m", name="s.jsonl")
+    assert slower[0]["ts"] > base[0]["ts"]  # confirmation takes two more polls
+    assert slower[-1]["ts"] > base[-1]["ts"]  # and the hold-down is twice as long
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "bogus=1"], "--set bogus: unknown setting"),
+        (["--set", "K=three"], "--set K=three: expected a whole number"),
+        (["--set", "W=soon"], "--set W=soon: expected a duration"),
+        (["--set", "P=150"], "min_share (P) must be a percentage"),
+        (["--set", "K"], "--set K: expected key=value"),
+    ],
+)
+def test_bad_overrides_are_named(tmp_path, ap_outage, capsys, args, message):
+    assert main(["replay", "--config", str(CONFIG), "--input", str(ap_outage), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"ts": "2026-11-01T00:00:00Z", "target": "core-arauca", "ok": true}',
+          '{"ts": "2026-11-01T00:00:01Z", "target": "nope-1", "ok": false}'], "in.jsonl:2: unknown target 'nope-1'"),
+        (['{"ts": "2026-11-01T00:00:05Z", "target": "core-arauca", "ok": true}',
+          '{"ts": "2026-11-01T00:00:01Z", "target": "core-arauca", "ok": true}'],
+         "in.jsonl:2: ts 2026-11-01T00:00:01Z is earlier"),
+        (['{"ts": "yesterday", "target": "core-arauca", "ok": true}'], "in.jsonl:1: ts 'yesterday' is not ISO-8601"),
+        (['{"ts": "2026-11-01T00:00:00Z", "ok": true}'], "in.jsonl:1: expected an object with ts, target and ok"),
+        (["not json"], "in.jsonl:1: not a JSON object"),
+        (['{"ts": "2026-11-01T00:00:00Z", "target": "core-arauca", "ok": "yes"}'],
+         "in.jsonl:1: ok must be true or false"),
+        (['{"ts": "2026-11-01T00:00:00Z", "target": "core-arauca", "ok": true, "loss": 40}'],
+         "in.jsonl:1: loss must be a fraction"),
+    ],
+)
+def test_bad_input_names_the_line(tmp_path, capsys, lines, message):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # no half-written output
+
+
+def test_skipping_unchanging_polls_is_equivalent_to_step():
+    """The replay fast path skips ``step`` only where it could not change anything that matters."""
+    rng = random.Random(3)
+    rules = Confirmation(down_after=3, up_after=2, degraded_after=2)
+    observations = [Observation(True), Observation(False), Observation(True, ("rtt",))]
+    for _ in range(300):
+        full = fast = TargetState()
+        for i in range(60):
+            obs = rng.choice(observations)
+            full, c1 = step(full, obs, float(i), rules, "t")
+            if _no_change(fast, obs):
+                c2 = None
+            else:
+                fast, c2 = step(fast, obs, float(i), rules, "t")
+            assert (c1 is None) == (c2 is None)
+            assert full.state == fast.state
+            if c1 is not None:
+                assert c1 == c2
+    assert State.DOWN  # the loop above exercised every state
