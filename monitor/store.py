@@ -34,6 +34,82 @@ MIGRATIONS: tuple[str, ...] = (
         since REAL NOT NULL
     );
     """,
+    # 2: incidents, their targets and lifecycle history, staff actions, maintenance windows
+    # (written by monitor.correlate.store)
+    """
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        basis TEXT NOT NULL,
+        root TEXT NOT NULL,
+        status TEXT NOT NULL,
+        opened_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        cleared_at REAL,
+        closed_at REAL,
+        merged_into TEXT,
+        grace_from REAL,
+        clear_since REAL,
+        last_update REAL NOT NULL,
+        acked_at REAL,
+        acked_by TEXT
+    );
+    CREATE INDEX incidents_status ON incidents (status, seq);
+    CREATE INDEX incidents_opened ON incidents (opened_at);
+    CREATE TABLE incident_targets (
+        incident TEXT NOT NULL,
+        target TEXT NOT NULL,
+        down INTEGER NOT NULL,
+        PRIMARY KEY (incident, target)
+    ) WITHOUT ROWID;
+    CREATE TABLE incident_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        incident TEXT NOT NULL,
+        event TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        root TEXT NOT NULL,
+        affected_endpoints TEXT NOT NULL,
+        affected_customers TEXT NOT NULL,
+        affected_nodes TEXT NOT NULL,
+        into_incident TEXT
+    );
+    CREATE INDEX incident_events_incident ON incident_events (incident, id);
+    CREATE INDEX incident_events_ts ON incident_events (ts);
+    CREATE TABLE incident_actions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident TEXT NOT NULL,
+        ts REAL NOT NULL,
+        action TEXT NOT NULL,
+        author TEXT NOT NULL,
+        text TEXT NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX incident_actions_incident ON incident_actions (incident, id);
+    CREATE TABLE maintenance (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        reason TEXT NOT NULL,
+        author TEXT NOT NULL,
+        customers TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        removed_at REAL
+    );
+    CREATE TABLE maintenance_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        window_id INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        ts REAL NOT NULL,
+        event TEXT NOT NULL
+    );
+    CREATE TABLE correlation_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 
