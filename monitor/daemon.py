@@ -80,6 +80,7 @@ class Daemon:
         self._metrics_server: object | None = None
         self.ready = asyncio.Event()
         self.notifier = Notifier()
+        self._first_pass: set[str] | None = None  # targets not yet polled since start
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,6 +91,7 @@ class Daemon:
         state_dir = Path(inv.daemon.state_dir)
         self.store = EventStore(state_dir / "monitor.db")
         self._restore_states(inv)
+        self._first_pass = set(inv.targets)
         await self._start_probes(inv)
         self.writer = make_writer(inv.timeseries, state_dir)
         if self.writer is None:
@@ -280,6 +282,10 @@ class Daemon:
         self.states[target.id] = new
         if change is not None:
             self._announce(target, change)
+        if self._first_pass:
+            self._first_pass.discard(target.id)
+            if not self._first_pass:
+                self._log_first_pass()
 
         if self.writer is not None:
             points = []
@@ -301,12 +307,23 @@ class Daemon:
         selfmetrics.STATE_CHANGES.labels(change.new.value).inc()
         selfmetrics.TARGETS.labels(change.old.value).dec()
         selfmetrics.TARGETS.labels(change.new.value).inc()
-        level = logging.WARNING if change.new in (State.DOWN, State.DEGRADED) else logging.INFO
+        if change.new in (State.DOWN, State.DEGRADED):
+            level = logging.WARNING
+        elif change.old == State.UNKNOWN:
+            level = logging.DEBUG  # first contact is not news; 50,000 of them at startup would be noise
+        else:
+            level = logging.INFO
         event(
             log, level, f"target {change.new.value}", target=target.id, kind=target.kind, address=target.address,
             old=change.old.value, new=change.new.value, reason=change.reason,
             municipality=target.municipality or "", site=target.site or "",
         )
+
+    def _log_first_pass(self) -> None:
+        """One summary line once every target has been polled: what the network looks like now."""
+        counts = Counter(s.state.value for s in self.states.values())
+        event(log, logging.INFO, "first poll pass complete", targets=len(self.states),
+              **{st.value: counts.get(st.value, 0) for st in State})
 
     def _note_snmp(self, target: Target, snmp: SnmpResult) -> None:
         """Log SNMP reachability on change only (a node may answer pings but not SNMP)."""

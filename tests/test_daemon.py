@@ -201,6 +201,8 @@ def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_p
             proc.kill()
     text = log.read_text()
     assert "monitor stopped" in text
+    assert 'msg="first poll pass complete" targets=3 unknown=0 up=3 down=0 degraded=0' in text
+    assert 'msg="target up"' not in text  # first contact is logged at debug level only
     before = changes(db)
 
     # restart: the stored states are resumed, so many polls later there is still no new event
