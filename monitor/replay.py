@@ -76,8 +76,6 @@ def replay(
             if now is not None and ts < now:
                 raise ReplayError(f"{source}:{lineno}: ts {ts_text} is earlier than the line before (sort by time)")
             if now is None or ts > now:
-                if now is not None and engine.has_output():
-                    yield from engine.tick(now)  # announce what the previous instant decided
                 yield from engine.tick(ts)
             now = ts
             last_ts_text = ts_text
@@ -108,8 +106,10 @@ def replay(
         assert now is not None
         new, change = step(st, obs, now, rules[tid], tid)
         states[tid] = new
-        if change is not None:
+        if change is not None:  # as the daemon does: each change correlated when it happens
             engine.apply(change)
+            if engine.has_output():
+                yield from engine.tick(now)
     if now is not None:
         yield from engine.tick(now)
 

@@ -162,3 +162,59 @@ def _rel(e: dict[str, Any], key: str) -> Any:
     if key == "at":
         return round(datetime.fromisoformat(e["ts"]).timestamp() - EPOCH, 3)
     return e.get(key)
+
+
+def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
+    """Drive the scenario like the daemon: state machine, EventStore, CorrelationService, restarts."""
+    from monitor.clock import ManualClock
+    from monitor.correlate.incidents import parse_ts
+    from monitor.correlate.service import CorrelationService
+    from monitor.correlate.store import IncidentStore
+    from monitor.state import Confirmation, Observation, TargetState, restored, step
+    from monitor.store import EventStore
+
+    store = IncidentStore(db)
+    for w in sc.windows:
+        store.add_window(w.node, w.start, w.end, w.reason, "test", [], EPOCH)
+    store.close()
+    clock = ManualClock(EPOCH - 1)
+    rules = {
+        tid: Confirmation(
+            sc.settings.down_after or t.polling.down_after, sc.settings.up_after or t.polling.up_after,
+            t.polling.degraded_after,
+        )
+        for tid, t in sc.inventory.targets.items()
+    }
+    events = []
+    log = EventStore(db)
+    svc = CorrelationService(sc.inventory, db, sc.settings, clock)
+    states: dict[str, TargetState] = {}
+    restarts = sorted(sc.restarts)
+    now: float | None = None
+    for line in sc.lines:
+        rec = json.loads(line)
+        ts = parse_ts(rec["ts"])
+        if now is None or ts > now:
+            if restarts and ts >= restarts[0]:
+                restarts.pop(0)
+                svc.close()
+                log.close()
+                log = EventStore(db)
+                states = {t: restored(st, since) for t, (st, since) in log.load_states().items()}
+                clock.set(ts)
+                svc = CorrelationService(sc.inventory, db, sc.settings, clock)
+            clock.set(ts)
+            events += svc.tick(ts)
+            now = ts
+        tid = rec["target"]
+        obs = Observation(reachable=rec["ok"], detail="" if rec["ok"] else "no reply")
+        new, change = step(states.get(tid, TargetState()), obs, ts, rules[tid], tid)
+        states[tid] = new
+        if change is not None:
+            log.append([change])
+            events += svc.on_state_changes([change])
+    stored = list(svc.store.events())
+    svc.close()
+    log.close()
+    assert [(e["incident"], e["event"]) for e in stored] == [(e.incident, e.event) for e in events]
+    return [e.to_dict() for e in events]

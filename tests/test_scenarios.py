@@ -11,7 +11,7 @@ import io
 import pytest
 
 from monitor.replay import replay, write_events
-from tests.scenario_runner import SCENARIOS, check, load
+from tests.scenario_runner import SCENARIOS, check, load, run_service
 
 PATHS = sorted(SCENARIOS.glob("*.yaml"))
 
@@ -43,3 +43,13 @@ def test_every_rule_has_a_scenario():
         "tower_down", "ap_children_first", "redundant_olt", "partial_ap_suspected", "churn", "flapping",
         "sibling_merge", "partial_recovery", "blind_vantage", "blind_share", "maintenance",
     } <= names
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_scenario_through_service(path, tmp_path):
+    """The daemon's path (EventStore + CorrelationService, restarts included) gives the same events."""
+    sc = load(path)
+    events = run_service(sc, tmp_path / "monitor.db")
+    check(sc, events)
+    if not sc.restarts:
+        assert events == [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines, windows=sc.windows)]

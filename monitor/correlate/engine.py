@@ -67,7 +67,7 @@ class Engine:
         self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
         self._unexplained: set[str] = set()  # down targets whose parents are not all down
         self._ignored: set[str] = set()  # down targets of a manually resolved incident
-        self._dirty: set[str] = set()  # incident ids whose affected set or kind changed
+        self._dirty: dict[str, float] = {}  # incident id -> since when its affected set changed
         self._forced: set[str] = set()  # kind changed: announce without waiting for update_interval
         self._queue: list[IncidentEvent | Incident] = []  # Incident = "opened", rendered at flush
         self.member_log: list[tuple[str, str, str]] = []
@@ -109,7 +109,7 @@ class Engine:
 
     def has_output(self) -> bool:
         """Something to announce at the current time (so a replay flushes before time moves on)."""
-        return bool(self._queue or self._dirty)
+        return bool(self._queue or self._forced)
 
     def set_windows(self, windows: Iterable[Window]) -> None:
         """Replace the maintenance windows (from config, CLI or store); takes effect at the next tick."""
@@ -128,6 +128,67 @@ class Engine:
             self._ignored.add(t)
         self._resolve(inc)
         return True
+
+    def restore(
+        self, incidents: Sequence[tuple[Incident, Kind, set[str]]], down: dict[str, float], now: float
+    ) -> None:
+        """Resume after a restart: open incidents (with basis and everyone affected) and who is down.
+
+        Reconciles instead of trusting either side: members no longer down are recovered, down
+        targets in no incident wait out their settle period as if just confirmed (so a change
+        logged but not yet correlated when the process died is correlated now, once).
+        """
+        topo, s = self.topo, self.s
+        self.now = max(self.now, now)
+        for t, since in sorted(down.items(), key=lambda kv: (kv[1], topo.order.get(kv[0], 0))):
+            if t in topo.parents:
+                self.down[t] = since
+                if t in topo.endpoint and since > self.now - s.window:
+                    self._recent.append((since, t))
+                    self._in_window.add(t)
+                    for a in topo.ancestors[t]:
+                        self._recent_count[a] += 1
+        for t in self.down:
+            ps = topo.parents[t]
+            if not ps or not all(p in self.down for p in ps):
+                self._unexplained.add(t)
+        grace: list[tuple[float, str, float]] = []
+        hold: list[tuple[float, str, float]] = []
+        for inc, basis, ever in sorted(incidents, key=lambda x: x[0].seq):
+            self.next_seq = max(self.next_seq, inc.seq + 1)
+            self.by_id[inc.id] = inc
+            self.ever[inc.id] = set(ever)
+            self.basis[inc.id] = basis
+            if basis == "blind":
+                self.blind = inc
+                continue
+            self.incidents[inc.root] = inc
+            inc.emitted = self._lists(inc.members)[:2]
+            for m in sorted(inc.members, key=topo.sort_key):
+                if m in self.down and m not in self.member:
+                    self.member[m] = inc.root
+                else:
+                    inc.members.discard(m)
+                    self.member_log.append((inc.id, m, RECOVERED))
+                    self._touch(inc)
+            if inc.grace_from is not None:
+                grace.append((inc.grace_from + s.grace, inc.id, inc.grace_from))
+            if inc.clear_since is not None:
+                hold.append((inc.clear_since + s.hold_down, inc.id, inc.clear_since))
+        self._grace.extend(sorted(grace))
+        self._hold.extend(sorted(hold))
+        for inc in sorted(self.incidents.values(), key=lambda i: i.seq):
+            self._shrunk(inc)
+        pending = [
+            (max(since + s.settle, self.now), t, since)
+            for t, since in self.down.items()
+            if t not in self.member and t not in self._vantage
+        ]
+        self._settle.extend(sorted(pending, key=lambda p: (p[0], topo.order.get(p[1], 0))))
+        if self.blind is not None and self._blind_cause() is None:
+            self._blind_clear_since = self.now
+            self._blind_timer.append((self.now + s.blind_recovery, self.blind.id, self.now))
+        self._check_blind()
 
     # ---------------------------------------------------------------- state
 
@@ -436,7 +497,7 @@ class Engine:
         del self.by_id[inc.id]
         self.ever.pop(inc.id, None)
         self.basis.pop(inc.id, None)
-        self._dirty.discard(inc.id)
+        self._dirty.pop(inc.id, None)
         self._forced.discard(inc.id)
         self.changed.add(inc.id)
 
@@ -451,12 +512,13 @@ class Engine:
         self._queue.append(IncidentEvent(self.now, "resolved", inc.id, inc.kind, inc.root, eps, custs, nodes))
 
     def _touch(self, inc: Incident) -> None:
-        self._dirty.add(inc.id)
+        if inc.id not in self._dirty:
+            self._dirty[inc.id] = self.now
 
     def _set_kind(self, inc: Incident, kind: Kind) -> None:
         if inc.kind != kind:
             inc.kind = kind
-            self._dirty.add(inc.id)
+            self._touch(inc)
             self._forced.add(inc.id)
             self.changed.add(inc.id)
 
@@ -575,13 +637,13 @@ class Engine:
         for inc_id in sorted(self._dirty):
             inc = self.by_id.get(inc_id)
             if inc is None or inc_id in opened:
-                self._dirty.discard(inc_id)
+                del self._dirty[inc_id]
                 self._forced.discard(inc_id)
                 continue
             forced = inc_id in self._forced
-            if not forced and self.now < inc.last_update + every:
-                continue  # throttled: stays dirty until the next tick past the interval
-            self._dirty.discard(inc_id)
+            if not forced and self.now < max(self._dirty[inc_id], inc.last_update) + every:
+                continue  # changes gather for an interval, then go out as one update
+            del self._dirty[inc_id]
             self._forced.discard(inc_id)
             eps, custs, nodes = self._lists(inc.members)
             if not forced and (eps, custs) == inc.emitted:

@@ -1,0 +1,125 @@
+"""The correlation service: the engine plus persistence, for the daemon (and the scenario tests).
+
+The daemon calls :meth:`CorrelationService.on_state_changes` with every batch of confirmed
+transitions (after the EventStore recorded them) and :meth:`tick` about once a second. Each call
+runs the pure engine, then writes what it decided in one transaction and returns the lifecycle
+events for delivery. On start it resumes open incidents from the store and reconciles them with the
+current target states, so a restart (even after ``kill -9``) neither reopens nor duplicates.
+
+Staff actions arrive through the store (``monitor incidents resolve``, ``monitor maintenance add``
+write rows); the service polls for them every ``poll_every`` seconds of its clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitor.clock import Clock
+from monitor.correlate.engine import Engine
+from monitor.correlate.incidents import Incident, IncidentEvent, Kind
+from monitor.correlate.settings import CorrelationSettings
+from monitor.correlate.store import IncidentStore
+from monitor.correlate.topology import Topology
+from monitor.inventory.model import Inventory
+from monitor.state import StateChange
+
+log = logging.getLogger("monitor.correlate")
+
+
+class CorrelationService:
+    def __init__(
+        self,
+        inventory: Inventory,
+        db_path: Path,
+        settings: CorrelationSettings,
+        clock: Clock,
+        *,
+        poll_every: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = IncidentStore(db_path)
+        self.poll_every = poll_every
+        self._next_poll = 0.0
+        self._maintenance_rev = ""
+        self.engine = self._resumed(Topology.from_inventory(inventory), self.store.down_states())
+        self._persist([])
+        self._poll_store(clock.now(), force=True)
+
+    def _resumed(self, topo: Topology, down: dict[str, float]) -> Engine:
+        now = self.clock.now()
+        engine = Engine(topo, self.settings, start=now, next_seq=self.store.next_seq())
+        open_incidents = self.store.load_open()
+        engine.restore(open_incidents, down, now)
+        if open_incidents:
+            log.info("resumed %d open incidents", len(open_incidents))
+        return engine
+
+    # ------------------------------------------------------------ daemon API
+
+    def on_state_changes(self, changes: Sequence[StateChange]) -> list[IncidentEvent]:
+        """Correlate confirmed transitions; persist and return the lifecycle events they produced."""
+        for c in changes:
+            self.engine.apply(c)
+        now = max([self.clock.now(), *(c.ts for c in changes)])
+        return self._step(now)
+
+    def tick(self, now: float | None = None) -> list[IncidentEvent]:
+        """Call about every second: settle, grace, hold-down and maintenance timers; staff actions."""
+        return self._step(self.clock.now() if now is None else now)
+
+    def reload(self, inventory: Inventory) -> None:
+        """A new inventory (SIGHUP): rebuild the topology, keep open incidents and who is down."""
+        self._persist(self.engine.tick(self.engine.now))
+        down = dict(self.engine.down)
+        self.engine = self._resumed(Topology.from_inventory(inventory), down)
+        self._maintenance_rev = ""
+        self._poll_store(self.clock.now(), force=True)
+        self._persist([])
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------ internals
+
+    def _step(self, now: float) -> list[IncidentEvent]:
+        self._poll_store(now)
+        events = self.engine.tick(now)
+        self._persist(events)
+        for e in events:
+            log.info(
+                "incident %s %s kind=%s root=%s endpoints=%d customers=%d",
+                e.incident, e.event, e.kind, e.root, len(e.affected_endpoints), len(e.affected_customers),
+            )
+        return events
+
+    def _poll_store(self, now: float, *, force: bool = False) -> None:
+        """Pick up maintenance windows and resolve requests written by the CLI."""
+        if not force and now < self._next_poll:
+            return
+        self._next_poll = now + self.poll_every
+        rev = self.store.maintenance_rev()
+        if rev != self._maintenance_rev:
+            self._maintenance_rev = rev
+            self.engine.set_windows(self.store.windows())
+        pending = self.store.pending_resolves()
+        if pending:
+            for _, inc_id in pending:
+                self.engine.resolve(inc_id, now)
+            self._persist(self.engine.tick(now))
+            self.store.mark_done([aid for aid, _ in pending], now)
+
+    def _persist(self, events: list[IncidentEvent]) -> None:
+        eng = self.engine
+        open_incidents: dict[str, tuple[Incident, Kind]] = {
+            iid: (eng.by_id[iid], eng.basis[iid]) for iid in eng.changed if iid in eng.by_id
+        }
+        for e in events:
+            if e.event == "opened" and e.incident in eng.by_id:
+                open_incidents[e.incident] = (eng.by_id[e.incident], eng.basis[e.incident])
+        self.store.save(events, open_incidents, set(eng.changed), eng.member_log, eng.window_events)
+        eng.changed.clear()
+        eng.member_log.clear()
+        eng.window_events.clear()

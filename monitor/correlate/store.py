@@ -1,0 +1,326 @@
+"""Incident persistence in the daemon's SQLite file (schema: migration 2 in ``monitor.store``).
+
+Everything one engine step produced (lifecycle events, incident rows, who is attached to which
+incident) is written in ONE transaction, so a ``kill -9`` at any point leaves either all of a step
+or none of it; the service then resumes open incidents from exactly what was announced.
+
+Also the small API behind ``monitor incidents`` and ``monitor maintenance``: staff actions are
+queued rows (``incident_actions``) that the running daemon picks up, so the CLI never has to reach
+into the daemon's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monitor.correlate.engine import ADD, DROP, RECOVERED
+from monitor.correlate.incidents import Incident, IncidentEvent, Kind
+from monitor.correlate.maintenance import Window, WindowEvent
+from monitor.errors import MonitorError, StorageError
+from monitor.state import State
+from monitor.store import EventStore
+from monitor.store import _transaction as _tx
+
+ACTIONS = ("ack", "note", "resolve")
+
+
+class NotFound(MonitorError):
+    """No incident or maintenance window with that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    id: str
+    kind: str
+    root: str
+    status: str  # open | resolved | merged
+    opened_at: float
+    updated_at: float
+    cleared_at: float | None
+    closed_at: float | None
+    merged_into: str | None
+    acked_at: float | None
+    acked_by: str | None
+    affected_endpoints: int
+    affected_customers: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceRow:
+    id: int
+    node: str
+    start: float
+    end: float
+    reason: str
+    author: str
+    customers: tuple[str, ...]
+    created_at: float
+    removed_at: float | None
+
+
+class IncidentStore:
+    """Incidents, their history, staff actions and maintenance windows, next to the state-change log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        EventStore(path).close()  # creates the file and applies every migration (one numbering)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the incident store {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------ engine persistence
+
+    def save(
+        self,
+        events: Sequence[IncidentEvent],
+        open_incidents: dict[str, tuple[Incident, Kind]],
+        changed: set[str],
+        member_log: Sequence[tuple[str, str, str]],
+        window_events: Sequence[WindowEvent] = (),
+    ) -> None:
+        """One engine step, atomically: events, incident rows, attached targets, window events."""
+        if not (events or changed or member_log or window_events):
+            return
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for e in events:
+                    self._event(e, open_incidents)
+                for inc_id in sorted(changed):
+                    if inc_id in open_incidents:
+                        inc, basis = open_incidents[inc_id]
+                        self._upsert(inc, basis)
+                self._members(member_log)
+                db.executemany(
+                    "INSERT INTO maintenance_events (window_id, node, ts, event) VALUES (?, ?, ?, ?)",
+                    [(w.window, w.node, w.ts, w.event) for w in window_events],
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
+
+    def _event(self, e: IncidentEvent, open_incidents: dict[str, tuple[Incident, Kind]]) -> None:
+        db = self.db
+        db.execute(
+            "INSERT INTO incident_events (ts, incident, event, kind, root, affected_endpoints, affected_customers,"
+            " affected_nodes, into_incident) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.ts, e.incident, e.event, e.kind, e.root, json.dumps(e.affected_endpoints),
+             json.dumps(e.affected_customers), json.dumps(e.affected_nodes), e.into),
+        )
+        if e.event == "opened":
+            inc_basis = open_incidents.get(e.incident)
+            seq = int(e.incident.rsplit("-", 1)[1])
+            db.execute(
+                "INSERT OR IGNORE INTO incidents"
+                " (id, seq, kind, basis, root, status, opened_at, updated_at, last_update)"
+                " VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+                (e.incident, seq, e.kind, inc_basis[1] if inc_basis else e.kind, e.root, e.ts, e.ts, e.ts),
+            )
+        elif e.event == "updated":
+            db.execute("UPDATE incidents SET kind = ?, updated_at = ? WHERE id = ?", (e.kind, e.ts, e.incident))
+        else:
+            status = "merged" if e.event == "merged" else "resolved"
+            db.execute(
+                "UPDATE incidents SET status = ?, kind = ?, updated_at = ?, closed_at = ?, merged_into = ?,"
+                " cleared_at = COALESCE(clear_since, ?) WHERE id = ?",
+                (status, e.kind, e.ts, e.ts, e.into, e.ts, e.incident),
+            )
+
+    def _upsert(self, inc: Incident, basis: Kind) -> None:
+        self.db.execute(
+            "INSERT INTO incidents (id, seq, kind, basis, root, status, opened_at, updated_at, grace_from,"
+            " clear_since, last_update) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, basis = excluded.basis,"
+            " grace_from = excluded.grace_from, clear_since = excluded.clear_since,"
+            " last_update = excluded.last_update WHERE status = 'open'",
+            (inc.id, inc.seq, inc.kind, basis, inc.root, inc.opened_at, inc.opened_at, inc.grace_from,
+             inc.clear_since, inc.last_update),
+        )
+
+    def _members(self, log: Sequence[tuple[str, str, str]]) -> None:
+        """Apply the engine's attach log in order, batching runs of the same operation."""
+        sql = {
+            ADD: "INSERT OR REPLACE INTO incident_targets (incident, target, down) VALUES (?, ?, 1)",
+            RECOVERED: "UPDATE incident_targets SET down = 0 WHERE incident = ? AND target = ?",
+            DROP: "DELETE FROM incident_targets WHERE incident = ? AND target = ?",
+        }
+        i = 0
+        while i < len(log):
+            op = log[i][2]
+            j = i
+            while j < len(log) and log[j][2] == op:
+                j += 1
+            self.db.executemany(sql[op], [(inc, t) for inc, t, _ in log[i:j]])
+            i = j
+
+    # ------------------------------------------------------------ restart
+
+    def load_open(self) -> list[tuple[Incident, Kind, set[str]]]:
+        rows = self.db.execute(
+            "SELECT id, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update"
+            " FROM incidents WHERE status = 'open' ORDER BY seq"
+        ).fetchall()
+        out = []
+        for iid, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update in rows:
+            inc = Incident(iid, seq, kind, root, opened_at, grace_from=grace_from, clear_since=clear_since,
+                           last_update=last_update)
+            ever: set[str] = set()
+            for target, down in self.db.execute(
+                "SELECT target, down FROM incident_targets WHERE incident = ?", (iid,)
+            ):
+                ever.add(target)
+                if down:
+                    inc.members.add(target)
+            out.append((inc, basis, ever))
+        return out
+
+    def next_seq(self) -> int:
+        row = self.db.execute("SELECT MAX(seq) FROM incidents").fetchone()
+        return int(row[0] or 0) + 1
+
+    def down_states(self) -> dict[str, float]:
+        """Targets the state-change log says are down now (written by the daemon's EventStore)."""
+        rows = self.db.execute("SELECT target, since FROM target_state WHERE state = ?", (State.DOWN.value,))
+        return {t: since for t, since in rows}
+
+    # ------------------------------------------------------------ queries (CLI, reports, delivery)
+
+    def incidents(self, *, status: str | None = "open", limit: int = 100) -> list[IncidentRow]:
+        sql = _ROW_SQL
+        args: list[Any] = []
+        if status is not None:
+            sql += " WHERE i.status = ?"
+            args.append(status)
+        sql += " ORDER BY i.seq DESC LIMIT ?"
+        args.append(limit)
+        return [self._row(r) for r in self.db.execute(sql, args)]
+
+    def incident(self, inc_id: str) -> IncidentRow:
+        r = self.db.execute(_ROW_SQL + " WHERE i.id = ?", (inc_id,)).fetchone()
+        if r is None:
+            raise NotFound(f"no incident {inc_id}")
+        return self._row(r)
+
+    def _row(self, r: tuple[Any, ...]) -> IncidentRow:
+        iid = r[0]
+        last = self.db.execute(
+            "SELECT affected_endpoints, affected_customers FROM incident_events WHERE incident = ?"
+            " AND event IN ('opened', 'updated') ORDER BY id DESC LIMIT 1",
+            (iid,),
+        ).fetchone()
+        eps, custs = (len(json.loads(last[0])), len(json.loads(last[1]))) if last else (0, 0)
+        return IncidentRow(
+            id=r[0], kind=r[1], root=r[2], status=r[3], opened_at=r[4], updated_at=r[5], cleared_at=r[6],
+            closed_at=r[7], merged_into=r[8], acked_at=r[9], acked_by=r[10],
+            affected_endpoints=eps, affected_customers=custs,
+        )
+
+    def events(self, inc_id: str | None = None) -> Iterator[dict[str, Any]]:
+        sql = ("SELECT ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
+               " into_incident FROM incident_events")
+        args: tuple[Any, ...] = ()
+        if inc_id is not None:
+            sql += " WHERE incident = ?"
+            args = (inc_id,)
+        for ts, ev, iid, kind, root, eps, custs, nodes, into in self.db.execute(sql + " ORDER BY id", args):
+            yield {"ts": ts, "event": ev, "incident": iid, "kind": kind, "root": root,
+                   "affected_endpoints": json.loads(eps), "affected_customers": json.loads(custs),
+                   "affected_nodes": json.loads(nodes), "into": into}
+
+    def actions(self, inc_id: str) -> list[tuple[float, str, str, str, float | None]]:
+        return list(self.db.execute(
+            "SELECT ts, action, author, text, done_at FROM incident_actions WHERE incident = ? ORDER BY id", (inc_id,)
+        ))
+
+    # ------------------------------------------------------------ staff actions
+
+    def add_action(self, inc_id: str, action: str, author: str, text: str, now: float) -> None:
+        """Record an ack/note/resolve. Acks take effect at once; resolves are done by the daemon."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        row = self.incident(inc_id)
+        with _tx(self.db):
+            done = now if action != "resolve" else None
+            self.db.execute(
+                "INSERT INTO incident_actions (incident, ts, action, author, text, done_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (inc_id, now, action, author, text, done),
+            )
+            if action == "ack" and row.acked_at is None:
+                self.db.execute("UPDATE incidents SET acked_at = ?, acked_by = ? WHERE id = ?", (now, author, inc_id))
+
+    def pending_resolves(self) -> list[tuple[int, str]]:
+        return list(self.db.execute(
+            "SELECT id, incident FROM incident_actions WHERE action = 'resolve' AND done_at IS NULL ORDER BY id"
+        ))
+
+    def mark_done(self, action_ids: Sequence[int], now: float) -> None:
+        with _tx(self.db):
+            self.db.executemany("UPDATE incident_actions SET done_at = ? WHERE id = ?", [(now, i) for i in action_ids])
+
+    # ------------------------------------------------------------ maintenance
+
+    def add_window(
+        self, node: str, start: float, end: float, reason: str, author: str, customers: Sequence[str], now: float
+    ) -> int:
+        with _tx(self.db):
+            cur = self.db.execute(
+                "INSERT INTO maintenance (node, start, end, reason, author, customers, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (node, start, end, reason, author, json.dumps(list(customers)), now),
+            )
+            self._bump()
+        return int(cur.lastrowid or 0)
+
+    def remove_window(self, window_id: int, now: float) -> None:
+        with _tx(self.db):
+            cur = self.db.execute(
+                "UPDATE maintenance SET removed_at = ? WHERE id = ? AND removed_at IS NULL", (now, window_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no active maintenance window {window_id}")
+            self._bump()
+
+    def maintenance(self, *, include_removed: bool = False) -> list[MaintenanceRow]:
+        sql = "SELECT id, node, start, end, reason, author, customers, created_at, removed_at FROM maintenance"
+        if not include_removed:
+            sql += " WHERE removed_at IS NULL"
+        return [
+            MaintenanceRow(i, n, s, e, r, a, tuple(json.loads(c)), ca, ra)
+            for i, n, s, e, r, a, c, ca, ra in self.db.execute(sql + " ORDER BY start, id")
+        ]
+
+    def windows(self) -> list[Window]:
+        return [Window(m.id, m.node, m.start, m.end, m.reason) for m in self.maintenance()]
+
+    def maintenance_rev(self) -> str:
+        row = self.db.execute("SELECT value FROM correlation_meta WHERE key = 'maintenance_rev'").fetchone()
+        return str(row[0]) if row else "0"
+
+    def _bump(self) -> None:
+        self.db.execute(
+            "INSERT INTO correlation_meta (key, value) VALUES ('maintenance_rev', '1') ON CONFLICT(key)"
+            " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+
+_ROW_SQL = (
+    "SELECT i.id, i.kind, i.root, i.status, i.opened_at, i.updated_at, i.cleared_at, i.closed_at, i.merged_into,"
+    " i.acked_at, i.acked_by FROM incidents i"
+)
+
