@@ -44,9 +44,12 @@ class CorrelationService:
         self.poll_every = poll_every
         self._next_poll = 0.0
         self._maintenance_rev = ""
+        self._done_actions: list[int] = []
         self.engine = self._resumed(Topology.from_inventory(inventory), self.store.down_states())
-        self._persist([])
         self._poll_store(clock.now(), force=True)
+        #: what resuming decided (e.g. incidents whose targets recovered while the daemon was down)
+        self.startup_events = self.engine.tick(clock.now())
+        self._persist(self.startup_events)
 
     def _resumed(self, topo: Topology, down: dict[str, float]) -> Engine:
         now = self.clock.now()
@@ -77,7 +80,7 @@ class CorrelationService:
         self.engine = self._resumed(Topology.from_inventory(inventory), down)
         self._maintenance_rev = ""
         self._poll_store(self.clock.now(), force=True)
-        self._persist([])
+        self._persist(self.engine.tick(self.clock.now()))
 
     def close(self) -> None:
         self.store.close()
@@ -86,7 +89,7 @@ class CorrelationService:
 
     def _step(self, now: float) -> list[IncidentEvent]:
         self._poll_store(now)
-        events = self.engine.tick(now)
+        events = self.engine.tick(now)  # includes what staff resolutions produced
         self._persist(events)
         for e in events:
             log.info(
@@ -108,8 +111,7 @@ class CorrelationService:
         if pending:
             for _, inc_id in pending:
                 self.engine.resolve(inc_id, now)
-            self._persist(self.engine.tick(now))
-            self.store.mark_done([aid for aid, _ in pending], now)
+            self._done_actions.extend(aid for aid, _ in pending)  # marked in the same transaction
 
     def _persist(self, events: list[IncidentEvent]) -> None:
         eng = self.engine
@@ -119,7 +121,11 @@ class CorrelationService:
         for e in events:
             if e.event == "opened" and e.incident in eng.by_id:
                 open_incidents[e.incident] = (eng.by_id[e.incident], eng.basis[e.incident])
-        self.store.save(events, open_incidents, set(eng.changed), eng.member_log, eng.window_events)
+        self.store.save(
+            events, open_incidents, set(eng.changed), eng.member_log, eng.window_events, self._done_actions,
+            self.clock.now(),
+        )
+        self._done_actions = []
         eng.changed.clear()
         eng.member_log.clear()
         eng.window_events.clear()

@@ -89,9 +89,11 @@ class IncidentStore:
         changed: set[str],
         member_log: Sequence[tuple[str, str, str]],
         window_events: Sequence[WindowEvent] = (),
+        done_actions: Sequence[int] = (),
+        now: float = 0.0,
     ) -> None:
-        """One engine step, atomically: events, incident rows, attached targets, window events."""
-        if not (events or changed or member_log or window_events):
+        """One engine step, atomically: events, incident rows, attached targets, window events, actions done."""
+        if not (events or changed or member_log or window_events or done_actions):
             return
         db = self.db
         try:
@@ -108,6 +110,7 @@ class IncidentStore:
                     "INSERT INTO maintenance_events (window_id, node, ts, event) VALUES (?, ?, ?, ?)",
                     [(w.window, w.node, w.ts, w.event) for w in window_events],
                 )
+                db.executemany("UPDATE incident_actions SET done_at = ? WHERE id = ?", [(now, i) for i in done_actions])
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -268,10 +271,6 @@ class IncidentStore:
         return list(self.db.execute(
             "SELECT id, incident FROM incident_actions WHERE action = 'resolve' AND done_at IS NULL ORDER BY id"
         ))
-
-    def mark_done(self, action_ids: Sequence[int], now: float) -> None:
-        with _tx(self.db):
-            self.db.executemany("UPDATE incident_actions SET done_at = ? WHERE id = ?", [(now, i) for i in action_ids])
 
     # ------------------------------------------------------------ maintenance
 

@@ -1,0 +1,171 @@
+"""CorrelationService: crash safety (kill -9 mid-burst), staff actions, maintenance from the store."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from monitor.clock import ManualClock
+from monitor.correlate.service import CorrelationService
+from monitor.correlate.settings import CorrelationSettings
+from monitor.correlate.store import IncidentStore
+from monitor.state import State, StateChange
+from monitor.store import EventStore
+from tests.correlate_helpers import tree_inventory
+
+T0 = 1_793_491_200.0
+SETTINGS = CorrelationSettings.for_interval(60).with_overrides({"settle": "10", "blind_share": "1"})
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def burst(inv):
+    """The core fails: every target confirmed down over one poll interval, in inventory order."""
+    ids = list(inv.targets)
+    return [StateChange(t, State.UP, State.DOWN, T0 + 60 * i / len(ids), "3 consecutive failed polls")
+            for i, t in enumerate(ids)]
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, {root!r})
+    from monitor.clock import ManualClock
+    from monitor.correlate.service import CorrelationService
+    from monitor.store import EventStore
+    from tests.correlate_helpers import tree_inventory
+    from tests.test_correlate_service import SETTINGS, T0, burst
+    inv = tree_inventory(4, 5, 50)
+    db = Path({db!r})
+    log = EventStore(db)
+    clock = ManualClock(T0 - 1)
+    svc = CorrelationService(inv, db, SETTINGS, clock)
+    print("ready", flush=True)
+    for c in burst(inv):
+        clock.set(c.ts)
+        log.append([c])
+        svc.on_state_changes([c])
+    print("done", flush=True)
+    import time
+    time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("kill_after_rows", [1, 300, 800])
+def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path, kill_after_rows):
+    db = tmp_path / "monitor.db"
+    IncidentStore(db).close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(root=ROOT, db=str(db))], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        watch = sqlite3.connect(db)
+        while watch.execute("SELECT count(*) FROM incident_targets").fetchone()[0] < kill_after_rows:
+            pass
+        proc.kill()
+        proc.wait()
+        killed = watch.execute("SELECT count(*) FROM incident_targets").fetchone()[0]
+        watch.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    inv = tree_inventory(4, 5, 50)
+    assert killed < len(inv.targets), "the child finished before it was killed; the test proves nothing"
+
+    # restart like the daemon: the event log says who is down; the rest of the burst still arrives
+    log = EventStore(db)
+    already = log.load_states()
+    clock = ManualClock(T0 + 61)
+    svc = CorrelationService(inv, db, SETTINGS, clock)
+    for c in burst(inv):
+        if c.target not in already:
+            c = StateChange(c.target, c.old, c.new, clock.now(), c.reason)
+            log.append([c])
+            svc.on_state_changes([c])
+    for step in range(1, 40):
+        clock.set(T0 + 61 + step * 10)
+        svc.tick()
+    store = svc.store
+    opened = [e for e in store.events() if e["event"] == "opened"]
+    assert [(e["kind"], e["root"]) for e in opened] == [("outage", "core")]
+    rows = store.incidents(status=None)
+    assert [(r.id, r.status, r.root) for r in rows] == [(opened[0]["incident"], "open", "core")]
+    members = store.db.execute(
+        "SELECT count(*) FROM incident_targets WHERE incident = ? AND down = 1", (rows[0].id,)
+    ).fetchone()[0]
+    assert members == len(inv.targets)
+    last = [e for e in store.events() if e["event"] in ("opened", "updated")][-1]
+    assert len(last["affected_endpoints"]) == len(inv.endpoints())
+    svc.close()
+    log.close()
+
+
+@pytest.fixture
+def outage(tmp_path):
+    inv = tree_inventory(2, 2, 5)
+    db = tmp_path / "monitor.db"
+    clock = ManualClock(T0 - 1)
+    svc = CorrelationService(inv, db, SETTINGS, clock, poll_every=0)
+    log = EventStore(db)
+    for c in burst(inv):
+        clock.set(c.ts)
+        log.append([c])
+        svc.on_state_changes([c])
+    clock.set(T0 + 120)
+    svc.tick()
+    yield inv, db, clock, svc
+    svc.close()
+    log.close()
+
+
+def test_ack_and_resolve_by_staff(outage):
+    _inv, db, clock, svc = outage
+    cli = IncidentStore(db)  # what `monitor incidents` uses, on its own connection
+    [row] = cli.incidents()
+    cli.add_action(row.id, "ack", "ana", "on it", clock.now())
+    assert cli.incident(row.id).acked_by == "ana"
+    cli.add_action(row.id, "resolve", "ana", "power restored, polls lag", clock.now())
+    assert cli.incident(row.id).status == "open"  # the daemon does the resolving
+    clock.advance(1)
+    events = svc.tick()
+    assert [(e.event, e.incident) for e in events] == [("resolved", row.id)]
+    assert cli.incident(row.id).status == "resolved"
+    assert cli.pending_resolves() == []
+    assert [a[1] for a in cli.actions(row.id)] == ["ack", "resolve"]
+    clock.advance(600)
+    assert svc.tick() == []  # its targets are still down but left alone until they change
+    cli.close()
+
+
+def test_maintenance_added_while_running_makes_failures_planned(tmp_path):
+    inv = tree_inventory(1, 2, 4)
+    db = tmp_path / "monitor.db"
+    clock = ManualClock(T0)
+    svc = CorrelationService(inv, db, SETTINGS, clock, poll_every=0)
+    cli = IncidentStore(db)
+    wid = cli.add_window("ap-000-01", T0 + 100, T0 + 3600, "swap radio", "ana",
+                         svc.engine.topo.customers_below("ap-000-01"), T0)
+    assert cli.maintenance()[0].customers == ("C-000005", "C-000006", "C-000007", "C-000008")
+    clock.set(T0 + 200)
+    svc.tick()
+    kids = [t for t in inv.targets if t == "ap-000-01" or inv.targets[t].parents == ("ap-000-01",)]
+    for t in kids:
+        svc.on_state_changes([StateChange(t, State.UP, State.DOWN, clock.now(), "x")])
+    clock.set(T0 + 300)
+    events = svc.tick()
+    assert [(e.event, e.kind, e.root) for e in events] == [("opened", "planned", "ap-000-01")]
+    started = cli.db.execute("SELECT window_id, event FROM maintenance_events").fetchall()
+    assert started == [(wid, "started")]
+    cli.remove_window(wid, clock.now())
+    clock.advance(1)
+    events = svc.tick()
+    assert [(e.event, e.kind) for e in events] == [("updated", "outage")]  # still down, window gone
+    svc.close()
+    cli.close()
