@@ -1,0 +1,104 @@
+"""``monitor incidents`` and ``monitor maintenance`` against a real store the service wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.clock import ManualClock
+from monitor.correlate.service import CorrelationService
+from monitor.correlate.store import IncidentStore
+from monitor.inventory.loader import load_inventory
+from tests.correlate_helpers import tree_inventory
+from tests.test_correlate_service import SETTINGS, T0, burst
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
+
+
+@pytest.fixture
+def db(tmp_path):
+    inv = tree_inventory(1, 2, 3)
+    path = tmp_path / "monitor.db"
+    clock = ManualClock(T0 - 1)
+    svc = CorrelationService(inv, path, SETTINGS, clock)
+    for c in burst(inv):
+        clock.set(c.ts)
+        svc.on_state_changes([c])
+    clock.set(T0 + 200)
+    svc.tick()
+    svc.close()
+    return path
+
+
+def test_list_show_ack_note_resolve(db, capsys):
+    assert main(["incidents", "list", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "INC-000001  outage" in out and "core" in out
+    assert main(["incidents", "ack", "INC-000001", "--db", str(db), "--by", "ana", "--note", "on my way"]) == 0
+    assert main(["incidents", "note", "INC-000001", "breaker tripped", "--db", str(db), "--by", "luis"]) == 0
+    assert main(["incidents", "resolve", "INC-000001", "--db", str(db), "--by", "ana"]) == 0
+    capsys.readouterr()
+    assert main(["incidents", "show", "INC-000001", "--db", str(db), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["incident"]["acked_by"] == "ana"
+    assert shown["incident"]["affected_endpoints"] == 6
+    assert [a["action"] for a in shown["actions"]] == ["ack", "note", "resolve"]
+    assert [a["done"] for a in shown["actions"]] == [True, True, False]  # the daemon resolves
+    assert shown["events"][0]["event"] == "opened"
+    assert main(["incidents", "show", "INC-000001", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert "acknowledged by ana" in text and "(pending)" in text
+
+
+def test_unknown_incident_is_a_clear_error(db, capsys):
+    assert main(["incidents", "ack", "INC-999999", "--db", str(db)]) == 2
+    assert "no incident INC-999999" in capsys.readouterr().err
+
+
+def test_missing_store_is_a_clear_error(tmp_path, capsys):
+    assert main(["incidents", "list", "--db", str(tmp_path / "none.db")]) == 2
+    assert "no store here" in capsys.readouterr().err
+
+
+def test_maintenance_add_list_remove(tmp_path, capsys):
+    db = tmp_path / "monitor.db"
+    IncidentStore(db).close()
+    args = ["--config", str(CONFIG), "--db", str(db)]
+    assert main(["maintenance", "add", *args, "--node", "ap-centro-1", "--start", "2026-11-24T02:00:00-05:00",
+                 "--duration", "2h", "--reason", "firmware", "--by", "ana"]) == 0
+    assert "window 1 on ap-centro-1: 2026-11-24T07:00:00Z .. 2026-11-24T09:00:00Z" in capsys.readouterr().out
+    store = IncidentStore(db)
+    [w] = store.maintenance()
+    inv = load_inventory(CONFIG)
+    below = {t.customer for t in inv.targets.values() if t.parents == ("ap-centro-1",) and t.customer}
+    assert set(w.customers) == below and below
+    assert store.maintenance_rev() == "1"
+    assert main(["maintenance", "list", *args]) == 0
+    assert "ap-centro-1" in capsys.readouterr().out
+    assert main(["maintenance", "remove", *args, "1"]) == 0
+    assert store.maintenance() == [] and store.maintenance_rev() == "2"
+    assert main(["maintenance", "remove", *args, "1"]) == 2
+    assert "no active maintenance window 1" in capsys.readouterr().err
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--node", "nope", "--start", "2026-11-24T02:00:00Z", "--duration", "1h"],
+         "no node or endpoint with id 'nope'"),
+        (["--node", "ap-centro-1", "--start", "tomorrow", "--duration", "1h"],
+         "--start 'tomorrow': expected ISO-8601"),
+        (["--node", "ap-centro-1", "--start", "2026-11-24T02:00:00Z", "--end", "2026-11-24T01:00:00Z"],
+         "is not after start"),
+        (["--node", "ap-centro-1", "--start", "2026-11-24T02:00:00Z", "--duration", "soon"], "--duration 'soon'"),
+    ],
+)
+def test_maintenance_mistakes(tmp_path, capsys, extra, message):
+    db = tmp_path / "monitor.db"
+    IncidentStore(db).close()
+    assert main(["maintenance", "add", "--config", str(CONFIG), "--db", str(db), *extra]) == 2
+    assert message in capsys.readouterr().err
