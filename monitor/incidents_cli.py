@@ -12,6 +12,8 @@ import argparse
 import getpass
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -143,8 +145,7 @@ def _api(args: argparse.Namespace, *, topology: bool = False) -> IncidentsAPI:
 
 
 def _incidents(args: argparse.Namespace) -> int:
-    api = _api(args)
-    try:
+    with _opened(args) as api:
         if args.action == "list":
             rows = api.incidents(all_=args.all)
             if args.json:
@@ -162,16 +163,11 @@ def _incidents(args: argparse.Namespace) -> int:
         else:
             api.resolve(args.id, args.by, args.note)
             print(f"{args.id}: resolution requested; the daemon closes it within seconds")
-    except NotFound as exc:
-        raise ConfigError(str(exc)) from None
-    finally:
-        api.close()
     return 0
 
 
 def _maintenance(args: argparse.Namespace) -> int:
-    api = _api(args, topology=args.action == "add")
-    try:
+    with _opened(args, topology=args.action == "add") as api:
         if args.action == "add":
             start = _when(args.start, "--start")
             end = _when(args.end, "--end") if args.end else start + _duration(args.duration)
@@ -187,11 +183,19 @@ def _maintenance(args: argparse.Namespace) -> int:
         else:
             api.remove_window(args.id)
             print(f"window {args.id} removed")
+    return 0
+
+
+@contextmanager
+def _opened(args: argparse.Namespace, *, topology: bool = False) -> Iterator[IncidentsAPI]:
+    """The API for one command; "no such id" becomes a user error (exit 2), the store is closed."""
+    api = _api(args, topology=topology)
+    try:
+        yield api
     except NotFound as exc:
         raise ConfigError(str(exc)) from None
     finally:
         api.close()
-    return 0
 
 
 def _when(text: str, flag: str) -> float:
