@@ -58,6 +58,8 @@ class Engine:
         self.blind: Incident | None = None
         self._blind_clear_since: float | None = None
         self._vantage = frozenset(settings.vantage)
+        # below this many independent failures the share rule cannot fire: skip the check
+        self._blind_quiet = max(settings.blind_min - 1, int(settings.blind_share * len(topo)))
         self._settle: deque[tuple[float, str, float]] = deque()  # (due, target, down since)
         self._grace: deque[tuple[float, str, float]] = deque()  # (due, incident id, grace_from)
         self._hold: deque[tuple[float, str, float]] = deque()  # (due, incident id, clear_since)
@@ -65,6 +67,7 @@ class Engine:
         self._recent: deque[tuple[float, str]] = deque()  # endpoint down transitions inside W
         self._in_window: set[str] = set()
         self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
+        self._root_cache: dict[str, str] = {}  # node -> its topological root, while states hold still
         self._unexplained: set[str] = set()  # down targets whose parents are not all down
         self._ignored: set[str] = set()  # down targets of a manually resolved incident
         self._dirty: dict[str, float] = {}  # incident id -> since when its affected set changed
@@ -97,7 +100,11 @@ class Engine:
                 self._went_down(tid, self.now)
         elif c.old is State.DOWN or tid in self.down:
             self._came_back(tid)
-        self._check_blind()
+        if self.blind is not None or len(self._unexplained) > self._blind_quiet or self._vantage_down():
+            self._check_blind()
+
+    def _vantage_down(self) -> bool:
+        return any(v in self.down for v in self.s.vantage)
 
     def tick(self, now: float) -> list[IncidentEvent]:
         """Let time pass: fire settle, grace, hold-down and maintenance timers; emit due updates."""
@@ -194,14 +201,19 @@ class Engine:
 
     def _went_down(self, tid: str, ts: float) -> None:
         topo, down = self.topo, self.down
+        if self._root_cache:
+            self._root_cache.clear()
         down[tid] = ts
         self._ignored.discard(tid)
         ps = topo.parents[tid]
-        if not ps or not all(p in down for p in ps):
+        if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
             self._unexplained.add(tid)
         for c in topo.children[tid]:
-            if c in self._unexplained and all(p in down for p in topo.parents[c]):
+            if c in down and all(p in down for p in topo.parents[c]):
                 self._unexplained.discard(c)
+                if c not in self._vantage and len(topo.parents[c]) > 1:
+                    # its last uplink just failed: judge it again (it may belong to an outage now)
+                    self._settle.append((ts + self.s.settle, c, down[c]))
         if tid in topo.endpoint:
             self._recent.append((ts, tid))
             self._in_window.add(tid)
@@ -217,6 +229,8 @@ class Engine:
 
     def _came_back(self, tid: str) -> None:
         topo, down = self.topo, self.down
+        if self._root_cache:
+            self._root_cache.clear()
         down.pop(tid, None)
         self._ignored.discard(tid)
         self._unexplained.discard(tid)
@@ -274,7 +288,17 @@ class Engine:
     def _run_timers(self, now: float) -> None:
         if now < self.now:
             now = self.now  # clocks may step back a little; time here never does
-        queues = (self._settle, self._grace, self._hold, self._blind_timer)
+        settle, grace, hold, blind = self._settle, self._grace, self._hold, self._blind_timer
+        if not (
+            self._windows
+            or (settle and settle[0][0] <= now)
+            or (grace and grace[0][0] <= now)
+            or (hold and hold[0][0] <= now)
+            or (blind and blind[0][0] <= now)
+        ):
+            self.now = now  # the common case in a burst: nothing due yet
+            return
+        queues = (settle, grace, hold, blind)
         while True:
             best: deque[tuple[float, str, float]] | None = None
             for q in queues:
@@ -288,12 +312,20 @@ class Engine:
                 self.now = max(self.now, wdue)
                 self._sync_windows()
                 continue
+            if best is settle:
+                # drain settle timers in one tight loop up to the next other timer (100k in a burst)
+                limit = min([now, *(q[0][0] for q in queues[1:] if q), *([wdue] if wdue is not None else [])])
+                down, ignored, evaluate = self.down, self._ignored, self._evaluate
+                while settle and settle[0][0] <= limit:
+                    due, key, stamp = settle.popleft()
+                    if due > self.now:
+                        self.now = due
+                    if down.get(key) == stamp and key not in ignored:
+                        evaluate(key)
+                continue
             due, key, stamp = best.popleft()
             self.now = max(self.now, due)
-            if best is self._settle:
-                if self.down.get(key) == stamp and key not in self._ignored:
-                    self._evaluate(key)
-            elif best is self._grace:
+            if best is self._grace:
                 inc = self.by_id.get(key)
                 if inc is not None and inc.grace_from == stamp:
                     self._grace_expired(inc)
@@ -325,7 +357,24 @@ class Engine:
     # ---------------------------------------------------------------- decisions
 
     def _topo_root(self, tid: str) -> str:
-        """Walk up while every parent is down (following the first parent): the failure's origin."""
+        """Walk up while every parent is down (following the first parent): the failure's origin.
+
+        Siblings share the answer for their parent, cached until the next state change.
+        """
+        ps = self.topo.parents[tid]
+        if not ps:
+            return tid
+        down = self.down
+        for p in ps:
+            if p not in down:
+                return tid
+        cache = self._root_cache
+        root = cache.get(ps[0])
+        if root is None:
+            root = cache[ps[0]] = self._walk_up(ps[0])
+        return root
+
+    def _walk_up(self, tid: str) -> str:
         parents, down = self.topo.parents, self.down
         cur = tid
         while True:
@@ -379,8 +428,10 @@ class Engine:
             self.basis[inc.id] = "outage"
             self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
             self._absorb(inc, self._down_subtree(root))
-        elif tid == root and basis == "outage":
+        elif tid == root and basis == "outage" and self.member.get(tid) != root:
             self._absorb(inc, self._down_subtree(root))  # the root failed again within its hold-down
+        if self.member.get(tid) == root:
+            return  # already attached (typically by the root's own walk over its subtree)
         if tid in self.topo.endpoint:
             self._absorb(inc, (tid,))
         elif tid != root:
@@ -597,21 +648,18 @@ class Engine:
     # ---------------------------------------------------------------- output
 
     def _lists(self, targets: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-        endpoint, customer = self.topo.endpoint, self.topo.customer
-        eps: list[str] = []
-        nodes: list[str] = []
-        custs: set[str] = set()
-        for t in targets:
-            if t in endpoint:
-                eps.append(t)
-                c = customer.get(t)
-                if c is not None:
-                    custs.add(c)
-            else:
-                nodes.append(t)
-        eps.sort()
-        nodes.sort()
-        return tuple(eps), tuple(sorted(custs)), tuple(nodes)
+        topo = self.topo
+        endpoint, customer = topo.endpoint, topo.customer
+        members = targets if isinstance(targets, set | frozenset) else set(targets)
+        nodes = sorted(t for t in members if t not in endpoint)
+        if len(members) * 8 > len(endpoint):
+            # a mass incident: filtering the presorted lists beats sorting 100k strings
+            eps = tuple(e for e in topo.sorted_endpoints if e in members)
+            custs = tuple(c for c, es in topo.sorted_customers if any(e in members for e in es))
+            return eps, custs, tuple(nodes)
+        eps_list = sorted(t for t in members if t in endpoint)
+        custs_set = {customer[t] for t in eps_list if t in customer}
+        return tuple(eps_list), tuple(sorted(custs_set)), tuple(nodes)
 
     def _render_pending(self, inc: Incident) -> None:
         """An incident opened in this tick is announced with what it held before it merged/resolved."""

@@ -22,6 +22,8 @@ class Topology:
     endpoint: frozenset[str]  # ids of customer endpoints
     customer: dict[str, str]  # endpoint id -> customer id
     order: dict[str, int]  # inventory position, for deterministic tie-breaks
+    sorted_endpoints: tuple[str, ...]  # by id: big affected lists are filtered from this, not sorted
+    sorted_customers: tuple[tuple[str, tuple[str, ...]], ...]  # (customer, its endpoints) by customer id
 
     @classmethod
     def build(cls, targets: Iterable[Target]) -> Topology:
@@ -48,6 +50,9 @@ class Topology:
                 if a in below:
                     below[a] += 1
         customer = {t.id: t.customer for t in tlist if t.role == "endpoint" and t.customer}
+        by_customer: dict[str, list[str]] = {}
+        for e, c in customer.items():
+            by_customer.setdefault(c, []).append(e)
         return cls(
             parents=parents,
             children={k: tuple(v) for k, v in kids.items()},
@@ -57,6 +62,8 @@ class Topology:
             endpoint=endpoint,
             customer=customer,
             order=order,
+            sorted_endpoints=tuple(sorted(endpoint)),
+            sorted_customers=tuple((c, tuple(es)) for c, es in sorted(by_customer.items())),
         )
 
     @classmethod

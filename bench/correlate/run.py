@@ -1,0 +1,143 @@
+"""Correlation benchmark: 100,000 endpoints, a core failure, and replay throughput.
+
+    .venv/bin/python -m bench.correlate.run [--aps 200] [--cpes 500] [--cycles 10]
+
+Prints: topology build time, CPU ms for the core-failure burst through the pure engine and
+through the CorrelationService (SQLite, one transaction per step), incidents opened (must be 1),
+peak RSS of the process, and `monitor replay` lines/s on a generated outcomes file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from monitor.clock import ManualClock
+from monitor.correlate.engine import Engine
+from monitor.correlate.incidents import format_ts
+from monitor.correlate.service import CorrelationService
+from monitor.correlate.settings import CorrelationSettings
+from monitor.correlate.topology import Topology
+from monitor.replay import replay
+from monitor.state import State, StateChange
+from tests.correlate_helpers import tree_inventory
+
+T0 = 1_793_491_200.0
+
+
+def _burst(inv, interval: float) -> list[StateChange]:
+    """Every target confirmed down once, in random order, over one poll interval (as polls land)."""
+    ids = list(inv.targets)
+    random.Random(1).shuffle(ids)
+    return [StateChange(t, State.UP, State.DOWN, T0 + interval * i / len(ids), "3 consecutive failed polls")
+            for i, t in enumerate(ids)]
+
+
+def _feed(apply_and_tick, burst: list[StateChange], interval: float) -> tuple[float, list]:
+    """Feed changes, ticking once per virtual second like the daemon; return CPU ms and events."""
+    events: list = []
+    cpu = time.process_time()
+    next_tick = T0 + 1
+    for c in burst:
+        while c.ts >= next_tick:
+            events += apply_and_tick(None, next_tick)
+            next_tick += 1
+        events += apply_and_tick(c, None)
+    end = T0 + 4 * interval
+    while next_tick <= end:
+        events += apply_and_tick(None, next_tick)
+        next_tick += 1
+    return (time.process_time() - cpu) * 1000, events
+
+
+def bench_engine(inv, settings: CorrelationSettings) -> None:
+    t = time.process_time()
+    topo = Topology.from_inventory(inv)
+    print(f"topology build: {(time.process_time() - t) * 1000:.0f} ms CPU for {len(topo):,} targets")
+    engine = Engine(topo, settings, start=T0)
+    burst = _burst(inv, settings.interval)
+
+    def step(c, now):
+        if c is not None:
+            engine.apply(c)
+            return engine.tick(c.ts) if engine.has_output() else []
+        return engine.tick(now)
+
+    ms, events = _feed(step, burst, settings.interval)
+    opened = [e for e in events if e.event == "opened"]
+    print(f"engine burst: {len(burst):,} changes in {ms:.0f} ms CPU; incidents opened: {len(opened)} "
+          f"({', '.join(f'{e.kind}@{e.root}' for e in opened)}); events: {len(events)}; "
+          f"endpoints in the last event: {len(events[-1].affected_endpoints):,}")
+
+
+def bench_service(inv, settings: CorrelationSettings) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = ManualClock(T0)
+        svc = CorrelationService(inv, Path(tmp) / "monitor.db", settings, clock)
+        burst = _burst(inv, settings.interval)
+
+        def step(c, now):
+            if c is not None:
+                return svc.on_state_changes([c])
+            clock.set(now)
+            return svc.tick(now)
+
+        ms, events = _feed(step, burst, settings.interval)
+        opened = [e for e in events if e.event == "opened"]
+        print(f"service burst (SQLite, one transaction per change): {ms:.0f} ms CPU; incidents opened: {len(opened)}")
+        svc.close()
+
+
+def bench_replay(inv, settings: CorrelationSettings, cycles: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "outcomes.jsonl"
+        ids = list(inv.targets)
+        n = len(ids)
+        fail_from = T0 + settings.interval * (cycles // 3)
+        fail_to = T0 + settings.interval * (2 * cycles // 3)
+        with path.open("w") as f:
+            for k in range(cycles):
+                for i, tid in enumerate(ids):
+                    ts = T0 + k * settings.interval + int(settings.interval * i / n)
+                    ok = not (fail_from <= ts < fail_to)
+                    f.write(json.dumps({"ts": format_ts(ts), "target": tid, "ok": ok, "rtt_ms": 4.2}) + "\n")
+        lines = cycles * n
+        topo = Topology.from_inventory(inv)
+        wall, cpu = time.perf_counter(), time.process_time()
+        with path.open() as f:
+            events = list(replay(inv, settings, f, topology=topo))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        opened = [e for e in events if e.event == "opened"]
+        print(f"replay: {lines:,} lines in {wall:.2f} s wall / {cpu:.2f} s CPU = {lines / wall:,.0f} lines/s; "
+              f"incidents opened: {len(opened)} ({', '.join(f'{e.kind}@{e.root}' for e in opened)})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--towers", type=int, default=10)
+    ap.add_argument("--aps", type=int, default=20, help="APs per tower")
+    ap.add_argument("--cpes", type=int, default=500, help="CPEs per AP")
+    ap.add_argument("--cycles", type=int, default=10, help="poll cycles in the replay input")
+    ap.add_argument("--skip-service", action="store_true")
+    args = ap.parse_args()
+    t = time.process_time()
+    inv = tree_inventory(args.towers, args.aps, args.cpes)
+    print(f"inventory: {len(inv.endpoints()):,} endpoints, {len(inv.nodes())} nodes "
+          f"({(time.process_time() - t) * 1000:.0f} ms to build)")
+    settings = CorrelationSettings.for_interval(60).with_overrides({"blind_share": "1"})
+    bench_engine(inv, settings)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS after inventory + topology + engine burst: {rss:.0f} MB")
+    if not args.skip_service:
+        bench_service(inv, settings)
+    bench_replay(inv, settings, args.cycles)
+    print(f"peak RSS overall: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
