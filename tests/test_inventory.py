@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.inventory.loader import load_inventory, summarize
+from monitor.inventory.loader import TOP_KEYS, load_inventory, summarize
 from monitor.inventory.model import NODE_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,8 +138,25 @@ MISTAKES = [
         f"sites.yaml:12: nodes[1]: unknown key 'adress' (allowed: {NODE_KEYS})",
         "sites.yaml:12: nodes[1]: missing required key 'address'"]),
     ("unknown top-level key", "customers:\n", "colour: red\ncustomers:\n", [
-        "sites.yaml:14: unknown key 'colour' (allowed: credentials, customers, customers_file, daemon, "
-        "municipalities, nodes, polling, polling_by_kind, service_classes, sites, timeseries)"]),
+        f"sites.yaml:14: unknown key 'colour' (allowed: {', '.join(sorted(TOP_KEYS))})"]),
+    ("unknown correlation setting", "customers:\n", "correlation: {K: 4, hold: 5m}\ncustomers:\n", [
+        "sites.yaml:14: correlation.hold: unknown setting (known: K, P, W, blind_min, blind_recovery, blind_share, "
+        "down_after, grace, hold-down, hold_down, holddown, interval, min_endpoints, min_share, settle, up_after, "
+        "update_interval, vantage, window)"]),
+    ("bad correlation value", "customers:\n", "correlation: {W: soon}\ncustomers:\n", [
+        "sites.yaml:14: correlation.W: expected a duration like 90, 90s, 5m, 2h"]),
+    ("unknown vantage node", "customers:\n", "correlation: {vantage: [core, gw-9]}\ncustomers:\n", [
+        "sites.yaml:14: correlation: vantage: unknown node 'gw-9' (expected ids of nodes)"]),
+    ("maintenance on unknown node", "customers:\n",
+     "maintenance:\n  - {node: ap-9, start: '2026-11-01T02:00:00Z', end: '2026-11-01T04:00:00Z'}\ncustomers:\n", [
+        "sites.yaml:15: maintenance[0].node: unknown node 'ap-9' (expected the id of a node or endpoint)"]),
+    ("maintenance ending before it starts", "customers:\n",
+     "maintenance:\n  - {node: ap-1, start: '2026-11-01T04:00:00Z', end: '2026-11-01T02:00:00Z'}\ncustomers:\n", [
+        "sites.yaml:15: maintenance[0].end: must be after start"]),
+    ("maintenance with a bad time", "customers:\n",
+     "maintenance:\n  - {node: ap-1, start: tomorrow, end: '2026-11-01T02:00:00Z'}\ncustomers:\n", [
+        "sites.yaml:15: maintenance[0].start: expected an ISO 8601 time like 2026-11-01T02:00:00-05:00, "
+        "got 'tomorrow'"]),
     ("unknown nested key", "credentials: v2}}", "credentials: v2, community: x}}", [
         "sites.yaml:11: nodes[0].snmp: unknown key 'community' "
         "(allowed: context, credentials, port, profile, retries, timeout)"]),
@@ -527,6 +544,17 @@ def test_same_address_in_another_spelling_is_a_duplicate(folder: Path) -> None:
     text = BASE.replace("127.0.0.2", "'::1'").replace("127.0.0.3", "'0:0:0:0:0:0:0:1'")
     assert problems_of(text) == [
         "sites.yaml:13: nodes[2].address: duplicate address ::1 (already used by ap-1 at sites.yaml:12)"]
+
+
+def test_correlation_and_maintenance_sections(folder: Path) -> None:
+    text = BASE.replace("customers:\n", "correlation: {K: 5, P: 40, W: 3m, vantage: [core]}\nmaintenance:\n"
+                        "  - {node: ap-1, start: 2026-11-01T02:00:00-05:00, end: '2026-11-01T09:00:00Z',"
+                        " reason: cambio de radio}\ncustomers:\n", 1)
+    Path("sites.yaml").write_text(text, encoding="utf-8")
+    inv = load_inventory("sites.yaml", env=ENV)
+    assert dict(inv.correlation) == {"K": "5", "P": "40", "W": "3m", "vantage": "core"}
+    (window,) = inv.maintenance
+    assert (window.node, window.end - window.start, window.reason) == ("ap-1", 2 * 3600, "cambio de radio")
 
 
 def test_durations_accept_units(folder: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from monitor.errors import ConfigError
-from monitor.inventory import settings
+from monitor.inventory import operations, settings
 from monitor.inventory.customers_csv import read_customers
 from monitor.inventory.entries import EntryReader
 from monitor.inventory.fields import Problems, Section
@@ -36,7 +36,7 @@ __all__ = ["load_inventory", "summarize"]
 
 TOP_KEYS = (
     "municipalities", "sites", "service_classes", "credentials", "nodes", "customers", "customers_file",
-    "polling", "polling_by_kind", "daemon", "timeseries",
+    "polling", "polling_by_kind", "daemon", "timeseries", "correlation", "maintenance",
 )
 DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
 CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "polling")
@@ -103,6 +103,11 @@ class _Loader:
             csv_display = os.path.join(os.path.dirname(self.display), csv_name)
             customers += read_customers(csv_path, csv_display, self.problems, self.registry)
         targets = Graph(self.problems, nodes, customers, munis, sites, classes, layers).targets()
+        correlation = operations.correlation(top, self.problems, self.display)
+        for node in dict(correlation).get("vantage", "").split(","):
+            if node and node not in targets:
+                top.err("correlation", f"vantage: unknown node {node!r} (expected ids of nodes)")
+        maintenance = operations.maintenance(top, self.problems, self.display, set(targets))
         return Inventory(
             source=source, municipalities=munis, sites=sites, service_classes=classes, credentials=creds,
             targets=targets,
@@ -111,7 +116,7 @@ class _Loader:
                                c.language, c.notify, tuple(e.id for e in c.endpoints))
                 for c in customers
             },
-            daemon=daemon, timeseries=ts, polling=layers.base,
+            daemon=daemon, timeseries=ts, polling=layers.base, correlation=correlation, maintenance=maintenance,
         )
 
     def _unique(self, seen: dict[str, Where], sec: Section) -> str | None:

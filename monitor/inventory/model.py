@@ -174,6 +174,16 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceSpec:
+    """A planned maintenance window from the config (the CLI can add more at run time)."""
+
+    node: str
+    start: float
+    end: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Inventory:
     source: str
     municipalities: dict[str, Municipality]
@@ -185,6 +195,8 @@ class Inventory:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     timeseries: TimeseriesSettings = field(default_factory=TimeseriesSettings)
     polling: PollingSettings = field(default_factory=PollingSettings)
+    correlation: tuple[tuple[str, str], ...] = ()  # raw overrides of CorrelationSettings, validated
+    maintenance: tuple[MaintenanceSpec, ...] = ()
 
     def nodes(self) -> list[Target]:
         return [t for t in self.targets.values() if t.role == "node"]
