@@ -13,15 +13,19 @@ import contextlib
 import logging
 import signal
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor import selfmetrics
 from monitor.assess import assess
 from monitor.clock import Clock, SystemClock
+from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.service import CorrelationService
+from monitor.correlate.settings import CorrelationSettings
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
-from monitor.inventory.model import Inventory, Target
+from monitor.inventory.model import Inventory, MaintenanceSpec, Target
 from monitor.logs import event
 from monitor.probes.base import IcmpResult, Probe, SnmpResult
 from monitor.probes.icmp import IcmpProbe
@@ -38,6 +42,18 @@ log = logging.getLogger("monitor.daemon")
 def confirmation(target: Target) -> Confirmation:
     p = target.polling
     return Confirmation(down_after=p.down_after, up_after=p.up_after, degraded_after=p.degraded_after)
+
+
+def correlation_settings(inv: Inventory) -> CorrelationSettings:
+    """Defaults derived from the poll interval, then the config's ``correlation:`` overrides."""
+    base = CorrelationSettings.for_interval(inv.polling.interval)
+    return base.with_overrides(dict(inv.correlation), source=f"{inv.source}: correlation") if inv.correlation else base
+
+
+IncidentSink = Callable[[list[IncidentEvent]], None]
+
+#: How often pending state changes are correlated and the engine's timers advanced.
+CORRELATE_EVERY = 1.0
 
 
 def poll_deadline(target: Target) -> float:
@@ -81,6 +97,10 @@ class Daemon:
         self.ready = asyncio.Event()
         self.notifier = Notifier()
         self._first_pass: set[str] | None = None  # targets not yet polled since start
+        self.correlation: CorrelationService | None = None
+        self._pending_changes: list[StateChange] = []
+        #: where incident lifecycle events go once persisted (time-series annotations, delivery)
+        self.incident_sinks: list[IncidentSink] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -92,6 +112,8 @@ class Daemon:
         self.store = EventStore(state_dir / "monitor.db")
         self._restore_states(inv)
         self._first_pass = set(inv.targets)
+        self.correlation = CorrelationService(inv, state_dir / "monitor.db", correlation_settings(inv), self.clock)
+        self._sync_maintenance(inv)
         await self._start_probes(inv)
         self.writer = make_writer(inv.timeseries, state_dir)
         if self.writer is None:
@@ -105,6 +127,8 @@ class Daemon:
                 self.scheduler.set_targets(inv.targets.values())
                 scheduler_task = tg.create_task(self.scheduler.run())
                 writer_task = tg.create_task(self.writer.run()) if self.writer else None
+                self._publish(self.correlation.startup_events)
+                correlate_task = tg.create_task(self._correlate_loop())
                 self._install_signal_handlers()
                 event(
                     log, logging.INFO, "monitor started", config=self.config_path, targets=len(inv.targets),
@@ -121,6 +145,8 @@ class Daemon:
                 self.scheduler.stop()
                 await scheduler_task
                 await self.scheduler.drain()
+                correlate_task.cancel()
+                self._correlate_now()  # the changes of the last polls are correlated before exit
                 if self.writer is not None and writer_task is not None:
                     await self.writer.close()
                     await writer_task
@@ -128,6 +154,8 @@ class Daemon:
             self._remove_signal_handlers()
             await self._close_probes()
             self._stop_metrics_server()
+            if self.correlation is not None:
+                self.correlation.close()
             if self.store is not None:
                 self.store.close()
         event(log, logging.INFO, "monitor stopped")
@@ -194,12 +222,68 @@ class Daemon:
         self._update_state_gauge()
         if self.scheduler is not None:
             self.scheduler.set_targets(new.targets.values())
+        if self.correlation is not None:
+            self._correlate_now()
+            self.correlation.settings = correlation_settings(new)
+            self.correlation.reload(new)
+            self._sync_maintenance(new)
         added = sum(1 for tid in new.targets if tid not in old.targets)
         changed = sum(1 for tid, t in new.targets.items() if tid in old.targets and old.targets[tid] != t)
         selfmetrics.CONFIG_RELOADS.labels("ok").inc()
         event(log, logging.INFO, "config reloaded", added=added, removed=len(removed), changed=changed,
               targets=len(new.targets))
         return True
+
+    # -- correlation -------------------------------------------------------------------------
+
+    async def _correlate_loop(self) -> None:
+        """Correlate confirmed transitions in batches and advance the engine's timers.
+
+        Batching costs no latency that matters (the engine waits a settle period before any side
+        effect) and turns a burst of thousands of changes into one engine step and one transaction.
+        """
+        while True:
+            await asyncio.sleep(CORRELATE_EVERY)
+            self._correlate_now()
+
+    def _correlate_now(self) -> None:
+        if self.correlation is None:
+            return
+        pending, self._pending_changes = self._pending_changes, []
+        try:
+            events = self.correlation.on_state_changes(pending) if pending else self.correlation.tick()
+        except MonitorError as exc:
+            self._pending_changes = pending + self._pending_changes  # retried on the next round
+            event(log, logging.ERROR, "correlation failed, will retry", error=exc, pending=len(pending))
+            return
+        self._publish(events)
+
+    def _publish(self, events: list[IncidentEvent]) -> None:
+        if not events:
+            return
+        for sink in self.incident_sinks:
+            try:
+                sink(events)
+            except Exception:  # a broken sink must not stop correlation; the events are persisted
+                log.exception("incident sink failed", extra={"kv": {"sink": getattr(sink, "__name__", sink)}})
+
+    def _sync_maintenance(self, inv: Inventory) -> None:
+        """Make the store's config-made windows equal the config's ``maintenance:`` list."""
+        assert self.correlation is not None
+        store, topo = self.correlation.store, self.correlation.engine.topo
+        now = self.clock.now()
+        wanted = set(inv.maintenance)
+        for row in store.maintenance():
+            if row.author != "config":
+                continue
+            spec = MaintenanceSpec(row.node, row.start, row.end, row.reason)
+            if spec in wanted:
+                wanted.discard(spec)
+            else:
+                store.remove_window(row.id, now)
+        for spec in sorted(wanted, key=lambda m: (m.start, m.node)):
+            store.add_window(spec.node, spec.start, spec.end, spec.reason, "config", topo.customers_below(spec.node),
+                             now)
 
     def _restore_states(self, inv: Inventory) -> None:
         assert self.store is not None
@@ -304,6 +388,7 @@ class Daemon:
         except MonitorError as exc:
             # The event stays in memory state; the next transition retries the store.
             event(log, logging.ERROR, "cannot record state change", target=target.id, error=exc)
+        self._pending_changes.append(change)
         selfmetrics.STATE_CHANGES.labels(change.new.value).inc()
         selfmetrics.TARGETS.labels(change.old.value).dec()
         selfmetrics.TARGETS.labels(change.new.value).inc()
