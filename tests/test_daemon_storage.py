@@ -65,9 +65,11 @@ async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
 
         try:
             async with asyncio.timeout(90):
-                while len(rows('SELECT * FROM "snmp" WHERE "node" = \'ap-centro-1\'')) < 2 or len(
-                    rows('SELECT * FROM "state" WHERE "node" = \'cpe-0001\' AND "state" = 1')
-                ) < 1:
+                while not (
+                    len(rows('SELECT * FROM "snmp" WHERE "node" = \'ap-centro-1\'')) >= 2
+                    and rows('SELECT * FROM "state" WHERE "node" = \'cpe-0001\' AND "state" = 1')
+                    and rows('SELECT * FROM "state" WHERE "node" = \'core\' AND "state" = 1')
+                ):
                     await asyncio.sleep(0.1)
         finally:
             daemon.request_stop()
