@@ -1,0 +1,85 @@
+"""The daemon turns a real outage on loopback into one correlated incident, and resolves it.
+
+An AP and the three CPEs behind it stop answering (nftables drops their echo requests): the CPEs
+may be confirmed before the AP, yet exactly one *outage* incident rooted at the AP must open, with
+the three endpoints attached; when they answer again it resolves. Side effects are the sink's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.store import IncidentStore
+from monitor.daemon import Daemon
+from tests.firewall import icmp_block
+
+pytestmark = pytest.mark.root
+
+CPES = {"cpe-1": "127.78.0.11", "cpe-2": "127.78.0.12", "cpe-3": "127.78.0.13"}
+
+
+def write_config(folder: Path) -> Path:
+    endpoints = "\n".join(
+        f"  - {{id: C{i}, name: Cliente {i}, service_class: residencial,"
+        f" endpoints: [{{id: {cpe}, kind: cpe, address: {addr}, parent: ap-1}}]}}"
+        for i, (cpe, addr) in enumerate(CPES.items(), 1)
+    )
+    path = folder / "sites.yaml"
+    path.write_text(f"""
+municipalities: [{{id: m1, name: Municipio Uno}}]
+sites: [{{id: s1, municipality: m1, name: Torre Uno}}]
+service_classes:
+  residencial: {{response_hours: 24, availability_target: 98.0}}
+polling: {{interval: 0.2, icmp_count: 1, icmp_timeout: 0.1, down_after: 2, up_after: 2}}
+correlation: {{settle: 0.5, hold_down: 0.6, window: 1.0}}
+daemon: {{state_dir: var, metrics_listen: ""}}
+nodes:
+  - {{id: core, kind: router, address: 127.0.0.1, site: s1}}
+  - {{id: ap-1, kind: ap, address: 127.78.0.2, parent: core}}
+customers:
+{endpoints}
+""")
+    return path
+
+
+async def until(condition, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path):
+    daemon = Daemon(write_config(tmp_path))
+    events: list[IncidentEvent] = []
+    daemon.incident_sinks.append(events.extend)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: len(daemon.states) == 5 and all(s.state.value == "up" for s in daemon.states.values()))
+        with icmp_block() as fw:
+            fw.block("127.78.0.2", *CPES.values())
+            await until(lambda: any(e.event == "opened" for e in events)
+                        and all(daemon.states[t].state.value == "down" for t in ["ap-1", *CPES]))
+        await until(lambda: any(e.event == "resolved" for e in events))
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 15)
+
+    opened = [e for e in events if e.event == "opened"]
+    assert len(opened) == 1, events
+    assert (opened[0].kind, opened[0].root) == ("outage", "ap-1")
+    incident = opened[0].incident
+    assert {e.incident for e in events} == {incident}  # no second incident, no per-CPE alarms
+    resolved = [e for e in events if e.event == "resolved"]
+    assert len(resolved) == 1 and set(resolved[0].affected_endpoints) == set(CPES)
+    assert set(resolved[0].affected_customers) == {"C1", "C2", "C3"}
+
+    store = IncidentStore(tmp_path / "var" / "monitor.db")
+    try:
+        rows = store.incidents(status=None)
+        assert [(r.id, r.kind, r.root, r.status) for r in rows] == [(incident, "outage", "ap-1", "resolved")]
+    finally:
+        store.close()
