@@ -27,7 +27,7 @@ from monitor.probes.icmp_socket import Echo, IcmpSocket
 
 log = logging.getLogger(__name__)
 ADDRESS_CACHE = 1_000_000  # parsed addresses kept (the same targets are polled again and again)
-YIELD_EVERY = 256  # sends in a batch between chances for the reader to drain replies
+SEND_CHUNK = 256  # sends in a batch between chances for the reader to drain replies
 
 Mode = Literal["auto", "raw", "dgram"]
 # When nothing came back, the most telling reason wins.
@@ -50,7 +50,7 @@ class IcmpProbe:
         self._v6_error = "IPv6 ICMP is not available"
         self._mode = ""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._addresses: dict[str, tuple[int, bytes, str]] = {}
+        self._addresses: dict[str, tuple[int, bytes, tuple[str, int]]] = {}
 
     @property
     def mode(self) -> str:
@@ -156,86 +156,82 @@ class IcmpProbe:
         self, jobs: list[tuple[str, str]], count: int, spacing: float, per_ping_timeout: float,
         deadline: float | None,
     ) -> list[IcmpResult]:
-        if not self._socks:
+        socks = self._socks
+        if not socks:
             raise ProbeError("ICMP probe is not started (or already closed)")
-        results: list[IcmpResult | None] = [None] * len(jobs)
-        plan: list[tuple[int, Echo, IcmpSocket]] = []
+        slots: list[Echo | IcmpResult] = []  # per job, in order: its echo, or its result when not pingable
+        by_family: dict[int, list[Echo]] = {4: [], 6: []}
         parsed = self._addresses
-        for k, (address, target_id) in enumerate(jobs):
+        for address, target_id in jobs:
             known = parsed.get(address)
             if known is None:
                 if len(parsed) > ADDRESS_CACHE:
                     parsed.clear()
                 known = parsed[address] = _parse_address(address)
-            family, packed, text = known
-            sock = self._socks.get(family)
-            if family == 0:
-                results[k] = IcmpResult(target_id, address, 0, 0, error="invalid address")
-            elif sock is None:
-                results[k] = IcmpResult(target_id, address, 0, 0, error=self._v6_error)
+            family, packed, sockaddr = known
+            if family in socks:
+                echo = Echo(sockaddr[0], packed, target_id, sockaddr)
+                slots.append(echo)
+                by_family[family].append(echo)
+            elif family == 0:
+                slots.append(IcmpResult(target_id, address, 0, 0, error="invalid address"))
             else:
-                plan.append((k, Echo(text, packed), sock))
+                slots.append(IcmpResult(target_id, address, 0, 0, error=self._v6_error))
+        batches = [(socks[f], echoes) for f, echoes in by_family.items() if echoes]
         try:
             for i in range(count):
                 if i:
                     if deadline is not None and time.monotonic() + spacing >= deadline:
                         break  # no time left to send more and still wait for them
                     await asyncio.sleep(spacing)
-                await _send_round(plan)
-            await self._wait(plan, per_ping_timeout, deadline)
+                for sock, echoes in batches:
+                    await _send_round(sock, echoes)
+            for sock, echoes in batches:
+                if echoes and not sock.closed:
+                    wait_until = max(e.last_sent for e in echoes) + per_ping_timeout
+                    await sock.wait(echoes, wait_until if deadline is None else min(wait_until, deadline))
         finally:
-            for _, echo, sock in plan:
-                sock.forget(echo)
-        for k, echo, _ in plan:
-            results[k] = summarize(echo, jobs[k][1], per_ping_timeout)
-        return [r for r in results if r is not None]
-
-    async def _wait(self, plan: list[tuple[int, Echo, IcmpSocket]], per_ping_timeout: float,
-                    deadline: float | None) -> None:
-        for sock in list(self._socks.values()):  # close() may clear the dict meanwhile
-            echoes = [e for _, e, s in plan if s is sock and e.outstanding]
-            if echoes:
-                wait_until = max(e.last_sent for e in echoes) + per_ping_timeout
-                await sock.wait(echoes, wait_until if deadline is None else min(wait_until, deadline))
+            for sock, echoes in batches:
+                sock.forget_many(echoes)
+        return [summarize(x, per_ping_timeout) if isinstance(x, Echo) else x for x in slots]
 
 
-async def _send_round(plan: list[tuple[int, Echo, IcmpSocket]]) -> None:
-    """Send one echo to every address of the batch, letting the reader drain replies now and then
-    so that a big batch cannot overflow the socket's receive buffer."""
-    for n, (_, echo, sock) in enumerate(plan, 1):
-        if sock.closed:
-            continue
-        retry = sock.send_now(echo)
-        if retry is not None:
-            await sock.resend(echo, retry)
-        if n % YIELD_EVERY == 0:
+async def _send_round(sock: IcmpSocket, echoes: list[Echo]) -> None:
+    """Send one echo to every address of the batch, in chunks between which the reader gets to
+    drain replies, so that a big batch cannot overflow the socket's receive buffer."""
+    for start in range(0, len(echoes), SEND_CHUNK):
+        if start:
             await asyncio.sleep(0)
+        for echo, retry in sock.send_many(echoes[start:start + SEND_CHUNK]):
+            await sock.resend(echo, retry)
 
 
-def summarize(echo: Echo, target_id: str, per_ping_timeout: float) -> IcmpResult:
+def summarize(echo: Echo, per_ping_timeout: float) -> IcmpResult:
     """Turn the per-request outcomes into loss, RTT statistics and jitter (a late reply counts as lost)."""
     sent = len(echo.rtts)
     if sent == 1 and echo.rtts[0] is not None and echo.rtts[0] <= per_ping_timeout:  # the common fast path
         ms = echo.rtts[0] * 1000.0
-        return IcmpResult(target_id, echo.address, 1, 1, ms, ms, ms, None, None)
+        return IcmpResult(echo.target_id, echo.address, 1, 1, ms, ms, ms, None, None)
     rtts = [r * 1000.0 for r in echo.rtts if r is not None and r <= per_ping_timeout]
     if not rtts:
         errors = echo.errors or []
         error = next((e for e in _ERROR_RANK if e in errors), errors[0] if errors else "timeout")
-        return IcmpResult(target_id, echo.address, sent, 0, error=error)
+        return IcmpResult(echo.target_id, echo.address, sent, 0, error=error)
     jitter = sum(abs(b - a) for a, b in pairwise(rtts)) / (len(rtts) - 1) if len(rtts) > 1 else None
-    return IcmpResult(target_id, echo.address, sent, len(rtts), min(rtts), sum(rtts) / len(rtts), max(rtts), jitter)
+    avg = sum(rtts) / len(rtts)
+    return IcmpResult(echo.target_id, echo.address, sent, len(rtts), min(rtts), avg, max(rtts), jitter)
 
 
-def _parse_address(address: str) -> tuple[int, bytes, str]:
-    """(4 or 6, packed, canonical text as recvfrom reports sources), family 0 when not an IP literal."""
+def _parse_address(address: str) -> tuple[int, bytes, tuple[str, int]]:
+    """(4 or 6, packed, sendto address with the canonical text as recvfrom reports sources);
+    family 0 when not an IP literal."""
     for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
         try:
             packed = socket.inet_pton(af, address)
         except OSError:
             continue
-        return family, packed, socket.inet_ntop(af, packed)
-    return 0, b"", address
+        return family, packed, (socket.inet_ntop(af, packed), 0)
+    return 0, b"", (address, 0)
 
 
 def _describe(exc: OSError) -> str:

@@ -49,14 +49,20 @@ class EchoTemplate:
         # Raw ICMPv4 needs our checksum; the kernel fills it for ICMPv6 and for datagram sockets.
         self.want_checksum = want_checksum
 
-    def build(self, ident: int, seq: int, token: int) -> bytes:
-        t = self.request_type
-        if self.want_checksum:
-            # Sum of the 16-bit words mod 0xFFFF without touching bytes: a 64-bit integer is congruent
-            # to the sum of its words (2**16 ≡ 1), and the 16-byte header keeps the pad aligned.
-            s = ((t << 8) + ident + seq + token + self.pad_sum) % 0xFFFF
-            return HEADER.pack(t, 0, 0xFFFF - s, ident, seq, token) + self.pad
-        return HEADER.pack(t, 0, 0, ident, seq, token) + self.pad
+    def packet(self) -> bytearray:
+        """A reusable request: the sender patches type, checksum, identifier, sequence and token
+        (:data:`HEADER`) in place before each ``sendto``; the pad after them never changes."""
+        return bytearray(HEADER.size) + self.pad
+
+    def checksum_base(self, ident: int) -> int:
+        """The part of the checksum sum that is the same for every request of one socket.
+
+        The request's checksum is then ``0xFFFF - (base + seq + token) % 0xFFFF`` (0 when the kernel
+        fills it in): the sum of 16-bit words mod 0xFFFF without touching bytes, because a 64-bit
+        integer is congruent to the sum of its words (2**16 ≡ 1) and the 16-byte header keeps the pad
+        aligned.
+        """
+        return (self.request_type << 8) + ident + self.pad_sum
 
 
 class Parsed(NamedTuple):

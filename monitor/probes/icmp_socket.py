@@ -21,7 +21,7 @@ import struct
 import time
 
 from monitor import selfmetrics
-from monitor.probes.icmp_packet import ECHO_REPLY, ID_SEQ_TOKEN, EchoTemplate, Parsed, parse
+from monitor.probes.icmp_packet import ECHO_REPLY, HEADER, ID_SEQ_TOKEN, EchoTemplate, Parsed, parse
 
 SOL_RAW = 255
 ICMP_FILTER = 1  # IPv4 raw: bitmask of ICMP types to drop
@@ -31,6 +31,7 @@ SO_SNDBUFFORCE = 32
 IP_RECVERR = 11
 IPV6_RECVERR = 25
 RCVBUF = 8 * 1024 * 1024
+RECV_SIZE = 65536  # an ICMP message can quote a whole IP packet
 RECV_BURST = 4096  # replies handled per reader callback before yielding to the loop
 Retry = tuple[bytes, int, int, int]  # packet, index, sequence, token of a request to send again
 SEND_RETRY_DELAYS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
@@ -67,11 +68,17 @@ class Echo:
     the socket's pending map, which is all the receive path needs.
     """
 
-    __slots__ = ("address", "errors", "group", "last_sent", "outstanding", "packed", "rtts", "tokens")
+    __slots__ = (
+        "address", "errors", "group", "last_sent", "outstanding", "packed", "rtts", "sockaddr", "target_id", "tokens",
+    )
 
-    def __init__(self, address: str, packed: bytes) -> None:
-        self.address = address
+    def __init__(
+        self, address: str, packed: bytes, target_id: str = "", sockaddr: tuple[str, int] | None = None
+    ) -> None:
+        self.address = address  # canonical text, as recvfrom reports the source
         self.packed = packed
+        self.target_id = target_id
+        self.sockaddr = sockaddr or (address, 0)  # callers pass a cached one: no tuple per poll
         # Set once every echo is sent, so an early answer cannot end the poll before the rest.
         self.group: Group | None = None
         self.tokens: list[int] = []
@@ -105,6 +112,8 @@ class IcmpSocket:
         self.family = family
         self.raw = raw
         self.template = EchoTemplate(family, payload_size, want_checksum=raw and family == 4)
+        self._packet = self.template.packet()  # patched and sent for every request (one at a time)
+        self._recv_buf = bytearray(RECV_SIZE)  # every reply is read into this, never a new bytes
         self.ident = random.getrandbits(16)
         self._seq = random.getrandbits(16)
         self._token = random.getrandbits(64)
@@ -178,28 +187,54 @@ class IcmpSocket:
 
     # -- send ---------------------------------------------------------------------------------
 
-    def send_now(self, echo: Echo) -> Retry | None:
-        """Send the next echo request of ``echo`` without waiting.
+    def send_many(self, echoes: list[Echo]) -> list[tuple[Echo, Retry]]:
+        """Send the next echo request of every echo in ``echoes`` without waiting.
 
-        Returns None when sent or failed for good (the failure is recorded in ``echo``), or what
-        :meth:`resend` needs when the kernel's send buffer is full.
+        The hot path of a batch: one tight loop that patches sequence, token and checksum into one
+        preallocated packet, so a request costs little more than its ``sendto``. Failures are
+        recorded in their echo; returns what :meth:`resend` needs for requests that met a full send
+        buffer.
         """
-        self._seq = seq = (self._seq + 1) & 0xFFFF
-        # Tokens: a random 64-bit start, then a counter, so they never repeat while in flight.
-        self._token = token = (self._token + 1) & 0xFFFFFFFFFFFFFFFF
-        packet = self.template.build(self.ident, seq, token)
-        index = len(echo.rtts)
-        echo.tokens.append(token)
-        echo.rtts.append(None)
-        if self._try_send(packet, index, seq, token, echo):
-            return None
-        return (packet, index, seq, token)
-
-    async def send(self, echo: Echo) -> None:
-        """Send the next echo request of ``echo``, backing off briefly while the send buffer is full."""
-        retry = self.send_now(echo)
-        if retry is not None:
-            await self.resend(echo, retry)
+        retries: list[tuple[Echo, Retry]] = []
+        if self.closed:
+            return retries
+        packet = self._packet
+        pack_header = HEADER.pack_into
+        request_type, ident = self.template.request_type, self.ident
+        base = self.template.checksum_base(ident)
+        checksummed = self.template.want_checksum
+        pending = self.pending
+        sendto = self.sock.sendto
+        monotonic = time.monotonic
+        seq, token = self._seq, self._token
+        try:
+            for echo in echoes:
+                seq = (seq + 1) & 0xFFFF
+                # Tokens: a random 64-bit start, then a counter, so they never repeat while in flight.
+                token = (token + 1) & 0xFFFFFFFFFFFFFFFF
+                # See EchoTemplate.checksum_base.
+                csum = 0xFFFF - (base + seq + token) % 0xFFFF if checksummed else 0
+                pack_header(packet, 0, request_type, 0, csum, ident, seq, token)
+                rtts = echo.rtts
+                index = len(rtts)
+                echo.tokens.append(token)
+                rtts.append(None)
+                echo.last_sent = now = monotonic()
+                # Register before sending: on loopback the reply can be queued before sendto returns.
+                pending[token] = (echo, index, seq, now)
+                echo.outstanding += 1
+                try:
+                    sendto(packet, echo.sockaddr)
+                except OSError as exc:
+                    del pending[token]
+                    echo.outstanding -= 1
+                    if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+                        retries.append((echo, (bytes(packet), index, seq, token)))
+                    else:
+                        echo.fail(SEND_ERRORS.get(exc.errno or 0, f"send failed: {exc.strerror}"))
+        finally:
+            self._seq, self._token = seq, token
+        return retries
 
     async def resend(self, echo: Echo, retry: Retry) -> None:
         for delay in SEND_RETRY_DELAYS:  # EAGAIN/ENOBUFS: raw sockets give no writability signal
@@ -212,13 +247,12 @@ class IcmpSocket:
         echo.fail("send buffer full")
 
     def _try_send(self, packet: bytes, index: int, seq: int, token: int, echo: Echo) -> bool:
-        """Send one packet; False only when the send buffer is full (a retry may work)."""
+        """Send one prepared packet again; False only when the send buffer is still full."""
         echo.last_sent = now = time.monotonic()
-        # Register before sending: on loopback the reply can be queued before sendto returns.
         self.pending[token] = (echo, index, seq, now)
         echo.outstanding += 1
         try:
-            self.sock.sendto(packet, (echo.address, 0))
+            self.sock.sendto(packet, echo.sockaddr)
         except OSError as exc:
             del self.pending[token]
             echo.outstanding -= 1
@@ -262,53 +296,64 @@ class IcmpSocket:
         if heap:
             self._arm(heap[0][0])
 
-    def forget(self, echo: Echo) -> None:
-        """Drop the echoes of a finished (answered, timed out or cancelled) poll from the pending map."""
+    def forget_many(self, echoes: list[Echo]) -> None:
+        """Drop the requests of finished (answered, timed out or cancelled) polls from the pending map."""
         pending = self.pending
-        for token in echo.tokens:
-            entry = pending.get(token)
-            if entry is not None and entry[0] is echo:
-                del pending[token]
+        for echo in echoes:
+            if not echo.outstanding:
+                continue  # every request answered or failed: already gone from the map
+            for token in echo.tokens:
+                entry = pending.get(token)
+                if entry is not None and entry[0] is echo:
+                    del pending[token]
 
     # -- receive ------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        """Drain the socket: match echo replies inline (the hot path), hand anything else to parse."""
-        recv = self.sock.recvfrom
+        """Drain the socket: match echo replies inline (the hot path), hand anything else to parse.
+
+        Every reply is read into one preallocated buffer and checked in place (no bytes object, no
+        slice): at fping-like rates the per-reply Python work is what limits the probe.
+        """
+        recv_into = self.sock.recvfrom_into
+        buf = self._recv_buf
         pending = self.pending
         pad = self.template.pad
+        reply_len = 16 + len(pad)  # ICMP header + token + pad: the exact size of one of our replies
         reply_type = self._reply_type
         v4raw = self._v4raw
         check_ident = self.raw  # datagram sockets: the kernel owns the identifier
         ident = self.ident
         unpack = ID_SEQ_TOKEN.unpack_from
+        monotonic = time.monotonic
         for _ in range(RECV_BURST):
             try:
-                data, src = recv(65536)
+                n, src = recv_into(buf)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 # A queued error (datagram sockets with IP_RECVERR): details are in the error queue.
                 self._drain_error_queue()
                 continue
-            now = time.monotonic()
-            off = (data[0] & 0x0F) * 4 if v4raw else 0
-            if len(data) >= off + 16 and data[off] == reply_type:
-                r_ident, seq, token = unpack(data, off + 4)
+            now = monotonic()
+            off = (buf[0] & 0x0F) * 4 if v4raw else 0
+            if n >= off + 16 and buf[off] == reply_type:
+                r_ident, seq, token = unpack(buf, off + 4)
                 entry = pending.get(token)
                 if (
                     entry is None
                     or seq != entry[2]
                     or (check_ident and r_ident != ident)
                     or src[0] != entry[0].address
-                    or data[off + 16:] != pad
+                    or n - off != reply_len
+                    or not buf.startswith(pad, off + 16)
                 ):
                     selfmetrics.ICMP_STRAY_REPLIES.inc()
                     continue
                 del pending[token]
                 entry[0].done(entry[1], now - entry[3], None)
                 continue
-            parsed = parse(self.family, data, off, pad)
+            parsed = parse(self.family, bytes(buf[:n]), off, pad)
             if parsed is None:
                 continue
             if parsed.kind == "reply":  # too short to carry our token
