@@ -37,16 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--config", type=Path, default=Path("config/sites.yaml"))
 
     from monitor import incidents_cli, replay  # correlation subcommands (engineer E)
+    from monitor.report import cli as report_cli  # availability reports
 
     replay.add_parser(sub)
     incidents_cli.add_parsers(sub)
+    report_cli.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if hasattr(args, "handler"):  # replay, incidents, maintenance
+        if hasattr(args, "handler"):  # replay, incidents, maintenance, report
             return int(args.handler(args))
         if args.command == "check-config":
             return _check_config(args.config)
