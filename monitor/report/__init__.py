@@ -1,0 +1,1 @@
+"""Availability reports (``monitor report``): pure figures over the event log, then renderers."""
