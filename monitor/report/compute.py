@@ -226,10 +226,10 @@ def _day_bounds(start: float, end: float, tz: str) -> list[float]:
 # ---------------------------------------------------------------- groups
 
 
-def group_key(t: Target | None, by: str) -> str | None:
+def group_key(t: Target | None, by: str, tid: str) -> str | None:
     """The group a target belongs to; None leaves it out of the rows (still in the totals)."""
-    if t is None:
-        return None if by in ("service-class", "customer") else NONE_KEY
+    if t is None:  # in the log, no longer in the inventory
+        return tid if by == "node" else None if by in ("service-class", "customer") else NONE_KEY
     match by:
         case "municipality":
             return t.municipality or NONE_KEY
@@ -270,7 +270,7 @@ def _group(by: str, ids: list[str], inv: Inventory, per_target: dict[str, Figure
     figs: dict[str, Figures] = {}
     members: dict[str, list[str]] = defaultdict(list)
     for tid in ids:
-        key = group_key(inv.targets.get(tid), by)
+        key = group_key(inv.targets.get(tid), by, tid)
         if key is None:
             continue
         figs.setdefault(key, Figures()).add(per_target[tid])
@@ -279,7 +279,7 @@ def _group(by: str, ids: list[str], inv: Inventory, per_target: dict[str, Figure
         figs[key].customer_minutes = _customer_minutes(((t, downs[t]) for t in tids if t in downs
                                                         and _customer(inv, t) is not None), inv)
     for inc in incidents:
-        keys = {group_key(inv.targets.get(t), by) for t in (inc.root, *inc.targets)}
+        keys = {group_key(inv.targets.get(t), by, t) for t in (inc.root, *inc.targets)}
         for key in keys:
             if key is not None and key in figs:
                 figs[key].incidents += 1

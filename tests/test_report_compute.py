@@ -1,0 +1,164 @@
+"""Report figures against hand-computed numbers, one edge case per test (pure computation)."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.report.compute import compute
+from monitor.report.model import IncidentRecord, Interval, ReportInput
+from monitor.report.render import to_csv, to_markdown
+from tests.report_support import MONTH_MIN, OCT, OCTOBER, SEPTEMBER, at, inventory, up_all_month
+
+ALL = ("core", "ap1", "cpe1", "cpe2", "cpe3", "twr2")
+MIN = 60.0
+
+
+def run(history, by="municipality", period=OCTOBER, **kw):
+    return compute(ReportInput(period=period, inventory=inventory(), history=history, **kw), by)
+
+
+def row(report, key):
+    return next(r.figures for r in report.rows if r.key == key)
+
+
+def test_one_hour_down_in_a_month():
+    h = up_all_month(*ALL)
+    h["cpe1"] += [(at(10, 8), "down"), (at(10, 9), "up")]
+    r = run(h, by="node")
+    cpe1 = row(r, "cpe1")
+    assert cpe1.down_s == 60 * MIN
+    assert cpe1.availability == pytest.approx(100 * (MONTH_MIN - 60) / MONTH_MIN)
+    assert cpe1.failures == 1
+    assert cpe1.mttr_min == pytest.approx(60)
+    assert cpe1.mtbf_h == pytest.approx((MONTH_MIN - 60) / 60)  # 743 h of uptime per failure
+    assert row(r, "core").availability == 100.0
+    assert r.totals.targets == 6 and r.totals.down_s == 60 * MIN
+    assert r.totals.customer_minutes == pytest.approx(60)
+    by_muni = run(h)
+    assert row(by_muni, "arauca").availability == pytest.approx(100 * (5 * MONTH_MIN - 60) / (5 * MONTH_MIN))
+    assert row(by_muni, "tame").availability == 100.0
+    assert [x.key for x in by_muni.worst_sites] == ["s1"]
+    assert by_muni.worst_nodes == []  # an endpoint is not a node
+    corp = next(s for s in r.sla if s.service_class == "corporativo")
+    assert corp.availability == pytest.approx(100 * (2 * MONTH_MIN - 60) / (2 * MONTH_MIN))
+    assert corp.compliant and corp.customers == 1 and corp.customers_meeting == 1
+    assert r.days[9].down_min == pytest.approx(60) and r.days[9].availability < 100
+    assert r.days[0].availability == 100.0
+
+
+def test_maintenance_is_excluded_for_the_node_and_everything_below():
+    h = up_all_month(*ALL)
+    h["cpe1"] += [(at(10, 1), "down"), (at(10, 3), "up")]
+    r = run(h, by="node", maintenance={t: [Interval(at(10, 0), at(10, 2))] for t in ("ap1", "cpe1", "cpe2", "cpe3")})
+    cpe1 = row(r, "cpe1")
+    assert cpe1.maintenance_s == 120 * MIN
+    assert cpe1.down_s == 60 * MIN  # only 02:00-03:00 counts
+    assert cpe1.up_s == (MONTH_MIN - 180) * MIN
+    assert cpe1.availability == pytest.approx(100 * (MONTH_MIN - 180) / (MONTH_MIN - 120))
+    assert row(r, "ap1").availability == 100.0 and row(r, "ap1").maintenance_s == 120 * MIN
+    assert row(r, "core").maintenance_s == 0
+
+
+def test_blind_time_is_excluded_everywhere_and_wins_over_maintenance():
+    h = up_all_month(*ALL)
+    h["cpe2"] += [(at(5, 10, 30), "down"), (at(5, 12), "up")]
+    r = run(h, by="node", blind=[Interval(at(5, 10), at(5, 11))],
+            maintenance={"cpe2": [Interval(at(5, 9), at(5, 10, 45))]})
+    cpe2 = row(r, "cpe2")
+    assert cpe2.blind_s == 60 * MIN
+    assert cpe2.maintenance_s == 60 * MIN  # 09:00-10:00; 10:00-10:45 is blind
+    assert cpe2.down_s == 60 * MIN  # 11:00-12:00
+    assert cpe2.availability == pytest.approx(100 * (MONTH_MIN - 180) / (MONTH_MIN - 120))
+    assert r.totals.blind_s == 6 * 60 * MIN
+
+
+def test_targets_count_only_for_their_lifetime():
+    h = up_all_month("core", "ap1", "cpe1", "cpe3", "twr2")
+    h["cpe2"] = [(at(16), "up"), (at(20), "down"), (at(21), "up")]  # added on the 16th
+    h["twr2"] += [(at(21), "removed")]  # left the inventory on the 21st
+    h["old-ap"] = [(OCT - 86400, "up"), (at(3), "removed")]  # no longer in the inventory at all
+    r = run(h, by="node")
+    cpe2 = row(r, "cpe2")
+    assert cpe2.monitored_s == 16 * 1440 * MIN
+    assert cpe2.availability == pytest.approx(100 * 15 / 16)  # 93.75 %, not diluted by 15 days it did not exist
+    assert row(r, "twr2").monitored_s == 20 * 1440 * MIN and row(r, "twr2").availability == 100.0
+    assert row(r, "old-ap").monitored_s == 2 * 1440 * MIN
+    res = next(s for s in r.sla if s.service_class == "residencial")
+    assert res.availability == pytest.approx(93.75) and res.compliant is False
+    muni = run(h)
+    assert row(muni, "tame").up_s == 20 * 1440 * MIN
+    assert row(muni, "-").targets == 1  # old-ap: counted, under no municipality
+    assert row(muni, "arauca").availability == pytest.approx(100 * (4 * MONTH_MIN + 15 * 1440) / (4 * MONTH_MIN + 16 * 1440))
+
+
+def test_down_episode_and_incident_crossing_the_month_boundary_are_split():
+    sep30_23 = OCT - 3600
+    inc = IncidentRecord("INC-000001", "single", "cpe1", sep30_23, OCT + 3600, targets=("cpe1",), customers=("C1",),
+                         acked_at=sep30_23 + 600)
+    october = up_all_month(*ALL)
+    october["cpe1"] = [(sep30_23, "down"), (OCT + 3600, "up")]
+    september = {t: [(OCT - 40 * 86400, "up")] for t in ALL}
+    september["cpe1"] = [(OCT - 40 * 86400, "up"), (sep30_23, "down"), (OCT + 3600, "up")]
+    for period, hist in ((OCTOBER, october), (SEPTEMBER, september)):
+        r = run(hist, by="node", period=period, incidents=[inc])
+        cpe1 = row(r, "cpe1")
+        assert cpe1.down_s == 60 * MIN and cpe1.failures == 1, period.label
+        assert cpe1.incidents == 1
+        assert [(i.id, i.in_period_s) for i in r.incidents] == [("INC-000001", 3600.0)]
+        assert r.incidents[0].customer_minutes == 60
+    r = run(october, by="node", incidents=[inc])
+    assert r.weeks[0] == ("2026-W40", 1) and sum(n for _, n in r.weeks) == 1
+
+
+def test_no_data_is_unknown_never_up():
+    h = up_all_month("core", "ap1", "cpe1", "twr2")
+    h["cpe2"] = [(OCT - 86400, "unknown")]  # seen, never confirmed
+    # cpe3: in the inventory, no history at all
+    r = run(h, by="customer")
+    c2 = row(r, "C2")
+    assert c2.availability is None and c2.no_data == 1 and c2.unknown_s == MONTH_MIN * MIN
+    c1 = row(r, "C1")
+    assert c1.targets == 2 and c1.no_data == 1 and c1.availability == 100.0  # cpe1 measured, cpe3 unknown
+    res = next(s for s in r.sla if s.service_class == "residencial")
+    assert res.availability is None and res.compliant is None and res.customers_no_data == 1
+    md = to_markdown(r, "en")
+    c2_line = next(line for line in md.splitlines() if line.startswith("| Casa Pérez"))
+    assert "100" not in c2_line and "—" in c2_line
+    csv_line = next(line for line in to_csv(r).splitlines() if line.startswith("C2,"))
+    assert csv_line.split(",")[4] == ""  # availability_pct empty = unknown
+    empty = run({}, by="municipality")
+    assert all(x.figures.availability is None for x in empty.rows) and empty.totals.availability is None
+    assert all(d.availability is None for d in empty.days)
+
+
+def test_customer_minutes_merge_a_customers_endpoints():
+    h = up_all_month(*ALL)
+    h["cpe1"] += [(at(10, 8), "down"), (at(10, 9), "up")]
+    h["cpe3"] += [(at(10, 8, 30), "down"), (at(10, 10), "up")]
+    h["cpe2"] += [(at(10, 8), "down"), (at(10, 8, 30), "up")]
+    r = run(h)
+    assert row(r, "arauca").customer_minutes == pytest.approx(120 + 30)  # C1 08:00-10:00 once, C2 30 min
+    assert r.days[9].down_min == pytest.approx(60 + 90 + 30)
+
+
+def test_response_time_compliance():
+    def inc(n, opened, restored=None, acked=None, ticketed=None, customers=("C1",), kind="single"):
+        return IncidentRecord(f"INC-{n:06d}", kind, "cpe1", opened, restored, ("cpe1",), customers, acked, ticketed)
+
+    h = 3600.0
+    incidents = [
+        inc(1, at(2), at(2) + 5 * h, acked=at(2) + 3 * h),  # met (12 h)
+        inc(2, at(3), at(3) + 20 * h, acked=at(3) + 13 * h),  # missed
+        inc(3, at(4), at(4) + h),  # restored within the deadline, nobody had to answer
+        inc(4, at(31, 20)),  # open at the end, deadline next month: pending
+        inc(5, at(5), at(5) + 20 * h),  # no answer and the deadline passed: missed
+        inc(6, at(6), at(6) + 30 * h, ticketed=at(6) + 20 * h, customers=("C2",)),  # 24 h class: met by the ticket
+        inc(7, at(7), at(7) + 2 * h, kind="planned"),  # maintenance: not counted at all
+        inc(8, at(8), at(8) + 20 * h, acked=at(8) + 13 * h, customers=("C1", "C2")),  # strictest class: missed
+    ]
+    r = run(up_all_month(*ALL), incidents=incidents)
+    rows = {x.hours: x for x in r.response}
+    assert (rows[12].met, rows[12].missed, rows[12].pending, rows[12].not_needed) == (1, 3, 1, 1)
+    assert rows[12].compliance == pytest.approx(25.0)
+    assert (rows[24].met, rows[24].missed) == (1, 0)
+    assert r.totals.incidents == 7 and "INC-000007" not in {i.id for i in r.incidents}
