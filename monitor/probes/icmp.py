@@ -150,60 +150,80 @@ class IcmpProbe:
         self, address: str, count: int, spacing: float, per_ping_timeout: float, target_id: str,
         deadline: float | None,
     ) -> IcmpResult:
-        return (await self._ping_many([(address, target_id)], count, spacing, per_ping_timeout, deadline))[0]
+        """One poll: the per-poll path, without the batch's bookkeeping."""
+        family, packed, sockaddr = self._lookup(address)
+        sock = self._socks.get(family)
+        if sock is None:
+            return self._unpingable(address, target_id, family)
+        echo = Echo(sockaddr[0], packed, target_id, sockaddr)
+        await _exchange([(sock, [echo])], count, spacing, per_ping_timeout, deadline)
+        return summarize(echo, per_ping_timeout)
 
     async def _ping_many(
         self, jobs: list[tuple[str, str]], count: int, spacing: float, per_ping_timeout: float,
         deadline: float | None,
     ) -> list[IcmpResult]:
         socks = self._socks
-        if not socks:
-            raise ProbeError("ICMP probe is not started (or already closed)")
         slots: list[Echo | IcmpResult] = []  # per job, in order: its echo, or its result when not pingable
         by_family: dict[int, list[Echo]] = {4: [], 6: []}
-        parsed = self._addresses
+        lookup = self._lookup
         for address, target_id in jobs:
-            known = parsed.get(address)
-            if known is None:
-                if len(parsed) > ADDRESS_CACHE:
-                    parsed.clear()
-                known = parsed[address] = _parse_address(address)
-            family, packed, sockaddr = known
+            family, packed, sockaddr = lookup(address)
             if family in socks:
                 echo = Echo(sockaddr[0], packed, target_id, sockaddr)
                 slots.append(echo)
                 by_family[family].append(echo)
-            elif family == 0:
-                slots.append(IcmpResult(target_id, address, 0, 0, error="invalid address"))
             else:
-                slots.append(IcmpResult(target_id, address, 0, 0, error=self._v6_error))
-        batches = [(socks[f], echoes) for f, echoes in by_family.items() if echoes]
-        try:
-            for i in range(count):
-                if i:
-                    if deadline is not None and time.monotonic() + spacing >= deadline:
-                        break  # no time left to send more and still wait for them
-                    await asyncio.sleep(spacing)
-                for sock, echoes in batches:
-                    await _send_round(sock, echoes)
-            for sock, echoes in batches:
-                if echoes and not sock.closed:
-                    wait_until = max(e.last_sent for e in echoes) + per_ping_timeout
-                    await sock.wait(echoes, wait_until if deadline is None else min(wait_until, deadline))
-        finally:
-            for sock, echoes in batches:
-                sock.forget_many(echoes)
+                slots.append(self._unpingable(address, target_id, family))
+        await _exchange([(socks[f], echoes) for f, echoes in by_family.items() if echoes],
+                        count, spacing, per_ping_timeout, deadline)
         return [summarize(x, per_ping_timeout) if isinstance(x, Echo) else x for x in slots]
 
+    def _lookup(self, address: str) -> tuple[int, bytes, tuple[str, int]]:
+        """:func:`_parse_address`, cached; raises ProbeError when the probe is not running."""
+        if not self._socks:
+            raise ProbeError("ICMP probe is not started (or already closed)")
+        known = self._addresses.get(address)
+        if known is None:
+            if len(self._addresses) > ADDRESS_CACHE:
+                self._addresses.clear()
+            known = self._addresses[address] = _parse_address(address)
+        return known
 
-async def _send_round(sock: IcmpSocket, echoes: list[Echo]) -> None:
-    """Send one echo to every address of the batch, in chunks between which the reader gets to
-    drain replies, so that a big batch cannot overflow the socket's receive buffer."""
-    for start in range(0, len(echoes), SEND_CHUNK):
-        if start:
-            await asyncio.sleep(0)
-        for echo, retry in sock.send_many(echoes[start:start + SEND_CHUNK]):
-            await sock.resend(echo, retry)
+    def _unpingable(self, address: str, target_id: str, family: int) -> IcmpResult:
+        error = "invalid address" if family == 0 else self._v6_error
+        return IcmpResult(target_id, address, 0, 0, error=error)
+
+
+async def _exchange(
+    batches: list[tuple[IcmpSocket, list[Echo]]], count: int, spacing: float, per_ping_timeout: float,
+    deadline: float | None,
+) -> None:
+    """Send ``count`` rounds of echoes ``spacing`` s apart, then wait for the replies (each request
+    may take ``per_ping_timeout`` s, the whole exchange no longer than ``deadline``)."""
+    try:
+        for i in range(count):
+            if i:
+                if deadline is not None and time.monotonic() + spacing >= deadline:
+                    break  # no time left to send more and still wait for them
+                await asyncio.sleep(spacing)
+            for sock, echoes in batches:
+                # In chunks, between which the reader gets to drain replies, so that a big batch
+                # cannot overflow the socket's receive buffer.
+                for start in range(0, len(echoes), SEND_CHUNK):
+                    if start:
+                        await asyncio.sleep(0)
+                    chunk = echoes if len(echoes) <= SEND_CHUNK else echoes[start:start + SEND_CHUNK]
+                    for echo, retry in sock.send_many(chunk):
+                        await sock.resend(echo, retry)
+        for sock, echoes in batches:
+            wait_until = max(e.last_sent for e in echoes) + per_ping_timeout
+            fut = sock.wait(echoes, wait_until if deadline is None else min(wait_until, deadline))
+            if fut is not None:
+                await fut
+    finally:
+        for sock, echoes in batches:
+            sock.forget_many(echoes)
 
 
 def summarize(echo: Echo, per_ping_timeout: float) -> IcmpResult:
