@@ -49,3 +49,59 @@ def inventory() -> Inventory:
 def up_all_month(*ids: str) -> dict[str, list[tuple[float, str]]]:
     """Each target UP since before October (the state the month starts in)."""
     return {i: [(OCT - 86400, "up")] for i in ids}
+
+
+def october_store(db, inv) -> dict[str, float]:
+    """A real store for the example network's October: the daemon's EventStore and the correlation service.
+
+    Everything is UP from 30 September. ap-centro-1 and the 4 endpoints below it are down on the 10th
+    08:00-09:00 (one outage incident, acknowledged after 30 min); ap-brisas-1 is down on the 12th
+    02:30-03:30 inside a maintenance window 02:00-04:00 (a planned incident, excluded).
+    Returns the times tests refer to.
+    """
+    from monitor.clock import ManualClock
+    from monitor.correlate.service import CorrelationService
+    from monitor.correlate.settings import CorrelationSettings
+    from monitor.correlate.store import IncidentStore
+    from monitor.state import State, StateChange
+    from monitor.store import EventStore
+
+    log = EventStore(db)
+    start = OCT - 86400
+    clock = ManualClock(start)
+    settings = CorrelationSettings.for_interval(60).with_overrides({"settle": "10", "blind_share": "1"})
+    svc = CorrelationService(inv, db, settings, clock)
+
+    def feed(ts, changes):
+        clock.set(ts)
+        log.append(changes)
+        svc.on_state_changes(changes)
+
+    feed(start, [StateChange(t, State.UNKNOWN, State.UP, start, "first reply") for t in inv.targets])
+    store = IncidentStore(db)
+    store.add_window("ap-brisas-1", at(12, 2), at(12, 4), "cambio de radio", "noc", [], now=at(11))
+    store.close()
+    below = [t.id for t in inv.targets.values() if "ap-centro-1" in t.parents]
+    down_at, up_at = at(10, 8), at(10, 9)
+    feed(down_at, [StateChange("ap-centro-1", State.UP, State.DOWN, down_at, "3 consecutive failed polls")])
+    why = "3 consecutive failed polls"
+    feed(down_at + 30, [StateChange(t, State.UP, State.DOWN, down_at + 30, why) for t in below])
+    for s in range(1, 30):
+        svc.tick(down_at + 30 + s * 10)
+    incident = next(r.id for r in IncidentStore(db).incidents(status="open"))
+    ack = IncidentStore(db)
+    ack.add_action(incident, "ack", "noc", "técnico en camino", now=down_at + 1800)
+    ack.close()
+    feed(up_at, [StateChange(t, State.DOWN, State.UP, up_at, "2 consecutive replies") for t in ["ap-centro-1", *below]])
+    for s in range(1, 60):
+        svc.tick(up_at + s * 10)
+    m_down, m_up = at(12, 2, 30), at(12, 3, 30)
+    feed(m_down, [StateChange("ap-brisas-1", State.UP, State.DOWN, m_down, "3 consecutive failed polls")])
+    for s in range(1, 30):
+        svc.tick(m_down + s * 10)
+    feed(m_up, [StateChange("ap-brisas-1", State.DOWN, State.UP, m_up, "2 consecutive replies")])
+    for s in range(1, 60):
+        svc.tick(m_up + s * 10)
+    svc.close()
+    log.close()
+    return {"down": down_at, "up": up_at, "below": float(len(below))}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -61,6 +62,7 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
     per_target: dict[str, Figures] = {}
     downs: dict[str, list[tuple[float, float]]] = {}
     step = max(1, len(ids) // 10)
+    last_note = -math.inf
     for n, tid in enumerate(ids, 1):
         maint = inp.maintenance.get(tid)
         excl = _exclusions(blind, maint) if maint else blind_excl
@@ -71,10 +73,15 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
         per_target[tid] = fig
         if down:
             downs[tid] = down
-        if progress is not None and (n % step == 0 or n == len(ids)):
+        if progress is not None and n % step == 0 and (n == len(ids) or time.monotonic() - last_note >= 1.0):
+            last_note = time.monotonic()  # at most one line a second: feedback on long reports only
             progress(f"figures for {n}/{len(ids)} targets")
 
     incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and _overlaps(i, period.start, period.end)]
+    for inc in incidents:
+        for tid in {inc.root, *inc.targets}:
+            if tid in per_target:
+                per_target[tid].incidents += 1
     lines = [_incident_line(i, inp) for i in sorted(incidents, key=lambda i: (i.opened_at, i.id))]
 
     def rows_for(grouping: str) -> list[Row]:

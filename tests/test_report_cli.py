@@ -1,0 +1,105 @@
+"""`monitor report` end to end: a real store (EventStore + correlation service) for the example network,
+the CLI in every format, and the HTML page rendered by headless Chromium (page text and pixels)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.inventory.loader import load_inventory
+from tests import png
+from tests.report_support import MONTH_MIN, october_store
+from tests.servers.common import require_binary
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "monitor.db"
+    october_store(path, load_inventory(CONFIG))
+    return path
+
+
+def report(db: Path, out: Path, *extra: str) -> int:
+    return main(["report", "--config", str(CONFIG), "--db", str(db), "--month", "2026-10", "--output", str(out),
+                 *extra])
+
+
+def test_json_figures_from_the_real_store(db, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert report(db, out, "--by", "site") == 0
+    assert "figures for" in capsys.readouterr().err  # progress on stderr
+    r = json.loads(out.read_text())
+    # ap-centro-1 down 08:00-09:00; its 4 endpoints confirmed 30 s later, back at 09:00.
+    assert r["totals"]["downtime_min"] == pytest.approx(60 + 4 * 59.5)
+    assert r["totals"]["customer_minutes"] == pytest.approx(4 * 59.5)
+    # ap-brisas-1 and its 3 endpoints: a 2 h window, the hour down inside it is not downtime.
+    assert r["totals"]["maintenance_min"] == pytest.approx(4 * 120)
+    assert r["totals"]["incidents"] == 1  # the planned incident is not counted
+    centro = next(x for x in r["rows"] if x["key"] == "twr-centro")
+    assert centro["availability_pct"] == pytest.approx(100 * (18 * MONTH_MIN - 298) / (18 * MONTH_MIN), abs=1e-4)
+    assert centro["failures"] == 5 and centro["mttr_min"] == pytest.approx(298 / 5)
+    brisas = next(x for x in r["rows"] if x["key"] == "twr-brisas")
+    assert brisas["availability_pct"] == 100.0 and brisas["downtime_min"] == 0
+    assert r["worst_nodes"][0]["key"] == "ap-centro-1" and r["worst_nodes"][0]["incidents"] == 1
+    assert [(x["hours"], x["met"], x["missed"]) for x in r["response"]] == [(12, 1, 0)]  # acked after 30 min
+    [inc] = r["incidents"]
+    assert inc["kind"] == "outage" and inc["customers"] == 4 and inc["response"] == "met"
+
+
+def test_csv_and_markdown(db, tmp_path):
+    assert report(db, tmp_path / "r.csv", "--by", "municipality") == 0
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert [r["key"] for r in rows] == ["arauca", "arauquita", "fortul", "saravena", "tame", "*"]
+    assert float(rows[-1]["downtime_min"]) == pytest.approx(298)
+    assert report(db, tmp_path / "r.md", "--by", "service-class", "--lang", "en") == 0
+    md = (tmp_path / "r.md").read_text()
+    assert "# Availability report — 2026-10" in md and "| corporativo | 99.500 % |" in md
+
+
+def test_bad_period_is_a_config_error(db, tmp_path, capsys):
+    assert main(["report", "--config", str(CONFIG), "--db", str(db), "--from", "2026-10-05", "--to", "2026-10-01"]) == 2
+    assert "must be after" in capsys.readouterr().err
+
+
+def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[bytes]:
+    binary = require_binary("chromium")
+    profile = tmp / "chromium-profile"
+    profile.mkdir(exist_ok=True)
+    return subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", *args], capture_output=True, timeout=120, check=True,
+    )
+
+
+@pytest.mark.parametrize("lang,title,chart,value", [
+    ("es", "Informe de disponibilidad", "Disponibilidad por municipio", "99,963 %"),
+    ("en", "Availability report", "Availability per municipality", "99.963 %"),
+])
+def test_html_renders_in_headless_chromium(db, tmp_path, lang, title, chart, value):
+    page = tmp_path / "report.html"
+    assert report(db, page, "--by", "site", "--lang", lang) == 0
+    html = page.read_text()
+    assert html.count("<svg") == 3 and "<script" not in html
+    assert "src=" not in html and "href=" not in html and "@import" not in html  # nothing fetched: opens offline
+
+    dom = chromium(["--dump-dom", page.as_uri()], tmp_path).stdout.decode()
+    assert title in dom and chart in dom and "Torre Centro" in dom and value in dom
+    assert dom.count("<rect") > 10  # the charts are in the rendered document
+
+    shot = tmp_path / "shot.png"
+    chromium([f"--screenshot={shot}", "--window-size=1000,900", "--hide-scrollbars", page.as_uri()], tmp_path)
+    width, height, rows = png.decode(shot.read_bytes())
+    assert (width, height) == (1000, 900)
+    seen = png.colours(rows, len(rows[0]) // width)
+    assert len(seen) > 50, "a blank or nearly blank page"
+    assert seen.get((0x2E, 0x7D, 0x32), 0) > 2000  # the green availability bars were painted
+    assert seen.get((0xC6, 0x28, 0x28), 0) > 100  # the red downtime column of the 10th
+    assert seen.get((0x15, 0x65, 0xC0), 0) > 1000  # the incidents-per-week column
