@@ -204,3 +204,58 @@ async def test_cancelled_poll_leaves_nothing_pending(probe: IcmpProbe, firewall:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sock.pending == {}
+
+
+async def test_requests_on_the_wire_carry_a_valid_checksum(probe: IcmpProbe) -> None:
+    """Loopback does not verify ICMP checksums, so read our requests back and check them here: a wrong
+    checksum would pass every loopback test and then lose every ping on a real network."""
+    ident = probe._socks[4].ident
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as spy:
+        spy.setblocking(False)
+        spy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        addresses = [f"127.21.0.{i}" for i in range(1, 201)]
+        results = await probe.ping_many(addresses, count=2, spacing=0.005)
+        assert [r.received for r in results] == [2] * len(addresses)
+        requests = []
+        while True:
+            try:
+                data = spy.recv(65536)
+            except BlockingIOError:
+                break
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if icmp[0] == 8 and struct.unpack_from("!H", icmp, 4)[0] == ident:
+                requests.append(icmp)
+    assert len(requests) == 2 * len(addresses)
+    assert [r for r in requests if checksum_partial(r) != 0] == []
+
+
+async def test_ping_many_keeps_order_and_reports_each_address(probe: IcmpProbe, firewall: None) -> None:
+    addresses = ["127.0.0.1", "not-an-ip", DROPPED, "127.21.1.1", "127.21.1.1", BLOCKED, "127.21.1.2"]
+    ids = [f"t{i}" for i in range(len(addresses))]
+    results = await probe.ping_many(addresses, count=2, spacing=0.005, per_ping_timeout=0.3, target_ids=ids)
+    got = [(r.target, r.address, r.sent, r.received, r.error) for r in results]
+    assert got == [
+        ("t0", "127.0.0.1", 2, 2, None),
+        ("t1", "not-an-ip", 0, 0, "invalid address"),
+        ("t2", DROPPED, 2, 0, "timeout"),
+        ("t3", "127.21.1.1", 2, 2, None),  # the same address twice in a batch: each its own requests
+        ("t4", "127.21.1.1", 2, 2, None),
+        ("t5", BLOCKED, 2, 0, "blocked"),
+        ("t6", "127.21.1.2", 2, 2, None),
+    ]
+    assert probe._socks[4].pending == {}
+
+
+async def test_poll_many_uses_each_targets_settings_and_deadline(probe: IcmpProbe, firewall: None) -> None:
+    slow = PollingSettings(icmp_count=3, icmp_spacing=0.001, icmp_timeout=30)
+    targets = [
+        Target("a", "cpe", "endpoint", "127.21.2.1", polling=PollingSettings(icmp_count=1)),
+        Target("b", "cpe", "endpoint", DROPPED, polling=slow),
+        Target("c", "cpe", "endpoint", "127.21.2.2", polling=PollingSettings(icmp_count=4, icmp_spacing=0.001)),
+        Target("d", "cpe", "endpoint", "127.21.2.3", polling=slow),
+    ]
+    started = time.monotonic()
+    results = await probe.poll_many(targets, timeout=0.5)
+    assert time.monotonic() - started < 5  # the deadline, not b's 30 s per-echo timeout
+    got = [(r.target, r.sent, r.received, r.error) for r in results]
+    assert got == [("a", 1, 1, None), ("b", 3, 0, "timeout"), ("c", 4, 4, None), ("d", 3, 3, None)]

@@ -114,7 +114,10 @@ class IcmpSocket:
         self.template = EchoTemplate(family, payload_size, want_checksum=raw and family == 4)
         self._packet = self.template.packet()  # patched and sent for every request (one at a time)
         self._recv_buf = bytearray(RECV_SIZE)  # every reply is read into this, never a new bytes
-        self.ident = random.getrandbits(16)
+        self.ident = ident = random.getrandbits(16)
+        t = self.template
+        # What send_many needs per request that never changes: type, identifier, checksum base.
+        self._request = (t.request_type, ident, t.checksum_base(ident), t.want_checksum)
         self._seq = random.getrandbits(16)
         self._token = random.getrandbits(64)
         # token -> (poll, index of the request within the poll, sequence, send time)
@@ -200,9 +203,7 @@ class IcmpSocket:
             return retries
         packet = self._packet
         pack_header = HEADER.pack_into
-        request_type, ident = self.template.request_type, self.ident
-        base = self.template.checksum_base(ident)
-        checksummed = self.template.want_checksum
+        request_type, ident, base, checksummed = self._request
         pending = self.pending
         sendto = self.sock.sendto
         monotonic = time.monotonic
