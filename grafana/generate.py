@@ -127,8 +127,9 @@ def noc() -> Board:
             'SELECT last("lat") AS "latitude", last("lon") AS "longitude" FROM "site" GROUP BY "site", "name"',
             'SELECT mean("available") * 100 AS "availability" FROM "state" WHERE $timeFilter GROUP BY "site"',
         ], w=12, h=14, fmt="table", unit="percent", thresholds={"mode": "absolute", "steps": AVAIL_STEPS},
-        description="Site coordinates (measurement `site`) merged with availability in the time range by site.",
-        transformations=[{"id": "merge", "options": {}}],
+        description="Site coordinates (measurement `site`) merged by site with availability in the time range.",
+        transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}},
+                         {"id": "merge", "options": {}}],
     )
     geo["options"] = {
         "view": {"id": "fit", "padding": 20},

@@ -1,0 +1,36 @@
+"""Annotation points: numbers-only fields, words as tags, ``open`` tracking the incident's life."""
+
+from __future__ import annotations
+
+from monitor.correlate.incidents import IncidentEvent
+from monitor.inventory.model import Target
+from monitor.state import State, StateChange
+from monitor.tsdb import to_line_protocol
+from monitor.tsdb.annotations import incident_point, site_points, state_change_point
+from tests.report_support import inventory
+
+AP = Target("ap1", "ap", "node", "127.0.0.2", site="s1", municipality="arauca")
+
+
+def test_incident_point_is_open_until_resolved_or_merged():
+    opened = incident_point(IncidentEvent(1.5, "opened", "INC-000007", "suspected", "ap1", ("cpe1", "cpe2"),
+                                          ("C1",), ("ap1",)), AP)
+    assert opened.measurement == "incident"
+    assert dict(opened.tags) == {"incident": "INC-000007", "kind": "suspected", "event": "opened", "root": "ap1",
+                                 "site": "s1", "municipality": "arauca"}
+    assert dict(opened.fields) == {"open": 1, "affected_endpoints": 2, "affected_customers": 1, "affected_nodes": 1,
+                                   "event_code": 1, "kind_code": 1}
+    assert opened.time_ns == 1_500_000_000
+    for event in ("resolved", "merged"):
+        closed = incident_point(IncidentEvent(2.0, event, "INC-000007", "outage", "gone", (), ()), None)
+        assert dict(closed.fields)["open"] == 0 and "site" not in dict(closed.tags)
+
+
+def test_state_change_and_site_points():
+    p = state_change_point(StateChange("ap1", State.UP, State.DOWN, 10.0, "3 failed polls"), AP)
+    assert dict(p.tags)["old"] == "up" and dict(p.tags)["new"] == "down" and dict(p.tags)["node"] == "ap1"
+    assert dict(p.fields) == {"state": 0, "old_state": 1}
+    sites = site_points(inventory(), 0.0)
+    assert [dict(s.tags)["site"] for s in sites] == ["s1"]  # s2 has no coordinates
+    line = to_line_protocol(sites).decode()
+    assert "site,municipality=arauca,name=Torre\\ Centro,site=s1 lat=7.08,lon=-70.76" in line
