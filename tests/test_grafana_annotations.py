@@ -6,7 +6,7 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.inventory.model import Target
 from monitor.state import State, StateChange
 from monitor.tsdb import to_line_protocol
-from monitor.tsdb.annotations import incident_point, site_points, state_change_point
+from monitor.tsdb.annotations import incident_point, incident_points, site_points, state_change_points
 from tests.report_support import inventory
 
 AP = Target("ap1", "ap", "node", "127.0.0.2", site="s1", municipality="arauca")
@@ -22,13 +22,14 @@ def test_incident_point_is_open_until_resolved_or_merged():
                                    "event_code": 1, "kind_code": 1}
     assert opened.time_ns == 1_500_000_000
     for event in ("resolved", "merged"):
-        closed = incident_point(IncidentEvent(2.0, event, "INC-000007", "outage", "gone", (), ()), None)
+        [closed] = incident_points([IncidentEvent(2.0, event, "INC-000007", "outage", "gone", (), ())], inventory())
         assert dict(closed.fields)["open"] == 0 and "site" not in dict(closed.tags)
 
 
 def test_state_change_and_site_points():
-    p = state_change_point(StateChange("ap1", State.UP, State.DOWN, 10.0, "3 failed polls"), AP)
-    assert dict(p.tags)["old"] == "up" and dict(p.tags)["new"] == "down" and dict(p.tags)["node"] == "ap1"
+    changes = [StateChange(t, State.UP, State.DOWN, 10.0, "3 failed polls") for t in ("ap1", "gone")]
+    [p] = state_change_points(changes, inventory())  # "gone" is not in the inventory
+    assert dict(p.tags)["old"] == "up" and dict(p.tags)["new"] == "down" and dict(p.tags)["site"] == "s1"
     assert dict(p.fields) == {"state": 0, "old_state": 1}
     sites = site_points(inventory(), 0.0)
     assert [dict(s.tags)["site"] for s in sites] == ["s1"]  # s2 has no coordinates

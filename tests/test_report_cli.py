@@ -103,3 +103,14 @@ def test_html_renders_in_headless_chromium(db, tmp_path, lang, title, chart, val
     assert seen.get((0x2E, 0x7D, 0x32), 0) > 2000  # the green availability bars were painted
     assert seen.get((0xC6, 0x28, 0x28), 0) > 100  # the red downtime column of the 10th
     assert seen.get((0x15, 0x65, 0xC0), 0) > 1000  # the incidents-per-week column
+
+
+def test_local_time_zone_month_and_missing_store(db, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert report(db, out, "--tz", "America/Bogota") == 0
+    r = json.loads(out.read_text())
+    assert r["period"]["start"] == "2026-10-01T05:00:00Z" and r["period"]["end"] == "2026-11-01T05:00:00Z"
+    assert len(r["days"]) == 31 and r["days"][1]["start"] == "2026-10-02T05:00:00Z"
+    assert [d["downtime_min"] for d in r["days"]].index(pytest.approx(298)) == 9  # 08:00 UTC = 03:00 in Arauca
+    assert main(["report", "--config", str(CONFIG), "--db", str(tmp_path / "none.db"), "--month", "2026-10"]) == 1
+    assert "no store here" in capsys.readouterr().err

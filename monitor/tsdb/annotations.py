@@ -62,6 +62,11 @@ def state_change_point(change: StateChange, target: Target) -> Point:
     return make_point(STATE_CHANGE, tags, fields, seconds_to_ns(change.ts))
 
 
+def state_change_points(changes: Iterable[StateChange], inventory: Inventory) -> list[Point]:
+    """The daemon's hook: one point per transition of a target still in the inventory."""
+    return [state_change_point(c, inventory.targets[c.target]) for c in changes if c.target in inventory.targets]
+
+
 def site_points(inventory: Inventory, ts: float) -> list[Point]:
     """Coordinates of every site that has them (the geomap joins them to availability by ``site``)."""
     out = []
