@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("target", help="node or endpoint id")
     probe.add_argument("--config", type=Path, default=Path("config/sites.yaml"))
 
-    from monitor import incidents_cli, replay  # correlation subcommands (engineer E)
-    from monitor.report import cli as report_cli  # availability reports
+    import monitor.report.cli as report_cli  # availability reports
+    from monitor import incidents_cli, replay  # correlation subcommands
 
     replay.add_parser(sub)
     incidents_cli.add_parsers(sub)

@@ -33,6 +33,7 @@ from monitor.scheduler import Scheduler
 from monitor.sdnotify import Notifier
 from monitor.state import Confirmation, State, StateChange, TargetState, restored, step
 from monitor.store import EventStore
+from monitor.tsdb import annotations as notes
 from monitor.tsdb import schema
 from monitor.tsdb.writer import TimeseriesWriter, make_writer
 
@@ -118,6 +119,9 @@ class Daemon:
         self.writer = make_writer(inv.timeseries, state_dir)
         if self.writer is None:
             event(log, logging.INFO, "time series are off: no database configured", config=self.config_path)
+        else:
+            self.writer.submit(notes.site_points(inv, self.clock.now()))
+            self.incident_sinks.append(self._annotate_incidents)
         self._start_metrics_server(inv.daemon.metrics_listen)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -222,6 +226,8 @@ class Daemon:
         self._update_state_gauge()
         if self.scheduler is not None:
             self.scheduler.set_targets(new.targets.values())
+        if self.writer is not None:
+            self.writer.submit(notes.site_points(new, self.clock.now()))
         if self.correlation is not None:
             self._correlate_now()
             self.correlation.settings = correlation_settings(new)
@@ -266,6 +272,11 @@ class Daemon:
                 sink(events)
             except Exception:  # a broken sink must not stop correlation; the events are persisted
                 log.exception("incident sink failed", extra={"kv": {"sink": getattr(sink, "__name__", sink)}})
+
+    def _annotate_incidents(self, events: list[IncidentEvent]) -> None:
+        """Incident lifecycle events as points, so boards can annotate and list them."""
+        if self.writer is not None and self.inventory is not None:
+            self.writer.submit(notes.incident_points(events, self.inventory))
 
     def _sync_maintenance(self, inv: Inventory) -> None:
         """Make the store's config-made windows equal the config's ``maintenance:`` list."""
@@ -389,6 +400,8 @@ class Daemon:
             # The event stays in memory state; the next transition retries the store.
             event(log, logging.ERROR, "cannot record state change", target=target.id, error=exc)
         self._pending_changes.append(change)
+        if self.writer is not None:
+            self.writer.submit([notes.state_change_point(change, target)])
         selfmetrics.STATE_CHANGES.labels(change.new.value).inc()
         selfmetrics.TARGETS.labels(change.old.value).dec()
         selfmetrics.TARGETS.labels(change.new.value).inc()

@@ -89,5 +89,9 @@ async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
         }
         polls = rows('SELECT "ok", "uptime_s" FROM "snmp_poll" WHERE "node" = \'ap-centro-1\' AND "ok" = 1')
         assert polls and all(r["uptime_s"] > 0 for r in polls)
+        changes = rows('SELECT * FROM "state_change" WHERE "node" = \'core\'')
+        assert [(r["old"], r["new"], r["state"]) for r in changes] == [("unknown", "up", 1)]
+        sites = rows('SELECT * FROM "site"')
+        assert [(r["site"], r["lat"], r["lon"]) for r in sites] == [("twr-centro", 7.08, -70.76)]
         states = rows('SELECT "state", "available" FROM "state" WHERE "node" = \'core\'')
         assert states and states[-1]["state"] == 1 and states[-1]["available"] == 1
