@@ -51,12 +51,14 @@ def up_all_month(*ids: str) -> dict[str, list[tuple[float, str]]]:
     return {i: [(OCT - 86400, "up")] for i in ids}
 
 
-def october_store(db, inv) -> dict[str, float]:
+def october_store(db, inv, *, vantage_outage: bool = False) -> dict[str, float]:
     """A real store for the example network's October: the daemon's EventStore and the correlation service.
 
     Everything is UP from 30 September. ap-centro-1 and the 4 endpoints below it are down on the 10th
     08:00-09:00 (one outage incident, acknowledged after 30 min); ap-brisas-1 is down on the 12th
     02:30-03:30 inside a maintenance window 02:00-04:00 (a planned incident, excluded).
+    With ``vantage_outage``, core-arauca is also the monitor's vantage node and is down on the 20th
+    10:00-11:00: the correlation service declares the monitor blind for that hour.
     Returns the times tests refer to.
     """
     from monitor.clock import ManualClock
@@ -69,7 +71,10 @@ def october_store(db, inv) -> dict[str, float]:
     log = EventStore(db)
     start = OCT - 86400
     clock = ManualClock(start)
-    settings = CorrelationSettings.for_interval(60).with_overrides({"settle": "10", "blind_share": "1"})
+    overrides = {"settle": "10", "blind_share": "1"}
+    if vantage_outage:
+        overrides["vantage"] = "core-arauca"
+    settings = CorrelationSettings.for_interval(60).with_overrides(overrides)
     svc = CorrelationService(inv, db, settings, clock)
 
     def feed(ts, changes):
@@ -102,6 +107,14 @@ def october_store(db, inv) -> dict[str, float]:
     feed(m_up, [StateChange("ap-brisas-1", State.DOWN, State.UP, m_up, "2 consecutive replies")])
     for s in range(1, 60):
         svc.tick(m_up + s * 10)
+    if vantage_outage:
+        b_down, b_up = at(20, 10), at(20, 11)
+        feed(b_down, [StateChange("core-arauca", State.UP, State.DOWN, b_down, "3 consecutive failed polls")])
+        for s in range(1, 30):
+            svc.tick(b_down + s * 10)
+        feed(b_up, [StateChange("core-arauca", State.DOWN, State.UP, b_up, "2 consecutive replies")])
+        for s in range(1, 60):
+            svc.tick(b_up + s * 10)
     svc.close()
     log.close()
     return {"down": down_at, "up": up_at, "below": float(len(below))}

@@ -114,3 +114,18 @@ def test_local_time_zone_month_and_missing_store(db, tmp_path, capsys):
     assert [d["downtime_min"] for d in r["days"]].index(pytest.approx(298)) == 9  # 08:00 UTC = 03:00 in Arauca
     assert main(["report", "--config", str(CONFIG), "--db", str(tmp_path / "none.db"), "--month", "2026-10"]) == 1
     assert "no store here" in capsys.readouterr().err
+
+
+def test_blind_time_from_the_correlation_service_is_excluded(tmp_path):
+    """The vantage node down for an hour: the service declares the monitor blind (until 2 min after it is
+    back), and the report takes that time out for every target instead of counting the core as down."""
+    db = tmp_path / "monitor.db"
+    october_store(db, load_inventory(CONFIG), vantage_outage=True)
+    out = tmp_path / "r.json"
+    assert report(db, out, "--by", "node") == 0
+    r = json.loads(out.read_text())
+    core = next(x for x in r["rows"] if x["key"] == "core-arauca")
+    assert core["downtime_min"] == 0 and core["blind_min"] == pytest.approx(62) and core["availability_pct"] == 100
+    assert r["totals"]["blind_min"] == pytest.approx(62 * r["totals"]["targets"])
+    assert r["totals"]["downtime_min"] == pytest.approx(298)  # the outage of the 10th is unchanged
+    assert r["totals"]["incidents"] == 1  # the blind incident is not an outage
