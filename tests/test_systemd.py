@@ -53,3 +53,48 @@ def test_daemon_unit_is_notify_unprivileged_and_hardened():
         assert d[key] == [value]
     assert d["StateDirectory"] == ["isp-monitor"] and d["ConfigurationDirectory"] == ["isp-monitor"]
     assert any(v.startswith("snmp-community:") for v in d["LoadCredential"])
+
+
+def exec_start(unit: Path) -> str:
+    """The ExecStart= command line with continuation lines joined and systemd's %% unescaped."""
+    text = unit.read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    return line.removeprefix("ExecStart=").replace("%%", "%")
+
+
+def test_report_unit_command_writes_last_months_reports(tmp_path):
+    """Run the report unit's own command (paths swapped for the test's) on a real store."""
+    from monitor.state import State, StateChange
+    from monitor.store import EventStore
+
+    cfg = tmp_path / "sites.yaml"
+    cfg.write_text(
+        "municipalities: [{id: arauca, name: Arauca}]\n"
+        "sites: [{id: s1, municipality: arauca, name: Torre}]\n"
+        "service_classes: {residencial: {response_hours: 24, availability_target: 98.0}}\n"
+        "daemon: {state_dir: var}\n"
+        "nodes: [{id: core, kind: router, address: 127.0.0.1, site: s1}]\n"
+        "customers: [{id: C1, name: Uno, service_class: residencial,"
+        " endpoints: [{id: cpe-1, kind: cpe, address: 127.0.1.1, parent: core}]}]\n"
+    )
+    store = EventStore(tmp_path / "var" / "monitor.db")
+    store.append([StateChange("core", State.UNKNOWN, State.UP, 1_700_000_000.0, "first reply")])
+    store.close()
+    command = (
+        exec_start(UNITS / "monitor-report.service")
+        .replace("/opt/isp-monitor/venv/bin", str(VENV_BIN))
+        .replace("/etc/isp-monitor/sites.yaml", str(cfg))
+    )
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    argv = command.split(" ", 2)
+    assert argv[:2] == ["/bin/sh", "-ec"]
+    r = subprocess.run(["/bin/sh", "-ec", argv[2].strip("'")], capture_output=True, text=True,
+                       env={"REPORT_DIR": str(reports), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    first = subprocess.run(["date", "+%Y-%m-01"], capture_output=True, text=True).stdout.strip()
+    month = subprocess.run(["date", "-d", f"{first} -1 month", "+%Y-%m"], capture_output=True, text=True).stdout.strip()
+    names = sorted(p.name for p in reports.iterdir())
+    assert names == [f"availability-{month}-customers.csv", f"availability-{month}-en.html",
+                     f"availability-{month}-es.html"]
+    assert "<svg" in (reports / f"availability-{month}-es.html").read_text()
