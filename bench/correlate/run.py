@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.correlate.run [--aps 200] [--cpes 500] [--cycles 10]
 
 Prints: topology build time, CPU ms for the core-failure burst through the pure engine and
-through the CorrelationService (SQLite, one transaction per step), incidents opened (must be 1),
+through the CorrelationService (SQLite, one transaction per step), each fed one change at a time
+(as replay does) and in 1 s batches (as the daemon does), incidents opened (must be 1),
 peak RSS of the process, and `monitor replay` lines/s on a generated outcomes file.
 """
 
@@ -39,7 +40,7 @@ def _burst(inv, interval: float) -> list[StateChange]:
 
 
 def _feed(apply_and_tick, burst: list[StateChange], interval: float) -> tuple[float, list]:
-    """Feed changes, ticking once per virtual second like the daemon; return CPU ms and events."""
+    """Feed changes one at a time, ticking once per virtual second; return CPU ms and events."""
     events: list = []
     cpu = time.process_time()
     next_tick = T0 + 1
@@ -55,12 +56,34 @@ def _feed(apply_and_tick, burst: list[StateChange], interval: float) -> tuple[fl
     return (time.process_time() - cpu) * 1000, events
 
 
+def _feed_batched(step, burst: list[StateChange], interval: float) -> tuple[float, list]:
+    """Feed changes as the daemon does: what was confirmed during each second, as one batch at its end."""
+    events: list = []
+    cpu = time.process_time()
+    next_tick, i, end = T0 + 1, 0, T0 + 4 * interval
+    while next_tick <= end:
+        j = i
+        while j < len(burst) and burst[j].ts < next_tick:
+            j += 1
+        events += step(burst[i:j], next_tick)
+        i = j
+        next_tick += 1
+    return (time.process_time() - cpu) * 1000, events
+
+
+def _report(label: str, ms: float, events: list) -> None:
+    opened = [e for e in events if e.event == "opened"]
+    print(f"{label}: {ms:.0f} ms CPU; incidents opened: {len(opened)} "
+          f"({', '.join(f'{e.kind}@{e.root}' for e in opened)}); events: {len(events)}; "
+          f"endpoints in the last event: {len(events[-1].affected_endpoints):,}")
+
+
 def bench_engine(inv, settings: CorrelationSettings) -> None:
     t = time.process_time()
     topo = Topology.from_inventory(inv)
     print(f"topology build: {(time.process_time() - t) * 1000:.0f} ms CPU for {len(topo):,} targets")
-    engine = Engine(topo, settings, start=T0)
     burst = _burst(inv, settings.interval)
+    engine = Engine(topo, settings, start=T0)
 
     def step(c, now):
         if c is not None:
@@ -68,18 +91,30 @@ def bench_engine(inv, settings: CorrelationSettings) -> None:
             return engine.tick(c.ts) if engine.has_output() else []
         return engine.tick(now)
 
-    ms, events = _feed(step, burst, settings.interval)
-    opened = [e for e in events if e.event == "opened"]
-    print(f"engine burst: {len(burst):,} changes in {ms:.0f} ms CPU; incidents opened: {len(opened)} "
-          f"({', '.join(f'{e.kind}@{e.root}' for e in opened)}); events: {len(events)}; "
-          f"endpoints in the last event: {len(events[-1].affected_endpoints):,}")
+    _report(f"engine burst, {len(burst):,} changes one at a time (as replay)", *_feed(step, burst, settings.interval))
+    engine = Engine(topo, settings, start=T0)
+
+    def step_batch(batch, now):
+        engine.apply_many(batch)
+        return engine.tick(now)
+
+    _report("engine burst, 1 s batches (as the daemon)", *_feed_batched(step_batch, burst, settings.interval))
 
 
 def bench_service(inv, settings: CorrelationSettings) -> None:
+    burst = _burst(inv, settings.interval)
+    _service_run(inv, settings, burst, batched=True)
+    _service_run(inv, settings, burst, batched=False)
+
+
+def _service_run(inv, settings: CorrelationSettings, burst: list[StateChange], *, batched: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clock = ManualClock(T0)
         svc = CorrelationService(inv, Path(tmp) / "monitor.db", settings, clock)
-        burst = _burst(inv, settings.interval)
+
+        def step_batch(batch, now):
+            clock.set(now)
+            return svc.on_state_changes(batch) if batch else svc.tick(now)
 
         def step(c, now):
             if c is not None:
@@ -87,9 +122,11 @@ def bench_service(inv, settings: CorrelationSettings) -> None:
             clock.set(now)
             return svc.tick(now)
 
-        ms, events = _feed(step, burst, settings.interval)
-        opened = [e for e in events if e.event == "opened"]
-        print(f"service burst (SQLite, one transaction per change): {ms:.0f} ms CPU; incidents opened: {len(opened)}")
+        if batched:
+            _report("service burst (SQLite), 1 s batches (as the daemon)",
+                    *_feed_batched(step_batch, burst, settings.interval))
+        else:
+            _report("service burst (SQLite), one change per call", *_feed(step, burst, settings.interval))
         svc.close()
 
 

@@ -35,6 +35,7 @@ from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.topology import Topology
 from monitor.state import State, StateChange
 
+_INF = float("inf")
 BLIND_ROOT = "monitor"  # root of a blind incident raised by the share rule (no single node to blame)
 
 # member log operations, for the store: (incident id, target, op)
@@ -84,24 +85,86 @@ class Engine:
 
     def on_state_changes(self, changes: Sequence[StateChange]) -> list[IncidentEvent]:
         """Apply changes (time advances with them) and return the events due by the last one."""
-        for c in changes:
-            self.apply(c)
+        self.apply_many(changes)
         return self.tick(max((c.ts for c in changes), default=self.now))
 
     def apply(self, c: StateChange) -> None:
         """Fold one confirmed transition in. Decisions wait for ``tick``; timers due earlier fire first."""
-        if c.ts > self.now:
-            self._run_timers(c.ts)
-        tid = c.target
-        if tid not in self.topo.parents:
-            return
-        if c.new is State.DOWN:
-            if tid not in self.down:
-                self._went_down(tid, self.now)
-        elif c.old is State.DOWN or tid in self.down:
-            self._came_back(tid)
-        if self.blind is not None or len(self._unexplained) > self._blind_quiet or self._vantage_down():
-            self._check_blind()
+        self.apply_many((c,))
+
+    def apply_many(self, changes: Iterable[StateChange]) -> None:
+        """Fold confirmed transitions in, in order, exactly as ``apply`` one at a time would.
+
+        The daemon hands over a poll cycle's transitions as one batch (100k in a core failure), so
+        this is the hot path: one loop over locals, a timer check only when time advances, and the
+        common "endpoint went down" case inlined. Everything rarer goes through the methods.
+        """
+        topo = self.topo
+        parents, children, endpoint, ancestors = topo.parents, topo.children, topo.endpoint, topo.ancestors
+        down, unexplained, ignored, root_cache = self.down, self._unexplained, self._ignored, self._root_cache
+        recent, in_window, rc = self._recent, self._in_window, self._recent_count
+        settle_q, settle_for = self._settle, self.s.settle
+        vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
+        DOWN = State.DOWN
+        next_due = self._next_due()
+        for c in changes:
+            ts = c.ts
+            if ts > self.now:
+                if ts >= next_due:
+                    self._run_timers(ts)
+                    next_due = self._next_due()
+                else:
+                    self.now = ts  # the common case in a burst: nothing due yet
+            tid = c.target
+            if tid not in parents:
+                continue
+            if c.new is DOWN:
+                if tid not in down:
+                    # went down (inlined: 100k times in a core failure)
+                    now = self.now
+                    if root_cache:
+                        root_cache.clear()
+                    down[tid] = now
+                    if tid in ignored:
+                        ignored.remove(tid)
+                    ps = parents[tid]
+                    if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
+                        unexplained.add(tid)
+                    if children[tid]:
+                        self._parent_down(tid, now)
+                        next_due = self._next_due()
+                    if tid in endpoint:
+                        recent.append((now, tid))
+                        in_window.add(tid)
+                        for a in ancestors[tid]:
+                            rc[a] += 1
+                    if tid not in vantage:
+                        due = now + settle_for
+                        settle_q.append((due, tid, now))
+                        if due < next_due:
+                            next_due = due
+                    if tid in incidents:
+                        inc = incidents[tid]
+                        if inc.clear_since is not None:
+                            inc.clear_since = None  # its root failed again within the hold-down: keep it open
+                            self.changed.add(inc.id)
+            elif c.old is DOWN or tid in down:
+                self._came_back(tid)
+                next_due = self._next_due()
+            if (
+                self.blind is not None
+                or len(unexplained) > blind_quiet
+                or (vantage and self._vantage_down())
+            ):
+                self._check_blind()
+                next_due = self._next_due()
+
+    def _next_due(self) -> float:
+        """The earliest timer (-inf with maintenance windows: those are checked at every step)."""
+        if self._windows:
+            return -_INF
+        heads = [q[0][0] for q in (self._settle, self._grace, self._hold, self._blind_timer) if q]
+        return min(heads, default=_INF)
 
     def _vantage_down(self) -> bool:
         return any(v in self.down for v in self.s.vantage)
@@ -199,33 +262,16 @@ class Engine:
 
     # ---------------------------------------------------------------- state
 
-    def _went_down(self, tid: str, ts: float) -> None:
+    def _parent_down(self, tid: str, ts: float) -> None:
+        """A node went down: children whose every uplink is now down are explained by it."""
         topo, down = self.topo, self.down
-        if self._root_cache:
-            self._root_cache.clear()
-        down[tid] = ts
-        self._ignored.discard(tid)
-        ps = topo.parents[tid]
-        if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
-            self._unexplained.add(tid)
+        parents = topo.parents
         for c in topo.children[tid]:
-            if c in down and all(p in down for p in topo.parents[c]):
+            if c in down and (len(ps := parents[c]) == 1 or all(p in down for p in ps)):
                 self._unexplained.discard(c)
                 if c not in self._vantage and len(topo.parents[c]) > 1:
                     # its last uplink just failed: judge it again (it may belong to an outage now)
                     self._settle.append((ts + self.s.settle, c, down[c]))
-        if tid in topo.endpoint:
-            self._recent.append((ts, tid))
-            self._in_window.add(tid)
-            rc = self._recent_count
-            for a in topo.ancestors[tid]:
-                rc[a] += 1
-        if tid not in self._vantage:
-            self._settle.append((ts + self.s.settle, tid, ts))
-        inc = self.incidents.get(tid)
-        if inc is not None and inc.clear_since is not None:
-            inc.clear_since = None  # its root failed again within the hold-down: keep it open
-            self.changed.add(inc.id)
 
     def _came_back(self, tid: str) -> None:
         topo, down = self.topo, self.down
@@ -316,11 +362,15 @@ class Engine:
                 # drain settle timers in one tight loop up to the next other timer (100k in a burst)
                 limit = min([now, *(q[0][0] for q in queues[1:] if q), *([wdue] if wdue is not None else [])])
                 down, ignored, evaluate = self.down, self._ignored, self._evaluate
+                member, incidents, basis, topo_root = self.member, self.incidents, self.basis, self._topo_root
                 while settle and settle[0][0] <= limit:
                     due, key, stamp = settle.popleft()
                     if due > self.now:
                         self.now = due
                     if down.get(key) == stamp and key not in ignored:
+                        m = member.get(key)
+                        if m is not None and m != key and topo_root(key) == m and basis[incidents[m].id] == "outage":
+                            continue  # attached to the outage its root walk leads to: nothing to decide
                         evaluate(key)
                 continue
             due, key, stamp = best.popleft()
@@ -448,7 +498,7 @@ class Engine:
                 for c in topo.children[n]:
                     if c in down:
                         ps = topo.parents[c]
-                        if ps[0] == n and all(p in down for p in ps):
+                        if ps[0] == n and (len(ps) == 1 or all(p in down for p in ps)):
                             out.append(c)
                             if topo.children[c]:
                                 nxt.append(c)
@@ -472,6 +522,16 @@ class Engine:
         added = False
         log = self.member_log
         ever = self.ever[inc.id]
+        targets = list(dict.fromkeys(targets))
+        if member.keys().isdisjoint(targets):
+            # nobody attached anywhere yet (an outage opening over 100k targets): set operations
+            member.update(dict.fromkeys(targets, inc.root))
+            inc.members.update(targets)
+            ever.update(targets)
+            log.extend([(inc.id, t, ADD) for t in targets])
+            self._ignored.difference_update(targets)
+            added = bool(targets)
+            targets = []
         for t in targets:
             key = member.get(t)
             if key == inc.root:
@@ -654,8 +714,8 @@ class Engine:
         nodes = sorted(t for t in members if t not in endpoint)
         if len(members) * 8 > len(endpoint):
             # a mass incident: filtering the presorted lists beats sorting 100k strings
-            eps = tuple(e for e in topo.sorted_endpoints if e in members)
-            custs = tuple(c for c, es in topo.sorted_customers if any(e in members for e in es))
+            eps = tuple(filter(members.__contains__, topo.sorted_endpoints))
+            custs = tuple(c for c, es in topo.sorted_customers if not members.isdisjoint(es))
             return eps, custs, tuple(nodes)
         eps_list = sorted(t for t in members if t in endpoint)
         custs_set = {customer[t] for t in eps_list if t in customer}

@@ -64,8 +64,7 @@ class CorrelationService:
 
     def on_state_changes(self, changes: Sequence[StateChange]) -> list[IncidentEvent]:
         """Correlate confirmed transitions; persist and return the lifecycle events they produced."""
-        for c in changes:
-            self.engine.apply(c)
+        self.engine.apply_many(changes)
         now = max([self.clock.now(), *(c.ts for c in changes)])
         return self._step(now)
 
