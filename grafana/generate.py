@@ -23,6 +23,8 @@ MUNI = '"municipality" =~ /^$municipality$/'
 STATE_MAP = [{"type": "value", "options": {
     "-1": {"text": "UNKNOWN", "color": "gray"}, "0": {"text": "DOWN", "color": "red"},
     "1": {"text": "UP", "color": "green"}, "2": {"text": "DEGRADED", "color": "orange"}}}]
+# Tables from two queries joined on their tag columns (the time column differs, so it goes first).
+MERGE_BY_TAGS = [{"id": "organize", "options": {"excludeByName": {"Time": True}}}, {"id": "merge", "options": {}}]
 AVAIL_STEPS = [{"color": "red", "value": None}, {"color": "orange", "value": 98}, {"color": "green", "value": 99.5}]
 
 
@@ -128,8 +130,7 @@ def noc() -> Board:
             'SELECT mean("available") * 100 AS "availability" FROM "state" WHERE $timeFilter GROUP BY "site"',
         ], w=12, h=14, fmt="table", unit="percent", thresholds={"mode": "absolute", "steps": AVAIL_STEPS},
         description="Site coordinates (measurement `site`) merged by site with availability in the time range.",
-        transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}},
-                         {"id": "merge", "options": {}}],
+        transformations=MERGE_BY_TAGS,
     )
     geo["options"] = {
         "view": {"id": "fit", "padding": 20},
@@ -156,6 +157,13 @@ def noc() -> Board:
     b.panel("table", "Down per municipality", [
         'SELECT count("state") AS "down" FROM (SELECT last("state") AS "state" FROM "state" WHERE $timeFilter'
         ' GROUP BY "node", "municipality") WHERE "state" = 0 GROUP BY "municipality"'], w=8, h=8, fmt="table")
+    b.panel("table", "Status per site", [
+        'SELECT mean("available") * 100 AS "availability" FROM "state" WHERE $timeFilter GROUP BY "municipality",'
+        ' "site"',
+        'SELECT count("state") AS "down" FROM (SELECT last("state") AS "state" FROM "state" WHERE $timeFilter'
+        ' GROUP BY "node", "municipality", "site") WHERE "state" = 0 GROUP BY "municipality", "site"'],
+        w=24, h=8, fmt="table", unit="percent", decimals=3,
+        transformations=MERGE_BY_TAGS)
     b.panel("timeseries", "Availability over time per municipality", [
         'SELECT mean("available") * 100 FROM "state" WHERE $timeFilter GROUP BY time($__interval), "municipality"'
         ' fill(none)'], w=24, h=8, unit="percent")
