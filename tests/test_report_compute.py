@@ -163,3 +163,17 @@ def test_response_time_compliance():
     assert rows[12].compliance == pytest.approx(25.0)
     assert (rows[24].met, rows[24].missed) == (1, 0)
     assert r.totals.incidents == 7 and "INC-000007" not in {i.id for i in r.incidents}
+
+
+def test_a_month_not_over_yet_counts_only_up_to_now():
+    h = up_all_month(*ALL)
+    h["cpe1"] += [(at(15, 12), "down")]  # still down "now", on the 16th at 00:00
+    incidents = [IncidentRecord("INC-000001", "single", "cpe1", at(15, 12), None, ("cpe1",), ("C2",))]
+    r = compute(ReportInput(period=OCTOBER, inventory=inventory(), history=h, incidents=incidents, until=at(16)),
+                "node")
+    cpe1, core = row(r, "cpe1"), row(r, "core")
+    assert core.monitored_s == 15 * 1440 * MIN and core.availability == 100.0  # not 31 days of "up"
+    assert cpe1.down_s == 12 * 60 * MIN and cpe1.availability == pytest.approx(100 * 14.5 / 15)
+    assert r.incidents[0].in_period_s == 12 * 3600 and r.incidents[0].response == "pending"  # 24 h not over
+    assert r.days[20].availability is None and r.data_until == at(16)
+    assert "data until 2026-10-16 00:00" in to_markdown(r, "en")

@@ -52,8 +52,9 @@ def main(args: argparse.Namespace) -> int:
         if not state_dir.is_absolute():
             state_dir = args.config.resolve().parent / state_dir
         db = state_dir / "monitor.db"
-    inp = load_input(db, inv, period, progress)
-    report = compute(inp, args.by, generated_at=time.time(), progress=progress)
+    now = time.time()
+    inp = load_input(db, inv, period, progress, until=now)
+    report = compute(inp, args.by, generated_at=now, progress=progress)
     fmt = args.format or _format_from(args.output)
     text = render(report, fmt, args.lang, inv)
     if args.output is None:

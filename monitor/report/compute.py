@@ -2,9 +2,9 @@
 
 How time is counted, per target, inside the period and the target's lifetime only:
 
-* the lifetime starts at the target's first recorded state and ends at the period end or at its
-  removal (the pseudo-state ``removed``); time outside it does not exist for the report (not
-  100 %, not 0 %);
+* the lifetime starts at the target's first recorded state and ends at the period end, at its
+  removal (the pseudo-state ``removed``) or at ``until`` (the report's "now": the rest of a
+  current month has no data yet); time outside it does not exist for the report (not 100 %, not 0 %);
 * monitor-blind time and then maintenance of the target (or of any node above it) are taken out
   first, whatever the state was: they count neither as up nor as down;
 * what is left is up (UP or DEGRADED), down, or unknown (no confirmed state); availability is
@@ -53,6 +53,7 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
         raise ValueError(f"unknown grouping {by!r}; expected one of {', '.join(GROUPINGS)}")
     period, inv = inp.period, inp.inventory
     days = _day_bounds(period.start, period.end, period.tz)
+    known_end = period.end if inp.until is None else max(period.start, min(period.end, inp.until))
     day_up = [0.0] * (len(days) - 1)
     day_down = [0.0] * (len(days) - 1)
     blind = _merge((i.start, i.end) for i in inp.blind)
@@ -66,7 +67,7 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
     for n, tid in enumerate(ids, 1):
         maint = inp.maintenance.get(tid)
         excl = _exclusions(blind, maint) if maint else blind_excl
-        segs = _segments(inp.history.get(tid, []), period.start, period.end)
+        segs = _segments(inp.history.get(tid, []), period.start, known_end)
         fig, down = _account(segs, excl, days, day_up, day_down)
         if not segs and tid in inv.targets:
             fig.targets, fig.no_data = 1, 1  # in the inventory, never seen: unknown, never up
@@ -77,12 +78,12 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
             last_note = time.monotonic()  # at most one line a second: feedback on long reports only
             progress(f"figures for {n}/{len(ids)} targets")
 
-    incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and _overlaps(i, period.start, period.end)]
+    incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and _overlaps(i, period.start, known_end)]
     for inc in incidents:
         for tid in {inc.root, *inc.targets}:
             if tid in per_target:
                 per_target[tid].incidents += 1
-    lines = [_incident_line(i, inp) for i in sorted(incidents, key=lambda i: (i.opened_at, i.id))]
+    lines = [_incident_line(i, inp, known_end) for i in sorted(incidents, key=lambda i: (i.opened_at, i.id))]
 
     def rows_for(grouping: str) -> list[Row]:
         return _group(grouping, ids, inv, per_target, downs, incidents)
@@ -113,6 +114,7 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
                        None if day_up[i] + day_down[i] <= 0 else 100.0 * day_up[i] / (day_up[i] + day_down[i]))
               for i in range(len(days) - 1)],
         weeks=_weeks(incidents, period.start, period.end, period.tz),
+        data_until=known_end,
     )
 
 
@@ -345,10 +347,10 @@ def _required(inc: IncidentRecord, inv: Inventory) -> tuple[str, float] | None:
     return best
 
 
-def _incident_line(inc: IncidentRecord, inp: ReportInput) -> IncidentLine:
+def _incident_line(inc: IncidentRecord, inp: ReportInput, known_end: float) -> IncidentLine:
     p = inp.period
-    end = inc.restored_at if inc.restored_at is not None else p.end
-    in_period = max(0.0, min(end, p.end) - max(inc.opened_at, p.start))
+    end = inc.restored_at if inc.restored_at is not None else known_end
+    in_period = max(0.0, min(end, known_end) - max(inc.opened_at, p.start))
     answered = [t for t in (inc.acked_at, inc.ticketed_at) if t is not None]
     response_s = min(answered) - inc.opened_at if answered else None
     req = _required(inc, inp.inventory)
@@ -361,7 +363,7 @@ def _incident_line(inc: IncidentRecord, inp: ReportInput) -> IncidentLine:
             verdict = "missed"
         elif inc.restored_at is not None and inc.restored_at <= deadline:
             verdict = "not_needed"
-        elif deadline <= p.end:
+        elif deadline <= known_end:
             verdict = "missed"
         else:
             verdict = "pending"

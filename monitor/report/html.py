@@ -10,7 +10,7 @@ from html import escape
 
 from monitor.report.i18n import num, pct, t, when
 from monitor.report.model import Report
-from monitor.report.render import sections
+from monitor.report.render import header, sections
 
 GOOD, FAIR, BAD, GREY, INK = "#2e7d32", "#f9a825", "#c62828", "#9e9e9e", "#263238"
 
@@ -31,8 +31,7 @@ def to_html(r: Report, lang: str) -> str:
         f'<!DOCTYPE html>\n<html lang="{lang}"><head><meta charset="utf-8">',
         f"<title>{escape(t('title', lang))} {escape(r.period.label)}</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(t('title', lang))} — {escape(r.period.label)}</h1>",
-        f'<p class="meta">{escape(t("period", lang))}: {when(r.period.start, tz)} – {when(r.period.end, tz)}'
-        f" ({escape(tz)}) · {escape(t('generated', lang))}: {when(r.generated_at, tz)}</p>",
+        f'<p class="meta">{escape(header(r, lang))}</p>',
         '<div class="charts">',
         _chart(t("chart_municipality", lang), availability_bars(
             [(row.name, row.figures.availability) for row in r.municipalities], lang)),

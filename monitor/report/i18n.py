@@ -12,6 +12,7 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (es, en)
     "title": ("Informe de disponibilidad", "Availability report"),
     "period": ("Periodo", "Period"),
     "generated": ("Generado", "Generated"),
+    "data_until": ("datos hasta", "data until"),
     "summary": ("Resumen", "Summary"),
     "by": ("Por", "By"),
     "municipality": ("Municipio", "Municipality"),

@@ -61,6 +61,7 @@ class ReportInput:
     maintenance: dict[str, list[Interval]] = field(default_factory=dict)  # per target (already expanded)
     blind: list[Interval] = field(default_factory=list)  # global: the monitor could not see
     incidents: list[IncidentRecord] = field(default_factory=list)
+    until: float | None = None  # nothing is known after this ("now" for a period not over yet)
 
 
 @dataclass(slots=True)
@@ -176,3 +177,4 @@ class Report:
     incidents: list[IncidentLine]
     days: list[DayPoint]
     weeks: list[tuple[str, int]]  # ISO week label, incidents opened (or carried in) that week
+    data_until: float = 0.0  # the period end, or "now" when the period is not over

@@ -71,7 +71,7 @@ def _rows(rows: list[Row]) -> list[dict[str, object]]:
 def to_dict(r: Report) -> dict[str, object]:
     return {
         "period": {"label": r.period.label, "start": _iso(r.period.start), "end": _iso(r.period.end),
-                   "tz": r.period.tz},
+                   "tz": r.period.tz, "data_until": _iso(r.data_until)},
         "generated_at": _iso(r.generated_at),
         "by": r.by,
         "totals": figures_dict(r.totals),
@@ -163,10 +163,16 @@ def sections(r: Report, lang: str) -> list[Section]:
     return out
 
 
+def header(r: Report, lang: str) -> str:
+    tz = r.period.tz
+    text = f"{t('period', lang)}: {when(r.period.start, tz)} – {when(r.period.end, tz)} ({tz})"
+    if r.data_until < r.period.end:
+        text += f" · {t('data_until', lang)} {when(r.data_until, tz)}"
+    return f"{text} · {t('generated', lang)}: {when(r.generated_at, tz)}"
+
+
 def to_markdown(r: Report, lang: str) -> str:
-    lines = [f"# {t('title', lang)} — {r.period.label}", "",
-             f"{t('period', lang)}: {when(r.period.start, r.period.tz)} – {when(r.period.end, r.period.tz)}"
-             f" ({r.period.tz}) · {t('generated', lang)}: {when(r.generated_at, r.period.tz)}", ""]
+    lines = [f"# {t('title', lang)} — {r.period.label}", "", header(r, lang), ""]
     for s in sections(r, lang):
         lines += [f"## {s.title}", ""]
         if s.rows:

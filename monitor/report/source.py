@@ -21,7 +21,9 @@ from monitor.report.model import IncidentRecord, Interval, Period, ReportInput
 REMOVED_REASON = "removed"  # a change to unknown with this reason prefix: the target left the inventory
 
 
-def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress | None = None) -> ReportInput:
+def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress | None = None,
+               until: float | None = None) -> ReportInput:
+    """``until``: the store's "now"; the part of the period after it has no data yet."""
     if not db_path.exists():
         raise StorageError(f"{db_path}: no store here (has the daemon run with this config?)")
     try:
@@ -42,10 +44,11 @@ def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress
         db.close()
     if progress is not None:
         progress(f"read {len(incidents)} incidents and {len(windows)} maintenance windows")
-    blind = [Interval(i.opened_at, i.restored_at if i.restored_at is not None else period.end)
+    open_end = period.end if until is None else min(period.end, until)
+    blind = [Interval(i.opened_at, i.restored_at if i.restored_at is not None else open_end)
              for i in incidents if i.kind == "blind"]
     return ReportInput(period=period, inventory=inv, history=history,
-                       maintenance=expand_maintenance(windows, inv), blind=blind, incidents=incidents)
+                       maintenance=expand_maintenance(windows, inv), blind=blind, incidents=incidents, until=until)
 
 
 def _history(db: sqlite3.Connection, period: Period) -> dict[str, list[tuple[float, str]]]:
