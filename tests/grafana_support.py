@@ -63,6 +63,27 @@ def structure_problems(boards: Mapping[str, dict[str, Any]], uids: set[str]) -> 
             refs = [t.get("refId") for t in p.get("targets", [])]
             if not refs or len(refs) != len(set(refs)):
                 problems.append(f"{name}: panel {p.get('id')}: no queries or duplicate refIds {refs}")
+        problems += _field_references(name, b)
+    return problems
+
+
+def _field_references(name: str, b: dict[str, Any]) -> list[str]:
+    """Columns a board names outside its queries (annotation text/tags, geomap coordinates) must be selected."""
+    problems = []
+    for a in b.get("annotations", {}).get("list", []):
+        if a.get("builtIn"):
+            continue
+        wanted = [a.get("textColumn", ""), *a.get("tagsColumn", "").split(",")]
+        for col in filter(None, (c.strip() for c in wanted)):
+            if f'"{col}"' not in a["query"].split(" FROM ")[0]:
+                problems.append(f"{name}: annotation {a['name']}: column {col!r} is not selected")
+    for p in b.get("panels", []):
+        selected = " ".join(t["query"].split(" FROM ")[0] for t in p.get("targets", []))
+        for layer in p.get("options", {}).get("layers", []):
+            loc = layer.get("location", {})
+            for key in ("latitude", "longitude") if loc.get("mode") == "coords" else ():
+                if f'AS "{loc.get(key)}"' not in selected:
+                    problems.append(f"{name}: panel {p['id']}: geomap {key} field {loc.get(key)!r} is not selected")
     return problems
 
 

@@ -164,8 +164,13 @@ def test_structure_checker_catches_mistakes():
     bad["capacity.json"]["uid"] = bad["noc-overview.json"]["uid"]
     bad["node-detail.json"]["panels"][1]["id"] = bad["node-detail.json"]["panels"][0]["id"]
     bad["node-detail.json"]["panels"][2]["targets"][0]["datasource"] = {"type": "influxdb", "uid": "other"}
+    bad["node-detail.json"]["annotations"]["list"][1]["textColumn"] = "incidents"
+    geo = next(p for p in bad["noc-overview.json"]["panels"] if p["type"] == "geomap")
+    geo["options"]["layers"][0]["location"]["latitude"] = "lat"
     problems = structure_problems(bad, provisioned_uids())
-    assert len(problems) == 3, problems
+    assert len(problems) == 5, problems
+    assert any("'incidents' is not selected" in p for p in problems)
+    assert any("latitude field 'lat' is not selected" in p for p in problems)
 
 
 def test_every_query_returns_data_from_the_daemons_points(influx):
