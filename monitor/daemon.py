@@ -53,6 +53,9 @@ def correlation_settings(inv: Inventory) -> CorrelationSettings:
 
 IncidentSink = Callable[[list[IncidentEvent]], None]
 
+#: The reason recorded when a target leaves the inventory (reports end its lifetime there).
+REMOVED = "removed from the inventory"
+
 #: How often pending state changes are correlated and the engine's timers advanced.
 CORRELATE_EVERY = 1.0
 
@@ -218,9 +221,12 @@ class Daemon:
         self.inventory = new
         await self._start_probes(new)
         removed = [tid for tid in old.targets if tid not in new.targets]
+        now = self.clock.now()
         for tid in removed:
-            self.states.pop(tid, None)
+            gone = self.states.pop(tid, TargetState())
             self.snmp_ok.pop(tid, None)
+            # The end of the target's life in the log: reports stop counting it here.
+            self._announce(old.targets[tid], StateChange(tid, gone.state, State.UNKNOWN, now, REMOVED))
         for tid in new.targets:
             self.states.setdefault(tid, TargetState())
         self._update_state_gauge()

@@ -244,3 +244,19 @@ def test_probe_cli_prints_the_measurement(tmp_path):
                            capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1
     assert "verdict: UNREACHABLE" in r.stdout
+
+
+async def test_reload_records_the_end_of_removed_targets(tmp_path):
+    cfg = write_config(tmp_path, free_port(), "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+    db = tmp_path / "var" / "monitor.db"
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: states(db).get("cpe-2") == "up" and states(db).get("cpe-1") == "up", what="all up")
+        write_config(tmp_path, free_port())  # cpe-2 is gone
+        assert await daemon.reload()
+        assert changes(db)[-1] == ("cpe-2", "up", "unknown", "removed from the inventory")
+        assert "cpe-2" not in daemon.states
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 10)

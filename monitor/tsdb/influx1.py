@@ -33,13 +33,23 @@ class Influx1Backend:
         if self._session is None:  # created lazily: a ClientSession belongs to the running loop
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.post(self._url, params=self._params, data=body, headers=self._headers) as resp:
-                if 200 <= resp.status < 300:
-                    return
-                status, text = resp.status, await resp.text(errors="replace")
+            try:
+                status, text = await self._post(body)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled keep-alive connection the server had already closed: one fresh attempt,
+                # so an idle connection does not send a healthy database's batch to the spool.
+                status, text = await self._post(body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise connection_error(self.name, exc) from exc
-        raise http_error(self.name, status, text)
+        if not 200 <= status < 300:
+            raise http_error(self.name, status, text)
+
+    async def _post(self, body: bytes) -> tuple[int, str]:
+        assert self._session is not None
+        async with self._session.post(self._url, params=self._params, data=body, headers=self._headers) as resp:
+            if 200 <= resp.status < 300:
+                return resp.status, ""
+            return resp.status, await resp.text(errors="replace")
 
     async def close(self) -> None:
         if self._session is not None:
