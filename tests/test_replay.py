@@ -11,7 +11,7 @@ import pytest
 from monitor.cli import main
 from monitor.correlate.incidents import format_ts
 from monitor.inventory.loader import load_inventory
-from monitor.replay import _no_change
+from monitor.replay import _FAIL, _OK, StepCache, _no_change
 from monitor.state import Confirmation, Observation, State, TargetState, step
 from tests.scenario_runner import EPOCH
 
@@ -154,3 +154,26 @@ def test_skipping_unchanging_polls_is_equivalent_to_step():
             if c1 is not None:
                 assert c1 == c2
     assert State.DOWN  # the loop above exercised every state
+
+
+def test_cached_step_gives_what_step_gives():
+    """Same new state (every field, ``since`` included) and same StateChange as the state machine."""
+    rng = random.Random(5)
+    cached = StepCache()
+    observations = [_OK, _FAIL, Observation(True, ("rtt 80.0ms > 50ms",))]
+    seen = set()
+    for k in range(300):
+        rules = Confirmation(down_after=rng.randint(1, 4), up_after=rng.randint(1, 3), degraded_after=rng.randint(1, 3))
+        full = fast = TargetState()
+        t = 1_000.0 * k
+        for _ in range(60):
+            t += rng.choice([0.5, 10.0, 60.0])
+            obs = rng.choice(observations)
+            target = rng.choice(["a", "b"])
+            full, c1 = step(full, obs, t, rules, target)
+            fast, c2 = cached(fast, obs, t, rules, target)
+            assert fast == full
+            assert c2 == c1
+            seen.add(full.state)
+    assert seen == set(State)
+    assert cached.memo  # the cache was used, not only the fallback

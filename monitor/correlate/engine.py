@@ -92,12 +92,14 @@ class Engine:
         """Fold one confirmed transition in. Decisions wait for ``tick``; timers due earlier fire first."""
         self.apply_many((c,))
 
-    def apply_many(self, changes: Iterable[StateChange]) -> None:
+    def apply_many(self, changes: Iterable[StateChange], *, until_output: bool = False) -> int:
         """Fold confirmed transitions in, in order, exactly as ``apply`` one at a time would.
 
         The daemon hands over a poll cycle's transitions as one batch (100k in a core failure), so
         this is the hot path: one loop over locals, a timer check only when time advances, and the
         common "endpoint went down" case inlined. Everything rarer goes through the methods.
+        ``until_output`` stops right after a change that leaves something to announce (replay
+        announces as it goes); returns how many changes were applied.
         """
         topo = self.topo
         parents, children, endpoint, ancestors = topo.parents, topo.children, topo.endpoint, topo.ancestors
@@ -107,7 +109,11 @@ class Engine:
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
         DOWN = State.DOWN
         next_due = self._next_due()
+        n = 0
         for c in changes:
+            if until_output and n and (self._queue or self._forced):
+                break  # the change before left something to announce
+            n += 1
             ts = c.ts
             if ts > self.now:
                 if ts >= next_due:
@@ -158,6 +164,7 @@ class Engine:
             ):
                 self._check_blind()
                 next_due = self._next_due()
+        return n
 
     def _next_due(self) -> float:
         """The earliest timer (-inf with maintenance windows: those are checked at every step)."""
