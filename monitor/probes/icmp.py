@@ -245,13 +245,16 @@ def summarize(echo: Echo, per_ping_timeout: float) -> IcmpResult:
 def _parse_address(address: str) -> tuple[int, bytes, tuple[str, int]]:
     """(4 or 6, packed, sendto address with the canonical text as recvfrom reports sources);
     family 0 when not an IP literal."""
-    for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
-        try:
-            packed = socket.inet_pton(af, address)
-        except OSError:
-            continue
-        return family, packed, (socket.inet_ntop(af, packed), 0)
-    return 0, b"", (address, 0)
+    try:
+        # inet_pton accepts only the canonical dotted quad for IPv4, so the text needs no round trip.
+        return 4, socket.inet_pton(socket.AF_INET, address), (address, 0)
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address)
+    except OSError:
+        return 0, b"", (address, 0)
+    return 6, packed, (socket.inet_ntop(socket.AF_INET6, packed), 0)
 
 
 def _describe(exc: OSError) -> str:

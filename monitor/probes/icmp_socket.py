@@ -316,9 +316,13 @@ class IcmpSocket:
         """Drain the socket: match echo replies inline (the hot path), hand anything else to parse.
 
         Every reply is read into one preallocated buffer and checked in place (no bytes object, no
-        slice): at fping-like rates the per-reply Python work is what limits the probe.
+        slice): at fping-like rates the per-reply Python work is what limits the probe. Raw IPv4
+        replies carry their IP header, so their source is checked there and ``recv_into`` spares
+        building an address tuple per reply; other sockets take the source from ``recvfrom_into``.
         """
-        recv_into = self.sock.recvfrom_into
+        recv_into = self.sock.recv_into
+        recvfrom_into = self.sock.recvfrom_into
+        src: tuple[str, int] = ("", 0)
         buf = self._recv_buf
         pending = self.pending
         pad = self.template.pad
@@ -331,7 +335,10 @@ class IcmpSocket:
         monotonic = time.monotonic
         for _ in range(RECV_BURST):
             try:
-                n, src = recv_into(buf)
+                if v4raw:
+                    n = recv_into(buf)
+                else:
+                    n, src = recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -347,7 +354,7 @@ class IcmpSocket:
                     entry is None
                     or seq != entry[2]
                     or (check_ident and r_ident != ident)
-                    or src[0] != entry[0].address
+                    or (not buf.startswith(entry[0].packed, 12) if v4raw else src[0] != entry[0].address)
                     or n - off != reply_len
                     or not buf.startswith(pad, off + 16)
                 ):
