@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ IncidentSink = Callable[[list[IncidentEvent]], None]
 
 #: The reason recorded when a target leaves the inventory (reports end its lifetime there).
 REMOVED = "removed from the inventory"
+
+#: How often the run's heartbeat is stored (bounds the unknown time after a crash).
+HEARTBEAT_EVERY = 30.0
 
 #: How often pending state changes are correlated and the engine's timers advanced.
 CORRELATE_EVERY = 1.0
@@ -114,6 +118,7 @@ class Daemon:
         inv = self.inventory
         state_dir = Path(inv.daemon.state_dir)
         self.store = EventStore(state_dir / "monitor.db")
+        self._run_id = self.store.run_started(self.clock.now())
         self._restore_states(inv)
         self._first_pass = set(inv.targets)
         self.correlation = CorrelationService(inv, state_dir / "monitor.db", correlation_settings(inv), self.clock)
@@ -136,6 +141,7 @@ class Daemon:
                 writer_task = tg.create_task(self.writer.run()) if self.writer else None
                 self._publish(self.correlation.startup_events)
                 correlate_task = tg.create_task(self._correlate_loop())
+                heartbeat_task = tg.create_task(self._heartbeat())
                 self._install_signal_handlers()
                 event(
                     log, logging.INFO, "monitor started", config=self.config_path, targets=len(inv.targets),
@@ -153,6 +159,7 @@ class Daemon:
                 await scheduler_task
                 await self.scheduler.drain()
                 correlate_task.cancel()
+                heartbeat_task.cancel()
                 self._correlate_now()  # the changes of the last polls are correlated before exit
                 if self.writer is not None and writer_task is not None:
                     await self.writer.close()
@@ -164,6 +171,7 @@ class Daemon:
             if self.correlation is not None:
                 self.correlation.close()
             if self.store is not None:
+                self.store.run_stopped(self._run_id, self.clock.now())
                 self.store.close()
         event(log, logging.INFO, "monitor stopped")
 
@@ -257,6 +265,16 @@ class Daemon:
         while True:
             await asyncio.sleep(CORRELATE_EVERY)
             self._correlate_now()
+
+    async def _heartbeat(self) -> None:
+        """Mark the run alive, so a crash's end is known to within HEARTBEAT_EVERY for reports."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY)
+            try:
+                self.store.run_alive(self._run_id, self.clock.now())
+            except sqlite3.Error as exc:
+                event(log, logging.ERROR, "cannot record heartbeat", error=exc)
 
     def _correlate_now(self) -> None:
         if self.correlation is None:

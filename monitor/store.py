@@ -110,6 +110,15 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 3: when the daemon was running (reports count time outside every run as unknown, never as up)
+    """
+    CREATE TABLE monitor_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        stopped REAL
+    );
+    """,
 )
 
 
@@ -161,6 +170,23 @@ class EventStore:
                 )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot append to the event store {self.path}: {exc}") from exc
+
+    def run_started(self, now: float) -> int:
+        """Record that the daemon started; returns the run id for :meth:`run_alive`/:meth:`run_stopped`."""
+        cur = self._db.execute("INSERT INTO monitor_runs (started, last_seen) VALUES (?, ?)", (now, now))
+        return int(cur.lastrowid or 0)
+
+    def run_alive(self, run: int, now: float) -> None:
+        """Heartbeat: after a crash the run is taken to have ended at its last heartbeat."""
+        self._db.execute("UPDATE monitor_runs SET last_seen = ? WHERE id = ?", (now, run))
+
+    def run_stopped(self, run: int, now: float) -> None:
+        self._db.execute("UPDATE monitor_runs SET last_seen = ?, stopped = ? WHERE id = ?", (now, now, run))
+
+    def runs(self) -> list[tuple[float, float]]:
+        """(start, end) of every run, oldest first; a crashed run ends at its last heartbeat."""
+        rows = self._db.execute("SELECT started, COALESCE(stopped, last_seen) FROM monitor_runs ORDER BY started")
+        return [(float(a), float(b)) for a, b in rows]
 
     def load_states(self) -> dict[str, tuple[State, float]]:
         rows = self._db.execute("SELECT target, state, since FROM target_state")

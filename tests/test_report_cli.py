@@ -129,3 +129,26 @@ def test_blind_time_from_the_correlation_service_is_excluded(tmp_path):
     assert r["totals"]["blind_min"] == pytest.approx(62 * r["totals"]["targets"])
     assert r["totals"]["downtime_min"] == pytest.approx(298)  # the outage of the 10th is unchanged
     assert r["totals"]["incidents"] == 1  # the blind incident is not an outage
+
+
+def test_time_without_a_running_monitor_is_unknown_never_up(tmp_path):
+    """The daemon stopped on the 15th 00:00-06:00: six hours of no data for every target, not six hours up."""
+    from monitor.store import EventStore
+    from tests.report_support import OCT, at
+
+    db = tmp_path / "monitor.db"
+    october_store(db, load_inventory(CONFIG))
+    store = EventStore(db)
+    first = store.run_started(OCT - 86400)
+    store.run_stopped(first, at(15, 0))
+    second = store.run_started(at(15, 6))
+    store.run_alive(second, OCT + 31 * 86400)
+    store.close()
+    out = tmp_path / "r.json"
+    assert report(db, out, "--by", "node") == 0
+    r = json.loads(out.read_text())
+    targets = r["totals"]["targets"]
+    assert r["totals"]["unknown_min"] == pytest.approx(6 * 60 * targets)
+    assert r["totals"]["downtime_min"] == pytest.approx(298)  # the outage of the 10th is unchanged
+    core = next(x for x in r["rows"] if x["key"] == "core-arauca")
+    assert core["unknown_min"] == pytest.approx(360) and core["availability_pct"] == 100

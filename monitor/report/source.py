@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from monitor.errors import StorageError
@@ -19,6 +20,7 @@ from monitor.report.compute import REMOVED, Progress
 from monitor.report.model import IncidentRecord, Interval, Period, ReportInput
 
 REMOVED_REASON = "removed"  # a change to unknown with this reason prefix: the target left the inventory
+CRASH_GRACE = 60.0  # a run without a stop record is taken as alive this long after its last heartbeat
 
 
 def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress | None = None,
@@ -38,13 +40,18 @@ def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         incidents = _incidents(db, period) if version >= 2 else []
         windows = _maintenance(db, period) if version >= 2 else []
+        open_end = period.end if until is None else min(period.end, until)
+        offline = _offline(db, period, open_end) if version >= 3 else []
     except sqlite3.Error as exc:
         raise StorageError(f"cannot read the store {db_path}: {exc}") from exc
     finally:
         db.close()
     if progress is not None:
         progress(f"read {len(incidents)} incidents and {len(windows)} maintenance windows")
-    open_end = period.end if until is None else min(period.end, until)
+    if offline:
+        _mark_offline(history, offline)
+        if progress is not None:
+            progress(f"{len(offline)} periods without a running monitor count as unknown")
     blind = [Interval(i.opened_at, i.restored_at if i.restored_at is not None else open_end)
              for i in incidents if i.kind == "blind"]
     return ReportInput(period=period, inventory=inv, history=history,
@@ -66,6 +73,42 @@ def _history(db: sqlite3.Connection, period: Period) -> dict[str, list[tuple[flo
     for target, ts, new, reason in rows:
         history[target].append((ts, _state(new, reason)))
     return dict(history)
+
+
+def _offline(db: sqlite3.Connection, period: Period, open_end: float) -> list[Interval]:
+    """When no daemon was running (between runs, after the last one stopped or stopped heartbeating).
+
+    A store without any recorded run (older than migration 3) makes no claim: nothing is marked.
+    """
+    rows = db.execute("SELECT started, last_seen, stopped FROM monitor_runs ORDER BY started, id").fetchall()
+    gaps: list[tuple[float, float]] = []
+    for (_, seen, stopped), (nxt, _, _) in pairwise(rows):
+        end = stopped if stopped is not None else seen
+        if nxt > end:
+            gaps.append((end, nxt))
+    if rows:
+        _, seen, stopped = rows[-1]
+        end = stopped if stopped is not None else seen + CRASH_GRACE
+        if end < open_end:
+            gaps.append((end, open_end))
+    clipped = [(max(a, period.start), min(b, open_end)) for a, b in gaps]
+    return [Interval(a, b) for a, b in clipped if b > a]
+
+
+def _mark_offline(history: dict[str, list[tuple[float, str]]], gaps: list[Interval]) -> None:
+    """No monitor, no data: each living target is unknown during the gap, then as it was before it."""
+    for changes in history.values():
+        extra: list[tuple[float, str]] = []
+        for gap in gaps:
+            before = [state for ts, state in changes if ts <= gap.start]
+            if not before or before[-1] == REMOVED:
+                continue  # not alive yet, or gone: outside its lifetime anyway
+            extra.append((gap.start, "unknown"))
+            inside = [state for ts, state in changes if gap.start < ts < gap.end]
+            extra.append((gap.end, inside[-1] if inside else before[-1]))
+        if extra:
+            changes.extend(extra)
+            changes.sort(key=lambda c: c[0])  # stable: a recorded change at a gap's edge stays after it
 
 
 def _state(new: str, reason: str) -> str:
