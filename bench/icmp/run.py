@@ -6,9 +6,12 @@
 Burst mode: for each size N, ping N distinct loopback addresses (127.1.0.1 upwards) once each, as fast
 as the probe allows with at most ``--concurrency`` polls in flight, for ``--rounds`` rounds, once with
 one ``ping()`` coroutine per address and once through the batch API ``ping_many()``; and run
-``fping -i0 -q -t500 -c1`` on the same addresses. Reports pings/s, CPU % of one core
-(getrusage), RSS, false downs (targets without a reply: on loopback every one must answer) and the
-ratio of our rate to fping's.
+``fping -i0 -q -t500 -c1`` on the same addresses (same count and timeout). The rounds are
+interleaved (fping, ping, ping_many, fping, ...) so that other load on the machine falls on all
+alike; each of our rounds runs in a fresh probe whose address cache is cold, as fping's process is,
+and fping's wall time runs from spawn to exit. Reports pings/s, CPU % of one core (getrusage), RSS,
+false downs (targets without a reply: on loopback every one must answer), the ratio of our rate to
+fping's over all rounds and its range over single rounds.
 
 Steady mode: N endpoints polled every ``--interval`` s (count 3, 20 ms apart, the daemon's defaults),
 each at its own offset spread evenly over the interval, for ``--duration`` s; reports CPU % of one core.
@@ -28,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -96,40 +99,68 @@ async def batch_round(probe: IcmpProbe, targets: list[str], concurrency: int) ->
     return time.perf_counter() - t0, cpu_seconds() - cpu0, down
 
 
-async def bench_ours(targets: list[str], rounds: int, concurrency: int, batched: bool) -> Row:
+@dataclass
+class Tally:
+    """Sums over the rounds of one contender, and the per-round wall times for the ratio range."""
+
+    walls: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    rss: float = 0.0
+    down: int = 0
+
+    def add(self, wall: float, cpu: float, rss: float, down: int) -> None:
+        self.walls.append(wall)
+        self.cpu += cpu
+        self.rss = max(self.rss, rss)
+        self.down = max(self.down, down)
+
+    def row(self, who: str, targets: int) -> Row:
+        wall = sum(self.walls)
+        return Row(who, targets, len(self.walls) * targets / wall, 100 * self.cpu / wall, self.rss, self.down)
+
+
+async def ours_once(targets: list[str], concurrency: int, batched: bool) -> tuple[float, float, float, int]:
+    """One measured round in a fresh probe (its address cache cold, as fping's is): wall, cpu, RSS, down."""
     one_pass = batch_round if batched else burst_round
     probe = IcmpProbe()
     await probe.start()
     try:
-        await one_pass(probe, targets[:1000], concurrency)  # warm-up
-        wall = cpu = 0.0
-        down = 0
-        for _ in range(rounds):
-            w, c, d = await one_pass(probe, targets, concurrency)
-            wall, cpu, down = wall + w, cpu + c, max(down, d)
+        await one_pass(probe, targets[:1000], concurrency)  # warm-up: first allocations, socket buffers
+        wall, cpu, down = await one_pass(probe, targets, concurrency)
     finally:
         await probe.close()
-    who = "ping_many" if batched else "ping"
-    return Row(who, len(targets), rounds * len(targets) / wall, 100 * cpu / wall, rss_mb(), down)
+    return wall, cpu, rss_mb(), down
 
 
-def bench_fping(targets: list[str], rounds: int) -> Row:
+def fping_once(path: str) -> tuple[float, float, float, int]:
+    """``fping -i0 -q -t500 -c1`` on the same targets: wall (from spawn to exit), cpu, RSS, down."""
+    cpu0, t0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    proc = subprocess.run(["fping", "-i0", "-q", "-t500", "-c1", "-f", path],
+                          capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
+    lost = len(re.findall(r"xmt/rcv/%loss = \d+/0/", proc.stderr))
+    return wall, cpu, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, lost
+
+
+def compare(n: int, rounds: int, concurrency: int) -> list[tuple[Row, Row, float, float]]:
+    """Rounds interleaved (fping, ping, ping_many, fping, ...), so that load from anything else on the
+    machine falls on all three alike; returns (ours, fping, lowest, highest per-round ratio) per API."""
+    targets = addresses(n)
+    tallies = {"fping": Tally(), "ping": Tally(), "ping_many": Tally()}
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
         f.write("\n".join(targets) + "\n")
         f.flush()
-        wall = cpu = 0.0
-        down = 0
-        rss = 0.0
         for _ in range(rounds):
-            cpu0, t0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-            proc = subprocess.run(["fping", "-i0", "-q", "-t500", "-c1", "-f", f.name],
-                                  capture_output=True, text=True, check=False)
-            wall += time.perf_counter() - t0
-            cpu += cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
-            lost = len(re.findall(r"xmt/rcv/%loss = \d+/0/", proc.stderr))
-            down = max(down, lost)
-            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return Row("fping", len(targets), rounds * len(targets) / wall, 100 * cpu / wall, rss, down)
+            tallies["fping"].add(*fping_once(f.name))
+            for who in ("ping", "ping_many"):  # each in a fresh event loop and probe
+                tallies[who].add(*asyncio.run(ours_once(targets, concurrency, who == "ping_many")))
+    theirs = tallies["fping"]
+    out = []
+    for who in ("ping", "ping_many"):
+        ratios = [f / o for o, f in zip(tallies[who].walls, theirs.walls, strict=True)]
+        out.append((tallies[who].row(who, n), theirs.row("fping", n), min(ratios), max(ratios)))
+    return out
 
 
 async def steady(n: int, interval: float, duration: float) -> None:
@@ -182,20 +213,17 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: raw ICMP sockets (and fping -i0) need it")
-    rows: list[tuple[Row, Row]] = []
-    for n in args.targets:
-        targets = addresses(n)
-        theirs = bench_fping(targets, args.rounds)
-        for batched in (False, True):  # each in a fresh event loop and probe
-            rows.append((asyncio.run(bench_ours(targets, args.rounds, args.concurrency, batched)), theirs))
+    rows = [row for n in args.targets for row in compare(n, args.rounds, args.concurrency)]
     if rows:
-        print(f"burst, count=1, {args.rounds} rounds, concurrency {args.concurrency}, {os.cpu_count()} CPUs")
+        print(f"burst, count=1, {args.rounds} rounds interleaved with fping's, concurrency {args.concurrency}, "
+              f"{os.cpu_count()} CPUs")
         print("| targets | API | pings/s | CPU % | RSS MB | false down "
-              "| fping pings/s | fping CPU % | fping false down | ours/fping |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for o, f in rows:
+              "| fping pings/s | fping CPU % | fping false down | ours/fping | per round |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for o, f, lo, hi in rows:
             print(f"| {o.targets:,} | {o.who} | {o.rate:,.0f} | {o.cpu_pct:.0f} | {o.rss_mb:.0f} | {o.false_down} "
-                  f"| {f.rate:,.0f} | {f.cpu_pct:.0f} | {f.false_down} | {o.rate / f.rate:.2f}x |")
+                  f"| {f.rate:,.0f} | {f.cpu_pct:.0f} | {f.false_down} | {o.rate / f.rate:.2f}x "
+                  f"| {lo:.2f}-{hi:.2f}x |")
     if args.steady:
         asyncio.run(steady(args.steady, args.interval, args.duration))
 
