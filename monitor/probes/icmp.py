@@ -127,7 +127,7 @@ class IcmpProbe:
         how a scheduler gets fping-like rates out of Python for the polls due in the same tick.
         """
         ids = target_ids if target_ids is not None else [""] * len(addresses)
-        return await self._ping_many(list(zip(addresses, ids, strict=True)), count, spacing, per_ping_timeout, None)
+        return await self._ping_many(addresses, ids, count, spacing, per_ping_timeout, None)
 
     async def poll_many(self, targets: Sequence[Target], timeout: float) -> list[IcmpResult]:
         """:meth:`poll` for many targets at once (grouped by their ICMP settings), in order."""
@@ -137,7 +137,7 @@ class IcmpProbe:
             p = t.polling
             by_settings.setdefault((p.icmp_count, p.icmp_spacing, p.icmp_timeout), []).append(i)
         batches = [
-            self._ping_many([(targets[i].address, targets[i].id) for i in idx], c, s, ppt, deadline)
+            self._ping_many([targets[i].address for i in idx], [targets[i].id for i in idx], c, s, ppt, deadline)
             for (c, s, ppt), idx in by_settings.items()
         ]
         results: list[IcmpResult | None] = [None] * len(targets)
@@ -160,14 +160,14 @@ class IcmpProbe:
         return summarize(echo, per_ping_timeout)
 
     async def _ping_many(
-        self, jobs: list[tuple[str, str]], count: int, spacing: float, per_ping_timeout: float,
-        deadline: float | None,
+        self, addresses: Sequence[str], target_ids: Sequence[str], count: int, spacing: float,
+        per_ping_timeout: float, deadline: float | None,
     ) -> list[IcmpResult]:
         socks = self._socks
         slots: list[Echo | IcmpResult] = []  # per job, in order: its echo, or its result when not pingable
         by_family: dict[int, list[Echo]] = {4: [], 6: []}
         lookup = self._lookup
-        for address, target_id in jobs:
+        for address, target_id in zip(addresses, target_ids, strict=True):
             family, packed, sockaddr = lookup(address)
             if family in socks:
                 echo = Echo(sockaddr[0], packed, target_id, sockaddr)
@@ -216,8 +216,8 @@ async def _exchange(
                     chunk = echoes if len(echoes) <= SEND_CHUNK else echoes[start:start + SEND_CHUNK]
                     for echo, retry in sock.send_many(chunk):
                         await sock.resend(echo, retry)
+        wait_until = time.monotonic() + per_ping_timeout  # the last request went out just before
         for sock, echoes in batches:
-            wait_until = max(e.last_sent for e in echoes) + per_ping_timeout
             fut = sock.wait(echoes, wait_until if deadline is None else min(wait_until, deadline))
             if fut is not None:
                 await fut

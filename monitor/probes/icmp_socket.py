@@ -69,7 +69,7 @@ class Echo:
     """
 
     __slots__ = (
-        "address", "errors", "group", "last_sent", "outstanding", "packed", "rtts", "sockaddr", "target_id", "tokens",
+        "address", "errors", "group", "outstanding", "packed", "rtts", "sockaddr", "target_id", "tokens",
     )
 
     def __init__(
@@ -85,7 +85,6 @@ class Echo:
         self.rtts: list[float | None] = []  # seconds, per request in send order; None = no reply
         self.errors: list[str] | None = None  # why requests failed, when some did
         self.outstanding = 0
-        self.last_sent = 0.0
 
     def fail(self, error: str) -> None:
         if self.errors is None:
@@ -220,7 +219,7 @@ class IcmpSocket:
                 index = len(rtts)
                 echo.tokens.append(token)
                 rtts.append(None)
-                echo.last_sent = now = monotonic()
+                now = monotonic()
                 # Register before sending: on loopback the reply can be queued before sendto returns.
                 pending[token] = (echo, index, seq, now)
                 echo.outstanding += 1
@@ -249,7 +248,7 @@ class IcmpSocket:
 
     def _try_send(self, packet: bytes, index: int, seq: int, token: int, echo: Echo) -> bool:
         """Send one prepared packet again; False only when the send buffer is still full."""
-        echo.last_sent = now = time.monotonic()
+        now = time.monotonic()
         self.pending[token] = (echo, index, seq, now)
         echo.outstanding += 1
         try:
