@@ -8,7 +8,10 @@ references through the inventory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from monitor.delivery.config import DeliveryConfig
 
 TargetRole = Literal["node", "endpoint"]
 NODE_KINDS = ("router", "switch", "backhaul", "tower", "ap", "olt", "server", "gateway")
@@ -197,6 +200,7 @@ class Inventory:
     polling: PollingSettings = field(default_factory=PollingSettings)
     correlation: tuple[tuple[str, str], ...] = ()  # raw overrides of CorrelationSettings, validated
     maintenance: tuple[MaintenanceSpec, ...] = ()
+    delivery: DeliveryConfig | None = None  # the ``delivery:`` section (monitor.inventory.delivery)
 
     def nodes(self) -> list[Target]:
         return [t for t in self.targets.values() if t.role == "node"]

@@ -1,0 +1,292 @@
+"""The ``delivery:`` section: SMTP, MQTT, service desk, SMS gateway, technicians and on-call rota.
+
+Strict like the rest of the inventory: unknown keys, unknown technicians or municipalities in the
+rota, impossible shifts and inline secrets are reported with file, line and key path. Secrets are
+references (``env:``/``file:``/``credential:``) resolved into :class:`Secret` objects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from monitor.delivery.config import (
+    CHANNELS,
+    DAYS,
+    CustomerNotices,
+    DeliveryConfig,
+    DeskSettings,
+    EscalationSettings,
+    MqttSettings,
+    OnCall,
+    RetrySettings,
+    Shift,
+    SmtpSettings,
+    Technician,
+    WebhookSettings,
+)
+from monitor.inventory.fields import Section
+from monitor.inventory.model import NODE_KINDS
+from monitor.inventory.settings import SecretReader
+
+TOP = ("timezone", "templates_dir", "smtp", "mqtt", "desk", "sms", "technicians", "oncall", "escalation",
+       "customers", "rate_limits", "retry")
+SMTP = ("host", "port", "security", "username", "password", "from", "pool_size", "timeout", "ca_file", "verify")
+MQTT = ("host", "port", "username", "password", "tls", "ca_file", "prefix", "client_id", "keepalive")
+WEBHOOK = ("url", "secret", "token", "timeout")
+DESK = ("kind", "url", "queue", "token", "username", "password", "address", "webhook", "comment_min_interval",
+        "comment_min_change", "reopen_within", "grafana_url", "language")
+TECH = ("id", "name", "email", "mqtt", "language")
+ONCALL = ("municipality", "kinds", "shifts")
+SHIFT = ("days", "from", "to", "tiers")
+CUSTOMERS = ("enabled", "kinds", "channels", "update_min_interval", "restore_on_partial", "maintenance_lead",
+             "support_phone", "company")
+RETRY = ("initial", "maximum", "factor", "jitter", "deadline")
+LANGS = ("es", "en")
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+
+
+def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) -> DeliveryConfig | None:
+    """The validated ``delivery:`` section, or None when absent (nothing is delivered)."""
+    sec = top.section("delivery", TOP)
+    if sec is None:
+        return None
+    tz = sec.text("timezone") or "America/Bogota"
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(tz)
+    except Exception:  # ZoneInfoNotFoundError, ValueError for odd names
+        sec.err("timezone", f"unknown time zone {tz!r} (expected an IANA name such as America/Bogota)")
+        tz = "America/Bogota"
+    techs = _technicians(sec)
+    return DeliveryConfig(
+        smtp=_smtp(sec.section("smtp", SMTP, ("host",)), secrets),
+        mqtt=_mqtt(sec.section("mqtt", MQTT, ("host",)), secrets),
+        desk=_desk(sec.section("desk", DESK, ("kind",)), secrets),
+        sms=_webhook(sec.section("sms", WEBHOOK, ("url",)), secrets),
+        technicians=techs,
+        oncall=_oncall(sec, set(techs), set(municipalities)),
+        timezone=tz,
+        escalation=_escalation(sec.section("escalation", ("after", "max_tier"))),
+        customers=_customers(sec.section("customers", CUSTOMERS)),
+        rate_limits=_rates(sec),
+        retry=_retry(sec.section("retry", RETRY)),
+        templates_dir=sec.text("templates_dir") or "",
+    )
+
+
+def _port(sec: Section, default: int) -> int:
+    return sec.integer("port", default, 1, 65535)
+
+
+def _smtp(sec: Section | None, secrets: SecretReader) -> SmtpSettings | None:
+    if sec is None:
+        return None
+    d = SmtpSettings(host="")
+    security = sec.choice("security", ("none", "starttls", "tls"), d.security) or d.security
+    sender = sec.text("from") or d.sender
+    if not _EMAIL.search(sender.rsplit("<", 1)[-1].rstrip(">")):
+        sec.err("from", f"bad sender {sender!r} (expected an address such as noc@example.net)")
+    return SmtpSettings(
+        host=sec.text("host") or "", port=_port(sec, 465 if security == "tls" else 25),
+        security="tls" if security == "tls" else "none" if security == "none" else "starttls",
+        username=sec.text("username") or "", password=secrets.get(sec, "password"), sender=sender,
+        pool_size=sec.integer("pool_size", d.pool_size, 1, 64), timeout=sec.duration("timeout", d.timeout),
+        ca_file=sec.text("ca_file") or "", verify=sec.flag("verify", True),
+    )
+
+
+def _mqtt(sec: Section | None, secrets: SecretReader) -> MqttSettings | None:
+    if sec is None:
+        return None
+    d = MqttSettings(host="")
+    tls = sec.flag("tls", False)
+    prefix = sec.text("prefix") or d.prefix
+    if any(c in prefix for c in "#+") or prefix.endswith("/"):
+        sec.err("prefix", f"bad topic prefix {prefix!r} (no wildcards, no trailing '/')")
+    return MqttSettings(
+        host=sec.text("host") or "", port=_port(sec, 8883 if tls else 1883), username=sec.text("username") or "",
+        password=secrets.get(sec, "password"), tls=tls, ca_file=sec.text("ca_file") or "", prefix=prefix,
+        client_id=sec.text("client_id") or d.client_id, keepalive=sec.integer("keepalive", d.keepalive, 5, 3600),
+    )
+
+
+def _webhook(sec: Section | None, secrets: SecretReader) -> WebhookSettings | None:
+    if sec is None:
+        return None
+    url = sec.text("url") or ""
+    if url and not url.startswith(("http://", "https://")):
+        sec.err("url", f"bad URL {url!r} (expected http://... or https://...)")
+    return WebhookSettings(url=url, secret=secrets.get(sec, "secret"), token=secrets.get(sec, "token"),
+                           timeout=sec.duration("timeout", 10.0))
+
+
+def _desk(sec: Section | None, secrets: SecretReader) -> DeskSettings:
+    d = DeskSettings()
+    if sec is None:
+        return d
+    kind = sec.choice("kind", ("none", "rt", "email", "webhook"), "none") or "none"
+    need = {"rt": ("url",), "email": ("address",), "webhook": ("webhook",)}.get(kind, ())
+    for key in need:
+        if key not in sec.data:
+            sec.err(None, f"missing required key {key!r} (needed for kind {kind})")
+    if kind == "rt" and not (sec.has("token") or sec.has("password")):
+        sec.err(None, "kind rt needs 'token' or 'username' and 'password'")
+    url = sec.text("url") or ""
+    if url and not url.startswith(("http://", "https://")):
+        sec.err("url", f"bad URL {url!r} (expected the RT web root, e.g. https://rt.example.net)")
+    address = sec.text("address") or ""
+    if address and not _EMAIL.match(address):
+        sec.err("address", f"bad address {address!r} (expected the desk's mailbox, e.g. soporte@example.net)")
+    return DeskSettings(
+        kind="rt" if kind == "rt" else "email" if kind == "email" else "webhook" if kind == "webhook" else "none",
+        url=url.rstrip("/"), queue=sec.text("queue") or d.queue, token=secrets.get(sec, "token"),
+        username=sec.text("username") or "", password=secrets.get(sec, "password"), address=address,
+        webhook=_webhook(sec.section("webhook", WEBHOOK, ("url",)), secrets),
+        comment_min_interval=sec.duration("comment_min_interval", d.comment_min_interval, positive=False),
+        comment_min_change=sec.integer("comment_min_change", d.comment_min_change, 1),
+        reopen_within=sec.duration("reopen_within", d.reopen_within, positive=False),
+        grafana_url=sec.text("grafana_url") or "", language=sec.choice("language", LANGS, "es") or "es",
+    )
+
+
+def _technicians(sec: Section) -> dict[str, Technician]:
+    out: dict[str, Technician] = {}
+    for value, path, line in sec.items("technicians"):
+        t = Section.open(sec.problems, sec.file, value, path, line, TECH, ("id", "name"))
+        if t is None or (tid := t.ident("id")) is None:
+            continue
+        if tid in out:
+            t.err("id", f"duplicate technician {tid!r}")
+            continue
+        email = t.text("email")
+        if email is not None and not _EMAIL.match(email):
+            t.err("email", f"bad address {email!r}")
+            email = None
+        out[tid] = Technician(tid, t.text("name") or tid, email, t.flag("mqtt", True),
+                              t.choice("language", LANGS, "es") or "es")
+    return out
+
+
+def _oncall(sec: Section, techs: set[str], munis: set[str]) -> tuple[OnCall, ...]:
+    out: list[OnCall] = []
+    for value, path, line in sec.items("oncall"):
+        r = Section.open(sec.problems, sec.file, value, path, line, ONCALL, ("municipality", "shifts"))
+        if r is None:
+            continue
+        muni = r.text("municipality") or "*"
+        if muni != "*" and muni not in munis:
+            r.err("municipality", f"unknown municipality {muni!r} (expected an id from municipalities, or '*')")
+        kinds = tuple(_strings(r, "kinds"))
+        for k in kinds:
+            if k not in NODE_KINDS:
+                r.err("kinds", f"unknown node kind {k!r} (expected some of: {', '.join(NODE_KINDS)})")
+        shifts: list[Shift] = []
+        for sv, spath, sline in r.items("shifts"):
+            s = Section.open(sec.problems, sec.file, sv, spath, sline, SHIFT, ("days", "tiers"))
+            if s is None:
+                continue
+            tiers = tuple(_strings(s, "tiers"))
+            if not tiers:
+                s.err("tiers", "expected at least one technician id")
+            for t in tiers:
+                if t not in techs:
+                    s.err("tiers", f"unknown technician {t!r} (expected an id from delivery.technicians)")
+            start, end = _clock(s, "from", 0), _clock(s, "to", 1440)
+            if start == end:
+                s.err("to", "a shift must not start and end at the same time")
+            shifts.append(Shift(_days(s), start, end, tiers))
+        out.append(OnCall(muni, kinds, tuple(shifts)))
+    return tuple(out)
+
+
+def _strings(sec: Section, key: str) -> list[str]:
+    value = sec.data.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        sec.err(key, "expected a list of strings")
+        return []
+    return list(value)
+
+
+def _days(sec: Section) -> tuple[int, ...]:
+    out: list[int] = []
+    for item in _strings(sec, "days"):
+        lo, _, hi = item.lower().partition("-")
+        if lo not in DAYS or (hi and hi not in DAYS):
+            sec.err("days", f"bad day {item!r} (expected mon..sun or a range such as mon-fri)")
+            continue
+        a, b = DAYS.index(lo), DAYS.index(hi or lo)
+        out += [(a + i) % 7 for i in range((b - a) % 7 + 1)]
+    return tuple(sorted(set(out)))
+
+
+def _clock(sec: Section, key: str, default: int) -> int:
+    value = sec.data.get(key)
+    if value is None:
+        return default
+    m = _TIME.match(str(value).strip())
+    minutes = int(m.group(1)) * 60 + int(m.group(2)) if m else -1
+    if not m or int(m.group(2)) > 59 or not 0 <= minutes <= 1440:
+        sec.err(key, f"bad time {value!r} (expected HH:MM between 00:00 and 24:00; quote it in YAML)")
+        return default
+    return minutes
+
+
+def _escalation(sec: Section | None) -> EscalationSettings:
+    d = EscalationSettings()
+    if sec is None:
+        return d
+    return EscalationSettings(sec.duration("after", d.after), sec.integer("max_tier", d.max_tier, 0, 10))
+
+
+def _customers(sec: Section | None) -> CustomerNotices:
+    d = CustomerNotices()
+    if sec is None:
+        return d
+    kinds = tuple(_strings(sec, "kinds")) if sec.has("kinds") else d.kinds
+    for k in kinds:
+        if k not in ("outage", "suspected", "single"):
+            sec.err("kinds", f"bad kind {k!r} (expected some of: outage, suspected, single)")
+    channels = tuple(_strings(sec, "channels")) if sec.has("channels") else d.channels
+    for c in channels:
+        if c not in ("email", "sms"):
+            sec.err("channels", f"bad channel {c!r} (expected some of: email, sms)")
+    return CustomerNotices(
+        enabled=sec.flag("enabled", d.enabled), kinds=kinds, channels=channels,
+        update_min_interval=sec.duration("update_min_interval", d.update_min_interval, positive=False),
+        restore_on_partial=sec.flag("restore_on_partial", d.restore_on_partial),
+        maintenance_lead=sec.duration("maintenance_lead", d.maintenance_lead, positive=False),
+        support_phone=sec.text("support_phone") or "", company=sec.text("company") or d.company,
+    )
+
+
+def _rates(sec: Section) -> dict[str, float]:
+    rates = sec.section("rate_limits", CHANNELS)
+    out: dict[str, float] = {}
+    if rates is None:
+        return out
+    for ch in CHANNELS:
+        value = rates.number(ch, None, gt=0)
+        if value is not None:
+            out[ch] = value
+    return out
+
+
+def _retry(sec: Section | None) -> RetrySettings:
+    d = RetrySettings()
+    if sec is None:
+        return d
+    r = RetrySettings(
+        initial=sec.duration("initial", d.initial), maximum=sec.duration("maximum", d.maximum),
+        factor=sec.number("factor", d.factor, ge=1.0) or d.factor,
+        jitter=sec.number("jitter", d.jitter, ge=0.0, le=1.0) or 0.0, deadline=sec.duration("deadline", d.deadline),
+    )
+    if r.maximum < r.initial:
+        sec.err("maximum", "must not be below initial")
+    return r

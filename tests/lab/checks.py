@@ -1,0 +1,103 @@
+"""Scenario assertions on what the outside world received, shared by the lab's scenarios.
+
+Each helper waits for a condition with a deadline (never a fixed sleep) and then asserts. When the
+daemon delivers (RT ticket, technician email + MQTT, customer notices), the per-incident delivery
+assertions go into :func:`incident_delivered` / :func:`incident_closed_out`, so every scenario
+that opens or resolves an incident checks them without being rewritten.
+"""
+
+from __future__ import annotations
+
+from monitor.correlate.store import IncidentRow
+from tests.lab.config import customer_ids
+from tests.lab.fixtures import IspRun
+from tests.lab.observe import CUSTOMER_KINDS
+from tests.servers.common import wait_for
+
+
+def opened_since(run: IspRun, since: float, kinds: tuple[str, ...] | None = None) -> list[IncidentRow]:
+    return [r for r in run.observe.incidents(since) if kinds is None or r.kind in kinds]
+
+
+def wait_incident(run: IspRun, since: float, kind: str, root: str, timeout: float = 20.0) -> IncidentRow:
+    """The first incident of ``kind`` at ``root`` opened since ``since``, once it is in the store."""
+    def found() -> IncidentRow | None:
+        return next((r for r in opened_since(run, since) if r.kind == kind and r.root == root), None)
+
+    try:
+        wait_for(lambda: found() is not None, timeout, f"a {kind} incident at {root}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; incidents: {opened_since(run, since)}; states: {run.observe.states()}\n"
+                             f"{run.daemon.log_tail()}") from exc
+    row = found()
+    assert row is not None
+    return row
+
+
+def wait_affected(run: IspRun, incident: str, endpoints: int, timeout: float = 20.0) -> IncidentRow:
+    """Wait until the incident's latest opened/updated event lists ``endpoints`` affected endpoints."""
+    def row() -> IncidentRow:
+        return next(r for r in run.observe.incidents() if r.id == incident)
+
+    wait_for(lambda: row().affected_endpoints == endpoints, timeout,
+             f"{incident} listing {endpoints} affected endpoints (has {row().affected_endpoints})")
+    return row()
+
+
+def wait_resolved(run: IspRun, incident: str, timeout: float = 30.0) -> IncidentRow:
+    def row() -> IncidentRow:
+        return next(r for r in run.observe.incidents() if r.id == incident)
+
+    wait_for(lambda: row().status == "resolved", timeout, f"{incident} resolved")
+    return row()
+
+
+def lifecycle(run: IspRun, incident: str) -> list[str]:
+    """The incident's lifecycle events in order, e.g. ``["opened", "updated", "resolved"]``."""
+    return [e["event"] for e in run.observe.events(incident)]
+
+
+def customers_behind(run: IspRun, aps: list[str], addresses: list[str] | None = None) -> set[str]:
+    """Customer ids of the CPEs behind these APs (or only of those addresses)."""
+    return {cust for addr, (_cpe, cust, ap) in customer_ids(run.lab).items()
+            if ap in aps and (addresses is None or addr in addresses)}
+
+
+def endpoints_behind(run: IspRun, aps: list[str], addresses: list[str] | None = None) -> set[str]:
+    return {cpe for addr, (cpe, _cust, ap) in customer_ids(run.lab).items()
+            if ap in aps and (addresses is None or addr in addresses)}
+
+
+def last_affected(run: IspRun, incident: str) -> tuple[set[str], set[str]]:
+    """(endpoints, customers) of the incident's last opened/updated event."""
+    evs = [e for e in run.observe.events(incident) if e["event"] in ("opened", "updated")]
+    return set(evs[-1]["affected_endpoints"]), set(evs[-1]["affected_customers"])
+
+
+def no_customer_incident(run: IspRun, since: float) -> None:
+    rows = opened_since(run, since, CUSTOMER_KINDS)
+    assert rows == [], f"customer incidents opened: {rows}"
+
+
+def incident_delivered(run: IspRun, row: IncidentRow, customers: set[str]) -> None:
+    """Everything the world must have received for an opened incident.
+
+    Today: the incident in ``monitor incidents list`` and its annotation point in the time series.
+    Delivery (one RT ticket, the technician's email + MQTT alert, one notice per customer in
+    ``customers``) is added here once the daemon delivers.
+    """
+    cli = {r["id"]: r for r in run.observe.cli_incidents()}
+    assert row.id in cli, f"{row.id} not in `monitor incidents list`: {list(cli)}"
+    assert (cli[row.id]["kind"], cli[row.id]["root"]) == (row.kind, row.root)
+    wait_for(lambda: bool(run.observe.series(
+        f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'opened'")), 10,
+        f"the time-series annotation of {row.id}")
+
+
+def incident_closed_out(run: IspRun, row: IncidentRow, customers: set[str]) -> None:
+    """Everything the world must have received once an incident resolved (later: ticket resolved,
+    one restored notice per customer in ``customers``)."""
+    wait_for(lambda: bool(run.observe.series(
+        f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'resolved'")), 10,
+        f"the resolved annotation of {row.id}")
+    assert lifecycle(run, row.id).count("resolved") == 1

@@ -1,0 +1,97 @@
+"""The ``isp`` pytest fixture: the emulated ISP, its agents, InfluxDB and the daemon, built once per module.
+
+Building the network, starting seven ``snmpd`` and InfluxDB and waiting for the daemon's first
+UP pass takes a few seconds; every scenario then starts from :meth:`IspRun.reset` (all faults
+undone, every target UP again, no incident open). Teardown stops the daemon, the agents and the
+database by the PIDs we started and deletes every namespace, also when a scenario failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.lab.config import CONFIRMATION_WINDOW, write_config
+from tests.lab.observe import Observer
+from tests.lab.processes import DaemonProcess, lab_snmpd
+from tests.lab.topology import IspLab
+from tests.servers.common import require_binary, wait_for
+from tests.servers.influxdb import InfluxDB1
+from tests.tsdb_support import started
+
+TARGETS = 37  # 7 infrastructure nodes + 30 CPEs
+LATENCY_REPORT_ENV = "LAB_LATENCY_REPORT"  # a file to append the measured latencies to (JSON lines)
+
+
+@dataclass
+class IspRun:
+    lab: IspLab
+    daemon: DaemonProcess
+    observe: Observer
+    folder: Path
+    latencies: list[dict[str, object]] = field(default_factory=list)
+
+    def all_up(self) -> bool:
+        states = self.observe.states()
+        return len(states) == TARGETS and all(s == "up" for s in states.values())
+
+    def no_open_incident(self) -> bool:
+        return all(r.status != "open" for r in self.observe.incidents())
+
+    def reset(self, timeout: float = 30.0) -> float:
+        """Undo every fault and wait for a quiet network; returns the wall time the scenario starts at."""
+        self.lab.heal()
+        if not self.daemon.alive():
+            self.daemon.start()
+        try:
+            wait_for(lambda: self.all_up() and self.no_open_incident(), timeout, "every target up, no open incident")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\nstates: {self.observe.states()}\n{self.daemon.log_tail()}") from exc
+        return time.time()
+
+    def record_latency(self, scenario: str, fault_at: float, opened_at: float, **extra: object) -> None:
+        """Fault injected -> incident opened in the store (the daemon's own timestamp)."""
+        self.latencies.append({"scenario": scenario, "detect_s": round(opened_at - fault_at, 3),
+                               "confirmation_window_s": CONFIRMATION_WINDOW, **extra})
+
+
+@pytest.fixture(scope="module")
+def isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IspRun]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, raw ICMP)")
+    for tool in ("ip", "nft", "snmpd", "influxd"):
+        require_binary(tool)
+    folder = tmp_path_factory.mktemp("isp")
+    with ExitStack() as stack:
+        lab = stack.enter_context(IspLab())
+        stack.enter_context(lab_snmpd(lab, folder))
+        (folder / "influx").mkdir()
+        influx = InfluxDB1(folder / "influx")
+        stack.enter_context(started(influx))
+        influx.create_database("monitor")
+        config = write_config(lab, folder, influx.url)
+        daemon = DaemonProcess(config, folder / "daemon.log")
+        stack.callback(daemon.stop)
+        run = IspRun(lab, daemon, Observer(config, folder / "var" / "monitor.db", influx), folder)
+        daemon.start()
+        run.reset(timeout=60)
+        yield run
+        _report(run)
+
+
+def _report(run: IspRun) -> None:
+    if not run.latencies:
+        return
+    lines = [json.dumps(x, sort_keys=True) for x in run.latencies]
+    print("\nlab detection latency:\n" + "\n".join(lines))
+    target = os.environ.get(LATENCY_REPORT_ENV)
+    if target:
+        with open(target, "a") as out:
+            out.write("\n".join(lines) + "\n")

@@ -1,0 +1,236 @@
+"""An emulated ISP in network namespaces: a real routed network the daemon polls from the root namespace.
+
+Layout (one /24 of 198.18.0.0/15, split into /30 point-to-point links and one /27 LAN per AP)::
+
+    root (monitor) --uplink-- core --t1-- tower-1 --a1-- ap-1  (CPEs .33-.40)
+                                  |               \\-a2-- ap-2  (CPEs .65-.72)
+                                  \\--t2-- tower-2 --a3-- ap-3  (CPEs .97-.103)
+                                                  \\-a4-- ap-4  (CPEs .129-.135)
+
+Every router namespace forwards and has static routes, so a cut link really makes everything
+behind it unreachable. CPEs are addresses on ``lo`` in their AP's namespace (this kernel has no dummy module) (the AP
+answers for them, as a customer radio behind it would). A link is cut by setting its
+*downstream* end down: the upstream router then sees its port lose carrier (admin up, oper down,
+exactly what ``snmpd`` in that namespace reports as ifOperStatus), and the downstream router's
+static routes, which the kernel flushes with the link, are put back when it comes up again.
+
+Names carry the creating PID (``mlab-<pid>-<node>``), so a later lab removes what a killed run
+left behind; processes started inside the namespaces get SIGKILL when the test process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from tests.netns import _free_subnet, _pid_alive, sh
+
+NS_PREFIX = "mlab-"
+ROOT_LINK_PREFIX = "mlu"
+CPES_PER_AP = (8, 8, 7, 7)  # 30 customers
+SILENCE_TABLE = "lab_silence"
+LOSS_TABLE = "lab_loss"
+
+
+@dataclass
+class Link:
+    """A veth pair: ``up_ns``/``up_if`` toward the core (None = root namespace), ``down_*`` away from it."""
+
+    name: str
+    up_ns: str | None
+    up_if: str
+    up_addr: str
+    down_ns: str
+    down_if: str
+    down_addr: str
+
+
+@dataclass
+class Router:
+    """One infrastructure namespace: its management address and its static routes."""
+
+    node: str  # inventory id (core, tower-1, ap-1 ...)
+    kind: str
+    namespace: str
+    address: str
+    parent: str | None
+    uplink: Link | None = None
+    routes: list[tuple[str, str]] = field(default_factory=list)  # (prefix, via)
+    cpes: list[str] = field(default_factory=list)  # addresses on lo (APs only)
+
+
+class IspLab:
+    """Build with ``with IspLab() as lab:``; everything is removed on exit, also after failures."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.routers: dict[str, Router] = {}
+        self.links: dict[str, Link] = {}
+        self.root_link = f"{ROOT_LINK_PREFIX}{self.pid}"
+        self.net: ipaddress.IPv4Network | None = None
+        self._namespaces: list[str] = []
+
+    # ------------------------------------------------------------------ build
+
+    def __enter__(self) -> IspLab:
+        remove_stale()
+        try:
+            self._build()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def _addr(self, host: int) -> str:
+        assert self.net is not None
+        return str(self.net.network_address + host)
+
+    def _build(self) -> None:
+        self.net = _free_subnet()
+        a = self._addr
+        core = self._router("core", "router", None, a(2))
+        self._link("uplink", None, self.root_link, a(1), core, "wan0")
+        sh("ip", "route", "replace", str(self.net), "via", a(2), "dev", self.root_link)
+        core.routes.append(("default", a(1)))
+        for t in (1, 2):
+            tower = self._router(f"tower-{t}", "tower", "core", a(4 * t + 2))
+            self._link(f"t{t}", core, f"t{t}", a(4 * t + 1), tower, "wan0")
+            tower.routes.append(("default", a(4 * t + 1)))
+            for k in (2 * t - 1, 2 * t):
+                base = 8 + 4 * k  # /30 of the tower-AP link: .12, .16, .20, .24
+                ap = self._router(f"ap-{k}", "ap", tower.node, a(base + 2))
+                self._link(f"a{k}", tower, f"a{k}", a(base + 1), ap, "wan0")
+                ap.routes.append(("default", a(base + 1)))
+                lan = ipaddress.ip_network(f"{a(32 * k)}/27")
+                tower.routes.append((str(lan), ap.address))
+                core.routes += [(f"{a(base)}/30", tower.address), (str(lan), tower.address)]
+                self._lan(ap, lan, CPES_PER_AP[k - 1])
+        for router in self.routers.values():
+            self.apply_routes(router)
+
+    def _router(self, node: str, kind: str, parent: str | None, address: str) -> Router:
+        ns = f"{NS_PREFIX}{self.pid}-{node}"
+        sh("ip", "netns", "add", ns)
+        self._namespaces.append(ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        router = Router(node, kind, ns, address, parent)
+        self.routers[node] = router
+        return router
+
+    def _link(self, name: str, up: Router | None, up_if: str, up_addr: str, down: Router, down_if: str) -> None:
+        up_ns = up.namespace if up else None
+        where = ["netns", up_ns] if up_ns else []
+        sh("ip", "link", "add", up_if, *where, "type", "veth", "peer", "name", down_if, "netns", down.namespace)
+        link = Link(name, up_ns, up_if, up_addr, down.namespace, down_if, down.address)
+        for ns, ifname, addr in ((up_ns, up_if, up_addr), (down.namespace, down_if, down.address)):
+            n = ["-n", ns] if ns else []
+            sh("ip", *n, "addr", "add", f"{addr}/30", "dev", ifname)
+            sh("ip", *n, "link", "set", ifname, "up")
+        self.links[name] = link
+        down.uplink = link
+
+    def _lan(self, ap: Router, lan: ipaddress.IPv4Network, count: int) -> None:
+        ap.cpes = [str(lan.network_address + 1 + i) for i in range(count)]
+        for addr in ap.cpes:
+            sh("ip", "-n", ap.namespace, "addr", "add", f"{addr}/32", "dev", "lo")
+
+    def apply_routes(self, router: Router) -> None:
+        """(Re)install a router's static routes; the kernel drops them when their link goes down."""
+        for prefix, via in router.routes:
+            sh("ip", "-n", router.namespace, "route", "replace", prefix, "via", via)
+
+    # ------------------------------------------------------------------ faults
+
+    def cut(self, link: str) -> None:
+        """Take a link down at its downstream end (a failed radio/fibre seen from upstream as no carrier)."""
+        lk = self.links[link]
+        sh("ip", "-n", lk.down_ns, "link", "set", lk.down_if, "down")
+
+    def restore(self, link: str) -> None:
+        lk = self.links[link]
+        sh("ip", "-n", lk.down_ns, "link", "set", lk.down_if, "up")
+        self.apply_routes(self._router_of(lk.down_ns))
+
+    def _router_of(self, namespace: str) -> Router:
+        return next(r for r in self.routers.values() if r.namespace == namespace)
+
+    def set_loss(self, node: str, percent: int) -> None:
+        """Drop ``percent`` % of the echo requests to a node's own address (the kernel has no netem)."""
+        r = self.routers[node]
+        self._nft(r.namespace, LOSS_TABLE, "chain in { type filter hook input priority 0; "
+                  f"ip daddr {r.address} icmp type echo-request numgen random mod 100 < {percent} drop; }}")
+
+    def silence(self, ap: str, addresses: list[str]) -> None:
+        """Make CPE addresses behind an AP stop answering while the AP itself still does."""
+        r = self.routers[ap]
+        elements = ", ".join(addresses)
+        self._nft(r.namespace, SILENCE_TABLE, "chain in { type filter hook input priority 0; "
+                  f"ip daddr {{ {elements} }} drop; }}")
+
+    def _nft(self, ns: str, table: str, body: str) -> None:
+        sh("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", table, check=False)
+        sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=f"table ip {table} {{ {body} }}\n")
+
+    def heal(self) -> None:
+        """Undo every fault: links up, routes back, loss and silence rules gone (reset between scenarios)."""
+        for name in self.links:
+            self.restore(name)
+        for r in self.routers.values():
+            for table in (LOSS_TABLE, SILENCE_TABLE):
+                sh("ip", "netns", "exec", r.namespace, "nft", "delete", "table", "ip", table, check=False)
+        sh("ip", "route", "replace", str(self.net), "via", self.routers["core"].address, "dev", self.root_link)
+
+    # ------------------------------------------------------------------ queries
+
+    def cpes(self, ap: str | None = None) -> list[str]:
+        aps = [self.routers[ap]] if ap else [r for r in self.routers.values() if r.kind == "ap"]
+        return [addr for r in aps for addr in r.cpes]
+
+    def below(self, node: str) -> list[str]:
+        """Router node ids in the subtree of ``node`` (itself included)."""
+        out = [node]
+        for r in self.routers.values():
+            if r.parent in out and r.node not in out:
+                out.append(r.node)
+        return out
+
+    def exec_argv(self, node: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.routers[node].namespace, *argv]
+
+    def cleanup(self) -> None:
+        """Delete our namespaces (their veths and nft tables go with them); never raises."""
+        for ns in self._namespaces:
+            _delete_namespace(ns)
+        self._namespaces.clear()
+        if self.net is not None:
+            sh("ip", "route", "del", str(self.net), check=False)
+        if _link_exists(self.root_link):
+            sh("ip", "link", "del", self.root_link, check=False)
+
+
+def _link_exists(name: str) -> bool:
+    return sh("ip", "link", "show", name, check=False).returncode == 0
+
+
+def _delete_namespace(ns: str) -> None:
+    """Kill what still runs inside (normally nothing: our processes die with their owner), then delete."""
+    for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+    sh("ip", "netns", "del", ns, check=False)
+
+
+def remove_stale() -> None:
+    """Remove the namespaces of labs whose test process no longer runs (a killed run)."""
+    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith(NS_PREFIX):
+            with contextlib.suppress(ValueError, IndexError):
+                if not _pid_alive(int(name[len(NS_PREFIX):].split("-")[0])):
+                    _delete_namespace(name)

@@ -1,0 +1,67 @@
+"""End to end on a real routed network: an emulated ISP in network namespaces (tests/lab/).
+
+The daemon runs as a subprocess in the root namespace (the NOC's vantage point) and polls a core,
+two towers, four APs and 30 CPEs by ICMP and SNMP through real veth links, static routes and
+nftables. Faults are real (a link down, random loss, silenced addresses, the daemon SIGKILLed,
+the monitor's own uplink cut); every assertion is on what the outside world received: the
+incident store and ``monitor incidents``, the state-change event log and InfluxDB.
+Docs: docs/lab.md. Detection latencies are printed at the end (``-s``) and recorded in
+docs/benchmarks.md; they are measured here, not asserted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.lab.checks import (
+    customers_behind,
+    endpoints_behind,
+    incident_closed_out,
+    incident_delivered,
+    last_affected,
+    lifecycle,
+    opened_since,
+    wait_affected,
+    wait_incident,
+    wait_resolved,
+)
+from tests.lab.fixtures import IspRun, isp  # noqa: F401 - pytest fixture
+from tests.servers.common import wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.servers]
+
+
+def test_tower_uplink_down_is_one_outage_at_the_tower(isp: IspRun) -> None:  # noqa: F811
+    start = isp.reset()
+    aps = ["ap-1", "ap-2"]
+    fault = time.time()
+    isp.lab.cut("t1")
+    row = wait_incident(isp, start, "outage", "tower-1")
+    isp.record_latency("tower uplink cut", fault, row.opened_at)
+    endpoints, customers = endpoints_behind(isp, aps), customers_behind(isp, aps)
+    row = wait_affected(isp, row.id, len(endpoints))
+    assert last_affected(isp, row.id) == (endpoints, customers)
+    assert [r.id for r in opened_since(isp, start)] == [row.id]  # no AP or CPE incident of its own
+    incident_delivered(isp, row, customers)
+    # the core's SNMP agent saw its port to the tower lose carrier (ifOperStatus down, admin still up)
+    t_ns = int(fault * 1e9)
+    wait_for(lambda: any(p["if_oper_status"] == 0 for p in isp.observe.series(
+        f"SELECT if_oper_status, if_admin_status FROM snmp WHERE node = 'core' AND ifname = 't1' AND time >= {t_ns}"
+    )), 20, "core's ifOperStatus of t1 down in InfluxDB")
+    down = isp.observe.series(f"SELECT if_admin_status FROM snmp WHERE node = 'core' AND ifname = 't1'"
+                              f" AND if_oper_status = 0 AND time >= {t_ns}")
+    assert {p["if_admin_status"] for p in down} == {1}
+
+    restored = time.time()
+    isp.lab.restore("t1")
+    row = wait_resolved(isp, row.id)
+    isp.latencies[-1]["resolve_s"] = round(float(row.closed_at or 0) - restored, 3)
+    assert [r.id for r in opened_since(isp, start)] == [row.id]
+    assert lifecycle(isp, row.id)[0] == "opened"
+    assert lifecycle(isp, row.id).count("opened") == 1
+    incident_closed_out(isp, row, customers)
+    wait_for(lambda: any(p["if_oper_status"] == 1 for p in isp.observe.series(
+        f"SELECT if_oper_status FROM snmp WHERE node = 'core' AND ifname = 't1' AND time >= {int(restored * 1e9)}"
+    )), 20, "core's ifOperStatus of t1 up again")
