@@ -65,3 +65,43 @@ def test_tower_uplink_down_is_one_outage_at_the_tower(isp: IspRun) -> None:  # n
     wait_for(lambda: any(p["if_oper_status"] == 1 for p in isp.observe.series(
         f"SELECT if_oper_status FROM snmp WHERE node = 'core' AND ifname = 't1' AND time >= {int(restored * 1e9)}"
     )), 20, "core's ifOperStatus of t1 up again")
+
+
+def test_loss_on_an_ap_is_degraded_not_an_outage(isp: IspRun) -> None:  # noqa: F811
+    start = isp.reset()
+    isp.lab.set_loss("ap-3", 50)
+    wait_for(lambda: any(c.target == "ap-3" and c.new.value == "degraded" for c in isp.observe.changes(start)),
+             20, "ap-3 DEGRADED in the event log")
+    degraded = next(c for c in isp.observe.changes(start) if c.target == "ap-3" and c.new.value == "degraded")
+    assert degraded.reason.startswith("loss ")
+    # keep the loss for ten more polls (more than confirmation + settle + a correlation round), then judge
+    since = int(degraded.ts * 1e9)
+    wait_for(lambda: len(isp.observe.series(
+        f"SELECT loss_pct FROM icmp WHERE node = 'ap-3' AND time > {since}")) >= 10, 20, "10 more polls of ap-3")
+    loss = [p["loss_pct"] for p in isp.observe.series(
+        f"SELECT loss_pct FROM icmp WHERE node = 'ap-3' AND time >= {int(start * 1e9)}")]
+    assert 25 <= sum(loss) / len(loss) <= 75, loss  # the injected 50 % as the daemon measured it
+    assert opened_since(isp, start) == []
+    assert not [c for c in isp.observe.changes(start) if c.new.value == "down"]
+    # the CPEs behind it answer through it at full rate: only the AP's own address loses packets
+    assert {c.target for c in isp.observe.changes(start)} == {"ap-3"}
+
+
+def test_three_silent_cpes_under_an_answering_ap_are_one_suspected_incident(isp: IspRun) -> None:  # noqa: F811
+    start = isp.reset()
+    silent = isp.lab.cpes("ap-2")[:3]
+    fault = time.time()
+    isp.lab.silence("ap-2", silent)
+    row = wait_incident(isp, start, "suspected", "ap-2")
+    isp.record_latency("3 CPEs silent under an answering AP", fault, row.opened_at)
+    endpoints, customers = endpoints_behind(isp, ["ap-2"], silent), customers_behind(isp, ["ap-2"], silent)
+    row = wait_affected(isp, row.id, 3)
+    assert last_affected(isp, row.id) == (endpoints, customers)
+    assert [(r.id, r.kind) for r in opened_since(isp, start)] == [(row.id, "suspected")]
+    assert isp.observe.states()["ap-2"] == "up"  # the AP kept answering throughout
+    incident_delivered(isp, row, customers)
+
+    isp.lab.heal()
+    row = wait_resolved(isp, row.id)
+    assert [r.id for r in opened_since(isp, start)] == [row.id]
+    incident_closed_out(isp, row, customers)

@@ -163,19 +163,20 @@ class IspLab:
     def set_loss(self, node: str, percent: int) -> None:
         """Drop ``percent`` % of the echo requests to a node's own address (the kernel has no netem)."""
         r = self.routers[node]
-        self._nft(r.namespace, LOSS_TABLE, "chain in { type filter hook input priority 0; "
-                  f"ip daddr {r.address} icmp type echo-request numgen random mod 100 < {percent} drop; }}")
+        self._nft(r.namespace, LOSS_TABLE,
+                  f"ip daddr {r.address} icmp type echo-request numgen random mod 100 < {percent} drop")
 
     def silence(self, ap: str, addresses: list[str]) -> None:
         """Make CPE addresses behind an AP stop answering while the AP itself still does."""
         r = self.routers[ap]
         elements = ", ".join(addresses)
-        self._nft(r.namespace, SILENCE_TABLE, "chain in { type filter hook input priority 0; "
-                  f"ip daddr {{ {elements} }} drop; }}")
+        self._nft(r.namespace, SILENCE_TABLE, f"ip daddr {{ {elements} }} drop")
 
-    def _nft(self, ns: str, table: str, body: str) -> None:
+    def _nft(self, ns: str, table: str, rule: str) -> None:
+        """(Re)create ``table`` in a namespace with one input-hook rule."""
         sh("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", table, check=False)
-        sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=f"table ip {table} {{ {body} }}\n")
+        chain = f"chain input {{\n type filter hook input priority 0;\n {rule}\n }}"
+        sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=f"table ip {table} {{\n {chain}\n}}\n")
 
     def heal(self) -> None:
         """Undo every fault: links up, routes back, loss and silence rules gone (reset between scenarios)."""
