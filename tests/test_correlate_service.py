@@ -169,3 +169,43 @@ def test_maintenance_added_while_running_makes_failures_planned(tmp_path):
     assert [(e.event, e.kind) for e in events] == [("updated", "outage")]  # still down, window gone
     svc.close()
     cli.close()
+
+
+def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(tmp_path):
+    """incident_targets mirrors the engine (down = still attached; every row = everyone affected)
+    through runs big enough for the one-statement bulk path: an AP outage taking 151 targets, 70
+    of them recovering at once, then 80 still down after the AP is back, regrouped after grace."""
+    inv = tree_inventory(1, 2, 150)
+    clock = ManualClock(T0)
+    svc = CorrelationService(inv, tmp_path / "monitor.db", SETTINGS, clock)
+    eng = svc.engine
+    ap = "ap-000-00"
+    cpes = [t for t in inv.targets if inv.targets[t].parents == (ap,)]
+
+    def step(ids, new, at):
+        clock.set(T0 + at)
+        old = State.UP if new is State.DOWN else State.DOWN
+        events = svc.on_state_changes([StateChange(t, old, new, T0 + at, "x") for t in ids])
+        clock.set(T0 + at + 400)  # past settle, update interval and grace
+        events += svc.tick()
+        rows: dict[str, dict[str, int]] = {}
+        for inc, target, down in svc.store.db.execute("SELECT incident, target, down FROM incident_targets"):
+            rows.setdefault(inc, {})[target] = down
+        for inc_id, inc in eng.by_id.items():
+            attached = {t for t, d in rows.get(inc_id, {}).items() if d}
+            assert attached == inc.members, inc_id
+            assert set(rows.get(inc_id, {})) == eng.ever[inc_id], inc_id
+        return events, rows
+
+    events, rows = step([ap, *cpes], State.DOWN, 0)
+    assert [(e.event, e.kind, e.root, len(e.affected_endpoints)) for e in events] == [("opened", "outage", ap, 150)]
+    outage = events[0].incident
+    assert len(rows[outage]) == 151
+    _, rows = step(cpes[:70], State.UP, 1000)
+    assert sum(rows[outage].values()) == 81  # the AP and 80 CPEs still down
+    events, rows = step([ap], State.UP, 2000)  # 80 still down after grace: judged again, on their own
+    assert ("resolved", outage) not in [(e.event, e.incident) for e in events]
+    assert sum(rows[outage].values()) == 0
+    events, rows = step(cpes[70:], State.UP, 3000)  # they recover together
+    assert ("resolved", outage) in [(e.event, e.incident) for e in events]
+    svc.close()

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from monitor.inventory.model import Inventory, Target
 
+#: (parents, children, ancestors, is an endpoint) of one target: one lookup on the hot paths
+TargetInfo = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+
 
 @dataclass(frozen=True, slots=True)
 class Topology:
@@ -24,6 +27,9 @@ class Topology:
     order: dict[str, int]  # inventory position, for deterministic tie-breaks
     sorted_endpoints: tuple[str, ...]  # by id: big affected lists are filtered from this, not sorted
     sorted_customers: tuple[tuple[str, tuple[str, ...]], ...]  # (customer, its endpoints) by customer id
+    # The same facts per target in one record: a burst touches 100k targets in random order, and
+    # there one dict lookup instead of four saves more (cache misses) than the Python work it does.
+    info: dict[str, TargetInfo]
 
     @classmethod
     def build(cls, targets: Iterable[Target]) -> Topology:
@@ -53,9 +59,10 @@ class Topology:
         by_customer: dict[str, list[str]] = {}
         for e, c in customer.items():
             by_customer.setdefault(c, []).append(e)
+        children = {k: tuple(v) for k, v in kids.items()}
         return cls(
             parents=parents,
-            children={k: tuple(v) for k, v in kids.items()},
+            children=children,
             depth=depth,
             ancestors=ancestors,
             endpoints_below=below,
@@ -64,6 +71,7 @@ class Topology:
             order=order,
             sorted_endpoints=tuple(sorted(endpoint)),
             sorted_customers=tuple((c, tuple(es)) for c, es in sorted(by_customer.items())),
+            info={t: (parents[t], children[t], ancestors[t], t in endpoint) for t in parents},
         )
 
     @classmethod
