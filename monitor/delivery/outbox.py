@@ -1,0 +1,274 @@
+"""The durable outbox: every side effect of an incident is a row before anything is sent.
+
+Rows live in the daemon's SQLite file (next to the state log and the incidents) and carry an
+idempotency key ``incident/action/recipient/version``: planning the same event twice inserts
+nothing new. A worker marks the rows it takes as in flight; rows still in flight at start-up were
+maybe sent before a crash, so they come back flagged ``uncertain`` and the adapters check first
+(ticket lookup by incident id) or reuse what makes a repeat harmless (the same Message-ID).
+
+Schema changes are numbered migrations of their own (``delivery_schema``), so this module never
+edits the event store's numbering.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import StorageError
+from monitor.store import EventStore
+from monitor.store import _transaction as _tx
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        incident TEXT NOT NULL,
+        action TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        inflight INTEGER NOT NULL DEFAULT 0,
+        uncertain INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        done_at REAL,
+        reason TEXT,
+        error TEXT,
+        result TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (channel, status, next_at);
+    CREATE INDEX outbox_grp ON outbox (grp, status, id);
+    CREATE INDEX outbox_incident ON outbox (incident);
+    CREATE TABLE delivery_state (
+        incident TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX delivery_state_status ON delivery_state (status);
+    CREATE TABLE delivery_tickets (
+        incident TEXT PRIMARY KEY,
+        desk TEXT NOT NULL,
+        ticket TEXT NOT NULL
+    );
+    CREATE TABLE delivery_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    key: str
+    incident: str
+    action: str
+    recipient: str
+    channel: str
+    group: str
+    payload: dict[str, Any]
+    attempts: int
+    uncertain: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    key: str
+    incident: str
+    action: str
+    recipient: str
+    channel: str
+    group: str
+    payload: dict[str, Any]
+    not_before: float = 0.0
+
+
+class Outbox:
+    """Outbox rows, the planner's memory and the incident → ticket map, in one SQLite connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        EventStore(path).close()  # the file, WAL mode and the event store's own migrations
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+            # whatever was in flight when the last process died may have been sent: check before repeating
+            with _tx(self.db):
+                self.db.execute("UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = 1")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the outbox in {path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS delivery_schema (version INTEGER NOT NULL)")
+        row = self.db.execute("SELECT MAX(version) FROM delivery_schema").fetchone()
+        current = int(row[0] or 0)
+        if current > len(MIGRATIONS):
+            raise StorageError(f"{self.path}: outbox schema {current} is newer than this program knows")
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            self.db.executescript(
+                f"BEGIN;\n{MIGRATIONS[version - 1]}\nINSERT INTO delivery_schema VALUES ({version});\nCOMMIT;")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------ planning
+
+    def add(
+        self, rows: Sequence[NewRow], states: dict[str, tuple[str, dict[str, Any]]], meta: dict[str, str],
+        now: float,
+    ) -> int:
+        """Insert rows (duplicates by key are ignored) with the planner's memory, atomically."""
+        try:
+            with _tx(self.db):
+                before = self.db.total_changes
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO outbox (key, incident, action, recipient, channel, grp, payload,"
+                    " created_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(r.key, r.incident, r.action, r.recipient, r.channel, r.group, json.dumps(r.payload), now,
+                      max(now, r.not_before)) for r in rows],
+                )
+                added = self.db.total_changes - before
+                self.db.executemany(
+                    "INSERT INTO delivery_state (incident, status, state) VALUES (?, ?, ?) ON CONFLICT(incident)"
+                    " DO UPDATE SET status = excluded.status, state = excluded.state",
+                    [(inc, status, json.dumps(state)) for inc, (status, state) in states.items()],
+                )
+                self.db.executemany(
+                    "INSERT INTO delivery_meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
+                    " DO UPDATE SET value = excluded.value", list(meta.items()),
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot queue deliveries in {self.path}: {exc}") from exc
+        return added
+
+    def states(self, incidents: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Planner memory of the given incidents, or of every open one."""
+        if incidents is None:
+            rows = self.db.execute("SELECT incident, state FROM delivery_state WHERE status = 'open'").fetchall()
+        else:
+            ids = list(dict.fromkeys(incidents))
+            rows = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows += self.db.execute(
+                    f"SELECT incident, state FROM delivery_state WHERE incident IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall()
+        return {inc: json.loads(s) for inc, s in rows}
+
+    def meta(self, key: str, default: str = "") -> str:
+        row = self.db.execute("SELECT value FROM delivery_meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    # ------------------------------------------------------------ workers
+
+    def take(self, channel: str, now: float, limit: int) -> list[Row]:
+        """Due rows of a channel, oldest first; of each group only its oldest pending row."""
+        try:
+            with _tx(self.db):
+                rows = self.db.execute(
+                    "SELECT id, key, incident, action, recipient, channel, grp, payload, attempts, uncertain,"
+                    " created_at FROM outbox o WHERE channel = ? AND status = 'pending' AND inflight = 0"
+                    " AND next_at <= ? AND (grp = '' OR id = (SELECT MIN(id) FROM outbox p WHERE p.grp = o.grp"
+                    " AND p.status = 'pending')) ORDER BY id LIMIT ?",
+                    (channel, now, limit),
+                ).fetchall()
+                self.db.executemany("UPDATE outbox SET inflight = 1 WHERE id = ?", [(r[0],) for r in rows])
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
+        return [Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], bool(r[9]), r[10])
+                for r in rows]
+
+    def finish(
+        self, delivered: Sequence[tuple[int, str | None]], retries: Sequence[tuple[int, float, str, str]],
+        failed: Sequence[tuple[int, str, str]], now: float,
+    ) -> None:
+        """Record outcomes: (id, result); (id, next_at, reason, error); (id, reason, error)."""
+        try:
+            with _tx(self.db):
+                self.db.executemany(
+                    "UPDATE outbox SET status = 'delivered', inflight = 0, attempts = attempts + 1, done_at = ?,"
+                    " result = ? WHERE id = ?", [(now, res, i) for i, res in delivered])
+                self.db.executemany(
+                    "UPDATE outbox SET inflight = 0, uncertain = 0, attempts = attempts + 1, next_at = ?,"
+                    " reason = ?, error = ? WHERE id = ?", [(at, r, err, i) for i, at, r, err in retries])
+                self.db.executemany(
+                    "UPDATE outbox SET status = 'failed', inflight = 0, attempts = attempts + 1, done_at = ?,"
+                    " reason = ?, error = ? WHERE id = ?", [(now, r, err, i) for i, r, err in failed])
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot record deliveries in {self.path}: {exc}") from exc
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Rows taken but not attempted (shutdown): pending again, not uncertain."""
+        with _tx(self.db):
+            self.db.executemany("UPDATE outbox SET inflight = 0 WHERE id = ?", [(i,) for i in ids])
+
+    def retry_now(self, channel: str, now: float) -> None:
+        """The receiver is back (broker reconnected): waiting rows are due now, not at their back-off."""
+        with _tx(self.db):
+            self.db.execute(
+                "UPDATE outbox SET next_at = ? WHERE channel = ? AND status = 'pending' AND next_at > ?",
+                (now, channel, now))
+
+    def next_due(self, channel: str) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(next_at) FROM outbox WHERE channel = ? AND status = 'pending' AND inflight = 0", (channel,)
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def pending(self) -> dict[str, tuple[int, float | None]]:
+        """Per channel: pending rows and the creation time of the oldest (metrics)."""
+        out: dict[str, tuple[int, float | None]] = {}
+        for ch, n, oldest in self.db.execute(
+            "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending' GROUP BY channel"
+        ):
+            out[ch] = (int(n), oldest)
+        return out
+
+    def rows(self, *, incident: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Rows for inspection (tests, the CLI)."""
+        sql = ("SELECT id, key, incident, action, recipient, channel, status, attempts, reason, result, payload"
+               " FROM outbox WHERE 1=1")
+        args: list[Any] = []
+        if incident is not None:
+            sql += " AND incident = ?"
+            args.append(incident)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        cols = ("id", "key", "incident", "action", "recipient", "channel", "status", "attempts", "reason", "result",
+                "payload")
+        out = []
+        for r in self.db.execute(sql + " ORDER BY id", args):
+            d = dict(zip(cols, r, strict=True))
+            d["payload"] = json.loads(d["payload"])
+            out.append(d)
+        return out
+
+    # ------------------------------------------------------------ tickets
+
+    def ticket(self, incident: str) -> str | None:
+        row = self.db.execute("SELECT ticket FROM delivery_tickets WHERE incident = ?", (incident,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_ticket(self, incident: str, desk: str, ticket: str) -> None:
+        with _tx(self.db):
+            self.db.execute(
+                "INSERT INTO delivery_tickets (incident, desk, ticket) VALUES (?, ?, ?) ON CONFLICT(incident)"
+                " DO UPDATE SET desk = excluded.desk, ticket = excluded.ticket", (incident, desk, ticket))
+
+    def tickets(self) -> dict[str, str]:
+        return {i: t for i, t in self.db.execute("SELECT incident, ticket FROM delivery_tickets")}

@@ -1,0 +1,575 @@
+"""Pure planning: incident lifecycle events (+ inventory, config, memory, clock) → outbox items.
+
+No I/O here, so every rule is a unit test with an injected time: one ticket per incident (reopened
+when the same root fails again soon), technician alerts from the on-call rota with escalation when
+nobody acknowledges, customer notices at most one opened/restored pair per customer and incident,
+nothing to customers while the monitor is blind, none for single failures unless configured, opt-out
+respected, desk comments and customer updates only on meaningful change and throttled.
+
+The memory (:class:`IncidentMemory` per incident, :class:`GlobalMemory`) is returned with the items
+and stored by the service in the same transaction as the outbox rows, so a crash never leaves a
+decision half-recorded; every item also carries an idempotency key, so planning twice is harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from monitor.correlate.incidents import IncidentEvent
+from monitor.delivery.config import DeliveryConfig, OnCall
+from monitor.inventory.model import Customer, Inventory
+
+#: customer-facing incident kinds that mean "your service is down"
+SERVICE_KINDS = ("outage", "suspected", "single")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One side effect to deliver. ``template`` "" means ``data`` is sent as is (MQTT JSON)."""
+
+    incident: str
+    action: str
+    recipient: str
+    version: int
+    channel: str  # email | mqtt | desk | webhook
+    template: str
+    language: str
+    data: dict[str, Any]
+    group: str = ""  # items of one group are delivered strictly in order
+
+    @property
+    def key(self) -> str:
+        return f"{self.incident}/{self.action}/{self.recipient}/{self.version}"
+
+
+@dataclass(slots=True)
+class IncidentMemory:
+    """What delivery already decided for one incident (JSON in ``delivery_state``)."""
+
+    incident: str
+    kind: str
+    root: str
+    opened_at: float
+    status: str = "open"  # open | resolved | merged
+    notified: list[str] = field(default_factory=list)  # customers who got "opened"
+    restored: list[str] = field(default_factory=list)  # customers who got "restored"
+    desk_customers: list[str] = field(default_factory=list)  # affected set last told to the desk
+    ticket_incident: str = ""  # whose ticket this incident uses ("" = no ticket)
+    comments: int = 0
+    last_comment: float = 0.0
+    comment_due: bool = False  # a meaningful change is waiting for the throttle
+    tiers: list[str] = field(default_factory=list)  # on-call chain chosen at opening
+    tier: int = -1  # highest tier alerted
+    acked: bool = False
+    updates: int = 0  # customer update notices sent
+    last_update: float = 0.0
+    affected: int = 0  # customers affected now
+    nodes: list[str] = field(default_factory=list)
+    customers_now: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IncidentMemory:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(slots=True)
+class GlobalMemory:
+    blind: list[str] = field(default_factory=list)  # open blind incidents
+    recent: dict[str, tuple[str, float]] = field(default_factory=dict)  # root → (ticket incident, resolved)
+    seq: int = 0  # version counter of the retained MQTT status messages
+    maintenance: dict[str, list[str]] = field(default_factory=dict)  # window id → phases sent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blind": self.blind, "recent": {k: list(v) for k, v in self.recent.items()}, "seq": self.seq,
+                "maintenance": self.maintenance}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GlobalMemory:
+        return cls(list(d.get("blind", [])), {k: (v[0], v[1]) for k, v in d.get("recent", {}).items()},
+                   int(d.get("seq", 0)), dict(d.get("maintenance", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A maintenance window as delivery needs it (from the incident store or the config)."""
+
+    id: int
+    node: str
+    start: float
+    end: float
+    reason: str = ""
+    customers: tuple[str, ...] = ()  # empty = every customer below the node
+
+
+@dataclass(slots=True)
+class Plan:
+    items: list[Item] = field(default_factory=list)
+    memories: dict[str, IncidentMemory] = field(default_factory=dict)  # changed ones
+    acks: list[str] = field(default_factory=list)  # incidents to record as acknowledged
+
+
+class Context:
+    """Inventory and config lookups the rules need, built once per (re)load."""
+
+    def __init__(self, inventory: Inventory, config: DeliveryConfig) -> None:
+        self.inv = inventory
+        self.cfg = config
+        self.tz = ZoneInfo(config.timezone)
+        self.endpoint_customer = {t.id: t.customer for t in inventory.targets.values() if t.customer}
+        self._children: dict[str, list[str]] | None = None
+
+    def customer(self, cid: str) -> Customer | None:
+        return self.inv.customers.get(cid)
+
+    def place(self, node: str) -> dict[str, Any]:
+        """Where a node is: names for messages and ids for routing."""
+        t = self.inv.targets.get(node)
+        site = self.inv.sites.get(t.site) if t and t.site else None
+        muni_id = (t.municipality if t else None) or (site.municipality if site else "") or ""
+        muni = self.inv.municipalities.get(muni_id)
+        return {
+            "node": node, "node_name": (t.name if t and t.name else node), "node_kind": t.kind if t else "",
+            "site": site.id if site else "", "site_name": site.name if site else "",
+            "municipality": muni_id, "municipality_name": muni.name if muni else muni_id,
+        }
+
+    def local(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, self.tz).strftime("%Y-%m-%d %H:%M")
+
+    def response_hours(self, cid: str) -> float:
+        c = self.customer(cid)
+        sc = self.inv.service_classes.get(c.service_class) if c else None
+        return sc.response_hours if sc else 24.0
+
+    def below(self, node: str) -> list[str]:
+        """Customers with an endpoint anywhere below ``node`` (maintenance notices)."""
+        if self._children is None:
+            self._children = {}
+            for t in self.inv.targets.values():
+                for p in t.parents:
+                    self._children.setdefault(p, []).append(t.id)
+        seen: set[str] = set()
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.extend(self._children.get(n, ()))
+        return sorted({c for t in seen if (c := self.endpoint_customer.get(t))})
+
+    def oncall(self, root: str, now: float) -> tuple[str, ...]:
+        """The technician chain (tier 0 first) on call now for the root's municipality and kind."""
+        place = self.place(root)
+        local = datetime.fromtimestamp(now, self.tz)
+        day, minute = local.weekday(), local.hour * 60 + local.minute
+
+        def rank(r: OnCall) -> tuple[int, int]:
+            return (0 if r.municipality == place["municipality"] else 1, 0 if r.kinds else 1)
+
+        rules = [r for r in self.cfg.oncall
+                 if r.municipality in (place["municipality"], "*") and (not r.kinds or place["node_kind"] in r.kinds)]
+        for rule in sorted(rules, key=rank):
+            for s in rule.shifts:
+                if _covers(s.days, s.start, s.end, day, minute):
+                    return s.tiers
+        return ()
+
+
+def _covers(days: tuple[int, ...], start: int, end: int, day: int, minute: int) -> bool:
+    if start < end:
+        return day in days and start <= minute < end
+    # overnight shift: from start on a listed day until end on the next day
+    return (day in days and minute >= start) or ((day - 1) % 7 in days and minute < end)
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+def plan(
+    events: Sequence[IncidentEvent], memories: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context,
+    now: float,
+) -> Plan:
+    """Items for a batch of lifecycle events. ``memories`` holds what is known of their incidents.
+
+    Merges are applied first: a parent opened in the same batch must not notify the customers its
+    merged child already told.
+    """
+    out = Plan()
+    mem = dict(memories)
+    for e in events:
+        if e.event == "merged" and e.into:
+            child = mem.get(e.incident)
+            if child is not None:
+                parent = mem.setdefault(e.into, IncidentMemory(e.into, e.kind, e.root, e.ts, status="pending"))
+                parent.notified = _union(parent.notified, child.notified)
+                parent.restored = _union(parent.restored, child.restored)
+                out.memories[parent.incident] = parent
+    for e in events:
+        handler = {"opened": _opened, "updated": _updated, "merged": _merged, "resolved": _resolved}[e.event]
+        m = handler(e, mem, glob, ctx, now, out)
+        if m is not None:
+            mem[m.incident] = m
+            out.memories[m.incident] = m
+    return out
+
+
+def _union(a: Iterable[str], b: Iterable[str]) -> list[str]:
+    return sorted(set(a) | set(b))
+
+
+def _opened(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
+            out: Plan) -> IncidentMemory:
+    m = mem.get(e.incident)
+    if m is None or m.status == "pending":
+        base = m
+        m = IncidentMemory(e.incident, e.kind, e.root, e.ts)
+        if base is not None:
+            m.notified, m.restored = base.notified, base.restored
+    m.kind, m.nodes, m.customers_now, m.affected = e.kind, list(e.affected_nodes), list(e.affected_customers), len(
+        e.affected_customers)
+    _status(e, glob, ctx, out, "down")
+    if e.kind == "blind":
+        if e.incident not in glob.blind:
+            glob.blind.append(e.incident)
+        _alert_technicians(e, m, ctx, now, out, tier=0)
+        return m
+    if e.kind == "planned":
+        return m
+    if _wants_ticket(e, ctx):
+        _open_ticket(e, m, glob, ctx, out)
+        _alert_technicians(e, m, ctx, now, out, tier=0)
+    _notify_opened(e, m, e.affected_customers, glob, ctx, out)
+    return m
+
+
+def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
+             out: Plan) -> IncidentMemory | None:
+    m = mem.get(e.incident)
+    if m is None:  # opened before delivery existed: treat as opened
+        return _opened(e, mem, glob, ctx, now, out)
+    kind_changed = m.kind != e.kind
+    old_customers = set(m.customers_now)
+    m.kind, m.nodes, m.customers_now, m.affected = e.kind, list(e.affected_nodes), list(e.affected_customers), len(
+        e.affected_customers)
+    _status(e, glob, ctx, out, "down")
+    if e.kind in ("blind", "planned"):
+        return m
+    if not m.ticket_incident and _wants_ticket(e, ctx):  # e.g. planned → outage when the window ended
+        _open_ticket(e, m, glob, ctx, out)
+        _alert_technicians(e, m, ctx, now, out, tier=0)
+    elif m.ticket_incident:
+        change = len(set(e.affected_customers) ^ set(m.desk_customers))
+        if kind_changed or change >= ctx.cfg.desk.comment_min_change:
+            m.comment_due = True
+        if m.comment_due and (kind_changed or now >= m.last_comment + ctx.cfg.desk.comment_min_interval):
+            _comment(e.incident, m, ctx, now, out, reason="kind" if kind_changed else "affected")
+    _notify_opened(e, m, e.affected_customers, glob, ctx, out)
+    cn = ctx.cfg.customers
+    if cn.restore_on_partial:
+        gone = sorted(old_customers - set(e.affected_customers))
+        _notify_restored(e, m, gone, ctx, out)
+    if kind_changed and m.notified and now >= m.last_update + cn.update_min_interval and _customer_kind(e.kind, ctx):
+        m.updates += 1
+        m.last_update = now
+        for cid in sorted(set(m.notified) - set(m.restored)):
+            _customer_notice(e, m, cid, "customer_updated", m.updates, ctx, out)
+    return m
+
+
+def _merged(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
+            out: Plan) -> IncidentMemory | None:
+    m = mem.get(e.incident)
+    if m is None:
+        return None
+    m.status = "merged"
+    _status(e, glob, ctx, out, "merged")
+    if m.ticket_incident:
+        data = _ticket_data(e, m, ctx)
+        data.update(into=e.into, reason="merged")
+        out.items.append(_desk(m, "ticket_resolve", 1, "ticket_resolved", ctx, data))
+    return m
+
+
+def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
+              out: Plan) -> IncidentMemory | None:
+    m = mem.get(e.incident)
+    if m is None:
+        return None
+    m.status = "resolved"
+    m.customers_now = []
+    _status(e, glob, ctx, out, "up")
+    if e.incident in glob.blind:
+        glob.blind.remove(e.incident)
+    if m.ticket_incident:
+        if m.comment_due:
+            _comment(e.incident, m, ctx, now, out, reason="affected")
+        data = _ticket_data(e, m, ctx)
+        data.update(reason="restored", duration=_duration(e.ts - m.opened_at))
+        out.items.append(_desk(m, "ticket_resolve", 1, "ticket_resolved", ctx, data))
+        glob.recent[m.root] = (m.ticket_incident, e.ts)
+    for tech in m.tiers[: m.tier + 1]:
+        _tech_message(e, m, tech, "tech_resolved", 1, "technician_resolved", ctx, out)
+    _notify_restored(e, m, sorted(set(m.notified) - set(m.restored)), ctx, out)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- timers
+
+
+def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
+         acked: set[str]) -> Plan:
+    """Time-driven items: escalation of unacknowledged incidents, throttled desk comments."""
+    out = Plan()
+    esc = ctx.cfg.escalation
+    for m in memories:
+        if m.status != "open":
+            continue
+        changed = False
+        if m.incident in acked and not m.acked:
+            m.acked, changed = True, True
+        nxt = m.tier + 1
+        if (m.tier >= 0 and not m.acked and nxt < len(m.tiers) and nxt <= esc.max_tier
+                and now >= m.opened_at + esc.after * nxt):
+            fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),  # type: ignore[arg-type]
+                                 tuple(m.nodes))
+            _alert_technicians(fake, m, ctx, now, out, tier=nxt)
+            changed = True
+        if m.ticket_incident and m.comment_due and now >= m.last_comment + ctx.cfg.desk.comment_min_interval:
+            _comment(m.incident, m, ctx, now, out, reason="affected")
+            changed = True
+        if changed:
+            out.memories[m.incident] = m
+    return out
+
+
+def plan_maintenance(windows: Sequence[Window], glob: GlobalMemory, ctx: Context, now: float) -> Plan:
+    """Advance, start and end notices for maintenance windows (each phase once per customer)."""
+    out = Plan()
+    cn = ctx.cfg.customers
+    for w in windows:
+        wid = f"MW-{w.id}"
+        done = glob.maintenance.setdefault(wid, [])
+        phases = []
+        if now < w.start and now >= w.start - cn.maintenance_lead and "advance" not in done:
+            phases.append("advance")
+        if w.start <= now < w.end and "start" not in done:
+            phases.append("start")
+        if now >= w.end and "start" in done and "end" not in done:
+            phases.append("end")
+        for phase in phases:
+            done.append(phase)
+            place = ctx.place(w.node)
+            for cid in (w.customers or tuple(ctx.below(w.node))):
+                c = ctx.customer(cid)
+                if c is None or not c.notify or not cn.enabled:
+                    continue
+                data = {**place, "start": ctx.local(w.start), "end": ctx.local(w.end), "reason": w.reason,
+                        "customer": cid, "customer_name": c.name, "company": cn.company, "phone": cn.support_phone,
+                        "incident": wid}
+                _to_customer(out, wid, f"maintenance_{phase}", c, 1, f"maintenance_{phase}", data, ctx)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def _wants_ticket(e: IncidentEvent, ctx: Context) -> bool:
+    if ctx.cfg.desk.kind == "none" and not ctx.cfg.oncall:
+        return False
+    if e.kind in ("outage", "suspected"):
+        return True
+    if e.kind == "single":
+        for cid in e.affected_customers:
+            c = ctx.customer(cid)
+            sc = ctx.inv.service_classes.get(c.service_class) if c else None
+            if sc is not None and sc.ticket_single:
+                return True
+    return False
+
+
+def _customer_kind(kind: str, ctx: Context) -> bool:
+    return kind in SERVICE_KINDS and kind in ctx.cfg.customers.kinds
+
+
+def _open_ticket(e: IncidentEvent, m: IncidentMemory, glob: GlobalMemory, ctx: Context, out: Plan) -> None:
+    m.desk_customers = list(e.affected_customers)
+    if ctx.cfg.desk.kind == "none":
+        return
+    data = _ticket_data(e, m, ctx)
+    prev = glob.recent.get(e.root)
+    if prev is not None and e.ts - prev[1] <= ctx.cfg.desk.reopen_within:
+        m.ticket_incident = prev[0]
+        del glob.recent[e.root]
+        data["reopened_by"] = e.incident
+        out.items.append(_desk(m, "ticket_reopen", 1, "ticket_reopened", ctx, data))
+        return
+    m.ticket_incident = e.incident
+    out.items.append(_desk(m, "ticket_open", 1, "ticket_opened", ctx, data))
+
+
+def _comment(incident: str, m: IncidentMemory, ctx: Context, now: float, out: Plan, reason: str) -> None:
+    if ctx.cfg.desk.kind == "none":
+        m.comment_due = False
+        return
+    fake = IncidentEvent(now, "updated", incident, m.kind, m.root, (), tuple(m.customers_now),  # type: ignore[arg-type]
+                         tuple(m.nodes))
+    data = _ticket_data(fake, m, ctx)
+    added = sorted(set(m.customers_now) - set(m.desk_customers))
+    removed = sorted(set(m.desk_customers) - set(m.customers_now))
+    data.update(reason=reason, added=added, removed=removed)
+    m.comments += 1
+    m.last_comment = now
+    m.comment_due = False
+    m.desk_customers = list(m.customers_now)
+    out.items.append(_desk(m, "ticket_comment", m.comments, "ticket_comment", ctx, data))
+
+
+def _desk(m: IncidentMemory, action: str, version: int, template: str, ctx: Context, data: dict[str, Any]) -> Item:
+    desk = ctx.cfg.desk
+    data["ticket_incident"] = m.ticket_incident
+    data["op"] = action.removeprefix("ticket_")
+    channel = "email" if desk.kind == "email" else "desk"
+    recipient = desk.address if desk.kind == "email" else desk.kind
+    if desk.kind == "email":
+        data["to"] = desk.address
+        data["thread"] = f"{m.ticket_incident}/ticket_open/{desk.address}/1"
+    return Item(m.incident, action, recipient, version, channel, template, desk_language(ctx), data,
+                group=f"desk:{m.ticket_incident}")
+
+
+def desk_language(ctx: Context) -> str:
+    return ctx.cfg.desk.language
+
+
+def _ticket_data(e: IncidentEvent, m: IncidentMemory, ctx: Context) -> dict[str, Any]:
+    """The ISP's PQR record: who, where, since when, what the SLA promises, where to look."""
+    customers: list[dict[str, Any]] = []
+    for cid in e.affected_customers:
+        cust = ctx.customer(cid)
+        customers.append({"id": cid, "name": cust.name if cust else cid, "class": cust.service_class if cust else "",
+                          "hours": ctx.response_hours(cid)})
+    customers.sort(key=lambda c: (c["hours"], c["id"]))  # corporate (shortest response) first
+    deadlines: dict[str, str] = {}
+    for c in customers:
+        deadlines.setdefault(c["class"] or "-", ctx.local(m.opened_at + c["hours"] * 3600))
+    grafana = ctx.cfg.desk.grafana_url.replace("{incident}", e.incident).replace("{root}", e.root)
+    return {
+        **ctx.place(e.root), "incident": e.incident, "kind": e.kind, "opened_at": ctx.local(m.opened_at),
+        "ts": ctx.local(e.ts), "count": len(customers), "customers": customers, "deadlines": deadlines,
+        "endpoints": len(e.affected_endpoints), "nodes": list(e.affected_nodes), "grafana": grafana,
+        "timezone": ctx.cfg.timezone,
+    }
+
+
+def _alert_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, now: float, out: Plan, tier: int) -> None:
+    if tier == 0:
+        m.tiers = list(ctx.oncall(e.root, now))
+    if tier >= len(m.tiers):
+        return
+    m.tier = tier
+    template = "technician_alert" if tier == 0 else "technician_escalation"
+    _tech_message(e, m, m.tiers[tier], "tech_alert", tier + 1, template, ctx, out)
+
+
+def _tech_message(e: IncidentEvent, m: IncidentMemory, tech_id: str, action: str, version: int, template: str,
+                  ctx: Context, out: Plan) -> None:
+    tech = ctx.cfg.technicians.get(tech_id)
+    if tech is None:
+        return
+    data = _ticket_data(e, m, ctx)
+    data.update(technician=tech.id, technician_name=tech.name, tier=version - 1, event=template.split("_", 1)[1])
+    if tech.email and ctx.cfg.smtp is not None:
+        out.items.append(Item(m.incident, action, tech.email, version, "email", template, tech.language,
+                              {**data, "to": tech.email}))
+    if tech.mqtt and ctx.cfg.mqtt is not None:
+        topic = f"{ctx.cfg.mqtt.prefix}/technicians/{data['municipality'] or 'unknown'}"
+        payload = {k: data[k] for k in ("incident", "kind", "node", "site", "municipality", "count", "opened_at",
+                                        "technician", "tier", "event")}
+        out.items.append(Item(m.incident, action + "_mqtt", tech.id, version, "mqtt", "", tech.language,
+                              {"topic": topic, "payload": payload, "retain": False}, group="mqtt"))
+
+
+def _notify_opened(e: IncidentEvent, m: IncidentMemory, customers: Iterable[str], glob: GlobalMemory,
+                   ctx: Context, out: Plan) -> None:
+    if not _customer_kind(e.kind, ctx) or not ctx.cfg.customers.enabled or glob.blind:
+        return
+    done = set(m.notified)
+    new = [c for c in customers if c not in done]
+    for cid in new:
+        _customer_notice(e, m, cid, "customer_opened", 1, ctx, out)
+    m.notified = _union(m.notified, new)
+
+
+def _notify_restored(e: IncidentEvent, m: IncidentMemory, customers: Sequence[str], ctx: Context, out: Plan) -> None:
+    todo = [c for c in customers if c in set(m.notified) and c not in set(m.restored)]
+    for cid in todo:
+        _customer_notice(e, m, cid, "customer_restored", 1, ctx, out)
+    m.restored = _union(m.restored, todo)
+
+
+def _customer_notice(e: IncidentEvent, m: IncidentMemory, cid: str, action: str, version: int, ctx: Context,
+                     out: Plan) -> None:
+    c = ctx.customer(cid)
+    if c is None or not c.notify:
+        return
+    cn = ctx.cfg.customers
+    data = {**ctx.place(m.root), "incident": m.incident, "kind": e.kind, "customer": cid, "customer_name": c.name,
+            "opened_at": ctx.local(m.opened_at), "ts": ctx.local(e.ts), "hours": ctx.response_hours(cid),
+            "service_class": c.service_class, "duration": _duration(e.ts - m.opened_at), "company": cn.company,
+            "phone": cn.support_phone}
+    _to_customer(out, m.incident, action, c, version, action, data, ctx)
+
+
+def _to_customer(out: Plan, incident: str, action: str, c: Customer, version: int, template: str,
+                 data: dict[str, Any], ctx: Context) -> None:
+    cn = ctx.cfg.customers
+    if "email" in cn.channels and c.email and ctx.cfg.smtp is not None:
+        out.items.append(Item(incident, action, c.email, version, "email", template, c.language,
+                              {**data, "to": c.email}))
+    if "sms" in cn.channels and c.phone and ctx.cfg.sms is not None:
+        out.items.append(Item(incident, action, c.phone, version, "webhook", template, c.language,
+                              {**data, "to": c.phone, "target": "sms"}))
+
+
+def _status(e: IncidentEvent, glob: GlobalMemory, ctx: Context, out: Plan, status: str) -> None:
+    """MQTT: the lifecycle event on the incident's topic, and retained status of the nodes involved."""
+    if ctx.cfg.mqtt is None:
+        return
+    prefix = ctx.cfg.mqtt.prefix
+    place = ctx.place(e.root)
+    glob.seq += 1
+    body = {**e.to_dict(), "affected_nodes": list(e.affected_nodes), "municipality": place["municipality"],
+            "site": place["site"]}
+    out.items.append(Item(e.incident, f"mqtt_{e.event}", "incident", glob.seq, "mqtt", "", "",
+                          {"topic": f"{prefix}/incidents/{e.incident}", "payload": body, "retain": False},
+                          group="mqtt"))
+    nodes = dict.fromkeys([e.root, *e.affected_nodes]) if e.kind != "blind" else {}
+    for node in nodes:
+        glob.seq += 1
+        state = {"node": node, "status": status if e.kind != "planned" or status == "up" else "maintenance",
+                 "incident": e.incident if status != "up" else None, "kind": e.kind, "since": e.to_dict()["ts"]}
+        out.items.append(Item(e.incident, "mqtt_status", node, glob.seq, "mqtt", "", "",
+                              {"topic": f"{prefix}/status/node/{node}", "payload": state, "retain": True},
+                              group="mqtt"))
+    muni = place["municipality"]
+    if muni and e.kind != "blind":
+        glob.seq += 1
+        out.items.append(Item(e.incident, "mqtt_muni", muni, glob.seq, "mqtt", "", "",
+                              {"topic": f"{prefix}/status/municipality/{muni}", "municipality": muni,
+                               "retain": True, "payload": None}, group="mqtt"))
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    h, rest = divmod(s, 3600)
+    return f"{h} h {rest // 60:02d} min" if h else f"{rest // 60} min"

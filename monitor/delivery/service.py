@@ -1,0 +1,263 @@
+"""The delivery service: the I/O shell around the pure planner, for the daemon.
+
+``enqueue(events)`` is called in the daemon's process right after the correlation service persisted
+a batch: it plans, renders the texts and writes every outbox row plus the planner's memory in ONE
+transaction, then wakes the workers. It also records how far it got in the incident event log
+(``cursor``), so events persisted by correlation but never enqueued (a crash in between) are
+planned at the next start; idempotency keys make any overlap harmless.
+
+``run()`` runs the channel workers, the MQTT connection and a one-second timer (escalation,
+throttled desk comments, maintenance notices, acks from RT, metrics) until cancelled; ``close()``
+releases connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monitor.clock import Clock
+from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.store import IncidentStore, NotFound
+from monitor.delivery import metrics, planner
+from monitor.delivery.config import DeliveryConfig
+from monitor.delivery.outbox import NewRow, Outbox
+from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item, Plan, Window
+from monitor.delivery.worker import Sender, Worker
+from monitor.errors import MonitorError
+from monitor.inventory.model import Inventory
+from monitor.logs import event
+from monitor.notify.render import Renderer
+
+log = logging.getLogger("monitor.delivery")
+
+ACK_POLL = 30.0  # seconds between checks whether staff took an incident's ticket
+
+
+class DeliveryService:
+    def __init__(self, inventory: Inventory, db_path: Path, config: DeliveryConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.ctx = Context(inventory, config)
+        self.renderer = Renderer(config.templates_dir or None)
+        self.outbox = Outbox(db_path)
+        self.store = IncidentStore(db_path)
+        self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
+        self.workers: dict[str, Worker] = {}
+        self.senders: dict[str, Sender] = {}
+        self._next_ack_poll = 0.0
+        if not self.outbox.meta("cursor"):  # first start: history before delivery existed is not replayed
+            self.outbox.add([], {}, {"cursor": str(self._max_event_id())}, clock.now())
+        self.catch_up()
+
+    # ------------------------------------------------------------ daemon API
+
+    def enqueue(self, events: Sequence[IncidentEvent]) -> None:
+        """Plan and queue the side effects of a batch of (already persisted) lifecycle events."""
+        if not events:
+            return
+        memories = {k: IncidentMemory.from_dict(v) for k, v in self.outbox.states(
+            [e.incident for e in events] + [e.into for e in events if e.into]).items()}
+        plan = planner.plan(events, memories, self.glob, self.ctx, self.clock.now())
+        self._commit(plan, cursor=self._max_event_id())
+
+    def catch_up(self) -> None:
+        """Plan events the correlation service persisted after the last ``enqueue`` (crash in between)."""
+        cursor = int(self.outbox.meta("cursor", "0") or 0)
+        rows = self.store.db.execute(
+            "SELECT id, ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
+            " into_incident FROM incident_events WHERE id > ? ORDER BY id", (cursor,)).fetchall()
+        if not rows:
+            return
+        events = [IncidentEvent(ts, ev, inc, kind, root, tuple(json.loads(eps)), tuple(json.loads(cs)),
+                                tuple(json.loads(ns)), into) for _, ts, ev, inc, kind, root, eps, cs, ns, into in rows]
+        event(log, logging.INFO, "planning incident events recorded while delivery was not running",
+              events=len(events))
+        memories = {k: IncidentMemory.from_dict(v) for k, v in self.outbox.states(
+            [e.incident for e in events] + [e.into for e in events if e.into]).items()}
+        self._commit(planner.plan(events, memories, self.glob, self.ctx, self.clock.now()), cursor=rows[-1][0])
+
+    def tick(self, now: float | None = None) -> None:
+        """Timers: escalation, throttled desk comments, maintenance notices."""
+        now = self.clock.now() if now is None else now
+        memories = [IncidentMemory.from_dict(v) for v in self.outbox.states().values()]
+        acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
+        plan = planner.tick(memories, self.glob, self.ctx, now, acked)
+        extra = planner.plan_maintenance(self._windows(), self.glob, self.ctx, now)
+        plan.items += extra.items
+        if plan.items or plan.memories or extra.items:
+            self._commit(plan)
+
+    async def run(self) -> None:
+        self._start_workers()
+        async with asyncio.TaskGroup() as tg:
+            for w in self.workers.values():
+                tg.create_task(w.run())
+            mqtt = self.senders.get("mqtt")
+            if mqtt is not None:
+                from monitor.notify.mqtt import MqttSender
+
+                assert isinstance(mqtt, MqttSender)
+                tg.create_task(mqtt.keep())
+            tg.create_task(self._timer())
+
+    async def close(self) -> None:
+        for s in self.senders.values():
+            with contextlib.suppress(Exception):
+                await s.close()
+        self.outbox.close()
+        self.store.close()
+
+    # ------------------------------------------------------------ internals
+
+    def _max_event_id(self) -> int:
+        row = self.store.db.execute("SELECT MAX(id) FROM incident_events").fetchone()
+        return int(row[0] or 0)
+
+    def _windows(self) -> list[Window]:
+        return [Window(m.id, m.node, m.start, m.end, m.reason, m.customers) for m in self.store.maintenance()]
+
+    def _commit(self, plan: Plan, cursor: int | None = None) -> None:
+        rows = [self._row(item, plan) for item in plan.items]
+        states = {k: (m.status, m.to_dict()) for k, m in plan.memories.items()}
+        meta = {"planner": json.dumps(self.glob.to_dict())}
+        if cursor is not None:
+            meta["cursor"] = str(max(cursor, int(self.outbox.meta("cursor", "0") or 0)))
+        added = self.outbox.add(rows, states, meta, self.clock.now())
+        if added:
+            by_channel: dict[str, int] = {}
+            for r in rows:
+                by_channel[r.channel] = by_channel.get(r.channel, 0) + 1
+            for ch, n in by_channel.items():
+                metrics.QUEUED.labels(ch).inc(n)
+                if ch in self.workers:
+                    self.workers[ch].wake()
+
+    def _row(self, item: Item, plan: Plan) -> NewRow:
+        payload: dict[str, Any]
+        if item.channel == "mqtt":
+            payload = dict(item.data)
+            if payload.get("payload") is None and "municipality" in payload:
+                payload["payload"] = self._municipality(payload["municipality"], plan)
+        else:
+            kind = "ticket" if item.action.startswith("ticket_") else "sms" if item.channel == "webhook" else "email"
+            subject, body = self.renderer.render(item.template, kind, item.language, item.data)
+            payload = {"to": item.data.get("to", ""), "subject": subject, "body": body, "language": item.language}
+            for key in ("op", "ticket_incident", "thread"):
+                if key in item.data:
+                    payload[key] = item.data[key]
+        return NewRow(item.key, item.incident, item.action, item.recipient, item.channel, item.group, payload)
+
+    def _municipality(self, muni: str, plan: Plan) -> dict[str, Any]:
+        """Retained status of a municipality: its open incidents and how many customers they affect."""
+        open_now = {k: IncidentMemory.from_dict(v) for k, v in self.outbox.states().items()}
+        for k, m in plan.memories.items():
+            open_now[k] = m
+        incidents = []
+        customers: set[str] = set()
+        for m in sorted(open_now.values(), key=lambda m: m.incident):
+            if m.status != "open" or m.kind == "blind" or self.ctx.place(m.root)["municipality"] != muni:
+                continue
+            incidents.append({"incident": m.incident, "kind": m.kind, "root": m.root, "customers": m.affected})
+            customers.update(m.customers_now)
+        status = "down" if any(i["kind"] in ("outage", "suspected") for i in incidents) else \
+            "degraded" if incidents else "ok"
+        return {"municipality": muni, "status": status, "open_incidents": incidents,
+                "affected_customers": len(customers)}
+
+    def _start_workers(self) -> None:
+        cfg, policy = self.config, self.config.retry
+        rates = cfg.rate_limits
+        if cfg.smtp is not None:
+            from monitor.notify.email import EmailSender
+
+            self.senders["email"] = EmailSender(cfg.smtp)
+            self.workers["email"] = Worker(self.outbox, self.senders["email"], policy, self.clock,
+                                           concurrency=cfg.smtp.pool_size, rate=rates.get("email"))
+        if cfg.mqtt is not None:
+            from monitor.notify.mqtt import MqttSender
+
+            sender = MqttSender(cfg.mqtt, policy, self.clock, on_ack=self._ack, on_connect=self._mqtt_connected)
+            self.senders["mqtt"] = sender
+            self.workers["mqtt"] = Worker(self.outbox, sender, policy, self.clock, rate=rates.get("mqtt"), batch=100)
+        desk = self._desk()
+        if desk is not None:
+            from monitor.desk.base import DeskSender
+
+            self.senders["desk"] = DeskSender(desk, self.outbox)
+            self.workers["desk"] = Worker(self.outbox, self.senders["desk"], policy, self.clock,
+                                          rate=rates.get("desk"), batch=50)
+        if cfg.sms is not None:
+            from monitor.notify.webhook import WebhookPoster, WebhookSender
+
+            self.senders["webhook"] = WebhookSender(WebhookPoster(cfg.sms))
+            self.workers["webhook"] = Worker(self.outbox, self.senders["webhook"], policy, self.clock,
+                                             concurrency=4, rate=rates.get("webhook"))
+
+    def _desk(self) -> Any:
+        d = self.config.desk
+        if d.kind == "rt":
+            from monitor.desk.rt import RTDesk
+
+            return RTDesk(d)
+        if d.kind == "webhook" and d.webhook is not None:
+            from monitor.desk.webhook import WebhookDesk
+
+            return WebhookDesk(d.webhook)
+        return None
+
+    def _mqtt_connected(self) -> None:
+        self.outbox.retry_now("mqtt", self.clock.now())
+        self.workers["mqtt"].wake()
+
+    def _ack(self, incident: str, by: str) -> None:
+        try:
+            self.store.add_action(incident, "ack", by, "acknowledged via MQTT", self.clock.now())
+            event(log, logging.INFO, "incident acknowledged", incident=incident, by=by, via="mqtt")
+        except (NotFound, MonitorError, ValueError):
+            event(log, logging.WARNING, "ack for an unknown incident ignored", incident=incident[:40])
+
+    async def _timer(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.tick()
+                await self._poll_desk_acks()
+                self._gauges()
+            except MonitorError as exc:
+                event(log, logging.ERROR, "delivery timer failed, will retry", error=exc)
+
+    async def _poll_desk_acks(self) -> None:
+        now = self.clock.now()
+        desk = self.senders.get("desk")
+        if desk is None or now < self._next_ack_poll:
+            return
+        self._next_ack_poll = now + ACK_POLL
+        from monitor.delivery.retry import DeliveryError
+        from monitor.desk.base import DeskSender
+
+        assert isinstance(desk, DeskSender)
+        tickets = self.outbox.tickets()
+        for row in self.store.incidents(status="open", limit=1000):
+            ticket = tickets.get(row.id)
+            if row.acked_at is not None or ticket is None:
+                continue
+            try:
+                if await desk.desk.taken(ticket):
+                    self.store.add_action(row.id, "ack", desk.desk.name, f"ticket {ticket} taken", now)
+                    event(log, logging.INFO, "incident acknowledged", incident=row.id, via=desk.desk.name)
+            except DeliveryError:
+                return  # the desk is down; the desk worker reports it
+
+    def _gauges(self) -> None:
+        now = self.clock.now()
+        pending = self.outbox.pending()
+        for ch in ("email", "mqtt", "desk", "webhook"):
+            n, oldest = pending.get(ch, (0, None))
+            metrics.PENDING.labels(ch).set(n)
+            metrics.OLDEST.labels(ch).set(now - oldest if oldest is not None else 0)

@@ -1,0 +1,144 @@
+"""Per-channel workers: take due outbox rows, send them through one adapter, record the outcome.
+
+One worker per channel (email, mqtt, desk, webhook) so a slow service desk never holds up customer
+mail. Each has a concurrency bound (the SMTP pool size; 1 where order matters) and a token-bucket
+rate limit (SMTP relays throttle). Outcomes are recorded in batches; a crash between a send and
+its record leaves the row in flight, and the next start hands it to the adapter as ``uncertain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Protocol
+
+from monitor.clock import Clock
+from monitor.delivery import metrics
+from monitor.delivery.config import RetrySettings
+from monitor.delivery.outbox import Outbox, Row
+from monitor.delivery.retry import DeliveryError, DeliveryRetryable, decide
+from monitor.logs import event
+
+log = logging.getLogger("monitor.delivery")
+
+
+class Sender(Protocol):
+    """One channel's adapter. ``send`` raises DeliveryRetryable/DeliveryPermanent; returns a result."""
+
+    channel: str
+
+    async def send(self, row: Row) -> str | None: ...
+
+    async def close(self) -> None: ...
+
+
+class RateLimit:
+    """Token bucket: ``rate`` items per second, bursts up to one second's worth."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.tokens = rate or 0.0
+        self.stamp = time.monotonic()
+
+    async def acquire(self) -> None:
+        if not self.rate:
+            return
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Worker:
+    def __init__(
+        self, outbox: Outbox, sender: Sender, policy: RetrySettings, clock: Clock, *, concurrency: int = 1,
+        rate: float | None = None, batch: int = 500, idle: float = 1.0,
+    ) -> None:
+        self.outbox = outbox
+        self.sender = sender
+        self.channel = sender.channel
+        self.policy = policy
+        self.clock = clock
+        self.concurrency = max(1, concurrency)
+        self.limit = RateLimit(rate)
+        self.batch = batch
+        self.idle = idle
+        self._wake = asyncio.Event()
+        self._rng = random.Random()
+        self._down = False  # for one log line per outage, not one per failed item
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            rows = self.outbox.take(self.channel, self.clock.now(), self.batch)
+            if rows:
+                await self._deliver(rows)
+                continue
+            due = self.outbox.next_due(self.channel)
+            wait = self.idle if due is None else min(self.idle, max(0.0, due - self.clock.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.01))
+
+    async def _deliver(self, rows: list[Row]) -> None:
+        delivered: list[tuple[int, str | None]] = []
+        retries: list[tuple[int, float, str, str]] = []
+        failed: list[tuple[int, str, str]] = []
+        queue: asyncio.Queue[Row] = asyncio.Queue()
+        for r in rows:
+            queue.put_nowait(r)
+        started: set[int] = set()
+
+        async def lane() -> None:
+            while not queue.empty():
+                row = queue.get_nowait()
+                await self.limit.acquire()
+                started.add(row.id)
+                try:
+                    delivered.append((row.id, await self.sender.send(row)))
+                except DeliveryError as exc:
+                    self._failure(row, exc, retries, failed)
+                except Exception as exc:  # an adapter bug must not stop the channel: retry, and say so
+                    log.exception("delivery adapter failed", extra={"kv": {"channel": self.channel, "key": row.key}})
+                    self._failure(row, DeliveryRetryable(f"internal error: {type(exc).__name__}", "bug"), retries,
+                                  failed)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self.concurrency, len(rows))):
+                    tg.create_task(lane())
+        finally:
+            # outcomes first, so a cancellation (shutdown) never repeats what was recorded as sent
+            self.outbox.finish(delivered, retries, failed, self.clock.now())
+            self.outbox.release([r.id for r in rows if r.id not in started])
+        metrics.DELIVERED.labels(self.channel).inc(len(delivered))
+        if delivered and self._down:
+            self._down = False
+            event(log, logging.INFO, "delivery recovered", channel=self.channel)
+
+    def _failure(self, row: Row, exc: DeliveryError, retries: list[tuple[int, float, str, str]],
+                 failed: list[tuple[int, str, str]]) -> None:
+        now = self.clock.now()
+        d = decide(self.policy, exc, row.attempts + 1, row.created_at, now, self._rng)
+        text = str(exc)[:500]
+        if d.retry:
+            retries.append((row.id, d.at, d.reason, text))
+            metrics.RETRIES.labels(self.channel, d.reason).inc()
+            if not self._down:
+                self._down = True
+                event(log, logging.WARNING, "delivery failing, will retry", channel=self.channel, reason=d.reason,
+                      error=text)
+        else:
+            failed.append((row.id, d.reason, text))
+            metrics.FAILED.labels(self.channel, d.reason).inc()
+            event(log, logging.ERROR, "delivery given up", channel=self.channel, key=row.key, reason=d.reason,
+                  error=text)

@@ -1,0 +1,84 @@
+"""One interface for every service desk, and the outbox channel that drives it.
+
+Adapters (RT, webhook) implement :class:`Desk`: ``find`` (the ticket of an incident, by its tag),
+``open``, ``update``, ``comment``, ``resolve``, ``reopen`` and ``taken`` (staff picked the ticket
+up: counts as an acknowledgement). :class:`DeskSender` turns outbox rows into those calls and keeps
+the incident → ticket map, always looking the ticket up before creating one, so a crash between
+"created" and "recorded" never yields a second ticket. (Email-to-ticket needs no adapter: its
+messages go out on the email channel with a stable subject tag.)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from monitor.delivery.outbox import Outbox, Row
+from monitor.delivery.retry import DeliveryRetryable
+
+
+def tag(incident: str) -> str:
+    """The subject tag every desk message carries: ``[INC-000123]``."""
+    return f"[{incident}]"
+
+
+class Desk(Protocol):
+    name: str
+
+    async def find(self, incident: str) -> str | None: ...
+
+    async def open(self, incident: str, subject: str, body: str) -> str: ...
+
+    async def update(self, ticket: str, subject: str) -> None: ...
+
+    async def comment(self, ticket: str, body: str) -> None: ...
+
+    async def resolve(self, ticket: str, body: str) -> None: ...
+
+    async def reopen(self, ticket: str, body: str) -> None: ...
+
+    async def taken(self, ticket: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class DeskSender:
+    """The ``desk`` channel: rows with ``op`` open/comment/resolve/reopen for one ticket each."""
+
+    channel = "desk"
+
+    def __init__(self, desk: Desk, outbox: Outbox) -> None:
+        self.desk = desk
+        self.outbox = outbox
+
+    async def ticket_of(self, incident: str) -> str | None:
+        known = self.outbox.ticket(incident)
+        if known is not None:
+            return known
+        found = await self.desk.find(incident)
+        if found is not None:
+            self.outbox.set_ticket(incident, self.desk.name, found)
+        return found
+
+    async def send(self, row: Row) -> str | None:
+        p = row.payload
+        op, owner = p["op"], p["ticket_incident"]
+        ticket = await self.ticket_of(owner)
+        if op == "open":
+            if ticket is None:
+                ticket = await self.desk.open(owner, p["subject"], p["body"])
+                self.outbox.set_ticket(owner, self.desk.name, ticket)
+            return ticket
+        if ticket is None:
+            raise DeliveryRetryable(f"no ticket for {owner} yet", "no_ticket")
+        if op == "comment":
+            await self.desk.comment(ticket, p["body"])
+        elif op == "resolve":
+            await self.desk.resolve(ticket, p["body"])
+        elif op == "reopen":
+            await self.desk.reopen(ticket, p["body"])
+            if row.incident != owner:
+                self.outbox.set_ticket(row.incident, self.desk.name, ticket)
+        return ticket
+
+    async def close(self) -> None:
+        await self.desk.close()

@@ -1,0 +1,95 @@
+"""Request Tracker 5 through its REST2 API (aiohttp).
+
+The ticket of an incident is found by its subject tag (``[INC-000123]``) with TicketSQL, which is
+what makes creation idempotent across crashes. Comments are RT comments (internal, not mailed to
+requestors); resolve and reopen set the status. A ticket whose Owner is no longer ``Nobody`` was
+taken by staff, which counts as an acknowledgement of the incident.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from monitor.delivery.config import DeskSettings
+from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
+from monitor.desk.base import tag
+
+
+class RTDesk:
+    name = "rt"
+
+    def __init__(self, settings: DeskSettings) -> None:
+        self.s = settings
+        base = settings.url.rstrip("/")
+        self.api = base if base.endswith("/REST/2.0") else base + "/REST/2.0"
+        self._session: aiohttp.ClientSession | None = None
+
+    def _headers(self) -> dict[str, str]:
+        if self.s.token is not None:
+            return {"Authorization": f"token {self.s.token.reveal()}"}
+        user = self.s.username or "root"
+        pw = self.s.password.reveal() if self.s.password is not None else ""
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._session
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            async with self._http().request(method, self.api + path, json=body, headers=self._headers()) as resp:
+                text = await resp.text()
+                if resp.status in (408, 429) or resp.status >= 500:
+                    raise DeliveryRetryable(f"RT answered {resp.status} to {method} {path}", f"http_{resp.status}")
+                if resp.status in (401, 403):
+                    raise DeliveryRetryable(f"RT refused our credentials ({resp.status})", "auth")
+                if resp.status >= 400:
+                    raise DeliveryPermanent(f"RT answered {resp.status} to {method} {path}: {text[:200]}",
+                                            f"http_{resp.status}")
+                return await resp.json(content_type=None) if text else None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DeliveryRetryable(f"RT unreachable: {type(exc).__name__}", "unreachable") from exc
+
+    async def find(self, incident: str) -> str | None:
+        query = f"Subject LIKE '{tag(incident)}'"
+        found = await self._call("GET", f"/tickets?query={quote(query, safe='')}&per_page=5"
+                                 "&fields=Subject")
+        for item in (found or {}).get("items", []):
+            if tag(incident) in str(item.get("Subject", "")):
+                return str(item["id"])
+        return None
+
+    async def open(self, incident: str, subject: str, body: str) -> str:
+        if tag(incident) not in subject:
+            subject = f"{tag(incident)} {subject}"
+        made = await self._call("POST", "/ticket", {"Queue": self.s.queue, "Subject": subject, "Content": body,
+                                                   "ContentType": "text/plain"})
+        return str(made["id"])
+
+    async def update(self, ticket: str, subject: str) -> None:
+        await self._call("PUT", f"/ticket/{ticket}", {"Subject": subject})
+
+    async def comment(self, ticket: str, body: str) -> None:
+        await self._call("POST", f"/ticket/{ticket}/comment", {"Content": body, "ContentType": "text/plain"})
+
+    async def resolve(self, ticket: str, body: str) -> None:
+        await self.comment(ticket, body)
+        await self._call("PUT", f"/ticket/{ticket}", {"Status": "resolved"})
+
+    async def reopen(self, ticket: str, body: str) -> None:
+        await self._call("PUT", f"/ticket/{ticket}", {"Status": "open"})
+        await self.comment(ticket, body)
+
+    async def taken(self, ticket: str) -> bool:
+        t = await self._call("GET", f"/ticket/{ticket}")
+        owner = (t or {}).get("Owner", {})
+        return str(owner.get("id", "Nobody")) != "Nobody"
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,118 @@
+"""MQTT through aiomqtt: lifecycle events, retained status, technician alerts, and acks coming back.
+
+One connection, owned by :meth:`MqttSender.keep`, which (re)connects with the shared back-off and
+listens on ``<prefix>/ack/<incident>`` (payload: who acknowledged). Publishing is QoS 1 and only
+while connected; otherwise the row stays in the outbox and is retried, so a broker restart loses
+nothing. After every (re)connection ``on_connect`` runs, which lets the service retry the rows
+that failed while the broker was away at once instead of at their back-off time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import Callable
+
+import aiomqtt
+
+from monitor.clock import Clock
+from monitor.delivery.config import MqttSettings, RetrySettings
+from monitor.delivery.outbox import Row
+from monitor.delivery.retry import DeliveryRetryable, call_with_retry
+from monitor.logs import event
+
+log = logging.getLogger("monitor.delivery.mqtt")
+PUBLISH_TIMEOUT = 10.0
+
+
+class MqttSender:
+    channel = "mqtt"
+
+    def __init__(
+        self, settings: MqttSettings, policy: RetrySettings, clock: Clock, *,
+        on_ack: Callable[[str, str], None] | None = None, on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.s = settings
+        self.policy = RetrySettings(initial=0.5, maximum=min(30.0, policy.maximum), factor=2.0,
+                                    jitter=policy.jitter, deadline=float("inf"))
+        self.clock = clock
+        self.on_ack = on_ack
+        self.on_connect = on_connect
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+
+    def _new_client(self) -> aiomqtt.Client:
+        s = self.s
+        tls = None
+        if s.tls:
+            tls = ssl.create_default_context(cafile=s.ca_file or None)
+        return aiomqtt.Client(
+            s.host, s.port, username=s.username or None,
+            password=s.password.reveal() if s.password is not None else None, identifier=s.client_id,
+            keepalive=s.keepalive, tls_context=tls, timeout=10.0,
+        )
+
+    async def _connect(self) -> aiomqtt.Client:
+        client = self._new_client()
+        try:
+            await client.__aenter__()
+            await client.subscribe(f"{self.s.prefix}/ack/+", qos=1)
+        except aiomqtt.MqttError as exc:
+            raise DeliveryRetryable(f"MQTT broker {self.s.host}:{self.s.port}: {exc}", "unreachable") from exc
+        return client
+
+    async def keep(self) -> None:
+        """Run forever: stay connected, hand acks to ``on_ack``, reconnect with back-off."""
+        lost = False
+        while True:
+            client = await call_with_retry(self._connect, self.policy, self.clock)
+            self.client = client
+            self.connected.set()
+            event(log, logging.INFO if lost else logging.DEBUG, "MQTT connected", broker=f"{self.s.host}:{self.s.port}")
+            if self.on_connect is not None:
+                self.on_connect()
+            try:
+                async for message in client.messages:
+                    self._ack(message)
+            except aiomqtt.MqttError as exc:
+                event(log, logging.WARNING, "MQTT connection lost, reconnecting", error=exc)
+            finally:
+                self.connected.clear()
+                self.client = None
+                lost = True
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
+
+    def _ack(self, message: aiomqtt.Message) -> None:
+        incident = str(message.topic).rsplit("/", 1)[-1]
+        raw = message.payload
+        text = raw.decode(errors="replace") if isinstance(raw, bytes | bytearray) else str(raw or "")
+        try:
+            doc = json.loads(text) if text.startswith("{") else {"by": text}
+            by = str(doc.get("by", "mqtt"))[:100] or "mqtt"
+        except ValueError:
+            by = "mqtt"
+        if self.on_ack is not None and incident:
+            self.on_ack(incident, by)
+
+    async def send(self, row: Row) -> str | None:
+        client = self.client
+        if client is None or not self.connected.is_set():
+            raise DeliveryRetryable("MQTT broker not connected", "unreachable")
+        p = row.payload
+        payload = json.dumps(p["payload"], ensure_ascii=False, sort_keys=True)
+        try:
+            await client.publish(p["topic"], payload, qos=1, retain=bool(p.get("retain")), timeout=PUBLISH_TIMEOUT)
+        except aiomqtt.MqttError as exc:
+            raise DeliveryRetryable(f"MQTT publish failed: {exc}", "unreachable") from exc
+        return None
+
+    async def close(self) -> None:
+        client = self.client
+        self.client = None
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
