@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sqlite3
@@ -131,6 +132,9 @@ class Daemon:
             self.writer.submit(notes.site_points(inv, self.clock.now()))
             self.incident_sinks.append(self._annotate_incidents)
         self._start_metrics_server(inv.daemon.metrics_listen)
+        # The inventory, topology and states live as long as the process: keep the collector from
+        # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
+        gc.freeze()
         try:
             async with asyncio.TaskGroup() as tg:
                 self.scheduler = Scheduler(
