@@ -23,11 +23,13 @@ from tests.lab.checks import (
     last_affected,
     lifecycle,
     opened_since,
+    transitions,
     wait_affected,
     wait_incident,
     wait_resolved,
 )
 from tests.lab.fixtures import IspRun, isp  # noqa: F401 - pytest fixture
+from tests.lab.observe import CUSTOMER_KINDS
 from tests.servers.common import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.servers]
@@ -105,3 +107,62 @@ def test_three_silent_cpes_under_an_answering_ap_are_one_suspected_incident(isp:
     row = wait_resolved(isp, row.id)
     assert [r.id for r in opened_since(isp, start)] == [row.id]
     incident_closed_out(isp, row, customers)
+
+
+def test_flapping_ap_link_opens_one_incident_not_a_storm(isp: IspRun) -> None:  # noqa: F811
+    """The AP's link goes down and comes back three times, each time as soon as the daemon confirmed it."""
+    start = isp.reset()
+    for cycle in range(1, 4):
+        isp.lab.cut("a4")
+        wait_for(lambda n=cycle: transitions(isp, start, "ap-4", "down") == n, 20, f"ap-4 down #{cycle}")
+        isp.lab.restore("a4")
+        wait_for(lambda n=cycle: transitions(isp, start, "ap-4", "up") == n, 20, f"ap-4 up #{cycle}")
+    rows = opened_since(isp, start)
+    assert [(r.kind, r.root) for r in rows] == [("outage", "ap-4")], rows
+    row = wait_resolved(isp, rows[0].id)
+    assert [r.id for r in opened_since(isp, start)] == [row.id]
+    assert lifecycle(isp, row.id).count("opened") == 1
+    incident_closed_out(isp, row, customers_behind(isp, ["ap-4"]))
+
+
+def test_daemon_sigkilled_mid_incident_resumes_it_without_duplicates(isp: IspRun) -> None:  # noqa: F811
+    start = isp.reset()
+    aps = ["ap-3", "ap-4"]
+    isp.lab.cut("t2")
+    row = wait_incident(isp, start, "outage", "tower-2")
+    row = wait_affected(isp, row.id, len(endpoints_behind(isp, aps)))
+    first_pid = isp.daemon.pid
+    isp.daemon.kill()
+    passes = isp.daemon.log.read_text().count("first poll pass complete")
+    isp.daemon.start()
+    assert isp.daemon.pid != first_pid
+    # the new process resumed the stored states and polled every target once: tower-2 and its 16 targets still down
+    wait_for(lambda: isp.daemon.log.read_text().count("first poll pass complete") > passes, 20,
+             "the restarted daemon's first poll pass")
+    assert 'msg="first poll pass complete" targets=37 unknown=0 up=20 down=17' in isp.daemon.log.read_text()
+    rows = opened_since(isp, start)
+    assert [(r.id, r.status) for r in rows] == [(row.id, "open")], rows
+    isp.lab.restore("t2")
+    row = wait_resolved(isp, row.id)
+    assert [r.id for r in opened_since(isp, start)] == [row.id]
+    assert lifecycle(isp, row.id).count("opened") == 1
+    incident_closed_out(isp, row, customers_behind(isp, aps))
+
+
+def test_monitor_uplink_cut_is_blindness_without_customer_incidents(isp: IspRun) -> None:  # noqa: F811
+    start = isp.reset()
+    fault = time.time()
+    isp.lab.cut("uplink")
+    row = wait_incident(isp, start, "blind", "core")
+    isp.record_latency("monitor uplink cut (blind)", fault, row.opened_at)
+    wait_for(lambda: set(isp.observe.states().values()) == {"down"}, 20, "every target DOWN")
+    # ten more polls of the farthest CPE with everything down: any customer incident would be open by now
+    since = int(time.time() * 1e9)
+    wait_for(lambda: len(isp.observe.series(
+        f"SELECT available FROM state WHERE node = 'cpe-30' AND time > {since}")) >= 10, 20, "10 more polls")
+    assert opened_since(isp, start, CUSTOMER_KINDS) == []
+    isp.lab.restore("uplink")
+    wait_resolved(isp, row.id)
+    isp.reset()
+    assert opened_since(isp, start, CUSTOMER_KINDS) == []
+    assert [r.id for r in opened_since(isp, start)] == [row.id]

@@ -57,6 +57,11 @@ def lifecycle(run: IspRun, incident: str) -> list[str]:
     return [e["event"] for e in run.observe.events(incident)]
 
 
+def transitions(run: IspRun, since: float, target: str, new: str) -> int:
+    """How many times the event log says ``target`` became ``new`` since ``since``."""
+    return sum(1 for c in run.observe.changes(since) if c.target == target and c.new.value == new)
+
+
 def customers_behind(run: IspRun, aps: list[str], addresses: list[str] | None = None) -> set[str]:
     """Customer ids of the CPEs behind these APs (or only of those addresses)."""
     return {cust for addr, (_cpe, cust, ap) in customer_ids(run.lab).items()

@@ -83,11 +83,21 @@ class DaemonProcess:
         self.starts = 0
 
     def start(self) -> None:
+        """Start and wait until it says "monitor started": its store exists and is migrated by then.
+
+        Nobody else may open the store before that: a reader opening a store that is still being
+        created would run the migrations concurrently with the daemon.
+        """
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = LabProcess([sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
                                   self.log, env)
         self.process.start()
         self.starts += 1
+        try:
+            wait_for(lambda: self.alive() and self.log.read_text().count('msg="monitor started"') >= self.starts,
+                     30, "the daemon's start")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from exc
 
     @property
     def pid(self) -> int:
