@@ -1,0 +1,49 @@
+"""Debian's mosquitto on free loopback ports, in a temp dir, for tests.
+
+Two listeners (``servers.md``): anonymous on ``port``, and ``auth_port`` with a password file made
+by ``mosquitto_passwd``. Persistence is on (in the temp dir) so retained status topics survive the
+broker restart the fault-injection test performs. Restartable on the same ports.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+from tests.servers.common import free_port, require_binary
+from tests.servers.restartable import RestartableServer
+
+USER, PASSWORD = "monitor", "mqtt-pass-9"
+
+
+class Mosquitto(RestartableServer):
+    def __init__(self, root: Path) -> None:
+        binary = require_binary("mosquitto")
+        self.root = root
+        self.port = free_port()
+        self.auth_port = free_port()
+        pw = root / "mosquitto.passwd"
+        subprocess.run([require_binary("mosquitto_passwd"), "-c", "-b", str(pw), USER, PASSWORD], check=True,
+                       capture_output=True)
+        self.config = root / "mosquitto.conf"
+        self.config.write_text(
+            "per_listener_settings true\n"
+            "user root\n"
+            "persistence true\n"
+            f"persistence_location {root}/\n"
+            "log_dest stdout\n"
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            f"listener {self.auth_port} 127.0.0.1\n"
+            "allow_anonymous false\n"
+            f"password_file {pw}\n"
+        )
+        self.name = "mosquitto"
+        self.argv = [binary, "-c", str(self.config)]
+
+    def ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            pass
+        with socket.create_connection(("127.0.0.1", self.auth_port), timeout=1):
+            return True

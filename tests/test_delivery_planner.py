@@ -1,0 +1,220 @@
+"""The pure planner: which tickets, alerts and notices an incident's lifecycle produces (injected time)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from monitor.delivery import planner
+from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item, Window
+from monitor.inventory.model import Inventory
+from tests.delivery_support import T0, base_delivery, ev, ids, load
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> Inventory:
+    return load(tmp_path)
+
+
+def ctx_of(inv: Inventory) -> Context:
+    assert inv.delivery is not None
+    return Context(inv, inv.delivery)
+
+
+class Run:
+    """Feeds events through the planner the way the service does: memory in, memory out."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.mem: dict[str, IncidentMemory] = {}
+        self.glob = GlobalMemory()
+        self.keys: set[str] = set()
+
+    def _keep(self, plan: planner.Plan) -> list[Item]:
+        self.mem.update(plan.memories)
+        new = [i for i in plan.items if i.key not in self.keys]
+        self.keys |= {i.key for i in plan.items}
+        return new
+
+    def feed(self, *events: object, now: float | None = None) -> list[Item]:
+        evs = list(events)
+        t = now if now is not None else max(e.ts for e in evs)  # type: ignore[attr-defined]
+        return self._keep(planner.plan(evs, dict(self.mem), self.glob, self.ctx, t))  # type: ignore[arg-type]
+
+    def tick(self, now: float, acked: frozenset[str] = frozenset()) -> list[Item]:
+        return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked)))
+
+
+def by_action(items: list[Item]) -> Counter[str]:
+    return Counter(i.action for i in items)
+
+
+def test_outage_opened_makes_one_ticket_the_oncall_alert_and_a_notice_per_customer(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    items = run.feed(ev("opened", T0, ids(40)))
+    acts = by_action(items)
+    assert acts["ticket_open"] == 1
+    assert acts["customer_opened"] == 40  # the 41st customer opted out
+    assert acts["tech_alert"] == 1 and acts["tech_alert_mqtt"] == 1
+    alert = next(i for i in items if i.action == "tech_alert")
+    assert alert.recipient == "juan@isp.example"  # Wednesday 06:06 in Bogotá: the night shift
+    notices = {i.recipient: i for i in items if i.action == "customer_opened"}
+    assert "c41@example.com" not in notices
+    assert notices["c2@example.com"].language == "en" and notices["c3@example.com"].language == "es"
+    assert notices["c1@example.com"].data["hours"] == 12 and notices["c7@example.com"].data["hours"] == 24
+    ticket = next(i for i in items if i.action == "ticket_open")
+    corporate_first = [c["id"] for c in ticket.data["customers"]][:5]
+    assert corporate_first == ["C-0001", "C-0002", "C-0003", "C-0004", "C-0005"]
+    assert ticket.data["municipality_name"] == "Arauca" and ticket.data["site_name"] == "Torre Centro"
+    assert ticket.data["deadlines"] == {"corporativo": "2026-11-18 18:06", "residencial": "2026-11-19 06:06"}
+    assert "INC-000001" in ticket.data["grafana"]
+    # retained status per node and per municipality, and the lifecycle event
+    topics = [i.data["topic"] for i in items if i.channel == "mqtt"]
+    assert "isp/incidents/INC-000001" in topics and "isp/status/node/twr-1" in topics
+    assert "isp/status/municipality/arauca" in topics and "isp/technicians/arauca" in topics
+
+
+def test_daytime_routing_and_weekend_and_fallback_rota(inv: Inventory) -> None:
+    ctx = ctx_of(inv)
+    assert ctx.oncall("twr-1", T0) == ("juan", "noc")
+    assert ctx.oncall("twr-1", T0 + 3600) == ("ana", "noc")  # 07:06 Wednesday
+    assert ctx.oncall("twr-1", T0 + 3 * 86400 + 3600 * 5) == ("luis", "noc")  # Saturday 11:06
+    assert ctx.oncall("core", T0) == ("noc",)  # a router: no kind-specific rule → the catch-all
+    assert ctx.oncall("twr-t", T0) == ("noc",)  # Tame has no rule of its own
+
+
+def test_no_customer_gets_two_opened_notices_and_restores_go_to_those_notified(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(10, 0)))
+    items = run.feed(ev("updated", T0 + 60, ids(12, 0)))
+    assert sorted(i.recipient for i in items if i.action == "customer_opened") == ["c11@example.com",
+                                                                                   "c12@example.com"]
+    assert by_action(run.feed(ev("opened", T0, ids(12, 0)), now=T0 + 70))["customer_opened"] == 0  # replayed
+    # partial recovery: customers 11 and 12 are back before the incident ends
+    items = run.feed(ev("updated", T0 + 120, ids(10, 0)))
+    assert sorted(i.recipient for i in items if i.action == "customer_restored") == ["c11@example.com",
+                                                                                     "c12@example.com"]
+    # they fail again within the same incident: no second opened notice (one pair per incident)
+    assert by_action(run.feed(ev("updated", T0 + 180, ids(12, 0))))["customer_opened"] == 0
+    items = run.feed(ev("resolved", T0 + 3600, ids(12, 0)))
+    acts = by_action(items)
+    assert acts["customer_restored"] == 10 and acts["ticket_resolve"] == 1 and acts["tech_resolved"] == 1
+    restored = next(i for i in items if i.action == "customer_restored")
+    assert restored.data["duration"] == "1 h 00 min"
+
+
+def test_desk_comments_only_on_meaningful_change_and_throttled(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(10, 0)))
+    assert by_action(run.feed(ev("updated", T0 + 60, ids(12, 0))))["ticket_comment"] == 1
+    # another change within comment_min_interval (10 min) waits ...
+    assert by_action(run.feed(ev("updated", T0 + 120, ids(14, 0))))["ticket_comment"] == 0
+    assert by_action(run.tick(T0 + 300))["ticket_comment"] == 0
+    # ... and goes out as one comment once the interval has passed, listing what changed since the last
+    items = run.tick(T0 + 60 + 600)
+    (comment,) = [i for i in items if i.action == "ticket_comment"]
+    assert comment.version == 2 and comment.data["added"] == ["C-0013", "C-0014"]
+    # suspected → outage is meaningful at once (kind change)
+    run2 = Run(ctx_of(inv))
+    run2.feed(ev("opened", T0, ids(5, 0), kind="suspected"))
+    assert by_action(run2.feed(ev("updated", T0 + 30, ids(5, 0))))["ticket_comment"] == 1
+
+
+def test_nothing_for_customers_while_blind(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    items = run.feed(ev("opened", T0, [], incident="INC-000009", kind="blind", root="core"))
+    assert by_action(items)["tech_alert"] == 1 and by_action(items)["ticket_open"] == 0
+    items = run.feed(ev("opened", T0 + 10, ids(10, 0)))
+    assert by_action(items)["customer_opened"] == 0
+    run.feed(ev("resolved", T0 + 100, [], incident="INC-000009", kind="blind", root="core"))
+    assert by_action(run.feed(ev("opened", T0 + 200, ids(3, 0), incident="INC-000010")))["customer_opened"] == 3
+
+
+def test_single_incidents_ticket_only_for_their_class_and_notices_only_if_configured(tmp_path: Path) -> None:
+    inv = load(tmp_path)
+    run = Run(ctx_of(inv))
+    acts = by_action(run.feed(ev("opened", T0, ["C-0007"], incident="INC-000002", kind="single", root="cpe-0007")))
+    assert acts == Counter({"mqtt_opened": 1, "mqtt_status": 1, "mqtt_muni": 1})  # residential: no ticket
+    acts = by_action(run.feed(ev("opened", T0, ["D-0001"], incident="INC-000003", kind="single", root="cpe-d1")))
+    assert acts["ticket_open"] == 1 and acts["customer_opened"] == 0  # dedicated class asks for a ticket
+    inv2 = load(tmp_path / "..", delivery=base_delivery(customers={"kinds": ["outage", "suspected", "single"]}))
+    run2 = Run(ctx_of(inv2))
+    acts = by_action(run2.feed(ev("opened", T0, ["C-0007"], incident="INC-000002", kind="single", root="cpe-0007")))
+    assert acts["customer_opened"] == 1
+
+
+def test_escalation_when_not_acknowledged(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0)))
+    assert run.tick(T0 + 899) == []
+    items = run.tick(T0 + 900)
+    (esc,) = [i for i in items if i.action == "tech_alert" and i.channel == "email"]
+    assert esc.recipient == "noc-lead@isp.example" and esc.template == "technician_escalation" and esc.version == 2
+    assert run.tick(T0 + 5000) == []  # no tier beyond the chain
+    acked = Run(ctx_of(inv))
+    acked.feed(ev("opened", T0, ids(3, 0)))
+    assert acked.tick(T0 + 900, frozenset({"INC-000001"})) == []
+
+
+def test_merged_child_customers_are_not_notified_again_by_the_parent(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(4, 0), incident="INC-000001", root="ap-1"))
+    items = run.feed(
+        ev("opened", T0 + 60, ids(6, 0), incident="INC-000002"),
+        ev("merged", T0 + 60, ids(4, 0), incident="INC-000001", root="ap-1", into="INC-000002"),
+    )
+    assert sorted(i.recipient for i in items if i.action == "customer_opened") == ["c5@example.com",
+                                                                                   "c6@example.com"]
+    resolve = [i for i in items if i.action == "ticket_resolve"]
+    assert [r.incident for r in resolve] == ["INC-000001"] and resolve[0].data["into"] == "INC-000002"
+    items = run.feed(ev("resolved", T0 + 600, ids(6, 0), incident="INC-000002"))
+    assert by_action(items)["customer_restored"] == 6
+
+
+def test_incident_on_the_same_root_soon_after_reopens_the_ticket(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0)))
+    run.feed(ev("resolved", T0 + 600, ids(3, 0)))
+    items = run.feed(ev("opened", T0 + 1200, ids(3, 0), incident="INC-000005"))
+    acts = by_action(items)
+    assert acts["ticket_reopen"] == 1 and acts["ticket_open"] == 0
+    reopen = next(i for i in items if i.action == "ticket_reopen")
+    assert reopen.data["ticket_incident"] == "INC-000001" and reopen.group == "desk:INC-000001"
+    later = run.feed(ev("resolved", T0 + 2000, ids(3, 0), incident="INC-000005"))
+    assert next(i for i in later if i.action == "ticket_resolve").data["ticket_incident"] == "INC-000001"
+    # much later: a new ticket
+    fresh = run.feed(ev("opened", T0 + 90_000, ids(3, 0), incident="INC-000007"))
+    assert by_action(fresh)["ticket_open"] == 1
+
+
+def test_maintenance_notices_advance_start_end_once(inv: Inventory) -> None:
+    ctx, glob = ctx_of(inv), GlobalMemory()
+    w = [Window(1, "ap-1", T0 + 86400, T0 + 90000, "cambio de radio")]
+    assert planner.plan_maintenance(w, glob, ctx, T0 - 86401).items == []  # before the 48 h lead
+    first = planner.plan_maintenance(w, glob, ctx, T0)
+    assert {i.action for i in first.items} == {"maintenance_advance"} and len(first.items) == 40
+    assert planner.plan_maintenance(w, glob, ctx, T0 + 60).items == []
+    assert {i.action for i in planner.plan_maintenance(w, glob, ctx, T0 + 86400).items} == {"maintenance_start"}
+    assert {i.action for i in planner.plan_maintenance(w, glob, ctx, T0 + 90000).items} == {"maintenance_end"}
+    assert planner.plan_maintenance(w, glob, ctx, T0 + 99000).items == []
+    only = [Window(2, "ap-1", T0 + 10, T0 + 20, "", ("C-0003",))]
+    assert [i.recipient for i in planner.plan_maintenance(only, glob, ctx, T0).items] == ["c3@example.com"]
+
+
+def test_planned_incidents_raise_no_alarm(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    items = run.feed(ev("opened", T0, ids(10, 0), kind="planned"))
+    assert {i.channel for i in items} == {"mqtt"}
+    status = next(i for i in items if i.action == "mqtt_status")
+    assert status.data["payload"]["status"] == "maintenance"
+
+
+def test_memory_round_trips_through_json(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0)))
+    m = run.mem["INC-000001"]
+    assert IncidentMemory.from_dict(m.to_dict()) == m
+    g = GlobalMemory.from_dict(run.glob.to_dict())
+    assert g.seq == run.glob.seq
