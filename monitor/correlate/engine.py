@@ -27,6 +27,8 @@ order), so a burst of 100k changes is O(n) work overall.
 from __future__ import annotations
 
 from collections import deque
+from itertools import compress, repeat
+from operator import not_
 from collections.abc import Iterable, Sequence
 
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, incident_id
@@ -271,18 +273,19 @@ class Engine:
 
     def _parent_down(self, tid: str, ts: float) -> None:
         """A node went down: children whose every uplink is now down are explained by it."""
-        topo, down, unexplained, vantage = self.topo, self.down, self._unexplained, self._vantage
+        topo, down, unexplained = self.topo, self.down, self._unexplained
+        sole = topo.sole_children[tid]
+        if unexplained:
+            unexplained.difference_update(down.keys() & sole)
+        if len(sole) == len(topo.children[tid]):
+            return
         parents = topo.parents
         for c in topo.children[tid]:
-            if c in down:
-                ps = parents[c]
-                if len(ps) == 1:
-                    unexplained.discard(c)
-                elif all(p in down for p in ps):
-                    unexplained.discard(c)
-                    if c not in vantage:
-                        # its last uplink just failed: judge it again (it may belong to an outage now)
-                        self._settle.append((ts + self.s.settle, c, down[c]))
+            if c not in sole and c in down and all(p in down for p in parents[c]):
+                unexplained.discard(c)
+                if c not in self._vantage:
+                    # its last uplink just failed: judge it again (it may belong to an outage now)
+                    self._settle.append((ts + self.s.settle, c, down[c]))
 
     def _came_back(self, tid: str) -> None:
         topo, down = self.topo, self.down
@@ -397,14 +400,20 @@ class Engine:
         """
         settle, down, ignored, evaluate = self._settle, self.down, self._ignored, self._evaluate
         member, incidents, basis, topo_root = self.member, self.incidents, self.basis, self._topo_root
+        parents, root_cache = self.topo.parents, self._root_cache
         last = self.now
         while settle and settle[0][0] <= limit:
             due, key, stamp = settle.popleft()
             last = due
             if down.get(key) == stamp and key not in ignored:
                 m = member.get(key)
-                if m is not None and m != key and topo_root(key) == m and basis[incidents[m].id] == "outage":
-                    continue  # nothing to decide
+                if m is not None and m != key:
+                    # is m still what _topo_root(key) gives? (its cache inlined: the common case)
+                    ps = parents[key]
+                    if ps and ps[0] in down and (len(ps) == 1 or all(p in down for p in ps)):
+                        root = root_cache.get(ps[0]) or topo_root(key)
+                        if root == m and basis[incidents[m].id] == "outage":
+                            continue  # nothing to decide
                 if due > self.now:
                     self.now = due
                 evaluate(key)
@@ -513,18 +522,18 @@ class Engine:
 
     def _down_subtree(self, node: str) -> list[str]:
         """``node`` and every down target below whose path (first parent, all parents down) leads here."""
-        topo, down = self.topo, self.down
+        info, down = self.topo.info, self.down
         out = [node]
         frontier = [node]
         while frontier:
             nxt: list[str] = []
             for n in frontier:
-                for c in topo.children[n]:
+                for c in info[n][1]:
                     if c in down:
-                        ps = topo.parents[c]
+                        ps, kids, _, _ = info[c]
                         if ps[0] == n and (len(ps) == 1 or all(p in down for p in ps)):
                             out.append(c)
-                            if topo.children[c]:
+                            if kids:
                                 nxt.append(c)
             frontier = nxt
         return out
@@ -539,23 +548,23 @@ class Engine:
                     out.append(t)
         return out
 
-    def _absorb(self, inc: Incident, targets: Iterable[str]) -> None:
-        """Attach targets to ``inc``; incidents below that lose their root or all members merge into it."""
+    def _absorb(self, inc: Incident, targets: Sequence[str]) -> None:
+        """Attach (distinct) targets to ``inc``; incidents below that lose their root or all members merge into it."""
         member, incidents = self.member, self.incidents
         donors: dict[str, list[str]] = {}
         added = False
         log = self.member_log
         ever = self.ever[inc.id]
-        targets = list(dict.fromkeys(targets))
         if member.keys().isdisjoint(targets):
             # nobody attached anywhere yet (an outage opening over 100k targets): set operations
-            member.update(dict.fromkeys(targets, inc.root))
+            member.update(zip(targets, repeat(inc.root)))
             inc.members.update(targets)
             ever.update(targets)
-            log.extend([(inc.id, t, ADD) for t in targets])
-            self._ignored.difference_update(targets)
+            log.extend(zip(repeat(inc.id), targets, repeat(ADD)))
+            if self._ignored:
+                self._ignored.difference_update(targets)
             added = bool(targets)
-            targets = []
+            targets = ()
         for t in targets:
             key = member.get(t)
             if key == inc.root:
@@ -735,11 +744,11 @@ class Engine:
         topo = self.topo
         endpoint, customer = topo.endpoint, topo.customer
         members = targets if isinstance(targets, set | frozenset) else set(targets)
-        nodes = sorted(t for t in members if t not in endpoint)
+        nodes = sorted(members.difference(endpoint))
         if len(members) * 8 > len(endpoint):
             # a mass incident: filtering the presorted lists beats sorting 100k strings
             eps = tuple(filter(members.__contains__, topo.sorted_endpoints))
-            custs = tuple(c for c, es in topo.sorted_customers if not members.isdisjoint(es))
+            custs = tuple(compress(topo.sorted_customers, map(not_, map(members.isdisjoint, topo.customer_endpoints))))
             return eps, custs, tuple(nodes)
         eps_list = sorted(t for t in members if t in endpoint)
         custs_set = {customer[t] for t in eps_list if t in customer}
