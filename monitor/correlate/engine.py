@@ -27,9 +27,9 @@ order), so a burst of 100k changes is O(n) work overall.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Sequence
 from itertools import compress, repeat
 from operator import not_
-from collections.abc import Iterable, Sequence
 
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, incident_id
 from monitor.correlate.maintenance import Window, WindowEvent
