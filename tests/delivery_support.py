@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from monitor.correlate.incidents import IncidentEvent
+from monitor.delivery.service import DeliveryService
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 
@@ -46,7 +51,7 @@ def write_config(root: Path, n: int = 40, delivery: dict[str, Any] | None = None
             {"id": "ap-1", "kind": "ap", "address": "127.0.0.3", "parent": "twr-1", "site": "twr-centro"},
             {"id": "twr-t", "kind": "tower", "address": "127.0.0.4", "parent": "core", "site": "twr-tame"},
         ],
-        "customers": customers(n) + [{
+        "customers": [*customers(n), {
             "id": "D-0001", "name": "Hospital", "service_class": "dedicado",
             "contacts": {"email": "hospital@example.com"},
             "endpoints": [{"id": "cpe-d1", "kind": "router", "address": "127.0.99.1", "parent": "twr-t"}]}],
@@ -99,3 +104,48 @@ def ev(event: str, ts: float, customers_: list[str], *, incident: str = "INC-000
 
 def ids(n: int, opted_out: int = 1) -> list[str]:
     return [f"C-{i:04d}" for i in range(1, n + opted_out + 1)]
+
+
+async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``cond`` on the event loop until true, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Running:
+    """A DeliveryService whose run() is a task of the test's loop; ``drained()`` = nothing pending."""
+
+    def __init__(self, service: DeliveryService) -> None:
+        self.service = service
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Running:
+        self.task = asyncio.create_task(self.service.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.service.close()
+
+    def pending(self) -> int:
+        return sum(n for n, _ in self.service.outbox.pending().values())
+
+    async def drained(self, timeout: float = 30.0) -> None:
+        await until(lambda: self.pending() == 0, timeout, "the outbox to drain")
+
+
+def delivery_with(**parts: Any) -> dict[str, Any]:
+    """base_delivery() with sections replaced (None removes one)."""
+    d = base_delivery()
+    for k, v in parts.items():
+        if v is None:
+            d.pop(k, None)
+        else:
+            d[k] = v
+    return d

@@ -177,8 +177,11 @@ class DeliveryService:
             from monitor.notify.email import EmailSender
 
             self.senders["email"] = EmailSender(cfg.smtp)
+            # small batches: outcomes are recorded per batch, so a crash repeats at most one batch
+            # (with the same Message-IDs)
             self.workers["email"] = Worker(self.outbox, self.senders["email"], policy, self.clock,
-                                           concurrency=cfg.smtp.pool_size, rate=rates.get("email"))
+                                           concurrency=cfg.smtp.pool_size, rate=rates.get("email"),
+                                           batch=8 * cfg.smtp.pool_size)
         if cfg.mqtt is not None:
             from monitor.notify.mqtt import MqttSender
 

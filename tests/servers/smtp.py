@@ -98,7 +98,7 @@ class _Handler:
     def __init__(self, maildir: Path) -> None:
         self.box = mailbox.Maildir(str(maildir), create=True)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.box.add(envelope.original_content or envelope.content)
         return "250 OK"
 

@@ -1,0 +1,158 @@
+"""Customer and technician mail through a real SMTP server (aiosmtpd in its own process).
+
+Covers: STARTTLS + AUTH and implicit TLS, language and SLA text per customer, the relay being down
+during the outage and then up (every notice delivered once), and the delivery process killed
+between "sent" and "recorded" (the repeat carries the same Message-ID: one logical message each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.clock import SystemClock
+from monitor.delivery.service import DeliveryService
+from monitor.inventory.model import Inventory
+from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
+from tests.servers.smtp import SmtpServer
+
+pytestmark = pytest.mark.servers
+
+
+def smtp_section(server: SmtpServer, security: str = "starttls") -> dict[str, object]:
+    d: dict[str, object] = {"host": "127.0.0.1", "port": server.port, "security": security,
+                            "from": "NOC Llanos <noc@isp.example>", "pool_size": 2}
+    if server.user:
+        d.update(username=server.user, password={"env": "SMTP_PASS"})
+    if security != "none":
+        d["ca_file"] = str(server.cert)
+    return d
+
+
+def inventory(tmp_path: Path, server: SmtpServer, security: str = "starttls", n: int = 40) -> Inventory:
+    return load(tmp_path, n, delivery_with(smtp=smtp_section(server, security), mqtt=None, desk=None))
+
+
+def service(inv: Inventory, tmp_path: Path) -> DeliveryService:
+    assert inv.delivery is not None
+    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
+
+
+def make_server(tmp_path: Path, **kw: object) -> SmtpServer:
+    root = tmp_path / "smtp"
+    root.mkdir(exist_ok=True)
+    return SmtpServer(root, **kw)  # type: ignore[arg-type]
+
+
+async def test_outage_notices_over_starttls_with_auth_in_each_customers_language(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = make_server(tmp_path, user="noc", password=SECRETS["SMTP_PASS"], tls="starttls")
+    server.start()
+    try:
+        inv = inventory(tmp_path, server)
+        svc = service(inv, tmp_path)
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(40))])
+            await run.drained()
+            svc.enqueue([ev("resolved", T0 + 5400, ids(40))])
+            await run.drained()
+            rows = svc.outbox.rows()
+        msgs = server.messages()
+    finally:
+        server.stop()
+    assert all(r["status"] == "delivered" for r in rows)
+    opened = [m for m in msgs if m["To"].startswith("c") and ("Falla" in m["Subject"] or "outage" in m["Subject"])]
+    restored = [m for m in msgs if "restablecido" in m["Subject"] or "restored" in m["Subject"]]
+    assert len(opened) == 40 and len(restored) == 40
+    assert len({m["Message-ID"] for m in msgs}) == len(msgs)
+    by_to = {m["To"]: m for m in opened}
+    es, en = by_to["c1@example.com"], by_to["c8@example.com"]
+    assert es["Subject"] == "[INC-000001] Falla de servicio en Arauca"
+    assert "compromiso de respuesta es de 12 horas" in es.get_content()  # corporate
+    assert en["Subject"] == "[INC-000001] Service outage in Arauca"
+    assert "our response commitment is 24 hours" in en.get_content()  # residential
+    assert "Torre Centro" in es.get_content() and "2026-11-18 06:06" in es.get_content()
+    back = next(m for m in restored if m["To"] == "c3@example.com")
+    assert "La interrupción duró 1 h 30 min" in back.get_content()
+    tech = [m for m in msgs if m["To"] == "juan@isp.example"]
+    assert [m["Subject"].split("]")[1].split(":")[0].strip() for m in tech] == ["ALERTA outage", "RESUELTO"]
+    # no secret anywhere: messages, outbox payloads, logs
+    blob = b"".join(m.as_bytes() for m in msgs) + json.dumps(rows).encode() + caplog.text.encode()
+    for value in SECRETS.values():
+        assert value.encode() not in blob
+
+
+async def test_implicit_tls_without_auth(tmp_path: Path) -> None:
+    server = make_server(tmp_path, tls="implicit")
+    server.start()
+    try:
+        svc = service(inventory(tmp_path, server, "tls", n=3), tmp_path)
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(3, 0))])
+            await run.drained()
+        assert sorted(m["To"] for m in server.messages() if m["To"].startswith("c")) == [
+            "c1@example.com", "c2@example.com", "c3@example.com"]
+    finally:
+        server.stop()
+
+
+async def test_relay_down_during_the_outage_then_up_delivers_every_notice_once(tmp_path: Path) -> None:
+    server = make_server(tmp_path)
+    inv = inventory(tmp_path, server, "none")
+    svc = service(inv, tmp_path)
+    async with Running(svc) as run:
+        svc.enqueue([ev("opened", T0, ids(40))])
+        # the relay is down: every row fails and is rescheduled with back-off
+        await until_attempted(svc, 41)
+        assert server.count() == 0
+        server.start()
+        await run.drained(60)
+        rows = svc.outbox.rows()
+    server.stop()
+    assert all(r["status"] == "delivered" for r in rows) and len(rows) == 41
+    assert {r["reason"] for r in rows} == {"unreachable"}  # the recorded cause of the retries
+    counts = server.repeats()
+    assert len(counts) == 41 and set(counts.values()) == {1}
+
+
+async def until_attempted(svc: DeliveryService, n: int) -> None:
+    from tests.delivery_support import until
+
+    await until(lambda: sum(1 for r in svc.outbox.rows() if r["attempts"] >= 1) >= n, 20, "failed attempts")
+
+
+def test_killed_between_send_and_record_repeats_with_the_same_message_id(tmp_path: Path) -> None:
+    server = make_server(tmp_path)
+    server.start()
+    try:
+        inv = inventory(tmp_path, server, "none")
+        events = tmp_path / "events.jsonl"
+        events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(40)))) + "\n")
+        db = tmp_path / "monitor.db"
+        argv = [sys.executable, "-m", "tests.delivery_child", inv.source, str(db)]
+        first = subprocess.run([*argv, str(events), "--die-on-record"], cwd=Path(__file__).parents[1],
+                               capture_output=True, timeout=60)
+        assert first.returncode == -9, first.stderr.decode()[-2000:]
+        sent_before = server.repeats()
+        assert 0 < sum(sent_before.values()) < 41  # killed mid fan-out, after a batch went out
+        second = subprocess.run([*argv, "-"], cwd=Path(__file__).parents[1], capture_output=True, timeout=60)
+        assert second.returncode == 0, second.stderr.decode()[-2000:]
+        counts = server.repeats()
+    finally:
+        server.stop()
+    assert len(counts) == 41  # every notice arrived, as one logical message each
+    repeated = {mid for mid, n in counts.items() if n > 1}
+    assert repeated == set(sent_before)  # only the unrecorded batch came twice, with the same Message-ID
+    assert max(counts.values()) == 2
+    per_customer = {}
+    for m in server.logical().values():
+        per_customer[m["To"]] = per_customer.get(m["To"], 0) + 1
+    assert set(per_customer.values()) == {1}
