@@ -473,7 +473,7 @@ def _ticket_data(e: IncidentEvent, m: IncidentMemory, ctx: Context) -> dict[str,
 
 def _alert_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, now: float, out: Plan, tier: int) -> None:
     if tier == 0:
-        m.tiers = list(ctx.oncall(e.root, now))
+        m.tiers = list(ctx.oncall(e.root, e.ts))  # the rota at the time of the failure
     if tier >= len(m.tiers):
         return
     m.tier = tier

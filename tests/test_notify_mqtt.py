@@ -1,0 +1,122 @@
+"""MQTT against a real mosquitto: lifecycle events, retained status, technician alerts, acks, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from monitor.clock import SystemClock
+from monitor.correlate.store import IncidentStore
+from monitor.delivery.service import DeliveryService
+from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
+from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
+
+pytestmark = pytest.mark.servers
+
+
+def make(tmp_path: Path, broker: Mosquitto) -> DeliveryService:
+    mqtt = {"host": "127.0.0.1", "port": broker.auth_port, "prefix": "isp", "username": USER,
+            "password": {"env": "MQTT_PASS"}, "client_id": "monitor-test"}
+    inv = load(tmp_path, 5, delivery_with(mqtt=mqtt, smtp=None, desk=None))
+    assert inv.delivery is not None and SECRETS["MQTT_PASS"] == PASSWORD
+    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
+
+
+class Watcher:
+    """A subscriber on ``isp/#`` collecting (topic, payload, retained) in order."""
+
+    def __init__(self, broker: Mosquitto, ident: str = "watcher", clean: bool = True) -> None:
+        self.client = aiomqtt.Client("127.0.0.1", broker.port, identifier=ident, clean_session=clean)
+        self.got: list[tuple[str, dict[str, Any], bool]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        await self.client.__aenter__()
+        await self.client.subscribe("isp/#", qos=1)
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        try:
+            async for m in self.client.messages:
+                self.got.append((str(m.topic), json.loads(m.payload) if m.payload else {}, bool(m.retain)))
+        except aiomqtt.MqttError:
+            pass
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.client.__aexit__(None, None, None)
+
+    def topic(self, topic: str) -> list[dict[str, Any]]:
+        return [p for t, p, _ in self.got if t == topic]
+
+
+async def test_events_retained_status_alerts_and_ack(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        svc = make(tmp_path, broker)
+        opened = ev("opened", T0, ids(5, 0))
+        IncidentStore(tmp_path / "monitor.db").save([opened], {}, set(), [])  # what correlation recorded
+        async with Running(svc) as run, Watcher(broker) as live:
+            svc.enqueue([opened])
+            await run.drained()
+            await until(lambda: len(live.topic("isp/status/municipality/arauca")) == 1, 10, "municipality status")
+            # a dashboard that connects later sees the current status at once (retained)
+            async with Watcher(broker, "late") as late:
+                await until(lambda: len(late.topic("isp/status/node/twr-1")) == 1, 10, "retained node status")
+                assert late.topic("isp/status/node/twr-1")[0]["status"] == "down"
+                muni = late.topic("isp/status/municipality/arauca")[0]
+                assert muni["status"] == "down" and muni["affected_customers"] == 5
+                assert muni["open_incidents"][0]["incident"] == "INC-000001"
+                assert late.topic("isp/incidents/INC-000001") == []  # events are not retained
+            (event,) = live.topic("isp/incidents/INC-000001")
+            assert event["event"] == "opened" and event["affected_customers"] == ids(5, 0)
+            (alert,) = live.topic("isp/technicians/arauca")
+            assert alert["technician"] == "juan" and alert["count"] == 5
+            # a technician acknowledges over MQTT → recorded in the incident store, no escalation
+            async with aiomqtt.Client("127.0.0.1", broker.port) as tech:
+                await tech.publish("isp/ack/INC-000001", json.dumps({"by": "juan"}), qos=1)
+            store = IncidentStore(tmp_path / "monitor.db")
+            await until(lambda: store.incident("INC-000001").acked_by == "juan", 10, "the ack")
+            svc.tick(T0 + 3600)
+            assert not [r for r in svc.outbox.rows() if r["action"] == "tech_alert_mqtt" and r["key"].endswith("/2")]
+    finally:
+        broker.stop()
+
+
+async def test_broker_restart_loses_no_event(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        svc = make(tmp_path, broker)
+        # a persistent QoS 1 subscriber: the broker keeps what it misses while away
+        async with Watcher(broker, "archiver", clean=False):
+            pass
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(5, 0))])
+            await run.drained()
+            broker.stop()
+            svc.enqueue([ev("updated", T0 + 60, ids(3, 0)), ev("resolved", T0 + 120, ids(3, 0))])
+            await until(lambda: any(r["attempts"] >= 1 and r["status"] == "pending" for r in svc.outbox.rows()),
+                        10, "a failed publish")
+            broker.start()
+            await run.drained(30)
+        async with Watcher(broker, "archiver", clean=False) as archiver:
+            await until(lambda: len(archiver.topic("isp/incidents/INC-000001")) == 3, 10, "all three events")
+        assert [e["event"] for e in archiver.topic("isp/incidents/INC-000001")] == ["opened", "updated", "resolved"]
+        async with Watcher(broker, "late2") as late:
+            await until(lambda: bool(late.topic("isp/status/municipality/arauca")), 10, "retained status")
+            assert late.topic("isp/status/node/twr-1")[-1]["status"] == "up"
+            assert late.topic("isp/status/municipality/arauca")[-1]["status"] == "ok"
+    finally:
+        broker.stop()
