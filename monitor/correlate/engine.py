@@ -692,7 +692,8 @@ class Engine:
         assert self.blind is not None
         blind, self.blind = self.blind, None
         self._blind_clear_since = None
-        self._resolve(blind)
+        if blind.id in self.by_id:  # staff may have closed the alert already; the blindness ends only now
+            self._resolve(blind)
         # what is still down now was hidden by the blindness: judge it afresh
         for t in sorted(self.down, key=self.topo.sort_key):
             if t not in self.member and t not in self._ignored:
