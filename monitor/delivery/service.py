@@ -230,15 +230,16 @@ class DeliveryService:
             await asyncio.sleep(1.0)
             try:
                 self.tick()
-                await self._poll_desk_acks()
+                await self.poll_desk_acks()
                 self._gauges()
             except MonitorError as exc:
                 event(log, logging.ERROR, "delivery timer failed, will retry", error=exc)
 
-    async def _poll_desk_acks(self) -> None:
+    async def poll_desk_acks(self, *, force: bool = False) -> None:
+        """Tickets staff took in the desk acknowledge their incidents (every ACK_POLL seconds)."""
         now = self.clock.now()
         desk = self.senders.get("desk")
-        if desk is None or now < self._next_ack_poll:
+        if desk is None or (now < self._next_ack_poll and not force):
             return
         self._next_ack_poll = now + ACK_POLL
         from monitor.delivery.retry import DeliveryError

@@ -95,3 +95,13 @@ class RequestTracker(RestartableServer):
         self._request("PUT", f"/REST/2.0/ticket/{ticket_id}", {"Owner": USER})
 
 
+
+
+def texts(rt: RequestTracker, ticket_id: str) -> list[str]:
+    """The plain-text bodies (create, comments) of a ticket, oldest first."""
+    page = rt.get(f"/REST/2.0/ticket/{ticket_id}/attachments?per_page=100&fields=Content,ContentType")
+    out = []
+    for item in page.get("items", []):
+        if str(item.get("ContentType", "")).startswith("text/plain") and item.get("Content"):
+            out.append(str(item["Content"]))
+    return out

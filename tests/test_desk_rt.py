@@ -1,0 +1,116 @@
+"""Request Tracker 5 (Debian's request-tracker5, SQLite, standalone server) as the service desk."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.clock import SystemClock
+from monitor.correlate.store import IncidentStore
+from monitor.delivery.service import DeliveryService
+from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
+from tests.servers.rt import RequestTracker, texts
+
+pytestmark = pytest.mark.servers
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RequestTracker]:
+    server = RequestTracker(tmp_path_factory.mktemp("rt"))
+    server.start(60)
+    yield server
+    server.stop()
+
+
+def desk(rt: RequestTracker) -> dict[str, object]:
+    return {"kind": "rt", "url": rt.url, "username": "root", "password": {"env": "RT_PASS"},
+            "grafana_url": "https://grafana.isp.example/d/noc?var-incident={incident}", "comment_min_interval": 0}
+
+
+def make(tmp_path: Path, rt: RequestTracker, n: int = 8) -> DeliveryService:
+    inv = load(tmp_path, n, delivery_with(desk=desk(rt), smtp=None, mqtt=None, retry={"initial": "0.2s",
+                                                                                      "maximum": "0.5s"}))
+    assert inv.delivery is not None
+    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
+
+
+def tagged(rt: RequestTracker, incident: str) -> list[dict[str, object]]:
+    return [t for t in rt.tickets(f"Subject LIKE '[{incident}]'") if f"[{incident}]" in str(t["Subject"])]
+
+
+async def test_one_ticket_commented_resolved_reopened_and_taken_as_ack(tmp_path: Path, rt: RequestTracker) -> None:
+    svc = make(tmp_path, rt)
+    inc = "INC-000101"
+    opened = ev("opened", T0, ids(6, 0), incident=inc)
+    IncidentStore(tmp_path / "monitor.db").save([opened], {}, set(), [])
+    async with Running(svc) as run:
+        svc.enqueue([opened])
+        await run.drained()
+        svc.enqueue([ev("updated", T0 + 60, ids(8, 0), incident=inc)])
+        await run.drained()
+        svc.enqueue([ev("updated", T0 + 90, ids(8, 0), incident=inc, kind="outage")])  # nothing changed
+        await run.drained()
+        (ticket,) = tagged(rt, inc)
+        tid = str(ticket["id"])
+        # staff takes the ticket in RT: that acknowledges the incident (no escalation)
+        rt.take(tid)
+        await svc.poll_desk_acks(force=True)
+        assert IncidentStore(tmp_path / "monitor.db").incident(inc).acked_by == "rt"
+        svc.enqueue([ev("resolved", T0 + 600, ids(8, 0), incident=inc)])
+        await run.drained()
+        assert rt.ticket(tid)["Status"] == "resolved"
+        # the same root fails again within reopen_within: the same ticket is reopened, then resolved
+        svc.enqueue([ev("opened", T0 + 900, ids(2, 0), incident="INC-000102")])
+        await run.drained()
+        assert rt.ticket(tid)["Status"] == "open" and tagged(rt, "INC-000102") == []
+        svc.enqueue([ev("resolved", T0 + 1200, ids(2, 0), incident="INC-000102")])
+        await run.drained()
+    assert rt.ticket(tid)["Status"] == "resolved"
+    body = texts(rt, tid)
+    create = body[0]
+    assert "Incidente: INC-000101" in create and "Municipio: Arauca" in create and "Sitio: Torre Centro" in create
+    assert "Clientes afectados: 6" in create and "corporativo: 2026-11-18 18:06" in create
+    assert create.index("C-0005 | Cliente 5 | corporativo") < create.index("C-0006 | Cliente 6 | residencial")
+    assert "var-incident=INC-000101" in create
+    assert sum("Nuevos afectados (2): C-0007, C-0008" in t for t in body) == 1  # one comment for the change
+    assert any("resuelto" in t for t in body) and any("INC-000102" in t for t in body)
+    for t in body:
+        for value in SECRETS.values():
+            assert value not in t
+
+
+async def test_rt_down_then_up_creates_the_ticket_once(tmp_path: Path, rt: RequestTracker) -> None:
+    svc = make(tmp_path, rt)
+    rt.stop()
+    try:
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(3, 0), incident="INC-000201")])
+            await until(lambda: any(r["attempts"] >= 2 for r in svc.outbox.rows()), 20, "failed attempts")
+            rt.start(60)
+            await run.drained(60)
+            row = svc.outbox.rows()[0]
+    finally:
+        if rt.process is None or not rt.process.alive():
+            rt.start(60)
+    assert row["status"] == "delivered" and row["reason"] == "unreachable"
+    assert len(tagged(rt, "INC-000201")) == 1
+
+
+def test_crash_between_create_and_record_finds_the_existing_ticket(tmp_path: Path, rt: RequestTracker) -> None:
+    inv = load(tmp_path, 3, delivery_with(desk=desk(rt), smtp=None, mqtt=None))
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(3, 0), incident="INC-000301"))) + "\n")
+    argv = [sys.executable, "-m", "tests.delivery_child", inv.source, str(tmp_path / "monitor.db")]
+    cwd = Path(__file__).parents[1]
+    first = subprocess.run([*argv, str(events), "--die-on-record"], cwd=cwd, capture_output=True, timeout=60)
+    assert first.returncode == -9, first.stderr.decode()[-2000:]
+    assert len(tagged(rt, "INC-000301")) == 1  # created, but the outbox does not know
+    second = subprocess.run([*argv, "-"], cwd=cwd, capture_output=True, timeout=60)
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    assert len(tagged(rt, "INC-000301")) == 1
