@@ -41,9 +41,9 @@ def build(row: Row, sender: str) -> EmailMessage:
         if ref != msg["Message-ID"]:
             msg["In-Reply-To"] = ref
             msg["References"] = ref
-    if p.get("language"):
-        msg["Content-Language"] = p["language"]
     msg.set_content(p["body"])
+    if p.get("language"):  # after set_content, which replaces the Content-* headers
+        msg["Content-Language"] = p["language"]
     return msg
 
 
