@@ -1,0 +1,57 @@
+"""The delivery: section: a valid example loads into typed settings; each mistake gets an exact message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.errors import ConfigError
+from tests.delivery_support import SECRETS, base_delivery, load
+
+
+def test_example_loads_with_secrets_as_references(tmp_path: Path) -> None:
+    inv = load(tmp_path)
+    d = inv.delivery
+    assert d is not None and d.smtp is not None and d.desk.password is not None
+    assert d.desk.kind == "rt" and str(d.desk.password) == "Secret(env:RT_PASS)"
+    assert d.desk.password.reveal() == SECRETS["RT_PASS"]
+    assert d.oncall[0].shifts[0].days == (0, 1, 2, 3, 4) and d.oncall[0].shifts[1].start == 19 * 60
+    assert d.technicians["ana"].language == "en" and d.escalation.after == 900.0
+    assert d.retry.initial == 0.2 and d.customers.company == "Llanos Net"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"smtp": {"host": "h", "password": "inline-pw"}},  # refused, and never echoed
+     "delivery.smtp.password: secrets cannot be written inline; use {env: NAME}, {file: PATH} or {credential: NAME}"),
+    ({"smtp": {"host": "h", "security": "ssl"}},
+     "delivery.smtp.security: bad value 'ssl' (expected one of: none, starttls, tls)"),
+    ({"desk": {"kind": "rt"}}, "delivery.desk: missing required key 'url' (needed for kind rt)"),
+    ({"desk": {"kind": "email", "address": "nope"}},
+     "delivery.desk.address: bad address 'nope' (expected the desk's mailbox, e.g. soporte@example.net)"),
+    ({"oncall": [{"municipality": "bogota", "shifts": [{"days": ["mon"], "tiers": ["juan"]}]}]},
+     "delivery.oncall[0].municipality: unknown municipality 'bogota' (expected an id from municipalities, or '*')"),
+    ({"oncall": [{"municipality": "*", "shifts": [{"days": ["lun"], "tiers": ["juan"]}]}]},
+     "delivery.oncall[0].shifts[0].days: bad day 'lun' (expected mon..sun or a range such as mon-fri)"),
+    ({"oncall": [{"municipality": "*", "shifts": [{"days": ["mon"], "tiers": ["pedro"]}]}]},
+     "delivery.oncall[0].shifts[0].tiers: unknown technician 'pedro' (expected an id from delivery.technicians)"),
+    ({"oncall": [{"municipality": "*", "shifts": [{"days": ["mon"], "from": "7", "tiers": ["juan"]}]}]},
+     "delivery.oncall[0].shifts[0].from: bad time '7' (expected HH:MM between 00:00 and 24:00; quote it in YAML)"),
+    ({"customers": {"channels": ["fax"]}}, "delivery.customers.channels: bad channel 'fax' (expected some of: email, sms)"),
+    ({"timezone": "Mars/Olympus"},
+     "delivery.timezone: unknown time zone 'Mars/Olympus' (expected an IANA name such as America/Bogota)"),
+    ({"rate_limits": {"email": 0}}, "delivery.rate_limits.email: must be greater than 0, got 0"),
+    ({"retry": {"initial": "10s", "maximum": "1s"}}, "delivery.retry.maximum: must not be below initial"),
+    ({"mqtt": {"host": "h", "prefix": "isp/#"}},
+     "delivery.mqtt.prefix: bad topic prefix 'isp/#' (no wildcards, no trailing '/')"),
+    ({"pager": {}}, "delivery: unknown key 'pager' (allowed: customers, desk, escalation, mqtt, oncall, rate_limits,"
+                    " retry, sms, smtp, technicians, templates_dir, timezone)"),
+])
+def test_each_mistake_is_reported_with_its_key_path(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, 2, base_delivery(**change))
+    assert any(p.split(": ", 1)[1] == message for p in err.value.problems), err.value.problems
+    assert "inline-pw" not in str(err.value)
+    for name, value in SECRETS.items():
+        assert name == "RT_PASS" or value not in str(err.value)  # RT's test password is the word "password"
