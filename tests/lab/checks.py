@@ -80,8 +80,20 @@ def last_affected(run: IspRun, incident: str) -> tuple[set[str], set[str]]:
 
 
 def no_customer_incident(run: IspRun, since: float) -> None:
+    """No outage/suspected/single incident opened since ``since``; else the timeline that led to one."""
     rows = opened_since(run, since, CUSTOMER_KINDS)
-    assert rows == [], f"customer incidents opened: {rows}"
+    assert rows == [], f"customer incidents opened: {[(r.id, r.kind, r.root) for r in rows]}\n{timeline(run, since)}"
+
+
+def timeline(run: IspRun, since: float) -> str:
+    """Infrastructure state changes and incident events since ``since``, in time order (for failures)."""
+    nodes = set(run.lab.routers)
+    lines = [(c.ts, f"{c.target} {c.old.value}->{c.new.value}") for c in run.observe.changes(since)
+             if c.target in nodes]
+    for r in run.observe.incidents(since):
+        lines += [(e["ts"], f"{e['event']} {r.id} {e['kind']} at {e['root']} ({len(e['affected_endpoints'])} eps)")
+                  for e in run.observe.events(r.id)]
+    return "\n".join(f"{ts - since:8.3f}  {text}" for ts, text in sorted(lines))
 
 
 def incident_delivered(run: IspRun, row: IncidentRow, customers: set[str]) -> None:
