@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from monitor.correlate.store import MaintenanceRow
 from monitor.delivery import planner
-from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item, Window
+from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item
 from monitor.inventory.model import Inventory
 from tests.delivery_support import T0, base_delivery, ev, ids, load
 
@@ -45,6 +46,11 @@ class Run:
 
     def tick(self, now: float, acked: frozenset[str] = frozenset()) -> list[Item]:
         return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked)))
+
+
+def window(wid: int, node: str, start: float, end: float, reason: str = "",
+           customers: tuple[str, ...] = ()) -> MaintenanceRow:
+    return MaintenanceRow(wid, node, start, end, reason, "noc", customers, start - 86400 * 3, None)
 
 
 def by_action(items: list[Item]) -> Counter[str]:
@@ -191,7 +197,7 @@ def test_incident_on_the_same_root_soon_after_reopens_the_ticket(inv: Inventory)
 
 def test_maintenance_notices_advance_start_end_once(inv: Inventory) -> None:
     ctx, glob = ctx_of(inv), GlobalMemory()
-    w = [Window(1, "ap-1", T0 + 86400, T0 + 90000, "cambio de radio")]
+    w = [window(1, "ap-1", T0 + 86400, T0 + 90000, "cambio de radio")]
     assert planner.plan_maintenance(w, glob, ctx, T0 - 86401).items == []  # before the 48 h lead
     first = planner.plan_maintenance(w, glob, ctx, T0)
     assert {i.action for i in first.items} == {"maintenance_advance"} and len(first.items) == 40
@@ -199,7 +205,7 @@ def test_maintenance_notices_advance_start_end_once(inv: Inventory) -> None:
     assert {i.action for i in planner.plan_maintenance(w, glob, ctx, T0 + 86400).items} == {"maintenance_start"}
     assert {i.action for i in planner.plan_maintenance(w, glob, ctx, T0 + 90000).items} == {"maintenance_end"}
     assert planner.plan_maintenance(w, glob, ctx, T0 + 99000).items == []
-    only = [Window(2, "ap-1", T0 + 10, T0 + 20, "", ("C-0003",))]
+    only = [window(2, "ap-1", T0 + 10, T0 + 20, "", ("C-0003",))]
     assert [i.recipient for i in planner.plan_maintenance(only, glob, ctx, T0).items] == ["c3@example.com"]
 
 

@@ -68,21 +68,6 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    id: int
-    key: str
-    incident: str
-    action: str
-    recipient: str
-    channel: str
-    group: str
-    payload: dict[str, Any]
-    attempts: int
-    uncertain: bool
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
 class NewRow:
     key: str
     incident: str
@@ -92,6 +77,16 @@ class NewRow:
     group: str
     payload: dict[str, Any]
     not_before: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row(NewRow):
+    """A queued row as a worker takes it."""
+
+    id: int
+    attempts: int
+    uncertain: bool
+    created_at: float
 
 
 class Outbox:
@@ -189,8 +184,8 @@ class Outbox:
                 self.db.executemany("UPDATE outbox SET inflight = 1 WHERE id = ?", [(r[0],) for r in rows])
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
-        return [Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], bool(r[9]), r[10])
-                for r in rows]
+        return [Row(r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), id=r[0], attempts=r[8],
+                    uncertain=bool(r[9]), created_at=r[10]) for r in rows]
 
     def finish(
         self, delivered: Sequence[tuple[int, str | None]], retries: Sequence[tuple[int, float, str, str]],

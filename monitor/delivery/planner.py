@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from monitor.correlate.incidents import IncidentEvent
@@ -98,16 +98,21 @@ class GlobalMemory:
                    int(d.get("seq", 0)), dict(d.get("maintenance", {})))
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A maintenance window as delivery needs it (from the incident store or the config)."""
+class Window(Protocol):
+    """A maintenance window as delivery reads it (``monitor.correlate.store.MaintenanceRow``)."""
 
-    id: int
-    node: str
-    start: float
-    end: float
-    reason: str = ""
-    customers: tuple[str, ...] = ()  # empty = every customer below the node
+    @property
+    def id(self) -> int: ...
+    @property
+    def node(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def customers(self) -> tuple[str, ...]: ...  # empty = every customer below the node
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from monitor.correlate.store import IncidentStore, NotFound
 from monitor.delivery import metrics, planner
 from monitor.delivery.config import DeliveryConfig
 from monitor.delivery.outbox import NewRow, Outbox
-from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item, Plan, Window
+from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item, Plan
 from monitor.delivery.worker import Sender, Worker
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
@@ -88,7 +88,7 @@ class DeliveryService:
         memories = [IncidentMemory.from_dict(v) for v in self.outbox.states().values()]
         acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
         plan = planner.tick(memories, self.glob, self.ctx, now, acked)
-        extra = planner.plan_maintenance(self._windows(), self.glob, self.ctx, now)
+        extra = planner.plan_maintenance(self.store.maintenance(), self.glob, self.ctx, now)
         plan.items += extra.items
         if plan.items or plan.memories or extra.items:
             self._commit(plan)
@@ -119,8 +119,6 @@ class DeliveryService:
         row = self.store.db.execute("SELECT MAX(id) FROM incident_events").fetchone()
         return int(row[0] or 0)
 
-    def _windows(self) -> list[Window]:
-        return [Window(m.id, m.node, m.start, m.end, m.reason, m.customers) for m in self.store.maintenance()]
 
     def _commit(self, plan: Plan, cursor: int | None = None) -> None:
         rows = [self._row(item, plan) for item in plan.items]
