@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from monitor.clock import SystemClock
+from monitor.correlate.incidents import IncidentEvent
 from monitor.delivery.service import DeliveryService
 from monitor.notify.webhook import SIGNATURE, TIMESTAMP, sign, verify
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
@@ -26,19 +28,23 @@ def make(tmp_path: Path, hook: HttpReceiver) -> DeliveryService:
     return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
 
 
-async def test_signed_json_to_the_gateway_and_the_desk_with_retries(tmp_path: Path) -> None:
-    hook = HttpReceiver(SECRETS["HOOK_SECRET"].encode(), fail_next=2, fail_status=503)
+async def deliver(tmp_path: Path, hook: HttpReceiver, *batches: list[IncidentEvent]) -> list[dict[str, Any]]:
+    """Run the service against the receiver until each batch is delivered; the outbox rows."""
     await hook.start()
     try:
         svc = make(tmp_path, hook)
         async with Running(svc) as run:
-            svc.enqueue([ev("opened", T0, ids(3, 0))])
-            await run.drained()
-            svc.enqueue([ev("resolved", T0 + 600, ids(3, 0))])
-            await run.drained()
-            rows = svc.outbox.rows()
+            for batch in batches:
+                svc.enqueue(batch)
+                await run.drained()
+            return svc.outbox.rows()
     finally:
         await hook.stop()
+
+
+async def test_signed_json_to_the_gateway_and_the_desk_with_retries(tmp_path: Path) -> None:
+    hook = HttpReceiver(SECRETS["HOOK_SECRET"].encode(), fail_next=2, fail_status=503)
+    rows = await deliver(tmp_path, hook, [ev("opened", T0, ids(3, 0))], [ev("resolved", T0 + 600, ids(3, 0))])
     assert all(r["status"] == "delivered" for r in rows)
     assert {r["reason"] for r in rows if r["reason"]} == {"http_503"}  # the two refused attempts, retried
     assert all(r.signed_ok for r in hook.requests)
@@ -61,15 +67,7 @@ async def test_signed_json_to_the_gateway_and_the_desk_with_retries(tmp_path: Pa
 
 async def test_a_permanent_refusal_is_not_retried(tmp_path: Path) -> None:
     hook = HttpReceiver(SECRETS["HOOK_SECRET"].encode(), fail_next=10_000, fail_status=400)
-    await hook.start()
-    try:
-        svc = make(tmp_path, hook)
-        async with Running(svc) as run:
-            svc.enqueue([ev("opened", T0, ids(1, 0))])
-            await run.drained()
-            rows = svc.outbox.rows()
-    finally:
-        await hook.stop()
+    rows = await deliver(tmp_path, hook, [ev("opened", T0, ids(1, 0))])
     assert {(r["status"], r["attempts"], r["reason"]) for r in rows} == {("failed", 1, "http_400")}
 
 
