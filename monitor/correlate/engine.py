@@ -40,8 +40,10 @@ from monitor.state import State, StateChange
 _INF = float("inf")
 BLIND_ROOT = "monitor"  # root of a blind incident raised by the share rule (no single node to blame)
 
-# member log operations, for the store: (incident id, target, op)
+# member log operations, for the store: (incident id, target, op), or (incident id, targets, op)
+# for a run logged as one entry (an outage attaching its whole subtree)
 ADD, RECOVERED, DROP = "add", "recovered", "drop"
+MemberOp = tuple[str, str | tuple[str, ...], str]
 
 
 class Engine:
@@ -76,7 +78,7 @@ class Engine:
         self._dirty: dict[str, float] = {}  # incident id -> since when its affected set changed
         self._forced: set[str] = set()  # kind changed: announce without waiting for update_interval
         self._queue: list[IncidentEvent | Incident] = []  # Incident = "opened", rendered at flush
-        self.member_log: list[tuple[str, str, str]] = []
+        self.member_log: list[MemberOp] = []
         self.changed: set[str] = set()  # incident ids whose row (timers, kind) changed
         self.window_events: list[WindowEvent] = []
         self._windows: list[Window] = []
@@ -560,7 +562,7 @@ class Engine:
             member.update(zip(targets, repeat(inc.root)))
             inc.members.update(targets)
             ever.update(targets)
-            log.extend(zip(repeat(inc.id), targets, repeat(ADD)))
+            log.append((inc.id, tuple(targets), ADD))
             if self._ignored:
                 self._ignored.difference_update(targets)
             added = bool(targets)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitor.correlate.engine import ADD, DROP, RECOVERED
+from monitor.correlate.engine import ADD, DROP, RECOVERED, MemberOp
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.errors import MonitorError, StorageError
@@ -87,7 +87,7 @@ class IncidentStore:
         events: Sequence[IncidentEvent],
         open_incidents: dict[str, tuple[Incident, Kind]],
         changed: set[str],
-        member_log: Sequence[tuple[str, str, str]],
+        member_log: Sequence[MemberOp],
         window_events: Sequence[WindowEvent] = (),
         done_actions: Sequence[int] = (),
         now: float = 0.0,
@@ -156,7 +156,7 @@ class IncidentStore:
              inc.clear_since, inc.last_update),
         )
 
-    def _members(self, log: Sequence[tuple[str, str, str]]) -> None:
+    def _members(self, log: Sequence[MemberOp]) -> None:
         """Apply the engine's attach log in order, batching runs of the same operation.
 
         A run for one incident (an outage taking 100k targets) goes in as ONE statement over a
@@ -165,15 +165,20 @@ class IncidentStore:
         """
         i = 0
         while i < len(log):
-            inc, _, op = log[i]
-            j = i
-            while j < len(log) and log[j][2] == op and log[j][0] == inc:
-                j += 1
-            if j - i >= _BULK:
-                self.db.execute(_BULK_SQL[op], (inc, json.dumps([t for _, t, _ in log[i:j]])))
+            inc, target, op = log[i]
+            if not isinstance(target, str):  # a run the engine logged as one entry
+                self.db.execute(_BULK_SQL[op], (inc, json.dumps(target)))
+                i += 1
+                continue
+            run = [target]
+            i += 1
+            while i < len(log) and log[i][2] == op and log[i][0] == inc and isinstance(t := log[i][1], str):
+                run.append(t)
+                i += 1
+            if len(run) >= _BULK:
+                self.db.execute(_BULK_SQL[op], (inc, json.dumps(run)))
             else:
-                self.db.executemany(_ROW_SQL_OPS[op], [(inc, t) for inc, t, _ in log[i:j]])
-            i = j
+                self.db.executemany(_ROW_SQL_OPS[op], [(inc, t) for t in run])
 
     # ------------------------------------------------------------ restart
 
