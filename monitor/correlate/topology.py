@@ -39,7 +39,10 @@ class Topology:
     def build(cls, targets: Iterable[Target]) -> Topology:
         tlist = list(targets)
         ids = {t.id for t in tlist}
-        parents = {t.id: tuple(p for p in t.parents if p in ids) for t in tlist}
+        # Siblings share one parents tuple and one ancestors tuple (and endpoints one info record):
+        # 100k endpoints, a few hundred objects, which stay in the CPU cache during a burst.
+        shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+        parents = {t.id: _interned(tuple(p for p in t.parents if p in ids), shared) for t in tlist}
         kids: dict[str, list[str]] = {t.id: [] for t in tlist}
         for t in tlist:
             for p in parents[t.id]:
@@ -49,10 +52,8 @@ class Topology:
         ancestors: dict[str, tuple[str, ...]] = {}
         for t in tlist:
             _resolve(t.id, parents, depth, ancestors)
-        # Endpoints sharing one parent share one ancestors tuple: 100k endpoints, a few hundred tuples.
-        shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         for tid, anc in ancestors.items():
-            ancestors[tid] = shared.setdefault(anc, anc)
+            ancestors[tid] = _interned(anc, shared)
         endpoint = frozenset(t.id for t in tlist if t.role == "endpoint")
         below: dict[str, int] = {t.id: 0 for t in tlist if t.role == "node"}
         for e in endpoint:
@@ -76,7 +77,7 @@ class Topology:
             sorted_endpoints=tuple(sorted(endpoint)),
             sorted_customers=tuple(sorted(by_customer)),
             customer_endpoints=tuple(tuple(by_customer[c]) for c in sorted(by_customer)),
-            info={t: (parents[t], children[t], ancestors[t], t in endpoint) for t in parents},
+            info=_shared_records(parents, children, ancestors, endpoint),
             sole_children={
                 n: frozenset(c for c in kids if len(parents[c]) == 1) for n, kids in children.items() if kids
             },
@@ -116,6 +117,29 @@ class Topology:
     def sort_key(self, tid: str) -> tuple[int, int]:
         """Shallow before deep, then inventory order: roots are handled before what they explain."""
         return (self.depth.get(tid, 0), self.order.get(tid, 0))
+
+
+def _interned(value: tuple[str, ...], shared: dict[tuple[str, ...], tuple[str, ...]]) -> tuple[str, ...]:
+    return shared.setdefault(value, value)
+
+
+def _shared_records(
+    parents: dict[str, tuple[str, ...]],
+    children: dict[str, tuple[str, ...]],
+    ancestors: dict[str, tuple[str, ...]],
+    endpoint: frozenset[str],
+) -> dict[str, TargetInfo]:
+    # keyed by identity: the parts are already shared, and hashing 100k nested tuples is slow
+    records: dict[tuple[int, int, int, bool], TargetInfo] = {}
+    out: dict[str, TargetInfo] = {}
+    for t, ps in parents.items():
+        kids, anc, is_endpoint = children[t], ancestors[t], t in endpoint
+        key = (id(ps), id(kids), id(anc), is_endpoint)
+        rec = records.get(key)
+        if rec is None:
+            rec = records[key] = (ps, kids, anc, is_endpoint)
+        out[t] = rec
+    return out
 
 
 def _resolve(
