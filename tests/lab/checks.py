@@ -79,17 +79,23 @@ def last_affected(run: IspRun, incident: str) -> tuple[set[str], set[str]]:
     return set(evs[-1]["affected_endpoints"]), set(evs[-1]["affected_customers"])
 
 
+def only_incident(run: IspRun, since: float, incident: str) -> None:
+    """``incident`` is the one incident opened since ``since``; else the whole timeline."""
+    ids = [r.id for r in opened_since(run, since)]
+    assert ids == [incident], f"incidents since the fault: {ids}\n{timeline(run, since, everything=True)}"
+
+
 def no_customer_incident(run: IspRun, since: float) -> None:
     """No outage/suspected/single incident opened since ``since``; else the timeline that led to one."""
     rows = opened_since(run, since, CUSTOMER_KINDS)
     assert rows == [], f"customer incidents opened: {[(r.id, r.kind, r.root) for r in rows]}\n{timeline(run, since)}"
 
 
-def timeline(run: IspRun, since: float) -> str:
-    """Infrastructure state changes and incident events since ``since``, in time order (for failures)."""
+def timeline(run: IspRun, since: float, everything: bool = False) -> str:
+    """State changes (of infrastructure only, unless ``everything``) and incident events since ``since``."""
     nodes = set(run.lab.routers)
     lines = [(c.ts, f"{c.target} {c.old.value}->{c.new.value}") for c in run.observe.changes(since)
-             if c.target in nodes]
+             if everything or c.target in nodes]
     for r in run.observe.incidents(since):
         lines += [(e["ts"], f"{e['event']} {r.id} {e['kind']} at {e['root']} ({len(e['affected_endpoints'])} eps)")
                   for e in run.observe.events(r.id)]
