@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests.lab.checks import (
+    customer_notice_count,
     customers_behind,
     endpoints_behind,
     incident_closed_out,
@@ -23,6 +24,7 @@ from tests.lab.checks import (
     last_affected,
     lifecycle,
     no_customer_incident,
+    no_storm,
     only_incident,
     opened_since,
     timeline,
@@ -48,7 +50,7 @@ def test_tower_uplink_down_is_one_outage_at_the_tower(isp: IspRun) -> None:  # n
     row = wait_affected(isp, row.id, len(endpoints))
     assert last_affected(isp, row.id) == (endpoints, customers)
     assert [r.id for r in opened_since(isp, start)] == [row.id]  # no AP or CPE incident of its own
-    incident_delivered(isp, row, customers)
+    isp.latencies[-1].update(incident_delivered(isp, row, customers))
     # the core's SNMP agent saw its port to the tower lose carrier (ifOperStatus down, admin still up)
     t_ns = int(fault * 1e9)
     wait_for(lambda: any(p["if_oper_status"] == 0 for p in isp.observe.series(
@@ -103,7 +105,7 @@ def test_three_silent_cpes_under_an_answering_ap_are_one_suspected_incident(isp:
     assert last_affected(isp, row.id) == (endpoints, customers)
     assert [(r.id, r.kind) for r in opened_since(isp, start)] == [(row.id, "suspected")]
     assert isp.observe.states()["ap-2"] == "up"  # the AP kept answering throughout
-    incident_delivered(isp, row, customers)
+    isp.latencies[-1].update(incident_delivered(isp, row, customers))
 
     isp.lab.heal()
     row = wait_resolved(isp, row.id)
@@ -119,20 +121,25 @@ def test_flapping_ap_link_opens_one_incident_not_a_storm(isp: IspRun) -> None:  
         wait_for(lambda n=cycle: transitions(isp, start, "ap-4", "down") == n, 20, f"ap-4 down #{cycle}")
         isp.lab.restore("a4")
         wait_for(lambda n=cycle: transitions(isp, start, "ap-4", "up") == n, 20, f"ap-4 up #{cycle}")
-    outage = wait_incident(isp, start, "outage", "ap-4")
-    row = wait_resolved(isp, outage.id)
+    # Whether it is an outage or a suspected incident depends on whether the AP was down or already
+    # back when the first CPE's settle ended; either way it is one incident at the AP.
+    row = wait_incident(isp, start, ("outage", "suspected"), "ap-4")
+    row = wait_resolved(isp, row.id)
     assert lifecycle(isp, row.id).count("opened") == 1
-    incident_closed_out(isp, row, customers_behind(isp, ["ap-4"]))
+    no_storm(isp, row)
     wait_for(isp.no_open_incident, 20, "no incident open")
     rows = opened_since(isp, start)
-    assert [(r.kind, r.root) for r in rows if r.kind != "single"] == [("outage", "ap-4")], timeline(isp, start)
+    assert [r.id for r in rows if r.kind != "single"] == [row.id], timeline(isp, start)
+    # Known correlation defects (docs/lab.md, Findings) make this an xfail, with the timeline:
+    defects = []
     singles = [r.root for r in rows if r.kind == "single"]
     if singles:
-        # Known correlation defect (docs/lab.md, Findings): a CPE confirmed down just before its AP,
-        # whose settle ends after the AP came back, opens a single incident instead of joining the
-        # AP's incident that is still open in its hold-down.
-        pytest.xfail(f"flapping AP left single incidents at {singles}:\n{timeline(isp, start, everything=True)}")
-    only_incident(isp, start, row.id)
+        defects.append(f"single incidents at {singles} (CPEs confirmed down just before their flapping AP)")
+    ap_down_later = [c for c in isp.observe.changes(row.opened_at) if c.target == "ap-4" and c.new.value == "down"]
+    if row.kind == "suspected" and ap_down_later:
+        defects.append("the suspected incident at ap-4 stayed suspected although ap-4 went DOWN while it was open")
+    if defects:
+        pytest.xfail("; ".join(defects) + "\n" + timeline(isp, start, everything=True))
 
 
 def test_daemon_sigkilled_mid_incident_resumes_it_without_duplicates(isp: IspRun) -> None:  # noqa: F811
@@ -142,7 +149,7 @@ def test_daemon_sigkilled_mid_incident_resumes_it_without_duplicates(isp: IspRun
     row = wait_incident(isp, start, "outage", "tower-2")
     row = wait_affected(isp, row.id, len(endpoints_behind(isp, aps)))
     first_pid = isp.daemon.pid
-    isp.daemon.kill()
+    isp.daemon.kill()  # right after opening: the delivery fan-out is likely still running
     passes = isp.daemon.log.read_text().count("first poll pass complete")
     isp.daemon.start()
     assert isp.daemon.pid != first_pid
@@ -152,6 +159,9 @@ def test_daemon_sigkilled_mid_incident_resumes_it_without_duplicates(isp: IspRun
     assert 'msg="first poll pass complete" targets=37 unknown=0 up=20 down=17' in isp.daemon.log.read_text()
     rows = opened_since(isp, start)
     assert [(r.id, r.status) for r in rows] == [(row.id, "open")], rows
+    # one ticket, one notice each, after all. Not the "opened" annotation: the writer buffers points
+    # for flush_interval and a SIGKILL right after the incident opened loses it (docs/lab.md, Findings)
+    incident_delivered(isp, row, customers_behind(isp, aps), annotation=False)
     isp.lab.restore("t2")
     row = wait_resolved(isp, row.id)
     only_incident(isp, start, row.id)
@@ -161,6 +171,7 @@ def test_daemon_sigkilled_mid_incident_resumes_it_without_duplicates(isp: IspRun
 
 def test_monitor_uplink_cut_is_blindness_without_customer_incidents(isp: IspRun) -> None:  # noqa: F811
     start = isp.reset()
+    notices = customer_notice_count(isp)
     fault = time.time()
     isp.lab.cut("uplink")
     row = wait_incident(isp, start, "blind", "core")
@@ -175,4 +186,5 @@ def test_monitor_uplink_cut_is_blindness_without_customer_incidents(isp: IspRun)
     wait_resolved(isp, row.id)
     isp.reset()
     no_customer_incident(isp, start)
+    assert customer_notice_count(isp) == notices
     only_incident(isp, start, row.id)

@@ -8,8 +8,11 @@ that opens or resolves an incident checks them without being rewritten.
 
 from __future__ import annotations
 
+import time
+
 from monitor.correlate.store import IncidentRow
-from tests.lab.config import customer_ids
+from tests.lab.config import MUNICIPALITY, customer_ids
+from tests.lab.delivery import PREFIX, TECHNICIANS
 from tests.lab.fixtures import IspRun
 from tests.lab.observe import CUSTOMER_KINDS
 from tests.servers.common import wait_for
@@ -19,10 +22,13 @@ def opened_since(run: IspRun, since: float, kinds: tuple[str, ...] | None = None
     return [r for r in run.observe.incidents(since) if kinds is None or r.kind in kinds]
 
 
-def wait_incident(run: IspRun, since: float, kind: str, root: str, timeout: float = 20.0) -> IncidentRow:
-    """The first incident of ``kind`` at ``root`` opened since ``since``, once it is in the store."""
+def wait_incident(run: IspRun, since: float, kind: str | tuple[str, ...], root: str,
+                  timeout: float = 20.0) -> IncidentRow:
+    """The first incident of ``kind`` (or one of several) at ``root`` opened since ``since``."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+
     def found() -> IncidentRow | None:
-        return next((r for r in opened_since(run, since) if r.kind == kind and r.root == root), None)
+        return next((r for r in opened_since(run, since) if r.kind in kinds and r.root == root), None)
 
     try:
         wait_for(lambda: found() is not None, timeout, f"a {kind} incident at {root}")
@@ -102,25 +108,89 @@ def timeline(run: IspRun, since: float, everything: bool = False) -> str:
     return "\n".join(f"{ts - since:8.3f}  {text}" for ts, text in sorted(lines))
 
 
-def incident_delivered(run: IspRun, row: IncidentRow, customers: set[str]) -> None:
-    """Everything the world must have received for an opened incident.
+def municipality_of(run: IspRun, node: str) -> str:
+    """The municipality of an infrastructure node: its tower's (the core's is Arauca, the NOC's)."""
+    while node not in MUNICIPALITY and run.lab.routers[node].parent:
+        node = str(run.lab.routers[node].parent)
+    return MUNICIPALITY.get(node, "arauca")
 
-    Today: the incident in ``monitor incidents list`` and its annotation point in the time series.
-    Delivery (one RT ticket, the technician's email + MQTT alert, one notice per customer in
-    ``customers``) is added here once the daemon delivers.
+
+def customer_emails(customers: set[str]) -> set[str]:
+    return {f"{c.lower()}@clientes.example" for c in customers}
+
+
+def incident_delivered(run: IspRun, row: IncidentRow, customers: set[str], *,
+                       annotation: bool = True) -> dict[str, float]:
+    """Everything the world must have received for an opened incident; returns delivery latencies.
+
+    Always: the incident in ``monitor incidents list`` and its annotation point in the time series.
+    Once the daemon delivers: exactly one RT ticket, the municipality's on-call technician alerted by
+    email and MQTT, exactly one "opened" notice per customer in ``customers`` (and to nobody else).
+    The latencies (seconds after the incident was opened) are when the test saw the ticket and when
+    the first customer notice reached the SMTP server.
     """
     cli = {r["id"]: r for r in run.observe.cli_incidents()}
     assert row.id in cli, f"{row.id} not in `monitor incidents list`: {list(cli)}"
     assert (cli[row.id]["kind"], cli[row.id]["root"]) == (row.kind, row.root)
-    wait_for(lambda: bool(run.observe.series(
-        f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'opened'")), 10,
-        f"the time-series annotation of {row.id}")
+    if annotation:
+        wait_for(lambda: bool(run.observe.series(
+            f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'opened'")), 10,
+            f"the time-series annotation of {row.id}")
+    world = run.receivers
+    if world is None:
+        return {}
+    wait_for(lambda: len(world.tickets(row.id)) >= 1, 30, f"the RT ticket of {row.id}")
+    ticket_s = time.time() - row.opened_at
+    muni = municipality_of(run, row.root)
+    tech = TECHNICIANS[muni]
+    wait_for(lambda: any("ALERTA" in s for s in world.technician_mails(row.id, tech)), 30, f"{tech} alerted by email")
+    wait_for(lambda: any(a.get("event") == "alert" for a in world.mqtt(f"{PREFIX}/technicians/{muni}")), 30,
+             f"the MQTT alert on {PREFIX}/technicians/{muni}")
+    wanted = customer_emails(customers)
+    wait_for(lambda: set(world.customer_notices(row.id, "opened")) == wanted, 60, "one opened notice per customer")
+    notices = world.customer_notices(row.id, "opened")
+    assert set(notices.values()) == {1}, notices
+    assert len(world.tickets(row.id)) == 1
+    first = world.first_arrival(row.id, "opened")
+    return {"ticket_s": round(ticket_s, 3), "first_notice_s": round(first - row.opened_at, 3)}
 
 
 def incident_closed_out(run: IspRun, row: IncidentRow, customers: set[str]) -> None:
-    """Everything the world must have received once an incident resolved (later: ticket resolved,
-    one restored notice per customer in ``customers``)."""
+    """Everything the world must have received once an incident resolved: the resolved annotation,
+    one ``resolved`` lifecycle event; once the daemon delivers: the ticket resolved (still one
+    ticket), exactly one restored notice per customer and still one opened notice each."""
     wait_for(lambda: bool(run.observe.series(
         f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'resolved'")), 10,
         f"the resolved annotation of {row.id}")
     assert lifecycle(run, row.id).count("resolved") == 1
+    world = run.receivers
+    if world is None:
+        return
+    wanted = customer_emails(customers)
+    wait_for(lambda: set(world.customer_notices(row.id, "restored")) == wanted, 60, "one restored notice each")
+    wait_for(lambda: [t["Status"] for t in world.tickets(row.id)] == ["resolved"], 30, "the ticket resolved")
+    for event in ("opened", "restored"):
+        notices = world.customer_notices(row.id, event)
+        assert set(notices) == wanted and set(notices.values()) == {1}, (event, notices)
+
+
+def no_storm(run: IspRun, row: IncidentRow) -> None:
+    """A flapping root told each customer at most once that it failed and once that it is back."""
+    wait_for(lambda: bool(run.observe.series(
+        f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'resolved'")), 10,
+        f"the resolved annotation of {row.id}")
+    world = run.receivers
+    if world is None:
+        return
+    wait_for(lambda: [t["Status"] for t in world.tickets(row.id)] == ["resolved"], 30, "one ticket, resolved")
+    for event in ("opened", "restored"):
+        notices = world.customer_notices(row.id, event)
+        assert set(notices.values()) <= {1}, (event, notices)
+
+
+def customer_notice_count(run: IspRun) -> int:
+    """Customer notices received so far (0 when the daemon does not deliver yet)."""
+    world = run.receivers
+    if world is None:
+        return 0
+    return sum(1 for m in world.smtp.messages() if str(m["To"]).endswith("@clientes.example"))

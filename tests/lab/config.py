@@ -29,7 +29,7 @@ MUNICIPALITY = {"tower-1": "arauca", "tower-2": "saravena"}
 
 def customer_ids(lab: IspLab) -> dict[str, tuple[str, str, str]]:
     """CPE address -> (endpoint id, customer id, AP) in a stable order: cpe-01 ... cpe-30."""
-    out = {}
+    out: dict[str, tuple[str, str, str]] = {}
     for ap in ("ap-1", "ap-2", "ap-3", "ap-4"):
         for addr in lab.routers[ap].cpes:
             n = len(out) + 1
@@ -37,7 +37,8 @@ def customer_ids(lab: IspLab) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def write_config(lab: IspLab, folder: Path, influx_url: str | None) -> Path:
+def write_config(lab: IspLab, folder: Path, influx_url: str | None, delivery: str = "") -> Path:
+    """``delivery`` is the ``delivery:`` section (tests/lab/delivery.py), empty for none."""
     (folder / "community").write_text(COMMUNITY + "\n")
     nodes = []
     for r in lab.routers.values():
@@ -92,5 +93,5 @@ nodes:
 {chr(10).join(nodes)}
 customers:
 {chr(10).join(customers)}
-""")
+{delivery}""")
     return path

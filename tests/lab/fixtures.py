@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.config import CONFIRMATION_WINDOW, write_config
+from tests.lab.delivery import Receivers, daemon_delivers, receivers
 from tests.lab.observe import Observer
 from tests.lab.processes import DaemonProcess, lab_snmpd
 from tests.lab.topology import IspLab
@@ -36,6 +37,7 @@ class IspRun:
     daemon: DaemonProcess
     observe: Observer
     folder: Path
+    receivers: Receivers | None = None  # None until the daemon delivers (issue 4 wired in)
     latencies: list[dict[str, object]] = field(default_factory=list)
 
     def all_up(self) -> bool:
@@ -76,10 +78,11 @@ def isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IspRun]:
         influx = InfluxDB1(folder / "influx")
         stack.enter_context(started(influx))
         influx.create_database("monitor")
-        config = write_config(lab, folder, influx.url)
+        world = stack.enter_context(receivers(folder)) if daemon_delivers() else None
+        config = write_config(lab, folder, influx.url, world.delivery_yaml(folder) if world else "")
         daemon = DaemonProcess(config, folder / "daemon.log")
         stack.callback(daemon.stop)
-        run = IspRun(lab, daemon, Observer(config, folder / "var" / "monitor.db", influx), folder)
+        run = IspRun(lab, daemon, Observer(config, folder / "var" / "monitor.db", influx), folder, world)
         daemon.start()
         run.reset(timeout=60)
         yield run

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -68,9 +68,12 @@ def lab_snmpd(lab: IspLab, tmp: Path) -> Iterator[dict[str, LabProcess]]:
             stack.callback(proc.stop)
             procs[node] = proc
         for node, proc in procs.items():
-            address = lab.routers[node].address
-            wait_for(lambda p=proc, a=address: p.alive() and snmp_answers(a), 20, f"snmpd in {node}")
+            wait_for(_answering(proc, lab.routers[node].address), 20, f"snmpd in {node}")
         yield procs
+
+
+def _answering(proc: LabProcess, address: str) -> Callable[[], bool]:
+    return lambda: proc.alive() and snmp_answers(address)
 
 
 class DaemonProcess:

@@ -106,7 +106,7 @@ class IspLab:
                 ap = self._router(f"ap-{k}", "ap", tower.node, a(base + 2))
                 self._link(f"a{k}", tower, f"a{k}", a(base + 1), ap, "wan0")
                 ap.routes.append(("default", a(base + 1)))
-                lan = ipaddress.ip_network(f"{a(32 * k)}/27")
+                lan = ipaddress.IPv4Network(f"{a(32 * k)}/27")
                 tower.routes.append((str(lan), ap.address))
                 core.routes += [(f"{a(base)}/30", tower.address), (str(lan), tower.address)]
                 self._lan(ap, lan, CPES_PER_AP[k - 1])
