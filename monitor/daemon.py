@@ -25,6 +25,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.service import CorrelationService
 from monitor.correlate.settings import CorrelationSettings
+from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory, MaintenanceSpec, Target
@@ -107,6 +108,9 @@ class Daemon:
         self.notifier = Notifier()
         self._first_pass: set[str] | None = None  # targets not yet polled since start
         self.correlation: CorrelationService | None = None
+        self.delivery: DeliveryService | None = None
+        self._delivery_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
         self._pending_changes: list[StateChange] = []
         #: where incident lifecycle events go once persisted (time-series annotations, delivery)
         self.incident_sinks: list[IncidentSink] = []
@@ -137,12 +141,15 @@ class Daemon:
         gc.freeze()
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self._start_delivery(inv)
                 self.scheduler = Scheduler(
                     self._poll_and_record, tg.create_task, concurrency=inv.daemon.concurrency, clock=self.clock
                 )
                 self.scheduler.set_targets(inv.targets.values())
                 scheduler_task = tg.create_task(self.scheduler.run())
                 writer_task = tg.create_task(self.writer.run()) if self.writer else None
+                self.incident_sinks.append(self._enqueue_delivery)
                 self._publish(self.correlation.startup_events)
                 correlate_task = tg.create_task(self._correlate_loop())
                 heartbeat_task = tg.create_task(self._heartbeat())
@@ -168,7 +175,9 @@ class Daemon:
                 if self.writer is not None and writer_task is not None:
                     await self.writer.close()
                     await writer_task
+                await self._stop_delivery()  # what is not delivered yet waits in the durable outbox
         finally:
+            await self._stop_delivery()
             self._remove_signal_handlers()
             await self._close_probes()
             self._stop_metrics_server()
@@ -251,6 +260,9 @@ class Daemon:
             self.correlation.settings = correlation_settings(new)
             self.correlation.reload(new)
             self._sync_maintenance(new)
+        # Delivery plans from the inventory (customers, routing, templates): restart it on the new one.
+        await self._stop_delivery()
+        self._start_delivery(new)
         added = sum(1 for tid in new.targets if tid not in old.targets)
         changed = sum(1 for tid, t in new.targets.items() if tid in old.targets and old.targets[tid] != t)
         selfmetrics.CONFIG_RELOADS.labels("ok").inc()
@@ -300,6 +312,38 @@ class Daemon:
                 sink(events)
             except Exception:  # a broken sink must not stop correlation; the events are persisted
                 log.exception("incident sink failed", extra={"kv": {"sink": getattr(sink, "__name__", sink)}})
+
+    def _start_delivery(self, inv: Inventory) -> None:
+        if inv.delivery is None or self._tg is None:
+            return
+        self.delivery = DeliveryService(inv, Path(inv.daemon.state_dir) / "monitor.db", inv.delivery, self.clock)
+        self._delivery_task = self._tg.create_task(self._run_delivery(self.delivery))
+
+    async def _run_delivery(self, service: DeliveryService) -> None:
+        """Deliver until stopped; a failure is logged and the workers restart (the outbox keeps the work)."""
+        delay = 1.0
+        while True:
+            try:
+                await service.run()
+                return
+            except Exception:
+                log.exception("delivery failed, restarting it", extra={"kv": {"in_s": delay}})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _stop_delivery(self) -> None:
+        task, service = self._delivery_task, self.delivery
+        self._delivery_task, self.delivery = None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if service is not None:
+            await service.close()
+
+    def _enqueue_delivery(self, events: list[IncidentEvent]) -> None:
+        if self.delivery is not None:
+            self.delivery.enqueue(events)
 
     def _annotate_incidents(self, events: list[IncidentEvent]) -> None:
         """Incident lifecycle events as points, so boards can annotate and list them."""

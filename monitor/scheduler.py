@@ -129,9 +129,15 @@ class Scheduler:
             self._spawn(self._run_one(target))
 
     async def _wait(self, timeout: float | None) -> None:
+        """Sleep until woken or timed out.
+
+        ``asyncio.timeout`` rather than ``wait_for``: on Python 3.11, cancelling a ``wait_for`` of
+        ``Event.wait()`` at shutdown was seen to hang the cancelled task (delivery workers).
+        """
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     async def _run_one(self, target: Target) -> None:
         try:

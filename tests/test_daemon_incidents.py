@@ -16,15 +16,18 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
 from monitor.daemon import Daemon
 from tests.firewall import icmp_block
+from tests.servers.smtp import SmtpServer
+from tests.tsdb_support import started
 
 pytestmark = pytest.mark.root
 
 CPES = {"cpe-1": "127.78.0.11", "cpe-2": "127.78.0.12", "cpe-3": "127.78.0.13"}
 
 
-def write_config(folder: Path) -> Path:
+def write_config(folder: Path, delivery: str = "") -> Path:
     endpoints = "\n".join(
-        f"  - {{id: C{i}, name: Cliente {i}, service_class: residencial,"
+        f"  - {{id: C{i}, name: Cliente {i}, service_class: residencial, contacts: {{email: c{i}@example.com}},"
+        f" language: {'en' if i == 3 else 'es'},"
         f" endpoints: [{{id: {cpe}, kind: cpe, address: {addr}, parent: ap-1}}]}}"
         for i, (cpe, addr) in enumerate(CPES.items(), 1)
     )
@@ -42,7 +45,7 @@ nodes:
   - {{id: ap-1, kind: ap, address: 127.78.0.2, parent: core}}
 customers:
 {endpoints}
-""")
+{delivery}""")
     return path
 
 
@@ -83,3 +86,36 @@ async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path):
         assert [(r.id, r.kind, r.root, r.status) for r in rows] == [(incident, "outage", "ap-1", "resolved")]
     finally:
         store.close()
+
+
+async def test_outage_notices_reach_a_real_smtp_server_once_each(tmp_path):
+    """The whole pipeline: real pings fail → incident → technician alert + one notice per customer → restored."""
+    (tmp_path / "smtp").mkdir()
+    smtp = SmtpServer(tmp_path / "smtp")
+    delivery = f"""
+delivery:
+  smtp: {{host: 127.0.0.1, port: {smtp.port}, security: none, from: "NOC <noc@isp.example>"}}
+  technicians: [{{id: ana, name: Ana Torres, email: ana@isp.example}}]
+  oncall: [{{municipality: "*", shifts: [{{days: [mon-sun], tiers: [ana]}}]}}]
+  customers: {{kinds: [outage, suspected], channels: [email], company: Llanos Net}}
+  retry: {{initial: 0.2s, maximum: 1s}}
+"""
+    with started(smtp):
+        daemon = Daemon(write_config(tmp_path, delivery))
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: len(daemon.states) == 5
+                        and all(s.state.value == "up" for s in daemon.states.values()))
+            with icmp_block() as fw:
+                fw.block("127.78.0.2", *CPES.values())
+                await until(lambda: len(smtp.logical()) >= 4)  # the technician and three customers
+            await until(lambda: len(smtp.logical()) >= 7)  # and three "service restored" notices
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 15)
+    mails = smtp.logical().values()
+    to = sorted(str(m["To"]) for m in mails)
+    assert to == sorted(["ana@isp.example"] + [f"c{i}@example.com" for i in (1, 2, 3)] * 2)
+    assert max(smtp.repeats().values()) == 1  # nobody got the same message twice
+    english = [m for m in mails if str(m["To"]) == "c3@example.com"]
+    assert all(m["Content-Language"] == "en" for m in english)

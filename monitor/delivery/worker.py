@@ -86,8 +86,10 @@ class Worker:
                 continue
             due = self.outbox.next_due(self.channel)
             wait = self.idle if due is None else min(self.idle, max(0.0, due - self.clock.now()))
+            # asyncio.timeout, not wait_for: no inner task whose cancellation can hang a shutdown
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.01))
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await self._wake.wait()
 
     async def _deliver(self, rows: list[Row]) -> None:
         delivered: list[tuple[int, str | None]] = []

@@ -158,7 +158,8 @@ class TimeseriesWriter:
             delay = self._retry_max if failed else self._next_delay()
             if delay > 0 and not self._closing:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see Scheduler._wait
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 await self._step()
