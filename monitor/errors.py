@@ -1,6 +1,6 @@
 """The project's own exception hierarchy.
 
-Library exceptions (pysnmp, icmplib, aiohttp, sqlite3, OSError) stop at the edge of the module that
+Library exceptions (pysnmp, aiohttp, influxdb-client, aiosmtplib, aiomqtt, sqlite3, OSError) stop at the edge of the module that
 calls the library and are re-raised as one of these with ``raise ... from``, so the daemon and the CLI
 only ever have to reason about this small set.
 """
