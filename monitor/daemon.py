@@ -15,7 +15,7 @@ import logging
 import signal
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,13 +92,16 @@ class Daemon:
     config_path: Path
     clock: Clock = field(default_factory=SystemClock)
     inventory: Inventory | None = None
+    #: probes to poll with instead of the real ICMP/SNMP ones (``monitor demo``, tests): each is
+    #: used for its ``kind`` ("icmp", "snmp"), started with the daemon and closed when it stops
+    probes: Sequence[Probe] | None = None
 
     def __post_init__(self) -> None:
         self.states: dict[str, TargetState] = {}
         self.snmp_ok: dict[str, bool] = {}
         self.store: EventStore | None = None
         self.writer: TimeseriesWriter | None = None
-        self.icmp: IcmpProbe | None = None
+        self.icmp: Probe | None = None
         self.snmp: Probe | None = None
         self.scheduler: Scheduler | None = None
         self._stop = asyncio.Event()
@@ -156,7 +159,7 @@ class Daemon:
                 self._install_signal_handlers()
                 event(
                     log, logging.INFO, "monitor started", config=self.config_path, targets=len(inv.targets),
-                    icmp_mode=self.icmp.mode if self.icmp else "off", state_dir=state_dir,
+                    icmp_mode=getattr(self.icmp, "mode", self.icmp.kind) if self.icmp else "off", state_dir=state_dir,
                 )
                 self.ready.set()
                 self.notifier.ready(f"polling {len(inv.targets)} targets")
@@ -380,6 +383,14 @@ class Daemon:
         self._update_state_gauge()
 
     async def _start_probes(self, inv: Inventory) -> None:
+        if self.probes is not None:
+            if self.icmp is None and self.snmp is None:  # once; a reload keeps them
+                by_kind = {p.kind: p for p in self.probes}
+                self.icmp, self.snmp = by_kind.get("icmp"), by_kind.get("snmp")
+                for probe in (self.icmp, self.snmp):
+                    if probe is not None:
+                        await probe.start()
+            return
         if self.icmp is None:
             self.icmp = IcmpProbe()
             await self.icmp.start()  # ProbeSetupError here is fatal, with its own clear message
