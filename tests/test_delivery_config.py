@@ -46,8 +46,15 @@ def test_example_loads_with_secrets_as_references(tmp_path: Path) -> None:
     ({"retry": {"initial": "10s", "maximum": "1s"}}, "delivery.retry.maximum: must not be below initial"),
     ({"mqtt": {"host": "h", "prefix": "isp/#"}},
      "delivery.mqtt.prefix: bad topic prefix 'isp/#' (no wildcards, no trailing '/')"),
-    ({"pager": {}}, "delivery: unknown key 'pager' (allowed: customers, desk, escalation, mqtt, oncall, rate_limits,"
-                    " retry, sms, smtp, technicians, templates_dir, timezone)"),
+    ({"pager": {}}, "delivery: unknown key 'pager' (allowed: customers, desk, escalation, maildir, mqtt, oncall,"
+                    " rate_limits, retry, sms, smtp, technicians, templates_dir, timezone)"),
+    ({"maildir": {"path": "mail"}},  # base_delivery() has smtp too
+     "delivery.maildir: give either smtp or maildir, not both (both are where the email channel goes)"),
+    ({"smtp": None, "maildir": {"from": "noc@isp.example"}}, "delivery.maildir: missing required key 'path'"),
+    ({"smtp": None, "maildir": "mail"}, "delivery.maildir: expected a mapping, got a string"),
+    ({"desk": {"kind": "folder"}}, "delivery.desk: missing required key 'path' (needed for kind folder)"),
+    ({"desk": {"kind": "rt", "url": "http://rt", "token": {"env": "RT_PASS"}, "path": "x"}},
+     "delivery.desk.path: 'path' is for kind folder, not rt"),
 ])
 def test_each_mistake_is_reported_with_its_key_path(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -56,3 +63,11 @@ def test_each_mistake_is_reported_with_its_key_path(tmp_path: Path, change: dict
     assert "inline-pw" not in str(err.value)
     for name, value in SECRETS.items():
         assert name == "RT_PASS" or value not in str(err.value)  # RT's test password is the word "password"
+
+
+def test_maildir_and_folder_desk_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    d = load(tmp_path, 2, base_delivery(smtp=None, maildir={"path": "out/mail", "from": "NOC <noc@isp.example>"},
+                                        desk={"kind": "folder", "path": "out/tickets"})).delivery
+    assert d is not None and d.maildir is not None and d.email and d.smtp is None
+    assert d.maildir.path == str(tmp_path / "out/mail") and d.maildir.sender == "NOC <noc@isp.example>"
+    assert d.desk.kind == "folder" and d.desk.path == str(tmp_path / "out/tickets")

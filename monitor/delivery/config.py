@@ -40,6 +40,14 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MaildirSettings:
+    """Mail written into a local Maildir instead of sent (``monitor demo``, dry runs, air-gapped tests)."""
+
+    path: str  # absolute (the loader resolves it against the config file's folder)
+    sender: str = "noc@localhost"  # From: of every mail, as with SMTP
+
+
+@dataclass(frozen=True, slots=True)
 class MqttSettings:
     host: str
     port: int = 1883
@@ -62,7 +70,7 @@ class WebhookSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeskSettings:
-    kind: Literal["none", "rt", "email", "webhook"] = "none"
+    kind: Literal["none", "rt", "email", "webhook", "folder"] = "none"
     # rt: REST2 base URL (http://rt.example/REST/2.0 or the web root), queue, token or basic auth
     url: str = ""
     queue: str = "General"
@@ -73,6 +81,8 @@ class DeskSettings:
     address: str = ""
     # webhook
     webhook: WebhookSettings | None = None
+    # folder: one text file per ticket in this directory (absolute; ``monitor demo``)
+    path: str = ""
     comment_min_interval: float = 600.0  # at most one "affected set changed" comment per this
     comment_min_change: int = 1  # customers added/removed that make a change "meaningful"
     reopen_within: float = 3600.0  # a new incident on the same root this soon reopens the old ticket
@@ -125,6 +135,7 @@ class CustomerNotices:
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     smtp: SmtpSettings | None = None
+    maildir: MaildirSettings | None = None  # the email channel's other sink: files instead of SMTP
     mqtt: MqttSettings | None = None
     desk: DeskSettings = field(default_factory=DeskSettings)
     sms: WebhookSettings | None = None
@@ -136,3 +147,8 @@ class DeliveryConfig:
     rate_limits: dict[str, float] = field(default_factory=dict)  # channel → items per second
     retry: RetrySettings = field(default_factory=RetrySettings)
     templates_dir: str = ""  # searched before the built-in templates
+
+    @property
+    def email(self) -> bool:
+        """Whether the email channel has somewhere to go (an SMTP relay or a Maildir)."""
+        return self.smtp is not None or self.maildir is not None

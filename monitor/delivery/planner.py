@@ -493,7 +493,7 @@ def _tech_message(e: IncidentEvent, m: IncidentMemory, tech_id: str, action: str
         return
     data = _ticket_data(e, m, ctx)
     data.update(technician=tech.id, technician_name=tech.name, tier=version - 1, event=template.split("_", 1)[1])
-    if tech.email and ctx.cfg.smtp is not None:
+    if tech.email and ctx.cfg.email:
         out.items.append(Item(m.incident, action, tech.email, version, "email", template, tech.language,
                               {**data, "to": tech.email}))
     if tech.mqtt and ctx.cfg.mqtt is not None:
@@ -538,7 +538,7 @@ def _customer_notice(e: IncidentEvent, m: IncidentMemory, cid: str, action: str,
 def _to_customer(out: Plan, incident: str, action: str, c: Customer, version: int, template: str,
                  data: dict[str, Any], ctx: Context) -> None:
     cn = ctx.cfg.customers
-    if "email" in cn.channels and c.email and ctx.cfg.smtp is not None:
+    if "email" in cn.channels and c.email and ctx.cfg.email:
         out.items.append(Item(incident, action, c.email, version, "email", template, c.language,
                               {**data, "to": c.email}))
     if "sms" in cn.channels and c.phone and ctx.cfg.sms is not None:

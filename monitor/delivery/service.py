@@ -180,6 +180,12 @@ class DeliveryService:
             self.workers["email"] = Worker(self.outbox, self.senders["email"], policy, self.clock,
                                            concurrency=cfg.smtp.pool_size, rate=rates.get("email"),
                                            batch=8 * cfg.smtp.pool_size)
+        elif cfg.maildir is not None:
+            from monitor.notify.maildir import MaildirSender
+
+            self.senders["email"] = MaildirSender(cfg.maildir)
+            self.workers["email"] = Worker(self.outbox, self.senders["email"], policy, self.clock,
+                                           rate=rates.get("email"), batch=50)
         if cfg.mqtt is not None:
             from monitor.notify.mqtt import MqttSender
 
@@ -210,6 +216,10 @@ class DeliveryService:
             from monitor.desk.webhook import WebhookDesk
 
             return WebhookDesk(d.webhook)
+        if d.kind == "folder":
+            from monitor.desk.folder import FolderDesk
+
+            return FolderDesk(Path(d.path))
         return None
 
     def _mqtt_connected(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from monitor.delivery.config import (
     CHANNELS,
@@ -17,6 +18,7 @@ from monitor.delivery.config import (
     DeliveryConfig,
     DeskSettings,
     EscalationSettings,
+    MaildirSettings,
     MqttSettings,
     OnCall,
     RetrySettings,
@@ -29,13 +31,14 @@ from monitor.inventory.fields import Section
 from monitor.inventory.model import NODE_KINDS
 from monitor.inventory.settings import SecretReader
 
-TOP = ("timezone", "templates_dir", "smtp", "mqtt", "desk", "sms", "technicians", "oncall", "escalation",
+TOP = ("timezone", "templates_dir", "smtp", "maildir", "mqtt", "desk", "sms", "technicians", "oncall", "escalation",
        "customers", "rate_limits", "retry")
+MAILDIR = ("path", "from")
 SMTP = ("host", "port", "security", "username", "password", "from", "pool_size", "timeout", "ca_file", "verify")
 MQTT = ("host", "port", "username", "password", "tls", "ca_file", "prefix", "client_id", "keepalive")
 WEBHOOK = ("url", "secret", "token", "timeout")
-DESK = ("kind", "url", "queue", "token", "username", "password", "address", "webhook", "comment_min_interval",
-        "comment_min_change", "reopen_within", "grafana_url", "language")
+DESK = ("kind", "url", "queue", "token", "username", "password", "address", "webhook", "path",
+        "comment_min_interval", "comment_min_change", "reopen_within", "grafana_url", "language")
 TECH = ("id", "name", "email", "mqtt", "language")
 ONCALL = ("municipality", "kinds", "shifts")
 SHIFT = ("days", "from", "to", "tiers")
@@ -61,8 +64,11 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         sec.err("timezone", f"unknown time zone {tz!r} (expected an IANA name such as America/Bogota)")
         tz = "America/Bogota"
     techs = _technicians(sec)
+    if sec.has("smtp") and sec.has("maildir"):
+        sec.err("maildir", "give either smtp or maildir, not both (both are where the email channel goes)")
     return DeliveryConfig(
         smtp=_smtp(sec.section("smtp", SMTP, ("host",)), secrets),
+        maildir=_maildir(sec.section("maildir", MAILDIR, ("path",)), secrets.base_dir),
         mqtt=_mqtt(sec.section("mqtt", MQTT, ("host",)), secrets),
         desk=_desk(sec.section("desk", DESK, ("kind",)), secrets),
         sms=_webhook(sec.section("sms", WEBHOOK, ("url",)), secrets),
@@ -86,9 +92,7 @@ def _smtp(sec: Section | None, secrets: SecretReader) -> SmtpSettings | None:
         return None
     d = SmtpSettings(host="")
     security = sec.choice("security", ("none", "starttls", "tls"), d.security) or d.security
-    sender = sec.text("from") or d.sender
-    if not _EMAIL.search(sender.rsplit("<", 1)[-1].rstrip(">")):
-        sec.err("from", f"bad sender {sender!r} (expected an address such as noc@example.net)")
+    sender = _sender(sec, d.sender)
     return SmtpSettings(
         host=sec.text("host") or "", port=_port(sec, 465 if security == "tls" else 25),
         security="tls" if security == "tls" else "none" if security == "none" else "starttls",
@@ -96,6 +100,20 @@ def _smtp(sec: Section | None, secrets: SecretReader) -> SmtpSettings | None:
         pool_size=sec.integer("pool_size", d.pool_size, 1, 64), timeout=sec.duration("timeout", d.timeout),
         ca_file=sec.text("ca_file") or "", verify=sec.flag("verify", True),
     )
+
+
+def _sender(sec: Section, default: str) -> str:
+    sender = sec.text("from") or default
+    if not _EMAIL.search(sender.rsplit("<", 1)[-1].rstrip(">")):
+        sec.err("from", f"bad sender {sender!r} (expected an address such as noc@example.net)")
+    return sender
+
+
+def _maildir(sec: Section | None, base_dir: Path) -> MaildirSettings | None:
+    if sec is None:
+        return None
+    return MaildirSettings(path=str(base_dir / (sec.text("path") or "")),
+                           sender=_sender(sec, MaildirSettings(path="").sender))
 
 
 def _mqtt(sec: Section | None, secrets: SecretReader) -> MqttSettings | None:
@@ -127,8 +145,8 @@ def _desk(sec: Section | None, secrets: SecretReader) -> DeskSettings:
     d = DeskSettings()
     if sec is None:
         return d
-    kind = sec.choice("kind", ("none", "rt", "email", "webhook"), "none") or "none"
-    need = {"rt": ("url",), "email": ("address",), "webhook": ("webhook",)}.get(kind, ())
+    kind = sec.choice("kind", ("none", "rt", "email", "webhook", "folder"), "none") or "none"
+    need = {"rt": ("url",), "email": ("address",), "webhook": ("webhook",), "folder": ("path",)}.get(kind, ())
     for key in need:
         if key not in sec.data:
             sec.err(None, f"missing required key {key!r} (needed for kind {kind})")
@@ -140,8 +158,13 @@ def _desk(sec: Section | None, secrets: SecretReader) -> DeskSettings:
     address = sec.text("address") or ""
     if address and not _EMAIL.match(address):
         sec.err("address", f"bad address {address!r} (expected the desk's mailbox, e.g. soporte@example.net)")
+    folder = sec.text("path") if kind == "folder" else None
+    if kind != "folder" and sec.has("path"):
+        sec.err("path", f"'path' is for kind folder, not {kind}")
     return DeskSettings(
-        kind="rt" if kind == "rt" else "email" if kind == "email" else "webhook" if kind == "webhook" else "none",
+        kind="rt" if kind == "rt" else "email" if kind == "email" else "webhook" if kind == "webhook"
+        else "folder" if kind == "folder" else "none",
+        path=str(secrets.base_dir / folder) if folder else "",
         url=url.rstrip("/"), queue=sec.text("queue") or d.queue, token=secrets.get(sec, "token"),
         username=sec.text("username") or "", password=secrets.get(sec, "password"), address=address,
         webhook=_webhook(sec.section("webhook", WEBHOOK, ("url",)), secrets),
