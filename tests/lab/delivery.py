@@ -20,12 +20,11 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from tests.lab.processes import LabProcess
+from tests.lab.processes import LabProcess, started_here
 from tests.servers.common import require_binary, wait_for
 from tests.servers.mosquitto import Mosquitto
 from tests.servers.rt import PASSWORD, USER, RequestTracker
 from tests.servers.smtp import SmtpServer
-from tests.tsdb_support import started
 
 PREFIX = "lab"
 NOTICE_SUBJECT = {"opened": "Falla de servicio", "restored": "Servicio restablecido"}  # Spanish templates
@@ -106,7 +105,7 @@ def receivers(folder: Path) -> Iterator[Receivers]:
         for name, cls in (("rt", RequestTracker), ("smtp", SmtpServer), ("mqtt", Mosquitto)):
             (folder / name).mkdir()
             server = cls(folder / name)
-            stack.enter_context(started(server))
+            stack.enter_context(started_here(server))
             servers.append(server)
         rt, smtp, broker = servers
         assert isinstance(rt, RequestTracker) and isinstance(smtp, SmtpServer) and isinstance(broker, Mosquitto)

@@ -21,11 +21,10 @@ import pytest
 from tests.lab.config import CONFIRMATION_WINDOW, write_config
 from tests.lab.delivery import Receivers, daemon_delivers, receivers
 from tests.lab.observe import Observer
-from tests.lab.processes import DaemonProcess, lab_snmpd
-from tests.lab.topology import IspLab
+from tests.lab.processes import DaemonProcess, lab_snmpd, started_here
+from tests.lab.topology import IspLab, folder_name
 from tests.servers.common import require_binary, wait_for
 from tests.servers.influxdb import InfluxDB1
-from tests.tsdb_support import started
 
 TARGETS = 37  # 7 infrastructure nodes + 30 CPEs
 LATENCY_REPORT_ENV = "LAB_LATENCY_REPORT"  # a file to append the measured latencies to (JSON lines)
@@ -70,13 +69,13 @@ def isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IspRun]:
         pytest.skip("the lab needs root (network namespaces, raw ICMP)")
     for tool in ("ip", "nft", "snmpd", "influxd"):
         require_binary(tool)
-    folder = tmp_path_factory.mktemp("isp")
+    folder = tmp_path_factory.mktemp(folder_name())
     with ExitStack() as stack:
         lab = stack.enter_context(IspLab())
         stack.enter_context(lab_snmpd(lab, folder))
         (folder / "influx").mkdir()
         influx = InfluxDB1(folder / "influx")
-        stack.enter_context(started(influx))
+        stack.enter_context(started_here(influx))
         influx.create_database("monitor")
         world = stack.enter_context(receivers(folder)) if daemon_delivers() else None
         config = write_config(lab, folder, influx.url, world.delivery_yaml(folder) if world else "")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tests.lab.topology import IspLab
 from tests.servers.common import Process, require_binary, wait_for
+from tests.servers.restartable import RestartableServer
 
 COMMUNITY = "lab-public"
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,21 @@ class LabProcess(Process):
                 self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
+
+
+@contextmanager
+def started_here(server: RestartableServer, timeout: float = 60.0) -> Iterator[RestartableServer]:
+    """Like ``tests.tsdb_support.started`` (same ``stop()``), but the server dies with the test process."""
+    proc = server.process = LabProcess(server.argv, server.root / f"{server.name}.log")
+    proc.start()
+    try:
+        try:
+            wait_for(lambda: proc.alive() and server.ready(), timeout, server.name)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{server.name} did not start:\n{proc.log_tail()}") from exc
+        yield server
+    finally:
+        server.stop()
 
 
 def snmp_answers(address: str, port: int = 161) -> bool:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.netns import _free_subnet, _pid_alive, sh
 
@@ -228,10 +230,40 @@ def _delete_namespace(ns: str) -> None:
 
 
 def remove_stale() -> None:
-    """Remove the namespaces of labs whose test process no longer runs (a killed run)."""
+    """Remove what labs whose test process no longer runs (a killed run) left: namespaces, processes."""
     for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(NS_PREFIX):
             with contextlib.suppress(ValueError, IndexError):
                 if not _pid_alive(int(name[len(NS_PREFIX):].split("-")[0])):
                     _delete_namespace(name)
+    _kill_stale_processes()
+
+
+def folder_name() -> str:
+    """Base name of the lab's temp folder: it carries our PID so a later run can tell it is stale."""
+    return f"{NS_PREFIX}{os.getpid()}-"
+
+
+_FOLDER = re.compile(rf"/{NS_PREFIX}(\d+)-\d*/".encode())
+
+
+def _kill_stale_processes() -> None:
+    """Kill (by PID) processes whose command line or environment points into the folder of a dead lab.
+
+    The lab's processes die with the test process (PR_SET_PDEATHSIG), but processes *they* forked
+    do not: request-tracker's workers outlive their master. Their environment names the lab folder.
+    """
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes() + b"\0" + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        for owner in {int(m) for m in _FOLDER.findall(text)}:
+            if not _pid_alive(owner):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), 9)
+                break
