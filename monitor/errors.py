@@ -1,8 +1,8 @@
 """The project's own exception hierarchy.
 
-Library exceptions (pysnmp, aiohttp, influxdb-client, aiosmtplib, aiomqtt, sqlite3, OSError) stop at the edge of the module that
-calls the library and are re-raised as one of these with ``raise ... from``, so the daemon and the CLI
-only ever have to reason about this small set.
+Library exceptions (pysnmp, aiohttp, influxdb-client, aiosmtplib, aiomqtt, sqlite3, OSError) stop at
+the edge of the module that calls the library and are re-raised as one of these with ``raise ... from``,
+so the daemon and the CLI only ever have to reason about this small set.
 """
 
 from __future__ import annotations
