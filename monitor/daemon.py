@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import signal
 import sqlite3
@@ -58,6 +59,9 @@ IncidentSink = Callable[[list[IncidentEvent]], None]
 
 #: The reason recorded when a target leaves the inventory (reports end its lifetime there).
 REMOVED = "removed from the inventory"
+
+#: Incident events this recent get their annotation points written again at start (crash safety).
+REANNOTATE = 3600.0
 
 #: How often the run's heartbeat is stored (bounds the unknown time after a crash).
 HEARTBEAT_EVERY = 30.0
@@ -138,6 +142,7 @@ class Daemon:
         else:
             self.writer.submit(notes.site_points(inv, self.clock.now()))
             self.incident_sinks.append(self._annotate_incidents)
+            self._annotate_incidents(self._recent_incident_events())
         self._start_metrics_server(inv.daemon.metrics_listen)
         # The inventory, topology and states live as long as the process: keep the collector from
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
@@ -352,6 +357,20 @@ class Daemon:
         """Incident lifecycle events as points, so boards can annotate and list them."""
         if self.writer is not None and self.inventory is not None:
             self.writer.submit(notes.incident_points(events, self.inventory))
+
+    def _recent_incident_events(self) -> list[IncidentEvent]:
+        """Lifecycle events of the last REANNOTATE seconds, written again at start.
+
+        The writer buffers points for a moment; a crash right after an incident opened would lose its
+        annotation for good. Points are idempotent (same series, same timestamp), so re-sending the
+        recent ones costs nothing and closes that gap.
+        """
+        assert self.correlation is not None
+        rows = self.correlation.store.db.execute(
+            "SELECT ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
+            " into_incident FROM incident_events WHERE ts >= ? ORDER BY id", (self.clock.now() - REANNOTATE,))
+        return [IncidentEvent(ts, ev, inc, kind, root, tuple(json.loads(eps)), tuple(json.loads(cs)),
+                              tuple(json.loads(ns)), into) for ts, ev, inc, kind, root, eps, cs, ns, into in rows]
 
     def _sync_maintenance(self, inv: Inventory) -> None:
         """Make the store's config-made windows equal the config's ``maintenance:`` list."""

@@ -95,3 +95,47 @@ async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
         assert [(r["site"], r["lat"], r["lon"]) for r in sites] == [("twr-centro", 7.08, -70.76)]
         states = rows('SELECT "state", "available" FROM "state" WHERE "node" = \'core\'')
         assert states and states[-1]["state"] == 1 and states[-1]["available"] == 1
+
+
+async def test_recent_incident_annotations_are_written_again_at_start(tmp_path):
+    """A crash can lose an incident's annotation point in the writer's buffer: start re-sends recent ones."""
+    import time
+
+    from monitor.clock import ManualClock
+    from monitor.correlate.service import CorrelationService
+    from monitor.correlate.settings import CorrelationSettings
+    from monitor.inventory.loader import load_inventory
+    from monitor.state import State, StateChange
+    from monitor.store import EventStore
+
+    (tmp_path / "influx").mkdir()
+    influx = InfluxDB1(tmp_path / "influx")
+    with started(influx):
+        influx.create_database("monitor")
+        cfg = config(tmp_path, influx.url, free_port())
+        inv = load_inventory(cfg)
+        db = tmp_path / "var" / "monitor.db"
+        # what a crashed run left behind: ap-centro-1 down, its incident opened and persisted
+        t0 = time.time() - 120
+        clock = ManualClock(t0)
+        log, svc = EventStore(db), CorrelationService(inv, db, CorrelationSettings.for_interval(1.0), clock)
+        down = [StateChange("ap-centro-1", State.UNKNOWN, State.DOWN, t0, "3 consecutive failed polls")]
+        log.append(down)
+        svc.on_state_changes(down)
+        clock.advance(5)
+        opened = [e for e in svc.tick() if e.event == "opened"]
+        svc.close()
+        log.close()
+        assert [(e.kind, e.root) for e in opened] == [("outage", "ap-centro-1")]
+
+        daemon = Daemon(cfg)
+        task = asyncio.create_task(daemon.run())
+        try:
+            async with asyncio.timeout(60):
+                while not influx.rows('SELECT * FROM "incident"', "monitor"):
+                    await asyncio.sleep(0.1)
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 15)
+        rows = influx.rows('SELECT * FROM "incident" WHERE "event" = \'opened\'', "monitor")
+        assert [(r["incident"], r["root"], r["open"]) for r in rows] == [(opened[0].incident, "ap-centro-1", 1)]
