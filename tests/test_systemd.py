@@ -30,7 +30,10 @@ def test_systemd_analyze_verify(unit, tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / unit)], capture_output=True, text=True,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.strip() == ""
+    # verify also loads the machine's installed units (e.g. request-tracker5.service warns about its
+    # Debian dependencies); only what it says about ours matters
+    ours = [ln for ln in r.stderr.splitlines() if str(tmp_path) in ln or any(u.name in ln for u in UNITS.iterdir())]
+    assert ours == []
 
 
 def directives(unit: Path) -> dict[str, list[str]]:
