@@ -154,10 +154,7 @@ class Engine:
                         if due < next_due:
                             next_due = due
                     if tid in incidents:
-                        inc = incidents[tid]
-                        if inc.clear_since is not None:
-                            inc.clear_since = None  # its root failed again within the hold-down: keep it open
-                            self.changed.add(inc.id)
+                        self._root_down_again(incidents[tid])
             elif c.old is DOWN or tid in down:
                 self._came_back(tid)
                 next_due = self._next_due()
@@ -256,6 +253,9 @@ class Engine:
                 grace.append((inc.grace_from + s.grace, inc.id, inc.grace_from))
             if inc.clear_since is not None:
                 hold.append((inc.clear_since + s.hold_down, inc.id, inc.clear_since))
+        for t, key in self.member.items():
+            if key != t:
+                self._unexplained.discard(t)  # held by its incident's root (see _came_back)
         self._grace.extend(sorted(grace))
         self._hold.extend(sorted(hold))
         for inc in sorted(self.incidents.values(), key=lambda i: i.seq):
@@ -289,6 +289,32 @@ class Engine:
                     # its last uplink just failed: judge it again (it may belong to an outage now)
                     self._settle.append((ts + self.s.settle, c, down[c]))
 
+    def _root_down_again(self, inc: Incident) -> None:
+        """The root of an open incident was confirmed down again (flapping).
+
+        The incident stays open: its hold-down is cancelled and its grace period starts again when
+        the root is back. (A suspected incident becomes an outage when the settle period ends, or
+        when the node is back before that: see ``_came_back``.)
+        """
+        if inc.clear_since is not None:
+            inc.clear_since = None
+            self.changed.add(inc.id)
+        if inc.grace_from is not None and not self._grace_due(inc):
+            inc.grace_from = None
+            self.changed.add(inc.id)
+
+    def _upgrade(self, inc: Incident) -> None:
+        """The answering node behind a mass incident went down itself: same incident, now an outage."""
+        self.basis[inc.id] = "outage"
+        inc.was_outage = True
+        self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
+        self._absorb(inc, self._down_subtree(inc.root))
+
+    def _held(self, tid: str) -> bool:
+        """Attached below the root of an incident (explained by it until its grace period ends)."""
+        key = self.member.get(tid)
+        return key is not None and key != tid
+
     def _came_back(self, tid: str) -> None:
         topo, down = self.topo, self.down
         if self._root_cache:
@@ -297,7 +323,7 @@ class Engine:
         self._ignored.discard(tid)
         self._unexplained.discard(tid)
         for c in topo.children[tid]:
-            if c in down:
+            if c in down and not self._held(c):  # held: not an independent failure before its grace ends
                 self._unexplained.add(c)
         if tid in self._in_window:
             self._in_window.discard(tid)
@@ -306,6 +332,9 @@ class Engine:
                 rc[a] -= 1
         key = self.member.pop(tid, None)
         if key is None:
+            inc = self.incidents.get(tid)
+            if inc is not None:
+                self._shrunk(inc)  # a root that failed again only briefly (never re-attached) is back
             return
         inc = self.incidents[key]
         inc.members.discard(tid)
@@ -324,6 +353,8 @@ class Engine:
     def _grace_due(self, inc: Incident) -> bool:
         basis = self.basis[inc.id]
         if basis == "outage":
+            if inc.was_outage and len(inc.members) >= self.s.min_endpoints:
+                return False  # a mass incident whose node failed too: still a mass incident while it is back
             return inc.root not in self.down
         if basis == "suspected":
             return len(inc.members) < self.s.min_endpoints
@@ -434,6 +465,11 @@ class Engine:
             self.member_log.append((inc.id, t, DROP))
         if rest:
             self._touch(inc)
+        parents, down = self.topo.parents, self.down
+        for t in rest:
+            ps = parents[t]
+            if not ps or not all(p in down for p in ps):
+                self._unexplained.add(t)  # no longer held by the recovered root
         for t in rest:
             if t not in self.member:  # an earlier one may have gathered it already
                 self._evaluate(t)
@@ -476,10 +512,18 @@ class Engine:
         root = self._topo_root(tid)
         if root != tid or tid not in topo.endpoint:
             return root, "outage"
-        for a in topo.ancestors[tid]:  # an open mass incident above takes it
+        since = self.down[tid]
+        for a in topo.ancestors[tid]:
             inc = self.incidents.get(a)
-            if inc is not None and self.basis[inc.id] == "suspected" and a not in self.down:
-                return a, "suspected"
+            if inc is None or a in self.down:
+                continue
+            basis = self.basis[inc.id]
+            if basis == "suspected":
+                return a, "suspected"  # an open mass incident above takes it
+            if basis == "outage" and inc.grace_from is not None and since <= inc.grace_from + self.s.interval:
+                # it failed while that root was down (or was confirmed just after it came back):
+                # part of that outage until its grace period ends, not an independent failure
+                return a, "outage"
         self._prune_window()
         k, share = self.s.min_endpoints, self.s.min_share
         rc, below = self._recent_count, topo.endpoints_below
@@ -508,17 +552,16 @@ class Engine:
                 self._absorb(inc, self._down_subtree(root))
             elif basis == "suspected":
                 self._absorb(inc, self._mass_members(root))
-        elif basis == "outage" and self.basis[inc.id] == "suspected":
-            # the answering node behind a mass incident went down itself: same incident, now an outage
-            self.basis[inc.id] = "outage"
-            self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
-            self._absorb(inc, self._down_subtree(root))
+        elif basis == "outage" and self.basis[inc.id] == "suspected" and root in self.down:
+            self._upgrade(inc)
         elif tid == root and basis == "outage" and self.member.get(tid) != root:
             self._absorb(inc, self._down_subtree(root))  # the root failed again within its hold-down
         if self.member.get(tid) == root:
             return  # already attached (typically by the root's own walk over its subtree)
         if tid in self.topo.endpoint:
             self._absorb(inc, (tid,))
+            if root not in self.down:
+                self._unexplained.discard(tid)  # held by a root within its grace period
         elif tid != root:
             self._absorb(inc, self._down_subtree(tid))  # a node below the root, with what it explains
 
