@@ -154,7 +154,7 @@ class Engine:
                         if due < next_due:
                             next_due = due
                     if tid in incidents:
-                        self._root_down_again(incidents[tid])
+                        self._keep_open(incidents[tid])  # its root failed again within the hold-down
             elif c.old is DOWN or tid in down:
                 self._came_back(tid)
                 next_due = self._next_due()
@@ -289,13 +289,9 @@ class Engine:
                     # its last uplink just failed: judge it again (it may belong to an outage now)
                     self._settle.append((ts + self.s.settle, c, down[c]))
 
-    def _root_down_again(self, inc: Incident) -> None:
-        """The root of an open incident was confirmed down again (flapping).
-
-        The incident stays open: its hold-down is cancelled and its grace period starts again when
-        the root is back. (A suspected incident becomes an outage when the settle period ends, or
-        when the node is back before that: see ``_came_back``.)
-        """
+    def _keep_open(self, inc: Incident) -> None:
+        """Something of the incident (or its root) is down again: cancel its hold-down, and its grace
+        period unless that is still due (it starts again when the root is back)."""
         if inc.clear_since is not None:
             inc.clear_since = None
             self.changed.add(inc.id)
@@ -317,6 +313,9 @@ class Engine:
 
     def _came_back(self, tid: str) -> None:
         topo, down = self.topo, self.down
+        inc = self.incidents.get(tid)
+        if inc is not None and tid in down and self.basis[inc.id] == "suspected":
+            self._upgrade(inc)  # its node was down for less than the settle period: it still failed
         if self._root_cache:
             self._root_cache.clear()
         down.pop(tid, None)
@@ -629,12 +628,7 @@ class Engine:
         if not added:
             return
         self._touch(inc)
-        if inc.clear_since is not None:
-            inc.clear_since = None
-            self.changed.add(inc.id)
-        if inc.grace_from is not None and not self._grace_due(inc):
-            inc.grace_from = None
-            self.changed.add(inc.id)
+        self._keep_open(inc)
         ancestors = self.topo.ancestors
         for key in sorted(donors, key=lambda k: incidents[k].seq):
             old = incidents[key]
