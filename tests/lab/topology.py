@@ -14,8 +14,9 @@ answers for them, as a customer radio behind it would). A link is cut by setting
 exactly what ``snmpd`` in that namespace reports as ifOperStatus), and the downstream router's
 static routes, which the kernel flushes with the link, are put back when it comes up again.
 
-Names carry the creating PID (``mlab-<pid>-<node>``), so a later lab removes what a killed run
-left behind; processes started inside the namespaces get SIGKILL when the test process dies.
+Names carry the creating PID (namespaces ``mtn-<pid>-<node>`` as in ``tests/netns.py``, the temp
+folder ``mlab-<pid>-N``), so a later lab removes what a killed run left behind; processes started
+inside the namespaces get SIGKILL when the test process dies.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.netns import _free_subnet, _pid_alive, sh
+from tests.netns import NETNS_PREFIX, _free_subnet, _link_exists, _pid_alive, sh
+from tests.netns import remove_stale as remove_stale_namespaces
 
-NS_PREFIX = "mlab-"
+FOLDER_PREFIX = "mlab-"
 ROOT_LINK_PREFIX = "mlu"
 CPES_PER_AP = (8, 8, 7, 7)  # 30 customers
 SILENCE_TABLE = "lab_silence"
@@ -116,7 +118,7 @@ class IspLab:
             self.apply_routes(router)
 
     def _router(self, node: str, kind: str, parent: str | None, address: str) -> Router:
-        ns = f"{NS_PREFIX}{self.pid}-{node}"
+        ns = f"{NETNS_PREFIX}{self.pid}-{node}"
         sh("ip", "netns", "add", ns)
         self._namespaces.append(ns)
         sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -217,10 +219,6 @@ class IspLab:
             sh("ip", "link", "del", self.root_link, check=False)
 
 
-def _link_exists(name: str) -> bool:
-    return sh("ip", "link", "show", name, check=False).returncode == 0
-
-
 def _delete_namespace(ns: str) -> None:
     """Kill what still runs inside (normally nothing: our processes die with their owner), then delete."""
     for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
@@ -230,22 +228,20 @@ def _delete_namespace(ns: str) -> None:
 
 
 def remove_stale() -> None:
-    """Remove what labs whose test process no longer runs (a killed run) left: namespaces, processes."""
-    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
-        name = line.split()[0] if line.strip() else ""
-        if name.startswith(NS_PREFIX):
-            with contextlib.suppress(ValueError, IndexError):
-                if not _pid_alive(int(name[len(NS_PREFIX):].split("-")[0])):
-                    _delete_namespace(name)
+    """Remove what labs whose test process no longer runs (a killed run) left: processes, namespaces.
+
+    Our namespaces share ``tests/netns.py``'s naming (prefix and owner PID), so its cleanup finds them.
+    """
     _kill_stale_processes()
+    remove_stale_namespaces()
 
 
 def folder_name() -> str:
     """Base name of the lab's temp folder: it carries our PID so a later run can tell it is stale."""
-    return f"{NS_PREFIX}{os.getpid()}-"
+    return f"{FOLDER_PREFIX}{os.getpid()}-"
 
 
-_FOLDER = re.compile(rf"/{NS_PREFIX}(\d+)-\d*/".encode())
+_FOLDER = re.compile(rf"/{FOLDER_PREFIX}(\d+)-\d*/".encode())
 
 
 def _kill_stale_processes() -> None:
