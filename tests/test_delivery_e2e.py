@@ -58,7 +58,7 @@ async def test_tower_outage_with_40_customers(tmp_path: Path) -> None:
             desk={"kind": "rt", "url": rt.url, "username": "root", "password": {"env": "RT_PASS"}},
             escalation={"after": "24h"},
         ))
-        events = list(replay(inv, settings_for(inv, {"blind_min": "1000"}), outcomes(inv)))
+        events = list(replay(inv, settings_for(inv), outcomes(inv)))
         assert events[0].event == "opened"
         assert {e.incident for e in events} == {"INC-000001"}  # one incident, no singles
         clock = ManualClock(T0)
