@@ -119,8 +119,7 @@ def customer_emails(customers: set[str]) -> set[str]:
     return {f"{c.lower()}@clientes.example" for c in customers}
 
 
-def incident_delivered(run: IspRun, row: IncidentRow, customers: set[str], *,
-                       annotation: bool = True) -> dict[str, float]:
+def incident_delivered(run: IspRun, row: IncidentRow, customers: set[str]) -> dict[str, float]:
     """Everything the world must have received for an opened incident; returns delivery latencies.
 
     Always: the incident in ``monitor incidents list`` and its annotation point in the time series.
@@ -132,10 +131,9 @@ def incident_delivered(run: IspRun, row: IncidentRow, customers: set[str], *,
     cli = {r["id"]: r for r in run.observe.cli_incidents()}
     assert row.id in cli, f"{row.id} not in `monitor incidents list`: {list(cli)}"
     assert (cli[row.id]["kind"], cli[row.id]["root"]) == (row.kind, row.root)
-    if annotation:
-        wait_for(lambda: bool(run.observe.series(
-            f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'opened'")), 10,
-            f"the time-series annotation of {row.id}")
+    wait_for(lambda: bool(run.observe.series(
+        f"SELECT \"open\" FROM incident WHERE incident = '{row.id}' AND event = 'opened'")), 10,
+        f"the time-series annotation of {row.id}")
     world = run.receivers
     if world is None:
         return {}
