@@ -713,10 +713,35 @@ class Engine:
             self._blind_clear_since = None
             if self.blind is None:
                 self.blind = self._open(cause, "blind")
+                self._fold_into_blind(self.blind)
             return
         if self.blind is not None and self._blind_clear_since is None:
             self._blind_clear_since = self.now
             self._blind_timer.append((self.now + self.s.blind_recovery, self.blind.id, self.now))
+
+    def _fold_into_blind(self, blind: Incident) -> None:
+        """Incidents opened shortly before the blindness was declared are explained by it: merge them in.
+
+        Targets that lose connectivity together are confirmed up to one poll interval apart (plus
+        differences in poll duration), so the vantage node may be confirmed after the settle period
+        of the first endpoints has opened incidents. Those opened within ``settle + interval`` of now
+        are folded into the blind incident (``merged``, into it; it attaches no one); what is still
+        down when the blindness ends is judged afresh.
+        """
+        horizon = self.now - self.s.settle - self.s.interval
+        for inc in sorted(self.incidents.values(), key=lambda i: i.seq):
+            if inc.opened_at < horizon:
+                continue
+            self._render_pending(inc)
+            for t in sorted(inc.members, key=self.topo.sort_key):
+                del self.member[t]
+                self.member_log.append((inc.id, t, DROP))
+            eps, custs, nodes = self._lists(self.ever[inc.id])
+            inc.members.clear()
+            self._close(inc)
+            self._queue.append(
+                IncidentEvent(self.now, "merged", inc.id, inc.kind, inc.root, eps, custs, nodes, into=blind.id)
+            )
 
     def _blind_cause(self) -> str | None:
         for v in self.s.vantage:
