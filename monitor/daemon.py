@@ -11,26 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import signal
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor import selfmetrics
 from monitor.assess import assess
 from monitor.clock import Clock, SystemClock
-from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.service import CorrelationService
-from monitor.correlate.settings import CorrelationSettings
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
-from monitor.inventory.model import Inventory, MaintenanceSpec, Target
+from monitor.inventory.model import Inventory, Target
 from monitor.logs import event
+from monitor.pipeline import IncidentPipeline, IncidentSink
 from monitor.probes.base import IcmpResult, Probe, SnmpResult
 from monitor.probes.icmp import IcmpProbe
 from monitor.scheduler import Scheduler
@@ -49,26 +47,11 @@ def confirmation(target: Target) -> Confirmation:
     return Confirmation(down_after=p.down_after, up_after=p.up_after, degraded_after=p.degraded_after)
 
 
-def correlation_settings(inv: Inventory) -> CorrelationSettings:
-    """Defaults derived from the poll interval, then the config's ``correlation:`` overrides."""
-    base = CorrelationSettings.for_interval(inv.polling.interval)
-    return base.with_overrides(dict(inv.correlation), source=f"{inv.source}: correlation") if inv.correlation else base
-
-
-IncidentSink = Callable[[list[IncidentEvent]], None]
-
 #: The reason recorded when a target leaves the inventory (reports end its lifetime there).
 REMOVED = "removed from the inventory"
 
-#: Incident events this recent get their annotation points written again at start (crash safety).
-REANNOTATE = 3600.0
-
 #: How often the run's heartbeat is stored (bounds the unknown time after a crash).
 HEARTBEAT_EVERY = 30.0
-
-#: How often pending state changes are correlated and the engine's timers advanced.
-CORRELATE_EVERY = 1.0
-
 
 def poll_deadline(target: Target) -> float:
     """The whole poll (ICMP and SNMP together) must end well inside the target's interval."""
@@ -114,12 +97,8 @@ class Daemon:
         self.ready = asyncio.Event()
         self.notifier = Notifier()
         self._first_pass: set[str] | None = None  # targets not yet polled since start
-        self.correlation: CorrelationService | None = None
-        self.delivery: DeliveryService | None = None
-        self._delivery_task: asyncio.Task[None] | None = None
-        self._tg: asyncio.TaskGroup | None = None
-        self._pending_changes: list[StateChange] = []
-        #: where incident lifecycle events go once persisted (time-series annotations, delivery)
+        self.pipeline: IncidentPipeline | None = None
+        #: where incident lifecycle events go once persisted (besides annotations and delivery)
         self.incident_sinks: list[IncidentSink] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -133,33 +112,26 @@ class Daemon:
         self._run_id = self.store.run_started(self.clock.now())
         self._restore_states(inv)
         self._first_pass = set(inv.targets)
-        self.correlation = CorrelationService(inv, state_dir / "monitor.db", correlation_settings(inv), self.clock)
-        self._sync_maintenance(inv)
         await self._start_probes(inv)
         self.writer = make_writer(inv.timeseries, state_dir)
         if self.writer is None:
             event(log, logging.INFO, "time series are off: no database configured", config=self.config_path)
         else:
             self.writer.submit(notes.site_points(inv, self.clock.now()))
-            self.incident_sinks.append(self._annotate_incidents)
-            self._annotate_incidents(self._recent_incident_events())
+        self.pipeline = IncidentPipeline(inv, state_dir / "monitor.db", self.clock, self.writer, self.incident_sinks)
         self._start_metrics_server(inv.daemon.metrics_listen)
         # The inventory, topology and states live as long as the process: keep the collector from
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
         gc.freeze()
         try:
             async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                self._start_delivery(inv)
                 self.scheduler = Scheduler(
                     self._poll_and_record, tg.create_task, concurrency=inv.daemon.concurrency, clock=self.clock
                 )
                 self.scheduler.set_targets(inv.targets.values())
                 scheduler_task = tg.create_task(self.scheduler.run())
                 writer_task = tg.create_task(self.writer.run()) if self.writer else None
-                self.incident_sinks.append(self._enqueue_delivery)
-                self._publish(self.correlation.startup_events)
-                correlate_task = tg.create_task(self._correlate_loop())
+                self.pipeline.start(tg)
                 heartbeat_task = tg.create_task(self._heartbeat())
                 self._install_signal_handlers()
                 event(
@@ -177,20 +149,17 @@ class Daemon:
                 self.scheduler.stop()
                 await scheduler_task
                 await self.scheduler.drain()
-                correlate_task.cancel()
                 heartbeat_task.cancel()
-                self._correlate_now()  # the changes of the last polls are correlated before exit
+                await self.pipeline.stop()  # the last polls' changes correlated; the outbox keeps the rest
                 if self.writer is not None and writer_task is not None:
                     await self.writer.close()
                     await writer_task
-                await self._stop_delivery()  # what is not delivered yet waits in the durable outbox
         finally:
-            await self._stop_delivery()
+            if self.pipeline is not None:
+                await self.pipeline.close()
             self._remove_signal_handlers()
             await self._close_probes()
             self._stop_metrics_server()
-            if self.correlation is not None:
-                self.correlation.close()
             if self.store is not None:
                 self.store.run_stopped(self._run_id, self.clock.now())
                 self.store.close()
@@ -261,16 +230,8 @@ class Daemon:
         self._update_state_gauge()
         if self.scheduler is not None:
             self.scheduler.set_targets(new.targets.values())
-        if self.writer is not None:
-            self.writer.submit(notes.site_points(new, self.clock.now()))
-        if self.correlation is not None:
-            self._correlate_now()
-            self.correlation.settings = correlation_settings(new)
-            self.correlation.reload(new)
-            self._sync_maintenance(new)
-        # Delivery plans from the inventory (customers, routing, templates): restart it on the new one.
-        await self._stop_delivery()
-        self._start_delivery(new)
+        if self.pipeline is not None:
+            await self.pipeline.reload(new)
         added = sum(1 for tid in new.targets if tid not in old.targets)
         changed = sum(1 for tid, t in new.targets.items() if tid in old.targets and old.targets[tid] != t)
         selfmetrics.CONFIG_RELOADS.labels("ok").inc()
@@ -278,17 +239,15 @@ class Daemon:
               targets=len(new.targets))
         return True
 
-    # -- correlation -------------------------------------------------------------------------
+    # -- incidents ---------------------------------------------------------------------------
 
-    async def _correlate_loop(self) -> None:
-        """Correlate confirmed transitions in batches and advance the engine's timers.
+    @property
+    def correlation(self) -> CorrelationService | None:
+        return self.pipeline.correlation if self.pipeline is not None else None
 
-        Batching costs no latency that matters (the engine waits a settle period before any side
-        effect) and turns a burst of thousands of changes into one engine step and one transaction.
-        """
-        while True:
-            await asyncio.sleep(CORRELATE_EVERY)
-            self._correlate_now()
+    @property
+    def delivery(self) -> DeliveryService | None:
+        return self.pipeline.delivery if self.pipeline is not None else None
 
     async def _heartbeat(self) -> None:
         """Mark the run alive, so a crash's end is known to within HEARTBEAT_EVERY for reports."""
@@ -299,96 +258,6 @@ class Daemon:
                 self.store.run_alive(self._run_id, self.clock.now())
             except sqlite3.Error as exc:
                 event(log, logging.ERROR, "cannot record heartbeat", error=exc)
-
-    def _correlate_now(self) -> None:
-        if self.correlation is None:
-            return
-        pending, self._pending_changes = self._pending_changes, []
-        try:
-            events = self.correlation.on_state_changes(pending) if pending else self.correlation.tick()
-        except MonitorError as exc:
-            self._pending_changes = pending + self._pending_changes  # retried on the next round
-            event(log, logging.ERROR, "correlation failed, will retry", error=exc, pending=len(pending))
-            return
-        self._publish(events)
-
-    def _publish(self, events: list[IncidentEvent]) -> None:
-        if not events:
-            return
-        for sink in self.incident_sinks:
-            try:
-                sink(events)
-            except Exception:  # a broken sink must not stop correlation; the events are persisted
-                log.exception("incident sink failed", extra={"kv": {"sink": getattr(sink, "__name__", sink)}})
-
-    def _start_delivery(self, inv: Inventory) -> None:
-        if inv.delivery is None or self._tg is None:
-            return
-        self.delivery = DeliveryService(inv, Path(inv.daemon.state_dir) / "monitor.db", inv.delivery, self.clock)
-        self._delivery_task = self._tg.create_task(self._run_delivery(self.delivery))
-
-    async def _run_delivery(self, service: DeliveryService) -> None:
-        """Deliver until stopped; a failure is logged and the workers restart (the outbox keeps the work)."""
-        delay = 1.0
-        while True:
-            try:
-                await service.run()
-                return
-            except Exception:
-                log.exception("delivery failed, restarting it", extra={"kv": {"in_s": delay}})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
-
-    async def _stop_delivery(self) -> None:
-        task, service = self._delivery_task, self.delivery
-        self._delivery_task, self.delivery = None, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if service is not None:
-            await service.close()
-
-    def _enqueue_delivery(self, events: list[IncidentEvent]) -> None:
-        if self.delivery is not None:
-            self.delivery.enqueue(events)
-
-    def _annotate_incidents(self, events: list[IncidentEvent]) -> None:
-        """Incident lifecycle events as points, so boards can annotate and list them."""
-        if self.writer is not None and self.inventory is not None:
-            self.writer.submit(notes.incident_points(events, self.inventory))
-
-    def _recent_incident_events(self) -> list[IncidentEvent]:
-        """Lifecycle events of the last REANNOTATE seconds, written again at start.
-
-        The writer buffers points for a moment; a crash right after an incident opened would lose its
-        annotation for good. Points are idempotent (same series, same timestamp), so re-sending the
-        recent ones costs nothing and closes that gap.
-        """
-        assert self.correlation is not None
-        rows = self.correlation.store.db.execute(
-            "SELECT ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
-            " into_incident FROM incident_events WHERE ts >= ? ORDER BY id", (self.clock.now() - REANNOTATE,))
-        return [IncidentEvent(ts, ev, inc, kind, root, tuple(json.loads(eps)), tuple(json.loads(cs)),
-                              tuple(json.loads(ns)), into) for ts, ev, inc, kind, root, eps, cs, ns, into in rows]
-
-    def _sync_maintenance(self, inv: Inventory) -> None:
-        """Make the store's config-made windows equal the config's ``maintenance:`` list."""
-        assert self.correlation is not None
-        store, topo = self.correlation.store, self.correlation.engine.topo
-        now = self.clock.now()
-        wanted = set(inv.maintenance)
-        for row in store.maintenance():
-            if row.author != "config":
-                continue
-            spec = MaintenanceSpec(row.node, row.start, row.end, row.reason)
-            if spec in wanted:
-                wanted.discard(spec)
-            else:
-                store.remove_window(row.id, now)
-        for spec in sorted(wanted, key=lambda m: (m.start, m.node)):
-            store.add_window(spec.node, spec.start, spec.end, spec.reason, "config", topo.customers_below(spec.node),
-                             now)
 
     def _restore_states(self, inv: Inventory) -> None:
         assert self.store is not None
@@ -501,7 +370,8 @@ class Daemon:
         except MonitorError as exc:
             # The event stays in memory state; the next transition retries the store.
             event(log, logging.ERROR, "cannot record state change", target=target.id, error=exc)
-        self._pending_changes.append(change)
+        if self.pipeline is not None:
+            self.pipeline.note(change)
         if self.writer is not None:
             self.writer.submit([notes.state_change_point(change, target)])
         selfmetrics.STATE_CHANGES.labels(change.new.value).inc()

@@ -1,0 +1,201 @@
+"""From confirmed state changes to incidents and their side effects, for the daemon.
+
+The daemon hands every confirmed transition to :meth:`IncidentPipeline.note`; once a second the
+pipeline correlates what accumulated (one engine step and one transaction for a whole burst — the
+engine waits a settle period before any side effect, so the batching costs no latency that
+matters), persists the lifecycle events and passes them to the sinks: board annotations in the
+time-series database and the delivery service's outbox. Delivery runs supervised: a failure is
+logged and the workers restart, the durable outbox keeps the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from monitor.clock import Clock
+from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.service import CorrelationService
+from monitor.correlate.settings import CorrelationSettings
+from monitor.delivery.service import DeliveryService
+from monitor.errors import MonitorError
+from monitor.inventory.model import Inventory, MaintenanceSpec
+from monitor.logs import event
+from monitor.state import StateChange
+from monitor.tsdb import annotations as notes
+from monitor.tsdb.writer import TimeseriesWriter
+
+log = logging.getLogger("monitor.pipeline")
+
+IncidentSink = Callable[[list[IncidentEvent]], None]
+
+#: How often pending state changes are correlated and the engine's timers advanced.
+CORRELATE_EVERY = 1.0
+
+#: Incident events this recent get their annotation points written again at start (crash safety).
+REANNOTATE = 3600.0
+
+
+def correlation_settings(inv: Inventory) -> CorrelationSettings:
+    """Defaults derived from the poll interval, then the config's ``correlation:`` overrides."""
+    base = CorrelationSettings.for_interval(inv.polling.interval)
+    return base.with_overrides(dict(inv.correlation), source=f"{inv.source}: correlation") if inv.correlation else base
+
+
+class IncidentPipeline:
+    def __init__(
+        self, inv: Inventory, db_path: Path, clock: Clock, writer: TimeseriesWriter | None,
+        sinks: list[IncidentSink],
+    ) -> None:
+        self.inventory = inv
+        self.db_path = db_path
+        self.clock = clock
+        self.writer = writer
+        self.sinks = sinks  # shared with the daemon, so callers may add theirs before start
+        self.correlation = CorrelationService(inv, db_path, correlation_settings(inv), clock)
+        self.delivery: DeliveryService | None = None
+        self._delivery_task: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._pending: list[StateChange] = []
+        self._sync_maintenance(inv)
+        if writer is not None:
+            self.sinks.append(self._annotate)
+            self._annotate(self._recent_events())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        self._tg = tg
+        self._start_delivery(self.inventory)
+        self.sinks.append(self._enqueue)
+        self._publish(self.correlation.startup_events)
+        self._loop_task = tg.create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Correlate the last changes, then stop delivery (undelivered work waits in the outbox)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            self._loop_task = None
+        self.correlate_now()
+        await self._stop_delivery()
+
+    async def close(self) -> None:
+        await self._stop_delivery()
+        self.correlation.close()
+
+    async def reload(self, new: Inventory) -> None:
+        self.correlate_now()
+        self.inventory = new
+        self.correlation.settings = correlation_settings(new)
+        self.correlation.reload(new)
+        self._sync_maintenance(new)
+        if self.writer is not None:
+            self.writer.submit(notes.site_points(new, self.clock.now()))
+        # Delivery plans from the inventory (customers, routing, templates): restart it on the new one.
+        await self._stop_delivery()
+        self._start_delivery(new)
+
+    # -- correlation -------------------------------------------------------------------------
+
+    def note(self, change: StateChange) -> None:
+        self._pending.append(change)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(CORRELATE_EVERY)
+            self.correlate_now()
+
+    def correlate_now(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            events = self.correlation.on_state_changes(pending) if pending else self.correlation.tick()
+        except MonitorError as exc:
+            self._pending = pending + self._pending  # retried on the next round
+            event(log, logging.ERROR, "correlation failed, will retry", error=exc, pending=len(pending))
+            return
+        self._publish(events)
+
+    def _publish(self, events: list[IncidentEvent]) -> None:
+        if not events:
+            return
+        for sink in self.sinks:
+            try:
+                sink(events)
+            except Exception:  # a broken sink must not stop correlation; the events are persisted
+                log.exception("incident sink failed", extra={"kv": {"sink": getattr(sink, "__name__", sink)}})
+
+    def _sync_maintenance(self, inv: Inventory) -> None:
+        """Make the store's config-made windows equal the config's ``maintenance:`` list."""
+        store, topo = self.correlation.store, self.correlation.engine.topo
+        now = self.clock.now()
+        wanted = set(inv.maintenance)
+        for row in store.maintenance():
+            if row.author != "config":
+                continue
+            spec = MaintenanceSpec(row.node, row.start, row.end, row.reason)
+            if spec in wanted:
+                wanted.discard(spec)
+            else:
+                store.remove_window(row.id, now)
+        for spec in sorted(wanted, key=lambda m: (m.start, m.node)):
+            store.add_window(spec.node, spec.start, spec.end, spec.reason, "config", topo.customers_below(spec.node),
+                             now)
+
+    # -- sinks -------------------------------------------------------------------------------
+
+    def _annotate(self, events: list[IncidentEvent]) -> None:
+        """Incident lifecycle events as points, so boards can annotate and list them."""
+        if self.writer is not None:
+            self.writer.submit(notes.incident_points(events, self.inventory))
+
+    def _recent_events(self) -> list[IncidentEvent]:
+        """Lifecycle events of the last REANNOTATE seconds, written again at start.
+
+        The writer buffers points for a moment; a crash right after an incident opened would lose its
+        annotation for good. Points are idempotent (same series, same timestamp), so re-sending the
+        recent ones costs nothing and closes that gap.
+        """
+        rows = self.correlation.store.db.execute(
+            "SELECT ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
+            " into_incident FROM incident_events WHERE ts >= ? ORDER BY id", (self.clock.now() - REANNOTATE,))
+        return [IncidentEvent(ts, ev, inc, kind, root, tuple(json.loads(eps)), tuple(json.loads(cs)),
+                              tuple(json.loads(ns)), into) for ts, ev, inc, kind, root, eps, cs, ns, into in rows]
+
+    def _enqueue(self, events: list[IncidentEvent]) -> None:
+        if self.delivery is not None:
+            self.delivery.enqueue(events)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _start_delivery(self, inv: Inventory) -> None:
+        if inv.delivery is None or self._tg is None:
+            return
+        self.delivery = DeliveryService(inv, self.db_path, inv.delivery, self.clock)
+        self._delivery_task = self._tg.create_task(self._run_delivery(self.delivery))
+
+    async def _run_delivery(self, service: DeliveryService) -> None:
+        """Deliver until stopped; a failure is logged and the workers restart (the outbox keeps the work)."""
+        delay = 1.0
+        while True:
+            try:
+                await service.run()
+                return
+            except Exception:
+                log.exception("delivery failed, restarting it", extra={"kv": {"in_s": delay}})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _stop_delivery(self) -> None:
+        task, service = self._delivery_task, self.delivery
+        self._delivery_task, self.delivery = None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if service is not None:
+            await service.close()
