@@ -135,23 +135,44 @@ class EventStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
+            self._close_quietly()
             raise StorageError(f"cannot open the event store {path}: {exc}") from exc
+        except StorageError:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
 
     @property
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        current = self.schema_version
-        if current > len(MIGRATIONS):
-            raise StorageError(
-                f"{self.path} has schema version {current}, newer than this program knows ({len(MIGRATIONS)}):"
-                " it was written by a newer release"
-            )
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            script = MIGRATIONS[version - 1]
-            # executescript commits on its own; wrap the migration and the version bump together.
-            self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+        """Apply missing migrations in one write transaction.
+
+        ``BEGIN IMMEDIATE`` takes the write lock before the version is read, so two processes opening a
+        new store at once (the daemon and a CLI) cannot both migrate it; on any failure the transaction
+        is rolled back, so no half-migrated schema and no open transaction holding the lock remain.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            current = self.schema_version
+            if current > len(MIGRATIONS):
+                raise StorageError(
+                    f"{self.path} has schema version {current}, newer than this program knows ({len(MIGRATIONS)}):"
+                    " it was written by a newer release"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in _statements(MIGRATIONS[version - 1]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def append(self, changes: Sequence[StateChange]) -> None:
         """Record transitions and the resulting current states atomically."""
@@ -211,6 +232,20 @@ class EventStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into complete SQL statements (``sqlite3.complete_statement``)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
 
 
 class _transaction:

@@ -68,3 +68,44 @@ for i in itertools.count():
     for c in changes:
         last[c.target] = (c.new, c.ts)
     assert store.load_states() == last
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path):
+    """The daemon and a CLI may create the store together: one migrates, the other sees it done."""
+    path = tmp_path / "m.db"
+    code = f"""
+import sys
+from pathlib import Path
+from monitor.store import EventStore
+sys.stdin.readline()  # start together
+s = EventStore(Path({str(path)!r}))
+print(s.schema_version)
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = [p.communicate(timeout=30) for p in procs]
+    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, results, strict=True)] == [
+        (0, str(len(MIGRATIONS)))
+    ] * 6, [err for _, err in results]
+
+
+def test_a_failed_migration_leaves_no_half_schema_and_no_lock(tmp_path, monkeypatch):
+    import monitor.store as store_module
+
+    path = tmp_path / "m.db"
+    broken = (*MIGRATIONS, "CREATE TABLE ok_so_far (x); CREATE TABLE broken (;")
+    monkeypatch.setattr(store_module, "MIGRATIONS", broken)
+    with pytest.raises(StorageError, match="cannot open the event store"):
+        EventStore(path)
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    db = sqlite3.connect(path, timeout=0.1)  # would fail with "database is locked" if left open
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    # all or nothing: the migrations of this opening were one transaction
+    assert tables == set() and db.execute("PRAGMA user_version").fetchone()[0] == 0
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("ROLLBACK")
+    db.close()
