@@ -130,16 +130,13 @@ def test_flapping_ap_link_opens_one_incident_not_a_storm(isp: IspRun) -> None:  
     wait_for(isp.no_open_incident, 20, "no incident open")
     rows = opened_since(isp, start)
     assert [r.id for r in rows if r.kind != "single"] == [row.id], timeline(isp, start)
-    # Known correlation defects (docs/lab.md, Findings) make this an xfail, with the timeline:
-    defects = []
+    # Once defects (docs/lab.md, Findings), fixed in the engine and kept here as assertions:
     singles = [r.root for r in rows if r.kind == "single"]
-    if singles:
-        defects.append(f"single incidents at {singles} (CPEs confirmed down just before their flapping AP)")
+    assert singles == [], "stray single incidents beside the AP's\n" + timeline(isp, start, everything=True)
     ap_down_later = [c for c in isp.observe.changes(row.opened_at) if c.target == "ap-4" and c.new.value == "down"]
-    if row.kind == "suspected" and ap_down_later:
-        defects.append("the suspected incident at ap-4 stayed suspected although ap-4 went DOWN while it was open")
-    if defects:
-        pytest.xfail("; ".join(defects) + "\n" + timeline(isp, start, everything=True))
+    if ap_down_later:
+        assert row.kind == "outage", "ap-4 went DOWN while its suspected incident was open\n" + timeline(
+            isp, start, everything=True)
 
 
 def test_daemon_sigkilled_mid_incident_resumes_it_without_duplicates(isp: IspRun) -> None:  # noqa: F811
