@@ -792,8 +792,13 @@ class Engine:
             del self._covered[w.node]
         self.window_events.append(WindowEvent(self.now, w.id, w.node, "ended"))
         for inc in sorted(self.by_id.values(), key=lambda i: i.seq):
-            if inc.kind == "planned" and not self._is_covered(inc.root):
+            if inc.kind != "planned" or inc.id not in self.by_id or self._is_covered(inc.root):
+                continue
+            if not self._grace_due(inc) and (inc.members or inc.root in self.down):
                 self._set_kind(inc, self.basis[inc.id])  # still failing after the window: a real alarm
+            elif inc.members:
+                self._grace_expired(inc)  # the planned failure is over: what is still down is judged afresh
+            # else: all over, it resolves as planned after its hold-down (no alarm)
 
     def _is_covered(self, tid: str) -> bool:
         cov = self._covered
