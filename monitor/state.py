@@ -8,7 +8,7 @@ or ``degraded_after`` consecutive polls beyond a quality threshold. Every transi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -58,22 +58,22 @@ def step(
     prev: TargetState, obs: Observation, now: float, rules: Confirmation, target: str
 ) -> tuple[TargetState, StateChange | None]:
     """Fold one observation into the state; return the new state and the transition, if any."""
+    # Built directly rather than with dataclasses.replace: this runs once per poll of every target.
     if obs.reachable:
         healthy = not obs.degraded_reasons
-        cur = replace(
-            prev,
-            fail_streak=0,
-            reach_streak=prev.reach_streak + 1,
-            ok_streak=prev.ok_streak + 1 if healthy else 0,
-            degraded_streak=0 if healthy else prev.degraded_streak + 1,
+        cur = TargetState(
+            prev.state, prev.since, 0, prev.reach_streak + 1,
+            prev.ok_streak + 1 if healthy else 0,
+            0 if healthy else prev.degraded_streak + 1,
         )
     else:
-        cur = replace(prev, fail_streak=prev.fail_streak + 1, reach_streak=0, ok_streak=0, degraded_streak=0)
+        cur = TargetState(prev.state, prev.since, prev.fail_streak + 1, 0, 0, 0)
 
     new, reason = _decide(cur, obs, rules)
     if new is None or new == prev.state:
         return cur, None
-    return replace(cur, state=new, since=now), StateChange(target, prev.state, new, now, reason)
+    changed = TargetState(new, now, cur.fail_streak, cur.reach_streak, cur.ok_streak, cur.degraded_streak)
+    return changed, StateChange(target, prev.state, new, now, reason)
 
 
 def _decide(cur: TargetState, obs: Observation, rules: Confirmation) -> tuple[State | None, str]:
