@@ -152,3 +152,29 @@ def test_time_without_a_running_monitor_is_unknown_never_up(tmp_path):
     assert r["totals"]["downtime_min"] == pytest.approx(298)  # the outage of the 10th is unchanged
     core = next(x for x in r["rows"] if x["key"] == "core-arauca")
     assert core["unknown_min"] == pytest.approx(360) and core["availability_pct"] == 100
+
+
+def test_ticket_time_from_the_delivery_outbox_counts_as_the_response(tmp_path):
+    """The desk accepted the ticket 10 min after the outage opened, before the 30-min ack: 10 min."""
+    import sqlite3
+
+    from monitor.delivery.outbox import Outbox
+    from tests.report_support import at
+
+    db = tmp_path / "monitor.db"
+    october_store(db, load_inventory(CONFIG))
+    Outbox(db).close()  # the delivery schema, as the daemon creates it
+    con = sqlite3.connect(db)
+    (incident, opened), = con.execute("SELECT id, opened_at FROM incidents WHERE kind = 'outage'")
+    assert opened == pytest.approx(at(10, 8, 0.5), abs=60)
+    con.execute(
+        "INSERT INTO outbox (key, incident, action, recipient, channel, grp, payload, status, created_at, next_at,"
+        " done_at) VALUES (?, ?, 'ticket_open', 'desk', 'desk', 'desk', '{}', 'delivered', ?, ?, ?)",
+        (f"{incident}/ticket_open/desk/1", incident, opened, opened, opened + 600),
+    )
+    con.commit()
+    con.close()
+    out = tmp_path / "r.json"
+    assert report(db, out, "--by", "site") == 0
+    [inc] = json.loads(out.read_text())["incidents"]
+    assert inc["response_min"] == pytest.approx(10) and inc["response"] == "met"

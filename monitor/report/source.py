@@ -136,11 +136,28 @@ def _incidents(db: sqlite3.Connection, period: Period) -> list[IncidentRecord]:
         if inc in wanted:
             targets[inc].update(json.loads(eps), json.loads(nodes))
             customers[inc].update(json.loads(custs))
+    ticketed = _ticket_times(db)
     return [
         IncidentRecord(id=iid, kind=kind, root=root, opened_at=opened, restored_at=restored,
-                       targets=tuple(sorted(targets[iid])), customers=tuple(sorted(customers[iid])), acked_at=acked)
+                       targets=tuple(sorted(targets[iid])), customers=tuple(sorted(customers[iid])), acked_at=acked,
+                       ticketed_at=ticketed.get(iid))
         for iid, kind, root, opened, restored, acked in rows
     ]
+
+
+def _ticket_times(db: sqlite3.Connection) -> dict[str, float]:
+    """When the desk accepted each incident's ticket (the delivery outbox), for response compliance.
+
+    A store where delivery never ran has no outbox table: no ticket times, acknowledgements only.
+    """
+    has_outbox = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone()
+    if not has_outbox:
+        return {}
+    rows = db.execute(
+        "SELECT incident, MIN(done_at) FROM outbox WHERE action = 'ticket_open' AND status = 'delivered'"
+        " AND done_at IS NOT NULL GROUP BY incident"
+    )
+    return {inc: float(ts) for inc, ts in rows}
 
 
 def _maintenance(db: sqlite3.Connection, period: Period) -> list[tuple[str, Interval]]:
