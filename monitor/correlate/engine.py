@@ -11,7 +11,8 @@ How a failure becomes an incident:
   parent may be confirmed a little later). Then it is *evaluated*: walking up while every parent is
   down gives its topological root. A node root is an *outage*; every down target below it whose
   path leads to it is attached. An endpoint that is its own root is a *single* incident, unless the
-  mass-outage rule holds at a still-answering node above it (*suspected*).
+  mass-outage rule holds at a still-answering node above it (*suspected*), counting only failures
+  that no open incident or down node explains.
 * An incident already open below a newly found root is folded into it (``merged``), never resolved.
 * Recoveries shrink the affected set. Once the root is back, what is still down after ``grace`` is
   re-evaluated on its own; once nothing is down, the incident resolves after ``hold_down`` of calm,
@@ -526,17 +527,43 @@ class Engine:
         self._prune_window()
         k, share = self.s.min_endpoints, self.s.min_share
         rc, below = self._recent_count, topo.endpoints_below
+        # rc counts every endpoint failed inside W: a cheap upper bound; the exact count is needed
+        # only where that bound already meets the rule
+        nodes = [
+            a for a in topo.ancestors[tid]
+            if rc[a] >= k and a not in self.down and a not in self._vantage and rc[a] * 100.0 >= share * below[a]
+        ]
+        if not nodes:
+            return tid, "single"
+        counts = self._unexplained_counts(nodes)
         choice: str | None = None
-        for a in topo.ancestors[tid]:
-            n = rc[a]
-            if n < k or a in self.down or a in self._vantage or n * 100.0 < share * below[a]:
+        for a in nodes:
+            n = counts[a]
+            if n < k or n * 100.0 < share * below[a]:
                 continue
             # the deepest node meeting the rule, raised only to a node that explains more failures
-            if choice is None or n > rc[choice]:
+            if choice is None or n > counts[choice]:
                 choice = a
         if choice is not None:
             return choice, "suspected"
         return tid, "single"
+
+    def _unexplained_counts(self, nodes: list[str]) -> dict[str, int]:
+        """Endpoints failed inside W below each of ``nodes`` that no open incident explains yet.
+
+        An endpoint behind a down node, or attached to an outage or suspected incident, is already
+        explained: counted toward a mass incident higher up, a tower outage plus one churn CPE would
+        make half of the core's customers "fail together" (scenario outage_explains_mass).
+        """
+        counts = {a: self._recent_count[a] for a in nodes}
+        wanted = counts.keys()
+        parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
+        for t in self._in_window:
+            key = member.get(t)
+            if (key is not None and key != t) or all(p in down for p in parents[t]):
+                for a in wanted & set(ancestors[t]):
+                    counts[a] -= 1
+        return counts
 
     def _evaluate(self, tid: str) -> None:
         if self.blind is not None or tid in self._vantage or tid not in self.down:
@@ -583,13 +610,17 @@ class Engine:
         return out
 
     def _mass_members(self, node: str) -> list[str]:
-        """Endpoints below ``node`` that failed inside W, or sit in a mass incident further down."""
+        """Endpoints below ``node`` that failed inside W (alone, or as a single), or sit in a mass incident
+        further down; not those an outage holds."""
         out = []
         for t in self.topo.descendants(node):
             if t in self.down and t in self.topo.endpoint and t not in self._ignored and self._topo_root(t) == t:
                 key = self.member.get(t)
-                if t in self._in_window or (key is not None and self.basis[self.incidents[key].id] == "suspected"):
-                    out.append(t)
+                if key is None or key == t:
+                    if t in self._in_window:
+                        out.append(t)
+                elif self.basis[self.incidents[key].id] == "suspected":
+                    out.append(t)  # held by an outage: explained there, it stays
         return out
 
     def _absorb(self, inc: Incident, targets: Sequence[str]) -> None:
