@@ -1,4 +1,4 @@
-"""``monitor incidents list|show|ack|resolve`` and ``monitor maintenance add|list|remove``.
+"""``monitor incidents list|show|ack|note|eta|resolve`` and ``monitor maintenance add|list|remove``.
 
 Both work on the daemon's store (``<state_dir>/monitor.db`` from the config, or ``--db``) through
 :class:`IncidentsAPI`, the same small Python API other tools can import. Acks and notes take effect
@@ -53,6 +53,16 @@ class IncidentsAPI:
     def note(self, inc_id: str, by: str, text: str, now: float | None = None) -> None:
         self.store.add_action(inc_id, "note", by, text, time.time() if now is None else now)
 
+    def eta(self, inc_id: str, by: str, at: float, now: float | None = None) -> None:
+        """Set (or move) the estimated restoration time; the daemon tells the desk and the customers."""
+        now = time.time() if now is None else now
+        row = self.store.incident(inc_id)
+        if row.status != "open":
+            raise ConfigError(f"{inc_id} is already {row.status}")
+        if at <= now:
+            raise ConfigError(f"ETA {format_ts(at)} is not in the future")
+        self.store.add_action(inc_id, "eta", by, format_ts(at), now)
+
     def resolve(self, inc_id: str, by: str, note: str = "", now: float | None = None) -> None:
         row = self.store.incident(inc_id)
         if row.status != "open":
@@ -88,7 +98,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     who = argparse.ArgumentParser(add_help=False)
     who.add_argument("--by", default=_user(), help="who does it (default: the login name)")
 
-    inc = sub.add_parser("incidents", help="list, show, acknowledge or resolve incidents")
+    inc = sub.add_parser("incidents", help="list, show, acknowledge, set an ETA for or resolve incidents")
     isub = inc.add_subparsers(dest="action", required=True)
     p = isub.add_parser("list", parents=[common], help="open incidents (newest first)")
     p.add_argument("--all", action="store_true", help="include resolved and merged ones")
@@ -103,6 +113,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = isub.add_parser("note", parents=[common, who], help="annotate")
     p.add_argument("id")
     p.add_argument("text")
+    p = isub.add_parser("eta", parents=[common, who], help="estimated restoration time (desk and customers are told)")
+    p.add_argument("id")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--at", help="ISO-8601, e.g. 2026-11-23T15:00-05:00")
+    when.add_argument("--in", dest="in_", metavar="DURATION", help="from now, e.g. 90m, 2h")
     inc.set_defaults(handler=_incidents)
 
     mnt = sub.add_parser("maintenance", help="planned maintenance windows (failures inside raise no alarm)")
@@ -160,6 +175,10 @@ def _incidents(args: argparse.Namespace) -> int:
         elif args.action == "note":
             api.note(args.id, args.by, args.text)
             print(f"note added to {args.id}")
+        elif args.action == "eta":
+            at = _when(args.at, "--at") if args.at else time.time() + _duration(args.in_, "--in")
+            api.eta(args.id, args.by, at)
+            print(f"{args.id}: ETA {format_ts(at)}; the daemon tells the desk and the customers")
         else:
             api.resolve(args.id, args.by, args.note)
             print(f"{args.id}: resolution requested; the daemon closes it within seconds")
@@ -205,11 +224,11 @@ def _when(text: str, flag: str) -> float:
         raise ConfigError(f"{flag} {text!r}: expected ISO-8601 like 2026-11-24T02:00:00-05:00") from None
 
 
-def _duration(text: str) -> float:
+def _duration(text: str, flag: str = "--duration") -> float:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise ConfigError(f"--duration {text!r}: {exc}") from None
+        raise ConfigError(f"{flag} {text!r}: {exc}") from None
 
 
 def _row_dict(r: IncidentRow) -> dict[str, object]:

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from monitor.clock import ManualClock
+from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
+from monitor.incidents_cli import IncidentsAPI
 from monitor.inventory.model import Inventory
 from monitor.replay import replay, settings_for
-from tests.delivery_support import SECRETS, T0, Running, delivery_with, load, until
+from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
 from tests.servers.mosquitto import Mosquitto
 from tests.servers.rt import RequestTracker, texts
 from tests.servers.smtp import SmtpServer
@@ -111,3 +113,49 @@ async def test_tower_outage_with_40_customers(tmp_path: Path) -> None:
     everything = b"".join(m.as_bytes() for m in mails) + "".join(body).encode()
     for value in SECRETS.values():
         assert value.encode() not in everything
+
+
+async def test_eta_set_through_the_api_reaches_each_notified_customer_once(tmp_path: Path) -> None:
+    (tmp_path / "smtp").mkdir()
+    smtp = SmtpServer(tmp_path / "smtp")
+    smtp.start(60)
+    try:
+        inv = load(tmp_path, 4, delivery_with(
+            smtp={"host": "127.0.0.1", "port": smtp.port, "security": "none", "from": "NOC <noc@isp.example>"},
+            mqtt=None, desk={"kind": "folder", "path": str(tmp_path / "desk")}))
+        db = tmp_path / "monitor.db"
+        clock = ManualClock(T0)
+        assert inv.delivery is not None
+        svc = DeliveryService(inv, db, inv.delivery, clock)
+        opened = ev("opened", T0, ids(4))  # C-0005 opted out
+        store = IncidentStore(db)
+        store.save([opened], {}, set(), [])
+        store.close()
+        api = IncidentsAPI(db)
+        async with Running(svc) as run:
+            svc.enqueue([opened])
+            await run.drained()
+            clock.set(T0 + 600)
+            api.eta("INC-000001", "ana", T0 + 3 * 3600, now=T0 + 600)  # 09:06 in Bogotá
+            # the service's 1 s timer picks it up
+            await until(lambda: sum("Update" in m["Subject"] or "Actualiz" in m["Subject"]
+                                    for m in smtp.messages()) == 4, 30, "4 update notices")
+            await run.drained()
+            api.eta("INC-000001", "ana", T0 + 3 * 3600 + 60, now=T0 + 700)  # one minute later: not meaningful
+            clock.set(T0 + 700)
+            svc.tick()
+            await run.drained()
+        api.close()
+        mails = smtp.messages()
+    finally:
+        smtp.stop()
+    updates = [m for m in mails if "Update" in m["Subject"] or "Actualiz" in m["Subject"]]
+    assert sorted(m["To"] for m in updates) == [f"c{i}@example.com" for i in range(1, 5)]
+    for m in updates:
+        text = m.get_content()
+        if int(m["To"][1:].split("@")[0]) % 2 == 0:
+            assert m["Content-Language"] == "en" and "We expect your service to be back by 2026-11-18 09:06" in text
+        else:
+            assert m["Content-Language"] == "es" and "a más tardar a las 2026-11-18 09:06" in text
+    ticket = (tmp_path / "desk" / "INC-000001.txt").read_text(encoding="utf-8")
+    assert ticket.count("Restablecimiento estimado: 2026-11-18 09:06 (America/Bogota)") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from monitor.correlate.store import MaintenanceRow
 from monitor.delivery import planner
 from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item
 from monitor.inventory.model import Inventory
+from monitor.notify.render import Renderer
 from tests.delivery_support import T0, base_delivery, ev, ids, load
 
 
@@ -32,9 +34,11 @@ class Run:
         self.mem: dict[str, IncidentMemory] = {}
         self.glob = GlobalMemory()
         self.keys: set[str] = set()
+        self.last: list[Item] = []  # everything the last call planned, repeats included
 
     def _keep(self, plan: planner.Plan) -> list[Item]:
         self.mem.update(plan.memories)
+        self.last = plan.items
         new = [i for i in plan.items if i.key not in self.keys]
         self.keys |= {i.key for i in plan.items}
         return new
@@ -44,8 +48,9 @@ class Run:
         t = now if now is not None else max(e.ts for e in evs)  # type: ignore[attr-defined]
         return self._keep(planner.plan(evs, dict(self.mem), self.glob, self.ctx, t))  # type: ignore[arg-type]
 
-    def tick(self, now: float, acked: frozenset[str] = frozenset()) -> list[Item]:
-        return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked)))
+    def tick(self, now: float, acked: frozenset[str] = frozenset(), etas: dict[str, float] | None = None,
+             ) -> list[Item]:
+        return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked), etas))
 
 
 def window(wid: int, node: str, start: float, end: float, reason: str = "",
@@ -224,3 +229,56 @@ def test_memory_round_trips_through_json(inv: Inventory) -> None:
     assert IncidentMemory.from_dict(m.to_dict()) == m
     g = GlobalMemory.from_dict(run.glob.to_dict())
     assert g.seq == run.glob.seq
+
+
+def test_eta_set_makes_one_desk_comment_and_one_update_per_notified_customer(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, [*ids(6, 0), "C-0041"]))  # C-0041 opted out
+    eta = T0 + 3 * 3600  # 09:06 in Bogotá
+    items = run.tick(T0 + 600, etas={"INC-000001": eta})
+    assert by_action(items) == Counter({"ticket_comment": 1, "customer_updated": 6})
+    comment = next(i for i in items if i.action == "ticket_comment")
+    assert comment.version == 1 and comment.data["reason"] == "eta" and comment.data["eta"] == "2026-11-18 09:06"
+    updates = {i.recipient: i for i in items if i.action == "customer_updated"}
+    assert set(updates) == {f"c{i}@example.com" for i in range(1, 7)}
+    assert {i.version for i in updates.values()} == {1}
+    renderer = Renderer()
+    _, es = renderer.render("customer_updated", "email", "es", updates["c1@example.com"].data)
+    _, en = renderer.render("customer_updated", "email", "en", updates["c2@example.com"].data)
+    _, sms = renderer.render("customer_updated", "sms", "es", updates["c1@example.com"].data)
+    _, desk = renderer.render("ticket_comment", "ticket", "es", comment.data)
+    assert "restablecer su servicio a más tardar a las 2026-11-18 09:06" in es
+    assert "We expect your service to be back by 2026-11-18 09:06" in en
+    assert "Restablecimiento estimado: 2026-11-18 09:06." in sms
+    assert "Restablecimiento estimado: 2026-11-18 09:06 (America/Bogota)" in desk
+    # the same ETA again, or one moved by less than ETA_MIN_CHANGE: nothing at all
+    assert run.tick(T0 + 601, etas={"INC-000001": eta}) == [] and run.last == []
+    assert run.tick(T0 + 700, etas={"INC-000001": eta + 120}) == [] and run.last == []
+    assert run.mem["INC-000001"].eta == eta
+
+
+def test_eta_updates_to_customers_are_throttled_the_desk_is_told_at_once(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(4, 0)))
+    tick = functools.partial(run.tick, acked=frozenset({"INC-000001"}))  # no escalation in between
+    assert by_action(tick(T0 + 60, etas={"INC-000001": T0 + 7200}))["customer_updated"] == 4
+    # moved by an hour 10 minutes later: the desk hears now, customers only after update_min_interval (1 h)
+    items = tick(T0 + 660, etas={"INC-000001": T0 + 10_800})
+    assert by_action(items) == Counter({"ticket_comment": 1})
+    assert next(i for i in items if i.action == "ticket_comment").version == 2
+    later = T0 + 14_400  # moved once more while waiting: customers get only the newest
+    assert by_action(tick(T0 + 1200, etas={"INC-000001": later})) == Counter({"ticket_comment": 1})
+    assert tick(T0 + 60 + 3599, etas={"INC-000001": later}) == []
+    items = tick(T0 + 60 + 3600, etas={"INC-000001": later})
+    assert by_action(items) == Counter({"customer_updated": 4})
+    assert {i.version for i in items} == {2} and {i.data["eta"] for i in items} == {"2026-11-18 10:06"}
+    assert tick(T0 + 9000, etas={"INC-000001": later}) == []
+
+
+def test_eta_for_a_resolved_incident_tells_nobody(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(4, 0)))
+    run.feed(ev("resolved", T0 + 300, ids(4, 0)))
+    assert run.tick(T0 + 400, etas={"INC-000001": T0 + 7200}) == [] and run.last == []
+    m = run.mem["INC-000001"]
+    assert m.eta == 0.0 and not m.eta_due

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,21 @@ def test_maintenance_mistakes(tmp_path, capsys, extra, message):
     IncidentStore(db).close()
     assert main(["maintenance", "add", "--config", str(CONFIG), "--db", str(db), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys):
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana",
+                 "--at", "2099-11-23T15:00-05:00"]) == 0
+    assert "ETA 2099-11-23T20:00:00Z" in capsys.readouterr().out
+    before = time.time()
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "2h"]) == 0
+    store = IncidentStore(db)
+    assert abs(store.etas()["INC-000001"] - (before + 7200)) < 60  # the newest wins
+    assert [a[1] for a in store.actions("INC-000001")] == ["eta", "eta"]
+    assert store.actions("INC-000001")[0][2:4] == ("ana", "2099-11-23T20:00:00Z")
+    store.close()
+    capsys.readouterr()
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--at", "2020-01-01T00:00Z"]) == 2
+    assert "not in the future" in capsys.readouterr().err
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "soon"]) == 2
+    assert "--in 'soon'" in capsys.readouterr().err

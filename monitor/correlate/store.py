@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from monitor.correlate.engine import ADD, DROP, RECOVERED, MemberOp
-from monitor.correlate.incidents import Incident, IncidentEvent, Kind
+from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.errors import MonitorError, StorageError
 from monitor.state import State
 from monitor.store import EventStore
 from monitor.store import _transaction as _tx
 
-ACTIONS = ("ack", "note", "resolve")
+ACTIONS = ("ack", "note", "resolve", "eta")  # eta: text is the ISO restoration estimate
 
 
 class NotFound(MonitorError):
@@ -258,6 +258,19 @@ class IncidentStore:
         return list(self.db.execute(
             "SELECT ts, action, author, text, done_at FROM incident_actions WHERE incident = ? ORDER BY id", (inc_id,)
         ))
+
+    def etas(self) -> dict[str, float]:
+        """The latest restoration estimate staff set per open incident (delivery tells desk and customers)."""
+        out: dict[str, float] = {}
+        for inc, text in self.db.execute(
+            "SELECT a.incident, a.text FROM incident_actions a JOIN incidents i ON i.id = a.incident"
+            " WHERE a.action = 'eta' AND i.status = 'open' ORDER BY a.id"
+        ):
+            try:
+                out[inc] = parse_ts(text)
+            except ValueError:
+                continue  # written by hand: not an ISO time
+        return out
 
     # ------------------------------------------------------------ staff actions
 

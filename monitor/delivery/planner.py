@@ -4,7 +4,8 @@ No I/O here, so every rule is a unit test with an injected time: one ticket per 
 when the same root fails again soon), technician alerts from the on-call rota with escalation when
 nobody acknowledges, customer notices at most one opened/restored pair per customer and incident,
 nothing to customers while the monitor is blind, none for single failures unless configured, opt-out
-respected, desk comments and customer updates only on meaningful change and throttled.
+respected, desk comments and customer updates only on meaningful change and throttled (a new or
+changed restoration estimate, ETA, set by staff counts as one).
 
 The memory (:class:`IncidentMemory` per incident, :class:`GlobalMemory`) is returned with the items
 and stored by the service in the same transaction as the outbox rows, so a crash never leaves a
@@ -14,7 +15,7 @@ decision half-recorded; every item also carries an idempotency key, so planning 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ from monitor.inventory.model import Customer, Inventory
 
 #: customer-facing incident kinds that mean "your service is down"
 SERVICE_KINDS = ("outage", "suspected", "single")
+#: an ETA moved by less than this (seconds) is not worth a comment or a notice
+ETA_MIN_CHANGE = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,8 @@ class IncidentMemory:
     affected: int = 0  # customers affected now
     nodes: list[str] = field(default_factory=list)
     customers_now: list[str] = field(default_factory=list)
+    eta: float = 0.0  # restoration estimate last acted on (0 = none)
+    eta_due: bool = False  # customers still to be told the ETA (waiting for the update throttle)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -286,6 +291,7 @@ def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemor
     if kind_changed and m.notified and now >= m.last_update + cn.update_min_interval and _customer_kind(e.kind, ctx):
         m.updates += 1
         m.last_update = now
+        m.eta_due = False  # the update carries the ETA too
         for cid in sorted(set(m.notified) - set(m.restored)):
             _customer_notice(e, m, cid, "customer_updated", m.updates, ctx, out)
     return m
@@ -332,8 +338,11 @@ def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemo
 
 
 def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
-         acked: set[str]) -> Plan:
-    """Time-driven items: escalation of unacknowledged incidents, throttled desk comments."""
+         acked: set[str], etas: Mapping[str, float] | None = None) -> Plan:
+    """Time-driven items: escalation of unacknowledged incidents, throttled desk comments, ETAs.
+
+    ``etas`` holds the latest restoration estimate staff set per open incident (incident store).
+    """
     out = Plan()
     esc = ctx.cfg.escalation
     for m in memories:
@@ -349,12 +358,40 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
                                  tuple(m.nodes))
             _alert_technicians(fake, m, ctx, now, out, tier=nxt)
             changed = True
+        eta = etas.get(m.incident) if etas else None
+        if eta is not None and (not m.eta or abs(eta - m.eta) >= ETA_MIN_CHANGE):
+            m.eta, m.eta_due, changed = eta, True, True
+            if m.ticket_incident:
+                _comment(m.incident, m, ctx, now, out, reason="eta")
+        if m.eta_due and _tell_eta(m, glob, ctx, now, out):
+            changed = True
         if m.ticket_incident and m.comment_due and now >= m.last_comment + ctx.cfg.desk.comment_min_interval:
             _comment(m.incident, m, ctx, now, out, reason="affected")
             changed = True
         if changed:
             out.memories[m.incident] = m
     return out
+
+
+def _tell_eta(m: IncidentMemory, glob: GlobalMemory, ctx: Context, now: float, out: Plan) -> bool:
+    """An update notice with the ETA to every customer told of the incident and not yet restored.
+
+    At most one update per ``update_min_interval`` (a newer ETA in between replaces the waiting one);
+    held while the monitor is blind. False when it has to wait.
+    """
+    cn = ctx.cfg.customers
+    if glob.blind or now < m.last_update + cn.update_min_interval:
+        return False
+    m.eta_due = False
+    todo = sorted(set(m.notified) - set(m.restored))
+    if todo and cn.enabled and _customer_kind(m.kind, ctx):
+        m.updates += 1
+        m.last_update = now
+        fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),  # type: ignore[arg-type]
+                             tuple(m.nodes))
+        for cid in todo:
+            _customer_notice(fake, m, cid, "customer_updated", m.updates, ctx, out)
+    return True
 
 
 def plan_maintenance(windows: Sequence[Window], glob: GlobalMemory, ctx: Context, now: float) -> Plan:
@@ -431,7 +468,7 @@ def _comment(incident: str, m: IncidentMemory, ctx: Context, now: float, out: Pl
     data = _ticket_data(fake, m, ctx)
     added = sorted(set(m.customers_now) - set(m.desk_customers))
     removed = sorted(set(m.desk_customers) - set(m.customers_now))
-    data.update(reason=reason, added=added, removed=removed)
+    data.update(reason=reason, added=added, removed=removed, eta=ctx.local(m.eta) if m.eta else "")
     m.comments += 1
     m.last_comment = now
     m.comment_due = False
@@ -531,7 +568,7 @@ def _customer_notice(e: IncidentEvent, m: IncidentMemory, cid: str, action: str,
     data = {**ctx.place(m.root), "incident": m.incident, "kind": e.kind, "customer": cid, "customer_name": c.name,
             "opened_at": ctx.local(m.opened_at), "ts": ctx.local(e.ts), "hours": ctx.response_hours(cid),
             "service_class": c.service_class, "duration": _duration(e.ts - m.opened_at), "company": cn.company,
-            "phone": cn.support_phone}
+            "phone": cn.support_phone, "eta": ctx.local(m.eta) if m.eta else "", "timezone": ctx.cfg.timezone}
     _to_customer(out, m.incident, action, c, version, action, data, ctx)
 
 

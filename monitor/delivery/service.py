@@ -7,7 +7,8 @@ transaction, then wakes the workers. It also records how far it got in the incid
 planned at the next start; idempotency keys make any overlap harmless.
 
 ``run()`` runs the channel workers, the MQTT connection and a one-second timer (escalation,
-throttled desk comments, maintenance notices, acks from RT, metrics) until cancelled; ``close()``
+throttled desk comments, restoration estimates (ETA) set by staff, maintenance notices, acks from
+RT, metrics) until cancelled; ``close()``
 releases connections.
 """
 
@@ -83,11 +84,11 @@ class DeliveryService:
         self._commit(planner.plan(events, memories, self.glob, self.ctx, self.clock.now()), cursor=rows[-1][0])
 
     def tick(self, now: float | None = None) -> None:
-        """Timers: escalation, throttled desk comments, maintenance notices."""
+        """Timers: escalation, throttled desk comments, ETAs set by staff, maintenance notices."""
         now = self.clock.now() if now is None else now
         memories = [IncidentMemory.from_dict(v) for v in self.outbox.states().values()]
         acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
-        plan = planner.tick(memories, self.glob, self.ctx, now, acked)
+        plan = planner.tick(memories, self.glob, self.ctx, now, acked, self.store.etas())
         extra = planner.plan_maintenance(self.store.maintenance(), self.glob, self.ctx, now)
         plan.items += extra.items
         if plan.items or plan.memories or extra.items:
