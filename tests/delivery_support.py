@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from monitor.clock import ManualClock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.loader import load_inventory
@@ -137,7 +138,24 @@ class Running:
         return sum(n for n, _ in self.service.outbox.pending().values())
 
     async def drained(self, timeout: float = 30.0) -> None:
-        await until(lambda: self.pending() == 0, timeout, "the outbox to drain")
+        await until(self._drained_or_advance, timeout, "the outbox to drain")
+
+    def _drained_or_advance(self) -> bool:
+        """Nothing pending; or, on a manual clock, let virtual time reach the next retry.
+
+        A delivery that failed once (a slow RT on a loaded machine) is retried at ``now + backoff``
+        on the service's clock; a frozen ManualClock would keep it waiting forever.
+        """
+        if self.pending() == 0:
+            return True
+        clock = self.service.clock
+        if isinstance(clock, ManualClock):
+            dues = [d for ch in self.service.workers if (d := self.service.outbox.next_due(ch)) is not None]
+            if dues and min(dues) > clock.now():
+                clock.set(min(dues))
+                for worker in self.service.workers.values():
+                    worker.wake()
+        return False
 
 
 def delivery_with(**parts: Any) -> dict[str, Any]:
