@@ -138,7 +138,11 @@ class Running:
         return sum(n for n, _ in self.service.outbox.pending().values())
 
     async def drained(self, timeout: float = 30.0) -> None:
-        await until(self._drained_or_advance, timeout, "the outbox to drain")
+        try:
+            await until(self._drained_or_advance, timeout, "the outbox to drain")
+        except TimeoutError as exc:
+            stuck = [r for r in self.service.outbox.rows() if r["status"] == "pending"]
+            raise TimeoutError(f"{exc}; clock={self.service.clock.now()}; pending: {stuck[:5]}") from None
 
     def _drained_or_advance(self) -> bool:
         """Nothing pending; or, on a manual clock, let virtual time reach the next retry.

@@ -67,6 +67,8 @@ async def test_tower_outage_with_40_customers(tmp_path: Path) -> None:
         assert inv.delivery is not None
         svc = DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock)
         async with Running(svc) as run, Watcher(broker) as watcher:
+            # this test is about the fan-out; reconnecting to the broker is test_notify_mqtt's subject
+            await until(lambda: svc.senders["mqtt"].connected.is_set(), 30, "the MQTT connection")  # type: ignore[attr-defined]
             for ts, batch in groupby(events, key=lambda e: e.ts):
                 clock.set(ts)
                 svc.enqueue(list(batch))
