@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -160,11 +159,7 @@ class IncidentPipeline:
         annotation for good. Points are idempotent (same series, same timestamp), so re-sending the
         recent ones costs nothing and closes that gap.
         """
-        rows = self.correlation.store.db.execute(
-            "SELECT ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
-            " into_incident FROM incident_events WHERE ts >= ? ORDER BY id", (self.clock.now() - REANNOTATE,))
-        return [IncidentEvent(ts, ev, inc, kind, root, tuple(json.loads(eps)), tuple(json.loads(cs)),
-                              tuple(json.loads(ns)), into) for ts, ev, inc, kind, root, eps, cs, ns, into in rows]
+        return [e for _, e in self.correlation.store.lifecycle(since=self.clock.now() - REANNOTATE)]
 
     def _enqueue(self, events: list[IncidentEvent]) -> None:
         if self.delivery is not None:

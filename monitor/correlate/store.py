@@ -242,6 +242,24 @@ class IncidentStore:
             affected_endpoints=eps, affected_customers=custs,
         )
 
+    def lifecycle(self, *, after_id: int = 0, since: float | None = None) -> list[tuple[int, IncidentEvent]]:
+        """Persisted lifecycle events as the engine emitted them, with their row ids, oldest first.
+
+        For consumers that must catch up after a crash (delivery from its cursor, board annotations
+        of the last hour): one reader of this table instead of one per consumer.
+        """
+        sql = ("SELECT id, ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
+               " into_incident FROM incident_events WHERE id > ?")
+        args: list[Any] = [after_id]
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        return [
+            (rid, IncidentEvent(ts, ev, inc, kind, root, tuple(json.loads(eps)), tuple(json.loads(cs)),
+                                tuple(json.loads(ns)), into))
+            for rid, ts, ev, inc, kind, root, eps, cs, ns, into in self.db.execute(sql + " ORDER BY id", args)
+        ]
+
     def events(self, inc_id: str | None = None) -> Iterator[dict[str, Any]]:
         sql = ("SELECT ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
                " into_incident FROM incident_events")

@@ -70,13 +70,10 @@ class DeliveryService:
     def catch_up(self) -> None:
         """Plan events the correlation service persisted after the last ``enqueue`` (crash in between)."""
         cursor = int(self.outbox.meta("cursor", "0") or 0)
-        rows = self.store.db.execute(
-            "SELECT id, ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
-            " into_incident FROM incident_events WHERE id > ? ORDER BY id", (cursor,)).fetchall()
+        rows = self.store.lifecycle(after_id=cursor)
         if not rows:
             return
-        events = [IncidentEvent(ts, ev, inc, kind, root, tuple(json.loads(eps)), tuple(json.loads(cs)),
-                                tuple(json.loads(ns)), into) for _, ts, ev, inc, kind, root, eps, cs, ns, into in rows]
+        events = [e for _, e in rows]
         event(log, logging.INFO, "planning incident events recorded while delivery was not running",
               events=len(events))
         memories = {k: IncidentMemory.from_dict(v) for k, v in self.outbox.states(
