@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
+from tests.servers.common import until
 
 T0 = 1_795_000_000.0  # Wednesday 2026-11-18 06:06:40 in Bogotá (the night shift is on call)
 SECRETS = {"SMTP_PASS": "smtp-s3cret-pw", "RT_PASS": "password", "MQTT_PASS": "mqtt-pass-9",
@@ -105,15 +104,6 @@ def ev(event: str, ts: float, customers_: list[str], *, incident: str = "INC-000
 
 def ids(n: int, opted_out: int = 1) -> list[str]:
     return [f"C-{i:04d}" for i in range(1, n + opted_out + 1)]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``cond`` on the event loop until true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Running:

@@ -21,7 +21,7 @@ import pytest
 from monitor.daemon import Daemon
 from tests.firewall import icmp_block
 from tests.netns import netns_lab  # noqa: F401 - pytest fixture
-from tests.servers.common import free_port, wait_for
+from tests.servers.common import free_port, until, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -85,12 +85,6 @@ def metric_value(text: str, name: str) -> float:
         if line.startswith(name + "{") or line.startswith(name + " "):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-async def until(condition, timeout: float = 15.0, what: str = "condition") -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path):

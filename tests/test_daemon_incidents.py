@@ -16,6 +16,7 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
 from monitor.daemon import Daemon
 from tests.firewall import icmp_block
+from tests.servers.common import until
 from tests.servers.smtp import SmtpServer
 from tests.tsdb_support import started
 
@@ -47,12 +48,6 @@ customers:
 {endpoints}
 {delivery}""")
     return path
-
-
-async def until(condition, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path):

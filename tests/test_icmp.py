@@ -7,7 +7,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -17,6 +17,7 @@ from monitor.inventory.model import PollingSettings, Target
 from monitor.probes.icmp import IcmpProbe
 from monitor.probes.icmp_packet import checksum_partial
 from tests.netns import nft_table
+from tests.servers.common import until
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP and nftables need root")]
 
@@ -53,15 +54,6 @@ def firewall() -> Iterator[None]:
 
 def stray_count() -> float:
     return selfmetrics.REGISTRY.get_sample_value("monitor_icmp_stray_replies_total") or 0.0
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` on the event loop until true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 def ipv6_loopback() -> bool:

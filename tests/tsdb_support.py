@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from monitor import selfmetrics
@@ -13,18 +12,10 @@ from monitor.inventory.model import Target, TimeseriesSettings
 from monitor.probes.base import IcmpResult
 from monitor.tsdb import Point, icmp_points
 from monitor.tsdb.writer import TimeseriesWriter
+from tests.servers.common import until
 from tests.servers.restartable import RestartableServer
 
 BASE_TS = 1_790_000_000.0  # 2026-09: inside VictoriaMetrics' accepted range and InfluxDB's autogen RP
-
-
-async def until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``condition`` without blocking the loop (the writer keeps running) until true or time out."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def metric(name: str, **labels: str) -> float:

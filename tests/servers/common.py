@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -39,6 +40,16 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """The asyncio twin of :func:`wait_for`: poll ``condition`` on the running loop (so the code under
+    test keeps running) until it is true, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def require_binary(name: str) -> str:
