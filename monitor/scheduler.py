@@ -117,13 +117,13 @@ class Scheduler:
                 following = next_slot(now, interval, slot_offset(tid, interval))
             self._push(tid, following)
             if tid in self._running:
-                selfmetrics.POLLS_SKIPPED.labels("all").inc()
+                selfmetrics.POLLS_SKIPPED.inc()
                 continue
             await self._sem.acquire()
             if self._stopping:
                 self._sem.release()
                 break
-            selfmetrics.SCHEDULER_LAG.labels("all").observe(max(0.0, self._clock.now() - due))
+            selfmetrics.SCHEDULER_LAG.observe(max(0.0, self._clock.now() - due))
             self._running.add(tid)
             self._idle.clear()
             self._spawn(self._run_one(target))

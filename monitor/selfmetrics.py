@@ -21,12 +21,12 @@ POLL_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 SCHEDULER_LAG = Histogram(
-    "scheduler_lag_seconds", "How late a poll started relative to its slot", ["probe"], namespace=NS,
+    "scheduler_lag_seconds", "How late a poll started relative to its slot", namespace=NS,
     registry=REGISTRY, buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60),
 )
 POLLS_SKIPPED = Counter(
     "polls_skipped", "Polls skipped because the previous poll of the same target was still running",
-    ["probe"], namespace=NS, registry=REGISTRY,
+    namespace=NS, registry=REGISTRY,
 )
 TARGETS = Gauge(
     "targets", "Targets by confirmed state", ["state"], namespace=NS, registry=REGISTRY,

@@ -84,7 +84,7 @@ def _inventory(topo: dict[str, Any], interval: float, source: str) -> Inventory:
     return Inventory(source, {}, {}, classes, {}, targets, customers, polling=polling)
 
 
-def _below(inv: Inventory, ids: list[str]) -> set[str]:
+def below(inv: Inventory, ids: list[str]) -> set[str]:
     kids: dict[str, list[str]] = {}
     for t in inv.targets.values():
         for p in t.parents:
@@ -113,7 +113,7 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
         at = float(step["at"])
         ids = step.get("fail") or step.get("recover") or []
         if step.get("cascade"):
-            ids = sorted(_below(inv, ids))
+            ids = sorted(below(inv, ids))
         for t in ids:
             spans = fail.setdefault(t, [])
             still_failing = bool(spans) and spans[-1][1] > at

@@ -13,23 +13,10 @@ from monitor.correlate.incidents import format_ts
 from monitor.inventory.loader import load_inventory
 from monitor.replay import _FAIL, _OK, StepCache, _no_change
 from monitor.state import Confirmation, Observation, State, TargetState, step
-from tests.scenario_runner import EPOCH
+from tests.scenario_runner import EPOCH, below
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 
-
-def _below(inv, node):
-    kids = {}
-    for t in inv.targets.values():
-        for p in t.parents:
-            kids.setdefault(p, []).append(t.id)
-    out, todo = set(), [node]
-    while todo:
-        n = todo.pop()
-        if n not in out:
-            out.add(n)
-            todo.extend(kids.get(n, []))
-    return out
 
 
 def _outcomes(path: Path, failing: set[str], start: float, end: float, duration: float = 1800) -> Path:
@@ -57,7 +44,7 @@ def _outcomes(path: Path, failing: set[str], start: float, end: float, duration:
 @pytest.fixture(scope="module")
 def ap_outage(tmp_path_factory) -> Path:
     inv = load_inventory(CONFIG)
-    return _outcomes(tmp_path_factory.mktemp("r") / "in.jsonl", _below(inv, "ap-centro-1"), 300, 900)
+    return _outcomes(tmp_path_factory.mktemp("r") / "in.jsonl", below(inv, ["ap-centro-1"]), 300, 900)
 
 
 def _run(tmp_path: Path, inp: Path, *extra: str, name: str = "out.jsonl") -> list[dict]:
@@ -69,7 +56,7 @@ def _run(tmp_path: Path, inp: Path, *extra: str, name: str = "out.jsonl") -> lis
 def test_ap_outage_yields_one_incident_with_its_customers(tmp_path, ap_outage):
     events = _run(tmp_path, ap_outage)
     inv = load_inventory(CONFIG)
-    expected_eps = sorted(t for t in _below(inv, "ap-centro-1") if inv.targets[t].role == "endpoint")
+    expected_eps = sorted(t for t in below(inv, ["ap-centro-1"]) if inv.targets[t].role == "endpoint")
     first = events[0]
     assert (first["event"], first["kind"], first["root"]) == ("opened", "outage", "ap-centro-1")
     assert {e["incident"] for e in events} == {"INC-000001"}
