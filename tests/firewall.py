@@ -1,55 +1,40 @@
-"""Make chosen loopback addresses stop answering pings, with an nftables table we own.
+"""Make chosen loopback addresses stop answering pings, while the test runs.
 
-The table has a unique name per use and is always deleted, also when the test fails, so no rule
-outlives the test. Other loopback addresses keep answering.
+Built on :func:`tests.netns.nft_table` (a table we own, always deleted): an output-hook rule drops
+echo requests to the addresses in a set, and the test adds and removes addresses as it goes.
+Other loopback addresses keep answering.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
-import subprocess
 from collections.abc import Iterator
 
-_counter = itertools.count()
+from tests.netns import nft_table, sh
+
+_BODY = """
+set blocked { type ipv4_addr; }
+chain out { type filter hook output priority 0; policy accept; ip daddr @blocked icmp type echo-request drop; }
+"""
 
 
 class IcmpBlock:
-    """Drops ICMP echo requests to a set of addresses (IPv4 loopback) while active."""
+    """Drops ICMP echo requests to a set of IPv4 addresses while active."""
 
-    def __init__(self) -> None:
-        self.table = f"monitor_test_{os.getpid()}_{next(_counter)}"
+    def __init__(self, table: str) -> None:
+        self.table = table
         self.blocked: set[str] = set()
 
-    def _nft(self, script: str) -> None:
-        subprocess.run(["nft", "-f", "-"], input=script.encode(), check=True, capture_output=True)
-
-    def create(self) -> None:
-        self._nft(
-            f"add table ip {self.table}\n"
-            f"add chain ip {self.table} out {{ type filter hook output priority 0; policy accept; }}\n"
-            f"add set ip {self.table} blocked {{ type ipv4_addr; }}\n"
-            f"add rule ip {self.table} out ip daddr @blocked icmp type echo-request drop\n"
-        )
-
     def block(self, *addresses: str) -> None:
-        self._nft("".join(f"add element ip {self.table} blocked {{ {a} }}\n" for a in addresses))
+        sh("nft", "add", "element", "ip", self.table, "blocked", "{ " + ", ".join(addresses) + " }")
         self.blocked.update(addresses)
 
     def unblock(self, *addresses: str) -> None:
-        self._nft("".join(f"delete element ip {self.table} blocked {{ {a} }}\n" for a in addresses))
+        sh("nft", "delete", "element", "ip", self.table, "blocked", "{ " + ", ".join(addresses) + " }")
         self.blocked.difference_update(addresses)
-
-    def delete(self) -> None:
-        subprocess.run(["nft", "delete", "table", "ip", self.table], capture_output=True)
 
 
 @contextlib.contextmanager
 def icmp_block() -> Iterator[IcmpBlock]:
-    fw = IcmpBlock()
-    fw.create()
-    try:
-        yield fw
-    finally:
-        fw.delete()
+    with nft_table(_BODY, family="ip") as table:
+        yield IcmpBlock(table)
