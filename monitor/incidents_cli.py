@@ -267,7 +267,8 @@ def _show(api: IncidentsAPI, inc_id: str, *, as_json: bool) -> str:
                           "done": a[4] is not None} for a in actions]},
             indent=1,
         )
-    out = [f"{row.id}  {row.kind}  {row.status}  root {row.root}",
+    upgraded = "  (opened as suspected, then its node went down)" if row.upgraded else ""
+    out = [f"{row.id}  {row.kind}  {row.status}  root {row.root}{upgraded}",
            f"opened {format_ts(row.opened_at)}"
            + (f", closed {format_ts(row.closed_at)}" if row.closed_at else "")
            + (f", merged into {row.merged_into}" if row.merged_into else "")

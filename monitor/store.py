@@ -119,6 +119,11 @@ MIGRATIONS: tuple[str, ...] = (
         stopped REAL
     );
     """,
+    # 4: a suspected incident whose node then went down itself (now an outage, same id) stays a mass
+    # incident while K endpoints are down after the node is back; the engine must know that on resume
+    """
+    ALTER TABLE incidents ADD COLUMN was_outage INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

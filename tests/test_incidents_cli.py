@@ -121,3 +121,16 @@ def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys):
     assert "not in the future" in capsys.readouterr().err
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "soon"]) == 2
     assert "--in 'soon'" in capsys.readouterr().err
+
+
+def test_show_says_a_suspected_incident_was_upgraded(tmp_path, capsys):
+    """The upgrade is on the row (the engine needs it after a restart); staff see it too."""
+    from tests.scenario_runner import SCENARIOS, load, run_service
+
+    path = tmp_path / "monitor.db"
+    run_service(load(SCENARIOS / "restart_after_upgrade.yaml"), path)
+    assert main(["incidents", "show", "INC-000001", "--db", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["incident"]["kind"], shown["incident"]["upgraded"]) == ("outage", True)
+    assert main(["incidents", "show", "INC-000001", "--db", str(path)]) == 0
+    assert "opened as suspected, then its node went down" in capsys.readouterr().out

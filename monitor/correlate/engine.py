@@ -304,6 +304,7 @@ class Engine:
         """The answering node behind a mass incident went down itself: same incident, now an outage."""
         self.basis[inc.id] = "outage"
         inc.was_outage = True
+        self.changed.add(inc.id)  # persisted: after a restart it must still be judged as a mass incident
         self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
         self._absorb(inc, self._down_subtree(inc.root))
 

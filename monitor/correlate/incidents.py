@@ -32,7 +32,7 @@ class Incident:
     clear_since: float | None = None  # nothing down since then: resolves after the hold-down
     last_update: float = 0.0  # when the last opened/updated event was emitted
     emitted: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # (endpoints, customers) last announced
-    was_outage: bool = False  # a suspected incident whose root went down (kept on the row for reports)
+    was_outage: bool = False  # a suspected incident whose root went down (persisted: resume judges it alike)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ class IncidentRow:
     acked_by: str | None
     affected_endpoints: int
     affected_customers: int
+    upgraded: bool = False  # opened as suspected, then its node went down: now an outage, same id
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +149,12 @@ class IncidentStore:
     def _upsert(self, inc: Incident, basis: Kind) -> None:
         self.db.execute(
             "INSERT INTO incidents (id, seq, kind, basis, root, status, opened_at, updated_at, grace_from,"
-            " clear_since, last_update) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)"
+            " clear_since, last_update, was_outage) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, basis = excluded.basis,"
             " grace_from = excluded.grace_from, clear_since = excluded.clear_since,"
-            " last_update = excluded.last_update WHERE status = 'open'",
+            " last_update = excluded.last_update, was_outage = excluded.was_outage WHERE status = 'open'",
             (inc.id, inc.seq, inc.kind, basis, inc.root, inc.opened_at, inc.opened_at, inc.grace_from,
-             inc.clear_since, inc.last_update),
+             inc.clear_since, inc.last_update, int(inc.was_outage)),
         )
 
     def _members(self, log: Sequence[MemberOp]) -> None:
@@ -184,13 +185,13 @@ class IncidentStore:
 
     def load_open(self) -> list[tuple[Incident, Kind, set[str]]]:
         rows = self.db.execute(
-            "SELECT id, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update"
+            "SELECT id, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage"
             " FROM incidents WHERE status = 'open' ORDER BY seq"
         ).fetchall()
         out = []
-        for iid, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update in rows:
+        for iid, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage in rows:
             inc = Incident(iid, seq, kind, root, opened_at, grace_from=grace_from, clear_since=clear_since,
-                           last_update=last_update)
+                           last_update=last_update, was_outage=bool(was_outage))
             ever: set[str] = set()
             for target, down in self.db.execute(
                 "SELECT target, down FROM incident_targets WHERE incident = ?", (iid,)
@@ -239,7 +240,7 @@ class IncidentStore:
         return IncidentRow(
             id=r[0], kind=r[1], root=r[2], status=r[3], opened_at=r[4], updated_at=r[5], cleared_at=r[6],
             closed_at=r[7], merged_into=r[8], acked_at=r[9], acked_by=r[10],
-            affected_endpoints=eps, affected_customers=custs,
+            affected_endpoints=eps, affected_customers=custs, upgraded=bool(r[11]),
         )
 
     def lifecycle(self, *, after_id: int = 0, since: float | None = None) -> list[tuple[int, IncidentEvent]]:
@@ -371,6 +372,6 @@ _BULK_SQL = {
 }
 _ROW_SQL = (
     "SELECT i.id, i.kind, i.root, i.status, i.opened_at, i.updated_at, i.cleared_at, i.closed_at, i.merged_into,"
-    " i.acked_at, i.acked_by FROM incidents i"
+    " i.acked_at, i.acked_by, i.was_outage FROM incidents i"
 )
 
