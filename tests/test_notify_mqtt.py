@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,16 @@ from monitor.clock import SystemClock
 from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
+from tests.servers.certs import TestCA
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
 
 pytestmark = pytest.mark.servers
 
 
-def make(tmp_path: Path, broker: Mosquitto) -> DeliveryService:
+def make(tmp_path: Path, broker: Mosquitto, **over: Any) -> DeliveryService:
+    """The service publishing to ``broker``'s password listener (``over``: other ``mqtt:`` keys)."""
     mqtt = {"host": "127.0.0.1", "port": broker.auth_port, "prefix": "isp", "username": USER,
-            "password": {"env": "MQTT_PASS"}, "client_id": "monitor-test"}
+            "password": {"env": "MQTT_PASS"}, "client_id": "monitor-test", **over}
     inv = load(tmp_path, 5, delivery_with(mqtt=mqtt, smtp=None, desk=None))
     assert inv.delivery is not None and SECRETS["MQTT_PASS"] == PASSWORD
     return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
@@ -118,5 +121,47 @@ async def test_broker_restart_loses_no_event(tmp_path: Path) -> None:
             await until(lambda: bool(late.topic("isp/status/municipality/arauca")), 10, "retained status")
             assert late.topic("isp/status/node/twr-1")[-1]["status"] == "up"
             assert late.topic("isp/status/municipality/arauca")[-1]["status"] == "ok"
+    finally:
+        broker.stop()
+
+
+async def test_lifecycle_events_over_tls_with_password(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path, tls=True)
+    assert broker.ca is not None
+    broker.start()
+    try:
+        svc = make(tmp_path, broker, port=broker.tls_port, tls=True, ca_file=str(broker.ca.cert))
+        async with Running(svc) as run, Watcher(broker) as live:
+            svc.enqueue([ev("opened", T0, ids(5, 0))])
+            await run.drained()
+            svc.enqueue([ev("resolved", T0 + 600, ids(5, 0))])
+            await run.drained()
+            await until(lambda: len(live.topic("isp/incidents/INC-000001")) == 2, 10, "both events")
+            assert {r["status"] for r in svc.outbox.rows(incident="INC-000001")} == {"delivered"}
+        assert [e["event"] for e in live.topic("isp/incidents/INC-000001")] == ["opened", "resolved"]
+    finally:
+        broker.stop()
+
+
+async def test_wrong_ca_is_retryable_and_leaks_no_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    broker = Mosquitto(tmp_path, tls=True)
+    broker.start()
+    try:
+        rogue = TestCA(tmp_path, "rogue-ca")  # not the CA that signed the broker's certificate
+        svc = make(tmp_path, broker, port=broker.tls_port, tls=True, ca_file=str(rogue.cert))
+        async with Running(svc):
+            svc.enqueue([ev("opened", T0, ids(5, 0))])
+            # rows of an incident go out in order: the first one is retried, the others wait behind it
+            await until(lambda: max(r["attempts"] for r in svc.outbox.rows(incident="INC-000001")) >= 2,
+                        15, "a row's second failed attempt")
+            rows = svc.outbox.rows(incident="INC-000001")
+            errors = [e for (e,) in svc.outbox.db.execute("SELECT error FROM outbox WHERE attempts > 0")]
+        assert rows and {r["status"] for r in rows} == {"pending"}
+        assert {r["reason"] for r in rows if r["attempts"]} == {"unreachable"}
+        assert errors and all(errors), errors
+        assert PASSWORD not in caplog.text + json.dumps(errors) + json.dumps(rows)
+        broker.stop()  # flushes its log: it saw handshakes our client aborted, as it trusts another CA
+        assert "unknown ca" in (tmp_path / "mosquitto.log").read_text()
     finally:
         broker.stop()

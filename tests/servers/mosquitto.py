@@ -1,16 +1,20 @@
 """Debian's mosquitto on free loopback ports, in a temp dir, for tests.
 
 Two listeners (``servers.md``): anonymous on ``port``, and ``auth_port`` with a password file made
-by ``mosquitto_passwd``. Persistence is on (in the temp dir) so retained status topics survive the
-broker restart the fault-injection test performs. Restartable on the same ports.
+by ``mosquitto_passwd``. With ``tls=True`` a third, ``tls_port``: TLS with a server certificate for
+127.0.0.1 from a throw-away CA (``self.ca.cert`` is what clients trust) plus the same password file.
+Persistence is on (in the temp dir) so retained status topics survive the broker restart the
+fault-injection test performs. Restartable on the same ports.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 from pathlib import Path
 
+from tests.servers.certs import TestCA
 from tests.servers.common import free_port, require_binary
 from tests.servers.restartable import RestartableServer
 
@@ -18,7 +22,7 @@ USER, PASSWORD = "monitor", "mqtt-pass-9"
 
 
 class Mosquitto(RestartableServer):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tls: bool = False) -> None:
         binary = require_binary("mosquitto")
         self.root = root
         self.port = free_port()
@@ -27,7 +31,7 @@ class Mosquitto(RestartableServer):
         subprocess.run([require_binary("mosquitto_passwd"), "-c", "-b", str(pw), USER, PASSWORD], check=True,
                        capture_output=True)
         self.config = root / "mosquitto.conf"
-        self.config.write_text(
+        text = (
             "per_listener_settings true\n"
             "user root\n"
             "persistence true\n"
@@ -39,11 +43,31 @@ class Mosquitto(RestartableServer):
             "allow_anonymous false\n"
             f"password_file {pw}\n"
         )
+        self.ca: TestCA | None = None
+        self.tls_port = 0
+        if tls:
+            self.ca = TestCA(root, "mqtt-ca")
+            server = self.ca.issue("mosquitto")
+            self.tls_port = free_port()
+            text += (
+                f"listener {self.tls_port} 127.0.0.1\n"
+                f"cafile {self.ca.cert}\n"
+                f"certfile {server.cert}\n"
+                f"keyfile {server.key}\n"
+                "allow_anonymous false\n"
+                f"password_file {pw}\n"
+            )
+        self.config.write_text(text)
         self.name = "mosquitto"
         self.argv = [binary, "-c", str(self.config)]
 
     def ready(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1):
             pass
+        if self.ca is not None:
+            ctx = ssl.create_default_context(cafile=str(self.ca.cert))
+            with socket.create_connection(("127.0.0.1", self.tls_port), timeout=1) as s, \
+                    ctx.wrap_socket(s, server_hostname="127.0.0.1"):
+                pass
         with socket.create_connection(("127.0.0.1", self.auth_port), timeout=1):
             return True

@@ -2,7 +2,8 @@
 
 Each accepted message is written to a Maildir (``<root>/maildir/new``), so tests read exactly what
 crossed the wire. Optional AUTH (PLAIN/LOGIN, one user) and TLS (STARTTLS or implicit) with a
-self-signed certificate made by ``openssl``. Restartable on the same port and maildir, for the
+certificate for 127.0.0.1 from a throw-away CA (``tests.servers.certs``; ``cert`` is the CA file
+clients trust). Restartable on the same port and maildir, for the
 "relay down during the outage, then up" test.
 
 Run directly: ``python -m tests.servers.smtp --port P --maildir DIR [--user U --password-file F]
@@ -19,13 +20,13 @@ import mailbox
 import smtplib
 import socket
 import ssl
-import subprocess
 import sys
 from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from tests.servers.certs import TestCA
 from tests.servers.common import free_port
 from tests.servers.restartable import RestartableServer
 
@@ -44,11 +45,10 @@ class SmtpServer(RestartableServer):
             pw_file.write_text(password)
             self.argv += ["--user", user, "--password-file", str(pw_file)]
         if tls != "none":
-            self.cert, self.key = root / "smtp.crt", root / "smtp.key"
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
-                            "-out", str(self.cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-            self.argv += ["--cert", str(self.cert), "--key", str(self.key)]
+            ca = TestCA(root, "smtp-ca")
+            self.cert = ca.cert  # what clients put in ca_file
+            server = ca.issue("smtp")
+            self.argv += ["--cert", str(server.cert), "--key", str(server.key)]
             if tls == "implicit":
                 self.argv.append("--implicit-tls")
 
