@@ -124,6 +124,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE incidents ADD COLUMN was_outage INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: since when an incident's affected set changed without an update announcing it yet (updates
+    # gather for update_interval; a restart in between must neither lose nor delay that update)
+    """
+    ALTER TABLE incidents ADD COLUMN pending_since REAL;
+    """,
 )
 
 

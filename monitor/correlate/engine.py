@@ -76,7 +76,7 @@ class Engine:
         self._root_cache: dict[str, str] = {}  # node -> its topological root, while states hold still
         self._unexplained: set[str] = set()  # down targets whose parents are not all down
         self._ignored: set[str] = set()  # down targets of a manually resolved incident
-        self._dirty: dict[str, float] = {}  # incident id -> since when its affected set changed
+        self._dirty: set[str] = set()  # incidents whose affected set changed (since: Incident.pending_since)
         self._forced: set[str] = set()  # kind changed: announce without waiting for update_interval
         self._queue: list[IncidentEvent | Incident] = []  # Incident = "opened", rendered at flush
         self.member_log: list[MemberOp] = []
@@ -242,7 +242,10 @@ class Engine:
                 self.blind = inc
                 continue
             self.incidents[inc.root] = inc
-            inc.emitted = self._lists(inc.members)[:2]
+            if inc.pending_since is not None:
+                self._dirty.add(inc.id)
+            elif self._lists(inc.members)[:2] != inc.emitted:
+                self._touch(inc)  # a store written before pending_since was kept: announce the difference
             for m in sorted(inc.members, key=topo.sort_key):
                 if m in self.down and m not in self.member:
                     self.member[m] = inc.root
@@ -712,7 +715,7 @@ class Engine:
         del self.by_id[inc.id]
         self.ever.pop(inc.id, None)
         self.basis.pop(inc.id, None)
-        self._dirty.pop(inc.id, None)
+        self._dirty.discard(inc.id)
         self._forced.discard(inc.id)
         self.changed.add(inc.id)
 
@@ -727,8 +730,10 @@ class Engine:
         self._queue.append(IncidentEvent(self.now, "resolved", inc.id, inc.kind, inc.root, eps, custs, nodes))
 
     def _touch(self, inc: Incident) -> None:
-        if inc.id not in self._dirty:
-            self._dirty[inc.id] = self.now
+        if inc.pending_since is None:
+            inc.pending_since = self.now
+            self._dirty.add(inc.id)
+            self.changed.add(inc.id)  # persisted: a restart must still announce the change
 
     def _set_kind(self, inc: Incident, kind: Kind) -> None:
         if inc.kind != kind:
@@ -880,14 +885,19 @@ class Engine:
         for inc_id in sorted(self._dirty):
             inc = self.by_id.get(inc_id)
             if inc is None or inc_id in opened:
-                del self._dirty[inc_id]
+                self._dirty.discard(inc_id)
                 self._forced.discard(inc_id)
+                if inc is not None:
+                    inc.pending_since = None
                 continue
             forced = inc_id in self._forced
-            if not forced and self.now < max(self._dirty[inc_id], inc.last_update) + every:
+            since = inc.pending_since if inc.pending_since is not None else self.now
+            if not forced and self.now < max(since, inc.last_update) + every:
                 continue  # changes gather for an interval, then go out as one update
-            del self._dirty[inc_id]
+            self._dirty.discard(inc_id)
             self._forced.discard(inc_id)
+            inc.pending_since = None
+            self.changed.add(inc_id)
             eps, custs, nodes = self._lists(inc.members)
             if not forced and (eps, custs) == inc.emitted:
                 continue

@@ -32,6 +32,9 @@ class Incident:
     clear_since: float | None = None  # nothing down since then: resolves after the hold-down
     last_update: float = 0.0  # when the last opened/updated event was emitted
     emitted: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # (endpoints, customers) last announced
+    # the affected set changed since then and is not announced yet (gathering for update_interval);
+    # persisted with ``emitted`` (the last event), so a restart neither loses nor delays the update
+    pending_since: float | None = None
     was_outage: bool = False  # a suspected incident whose root went down (persisted: resume judges it alike)
 
 

@@ -149,12 +149,13 @@ class IncidentStore:
     def _upsert(self, inc: Incident, basis: Kind) -> None:
         self.db.execute(
             "INSERT INTO incidents (id, seq, kind, basis, root, status, opened_at, updated_at, grace_from,"
-            " clear_since, last_update, was_outage) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)"
+            " clear_since, last_update, was_outage, pending_since) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, basis = excluded.basis,"
             " grace_from = excluded.grace_from, clear_since = excluded.clear_since,"
-            " last_update = excluded.last_update, was_outage = excluded.was_outage WHERE status = 'open'",
+            " last_update = excluded.last_update, was_outage = excluded.was_outage,"
+            " pending_since = excluded.pending_since WHERE status = 'open'",
             (inc.id, inc.seq, inc.kind, basis, inc.root, inc.opened_at, inc.opened_at, inc.grace_from,
-             inc.clear_since, inc.last_update, int(inc.was_outage)),
+             inc.clear_since, inc.last_update, int(inc.was_outage), inc.pending_since),
         )
 
     def _members(self, log: Sequence[MemberOp]) -> None:
@@ -184,14 +185,18 @@ class IncidentStore:
     # ------------------------------------------------------------ restart
 
     def load_open(self) -> list[tuple[Incident, Kind, set[str]]]:
+        """Open incidents as the engine left them, with what was last announced (``emitted``)."""
         rows = self.db.execute(
-            "SELECT id, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage"
-            " FROM incidents WHERE status = 'open' ORDER BY seq"
+            "SELECT id, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage,"
+            " pending_since FROM incidents WHERE status = 'open' ORDER BY seq"
         ).fetchall()
         out = []
-        for iid, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage in rows:
+        for iid, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage, pending in rows:
             inc = Incident(iid, seq, kind, root, opened_at, grace_from=grace_from, clear_since=clear_since,
-                           last_update=last_update, was_outage=bool(was_outage))
+                           last_update=last_update, was_outage=bool(was_outage), pending_since=pending)
+            last = self._announced(iid)
+            if last is not None:
+                inc.emitted = (tuple(json.loads(last[0])), tuple(json.loads(last[1])))
             ever: set[str] = set()
             for target, down in self.db.execute(
                 "SELECT target, down FROM incident_targets WHERE incident = ?", (iid,)
@@ -229,13 +234,17 @@ class IncidentStore:
             raise NotFound(f"no incident {inc_id}")
         return self._row(r)
 
-    def _row(self, r: tuple[Any, ...]) -> IncidentRow:
-        iid = r[0]
-        last = self.db.execute(
+    def _announced(self, inc_id: str) -> tuple[str, str] | None:
+        """The affected lists (JSON) of the incident's last opened/updated event."""
+        row = self.db.execute(
             "SELECT affected_endpoints, affected_customers FROM incident_events WHERE incident = ?"
             " AND event IN ('opened', 'updated') ORDER BY id DESC LIMIT 1",
-            (iid,),
+            (inc_id,),
         ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _row(self, r: tuple[Any, ...]) -> IncidentRow:
+        last = self._announced(r[0])
         eps, custs = (len(json.loads(last[0])), len(json.loads(last[1]))) if last else (0, 0)
         return IncidentRow(
             id=r[0], kind=r[1], root=r[2], status=r[3], opened_at=r[4], updated_at=r[5], cleared_at=r[6],
