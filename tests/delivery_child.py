@@ -1,9 +1,10 @@
-"""A delivery process the crash tests kill: ``python -m tests.delivery_child CONFIG DB EVENTS [--die-on-record]``.
+"""A delivery process the crash tests kill: ``python -m tests.delivery_child CONFIG DB EVENTS [--die-on-record[=N]]``.
 
 It loads the config, enqueues the events (JSON lines of IncidentEvent fields) and runs the service
-until the outbox is empty. With ``--die-on-record`` it SIGKILLs itself the first time a worker is
-about to record delivered rows: after the sends, before the record — the window the outbox must
-survive without a second ticket or a second logical email.
+until the outbox is empty. With ``--die-on-record`` it SIGKILLs itself when a worker is about to
+record its N-th delivered row (default 1): after that send, before its record, while the other
+lanes are mid-send — the window the outbox must survive without a second ticket or a second
+logical email.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from tests.delivery_support import SECRETS
 
 def main() -> None:
     config, db, events_file = sys.argv[1:4]
-    die = "--die-on-record" in sys.argv
+    die = next((int(a.partition("=")[2] or 1) for a in sys.argv if a.startswith("--die-on-record")), 0)
     if die:
         real = Outbox.finish
+        seen = [0]
 
-        def finish(self: Outbox, delivered, retries, failed, now):  # type: ignore[no-untyped-def]
-            if delivered:
+        def finish(self: Outbox, delivered, retries, failed, now, sending=()):  # type: ignore[no-untyped-def]
+            seen[0] += len(delivered)
+            if seen[0] >= die:
                 os.kill(os.getpid(), signal.SIGKILL)
-            real(self, delivered, retries, failed, now)
+            real(self, delivered, retries, failed, now, sending)
 
         Outbox.finish = finish  # type: ignore[method-assign]
     inv = load_inventory(config, env={**os.environ, **SECRETS})

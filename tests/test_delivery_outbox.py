@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from monitor.clock import ManualClock
 from monitor.delivery.config import RetrySettings
-from monitor.delivery.outbox import NewRow, Outbox
+from monitor.delivery.outbox import CLAIMED, SENDING, NewRow, Outbox, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff, call_with_retry, decide
+from monitor.delivery.worker import Worker
+from tests.servers.common import until
 
 POLICY = RetrySettings(initial=1.0, maximum=60.0, factor=2.0, jitter=0.5, deadline=600.0)
 
@@ -94,14 +99,108 @@ def test_groups_are_delivered_in_order_and_failures_block_only_their_group(tmp_p
     assert [r.key for r in ob.take("desk", 5.0, 10)] == ["A/open/d/1"]
 
 
-def test_rows_in_flight_at_a_crash_come_back_uncertain(tmp_path: Path) -> None:
+def test_only_rows_being_sent_at_a_crash_come_back_uncertain(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     ob = Outbox(db)
-    ob.add([row("I/a/x/1"), row("I/a/y/1")], {}, {}, 1.0)
-    taken = ob.take("email", 1.0, 1)
-    assert not taken[0].uncertain
-    ob.close()  # the process dies here, between send and record
+    ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
+    x, y, _ = ob.take("email", 1.0, 3)
+    assert not x.uncertain
+    ob.finish([], [], [], 1.0, sending=[x.id])
+    ob.finish([(x.id, "sent")], [], [], 1.1, sending=[y.id])
+    ob.close()  # the process dies here: y was on the wire, z only claimed
     again = Outbox(db)
+    assert again.recovered == 1
     rows = again.take("email", 2.0, 10)
-    assert [(r.key, r.uncertain) for r in rows] == [("I/a/x/1", True), ("I/a/y/1", False)]
+    assert [(r.key, r.uncertain) for r in rows] == [("I/a/y/1", True), ("I/a/z/1", False)]
     assert again.pending()["email"][0] == 2
+
+
+class ScriptedSender:
+    """An adapter whose sends the test releases one by one (the worker's logic, not a channel)."""
+
+    channel = "email"
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+        self.calls: list[str] = []
+        self.fail: set[str] = set()
+
+    def gate(self, key: str) -> asyncio.Event:
+        return self.gates.setdefault(key, asyncio.Event())
+
+    async def send(self, r: Row) -> str | None:
+        self.calls.append(r.key)
+        await asyncio.sleep(0)  # on the wire: the other lanes run meanwhile
+        await self.gate(r.key).wait()
+        if r.key in self.fail:
+            self.fail.discard(r.key)
+            raise DeliveryRetryable("not connected", "unreachable")
+        return "ok"
+
+    async def close(self) -> None:
+        return None
+
+
+def inflight(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as con:
+        return dict(con.execute("SELECT key, inflight FROM outbox WHERE status = 'pending'").fetchall())
+
+
+async def test_each_outcome_is_committed_before_the_next_send(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    ob = Outbox(db)
+    ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
+    sender = ScriptedSender()
+    worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=1)
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: sender.calls == ["I/a/x/1"], 5, "first send")
+        assert inflight(db) == {"I/a/x/1": SENDING, "I/a/y/1": CLAIMED, "I/a/z/1": CLAIMED}
+        sender.gate("I/a/x/1").set()
+        await until(lambda: len(sender.calls) == 2, 5, "second send")
+        # read by another connection, as a restarted process would: x is recorded, y is on the wire
+        assert inflight(db) == {"I/a/y/1": SENDING, "I/a/z/1": CLAIMED}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # a shutdown mid-send: y may have arrived (uncertain), z was never tried
+    assert inflight(db) == {"I/a/y/1": 0, "I/a/z/1": 0}
+    assert [(r.key, r.uncertain) for r in ob.take("email", 2.0, 10)] == [("I/a/y/1", True), ("I/a/z/1", False)]
+
+
+async def test_receiver_back_while_a_batch_fails_retries_at_once_not_after_the_backoff(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "m.db")
+    ob.add([row("I/a/x/1")], {}, {}, 1.0)
+    sender = ScriptedSender()
+    sender.fail.add("I/a/x/1")
+    clock = ManualClock(1.0)  # never advanced: only an immediate retry can deliver
+    worker = Worker(ob, sender, POLICY, clock)
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: sender.calls == ["I/a/x/1"], 5, "first send")
+        worker.retry_waiting()  # the broker connected while this attempt was failing
+        sender.gate("I/a/x/1").set()
+        await until(lambda: not ob.pending(), 5, "the row delivered without waiting for its back-off")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sender.calls == ["I/a/x/1", "I/a/x/1"]
+
+
+async def test_concurrent_lanes_send_each_row_once(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "m.db")
+    ob.add([row(f"I/a/{i}/1") for i in range(40)], {}, {}, 1.0)
+    sender = ScriptedSender()
+    for i in range(40):
+        sender.gate(f"I/a/{i}/1").set()
+    worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=3, batch=16)
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: not ob.pending(), 5, "the outbox to drain")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(40))

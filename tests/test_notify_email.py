@@ -129,20 +129,22 @@ async def until_attempted(svc: DeliveryService, n: int) -> None:
     await until(lambda: sum(1 for r in svc.outbox.rows() if r["attempts"] >= 1) >= n, 20, "failed attempts")
 
 
-def test_killed_between_send_and_record_repeats_with_the_same_message_id(tmp_path: Path) -> None:
+def test_killed_mid_fan_out_repeats_only_the_messages_on_the_wire_with_their_message_ids(tmp_path: Path) -> None:
     server = make_server(tmp_path)
     server.start()
     try:
         inv = inventory(tmp_path, server, "none")
+        assert inv.delivery is not None and inv.delivery.smtp is not None
+        pool = inv.delivery.smtp.pool_size
         events = tmp_path / "events.jsonl"
         events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(40)))) + "\n")
         db = tmp_path / "monitor.db"
         argv = [sys.executable, "-m", "tests.delivery_child", inv.source, str(db)]
-        first = subprocess.run([*argv, str(events), "--die-on-record"], cwd=Path(__file__).parents[1],
+        first = subprocess.run([*argv, str(events), "--die-on-record=15"], cwd=Path(__file__).parents[1],
                                capture_output=True, timeout=60)
         assert first.returncode == -9, first.stderr.decode()[-2000:]
         sent_before = server.repeats()
-        assert 0 < sum(sent_before.values()) < 41  # killed mid fan-out, after a batch went out
+        assert 15 <= sum(sent_before.values()) < 41  # killed in the middle of the fan-out
         second = subprocess.run([*argv, "-"], cwd=Path(__file__).parents[1], capture_output=True, timeout=60)
         assert second.returncode == 0, second.stderr.decode()[-2000:]
         counts = server.repeats()
@@ -150,7 +152,9 @@ def test_killed_between_send_and_record_repeats_with_the_same_message_id(tmp_pat
         server.stop()
     assert len(counts) == 41  # every notice arrived, as one logical message each
     repeated = {mid for mid, n in counts.items() if n > 1}
-    assert repeated == set(sent_before)  # only the unrecorded batch came twice, with the same Message-ID
+    # each outcome is committed before the next send: only what was on the wire can come twice
+    assert repeated <= set(sent_before)
+    assert 1 <= len(repeated) <= pool  # the 15th was accepted, then the process died before recording it
     assert max(counts.values()) == 2
     per_customer = {}
     for m in server.logical().values():

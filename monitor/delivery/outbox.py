@@ -2,9 +2,13 @@
 
 Rows live in the daemon's SQLite file (next to the state log and the incidents) and carry an
 idempotency key ``incident/action/recipient/version``: planning the same event twice inserts
-nothing new. A worker marks the rows it takes as in flight; rows still in flight at start-up were
-maybe sent before a crash, so they come back flagged ``uncertain`` and the adapters check first
-(ticket lookup by incident id) or reuse what makes a repeat harmless (the same Message-ID).
+nothing new. ``inflight`` says where a row is: 0 waiting, :data:`CLAIMED` taken by a worker but not
+attempted, :data:`SENDING` handed to an adapter. The worker records each outcome as soon as it is
+known, in the same commit that marks its next row as sending, so after a crash only the rows that
+were being sent (at most one per connection) may have reached the other side. Those come back
+flagged ``uncertain``, and the adapters check first (ticket lookup by incident id, comment
+reference) or reuse what makes a repeat harmless (the same Message-ID); claimed rows simply wait
+again.
 
 Schema changes are numbered migrations of their own (``delivery_schema``), so this module never
 edits the event store's numbering.
@@ -22,6 +26,9 @@ from typing import Any
 from monitor.errors import StorageError
 from monitor.store import EventStore
 from monitor.store import _transaction as _tx
+
+SENDING = 1  # handed to an adapter: maybe delivered if the process dies now (1 was "in flight" before)
+CLAIMED = 2  # taken by a worker, not attempted yet: nothing happened outside
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -101,9 +108,11 @@ class Outbox:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
-            # whatever was in flight when the last process died may have been sent: check before repeating
+            # whatever was being sent when the last process died may have arrived: check before repeating
             with _tx(self.db):
-                self.db.execute("UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = 1")
+                self.recovered = self.db.execute(
+                    "UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = ?", (SENDING,)).rowcount
+                self.db.execute("UPDATE outbox SET inflight = 0 WHERE inflight = ?", (CLAIMED,))
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the outbox in {path}: {exc}") from exc
 
@@ -181,7 +190,7 @@ class Outbox:
                     " AND p.status = 'pending')) ORDER BY id LIMIT ?",
                     (channel, now, limit),
                 ).fetchall()
-                self.db.executemany("UPDATE outbox SET inflight = 1 WHERE id = ?", [(r[0],) for r in rows])
+                self.db.executemany("UPDATE outbox SET inflight = ? WHERE id = ?", [(CLAIMED, r[0]) for r in rows])
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
         return [Row(r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), id=r[0], attempts=r[8],
@@ -189,11 +198,16 @@ class Outbox:
 
     def finish(
         self, delivered: Sequence[tuple[int, str | None]], retries: Sequence[tuple[int, float, str, str]],
-        failed: Sequence[tuple[int, str, str]], now: float,
+        failed: Sequence[tuple[int, str, str]], now: float, sending: Sequence[int] = (),
     ) -> None:
-        """Record outcomes: (id, result); (id, next_at, reason, error); (id, reason, error)."""
+        """Record outcomes: (id, result); (id, next_at, reason, error); (id, reason, error).
+
+        ``sending`` marks rows about to be handed to an adapter, in the same commit: one commit per
+        item keeps the window of a crash to what is on the wire.
+        """
         try:
             with _tx(self.db):
+                self.db.executemany("UPDATE outbox SET inflight = ? WHERE id = ?", [(SENDING, i) for i in sending])
                 self.db.executemany(
                     "UPDATE outbox SET status = 'delivered', inflight = 0, attempts = attempts + 1, done_at = ?,"
                     " result = ? WHERE id = ?", [(now, res, i) for i, res in delivered])
@@ -206,10 +220,11 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot record deliveries in {self.path}: {exc}") from exc
 
-    def release(self, ids: Sequence[int]) -> None:
-        """Rows taken but not attempted (shutdown): pending again, not uncertain."""
+    def release(self, ids: Sequence[int], *, uncertain: Sequence[int] = ()) -> None:
+        """Shutdown: rows not attempted are pending again; rows cut off mid-send are pending and uncertain."""
         with _tx(self.db):
             self.db.executemany("UPDATE outbox SET inflight = 0 WHERE id = ?", [(i,) for i in ids])
+            self.db.executemany("UPDATE outbox SET inflight = 0, uncertain = 1 WHERE id = ?", [(i,) for i in uncertain])
 
     def retry_now(self, channel: str, now: float) -> None:
         """The receiver is back (broker reconnected): waiting rows are due now, not at their back-off."""

@@ -47,6 +47,10 @@ class DeliveryService:
         self.ctx = Context(inventory, config)
         self.renderer = Renderer(config.templates_dir or None)
         self.outbox = Outbox(db_path)
+        if self.outbox.recovered:
+            # said once at start: the receivers may see these again (same Message-ID / reference)
+            event(log, logging.WARNING, "repeating deliveries that were on the wire when the last process stopped",
+                  rows=self.outbox.recovered)
         self.store = IncidentStore(db_path)
         self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
         self.workers: dict[str, Worker] = {}
@@ -173,8 +177,8 @@ class DeliveryService:
             from monitor.notify.email import EmailSender
 
             self.senders["email"] = EmailSender(cfg.smtp)
-            # small batches: outcomes are recorded per batch, so a crash repeats at most one batch
-            # (with the same Message-IDs)
+            # outcomes are recorded per message: a crash repeats at most the pool's messages on the
+            # wire (with the same Message-IDs)
             self.workers["email"] = Worker(self.outbox, self.senders["email"], policy, self.clock,
                                            concurrency=cfg.smtp.pool_size, rate=rates.get("email"),
                                            batch=8 * cfg.smtp.pool_size)
@@ -221,8 +225,7 @@ class DeliveryService:
         return None
 
     def _mqtt_connected(self) -> None:
-        self.outbox.retry_now("mqtt", self.clock.now())
-        self.workers["mqtt"].wake()
+        self.workers["mqtt"].retry_waiting()
 
     def _ack(self, incident: str, by: str) -> None:
         try:

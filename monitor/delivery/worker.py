@@ -2,8 +2,9 @@
 
 One worker per channel (email, mqtt, desk, webhook) so a slow service desk never holds up customer
 mail. Each has a concurrency bound (the SMTP pool size; 1 where order matters) and a token-bucket
-rate limit (SMTP relays throttle). Outcomes are recorded in batches; a crash between a send and
-its record leaves the row in flight, and the next start hands it to the adapter as ``uncertain``.
+rate limit (SMTP relays throttle). Each outcome is committed as soon as it is known; a crash
+between a send and its record leaves that row marked as sending, and the next start hands it to the
+adapter as ``uncertain`` (at most one row per lane).
 """
 
 from __future__ import annotations
@@ -73,13 +74,27 @@ class Worker:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._down = False  # for one log line per outage, not one per failed item
+        self._retry_waiting = False
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def retry_waiting(self) -> None:
+        """The receiver is back: rows waiting for their back-off are due now.
+
+        Applied by the run loop between batches, not here: rows of a batch in progress get their
+        back-off recorded when the batch ends, and would otherwise wait it out although the
+        receiver is up (a broker that connects while the first rows fail with "not connected").
+        """
+        self._retry_waiting = True
         self._wake.set()
 
     async def run(self) -> None:
         while True:
             self._wake.clear()
+            if self._retry_waiting:
+                self._retry_waiting = False
+                self.outbox.retry_now(self.channel, self.clock.now())
             rows = self.outbox.take(self.channel, self.clock.now(), self.batch)
             if rows:
                 await self._deliver(rows)
@@ -92,9 +107,12 @@ class Worker:
                     await self._wake.wait()
 
     async def _deliver(self, rows: list[Row]) -> None:
-        delivered: list[tuple[int, str | None]] = []
-        retries: list[tuple[int, float, str, str]] = []
-        failed: list[tuple[int, str, str]] = []
+        """Send a batch through ``concurrency`` lanes, recording each outcome as soon as it is known.
+
+        Each lane commits the outcomes gathered so far together with the "sending" mark of its next
+        row (one commit per item), so a SIGKILL can only leave uncertain the rows on the wire.
+        """
+        pending = _Outcomes()
         queue: asyncio.Queue[Row] = asyncio.Queue()
         for r in rows:
             queue.put_nowait(r)
@@ -104,15 +122,16 @@ class Worker:
             while not queue.empty():
                 row = queue.get_nowait()
                 await self.limit.acquire()
+                self._record(pending, sending=row.id)
                 started.add(row.id)
                 try:
-                    delivered.append((row.id, await self.sender.send(row)))
+                    result = await self.sender.send(row)  # before touching ``pending``: it is flushed meanwhile
+                    pending.delivered.append((row.id, result))
                 except DeliveryError as exc:
-                    self._failure(row, exc, retries, failed)
+                    self._failure(row, exc, pending)
                 except Exception as exc:  # an adapter bug must not stop the channel: retry, and say so
                     log.exception("delivery adapter failed", extra={"kv": {"channel": self.channel, "key": row.key}})
-                    self._failure(row, DeliveryRetryable(f"internal error: {type(exc).__name__}", "bug"), retries,
-                                  failed)
+                    self._failure(row, DeliveryRetryable(f"internal error: {type(exc).__name__}", "bug"), pending)
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -120,27 +139,50 @@ class Worker:
                     tg.create_task(lane())
         finally:
             # outcomes first, so a cancellation (shutdown) never repeats what was recorded as sent
-            self.outbox.finish(delivered, retries, failed, self.clock.now())
-            self.outbox.release([r.id for r in rows if r.id not in started])
-        metrics.DELIVERED.labels(self.channel).inc(len(delivered))
-        if delivered and self._down:
-            self._down = False
-            event(log, logging.INFO, "delivery recovered", channel=self.channel)
+            self._record(pending)
+            self.outbox.release([r.id for r in rows if r.id not in started],
+                                uncertain=sorted(started - pending.recorded))
 
-    def _failure(self, row: Row, exc: DeliveryError, retries: list[tuple[int, float, str, str]],
-                 failed: list[tuple[int, str, str]]) -> None:
+    def _record(self, pending: _Outcomes, sending: int | None = None) -> None:
+        delivered = len(pending.delivered)
+        self.outbox.finish(pending.delivered, pending.retries, pending.failed, self.clock.now(),
+                           sending=() if sending is None else (sending,))
+        pending.flush()
+        if delivered:
+            metrics.DELIVERED.labels(self.channel).inc(delivered)
+            if self._down:
+                self._down = False
+                event(log, logging.INFO, "delivery recovered", channel=self.channel)
+
+    def _failure(self, row: Row, exc: DeliveryError, pending: _Outcomes) -> None:
         now = self.clock.now()
         d = decide(self.policy, exc, row.attempts + 1, row.created_at, now, self._rng)
         text = str(exc)[:500]
         if d.retry:
-            retries.append((row.id, d.at, d.reason, text))
+            pending.retries.append((row.id, d.at, d.reason, text))
             metrics.RETRIES.labels(self.channel, d.reason).inc()
             if not self._down:
                 self._down = True
                 event(log, logging.WARNING, "delivery failing, will retry", channel=self.channel, reason=d.reason,
                       error=text)
         else:
-            failed.append((row.id, d.reason, text))
+            pending.failed.append((row.id, d.reason, text))
             metrics.FAILED.labels(self.channel, d.reason).inc()
             event(log, logging.ERROR, "delivery given up", channel=self.channel, key=row.key, reason=d.reason,
                   error=text)
+
+
+class _Outcomes:
+    """Outcomes known but not yet committed, and the ids committed so far in this batch."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[int, str | None]] = []
+        self.retries: list[tuple[int, float, str, str]] = []
+        self.failed: list[tuple[int, str, str]] = []
+        self.recorded: set[int] = set()
+
+    def flush(self) -> None:
+        self.recorded.update(i for i, _ in self.delivered)
+        self.recorded.update(r[0] for r in self.retries)
+        self.recorded.update(f[0] for f in self.failed)
+        self.delivered, self.retries, self.failed = [], [], []
