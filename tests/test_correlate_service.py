@@ -233,3 +233,26 @@ def test_store_written_before_migration_4_resumes_its_open_incidents(tmp_path, m
         assert (inc.id, basis, inc.was_outage) == ("INC-000001", "outage", False)
         assert store.incident("INC-000001").upgraded is False
         store.close()
+
+
+def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage):
+    """Staff closed an outage whose targets are still down: a restart must not open it again."""
+    inv, db, clock, svc = outage
+    cli = IncidentStore(db)
+    [row] = cli.incidents()
+    cli.add_action(row.id, "resolve", "ana", "known, a truck is on its way", clock.now())
+    cli.close()
+    clock.advance(1)
+    assert [e.event for e in svc.tick()] == ["resolved"]
+    svc.close()
+    svc = CorrelationService(inv, db, SETTINGS, clock, poll_every=0)
+    clock.advance(600)
+    assert svc.startup_events + svc.tick() == []
+    # left alone only until it changes: a CPE that comes back and fails again is a new failure
+    cpe = next(t for t in inv.targets if t.startswith("cpe-"))
+    for new in (State.UP, State.DOWN):
+        clock.advance(60)
+        svc.on_state_changes([StateChange(cpe, State.DOWN if new is State.UP else State.UP, new, clock.now(), "x")])
+    clock.advance(60)
+    assert [e.event for e in svc.tick()] == ["opened"]  # (an outage at the still-down core: its root)
+    svc.close()

@@ -28,7 +28,7 @@ order), so a burst of 100k changes is O(n) work overall.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import not_
 
@@ -42,8 +42,9 @@ _INF = float("inf")
 BLIND_ROOT = "monitor"  # root of a blind incident raised by the share rule (no single node to blame)
 
 # member log operations, for the store: (incident id, target, op), or (incident id, targets, op)
-# for a run logged as one entry (an outage attaching its whole subtree)
-ADD, RECOVERED, DROP = "add", "recovered", "drop"
+# for a run logged as one entry (an outage attaching its whole subtree); LEFT_DOWN: still down when
+# staff resolved the incident (left alone until it changes, also after a restart)
+ADD, RECOVERED, DROP, LEFT_DOWN = "add", "recovered", "drop", "left_down"
 MemberOp = tuple[str, str | tuple[str, ...], str]
 
 
@@ -203,19 +204,23 @@ class Engine:
         if inc is None:
             return False
         self._run_timers(now)
-        for t in sorted(inc.members, key=self.topo.sort_key):
-            self._ignored.add(t)
+        left = sorted(inc.members, key=self.topo.sort_key)
+        self._ignored.update(left)
         self._resolve(inc)
+        self.member_log.extend((inc.id, t, LEFT_DOWN) for t in left)
         return True
 
     def restore(
-        self, incidents: Sequence[tuple[Incident, Kind, set[str]]], down: dict[str, float], now: float
+        self, incidents: Sequence[tuple[Incident, Kind, set[str]]], down: dict[str, float], now: float,
+        left_down: Mapping[str, float] | None = None,
     ) -> None:
         """Resume after a restart: open incidents (with basis and everyone affected) and who is down.
 
         Reconciles instead of trusting either side: members no longer down are recovered, down
         targets in no incident wait out their settle period as if just confirmed (so a change
         logged but not yet correlated when the process died is correlated now, once).
+        ``left_down``: target -> when staff resolved its incident while it was down; one still down
+        since then is left alone until it changes, as without the restart.
         """
         topo, s = self.topo, self.s
         self.now = max(self.now, now)
@@ -260,6 +265,9 @@ class Engine:
         for t, key in self.member.items():
             if key != t:
                 self._unexplained.discard(t)  # held by its incident's root (see _came_back)
+        for t, resolved_at in (left_down or {}).items():
+            if t in self.down and t not in self.member and self.down[t] <= resolved_at:
+                self._ignored.add(t)
         self._grace.extend(sorted(grace))
         self._hold.extend(sorted(hold))
         for inc in sorted(self.incidents.values(), key=lambda i: i.seq):
@@ -267,7 +275,7 @@ class Engine:
         pending = [
             (max(since + s.settle, self.now), t, since)
             for t, since in self.down.items()
-            if t not in self.member and t not in self._vantage
+            if t not in self.member and t not in self._vantage and t not in self._ignored
         ]
         self._settle.extend(sorted(pending, key=lambda p: (p[0], topo.order.get(p[1], 0))))
         if self.blind is not None and self._blind_cause() is None:

@@ -55,7 +55,7 @@ class CorrelationService:
         now = self.clock.now()
         engine = Engine(topo, self.settings, start=now, next_seq=self.store.next_seq())
         open_incidents = self.store.load_open()
-        engine.restore(open_incidents, down, now)
+        engine.restore(open_incidents, down, now, self.store.left_down())
         if open_incidents:
             log.info("resumed %d open incidents", len(open_incidents))
         return engine

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitor.correlate.engine import ADD, DROP, RECOVERED, MemberOp
+from monitor.correlate.engine import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.errors import MonitorError, StorageError
@@ -207,6 +207,14 @@ class IncidentStore:
             out.append((inc, basis, ever))
         return out
 
+    def left_down(self) -> dict[str, float]:
+        """Targets still down when staff resolved their incident (``down = 2``) -> when it was resolved."""
+        rows = self.db.execute(
+            "SELECT t.target, MAX(i.closed_at) FROM incident_targets t JOIN incidents i ON i.id = t.incident"
+            " WHERE t.down = 2 AND i.closed_at IS NOT NULL GROUP BY t.target"
+        )
+        return {t: float(at) for t, at in rows}
+
     def next_seq(self) -> int:
         row = self.db.execute("SELECT MAX(seq) FROM incidents").fetchone()
         return int(row[0] or 0) + 1
@@ -372,12 +380,15 @@ _ROW_SQL_OPS = {
     ADD: "INSERT OR REPLACE INTO incident_targets (incident, target, down) VALUES (?, ?, 1)",
     RECOVERED: "UPDATE incident_targets SET down = 0 WHERE incident = ? AND target = ?",
     DROP: "DELETE FROM incident_targets WHERE incident = ? AND target = ?",
+    LEFT_DOWN: "UPDATE incident_targets SET down = 2 WHERE incident = ? AND target = ?",  # see left_down()
 }
 _BULK_SQL = {
     ADD: "INSERT OR REPLACE INTO incident_targets (incident, target, down) SELECT ?, value, 1 FROM json_each(?)",
     RECOVERED: "UPDATE incident_targets SET down = 0 WHERE incident = ?1"
     " AND target IN (SELECT value FROM json_each(?2))",
     DROP: "DELETE FROM incident_targets WHERE incident = ?1 AND target IN (SELECT value FROM json_each(?2))",
+    LEFT_DOWN: "UPDATE incident_targets SET down = 2 WHERE incident = ?1"
+    " AND target IN (SELECT value FROM json_each(?2))",
 }
 _ROW_SQL = (
     "SELECT i.id, i.kind, i.root, i.status, i.opened_at, i.updated_at, i.cleared_at, i.closed_at, i.merged_into,"
