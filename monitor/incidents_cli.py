@@ -19,7 +19,7 @@ from pathlib import Path
 
 from monitor.correlate.incidents import format_ts, parse_ts
 from monitor.correlate.settings import parse_duration
-from monitor.correlate.store import IncidentRow, IncidentStore, MaintenanceRow, NotFound
+from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, IncidentStore, MaintenanceRow, NotFound
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 
@@ -56,17 +56,25 @@ class IncidentsAPI:
     def eta(self, inc_id: str, by: str, at: float, now: float | None = None) -> None:
         """Set (or move) the estimated restoration time; the daemon tells the desk and the customers."""
         now = time.time() if now is None else now
-        row = self.store.incident(inc_id)
-        if row.status != "open":
-            raise ConfigError(f"{inc_id} is already {row.status}")
+        self._open(inc_id)
         if at <= now:
             raise ConfigError(f"ETA {format_ts(at)} is not in the future")
         self.store.add_action(inc_id, "eta", by, format_ts(at), now)
 
-    def resolve(self, inc_id: str, by: str, note: str = "", now: float | None = None) -> None:
+    def clear_eta(self, inc_id: str, by: str, now: float | None = None) -> None:
+        """Withdraw the estimate; the daemon tells the desk, and the customers who were given it."""
+        self._open(inc_id)
+        if self.store.etas().get(inc_id) is None:
+            raise ConfigError(f"{inc_id} has no restoration estimate to withdraw")
+        self.store.add_action(inc_id, "eta", by, ETA_WITHDRAWN, time.time() if now is None else now)
+
+    def _open(self, inc_id: str) -> None:
         row = self.store.incident(inc_id)
         if row.status != "open":
             raise ConfigError(f"{inc_id} is already {row.status}")
+
+    def resolve(self, inc_id: str, by: str, note: str = "", now: float | None = None) -> None:
+        self._open(inc_id)
         self.store.add_action(inc_id, "resolve", by, note, time.time() if now is None else now)
 
     def add_window(
@@ -118,6 +126,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--at", help="ISO-8601, e.g. 2026-11-23T15:00-05:00")
     when.add_argument("--in", dest="in_", metavar="DURATION", help="from now, e.g. 90m, 2h")
+    when.add_argument("--clear", action="store_true", help="withdraw the estimate (there is none for now)")
     inc.set_defaults(handler=_incidents)
 
     mnt = sub.add_parser("maintenance", help="planned maintenance windows (failures inside raise no alarm)")
@@ -175,6 +184,9 @@ def _incidents(args: argparse.Namespace) -> int:
         elif args.action == "note":
             api.note(args.id, args.by, args.text)
             print(f"note added to {args.id}")
+        elif args.action == "eta" and args.clear:
+            api.clear_eta(args.id, args.by)
+            print(f"{args.id}: estimate withdrawn; the daemon tells the desk and the customers who had it")
         elif args.action == "eta":
             at = _when(args.at, "--at") if args.at else time.time() + _duration(args.in_, "--in")
             api.eta(args.id, args.by, at)

@@ -20,6 +20,12 @@ def test_example_loads_with_secrets_as_references(tmp_path: Path) -> None:
     assert d.oncall[0].shifts[0].days == (0, 1, 2, 3, 4) and d.oncall[0].shifts[1].start == 19 * 60
     assert d.technicians["ana"].language == "en" and d.escalation.after == 900.0
     assert d.retry.initial == 0.2 and d.customers.company == "Llanos Net"
+    assert d.eta_min_change == 300.0  # default 5 min
+
+
+def test_eta_min_change_is_a_duration(tmp_path: Path) -> None:
+    d = load(tmp_path, 2, base_delivery(eta_min_change="15m")).delivery
+    assert d is not None and d.eta_min_change == 900.0
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -46,8 +52,11 @@ def test_example_loads_with_secrets_as_references(tmp_path: Path) -> None:
     ({"retry": {"initial": "10s", "maximum": "1s"}}, "delivery.retry.maximum: must not be below initial"),
     ({"mqtt": {"host": "h", "prefix": "isp/#"}},
      "delivery.mqtt.prefix: bad topic prefix 'isp/#' (no wildcards, no trailing '/')"),
-    ({"pager": {}}, "delivery: unknown key 'pager' (allowed: customers, desk, escalation, maildir, mqtt, oncall,"
-                    " rate_limits, retry, sms, smtp, technicians, templates_dir, timezone)"),
+    ({"pager": {}}, "delivery: unknown key 'pager' (allowed: customers, desk, escalation, eta_min_change, maildir,"
+                    " mqtt, oncall, rate_limits, retry, sms, smtp, technicians, templates_dir, timezone)"),
+    ({"eta_min_change": 0}, "delivery.eta_min_change: must be greater than 0, got 0"),
+    ({"eta_min_change": "soon"},
+     "delivery.eta_min_change: bad duration 'soon' (expected seconds, or a string like '30s', '500ms', '2m')"),
     ({"maildir": {"path": "mail"}},  # base_delivery() has smtp too
      "delivery.maildir: give either smtp or maildir, not both (both are where the email channel goes)"),
     ({"smtp": None, "maildir": {"from": "noc@isp.example"}}, "delivery.maildir: missing required key 'path'"),

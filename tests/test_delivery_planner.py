@@ -48,7 +48,7 @@ class Run:
         t = now if now is not None else max(e.ts for e in evs)  # type: ignore[attr-defined]
         return self._keep(planner.plan(evs, dict(self.mem), self.glob, self.ctx, t))  # type: ignore[arg-type]
 
-    def tick(self, now: float, acked: frozenset[str] = frozenset(), etas: dict[str, float] | None = None,
+    def tick(self, now: float, acked: frozenset[str] = frozenset(), etas: dict[str, float | None] | None = None,
              ) -> list[Item]:
         return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked), etas))
 
@@ -251,7 +251,7 @@ def test_eta_set_makes_one_desk_comment_and_one_update_per_notified_customer(inv
     assert "We expect your service to be back by 2026-11-18 09:06" in en
     assert "Restablecimiento estimado: 2026-11-18 09:06." in sms
     assert "Restablecimiento estimado: 2026-11-18 09:06 (America/Bogota)" in desk
-    # the same ETA again, or one moved by less than ETA_MIN_CHANGE: nothing at all
+    # the same ETA again, or one moved by less than delivery.eta_min_change (5 min): nothing at all
     assert run.tick(T0 + 601, etas={"INC-000001": eta}) == [] and run.last == []
     assert run.tick(T0 + 700, etas={"INC-000001": eta + 120}) == [] and run.last == []
     assert run.mem["INC-000001"].eta == eta
@@ -282,3 +282,64 @@ def test_eta_for_a_resolved_incident_tells_nobody(inv: Inventory) -> None:
     assert run.tick(T0 + 400, etas={"INC-000001": T0 + 7200}) == [] and run.last == []
     m = run.mem["INC-000001"]
     assert m.eta == 0.0 and not m.eta_due
+
+
+def test_eta_withdrawn_one_desk_comment_and_one_throttled_update_to_those_told(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, [*ids(6, 0), "C-0041"]))  # C-0041 opted out
+    tick = functools.partial(run.tick, acked=frozenset({"INC-000001"}))  # no escalation in between
+    assert by_action(tick(T0 + 600, etas={"INC-000001": T0 + 3 * 3600}))["customer_updated"] == 6
+    run.feed(ev("updated", T0 + 650, ids(5, 0)))  # C-0006 is back: restored, not told of the withdrawal
+    items = tick(T0 + 700, etas={"INC-000001": None})
+    (comment,) = items  # the desk at once; customers wait for update_min_interval (1 h)
+    assert comment.action == "ticket_comment" and comment.data["reason"] == "eta_withdrawn"
+    assert comment.data["eta"] == ""
+    renderer = Renderer()
+    _, desk_es = renderer.render("ticket_comment", "ticket", "es", comment.data)
+    _, desk_en = renderer.render("ticket_comment", "ticket", "en", comment.data)
+    assert "Estimación de restablecimiento retirada" in desk_es and "Restablecimiento estimado:" not in desk_es
+    assert "Restoration estimate withdrawn" in desk_en
+    assert tick(T0 + 701, etas={"INC-000001": None}) == [] and run.last == []
+    assert tick(T0 + 702, etas={}) == [] and run.last == []  # no longer listed (e.g. just resolved): no news
+    assert tick(T0 + 600 + 3599, etas={"INC-000001": None}) == []
+    items = tick(T0 + 600 + 3600, etas={"INC-000001": None})
+    updates = {i.recipient: i for i in items if i.action == "customer_updated"}
+    assert set(updates) == {f"c{i}@example.com" for i in range(1, 6)} and {i.version for i in items} == {2}
+    assert {(i.data["eta"], i.data["eta_withdrawn"]) for i in items} == {("", True)}
+    _, es = renderer.render("customer_updated", "email", "es", updates["c1@example.com"].data)
+    _, en = renderer.render("customer_updated", "email", "en", updates["c2@example.com"].data)
+    _, sms = renderer.render("customer_updated", "sms", "en", updates["c2@example.com"].data)
+    assert "Por ahora no tenemos una hora estimada de restablecimiento" in es and "más tardar" not in es
+    assert "We have no estimated restoration time for now" in en and "No estimated restoration time" in sms
+    assert tick(T0 + 9000, etas={"INC-000001": None}) == [] and run.last == []  # at most one
+    m = run.mem["INC-000001"]
+    assert set(m.eta_told) - set(m.restored) == set()  # nobody still down believes an estimate
+    # a new estimate later goes to every notified customer still down again, without the withdrawal line
+    items = tick(T0 + 12_000, etas={"INC-000001": T0 + 20_000})
+    assert by_action(items) == Counter({"ticket_comment": 1, "customer_updated": 5})
+    assert not any(i.data.get("eta_withdrawn") for i in items)
+    m = run.mem["INC-000001"]
+    assert set(m.eta_told) - set(m.restored) == set(ids(5, 0))
+
+
+def test_eta_withdrawn_before_customers_heard_it_tells_only_the_desk(inv: Inventory) -> None:
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(4, 0), kind="suspected"))
+    assert by_action(run.feed(ev("updated", T0 + 60, ids(4, 0))))["customer_updated"] == 4  # → outage
+    tick = functools.partial(run.tick, acked=frozenset({"INC-000001"}))
+    assert by_action(tick(T0 + 120, etas={"INC-000001": T0 + 7200})) == Counter({"ticket_comment": 1})
+    items = tick(T0 + 600, etas={"INC-000001": None})
+    assert [(i.action, i.data["reason"]) for i in items] == [("ticket_comment", "eta_withdrawn")]
+    assert tick(T0 + 60 + 3600, etas={"INC-000001": None}) == [] and run.last == []
+    m = run.mem["INC-000001"]
+    assert m.eta == 0.0 and not m.eta_due and m.eta_told == []
+
+
+def test_eta_min_change_comes_from_the_config(tmp_path: Path) -> None:
+    run = Run(ctx_of(load(tmp_path, 4, base_delivery(eta_min_change="30m"))))
+    run.feed(ev("opened", T0, ids(4, 0)))
+    tick = functools.partial(run.tick, acked=frozenset({"INC-000001"}))
+    eta = T0 + 7200
+    assert by_action(tick(T0 + 60, etas={"INC-000001": eta}))["ticket_comment"] == 1
+    assert tick(T0 + 120, etas={"INC-000001": eta + 1799}) == [] and run.last == []
+    assert by_action(tick(T0 + 180, etas={"INC-000001": eta + 1800})) == Counter({"ticket_comment": 1})

@@ -134,3 +134,27 @@ def test_show_says_a_suspected_incident_was_upgraded(tmp_path, capsys):
     assert (shown["incident"]["kind"], shown["incident"]["upgraded"]) == ("outage", True)
     assert main(["incidents", "show", "INC-000001", "--db", str(path)]) == 0
     assert "opened as suspected, then its node went down" in capsys.readouterr().out
+
+
+def test_eta_clear_withdraws_the_estimate(db, capsys):
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--clear"]) == 2  # none yet
+    assert "INC-000001 has no restoration estimate to withdraw" in capsys.readouterr().err
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "2h"]) == 0
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana", "--clear"]) == 0
+    assert "INC-000001: estimate withdrawn" in capsys.readouterr().out
+    store = IncidentStore(db)
+    assert store.etas() == {"INC-000001": None}  # withdrawn, which delivery tells from "not listed"
+    assert store.actions("INC-000001")[-1][1:4] == ("eta", "ana", "withdrawn")
+    store.close()
+    assert main(["incidents", "show", "INC-000001", "--db", str(db)]) == 0
+    assert "eta      ana: withdrawn" in capsys.readouterr().out
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--clear"]) == 2  # twice: nothing to withdraw
+    assert "no restoration estimate to withdraw" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["incidents", "eta", "INC-000001", "--db", str(db), "--clear", "--in", "2h"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    # a new estimate after the withdrawal counts again
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "3h"]) == 0
+    store = IncidentStore(db)
+    assert store.etas()["INC-000001"] is not None
+    store.close()

@@ -26,7 +26,9 @@ from monitor.state import State
 from monitor.store import EventStore
 from monitor.store import _transaction as _tx
 
-ACTIONS = ("ack", "note", "resolve", "eta")  # eta: text is the ISO restoration estimate
+ACTIONS = ("ack", "note", "resolve", "eta")  # eta: text is the ISO restoration estimate, or ETA_WITHDRAWN
+#: text of an ``eta`` action that withdraws the estimate (readable as is in ``incidents show``)
+ETA_WITHDRAWN = "withdrawn"
 
 
 class NotFound(MonitorError):
@@ -295,13 +297,20 @@ class IncidentStore:
             "SELECT ts, action, author, text, done_at FROM incident_actions WHERE incident = ? ORDER BY id", (inc_id,)
         ))
 
-    def etas(self) -> dict[str, float]:
-        """The latest restoration estimate staff set per open incident (delivery tells desk and customers)."""
-        out: dict[str, float] = {}
+    def etas(self) -> dict[str, float | None]:
+        """The latest restoration estimate staff set per open incident (delivery tells desk and customers).
+
+        None = the estimate was withdrawn. Explicit, not a missing key: an incident missing here may
+        just have been resolved a moment ago, and must not make delivery announce a withdrawal.
+        """
+        out: dict[str, float | None] = {}
         for inc, text in self.db.execute(
             "SELECT a.incident, a.text FROM incident_actions a JOIN incidents i ON i.id = a.incident"
             " WHERE a.action = 'eta' AND i.status = 'open' ORDER BY a.id"
         ):
+            if text == ETA_WITHDRAWN:
+                out[inc] = None
+                continue
             try:
                 out[inc] = parse_ts(text)
             except ValueError:

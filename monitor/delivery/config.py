@@ -147,6 +147,7 @@ class DeliveryConfig:
     rate_limits: dict[str, float] = field(default_factory=dict)  # channel → items per second
     retry: RetrySettings = field(default_factory=RetrySettings)
     templates_dir: str = ""  # searched before the built-in templates
+    eta_min_change: float = 300.0  # a restoration estimate moved by less is not worth a comment or a notice
 
     @property
     def email(self) -> bool:

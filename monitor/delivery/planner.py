@@ -4,8 +4,8 @@ No I/O here, so every rule is a unit test with an injected time: one ticket per 
 when the same root fails again soon), technician alerts from the on-call rota with escalation when
 nobody acknowledges, customer notices at most one opened/restored pair per customer and incident,
 nothing to customers while the monitor is blind, none for single failures unless configured, opt-out
-respected, desk comments and customer updates only on meaningful change and throttled (a new or
-changed restoration estimate, ETA, set by staff counts as one).
+respected, desk comments and customer updates only on meaningful change and throttled (a new,
+changed or withdrawn restoration estimate, ETA, set by staff counts as one).
 
 The memory (:class:`IncidentMemory` per incident, :class:`GlobalMemory`) is returned with the items
 and stored by the service in the same transaction as the outbox rows, so a crash never leaves a
@@ -27,8 +27,6 @@ from monitor.inventory.model import Customer, Inventory
 
 #: customer-facing incident kinds that mean "your service is down"
 SERVICE_KINDS = ("outage", "suspected", "single")
-#: an ETA moved by less than this (seconds) is not worth a comment or a notice
-ETA_MIN_CHANGE = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +72,9 @@ class IncidentMemory:
     affected: int = 0  # customers affected now
     nodes: list[str] = field(default_factory=list)
     customers_now: list[str] = field(default_factory=list)
-    eta: float = 0.0  # restoration estimate last acted on (0 = none)
-    eta_due: bool = False  # customers still to be told the ETA (waiting for the update throttle)
+    eta: float = 0.0  # restoration estimate last acted on (0 = none, or withdrawn)
+    eta_due: bool = False  # customers still to be told the ETA or its withdrawal (waiting for the throttle)
+    eta_told: list[str] = field(default_factory=list)  # customers whose last update gave them an ETA
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -338,10 +337,11 @@ def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemo
 
 
 def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
-         acked: set[str], etas: Mapping[str, float] | None = None) -> Plan:
+         acked: set[str], etas: Mapping[str, float | None] | None = None) -> Plan:
     """Time-driven items: escalation of unacknowledged incidents, throttled desk comments, ETAs.
 
-    ``etas`` holds the latest restoration estimate staff set per open incident (incident store).
+    ``etas`` holds the latest restoration estimate staff set per open incident (incident store);
+    None = withdrawn. An incident missing from it is left as it is.
     """
     out = Plan()
     esc = ctx.cfg.escalation
@@ -358,11 +358,8 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
                                  tuple(m.nodes))
             _alert_technicians(fake, m, ctx, now, out, tier=nxt)
             changed = True
-        eta = etas.get(m.incident) if etas else None
-        if eta is not None and (not m.eta or abs(eta - m.eta) >= ETA_MIN_CHANGE):
-            m.eta, m.eta_due, changed = eta, True, True
-            if m.ticket_incident:
-                _comment(m.incident, m, ctx, now, out, reason="eta")
+        if etas and m.incident in etas and _new_eta(m, etas[m.incident], ctx, now, out):
+            changed = True
         if m.eta_due and _tell_eta(m, glob, ctx, now, out):
             changed = True
         if m.ticket_incident and m.comment_due and now >= m.last_comment + ctx.cfg.desk.comment_min_interval:
@@ -373,8 +370,29 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
     return out
 
 
+def _new_eta(m: IncidentMemory, eta: float | None, ctx: Context, now: float, out: Plan) -> bool:
+    """Act on the estimate staff set (None: withdrawn): the desk hears at once, customers become due.
+
+    Moves under ``eta_min_change`` are noise. A withdrawal is news only to those who were told an
+    estimate: the desk (always told at once) and the customers in ``eta_told``; an update with the
+    old estimate still waiting for the throttle is dropped instead.
+    """
+    if eta is None:
+        if not m.eta:
+            return False
+        m.eta, m.eta_due, reason = 0.0, bool(set(m.eta_told) - set(m.restored)), "eta_withdrawn"
+    elif not m.eta or abs(eta - m.eta) >= ctx.cfg.eta_min_change:
+        m.eta, m.eta_due, reason = eta, True, "eta"
+    else:
+        return False
+    if m.ticket_incident:
+        _comment(m.incident, m, ctx, now, out, reason=reason)
+    return True
+
+
 def _tell_eta(m: IncidentMemory, glob: GlobalMemory, ctx: Context, now: float, out: Plan) -> bool:
-    """An update notice with the ETA to every customer told of the incident and not yet restored.
+    """An update notice with the ETA to every customer told of the incident and not yet restored, or
+    (ETA withdrawn) one saying there is no estimate now to those who were given one.
 
     At most one update per ``update_min_interval`` (a newer ETA in between replaces the waiting one);
     held while the monitor is blind. False when it has to wait.
@@ -383,7 +401,7 @@ def _tell_eta(m: IncidentMemory, glob: GlobalMemory, ctx: Context, now: float, o
     if glob.blind or now < m.last_update + cn.update_min_interval:
         return False
     m.eta_due = False
-    todo = sorted(set(m.notified) - set(m.restored))
+    todo = sorted(set(m.notified if m.eta else m.eta_told) - set(m.restored))
     if todo and cn.enabled and _customer_kind(m.kind, ctx):
         m.updates += 1
         m.last_update = now
@@ -568,8 +586,19 @@ def _customer_notice(e: IncidentEvent, m: IncidentMemory, cid: str, action: str,
     data = {**ctx.place(m.root), "incident": m.incident, "kind": e.kind, "customer": cid, "customer_name": c.name,
             "opened_at": ctx.local(m.opened_at), "ts": ctx.local(e.ts), "hours": ctx.response_hours(cid),
             "service_class": c.service_class, "duration": _duration(e.ts - m.opened_at), "company": cn.company,
-            "phone": cn.support_phone, "eta": ctx.local(m.eta) if m.eta else "", "timezone": ctx.cfg.timezone}
+            "phone": cn.support_phone, "eta": ctx.local(m.eta) if m.eta else "", "timezone": ctx.cfg.timezone,
+            "eta_withdrawn": action == "customer_updated" and _eta_news(m, cid)}
     _to_customer(out, m.incident, action, c, version, action, data, ctx)
+
+
+def _eta_news(m: IncidentMemory, cid: str) -> bool:
+    """Keep ``eta_told`` for an update to ``cid``; True when it must say the estimate no longer holds."""
+    told = cid in m.eta_told
+    if m.eta:
+        m.eta_told = _union(m.eta_told, [cid])
+    elif told:
+        m.eta_told = [c for c in m.eta_told if c != cid]
+    return told and not m.eta
 
 
 def _to_customer(out: Plan, incident: str, action: str, c: Customer, version: int, template: str,

@@ -32,7 +32,7 @@ from monitor.inventory.model import NODE_KINDS
 from monitor.inventory.settings import SecretReader
 
 TOP = ("timezone", "templates_dir", "smtp", "maildir", "mqtt", "desk", "sms", "technicians", "oncall", "escalation",
-       "customers", "rate_limits", "retry")
+       "customers", "rate_limits", "retry", "eta_min_change")
 MAILDIR = ("path", "from")
 SMTP = ("host", "port", "security", "username", "password", "from", "pool_size", "timeout", "ca_file", "verify")
 MQTT = ("host", "port", "username", "password", "tls", "ca_file", "prefix", "client_id", "keepalive")
@@ -80,6 +80,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         rate_limits=_rates(sec),
         retry=_retry(sec.section("retry", RETRY)),
         templates_dir=sec.text("templates_dir") or "",
+        eta_min_change=sec.duration("eta_min_change", DeliveryConfig().eta_min_change),
     )
 
 
