@@ -14,7 +14,7 @@ import io
 import json
 import mailbox
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from monitor.delivery.outbox import Outbox, Row
 from monitor.demo import run as demo_run
 from monitor.demo import scenario
 from monitor.demo.console import mails
+from monitor.desk.base import Ref
 from monitor.desk.folder import FolderDesk
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
@@ -188,6 +189,16 @@ async def test_a_folder_ticket_is_opened_once_and_appended_to(tmp_path: Path) ->
     text = (tmp_path / "INC-000001.txt").read_text()
     assert text.count("· opened ---") == 1 and text.index("· comment ---") < text.index("· resolved ---")
     assert await desk.find("INC-000001") == "INC-000001"
+
+
+async def test_a_folder_note_repeated_after_a_crash_is_appended_once(tmp_path: Path) -> None:
+    desk = FolderDesk(tmp_path)
+    await desk.open("INC-000001", "[INC-000001] OUTAGE", "body")
+    ref = Ref("INC-000001", Ref.marker_of("INC-000001/ticket_resolve/folder/1"))
+    await desk.resolve("INC-000001", "done", ref)
+    await desk.resolve("INC-000001", "done", replace(ref, repeat=True))
+    text = (tmp_path / "INC-000001.txt").read_text()
+    assert text.count("· resolved ---") == 1 and text.rstrip().endswith(f"done\nmonitor-ref: {ref.marker}")
 
 
 def test_the_scripted_probe_follows_the_timeline() -> None:

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from monitor.clock import SystemClock
+from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
+from monitor.delivery.outbox import Row
 from monitor.delivery.service import DeliveryService
+from monitor.desk.base import DeskSender
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
 from tests.servers.rt import RequestTracker, texts
 
@@ -40,37 +43,42 @@ def make(tmp_path: Path, rt: RequestTracker, n: int = 8) -> DeliveryService:
     return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
 
 
+def with_opened(tmp_path: Path, rt: RequestTracker, incident: str) -> tuple[DeliveryService, IncidentEvent]:
+    """A service and the persisted opening of ``incident`` (six customers), not yet enqueued."""
+    svc = make(tmp_path, rt)
+    opened = ev("opened", T0, ids(6, 0), incident=incident)
+    IncidentStore(tmp_path / "monitor.db").save([opened], {}, set(), [])
+    return svc, opened
+
+
+async def deliver(run: Running, *events: IncidentEvent) -> None:
+    run.service.enqueue(list(events))
+    await run.drained()
+
+
 def tagged(rt: RequestTracker, incident: str) -> list[dict[str, object]]:
     return [t for t in rt.tickets(f"Subject LIKE '[{incident}]'") if f"[{incident}]" in str(t["Subject"])]
 
 
 async def test_one_ticket_commented_resolved_reopened_and_taken_as_ack(tmp_path: Path, rt: RequestTracker) -> None:
-    svc = make(tmp_path, rt)
     inc = "INC-000101"
-    opened = ev("opened", T0, ids(6, 0), incident=inc)
-    IncidentStore(tmp_path / "monitor.db").save([opened], {}, set(), [])
+    svc, opened = with_opened(tmp_path, rt, inc)
     async with Running(svc) as run:
-        svc.enqueue([opened])
-        await run.drained()
-        svc.enqueue([ev("updated", T0 + 60, ids(8, 0), incident=inc)])
-        await run.drained()
-        svc.enqueue([ev("updated", T0 + 90, ids(8, 0), incident=inc, kind="outage")])  # nothing changed
-        await run.drained()
+        await deliver(run, opened)
+        await deliver(run, ev("updated", T0 + 60, ids(8, 0), incident=inc))
+        await deliver(run, ev("updated", T0 + 90, ids(8, 0), incident=inc, kind="outage"))  # nothing changed
         (ticket,) = tagged(rt, inc)
         tid = str(ticket["id"])
         # staff takes the ticket in RT: that acknowledges the incident (no escalation)
         rt.take(tid)
         await svc.poll_desk_acks(force=True)
         assert IncidentStore(tmp_path / "monitor.db").incident(inc).acked_by == "rt"
-        svc.enqueue([ev("resolved", T0 + 600, ids(8, 0), incident=inc)])
-        await run.drained()
+        await deliver(run, ev("resolved", T0 + 600, ids(8, 0), incident=inc))
         assert rt.ticket(tid)["Status"] == "resolved"
         # the same root fails again within reopen_within: the same ticket is reopened, then resolved
-        svc.enqueue([ev("opened", T0 + 900, ids(2, 0), incident="INC-000102")])
-        await run.drained()
+        await deliver(run, ev("opened", T0 + 900, ids(2, 0), incident="INC-000102"))
         assert rt.ticket(tid)["Status"] == "open" and tagged(rt, "INC-000102") == []
-        svc.enqueue([ev("resolved", T0 + 1200, ids(2, 0), incident="INC-000102")])
-        await run.drained()
+        await deliver(run, ev("resolved", T0 + 1200, ids(2, 0), incident="INC-000102"))
     assert rt.ticket(tid)["Status"] == "resolved"
     body = texts(rt, tid)
     create = body[0]
@@ -100,6 +108,43 @@ async def test_rt_down_then_up_creates_the_ticket_once(tmp_path: Path, rt: Reque
             rt.start(60)
     assert row["status"] == "delivered" and row["reason"] == "unreachable"
     assert len(tagged(rt, "INC-000201")) == 1
+
+
+def comments(rt: RequestTracker, ticket: str) -> int:
+    return sum(h["Type"] == "Comment" for h in rt.history(ticket))
+
+
+def again(svc: DeliveryService, action: str, *, uncertain: bool, attempts: int) -> Row:
+    """The delivered row of ``action`` as the next process would take it after a SIGKILL before recording."""
+    (r,) = [r for r in svc.outbox.rows() if r["action"] == action]
+    assert r["status"] == "delivered"
+    return Row(r["key"], r["incident"], r["action"], r["recipient"], "desk", "", r["payload"], id=r["id"],
+               attempts=attempts, uncertain=uncertain, created_at=T0)
+
+
+async def test_notes_repeated_after_a_crash_reach_the_ticket_once(tmp_path: Path, rt: RequestTracker) -> None:
+    inc = "INC-000501"
+    svc, opened = with_opened(tmp_path, rt, inc)
+    async with Running(svc) as run:
+        await deliver(run, opened)
+        sender = svc.senders["desk"]
+        assert isinstance(sender, DeskSender)
+        (ticket,) = tagged(rt, inc)
+        tid = str(ticket["id"])
+        await deliver(run, ev("updated", T0 + 60, ids(8, 0), incident=inc))
+        # RT took the comment, the process died before the outbox said so: the row comes back
+        await sender.send(again(svc, "ticket_comment", uncertain=True, attempts=0))
+        await sender.send(again(svc, "ticket_comment", uncertain=False, attempts=1))  # or a timeout after posting
+        assert comments(rt, tid) == 1
+        await deliver(run, ev("resolved", T0 + 600, ids(8, 0), incident=inc))
+        rt.set_status(tid, "open")  # the note is there but the status is not: the repeat still resolves
+        await sender.send(again(svc, "ticket_resolve", uncertain=True, attempts=0))
+        assert comments(rt, tid) == 2 and rt.ticket(tid)["Status"] == "resolved"
+        await deliver(run, ev("opened", T0 + 900, ids(2, 0), incident="INC-000502"))  # same root: reopens the ticket
+        await sender.send(again(svc, "ticket_reopen", uncertain=True, attempts=0))
+        assert comments(rt, tid) == 3 and rt.ticket(tid)["Status"] == "open"
+    body = texts(rt, tid)
+    assert sum("Nuevos afectados (2): C-0007, C-0008" in t for t in body) == 1
 
 
 def test_crash_between_create_and_record_finds_the_existing_ticket(tmp_path: Path, rt: RequestTracker) -> None:

@@ -10,6 +10,7 @@ import pytest
 from monitor.clock import SystemClock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.delivery.service import DeliveryService
+from monitor.desk.base import Ref
 from monitor.notify.webhook import SIGNATURE, TIMESTAMP, sign, verify
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
 from tests.servers.http_receiver import HttpReceiver
@@ -59,6 +60,10 @@ async def test_signed_json_to_the_gateway_and_the_desk_with_retries(tmp_path: Pa
     desk = [d for d in docs if "op" in d]
     assert [(d["op"], d["ticket"]) for d in desk] == [("open", "INC-000001"), ("resolve", "INC-000001")]
     assert desk[0]["subject"].startswith("[INC-000001] OUTAGE")
+    # the resolve note carries the same reference RT would store, also in its Idempotency-Key
+    (resolve,) = [r["key"] for r in rows if r["action"] == "ticket_resolve"]
+    assert "ref" not in desk[0] and desk[1]["ref"] == Ref.marker_of(resolve)
+    assert f"INC-000001/resolve/{desk[1]['ref']}" in hook.unique()
     gateway = [r for r in hook.requests if "to" in r.doc]
     assert all(r.headers["Authorization"] == f"Bearer {SECRETS['SMS_TOKEN']}" for r in gateway)
     for r in hook.requests:  # the secrets travel only as the signature and the auth header

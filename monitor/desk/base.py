@@ -4,12 +4,16 @@ Adapters (RT, webhook) implement :class:`Desk`: ``find`` (the ticket of an incid
 ``open``, ``update``, ``comment``, ``resolve``, ``reopen`` and ``taken`` (staff picked the ticket
 up: counts as an acknowledgement). :class:`DeskSender` turns outbox rows into those calls and keeps
 the incident → ticket map, always looking the ticket up before creating one, so a crash between
-"created" and "recorded" never yields a second ticket. (Email-to-ticket needs no adapter: its
-messages go out on the email channel with a stable subject tag.)
+"created" and "recorded" never yields a second ticket. Comments (and the notes of resolve and
+reopen) carry a :class:`Ref` derived from the row's key, so an adapter that can read its desk back
+skips a comment the desk already has when the row is repeated after a crash. (Email-to-ticket needs
+no adapter: its messages go out on the email channel with a stable subject tag.)
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Protocol
 
 from monitor.delivery.outbox import Outbox, Row
@@ -21,6 +25,33 @@ def tag(incident: str) -> str:
     return f"[{incident}]"
 
 
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """Which side effect a desk note is, so a repeat after a crash is recognisable.
+
+    ``marker`` is a short hash of the outbox key (stable across restarts, one per note) that the
+    adapter stores with the note (``monitor-ref: <marker>``); ``repeat`` says the desk may already
+    have it (the row was in flight when the last process died, or an earlier attempt failed after
+    the desk may have accepted it). Only repeats pay for a look-up; first attempts post at once.
+    """
+
+    incident: str  # whose ticket (the tag the note can carry)
+    marker: str
+    repeat: bool = False
+
+    @property
+    def text(self) -> str:
+        return f"monitor-ref: {self.marker}"
+
+    @staticmethod
+    def marker_of(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @classmethod
+    def of(cls, row: Row, incident: str) -> Ref:
+        return cls(incident, cls.marker_of(row.key), row.uncertain or row.attempts > 0)
+
+
 class Desk(Protocol):
     name: str
 
@@ -30,11 +61,11 @@ class Desk(Protocol):
 
     async def update(self, ticket: str, subject: str) -> None: ...
 
-    async def comment(self, ticket: str, body: str) -> None: ...
+    async def comment(self, ticket: str, body: str, ref: Ref | None = None) -> None: ...
 
-    async def resolve(self, ticket: str, body: str) -> None: ...
+    async def resolve(self, ticket: str, body: str, ref: Ref | None = None) -> None: ...
 
-    async def reopen(self, ticket: str, body: str) -> None: ...
+    async def reopen(self, ticket: str, body: str, ref: Ref | None = None) -> None: ...
 
     async def taken(self, ticket: str) -> bool: ...
 
@@ -70,12 +101,13 @@ class DeskSender:
             return ticket
         if ticket is None:
             raise DeliveryRetryable(f"no ticket for {owner} yet", "no_ticket")
+        ref = Ref.of(row, owner)
         if op == "comment":
-            await self.desk.comment(ticket, p["body"])
+            await self.desk.comment(ticket, p["body"], ref)
         elif op == "resolve":
-            await self.desk.resolve(ticket, p["body"])
+            await self.desk.resolve(ticket, p["body"], ref)
         elif op == "reopen":
-            await self.desk.reopen(ticket, p["body"])
+            await self.desk.reopen(ticket, p["body"], ref)
             if row.incident != owner:
                 self.outbox.set_ticket(row.incident, self.desk.name, ticket)
         return ticket

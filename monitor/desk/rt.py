@@ -2,8 +2,12 @@
 
 The ticket of an incident is found by its subject tag (``[INC-000123]``) with TicketSQL, which is
 what makes creation idempotent across crashes. Comments are RT comments (internal, not mailed to
-requestors); resolve and reopen set the status. A ticket whose Owner is no longer ``Nobody`` was
-taken by staff, which counts as an acknowledgement of the incident.
+requestors) whose Subject carries the note's reference (``[INC-000123] monitor-ref: <hash>``): a
+repeat after a crash first asks TransactionSQL for a comment with that Subject on the ticket and
+skips the post if RT has it (Subject, not Content: RT without a full-text index cannot search
+bodies). Resolve and reopen are one comment with the new Status (one request); a repeat whose
+comment is found only sets the status. A ticket whose Owner is no longer ``Nobody`` was taken by
+staff, which counts as an acknowledgement of the incident.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import aiohttp
 
 from monitor.delivery.config import DeskSettings
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
-from monitor.desk.base import tag
+from monitor.desk.base import Ref, tag
 
 
 class RTDesk:
@@ -74,16 +78,33 @@ class RTDesk:
     async def update(self, ticket: str, subject: str) -> None:
         await self._call("PUT", f"/ticket/{ticket}", {"Subject": subject})
 
-    async def comment(self, ticket: str, body: str) -> None:
-        await self._call("POST", f"/ticket/{ticket}/comment", {"Content": body, "ContentType": "text/plain"})
+    async def comment(self, ticket: str, body: str, ref: Ref | None = None) -> None:
+        await self._note(ticket, body, ref)
 
-    async def resolve(self, ticket: str, body: str) -> None:
-        await self.comment(ticket, body)
-        await self._call("PUT", f"/ticket/{ticket}", {"Status": "resolved"})
+    async def resolve(self, ticket: str, body: str, ref: Ref | None = None) -> None:
+        await self._note(ticket, body, ref, "resolved")
 
-    async def reopen(self, ticket: str, body: str) -> None:
-        await self._call("PUT", f"/ticket/{ticket}", {"Status": "open"})
-        await self.comment(ticket, body)
+    async def reopen(self, ticket: str, body: str, ref: Ref | None = None) -> None:
+        await self._note(ticket, body, ref, "open")
+
+    async def _note(self, ticket: str, body: str, ref: Ref | None, status: str | None = None) -> None:
+        if ref is not None and ref.repeat and await self._has(ticket, ref):
+            if status is not None:
+                await self._call("PUT", f"/ticket/{ticket}", {"Status": status})
+            return
+        doc = {"Content": body, "ContentType": "text/plain"}
+        if ref is not None:
+            doc["Subject"] = f"{tag(ref.incident)} {ref.text}"
+        if status is not None:
+            doc["Status"] = status
+        await self._call("POST", f"/ticket/{ticket}/comment", doc)
+
+    async def _has(self, ticket: str, ref: Ref) -> bool:
+        """Whether the ticket already has the comment ``ref`` marks (asked only on repeats)."""
+        query = (f"ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND Type = 'Comment'"
+                 f" AND Subject LIKE '{ref.text}'")
+        found = await self._call("GET", f"/transactions?query={quote(query, safe='')}&per_page=1")
+        return bool((found or {}).get("items"))
 
     async def taken(self, ticket: str) -> bool:
         t = await self._call("GET", f"/ticket/{ticket}")

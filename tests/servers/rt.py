@@ -94,6 +94,9 @@ class RequestTracker(RestartableServer):
         """Staff takes the ticket (Owner = root): what the acknowledgement check looks for."""
         self._request("PUT", f"/REST/2.0/ticket/{ticket_id}", {"Owner": USER})
 
+    def set_status(self, ticket_id: str, status: str) -> None:
+        self._request("PUT", f"/REST/2.0/ticket/{ticket_id}", {"Status": status})
+
 
 
 
