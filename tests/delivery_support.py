@@ -127,9 +127,11 @@ class Running:
     def pending(self) -> int:
         return sum(n for n, _ in self.service.outbox.pending().values())
 
-    async def drained(self, timeout: float = 30.0) -> None:
+    async def drained(self, timeout: float = 30.0, *, advance: bool = True) -> None:
+        """Wait until nothing is pending; ``advance=False`` keeps a ManualClock frozen (no back-off ends)."""
         try:
-            await until(self._drained_or_advance, timeout, "the outbox to drain")
+            await until(self._drained_or_advance if advance else lambda: self.pending() == 0, timeout,
+                        "the outbox to drain")
         except TimeoutError as exc:
             stuck = [r for r in self.service.outbox.rows() if r["status"] == "pending"]
             raise TimeoutError(f"{exc}; clock={self.service.clock.now()}; pending: {stuck[:5]}") from None

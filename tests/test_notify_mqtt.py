@@ -12,7 +12,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from monitor.clock import SystemClock
+from monitor.clock import Clock, ManualClock, SystemClock
 from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
@@ -22,13 +22,13 @@ from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
 pytestmark = pytest.mark.servers
 
 
-def make(tmp_path: Path, broker: Mosquitto, **over: Any) -> DeliveryService:
+def make(tmp_path: Path, broker: Mosquitto, clock: Clock | None = None, **over: Any) -> DeliveryService:
     """The service publishing to ``broker``'s password listener (``over``: other ``mqtt:`` keys)."""
     mqtt = {"host": "127.0.0.1", "port": broker.auth_port, "prefix": "isp", "username": USER,
             "password": {"env": "MQTT_PASS"}, "client_id": "monitor-test", **over}
     inv = load(tmp_path, 5, delivery_with(mqtt=mqtt, smtp=None, desk=None))
     assert inv.delivery is not None and SECRETS["MQTT_PASS"] == PASSWORD
-    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
+    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock or SystemClock())
 
 
 class Watcher:
@@ -121,6 +121,25 @@ async def test_broker_restart_loses_no_event(tmp_path: Path) -> None:
             await until(lambda: bool(late.topic("isp/status/municipality/arauca")), 10, "retained status")
             assert late.topic("isp/status/node/twr-1")[-1]["status"] == "up"
             assert late.topic("isp/status/municipality/arauca")[-1]["status"] == "ok"
+    finally:
+        broker.stop()
+
+
+async def test_broker_down_at_start_gets_everything_as_soon_as_it_comes_up(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path)  # not started yet: the daemon starts first, as after a power cut
+    try:
+        svc = make(tmp_path, broker, ManualClock(T0))
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(5, 0))])
+            await until(lambda: any(r["attempts"] >= 1 for r in svc.outbox.rows(incident="INC-000001")
+                                    if r["channel"] == "mqtt"), 10, "a publish failing while the broker is down")
+            broker.start()
+            # the service's clock stays frozen: only the retry on (re)connection can deliver the
+            # rows that failed, not the end of their back-off
+            await run.drained(30, advance=False)
+        async with Watcher(broker, "late") as late:
+            await until(lambda: bool(late.topic("isp/status/node/twr-1")), 10, "retained node status")
+            assert late.topic("isp/status/node/twr-1")[-1]["status"] == "down"
     finally:
         broker.stop()
 
