@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import sqlite3
 from pathlib import Path
@@ -14,7 +15,8 @@ from monitor.clock import ManualClock
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import CLAIMED, SENDING, NewRow, Outbox, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff, call_with_retry, decide
-from monitor.delivery.worker import Worker
+from monitor.delivery.worker import RateLimit, Worker
+from monitor.selfmetrics import REGISTRY
 from tests.servers.common import until
 
 POLICY = RetrySettings(initial=1.0, maximum=60.0, factor=2.0, jitter=0.5, deadline=600.0)
@@ -204,3 +206,63 @@ async def test_concurrent_lanes_send_each_row_once(tmp_path: Path) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(40))
+
+
+async def test_rate_limit_paces_after_a_one_second_burst_in_virtual_time() -> None:
+    t = [100.0]
+    slept: list[float] = []
+
+    async def sleep(d: float) -> None:
+        slept.append(d)
+        t[0] += d
+
+    limit = RateLimit(4.0, now=lambda: t[0], sleep=sleep)
+    stamps = []
+    for _ in range(12):
+        await limit.acquire()
+        stamps.append(t[0])
+    assert stamps[:4] == [100.0] * 4  # one second's worth at once
+    assert stamps[-1] == pytest.approx(102.0)  # then 4 per second: 8 more take 2 s
+    assert all(b - a == pytest.approx(0.25) for a, b in itertools.pairwise(stamps[4:]))
+    t[0] += 10.0  # idle: the bucket refills to one second's worth, not more
+    for _ in range(5):
+        await limit.acquire()
+    assert t[0] == pytest.approx(112.25)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "m.db")
+    ob.add([row("I/a/ok/1", "metrics-test"), row("I/a/later/1", "metrics-test"), row("I/a/bad/1", "metrics-test")],
+           {}, {}, 1.0)
+
+    class Mixed(ScriptedSender):
+        async def send(self, r: Row) -> str | None:
+            self.calls.append(r.key)
+            if r.recipient == "later":
+                raise DeliveryRetryable("relay busy", "smtp_451")
+            if r.recipient == "bad":
+                raise DeliveryPermanent("no such mailbox", "smtp_550")
+            return "ok"
+
+    sender = Mixed()
+    sender.channel = "metrics-test"
+    before = {n: sample(n, channel="metrics-test") for n in ("monitor_delivery_delivered_total",)}
+    worker = Worker(ob, sender, POLICY, ManualClock(1.0))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(sender.calls) == 3, 5, "three attempts")
+        await until(lambda: ob.next_due("metrics-test") is not None and not ob.take("metrics-test", 1.0, 10), 5,
+                    "the batch recorded")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sample("monitor_delivery_delivered_total", channel="metrics-test") - before[
+        "monitor_delivery_delivered_total"] == 1
+    assert sample("monitor_delivery_retries_total", channel="metrics-test", reason="smtp_451") == 1
+    assert sample("monitor_delivery_failed_total", channel="metrics-test", reason="smtp_550") == 1
+    assert ob.pending() == {"metrics-test": (1, 1.0)}

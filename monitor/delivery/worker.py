@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from monitor.clock import Clock
@@ -37,24 +38,32 @@ class Sender(Protocol):
 
 
 class RateLimit:
-    """Token bucket: ``rate`` items per second, bursts up to one second's worth."""
+    """Token bucket: ``rate`` items per second, bursts up to one second's worth.
 
-    def __init__(self, rate: float | None) -> None:
+    Monotonic time and the sleep are injectable so the pacing is tested in virtual time.
+    """
+
+    def __init__(
+        self, rate: float | None, *, now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.rate = rate
         self.tokens = rate or 0.0
-        self.stamp = time.monotonic()
+        self._now = now
+        self._sleep = sleep
+        self.stamp = now()
 
     async def acquire(self) -> None:
         if not self.rate:
             return
         while True:
-            now = time.monotonic()
+            now = self._now()
             self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
             if self.tokens >= 1:
                 self.tokens -= 1
                 return
-            await asyncio.sleep((1 - self.tokens) / self.rate)
+            await self._sleep((1 - self.tokens) / self.rate)
 
 
 class Worker:
