@@ -172,13 +172,16 @@ async def test_wrong_ca_is_retryable_and_leaks_no_password(tmp_path: Path, caplo
         async with Running(svc):
             svc.enqueue([ev("opened", T0, ids(5, 0))])
             # rows of an incident go out in order: the first one is retried, the others wait behind it
-            await until(lambda: max(r["attempts"] for r in svc.outbox.rows(incident="INC-000001")) >= 2,
-                        15, "a row's second failed attempt")
+            await until(lambda: max(r["attempts"] for r in svc.outbox.rows(incident="INC-000001")) >= 3,
+                        15, "a row's third failed attempt (several connection attempts)")
             rows = svc.outbox.rows(incident="INC-000001")
             errors = [e for (e,) in svc.outbox.db.execute("SELECT error FROM outbox WHERE attempts > 0")]
         assert rows and {r["status"] for r in rows} == {"pending"}
-        assert {r["reason"] for r in rows if r["attempts"]} == {"unreachable"}
+        # the cause reaches the rows and the log (once), not just "not connected"
+        assert {r["reason"] for r in rows if r["attempts"] >= 2} == {"tls"}
         assert errors and all(errors), errors
+        assert any("CERTIFICATE_VERIFY_FAILED" in e for e in errors), errors
+        assert caplog.text.count("MQTT connection failed, will retry") == 1
         assert PASSWORD not in caplog.text + json.dumps(errors) + json.dumps(rows)
         broker.stop()  # flushes its log: it saw handshakes our client aborted, as it trusts another CA
         assert "unknown ca" in (tmp_path / "mosquitto.log").read_text()

@@ -21,7 +21,7 @@ import aiomqtt
 from monitor.clock import Clock
 from monitor.delivery.config import MqttSettings, RetrySettings
 from monitor.delivery.outbox import Row
-from monitor.delivery.retry import DeliveryRetryable, call_with_retry
+from monitor.delivery.retry import DeliveryError, DeliveryRetryable, call_with_retry
 from monitor.logs import event
 
 log = logging.getLogger("monitor.delivery.mqtt")
@@ -43,6 +43,8 @@ class MqttSender:
         self.on_connect = on_connect
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        # why the last connection attempt failed, for the rows that wait meanwhile (and one log line)
+        self.last_error: DeliveryRetryable | None = None
 
     def _new_client(self) -> aiomqtt.Client:
         s = self.s
@@ -60,15 +62,23 @@ class MqttSender:
         try:
             await client.__aenter__()
             await client.subscribe(f"{self.s.prefix}/ack/+", qos=1)
-        except aiomqtt.MqttError as exc:
-            raise DeliveryRetryable(f"MQTT broker {self.s.host}:{self.s.port}: {exc}", "unreachable") from exc
+        except aiomqtt.MqttError as exc:  # aiomqtt keeps only the text of the cause
+            reason = "tls" if "SSL" in str(exc) else \
+                "auth" if "authori" in str(exc).lower() or "password" in str(exc).lower() else "unreachable"
+            raise DeliveryRetryable(f"MQTT broker {self.s.host}:{self.s.port}: {exc}", reason) from exc
         return client
+
+    def _connect_failed(self, exc: DeliveryError, _delay: float) -> None:
+        if self.last_error is None or str(self.last_error) != str(exc):  # once per distinct cause
+            event(log, logging.WARNING, "MQTT connection failed, will retry", reason=exc.reason, error=exc)
+        self.last_error = exc if isinstance(exc, DeliveryRetryable) else DeliveryRetryable(str(exc), exc.reason)
 
     async def keep(self) -> None:
         """Run forever: stay connected, hand acks to ``on_ack``, reconnect with back-off."""
         lost = False
         while True:
-            client = await call_with_retry(self._connect, self.policy, self.clock)
+            client = await call_with_retry(self._connect, self.policy, self.clock, on_retry=self._connect_failed)
+            self.last_error = None
             self.client = client
             self.connected.set()
             event(log, logging.INFO if lost else logging.DEBUG, "MQTT connected", broker=f"{self.s.host}:{self.s.port}")
@@ -101,7 +111,9 @@ class MqttSender:
     async def send(self, row: Row) -> str | None:
         client = self.client
         if client is None or not self.connected.is_set():
-            raise DeliveryRetryable("MQTT broker not connected", "unreachable")
+            cause = self.last_error
+            raise DeliveryRetryable(f"MQTT broker not connected ({cause})" if cause else "MQTT broker not connected",
+                                    cause.reason if cause else "unreachable")
         p = row.payload
         payload = json.dumps(p["payload"], ensure_ascii=False, sort_keys=True)
         try:
