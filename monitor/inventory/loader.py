@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from monitor.errors import ConfigError
-from monitor.inventory import delivery, operations, settings
+from monitor.inventory import api, delivery, operations, settings
 from monitor.inventory.customers_csv import read_customers
 from monitor.inventory.entries import EntryReader
 from monitor.inventory.fields import Problems, Section
@@ -37,7 +37,7 @@ __all__ = ["load_inventory", "summarize"]
 TOP_KEYS = (
     "municipalities", "sites", "service_classes", "credentials", "nodes", "customers", "customers_file",
     "polling", "polling_by_kind", "daemon", "timeseries", "correlation", "maintenance",
-    "delivery",
+    "delivery", "api",
 )
 DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
 CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "polling")
@@ -119,6 +119,7 @@ class _Loader:
             },
             daemon=daemon, timeseries=ts, polling=layers.base, correlation=correlation, maintenance=maintenance,
             delivery=delivery.parse(top, self.secrets, munis),
+            api=api.parse(top, self.secrets, daemon.metrics_listen),
         )
 
     def _unique(self, seen: dict[str, Where], sec: Section) -> str | None:

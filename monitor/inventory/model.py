@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from monitor.api.config import ApiSettings
     from monitor.delivery.config import DeliveryConfig
 
 TargetRole = Literal["node", "endpoint"]
@@ -201,6 +202,7 @@ class Inventory:
     correlation: tuple[tuple[str, str], ...] = ()  # raw overrides of CorrelationSettings, validated
     maintenance: tuple[MaintenanceSpec, ...] = ()
     delivery: DeliveryConfig | None = None  # the ``delivery:`` section (monitor.inventory.delivery)
+    api: ApiSettings | None = None  # the ``api:`` section (monitor.inventory.api): HTTP API, ack links
 
     def nodes(self) -> list[Target]:
         return [t for t in self.targets.values() if t.role == "node"]

@@ -163,7 +163,7 @@ def daemon(sec: Section | None, base_dir: Path) -> DaemonSettings:
         sec.err("metrics_listen", f"expected a string such as {d.metrics_listen} ('' disables /metrics), "
                                   f"got {type_name(listen)}")
         listen = d.metrics_listen
-    elif listen and not _valid_listen(listen):
+    elif listen and not valid_listen(listen):
         sec.err("metrics_listen", f"bad listen address {listen!r} (expected HOST:PORT such as "
                                   f"{d.metrics_listen}, or '' to disable /metrics)")
     level = sec.data.get("log_level", d.log_level)
@@ -179,7 +179,7 @@ def daemon(sec: Section | None, base_dir: Path) -> DaemonSettings:
     )
 
 
-def _valid_listen(listen: str) -> bool:
+def valid_listen(listen: str) -> bool:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         return False
