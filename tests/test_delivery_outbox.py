@@ -266,3 +266,30 @@ async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason
     assert sample("monitor_delivery_retries_total", channel="metrics-test", reason="smtp_451") == 1
     assert sample("monitor_delivery_failed_total", channel="metrics-test", reason="smtp_550") == 1
     assert ob.pending() == {"metrics-test": (1, 1.0)}
+
+
+async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_next_token(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    ob = Outbox(db)
+    ob.add([row("I/a/x/1"), row("I/a/y/1")], {}, {}, 1.0)
+    sender = ScriptedSender()
+    sender.gate("I/a/x/1").set()
+    token = asyncio.Event()
+
+    async def sleep(_: float) -> None:
+        await token.wait()  # the next token comes when the test says so
+        t[0] += 1.0
+
+    t = [0.0]
+    worker = Worker(ob, sender, POLICY, ManualClock(1.0), rate=RateLimit(1.0, now=lambda: t[0], sleep=sleep))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: "I/a/x/1" not in inflight(db), 5, "x recorded while the lane waits for a token")
+        assert sender.calls == ["I/a/x/1"] and inflight(db) == {"I/a/y/1": CLAIMED}
+        token.set()
+        sender.gate("I/a/y/1").set()
+        await until(lambda: not ob.pending(), 5, "y delivered")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -69,7 +69,7 @@ class RateLimit:
 class Worker:
     def __init__(
         self, outbox: Outbox, sender: Sender, policy: RetrySettings, clock: Clock, *, concurrency: int = 1,
-        rate: float | None = None, batch: int = 500, idle: float = 1.0,
+        rate: float | RateLimit | None = None, batch: int = 500, idle: float = 1.0,
     ) -> None:
         self.outbox = outbox
         self.sender = sender
@@ -77,7 +77,7 @@ class Worker:
         self.policy = policy
         self.clock = clock
         self.concurrency = max(1, concurrency)
-        self.limit = RateLimit(rate)
+        self.limit = rate if isinstance(rate, RateLimit) else RateLimit(rate)
         self.batch = batch
         self.idle = idle
         self._wake = asyncio.Event()
@@ -141,6 +141,8 @@ class Worker:
                 except Exception as exc:  # an adapter bug must not stop the channel: retry, and say so
                     log.exception("delivery adapter failed", extra={"kv": {"channel": self.channel, "key": row.key}})
                     self._failure(row, DeliveryRetryable(f"internal error: {type(exc).__name__}", "bug"), pending)
+                if queue.empty() or self.limit.rate:  # no next send right away to carry the record
+                    self._record(pending)
 
         try:
             async with asyncio.TaskGroup() as tg:
