@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import random
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,18 @@ class ScriptedSender:
         return None
 
 
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[None]:
+    """The worker's loop as a task for the body of the block, cancelled (a shutdown) after it."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def inflight(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as con:
         return dict(con.execute("SELECT key, inflight FROM outbox WHERE status = 'pending'").fetchall())
@@ -154,18 +167,13 @@ async def test_each_outcome_is_committed_before_the_next_send(tmp_path: Path) ->
     ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
     sender = ScriptedSender()
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=1)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await until(lambda: sender.calls == ["I/a/x/1"], 5, "first send")
         assert inflight(db) == {"I/a/x/1": SENDING, "I/a/y/1": CLAIMED, "I/a/z/1": CLAIMED}
         sender.gate("I/a/x/1").set()
         await until(lambda: len(sender.calls) == 2, 5, "second send")
         # read by another connection, as a restarted process would: x is recorded, y is on the wire
         assert inflight(db) == {"I/a/y/1": SENDING, "I/a/z/1": CLAIMED}
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     # a shutdown mid-send: y may have arrived (uncertain), z was never tried
     assert inflight(db) == {"I/a/y/1": 0, "I/a/z/1": 0}
     assert [(r.key, r.uncertain) for r in ob.take("email", 2.0, 10)] == [("I/a/y/1", True), ("I/a/z/1", False)]
@@ -178,16 +186,11 @@ async def test_receiver_back_while_a_batch_fails_retries_at_once_not_after_the_b
     sender.fail.add("I/a/x/1")
     clock = ManualClock(1.0)  # never advanced: only an immediate retry can deliver
     worker = Worker(ob, sender, POLICY, clock)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await until(lambda: sender.calls == ["I/a/x/1"], 5, "first send")
         worker.retry_waiting()  # the broker connected while this attempt was failing
         sender.gate("I/a/x/1").set()
         await until(lambda: not ob.pending(), 5, "the row delivered without waiting for its back-off")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert sender.calls == ["I/a/x/1", "I/a/x/1"]
 
 
@@ -198,13 +201,8 @@ async def test_concurrent_lanes_send_each_row_once(tmp_path: Path) -> None:
     for i in range(40):
         sender.gate(f"I/a/{i}/1").set()
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=3, batch=16)
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await until(lambda: not ob.pending(), 5, "the outbox to drain")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(40))
 
 
@@ -252,15 +250,10 @@ async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason
     sender.channel = "metrics-test"
     before = {n: sample(n, channel="metrics-test") for n in ("monitor_delivery_delivered_total",)}
     worker = Worker(ob, sender, POLICY, ManualClock(1.0))
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await until(lambda: len(sender.calls) == 3, 5, "three attempts")
         await until(lambda: ob.next_due("metrics-test") is not None and not ob.take("metrics-test", 1.0, 10), 5,
                     "the batch recorded")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert sample("monitor_delivery_delivered_total", channel="metrics-test") - before[
         "monitor_delivery_delivered_total"] == 1
     assert sample("monitor_delivery_retries_total", channel="metrics-test", reason="smtp_451") == 1
@@ -282,14 +275,9 @@ async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_ne
 
     t = [0.0]
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), rate=RateLimit(1.0, now=lambda: t[0], sleep=sleep))
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         await until(lambda: "I/a/x/1" not in inflight(db), 5, "x recorded while the lane waits for a token")
         assert sender.calls == ["I/a/x/1"] and inflight(db) == {"I/a/y/1": CLAIMED}
         token.set()
         sender.gate("I/a/y/1").set()
         await until(lambda: not ob.pending(), 5, "y delivered")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
