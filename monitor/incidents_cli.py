@@ -24,8 +24,16 @@ from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 
 
+class Conflict(ConfigError):
+    """The incident's state does not allow the operation (not open; no estimate to withdraw)."""
+
+
 class IncidentsAPI:
-    """Staff operations on incidents and maintenance windows (what the CLI calls)."""
+    """Staff operations on incidents and maintenance windows (what the CLI and the HTTP API call).
+
+    Errors: :class:`NotFound` for an unknown id, :class:`Conflict` when the incident's state does not
+    allow it, :class:`ConfigError` for a bad value (an ETA in the past).
+    """
 
     def __init__(self, db_path: Path, topology: Topology | None = None) -> None:
         if not db_path.exists():
@@ -47,7 +55,22 @@ class IncidentsAPI:
             "actions": self.store.actions(inc_id),
         }
 
+    def incidents_json(self, *, all_: bool = False, limit: int = 100) -> list[dict[str, object]]:
+        """``monitor incidents list --json`` (and ``GET /api/v1/incidents``)."""
+        return [_row_dict(r) for r in self.incidents(all_=all_, limit=limit)]
+
+    def show_json(self, inc_id: str) -> dict[str, object]:
+        """``monitor incidents show --json`` (and ``GET /api/v1/incidents/{id}``)."""
+        return {
+            "incident": _row_dict(self.store.incident(inc_id)),
+            "events": [{**e, "ts": format_ts(e["ts"])} for e in self.store.events(inc_id)],
+            "actions": [{"ts": format_ts(a[0]), "action": a[1], "by": a[2], "text": a[3], "done": a[4] is not None}
+                        for a in self.store.actions(inc_id)],
+        }
+
     def ack(self, inc_id: str, by: str, note: str = "", now: float | None = None) -> None:
+        """Stop the escalation of an open incident (a closed one has none: refused, so the caller knows)."""
+        self._open(inc_id)
         self.store.add_action(inc_id, "ack", by, note, time.time() if now is None else now)
 
     def note(self, inc_id: str, by: str, text: str, now: float | None = None) -> None:
@@ -65,13 +88,13 @@ class IncidentsAPI:
         """Withdraw the estimate; the daemon tells the desk, and the customers who were given it."""
         self._open(inc_id)
         if self.store.etas().get(inc_id) is None:
-            raise ConfigError(f"{inc_id} has no restoration estimate to withdraw")
+            raise Conflict(f"{inc_id} has no restoration estimate to withdraw")
         self.store.add_action(inc_id, "eta", by, ETA_WITHDRAWN, time.time() if now is None else now)
 
     def _open(self, inc_id: str) -> None:
         row = self.store.incident(inc_id)
         if row.status != "open":
-            raise ConfigError(f"{inc_id} is already {row.status}")
+            raise Conflict(f"{inc_id} is already {row.status}")
 
     def resolve(self, inc_id: str, by: str, note: str = "", now: float | None = None) -> None:
         self._open(inc_id)
@@ -171,11 +194,10 @@ def _api(args: argparse.Namespace, *, topology: bool = False) -> IncidentsAPI:
 def _incidents(args: argparse.Namespace) -> int:
     with _opened(args) as api:
         if args.action == "list":
-            rows = api.incidents(all_=args.all)
             if args.json:
-                print(json.dumps([_row_dict(r) for r in rows], indent=1))
+                print(json.dumps(api.incidents_json(all_=args.all), indent=1))
             else:
-                print(_table(rows))
+                print(_table(api.incidents(all_=args.all)))
         elif args.action == "show":
             print(_show(api, args.id, as_json=args.json))
         elif args.action == "ack":
@@ -265,20 +287,14 @@ def _table(rows: list[IncidentRow]) -> str:
 
 
 def _show(api: IncidentsAPI, inc_id: str, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(api.show_json(inc_id), indent=1)
     info = api.show(inc_id)
     row = info["incident"]
     assert isinstance(row, IncidentRow)
     events = info["events"]
     actions = info["actions"]
     assert isinstance(events, list) and isinstance(actions, list)
-    if as_json:
-        return json.dumps(
-            {"incident": _row_dict(row),
-             "events": [{**e, "ts": format_ts(e["ts"])} for e in events],
-             "actions": [{"ts": format_ts(a[0]), "action": a[1], "by": a[2], "text": a[3],
-                          "done": a[4] is not None} for a in actions]},
-            indent=1,
-        )
     upgraded = "  (opened as suspected, then its node went down)" if row.upgraded else ""
     out = [f"{row.id}  {row.kind}  {row.status}  root {row.root}{upgraded}",
            f"opened {format_ts(row.opened_at)}"

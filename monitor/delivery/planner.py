@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from monitor.api.links import AckLinks
 from monitor.correlate.incidents import IncidentEvent
 from monitor.delivery.config import DeliveryConfig, OnCall
 from monitor.inventory.model import Customer, Inventory
@@ -135,6 +136,9 @@ class Context:
         self.tz = ZoneInfo(config.timezone)
         self.endpoint_customer = {t.id: t.customer for t in inventory.targets.values() if t.customer}
         self._children: dict[str, list[str]] | None = None
+        #: signs the one-click ack link of each technician alert email (``api:`` with public_url and link_key)
+        self.links = AckLinks.from_settings(inventory.api) if inventory.api is not None and inventory.api.links \
+            else None
 
     def customer(self, cid: str) -> Customer | None:
         return self.inv.customers.get(cid)
@@ -538,19 +542,22 @@ def _alert_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, now: f
         return
     m.tier = tier
     template = "technician_alert" if tier == 0 else "technician_escalation"
-    _tech_message(e, m, m.tiers[tier], "tech_alert", tier + 1, template, ctx, out)
+    _tech_message(e, m, m.tiers[tier], "tech_alert", tier + 1, template, ctx, out, link_at=now)
 
 
 def _tech_message(e: IncidentEvent, m: IncidentMemory, tech_id: str, action: str, version: int, template: str,
-                  ctx: Context, out: Plan) -> None:
+                  ctx: Context, out: Plan, link_at: float | None = None) -> None:
+    """Email and MQTT to one technician; with ``link_at`` (alerts) the email carries a signed ack link
+    valid for ``api.link_ttl`` from then, when links are configured."""
     tech = ctx.cfg.technicians.get(tech_id)
     if tech is None:
         return
     data = _ticket_data(e, m, ctx)
     data.update(technician=tech.id, technician_name=tech.name, tier=version - 1, event=template.split("_", 1)[1])
     if tech.email and ctx.cfg.email:
+        link = ctx.links.link(m.incident, tech.id, link_at) if ctx.links and link_at is not None else ""
         out.items.append(Item(m.incident, action, tech.email, version, "email", template, tech.language,
-                              {**data, "to": tech.email}))
+                              {**data, "to": tech.email, "ack_url": link}))
     if tech.mqtt and ctx.cfg.mqtt is not None:
         topic = f"{ctx.cfg.mqtt.prefix}/technicians/{data['municipality'] or 'unknown'}"
         payload = {k: data[k] for k in ("incident", "kind", "node", "site", "municipality", "count", "opened_at",

@@ -1,0 +1,231 @@
+"""The daemon's HTTP API (aiohttp): incidents as JSON for glue, staff actions, one-click ack links.
+
+``/api/v1/...`` needs ``Authorization: Bearer <api.token>``; ``/ack/...`` is authorised by the
+link's own signature instead (see :mod:`monitor.api.pages`). Every action goes through
+:class:`IncidentsAPI`, the same code as ``monitor incidents``, so the planner's escalation, desk
+comments and customer updates follow exactly as after the CLI. Meant to listen on loopback behind a
+TLS reverse proxy. The access log is off and nothing here logs the token or a link's signature:
+both would otherwise land in journald with every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+from monitor.api.config import ApiSettings
+from monitor.api.links import AckLinks
+from monitor.api.pages import AckPages
+from monitor.clock import Clock
+from monitor.correlate.incidents import parse_ts
+from monitor.correlate.store import NotFound
+from monitor.errors import ConfigError, MonitorError
+from monitor.incidents_cli import Conflict, IncidentsAPI
+from monitor.inventory.model import Inventory
+from monitor.logs import event
+
+log = logging.getLogger("monitor.api")
+
+MAX_BODY = 64 * 1024
+MAX_NAME = 100  # characters of "by"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Problem(Exception):
+    """An error answer: HTTP status and a message for the caller (never a secret)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ApiServer:
+    """Serves one :class:`ApiSettings` on the store at ``db_path``; ``serve()`` is a daemon task."""
+
+    def __init__(self, settings: ApiSettings, db_path: Path, clock: Clock,
+                 languages: dict[str, str] | None = None) -> None:
+        if settings.token is None:
+            raise ConfigError("api: no token (the loader requires one when the API listens)")
+        self.settings = settings
+        self.db_path = db_path
+        self.clock = clock
+        self._token = settings.token
+        self.links = AckLinks.from_settings(settings)
+        self.pages = AckPages(self, languages or {})
+        self.api: IncidentsAPI | None = None
+        self._runner: web.AppRunner | None = None
+
+    @classmethod
+    def for_inventory(cls, inv: Inventory, db_path: Path, clock: Clock) -> ApiServer | None:
+        """The server the inventory asks for; None without ``api:`` or with ``listen: ''``."""
+        if inv.api is None or not inv.api.listen:
+            return None
+        techs = inv.delivery.technicians.values() if inv.delivery is not None else ()
+        return cls(inv.api, db_path, clock, {t.id: t.language for t in techs})
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the store and bind; a port in use is a :class:`MonitorError` naming the address."""
+        self.api = IncidentsAPI(self.db_path)
+        app = web.Application(middlewares=[self._errors], client_max_size=MAX_BODY)
+        app.add_routes([
+            web.get("/api/v1/incidents", self._list),
+            web.get("/api/v1/incidents/{id}", self._show),
+            web.post("/api/v1/incidents/{id}/ack", self._ack),
+            web.post("/api/v1/incidents/{id}/note", self._note),
+            web.post("/api/v1/incidents/{id}/eta", self._eta),
+            web.get("/ack/{id}", self.pages.confirm),
+            web.post("/ack/{id}", self.pages.acknowledge),
+        ])
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, _, port = self.settings.listen.rpartition(":")
+        try:
+            await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        except OSError as exc:
+            await runner.cleanup()
+            self.api.close()
+            self.api = None
+            raise MonitorError(f"cannot serve the API on {self.settings.listen}: {exc.strerror or exc}") from exc
+        self._runner = runner
+        event(log, logging.INFO, "API listening", listen=self.settings.listen, links=self.links is not None)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+
+    async def serve(self) -> None:
+        """Answer until cancelled (the daemon's TaskGroup task); ``start()`` must have succeeded."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------ plumbing
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Bearer auth for /api/, and the project's errors as JSON answers (pages make their own)."""
+        try:
+            if request.path.startswith("/api/"):
+                self._authorise(request)
+            return await handler(request)
+        except Problem as exc:
+            return _json_error(exc.status, exc.message)
+        except NotFound as exc:
+            return _json_error(404, str(exc))
+        except Conflict as exc:
+            return _json_error(409, str(exc))
+        except ConfigError as exc:
+            return _json_error(400, str(exc))
+        except MonitorError as exc:  # the store failed: say so, keep serving
+            event(log, logging.ERROR, "API request failed", path=request.path, error=exc)
+            return _json_error(500, "internal error (see the daemon's log)")
+
+    def _authorise(self, request: web.Request) -> None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 self._token.reveal().encode()):
+            raise Problem(401, "missing or wrong bearer token")
+
+    @property
+    def incidents(self) -> IncidentsAPI:
+        assert self.api is not None, "not started"
+        return self.api
+
+    # ------------------------------------------------------------ /api/v1
+
+    async def _list(self, request: web.Request) -> web.Response:
+        status = request.query.get("status", "open")
+        if status not in ("open", "all"):
+            raise Problem(400, f"status: bad value {status[:20]!r} (expected open or all)")
+        return web.json_response(self.incidents.incidents_json(all_=status == "all"))
+
+    async def _show(self, request: web.Request) -> web.Response:
+        return web.json_response(self.incidents.show_json(request.match_info["id"]))
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        inc = request.match_info["id"]
+        body = await _body(request, ("by", "note"))
+        by, note = _name(body), _text(body, "note", required=False)
+        self.incidents.ack(inc, by, note, now=self.clock.now())
+        event(log, logging.INFO, "incident acknowledged", incident=inc, by=by, via="api")
+        return web.json_response(self.incidents.show_json(inc))
+
+    async def _note(self, request: web.Request) -> web.Response:
+        inc = request.match_info["id"]
+        body = await _body(request, ("by", "text"))
+        self.incidents.note(inc, _name(body), _text(body, "text", required=True), now=self.clock.now())
+        return web.json_response(self.incidents.show_json(inc))
+
+    async def _eta(self, request: web.Request) -> web.Response:
+        inc = request.match_info["id"]
+        body = await _body(request, ("by", "at", "clear"))
+        by = _name(body)
+        if body.get("clear") is True and "at" not in body:
+            self.incidents.clear_eta(inc, by, now=self.clock.now())
+        elif "at" in body and "clear" not in body:
+            self.incidents.eta(inc, by, _when(body["at"]), now=self.clock.now())
+        else:
+            raise Problem(400, 'expected {"at": ISO-8601 or epoch seconds} or {"clear": true}')
+        return web.json_response(self.incidents.show_json(inc))
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="monitor"'} if status == 401 else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _bad(message: str) -> NoReturn:
+    raise Problem(400, message)
+
+
+async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object of a POST; unknown keys are refused (a typo must not be silently ignored)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        _bad("the body is not JSON")
+    if not isinstance(body, dict):
+        _bad("expected a JSON object")
+    for key in body:
+        if key not in allowed:
+            _bad(f"unknown key {str(key)[:40]!r} (allowed: {', '.join(allowed)})")
+    return body
+
+
+def _name(body: dict[str, Any]) -> str:
+    by = body.get("by")
+    if not isinstance(by, str) or not by.strip() or len(by) > MAX_NAME or not by.isprintable():
+        _bad(f"by: expected who does it, a name of 1 to {MAX_NAME} printable characters")
+    return by.strip()
+
+
+def _text(body: dict[str, Any], key: str, *, required: bool) -> str:
+    value = body.get(key, None if required else "")
+    if not isinstance(value, str) or (required and not value.strip()):
+        _bad(f"{key}: expected {'a non-empty' if required else 'a'} string")
+    return value
+
+
+def _when(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_ts(value)
+        except ValueError:
+            pass
+    _bad("at: expected ISO-8601 like 2026-11-24T15:00:00-05:00, or epoch seconds")
