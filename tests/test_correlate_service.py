@@ -256,3 +256,16 @@ def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage)
     clock.advance(60)
     assert [e.event for e in svc.tick()] == ["opened"]  # (an outage at the still-down core: its root)
     svc.close()
+
+
+def test_blind_period_for_reports_still_ends_when_the_blindness_ends(tmp_path):
+    """The blind row keeps when its cause cleared (``clear_since``, for a restart), but reports
+    exclude the blind period up to its end (``cleared_at``), as before that was persisted."""
+    from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
+
+    db = tmp_path / "monitor.db"
+    run_service(load(SCENARIOS / "restart_blind_recovery.yaml"), db)
+    store = IncidentStore(db)
+    [row] = store.incidents(status=None)
+    assert (row.kind, row.cleared_at, row.closed_at) == ("blind", EPOCH + 1010, EPOCH + 1010)
+    store.close()

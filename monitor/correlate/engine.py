@@ -62,8 +62,7 @@ class Engine:
         self.member: dict[str, str] = {}  # target -> root of the incident it is attached to
         self.ever: dict[str, set[str]] = {}  # incident id -> targets affected and not moved elsewhere
         self.basis: dict[str, Kind] = {}  # incident id -> kind it would have outside maintenance
-        self.blind: Incident | None = None
-        self._blind_clear_since: float | None = None
+        self.blind: Incident | None = None  # its clear_since: the cause cleared, it ends blind_recovery later
         self._vantage = frozenset(settings.vantage)
         # below this many independent failures the share rule cannot fire: skip the check
         self._blind_quiet = max(settings.blind_min - 1, int(settings.blind_share * len(topo)))
@@ -278,9 +277,10 @@ class Engine:
             if t not in self.member and t not in self._vantage and t not in self._ignored
         ]
         self._settle.extend(sorted(pending, key=lambda p: (p[0], topo.order.get(p[1], 0))))
-        if self.blind is not None and self._blind_cause() is None:
-            self._blind_clear_since = self.now
-            self._blind_timer.append((self.now + s.blind_recovery, self.blind.id, self.now))
+        blind = self.blind
+        if blind is not None and blind.clear_since is not None and self._blind_cause() is None:
+            # its cause cleared before the restart: it ends when it would have without the restart
+            self._blind_timer.append((blind.clear_since + s.blind_recovery, blind.id, blind.clear_since))
         self._check_blind()
 
     # ---------------------------------------------------------------- state
@@ -432,7 +432,7 @@ class Engine:
                 inc = self.by_id.get(key)
                 if inc is not None and inc.clear_since == stamp:
                     self._resolve(inc)
-            elif self.blind is not None and self._blind_clear_since == stamp:
+            elif self.blind is not None and self.blind.clear_since == stamp:
                 self._end_blind()
         self.now = now
 
@@ -754,15 +754,19 @@ class Engine:
 
     def _check_blind(self) -> None:
         cause = self._blind_cause()
+        blind = self.blind
         if cause is not None:
-            self._blind_clear_since = None
-            if self.blind is None:
+            if blind is None:
                 self.blind = self._open(cause, "blind")
                 self._fold_into_blind(self.blind)
+            elif blind.clear_since is not None:
+                blind.clear_since = None  # the cause is back: recovery starts over once it clears
+                self.changed.add(blind.id)
             return
-        if self.blind is not None and self._blind_clear_since is None:
-            self._blind_clear_since = self.now
-            self._blind_timer.append((self.now + self.s.blind_recovery, self.blind.id, self.now))
+        if blind is not None and blind.clear_since is None:
+            blind.clear_since = self.now
+            self.changed.add(blind.id)  # persisted: a restart must not end the blindness later
+            self._blind_timer.append((self.now + self.s.blind_recovery, blind.id, self.now))
 
     def _fold_into_blind(self, blind: Incident) -> None:
         """Incidents opened shortly before the blindness was declared are explained by it: merge them in.
@@ -800,7 +804,6 @@ class Engine:
     def _end_blind(self) -> None:
         assert self.blind is not None
         blind, self.blind = self.blind, None
-        self._blind_clear_since = None
         if blind.id in self.by_id:  # staff may have closed the alert already; the blindness ends only now
             self._resolve(blind)
         # what is still down now was hidden by the blindness: judge it afresh

@@ -144,8 +144,10 @@ class IncidentStore:
             status = "merged" if e.event == "merged" else "resolved"
             db.execute(
                 "UPDATE incidents SET status = ?, kind = ?, updated_at = ?, closed_at = ?, merged_into = ?,"
-                " cleared_at = COALESCE(clear_since, ?) WHERE id = ?",
-                (status, e.kind, e.ts, e.ts, e.into, e.ts, e.incident),
+                # a blind row's clear_since is when its cause cleared (kept for a restart); reports
+                # exclude the blind period up to its end
+                " cleared_at = CASE WHEN basis = 'blind' THEN ? ELSE COALESCE(clear_since, ?) END WHERE id = ?",
+                (status, e.kind, e.ts, e.ts, e.into, e.ts, e.ts, e.incident),
             )
 
     def _upsert(self, inc: Incident, basis: Kind) -> None:
