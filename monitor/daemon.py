@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor import selfmetrics
+from monitor.api.server import ApiServer
 from monitor.assess import assess
 from monitor.clock import Clock, SystemClock
 from monitor.correlate.service import CorrelationService
@@ -100,6 +101,9 @@ class Daemon:
         self.pipeline: IncidentPipeline | None = None
         #: where incident lifecycle events go once persisted (besides annotations and delivery)
         self.incident_sinks: list[IncidentSink] = []
+        self.api_server: ApiServer | None = None  # the ``api:`` HTTP API, when configured
+        self._api_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -124,7 +128,12 @@ class Daemon:
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
         gc.freeze()
         try:
+            # bound before the TaskGroup: a port in use is one clear error, not an exception group
+            await self._start_api(inv)
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                if self.api_server is not None:
+                    self._api_task = tg.create_task(self.api_server.serve())
                 self.scheduler = Scheduler(
                     self._poll_and_record, tg.create_task, concurrency=inv.daemon.concurrency, clock=self.clock
                 )
@@ -145,6 +154,7 @@ class Daemon:
                 self.notifier.stopping()
                 if watchdog_task is not None:
                     watchdog_task.cancel()
+                await self._stop_api()  # no new staff actions while draining (they would wait in the store)
                 # Drain: no new polls, finish the ones in flight, then flush the writer.
                 self.scheduler.stop()
                 await scheduler_task
@@ -155,6 +165,8 @@ class Daemon:
                     await self.writer.close()
                     await writer_task
         finally:
+            self._tg = None
+            await self._stop_api()
             if self.pipeline is not None:
                 await self.pipeline.close()
             self._remove_signal_handlers()
@@ -232,6 +244,8 @@ class Daemon:
             self.scheduler.set_targets(new.targets.values())
         if self.pipeline is not None:
             await self.pipeline.reload(new)
+        if _api_inputs(new) != _api_inputs(old):
+            await self._restart_api(new)
         added = sum(1 for tid in new.targets if tid not in old.targets)
         changed = sum(1 for tid, t in new.targets.items() if tid in old.targets and old.targets[tid] != t)
         selfmetrics.CONFIG_RELOADS.labels("ok").inc()
@@ -293,6 +307,38 @@ class Daemon:
             if probe is not None:
                 with contextlib.suppress(Exception):
                     await probe.close()
+
+    # -- HTTP API ----------------------------------------------------------------------------
+
+    async def _start_api(self, inv: Inventory) -> None:
+        """Bind the API when ``api:`` asks for it (MonitorError when it cannot); serve it in the TaskGroup."""
+        server = ApiServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", self.clock)
+        if server is None:
+            return
+        await server.start()
+        self.api_server = server
+        if self._tg is not None:
+            self._api_task = self._tg.create_task(server.serve())
+
+    async def _stop_api(self) -> None:
+        task, server = self._api_task, self.api_server
+        self._api_task, self.api_server = None, None
+        if task is not None:
+            task.cancel()  # serve() stops the server on its way out
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif server is not None:
+            await server.stop()
+
+    async def _restart_api(self, inv: Inventory) -> None:
+        """A changed ``api:`` section on reload: the old server goes, the new one comes (or none)."""
+        await self._stop_api()
+        try:
+            await self._start_api(inv)
+        except MonitorError as exc:
+            event(log, logging.ERROR, "API not restarted after the reload", error=exc)
+            return
+        event(log, logging.INFO, "API restarted for the reloaded config", on=self.api_server is not None)
 
     def _start_metrics_server(self, listen: str) -> None:
         if not listen:
@@ -414,6 +460,12 @@ class Daemon:
         counts = Counter(s.state.value for s in self.states.values())
         for st in State:
             selfmetrics.TARGETS.labels(st.value).set(counts.get(st.value, 0))
+
+
+def _api_inputs(inv: Inventory) -> tuple[object, ...]:
+    """What the API server is built from: a reload that changes any of it restarts the server."""
+    techs = inv.delivery.technicians if inv.delivery is not None else {}
+    return inv.api, inv.daemon.state_dir, tuple((t.id, t.language) for t in techs.values())
 
 
 def _result_label(error: str | None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -94,7 +95,8 @@ class ApiServer:
             await runner.cleanup()
             self.api.close()
             self.api = None
-            raise MonitorError(f"cannot serve the API on {self.settings.listen}: {exc.strerror or exc}") from exc
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise MonitorError(f"cannot serve the API on {self.settings.listen}: {why}") from exc
         self._runner = runner
         event(log, logging.INFO, "API listening", listen=self.settings.listen, links=self.links is not None)
 
