@@ -1,10 +1,12 @@
 """Scenario tests as data: a topology, a timeline of outcomes, the incident events expected.
 
 A scenario YAML names nodes and endpoints, when targets stop or start answering, maintenance
-windows and restarts; the runner turns that into the probe outcomes a poller would record (every
-target polled once per interval at its own offset, so children are often confirmed before their
-parents, exactly as in production) and feeds them through ``monitor replay``'s pipeline or through
-the daemon's CorrelationService (which also proves persistence and restart).
+windows, restarts and staff resolving an incident (``{at: 400, resolve: INC-000001}``: the service
+only, ``monitor replay`` takes no staff actions); the runner turns that into the probe outcomes a
+poller would record (every target polled once per interval at its own offset, so children are
+often confirmed before their parents, exactly as in production) and feeds them through
+``monitor replay``'s pipeline or through the daemon's CorrelationService (which also proves
+persistence and restart).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Scenario:
     restarts: list[float]  # absolute times
     expect: dict[str, Any]
     raw: dict[str, Any] = field(default_factory=dict)
+    resolves: list[tuple[float, str]] = field(default_factory=list)  # (absolute time, incident) by staff
 
 
 def load(path: Path) -> Scenario:
@@ -51,7 +54,8 @@ def load(path: Path) -> Scenario:
         for i, w in enumerate(raw.get("maintenance") or [])
     ]
     restarts = [EPOCH + s["at"] for s in raw.get("timeline", []) if s.get("restart")]
-    return Scenario(path.stem, inv, settings, lines, windows, restarts, raw.get("expect") or {}, raw)
+    resolves = [(EPOCH + s["at"], s["resolve"]) for s in raw.get("timeline", []) if s.get("resolve")]
+    return Scenario(path.stem, inv, settings, lines, windows, restarts, raw.get("expect") or {}, raw, resolves)
 
 
 def _text(v: object) -> str:
@@ -187,9 +191,11 @@ def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
     }
     events = []
     log = EventStore(db)
-    svc = CorrelationService(sc.inventory, db, sc.settings, clock)
+    poll_every = 0.0 if sc.resolves else 5.0  # staff actions taken at once: the same time with or without restarts
+    svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=poll_every)
     states: dict[str, TargetState] = {}
     restarts = sorted(sc.restarts)
+    resolves = sorted(sc.resolves)
     now: float | None = None
     for line in sc.lines:
         rec = json.loads(line)
@@ -202,8 +208,10 @@ def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
                 log = EventStore(db)
                 states = {t: restored(st, since) for t, (st, since) in log.load_states().items()}
                 clock.set(ts)
-                svc = CorrelationService(sc.inventory, db, sc.settings, clock)
+                svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=poll_every)
             clock.set(ts)
+            while resolves and ts >= resolves[0][0]:
+                svc.store.add_action(resolves.pop(0)[1], "resolve", "staff", "", ts)  # as `monitor incidents resolve`
             events += svc.tick(ts)
             now = ts
         tid = rec["target"]

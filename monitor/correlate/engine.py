@@ -75,7 +75,7 @@ class Engine:
         self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
         self._root_cache: dict[str, str] = {}  # node -> its topological root, while states hold still
         self._unexplained: set[str] = set()  # down targets whose parents are not all down
-        self._ignored: set[str] = set()  # down targets of a manually resolved incident
+        self._ignored: dict[str, str] = {}  # down target -> the incident staff resolved leaving it alone
         self._dirty: set[str] = set()  # incidents whose affected set changed (since: Incident.pending_since)
         self._forced: set[str] = set()  # kind changed: announce without waiting for update_interval
         self._queue: list[IncidentEvent | Incident] = []  # Incident = "opened", rendered at flush
@@ -138,7 +138,7 @@ class Engine:
                         root_cache.clear()
                     down[tid] = now
                     if tid in ignored:
-                        ignored.remove(tid)
+                        del ignored[tid]
                     if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
                         unexplained.add(tid)
                     if kids:
@@ -204,22 +204,22 @@ class Engine:
             return False
         self._run_timers(now)
         left = sorted(inc.members, key=self.topo.sort_key)
-        self._ignored.update(left)
+        self._ignored.update(dict.fromkeys(left, inc.id))
         self._resolve(inc)
         self.member_log.extend((inc.id, t, LEFT_DOWN) for t in left)
         return True
 
     def restore(
         self, incidents: Sequence[tuple[Incident, Kind, set[str]]], down: dict[str, float], now: float,
-        left_down: Mapping[str, float] | None = None,
+        left_down: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
         """Resume after a restart: open incidents (with basis and everyone affected) and who is down.
 
         Reconciles instead of trusting either side: members no longer down are recovered, down
         targets in no incident wait out their settle period as if just confirmed (so a change
         logged but not yet correlated when the process died is correlated now, once).
-        ``left_down``: target -> when staff resolved its incident while it was down; one still down
-        since then is left alone until it changes, as without the restart.
+        ``left_down``: target -> (incident, when) staff resolved while it was down; one still down
+        since then is left alone until it changes or is attached again, as without the restart.
         """
         topo, s = self.topo, self.s
         self.now = max(self.now, now)
@@ -264,9 +264,12 @@ class Engine:
         for t, key in self.member.items():
             if key != t:
                 self._unexplained.discard(t)  # held by its incident's root (see _came_back)
-        for t, resolved_at in (left_down or {}).items():
-            if t in self.down and t not in self.member and self.down[t] <= resolved_at:
-                self._ignored.add(t)
+        for t, (left_by, resolved_at) in sorted((left_down or {}).items()):
+            if t in self.down and self.down[t] <= resolved_at:
+                if t in self.member:  # attached again, in a store written before _unleave cleared the row
+                    self.member_log.append((left_by, t, RECOVERED))
+                else:
+                    self._ignored[t] = left_by
         self._grace.extend(sorted(grace))
         self._hold.extend(sorted(hold))
         for inc in sorted(self.incidents.values(), key=lambda i: i.seq):
@@ -332,7 +335,7 @@ class Engine:
         if self._root_cache:
             self._root_cache.clear()
         down.pop(tid, None)
-        self._ignored.discard(tid)
+        self._ignored.pop(tid, None)
         self._unexplained.discard(tid)
         for c in topo.children[tid]:
             if c in down and not self._held(c):  # held: not an independent failure before its grace ends
@@ -649,7 +652,7 @@ class Engine:
             ever.update(targets)
             log.append((inc.id, tuple(targets), ADD))
             if self._ignored:
-                self._ignored.difference_update(targets)
+                self._unleave(targets)
             added = bool(targets)
             targets = ()
         for t in targets:
@@ -666,7 +669,8 @@ class Engine:
             inc.members.add(t)
             ever.add(t)
             log.append((inc.id, t, ADD))
-            self._ignored.discard(t)
+            if t in self._ignored:
+                self._unleave((t,))
             added = True
         if not added:
             return
@@ -680,6 +684,16 @@ class Engine:
                 self._merge(old, inc, donors[key])
             else:
                 self._shrunk(old)
+
+    def _unleave(self, targets: Iterable[str]) -> None:
+        """Targets a staff resolve left alone are attached again: no longer left alone, also after a
+        restart (their ``down = 2`` row on the resolved incident is cleared), should they be dropped
+        again without a change of state (an incident folded into a blindness)."""
+        ignored, log = self._ignored, self.member_log
+        for t in targets:
+            left_by = ignored.pop(t, None)
+            if left_by is not None:
+                log.append((left_by, t, RECOVERED))
 
     def _merge(self, child: Incident, into: Incident, moved: list[str]) -> None:
         self._render_pending(child)

@@ -211,13 +211,14 @@ class IncidentStore:
             out.append((inc, basis, ever))
         return out
 
-    def left_down(self) -> dict[str, float]:
-        """Targets still down when staff resolved their incident (``down = 2``) -> when it was resolved."""
-        rows = self.db.execute(
-            "SELECT t.target, MAX(i.closed_at) FROM incident_targets t JOIN incidents i ON i.id = t.incident"
-            " WHERE t.down = 2 AND i.closed_at IS NOT NULL GROUP BY t.target"
+    def left_down(self) -> dict[str, tuple[str, float]]:
+        """Targets still down when staff resolved their incident (``down = 2``) -> (that incident, when
+        it was resolved), the latest such incident per target."""
+        rows = self.db.execute(  # SQLite takes the bare column t.incident from the row with the MAX
+            "SELECT t.target, t.incident, MAX(i.closed_at) FROM incident_targets t"
+            " JOIN incidents i ON i.id = t.incident WHERE t.down = 2 AND i.closed_at IS NOT NULL GROUP BY t.target"
         )
-        return {t: float(at) for t, at in rows}
+        return {t: (inc, float(at)) for t, inc, at in rows}
 
     def next_seq(self) -> int:
         row = self.db.execute("SELECT MAX(seq) FROM incidents").fetchone()
