@@ -209,6 +209,7 @@ def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
                 states = {t: restored(st, since) for t, (st, since) in log.load_states().items()}
                 clock.set(ts)
                 svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=poll_every)
+                events += svc.startup_events  # what resuming decided is delivered like any other event
             clock.set(ts)
             while resolves and ts >= resolves[0][0]:
                 svc.store.add_action(resolves.pop(0)[1], "resolve", "staff", "", ts)  # as `monitor incidents resolve`
