@@ -26,6 +26,8 @@ import pytest
 NETNS_PREFIX = "mtn-"
 BRIDGE_PREFIX = "mtb"
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
+LAB_RANGE6 = ipaddress.IPv6Network("2001:db8::/32")  # IPv6 documentation range: test namespaces only
+FALLBACK_METRIC = 1 << 30  # + the owner's PID: metric of a lab's "unreachable" IPv6 fallback route
 _labs = 0
 
 
@@ -155,6 +157,49 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise RuntimeError("no free /24 left in 198.18.0.0/15")
 
 
+def free_subnet6() -> ipaddress.IPv6Network:
+    """A random /48 of 2001:db8::/32 that no root-namespace address or route uses (other labs may run)."""
+    seen = [f"{a['local']}/{a['prefixlen']}" for link in json.loads(sh("ip", "-j", "-6", "addr").stdout or "[]")
+            for a in link.get("addr_info", [])]
+    seen += [r.get("dst", "") for r in json.loads(sh("ip", "-j", "-6", "route").stdout or "[]")]
+    used = []
+    for text in seen:
+        with contextlib.suppress(ValueError):  # "default", link-local with a scope ...
+            net = ipaddress.ip_network(text, strict=False)
+            if isinstance(net, ipaddress.IPv6Network) and net.overlaps(LAB_RANGE6):
+                used.append(net)
+    for n in random.sample(range(1, 0x10000), 64):  # 2001:db8::/48 is left for hand-made setups
+        net = ipaddress.IPv6Network((int(LAB_RANGE6.network_address) + (n << 80), 48))
+        if not any(net.overlaps(u) for u in used):
+            return net
+    raise RuntimeError("no free /48 found in 2001:db8::/32")
+
+
+def add_fallback6(net: ipaddress.IPv6Network) -> None:
+    """An ``unreachable`` route for the lab's IPv6 prefix at the lowest priority, tagged with our PID.
+
+    The prefix is routed into the lab's namespaces; if that route ever went away (a link deleted, a
+    host that ignores routes whose link is down) while something still pings the lab, the packets
+    would follow the host's default route out of the machine. This route catches them instead.
+    """
+    sh("ip", "-6", "route", "replace", "unreachable", str(net), "metric", str(FALLBACK_METRIC + os.getpid()))
+
+
+def remove_fallback6(net: ipaddress.IPv6Network, pid: int | None = None) -> None:
+    metric = FALLBACK_METRIC + (os.getpid() if pid is None else pid)
+    sh("ip", "-6", "route", "del", "unreachable", str(net), "metric", str(metric), check=False)
+
+
+def _remove_stale_fallbacks() -> None:
+    for route in json.loads(sh("ip", "-j", "-6", "route", "show", "type", "unreachable", check=False).stdout or "[]"):
+        owner = int(route.get("metric", 0)) - FALLBACK_METRIC
+        with contextlib.suppress(ValueError):
+            net = ipaddress.ip_network(route.get("dst", ""))
+            ours = isinstance(net, ipaddress.IPv6Network) and net.subnet_of(LAB_RANGE6) and 0 < owner < 1 << 23
+            if ours and not _pid_alive(owner):
+                remove_fallback6(ipaddress.IPv6Network(net), owner)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -166,7 +211,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale() -> None:
-    """Remove namespaces and bridges left by lab owners that no longer run (killed test runs)."""
+    """Remove namespaces, bridges and IPv6 fallback routes left by lab owners that no longer run (killed runs)."""
     for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(NETNS_PREFIX):
@@ -179,6 +224,7 @@ def remove_stale() -> None:
             pid = int(name[len(BRIDGE_PREFIX):-2] or 0)
             if pid and not _pid_alive(pid):
                 sh("ip", "link", "del", name, check=False)
+    _remove_stale_fallbacks()
 
 
 @pytest.fixture

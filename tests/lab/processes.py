@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from tests.lab.topology import IspLab
+from tests.netns import LAB_RANGE6
 from tests.servers.common import Process, require_binary, wait_for
 from tests.servers.restartable import RestartableServer
 
@@ -56,8 +57,9 @@ def started_here(server: RestartableServer, timeout: float = 60.0) -> Iterator[R
 
 
 def snmp_answers(address: str, port: int = 161) -> bool:
+    agent = f"udp6:[{address}]:{port}" if ":" in address else f"{address}:{port}"
     out = subprocess.run(
-        ["snmpget", "-v2c", "-c", COMMUNITY, "-t", "0.3", "-r", "0", "-On", f"{address}:{port}",
+        ["snmpget", "-v2c", "-c", COMMUNITY, "-t", "0.3", "-r", "0", "-On", agent,
          ".1.3.6.1.2.1.1.3.0"], capture_output=True, timeout=5, check=False,
     )
     return out.returncode == 0
@@ -65,7 +67,7 @@ def snmp_answers(address: str, port: int = 161) -> bool:
 
 @contextmanager
 def lab_snmpd(lab: IspLab, tmp: Path) -> Iterator[dict[str, LabProcess]]:
-    """One net-snmp agent per infrastructure namespace, on the node's own address, port 161."""
+    """One net-snmp agent per infrastructure namespace, on the node's own addresses (both families), port 161."""
     binary = require_binary("snmpd")
     require_binary("snmpget")
     procs: dict[str, LabProcess] = {}
@@ -74,8 +76,9 @@ def lab_snmpd(lab: IspLab, tmp: Path) -> Iterator[dict[str, LabProcess]]:
             folder = tmp / f"snmpd-{node}"
             (folder / "persist").mkdir(parents=True, exist_ok=True)
             conf = folder / "snmpd.conf"
-            conf.write_text(f"agentAddress udp:{router.address}:161\nsysName {node}\n"
-                            f"rocommunity {COMMUNITY} 198.18.0.0/15\n")
+            conf.write_text(f"agentAddress udp:{router.address}:161,udp6:[{router.address6}]:161\n"
+                            f"sysName {node}\nrocommunity {COMMUNITY} 198.18.0.0/15\n"
+                            f"rocommunity6 {COMMUNITY} {LAB_RANGE6}\n")
             env = {"SNMP_PERSISTENT_DIR": str(folder / "persist"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                    "MIBS": ""}
             proc = LabProcess(lab.exec_argv(node, binary, "-f", "-C", "-c", str(conf), "-m", "", "-I", "-smux",
@@ -84,7 +87,7 @@ def lab_snmpd(lab: IspLab, tmp: Path) -> Iterator[dict[str, LabProcess]]:
             stack.callback(proc.stop)
             procs[node] = proc
         for node, proc in procs.items():
-            wait_for(_answering(proc, lab.routers[node].address), 20, f"snmpd in {node}")
+            wait_for(_answering(proc, lab.routers[node].target), 20, f"snmpd in {node}")
         yield procs
 
 
