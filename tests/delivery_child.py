@@ -1,10 +1,12 @@
-"""A delivery process the crash tests kill: ``python -m tests.delivery_child CONFIG DB EVENTS [--die-on-record[=N]]``.
+"""A delivery process the crash tests kill: ``python -m tests.delivery_child CONFIG DB EVENTS [--die-...]``.
 
 It loads the config, enqueues the events (JSON lines of IncidentEvent fields) and runs the service
-until the outbox is empty. With ``--die-on-record`` it SIGKILLs itself when a worker is about to
-record its N-th delivered row (default 1): after that send, before its record, while the other
-lanes are mid-send — the window the outbox must survive without a second ticket or a second
-logical email.
+until the outbox is empty. It SIGKILLs itself
+- ``--die-on-record[=N]``: when a worker is about to record its N-th delivered row (default 1):
+  after that send, before its record, while the other lanes are mid-send — the window the outbox
+  must survive without a second ticket or a second email;
+- ``--die-before-dot=N``: while sending the N-th mail, after its body went out and before the
+  final ``.`` of the DATA phase — the server must discard it, and the next start sends it once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,25 @@ from tests.delivery_support import SECRETS
 def main() -> None:
     config, db, events_file = sys.argv[1:4]
     die = next((int(a.partition("=")[2] or 1) for a in sys.argv if a.startswith("--die-on-record")), 0)
+    before_dot = next((int(a.partition("=")[2]) for a in sys.argv if a.startswith("--die-before-dot=")), 0)
+    if before_dot:
+        import aiosmtplib.protocol
+
+        write = aiosmtplib.protocol.SMTPProtocol.write
+        mails = [0]
+
+        def cut(self: aiosmtplib.protocol.SMTPProtocol, data: bytes) -> None:
+            if data.endswith(b"\r\n.\r\n"):
+                mails[0] += 1
+                if mails[0] >= before_dot:
+                    write(self, data[:-3])
+                    mid = next(line for line in data.splitlines() if line.lower().startswith(b"message-id:"))
+                    sys.stderr.buffer.write(b"cut " + mid.split(b":", 1)[1].strip() + b"\n")
+                    sys.stderr.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            write(self, data)
+
+        aiosmtplib.protocol.SMTPProtocol.write = cut  # type: ignore[method-assign]
     if die:
         real = Outbox.finish
         seen = [0]

@@ -14,7 +14,7 @@ import pytest
 
 from monitor.clock import ManualClock
 from monitor.delivery.config import RetrySettings
-from monitor.delivery.outbox import CLAIMED, SENDING, NewRow, Outbox, Row
+from monitor.delivery.outbox import ASSUMED, CLAIMED, SENDING, HandedOver, NewRow, Outbox, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff, call_with_retry, decide
 from monitor.delivery.worker import RateLimit, Worker
 from monitor.selfmetrics import REGISTRY
@@ -131,7 +131,7 @@ class ScriptedSender:
     def gate(self, key: str) -> asyncio.Event:
         return self.gates.setdefault(key, asyncio.Event())
 
-    async def send(self, r: Row) -> str | None:
+    async def send(self, r: Row, handed_over: HandedOver | None = None) -> str | None:
         self.calls.append(r.key)
         await asyncio.sleep(0)  # on the wire: the other lanes run meanwhile
         await self.gate(r.key).wait()
@@ -238,7 +238,7 @@ async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason
            {}, {}, 1.0)
 
     class Mixed(ScriptedSender):
-        async def send(self, r: Row) -> str | None:
+        async def send(self, r: Row, handed_over: HandedOver | None = None) -> str | None:
             self.calls.append(r.key)
             if r.recipient == "later":
                 raise DeliveryRetryable("relay busy", "smtp_451")
@@ -281,3 +281,20 @@ async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_ne
         token.set()
         sender.gate("I/a/y/1").set()
         await until(lambda: not ob.pending(), 5, "y delivered")
+
+
+def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    ob = Outbox(db)
+    ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
+    x, y, z = ob.take("email", 1.0, 3)
+    ob.finish([], [], [], 1.0, sending=[x.id, y.id, z.id])
+    ob.handed_over(x.id, 1.5)  # the final "." of x is in the kernel; y is mid-transaction
+    ob.handed_over(z.id, 1.6)
+    ob.release([], uncertain=[z.id])  # a shutdown cut z's reply off: delivered all the same
+    ob.close()  # the process dies with x handed over and y mid-send
+    again = Outbox(db)
+    assert (again.recovered, again.assumed) == (1, 1)
+    done = {r["key"]: (r["status"], r["result"]) for r in again.rows()}
+    assert done == {"I/a/x/1": ("delivered", ASSUMED), "I/a/y/1": ("pending", None), "I/a/z/1": ("delivered", ASSUMED)}
+    assert [(r.key, r.uncertain) for r in again.take("email", 2.0, 10)] == [("I/a/y/1", True)]

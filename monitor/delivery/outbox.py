@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,11 @@ from monitor.store import _transaction as _tx
 
 SENDING = 1  # handed to an adapter: maybe delivered if the process dies now (1 was "in flight" before)
 CLAIMED = 2  # taken by a worker, not attempted yet: nothing happened outside
+HANDED_OVER = 3  # the receiver has all of it and only its answer is missing (SMTP: after the final ".")
+ASSUMED = "assumed delivered: the receiver had the whole message when the sending process stopped"
+
+HandedOver = Callable[[], None]
+"""Called by an adapter at its point of no return, so the outbox can record it before it is passed."""
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -108,10 +113,12 @@ class Outbox:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
-            # whatever was being sent when the last process died may have arrived: check before repeating
+            # whatever was being sent when the last process died may have arrived: check before repeating;
+            # what was handed over whole has arrived (its receiver only could not say so)
             with _tx(self.db):
                 self.recovered = self.db.execute(
                     "UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = ?", (SENDING,)).rowcount
+                self.assumed = self._assume_delivered("inflight = ?", (HANDED_OVER,))
                 self.db.execute("UPDATE outbox SET inflight = 0 WHERE inflight = ?", (CLAIMED,))
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the outbox in {path}: {exc}") from exc
@@ -220,11 +227,27 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot record deliveries in {self.path}: {exc}") from exc
 
+    def handed_over(self, row_id: int, now: float) -> None:
+        """The adapter is about to pass its point of no return for this row (one commit).
+
+        ``done_at`` is set now: if the answer never comes (crash), this is when it was delivered.
+        """
+        with _tx(self.db):
+            self.db.execute("UPDATE outbox SET inflight = ?, done_at = ? WHERE id = ?", (HANDED_OVER, now, row_id))
+
+    def _assume_delivered(self, where: str, args: Sequence[Any]) -> int:
+        return int(self.db.execute(
+            "UPDATE outbox SET status = 'delivered', inflight = 0, attempts = attempts + 1, uncertain = 1,"
+            f" result = ? WHERE status = 'pending' AND {where}", (ASSUMED, *args)).rowcount)
+
     def release(self, ids: Sequence[int], *, uncertain: Sequence[int] = ()) -> None:
-        """Shutdown: rows not attempted are pending again; rows cut off mid-send are pending and uncertain."""
+        """Shutdown: rows not attempted are pending again; rows cut off mid-send are pending and
+        uncertain, or delivered if they had been handed over whole."""
         with _tx(self.db):
             self.db.executemany("UPDATE outbox SET inflight = 0 WHERE id = ?", [(i,) for i in ids])
-            self.db.executemany("UPDATE outbox SET inflight = 0, uncertain = 1 WHERE id = ?", [(i,) for i in uncertain])
+            for i in uncertain:
+                if not self._assume_delivered("id = ? AND inflight = ?", (i, HANDED_OVER)):
+                    self.db.execute("UPDATE outbox SET inflight = 0, uncertain = 1 WHERE id = ?", (i,))
 
     def retry_now(self, channel: str, now: float) -> None:
         """The receiver is back (broker reconnected): waiting rows are due now, not at their back-off."""

@@ -20,7 +20,7 @@ from typing import Protocol
 from monitor.clock import Clock
 from monitor.delivery import metrics
 from monitor.delivery.config import RetrySettings
-from monitor.delivery.outbox import Outbox, Row
+from monitor.delivery.outbox import HandedOver, Outbox, Row
 from monitor.delivery.retry import DeliveryError, DeliveryRetryable, decide
 from monitor.logs import event
 
@@ -28,11 +28,16 @@ log = logging.getLogger("monitor.delivery")
 
 
 class Sender(Protocol):
-    """One channel's adapter. ``send`` raises DeliveryRetryable/DeliveryPermanent; returns a result."""
+    """One channel's adapter. ``send`` raises DeliveryRetryable/DeliveryPermanent; returns a result.
+
+    An adapter whose protocol has a point of no return (SMTP: the final ".") calls ``handed_over()``
+    right before passing it; the outbox then counts the row as delivered if the process dies
+    before the answer is recorded. The others ignore it.
+    """
 
     channel: str
 
-    async def send(self, row: Row) -> str | None: ...
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None: ...
 
     async def close(self) -> None: ...
 
@@ -134,7 +139,8 @@ class Worker:
                 self._record(pending, sending=row.id)
                 started.add(row.id)
                 try:
-                    result = await self.sender.send(row)  # before touching ``pending``: it is flushed meanwhile
+                    # the result first: ``pending`` may be flushed (replaced) while this lane awaits
+                    result = await self.sender.send(row, self._handed_over(row.id))
                     pending.delivered.append((row.id, result))
                 except DeliveryError as exc:
                     self._failure(row, exc, pending)
@@ -153,6 +159,9 @@ class Worker:
             self._record(pending)
             self.outbox.release([r.id for r in rows if r.id not in started],
                                 uncertain=sorted(started - pending.recorded))
+
+    def _handed_over(self, row_id: int) -> HandedOver:
+        return lambda: self.outbox.handed_over(row_id, self.clock.now())
 
     def _record(self, pending: _Outcomes, sending: int | None = None) -> None:
         delivered = len(pending.delivered)

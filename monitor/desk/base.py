@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
-from monitor.delivery.outbox import Outbox, Row
+from monitor.delivery.outbox import HandedOver, Outbox, Row
 from monitor.delivery.retry import DeliveryRetryable
 
 
@@ -90,7 +90,7 @@ class DeskSender:
             self.outbox.set_ticket(incident, self.desk.name, found)
         return found
 
-    async def send(self, row: Row) -> str | None:
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         p = row.payload
         op, owner = p["op"], p["ticket_incident"]
         ticket = await self.ticket_of(owner)

@@ -1,23 +1,32 @@
 """Mail through aiosmtplib: a small pool of persistent connections, STARTTLS or implicit TLS, auth.
 
-Every message's ``Message-ID`` is derived from its outbox key and its ``Date`` from the time it was
-queued, so a message repeated after a crash (sent, then killed before it was recorded) is the same
-message to the receiving side, which drops it as a duplicate. SMTP 4xx replies and lost connections
-are retried; 5xx replies to a recipient or the data are permanent for that item.
+Exactly once across a SIGKILL: the transaction is driven step by step (MAIL, RCPT, DATA, the body
+and the final ``.``) and the outbox records the hand-over (``handed_over``) right after the final
+``.`` reached the kernel, in the same step of the event loop. A process killed before that write
+never completed the transaction and the server discards it (RFC 5321 §4.1.1.4 and every MTA), so
+the next start sends the message again; killed after the commit, the kernel still delivers the
+``.`` and the server accepts the whole message although nobody reads its answer, so the next start
+counts it as delivered. Every message's ``Message-ID`` derives from its outbox key and its
+``Date`` from the time it was queued, so what is left — a kill during that one commit, or the
+connection (not the process) lost between the ``.`` and the reply, where the row is retried —
+repeats the same message, which receivers drop as a duplicate. SMTP 4xx replies and lost
+connections are retried; 5xx replies to a recipient or the data are permanent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
 import aiosmtplib
+from aiosmtplib.email import flatten_message
 
 from monitor.delivery.config import SmtpSettings
-from monitor.delivery.outbox import Row
+from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 
 
@@ -84,19 +93,18 @@ class EmailSender:
                                     "unreachable") from exc
         return smtp
 
-    async def send(self, row: Row) -> str | None:
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         msg = build(row, self.s.sender)
         conn = await self.pool.get()
         try:
             if conn is None or not conn.is_connected:
                 conn = None
                 conn = await self._connect()
-            await conn.send_message(msg)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [e.code for e in exc.recipients]
-            if all(500 <= c < 600 for c in codes):
-                raise DeliveryPermanent(f"recipient refused ({codes[0]})", f"smtp_{codes[0]}") from exc
-            raise DeliveryRetryable(f"recipient deferred ({codes[0]})", f"smtp_{codes[0]}") from exc
+            await transact(conn, msg, handed_over)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            if 500 <= exc.code < 600:
+                raise DeliveryPermanent(f"recipient refused ({exc.code})", f"smtp_{exc.code}") from exc
+            raise DeliveryRetryable(f"recipient deferred ({exc.code})", f"smtp_{exc.code}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
                 raise DeliveryPermanent(f"SMTP refused the message ({exc.code})", f"smtp_{exc.code}") from exc
@@ -119,6 +127,78 @@ class EmailSender:
                     await conn.quit()
                 except (TimeoutError, aiosmtplib.SMTPException, OSError):
                     conn.close()
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_DOT_LINE = re.compile(rb"^\.", re.MULTILINE)
+
+
+def wire(msg: EmailMessage, *, eight_bit: bool) -> bytes:
+    """The DATA body: CRLF line ends, dot-stuffed, ending in CRLF, without the final ``.``."""
+    data = flatten_message(msg, cte_type="8bit" if eight_bit else "7bit")
+    data = _DOT_LINE.sub(b"..", _LINE_END.sub(b"\r\n", data))
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+async def transact(conn: aiosmtplib.SMTP, msg: EmailMessage, handed_over: HandedOver | None) -> None:
+    """One mail transaction whose point of no return is recorded the moment it is passed.
+
+    aiosmtplib's ``send_message`` writes the body with its terminator and awaits the reply; here the
+    body and the final ``.`` are written, and if the transport handed them all to the kernel (which
+    still transmits them if this process is killed), ``handed_over()`` commits before anything else
+    runs; only then is the reply awaited. Killed before the write: the server never saw the end of
+    the data and discards the transaction; killed after the commit: the server has the whole
+    message. What is left is a kill during the commit itself (a repeat with the same Message-ID).
+    """
+    sender, to = parseaddr(str(msg["From"]))[1], parseaddr(str(msg["To"]))[1]
+    if not (sender.isascii() and to.isascii()):
+        raise DeliveryPermanent("non-ASCII addresses need SMTPUTF8, which this sender does not use", "smtputf8")
+    eight_bit = conn.supports_extension("8bitmime")
+    data = wire(msg, eight_bit=eight_bit)
+    options = ["BODY=8BITMIME"] if eight_bit else []
+    if conn.supports_extension("size"):
+        options.append(f"SIZE={len(data) + 3}")
+    try:
+        await conn.mail(sender, options=options)
+        await conn.rcpt(to)
+        start = await conn.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = conn.protocol
+        if protocol is None or protocol.transport is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
+        protocol.write(data + b".\r\n")
+        if handed_over is not None and _all_in_kernel(protocol.transport):
+            handed_over()
+        try:
+            done = await protocol.read_response(timeout=conn.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            conn.close()  # a reply given up on would be paired with the next command
+            raise
+        if done.code != 250:
+            raise aiosmtplib.SMTPDataError(done.code, done.message)
+    except aiosmtplib.SMTPResponseException:
+        if conn.is_connected:  # leave a clean envelope for the next message on this connection
+            try:
+                await conn.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                conn.close()
+        raise
+
+
+def _all_in_kernel(transport: object) -> bool:
+    """True when nothing written is still buffered in this process (so a kill cannot lose it).
+
+    Under TLS the TLS transport's own count leaves out the TCP transport below it, which is read
+    through asyncio's private ``_ssl_protocol._transport``; where that is not there (another event
+    loop), the answer is False: the row then stays "sending", which can repeat but never lose.
+    """
+    if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size():
+        return False
+    if transport.get_extra_info("sslcontext") is None:
+        return True
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    return isinstance(inner, asyncio.WriteTransport) and inner.get_write_buffer_size() == 0
 
 
 def _drop(conn: aiosmtplib.SMTP | None) -> None:

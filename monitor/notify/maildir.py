@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from monitor.delivery.config import MaildirSettings
-from monitor.delivery.outbox import Row
+from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryRetryable
 from monitor.notify.email import build
 
@@ -35,7 +35,7 @@ class MaildirSender:
             os.fsync(f.fileno())
         os.replace(tmp, self.root / "new" / name)
 
-    async def send(self, row: Row) -> str | None:
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         msg = build(row, self.settings.sender)
         mid = str(msg["Message-ID"])
         # "<time>.<unique>.<host>" as Maildir readers expect; unique = the Message-ID's hash part

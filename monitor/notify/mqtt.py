@@ -20,7 +20,7 @@ import aiomqtt
 
 from monitor.clock import Clock
 from monitor.delivery.config import MqttSettings, RetrySettings
-from monitor.delivery.outbox import Row
+from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryError, DeliveryRetryable, call_with_retry
 from monitor.logs import event
 
@@ -108,7 +108,7 @@ class MqttSender:
         if self.on_ack is not None and incident:
             self.on_ack(incident, by)
 
-    async def send(self, row: Row) -> str | None:
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         client = self.client
         if client is None or not self.connected.is_set():
             cause = self.last_error

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from monitor.delivery.config import WebhookSettings
-from monitor.delivery.outbox import Row
+from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 
 SIGNATURE = "X-Monitor-Signature"
@@ -73,7 +73,7 @@ class WebhookSender:
     def __init__(self, poster: WebhookPoster) -> None:
         self.poster = poster
 
-    async def send(self, row: Row) -> str | None:
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         p = row.payload
         doc = {"key": row.key, "incident": row.incident, "event": row.action, "to": p["to"], "text": p["body"],
                "language": p.get("language", "")}
