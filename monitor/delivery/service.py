@@ -47,10 +47,11 @@ class DeliveryService:
         self.ctx = Context(inventory, config)
         self.renderer = Renderer(config.templates_dir or None)
         self.outbox = Outbox(db_path)
-        if self.outbox.recovered:
-            # said once at start: the receivers may see these again (same Message-ID / reference)
-            event(log, logging.WARNING, "repeating deliveries that were on the wire when the last process stopped",
-                  rows=self.outbox.recovered)
+        if self.outbox.recovered or self.outbox.assumed:
+            # said once at start: "repeated" ones are checked or carry the same Message-ID / reference;
+            # "assumed" ones were handed over whole (SMTP: up to the final ".") but their reply was not read
+            event(log, logging.WARNING, "deliveries interrupted by the last stop", repeated=self.outbox.recovered,
+                  assumed_delivered=self.outbox.assumed)
         self.store = IncidentStore(db_path)
         self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
         self.workers: dict[str, Worker] = {}
