@@ -1,6 +1,8 @@
 """MQTT through aiomqtt: lifecycle events, retained status, technician alerts, and acks coming back.
 
-One connection, owned by :meth:`MqttSender.keep`, which (re)connects with the shared back-off and
+Every JSON message carries ``message_id`` (its outbox key): QoS 1 and a repeat after a crash can
+deliver a message twice, and subscribers drop the second by it. One connection, owned by
+:meth:`MqttSender.keep`, which (re)connects with the shared back-off and
 listens on ``<prefix>/ack/<incident>`` (payload: who acknowledged). Publishing is QoS 1 and only
 while connected; otherwise the row stays in the outbox and is retried, so a broker restart loses
 nothing. After every (re)connection ``on_connect`` runs, which lets the service retry the rows
@@ -115,7 +117,10 @@ class MqttSender:
             raise DeliveryRetryable(f"MQTT broker not connected ({cause})" if cause else "MQTT broker not connected",
                                     cause.reason if cause else "unreachable")
         p = row.payload
-        payload = json.dumps(p["payload"], ensure_ascii=False, sort_keys=True)
+        body = p["payload"]
+        if isinstance(body, dict):  # the outbox key: subscribers drop a message repeated after a crash by it
+            body = {**body, "message_id": row.key}
+        payload = json.dumps(body, ensure_ascii=False, sort_keys=True)
         try:
             await client.publish(p["topic"], payload, qos=1, retain=bool(p.get("retain")), timeout=PUBLISH_TIMEOUT)
         except aiomqtt.MqttError as exc:
