@@ -16,8 +16,10 @@ from monitor.clock import ManualClock
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import ASSUMED, CLAIMED, SENDING, HandedOver, NewRow, Outbox, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff, call_with_retry, decide
+from monitor.delivery.service import DeliveryService
 from monitor.delivery.worker import RateLimit, Worker
 from monitor.selfmetrics import REGISTRY
+from tests.delivery_support import T0, delivery_with, ev, ids, load
 from tests.servers.common import until
 
 POLICY = RetrySettings(initial=1.0, maximum=60.0, factor=2.0, jitter=0.5, deadline=600.0)
@@ -298,3 +300,23 @@ def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(t
     done = {r["key"]: (r["status"], r["result"]) for r in again.rows()}
     assert done == {"I/a/x/1": ("delivered", ASSUMED), "I/a/y/1": ("pending", None), "I/a/z/1": ("delivered", ASSUMED)}
     assert [(r.key, r.uncertain) for r in again.take("email", 2.0, 10)] == [("I/a/y/1", True)]
+
+
+async def test_service_metrics_queued_pending_and_age_of_the_oldest_per_channel(tmp_path: Path) -> None:
+    inv = load(tmp_path, 5, delivery_with(mqtt=None, desk=None))  # SMTP on a closed port: nothing leaves
+    assert inv.delivery is not None
+    clock = ManualClock(T0)
+    svc = DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock)
+    try:
+        queued = sample("monitor_delivery_queued_total", channel="email")
+        svc.enqueue([ev("opened", T0, ids(5, 0))])
+        mails = sum(1 for r in svc.outbox.rows() if r["channel"] == "email")
+        assert mails == 6  # five customers and the on-call technician
+        assert sample("monitor_delivery_queued_total", channel="email") - queued == mails
+        clock.set(T0 + 90)
+        svc.update_gauges()
+        assert sample("monitor_delivery_pending", channel="email") == mails
+        assert sample("monitor_delivery_oldest_pending_seconds", channel="email") == 90
+        assert sample("monitor_delivery_pending", channel="mqtt") == 0
+    finally:
+        await svc.close()

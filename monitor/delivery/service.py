@@ -241,7 +241,7 @@ class DeliveryService:
             try:
                 self.tick()
                 await self.poll_desk_acks()
-                self._gauges()
+                self.update_gauges()
             except MonitorError as exc:
                 event(log, logging.ERROR, "delivery timer failed, will retry", error=exc)
 
@@ -268,7 +268,8 @@ class DeliveryService:
             except DeliveryError:
                 return  # the desk is down; the desk worker reports it
 
-    def _gauges(self) -> None:
+    def update_gauges(self) -> None:
+        """Pending items and the age of the oldest, per channel (every second, by the timer)."""
         now = self.clock.now()
         pending = self.outbox.pending()
         for ch in ("email", "mqtt", "desk", "webhook"):
