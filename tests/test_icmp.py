@@ -14,7 +14,7 @@ import pytest
 from monitor import selfmetrics
 from monitor.errors import ProbeError
 from monitor.inventory.model import PollingSettings, Target
-from monitor.probes.icmp import IcmpProbe
+from monitor.probes.icmp import IcmpProbe, _parse_address
 from monitor.probes.icmp_packet import checksum_partial
 from tests.netns import nft_table
 from tests.servers.common import until
@@ -84,6 +84,16 @@ async def test_ipv6_loopback(probe: IcmpProbe) -> None:
     r = await probe.ping("0:0:0:0:0:0:0:1", count=3, spacing=0.005)
     assert (r.address, r.sent, r.received, r.error) == ("::1", 3, 3, None)
     assert r.rtt_avg_ms is not None and 0 < r.rtt_avg_ms < 1000
+
+
+def test_ipv4_mapped_ipv6_address_is_pinged_as_the_ipv4_host() -> None:
+    """``::ffff:a.b.c.d`` goes out as ICMP to a.b.c.d. (No packet here: sent as ICMPv6 the mapped
+    address follows the machine's IPv6 default route; the live check runs in a bare namespace,
+    tests/test_icmp_netns.py.)"""
+    assert _parse_address("::ffff:198.18.7.9") == (4, socket.inet_aton("198.18.7.9"), ("198.18.7.9", 0))
+    assert _parse_address("::FFFF:c612:709")[0] == 4
+    assert _parse_address("::c612:709")[0] == 6  # IPv4-compatible (deprecated) is not mapped: left as IPv6
+    assert _parse_address("2001:db8::ffff:c612:709")[0] == 6
 
 
 async def test_poll_uses_target_polling_settings(probe: IcmpProbe) -> None:

@@ -133,6 +133,19 @@ def test_datagram_mode_in_a_namespace_that_allows_it(lab: NetnsLab) -> None:
     assert auto == {"mode": "dgram", "127.0.0.1": [3, 3, None]}
 
 
+def test_ipv4_mapped_ipv6_address_answers_over_ipv4(lab: NetnsLab) -> None:
+    """Raw and datagram: ``::ffff:127.0.0.1`` is 127.0.0.1 (as ICMPv6 it would not be, see _parse_address).
+
+    In a bare namespace (lo only, no IPv6 route to anywhere): should the probe send ICMPv6 again, the
+    send fails there instead of following the machine's default route.
+    """
+    ns = lab.namespace()
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+                   check=True)
+    for mode in ("raw", "dgram"):
+        assert run_child(ns, mode, "::ffff:127.0.0.1") == {"mode": mode, "::ffff:127.0.0.1": [3, 3, None]}
+
+
 def test_datagram_mode_reports_unreachable_from_the_error_queue(lab: NetnsLab) -> None:
     ns = lab.namespace()
     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],

@@ -242,9 +242,18 @@ def summarize(echo: Echo, per_ping_timeout: float) -> IcmpResult:
     return IcmpResult(echo.target_id, echo.address, sent, len(rtts), min(rtts), avg, max(rtts), jitter)
 
 
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:0:0/96
+
+
 def _parse_address(address: str) -> tuple[int, bytes, tuple[str, int]]:
     """(4 or 6, packed, sendto address with the canonical text as recvfrom reports sources);
-    family 0 when not an IP literal."""
+    family 0 when not an IP literal.
+
+    An IPv4-mapped IPv6 literal (``::ffff:192.0.2.10``, as some exports write IPv4) is the IPv4 host:
+    it is pinged over ICMP. Sent as ICMPv6 it never reaches that host (the kernel routes the mapped
+    destination like any IPv6 one, e.g. to the IPv6 default gateway, which must drop it), so the
+    target would read DOWN while it answers.
+    """
     try:
         # inet_pton accepts only the canonical dotted quad for IPv4, so the text needs no round trip.
         return 4, socket.inet_pton(socket.AF_INET, address), (address, 0)
@@ -254,6 +263,8 @@ def _parse_address(address: str) -> tuple[int, bytes, tuple[str, int]]:
         packed = socket.inet_pton(socket.AF_INET6, address)
     except OSError:
         return 0, b"", (address, 0)
+    if packed.startswith(_V4_MAPPED):
+        return 4, packed[12:], (socket.inet_ntop(socket.AF_INET, packed[12:]), 0)
     return 6, packed, (socket.inet_ntop(socket.AF_INET6, packed), 0)
 
 
