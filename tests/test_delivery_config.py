@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from monitor.errors import ConfigError
-from tests.delivery_support import SECRETS, base_delivery, load
+from monitor.inventory.summary import summarize
+from tests.delivery_support import SECRETS, base_delivery, delivery_with, load
 
 
 def test_example_loads_with_secrets_as_references(tmp_path: Path) -> None:
@@ -80,3 +81,16 @@ def test_maildir_and_folder_desk_resolve_against_the_config_folder(tmp_path: Pat
     assert d is not None and d.maildir is not None and d.email and d.smtp is None
     assert d.maildir.path == str(tmp_path / "out/mail") and d.maildir.sender == "NOC <noc@isp.example>"
     assert d.desk.kind == "folder" and d.desk.path == str(tmp_path / "out/tickets")
+
+
+def test_check_config_summary_says_where_delivery_goes_without_secrets(tmp_path: Path) -> None:
+    inv = load(tmp_path, 5, delivery_with(smtp={"host": "127.0.0.1", "port": 2525, "security": "starttls",
+                                                "username": "noc", "password": {"env": "SMTP_PASS"},
+                                                "from": "NOC <noc@isp.example>"}))
+    text = summarize(inv)
+    assert ("delivery: desk RT at http://127.0.0.1:9 (queue General); email SMTP 127.0.0.1:2525 (starttls, auth,"
+            " pool 4); mqtt 127.0.0.1:1883, prefix isp; sms off") in text
+    assert "technicians: 4, on-call rules 2, escalation after 15 min (up to tier 3); customer notices" \
+           " outage/suspected by email" in text
+    assert "api: off" in text
+    assert not [v for v in SECRETS.values() if v in text]

@@ -65,9 +65,44 @@ def summarize(inv: Inventory) -> str:
         f"up after {p.up_after}; targets by interval: "
         + ", ".join(f"{k} s: {v}" for k, v in sorted(intervals.items(), key=lambda kv: float(kv[0]))),
         f"timeseries: {_timeseries(inv)}",
+        *_delivery(inv),
+        f"api: {_api(inv)}",
+        f"metrics: {inv.daemon.metrics_listen or 'off'}",
         f"state_dir: {inv.daemon.state_dir}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _delivery(inv: Inventory) -> list[str]:
+    """Where tickets, alerts and notices go — hosts and counts only, never a secret."""
+    d = inv.delivery
+    if d is None:
+        return ["delivery: off (no delivery section: no tickets, alerts or notices)"]
+    desk = d.desk
+    where = {"rt": f"RT at {desk.url} (queue {desk.queue})", "email": f"email-to-ticket to {desk.address}",
+             "webhook": f"webhook {desk.webhook.url if desk.webhook else ''}", "folder": f"folder {desk.path}",
+             "none": "none"}[desk.kind]
+    if d.smtp is not None:
+        s = d.smtp
+        email = f"SMTP {s.host}:{s.port} ({s.security}{', auth' if s.username else ''}, pool {s.pool_size})"
+    else:
+        email = f"maildir {d.maildir.path}" if d.maildir is not None else "off"
+    mqtt = f"{d.mqtt.host}:{d.mqtt.port}{' (TLS)' if d.mqtt.tls else ''}, prefix {d.mqtt.prefix}" if d.mqtt else "off"
+    notices = "off" if not d.customers.enabled else \
+        f"{'/'.join(d.customers.kinds)} by {'/'.join(d.customers.channels)}"
+    return [
+        f"delivery: desk {where}; email {email}; mqtt {mqtt}; sms {d.sms.url if d.sms else 'off'}",
+        f"technicians: {len(d.technicians)}, on-call rules {len(d.oncall)}, escalation after "
+        f"{fmt_num(d.escalation.after / 60)} min (up to tier {d.escalation.max_tier}); customer notices {notices}",
+    ]
+
+
+def _api(inv: Inventory) -> str:
+    a = inv.api
+    if a is None or not a.listen:
+        return "off" if a is None or not a.links else f"off; ack links to {a.public_url}"
+    links = f"; ack links to {a.public_url} valid {fmt_num(a.link_ttl / 3600)} h" if a.links else ""
+    return f"{a.listen}{links}"
 
 
 def _timeseries(inv: Inventory) -> str:
