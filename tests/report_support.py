@@ -51,14 +51,16 @@ def up_all_month(*ids: str) -> dict[str, list[tuple[float, str]]]:
     return {i: [(OCT - 86400, "up")] for i in ids}
 
 
-def october_store(db, inv, *, vantage_outage: bool = False) -> dict[str, float]:
+def october_store(db, inv, *, vantage_outage: bool = False, blind_resolved_by_staff: bool = False) -> dict[str, float]:
     """A real store for the example network's October: the daemon's EventStore and the correlation service.
 
     Everything is UP from 30 September. ap-centro-1 and the 4 endpoints below it are down on the 10th
     08:00-09:00 (one outage incident, acknowledged after 30 min); ap-brisas-1 is down on the 12th
     02:30-03:30 inside a maintenance window 02:00-04:00 (a planned incident, excluded).
     With ``vantage_outage``, core-arauca is also the monitor's vantage node and is down on the 20th
-    10:00-11:00: the correlation service declares the monitor blind for that hour.
+    10:00-11:00: the correlation service declares the monitor blind for that hour. With
+    ``blind_resolved_by_staff`` as well, staff resolve the blind alert at 10:10 and the daemon restarts
+    at 10:20, both while the vantage node is still down.
     Returns the times tests refer to.
     """
     from monitor.clock import ManualClock
@@ -112,6 +114,15 @@ def october_store(db, inv, *, vantage_outage: bool = False) -> dict[str, float]:
         feed(b_down, [StateChange("core-arauca", State.UP, State.DOWN, b_down, "3 consecutive failed polls")])
         for s in range(1, 30):
             svc.tick(b_down + s * 10)
+        if blind_resolved_by_staff:
+            blind = next(r.id for r in svc.store.incidents() if r.kind == "blind")
+            clock.set(at(20, 10, 10))
+            svc.store.add_action(blind, "resolve", "noc", "sabemos, no avisar más", now=clock.now())
+            svc.tick()
+            clock.set(at(20, 10, 20))  # the daemon restarts
+            svc.close()
+            svc = CorrelationService(inv, db, settings, clock)
+            svc.tick()
         feed(b_up, [StateChange("core-arauca", State.DOWN, State.UP, b_up, "2 consecutive replies")])
         for s in range(1, 60):
             svc.tick(b_up + s * 10)

@@ -269,3 +269,18 @@ def test_blind_period_for_reports_still_ends_when_the_blindness_ends(tmp_path):
     [row] = store.incidents(status=None)
     assert (row.kind, row.cleared_at, row.closed_at) == ("blind", EPOCH + 1010, EPOCH + 1010)
     store.close()
+
+
+def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(tmp_path):
+    """Staff closed the blind alert at 402 while the gateway was down (``closed_at``); the blindness
+    itself ended at 1010, after two restarts: that is the period reports exclude (``cleared_at``)."""
+    from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
+
+    db = tmp_path / "monitor.db"
+    run_service(load(SCENARIOS / "restart_resolved_blind.yaml"), db)
+    store = IncidentStore(db)
+    blind = store.incident("INC-000001")
+    assert (blind.kind, blind.status, blind.closed_at, blind.cleared_at) == ("blind", "resolved", EPOCH + 402,
+                                                                             EPOCH + 1010)
+    assert store.closed_blind() is None  # over: nothing for a restart to resume
+    store.close()

@@ -116,11 +116,21 @@ def test_local_time_zone_month_and_missing_store(db, tmp_path, capsys):
     assert "no store here" in capsys.readouterr().err
 
 
-def test_blind_time_from_the_correlation_service_is_excluded(tmp_path):
+@pytest.mark.parametrize("staff_resolved", [False, True], ids=["blind", "blind_alert_resolved_by_staff"])
+def test_blind_time_from_the_correlation_service_is_excluded(tmp_path, staff_resolved):
     """The vantage node down for an hour: the service declares the monitor blind (until 2 min after it is
-    back), and the report takes that time out for every target instead of counting the core as down."""
+    back), and the report takes that time out for every target instead of counting the core as down.
+
+    Also when staff resolve the blind alert at 10:10 ("we know") and the daemon restarts at 10:20: the
+    monitor was blind all along, so still 62 minutes (not 10), and no second blind incident opens."""
+    import sqlite3
+
     db = tmp_path / "monitor.db"
-    october_store(db, load_inventory(CONFIG), vantage_outage=True)
+    october_store(db, load_inventory(CONFIG), vantage_outage=True, blind_resolved_by_staff=staff_resolved)
+    con = sqlite3.connect(db)
+    status = con.execute("SELECT status FROM incidents WHERE kind = 'blind'").fetchall()
+    con.close()
+    assert status == [("resolved",)]
     out = tmp_path / "r.json"
     assert report(db, out, "--by", "node") == 0
     r = json.loads(out.read_text())
@@ -178,3 +188,32 @@ def test_ticket_time_from_the_delivery_outbox_counts_as_the_response(tmp_path):
     assert report(db, out, "--by", "site") == 0
     [inc] = json.loads(out.read_text())["incidents"]
     assert inc["response_min"] == pytest.approx(10) and inc["response"] == "met"
+
+
+def test_blind_time_goes_on_while_still_blind_after_staff_resolved_its_alert(tmp_path):
+    """A report made while the monitor is still blind, after staff resolved the blind alert: the blind
+    period runs up to the report's "now", not to the resolve (the blindness has not ended)."""
+    from monitor.clock import ManualClock
+    from monitor.correlate.service import CorrelationService
+    from monitor.correlate.settings import CorrelationSettings
+    from monitor.report.model import Interval
+    from monitor.report.source import load_input
+    from monitor.state import State, StateChange
+    from monitor.store import EventStore
+    from tests.report_support import OCTOBER, at, inventory
+
+    db, inv = tmp_path / "monitor.db", inventory()
+    settings = CorrelationSettings.for_interval(60).with_overrides({"settle": "10", "vantage": "core"})
+    clock = ManualClock(at(20, 10))
+    log, svc = EventStore(db), CorrelationService(inv, db, settings, clock)
+    change = StateChange("core", State.UP, State.DOWN, at(20, 10), "3 consecutive failed polls")
+    log.append([change])
+    [opened] = svc.on_state_changes([change])
+    assert opened.kind == "blind"
+    clock.set(at(20, 10, 10))
+    svc.store.add_action(opened.incident, "resolve", "noc", "sabemos", clock.now())
+    assert [e.event for e in svc.tick()] == ["resolved"]
+    svc.close()
+    log.close()
+    inp = load_input(db, inv, OCTOBER, until=at(20, 10, 30))
+    assert inp.blind == [Interval(at(20, 10), at(20, 10, 30))]

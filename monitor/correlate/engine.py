@@ -62,7 +62,10 @@ class Engine:
         self.member: dict[str, str] = {}  # target -> root of the incident it is attached to
         self.ever: dict[str, set[str]] = {}  # incident id -> targets affected and not moved elsewhere
         self.basis: dict[str, Kind] = {}  # incident id -> kind it would have outside maintenance
-        self.blind: Incident | None = None  # its clear_since: the cause cleared, it ends blind_recovery later
+        # the blindness going on (its clear_since: the cause cleared, it ends blind_recovery later); kept
+        # when staff close its alert, which silences it but does not end it (not in by_id then)
+        self.blind: Incident | None = None
+        self.blind_ended: list[tuple[str, float]] = []  # (blind incident, when the blindness ended), for the store
         self._vantage = frozenset(settings.vantage)
         # below this many independent failures the share rule cannot fire: skip the check
         self._blind_quiet = max(settings.blind_min - 1, int(settings.blind_share * len(topo)))
@@ -198,7 +201,11 @@ class Engine:
         self._sync_windows()
 
     def resolve(self, inc_id: str, now: float) -> bool:
-        """Staff resolved it by hand: close it; its targets are left alone until they change again."""
+        """Staff resolved it by hand: close it; its targets are left alone until they change again.
+
+        A ``blind`` alert closed this way is silenced, not ended: the monitor still cannot see, so the
+        blindness holds back customer incidents until its cause clears (``self.blind`` stays).
+        """
         inc = self.by_id.get(inc_id)
         if inc is None:
             return False
@@ -211,7 +218,7 @@ class Engine:
 
     def restore(
         self, incidents: Sequence[tuple[Incident, Kind, set[str]]], down: dict[str, float], now: float,
-        left_down: Mapping[str, tuple[str, float]] | None = None,
+        left_down: Mapping[str, tuple[str, float]] | None = None, closed_blind: Incident | None = None,
     ) -> None:
         """Resume after a restart: open incidents (with basis and everyone affected) and who is down.
 
@@ -220,6 +227,8 @@ class Engine:
         logged but not yet correlated when the process died is correlated now, once).
         ``left_down``: target -> (incident, when) staff resolved while it was down; one still down
         since then is left alone until it changes or is attached again, as without the restart.
+        ``closed_blind``: a blindness whose alert staff resolved while it went on; it still holds back
+        customer incidents until it ends, as without the restart, and no new blind alert opens.
         """
         topo, s = self.topo, self.s
         self.now = max(self.now, now)
@@ -270,6 +279,9 @@ class Engine:
                     self.member_log.append((left_by, t, RECOVERED))
                 else:
                     self._ignored[t] = left_by
+        if closed_blind is not None and self.blind is None:
+            self.blind = closed_blind  # not in by_id: its alert is closed, it only ends (see _end_blind)
+            self.next_seq = max(self.next_seq, closed_blind.seq + 1)
         self._grace.extend(sorted(grace))
         self._hold.extend(sorted(hold))
         for inc in sorted(self.incidents.values(), key=lambda i: i.seq):
@@ -820,6 +832,7 @@ class Engine:
         blind, self.blind = self.blind, None
         if blind.id in self.by_id:  # staff may have closed the alert already; the blindness ends only now
             self._resolve(blind)
+        self.blind_ended.append((blind.id, self.now))  # the end of the period reports exclude, either way
         # what is still down now was hidden by the blindness: judge it afresh
         for t in sorted(self.down, key=self.topo.sort_key):
             if t not in self.member and t not in self._ignored:

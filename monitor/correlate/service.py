@@ -18,7 +18,7 @@ from pathlib import Path
 
 from monitor.clock import Clock
 from monitor.correlate.engine import Engine
-from monitor.correlate.incidents import Incident, IncidentEvent, Kind
+from monitor.correlate.incidents import Incident, IncidentEvent, Kind, format_ts
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.store import IncidentStore
 from monitor.correlate.topology import Topology
@@ -55,7 +55,7 @@ class CorrelationService:
         now = self.clock.now()
         engine = Engine(topo, self.settings, start=now, next_seq=self.store.next_seq())
         open_incidents = self.store.load_open()
-        engine.restore(open_incidents, down, now, self.store.left_down())
+        engine.restore(open_incidents, down, now, self.store.left_down(), self.store.closed_blind())
         if open_incidents:
             log.info("resumed %d open incidents", len(open_incidents))
         return engine
@@ -120,11 +120,17 @@ class CorrelationService:
         for e in events:
             if e.event == "opened" and e.incident in eng.by_id:
                 open_incidents[e.incident] = (eng.by_id[e.incident], eng.basis[e.incident])
+        blind = eng.blind
+        if blind is not None and blind.id in eng.changed and blind.id not in eng.by_id:
+            open_incidents[blind.id] = (blind, "blind")  # its alert is closed, the blindness goes on: keep its timer
         self.store.save(
             events, open_incidents, set(eng.changed), eng.member_log, eng.window_events, self._done_actions,
-            self.clock.now(),
+            self.clock.now(), eng.blind_ended,
         )
+        for inc_id, ts in eng.blind_ended:
+            log.info("monitoring blindness %s ended at %s", inc_id, format_ts(ts))
         self._done_actions = []
         eng.changed.clear()
         eng.member_log.clear()
         eng.window_events.clear()
+        eng.blind_ended.clear()

@@ -94,9 +94,15 @@ class IncidentStore:
         window_events: Sequence[WindowEvent] = (),
         done_actions: Sequence[int] = (),
         now: float = 0.0,
+        blind_ended: Sequence[tuple[str, float]] = (),
     ) -> None:
-        """One engine step, atomically: events, incident rows, attached targets, window events, actions done."""
-        if not (events or changed or member_log or window_events or done_actions):
+        """One engine step, atomically: events, incident rows, attached targets, window events, actions done,
+        blindnesses ended (``cleared_at``: the end of the period reports exclude).
+
+        ``open_incidents`` may hold a blind incident whose alert staff resolved while the blindness
+        goes on: its row stays resolved, only its timer (``clear_since``) is kept for a restart.
+        """
+        if not (events or changed or member_log or window_events or done_actions or blind_ended):
             return
         db = self.db
         try:
@@ -114,6 +120,7 @@ class IncidentStore:
                     [(w.window, w.node, w.ts, w.event) for w in window_events],
                 )
                 db.executemany("UPDATE incident_actions SET done_at = ? WHERE id = ?", [(now, i) for i in done_actions])
+                db.executemany("UPDATE incidents SET cleared_at = ? WHERE id = ?", [(ts, i) for i, ts in blind_ended])
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -144,10 +151,10 @@ class IncidentStore:
             status = "merged" if e.event == "merged" else "resolved"
             db.execute(
                 "UPDATE incidents SET status = ?, kind = ?, updated_at = ?, closed_at = ?, merged_into = ?,"
-                # a blind row's clear_since is when its cause cleared (kept for a restart); reports
-                # exclude the blind period up to its end
-                " cleared_at = CASE WHEN basis = 'blind' THEN ? ELSE COALESCE(clear_since, ?) END WHERE id = ?",
-                (status, e.kind, e.ts, e.ts, e.into, e.ts, e.ts, e.incident),
+                # a blind row's cleared_at is the end of the blindness (the period reports exclude),
+                # written when it ends (save(blind_ended)): later than this if staff resolved the alert
+                " cleared_at = CASE WHEN basis = 'blind' THEN NULL ELSE COALESCE(clear_since, ?) END WHERE id = ?",
+                (status, e.kind, e.ts, e.ts, e.into, e.ts, e.incident),
             )
 
     def _upsert(self, inc: Incident, basis: Kind) -> None:
@@ -157,7 +164,8 @@ class IncidentStore:
             " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, basis = excluded.basis,"
             " grace_from = excluded.grace_from, clear_since = excluded.clear_since,"
             " last_update = excluded.last_update, was_outage = excluded.was_outage,"
-            " pending_since = excluded.pending_since WHERE status = 'open'",
+            " pending_since = excluded.pending_since"
+            " WHERE status = 'open' OR (basis = 'blind' AND cleared_at IS NULL)",  # (closed_blind())
             (inc.id, inc.seq, inc.kind, basis, inc.root, inc.opened_at, inc.opened_at, inc.grace_from,
              inc.clear_since, inc.last_update, int(inc.was_outage), inc.pending_since),
         )
@@ -190,14 +198,10 @@ class IncidentStore:
 
     def load_open(self) -> list[tuple[Incident, Kind, set[str]]]:
         """Open incidents as the engine left them, with what was last announced (``emitted``)."""
-        rows = self.db.execute(
-            "SELECT id, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage,"
-            " pending_since FROM incidents WHERE status = 'open' ORDER BY seq"
-        ).fetchall()
+        rows = self.db.execute(_LOAD_SQL + " WHERE status = 'open' ORDER BY seq").fetchall()
         out = []
-        for iid, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage, pending in rows:
-            inc = Incident(iid, seq, kind, root, opened_at, grace_from=grace_from, clear_since=clear_since,
-                           last_update=last_update, was_outage=bool(was_outage), pending_since=pending)
+        for row in rows:
+            inc, iid, basis = _incident(row), row[0], row[3]
             last = self._announced(iid)
             if last is not None:
                 inc.emitted = (tuple(json.loads(last[0])), tuple(json.loads(last[1])))
@@ -210,6 +214,14 @@ class IncidentStore:
                     inc.members.add(target)
             out.append((inc, basis, ever))
         return out
+
+    def closed_blind(self) -> Incident | None:
+        """A blindness whose alert staff resolved while it went on (resolved, not ended: ``cleared_at``
+        still NULL), so a restart neither forgets it nor opens a second blind alert."""
+        row = self.db.execute(
+            _LOAD_SQL + " WHERE status != 'open' AND basis = 'blind' AND cleared_at IS NULL ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else _incident(row)
 
     def left_down(self) -> dict[str, tuple[str, float]]:
         """Targets still down when staff resolved their incident (``down = 2``) -> (that incident, when
@@ -385,6 +397,19 @@ class IncidentStore:
             "INSERT INTO correlation_meta (key, value) VALUES ('maintenance_rev', '1') ON CONFLICT(key)"
             " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
         )
+
+
+_LOAD_SQL = (
+    "SELECT id, seq, kind, basis, root, opened_at, grace_from, clear_since, last_update, was_outage, pending_since"
+    " FROM incidents"
+)
+
+
+def _incident(row: tuple[Any, ...]) -> Incident:
+    """An incident row (``_LOAD_SQL``) as the engine left it."""
+    iid, seq, kind, _, root, opened_at, grace_from, clear_since, last_update, was_outage, pending = row
+    return Incident(iid, seq, kind, root, opened_at, grace_from=grace_from, clear_since=clear_since,
+                    last_update=last_update, was_outage=bool(was_outage), pending_since=pending)
 
 
 _BULK = 64  # targets of one incident and operation from which one statement over a JSON array wins

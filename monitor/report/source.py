@@ -115,12 +115,16 @@ def _state(new: str, reason: str) -> str:
     return REMOVED if new == "unknown" and reason.startswith(REMOVED_REASON) else new
 
 
+# When an incident's failure was over. A blindness is over only when it ended (cleared_at): staff may
+# resolve its alert earlier (closed_at) while the monitor is still blind; NULL = still blind.
+_RESTORED = "CASE WHEN kind = 'blind' THEN cleared_at ELSE COALESCE(cleared_at, closed_at) END"
+
+
 def _incidents(db: sqlite3.Connection, period: Period) -> list[IncidentRecord]:
     """Incidents overlapping the period; merged ones are left out (their targets live on in the parent)."""
     rows = db.execute(
-        "SELECT id, kind, root, opened_at, COALESCE(cleared_at, closed_at), acked_at FROM incidents"
-        " WHERE status != 'merged' AND opened_at < ? AND (COALESCE(cleared_at, closed_at) IS NULL"
-        " OR COALESCE(cleared_at, closed_at) > ?) ORDER BY seq",
+        f"SELECT id, kind, root, opened_at, {_RESTORED}, acked_at FROM incidents"
+        f" WHERE status != 'merged' AND opened_at < ? AND ({_RESTORED} IS NULL OR {_RESTORED} > ?) ORDER BY seq",
         (period.end, period.start),
     ).fetchall()
     if not rows:
