@@ -301,6 +301,10 @@ def _show(api: IncidentsAPI, inc_id: str, *, as_json: bool) -> str:
            + (f", closed {format_ts(row.closed_at)}" if row.closed_at else "")
            + (f", merged into {row.merged_into}" if row.merged_into else "")
            + (f", acknowledged by {row.acked_by} at {format_ts(row.acked_at)}" if row.acked_at else "")]
+    if row.kind == "blind" and row.status != "open":
+        # staff may resolve the alert while the monitor is still blind: the blindness itself goes on
+        out.append(f"blindness ended {format_ts(row.cleared_at)}" if row.cleared_at is not None
+                   else "blindness still going on (its alert was resolved)")
     out.append("history:")
     for e in events:
         into = f" into {e['into']}" if e["into"] else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -158,3 +159,17 @@ def test_eta_clear_withdraws_the_estimate(db, capsys):
     store = IncidentStore(db)
     assert store.etas()["INC-000001"] is not None
     store.close()
+
+
+def test_show_says_when_a_blindness_whose_alert_staff_resolved_really_ended(tmp_path, capsys):
+    from monitor.correlate.incidents import format_ts
+    from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
+
+    path = tmp_path / "monitor.db"
+    run_service(load(SCENARIOS / "restart_resolved_blind.yaml"), path)
+    assert main(["incidents", "show", "INC-000001", "--db", str(path)]) == 0
+    assert f"blindness ended {format_ts(EPOCH + 1010)}" in capsys.readouterr().out
+    with sqlite3.connect(path) as con:  # as it reads while the monitor is still blind
+        con.execute("UPDATE incidents SET cleared_at = NULL WHERE id = 'INC-000001'")
+    assert main(["incidents", "show", "INC-000001", "--db", str(path)]) == 0
+    assert "blindness still going on (its alert was resolved)" in capsys.readouterr().out
