@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from monitor.clock import SystemClock
-from monitor.delivery.outbox import ASSUMED, Outbox
+from monitor.delivery.outbox import ASSUMED, Outbox, Row
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.model import Inventory
+from monitor.notify.email import EmailSender
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
 from tests.servers.smtp import SmtpServer
 
@@ -105,6 +106,32 @@ async def test_implicit_tls_without_auth(tmp_path: Path) -> None:
             "c1@example.com", "c2@example.com", "c3@example.com"]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("tls", "security"), [(None, "none"), ("starttls", "starttls"), ("implicit", "tls")])
+async def test_each_mail_is_handed_over_once_its_final_dot_is_in_the_kernel(tmp_path: Path, tls: str | None,
+                                                                             security: str) -> None:
+    """Plain, STARTTLS and implicit TLS alike: else a kill could repeat mails under TLS."""
+    server = make_server(tmp_path, **({"tls": tls} if tls else {}))
+    server.start()
+    try:
+        inv = inventory(tmp_path, server, security, n=3)
+        assert inv.delivery is not None and inv.delivery.smtp is not None
+        sender = EmailSender(inv.delivery.smtp)
+        seen: list[int] = []
+        for i in range(3):
+            row = Row(f"INC-1/customer_opened/c{i}@example.com/1", "INC-1", "customer_opened",
+                      f"c{i}@example.com", "email", "", {"to": f"c{i}@example.com", "subject": "Falla",
+                                                         "body": "Línea 1\n.\nÁrea: Arauca\n"},
+                      id=i, attempts=0, uncertain=False, created_at=T0)
+            await sender.send(row, lambda: seen.append(1))
+        await sender.close()
+        got = server.messages()
+    finally:
+        server.stop()
+    assert len(seen) == 3
+    assert [m["To"] for m in got] == ["c0@example.com", "c1@example.com", "c2@example.com"]
+    assert got[0].get_content() == "Línea 1\n.\nÁrea: Arauca\n"  # dot-stuffed on the wire, intact at the end
 
 
 async def test_relay_down_during_the_outage_then_up_delivers_every_notice_once(tmp_path: Path) -> None:
