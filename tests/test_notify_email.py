@@ -20,6 +20,7 @@ import pytest
 
 from monitor.clock import SystemClock
 from monitor.delivery.outbox import ASSUMED, Outbox, Row
+from monitor.delivery.retry import DeliveryError
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.model import Inventory
 from monitor.notify.email import EmailSender
@@ -132,6 +133,38 @@ async def test_each_mail_is_handed_over_once_its_final_dot_is_in_the_kernel(tmp_
     assert len(seen) == 3
     assert [m["To"] for m in got] == ["c0@example.com", "c1@example.com", "c2@example.com"]
     assert got[0].get_content() == "Línea 1\n.\nÁrea: Arauca\n"  # dot-stuffed on the wire, intact at the end
+
+
+async def test_refusals_are_permanent_deferrals_retryable_and_the_connection_stays_usable(tmp_path: Path) -> None:
+    server = make_server(tmp_path)
+    server.start()
+    try:
+        inv = inventory(tmp_path, server, "none", n=3)
+        assert inv.delivery is not None and inv.delivery.smtp is not None
+        sender = EmailSender(inv.delivery.smtp)  # pool of 2: errors and good mails share connections
+
+        def row(to: str, body: str = "Falla en Arauca\n") -> Row:
+            return Row(f"INC-1/customer_opened/{to}/1", "INC-1", "customer_opened", to, "email", "",
+                       {"to": to, "subject": "Falla", "body": body}, id=1, attempts=0, uncertain=False,
+                       created_at=T0)
+
+        outcomes: list[tuple[str, str]] = []
+        for r in [row("nosuch@example.com"), row("busy@example.com"), row("c1@example.com", "REJECT-AT-DOT\n"),
+                  row("c2@example.com"), row("busy@example.com"), row("c3@example.com")]:
+            try:
+                await sender.send(r)
+                outcomes.append((r.recipient, "sent"))
+            except DeliveryError as exc:
+                outcomes.append((r.recipient, f"{type(exc).__name__} {exc.reason}"))
+        await sender.close()
+        got = sorted(str(m["To"]) for m in server.messages())
+    finally:
+        server.stop()
+    assert outcomes == [("nosuch@example.com", "DeliveryPermanent smtp_550"),
+                        ("busy@example.com", "DeliveryRetryable smtp_451"),
+                        ("c1@example.com", "DeliveryPermanent smtp_554"),
+                        ("c2@example.com", "sent"), ("busy@example.com", "sent"), ("c3@example.com", "sent")]
+    assert got == ["busy@example.com", "c2@example.com", "c3@example.com"]
 
 
 async def test_relay_down_during_the_outage_then_up_delivers_every_notice_once(tmp_path: Path) -> None:

@@ -95,11 +95,28 @@ class SmtpServer(RestartableServer):
 
 
 class _Handler:
+    """Accepts into the Maildir; refusals on cue, as real relays answer: a recipient ``nosuch…`` gets
+    550 at RCPT, ``busy…`` 451 the first time, and a body containing ``REJECT-AT-DOT`` 554 after
+    the final ``.``."""
+
     def __init__(self, maildir: Path) -> None:
         self.box = mailbox.Maildir(str(maildir), create=True)
+        self.deferred: set[str] = set()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address.startswith("nosuch"):
+            return "550 5.1.1 no such mailbox"
+        if address.startswith("busy") and address not in self.deferred:
+            self.deferred.add(address)
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.box.add(envelope.original_content or envelope.content)
+        content = envelope.original_content or envelope.content
+        if b"REJECT-AT-DOT" in content:
+            return "554 5.6.0 message refused"
+        self.box.add(content)
         return "250 OK"
 
 
