@@ -18,13 +18,16 @@ import pytest
 from tests.lab.checks import (
     customer_notice_count,
     customers_behind,
+    cut_until_incident,
     endpoints_behind,
     incident_closed_out,
     incident_delivered,
     last_affected,
     lifecycle,
+    maintenance_notified,
     no_customer_incident,
     no_storm,
+    nothing_delivered,
     only_incident,
     opened_since,
     timeline,
@@ -41,18 +44,10 @@ pytestmark = [pytest.mark.root, pytest.mark.servers]
 
 def test_tower_uplink_down_is_one_outage_at_the_tower(isp: IspRun) -> None:  # noqa: F811
     start = isp.reset()
-    aps = ["ap-1", "ap-2"]
-    fault = time.time()
-    isp.lab.cut("t1")
-    row = wait_incident(isp, start, "outage", "tower-1")
-    isp.record_latency("tower uplink cut", fault, row.opened_at)
-    endpoints, customers = endpoints_behind(isp, aps), customers_behind(isp, aps)
-    row = wait_affected(isp, row.id, len(endpoints))
-    assert last_affected(isp, row.id) == (endpoints, customers)
-    assert [r.id for r in opened_since(isp, start)] == [row.id]  # no AP or CPE incident of its own
+    row, customers = cut_until_incident(isp, start, "t1", "outage", "tower-1", ["ap-1", "ap-2"], "tower uplink cut")
     isp.latencies[-1].update(incident_delivered(isp, row, customers))
     # the core's SNMP agent saw its port to the tower lose carrier (ifOperStatus down, admin still up)
-    t_ns = int(fault * 1e9)
+    t_ns = int(start * 1e9)
     wait_for(lambda: any(p["if_oper_status"] == 0 for p in isp.observe.series(
         f"SELECT if_oper_status, if_admin_status FROM snmp WHERE node = 'core' AND ifname = 't1' AND time >= {t_ns}"
     )), 20, "core's ifOperStatus of t1 down in InfluxDB")
@@ -74,6 +69,7 @@ def test_tower_uplink_down_is_one_outage_at_the_tower(isp: IspRun) -> None:  # n
 
 
 def test_loss_on_an_ap_is_degraded_not_an_outage(isp: IspRun) -> None:  # noqa: F811
+    """ap-3 is polled over IPv6: the drop rule is on its echo requests over ICMPv6."""
     start = isp.reset()
     isp.lab.set_loss("ap-3", 50)
     wait_for(lambda: any(c.target == "ap-3" and c.new.value == "degraded" for c in isp.observe.changes(start)),
@@ -185,3 +181,77 @@ def test_monitor_uplink_cut_is_blindness_without_customer_incidents(isp: IspRun)
     no_customer_incident(isp, start)
     assert customer_notice_count(isp) == notices
     only_incident(isp, start, row.id)
+
+
+def test_ap_outage_over_ipv6_is_one_incident_like_ipv4(isp: IspRun) -> None:  # noqa: F811
+    """ap-3 and its CPEs are polled over IPv6 only (ICMPv6, SNMP over UDP/IPv6): the same incident, same notices.
+
+    (Not ap-4: a new incident there would reopen the flapping scenario's ticket, ``delivery.desk.reopen_within``.)
+    """
+    start = isp.reset()
+    assert all(":" in a for a in [isp.lab.routers["ap-3"].target, *isp.lab.cpes("ap-3")])
+    # measured over IPv6 before the fault: echo replies from a CPE, ap-3's own interface table by SNMP
+    t0 = int(start * 1e9)
+    wait_for(lambda: bool(isp.observe.series(
+        f"SELECT received FROM icmp WHERE node = 'cpe-23' AND received > 0 AND time >= {t0}")), 10, "cpe-23 replies")
+    wait_for(lambda: bool(isp.observe.series(
+        f"SELECT if_oper_status FROM snmp WHERE node = 'ap-3' AND ifname = 'wan0' AND if_oper_status = 1"
+        f" AND time >= {t0}")), 10, "ap-3's ifOperStatus over SNMP/IPv6")
+    row, customers = cut_until_incident(isp, start, "a3", "outage", "ap-3", ["ap-3"], "AP link cut, all on IPv6")
+    isp.latencies[-1].update(incident_delivered(isp, row, customers))
+
+    restored = time.time()
+    isp.lab.restore("a3")
+    row = wait_resolved(isp, row.id)
+    isp.latencies[-1]["resolve_s"] = round(float(row.closed_at or 0) - restored, 3)
+    only_incident(isp, start, row.id)
+    assert lifecycle(isp, row.id).count("opened") == 1
+    incident_closed_out(isp, row, customers)
+
+
+MAINTENANCE_LEAD = 3.0  # the window starts this long after it is planned: time for the advance notice
+MAINTENANCE_LENGTH = 12.0  # long enough for the AP to fail and come back inside it (~6 s), short for the lab
+
+
+def test_failure_in_a_maintenance_window_is_planned_and_after_it_an_outage_again(isp: IspRun) -> None:  # noqa: F811
+    """The NOC plans a window on ap-1 with ``monitor maintenance add``; its link fails inside it and after it."""
+    start = isp.reset()
+    customers = customers_behind(isp, ["ap-1"])
+    planned_at = time.time()
+    window = isp.observe.add_window("ap-1", planned_at + MAINTENANCE_LEAD, MAINTENANCE_LENGTH, "lab: firmware")
+    w_start, w_end = planned_at + MAINTENANCE_LEAD, planned_at + MAINTENANCE_LEAD + MAINTENANCE_LENGTH
+    try:
+        advance = maintenance_notified(isp, window, "advance", customers)
+        # the fault comes once the daemon applies the window (its correlation reads new windows every few s)
+        wait_for(lambda: "started" in isp.observe.window_events(window), 15, f"window {window} started")
+        began = maintenance_notified(isp, window, "start", customers)
+        row, _ = cut_until_incident(isp, start, "a1", "planned", "ap-1", ["ap-1"],
+                                    "AP link cut inside a maintenance window (planned)")
+        world = isp.receivers
+        if world is not None:  # the NOC's board shows the node in maintenance, not down
+            wait_for(lambda: any(s.get("status") == "maintenance" and s.get("incident") == row.id
+                                 for s in world.mqtt("lab/status/node/ap-1")), 10, "ap-1 in maintenance")
+        isp.lab.restore("a1")
+        wait_for(lambda: isp.observe.states()["ap-1"] == "up", 20, "ap-1 up again")
+        assert time.time() < w_end, "ap-1 came back after its window ended: make MAINTENANCE_LENGTH longer"
+        row = wait_resolved(isp, row.id)
+        assert {e["kind"] for e in isp.observe.events(row.id)} == {"planned"}, lifecycle(isp, row.id)
+        wait_for(lambda: "ended" in isp.observe.window_events(window), 20, f"window {window} ended")
+        ended = maintenance_notified(isp, window, "end", customers)
+        nothing_delivered(isp, row)  # no ticket, no technician alert, no outage notice for the whole incident
+        if advance is not None and began is not None and ended is not None:
+            isp.latencies[-1].update(advance_notice_s=round(advance - planned_at, 3),
+                                     start_notice_s=round(began - w_start, 3), end_notice_s=round(ended - w_end, 3))
+    finally:
+        if time.time() < w_end:  # a failed scenario must not leave ap-1 in maintenance for the next ones
+            isp.observe.remove_window(window)
+
+    # after the window: the same failure is an outage like any other
+    after = isp.reset()
+    row, _ = cut_until_incident(isp, after, "a1", "outage", "ap-1", ["ap-1"],
+                                "AP link cut after the maintenance window (outage)")
+    isp.latencies[-1].update(incident_delivered(isp, row, customers))
+    isp.lab.restore("a1")
+    row = wait_resolved(isp, row.id)
+    only_incident(isp, after, row.id)
+    incident_closed_out(isp, row, customers)

@@ -40,6 +40,22 @@ def wait_incident(run: IspRun, since: float, kind: str | tuple[str, ...], root: 
     return row
 
 
+def cut_until_incident(run: IspRun, since: float, link: str, kind: str, root: str, aps: list[str],
+                       scenario: str) -> tuple[IncidentRow, set[str]]:
+    """Cut ``link``; wait for the one incident of ``kind`` at ``root`` listing exactly the endpoints and
+    customers behind ``aps``, and no other incident since ``since`` (no AP or CPE incident of its own).
+    Records the detection latency as ``scenario``; returns the incident and its customers."""
+    fault = time.time()
+    run.lab.cut(link)
+    row = wait_incident(run, since, kind, root)
+    run.record_latency(scenario, fault, row.opened_at)
+    endpoints, customers = endpoints_behind(run, aps), customers_behind(run, aps)
+    row = wait_affected(run, row.id, len(endpoints))
+    assert last_affected(run, row.id) == (endpoints, customers)
+    assert [r.id for r in opened_since(run, since)] == [row.id], timeline(run, since)
+    return row, customers
+
+
 def wait_affected(run: IspRun, incident: str, endpoints: int, timeout: float = 20.0) -> IncidentRow:
     """Wait until the incident's latest opened/updated event lists ``endpoints`` affected endpoints."""
     def row() -> IncidentRow:
@@ -192,3 +208,28 @@ def customer_notice_count(run: IspRun) -> int:
     if world is None:
         return 0
     return sum(1 for m in world.smtp.messages() if str(m["To"]).endswith("@clientes.example"))
+
+
+def maintenance_notified(run: IspRun, window: int, phase: str, customers: set[str]) -> float | None:
+    """Wait until each of ``customers`` got exactly one ``phase`` notice of the window (advance, start,
+    end) and nobody else did; returns when the first reached the SMTP server (None: no delivery)."""
+    world = run.receivers
+    if world is None:
+        return None
+    key, wanted = f"MW-{window}", customer_emails(customers)
+    wait_for(lambda: set(world.customer_notices(key, f"maintenance_{phase}")) == wanted, 30,
+             f"one maintenance {phase} notice per customer")
+    notices = world.customer_notices(key, f"maintenance_{phase}")
+    assert set(notices.values()) == {1}, notices
+    return world.first_arrival(key, f"maintenance_{phase}")
+
+
+def nothing_delivered(run: IspRun, row: IncidentRow) -> None:
+    """A planned incident: no ticket, no technician alert (email or MQTT), no notice to anybody."""
+    world = run.receivers
+    if world is None:
+        return
+    assert world.tickets(row.id) == []
+    assert [(m["To"], m["Subject"]) for m in world.mails(row.id)] == []
+    alerts = [a for muni in TECHNICIANS for a in world.mqtt(f"{PREFIX}/technicians/{muni}")]
+    assert [a for a in alerts if a.get("incident") == row.id] == []

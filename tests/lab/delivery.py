@@ -27,7 +27,11 @@ from tests.servers.rt import PASSWORD, USER, RequestTracker
 from tests.servers.smtp import SmtpServer
 
 PREFIX = "lab"
-NOTICE_SUBJECT = {"opened": "Falla de servicio", "restored": "Servicio restablecido"}  # Spanish templates
+# What the subject of each customer notice contains (Spanish templates); maintenance notices carry
+# the window (MW-<id>) where incident notices carry the incident id.
+NOTICE_SUBJECT = {"opened": "Falla de servicio", "restored": "Servicio restablecido",
+                  "maintenance_advance": "Mantenimiento programado en", "maintenance_start": "Inicia el mantenimiento",
+                  "maintenance_end": "Terminó el mantenimiento"}
 TECHNICIANS = {"arauca": "ana@isp.example", "saravena": "sara@isp.example"}
 
 
@@ -69,7 +73,8 @@ class Receivers:
         return [m for m in self.smtp.messages() if m["X-Monitor-Incident"] == incident]
 
     def customer_notices(self, incident: str, event: str) -> Counter[str]:
-        """Recipients of the customer notices of one kind (``opened``/``restored``), logical messages only."""
+        """Recipients of the customer notices of one kind, logical messages only: ``opened``/``restored``
+        of an incident, or a ``maintenance_*`` phase of a window (``incident`` = ``MW-<id>``)."""
         seen = {str(m["Message-ID"]): m for m in self.mails(incident)}
         return Counter(str(m["To"]) for m in seen.values() if NOTICE_SUBJECT[event] in str(m["Subject"]))
 

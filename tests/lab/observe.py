@@ -1,7 +1,8 @@
 """What the outside world received from the daemon, read back the way an operator would.
 
-Scenarios assert only through these helpers: the incident store (``monitor incidents``), the
-state-change event log and the time-series database. Delivery (RT tickets, technician email and
+Scenarios assert only through these helpers: the incident store (``monitor incidents``, and
+``monitor maintenance`` to plan windows as the NOC does), the state-change event log and the
+time-series database. Delivery (RT tickets, technician email and
 MQTT, customer notices) joins here once the daemon delivers: a scenario then calls one more helper.
 Every read opens the SQLite store anew (the daemon writes it concurrently, WAL) and closes it.
 """
@@ -9,12 +10,15 @@ Every read opens the SQLite store anew (the daemon writes it concurrently, WAL) 
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitor.correlate.incidents import format_ts
 from monitor.correlate.store import IncidentRow, IncidentStore
 from monitor.state import StateChange
 from monitor.store import EventStore
@@ -50,14 +54,42 @@ class Observer:
         finally:
             store.close()
 
+    def cli(self, *argv: str) -> str:
+        """``monitor ARGV --config <the lab's>``, the real command line; its standard output."""
+        out = subprocess.run([sys.executable, "-m", "monitor", *argv, "--config", str(self.config)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
+        assert out.returncode == 0, f"monitor {' '.join(argv)}: exit {out.returncode}\n{out.stdout}{out.stderr}"
+        return out.stdout
+
     def cli_incidents(self) -> list[dict[str, Any]]:
         """``monitor incidents list --all --json``: what the NOC sees on the command line."""
-        out = subprocess.run(
-            [sys.executable, "-m", "monitor", "incidents", "list", "--all", "--json", "--config", str(self.config)],
-            capture_output=True, text=True, cwd=ROOT, timeout=30, check=True,
-        )
-        rows: list[dict[str, Any]] = json.loads(out.stdout)
+        rows: list[dict[str, Any]] = json.loads(self.cli("incidents", "list", "--all", "--json"))
         return rows
+
+    # ------------------------------------------------------------------ maintenance
+
+    def add_window(self, node: str, start: float, duration: float, reason: str) -> int:
+        """``monitor maintenance add``, as the NOC plans a window; returns the window id it printed."""
+        out = self.cli("maintenance", "add", "--node", node, "--start", format_ts(start),
+                       "--duration", f"{duration:g}s", "--reason", reason, "--by", "lab")
+        m = re.match(r"window (\d+) on ", out)
+        assert m, out
+        return int(m.group(1))
+
+    def remove_window(self, window: int) -> None:
+        self.cli("maintenance", "remove", str(window))
+
+    def window_events(self, window: int) -> dict[str, float]:
+        """When the daemon's correlation saw the window start and end (``maintenance_events``)."""
+        if not self.db.exists():
+            return {}
+        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT event, ts FROM maintenance_events WHERE window_id = ? ORDER BY id",
+                              (window,)).fetchall()
+        finally:
+            db.close()
+        return {str(event): float(ts) for event, ts in rows}
 
     # ------------------------------------------------------------------ event log
 

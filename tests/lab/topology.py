@@ -5,11 +5,11 @@ link also dual-stack with a /64 of one /48 of 2001:db8::/32)::
 
     root (monitor) --uplink-- core --t1-- tower-1 --a1-- ap-1  (CPEs .33-.40)
                                   |               \\-a2-- ap-2  (CPEs .65-.72)
-                                  \\--t2-- tower-2 --a3-- ap-3  (CPEs .97-.103)
-                                                  \\-a4-- ap-4  (IPv6: CPEs <48>:104::1-7)
+                                  \\--t2-- tower-2 --a3-- ap-3  (IPv6: CPEs <48>:103::1-7)
+                                                  \\-a4-- ap-4  (CPEs .129-.135)
 
-ap-4 and its CPEs are monitored over IPv6 only (:data:`IPV6_NODES`): the inventory lists their IPv6
-addresses, so the daemon pings them by ICMPv6 and polls ap-4's agent over UDP/IPv6.
+ap-3 and its CPEs are monitored over IPv6 only (:data:`IPV6_NODES`): the inventory lists their IPv6
+addresses, so the daemon pings them by ICMPv6 and polls ap-3's agent over UDP/IPv6.
 
 Every router namespace forwards and has static routes, so a cut link really makes everything
 behind it unreachable. CPEs are addresses on ``lo`` in their AP's namespace (this kernel has no dummy module) (the AP
@@ -50,7 +50,7 @@ ROOT_LINK_PREFIX = "mlu"
 CPES_PER_AP = (8, 8, 7, 7)  # 30 customers
 SILENCE_TABLE = "lab_silence"
 LOSS_TABLE = "lab_loss"
-IPV6_NODES = ("ap-4",)  # monitored over IPv6, with the CPEs behind them
+IPV6_NODES = ("ap-3",)  # monitored over IPv6, with the CPEs behind them
 # Inside every router namespace: forward IPv6 too; no duplicate address detection (a link coming
 # back would answer only after DAD, ~1-2 s late); keep IPv6 addresses on a link set down (the
 # kernel flushes them by default, unlike IPv4's).
