@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import signal
-import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory, Target
+from monitor.keeper import BUSY_TIMEOUT, StoreKeeper
 from monitor.logs import event
 from monitor.pipeline import IncidentPipeline, IncidentSink
 from monitor.probes.base import IcmpResult, Probe, SnmpResult
@@ -51,8 +52,8 @@ def confirmation(target: Target) -> Confirmation:
 #: The reason recorded when a target leaves the inventory (reports end its lifetime there).
 REMOVED = "removed from the inventory"
 
-#: How often the run's heartbeat is stored (bounds the unknown time after a crash).
-HEARTBEAT_EVERY = 30.0
+#: How often (seconds) the run's heartbeat is stored (bounds the unknown time after a crash).
+HEARTBEAT_EVERY = 30
 
 def poll_deadline(target: Target) -> float:
     """The whole poll (ICMP and SNMP together) must end well inside the target's interval."""
@@ -88,6 +89,7 @@ class Daemon:
         self.states: dict[str, TargetState] = {}
         self.snmp_ok: dict[str, bool] = {}
         self.store: EventStore | None = None
+        self.keeper: StoreKeeper | None = None
         self.writer: TimeseriesWriter | None = None
         self.icmp: Probe | None = None
         self.snmp: Probe | None = None
@@ -112,8 +114,12 @@ class Daemon:
             self.inventory = load_inventory(self.config_path)
         inv = self.inventory
         state_dir = Path(inv.daemon.state_dir)
-        self.store = EventStore(state_dir / "monitor.db")
-        self._run_id = self.store.run_started(self.clock.now())
+        self.store = EventStore(state_dir / "monitor.db", BUSY_TIMEOUT)
+        try:
+            self.keeper = StoreKeeper(self.store, self.store.run_started(self.clock.now()))
+        except MonitorError:
+            self.store.close()  # at start a store that takes no writes is fatal: one clear line
+            raise
         self._restore_states(inv)
         self._first_pass = set(inv.targets)
         await self._start_probes(inv)
@@ -173,7 +179,8 @@ class Daemon:
             await self._close_probes()
             self._stop_metrics_server()
             if self.store is not None:
-                self.store.run_stopped(self._run_id, self.clock.now())
+                if self.keeper is not None:
+                    self.keeper.stopped(self.clock.now())
                 self.store.close()
         event(log, logging.INFO, "monitor stopped")
 
@@ -264,14 +271,14 @@ class Daemon:
         return self.pipeline.delivery if self.pipeline is not None else None
 
     async def _heartbeat(self) -> None:
-        """Mark the run alive, so a crash's end is known to within HEARTBEAT_EVERY for reports."""
-        assert self.store is not None
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY)
-            try:
-                self.store.run_alive(self._run_id, self.clock.now())
-            except sqlite3.Error as exc:
-                event(log, logging.ERROR, "cannot record heartbeat", error=exc)
+        """Mark the run alive, so a crash's end is known to within HEARTBEAT_EVERY for reports, and
+        retry held state changes once a second while the store refuses writes."""
+        assert self.keeper is not None
+        for second in itertools.count(1):
+            await asyncio.sleep(1.0)
+            self.keeper.retry()
+            if second % HEARTBEAT_EVERY == 0:
+                self.keeper.alive(self.clock.now())
 
     def _restore_states(self, inv: Inventory) -> None:
         assert self.store is not None
@@ -410,12 +417,8 @@ class Daemon:
         return PollOutcome(target, icmp, snmp, change, new.state)
 
     def _announce(self, target: Target, change: StateChange) -> None:
-        assert self.store is not None
-        try:
-            self.store.append([change])
-        except MonitorError as exc:
-            # The event stays in memory state; the next transition retries the store.
-            event(log, logging.ERROR, "cannot record state change", target=target.id, error=exc)
+        assert self.keeper is not None
+        self.keeper.append([change])  # held in order and retried while the store refuses writes
         if self.pipeline is not None:
             self.pipeline.note(change)
         if self.writer is not None:

@@ -23,6 +23,7 @@ from monitor.correlate.settings import CorrelationSettings
 from monitor.delivery.service import DeliveryService
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory, MaintenanceSpec
+from monitor.keeper import BUSY_TIMEOUT
 from monitor.logs import event
 from monitor.state import StateChange
 from monitor.tsdb import annotations as notes
@@ -55,7 +56,8 @@ class IncidentPipeline:
         self.clock = clock
         self.writer = writer
         self.sinks = sinks  # shared with the daemon, so callers may add theirs before start
-        self.correlation = CorrelationService(inv, db_path, correlation_settings(inv), clock)
+        self.correlation = CorrelationService(inv, db_path, correlation_settings(inv), clock, busy_timeout=BUSY_TIMEOUT)
+        self._failing = False  # correlation cannot persist: logged once, then once when it can again
         self.delivery: DeliveryService | None = None
         self._delivery_task: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -91,7 +93,10 @@ class IncidentPipeline:
         self.correlate_now()
         self.inventory = new
         self.correlation.settings = correlation_settings(new)
-        self.correlation.reload(new)
+        try:
+            self._publish(self.correlation.reload(new))
+        except MonitorError as exc:  # the store refuses writes: the running topology stays until the next reload
+            event(log, logging.ERROR, "correlation not reloaded: incidents cannot be recorded", error=exc)
         self._sync_maintenance(new)
         if self.writer is not None:
             self.writer.submit(notes.site_points(new, self.clock.now()))
@@ -110,13 +115,19 @@ class IncidentPipeline:
             self.correlate_now()
 
     def correlate_now(self) -> None:
+        """One engine step. The engine took ``pending`` even if persisting failed (the service keeps
+        the step's events and returns them with the next step that persists), so nothing is re-applied."""
         pending, self._pending = self._pending, []
         try:
             events = self.correlation.on_state_changes(pending) if pending else self.correlation.tick()
         except MonitorError as exc:
-            self._pending = pending + self._pending  # retried on the next round
-            event(log, logging.ERROR, "correlation failed, will retry", error=exc, pending=len(pending))
+            if not self._failing:
+                self._failing = True
+                event(log, logging.ERROR, "incidents cannot be recorded, retrying every second", error=exc)
             return
+        if self._failing:
+            self._failing = False
+            event(log, logging.WARNING, "incidents recorded again", events=len(events))
         self._publish(events)
 
     def _publish(self, events: list[IncidentEvent]) -> None:

@@ -61,3 +61,7 @@ SNMP_REBOOTS = Counter(
 CONFIG_RELOADS = Counter(
     "config_reloads", "Configuration reloads by result (ok, error)", ["result"], namespace=NS, registry=REGISTRY,
 )
+STORE_HELD = Gauge(
+    "store_held_changes", "State changes held in memory because the event store cannot be written (disk full,"
+    " read-only, locked); recorded once it can", namespace=NS, registry=REGISTRY,
+)

@@ -135,14 +135,16 @@ MIGRATIONS: tuple[str, ...] = (
 class EventStore:
     """Append-only state-change log with current states, in one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
+        """``busy_timeout``: how long a write waits for another connection's lock. The daemon passes a
+        short one, because the wait blocks its event loop; it holds what it could not write and retries."""
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
             self._close_quietly()
@@ -204,15 +206,21 @@ class EventStore:
 
     def run_started(self, now: float) -> int:
         """Record that the daemon started; returns the run id for :meth:`run_alive`/:meth:`run_stopped`."""
-        cur = self._db.execute("INSERT INTO monitor_runs (started, last_seen) VALUES (?, ?)", (now, now))
+        cur = self._write("INSERT INTO monitor_runs (started, last_seen) VALUES (?, ?)", (now, now))
         return int(cur.lastrowid or 0)
 
     def run_alive(self, run: int, now: float) -> None:
         """Heartbeat: after a crash the run is taken to have ended at its last heartbeat."""
-        self._db.execute("UPDATE monitor_runs SET last_seen = ? WHERE id = ?", (now, run))
+        self._write("UPDATE monitor_runs SET last_seen = ? WHERE id = ?", (now, run))
 
     def run_stopped(self, run: int, now: float) -> None:
-        self._db.execute("UPDATE monitor_runs SET last_seen = ?, stopped = ? WHERE id = ?", (now, now, run))
+        self._write("UPDATE monitor_runs SET last_seen = ?, stopped = ? WHERE id = ?", (now, now, run))
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write to the event store {self.path}: {exc}") from exc
 
     def runs(self) -> list[tuple[float, float]]:
         """(start, end) of every run, oldest first; a crashed run ends at its last heartbeat."""

