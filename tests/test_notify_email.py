@@ -150,7 +150,7 @@ async def test_refusals_are_permanent_deferrals_retryable_and_the_connection_sta
 
         outcomes: list[tuple[str, str]] = []
         for r in [row("nosuch@example.com"), row("busy@example.com"), row("c1@example.com", "REJECT-AT-DOT\n"),
-                  row("c2@example.com"), row("busy@example.com"), row("c3@example.com")]:
+                  row("c2@example.com"), row("busy@example.com"), row("c3@example.com"), row("josé@example.com")]:
             try:
                 await sender.send(r)
                 outcomes.append((r.recipient, "sent"))
@@ -163,8 +163,9 @@ async def test_refusals_are_permanent_deferrals_retryable_and_the_connection_sta
     assert outcomes == [("nosuch@example.com", "DeliveryPermanent smtp_550"),
                         ("busy@example.com", "DeliveryRetryable smtp_451"),
                         ("c1@example.com", "DeliveryPermanent smtp_554"),
-                        ("c2@example.com", "sent"), ("busy@example.com", "sent"), ("c3@example.com", "sent")]
-    assert got == ["busy@example.com", "c2@example.com", "c3@example.com"]
+                        ("c2@example.com", "sent"), ("busy@example.com", "sent"), ("c3@example.com", "sent"),
+                        ("josé@example.com", "sent")]  # SMTPUTF8
+    assert got == ["busy@example.com", "c2@example.com", "c3@example.com", "josé@example.com"]
 
 
 async def test_relay_down_during_the_outage_then_up_delivers_every_notice_once(tmp_path: Path) -> None:

@@ -133,9 +133,9 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 _DOT_LINE = re.compile(rb"^\.", re.MULTILINE)
 
 
-def wire(msg: EmailMessage, *, eight_bit: bool) -> bytes:
+def wire(msg: EmailMessage, *, eight_bit: bool, utf8: bool = False) -> bytes:
     """The DATA body: CRLF line ends, dot-stuffed, ending in CRLF, without the final ``.``."""
-    data = flatten_message(msg, cte_type="8bit" if eight_bit else "7bit")
+    data = flatten_message(msg, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
     data = _DOT_LINE.sub(b"..", _LINE_END.sub(b"\r\n", data))
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
@@ -151,16 +151,17 @@ async def transact(conn: aiosmtplib.SMTP, msg: EmailMessage, handed_over: Handed
     message. What is left is a kill during the commit itself (a repeat with the same Message-ID).
     """
     sender, to = parseaddr(str(msg["From"]))[1], parseaddr(str(msg["To"]))[1]
-    if not (sender.isascii() and to.isascii()):
-        raise DeliveryPermanent("non-ASCII addresses need SMTPUTF8, which this sender does not use", "smtputf8")
+    utf8 = not (sender.isascii() and to.isascii())  # e.g. josé@… : needs the server's SMTPUTF8
+    if utf8 and not conn.supports_extension("smtputf8"):
+        raise DeliveryPermanent("the relay does not support SMTPUTF8, needed for a non-ASCII address", "smtputf8")
     eight_bit = conn.supports_extension("8bitmime")
-    data = wire(msg, eight_bit=eight_bit)
-    options = ["BODY=8BITMIME"] if eight_bit else []
+    data = wire(msg, eight_bit=eight_bit, utf8=utf8)
+    options = (["BODY=8BITMIME"] if eight_bit else []) + (["SMTPUTF8"] if utf8 else [])
     if conn.supports_extension("size"):
         options.append(f"SIZE={len(data) + 3}")
     try:
-        await conn.mail(sender, options=options)
-        await conn.rcpt(to)
+        await conn.mail(sender, options=options, encoding="utf-8" if utf8 else "ascii")
+        await conn.rcpt(to, encoding="utf-8" if utf8 else "ascii")
         start = await conn.execute_command(b"DATA")
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)

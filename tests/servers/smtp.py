@@ -149,7 +149,7 @@ def _main() -> None:
     def factory() -> SMTP:
         return SMTP(handler, hostname="127.0.0.1", authenticator=authenticator if args.user else None,
                     auth_required=bool(args.user), auth_require_tls=False, tls_context=starttls,
-                    require_starttls=starttls is not None, data_size_limit=10_000_000)
+                    require_starttls=starttls is not None, data_size_limit=10_000_000, enable_SMTPUTF8=True)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
