@@ -41,8 +41,24 @@ class StoreKeeper:
         return len(self._held)
 
     def append(self, changes: Sequence[StateChange]) -> bool:
-        """Record ``changes`` after any held ones; hold them all if the store refuses. True if written."""
-        batch = self._held + list(changes)
+        """Record ``changes`` after any held ones; hold them all if the store refuses. True if written.
+
+        While changes are held, new ones join them without a write attempt: each attempt on a locked
+        store blocks the event loop for BUSY_TIMEOUT, so a mass outage during a lock would stall
+        polling once per change; :meth:`retry` tries once a second instead."""
+        if self._held:
+            self._held.extend(changes)
+            self._hold(self._held, None)
+            return False
+        return self._write(list(changes))
+
+    def retry(self) -> None:
+        """Called about once a second: write what is held, if anything."""
+        if self._held:
+            self._write([])
+
+    def _write(self, new: list[StateChange]) -> bool:
+        batch = self._held + new
         if not batch:
             return True
         try:
@@ -58,11 +74,6 @@ class StoreKeeper:
                   changes=len(batch), dropped=self._dropped)
             self._dropped = 0
         return True
-
-    def retry(self) -> None:
-        """Called about once a second: write what is held, if anything."""
-        if self._held:
-            self.append(())
 
     def alive(self, now: float) -> None:
         """The run's heartbeat; a failure is part of the store's episode, logged with it."""
@@ -82,13 +93,14 @@ class StoreKeeper:
             event(log, logging.ERROR, "state changes not recorded: the event store is still not writable",
                   changes=len(self._held) + self._dropped, store=self.store.path)
 
-    def _hold(self, batch: list[StateChange], exc: StorageError) -> None:
+    def _hold(self, batch: list[StateChange], exc: StorageError | None) -> None:
         if len(batch) > MAX_HELD:
             self._dropped += len(batch) - MAX_HELD
-            batch = batch[-MAX_HELD:]
+            del batch[:-MAX_HELD]
         self._held = batch
         selfmetrics.STORE_HELD.set(len(batch))
-        self._episode(exc)
+        if exc is not None:
+            self._episode(exc)
 
     def _episode(self, exc: StorageError) -> None:
         if not self._failing:

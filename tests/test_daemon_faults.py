@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -20,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.delivery_support import write_config as delivery_config
 from tests.firewall import icmp_block
 from tests.servers.common import free_port, wait_for
 from tests.test_daemon import changes, start_daemon, states, write_config
@@ -134,6 +137,15 @@ def test_disk_full_keeps_polling_logs_once_and_records_held_changes_later(tmp_pa
     assert "event store writable again" in text
 
 
+def _log_time(line: str) -> float:
+    """Seconds since the epoch of a logfmt line's ``ts=``."""
+    import calendar
+
+    stamp = line.split(" ", 1)[0].removeprefix("ts=").removesuffix("Z")
+    whole, _, millis = stamp.partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(millis or 0) / 1000
+
+
 def _changes_with_ts(db: Path) -> list[tuple[str, str, str, str, float]]:
     con = sqlite3.connect(db)
     try:
@@ -208,8 +220,9 @@ def test_read_only_state_dir_at_start_is_one_fatal_line(tmp_path):
 
 def test_store_locked_longer_than_busy_timeout(tmp_path):
     """Another process (a backup, an operator's sqlite3) holds the write lock for 7 s (> busy_timeout
-    5 s): polling goes on without false DOWNs, and the transitions of that time are recorded after."""
-    n = 3
+    5 s): polling goes on without false DOWNs or stalls (20 endpoints fail at once and are all announced
+    within 1.5 s), and the transitions of that time are recorded after."""
+    n = 20
     cfg = write_config(tmp_path, free_port(), endpoints(n))
     db = tmp_path / "var" / "monitor.db"
     with daemon(cfg) as run:
@@ -238,6 +251,8 @@ def test_store_locked_longer_than_busy_timeout(tmp_path):
         during = run.lines()[mark:]
         assert run.proc.poll() is None
         assert len(errors(during)) <= 2, "\n".join(errors(during))
+        announced = sorted(_log_time(x) for x in during if 'msg="target down"' in x)
+        assert announced[-1] - announced[0] < 1.5, announced[-1] - announced[0]
         # no false transition of the targets that kept answering while the loop waited on the lock
         assert not [c for c in changes(db) if c[0] in ("core", "ap-1", "cpe-1") and c[2] != "up"]
         assert run.stop() == 0
@@ -270,3 +285,122 @@ def test_incident_events_of_a_step_that_could_not_be_saved_come_with_the_next_st
     assert [e.event for _, e in svc.store.lifecycle(since=0)] == ["opened"]
     assert svc.tick() == []  # not twice
     svc.close()
+
+
+def test_sighup_storm_and_a_reload_naming_a_missing_secret_file(tmp_path):
+    """Ten reloads in a second change nothing for unchanged targets and leave the daemon polling; a
+    new config whose secret file is missing is refused with one line naming the file, the running
+    config kept and no secret in the log."""
+    port = free_port()
+    cfg = write_config(tmp_path, port, endpoints(3))
+    db = tmp_path / "var" / "monitor.db"
+    with daemon(cfg) as run:
+        wait_for(lambda: all_up(db, 6), 20, "all up")
+        before = changes(db)
+        for _ in range(10):
+            run.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.1)
+        wait_for(lambda: sum('msg="config reloaded"' in x for x in run.lines()) >= 1, 10, "reloaded")
+        polls = _polls(port)
+        wait_for(lambda: _polls(port) >= polls + 6 * 5, 10, "still polling after the storm")
+        assert run.proc.poll() is None and changes(db) == before
+        assert 1 <= sum('msg="config reloaded"' in x for x in run.lines()) <= 10
+        (tmp_path / "community").write_text("s3cret-community\n")
+        text = cfg.read_text()
+        cfg.write_text(text.replace("polling:", "credentials:\n  v2: {version: 2c, community: {file: community}}\n"
+                                    "polling:", 1))
+        (tmp_path / "community").unlink()
+        mark = len(run.lines())
+        run.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("config reload failed" in x for x in run.lines()[mark:]), 10, "refused")
+        refused = [x for x in run.lines()[mark:] if "config reload failed" in x]
+        assert len(refused) == 1 and "community" in refused[0], refused
+        polls = _polls(port)
+        wait_for(lambda: _polls(port) >= polls + 6 * 2, 10, "still polling on the old config")
+        assert run.stop() == 0
+    assert "s3cret-community" not in "\n".join(run.lines())
+
+
+def _polls(port: int) -> float:
+    from tests.test_daemon import metric_value, metrics
+
+    return metric_value(metrics(port), "monitor_polls_total")
+
+
+def test_log_lines_of_a_mass_outage_are_bounded_by_its_state_changes(tmp_path):
+    """100 endpoints stop answering for ten poll intervals, then answer again: the log has one line per
+    state change (100 down, 100 up) plus a handful for the incident, never one per failed poll."""
+    n = 100
+    cfg = write_config(tmp_path, free_port(), endpoints(n))
+    db = tmp_path / "var" / "monitor.db"
+    with daemon(cfg) as run:
+        wait_for(lambda: all_up(db, n + 3), 20, "all up")
+        mark = len(run.lines())
+        with icmp_block() as fw:
+            fw.block(*[address(i) for i in range(n)])
+            wait_for(lambda: sum('msg="target down"' in x for x in run.lines()[mark:]) == n, 10, "all down")
+            time.sleep(10 * 0.2)
+        wait_for(lambda: all_up(db, n + 3), 10, "all up again")
+        time.sleep(5 * 0.2)
+        assert run.stop() == 0
+    lines = run.lines()[mark:-1]  # up to "monitor stopped"
+    per_target = [x for x in lines if 'msg="target down"' in x or 'msg="target up"' in x]
+    assert len(per_target) == 2 * n
+    other = [x for x in lines if x not in per_target]
+    assert len(other) <= 6, "\n".join(other)
+
+
+def outbox(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status"))
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("smtp", ["refusing", "silent"])
+def test_sigterm_with_hundreds_of_notices_waiting_for_an_unreachable_smtp_server(tmp_path, smtp):
+    """300 customers lose service behind one AP while the mail server refuses connections (or accepts
+    them and never greets): SIGTERM stops the daemon within 3 s, and every notice is still pending,
+    untouched, at the next start."""
+    n = 300
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    if smtp == "silent":
+        silent.listen(512)  # the kernel completes handshakes; nobody ever accepts or speaks
+    smtp_port = silent.getsockname()[1]
+    delivery = {
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "from": "NOC <noc@isp.example>"},
+        "technicians": [{"id": "ana", "name": "Ana Torres", "email": "ana@isp.example"}],
+        "oncall": [{"municipality": "*", "shifts": [{"days": ["mon-sun"], "tiers": ["ana"]}]}],
+        "customers": {"kinds": ["outage", "suspected"], "channels": ["email"], "company": "Llanos Net"},
+        "retry": {"initial": "0.2s", "maximum": "1s"},
+    }
+    cfg = delivery_config(tmp_path, n, delivery)  # ap-1 at 127.0.0.3, its customers' CPEs in 127.0.100+
+    doc = yaml.safe_load(cfg.read_text())
+    doc.update(polling={"interval": 0.5, "icmp_count": 1, "icmp_timeout": 0.2, "down_after": 2, "up_after": 2},
+               correlation={"settle": 0.5, "hold_down": 0.6, "window": 1.0},
+               daemon={"state_dir": "var", "metrics_listen": ""})
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    ap_and_cpes = ["127.0.0.3", *(e["address"] for c in doc["customers"] for e in c["endpoints"]
+                                  if e["parent"] == "ap-1")]
+    db = tmp_path / "var" / "monitor.db"
+    with icmp_block() as fw:
+        fw.block(*ap_and_cpes)
+        with daemon(cfg) as run:
+            wait_for(lambda: db.exists() and outbox(db).get("pending", 0) >= n + 1, 20, "notices queued")
+            time.sleep(1.0)  # the workers are busy failing to connect
+            started = time.monotonic()
+            assert run.stop() == 0
+            took = time.monotonic() - started
+        print(f"SIGTERM to exit: {took:.2f} s with {outbox(db)} rows")
+        assert took < 3, took
+        pending = outbox(db)  # one notice per customer, the technician's alerts (blind, outage)
+        assert list(pending) == ["pending"] and pending["pending"] >= n + 1, pending
+        mark = len(run.lines())  # the same log file
+        with daemon(cfg) as again:
+            wait_for(lambda: any("monitor started" in x for x in again.lines()[mark:]), 20, "restarted")
+            time.sleep(1.0)
+            assert again.stop() == 0
+        assert outbox(db) == pending
+    silent.close()
