@@ -2,7 +2,9 @@
 
 Per poll: probes run concurrently under one deadline, the results are judged (``assess``), folded
 into the target's confirmed state (``state.step``) and every transition is appended to the event
-store before it is logged, so what was announced is what a restart resumes from. Samples go to the
+store before it is logged, so what was announced is what a restart resumes from — except while the
+store refuses writes (full, read-only, locked): then transitions are held in memory and written in
+order once it takes them (:mod:`monitor.keeper`). Samples go to the
 time-series writer, which never blocks polling.
 """
 
