@@ -52,6 +52,11 @@ class Run:
              ) -> list[Item]:
         return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked), etas))
 
+    def maintenance(self, windows: list[MaintenanceRow], now: float) -> list[Item]:
+        """The service's timer: the windows and the open incidents' memories."""
+        open_ = [m for m in self.mem.values() if m.status == "open"]
+        return self._keep(planner.plan_maintenance(windows, open_, self.glob, self.ctx, now))
+
 
 def window(wid: int, node: str, start: float, end: float, reason: str = "",
            customers: tuple[str, ...] = ()) -> MaintenanceRow:
@@ -203,15 +208,112 @@ def test_incident_on_the_same_root_soon_after_reopens_the_ticket(inv: Inventory)
 def test_maintenance_notices_advance_start_end_once(inv: Inventory) -> None:
     ctx, glob = ctx_of(inv), GlobalMemory()
     w = [window(1, "ap-1", T0 + 86400, T0 + 90000, "cambio de radio")]
-    assert planner.plan_maintenance(w, glob, ctx, T0 - 86401).items == []  # before the 48 h lead
-    first = planner.plan_maintenance(w, glob, ctx, T0)
+    assert planner.plan_maintenance(w, [], glob, ctx, T0 - 86401).items == []  # before the 48 h lead
+    first = planner.plan_maintenance(w, [], glob, ctx, T0)
     assert {i.action for i in first.items} == {"maintenance_advance"} and len(first.items) == 40
-    assert planner.plan_maintenance(w, glob, ctx, T0 + 60).items == []
-    assert {i.action for i in planner.plan_maintenance(w, glob, ctx, T0 + 86400).items} == {"maintenance_start"}
-    assert {i.action for i in planner.plan_maintenance(w, glob, ctx, T0 + 90000).items} == {"maintenance_end"}
-    assert planner.plan_maintenance(w, glob, ctx, T0 + 99000).items == []
+    assert planner.plan_maintenance(w, [], glob, ctx, T0 + 60).items == []
+    assert {i.action for i in planner.plan_maintenance(w, [], glob, ctx, T0 + 86400).items} == {"maintenance_start"}
+    assert {i.action for i in planner.plan_maintenance(w, [], glob, ctx, T0 + 90000).items} == {"maintenance_end"}
+    assert planner.plan_maintenance(w, [], glob, ctx, T0 + 99000).items == []
     only = [window(2, "ap-1", T0 + 10, T0 + 20, "", ("C-0003",))]
-    assert [i.recipient for i in planner.plan_maintenance(only, glob, ctx, T0).items] == ["c3@example.com"]
+    assert [i.recipient for i in planner.plan_maintenance(only, [], glob, ctx, T0).items] == ["c3@example.com"]
+
+
+# A window on ap-1 (40 customers who want notices) from START to END; the failure inside it takes
+# down the first 10 (C-0001..C-0010, plus the opted-out C-0041's neighbours are not involved).
+START, END = T0 + 86400, T0 + 90000
+AP1 = [window(1, "ap-1", START, END, "cambio de radio")]
+DOWN = ids(10, 0)
+
+
+def _started(inv: Inventory) -> Run:
+    run = Run(ctx_of(inv))
+    run.maintenance(AP1, T0)
+    run.maintenance(AP1, START)
+    run.feed(ev("opened", START + 60, DOWN, kind="planned", root="ap-1"))
+    return run
+
+
+def _ended(items: list[Item]) -> list[str]:
+    return sorted(i.recipient for i in items if i.action == "maintenance_end")
+
+
+def _emails(customers: list[str]) -> list[str]:
+    return sorted(f"c{int(c.split('-')[1])}@example.com" for c in customers)
+
+
+def test_maintenance_end_notice_at_the_end_when_the_node_is_back(inv: Inventory) -> None:
+    run = _started(inv)
+    run.feed(ev("resolved", START + 600, DOWN, kind="planned", root="ap-1"))
+    assert _ended(run.maintenance(AP1, END)) == _emails(ids(40, 0))
+    assert run.glob.held == {}
+    assert run.maintenance(AP1, END + 1) == []
+
+
+def test_maintenance_end_notice_waits_for_the_node_still_down_at_the_end(inv: Inventory) -> None:
+    """Back shortly after the window (resolved as planned): told "maintenance ended" then, not at the end."""
+    run = _started(inv)
+    held = set(_emails(DOWN))
+    first = _ended(run.maintenance(AP1, END))
+    assert first == sorted(set(_emails(ids(40, 0))) - held)
+    assert run.glob.held == {"MW-1": DOWN}
+    assert run.maintenance(AP1, END + 1) == []  # still down: still waiting
+    run.feed(ev("resolved", END + 30, DOWN, kind="planned", root="ap-1"))
+    assert by_action(run.last) == by_action([i for i in run.last if i.channel == "mqtt"])  # no alarm
+    assert _ended(run.maintenance(AP1, END + 31)) == sorted(held)
+    assert run.glob.held == {}
+    assert run.maintenance(AP1, END + 32) == [] and run.maintenance(AP1, END + 9999) == []
+
+
+@pytest.mark.parametrize("engine_first", [False, True], ids=["timer-first", "engine-first"])
+def test_maintenance_becoming_an_outage_gets_outage_notices_and_no_end_notice(inv: Inventory,
+                                                                               engine_first: bool) -> None:
+    """The engine turns the planned incident into an outage when the window ends with the node down:
+    those customers hear of it from the outage path (opened, then restored) and never "maintenance
+    ended" — whether delivery's timer or the engine's upgrade comes first."""
+    run = _started(inv)
+    upgrade = ev("updated", END, DOWN, kind="outage", root="ap-1")
+    ended = [*run.feed(upgrade, now=END)] if engine_first else []
+    ended += run.maintenance(AP1, END)
+    if not engine_first:
+        ended += run.feed(upgrade, now=END + 1)
+    ended += run.maintenance(AP1, END + 2)
+    assert sorted(i.recipient for i in ended if i.action == "customer_opened") == _emails(DOWN)
+    assert by_action(ended)["ticket_open"] == 1
+    assert run.glob.held == {}
+    restored = run.feed(ev("resolved", END + 900, DOWN, root="ap-1"))
+    assert sorted(i.recipient for i in restored if i.action == "customer_restored") == _emails(DOWN)
+    ended += run.maintenance(AP1, END + 901) + run.maintenance(AP1, END + 9999)
+    assert _ended(ended) == sorted(set(_emails(ids(40, 0))) - set(_emails(DOWN)))
+
+
+def test_an_outage_that_opened_and_resolved_between_two_timer_ticks_still_means_no_end_notice(
+        inv: Inventory) -> None:
+    """Its memory is no longer open at the next tick; the customer_opened notice is what stops the hold."""
+    run = _started(inv)
+    assert not set(_ended(run.maintenance(AP1, END))) & set(_emails(DOWN))
+    assert by_action(run.feed(ev("updated", END + 0.2, DOWN, kind="outage", root="ap-1")))["customer_opened"] == 10
+    assert by_action(run.feed(ev("resolved", END + 0.8, DOWN, root="ap-1")))["customer_restored"] == 10
+    assert run.maintenance(AP1, END + 1) == [] and run.glob.held == {}
+
+
+def test_held_customers_survive_a_restart_and_get_the_end_notice_once(inv: Inventory) -> None:
+    import json
+
+    run = _started(inv)
+    run.maintenance(AP1, END)
+    stored = json.loads(json.dumps(run.glob.to_dict()))
+    again = Run(run.ctx)  # a restart: the memories come back from the store
+    again.mem = {k: IncidentMemory.from_dict(json.loads(json.dumps(m.to_dict()))) for k, m in run.mem.items()}
+    again.glob = GlobalMemory.from_dict(stored)
+    assert again.glob == run.glob and again.glob.held == {"MW-1": DOWN}
+    assert again.maintenance(AP1, END + 5) == []  # neither the 30 told at the end, nor the 10 held
+    again.feed(ev("resolved", END + 30, DOWN, kind="planned", root="ap-1"))
+    assert _ended(again.maintenance(AP1, END + 31)) == _emails(DOWN)
+    assert again.maintenance(AP1, END + 32) == []
+    # a memory stored before holding existed still loads (nothing held)
+    old = {k: v for k, v in stored.items() if k != "held"}
+    assert GlobalMemory.from_dict(old).held == {} and GlobalMemory.from_dict(old).maintenance == stored["maintenance"]
 
 
 def test_planned_incidents_raise_no_alarm(inv: Inventory) -> None:

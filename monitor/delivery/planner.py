@@ -92,15 +92,18 @@ class GlobalMemory:
     recent: dict[str, tuple[str, float]] = field(default_factory=dict)  # root → (ticket incident, resolved)
     seq: int = 0  # version counter of the retained MQTT status messages
     maintenance: dict[str, list[str]] = field(default_factory=dict)  # window id → phases sent
+    held: dict[str, list[str]] = field(default_factory=dict)  # window id → customers its end notice waits for
 
     def to_dict(self) -> dict[str, Any]:
         return {"blind": self.blind, "recent": {k: list(v) for k, v in self.recent.items()}, "seq": self.seq,
-                "maintenance": self.maintenance}
+                "maintenance": self.maintenance, "held": self.held}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GlobalMemory:
+        """Also reads a memory stored before a key existed (it starts empty)."""
         return cls(list(d.get("blind", [])), {k: (v[0], v[1]) for k, v in d.get("recent", {}).items()},
-                   int(d.get("seq", 0)), dict(d.get("maintenance", {})))
+                   int(d.get("seq", 0)), dict(d.get("maintenance", {})),
+                   {k: list(v) for k, v in d.get("held", {}).items()})
 
 
 class Window(Protocol):
@@ -416,10 +419,25 @@ def _tell_eta(m: IncidentMemory, glob: GlobalMemory, ctx: Context, now: float, o
     return True
 
 
-def plan_maintenance(windows: Sequence[Window], glob: GlobalMemory, ctx: Context, now: float) -> Plan:
-    """Advance, start and end notices for maintenance windows (each phase once per customer)."""
+def plan_maintenance(windows: Sequence[Window], open_incidents: Iterable[IncidentMemory], glob: GlobalMemory,
+                     ctx: Context, now: float) -> Plan:
+    """Advance, start and end notices for maintenance windows (each phase once per customer).
+
+    ``windows`` are all the windows known (ended ones too); ``open_incidents`` the memories of the
+    open incidents. The end notice says "service should be back": a customer still affected by an
+    open incident when the window ends is held (``glob.held``) instead. A held customer gets it once
+    no open incident affects them any more (the planned one resolved), unless the outage path told
+    them first (a ``customer_opened`` notice, see :func:`_notify_opened`): then opened/restored is
+    all they hear. A customer already told of an open incident at the end is never held.
+    """
     out = Plan()
     cn = ctx.cfg.customers
+    affected: dict[str, bool] = {}  # customer → told of an open incident affecting them
+    for m in open_incidents:
+        if m.status == "open":
+            told = set(m.notified)
+            for cid in m.customers_now:
+                affected[cid] = affected.get(cid, False) or cid in told
     for w in windows:
         wid = f"MW-{w.id}"
         done = glob.maintenance.setdefault(wid, [])
@@ -432,16 +450,45 @@ def plan_maintenance(windows: Sequence[Window], glob: GlobalMemory, ctx: Context
             phases.append("end")
         for phase in phases:
             done.append(phase)
-            place = ctx.place(w.node)
-            for cid in (w.customers or tuple(ctx.below(w.node))):
-                c = ctx.customer(cid)
-                if c is None or not c.notify or not cn.enabled:
-                    continue
-                data = {**place, "start": ctx.local(w.start), "end": ctx.local(w.end), "reason": w.reason,
-                        "customer": cid, "customer_name": c.name, "company": cn.company, "phone": cn.support_phone,
-                        "incident": wid}
-                _to_customer(out, wid, f"maintenance_{phase}", c, 1, f"maintenance_{phase}", data, ctx)
+            todo = list(w.customers or ctx.below(w.node))
+            if phase == "end":
+                held = [c for c in todo if affected.get(c) is False]
+                if held:
+                    glob.held[wid] = held
+                todo = [c for c in todo if c not in affected]
+            _maintenance_notices(w, wid, phase, todo, ctx, out)
+        waiting = glob.held.get(wid)
+        if waiting and "end" not in phases:
+            back = [c for c in waiting if c not in affected]
+            if back:
+                _maintenance_notices(w, wid, "end", back, ctx, out)
+                _release(glob, back, wid)
     return out
+
+
+def _maintenance_notices(w: Window, wid: str, phase: str, customers: Iterable[str], ctx: Context,
+                         out: Plan) -> None:
+    cn = ctx.cfg.customers
+    place = ctx.place(w.node)
+    for cid in customers:
+        c = ctx.customer(cid)
+        if c is None or not c.notify or not cn.enabled:
+            continue
+        data = {**place, "start": ctx.local(w.start), "end": ctx.local(w.end), "reason": w.reason,
+                "customer": cid, "customer_name": c.name, "company": cn.company, "phone": cn.support_phone,
+                "incident": wid}
+        _to_customer(out, wid, f"maintenance_{phase}", c, 1, f"maintenance_{phase}", data, ctx)
+
+
+def _release(glob: GlobalMemory, customers: Iterable[str], wid: str | None = None) -> None:
+    """Held customers who need no end notice any more (given it, or told by the outage path)."""
+    gone = set(customers)
+    for key in [wid] if wid is not None else list(glob.held):
+        rest = [c for c in glob.held.get(key, ()) if c not in gone]
+        if rest:
+            glob.held[key] = rest
+        else:
+            glob.held.pop(key, None)
 
 
 # ---------------------------------------------------------------------------------------------- rules
@@ -575,6 +622,8 @@ def _notify_opened(e: IncidentEvent, m: IncidentMemory, customers: Iterable[str]
     for cid in new:
         _customer_notice(e, m, cid, "customer_opened", 1, ctx, out)
     m.notified = _union(m.notified, new)
+    if glob.held:  # told of the outage: "maintenance ended" would contradict it
+        _release(glob, new)
 
 
 def _notify_restored(e: IncidentEvent, m: IncidentMemory, customers: Sequence[str], ctx: Context, out: Plan) -> None:

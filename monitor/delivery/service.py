@@ -91,7 +91,7 @@ class DeliveryService:
         memories = [IncidentMemory.from_dict(v) for v in self.outbox.states().values()]
         acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
         plan = planner.tick(memories, self.glob, self.ctx, now, acked, self.store.etas())
-        extra = planner.plan_maintenance(self.store.maintenance(), self.glob, self.ctx, now)
+        extra = planner.plan_maintenance(self.store.maintenance(), memories, self.glob, self.ctx, now)
         plan.items += extra.items
         if plan.items or plan.memories or extra.items:
             self._commit(plan)
