@@ -75,3 +75,25 @@ def setup(fmt: str = "logfmt", level: str = "INFO") -> None:
 def event(logger: logging.Logger, level: int, msg: str, **kv: object) -> None:
     """Log one structured event: ``event(log, logging.WARNING, "target down", target="ap-1")``."""
     logger.log(level, msg, extra={"kv": kv})
+
+
+class Episode:
+    """A failure that repeats every attempt, logged as one line when it starts and one when it ends.
+
+    The rule "log on state changes, never per failed attempt" for things retried every second (a
+    store that refuses writes, a timer): ``failed()`` on each failure, ``ok()`` on each success.
+    """
+
+    def __init__(self, logger: logging.Logger, failing: str, recovered: str) -> None:
+        self.logger, self.failing, self.recovered = logger, failing, recovered
+        self.active = False
+
+    def failed(self, **kv: object) -> None:
+        if not self.active:
+            self.active = True
+            event(self.logger, logging.ERROR, self.failing, **kv)
+
+    def ok(self, **kv: object) -> None:
+        if self.active:
+            self.active = False
+            event(self.logger, logging.WARNING, self.recovered, **kv)

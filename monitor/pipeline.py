@@ -24,7 +24,7 @@ from monitor.delivery.service import DeliveryService
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory, MaintenanceSpec
 from monitor.keeper import BUSY_TIMEOUT
-from monitor.logs import event
+from monitor.logs import Episode, event
 from monitor.state import StateChange
 from monitor.tsdb import annotations as notes
 from monitor.tsdb.writer import TimeseriesWriter
@@ -57,7 +57,9 @@ class IncidentPipeline:
         self.writer = writer
         self.sinks = sinks  # shared with the daemon, so callers may add theirs before start
         self.correlation = CorrelationService(inv, db_path, correlation_settings(inv), clock, busy_timeout=BUSY_TIMEOUT)
-        self._failing = False  # correlation cannot persist: logged once, then once when it can again
+        # correlation cannot persist: logged once, then once when it can again
+        self._recording = Episode(log, "incidents cannot be recorded, retrying every second",
+                                  "incidents recorded again")
         self.delivery: DeliveryService | None = None
         self._delivery_task: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -121,13 +123,9 @@ class IncidentPipeline:
         try:
             events = self.correlation.on_state_changes(pending) if pending else self.correlation.tick()
         except MonitorError as exc:
-            if not self._failing:
-                self._failing = True
-                event(log, logging.ERROR, "incidents cannot be recorded, retrying every second", error=exc)
+            self._recording.failed(error=exc)
             return
-        if self._failing:
-            self._failing = False
-            event(log, logging.WARNING, "incidents recorded again", events=len(events))
+        self._recording.ok(events=len(events))
         self._publish(events)
 
     def _publish(self, events: list[IncidentEvent]) -> None:
@@ -181,7 +179,7 @@ class IncidentPipeline:
     def _start_delivery(self, inv: Inventory) -> None:
         if inv.delivery is None or self._tg is None:
             return
-        self.delivery = DeliveryService(inv, self.db_path, inv.delivery, self.clock)
+        self.delivery = DeliveryService(inv, self.db_path, inv.delivery, self.clock, busy_timeout=BUSY_TIMEOUT)
         self._delivery_task = self._tg.create_task(self._run_delivery(self.delivery))
 
     async def _run_delivery(self, service: DeliveryService) -> None:

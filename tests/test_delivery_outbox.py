@@ -320,3 +320,50 @@ async def test_service_metrics_queued_pending_and_age_of_the_oldest_per_channel(
         assert sample("monitor_delivery_pending", channel="mqtt") == 0
     finally:
         await svc.close()
+
+
+async def test_a_worker_restarted_in_the_same_process_settles_what_its_last_run_left_in_flight(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "m.db")
+    ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1", "mqtt")], {}, {}, 1.0)
+    x, y = ob.take("email", 1.0, 2)
+    ob.finish([], [], [], 1.0, sending=[x.id, y.id])
+    ob.handed_over(y.id, 1.2)  # then the delivery service failed (storage) and is restarted, same process
+    [z] = ob.take("mqtt", 1.0, 1)
+    sender = ScriptedSender()
+    sender.gate("I/a/x/1").set()
+    async with running(Worker(ob, sender, POLICY, ManualClock(2.0))):
+        await until(lambda: "email" not in ob.pending(), 5, "x sent again, y settled")
+    assert sender.calls == ["I/a/x/1"]  # y was handed over whole: counted, not repeated
+    assert {r["key"]: r["result"] for r in ob.rows() if r["status"] == "delivered"} == {"I/a/x/1": "ok",
+                                                                                         "I/a/y/1": ASSUMED}
+    assert ob.take("mqtt", 2.0, 10) == []  # another channel's rows in flight are its own worker's
+    assert z.key == "I/a/z/1"
+
+
+async def test_an_outbox_that_refuses_writes_loses_no_event_and_plans_it_when_it_takes_them_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    inv = load(tmp_path, 5, delivery_with(mqtt=None, desk=None))
+    assert inv.delivery is not None
+    db = tmp_path / "monitor.db"
+    svc = DeliveryService(inv, db, inv.delivery, ManualClock(T0), busy_timeout=0.05)
+    lock = sqlite3.connect(db, isolation_level=None)
+    try:
+        events = [ev("opened", T0, ids(5, 0)), ev("updated", T0 + 60, ids(3, 0))]
+        svc.store.save(events, {}, set(), [])  # as correlation does before it hands them over
+        before = svc.glob.to_dict()
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        svc.enqueue(events[:1])  # returns: polling must go on
+        svc.enqueue(events[1:])
+        assert svc.outbox.rows() == [] and svc.glob.to_dict() == before  # nothing half-planned
+        assert caplog.text.count("cannot queue deliveries") == 1
+        lock.execute("ROLLBACK")
+        svc.catch_up()  # the service's timer does this every second
+        actions = {to: [r["action"] for r in svc.outbox.rows() if r["recipient"] == to]
+                   for to in ("c1@example.com", "c4@example.com")}
+    finally:
+        lock.close()
+        await svc.close()
+    # both events planned once, in order, from the incident log (c4 was back by the update)
+    assert actions == {"c1@example.com": ["customer_opened"],
+                       "c4@example.com": ["customer_opened", "customer_restored"]}

@@ -32,3 +32,17 @@ def test_secrets_never_render_their_value():
     for fmt in (LogfmtFormatter(), JsonFormatter()):
         out = fmt.format(rec)
         assert "sup3rs3cret" not in out and "env:SNMP_COMMUNITY" in out
+
+
+def test_an_episode_logs_when_failing_starts_and_when_it_ends_not_per_attempt(caplog):
+    from monitor.logs import Episode
+
+    caplog.set_level(logging.DEBUG)
+    trouble = Episode(logging.getLogger("monitor.test"), "store refuses writes", "store takes writes again")
+    for _ in range(5):
+        trouble.failed(error="disk full")
+    trouble.ok(held=3)
+    trouble.ok()
+    trouble.failed(error="locked")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "store refuses writes"), ("WARNING", "store takes writes again"), ("ERROR", "store refuses writes")]

@@ -104,24 +104,39 @@ class Row(NewRow):
 class Outbox:
     """Outbox rows, the planner's memory and the incident → ticket map, in one SQLite connection."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
+        """``busy_timeout``: how long a write waits for another connection's lock; the daemon passes a
+        short one (the wait blocks its event loop; a failed write is retried, the rows stay put)."""
         self.path = path
         EventStore(path).close()  # the file, WAL mode and the event store's own migrations
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self._migrate()
-            # whatever was being sent when the last process died may have arrived: check before repeating;
-            # what was handed over whole has arrived (its receiver only could not say so)
-            with _tx(self.db):
-                self.recovered = self.db.execute(
-                    "UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = ?", (SENDING,)).rowcount
-                self.assumed = self._assume_delivered("inflight = ?", (HANDED_OVER,))
-                self.db.execute("UPDATE outbox SET inflight = 0 WHERE inflight = ?", (CLAIMED,))
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the outbox in {path}: {exc}") from exc
+        self.recovered, self.assumed = self.recover()
+
+    def recover(self, channel: str | None = None) -> tuple[int, int]:
+        """Settle rows a stopped worker left in flight (all channels at open; one when its worker restarts).
+
+        Whatever was being sent may have arrived: it comes back ``uncertain`` and the adapters check
+        before repeating; what was handed over whole has arrived (its receiver only could not say
+        so): delivered. Returns (repeated, assumed delivered).
+        """
+        only = "" if channel is None else " AND channel = ?"
+        args: tuple[str, ...] = () if channel is None else (channel,)
+        try:
+            with _tx(self.db):
+                repeated = self.db.execute(f"UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = ?{only}",
+                                           (SENDING, *args)).rowcount
+                assumed = self._assume_delivered(f"inflight = ?{only}", (HANDED_OVER, *args))
+                self.db.execute(f"UPDATE outbox SET inflight = 0 WHERE inflight = ?{only}", (CLAIMED, *args))
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot settle interrupted deliveries in {self.path}: {exc}") from exc
+        return repeated, assumed
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS delivery_schema (version INTEGER NOT NULL)")

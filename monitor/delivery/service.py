@@ -32,7 +32,7 @@ from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item
 from monitor.delivery.worker import Sender, Worker
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
-from monitor.logs import event
+from monitor.logs import Episode, event
 from monitor.notify.render import Renderer
 
 log = logging.getLogger("monitor.delivery")
@@ -41,25 +41,33 @@ ACK_POLL = 30.0  # seconds between checks whether staff took an incident's ticke
 
 
 class DeliveryService:
-    def __init__(self, inventory: Inventory, db_path: Path, config: DeliveryConfig, clock: Clock) -> None:
+    def __init__(self, inventory: Inventory, db_path: Path, config: DeliveryConfig, clock: Clock, *,
+                 busy_timeout: float = 10.0) -> None:
         self.config = config
         self.clock = clock
         self.ctx = Context(inventory, config)
         self.renderer = Renderer(config.templates_dir or None)
-        self.outbox = Outbox(db_path)
+        self.outbox = Outbox(db_path, busy_timeout)
         if self.outbox.recovered or self.outbox.assumed:
             # said once at start: "repeated" ones are checked or carry the same Message-ID / reference;
             # "assumed" ones were handed over whole (SMTP: up to the final ".") but their reply was not read
             event(log, logging.WARNING, "deliveries interrupted by the last stop", repeated=self.outbox.recovered,
                   assumed_delivered=self.outbox.assumed)
-        self.store = IncidentStore(db_path)
+        self.store = IncidentStore(db_path, busy_timeout)
+        self._behind = False  # an enqueue failed (storage): the timer plans from the cursor again
+        self._timer_trouble = Episode(log, "delivery timer failed, retrying every second",
+                                      "delivery timer working again")
         self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
         self.workers: dict[str, Worker] = {}
         self.senders: dict[str, Sender] = {}
         self._next_ack_poll = 0.0
         if not self.outbox.meta("cursor"):  # first start: history before delivery existed is not replayed
             self.outbox.add([], {}, {"cursor": str(self._max_event_id())}, clock.now())
-        self.catch_up()
+        try:
+            self.catch_up()
+        except MonitorError as exc:  # e.g. the file is locked right now: the timer tries again
+            self._behind = True
+            event(log, logging.ERROR, "cannot plan missed incident events yet, will retry", error=exc)
 
     # ------------------------------------------------------------ daemon API
 
@@ -67,34 +75,46 @@ class DeliveryService:
         """Plan and queue the side effects of a batch of (already persisted) lifecycle events."""
         if not events:
             return
-        memories = {k: IncidentMemory.from_dict(v) for k, v in self.outbox.states(
-            [e.incident for e in events] + [e.into for e in events if e.into]).items()}
-        plan = planner.plan(events, memories, self.glob, self.ctx, self.clock.now())
-        self._commit(plan, cursor=self._max_event_id())
+        if self._behind:  # an earlier batch is not planned yet: catch_up() takes this one with it, in order
+            return
+        try:
+            self._plan(events, cursor=self._max_event_id())
+        except MonitorError as exc:
+            # the events are in the incident log already: nothing is lost, they are planned from the
+            # cursor when the outbox takes writes again (one line now, one then)
+            self._behind = True
+            event(log, logging.ERROR, "cannot queue deliveries, will plan them again from the incident log",
+                  events=len(events), error=exc)
 
     def catch_up(self) -> None:
-        """Plan events the correlation service persisted after the last ``enqueue`` (crash in between)."""
+        """Plan events the correlation service persisted after the last ``enqueue`` (a crash, or an
+        outbox that refused writes, in between)."""
         cursor = int(self.outbox.meta("cursor", "0") or 0)
         rows = self.store.lifecycle(after_id=cursor)
-        if not rows:
-            return
-        events = [e for _, e in rows]
-        event(log, logging.INFO, "planning incident events recorded while delivery was not running",
-              events=len(events))
+        if rows:
+            events = [e for _, e in rows]
+            event(log, logging.INFO, "planning incident events the outbox could not take before" if self._behind
+                  else "planning incident events recorded while delivery was not running", events=len(events))
+            self._plan(events, cursor=rows[-1][0])
+        self._behind = False
+
+    def _plan(self, events: Sequence[IncidentEvent], cursor: int) -> None:
         memories = {k: IncidentMemory.from_dict(v) for k, v in self.outbox.states(
             [e.incident for e in events] + [e.into for e in events if e.into]).items()}
-        self._commit(planner.plan(events, memories, self.glob, self.ctx, self.clock.now()), cursor=rows[-1][0])
+        glob = _copy(self.glob)  # the planner's memory moves on only with a commit
+        self._commit(planner.plan(events, memories, glob, self.ctx, self.clock.now()), glob, cursor=cursor)
 
     def tick(self, now: float | None = None) -> None:
         """Timers: escalation, throttled desk comments, ETAs set by staff, maintenance notices."""
         now = self.clock.now() if now is None else now
         memories = [IncidentMemory.from_dict(v) for v in self.outbox.states().values()]
         acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
-        plan = planner.tick(memories, self.glob, self.ctx, now, acked, self.store.etas())
-        extra = planner.plan_maintenance(self.store.maintenance(), memories, self.glob, self.ctx, now)
+        glob = _copy(self.glob)
+        plan = planner.tick(memories, glob, self.ctx, now, acked, self.store.etas())
+        extra = planner.plan_maintenance(self.store.maintenance(), memories, glob, self.ctx, now)
         plan.items += extra.items
-        if plan.items or plan.memories or extra.items:
-            self._commit(plan)
+        if plan.items or plan.memories or glob != self.glob:
+            self._commit(plan, glob)
 
     async def run(self) -> None:
         self._start_workers()
@@ -123,13 +143,16 @@ class DeliveryService:
         return int(row[0] or 0)
 
 
-    def _commit(self, plan: Plan, cursor: int | None = None) -> None:
+    def _commit(self, plan: Plan, glob: GlobalMemory, cursor: int | None = None) -> None:
+        """Rows, incident memories, the planner's memory and the cursor in one transaction; ``glob``
+        becomes the service's memory only once that committed (a failed commit is planned again)."""
         rows = [self._row(item, plan) for item in plan.items]
         states = {k: (m.status, m.to_dict()) for k, m in plan.memories.items()}
-        meta = {"planner": json.dumps(self.glob.to_dict())}
+        meta = {"planner": json.dumps(glob.to_dict())}
         if cursor is not None:
             meta["cursor"] = str(max(cursor, int(self.outbox.meta("cursor", "0") or 0)))
         added = self.outbox.add(rows, states, meta, self.clock.now())
+        self.glob = glob
         if added:
             by_channel: dict[str, int] = {}
             for r in rows:
@@ -239,11 +262,15 @@ class DeliveryService:
         while True:
             await asyncio.sleep(1.0)
             try:
+                if self._behind:
+                    self.catch_up()
                 self.tick()
                 await self.poll_desk_acks()
                 self.update_gauges()
-            except MonitorError as exc:
-                event(log, logging.ERROR, "delivery timer failed, will retry", error=exc)
+            except MonitorError as exc:  # the outbox refuses writes (full disk, a lock)
+                self._timer_trouble.failed(error=exc)
+                continue
+            self._timer_trouble.ok()
 
     async def poll_desk_acks(self, *, force: bool = False) -> None:
         """Tickets staff took in the desk acknowledge their incidents (every ACK_POLL seconds)."""
@@ -276,3 +303,8 @@ class DeliveryService:
             n, oldest = pending.get(ch, (0, None))
             metrics.PENDING.labels(ch).set(n)
             metrics.OLDEST.labels(ch).set(now - oldest if oldest is not None else 0)
+
+
+def _copy(glob: GlobalMemory) -> GlobalMemory:
+    """A deep copy (through its JSON form, which is also what is stored) for the planner to change."""
+    return GlobalMemory.from_dict(json.loads(json.dumps(glob.to_dict())))

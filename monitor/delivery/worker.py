@@ -104,6 +104,8 @@ class Worker:
         self._wake.set()
 
     async def run(self) -> None:
+        # a restart after a failure (the service is supervised) finds the last run's rows in flight
+        self.outbox.recover(self.channel)
         while True:
             self._wake.clear()
             if self._retry_waiting:
