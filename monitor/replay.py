@@ -36,8 +36,13 @@ class ReplayError(MonitorError):
 
 
 def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> CorrelationSettings:
+    """The daemon's settings for ``inv`` (its ``correlation:`` section included), then ``overrides``.
+
+    Why the config section too: a what-if must start from what the daemon really runs with.
+    """
+    merged = {**dict(inv.correlation), **(overrides or {})}
     base = CorrelationSettings.for_interval(inv.polling.interval)
-    return base.with_overrides(overrides) if overrides else base
+    return base.with_overrides(merged) if merged else base
 
 
 def replay(
@@ -291,8 +296,12 @@ def main(args: argparse.Namespace) -> int:
                 write_events(events, sys.stdout)
             else:
                 tmp = args.output.with_name(args.output.name + ".partial")
-                with tmp.open("w", encoding="utf-8") as out:
-                    write_events(events, out)
+                try:
+                    with tmp.open("w", encoding="utf-8") as out:
+                        write_events(events, out)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)  # bad input: no output at all, not half of it
+                    raise
                 tmp.replace(args.output)
     except ReplayError as exc:
         raise ConfigError(str(exc)) from None

@@ -119,7 +119,7 @@ def test_bad_input_names_the_line(tmp_path, capsys, lines, message):
     inp.write_text("\n".join(lines) + "\n")
     assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()  # no half-written output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, not even a half-written one
 
 
 def test_skipping_unchanging_polls_is_equivalent_to_step():
@@ -164,3 +164,22 @@ def test_cached_step_gives_what_step_gives():
             seen.add(full.state)
     assert seen == set(State)
     assert cached.memo  # the cache was used, not only the fallback
+
+
+def test_the_configs_correlation_section_applies_and_set_overrides_it(tmp_path, ap_outage):
+    """replay starts from the daemon's settings: the inventory's ``correlation:`` section, then --set."""
+    for name in ("customers.csv", "secrets"):
+        (tmp_path / name).symlink_to(CONFIG.parent / name)
+    config = tmp_path / "sites.yaml"
+    config.write_text(CONFIG.read_text() + "\ncorrelation: {hold_down: 10m}\n")
+    base = _run(tmp_path, ap_outage, name="base.jsonl")
+
+    def replay_with(*extra: str, name: str) -> list[dict]:
+        out = tmp_path / name
+        assert main(["replay", "--config", str(config), "--input", str(ap_outage), "--output", str(out), *extra]) == 0
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    from_config = replay_with(name="config.jsonl")
+    assert from_config == _run(tmp_path, ap_outage, "--set", "hold_down=10m", name="set.jsonl")
+    assert from_config[-1]["ts"] > base[-1]["ts"]
+    assert replay_with("--set", f"hold_down={5 * load_inventory(CONFIG).polling.interval:g}", name="o.jsonl") == base

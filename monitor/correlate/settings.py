@@ -1,7 +1,7 @@
 """Correlation settings: every threshold the engine uses, with defaults tied to the poll interval.
 
 A NOC tunes these on last month's data with ``monitor replay --set key=value``; the same parser
-serves the command line and (later) a ``correlation:`` section of the config, so a typo fails the
+serves the command line and the ``correlation:`` section of the config, so a typo fails the
 same way everywhere: with the key, the value and what was expected.
 """
 
