@@ -83,6 +83,16 @@ def test_maildir_and_folder_desk_resolve_against_the_config_folder(tmp_path: Pat
     assert d.desk.kind == "folder" and d.desk.path == str(tmp_path / "out/tickets")
 
 
+def test_templates_and_ca_files_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    d = load(tmp_path, 2, base_delivery(
+        templates_dir="templates", smtp={"host": "127.0.0.1", "ca_file": "ca/smtp.pem"},
+        mqtt={"host": "127.0.0.1", "tls": True, "ca_file": "/etc/ssl/broker.pem"})).delivery
+    assert d is not None and d.smtp is not None and d.mqtt is not None
+    assert d.templates_dir == str(tmp_path / "templates") and d.smtp.ca_file == str(tmp_path / "ca/smtp.pem")
+    assert d.mqtt.ca_file == "/etc/ssl/broker.pem"  # absolute stays as given
+    assert load(tmp_path, 2, base_delivery()).delivery.templates_dir == ""  # type: ignore[union-attr]
+
+
 def test_check_config_summary_says_where_delivery_goes_without_secrets(tmp_path: Path) -> None:
     inv = load(tmp_path, 5, delivery_with(smtp={"host": "127.0.0.1", "port": 2525, "security": "starttls",
                                                 "username": "noc", "password": {"env": "SMTP_PASS"},

@@ -79,9 +79,18 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         customers=_customers(sec.section("customers", CUSTOMERS)),
         rate_limits=_rates(sec),
         retry=_retry(sec.section("retry", RETRY)),
-        templates_dir=sec.text("templates_dir") or "",
+        templates_dir=_path(sec, "templates_dir", secrets.base_dir),
         eta_min_change=sec.duration("eta_min_change", DeliveryConfig().eta_min_change),
     )
+
+
+def _path(sec: Section, key: str, base_dir: Path) -> str:
+    """A file or folder given relative to the config's folder, like every other path in it ("" if absent).
+
+    Why not the working directory: under systemd that is the state directory, not where the config is.
+    """
+    value = sec.text(key)
+    return str(base_dir / value) if value else ""
 
 
 def _port(sec: Section, default: int) -> int:
@@ -99,7 +108,7 @@ def _smtp(sec: Section | None, secrets: SecretReader) -> SmtpSettings | None:
         security="tls" if security == "tls" else "none" if security == "none" else "starttls",
         username=sec.text("username") or "", password=secrets.get(sec, "password"), sender=sender,
         pool_size=sec.integer("pool_size", d.pool_size, 1, 64), timeout=sec.duration("timeout", d.timeout),
-        ca_file=sec.text("ca_file") or "", verify=sec.flag("verify", True),
+        ca_file=_path(sec, "ca_file", secrets.base_dir), verify=sec.flag("verify", True),
     )
 
 
@@ -127,7 +136,7 @@ def _mqtt(sec: Section | None, secrets: SecretReader) -> MqttSettings | None:
         sec.err("prefix", f"bad topic prefix {prefix!r} (no wildcards, no trailing '/')")
     return MqttSettings(
         host=sec.text("host") or "", port=_port(sec, 8883 if tls else 1883), username=sec.text("username") or "",
-        password=secrets.get(sec, "password"), tls=tls, ca_file=sec.text("ca_file") or "", prefix=prefix,
+        password=secrets.get(sec, "password"), tls=tls, ca_file=_path(sec, "ca_file", secrets.base_dir), prefix=prefix,
         client_id=sec.text("client_id") or d.client_id, keepalive=sec.integer("keepalive", d.keepalive, 5, 3600),
     )
 
