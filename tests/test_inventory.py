@@ -127,6 +127,9 @@ credentials v2c: v2
 credentials v3: -
 polling: default interval 60 s, 3 pings, down after 3, up after 2; targets by interval: 60 s: 4
 timeseries: none (time series off)
+delivery: off (no delivery section: no tickets, alerts or notices)
+api: off
+metrics: 127.0.0.1:9108
 state_dir: {folder / 'var'}
 """
 
