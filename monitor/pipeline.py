@@ -153,6 +153,7 @@ class IncidentPipeline:
         for spec in sorted(wanted, key=lambda m: (m.start, m.node)):
             store.add_window(spec.node, spec.start, spec.end, spec.reason, "config", topo.customers_below(spec.node),
                              now)
+        self.correlation.poll_store_now()
 
     # -- sinks -------------------------------------------------------------------------------
 

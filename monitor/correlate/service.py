@@ -113,6 +113,14 @@ class CorrelationService:
         events, self._unsaved = self._unsaved, []
         return events
 
+    def poll_store_now(self) -> None:
+        """Pick up what was just written to the store (the config's windows at start and reload) at once.
+
+        Why: otherwise a window synced right after start waits up to ``poll_every``, and an incident
+        opening meanwhile (short intervals: ``monitor demo --speed 4``) is not seen as planned.
+        """
+        self._poll_store(self.clock.now(), force=True)
+
     def _poll_store(self, now: float, *, force: bool = False) -> None:
         """Pick up maintenance windows and resolve requests written by the CLI."""
         if not force and now < self._next_poll:
