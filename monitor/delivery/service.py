@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from typing import Any
 
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
-from monitor.correlate.store import IncidentStore, NotFound
+from monitor.correlate.store import IncidentStore, MaintenanceRow, NotFound
 from monitor.delivery import metrics, planner
 from monitor.delivery.config import DeliveryConfig
 from monitor.delivery.outbox import NewRow, Outbox
@@ -111,10 +112,22 @@ class DeliveryService:
         acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
         glob = _copy(self.glob)
         plan = planner.tick(memories, glob, self.ctx, now, acked, self.store.etas())
-        extra = planner.plan_maintenance(self.store.maintenance(), memories, glob, self.ctx, now)
+        extra = planner.plan_maintenance(self._windows(glob), memories, glob, self.ctx, now)
         plan.items += extra.items
         if plan.items or plan.memories or glob != self.glob:
             self._commit(plan, glob)
+
+    def _windows(self, glob: GlobalMemory) -> list[MaintenanceRow]:
+        """The maintenance windows to give notices for: the active ones, and those removed after their
+        start notice went out — they ended when they were removed (customers told "maintenance
+        started" hear that it ended), and their held customers still get the end notice."""
+        out = []
+        for w in self.store.maintenance(include_removed=True):
+            if w.removed_at is None:
+                out.append(w)
+            elif "start" in glob.maintenance.get(f"MW-{w.id}", ()):
+                out.append(dataclasses.replace(w, end=min(w.end, w.removed_at)))
+        return out
 
     async def run(self) -> None:
         self._start_workers()
