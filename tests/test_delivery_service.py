@@ -1,12 +1,17 @@
-"""The delivery service around the pure planner: which maintenance windows it hands over."""
+"""The delivery service around the pure planner: which maintenance windows it hands over, restarts."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 from monitor.clock import ManualClock
 from monitor.delivery.service import DeliveryService
-from tests.delivery_support import T0, delivery_with, load
+from monitor.notify.email import EmailSender
+from tests.delivery_support import T0, delivery_with, ev, ids, load
+from tests.servers.common import until
+from tests.servers.smtp import SmtpServer
 
 
 def notices(svc: DeliveryService) -> dict[str, int]:
@@ -36,3 +41,33 @@ async def test_a_window_removed_while_running_ends_for_the_customers_told_it_sta
         assert notices(svc) == {"maintenance_advance": 10, "maintenance_start": 5, "maintenance_end": 5}
     finally:
         await svc.close()
+
+
+async def test_a_restarted_run_closes_the_last_runs_smtp_connections(tmp_path: Path) -> None:
+    (tmp_path / "smtp").mkdir()
+    server = SmtpServer(tmp_path / "smtp")
+    server.start()
+    try:
+        inv = load(tmp_path, 3, delivery_with(mqtt=None, desk=None, smtp={
+            "host": "127.0.0.1", "port": server.port, "security": "none", "from": "NOC <noc@isp.example>"}))
+        assert inv.delivery is not None
+        svc = DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, ManualClock(T0))
+        task = asyncio.create_task(svc.run())
+        svc.enqueue([ev("opened", T0, ids(3, 0))])
+        await until(lambda: not svc.outbox.pending(), 20, "the first run to deliver")
+        first = svc.senders["email"]
+        assert isinstance(first, EmailSender)
+        pooled = [c for c in list(first.pool._queue) if c is not None]  # what the run left open
+        assert pooled and all(c.is_connected for c in pooled)
+        task.cancel()  # as the supervisor does after a failure, then runs it again
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        task = asyncio.create_task(svc.run())
+        await until(lambda: svc.senders.get("email") not in (None, first), 5, "the second run's sender")
+        assert not any(c.is_connected for c in pooled)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await svc.close()
+    finally:
+        server.stop()

@@ -130,6 +130,7 @@ class DeliveryService:
         return out
 
     async def run(self) -> None:
+        await self._close_senders()  # a restart after a failure (supervised): the last run's connections go
         self._start_workers()
         async with asyncio.TaskGroup() as tg:
             for w in self.workers.values():
@@ -143,13 +144,17 @@ class DeliveryService:
             tg.create_task(self._timer())
 
     async def close(self) -> None:
-        for s in self.senders.values():
-            with contextlib.suppress(Exception):
-                await s.close()
+        await self._close_senders()
         self.outbox.close()
         self.store.close()
 
     # ------------------------------------------------------------ internals
+
+    async def _close_senders(self) -> None:
+        senders, self.senders, self.workers = list(self.senders.values()), {}, {}
+        for sender in senders:
+            with contextlib.suppress(Exception):
+                await sender.close()
 
     def _max_event_id(self) -> int:
         row = self.store.db.execute("SELECT MAX(id) FROM incident_events").fetchone()
