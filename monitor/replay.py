@@ -283,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
     from monitor.inventory.loader import load_inventory
 
     overrides = parse_assignments(args.overrides)
-    inv = load_inventory(args.config)
+    inv = load_inventory(args.config, secrets=False)  # sends nothing
     settings = settings_for(inv, overrides)
     try:
         src = args.input.open(encoding="utf-8")

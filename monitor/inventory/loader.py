@@ -43,8 +43,15 @@ DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concur
 CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "polling")
 
 
-def load_inventory(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Inventory:
-    """Read, validate and freeze the inventory. Raises ConfigError listing every problem found."""
+def load_inventory(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, secrets: bool = True,
+) -> Inventory:
+    """Read, validate and freeze the inventory. Raises ConfigError listing every problem found.
+
+    ``secrets=False`` is for the tools that send nothing (report, incidents, maintenance, replay): the
+    references are checked for form only and every secret is None, so they also run outside the
+    systemd unit, where ``{credential: NAME}`` cannot be read.
+    """
     display = os.fspath(path)
     file = Path(path)
     try:
@@ -63,7 +70,7 @@ def load_inventory(path: str | os.PathLike[str], env: Mapping[str, str] | None =
         problems.add(display, dup.line, "", dup.message)
     if data is None:
         raise ConfigError(f"{display}: the file is empty (expected a mapping with at least 'nodes')")
-    inv = _Loader(display, file.absolute().parent, os.environ if env is None else env, problems).build(
+    inv = _Loader(display, file.absolute().parent, os.environ if env is None else env, problems, secrets).build(
         data, str(file.absolute()))
     if problems:
         raise ConfigError(problems.lines())
@@ -71,11 +78,12 @@ def load_inventory(path: str | os.PathLike[str], env: Mapping[str, str] | None =
 
 
 class _Loader:
-    def __init__(self, display: str, base_dir: Path, env: Mapping[str, str], problems: Problems) -> None:
+    def __init__(self, display: str, base_dir: Path, env: Mapping[str, str], problems: Problems,
+                 secrets: bool = True) -> None:
         self.display = display
         self.base_dir = base_dir
         self.problems = problems
-        self.secrets = settings.SecretReader(base_dir, env)
+        self.secrets = settings.SecretReader(base_dir, env, secrets)
         self.registry = Registry(problems)
 
     def build(self, data: object, source: str) -> Inventory:

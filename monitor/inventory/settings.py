@@ -94,16 +94,17 @@ def polling_problem(ps: PollingSettings) -> str | None:
 class SecretReader:
     """Resolves the secret references of one config file, reporting failures as problems."""
 
-    def __init__(self, base_dir: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, base_dir: Path, env: Mapping[str, str], resolve: bool = True) -> None:
         self.base_dir = base_dir
         self.env = env
+        self.resolve = resolve  # False: only the references' form is checked, every secret is None
 
     def get(self, sec: Section, key: str, resolve: bool = True) -> Secret | None:
         """The secret, or None; with ``resolve=False`` only the reference's form is checked."""
         if key not in sec.data:
             return None
         try:
-            if not resolve:
+            if not (resolve and self.resolve):
                 check_reference(sec.data[key])
                 return None
             return resolve_secret(sec.data[key], self.base_dir, self.env)

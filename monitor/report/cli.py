@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"report: {msg} ({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
 
     period = parse_period(args.month, args.start, args.end, args.tz)
-    inv = load_inventory(args.config)
+    inv = load_inventory(args.config, secrets=False)  # sends nothing
     db = args.db
     if db is None:
         state_dir = Path(inv.daemon.state_dir)
