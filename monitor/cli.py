@@ -1,4 +1,4 @@
-"""Command line: ``monitor run | check-config | probe``.
+"""Command line: ``monitor run | check-config | probe``; the other subcommands register their own parsers.
 
 Exit codes: 0 success, 1 the probed target is unreachable or the daemon failed at run time,
 2 invalid configuration (every problem is listed, one per line).
@@ -30,11 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path, help="inventory and settings (YAML)")
 
     check = sub.add_parser("check-config", help="validate a config and print a summary")
-    check.add_argument("config", type=Path)
+    check.add_argument("config", type=Path, help="inventory and settings (YAML)")
 
     probe = sub.add_parser("probe", help="poll one node or endpoint now and print what it answers")
     probe.add_argument("target", help="node or endpoint id")
-    probe.add_argument("--config", type=Path, default=Path("config/sites.yaml"))
+    probe.add_argument("--config", type=Path, default=Path("config/sites.yaml"),
+                       help="inventory and settings (YAML; default: config/sites.yaml)")
 
     import monitor.report.cli as report_cli  # availability reports
     from monitor import incidents_cli, replay  # correlation subcommands
