@@ -215,6 +215,9 @@ MISTAKES = [
         "sites.yaml:11: nodes[0].snmp.credentials: unknown credentials 'v3' (expected a key of credentials: v2)"]),
     ("empty snmp profile", "profile: routeros", "profile: ''", [
         "sites.yaml:11: nodes[0].snmp.profile: must not be empty"]),
+    ("unknown snmp profile", "profile: routeros", "profile: routeros7", [
+        "sites.yaml:11: nodes[0].snmp.profile: unknown SNMP profile 'routeros7' (expected one of: af-ltu, airfiber, "
+        "airos, cambium-pmp, generic, huawei-olt, mimosa, routeros, siklu, ufiber-olt, vsol-olt, zte-olt)"]),
     ("parent cycle", "site: twr-centro,", "site: twr-centro, parent: ap-2,", [
         "sites.yaml:11: nodes[0].parent: parent cycle: core -> ap-2 -> core"]),
     ("self parent", "{id: ap-2, kind: ap, address: 127.0.0.3, parent: core}",

@@ -7,6 +7,7 @@ resolved by :mod:`monitor.inventory.graph` once everything is read.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -44,6 +45,14 @@ def parse_address(value: object) -> tuple[str | None, str | None]:
     if ip.is_unspecified or ip.is_multicast:
         return None, f"bad IP address {value!r} (expected a unicast host address)"
     return str(ip), None
+
+
+@functools.cache
+def known_profiles() -> tuple[str, ...]:
+    """The built-in SNMP profiles, the only ones the daemon loads: a typo here would fail every poll."""
+    from monitor.probes.snmp_profiles import load_profiles
+
+    return tuple(sorted(load_profiles(())))
 
 
 def check_email(value: str | None) -> str | None:
@@ -161,7 +170,10 @@ class EntryReader:
         return out
 
     def snmp(self, sec: Section) -> SnmpSettings | None:
-        profile = sec.text("profile")  # profile names belong to the SNMP probe; checked there
+        profile = sec.text("profile")
+        if profile is not None and profile not in known_profiles():
+            sec.err("profile", f"unknown SNMP profile {profile!r} (expected one of: {', '.join(known_profiles())})")
+            profile = None
         name = sec.ident("credentials")
         creds = self.credentials.get(name) if name else None
         if name is not None and name not in self.defined:
