@@ -66,6 +66,11 @@ def test_csv_and_markdown(db, tmp_path):
 def test_bad_period_is_a_config_error(db, tmp_path, capsys):
     assert main(["report", "--config", str(CONFIG), "--db", str(db), "--from", "2026-10-05", "--to", "2026-10-01"]) == 2
     assert "must be after" in capsys.readouterr().err
+    base = ["report", "--config", str(CONFIG), "--db", str(db)]
+    assert main([*base, "--month", "2026-13"]) == 2
+    assert "--month '2026-13': expected a month as YYYY-MM, e.g. 2026-10" in capsys.readouterr().err
+    assert main([*base, "--from", "2026-10-01", "--to", "yesterday"]) == 2
+    assert "--to 'yesterday': expected a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)" in capsys.readouterr().err
 
 
 def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[bytes]:

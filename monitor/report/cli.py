@@ -76,16 +76,23 @@ def parse_period(month: str | None, start: str | None, end: str | None, tz: str)
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"--tz: unknown time zone {tz!r}") from exc
-    try:
-        if month is not None:
+    if month is not None:
+        try:
             first = datetime.strptime(month, "%Y-%m").date()
-            nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
-            return Period(_midnight(first, zone), _midnight(nxt, zone), month, tz)
-        if start is None or end is None:
-            raise ConfigError("give --month YYYY-MM, or both --from and --to")
-        s, e = _bound(start, zone, False), _bound(end, zone, True)
+        except ValueError as exc:
+            raise ConfigError(f"--month {month!r}: expected a month as YYYY-MM, e.g. 2026-10") from exc
+        nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return Period(_midnight(first, zone), _midnight(nxt, zone), month, tz)
+    if start is None or end is None:
+        raise ConfigError("give --month YYYY-MM, or both --from and --to")
+    try:
+        s = _bound(start, zone, False)
     except ValueError as exc:
-        raise ConfigError(f"bad date: {exc}") from exc
+        raise ConfigError(f"--from {start!r}: expected a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)") from exc
+    try:
+        e = _bound(end, zone, True)
+    except ValueError as exc:
+        raise ConfigError(f"--to {end!r}: expected a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)") from exc
     if e <= s:
         raise ConfigError(f"--to ({end}) must be after --from ({start})")
     return Period(s, e, f"{start} – {end}", tz)
