@@ -112,7 +112,7 @@ def scrape(port: int) -> dict[str, float]:
     except OSError:
         return {}
     out: dict[str, float] = {"skipped": 0.0}
-    buckets: list[tuple[float, float]] = []
+    buckets: list[tuple[float, float]] = []  # (le, cumulative count)
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "monitor_polls_skipped_total":
@@ -122,4 +122,14 @@ def scrape(port: int) -> dict[str, float]:
     if buckets:
         total = buckets[-1][1]
         out["lag_p99"] = next((le for le, n in buckets if n >= 0.99 * total), math.inf)
+        out.update({f"lag_le_{le:g}": n for le, n in buckets})
     return out
+
+
+def lag_max(before: dict[str, float], after: dict[str, float]) -> float:
+    """The upper bound of the largest scheduler lag between two scrapes (the bucket holding the last poll)."""
+    total = after.get("lag_le_inf", 0.0) - before.get("lag_le_inf", 0.0)
+    for key in sorted((k for k in after if k.startswith("lag_le_")), key=lambda k: float(k[7:])):
+        if after[key] - before.get(key, 0.0) >= total:
+            return float(key[7:])
+    return math.nan

@@ -9,6 +9,7 @@ matched to exactly one outbox row, i.e. to its action and recipient, without tru
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -155,6 +156,19 @@ class Sampler(threading.Thread):
             return float("nan")
         (t0, c0, _), (t1, c1, _) = inside[0], inside[-1]
         return 100.0 * (c1 - c0) / (t1 - t0) if t1 > t0 else float("nan")
+
+    def cpu_peak(self, name: str, start: float, end: float, window: float = 1.0) -> float:
+        """The highest CPU % over any ``window`` seconds between two times (the mail burst, say)."""
+        inside = [s for s in self.samples[name] if start <= s[0] <= end]
+        best, j = float("nan"), 0
+        for i, (t1, c1, _) in enumerate(inside):
+            while j < i and t1 - inside[j + 1][0] >= window:
+                j += 1
+            t0, c0, _ = inside[j]
+            if t1 - t0 >= window:
+                pct = 100.0 * (c1 - c0) / (t1 - t0)
+                best = pct if math.isnan(best) or pct > best else best
+        return best
 
     def rss_max(self, name: str, start: float = 0.0, end: float = float("inf")) -> float:
         return max((s[2] for s in self.samples[name] if start <= s[0] <= end), default=float("nan"))

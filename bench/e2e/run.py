@@ -39,7 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from bench.e2e.checks import Outcome, check_run, scrape
+from bench.e2e.checks import Outcome, check_run, lag_max, scrape
 from bench.e2e.network import SENDER, Network, Settings, generate
 from bench.e2e.observe import Mailbox, Sampler, Store
 from tests.firewall import IcmpBlock, icmp_block
@@ -215,7 +215,8 @@ def one_run(args: argparse.Namespace, number: int) -> Outcome:
         outcome.marks = tl.marks
         outcome.scheduler = {"skipped polls (whole run)": after.get("skipped", 0.0),
                              "skipped polls (cut → end)": after.get("skipped", 0.0) - before_cut.get("skipped", 0.0),
-                             "scheduler lag p99 (s, whole run)": after.get("lag_p99", float("nan"))}
+                             "scheduler lag p99 (s, whole run)": after.get("lag_p99", float("nan")),
+                             "scheduler lag max (s, cut → end) <=": lag_max(before_cut, after)}
         sampler.stop()
         outcome.cpu = {
             "warm-up": sampler.cpu_pct("daemon", started, warm),
@@ -223,6 +224,7 @@ def one_run(args: argparse.Namespace, number: int) -> Outcome:
             "outage": sampler.cpu_pct("daemon", cut, outage_end),
             "restore": sampler.cpu_pct("daemon", restore, restore_end),
             "whole run": sampler.cpu_pct("daemon", started, restore_end),
+            "outage, peak 1 s": sampler.cpu_peak("daemon", cut, outage_end),
             "smtpd, whole run": sampler.cpu_pct("smtpd", started, restore_end),
         }
         outcome.rss = {"daemon steady": sampler.rss_max("daemon", warm, steady_end),
