@@ -163,3 +163,10 @@ def delivery_with(**parts: Any) -> dict[str, Any]:
         else:
             d[k] = v
     return d
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's current value in the daemon's registry (0 when the series does not exist yet)."""
+    from monitor.selfmetrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -1,4 +1,5 @@
-"""The shared retry helper and the durable outbox (idempotency, ordering, in-flight after a crash)."""
+"""The shared retry helper, the durable outbox (idempotency, ordering, what a crash leaves in flight) and
+the per-channel worker (per-item recording, hand-over, rate limit, metrics)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ from monitor.clock import ManualClock
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import ASSUMED, CLAIMED, SENDING, HandedOver, NewRow, Outbox, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff, call_with_retry, decide
-from monitor.delivery.service import DeliveryService
 from monitor.delivery.worker import RateLimit, Worker
-from monitor.selfmetrics import REGISTRY
-from tests.delivery_support import T0, delivery_with, ev, ids, load
+from tests.delivery_support import sample
 from tests.servers.common import until
 
 POLICY = RetrySettings(initial=1.0, maximum=60.0, factor=2.0, jitter=0.5, deadline=600.0)
@@ -230,10 +229,6 @@ async def test_rate_limit_paces_after_a_one_second_burst_in_virtual_time() -> No
     assert t[0] == pytest.approx(112.25)
 
 
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "m.db")
     ob.add([row("I/a/ok/1", "metrics-test"), row("I/a/later/1", "metrics-test"), row("I/a/bad/1", "metrics-test")],
@@ -302,26 +297,6 @@ def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(t
     assert [(r.key, r.uncertain) for r in again.take("email", 2.0, 10)] == [("I/a/y/1", True)]
 
 
-async def test_service_metrics_queued_pending_and_age_of_the_oldest_per_channel(tmp_path: Path) -> None:
-    inv = load(tmp_path, 5, delivery_with(mqtt=None, desk=None))  # SMTP on a closed port: nothing leaves
-    assert inv.delivery is not None
-    clock = ManualClock(T0)
-    svc = DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock)
-    try:
-        queued = sample("monitor_delivery_queued_total", channel="email")
-        svc.enqueue([ev("opened", T0, ids(5, 0))])
-        mails = sum(1 for r in svc.outbox.rows() if r["channel"] == "email")
-        assert mails == 6  # five customers and the on-call technician
-        assert sample("monitor_delivery_queued_total", channel="email") - queued == mails
-        clock.set(T0 + 90)
-        svc.update_gauges()
-        assert sample("monitor_delivery_pending", channel="email") == mails
-        assert sample("monitor_delivery_oldest_pending_seconds", channel="email") == 90
-        assert sample("monitor_delivery_pending", channel="mqtt") == 0
-    finally:
-        await svc.close()
-
-
 async def test_a_worker_restarted_in_the_same_process_settles_what_its_last_run_left_in_flight(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "m.db")
     ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1", "mqtt")], {}, {}, 1.0)
@@ -338,32 +313,3 @@ async def test_a_worker_restarted_in_the_same_process_settles_what_its_last_run_
                                                                                          "I/a/y/1": ASSUMED}
     assert ob.take("mqtt", 2.0, 10) == []  # another channel's rows in flight are its own worker's
     assert z.key == "I/a/z/1"
-
-
-async def test_an_outbox_that_refuses_writes_loses_no_event_and_plans_it_when_it_takes_them_again(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
-) -> None:
-    inv = load(tmp_path, 5, delivery_with(mqtt=None, desk=None))
-    assert inv.delivery is not None
-    db = tmp_path / "monitor.db"
-    svc = DeliveryService(inv, db, inv.delivery, ManualClock(T0), busy_timeout=0.05)
-    lock = sqlite3.connect(db, isolation_level=None)
-    try:
-        events = [ev("opened", T0, ids(5, 0)), ev("updated", T0 + 60, ids(3, 0))]
-        svc.store.save(events, {}, set(), [])  # as correlation does before it hands them over
-        before = svc.glob.to_dict()
-        lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
-        svc.enqueue(events[:1])  # returns: polling must go on
-        svc.enqueue(events[1:])
-        assert svc.outbox.rows() == [] and svc.glob.to_dict() == before  # nothing half-planned
-        assert caplog.text.count("cannot queue deliveries") == 1
-        lock.execute("ROLLBACK")
-        svc.catch_up()  # the service's timer does this every second
-        actions = {to: [r["action"] for r in svc.outbox.rows() if r["recipient"] == to]
-                   for to in ("c1@example.com", "c4@example.com")}
-    finally:
-        lock.close()
-        await svc.close()
-    # both events planned once, in order, from the incident log (c4 was back by the update)
-    assert actions == {"c1@example.com": ["customer_opened"],
-                       "c4@example.com": ["customer_opened", "customer_restored"]}

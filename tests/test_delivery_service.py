@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from monitor.clock import ManualClock
 from monitor.delivery.service import DeliveryService
 from monitor.notify.email import EmailSender
-from tests.delivery_support import T0, delivery_with, ev, ids, load
+from tests.delivery_support import T0, delivery_with, ev, ids, load, sample
 from tests.servers.common import until
 from tests.servers.smtp import SmtpServer
 
@@ -71,3 +74,52 @@ async def test_a_restarted_run_closes_the_last_runs_smtp_connections(tmp_path: P
         await svc.close()
     finally:
         server.stop()
+
+
+async def test_service_metrics_queued_pending_and_age_of_the_oldest_per_channel(tmp_path: Path) -> None:
+    inv = load(tmp_path, 5, delivery_with(mqtt=None, desk=None))  # SMTP on a closed port: nothing leaves
+    assert inv.delivery is not None
+    clock = ManualClock(T0)
+    svc = DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock)
+    try:
+        queued = sample("monitor_delivery_queued_total", channel="email")
+        svc.enqueue([ev("opened", T0, ids(5, 0))])
+        mails = sum(1 for r in svc.outbox.rows() if r["channel"] == "email")
+        assert mails == 6  # five customers and the on-call technician
+        assert sample("monitor_delivery_queued_total", channel="email") - queued == mails
+        clock.set(T0 + 90)
+        svc.update_gauges()
+        assert sample("monitor_delivery_pending", channel="email") == mails
+        assert sample("monitor_delivery_oldest_pending_seconds", channel="email") == 90
+        assert sample("monitor_delivery_pending", channel="mqtt") == 0
+    finally:
+        await svc.close()
+
+
+async def test_an_outbox_that_refuses_writes_loses_no_event_and_plans_it_when_it_takes_them_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    inv = load(tmp_path, 5, delivery_with(mqtt=None, desk=None))
+    assert inv.delivery is not None
+    db = tmp_path / "monitor.db"
+    svc = DeliveryService(inv, db, inv.delivery, ManualClock(T0), busy_timeout=0.05)
+    lock = sqlite3.connect(db, isolation_level=None)
+    try:
+        events = [ev("opened", T0, ids(5, 0)), ev("updated", T0 + 60, ids(3, 0))]
+        svc.store.save(events, {}, set(), [])  # as correlation does before it hands them over
+        before = svc.glob.to_dict()
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        svc.enqueue(events[:1])  # returns: polling must go on
+        svc.enqueue(events[1:])
+        assert svc.outbox.rows() == [] and svc.glob.to_dict() == before  # nothing half-planned
+        assert caplog.text.count("cannot queue deliveries") == 1
+        lock.execute("ROLLBACK")
+        svc.catch_up()  # the service's timer does this every second
+        actions = {to: [r["action"] for r in svc.outbox.rows() if r["recipient"] == to]
+                   for to in ("c1@example.com", "c4@example.com")}
+    finally:
+        lock.close()
+        await svc.close()
+    # both events planned once, in order, from the incident log (c4 was back by the update)
+    assert actions == {"c1@example.com": ["customer_opened"],
+                       "c4@example.com": ["customer_opened", "customer_restored"]}
