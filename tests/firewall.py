@@ -26,12 +26,17 @@ class IcmpBlock:
         self.blocked: set[str] = set()
 
     def block(self, *addresses: str) -> None:
-        sh("nft", "add", "element", "ip", self.table, "blocked", "{ " + ", ".join(addresses) + " }")
+        """All of them in one nftables transaction (they stop answering at the same instant)."""
+        self._elements("add", addresses)
         self.blocked.update(addresses)
 
     def unblock(self, *addresses: str) -> None:
-        sh("nft", "delete", "element", "ip", self.table, "blocked", "{ " + ", ".join(addresses) + " }")
+        self._elements("delete", addresses)
         self.blocked.difference_update(addresses)
+
+    def _elements(self, verb: str, addresses: tuple[str, ...]) -> None:
+        # through stdin: one argument may not exceed 128 KiB (execve), ~9,000 addresses
+        sh("nft", "-f", "-", input=f"{verb} element ip {self.table} blocked {{ {', '.join(addresses)} }}\n")
 
 
 @contextlib.contextmanager
