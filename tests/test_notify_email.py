@@ -8,6 +8,8 @@ between "sent" and "recorded" (the repeat carries the same Message-ID: one logic
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import json
 import logging
 import subprocess
@@ -23,7 +25,7 @@ from monitor.delivery.outbox import ASSUMED, Outbox, Row
 from monitor.delivery.retry import DeliveryError
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.model import Inventory
-from monitor.notify.email import EmailSender
+from monitor.notify.email import EmailSender, build, wire
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
 from tests.servers.smtp import SmtpServer
 
@@ -132,7 +134,7 @@ async def test_each_mail_is_handed_over_once_its_final_dot_is_in_the_kernel(tmp_
         server.stop()
     assert len(seen) == 3
     assert [m["To"] for m in got] == ["c0@example.com", "c1@example.com", "c2@example.com"]
-    assert got[0].get_content() == "Línea 1\n.\nÁrea: Arauca\n"  # dot-stuffed on the wire, intact at the end
+    assert got[0].get_content().replace("\r\n", "\n") == "Línea 1\n.\nÁrea: Arauca\n"  # dot-stuffed on the wire, intact
 
 
 async def test_refusals_are_permanent_deferrals_retryable_and_the_connection_stays_usable(tmp_path: Path) -> None:
@@ -244,3 +246,31 @@ def test_killed_before_the_final_dot_the_server_discards_it_and_the_restart_send
     assert all(r["status"] == "delivered" for r in rows)
     sent_again = [r for r in rows if r["result"] == cut]
     assert len(sent_again) == 1 and sent_again[0]["attempts"] == 1  # sent by the restart, not assumed
+
+
+@pytest.mark.parametrize("eight_bit", [True, False])
+@pytest.mark.parametrize(("to", "subject", "body", "thread"), [
+    ("c1@example.com", "[INC-000001] Service outage in Arauca", "Dear customer,\nno service.\n", None),
+    ("José Pérez <c2@example.com>", "[INC-000001] Falla de servicio en Arauquita", "Área: Torre Centro\n.\nFin",
+     "INC-000001/ticket_open/desk/1"),
+    ("c3@example.com", "Falla\r\nBcc: intruso@example.com", "x" * 2000 + "ñ\n", None),
+])
+def test_the_wire_form_reads_back_as_the_reference_message(eight_bit: bool, to: str, subject: str, body: str,
+                                                          thread: str | None) -> None:
+    """``wire`` writes MIME by hand for speed; any mail parser must read back what ``build`` means."""
+    payload: dict[str, Any] = {"to": to, "subject": subject, "body": body, "language": "es"}
+    if thread:
+        payload["thread"] = thread
+    row = Row("INC-000001/customer_opened/c/1", "INC-000001", "customer_opened", "c", "email", "", payload,
+              id=1, attempts=0, uncertain=False, created_at=T0)
+    sender = "NOC Llanos <noc@isp.example>"
+    data = wire(row, sender, eight_bit=eight_bit)
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    assert eight_bit or data.isascii()
+    got = email.message_from_bytes(data.replace(b"\r\n..", b"\r\n."), policy=email.policy.default)
+    ref = build(row, sender)
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "X-Monitor-Incident", "In-Reply-To", "References",
+                 "Content-Language"):
+        assert str(got[name]) == str(ref[name]), name
+    assert "Bcc" not in got  # a line break in a value cannot start a header of its own
+    assert got.get_content().replace("\r\n", "\n") == ref.get_content()

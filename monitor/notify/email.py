@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import quopri
 import re
 import ssl
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formataddr, formatdate, parseaddr
 
 import aiosmtplib
-from aiosmtplib.email import flatten_message
 
 from monitor.delivery.config import SmtpSettings
 from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_DOT_LINE = re.compile(rb"^\.", re.MULTILINE)
+_BREAKS = re.compile(r"[\r\n]+")
 
 
 def message_id(key: str, sender: str) -> str:
@@ -36,20 +41,68 @@ def message_id(key: str, sender: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
-def build(row: Row, sender: str) -> EmailMessage:
+def headers(row: Row, sender: str) -> list[tuple[str, str]]:
+    """The message's headers in order, unencoded: one definition for the wire and the Maildir."""
     p = row.payload
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = p["to"]
-    msg["Subject"] = p["subject"]
-    msg["Date"] = formatdate(row.created_at, localtime=False)
-    msg["Message-ID"] = message_id(row.key, sender)
-    msg["X-Monitor-Incident"] = row.incident
+    out = [("From", sender), ("To", p["to"]), ("Subject", p["subject"]),
+           ("Date", formatdate(row.created_at, localtime=False)), ("Message-ID", message_id(row.key, sender)),
+           ("X-Monitor-Incident", row.incident)]
     if p.get("thread"):  # email-to-ticket follow-ups thread into the ticket the first mail opened
         ref = message_id(p["thread"], sender)
-        if ref != msg["Message-ID"]:
-            msg["In-Reply-To"] = ref
-            msg["References"] = ref
+        if ref != out[4][1]:
+            out += [("In-Reply-To", ref), ("References", ref)]
+    # a line break in a value (a template, a customer's name from billing) would start a header of its own
+    return [(name, _BREAKS.sub(" ", value)) for name, value in out]
+
+
+def wire(row: Row, sender: str, *, eight_bit: bool, utf8: bool = False) -> bytes:
+    """The DATA of one notice as it goes on the wire: CRLF line ends, dot-stuffed, ending in CRLF,
+    without the final ``.``.
+
+    Written out directly rather than through :class:`EmailMessage`: the email package's header
+    registry and content manager cost ~1.5 ms of CPU per message on the daemon's event loop — the
+    one that also times the pings — which is most of a 10,000-notice fan-out (see
+    docs/benchmarks.md). :func:`build` is the reference it is tested against.
+    """
+    lines = []
+    for name, value in headers(row, sender):
+        if name in ("From", "To"):
+            value = _address(value, utf8)
+        elif not value.isascii():
+            value = value if utf8 else Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+        lines.append(f"{name}: {value}")
+    p = row.payload
+    body = p["body"] if p["body"].endswith("\n") else p["body"] + "\n"
+    raw = body.encode()
+    if body.isascii() and max(map(len, body.splitlines() or [""])) <= 998:
+        cte = "7bit"
+    elif eight_bit and max(map(len, raw.splitlines() or [b""])) <= 998:
+        cte = "8bit"
+    else:
+        cte, raw = "quoted-printable", quopri.encodestring(raw)
+    lines += ["MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"', f"Content-Transfer-Encoding: {cte}"]
+    if p.get("language"):
+        lines.append(f"Content-Language: {p['language']}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    data = head + _DOT_LINE.sub(b"..", _LINE_END.sub(b"\r\n", raw))
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def _address(value: str, utf8: bool) -> str:
+    name, addr = parseaddr(value)
+    if not name:
+        return addr
+    if name.isascii() or utf8:
+        return formataddr((name, addr))
+    return formataddr((name, addr), charset="utf-8")
+
+
+def build(row: Row, sender: str) -> EmailMessage:
+    """The same notice as an :class:`EmailMessage` (the Maildir sink; the reference for :func:`wire`)."""
+    p = row.payload
+    msg = EmailMessage()
+    for name, value in headers(row, sender):
+        msg[name] = value
     msg.set_content(p["body"])
     if p.get("language"):  # after set_content, which replaces the Content-* headers
         msg["Content-Language"] = p["language"]
@@ -94,13 +147,12 @@ class EmailSender:
         return smtp
 
     async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
-        msg = build(row, self.s.sender)
         conn = await self.pool.get()
         try:
             if conn is None or not conn.is_connected:
                 conn = None
                 conn = await self._connect()
-            await transact(conn, msg, handed_over)
+            await transact(conn, row, self.s.sender, handed_over)
         except aiosmtplib.SMTPRecipientRefused as exc:
             if 500 <= exc.code < 600:
                 raise DeliveryPermanent(f"recipient refused ({exc.code})", f"smtp_{exc.code}") from exc
@@ -117,7 +169,7 @@ class EmailSender:
             raise DeliveryRetryable(f"SMTP connection lost: {type(exc).__name__}", "unreachable") from exc
         finally:
             self.pool.put_nowait(conn)
-        return str(msg["Message-ID"])
+        return message_id(row.key, self.s.sender)
 
     async def close(self) -> None:
         while not self.pool.empty():
@@ -129,18 +181,7 @@ class EmailSender:
                     conn.close()
 
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_DOT_LINE = re.compile(rb"^\.", re.MULTILINE)
-
-
-def wire(msg: EmailMessage, *, eight_bit: bool, utf8: bool = False) -> bytes:
-    """The DATA body: CRLF line ends, dot-stuffed, ending in CRLF, without the final ``.``."""
-    data = flatten_message(msg, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
-    data = _DOT_LINE.sub(b"..", _LINE_END.sub(b"\r\n", data))
-    return data if data.endswith(b"\r\n") else data + b"\r\n"
-
-
-async def transact(conn: aiosmtplib.SMTP, msg: EmailMessage, handed_over: HandedOver | None) -> None:
+async def transact(conn: aiosmtplib.SMTP, row: Row, sender_header: str, handed_over: HandedOver | None) -> None:
     """One mail transaction whose point of no return is recorded the moment it is passed.
 
     aiosmtplib's ``send_message`` writes the body with its terminator and awaits the reply; here the
@@ -150,12 +191,12 @@ async def transact(conn: aiosmtplib.SMTP, msg: EmailMessage, handed_over: Handed
     the data and discards the transaction; killed after the commit: the server has the whole
     message. What is left is a kill during the commit itself (a repeat with the same Message-ID).
     """
-    sender, to = parseaddr(str(msg["From"]))[1], parseaddr(str(msg["To"]))[1]
+    sender, to = parseaddr(sender_header)[1], parseaddr(row.payload["to"])[1]
     utf8 = not (sender.isascii() and to.isascii())  # e.g. josé@… : needs the server's SMTPUTF8
     if utf8 and not conn.supports_extension("smtputf8"):
         raise DeliveryPermanent("the relay does not support SMTPUTF8, needed for a non-ASCII address", "smtputf8")
     eight_bit = conn.supports_extension("8bitmime")
-    data = wire(msg, eight_bit=eight_bit, utf8=utf8)
+    data = wire(row, sender_header, eight_bit=eight_bit, utf8=utf8)
     options = (["BODY=8BITMIME"] if eight_bit else []) + (["SMTPUTF8"] if utf8 else [])
     if conn.supports_extension("size"):
         options.append(f"SIZE={len(data) + 3}")
