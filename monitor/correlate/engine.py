@@ -12,8 +12,7 @@ How a failure becomes an incident:
   down gives its topological root. A node root is an *outage*; every down target below it whose
   path leads to it is attached. An endpoint that is its own root is a *single* incident, unless the
   mass-outage rule holds at a still-answering node above it (*suspected*), counting only failures
-  that no open incident or down node explains. An endpoint going down while every parent up to an
-  open outage's (judged) root is down needs no settle: it is attached at once (``_attach_known``).
+  that no open incident or down node explains.
 * An incident already open below a newly found root is folded into it (``merged``), never resolved.
 * Recoveries shrink the affected set. Once the root is back, what is still down after ``grace`` is
   re-evaluated on its own; once nothing is down, the incident resolves after ``hold_down`` of calm,
@@ -158,8 +157,6 @@ class Engine:
                         settle_q.append((due, tid, now))
                         if due < next_due:
                             next_due = due
-                    if is_endpoint and incidents and tid not in unexplained:
-                        self._attach_known(tid)
                     if tid in incidents:
                         self._keep_open(incidents[tid])  # its root failed again within the hold-down
             elif c.old is DOWN or tid in down:
@@ -318,24 +315,6 @@ class Engine:
                 if c not in self._vantage:
                     # its last uplink just failed: judge it again (it may belong to an outage now)
                     self._settle.append((ts + self.s.settle, c, down[c]))
-
-    def _attach_known(self, tid: str) -> None:
-        """An endpoint confirmed DOWN below an open outage whose root is already judged: attach it now.
-
-        Settle waits until a failure's root is known. Here it is: every parent up to the root is
-        down and the root's own failure already opened (or holds) the outage, so waiting would only
-        delay the customer's notice by a settle period (the end-to-end benchmark's chain). Its
-        settle timer still runs: it is then judged like the endpoints the root's walk attached (a
-        root found higher up meanwhile merges the incident, rule 3). Nothing else changes: not
-        while blind, not for a planned or suspected incident, not with an uplink still up (it is
-        not below the root then), and the ``updated`` event still gathers for ``update_interval``.
-        """
-        if self.blind is not None or tid in self._vantage:
-            return
-        root = self._topo_root(tid)
-        inc = self.incidents.get(root)
-        if inc is not None and inc.kind == "outage" and self.member.get(root) == root:
-            self._absorb(inc, (tid,))
 
     def _keep_open(self, inc: Incident) -> None:
         """Something of the incident (or its root) is down again: cancel its hold-down, and its grace
