@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from monitor import selfmetrics
 from monitor.errors import StorageError
-from monitor.logs import event
+from monitor.logs import Episode, event
 from monitor.state import StateChange
 from monitor.store import EventStore
 
@@ -33,7 +33,8 @@ class StoreKeeper:
         self.store = store
         self.run_id = run_id
         self._held: list[StateChange] = []
-        self._failing = False
+        self._trouble = Episode(log, "event store not writable, holding state changes in memory and retrying",
+                                "event store writable again, held state changes recorded")
         self._dropped = 0
 
     @property
@@ -68,10 +69,8 @@ class StoreKeeper:
             return False
         self._held = []
         selfmetrics.STORE_HELD.set(0)
-        if self._failing:
-            self._failing = False
-            event(log, logging.WARNING, "event store writable again, held state changes recorded",
-                  changes=len(batch), dropped=self._dropped)
+        if self._trouble.active:
+            self._trouble.ok(changes=len(batch), dropped=self._dropped)
             self._dropped = 0
         return True
 
@@ -103,7 +102,4 @@ class StoreKeeper:
             self._episode(exc)
 
     def _episode(self, exc: StorageError) -> None:
-        if not self._failing:
-            self._failing = True
-            event(log, logging.ERROR, "event store not writable, holding state changes in memory and retrying",
-                  error=exc, held=len(self._held))
+        self._trouble.failed(error=exc, held=len(self._held))
