@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitor.daemon import Daemon
-from tests.servers.common import free_port
+from tests.servers.common import free_port, until
 from tests.servers.influxdb import InfluxDB1
 from tests.servers.snmpsim import snmpsim
 from tests.snmp_helpers import scalar
@@ -64,13 +64,11 @@ async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
             return influx.rows(q, "monitor")
 
         try:
-            async with asyncio.timeout(90):
-                while not (
-                    len(rows('SELECT * FROM "snmp" WHERE "node" = \'ap-centro-1\'')) >= 2
-                    and rows('SELECT * FROM "state" WHERE "node" = \'cpe-0001\' AND "state" = 1')
-                    and rows('SELECT * FROM "state" WHERE "node" = \'core\' AND "state" = 1')
-                ):
-                    await asyncio.sleep(0.1)
+            await until(lambda: bool(
+                len(rows('SELECT * FROM "snmp" WHERE "node" = \'ap-centro-1\'')) >= 2
+                and rows('SELECT * FROM "state" WHERE "node" = \'cpe-0001\' AND "state" = 1')
+                and rows('SELECT * FROM "state" WHERE "node" = \'core\' AND "state" = 1')), 90,
+                "snmp, icmp and state points in InfluxDB")
         finally:
             daemon.request_stop()
             await asyncio.wait_for(task, 15)
@@ -131,9 +129,8 @@ async def test_recent_incident_annotations_are_written_again_at_start(tmp_path):
         daemon = Daemon(cfg)
         task = asyncio.create_task(daemon.run())
         try:
-            async with asyncio.timeout(60):
-                while not influx.rows('SELECT * FROM "incident"', "monitor"):
-                    await asyncio.sleep(0.1)
+            await until(lambda: bool(influx.rows('SELECT * FROM "incident"', "monitor")), 60,
+                        "the incident annotation written again")
         finally:
             daemon.request_stop()
             await asyncio.wait_for(task, 15)
