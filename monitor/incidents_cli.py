@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,9 @@ from monitor.correlate.settings import parse_duration
 from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, IncidentStore, MaintenanceRow, NotFound
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
+
+ETA_MAX_AHEAD = 366 * 86_400.0  # an estimate further out is a typo (or an attack), not a plan
+_TS_RANGE = (-62_135_596_800.0, 253_402_300_799.0)  # what format_ts can print: years 1 to 9999 UTC
 
 
 class Conflict(ConfigError):
@@ -80,8 +84,13 @@ class IncidentsAPI:
         """Set (or move) the estimated restoration time; the daemon tells the desk and the customers."""
         now = time.time() if now is None else now
         self._open(inc_id)
+        if not math.isfinite(at):
+            raise ConfigError("ETA: expected a finite time")
         if at <= now:
-            raise ConfigError(f"ETA {format_ts(at)} is not in the future")
+            shown = f" {format_ts(at)}" if _TS_RANGE[0] <= at <= _TS_RANGE[1] else ""
+            raise ConfigError(f"ETA{shown} is not in the future")
+        if at > now + ETA_MAX_AHEAD:
+            raise ConfigError(f"ETA is more than {ETA_MAX_AHEAD / 86_400:.0f} days ahead")
         self.store.add_action(inc_id, "eta", by, format_ts(at), now)
 
     def clear_eta(self, inc_id: str, by: str, now: float | None = None) -> None:

@@ -7,88 +7,20 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from monitor.api.server import ApiServer
 from monitor.cli import main
-from monitor.clock import ManualClock
-from monitor.correlate.store import IncidentStore
-from monitor.delivery.service import DeliveryService
-from tests.api_support import TOKEN, api_section, load_with_api
-from tests.delivery_support import T0, delivery_with, ev, ids
-from tests.servers.common import free_port
-
-PUBLIC = "https://noc.isp.example/monitor"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@dataclass
-class Env:
-    server: ApiServer
-    delivery: DeliveryService
-    clock: ManualClock
-    db: Path
-    base: str
-    http: aiohttp.ClientSession
-
-    def store(self) -> IncidentStore:
-        return IncidentStore(self.db)
-
-    def rows(self, action: str) -> list[dict[str, Any]]:
-        return [r for r in self.delivery.outbox.rows() if r["action"] == action]
-
-    def link(self, action: str = "tech_alert", recipient: str = "") -> str:
-        """The ack link in a technician email as rendered into the outbox, aimed at this server (what
-        the reverse proxy at public_url does)."""
-        row = next(r for r in self.rows(action) if r["channel"] == "email" and recipient in r["recipient"])
-        payload = row["payload"] if isinstance(row["payload"], dict) else json.loads(row["payload"])
-        m = re.search(re.escape(PUBLIC) + r"(/ack/\S+)", payload["body"])
-        assert m is not None, payload["body"]
-        return self.base + m.group(1)
-
-
-async def make_env(tmp_path: Path, opened_at: float = T0, **api: Any) -> AsyncIterator[Env]:
-    port = free_port()
-    tmp_path.mkdir(exist_ok=True)
-    inv = load_with_api(tmp_path, api_section(listen=f"127.0.0.1:{port}", **{"public_url": PUBLIC, **api}), 4,
-                        delivery_with(smtp=None, maildir={"path": "mail"}, mqtt=None, desk=None))
-    assert inv.delivery is not None
-    db = tmp_path / "monitor.db"
-    clock = ManualClock(opened_at)
-    svc = DeliveryService(inv, db, inv.delivery, clock)
-    opened = ev("opened", opened_at, ids(4))
-    store = IncidentStore(db)
-    store.save([opened], {}, set(), [])
-    store.close()
-    svc.enqueue([opened])
-    server = ApiServer.for_inventory(inv, db, clock)
-    assert server is not None
-    await server.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Env(server, svc, clock, db, f"http://127.0.0.1:{port}", http)
-    finally:
-        await server.stop()
-        await svc.close()
+from tests.api_support import AUTH, PUBLIC, TOKEN, Env, acked_by, make_env
+from tests.delivery_support import T0, ev, ids
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     async for e in make_env(tmp_path):
         yield e
-
-
-def acked_by(env: Env, inc: str = "INC-000001") -> str | None:
-    store = env.store()
-    try:
-        return store.incident(inc).acked_by
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------------------------------------- auth

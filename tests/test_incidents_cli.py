@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from monitor.cli import main
 from monitor.clock import ManualClock
+from monitor.correlate.incidents import format_ts
 from monitor.correlate.service import CorrelationService
 from monitor.correlate.store import IncidentStore
 from monitor.inventory.loader import load_inventory
@@ -107,21 +109,25 @@ def test_maintenance_mistakes(tmp_path, capsys, extra, message):
 
 
 def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys):
-    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana",
-                 "--at", "2099-11-23T15:00-05:00"]) == 0
-    assert "ETA 2099-11-23T20:00:00Z" in capsys.readouterr().out
+    at = datetime.fromtimestamp(int(time.time()) + 30 * 86400, timezone(timedelta(hours=-5)))
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana", "--at", at.isoformat()]) == 0
+    assert f"ETA {format_ts(at.timestamp())}" in capsys.readouterr().out
     before = time.time()
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "2h"]) == 0
     store = IncidentStore(db)
     assert abs(store.etas()["INC-000001"] - (before + 7200)) < 60  # the newest wins
     assert [a[1] for a in store.actions("INC-000001")] == ["eta", "eta"]
-    assert store.actions("INC-000001")[0][2:4] == ("ana", "2099-11-23T20:00:00Z")
+    assert store.actions("INC-000001")[0][2:4] == ("ana", format_ts(at.timestamp()))
     store.close()
     capsys.readouterr()
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--at", "2020-01-01T00:00Z"]) == 2
     assert "not in the future" in capsys.readouterr().err
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "soon"]) == 2
     assert "--in 'soon'" in capsys.readouterr().err
+    # a year and more ahead is a typo, and year 9999 with an offset is past what a time can print
+    for flag, value in (("--at", "2099-11-23T15:00-05:00"), ("--at", "9999-12-31T23:00:00-05:00"), ("--in", "400d")):
+        assert main(["incidents", "eta", "INC-000001", "--db", str(db), flag, value]) == 2
+        assert "ETA is more than 366 days ahead" in capsys.readouterr().err
 
 
 def test_show_says_a_suspected_incident_was_upgraded(tmp_path, capsys):

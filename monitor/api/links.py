@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from urllib.parse import quote, urlencode
 
 from monitor.api.config import ApiSettings
 from monitor.inventory.model import Secret
+
+_EXP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+_SIG = re.compile(r"[0-9a-f]{64}")
+MAX_FIELD = 100  # characters of the incident id and of "by"
 
 
 class AckLinks:
@@ -44,10 +49,15 @@ class AckLinks:
         The signature is checked first (in constant time), so a forged link never learns whether
         its expiry would have passed; a genuine but expired one says so.
         """
-        if not exp.isdigit() or "|" in incident or "|" in by or not by:
+        if not (_EXP.fullmatch(exp) and _SIG.fullmatch(sig) and _field(incident) and _field(by)):
             return "this link is not valid"
         if not hmac.compare_digest(self.sign(incident, by, int(exp)).encode(), sig.encode()):
             return "this link is not valid"
         if now > int(exp):
             return "this link has expired"
         return None
+
+
+def _field(value: str) -> bool:
+    """A signable part: non-empty, bounded, printable (no lone surrogates), without the separator."""
+    return 0 < len(value) <= MAX_FIELD and value.isprintable() and "|" not in value

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from monitor.correlate.incidents import format_ts
 from monitor.correlate.store import IncidentRow, NotFound
@@ -44,6 +45,8 @@ TEXTS = {
            "customers": "Clientes afectados", "escalation": "Se detiene el escalamiento al siguiente nivel."},
 }
 REFUSALS_ES = {"this link is not valid": "este enlace no es válido", "this link has expired": "este enlace expiró"}
+UNREADABLE = {"en": "this form cannot be read", "es": "no se puede leer este formulario"}
+LINK_FIELDS = ("by", "exp", "sig")
 
 
 class AckPages:
@@ -53,7 +56,7 @@ class AckPages:
 
     async def confirm(self, request: web.Request) -> web.Response:
         """The incident and a confirm button; acknowledges nothing."""
-        inc, fields = request.match_info["id"], dict(request.query)
+        inc, fields = request.match_info["id"], _link_fields(request.query)
         lang = self._lang(fields)
         refused = self._refusal(inc, fields)
         if refused is not None:
@@ -63,8 +66,7 @@ class AckPages:
             return _page(404, lang, TEXTS[lang]["unknown"].format(inc=inc), "")
         t = TEXTS[lang]
         by = fields["by"]
-        hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(fields[k])}">'
-                         for k in ("by", "exp", "sig"))
+        hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(fields[k])}">' for k in LINK_FIELDS)
         body = (f"<dl>{_summary(row, t)}</dl>"
                 + (f"<p>{html.escape(t['already'].format(inc=inc, by=row.acked_by))}</p>" if row.acked_by else "")
                 + f'<form method="post">{hidden}<button type="submit">'
@@ -75,8 +77,12 @@ class AckPages:
     async def acknowledge(self, request: web.Request) -> web.Response:
         """The confirm button: acknowledge as the link's technician (once; a second tap says so)."""
         inc = request.match_info["id"]
-        form = await request.post()
-        fields = {k: str(form.get(k, request.query.get(k, ""))) for k in ("by", "exp", "sig")}
+        try:
+            form = await request.post()  # bounded by client_max_size (413 beyond)
+        except (ValueError, LookupError):  # undecodable bytes, an unknown charset, broken multipart
+            lang = self._lang(_link_fields(request.query))
+            return _page(400, lang, UNREADABLE[lang], "")
+        fields = _link_fields(form, request.query)
         lang = self._lang(fields)
         refused = self._refusal(inc, fields)
         if refused is not None:
@@ -116,6 +122,23 @@ class AckPages:
             return self.server.incidents.store.incident(inc)
         except NotFound:
             return None
+
+
+def _link_fields(*sources: MultiMapping[object]) -> dict[str, str]:
+    """by, exp and sig from the first source that has each (the form before the query string).
+
+    A field given twice in one source, or as a file, is left out, so the link is refused as not
+    valid: the signature covers one value of each, and no link we make repeats one.
+    """
+    fields: dict[str, str] = {}
+    for key in LINK_FIELDS:
+        for source in sources:
+            values = source.getall(key, [])
+            if values:
+                if len(values) == 1 and isinstance(values[0], str):
+                    fields[key] = values[0]
+                break
+    return fields
 
 
 def _summary(row: IncidentRow, t: dict[str, str]) -> str:

@@ -16,15 +16,15 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
 
 from aiohttp import web
 
+from monitor.api import inputs
 from monitor.api.config import ApiSettings
+from monitor.api.inputs import Problem
 from monitor.api.links import AckLinks
 from monitor.api.pages import AckPages
 from monitor.clock import Clock
-from monitor.correlate.incidents import parse_ts
 from monitor.correlate.store import NotFound
 from monitor.errors import ConfigError, MonitorError
 from monitor.incidents_cli import Conflict, IncidentsAPI
@@ -33,18 +33,8 @@ from monitor.logs import event
 
 log = logging.getLogger("monitor.api")
 
-MAX_BODY = 64 * 1024
-MAX_NAME = 100  # characters of "by"
+MAX_BODY = 64 * 1024  # bytes of a request body; aiohttp answers 413 beyond, before reading it
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Problem(Exception):
-    """An error answer: HTTP status and a message for the caller (never a secret)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class ApiServer:
@@ -138,7 +128,8 @@ class ApiServer:
 
     def _authorise(self, request: web.Request) -> None:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: encode them back the same way
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(errors="surrogateescape"),
                                                                  self._token.reveal().encode()):
             raise Problem(401, "missing or wrong bearer token")
 
@@ -150,36 +141,37 @@ class ApiServer:
     # ------------------------------------------------------------ /api/v1
 
     async def _list(self, request: web.Request) -> web.Response:
-        status = request.query.get("status", "open")
+        status = inputs.query(request, ("status",)).get("status", "open")
         if status not in ("open", "all"):
             raise Problem(400, f"status: bad value {status[:20]!r} (expected open or all)")
         return web.json_response(self.incidents.incidents_json(all_=status == "all"))
 
     async def _show(self, request: web.Request) -> web.Response:
-        return web.json_response(self.incidents.show_json(request.match_info["id"]))
+        inputs.query(request, ())
+        return web.json_response(self.incidents.show_json(inputs.incident_id(request)))
 
     async def _ack(self, request: web.Request) -> web.Response:
-        inc = request.match_info["id"]
-        body = await _body(request, ("by", "note"))
-        by, note = _name(body), _text(body, "note", required=False)
+        inc, _ = inputs.incident_id(request), inputs.query(request, ())
+        body = await inputs.body(request, ("by", "note"))
+        by, note = inputs.name(body), inputs.text(body, "note", required=False)
         self.incidents.ack(inc, by, note, now=self.clock.now())
         event(log, logging.INFO, "incident acknowledged", incident=inc, by=by, via="api")
         return web.json_response(self.incidents.show_json(inc))
 
     async def _note(self, request: web.Request) -> web.Response:
-        inc = request.match_info["id"]
-        body = await _body(request, ("by", "text"))
-        self.incidents.note(inc, _name(body), _text(body, "text", required=True), now=self.clock.now())
+        inc, _ = inputs.incident_id(request), inputs.query(request, ())
+        body = await inputs.body(request, ("by", "text"))
+        self.incidents.note(inc, inputs.name(body), inputs.text(body, "text", required=True), now=self.clock.now())
         return web.json_response(self.incidents.show_json(inc))
 
     async def _eta(self, request: web.Request) -> web.Response:
-        inc = request.match_info["id"]
-        body = await _body(request, ("by", "at", "clear"))
-        by = _name(body)
+        inc, _ = inputs.incident_id(request), inputs.query(request, ())
+        body = await inputs.body(request, ("by", "at", "clear"))
+        by = inputs.name(body)
         if body.get("clear") is True and "at" not in body:
             self.incidents.clear_eta(inc, by, now=self.clock.now())
         elif "at" in body and "clear" not in body:
-            self.incidents.eta(inc, by, _when(body["at"]), now=self.clock.now())
+            self.incidents.eta(inc, by, inputs.when(body["at"]), now=self.clock.now())
         else:
             raise Problem(400, 'expected {"at": ISO-8601 or epoch seconds} or {"clear": true}')
         return web.json_response(self.incidents.show_json(inc))
@@ -188,46 +180,3 @@ class ApiServer:
 def _json_error(status: int, message: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="monitor"'} if status == 401 else None
     return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def _bad(message: str) -> NoReturn:
-    raise Problem(400, message)
-
-
-async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON object of a POST; unknown keys are refused (a typo must not be silently ignored)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        _bad("the body is not JSON")
-    if not isinstance(body, dict):
-        _bad("expected a JSON object")
-    for key in body:
-        if key not in allowed:
-            _bad(f"unknown key {str(key)[:40]!r} (allowed: {', '.join(allowed)})")
-    return body
-
-
-def _name(body: dict[str, Any]) -> str:
-    by = body.get("by")
-    if not isinstance(by, str) or not by.strip() or len(by) > MAX_NAME or not by.isprintable():
-        _bad(f"by: expected who does it, a name of 1 to {MAX_NAME} printable characters")
-    return by.strip()
-
-
-def _text(body: dict[str, Any], key: str, *, required: bool) -> str:
-    value = body.get(key, None if required else "")
-    if not isinstance(value, str) or (required and not value.strip()):
-        _bad(f"{key}: expected {'a non-empty' if required else 'a'} string")
-    return value
-
-
-def _when(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return parse_ts(value)
-        except ValueError:
-            pass
-    _bad("at: expected ISO-8601 like 2026-11-24T15:00:00-05:00, or epoch seconds")
