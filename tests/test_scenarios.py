@@ -12,6 +12,7 @@ import io
 import pytest
 
 from monitor.replay import replay, write_events
+from tests.scenario_invariants import check_all
 from tests.scenario_runner import SCENARIOS, check, load, run_service
 
 PATHS = sorted(SCENARIOS.glob("*.yaml"))
@@ -22,8 +23,9 @@ def test_scenario_through_replay(path):
     sc = load(path)  # restarts are the service's: the expected events are those of a run without them
     if sc.resolves:
         pytest.skip("staff actions need the service: covered by test_scenario_through_service")
-    events = list(replay(sc.inventory, sc.settings, sc.lines, windows=sc.windows))
-    check(sc, [e.to_dict() for e in events])
+    events = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines, windows=sc.windows)]
+    check(sc, events)
+    check_all(sc, events)  # the invariants of every scenario (tests/scenario_invariants.py)
 
 
 @pytest.mark.parametrize("name", ["tower_down", "sibling_merge", "churn"])

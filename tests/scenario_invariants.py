@@ -1,0 +1,218 @@
+"""Invariants every scenario must keep, whatever its own expectations say (issue 19).
+
+A scenario file states what one situation must give; these state what no situation may ever give.
+Each check is a small function ``check(run)`` that raises AssertionError naming the scenario, the
+time and the targets; :data:`CHECKS` lists them and ``tests/test_scenarios.py`` runs every one over
+every scenario. To add an invariant, write one more function here and append it to ``CHECKS``.
+
+What a check sees is what the engine's outputs and inputs tell: the incident events, and the
+confirmed state changes the state machine derives from the scenario's outcomes (the same ones the
+engine was fed), so "what was down when" is known without looking inside the engine.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from monitor.correlate.incidents import parse_ts
+from monitor.correlate.topology import Topology
+from monitor.replay import _reasons
+from monitor.state import Confirmation, Observation, State, StateChange, TargetState, step
+from tests.scenario_runner import Scenario
+
+
+@dataclass
+class Run:
+    """One scenario's outcome: its events (as dicts) and the confirmed changes behind them."""
+
+    sc: Scenario
+    events: list[dict[str, Any]]
+    changes: list[StateChange] = field(default_factory=list)
+
+    @cached_property
+    def topo(self) -> Topology:
+        return Topology.from_inventory(self.sc.inventory)
+
+    @cached_property
+    def history(self) -> dict[str, list[tuple[float, State]]]:
+        """target -> [(since, confirmed state)], in time order."""
+        out: dict[str, list[tuple[float, State]]] = {}
+        for c in self.changes:
+            out.setdefault(c.target, []).append((c.ts, c.new))
+        return out
+
+    def state_at(self, target: str, ts: float) -> State:
+        """The confirmed state of ``target`` at ``ts`` (changes at ``ts`` included)."""
+        hist = self.history.get(target, [])
+        i = bisect_right(hist, ts, key=lambda h: h[0])
+        return hist[i - 1][1] if i else State.UNKNOWN
+
+    def label(self, ts: float) -> str:
+        return f"{self.sc.name} at {ts - _epoch():.3f}"
+
+
+def _epoch() -> float:
+    from tests.scenario_runner import EPOCH
+
+    return EPOCH
+
+
+def confirmed_changes(sc: Scenario) -> list[StateChange]:
+    """The transitions the state machine confirms from the scenario's outcomes, as replay's rules do."""
+    rules: dict[str, Confirmation] = {}
+    states: dict[str, TargetState] = {}
+    out: list[StateChange] = []
+    for line in sc.lines:
+        rec = json.loads(line)
+        tid = rec["target"]
+        target = sc.inventory.targets[tid]
+        rule = rules.get(tid)
+        if rule is None:
+            p = target.polling
+            rule = rules[tid] = Confirmation(
+                sc.settings.down_after or p.down_after, sc.settings.up_after or p.up_after, p.degraded_after
+            )
+        if rec["ok"]:
+            reasons = _reasons(target, rec.get("rtt_ms"), rec.get("loss"), sc.name, 0)
+            obs = Observation(reachable=True, degraded_reasons=reasons)
+        else:
+            obs = Observation(reachable=False, detail="no reply")
+        new, change = step(states.get(tid, TargetState()), obs, parse_ts(rec["ts"]), rule, tid)
+        states[tid] = new
+        if change is not None:
+            out.append(change)
+    return out
+
+
+def _ts(e: dict[str, Any]) -> float:
+    return datetime.fromisoformat(e["ts"]).timestamp()
+
+
+# ---------------------------------------------------------------- the invariants
+
+
+def not_blind_while_a_node_above_answers(run: Run) -> None:
+    """While a node above a failing endpoint answers, the monitor is not blind.
+
+    Checked where a blindness is declared from what the monitor sees (share, loss, nothing
+    answering); a configured vantage node that fails is blindness by definition. At that moment no
+    endpoint confirmed DOWN, and not held by an incident opened before, may have a node above it that
+    is confirmed UP (answering, and cleanly: a lossy node does not count as a clear view).
+    """
+    vantage = set(run.sc.settings.vantage)
+    held = _held_by_open_incident(run)
+    for e in run.events:
+        if e["event"] != "opened" or e["kind"] != "blind" or e["root"] in vantage:
+            continue
+        ts = _ts(e)
+        for t in sorted(run.topo.endpoint):
+            if run.state_at(t, ts) is not State.DOWN or t in held(ts):
+                continue
+            answering = [a for a in run.topo.ancestors[t] if run.state_at(a, ts) is State.UP]
+            assert not answering, (
+                f"{run.label(ts)}: blind ({e['incident']}) while {t} is down below {answering} that answer"
+            )
+
+
+def _held_by_open_incident(run: Run) -> Callable[[float], set[str]]:
+    """ts -> endpoints announced as affected by a customer incident open just before ``ts``."""
+    def held(ts: float) -> set[str]:
+        current: dict[str, set[str]] = {}
+        for e in run.events:
+            if _ts(e) >= ts:
+                break
+            if e["event"] in ("opened", "updated") and e["kind"] != "blind":
+                current[e["incident"]] = set(e["affected_endpoints"])
+            elif e["event"] in ("merged", "resolved"):
+                current.pop(e["incident"], None)
+        return set().union(*current.values()) if current else set()
+
+    return held
+
+
+def never_counted_twice(run: Run) -> None:
+    """A failure explained by an open incident never counts again: no endpoint is announced as
+    affected by two open customer incidents at once for longer than one update interval (a move
+    from one incident to another is announced by the donor within ``update_interval``; a merge at
+    once), so no endpoint is the basis of two incidents."""
+    slack = run.sc.settings.update_interval + 1e-6
+    current: dict[str, set[str]] = {}  # open incident -> endpoints it last announced
+    since: dict[tuple[str, str, str], float] = {}  # (incident, incident, endpoint) -> both announce it since
+    for e in run.events:
+        ts = _ts(e)
+        for (a, b, t), first in sorted(since.items()):  # still both, up to this moment
+            assert ts - first <= slack, f"{run.label(ts)}: {t} affected by both {a} and {b} since {run.label(first)}"
+        if e["event"] in ("opened", "updated") and e["kind"] != "blind":
+            current[e["incident"]] = set(e["affected_endpoints"])
+        elif e["event"] in ("merged", "resolved"):
+            current.pop(e["incident"], None)
+        now: dict[tuple[str, str, str], float] = {}
+        ids = sorted(current)
+        for i, a in enumerate(ids):
+            for b in ids[i + 1:]:
+                for t in sorted(current[a] & current[b]):
+                    now[(a, b, t)] = since.get((a, b, t), ts)
+        since = now
+    end = _epoch() + float(run.sc.raw.get("duration", 0))
+    for (a, b, t), first in sorted(since.items()):
+        assert end - first <= slack, f"{run.label(end)}: {t} affected by both {a} and {b} since {run.label(first)}"
+
+
+def many_failing_together_are_not_singles(run: Run) -> None:
+    """Many endpoints below one answering node failing within one interval are never left as singles.
+
+    "Many" is the mass-outage rule's K and P (at least K endpoints and P % of those below the node);
+    "together" is confirmed DOWN within one poll interval while every node above them answered
+    (failures behind a down node are that node's outage, and stragglers after it are h-weather2's
+    rule). An endpoint counts as left a single when a ``single`` incident opens for it while it is
+    still down from that failure.
+    """
+    s, topo = run.sc.settings, run.topo
+    singles: dict[str, list[float]] = {}
+    for e in run.events:
+        if e["event"] == "opened" and e["kind"] == "single":
+            singles.setdefault(e["root"], []).append(_ts(e))
+    if not singles:
+        return
+    fails: list[tuple[float, str, float]] = []  # (down since, endpoint, up again)
+    for t in sorted(topo.endpoint):
+        hist = run.history.get(t, [])
+        for i, (since, state) in enumerate(hist):
+            if state is not State.DOWN:
+                continue
+            if any(run.state_at(a, since) is State.DOWN for a in topo.ancestors[t]):
+                continue
+            until = next((ts for ts, st in hist[i + 1:] if st is not State.DOWN), float("inf"))
+            fails.append((since, t, until))
+    fails.sort()
+    left = [
+        (since, t) for since, t, until in fails if any(since <= ts < until for ts in singles.get(t, ()))
+    ]
+    for i, (since, t) in enumerate(left):
+        together = [u for ts, u in left[i:] if ts - since <= s.interval]
+        for node in topo.ancestors[t]:
+            group = [u for u in together if node in topo.ancestors[u]]
+            below = topo.endpoints_below[node]
+            assert len(group) < s.min_endpoints or len(group) * 100.0 < s.min_share * below, (
+                f"{run.label(since)}: {len(group)} of {below} endpoints below {node} failed within one "
+                f"interval and were left as singles: {group}"
+            )
+
+
+#: every invariant, run over every scenario (append yours)
+CHECKS: list[Callable[[Run], None]] = [
+    never_counted_twice,
+    many_failing_together_are_not_singles,
+]
+
+
+def check_all(sc: Scenario, events: list[dict[str, Any]]) -> None:
+    run = Run(sc, events, confirmed_changes(sc))
+    for check in CHECKS:
+        check(run)
