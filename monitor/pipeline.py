@@ -22,7 +22,7 @@ from monitor.correlate.service import CorrelationService
 from monitor.correlate.settings import CorrelationSettings
 from monitor.delivery.service import DeliveryService
 from monitor.errors import MonitorError
-from monitor.inventory.model import Inventory, MaintenanceSpec
+from monitor.inventory.model import Inventory
 from monitor.keeper import BUSY_TIMEOUT
 from monitor.logs import Episode, event
 from monitor.state import StateChange
@@ -139,21 +139,7 @@ class IncidentPipeline:
 
     def _sync_maintenance(self, inv: Inventory) -> None:
         """Make the store's config-made windows equal the config's ``maintenance:`` list."""
-        store, topo = self.correlation.store, self.correlation.engine.topo
-        now = self.clock.now()
-        wanted = set(inv.maintenance)
-        for row in store.maintenance():
-            if row.author != "config":
-                continue
-            spec = MaintenanceSpec(row.node, row.start, row.end, row.reason)
-            if spec in wanted:
-                wanted.discard(spec)
-            else:
-                store.remove_window(row.id, now)
-        for spec in sorted(wanted, key=lambda m: (m.start, m.node)):
-            store.add_window(spec.node, spec.start, spec.end, spec.reason, "config", topo.customers_below(spec.node),
-                             now)
-        self.correlation.poll_store_now()
+        self.correlation.sync_config_windows(inv.maintenance)
 
     # -- sinks -------------------------------------------------------------------------------
 

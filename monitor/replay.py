@@ -14,12 +14,13 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from monitor.correlate.engine import Engine
 from monitor.correlate.incidents import IncidentEvent, parse_ts
-from monitor.correlate.maintenance import Window
+from monitor.correlate.maintenance import Window, config_windows
 from monitor.correlate.settings import CorrelationSettings, parse_assignments
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError, MonitorError
@@ -54,9 +55,14 @@ def replay(
     windows: Iterable[Window] = (),
     topology: Topology | None = None,
 ) -> Iterator[IncidentEvent]:
-    """Yield the incident events for JSON-lines probe outcomes, in order."""
+    """Yield the incident events for JSON-lines probe outcomes, in order.
+
+    The config's ``maintenance:`` windows are planned as the daemon plans them (``config_windows``);
+    ``windows`` adds others, as ``monitor maintenance add`` does in the daemon.
+    """
     engine = Engine(topology or Topology.from_inventory(inv), settings)
-    engine.set_windows(windows)
+    planned = config_windows(inv.maintenance)
+    engine.set_windows([*planned, *(replace(w, id=len(planned) + i) for i, w in enumerate(windows, 1))])
     targets = inv.targets
     states: dict[str, TargetState] = {}
     rules: dict[str, Confirmation] = {}

@@ -1,8 +1,10 @@
 """Scenario tests as data: a topology, a timeline of outcomes, the incident events expected.
 
 A scenario YAML names nodes and endpoints, when targets stop or start answering, maintenance
-windows, restarts and staff resolving an incident (``{at: 400, resolve: INC-000001}``: the service
-only, ``monitor replay`` takes no staff actions); the runner turns that into the probe outcomes a
+windows (``maintenance:`` added at run time like ``monitor maintenance add``; ``config_maintenance:``
+the config's list, which the daemon syncs into its store and replay plans itself), restarts and
+staff resolving an incident (``{at: 400, resolve: INC-000001}``: the service only, ``monitor
+replay`` takes no staff actions); the runner turns that into the probe outcomes a
 poller would record (every target polled once per interval at its own offset, so children are
 often confirmed before their parents, exactly as in production) and feeds them through
 ``monitor replay``'s pipeline or through the daemon's CorrelationService (which also proves
@@ -11,6 +13,7 @@ persistence and restart).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
@@ -23,7 +26,7 @@ import yaml
 from monitor.correlate.incidents import format_ts
 from monitor.correlate.maintenance import Window
 from monitor.correlate.settings import CorrelationSettings
-from monitor.inventory.model import Customer, Inventory, PollingSettings, ServiceClass, Target
+from monitor.inventory.model import Customer, Inventory, MaintenanceSpec, PollingSettings, ServiceClass, Target
 
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -46,6 +49,11 @@ def load(path: Path) -> Scenario:
     raw = yaml.safe_load(path.read_text())
     interval = float(raw.get("interval", 60))
     inv = _inventory(raw["topology"], interval, path.name)
+    config_windows = tuple(  # the config's ``maintenance:`` list (the daemon syncs it into the store)
+        MaintenanceSpec(w["node"], EPOCH + w["start"], EPOCH + w["end"], w.get("reason", ""))
+        for w in raw.get("config_maintenance") or []
+    )
+    inv = dataclasses.replace(inv, maintenance=config_windows)
     overrides = {str(k): _text(v) for k, v in (raw.get("settings") or {}).items()}
     settings = CorrelationSettings.for_interval(interval).with_overrides(overrides)
     lines = _outcomes(raw, inv, interval)
@@ -193,6 +201,7 @@ def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
     log = EventStore(db)
     poll_every = 0.0 if sc.resolves else 5.0  # staff actions taken at once: the same time with or without restarts
     svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=poll_every)
+    svc.sync_config_windows(sc.inventory.maintenance)  # as the daemon's pipeline does at start
     states: dict[str, TargetState] = {}
     restarts = sorted(sc.restarts)
     resolves = sorted(sc.resolves)

@@ -183,3 +183,36 @@ def test_the_configs_correlation_section_applies_and_set_overrides_it(tmp_path, 
     assert from_config == _run(tmp_path, ap_outage, "--set", "hold_down=10m", name="set.jsonl")
     assert from_config[-1]["ts"] > base[-1]["ts"]
     assert replay_with("--set", f"hold_down={5 * load_inventory(CONFIG).polling.interval:g}", name="o.jsonl") == base
+
+
+def _config_with(tmp_path: Path, extra: str) -> Path:
+    for name in ("customers.csv", "secrets"):
+        if not (tmp_path / name).exists():
+            (tmp_path / name).symlink_to(CONFIG.parent / name)
+    config = tmp_path / "sites.yaml"
+    config.write_text(CONFIG.read_text() + extra)
+    return config
+
+
+def test_the_configs_maintenance_windows_are_planned_as_the_daemon_plans_them(tmp_path, ap_outage):
+    """A what-if over last month must not count planned work as outages (issue 19): the config's
+    ``maintenance:`` windows apply as in the daemon. The AP's failure (minute 5 to 15) inside a
+    window is ``planned``; with a window that ends at minute 10 it becomes an outage then."""
+    def replay_with(config: Path, name: str) -> list[dict]:
+        out = tmp_path / name
+        assert main(["replay", "--config", str(config), "--input", str(ap_outage), "--output", str(out)]) == 0
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    base = _run(tmp_path, ap_outage)
+    assert {e["kind"] for e in base} == {"outage"}
+    window = "  - {node: ap-centro-1, start: \"2026-10-31T19:00:00-05:00\", end: \"%s\", reason: firmware}\n"
+    covered = replay_with(_config_with(tmp_path, "\nmaintenance:\n" + window % "2026-11-01T00:30:00Z"), "p.jsonl")
+    assert [(e["event"], e["kind"]) for e in covered] == [(e["event"], "planned") for e in base]
+    assert [e["affected_endpoints"] for e in covered] == [e["affected_endpoints"] for e in base]
+    # the same window listed twice is one window, as the daemon keeps it
+    twice = "\nmaintenance:\n" + window % "2026-11-01T00:30:00Z" + window % "2026-11-01T00:30:00Z"
+    assert replay_with(_config_with(tmp_path, twice), "twice.jsonl") == covered
+    ends = replay_with(_config_with(tmp_path, "\nmaintenance:\n" + window % "2026-11-01T00:10:00Z"), "e.jsonl")
+    assert ends[0]["kind"] == "planned"
+    upgraded = next(e for e in ends if e["kind"] == "outage")
+    assert (upgraded["event"], upgraded["ts"]) == ("updated", "2026-11-01T00:10:00Z")

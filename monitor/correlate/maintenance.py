@@ -7,7 +7,10 @@ advance, start and end notices are written from.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from monitor.inventory.model import MaintenanceSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +33,14 @@ class WindowEvent:
     window: int
     node: str
     event: str  # "started" | "ended"
+
+
+def config_specs(specs: Iterable[MaintenanceSpec]) -> list[MaintenanceSpec]:
+    """The config's ``maintenance:`` list as the daemon keeps it: each distinct window once, in the
+    order it adds them to the store (so ``monitor replay`` plans exactly what the daemon plans)."""
+    return sorted(set(specs), key=lambda m: (m.start, m.node, m.end, m.reason))
+
+
+def config_windows(specs: Iterable[MaintenanceSpec]) -> list[Window]:
+    """The windows the daemon makes from the config's list, numbered from 1 (for a store-less replay)."""
+    return [Window(i, m.node, m.start, m.end, m.reason) for i, m in enumerate(config_specs(specs), 1)]

@@ -17,16 +17,17 @@ write rows); the service polls for them every ``poll_every`` seconds of its cloc
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from monitor.clock import Clock
 from monitor.correlate.engine import Engine
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, format_ts
+from monitor.correlate.maintenance import config_specs
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.store import IncidentStore
 from monitor.correlate.topology import Topology
-from monitor.inventory.model import Inventory
+from monitor.inventory.model import Inventory, MaintenanceSpec
 from monitor.state import StateChange
 
 log = logging.getLogger("monitor.correlate")
@@ -112,6 +113,29 @@ class CorrelationService:
         self._persist(self._unsaved)
         events, self._unsaved = self._unsaved, []
         return events
+
+    def sync_config_windows(self, specs: Iterable[MaintenanceSpec]) -> None:
+        """Make the store's config-made windows equal the config's ``maintenance:`` list (start, reload).
+
+        Windows added with ``monitor maintenance add`` are left alone; ``monitor replay`` plans the
+        same list (``config_windows``), so a what-if counts planned work as the daemon does.
+        """
+        store, now = self.store, self.clock.now()
+        wanted = config_specs(specs)
+        missing = set(wanted)
+        for row in store.maintenance():
+            if row.author != "config":
+                continue
+            spec = MaintenanceSpec(row.node, row.start, row.end, row.reason)
+            if spec in missing:
+                missing.discard(spec)
+            else:
+                store.remove_window(row.id, now)
+        for spec in wanted:
+            if spec in missing:
+                customers = self.engine.topo.customers_below(spec.node)
+                store.add_window(spec.node, spec.start, spec.end, spec.reason, "config", customers, now)
+        self.poll_store_now()
 
     def poll_store_now(self) -> None:
         """Pick up what was just written to the store (the config's windows at start and reload) at once.
