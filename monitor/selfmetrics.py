@@ -55,6 +55,11 @@ ICMP_STRAY_REPLIES = Counter(
     "icmp_stray_replies", "ICMP replies ignored: unknown id/sequence, wrong source or payload",
     namespace=NS, registry=REGISTRY,
 )
+ICMP_REJECTED_REPLIES = Counter(
+    "icmp_rejected_replies", "ICMP echo replies carrying the token of a waiting request but from the wrong"
+    " source, or with the wrong sequence, identifier or payload: forged or misrouted (also counted as stray)",
+    namespace=NS, registry=REGISTRY,
+)
 SNMP_REBOOTS = Counter(
     "snmp_agent_reboots", "Agent reboots detected from sysUpTime going backwards", namespace=NS, registry=REGISTRY,
 )

@@ -56,6 +56,10 @@ def stray_count() -> float:
     return selfmetrics.REGISTRY.get_sample_value("monitor_icmp_stray_replies_total") or 0.0
 
 
+def rejected_count() -> float:
+    return selfmetrics.REGISTRY.get_sample_value("monitor_icmp_rejected_replies_total") or 0.0
+
+
 def ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
@@ -157,7 +161,7 @@ async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProb
     (token, seq), = [(t, v[2]) for t, v in sock.pending.items() if v[0].address == DROPPED]
     (control_token, control_seq), = [(t, v[2]) for t, v in sock.pending.items() if v[0].address == DROPPED_2]
     ident, pad = sock.ident, sock.template.pad
-    before = stray_count()
+    before, rejected_before = stray_count(), rejected_count()
 
     forge_reply(DROPPED, ident, seq, token, b"X" * len(pad))  # right keys, payload altered
     forge_reply(DROPPED, ident ^ 1, seq, token, pad)  # wrong identifier
@@ -165,6 +169,7 @@ async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProb
     forge_reply("127.0.0.9", ident, seq, token, pad)  # right keys, wrong source
     forge_reply(DROPPED, ident, seq, token ^ 1, pad)  # unknown token
     await until(lambda: stray_count() >= before + 5)
+    assert rejected_count() == rejected_before + 4  # the four that carried the waiting request's token
     assert not victim.done()
     r = await victim
     assert (r.received, r.error) == (0, "timeout")
@@ -173,6 +178,54 @@ async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProb
     # above were rejected for their defect and not because forging does not reach the probe.
     forge_reply(DROPPED_2, ident, control_seq, control_token, pad)
     assert (await control).received == 1
+
+
+def sniffed_requests(spy: socket.socket, ident: int, destinations: set[str]) -> list[tuple[int, int, bytes]]:
+    """(sequence, token, payload after the token) of our echo requests to ``destinations`` read so far."""
+    out = []
+    while True:
+        try:
+            data = spy.recv(65536)
+        except BlockingIOError:
+            return out
+        icmp = data[(data[0] & 0x0F) * 4:]
+        dst = socket.inet_ntoa(data[16:20])
+        if len(icmp) >= 16 and icmp[0] == 8 and dst in destinations:
+            r_ident, seq, token = struct.unpack_from("!HHQ", icmp, 4)
+            if r_ident == ident:
+                out.append((seq, token, icmp[16:]))
+
+
+async def test_replies_forged_from_neighbours_requests_cannot_answer_for_a_silent_target(
+    probe: IcmpProbe, firewall: None,
+) -> None:
+    """Issue 10: an attacker who sees our requests to other targets (same segment, mirrored port)
+    answers for a silent one, guessing its token and sequence near the neighbours' (tokens used to be
+    one counter: ±8 turned a DOWN target UP). It sends from the silent target's own address with the
+    right identifier and payload, so only the token can keep it out."""
+    sock = probe._socks[4]
+    neighbours = ["127.21.3.1", "127.21.3.2"]
+    mask = 0xFFFFFFFFFFFFFFFF
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as spy:
+        spy.setblocking(False)
+        before = stray_count()
+        batch = asyncio.create_task(
+            probe.ping_many([neighbours[0], DROPPED, neighbours[1]], count=1, per_ping_timeout=1.5)
+        )
+        seen: list[tuple[int, int, bytes]] = []
+
+        def both_sniffed() -> bool:
+            seen.extend(sniffed_requests(spy, sock.ident, set(neighbours)))
+            return len(seen) >= 2
+
+        await until(both_sniffed)
+        guesses = {((seq + k) & 0xFFFF, (token + k) & mask, pad) for seq, token, pad in seen for k in range(-8, 9)}
+        for seq, token, pad in guesses:
+            forge_reply(DROPPED, sock.ident, seq, token, pad)
+        # every guess judged (all ignored), or the batch ended early because one was taken
+        await until(lambda: stray_count() >= before + len(guesses) or batch.done())
+        results = await batch
+    assert [(r.address, r.received) for r in results] == [(neighbours[0], 1), (DROPPED, 0), (neighbours[1], 1)]
 
 
 async def test_2000_concurrent_pings_to_distinct_addresses_all_answer(probe: IcmpProbe) -> None:

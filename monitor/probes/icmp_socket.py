@@ -5,8 +5,17 @@ reader callback (``loop.add_reader``) drains all replies and routes each to the 
 64-bit token. A socket per ping would not scale: every raw socket receives a copy of every ICMP
 packet, so with thousands in flight the kernel drops replies and live hosts look down.
 
+Tokens are unpredictable: 64 bits from ``os.urandom`` per request, never derived from another
+request's. Anyone who sees our requests to some targets (the same broadcast domain, a mirrored port)
+learns nothing about the token sent to a silent target, so cannot make it look UP by answering for
+it; the sequence and identifier, which an on-path observer can guess, are checked but are not what
+keeps forgeries out. (Tokens used to be one counter from a random start: requests to neighbours gave
+away a DOWN target's token within ±8, and forged replies turned it UP.)
+
 Replies with an unknown token, wrong sequence or identifier, wrong source or altered payload are
-ignored and counted in ``monitor_icmp_stray_replies``.
+ignored and counted in ``monitor_icmp_stray_replies``; those among them that carry the token of a
+request still waiting (right token, but from the wrong address, or with a wrong sequence, identifier
+or payload: forged or misrouted) are also counted in ``monitor_icmp_rejected_replies``.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ import asyncio
 import errno
 import heapq
 import itertools
+import os
 import random
+import secrets
 import socket
 import struct
 import time
@@ -118,7 +129,6 @@ class IcmpSocket:
         # What send_many needs per request that never changes: type, identifier, checksum base.
         self._request = (t.request_type, ident, t.checksum_base(ident), t.want_checksum)
         self._seq = random.getrandbits(16)
-        self._token = random.getrandbits(64)
         # token -> (poll, index of the request within the poll, sequence, send time)
         self.pending: dict[int, tuple[Echo, int, int, float]] = {}
         # Deadlines of waiting groups: a heap of plain tuples (compared in C) and one loop timer for
@@ -206,12 +216,15 @@ class IcmpSocket:
         pending = self.pending
         sendto = self.sock.sendto
         monotonic = time.monotonic
-        seq, token = self._seq, self._token
+        seq = self._seq
+        # One unpredictable 64-bit token per request, all drawn in one getrandom() call (the hot
+        # path: ~20 ns a token instead of a call per request).
+        tokens = memoryview(os.urandom(8 * len(echoes))).cast("Q")
         try:
-            for echo in echoes:
+            for echo, token in zip(echoes, tokens, strict=True):
                 seq = (seq + 1) & 0xFFFF
-                # Tokens: a random 64-bit start, then a counter, so they never repeat while in flight.
-                token = (token + 1) & 0xFFFFFFFFFFFFFFFF
+                if token in pending:  # 1 in 2**64 / in-flight: never seen, but must not steal an entry
+                    token = _fresh_token(pending)
                 # See EchoTemplate.checksum_base.
                 csum = 0xFFFF - (base + seq + token) % 0xFFFF if checksummed else 0
                 pack_header(packet, 0, request_type, 0, csum, ident, seq, token)
@@ -233,7 +246,7 @@ class IcmpSocket:
                     else:
                         echo.fail(SEND_ERRORS.get(exc.errno or 0, f"send failed: {exc.strerror}"))
         finally:
-            self._seq, self._token = seq, token
+            self._seq = seq
         return retries
 
     async def resend(self, echo: Echo, retry: Retry) -> None:
@@ -349,15 +362,19 @@ class IcmpSocket:
             if n >= off + 16 and buf[off] == reply_type:
                 r_ident, seq, token = unpack(buf, off + 4)
                 entry = pending.get(token)
+                if entry is None:
+                    selfmetrics.ICMP_STRAY_REPLIES.inc()
+                    continue
                 if (
-                    entry is None
-                    or seq != entry[2]
+                    seq != entry[2]
                     or (check_ident and r_ident != ident)
                     or (not buf.startswith(entry[0].packed, 12) if v4raw else src[0] != entry[0].address)
                     or n - off != reply_len
                     or not buf.startswith(pad, off + 16)
                 ):
+                    # A waiting request's token, but not its reply: forged, or answered by another host.
                     selfmetrics.ICMP_STRAY_REPLIES.inc()
+                    selfmetrics.ICMP_REJECTED_REPLIES.inc()
                     continue
                 del pending[token]
                 entry[0].done(entry[1], now - entry[3], None)
@@ -395,6 +412,14 @@ class IcmpSocket:
             entry = self.pending.get(token)
             if entry is not None and dst[0] == entry[0].address:
                 self._on_error(Parsed("unreachable", entry[0].packed, self.ident, seq, token, True))
+
+
+def _fresh_token(pending: dict[int, tuple[Echo, int, int, float]]) -> int:
+    """A random token no request in flight carries."""
+    while True:
+        token = secrets.randbits(64)
+        if token not in pending:
+            return token
 
 
 def _set_buffer(sock: socket.socket, opt: int, force_opt: int, size: int) -> None:
