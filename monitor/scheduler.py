@@ -4,6 +4,13 @@ Offsets are derived from the target id (not random, not list position) so that l
 evenly across the interval and stays put across restarts and config reloads. A global semaphore
 bounds polls in flight; when the machine cannot keep up, the scheduler reports lag and skips missed
 slots instead of queueing work without bound.
+
+Slots are timed on the monotonic clock, never on wall time: an NTP step or ``date -s`` moves wall
+time but not the interval between two polls. (On wall time, stepping the clock back 120 s stopped
+all polling for 120 s, silently; stepping it forward polled every target at once.) The slot grid is
+pinned to wall time once, when the scheduler starts, so a target's polls fall at the same second of
+the interval as before a restart; after a step they keep their pace, and the step is logged once,
+with ``monitor_clock_steps_total``. Wall time is only for stamping results, which the callers do.
 """
 
 from __future__ import annotations
@@ -20,8 +27,12 @@ from typing import Any
 from monitor import selfmetrics
 from monitor.clock import Clock, SystemClock
 from monitor.inventory.model import Target
+from monitor.logs import event
 
 log = logging.getLogger("monitor.scheduler")
+#: A change of (wall − monotonic) larger than this between two looks is a step, not NTP's slewing
+#: (at most 0.5 ms per second).
+STEP_THRESHOLD = 5.0
 
 PollFn = Callable[[Target], Awaitable[None]]
 
@@ -32,9 +43,29 @@ def slot_offset(target_id: str, interval: float) -> float:
 
 
 def next_slot(now: float, interval: float, offset: float) -> float:
-    """The first slot time >= now on the grid ``offset + k * interval`` (epoch seconds)."""
+    """The first slot time >= now on the grid ``offset + k * interval`` (seconds on the slot grid)."""
     k = math.ceil((now - offset) / interval)
     return offset + k * interval
+
+
+class StepWatch:
+    """Notices wall-clock steps from (wall, monotonic) readings: a pure decision, clocks injected.
+
+    While the clock runs normally, wall − monotonic only drifts (NTP slews it by at most 0.5 ms/s);
+    a step moves it at once. Each look compares with the previous one, so slow drift never adds up
+    to a false step, and one step is reported once, however often the watch looks afterwards.
+    """
+
+    def __init__(self, wall: float, monotonic: float, threshold: float = STEP_THRESHOLD) -> None:
+        self._offset = wall - monotonic
+        self._threshold = threshold
+
+    def look(self, wall: float, monotonic: float) -> float | None:
+        """The step in seconds (negative: back) since the previous look, or None when there was none."""
+        offset = wall - monotonic
+        step = offset - self._offset
+        self._offset = offset
+        return step if abs(step) > self._threshold else None
 
 
 class Scheduler:
@@ -50,7 +81,12 @@ class Scheduler:
     ) -> None:
         self._poll = poll
         self._spawn = spawn  # the daemon's TaskGroup.create_task, so the group owns every poll
-        self._clock = clock or SystemClock()
+        self._clock = clock = clock or SystemClock()
+        wall, mono = clock.now(), clock.monotonic()
+        # Slot times are monotonic readings plus this constant: they read as wall time at start (so
+        # offsets stay put across restarts) and never jump with the wall clock.
+        self._to_grid = wall - mono
+        self._steps = StepWatch(wall, mono)
         self._sem = asyncio.Semaphore(concurrency)
         self._targets: dict[str, Target] = {}
         self._generation: dict[str, int] = {}
@@ -73,7 +109,7 @@ class Scheduler:
             if tid not in new:
                 del self._targets[tid]
                 self._generation.pop(tid, None)  # heap entries of removed targets go stale
-        now = self._clock.now()
+        now = self._now()
         for tid, target in new.items():
             old = self._targets.get(tid)
             self._targets[tid] = target
@@ -82,6 +118,18 @@ class Scheduler:
             self._generation[tid] = self._generation.get(tid, 0) + 1
             self._push(tid, next_slot(now, target.polling.interval, slot_offset(tid, target.polling.interval)))
         self._wake.set()
+
+    def _now(self) -> float:
+        """Now on the slot grid: the monotonic clock, shifted to read as wall time at start."""
+        return self._clock.monotonic() + self._to_grid
+
+    def _watch_wall_clock(self) -> None:
+        """Log a wall-clock step once: polling is unaffected, but timestamps around it jump."""
+        step = self._steps.look(self._clock.now(), self._clock.monotonic())
+        if step is not None:
+            selfmetrics.CLOCK_STEPS.inc()
+            event(log, logging.WARNING, "wall clock stepped; polling keeps its pace on the monotonic clock",
+                  step_s=round(step, 3), direction="back" if step < 0 else "forward")
 
     def _push(self, tid: str, due: float) -> None:
         self._seq += 1
@@ -97,6 +145,7 @@ class Scheduler:
 
     async def run(self) -> None:
         while not self._stopping:
+            self._watch_wall_clock()
             if not self._heap:
                 await self._wait(None)
                 continue
@@ -104,14 +153,14 @@ class Scheduler:
             if self._generation.get(tid) != gen:
                 heapq.heappop(self._heap)
                 continue
-            delay = due - self._clock.now()
+            delay = due - self._now()
             if delay > 0:
                 await self._wait(delay)
                 continue
             heapq.heappop(self._heap)
             target = self._targets[tid]
             interval = target.polling.interval
-            now = self._clock.now()
+            now = self._now()
             following = due + interval
             if following <= now:  # fell behind by a whole interval: skip the missed slots
                 following = next_slot(now, interval, slot_offset(tid, interval))
@@ -123,7 +172,7 @@ class Scheduler:
             if self._stopping:
                 self._sem.release()
                 break
-            selfmetrics.SCHEDULER_LAG.observe(max(0.0, self._clock.now() - due))
+            selfmetrics.SCHEDULER_LAG.observe(max(0.0, self._now() - due))
             self._running.add(tid)
             self._idle.clear()
             self._spawn(self._run_one(target))

@@ -24,6 +24,10 @@ SCHEDULER_LAG = Histogram(
     "scheduler_lag_seconds", "How late a poll started relative to its slot", namespace=NS,
     registry=REGISTRY, buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60),
 )
+CLOCK_STEPS = Counter(
+    "clock_steps", "Wall-clock steps (NTP step, date -s) of more than 5 s noticed by the scheduler; polling"
+    " runs on the monotonic clock and is not affected, timestamps around a step jump", namespace=NS, registry=REGISTRY,
+)
 POLLS_SKIPPED = Counter(
     "polls_skipped", "Polls skipped because the previous poll of the same target was still running",
     namespace=NS, registry=REGISTRY,

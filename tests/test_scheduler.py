@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
+import time
 
+import pytest
+
+from monitor import selfmetrics
 from monitor.inventory.model import PollingSettings, Target
-from monitor.scheduler import Scheduler, next_slot, slot_offset
+from monitor.scheduler import Scheduler, StepWatch, next_slot, slot_offset
+from tests.servers.common import until
 
 
 def test_offsets_are_deterministic_and_spread_evenly():
@@ -90,3 +96,62 @@ async def test_reload_keeps_unchanged_targets_and_drops_removed():
         await runner
         await sched.drain()
     assert "t1" not in seen
+
+
+def test_step_watch_reports_a_step_once_and_ignores_slewing():
+    watch = StepWatch(wall=1_790_000_000.0, monotonic=100.0)
+    # NTP slewing: 0.5 ms/s for an hour adds up to 1.8 s, in small moves: never a step
+    for second in range(1, 3601):
+        assert watch.look(1_790_000_000.0 + second * 1.0005, 100.0 + second) is None
+    base = 1_790_000_000.0 + 3600 * 1.0005
+    assert watch.look(base + 1 - 120, 3701.0) == pytest.approx(-120)  # `date -s` two minutes back
+    assert watch.look(base + 2 - 120, 3702.0) is None  # the same step is not reported again
+    assert watch.look(base + 3 + 3600, 3703.0) == pytest.approx(3720)  # and forward
+
+
+class SteppedClock:
+    """The real monotonic clock and a wall clock the test can step, as an NTP step or `date -s` does."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.shift
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@pytest.mark.parametrize("step", [-120.0, 120.0])
+async def test_a_wall_clock_step_neither_delays_nor_bursts_polls(step: float, caplog: pytest.LogCaptureFixture):
+    """Issue 10: on wall-clock slots a step back of 120 s stopped all polling for 120 s, and a step
+    forward polled every target at once. Polls must keep their pace, and the step is logged once."""
+    interval, n = 0.2, 10
+    polls: dict[str, list[float]] = {f"t{i}": [] for i in range(n)}
+
+    async def poll(t: Target) -> None:
+        polls[t.id].append(time.monotonic())
+
+    clock = SteppedClock()
+    steps_before = selfmetrics.REGISTRY.get_sample_value("monitor_clock_steps_total") or 0.0
+    caplog.set_level(logging.WARNING, logger="monitor.scheduler")
+    async with asyncio.TaskGroup() as tg:
+        sched = Scheduler(poll, tg.create_task, concurrency=n, clock=clock)
+        sched.set_targets(target(i, interval) for i in range(n))
+        runner = tg.create_task(sched.run())
+        await until(lambda: all(len(p) >= 2 for p in polls.values()), timeout=10, what="steady polling")
+        clock.shift = step
+        stepped = time.monotonic()
+        await until(lambda: all(len([x for x in p if x > stepped]) >= 3 for p in polls.values()),
+                    timeout=5, what="polls after the step")  # 3 slots take 0.6 s; 120 s on wall slots
+        sched.stop()
+        await runner
+        await sched.drain()
+    # A poll falls on the target's grid only: at most 2 of its slots fit in any 0.3 s (< 2 intervals),
+    # so a third right after the step is a burst.
+    burst = {tid: n for tid, p in polls.items() if (n := len([x for x in p if stepped < x < stepped + 0.3])) > 2}
+    assert burst == {}
+    lines = [r for r in caplog.records if r.getMessage().startswith("wall clock stepped")]
+    assert len(lines) == 1
+    assert lines[0].kv["direction"] == ("back" if step < 0 else "forward")  # type: ignore[attr-defined]
+    assert selfmetrics.REGISTRY.get_sample_value("monitor_clock_steps_total") == steps_before + 1
