@@ -34,6 +34,7 @@ from monitor.logs import event
 log = logging.getLogger("monitor.api")
 
 MAX_BODY = 64 * 1024  # bytes of a request body; aiohttp answers 413 beyond, before reading it
+_HTTP_ERRORS = {404: "no such path", 405: "method not allowed", 413: f"the body is over {MAX_BODY} bytes"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -122,6 +123,10 @@ class ApiServer:
             return _json_error(409, str(exc))
         except ConfigError as exc:
             return _json_error(400, str(exc))
+        except web.HTTPException as exc:  # aiohttp's own 404, 405, 413: as JSON too on /api/
+            if not request.path.startswith("/api/") or exc.status < 400:
+                raise
+            return _json_error(exc.status, _HTTP_ERRORS.get(exc.status, exc.reason.lower()))
         except MonitorError as exc:  # the store failed: say so, keep serving
             event(log, logging.ERROR, "API request failed", path=request.path, error=exc)
             return _json_error(500, "internal error (see the daemon's log)")
