@@ -14,9 +14,9 @@ How a failure becomes an incident:
   mass-outage rule holds at a still-answering node above it (*suspected*), counting only failures
   that no open incident or down node explains.
 * An incident already open below a newly found root is folded into it (``merged``), never resolved.
-* Recoveries shrink the affected set. Once the root is back, what is still down after ``grace`` is
-  re-evaluated on its own; once nothing is down, the incident resolves after ``hold_down`` of calm,
-  so a flapping target keeps one incident open.
+* Recoveries shrink the affected set. Once the root is back, what is still down ``grace`` after its
+  own parent came back is re-evaluated on its own; once nothing is down, the incident resolves
+  after ``hold_down`` of calm, so a flapping target keeps one incident open.
 * A failed vantage node, or too many independent failures at once, is *blindness*: one internal
   incident, and no customer incidents are opened until it has been over for ``blind_recovery``.
 
@@ -27,6 +27,7 @@ order), so a burst of 100k changes is O(n) work overall.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
@@ -71,6 +72,7 @@ class Engine:
         self._blind_quiet = max(settings.blind_min - 1, int(settings.blind_share * len(topo)))
         self._settle: deque[tuple[float, str, float]] = deque()  # (due, target, down since)
         self._grace: deque[tuple[float, str, float]] = deque()  # (due, incident id, grace_from)
+        self.back: dict[str, float] = {}  # node -> when it last came back (each member's own grace)
         self._hold: deque[tuple[float, str, float]] = deque()  # (due, incident id, clear_since)
         self._blind_timer: deque[tuple[float, str, float]] = deque()
         self._recent: deque[tuple[float, str]] = deque()  # endpoint down transitions inside W
@@ -219,6 +221,7 @@ class Engine:
     def restore(
         self, incidents: Sequence[tuple[Incident, Kind, set[str]]], down: dict[str, float], now: float,
         left_down: Mapping[str, tuple[str, float]] | None = None, closed_blind: Incident | None = None,
+        back: Mapping[str, float] | None = None,
     ) -> None:
         """Resume after a restart: open incidents (with basis and everyone affected) and who is down.
 
@@ -229,9 +232,14 @@ class Engine:
         since then is left alone until it changes or is attached again, as without the restart.
         ``closed_blind``: a blindness whose alert staff resolved while it went on; it still holds back
         customer incidents until it ends, as without the restart, and no new blind alert opens.
+        ``back``: node -> when it last came back (the state-change log), for the grace of the members
+        below it (see ``_grace_check``).
         """
         topo, s = self.topo, self.s
         self.now = max(self.now, now)
+        for t, ts in (back or {}).items():
+            if t in topo.parents and topo.children[t]:
+                self.back[t] = max(ts, self.back.get(t, ts))
         for t, since in sorted(down.items(), key=lambda kv: (kv[1], topo.order.get(kv[0], 0))):
             if t in topo.parents:
                 self.down[t] = since
@@ -349,9 +357,17 @@ class Engine:
         down.pop(tid, None)
         self._ignored.pop(tid, None)
         self._unexplained.discard(tid)
-        for c in topo.children[tid]:
-            if c in down and not self._held(c):  # held: not an independent failure before its grace ends
-                self._unexplained.add(c)
+        kids = topo.children[tid]
+        if kids:
+            self.back[tid] = self.now
+        for c in kids:
+            if c in down:
+                key = self.member.get(c)
+                if key is None or key == c:
+                    self._unexplained.add(c)
+                elif (held := self.incidents[key]).grace_from is not None:
+                    # held: not an independent failure before its grace ends, which starts now
+                    self._grace_at(self.now + self.s.grace, held)
         if tid in self._in_window:
             self._in_window.discard(tid)
             rc = self._recent_count
@@ -442,7 +458,7 @@ class Engine:
             if best is self._grace:
                 inc = self.by_id.get(key)
                 if inc is not None and inc.grace_from == stamp:
-                    self._grace_expired(inc)
+                    self._grace_check(inc)
             elif best is self._hold:
                 inc = self.by_id.get(key)
                 if inc is not None and inc.clear_since == stamp:
@@ -480,11 +496,68 @@ class Engine:
         if last > self.now:
             self.now = last
 
+    def _grace_at(self, due: float, inc: Incident) -> None:
+        """One more grace check of ``inc`` at ``due`` (kept in order; no later than now + grace, so the
+        FIFO appends elsewhere stay ordered)."""
+        assert inc.grace_from is not None
+        entry = (due, inc.id, inc.grace_from)
+        q = self._grace
+        i = bisect_left(q, entry)
+        if i == len(q) or q[i] != entry:
+            q.insert(i, entry)
+
+    def _parent_back(self, tid: str) -> float | None:
+        """Since when ``tid``'s own parent (the first of its uplinks back) answers; None while all are down."""
+        down, back = self.down, self.back
+        since: float | None = None
+        for p in self.topo.parents[tid]:
+            if p not in down:
+                b = back.get(p, -_INF)
+                if since is None or b < since:
+                    since = b
+        return since
+
+    def _grace_check(self, inc: Incident) -> None:
+        """The root is back: what is still down once its OWN parent has been back for ``grace`` is judged
+        again, on its own.
+
+        After a tower outage the APs boot a few minutes later and their CPEs re-associate a few minutes
+        after that; counted from the root's return, those slow ones became singles though nothing was
+        wrong with them (scenario tower_slow_recovery). A member whose parent is still down stays
+        (explained by it; its grace starts when that parent is back, see ``_came_back``); the others
+        are checked again when the earliest of their periods ends.
+        """
+        start = inc.grace_from
+        assert start is not None
+        grace, now = self.s.grace, self.now
+        rest: list[str] = []
+        wait = _INF
+        for t in sorted(inc.members, key=self.topo.sort_key):
+            back = self._parent_back(t)
+            if back is None:
+                continue  # its parent is still down: explained by it
+            due = max(start, back) + grace
+            if due <= now:
+                rest.append(t)
+            elif due < wait:
+                wait = due
+        if wait < _INF:
+            self._grace_at(wait, inc)
+        if len(rest) < len(inc.members):
+            if rest:
+                self._judge_again(inc, rest)
+            return
+        self._grace_expired(inc)
+
     def _grace_expired(self, inc: Incident) -> None:
         """Targets still down after the root came back: each is judged again, on its own."""
         inc.grace_from = None
         self.changed.add(inc.id)
-        rest = sorted(inc.members, key=self.topo.sort_key)
+        self._judge_again(inc, sorted(inc.members, key=self.topo.sort_key))
+        self._check_clear(inc)
+
+    def _judge_again(self, inc: Incident, rest: list[str]) -> None:
+        """Detach ``rest`` (still down, grace over) from ``inc`` and judge each again, on its own."""
         for t in rest:
             del self.member[t]
             inc.members.discard(t)
@@ -500,7 +573,6 @@ class Engine:
         for t in rest:
             if t not in self.member:  # an earlier one may have gathered it already
                 self._evaluate(t)
-        self._check_clear(inc)
 
     # ---------------------------------------------------------------- decisions
 

@@ -52,17 +52,23 @@ class CorrelationService:
         self._next_poll = 0.0
         self._maintenance_rev = ""
         self._done_actions: list[int] = []
-        self.engine = self._resumed(Topology.from_inventory(inventory), self.store.down_states())
+        self.engine = self._resumed(Topology.from_inventory(inventory), self.store.down_states(), None)
         self._poll_store(clock.now(), force=True)
         #: what resuming decided (e.g. incidents whose targets recovered while the daemon was down)
         self.startup_events = self.engine.tick(clock.now())
         self._persist(self.startup_events)
 
-    def _resumed(self, topo: Topology, down: dict[str, float]) -> Engine:
+    def _resumed(self, topo: Topology, down: dict[str, float], back: dict[str, float] | None) -> Engine:
+        """An engine resuming the store's open incidents. ``back`` (node -> when it came back: the grace
+        of what is still down below it counts from then) comes from the state-change log when None
+        (a start; a reload hands over the engine's), read only while a grace period is running."""
         now = self.clock.now()
         engine = Engine(topo, self.settings, start=now, next_seq=self.store.next_seq())
         open_incidents = self.store.load_open()
-        engine.restore(open_incidents, down, now, self.store.left_down(), self.store.closed_blind())
+        if back is None:
+            graces = [inc.grace_from for inc, _, _ in open_incidents if inc.grace_from is not None]
+            back = self.store.came_back(min(graces)) if graces else {}
+        engine.restore(open_incidents, down, now, self.store.left_down(), self.store.closed_blind(), back)
         if open_incidents:
             log.info("resumed %d open incidents", len(open_incidents))
         return engine
@@ -86,7 +92,7 @@ class CorrelationService:
         self._unsaved += self.engine.tick(self.engine.now)
         self._save()
         down = dict(self.engine.down)
-        self.engine = self._resumed(Topology.from_inventory(inventory), down)
+        self.engine = self._resumed(Topology.from_inventory(inventory), down, dict(self.engine.back))
         self._maintenance_rev = ""
         self._poll_store(self.clock.now(), force=True)
         self._unsaved += self.engine.tick(self.clock.now())

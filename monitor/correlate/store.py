@@ -243,6 +243,15 @@ class IncidentStore:
         rows = self.db.execute("SELECT target, since FROM target_state WHERE state = ?", (State.DOWN.value,))
         return {t: since for t, since in rows}
 
+    def came_back(self, since: float) -> dict[str, float]:
+        """Targets that came back (left DOWN) at or after ``since``, with the last such time: the grace
+        of an open incident's members counts from their own parent's return (``Engine.restore``)."""
+        rows = self.db.execute(
+            "SELECT target, MAX(ts) FROM state_changes WHERE ts >= ? AND old = ? GROUP BY target",
+            (since, State.DOWN.value),
+        )
+        return {t: ts for t, ts in rows}
+
     # ------------------------------------------------------------ queries (CLI, reports, delivery)
 
     def incidents(self, *, status: str | None = "open", limit: int = 100) -> list[IncidentRow]:
