@@ -205,10 +205,30 @@ def many_failing_together_are_not_singles(run: Run) -> None:
             )
 
 
+def one_incident_per_cause(run: Run) -> None:
+    """The number of incidents opened for one physical cause is one (the root), whatever the loss
+    pattern below it. Checked where a scenario declares its cause (``expect: {cause: node}``): every
+    incident it opens stands at that node, except ones folded into it (``merged`` into the root's
+    incident: decided early, then explained), and exactly one stands there."""
+    cause = run.sc.expect.get("cause")
+    if not cause:
+        return
+    opened = {e["incident"]: e for e in run.events if e["event"] == "opened" and e["kind"] != "blind"}
+    folded = {e["incident"]: e["into"] for e in run.events if e["event"] == "merged"}
+    standing = sorted(i for i in opened if i not in folded)
+    assert [opened[i]["root"] for i in standing] == [cause], (
+        f"{run.sc.name}: one cause ({cause}), incidents standing at "
+        f"{[(i, opened[i]['kind'], opened[i]['root']) for i in standing]}"
+    )
+    for child, into in sorted(folded.items()):
+        assert into in standing, f"{run.sc.name}: {child} folded into {into}, not into the cause's incident"
+
+
 #: every invariant, run over every scenario (append yours)
 CHECKS: list[Callable[[Run], None]] = [
     never_counted_twice,
     many_failing_together_are_not_singles,
+    one_incident_per_cause,
 ]
 
 

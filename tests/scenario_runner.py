@@ -140,18 +140,62 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
         for t in rng.sample(pool, round(len(pool) * churn["share"])):
             start = rng.uniform(churn["from"], churn["to"])
             fail.setdefault(t, []).append([start, start + churn.get("off", duration)])
-    polls: list[tuple[float, int, str, bool]] = []
+    lossy = _lossy_links(raw, inv)
+    polls: list[tuple[float, int, str, bool, float | None]] = []
     for i, tid in enumerate(order):
         spans = fail.get(tid, [])
+        links = lossy.get(tid, [])
         k = 0
         while (t := k * interval + offsets[tid]) < duration:
             ok = not any(a <= t < b for a, b in spans)
-            polls.append((t, i, tid, ok))
+            loss = None
+            for link in links:
+                if ok and link.start <= t < link.end:
+                    loss = link.loss
+                    ok = link.rng.random() >= link.drop
+            polls.append((t, i, tid, ok, loss))
             k += 1
     polls.sort()
     return [
-        json.dumps({"ts": format_ts(EPOCH + t), "target": tid, "ok": ok}) + "\n" for t, _, tid, ok in polls
+        json.dumps({"ts": format_ts(EPOCH + t), "target": tid, "ok": ok, **({"loss": loss} if ok and loss else {})})
+        + "\n"
+        for t, _, tid, ok, loss in polls
     ]
+
+
+@dataclass
+class _Lossy:
+    start: float
+    end: float
+    loss: float  # fraction every answered poll reports
+    drop: float  # probability that a poll loses all its pings (no reply at all)
+    rng: random.Random
+
+
+def _lossy_links(raw: dict[str, Any], inv: Inventory) -> dict[str, list[_Lossy]]:
+    """Rain fade: ``{at, until, lossy: node, loss, drop, drop_root, seed}`` in the timeline.
+
+    The node and everything below it answer with ``loss``; each poll of a target below the node
+    loses all its pings with probability ``drop`` (a number, or ``[lo, hi]``: each target draws its
+    own, so the loss below the root varies), the node's own polls with ``drop_root`` (default 0).
+    """
+    out: dict[str, list[_Lossy]] = {}
+    for step in raw.get("timeline", []):
+        node = step.get("lossy")
+        if not node:
+            continue
+        seed = step.get("seed", 1)
+        for tid in sorted(below(inv, [node])):
+            pick = random.Random(f"{seed}:pick:{tid}")
+            drop = step.get("drop", 0.0) if tid != node else step.get("drop_root", 0.0)
+            if isinstance(drop, list):
+                drop = pick.uniform(float(drop[0]), float(drop[1]))
+            link = _Lossy(
+                float(step["at"]), float(step["until"]), float(step["loss"]), float(drop),
+                random.Random(f"{seed}:{tid}"),
+            )
+            out.setdefault(tid, []).append(link)
+    return out
 
 
 def check(sc: Scenario, events: list[dict[str, Any]]) -> None:
@@ -182,6 +226,7 @@ def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
     from monitor.correlate.incidents import parse_ts
     from monitor.correlate.service import CorrelationService
     from monitor.correlate.store import IncidentStore
+    from monitor.replay import _reasons
     from monitor.state import Confirmation, Observation, TargetState, restored, step
     from monitor.store import EventStore
 
@@ -225,7 +270,9 @@ def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
             events += svc.tick(ts)
             now = ts
         tid = rec["target"]
-        obs = Observation(reachable=rec["ok"], detail="" if rec["ok"] else "no reply")
+        loss = rec.get("loss")
+        reasons = _reasons(sc.inventory.targets[tid], None, loss, "scenario", 0) if rec["ok"] and loss else ()
+        obs = Observation(reachable=rec["ok"], degraded_reasons=reasons, detail="" if rec["ok"] else "no reply")
         new, change = step(states.get(tid, TargetState()), obs, ts, rules[tid], tid)
         states[tid] = new
         if change is not None:

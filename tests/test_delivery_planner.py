@@ -445,3 +445,28 @@ def test_eta_min_change_comes_from_the_config(tmp_path: Path) -> None:
     assert by_action(tick(T0 + 60, etas={"INC-000001": eta}))["ticket_comment"] == 1
     assert tick(T0 + 120, etas={"INC-000001": eta + 1799}) == [] and run.last == []
     assert by_action(tick(T0 + 180, etas={"INC-000001": eta + 1800})) == Counter({"ticket_comment": 1})
+
+
+def test_degraded_tells_the_technicians_once_and_customers_only_if_configured(tmp_path: Path) -> None:
+    """A lossy link (rain fade): one ticket and one on-call alert for the whole incident, however its
+    flickering endpoints come and go; customers hear nothing unless ``customers.kinds`` lists
+    ``degraded``, and then a "degraded service" notice, not an outage notice."""
+    inv = load(tmp_path)
+    run = Run(ctx_of(inv))
+    acts = by_action(run.feed(ev("opened", T0, ids(3, 0), kind="degraded")))
+    assert acts["ticket_open"] == 1 and acts["tech_alert"] == 1 and acts["customer_opened"] == 0
+    for k in range(1, 6):  # the flicker: the affected set changes every few minutes
+        acts = by_action(run.feed(ev("updated", T0 + 120 * k, ids(1 + k % 3, 0), kind="degraded")))
+        assert acts["tech_alert"] == 0 and acts["ticket_open"] == 0 and acts["customer_opened"] == 0
+    inv2 = load(tmp_path / "..", delivery=base_delivery(customers={"kinds": ["outage", "suspected", "degraded"]}))
+    run2 = Run(ctx_of(inv2))
+    items = run2.feed(ev("opened", T0, ids(2, 0), kind="degraded"))
+    notices = {i.recipient: i for i in items if i.action == "customer_opened"}
+    assert set(notices) == {"c1@example.com", "c2@example.com"}
+    renderer = Renderer()
+    subject_es, es = renderer.render("customer_opened", "email", "es", notices["c1@example.com"].data)
+    subject_en, en = renderer.render("customer_opened", "email", "en", notices["c2@example.com"].data)
+    _, sms = renderer.render("customer_opened", "sms", "es", notices["c1@example.com"].data)
+    assert "Servicio degradado" in subject_es and "lento o cortarse por momentos" in es and "Detectamos" not in es
+    assert "Degraded service" in subject_en and "slow or drop now and then" in en and "outage" not in subject_en
+    assert "servicio degradado" in sms and "Ya trabajamos en ello." in sms

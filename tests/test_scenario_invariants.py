@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from monitor.replay import replay
-from tests.scenario_invariants import Run, confirmed_changes, many_failing_together_are_not_singles, never_counted_twice
+from tests.scenario_invariants import (
+    Run,
+    confirmed_changes,
+    many_failing_together_are_not_singles,
+    never_counted_twice,
+    one_incident_per_cause,
+)
 from tests.scenario_runner import SCENARIOS, load
 
 
@@ -35,3 +41,13 @@ def test_an_endpoint_held_by_two_incidents_is_caught():
     run.events.insert(1, {**first, "incident": "INC-999999", "kind": "single"})
     with pytest.raises(AssertionError, match="affected by both"):
         never_counted_twice(run)
+
+
+def test_a_flicker_below_a_lossy_link_opened_as_its_own_incident_is_caught():
+    run = _run("rain_fade_backhaul")
+    one_incident_per_cause(run)  # as the engine decides: one degraded incident at the backhaul
+    first = run.events[0]
+    assert (first["event"], first["kind"], first["root"]) == ("opened", "degraded", "bh-norte")
+    run.events.insert(1, {**first, "incident": "INC-999999", "kind": "outage", "root": "ap-n2"})
+    with pytest.raises(AssertionError, match="one cause"):
+        one_incident_per_cause(run)

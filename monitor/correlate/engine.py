@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import not_
 
+from monitor.correlate.degraded import loss_top, shows_loss
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, incident_id
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.correlate.settings import CorrelationSettings
@@ -90,6 +91,10 @@ class Engine:
         self._windows: list[Window] = []
         self._active: dict[int, Window] = {}
         self._covered: dict[str, int] = {}  # node -> number of active windows on it
+        # nodes whose own polls show loss (DEGRADED by loss; kept while down, until they answer cleanly
+        # again) -> since: failures below are theirs
+        self.lossy: dict[str, float] = {}
+        self._fading: dict[str, float] = {}  # root of a degraded incident whose loss ended -> grace_from
 
     # ---------------------------------------------------------------- input
 
@@ -116,7 +121,8 @@ class Engine:
         recent, in_window, rc = self._recent, self._in_window, self._recent_count
         settle_q, settle_for = self._settle, self.s.settle
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
-        DOWN = State.DOWN
+        lossy = self.lossy  # kept while such a node is down: its last answers showed loss
+        DOWN, DEGRADED = State.DOWN, State.DEGRADED
         next_due = self._next_due()
         n = 0
         for c in changes:
@@ -162,7 +168,12 @@ class Engine:
                     if tid in incidents:
                         self._keep_open(incidents[tid])  # its root failed again within the hold-down
             elif c.old is DOWN or tid in down:
+                if rec[1] and (c.new is DEGRADED or lossy):
+                    self._loss_changed(c)
                 self._came_back(tid)
+                next_due = self._next_due()
+            elif rec[1] and (c.new is DEGRADED or lossy):
+                self._loss_changed(c)
                 next_due = self._next_due()
             if (
                 self.blind is not None
@@ -276,6 +287,8 @@ class Engine:
                     self._touch(inc)
             if inc.grace_from is not None:
                 grace.append((inc.grace_from + s.grace, inc.id, inc.grace_from))
+                if basis == "degraded":
+                    self._fading[inc.root] = inc.grace_from
             if inc.clear_since is not None:
                 hold.append((inc.clear_since + s.hold_down, inc.id, inc.clear_since))
         for t, key in self.member.items():
@@ -299,6 +312,7 @@ class Engine:
             for t, since in self.down.items()
             if t not in self.member and t not in self._vantage and t not in self._ignored
         ]
+        pending += self._lossy_rejudge()
         self._settle.extend(sorted(pending, key=lambda p: (p[0], topo.order.get(p[1], 0))))
         blind = self.blind
         if blind is not None and blind.clear_since is not None and self._blind_cause() is None:
@@ -401,10 +415,12 @@ class Engine:
             return inc.root not in self.down
         if basis == "suspected":
             return len(inc.members) < self.s.min_endpoints
+        if basis == "degraded":
+            return inc.root not in self.lossy and inc.root not in self.down
         return False
 
     def _check_clear(self, inc: Incident) -> None:
-        if not inc.members and inc.root not in self.down and inc.clear_since is None:
+        if not inc.members and inc.root not in self.down and inc.root not in self.lossy and inc.clear_since is None:
             inc.clear_since = self.now
             self._hold.append((self.now + self.s.hold_down, inc.id, self.now))
             self.changed.add(inc.id)
@@ -609,6 +625,10 @@ class Engine:
     def _desired(self, tid: str) -> tuple[str, Kind]:
         topo = self.topo
         root = self._topo_root(tid)
+        if self.lossy or self._fading:
+            top = self._loss_top(root)
+            if top is not None:
+                return top, "degraded"
         if root != tid or tid not in topo.endpoint:
             return root, "outage"
         since = self.down[tid]
@@ -670,6 +690,10 @@ class Engine:
         root, basis = self._desired(tid)
         if root in self._vantage:
             return
+        if basis == "outage" and root in self.lossy and self.now - self.down[root] < self.s.degraded_settle:
+            basis = "degraded"  # its last answers showed loss: an outage only once it stays down
+            if tid == root:
+                self._settle.append((self.now + self.s.settle, tid, self.down[tid]))  # judge it again then
         inc = self.incidents.get(root)
         if inc is None:
             inc = self._open(root, basis)
@@ -679,8 +703,13 @@ class Engine:
                 self._absorb(inc, self._mass_members(root))
         elif basis == "outage" and self.basis[inc.id] == "suspected" and root in self.down:
             self._upgrade(inc)
+        elif basis == "outage" and tid == root and self.basis[inc.id] == "degraded":
+            self._upgrade_degraded(inc)  # the lossy link really stopped: an outage now
         elif tid == root and basis == "outage" and self.member.get(tid) != root:
             self._absorb(inc, self._down_subtree(root))  # the root failed again within its hold-down
+        if basis == "degraded":
+            self._attach_lossy(inc, tid)
+            return
         if self.member.get(tid) == root:
             return  # already attached (typically by the root's own walk over its subtree)
         if tid in self.topo.endpoint:
@@ -847,6 +876,98 @@ class Engine:
             self._touch(inc)
             self._forced.add(inc.id)
             self.changed.add(inc.id)
+
+    # ---------------------------------------------------------------- lossy links (see degraded.py)
+
+    def restore_loss(self, last_answers: Mapping[str, tuple[float, str]]) -> None:
+        """Before ``restore``: nodes down or degraded whose last answers (ts, reason) showed loss."""
+        for t, (ts, reason) in sorted(last_answers.items()):
+            if t in self.topo and shows_loss(reason):
+                self.lossy[t] = ts
+
+    def _lossy_rejudge(self) -> list[tuple[float, str, float]]:
+        """On restore: lossy nodes down at the root of their degraded incident are judged again every
+        settle period until they have been down ``degraded_settle`` (see ``_evaluate``): resume that
+        chain where it would be without the restart (the same float steps, so the same times)."""
+        out = []
+        for t, since in self.down.items():
+            inc = self.incidents.get(t)
+            if inc is not None and t in self.lossy and self.member.get(t) == t and self.basis[inc.id] == "degraded":
+                due = since + self.s.settle
+                while due < self.now:
+                    due += self.s.settle
+                out.append((due, t, since))
+        return out
+
+    def _loss_changed(self, c: StateChange) -> None:
+        """A node's own polls started or stopped showing loss (its DEGRADED state, by loss)."""
+        tid, lossy = c.target, self.lossy
+        inc = self.incidents.get(tid)
+        if c.new is State.DEGRADED and shows_loss(c.reason):
+            if tid in lossy:
+                return
+            lossy[tid] = c.ts
+            self._fading.pop(tid, None)
+            if inc is not None:
+                self._keep_open(inc)  # the loss is back: no grace, no hold-down while it lasts
+            self._fold_below(tid)
+        elif lossy.pop(tid, None) is not None and inc is not None and tid not in self.down:
+            self._shrunk(inc)  # loss over: grace for what is still down below, then the hold-down
+            if self.basis[inc.id] == "degraded" and inc.grace_from is not None:
+                self._fading[tid] = inc.grace_from
+
+    def _loss_top(self, root: str) -> str | None:
+        fading = self._fading
+        for a in [a for a, since in fading.items() if (i := self.incidents.get(a)) is None or i.grace_from != since]:
+            del fading[a]  # its grace period ended or the incident closed
+        return loss_top(self.topo.ancestors.get(root, ()), self.lossy, fading)
+
+    def _attach_lossy(self, inc: Incident, tid: str) -> None:
+        """A failure below a lossy node joins its incident, with the down subtree it explains."""
+        if self.member.get(tid) == inc.root:
+            return
+        origin = self._topo_root(tid)
+        targets = (tid,) if self.member.get(origin) == inc.root else self._down_subtree(origin)
+        self._absorb(inc, targets)
+        self._unexplained.difference_update(targets)  # explained by the lossy link (not blindness)
+
+    def _upgrade_degraded(self, inc: Incident) -> None:
+        """The lossy node itself stayed down for its settle period: the link stopped, same incident."""
+        self.basis[inc.id] = "outage"
+        self._fading.pop(inc.root, None)
+        self.changed.add(inc.id)
+        self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
+        self._absorb(inc, self._down_subtree(inc.root))
+
+    def _fold_below(self, node: str) -> None:
+        """Incidents opened below a node just before its loss was confirmed are its: merge them in.
+
+        A loss is confirmed after ``degraded_after`` polls (3 by default) while a target beyond it can
+        be confirmed down, settled and judged a little earlier; those incidents are folded into the
+        node's ``degraded`` incident (``merged``, ``into`` it), as blindness folds its early ones.
+        """
+        if self.blind is not None:
+            return
+        top = self._loss_top(node) or node
+        horizon = self.now - self.s.settle - 3 * self.s.interval
+        ancestors = self.topo.ancestors
+        recent = [
+            i for i in self.incidents.values()
+            if i.opened_at >= horizon and i.root != top and top in ancestors.get(i.root, ())
+            and self.basis[i.id] in ("single", "outage", "suspected", "degraded")
+        ]
+        if not recent:
+            return
+        into = self.incidents.get(top) or self._open(top, "degraded")
+        for old in sorted(recent, key=lambda i: i.seq):
+            if old.id not in self.by_id:
+                continue  # merged already by an earlier one's move
+            moved = sorted(old.members, key=self.topo.sort_key)
+            self._absorb(into, moved)
+            self._unexplained.difference_update(moved)
+            if old.id in self.by_id:
+                self._merge(old, into, [])
+        self._check_clear(into)
 
     # ---------------------------------------------------------------- blindness
 

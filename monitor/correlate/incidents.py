@@ -3,7 +3,8 @@
 Kinds: ``outage`` (a node confirmed down, everything it explains attached), ``suspected`` (many
 endpoints below a still-answering node failed together), ``single`` (one endpoint alone),
 ``planned`` (inside a maintenance window: no alarm, excluded from availability), ``blind`` (the
-monitor itself cannot see: internal alert only, time excluded from reports).
+monitor itself cannot see: internal alert only, time excluded from reports), ``degraded`` (a node
+whose own polls show loss, with the failures below it that the loss explains: rain fade).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-Kind = Literal["outage", "suspected", "single", "planned", "blind"]
+Kind = Literal["outage", "suspected", "single", "planned", "blind", "degraded"]
 EventType = Literal["opened", "updated", "merged", "resolved"]
-KINDS: tuple[Kind, ...] = ("outage", "suspected", "single", "planned", "blind")
+KINDS: tuple[Kind, ...] = ("outage", "suspected", "single", "planned", "blind", "degraded")
 
 
 @dataclass(slots=True)

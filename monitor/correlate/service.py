@@ -58,12 +58,20 @@ class CorrelationService:
         self.startup_events = self.engine.tick(clock.now())
         self._persist(self.startup_events)
 
-    def _resumed(self, topo: Topology, down: dict[str, float], back: dict[str, float] | None) -> Engine:
+    def _resumed(
+        self, topo: Topology, down: dict[str, float], back: dict[str, float] | None,
+        lossy: dict[str, float] | None = None,
+    ) -> Engine:
         """An engine resuming the store's open incidents. ``back`` (node -> when it came back: the grace
         of what is still down below it counts from then) comes from the state-change log when None
-        (a start; a reload hands over the engine's), read only while a grace period is running."""
+        (a start; a reload hands over the engine's), read only while a grace period is running;
+        ``lossy`` (nodes whose last answers showed loss) likewise."""
         now = self.clock.now()
         engine = Engine(topo, self.settings, start=now, next_seq=self.store.next_seq())
+        if lossy is None:
+            engine.restore_loss(self.store.last_answers([t for t, kids in topo.children.items() if kids]))
+        else:
+            engine.lossy.update(lossy)
         open_incidents = self.store.load_open()
         if back is None:
             graces = [inc.grace_from for inc, _, _ in open_incidents if inc.grace_from is not None]
@@ -92,7 +100,9 @@ class CorrelationService:
         self._unsaved += self.engine.tick(self.engine.now)
         self._save()
         down = dict(self.engine.down)
-        self.engine = self._resumed(Topology.from_inventory(inventory), down, dict(self.engine.back))
+        self.engine = self._resumed(
+            Topology.from_inventory(inventory), down, dict(self.engine.back), dict(self.engine.lossy)
+        )
         self._maintenance_rev = ""
         self._poll_store(self.clock.now(), force=True)
         self._unsaved += self.engine.tick(self.clock.now())

@@ -30,6 +30,9 @@ class CorrelationSettings:
     blind_min: int = 10  # ... and at least this many of them (tiny networks are never "blind")
     blind_recovery: float = 120.0  # blindness ends after the cause has been clear this long
     update_interval: float = 60.0  # at most one "updated" event per incident this often
+    # a node whose last answers showed loss must stay down this long before its degraded incident
+    # becomes an outage (rain fade loses whole polls now and then; a link that stopped stays down)
+    degraded_settle: float = 300.0
     vantage: tuple[str, ...] = ()  # the daemon's own uplink/gateway nodes
     down_after: int | None = None  # replay only: override every target's confirmation counts
     up_after: int | None = None
@@ -45,6 +48,7 @@ class CorrelationSettings:
             grace=5 * interval,
             blind_recovery=2 * interval,
             update_interval=interval,
+            degraded_settle=5 * interval,
         )
 
     def with_overrides(self, overrides: Mapping[str, str], source: str = "--set") -> CorrelationSettings:
@@ -76,7 +80,7 @@ class CorrelationSettings:
         for name in ("interval", "settle", "window", "update_interval"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("hold_down", "grace", "blind_recovery"):
+        for name in ("hold_down", "grace", "blind_recovery", "degraded_settle"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_endpoints < 1:
@@ -95,7 +99,9 @@ class CorrelationSettings:
 
 ALIASES = {"K": "min_endpoints", "P": "min_share", "W": "window", "hold-down": "hold_down", "holddown": "hold_down"}
 _FIELDS = {f.name: f for f in fields(CorrelationSettings)}
-_DURATIONS = {"interval", "settle", "window", "hold_down", "grace", "blind_recovery", "update_interval"}
+_DURATIONS = {
+    "interval", "settle", "window", "hold_down", "grace", "blind_recovery", "update_interval", "degraded_settle",
+}
 _INTS = {"min_endpoints", "blind_min", "down_after", "up_after"}
 _NOT_DERIVED = ("min_endpoints", "min_share", "blind_share", "blind_min", "vantage", "down_after", "up_after")
 

@@ -252,6 +252,29 @@ class IncidentStore:
         )
         return {t: ts for t, ts in rows}
 
+    def last_answers(self, nodes: Sequence[str]) -> dict[str, tuple[float, str]]:
+        """Per node now DEGRADED or DOWN: (ts, reason) of its latest transition to an answering state.
+
+        What the engine needs to resume which links were showing loss (``Engine.restore_loss``):
+        a node that went down after answering with loss still explains the failures below it.
+        """
+        out: dict[str, tuple[float, str]] = {}
+        states = (State.DEGRADED.value, State.DOWN.value)
+        for i in range(0, len(nodes), 500):
+            chunk = list(nodes[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT target FROM target_state WHERE state IN (?, ?) AND target IN ({marks})", (*states, *chunk)
+            ).fetchall()
+            for (t,) in rows:
+                r = self.db.execute(
+                    "SELECT ts, reason FROM state_changes WHERE target = ? AND new != ? ORDER BY id DESC LIMIT 1",
+                    (t, State.DOWN.value),
+                ).fetchone()
+                if r is not None:
+                    out[t] = (r[0], r[1])
+        return out
+
     # ------------------------------------------------------------ queries (CLI, reports, delivery)
 
     def incidents(self, *, status: str | None = "open", limit: int = 100) -> list[IncidentRow]:

@@ -13,7 +13,7 @@ from monitor.inventory.model import Secret
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CHANNELS = ("email", "mqtt", "desk", "webhook")
-NoticeKind = Literal["outage", "suspected", "single", "planned"]
+NoticeKind = Literal["outage", "suspected", "single", "planned", "degraded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,8 @@ class EscalationSettings:
 @dataclass(frozen=True, slots=True)
 class CustomerNotices:
     enabled: bool = True
-    kinds: tuple[str, ...] = ("outage", "suspected")  # add "single" to notify lone failures
+    # add "single" to notify lone failures, "degraded" for a "degraded service" notice during a lossy link
+    kinds: tuple[str, ...] = ("outage", "suspected")
     channels: tuple[str, ...] = ("email",)  # "email" and/or "sms" (the sms webhook gateway)
     update_min_interval: float = 3600.0
     restore_on_partial: bool = True  # a customer back before the incident ends hears it then

@@ -28,6 +28,9 @@ from monitor.inventory.model import Customer, Inventory
 
 #: customer-facing incident kinds that mean "your service is down"
 SERVICE_KINDS = ("outage", "suspected", "single")
+#: customer-facing kinds: those and ``degraded`` (a lossy link above: "degraded service" notices,
+#: only when the config's ``customers.kinds`` lists it)
+NOTICE_KINDS = (*SERVICE_KINDS, "degraded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,8 +498,8 @@ def _release(glob: GlobalMemory, customers: Iterable[str], wid: str | None = Non
 def _wants_ticket(e: IncidentEvent, ctx: Context) -> bool:
     if ctx.cfg.desk.kind == "none" and not ctx.cfg.oncall:
         return False
-    if e.kind in ("outage", "suspected"):
-        return True
+    if e.kind in ("outage", "suspected", "degraded"):
+        return True  # degraded: the lossy link's technicians are told once, not per flickering endpoint
     if e.kind == "single":
         for cid in e.affected_customers:
             c = ctx.customer(cid)
@@ -507,7 +510,7 @@ def _wants_ticket(e: IncidentEvent, ctx: Context) -> bool:
 
 
 def _customer_kind(kind: str, ctx: Context) -> bool:
-    return kind in SERVICE_KINDS and kind in ctx.cfg.customers.kinds
+    return kind in NOTICE_KINDS and kind in ctx.cfg.customers.kinds
 
 
 def _open_ticket(e: IncidentEvent, m: IncidentMemory, glob: GlobalMemory, ctx: Context, out: Plan) -> None:

@@ -74,6 +74,7 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (es, en)
     "outage": ("caída", "outage"),
     "suspected": ("sospecha", "suspected"),
     "single": ("individual", "single"),
+    "degraded": ("degradado", "degraded"),
 }
 
 

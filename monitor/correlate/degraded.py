@@ -1,0 +1,42 @@
+"""Lossy links: a node whose own polls show loss explains the failures below it (rain fade).
+
+Rain on a wireless backhaul does not cut it: the backhaul answers with heavy loss, and every poll
+beyond it loses all its pings now and then, so towers, APs and CPEs below are confirmed down and
+back again for as long as the rain lasts. Judged one by one that is dozens of singles and outages
+for one physical cause. The engine instead keeps the nodes whose confirmed state is DEGRADED
+*because of loss* (not latency or signal: those do not make the targets beyond them miss polls)
+and attributes a failure below them to the highest such node: one ``degraded`` incident there.
+
+These helpers are pure functions of the engine's state, kept out of ``engine.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+#: a DEGRADED reason that names packet loss (assess.py and replay write "loss 60% > 20%";
+#: a target coming back degraded reads "answering again but loss ...")
+_LOSS = re.compile(r"(?:^|, |but )loss \d")
+
+
+def shows_loss(reason: str) -> bool:
+    """Whether a DEGRADED transition's reason is packet loss (what makes targets beyond miss polls)."""
+    return _LOSS.search(reason) is not None
+
+
+def loss_top(ancestors: tuple[str, ...], lossy: Mapping[str, float], fading: Mapping[str, float]) -> str | None:
+    """The highest node among ``ancestors`` (deepest first) whose loss explains a failure below it.
+
+    A node explains it while its own polls show loss (``lossy``; also while it is confirmed down
+    after showing loss: something below it still answering means the link still carries traffic),
+    or while the grace period after its loss ended is running (``fading``: rain comes and goes, a
+    link that just cleared still explains the flicker it left behind). The highest one, because loss
+    adds up along the path: a backhaul at 60 % makes the tower and APs beyond it lossy too, and the
+    backhaul is the cause.
+    """
+    top = None
+    for a in ancestors:
+        if a in lossy or a in fading:
+            top = a
+    return top
