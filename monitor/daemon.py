@@ -255,12 +255,25 @@ class Daemon:
             await self.pipeline.reload(new)
         if _api_inputs(new) != _api_inputs(old):
             await self._restart_api(new)
+        if new.timeseries != old.timeseries:
+            await self._reload_timeseries(new)
         added = sum(1 for tid in new.targets if tid not in old.targets)
         changed = sum(1 for tid, t in new.targets.items() if tid in old.targets and old.targets[tid] != t)
         selfmetrics.CONFIG_RELOADS.labels("ok").inc()
         event(log, logging.INFO, "config reloaded", added=added, removed=len(removed), changed=changed,
               targets=len(new.targets))
         return True
+
+    async def _reload_timeseries(self, new: Inventory) -> None:
+        """A changed ``timeseries:`` section: the running writer takes it (new credentials included)
+        and keeps its buffer and spool; turning time series on takes a restart."""
+        if self.writer is None:
+            event(log, logging.WARNING, "time series stay off until a restart", kind=new.timeseries.kind)
+            return
+        try:
+            await self.writer.reconfigure(new.timeseries)
+        except MonitorError as exc:
+            event(log, logging.ERROR, "time series writer keeps its settings after the reload", error=exc)
 
     # -- incidents ---------------------------------------------------------------------------
 

@@ -61,4 +61,17 @@ class StorageRetryable(StorageError):
 
 
 class StoragePermanent(StorageError):
-    """The database rejected the batch for good (4xx other than 429): retrying cannot help."""
+    """The database rejected the batch itself for good (400, 413, ...): retrying cannot help."""
+
+
+class StorageRefused(StorageError):
+    """The database refuses this writer, not the batch: 401/403 (credentials, permissions) or 404
+    (no such database or write endpoint). Only the configuration can fix that, so the batch is
+    kept (spooled) and retried until a reload brings settings that work.
+
+    ``reason`` is ``"auth"`` (401/403) or ``"not_found"`` (404), the label of the metrics.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

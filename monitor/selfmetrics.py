@@ -42,7 +42,14 @@ TS_POINTS_WRITTEN = Counter(
     "timeseries_points_written", "Points accepted by the time-series database", namespace=NS, registry=REGISTRY,
 )
 TS_WRITE_ERRORS = Counter(
-    "timeseries_write_errors", "Failed writes to the time-series database, by reason (retryable, permanent)",
+    "timeseries_write_errors",
+    "Failed writes to the time-series database, by reason (retryable, permanent, auth, not_found)",
+    ["reason"], namespace=NS, registry=REGISTRY,
+)
+TS_WRITER_BLOCKED = Gauge(
+    "timeseries_writer_blocked",
+    "1 while the time-series database refuses the writer (reason auth: 401/403, not_found: 404); "
+    "points are held in the spool until the settings work",
     ["reason"], namespace=NS, registry=REGISTRY,
 )
 TS_SPOOL_POINTS = Gauge(

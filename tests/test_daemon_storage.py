@@ -21,7 +21,8 @@ from tests.tsdb_support import started
 pytestmark = [pytest.mark.root, pytest.mark.servers]
 
 
-def config(folder: Path, influx_url: str, snmp_port: int) -> Path:
+def config(folder: Path, influx_url: str, snmp_port: int, auth: str = "") -> Path:
+    """``auth``: extra ``timeseries`` keys, e.g. a username and a password from a file."""
     (folder / "community").write_text("airos_airos8\n")
     path = folder / "sites.yaml"
     path.write_text(f"""
@@ -33,7 +34,7 @@ credentials:
   lab: {{version: 2c, community: {{file: community}}}}
 polling: {{interval: 1.0, icmp_count: 2, icmp_timeout: 0.3, down_after: 2, up_after: 2}}
 daemon: {{state_dir: var, metrics_listen: ""}}
-timeseries: {{kind: influxdb1, url: "{influx_url}", database: monitor, flush_interval: 0.1}}
+timeseries: {{kind: influxdb1, url: "{influx_url}", database: monitor, flush_interval: 0.1{auth}}}
 nodes:
   - {{id: core, kind: router, address: 127.0.0.2, site: twr-centro}}
   - id: ap-centro-1
@@ -136,3 +137,45 @@ async def test_recent_incident_annotations_are_written_again_at_start(tmp_path):
             await asyncio.wait_for(task, 15)
         rows = influx.rows('SELECT * FROM "incident" WHERE "event" = \'opened\'', "monitor")
         assert [(r["incident"], r["root"], r["open"]) for r in rows] == [(opened[0].incident, "ap-centro-1", 1)]
+
+
+async def test_sighup_with_the_corrected_password_delivers_everything_held_meanwhile(tmp_path):
+    """The issue's case: a wrong InfluxDB password, then the right one and SIGHUP. The running writer
+    must take the new password, and no point polled in between may be lost (they were dropped)."""
+    import os
+    import signal
+
+    from monitor import selfmetrics
+
+    def sample(name: str, **labels: str) -> float:
+        return selfmetrics.REGISTRY.get_sample_value(f"monitor_{name}", labels) or 0.0
+
+    def icmp_polls() -> float:
+        return sum(sample("polls_total", probe="icmp", result=r) for r in ("ok", "timeout", "unreachable", "error"))
+
+    (tmp_path / "influx").mkdir()
+    influx = InfluxDB1(tmp_path / "influx", admin=("admin", "right-pass-41"))
+    with started(influx):
+        influx.create_database("monitor")
+        secret = tmp_path / "influx_password"
+        secret.write_text("wrong-pass-17\n")
+        cfg = config(tmp_path, influx.url, free_port(), ", username: admin, password: {file: influx_password}")
+        polls0, dropped0 = icmp_polls(), sample("timeseries_spool_dropped_points_total")
+        daemon = Daemon(cfg)
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: daemon.ready.is_set(), 30, "daemon started")
+            writer = daemon.writer
+            assert writer is not None
+            await until(lambda: writer.spool_points > 20, 30, "points held")
+            secret.write_text("right-pass-41\n")
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(lambda: writer.refused is None and writer.spool_points == 0, 30, "held points delivered")
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 15)
+        polled = icmp_polls() - polls0
+        stored = influx.query('SELECT COUNT("sent") FROM "icmp"', "monitor")[0]["values"][0][1]
+        assert stored == polled > 0  # every ICMP poll of the run is in the database, once
+        assert sample("timeseries_spool_dropped_points_total") == dropped0
+        assert sample("timeseries_writer_blocked", reason="auth") == 0

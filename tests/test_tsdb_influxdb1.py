@@ -178,13 +178,20 @@ async def test_full_spool_drops_the_oldest_once_logged(tmp_path: Path, caplog: p
 async def test_rejected_batches_are_counted_logged_once_and_not_spooled(
     influx: InfluxDB1, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A 400 (here a field type conflict) rejects the batch itself: dropped, counted, logged once.
+    (A missing database used to be this test's example; 404 now holds the points: test_tsdb_auth.)"""
     caplog.set_level(logging.INFO, logger="monitor.tsdb")
     permanent0 = metric("timeseries_write_errors_total", reason="permanent")
-    writer = make(settings(influx.url, database="missing", batch_size=10, username="noc",
+    t0 = int(BASE_TS * 1e9)
+    writer = make(settings(influx.url, batch_size=10, username="noc",
+                           password=Secret("hunter2-secret", "env:INFLUX_PASSWORD")), tmp_path / "spool")
+    writer.submit([make_point("conflict", {"n": "first"}, {"v": 1}, t0)])  # v is an integer field now
+    await writer.close()
+    writer = make(settings(influx.url, batch_size=10, username="noc",
                            password=Secret("hunter2-secret", "env:INFLUX_PASSWORD")), tmp_path / "spool")
     task = asyncio.create_task(writer.run())
     for s in range(3):
-        writer.submit(icmp_stream(s))
+        writer.submit([make_point("conflict", {"n": f"{s}-{i}"}, {"v": 0.5}, t0 + i) for i in range(10)])
         await until(lambda: writer.buffered_points == 0, what="batch sent")
     await until(lambda: metric("timeseries_write_errors_total", reason="permanent") - permanent0 == 3,
                 what="three rejected batches")
@@ -193,8 +200,8 @@ async def test_rejected_batches_are_counted_logged_once_and_not_spooled(
     assert writer.spool_points == 0 and not list((tmp_path / "spool").glob("*.lp"))
     rejected = [r for r in caplog.records if "rejected" in r.getMessage()]
     assert len(rejected) == 1
-    assert "database not found" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
-    assert "404" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
+    assert "field type conflict" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
+    assert "400" in str(rejected[0].kv["error"])  # type: ignore[attr-defined]
     assert "hunter2" not in caplog.text
 
 
@@ -209,19 +216,26 @@ async def test_flush_by_size_and_on_close(influx: InfluxDB1, tmp_path: Path) -> 
     assert count(influx) == 30
 
 
-async def test_v2_api_on_influxdb_1_6_is_a_permanent_error(influx: InfluxDB1, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """Debian's 1.6.7 answers 404 on /api/v2/write: the influxdb2 backend must say so once, not spool."""
+async def test_v2_api_on_influxdb_1_6_holds_the_points_until_the_kind_is_fixed(
+    influx: InfluxDB1, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Debian's 1.6.7 answers 404 on /api/v2/write: a configuration mistake, said once; the points
+    wait in the spool (they used to be dropped) and a reload to ``kind: influxdb1`` delivers them."""
     caplog.set_level(logging.INFO, logger="monitor.tsdb")
-    permanent0 = metric("timeseries_write_errors_total", reason="permanent")
+    not_found0 = metric("timeseries_write_errors_total", reason="not_found")
     writer = make(TimeseriesSettings(kind="influxdb2", url=influx.url, org="isp", bucket="monitor",
                                      token=Secret("tok-en-secret", "env:INFLUX_TOKEN"), batch_size=10,
                                      flush_interval=0.01), tmp_path / "spool")
+    task = asyncio.create_task(writer.run())
     for s in range(2):
         writer.submit(icmp_stream(s))
-    await writer.close()
-    assert metric("timeseries_write_errors_total", reason="permanent") - permanent0 == 2
-    assert writer.spool_points == 0
-    [line] = [r for r in caplog.records if "rejected" in r.getMessage()]
+    await until(lambda: writer.spool_points == 20 and writer.refused == "not_found", what="held after 404")
+    assert metric("timeseries_write_errors_total", reason="not_found") > not_found0
+    [line] = [r for r in caplog.records if "refuses" in r.getMessage()]
     assert "HTTP 404" in str(line.kv["error"])  # type: ignore[attr-defined]
+    await writer.reconfigure(settings(influx.url, batch_size=10))
+    await until(lambda: writer.spool_points == 0, what="delivered through /write")
+    await writer.close()
+    await task
+    assert count(influx) == 20
     assert "tok-en-secret" not in caplog.text

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from monitor.errors import StorageError, StoragePermanent, StorageRetryable
+from monitor.errors import StorageError, StoragePermanent, StorageRefused, StorageRetryable
 from monitor.inventory.model import TimeseriesSettings
 from monitor.tsdb import make_writer
 from monitor.tsdb.backend import http_error, public_url
@@ -61,8 +62,9 @@ async def test_a_hung_database_never_blocks_submit_and_memory_stays_bounded(tmp_
         for s in range(1, 31):
             writer.submit(icmp_stream(s))  # returns at once although the first write hangs
         assert writer.buffered_points == 300
-        await until(lambda: writer.buffered_points <= 50, what="overflow spilled to the spool")
-        assert writer.spool_points >= 250
+        # the last spilled batch leaves the buffer before its segment is on disk: wait for both
+        await until(lambda: writer.buffered_points <= 50 and writer.spool_points >= 250,
+                    what="overflow spilled to the spool")
         task.cancel()  # the daemon's TaskGroup going down: nothing in memory may be lost
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -98,13 +100,38 @@ async def test_one_writer_per_spool_dir(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("status", "kind"), [(500, StorageRetryable), (503, StorageRetryable),
                                               (429, StorageRetryable), (400, StoragePermanent),
-                                              (401, StoragePermanent), (404, StoragePermanent)])
+                                              (413, StoragePermanent), (401, StorageRefused),
+                                              (403, StorageRefused), (404, StorageRefused)])
 def test_http_status_classification(status: int, kind: type[Exception]) -> None:
+    """401/403/404 refuse the writer, not the batch: held until the settings work (was: dropped)."""
     error = http_error("influxdb1 http://db:8086", status, "x " * 500)
     assert type(error) is kind
+    if isinstance(error, StorageRefused):
+        assert error.reason == ("not_found" if status == 404 else "auth")
     assert len(str(error)) < 260  # a server echoing a whole batch does not flood the log
 
 
 def test_logged_url_has_no_user_info() -> None:
     assert public_url("https://noc:s3cret@influx.example:8086/path?u=a&p=b") == "https://influx.example:8086"
     assert public_url("http://[::1]:8086") == "http://[::1]:8086"
+
+
+async def test_reconfigure_keeps_buffer_and_spool_and_says_what_takes_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="monitor.tsdb")
+    settings = TimeseriesSettings(kind="influxdb1", url="http://127.0.0.1:1", database="x", batch_size=10)
+    writer = make(settings, tmp_path / "spool")
+    writer.submit(icmp_stream(0) + icmp_stream(1))
+    await writer.reconfigure(settings)  # unchanged: nothing to do, nothing logged
+    await writer.reconfigure(dataclasses.replace(settings, kind="none"))
+    assert writer.settings == settings  # still writing: off takes a restart
+    await writer.reconfigure(dataclasses.replace(settings, spool_dir="elsewhere", batch_size=5,
+                                                 url="http://127.0.0.1:2"))
+    assert (writer.settings.spool_dir, writer.settings.batch_size) == ("", 5)
+    assert writer.settings.url == "http://127.0.0.1:2" and writer.buffered_points == 20
+    await writer.close()
+    assert spooled_points(tmp_path / "spool") == 20 and not (tmp_path / "elsewhere").exists()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("time series: turning them off or moving the spool takes a restart") == 2
+    assert messages.count("time series writer reconfigured") == 1

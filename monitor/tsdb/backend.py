@@ -1,8 +1,10 @@
 """What the writer needs from a database: send one line-protocol body, say how it failed.
 
 Backends translate their library's exceptions into :class:`StorageRetryable` (unreachable,
-timeout, 5xx, 429: keep the batch and retry) or :class:`StoragePermanent` (any other 4xx: the
-batch can never succeed). Messages name the server by scheme://host:port only — never a token,
+timeout, 5xx, 429: keep the batch and retry), :class:`StorageRefused` (401, 403, 404: the database
+refuses *us* — credentials, permissions, database name, API — keep the batch until a reload fixes
+the settings) or :class:`StoragePermanent` (any other 4xx, e.g. 400 for a malformed line or a
+field type conflict: this batch can never succeed). Messages name the server by scheme://host:port only — never a token,
 password or user info.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from monitor.errors import StorageError, StoragePermanent, StorageRetryable
+from monitor.errors import StorageError, StoragePermanent, StorageRefused, StorageRetryable
 
 
 class Backend(Protocol):
@@ -38,6 +40,10 @@ def http_error(backend: str, status: int, body: str) -> StorageError:
     message = f"{backend}: HTTP {status} {text}".rstrip()
     if status == 429 or status >= 500:
         return StorageRetryable(message)
+    if status in (401, 403):
+        return StorageRefused(message, "auth")
+    if status == 404:
+        return StorageRefused(message, "not_found")
     return StoragePermanent(message)
 
 

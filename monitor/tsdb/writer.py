@@ -8,15 +8,22 @@ and new batches keep going to the end of the spool until it is empty, so order i
 Sequence numbers are taken when a batch leaves the buffer, so a batch whose write failed is
 spooled ahead of batches spooled while it was in flight.
 
-Logging is by episode: one line when the database becomes unreachable, one when the spool has
-been replayed, one when the spool first overflows, one per kind of rejected batch (4xx) per ten
-minutes, never one per failed write. The counters in :mod:`monitor.selfmetrics` say the rest.
+A database that refuses the writer itself (401/403 wrong credentials or permissions, 404 no such
+database) is treated like an outage: nothing is wrong with the points, only the settings are, so
+they are held in the spool until :meth:`TimeseriesWriter.reconfigure` (a reload) brings settings
+that work — or the operator fixes the database side — and then delivered in order.
+
+Logging is by episode: one line when the database becomes unreachable or starts refusing us, one
+when the spool has been replayed, one when the spool first overflows, one per kind of rejected
+batch (400 and other 4xx) per ten minutes, never one per failed write. The counters in
+:mod:`monitor.selfmetrics` say the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -24,7 +31,7 @@ from pathlib import Path
 
 from monitor import selfmetrics as m
 from monitor.clock import Clock, SystemClock
-from monitor.errors import ConfigError, StorageError, StoragePermanent, StorageRetryable
+from monitor.errors import ConfigError, StorageError, StoragePermanent, StorageRefused, StorageRetryable
 from monitor.inventory.model import TimeseriesSettings
 from monitor.tsdb.backend import Backend
 from monitor.tsdb.lineprotocol import encode_lines
@@ -34,6 +41,7 @@ from monitor.tsdb.spool import Segment, Spool
 log = logging.getLogger("monitor.tsdb")
 
 PERMANENT_LOG_EVERY = 600.0  # seconds between two log lines about rejected batches
+REFUSED_REASONS = ("auth", "not_found")  # StorageRefused.reason values, labels of the blocked gauge
 
 
 def _event(level: int, msg: str, **kv: object) -> None:
@@ -58,7 +66,9 @@ class TimeseriesWriter:
         self._spool = Spool(spool_dir, settings.spool_max_bytes)
         self._batch = max(1, settings.batch_size)
         self._flush_interval = max(0.0, settings.flush_interval)
+        self._max_buffer_points = max_buffer_points
         self._max_buffer = max_buffer_points or max(10 * self._batch, 50_000)
+        self._retired: list[Backend] = []  # replaced by reconfigure(); closed when no write uses them
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._buffer: deque[Point] = deque()
@@ -77,6 +87,11 @@ class TimeseriesWriter:
         self._retry_delay = retry_initial
         self._outage_since: float | None = None  # an episode: from first failure to drained spool
         self._unreachable_logged = False
+        self._refused: str | None = None  # StorageRefused.reason while the database refuses us
+        self._refused_logged: str | None = None
+        self._episode_refused: str | None = None  # the current episode saw a refusal (for its end line)
+        for label in REFUSED_REASONS:
+            m.TS_WRITER_BLOCKED.labels(reason=label).set(0)
         self._replayed = 0
         self._drop_logged = False
         self._permanent_logged_at: float | None = None
@@ -116,6 +131,46 @@ class TimeseriesWriter:
     def buffered_points(self) -> int:
         return len(self._buffer)
 
+    @property
+    def refused(self) -> str | None:
+        """``"auth"`` or ``"not_found"`` while the database refuses this writer, else ``None``."""
+        return self._refused
+
+    async def reconfigure(self, settings: TimeseriesSettings) -> None:
+        """Apply a reloaded ``timeseries:`` section in place: the buffer, the spool and the batch in
+        flight are kept, so fixed credentials deliver everything held while they were wrong.
+
+        A changed connection (kind, url, credentials, database, ...) gets a new backend, tried at
+        once; the old one is closed once no write uses it. Batch size, flush interval and the spool
+        bound apply to the next batch. Turning time series off and moving the spool take a restart
+        (the running spool keeps its directory): said once in the log, the rest still applies.
+        """
+        old = self.settings
+        if settings == old:
+            return
+        if settings.kind == "none" or settings.spool_dir != old.spool_dir:
+            _event(logging.WARNING, "time series: turning them off or moving the spool takes a restart",
+                   kind=settings.kind, spool_dir=settings.spool_dir or "spool")
+            if settings.kind == "none":
+                return
+            settings = dataclasses.replace(settings, spool_dir=old.spool_dir)
+        new_backend = backend_for(settings) if _connection(settings) != _connection(old) else None
+        async with self._lock:
+            self.settings = settings
+            self._batch = max(1, settings.batch_size)
+            self._flush_interval = max(0.0, settings.flush_interval)
+            self._max_buffer = self._max_buffer_points or max(10 * self._batch, 50_000)
+            self._spool.max_bytes = settings.spool_max_bytes
+            if new_backend is not None:
+                self._retired.append(self._backend)
+                self._backend = new_backend
+                self._retry_at = self._clock.monotonic()  # try the new settings now, not after the backoff
+                self._retry_delay = self._retry_initial
+                self._refused_logged = None  # settings still refused after a reload deserve their own line
+        self._wake.set()
+        _event(logging.INFO, "time series writer reconfigured", backend=self._backend.name,
+               new_connection=new_backend is not None, spool_points=self._spool.points)
+
     # -- the background task ------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -149,6 +204,7 @@ class TimeseriesWriter:
             await self._step()
         self._closed = True
         self._persist_sync()  # anything submitted while the last batch was in flight
+        await self._close_retired()
         await self._backend.close()
         self._spool.close()
 
@@ -180,6 +236,7 @@ class TimeseriesWriter:
         return max(0.0, delay)
 
     async def _step(self) -> None:
+        await self._close_retired()  # writes happen only inside _step: none is in flight now
         now = self._clock.monotonic()
         due = self._closing or now - self._last_flush >= self._flush_interval
         budget = len(self._buffer)  # points that arrive meanwhile wait for the next step
@@ -224,11 +281,12 @@ class TimeseriesWriter:
             self._inflight = (seq, body, n)
         # ``_inflight`` is cleared only once the outcome is known: if this task is cancelled
         # mid-write, run() spools the batch (the database may or may not have it; resending is harmless).
+        backend = self._backend
         try:
-            await self._backend.write(body)
-        except StorageRetryable as exc:
+            await backend.write(body)
+        except (StorageRetryable, StorageRefused) as exc:
             self._inflight = None
-            self._on_retryable(exc)
+            self._on_held(exc, backend)
             async with self._lock:
                 await self._spool_append(seq, body, n)
         except StoragePermanent as exc:
@@ -254,10 +312,11 @@ class TimeseriesWriter:
                 _event(logging.ERROR, "time series spool segments unreadable, dropped", error=exc, points=points)
                 m.TS_SPOOL_DROPPED.inc(points)
             else:
+                backend = self._backend
                 try:
-                    await self._backend.write(body)
-                except StorageRetryable as exc:
-                    self._on_retryable(exc)
+                    await backend.write(body)
+                except (StorageRetryable, StorageRefused) as exc:
+                    self._on_held(exc, backend)
                     return
                 except StoragePermanent as exc:
                     self._on_permanent(exc, points)
@@ -309,11 +368,18 @@ class TimeseriesWriter:
         m.TS_POINTS_WRITTEN.inc(n)
         self._down = False
         self._retry_delay = self._retry_initial
+        self._set_refused(None)
         if not self._spool.points:
             self._on_drained()  # recovered with nothing left to replay (everything spooled was dropped)
 
-    def _on_retryable(self, exc: StorageRetryable) -> None:
-        m.TS_WRITE_ERRORS.labels(reason="retryable").inc()
+    def _on_held(self, exc: StorageRetryable | StorageRefused, backend: Backend) -> None:
+        """The batch is kept (spooled); later ones join it; the oldest is retried with backoff.
+
+        A failure of a backend that :meth:`reconfigure` replaced meanwhile says nothing about the
+        new settings: the batch is kept and retried at once with them.
+        """
+        if backend is not self._backend:
+            return
         now = self._clock.monotonic()
         if not self._down:
             self._down = True
@@ -321,17 +387,37 @@ class TimeseriesWriter:
             if self._outage_since is None:
                 self._outage_since = now
                 self._replayed = 0
-            if not self._unreachable_logged:
-                self._unreachable_logged = True
-                _event(logging.WARNING, "time series database unreachable, spooling",
-                       backend=self._backend.name, error=exc)
         else:
             self._retry_delay = min(self._retry_delay * 2, self._retry_max)
         self._retry_at = now + self._retry_delay
+        if isinstance(exc, StorageRefused):
+            m.TS_WRITE_ERRORS.labels(reason=exc.reason).inc()
+            self._set_refused(exc.reason)
+            if self._refused_logged != exc.reason:
+                self._refused_logged = self._episode_refused = exc.reason
+                _event(logging.ERROR, "time series database refuses the writer, holding points in the spool",
+                       backend=self._backend.name, reason=exc.reason, error=exc)
+            return
+        m.TS_WRITE_ERRORS.labels(reason="retryable").inc()
+        if not self._unreachable_logged:
+            self._unreachable_logged = True
+            _event(logging.WARNING, "time series database unreachable, spooling",
+                   backend=self._backend.name, error=exc)
+
+    def _set_refused(self, reason: str | None) -> None:
+        """Track (and export) whether the database refuses us; a write it takes ends the refusal."""
+        if reason == self._refused:
+            return
+        self._refused = reason
+        if reason is None:
+            self._refused_logged = None  # a later refusal is a new episode, worth its own line
+        for label in REFUSED_REASONS:
+            m.TS_WRITER_BLOCKED.labels(reason=label).set(1 if label == reason else 0)
 
     def _on_permanent(self, exc: StoragePermanent, n: int) -> None:
         m.TS_WRITE_ERRORS.labels(reason="permanent").inc()
         self._down = False  # it answered: it is reachable
+        self._set_refused(None)  # and it looked at the batch: it accepts us
         now = self._clock.monotonic()
         last = self._permanent_logged_at
         if last is None or now - last >= PERMANENT_LOG_EVERY:
@@ -354,17 +440,31 @@ class TimeseriesWriter:
 
     def _on_drained(self) -> None:
         if self._outage_since is not None:
-            _event(logging.INFO, "time series database reachable again, spool replayed",
-                   backend=self._backend.name, replayed_points=self._replayed,
+            message = ("time series database accepts the writer again, spool replayed" if self._episode_refused
+                       else "time series database reachable again, spool replayed")
+            _event(logging.INFO, message, backend=self._backend.name, replayed_points=self._replayed,
                    outage_s=round(self._clock.monotonic() - self._outage_since, 1))
         self._outage_since = None
+        self._episode_refused = None
         self._unreachable_logged = False
         self._replayed = 0
         self._drop_logged = False
 
+    async def _close_retired(self) -> None:
+        """Close backends replaced by :meth:`reconfigure` (only called when no write is in flight)."""
+        while self._retired:
+            with contextlib.suppress(Exception):  # a dead connection pool: nothing left to lose
+                await self._retired.pop().close()
+
     def _update_gauges(self) -> None:
         m.TS_SPOOL_POINTS.set(self._spool.points)
         m.TS_SPOOL_BYTES.set(self._spool.bytes)
+
+
+def _connection(settings: TimeseriesSettings) -> tuple[object, ...]:
+    """The settings a backend is built from: when any differs on reload, a new backend is needed."""
+    return (settings.kind, settings.url, settings.org, settings.bucket, settings.token, settings.database,
+            settings.retention_policy, settings.username, settings.password, settings.timeout)
 
 
 def backend_for(settings: TimeseriesSettings) -> Backend:

@@ -6,6 +6,7 @@ starts it again). Read-back goes through InfluxQL on ``/query``, the only query 
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.parse
@@ -18,9 +19,16 @@ from tests.servers.restartable import RestartableServer
 
 
 class InfluxDB1(RestartableServer):
-    """One ``influxd`` we started. ``start()``/``stop()`` may be called repeatedly (same dir, same port)."""
+    """One ``influxd`` we started. ``start()``/``stop()`` may be called repeatedly (same dir, same port).
 
-    def __init__(self, root: Path) -> None:
+    With ``admin`` = (user, password) the server enforces authentication (``auth-enabled``): the
+    first start creates that admin (1.x allows exactly that without credentials) and every query of
+    this helper sends it; a writer without the right credentials gets real 401/403 answers.
+    """
+
+    def __init__(self, root: Path, admin: tuple[str, str] | None = None) -> None:
+        self.admin = admin
+        self._admin_created = False
         self.binary = require_binary("influxd")
         self.root = root
         self.port = free_port()
@@ -41,6 +49,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 [http]
   bind-address = "127.0.0.1:{self.port}"
   log-enabled = false
+  auth-enabled = {"true" if admin else "false"}
 [continuous_queries]
   enabled = false
 """
@@ -55,11 +64,26 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         except (OSError, urllib.error.URLError):
             return False
 
+    def start(self, timeout: float = 20.0) -> None:
+        super().start(timeout)
+        if self.admin and not self._admin_created:  # the data dir keeps it across restarts
+            user, password = self.admin
+            self._post({"q": f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"}, auth=False)
+            self._admin_created = True
+
+    def _post(self, params: dict[str, str], auth: bool = True) -> dict[str, Any]:
+        data = urllib.parse.urlencode(params).encode()
+        request = urllib.request.Request(f"{self.url}/query", data=data)
+        if self.admin and auth:  # 1.x reads u/p from the URL or Basic auth, never from a form body
+            token = base64.b64encode(":".join(self.admin).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            body: dict[str, Any] = json.load(resp)
+        return body
+
     def query(self, q: str, db: str = "") -> list[dict[str, Any]]:
         """Run InfluxQL; return the ``series`` of the first statement (``[]`` when nothing matched)."""
-        data = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns"}).encode()
-        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as resp:
-            body = json.load(resp)
+        body = self._post({"q": q, "db": db, "epoch": "ns"})
         result = body["results"][0]
         if "error" in result:
             raise RuntimeError(f"InfluxQL error for {q!r}: {result['error']}")
