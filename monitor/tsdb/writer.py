@@ -217,6 +217,7 @@ class TimeseriesWriter:
                     async with asyncio.timeout(delay):  # not wait_for: see Scheduler._wait
                         await self._wake.wait()
             self._wake.clear()
+            closing = self._closing  # close() during a step needs one more step, a closing one
             try:
                 await self._step()
             except Exception:  # a bug here must not take the daemon (and polling) down with it
@@ -225,7 +226,7 @@ class TimeseriesWriter:
                 failed = not self._closing
             else:
                 failed = False
-            if self._closing:
+            if closing:
                 return
 
     def _next_delay(self) -> float:
