@@ -5,10 +5,19 @@ from __future__ import annotations
 from monitor.inventory.model import Customer, Inventory, PollingSettings, ServiceClass, Target
 
 
-def tree_inventory(towers: int, aps_per_tower: int, cpes_per_ap: int, interval: float = 60.0) -> Inventory:
-    """core -> towers -> APs -> CPEs; every 10th customer corporate."""
+def tree_inventory(
+    towers: int, aps_per_tower: int, cpes_per_ap: int, interval: float = 60.0, *, gateway: bool = False
+) -> Inventory:
+    """core -> towers -> APs -> CPEs; every 10th customer corporate.
+
+    ``gateway``: the monitor's own gateway ``gw`` above the core, so that a core failure leaves
+    something answering (without it, everything failing at once is the monitor going blind).
+    """
     polling = PollingSettings(interval=interval)
-    targets: dict[str, Target] = {"core": Target("core", "router", "node", "127.0.0.1", polling=polling)}
+    targets: dict[str, Target] = {}
+    if gateway:
+        targets["gw"] = Target("gw", "router", "node", "127.0.0.1", polling=polling)
+    targets["core"] = Target("core", "router", "node", "127.0.0.1", ("gw",) if gateway else (), polling=polling)
     customers: dict[str, Customer] = {}
     n = 0
     for t in range(towers):

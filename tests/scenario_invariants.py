@@ -226,6 +226,7 @@ def one_incident_per_cause(run: Run) -> None:
 
 #: every invariant, run over every scenario (append yours)
 CHECKS: list[Callable[[Run], None]] = [
+    not_blind_while_a_node_above_answers,
     never_counted_twice,
     many_failing_together_are_not_singles,
     one_incident_per_cause,

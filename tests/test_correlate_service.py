@@ -24,8 +24,12 @@ ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def burst(inv):
-    """The core fails: every target confirmed down over one poll interval, in inventory order."""
-    ids = list(inv.targets)
+    """The core fails: every target confirmed down over one poll interval, in inventory order.
+
+    The monitor's gateway ``gw`` (``tree_inventory(..., gateway=True)``) keeps answering: without
+    it, everything failing at once would be the monitor going blind, not an outage of the core.
+    """
+    ids = [t for t in inv.targets if t != "gw"]
     return [StateChange(t, State.UP, State.DOWN, T0 + 60 * i / len(ids), "3 consecutive failed polls")
             for i, t in enumerate(ids)]
 
@@ -39,7 +43,7 @@ CHILD = textwrap.dedent("""
     from monitor.store import EventStore
     from tests.correlate_helpers import tree_inventory
     from tests.test_correlate_service import SETTINGS, T0, burst
-    inv = tree_inventory(4, 5, 50)
+    inv = tree_inventory(4, 5, 50, gateway=True)
     db = Path({db!r})
     log = EventStore(db)
     clock = ManualClock(T0 - 1)
@@ -76,8 +80,8 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path, kill_after_row
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    inv = tree_inventory(4, 5, 50)
-    assert killed < len(inv.targets), "the child finished before it was killed; the test proves nothing"
+    inv = tree_inventory(4, 5, 50, gateway=True)
+    assert killed < len(inv.targets) - 1, "the child finished before it was killed; the test proves nothing"
 
     # restart like the daemon: the event log says who is down; the rest of the burst still arrives
     log = EventStore(db)
@@ -100,7 +104,7 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path, kill_after_row
     members = store.db.execute(
         "SELECT count(*) FROM incident_targets WHERE incident = ? AND down = 1", (rows[0].id,)
     ).fetchone()[0]
-    assert members == len(inv.targets)
+    assert members == len(inv.targets) - 1  # all but the gateway
     last = [e for e in store.events() if e["event"] in ("opened", "updated")][-1]
     assert len(last["affected_endpoints"]) == len(inv.endpoints())
     svc.close()
@@ -109,7 +113,7 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path, kill_after_row
 
 @pytest.fixture
 def outage(tmp_path):
-    inv = tree_inventory(2, 2, 5)
+    inv = tree_inventory(2, 2, 5, gateway=True)
     db = tmp_path / "monitor.db"
     clock = ManualClock(T0 - 1)
     svc = CorrelationService(inv, db, SETTINGS, clock, poll_every=0)

@@ -267,7 +267,7 @@ def test_incident_events_of_a_step_that_could_not_be_saved_come_with_the_next_st
     from tests.correlate_helpers import tree_inventory
     from tests.test_correlate_service import SETTINGS, T0, burst
 
-    inv = tree_inventory(4, 5, 50)
+    inv = tree_inventory(4, 5, 50, gateway=True)
     db = tmp_path / "monitor.db"
     clock = ManualClock(T0 - 1)
     svc = CorrelationService(inv, db, SETTINGS, clock, busy_timeout=0.05)

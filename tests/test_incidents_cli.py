@@ -24,7 +24,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 
 @pytest.fixture
 def db(tmp_path):
-    inv = tree_inventory(1, 2, 3)
+    inv = tree_inventory(1, 2, 3, gateway=True)  # gw answers: an outage at the core, not blindness
     path = tmp_path / "monitor.db"
     clock = ManualClock(T0 - 1)
     svc = CorrelationService(inv, path, SETTINGS, clock)

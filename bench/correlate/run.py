@@ -32,8 +32,8 @@ T0 = 1_793_491_200.0
 
 
 def _burst(inv, interval: float) -> list[StateChange]:
-    """Every target confirmed down once, in random order, over one poll interval (as polls land)."""
-    ids = list(inv.targets)
+    """Every target but the gateway confirmed down once, in random order, over one poll interval."""
+    ids = [t for t in inv.targets if t != "gw"]
     random.Random(1).shuffle(ids)
     return [StateChange(t, State.UP, State.DOWN, T0 + interval * i / len(ids), "3 consecutive failed polls")
             for i, t in enumerate(ids)]
@@ -152,7 +152,7 @@ def bench_replay(inv, settings: CorrelationSettings, cycles: int) -> None:
             for k in range(cycles):
                 for i, tid in enumerate(ids):
                     ts = T0 + k * settings.interval + int(settings.interval * i / n)
-                    ok = not (fail_from <= ts < fail_to)
+                    ok = tid == "gw" or not (fail_from <= ts < fail_to)
                     f.write(json.dumps({"ts": format_ts(ts), "target": tid, "ok": ok, "rtt_ms": 4.2}) + "\n")
         lines = cycles * n
         topo = Topology.from_inventory(inv)
@@ -174,7 +174,7 @@ def main() -> None:
     ap.add_argument("--skip-service", action="store_true")
     args = ap.parse_args()
     t = time.process_time()
-    inv = tree_inventory(args.towers, args.aps, args.cpes)
+    inv = tree_inventory(args.towers, args.aps, args.cpes, gateway=True)  # gw answers: the core is the root
     print(f"inventory: {len(inv.endpoints()):,} endpoints, {len(inv.nodes())} nodes "
           f"({(time.process_time() - t) * 1000:.0f} ms to build)")
     settings = CorrelationSettings.for_interval(60).with_overrides({"blind_share": "1"})

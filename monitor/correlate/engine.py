@@ -71,6 +71,9 @@ class Engine:
         self._vantage = frozenset(settings.vantage)
         # below this many independent failures the share rule cannot fire: skip the check
         self._blind_quiet = max(settings.blind_min - 1, int(settings.blind_share * len(topo)))
+        self._n_targets = len(topo)
+        self._tops = tuple(t for t in topo.parents if not topo.parents[t])  # nearest the monitor
+        self.degraded: set[str] = set()  # confirmed DEGRADED (answering, beyond a loss/rtt threshold)
         self._settle: deque[tuple[float, str, float]] = deque()  # (due, target, down since)
         self._grace: deque[tuple[float, str, float]] = deque()  # (due, incident id, grace_from)
         self.back: dict[str, float] = {}  # node -> when it last came back (each member's own grace)
@@ -80,7 +83,9 @@ class Engine:
         self._in_window: set[str] = set()
         self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
         self._root_cache: dict[str, str] = {}  # node -> its topological root, while states hold still
-        self._unexplained: set[str] = set()  # down targets whose parents are not all down
+        # down targets whose parents are not all down and that no open incident explains yet: the
+        # failures the monitor cannot tell apart from its own view breaking (see _blind_cause)
+        self._unexplained: set[str] = set()
         self._ignored: dict[str, str] = {}  # down target -> the incident staff resolved leaving it alone
         self._dirty: set[str] = set()  # incidents whose affected set changed (since: Incident.pending_since)
         self._forced: set[str] = set()  # kind changed: announce without waiting for update_interval
@@ -122,6 +127,7 @@ class Engine:
         settle_q, settle_for = self._settle, self.s.settle
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
         lossy = self.lossy  # kept while such a node is down: its last answers showed loss
+        degraded, member, n_targets = self.degraded, self.member, self._n_targets
         DOWN, DEGRADED = State.DOWN, State.DEGRADED
         next_due = self._next_due()
         n = 0
@@ -150,6 +156,8 @@ class Engine:
                     down[tid] = now
                     if tid in ignored:
                         del ignored[tid]
+                    if degraded:
+                        degraded.discard(tid)
                     if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
                         unexplained.add(tid)
                     if kids:
@@ -167,17 +175,23 @@ class Engine:
                             next_due = due
                     if tid in incidents:
                         self._keep_open(incidents[tid])  # its root failed again within the hold-down
-            elif c.old is DOWN or tid in down:
-                if rec[1] and (c.new is DEGRADED or lossy):
+            else:
+                if c.old is DOWN or tid in down:
+                    if rec[1] and (c.new is DEGRADED or lossy):
+                        self._loss_changed(c)
+                    self._came_back(tid)
+                    next_due = self._next_due()
+                elif rec[1] and (c.new is DEGRADED or lossy):
                     self._loss_changed(c)
-                self._came_back(tid)
-                next_due = self._next_due()
-            elif rec[1] and (c.new is DEGRADED or lossy):
-                self._loss_changed(c)
-                next_due = self._next_due()
+                    next_due = self._next_due()
+                if c.new is DEGRADED:
+                    degraded.add(tid)
+                elif degraded:
+                    degraded.discard(tid)
             if (
                 self.blind is not None
-                or len(unexplained) > blind_quiet
+                or len(down) + len(degraded) - len(member) > blind_quiet
+                or len(down) == n_targets
                 or (vantage and self._vantage_down())
             ):
                 self._check_blind()
@@ -291,9 +305,7 @@ class Engine:
                     self._fading[inc.root] = inc.grace_from
             if inc.clear_since is not None:
                 hold.append((inc.clear_since + s.hold_down, inc.id, inc.clear_since))
-        for t, key in self.member.items():
-            if key != t:
-                self._unexplained.discard(t)  # held by its incident's root (see _came_back)
+        self._unexplained.difference_update(self.member)  # explained by their incidents
         for t, (left_by, resolved_at) in sorted((left_down or {}).items()):
             if t in self.down and self.down[t] <= resolved_at:
                 if t in self.member:  # attached again, in a store written before _unleave cleared the row
@@ -356,11 +368,6 @@ class Engine:
         self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
         self._absorb(inc, self._down_subtree(inc.root))
 
-    def _held(self, tid: str) -> bool:
-        """Attached below the root of an incident (explained by it until its grace period ends)."""
-        key = self.member.get(tid)
-        return key is not None and key != tid
-
     def _came_back(self, tid: str) -> None:
         topo, down = self.topo, self.down
         inc = self.incidents.get(tid)
@@ -377,9 +384,9 @@ class Engine:
         for c in kids:
             if c in down:
                 key = self.member.get(c)
-                if key is None or key == c:
-                    self._unexplained.add(c)
-                elif (held := self.incidents[key]).grace_from is not None:
+                if key is None:
+                    self._unexplained.add(c)  # in no incident (a single explains it too): independent again
+                elif key != c and (held := self.incidents[key]).grace_from is not None:
                     # held: not an independent failure before its grace ends, which starts now
                     self._grace_at(self.now + self.s.grace, held)
         if tid in self._in_window:
@@ -714,8 +721,6 @@ class Engine:
             return  # already attached (typically by the root's own walk over its subtree)
         if tid in self.topo.endpoint:
             self._absorb(inc, (tid,))
-            if root not in self.down:
-                self._unexplained.discard(tid)  # held by a root within its grace period
         elif tid != root:
             self._absorb(inc, self._down_subtree(tid))  # a node below the root, with what it explains
 
@@ -758,10 +763,13 @@ class Engine:
         added = False
         log = self.member_log
         ever = self.ever[inc.id]
+        unexplained = self._unexplained
         if member.keys().isdisjoint(targets):
             # nobody attached anywhere yet (an outage opening over 100k targets): set operations
             member.update(zip(targets, repeat(inc.root)))
             inc.members.update(targets)
+            if unexplained:  # explained now: no longer counts toward blindness
+                unexplained.difference_update(unexplained.intersection(inc.members))
             ever.update(targets)
             log.append((inc.id, tuple(targets), ADD))
             if self._ignored:
@@ -780,6 +788,7 @@ class Engine:
                 donors.setdefault(key, []).append(t)
             member[t] = inc.root
             inc.members.add(t)
+            unexplained.discard(t)
             ever.add(t)
             log.append((inc.id, t, ADD))
             if t in self._ignored:
@@ -1001,9 +1010,12 @@ class Engine:
             if inc.opened_at < horizon:
                 continue
             self._render_pending(inc)
+            parents, down = self.topo.parents, self.down
             for t in sorted(inc.members, key=self.topo.sort_key):
                 del self.member[t]
                 self.member_log.append((inc.id, t, DROP))
+                if not all(p in down for p in parents[t]):
+                    self._unexplained.add(t)  # unexplained again: judged afresh when the blindness ends
             eps, custs, nodes = self._lists(self.ever[inc.id])
             inc.members.clear()
             self._close(inc)
@@ -1012,13 +1024,46 @@ class Engine:
             )
 
     def _blind_cause(self) -> str | None:
+        """Why the monitor cannot trust what it sees now, or None.
+
+        * a vantage node (the daemon's own uplink) is down;
+        * nothing answers (no vantage configured): every target is down, every top-level node
+          confirmed within ``settle + interval``, so it all failed at once; kept while all stay down;
+        * its view is broken everywhere: every top-level node is down or lossy (DEGRADED), and more
+          than ``blind_share`` (at least ``blind_min``) of all targets are down or lossy and not
+          explained by an open incident, and no node above any unexplained failure answers cleanly
+          (a node that answers proves the path to it works). Declared only then; kept while the
+          tops and the share hold.
+
+        A share of failing endpoints below nodes that answer is never blindness (three towns dark
+        on mains power while their towers answer on battery: suspected incidents, issue 19).
+        """
+        down = self.down
         for v in self.s.vantage:
-            if v in self.down:
+            if v in down:
                 return v
-        n = len(self._unexplained)
-        if n >= self.s.blind_min and n > self.s.blind_share * len(self.topo):
+        blind = self.blind
+        if not self._vantage and len(down) == self._n_targets and (blind is not None or self._at_once()):
             return BLIND_ROOT
-        return None
+        bad = self.degraded
+        if not all(t in down or t in bad for t in self._tops):
+            return None
+        n = len(down) + len(bad) - len(self.member)  # attached targets are all down or degraded
+        if n < self.s.blind_min or n <= self.s.blind_share * self._n_targets:
+            return None
+        if blind is not None and blind.root == BLIND_ROOT:
+            return BLIND_ROOT
+        ancestors = self.topo.ancestors
+        for t in self._unexplained:
+            for a in ancestors[t]:
+                if a not in down and a not in bad:
+                    return None  # something above a failure answers: the monitor sees that far
+        return BLIND_ROOT
+
+    def _at_once(self) -> bool:
+        """The top-level nodes were all confirmed down within ``settle + interval`` (with everything else)."""
+        horizon = self.now - self.s.settle - self.s.interval
+        return all(self.down[t] >= horizon for t in self._tops)
 
     def _end_blind(self) -> None:
         assert self.blind is not None
