@@ -16,24 +16,30 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from monitor.correlate.engine import Engine
-from monitor.correlate.incidents import IncidentEvent, parse_ts
+from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.maintenance import Window, config_windows
 from monitor.correlate.settings import CorrelationSettings, parse_assignments
 from monitor.correlate.topology import Topology
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, Target
+from monitor.replay_input import (
+    KEYS,
+    MAX_LINE,
+    REAL,
+    RTT_MAX,
+    ReplayError,
+    check_measurements,
+    parse_line,
+    read_lines,
+    timestamp,
+)
 from monitor.state import Confirmation, Observation, State, StateChange, TargetState, step
 
 _FAIL = Observation(reachable=False, detail="no reply")
 _OK = Observation(reachable=True)
-_INF = float("inf")
-
-
-class ReplayError(MonitorError):
-    """The input cannot be replayed; the message names the file and line."""
 
 
 def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> CorrelationSettings:
@@ -75,27 +81,24 @@ def replay(
     now: float | None = None
     pending: list[StateChange] = []  # transitions at ``now``, correlated when time moves on
     for lineno, line in enumerate(lines, 1):
-        try:
+        try:  # the fast path for good lines; anything odd goes to parse_line for the exact error
+            if len(line) > MAX_LINE:
+                raise ValueError("too long")
             rec, end = decode(line)
             if end < len(line) - 1 and line[end:].strip():
-                raise ValueError(f"extra data after the object at column {end + 1}")
+                raise ValueError("extra data after the object")
             ts_text = rec["ts"]
             tid = rec["target"]
             ok = rec["ok"]
-        except ValueError as exc:
+            if len(rec) > 3 and not rec.keys() <= KEYS:
+                raise KeyError("unknown key")
+        except (ValueError, KeyError, TypeError, RecursionError):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)  # leading whitespace: the slow path accepts it
-                ts_text, tid, ok = rec["ts"], rec["target"], rec["ok"]
-            except ValueError:
-                raise ReplayError(f"{source}:{lineno}: not a JSON object: {exc}") from None
-            except (KeyError, TypeError):
-                raise ReplayError(f"{source}:{lineno}: expected an object with ts, target and ok") from None
-        except (KeyError, TypeError):
-            raise ReplayError(f"{source}:{lineno}: expected an object with ts, target and ok") from None
+            rec = parse_line(line, source, lineno)  # leading whitespace is fine; all else raises ReplayError
+            ts_text, tid, ok = rec["ts"], rec["target"], rec["ok"]
         if ts_text != last_ts_text:
-            ts = _time(ts_text, source, lineno)
+            ts = timestamp(ts_text, source, lineno)
             if now is not None and ts < now:
                 raise ReplayError(f"{source}:{lineno}: ts {ts_text} is earlier than the line before (sort by time)")
             if now is None or ts > now:
@@ -104,29 +107,32 @@ def replay(
                 yield from engine.tick(ts)
             now = ts
             last_ts_text = ts_text
-        st = states.get(tid)
+        try:
+            st = states.get(tid)
+        except TypeError:  # a list or an object as target: parse_line names it
+            parse_line(line, source, lineno)
+            raise
         if st is None:
             target = targets.get(tid) if isinstance(tid, str) else None
             if target is None:
+                parse_line(line, source, lineno)  # a target that is not a string is named as such
                 raise ReplayError(f"{source}:{lineno}: unknown target {tid!r} (not a node or endpoint in {inv.source})")
             st = states[tid] = TargetState()
             rules[tid] = _rules(target, settings, shared_rules)
             th = target.polling.thresholds
             limits[tid] = (
-                _INF if th.rtt_ms is None else th.rtt_ms,
+                RTT_MAX if th.rtt_ms is None else min(th.rtt_ms, RTT_MAX),
                 1.0 if th.loss_pct is None else min(1.0, th.loss_pct / 100),
             )
         if ok is True:
-            rtt = rec.get("rtt_ms")
-            loss = rec.get("loss")
+            rtt: Any = rec.get("rtt_ms")
+            loss: Any = rec.get("loss")
             if rtt is None and loss is None:
                 healthy = True
-            else:
+            else:  # the type test first: True must not pass for 1, nor "1" raise here; NaN fails the range
                 rtt_max, loss_max = limits[tid]
-                try:
-                    healthy = (rtt is None or 0 <= rtt <= rtt_max) and (loss is None or 0 <= loss <= loss_max)
-                except TypeError:
-                    healthy = False  # _reasons names the bad value
+                healthy = (rtt is None or (type(rtt) in REAL and 0 <= rtt <= rtt_max)) and (
+                    loss is None or (type(loss) in REAL and 0 <= loss <= loss_max))
             if healthy:
                 if st.state is UP and st.fail_streak == 0 and st.degraded_streak == 0:
                     continue
@@ -134,11 +140,14 @@ def replay(
             else:
                 obs = Observation(reachable=True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
         elif ok is False:
+            if len(rec) > 3:  # measurements of a failed poll are not used, but must be valid too
+                check_measurements(rec.get("rtt_ms"), rec.get("loss"), source, lineno)
             if st.state is DOWN and st.reach_streak == 0:
                 continue
             obs = _FAIL
         else:
-            raise ReplayError(f"{source}:{lineno}: ok must be true or false, got {ok!r}")
+            parse_line(line, source, lineno)  # raises: ok must be true or false
+            raise AssertionError("parse_line accepted a bad ok")
         assert now is not None
         new, change = cached(st, obs, now, rules[tid], tid)
         states[tid] = new
@@ -220,15 +229,6 @@ def _no_change(st: TargetState, obs: Observation) -> bool:
     return st.state is State.DOWN and st.reach_streak == 0
 
 
-def _time(text: object, source: str, lineno: int) -> float:
-    if not isinstance(text, str):
-        raise ReplayError(f"{source}:{lineno}: ts must be an ISO-8601 string like 2026-11-01T03:00:00Z")
-    try:
-        return parse_ts(text)
-    except ValueError:
-        raise ReplayError(f"{source}:{lineno}: ts {text!r} is not ISO-8601 (like 2026-11-01T03:00:00Z)") from None
-
-
 def _rules(
     target: Target, settings: CorrelationSettings, shared: dict[tuple[int, int, int], Confirmation]
 ) -> Confirmation:
@@ -242,18 +242,13 @@ def _rules(
 
 def _reasons(target: Target, rtt: object, loss: object, source: str, lineno: int) -> tuple[str, ...]:
     """Judge the optional measurements like the daemon does (``loss`` is a fraction, 0.25 = 25 %)."""
+    check_measurements(rtt, loss, source, lineno)
     th = target.polling.thresholds
     out = []
-    if loss is not None:
-        if not isinstance(loss, int | float) or not 0 <= loss <= 1:
-            raise ReplayError(f"{source}:{lineno}: loss must be a fraction between 0 and 1, got {loss!r}")
-        if th.loss_pct is not None and loss * 100 > th.loss_pct:
-            out.append(f"loss {loss * 100:.0f}% > {th.loss_pct:g}%")
-    if rtt is not None:
-        if not isinstance(rtt, int | float) or rtt < 0:
-            raise ReplayError(f"{source}:{lineno}: rtt_ms must be a number >= 0, got {rtt!r}")
-        if th.rtt_ms is not None and rtt > th.rtt_ms:
-            out.append(f"rtt {rtt:.1f}ms > {th.rtt_ms:g}ms")
+    if isinstance(loss, int | float) and th.loss_pct is not None and loss * 100 > th.loss_pct:
+        out.append(f"loss {loss * 100:.0f}% > {th.loss_pct:g}%")
+    if isinstance(rtt, int | float) and th.rtt_ms is not None and rtt > th.rtt_ms:
+        out.append(f"rtt {rtt:.1f}ms > {th.rtt_ms:g}ms")
     return tuple(out)
 
 
@@ -292,12 +287,12 @@ def main(args: argparse.Namespace) -> int:
     inv = load_inventory(args.config, secrets=False)  # sends nothing
     settings = settings_for(inv, overrides)
     try:
-        src = args.input.open(encoding="utf-8")
+        src = args.input.open("rb")  # decoded line by line: a bad byte is named with its line
     except OSError as exc:
         raise ConfigError(f"{args.input}: cannot read: {exc.strerror}") from None
     try:
         with src:
-            events = replay(inv, settings, src, source=str(args.input))
+            events = replay(inv, settings, read_lines(src, str(args.input)), source=str(args.input))
             if args.output is None:
                 write_events(events, sys.stdout)
             else:

@@ -1,0 +1,118 @@
+"""What a ``monitor replay`` input line may be, and the errors for everything else.
+
+An outcomes file comes from anywhere (an export, a script, a colleague), so every line is untrusted:
+bounded in length, UTF-8, a JSON object of known keys, each value typed, finite and in range. A bad
+line stops the replay with ``FILE:LINE: what is wrong`` (:class:`ReplayError`, exit status 2), never
+a traceback and never a value silently taken for something else (``NaN`` or ``true`` as a time).
+
+The replay loop (:mod:`monitor.replay`) keeps its fast path for good lines and calls
+:func:`parse_line` only when that fast path fails, so the exact message costs nothing per good line;
+:func:`check_measurements` is the one definition of a valid ``rtt_ms``/``loss``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from functools import partial
+from typing import Any, BinaryIO, TypeGuard
+
+from monitor.correlate.incidents import parse_ts
+from monitor.errors import MonitorError
+
+MAX_LINE = 4096  # bytes of one line: real ones are ~100; this also bounds the JSON nesting depth
+KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss"})
+KEY_ORDER = "ts, target, ok, rtt_ms, loss"
+RTT_MAX = 3_600_000.0  # ms: an hour; a longer "round trip" is a broken recorder, not a measurement
+TS_RANGE = (0.0, 4_102_444_800.0)  # 1970-01-01 to 2099-12-31 UTC: the engine adds timers and prints times
+TS_RANGE_TEXT = "1970-01-01 to 2099-12-31"
+REAL: frozenset[type] = frozenset({int, float})  # exactly: bool is an int subclass and must not pass for 1 or 0
+
+
+class ReplayError(MonitorError):
+    """The input cannot be replayed; the message names the file and line."""
+
+
+def read_lines(f: BinaryIO, source: str) -> Iterator[str]:
+    """The lines of a binary file as text, each at most :data:`MAX_LINE` bytes and valid UTF-8.
+
+    Decoded line by line (not by 8 KiB chunks) so a bad byte is reported on its own line, and read
+    with a bounded ``readline`` so a file without newlines cannot take all memory.
+    """
+    for lineno, raw in enumerate(iter(partial(f.readline, MAX_LINE + 1), b""), 1):
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            raise ReplayError(f"{source}:{lineno}: line longer than {MAX_LINE} bytes")
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReplayError(
+                f"{source}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+
+
+def parse_line(line: str, source: str, lineno: int) -> dict[str, Any]:
+    """The record of one line, fully checked (the slow path: its errors say exactly what is wrong).
+
+    Checks everything the replay loop relies on except what needs the inventory (is the target
+    known) or the line before (is the time in order).
+    """
+    where = f"{source}:{lineno}"
+    if len(line.encode("utf-8", "surrogatepass")) > MAX_LINE + 1:
+        raise ReplayError(f"{where}: line longer than {MAX_LINE} bytes")
+    try:
+        rec = json.loads(line)
+    except RecursionError:
+        raise ReplayError(f"{where}: not a JSON object: nested too deep") from None
+    except ValueError as exc:
+        raise ReplayError(f"{where}: not a JSON object: {exc}") from None
+    if not isinstance(rec, dict) or not {"ts", "target", "ok"} <= rec.keys():
+        raise ReplayError(f"{where}: expected an object with ts, target and ok")
+    for key in rec:
+        if key not in KEYS:
+            raise ReplayError(f"{where}: unknown key {key[:40]!r} (expected {KEY_ORDER})")
+    timestamp(rec["ts"], source, lineno)
+    target = rec["target"]
+    if not isinstance(target, str):
+        raise ReplayError(f"{where}: target must be a node or endpoint id (a string), got {_kind(target)}")
+    if rec["ok"] is not True and rec["ok"] is not False:
+        raise ReplayError(f"{where}: ok must be true or false, got {_shown(rec['ok'])}")
+    check_measurements(rec.get("rtt_ms"), rec.get("loss"), source, lineno)
+    return rec
+
+
+def timestamp(text: object, source: str, lineno: int) -> float:
+    """Epoch seconds of a line's ``ts``: an ISO-8601 string within :data:`TS_RANGE`."""
+    if not isinstance(text, str):
+        raise ReplayError(f"{source}:{lineno}: ts must be an ISO-8601 string like 2026-11-01T03:00:00Z")
+    try:
+        ts = parse_ts(text)
+    except (ValueError, OverflowError):
+        raise ReplayError(
+            f"{source}:{lineno}: ts {text[:40]!r} is not ISO-8601 (like 2026-11-01T03:00:00Z)") from None
+    if not TS_RANGE[0] <= ts <= TS_RANGE[1]:
+        raise ReplayError(f"{source}:{lineno}: ts {text[:40]!r} is outside {TS_RANGE_TEXT}")
+    return ts
+
+
+def check_measurements(rtt: object, loss: object, source: str, lineno: int) -> None:
+    """``rtt_ms`` and ``loss`` are absent (or null), or finite numbers in range; never booleans."""
+    if rtt is not None and not (_real(rtt) and 0 <= rtt <= RTT_MAX):  # NaN fails the comparison
+        raise ReplayError(f"{source}:{lineno}: rtt_ms must be a finite number from 0 to {RTT_MAX:.0f}, "
+                          f"got {_shown(rtt)}")
+    if loss is not None and not (_real(loss) and 0 <= loss <= 1):
+        raise ReplayError(f"{source}:{lineno}: loss must be a fraction from 0 to 1, got {_shown(loss)}")
+
+
+def _real(value: object) -> TypeGuard[int | float]:
+    return type(value) in REAL
+
+
+def _shown(value: object) -> str:
+    """A value as it was written in the line (JSON), shortened."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return json.dumps(value)[:40]
+
+
+def _kind(value: object) -> str:
+    return {list: "a list", dict: "an object", bool: "a boolean", type(None): "null"}.get(type(value), "a number")

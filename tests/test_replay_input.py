@@ -1,0 +1,79 @@
+"""``monitor replay`` refuses hostile or careless input lines: exit status 2 with ``FILE:LINE: what is
+wrong``, never a traceback and never a silently accepted value (issue 10, "monitor replay")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
+GOOD = b'{"ts": "2026-11-01T00:00:00Z", "target": "core-arauca", "ok": true}'
+
+
+def line(**fields: str) -> bytes:
+    """A replay line with the given raw JSON values over a good one's."""
+    base = {"ts": '"2026-11-01T00:00:01Z"', "target": '"core-arauca"', "ok": "true", **fields}
+    return ("{" + ", ".join(f'"{k}": {v}' for k, v in base.items()) + "}").encode()
+
+
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> str:
+    """Replay ``data``; assert exit status 2, no output file, no traceback; the error message."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(data)
+    assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    return err
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (line(target='["core-arauca"]'), "in.jsonl:2: target must be a node or endpoint id (a string), got a list"),
+    (line(target='{"id": "x"}'), "in.jsonl:2: target must be a node or endpoint id (a string), got an object"),
+    (line(target="5"), "in.jsonl:2: target must be a node or endpoint id (a string), got a number"),
+    (b"[" * 200_000, "in.jsonl:2: line longer than 4096 bytes"),
+    (b"[" * 1_500 + b"]" * 1_500, "in.jsonl:2: not a JSON object: nested too deep"),
+    (b'{"ts": ' + b"[" * 2_000 + b"]" * 2_000 + b"}", "in.jsonl:2: not a JSON object: nested too deep"),
+    (line(target='"core-X"').replace(b"X", b"\xff"), "in.jsonl:2: not UTF-8 (byte 0xff at column 48)"),
+    (line(rtt_ms="NaN"), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got NaN"),
+    (line(rtt_ms="Infinity"), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got Infinity"),
+    (line(rtt_ms="true"), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got true"),
+    (line(rtt_ms="1e300"), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got 1e+300"),
+    (line(rtt_ms="-1"), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got -1"),
+    (line(rtt_ms='"4.2"'), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got \"4.2\""),
+    (line(loss="NaN"), "in.jsonl:2: loss must be a fraction from 0 to 1, got NaN"),
+    (line(loss="true"), "in.jsonl:2: loss must be a fraction from 0 to 1, got true"),
+    (line(loss="false"), "in.jsonl:2: loss must be a fraction from 0 to 1, got false"),
+    (line(ok="false", rtt_ms="NaN"), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got NaN"),
+    (line(ok="false", loss="2"), "in.jsonl:2: loss must be a fraction from 0 to 1, got 2"),
+    (line(ok="1"), "in.jsonl:2: ok must be true or false, got 1"),
+    (line(rtt="5"), "in.jsonl:2: unknown key 'rtt' (expected ts, target, ok, rtt_ms, loss)"),
+    (line(ok="false", Ok="true"), "in.jsonl:2: unknown key 'Ok' (expected ts, target, ok, rtt_ms, loss)"),
+    (line(ts='"9999-12-31T23:00:00-05:00"'),
+     "in.jsonl:2: ts '9999-12-31T23:00:00-05:00' is outside 1970-01-01 to 2099-12-31"),
+    (line(ts='"2026-11-01T00:00:01' + "0" * 3000 + '"'), "in.jsonl:2: ts '2026-11-01T00:00:0100000"),
+    (line(ts="1793491201"), "in.jsonl:2: ts must be an ISO-8601 string like 2026-11-01T03:00:00Z"),
+    (b'"just a string"', "in.jsonl:2: expected an object with ts, target and ok"),
+])
+def test_bad_lines_exit_2_with_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes,
+                                             message: str) -> None:
+    assert message in run(tmp_path, capsys, GOOD + b"\n" + data + b"\n" + GOOD.replace(b"00Z", b"02Z") + b"\n")
+
+
+def test_a_bad_byte_is_reported_on_its_own_line_far_into_the_file(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Decoding is per line, not per 8 KiB chunk, so the line number is the byte's own."""
+    good = [GOOD.replace(b"00:00:00Z", f"00:{i // 60:02d}:{i % 60:02d}Z".encode()) for i in range(1000)]
+    good[700] = good[700].replace(b"core", b"c\xe9re")
+    assert "in.jsonl:701: not UTF-8 (byte 0xe9 at column 44)" in run(tmp_path, capsys, b"\n".join(good) + b"\n")
+
+
+def test_good_lines_with_every_field_still_replay(tmp_path: Path) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b"\n".join([GOOD, line(rtt_ms="0", loss="0"), b"  " + line(ok="false", rtt_ms="null", loss="1.0")
+                                .replace(b"01Z", b"02Z"), b"", line(rtt_ms="3600000", loss="0.5")
+                                .replace(b"01Z", b"03Z")]) + b"\n")
+    assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(tmp_path / "o")]) == 0
