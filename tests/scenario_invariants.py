@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from monitor.correlate.incidents import parse_ts
+from monitor.correlate.incidents import IncidentEvent, parse_ts
 from monitor.correlate.topology import Topology
 from monitor.replay import _reasons
 from monitor.state import Confirmation, Observation, State, StateChange, TargetState, step
@@ -237,3 +237,90 @@ def check_all(sc: Scenario, events: list[dict[str, Any]]) -> None:
     run = Run(sc, events, confirmed_changes(sc))
     for check in CHECKS:
         check(run)
+
+
+# ---------------------------------------------------------------- what customers are told (delivery)
+
+
+@dataclass
+class Told:
+    """The customer notices the planner gives for a run's events: (when, incident, action, customer)."""
+
+    notices: list[tuple[float, str, str, str]]
+    still_open: set[str]  # incidents open at the end of the scenario
+
+
+def customer_notices(run: Run) -> Told:
+    """Feed the run's events through the delivery planner as the daemon does, with what is down at each
+    moment taken from the confirmed changes, and its 1 s timer after every change (restores of cases
+    that went on individually). At the scenario's restarts the planner's memory goes through JSON, as
+    the service stores it. Every customer has an email address; the defaults otherwise (customer
+    notices for outage and suspected incidents)."""
+    from monitor.delivery import planner
+    from monitor.delivery.config import DeliveryConfig, MaildirSettings
+
+    inv = run.sc.inventory
+    customers = {cid: replace(c, email=f"{cid.lower()}@example.invalid") for cid, c in inv.customers.items()}
+    ctx = planner.Context(replace(inv, customers=customers), DeliveryConfig(maildir=MaildirSettings("/nonexistent")))
+    by_email = {c.email: cid for cid, c in customers.items()}
+    mem: dict[str, planner.IncidentMemory] = {}
+    glob = planner.GlobalMemory()
+    told: list[tuple[float, str, str, str]] = []
+    restarts = sorted(run.sc.restarts)
+
+    def down_at(ts: float) -> planner.DownOf:
+        return lambda eps: {e for e in eps if run.state_at(e, ts) is State.DOWN}
+
+    def keep(p: planner.Plan, ts: float) -> None:
+        mem.update(p.memories)
+        told.extend((ts, i.incident, i.action, by_email[i.recipient]) for i in p.items
+                    if i.action.startswith("customer_") and i.recipient in by_email)
+
+    steps = sorted([(_ts(e), 0, i) for i, e in enumerate(run.events)] + [(c.ts, 1, 0) for c in run.changes])
+    for ts, is_change, i in steps:
+        while restarts and ts >= restarts[0]:
+            restarts.pop(0)
+            mem = {k: planner.IncidentMemory.from_dict(json.loads(json.dumps(m.to_dict()))) for k, m in mem.items()}
+            glob = planner.GlobalMemory.from_dict(json.loads(json.dumps(glob.to_dict())))
+        if is_change:
+            keep(planner.tick(list(mem.values()), glob, ctx, ts, set(), None, down_at(ts)), ts)
+        else:
+            keep(planner.plan([_event(run.events[i])], dict(mem), glob, ctx, ts, down_at(ts)), ts)
+    return Told(told, {k for k, m in mem.items() if m.status == "open"})
+
+
+def _event(e: dict[str, Any]) -> IncidentEvent:
+    return IncidentEvent(_ts(e), e["event"], e["incident"], e["kind"], e["root"], tuple(e["affected_endpoints"]),
+                         tuple(e["affected_customers"]), tuple(e.get("affected_nodes", ())), e.get("into"))
+
+
+def restored_only_while_every_endpoint_answers(run: Run) -> None:
+    """A customer is told "restored" only while all their endpoints answer, and everyone told "opened"
+    ends with "restored" or with an update handing them to an individual case (``customer_continues``),
+    unless an incident that told them is still open when the scenario ends.
+
+    Before: at resolve the planner told every notified customer "restored", also those whose CPE
+    stayed dead after the outage (handed to a single incident of its own).
+    """
+    told = customer_notices(run)
+    endpoints = {cid: c.endpoints for cid, c in run.sc.inventory.customers.items()}
+    last: dict[tuple[str, str], str] = {}
+    opened: dict[str, set[str]] = {}
+    for ts, inc, action, cid in told.notices:
+        if action == "customer_restored":
+            dead = [e for e in endpoints[cid] if run.state_at(e, ts) is State.DOWN]
+            assert not dead, f"{run.label(ts)}: {cid} told restored ({inc}) while {dead} are down"
+        if action == "customer_opened":
+            opened.setdefault(cid, set()).add(inc)
+        last[(inc, cid)] = action
+    for cid, incs in sorted(opened.items()):
+        if incs & told.still_open:
+            continue
+        for inc in sorted(incs):
+            restored = any(a == "customer_restored" and c == cid for _, _, a, c in told.notices)
+            assert restored or last[(inc, cid)] == "customer_continues", (
+                f"{run.sc.name}: {cid} was told {inc} opened and never restored nor handed to an individual case"
+            )
+
+
+CHECKS.append(restored_only_while_every_endpoint_answers)

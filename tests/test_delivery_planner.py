@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +36,10 @@ class Run:
         self.glob = GlobalMemory()
         self.keys: set[str] = set()
         self.last: list[Item] = []  # everything the last call planned, repeats included
+        self.dead: set[str] = set()  # endpoints confirmed down now (what the daemon reads from target_state)
+
+    def down(self, endpoints: object) -> set[str]:
+        return self.dead.intersection(endpoints)  # type: ignore[arg-type]
 
     def _keep(self, plan: planner.Plan) -> list[Item]:
         self.mem.update(plan.memories)
@@ -46,11 +51,11 @@ class Run:
     def feed(self, *events: object, now: float | None = None) -> list[Item]:
         evs = list(events)
         t = now if now is not None else max(e.ts for e in evs)  # type: ignore[attr-defined]
-        return self._keep(planner.plan(evs, dict(self.mem), self.glob, self.ctx, t))  # type: ignore[arg-type]
+        return self._keep(planner.plan(evs, dict(self.mem), self.glob, self.ctx, t, self.down))  # type: ignore[arg-type]
 
     def tick(self, now: float, acked: frozenset[str] = frozenset(), etas: dict[str, float | None] | None = None,
              ) -> list[Item]:
-        return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked), etas))
+        return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked), etas, self.down))
 
     def maintenance(self, windows: list[MaintenanceRow], now: float) -> list[Item]:
         """The service's timer: the windows and the open incidents' memories."""
@@ -119,6 +124,85 @@ def test_no_customer_gets_two_opened_notices_and_restores_go_to_those_notified(i
     assert acts["customer_restored"] == 10 and acts["ticket_resolve"] == 1 and acts["tech_resolved"] == 1
     restored = next(i for i in items if i.action == "customer_restored")
     assert restored.data["duration"] == "1 h 00 min"
+
+
+def _to(items: list[Item], action: str) -> list[str]:
+    return sorted(i.recipient for i in items if i.action == action)
+
+
+def _restart(run: Run) -> Run:
+    """A new process: the memories as the service stores them (JSON), nothing else."""
+    new = Run(run.ctx)
+    new.mem = {k: IncidentMemory.from_dict(json.loads(json.dumps(m.to_dict()))) for k, m in run.mem.items()}
+    new.glob = GlobalMemory.from_dict(json.loads(json.dumps(run.glob.to_dict())))
+    new.keys, new.dead = set(run.keys), set(run.dead)
+    return new
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["", "restart"])
+def test_stragglers_still_down_are_not_told_restored_their_case_goes_on_until_it_really_is(
+        inv: Inventory, restart: bool) -> None:
+    """Issue 19: surge-damaged CPEs stay dead after the tower is back. The engine hands them to singles
+    (they leave the outage's affected set, then the outage resolves): "restored" went to every notified
+    customer. Now they get one "your case continues individually" notice and "restored" only once
+    their endpoint answers; everyone else is restored as before."""
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(10, 0)))
+    run.dead = {"cpe-0009", "cpe-0010"}  # still down after the tower is back
+    items = run.feed(ev("updated", T0 + 900, ids(10, 0)[8:]))  # 1-8 back
+    assert _to(items, "customer_restored") == _emails(ids(8, 0))
+    # grace over: 9 and 10 leave the outage for singles of their own while still down
+    items = run.feed(ev("opened", T0 + 1200, ["C-0009"], incident="INC-000002", kind="single", root="cpe-0009"),
+                     ev("opened", T0 + 1200, ["C-0010"], incident="INC-000003", kind="single", root="cpe-0010"),
+                     ev("updated", T0 + 1260, []))
+    assert _to(items, "customer_restored") == []
+    assert _to(items, "customer_continues") == ["c10@example.com", "c9@example.com"]
+    notice = next(i for i in items if i.action == "customer_continues" and i.recipient == "c9@example.com")
+    assert notice.key == "INC-000001/customer_continues/c9@example.com/1" and notice.template == "customer_continues"
+    items = run.feed(ev("resolved", T0 + 1560, ids(8, 0)))
+    assert _to(items, "customer_restored") == [] and _to(items, "customer_continues") == []
+    assert by_action(run.tick(T0 + 1600))["customer_restored"] == 0  # still down: nothing
+    if restart:
+        run = _restart(run)
+    run.dead = {"cpe-0010"}  # 9 answers again
+    items = run.tick(T0 + 3000)
+    assert _to(items, "customer_restored") == ["c9@example.com"]
+    assert next(i for i in items if i.action == "customer_restored").incident == "INC-000001"
+    assert run.tick(T0 + 3001) == []
+    items = run.feed(ev("resolved", T0 + 3100, ["C-0009"], incident="INC-000002", kind="single", root="cpe-0009"))
+    assert _to(items, "customer_restored") == []  # the single told them nothing (singles: no notices here)
+    run.dead = set()
+    assert _to(run.tick(T0 + 5000), "customer_restored") == ["c10@example.com"]
+    assert run.tick(T0 + 5001) == [] and run.glob.continuing == {}
+    restored = Counter(k.split("/")[2] for k in run.keys if k.split("/")[1] == "customer_restored")
+    assert restored == Counter(_emails(ids(10, 0)))  # each exactly once
+
+
+def test_a_customer_is_restored_only_when_all_of_their_endpoints_answer(inv: Inventory) -> None:
+    """Resolved (by staff here: its members still down) while the endpoint is down: no "restored"."""
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0)))
+    run.dead = {"cpe-0002"}
+    items = run.feed(ev("resolved", T0 + 600, ids(3, 0)))
+    assert _to(items, "customer_restored") == ["c1@example.com", "c3@example.com"]
+    assert _to(items, "customer_continues") == ["c2@example.com"]
+    run.dead = set()
+    assert _to(run.tick(T0 + 700), "customer_restored") == ["c2@example.com"]
+
+
+def test_a_straggler_another_mass_incident_tells_of_is_restored_by_that_one(inv: Inventory) -> None:
+    """Handed over while a second outage already told them: that one's "restored" is the only one."""
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0)))
+    run.dead = {"cpe-0003"}
+    run.feed(ev("updated", T0 + 900, []))
+    run.feed(ev("opened", T0 + 950, ["C-0003"], incident="INC-000002", root="ap-1"))
+    run.dead = set()
+    items = run.feed(ev("resolved", T0 + 1200, ids(2, 0)))
+    items += run.tick(T0 + 1201)
+    items += run.feed(ev("resolved", T0 + 1300, ["C-0003"], incident="INC-000002", root="ap-1"))
+    assert [(i.incident, i.recipient) for i in items if i.action == "customer_restored"] == [
+        ("INC-000002", "c3@example.com")]
 
 
 def test_desk_comments_only_on_meaningful_change_and_throttled(inv: Inventory) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from monitor.delivery import planner
 from monitor.replay import replay
 from tests.scenario_invariants import (
     Run,
     confirmed_changes,
+    customer_notices,
     many_failing_together_are_not_singles,
     never_counted_twice,
     one_incident_per_cause,
+    restored_only_while_every_endpoint_answers,
 )
 from tests.scenario_runner import SCENARIOS, load
 
@@ -51,3 +54,23 @@ def test_a_flicker_below_a_lossy_link_opened_as_its_own_incident_is_caught():
     run.events.insert(1, {**first, "incident": "INC-999999", "kind": "outage", "root": "ap-n2"})
     with pytest.raises(AssertionError, match="one cause"):
         one_incident_per_cause(run)
+
+
+def test_surge_stragglers_are_told_their_case_goes_on_and_restored_only_when_they_answer():
+    run = _run("surge_stragglers")
+    restored_only_while_every_endpoint_answers(run)
+    told: dict[str, list[tuple[str, str]]] = {}
+    for _, inc, action, cid in customer_notices(run).notices:
+        told.setdefault(cid, []).append((inc, action.removeprefix("customer_")))
+    assert told["C-cpe-1-03"] == [("INC-000001", "opened"), ("INC-000001", "continues"), ("INC-000001", "restored")]
+    assert told["C-cpe-2-07"] == told["C-clinica"] == [("INC-000001", "opened"), ("INC-000001", "continues")]
+    assert told["C-cpe-1-01"] == [("INC-000001", "opened"), ("INC-000001", "restored")]
+    assert len(told) == 20
+
+
+def test_restored_while_still_down_is_caught(monkeypatch):
+    """A planner that tells every notified customer "restored" at resolve, as before issue 19."""
+    run = _run("surge_stragglers")
+    monkeypatch.setattr(planner, "_down_customers", lambda customers, ctx, down: set())
+    with pytest.raises(AssertionError, match=r"at 1145.000: C-clinica told restored \(INC-000001\) while"):
+        restored_only_while_every_endpoint_answers(run)

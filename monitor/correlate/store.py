@@ -243,6 +243,19 @@ class IncidentStore:
         rows = self.db.execute("SELECT target, since FROM target_state WHERE state = ?", (State.DOWN.value,))
         return {t: since for t, since in rows}
 
+    def down_among(self, targets: Sequence[str]) -> set[str]:
+        """Which of ``targets`` the state-change log says are down now (delivery tells a customer
+        "restored" only when every endpoint of theirs answers)."""
+        out: set[str] = set()
+        for i in range(0, len(targets), 500):
+            chunk = list(targets[i:i + 500])
+            rows = self.db.execute(
+                f"SELECT target FROM target_state WHERE state = ? AND target IN ({','.join('?' * len(chunk))})",
+                (State.DOWN.value, *chunk),
+            )
+            out.update(t for (t,) in rows)
+        return out
+
     def came_back(self, since: float) -> dict[str, float]:
         """Targets that came back (left DOWN) at or after ``since``, with the last such time: the grace
         of an open incident's members counts from their own parent's return (``Engine.restore``)."""

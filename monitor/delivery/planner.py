@@ -4,8 +4,10 @@ No I/O here, so every rule is a unit test with an injected time: one ticket per 
 when the same root fails again soon), technician alerts from the on-call rota with escalation when
 nobody acknowledges, customer notices at most one opened/restored pair per customer and incident,
 nothing to customers while the monitor is blind, none for single failures unless configured, opt-out
-respected, desk comments and customer updates only on meaningful change and throttled (a new,
-changed or withdrawn restoration estimate, ETA, set by staff counts as one).
+respected, "restored" only to a customer whose every endpoint answers (one still down is told once
+that their case goes on individually, and "restored" when it really is), desk comments and customer
+updates only on meaningful change and throttled (a new, changed or withdrawn restoration estimate,
+ETA, set by staff counts as one).
 
 The memory (:class:`IncidentMemory` per incident, :class:`GlobalMemory`) is returned with the items
 and stored by the service in the same transaction as the outbox rows, so a crash never leaves a
@@ -15,7 +17,7 @@ decision half-recorded; every item also carries an idempotency key, so planning 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,6 +33,10 @@ SERVICE_KINDS = ("outage", "suspected", "single")
 #: customer-facing kinds: those and ``degraded`` (a lossy link above: "degraded service" notices,
 #: only when the config's ``customers.kinds`` lists it)
 NOTICE_KINDS = (*SERVICE_KINDS, "degraded")
+
+#: which of the given endpoints are confirmed DOWN now (the daemon asks the state-change log's current
+#: states; None: every endpoint counts as answering)
+DownOf = Callable[[Sequence[str]], Collection[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,9 @@ class IncidentMemory:
     status: str = "open"  # open | resolved | merged
     notified: list[str] = field(default_factory=list)  # customers who got "opened"
     restored: list[str] = field(default_factory=list)  # customers who got "restored"
+    # customers told their case goes on individually (their endpoint still down when this incident let
+    # them go): "restored" comes when it answers (GlobalMemory.continuing)
+    continuing: list[str] = field(default_factory=list)
     desk_customers: list[str] = field(default_factory=list)  # affected set last told to the desk
     ticket_incident: str = ""  # whose ticket this incident uses ("" = no ticket)
     comments: int = 0
@@ -96,17 +105,18 @@ class GlobalMemory:
     seq: int = 0  # version counter of the retained MQTT status messages
     maintenance: dict[str, list[str]] = field(default_factory=dict)  # window id → phases sent
     held: dict[str, list[str]] = field(default_factory=dict)  # window id → customers its end notice waits for
+    continuing: dict[str, str] = field(default_factory=dict)  # customer → incident whose "restored" they wait for
 
     def to_dict(self) -> dict[str, Any]:
         return {"blind": self.blind, "recent": {k: list(v) for k, v in self.recent.items()}, "seq": self.seq,
-                "maintenance": self.maintenance, "held": self.held}
+                "maintenance": self.maintenance, "held": self.held, "continuing": self.continuing}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GlobalMemory:
         """Also reads a memory stored before a key existed (it starts empty)."""
         return cls(list(d.get("blind", [])), {k: (v[0], v[1]) for k, v in d.get("recent", {}).items()},
                    int(d.get("seq", 0)), dict(d.get("maintenance", {})),
-                   {k: list(v) for k, v in d.get("held", {}).items()})
+                   {k: list(v) for k, v in d.get("held", {}).items()}, dict(d.get("continuing", {})))
 
 
 class Window(Protocol):
@@ -216,9 +226,10 @@ def _covers(days: tuple[int, ...], start: int, end: int, day: int, minute: int) 
 
 def plan(
     events: Sequence[IncidentEvent], memories: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context,
-    now: float,
+    now: float, down: DownOf | None = None,
 ) -> Plan:
-    """Items for a batch of lifecycle events. ``memories`` holds what is known of their incidents.
+    """Items for a batch of lifecycle events. ``memories`` holds what is known of their incidents;
+    ``down`` tells which endpoints are down now (no "restored" to a customer with one of them).
 
     Merges are applied first: a parent opened in the same batch must not notify the customers its
     merged child already told.
@@ -232,10 +243,13 @@ def plan(
                 parent = mem.setdefault(e.into, IncidentMemory(e.into, e.kind, e.root, e.ts, status="pending"))
                 parent.notified = _union(parent.notified, child.notified)
                 parent.restored = _union(parent.restored, child.restored)
+                parent.continuing = _union(parent.continuing, child.continuing)
                 out.memories[parent.incident] = parent
     for e in events:
-        handler = {"opened": _opened, "updated": _updated, "merged": _merged, "resolved": _resolved}[e.event]
-        m = handler(e, mem, glob, ctx, now, out)
+        if e.event in ("updated", "resolved"):
+            m = (_updated if e.event == "updated" else _resolved)(e, mem, glob, ctx, now, out, down)
+        else:
+            m = (_opened if e.event == "opened" else _merged)(e, mem, glob, ctx, now, out)
         if m is not None:
             mem[m.incident] = m
             out.memories[m.incident] = m
@@ -272,7 +286,7 @@ def _opened(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory
 
 
 def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
-             out: Plan) -> IncidentMemory | None:
+             out: Plan, down: DownOf | None) -> IncidentMemory | None:
     m = mem.get(e.incident)
     if m is None:  # opened before delivery existed: treat as opened
         return _opened(e, mem, glob, ctx, now, out)
@@ -296,12 +310,12 @@ def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemor
     cn = ctx.cfg.customers
     if cn.restore_on_partial:
         gone = sorted(old_customers - set(e.affected_customers))
-        _notify_restored(e, m, gone, ctx, out)
+        _notify_restored(e, m, gone, glob, ctx, out, down)
     if kind_changed and m.notified and now >= m.last_update + cn.update_min_interval and _customer_kind(e.kind, ctx):
         m.updates += 1
         m.last_update = now
         m.eta_due = False  # the update carries the ETA too
-        _notify_updated(e, m, sorted(set(m.notified) - set(m.restored)), ctx, out)
+        _notify_updated(e, m, _still_told(m), ctx, out)
     return m
 
 
@@ -320,7 +334,7 @@ def _merged(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory
 
 
 def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
-              out: Plan) -> IncidentMemory | None:
+              out: Plan, down: DownOf | None) -> IncidentMemory | None:
     m = mem.get(e.incident)
     if m is None:
         return None
@@ -338,7 +352,7 @@ def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemo
         glob.recent[m.root] = (m.ticket_incident, e.ts)
     for tech in m.tiers[: m.tier + 1]:
         _tech_message(e, m, tech, "tech_resolved", 1, "technician_resolved", ctx, out)
-    _notify_restored(e, m, sorted(set(m.notified) - set(m.restored)), ctx, out)
+    _notify_restored(e, m, sorted(set(m.notified) - set(m.restored)), glob, ctx, out, down)
     return m
 
 
@@ -346,14 +360,19 @@ def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemo
 
 
 def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
-         acked: set[str], etas: Mapping[str, float | None] | None = None) -> Plan:
-    """Time-driven items: escalation of unacknowledged incidents, throttled desk comments, ETAs.
+         acked: set[str], etas: Mapping[str, float | None] | None = None, down: DownOf | None = None) -> Plan:
+    """Time-driven items: escalation of unacknowledged incidents, throttled desk comments, ETAs, and
+    "restored" to customers whose case went on individually once their endpoints answer (``down``).
 
     ``etas`` holds the latest restoration estimate staff set per open incident (incident store);
-    None = withdrawn. An incident missing from it is left as it is.
+    None = withdrawn. An incident missing from it is left as it is. ``memories``: the open incidents'
+    and those of the incidents in ``glob.continuing``.
     """
     out = Plan()
     esc = ctx.cfg.escalation
+    memories = list(memories)
+    if glob.continuing and down is not None:
+        _restore_continuing(memories, glob, ctx, now, out, down)
     for m in memories:
         if m.status != "open":
             continue
@@ -410,7 +429,7 @@ def _tell_eta(m: IncidentMemory, glob: GlobalMemory, ctx: Context, now: float, o
     if glob.blind or now < m.last_update + cn.update_min_interval:
         return False
     m.eta_due = False
-    todo = sorted(set(m.notified if m.eta else m.eta_told) - set(m.restored))
+    todo = sorted(set(m.notified if m.eta else m.eta_told) - set(m.restored) - set(m.continuing))
     if todo and cn.enabled and _customer_kind(m.kind, ctx):
         m.updates += 1
         m.last_update = now
@@ -622,17 +641,76 @@ def _notify_opened(e: IncidentEvent, m: IncidentMemory, customers: Iterable[str]
     new = [c for c in customers if c not in done]
     for cid in new:
         _customer_notice(e, m, cid, "customer_opened", 1, ctx, out)
+        glob.continuing.pop(cid, None)  # this incident tells them when it ends
     m.notified = _union(m.notified, new)
     if glob.held:  # told of the outage: "maintenance ended" would contradict it
         _release(glob, new)
 
 
-def _notify_restored(e: IncidentEvent, m: IncidentMemory, customers: Sequence[str], ctx: Context, out: Plan) -> None:
-    notified, restored = set(m.notified), set(m.restored)  # once, not per customer: 10,000 make it quadratic
+def _notify_restored(e: IncidentEvent, m: IncidentMemory, customers: Sequence[str], glob: GlobalMemory,
+                     ctx: Context, out: Plan, down: DownOf | None) -> None:
+    """"Restored" to those of ``customers`` told of the incident whose every endpoint answers now.
+
+    One with an endpoint still down was let go by the incident while down (after its grace the
+    engine hands such a straggler to an incident of its own, usually a single; a surge-damaged CPE
+    stays dead after the tower is back): they are told once that their case goes on individually
+    (``customer_continues``) and get "restored" when it answers (:func:`tick`), unless another
+    incident told them of it first (:func:`_notify_opened`) and tells them when it ends.
+    """
+    notified, restored, continuing = set(m.notified), set(m.restored), set(m.continuing)  # once: 10,000 customers
     todo = [c for c in customers if c in notified and c not in restored]
+    still = _down_customers(todo, ctx, down)
+    back, handed, done = [], [], []
     for cid in todo:
+        if cid in still:
+            if cid not in continuing:
+                handed.append(cid)
+        elif cid in continuing and cid not in glob.continuing:
+            done.append(cid)  # told "restored" by tick already, or another incident took them over
+        else:
+            back.append(cid)
+    for cid in back:
         _customer_notice(e, m, cid, "customer_restored", 1, ctx, out)
-    m.restored = _union(m.restored, todo)
+        glob.continuing.pop(cid, None)
+    m.restored = _union(m.restored, back + done)
+    for cid in handed:
+        if not glob.blind:  # while blind nobody is told anything; "restored" still waits for the endpoint
+            _customer_notice(e, m, cid, "customer_continues", 1, ctx, out)
+        glob.continuing[cid] = m.incident
+    m.continuing = _union(m.continuing, handed)
+
+
+def _restore_continuing(memories: list[IncidentMemory], glob: GlobalMemory, ctx: Context, now: float, out: Plan,
+                        down: DownOf) -> None:
+    """Customers whose case went on individually: "restored" (from the incident that let them go)
+    once every endpoint of theirs answers."""
+    waiting = sorted(glob.continuing)
+    still = _down_customers(waiting, ctx, down)
+    by_id = {m.incident: m for m in memories}
+    for cid in waiting:
+        if cid in still:
+            continue
+        m = by_id.get(glob.continuing.pop(cid))
+        if m is None or cid in m.restored:
+            continue
+        e = IncidentEvent(now, "resolved", m.incident, m.kind, m.root, (), (cid,), tuple(m.nodes))  # type: ignore[arg-type]
+        _customer_notice(e, m, cid, "customer_restored", 1, ctx, out)
+        m.restored = _union(m.restored, [cid])
+        out.memories[m.incident] = m
+
+
+def _down_customers(customers: Sequence[str], ctx: Context, down: DownOf | None) -> set[str]:
+    """Those of ``customers`` with an endpoint confirmed down now (one question for all of them)."""
+    if down is None or not customers:
+        return set()
+    eps = [ep for cid in customers if (c := ctx.customer(cid)) is not None for ep in c.endpoints]
+    hit = down(eps) if eps else ()
+    return {ctx.endpoint_customer[ep] for ep in hit if ep in ctx.endpoint_customer}
+
+
+def _still_told(m: IncidentMemory) -> list[str]:
+    """Customers told of the incident who still follow it (not restored, not gone on individually)."""
+    return sorted(set(m.notified) - set(m.restored) - set(m.continuing))
 
 
 def _customer_notice(e: IncidentEvent, m: IncidentMemory, cid: str, action: str, version: int, ctx: Context,

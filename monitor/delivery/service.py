@@ -103,7 +103,8 @@ class DeliveryService:
         memories = {k: IncidentMemory.from_dict(v) for k, v in self.outbox.states(
             [e.incident for e in events] + [e.into for e in events if e.into]).items()}
         glob = _copy(self.glob)  # the planner's memory moves on only with a commit
-        self._commit(planner.plan(events, memories, glob, self.ctx, self.clock.now()), glob, cursor=cursor)
+        self._commit(planner.plan(events, memories, glob, self.ctx, self.clock.now(), self.store.down_among), glob,
+                     cursor=cursor)
 
     def tick(self, now: float | None = None) -> None:
         """Timers: escalation, throttled desk comments, ETAs set by staff, maintenance notices."""
@@ -111,7 +112,10 @@ class DeliveryService:
         memories = [IncidentMemory.from_dict(v) for v in self.outbox.states().values()]
         acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
         glob = _copy(self.glob)
-        plan = planner.tick(memories, glob, self.ctx, now, acked, self.store.etas())
+        # customers whose case went on individually: "restored" from their (maybe resolved) incident
+        let_go = set(glob.continuing.values()) - {m.incident for m in memories}
+        gone = [IncidentMemory.from_dict(v) for v in self.outbox.states(sorted(let_go)).values()] if let_go else []
+        plan = planner.tick([*memories, *gone], glob, self.ctx, now, acked, self.store.etas(), self.store.down_among)
         extra = planner.plan_maintenance(self._windows(glob), memories, glob, self.ctx, now)
         plan.items += extra.items
         if plan.items or plan.memories or glob != self.glob:
