@@ -24,21 +24,13 @@ from hypothesis import strategies as st
 
 from monitor.probes.icmp_packet import ECHO_REPLY, ECHO_REQUEST, UNREACHABLE, parse
 from monitor.probes.icmp_socket import Echo, IcmpSocket
+from tests.test_icmp import ipv6_loopback
 
 PAYLOAD = 56
 MODES = {"v4raw": (4, True), "v4dgram": (4, False), "v6raw": (6, True)}
 SOURCES = {4: ["127.0.0.2", "127.0.0.3", "127.0.0.4"], 6: ["::1"]}
 TARGETS = {4: ["127.0.0.2", "127.0.0.2", "127.0.0.3"], 6: ["::1", "::1", "2001:db8::1"]}
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @dataclass
