@@ -16,6 +16,7 @@ from monitor.errors import ProbeError
 from monitor.inventory.model import PollingSettings, Target
 from monitor.probes.icmp import IcmpProbe, _parse_address
 from monitor.probes.icmp_packet import checksum_partial
+from tests.icmp_forge import forge_reply, neighbour_attack, stray_count
 from tests.netns import nft_table
 from tests.servers.common import until
 
@@ -50,10 +51,6 @@ def firewall() -> Iterator[None]:
     }}"""
     with nft_table(body):
         yield
-
-
-def stray_count() -> float:
-    return selfmetrics.REGISTRY.get_sample_value("monitor_icmp_stray_replies_total") or 0.0
 
 
 def rejected_count() -> float:
@@ -139,19 +136,6 @@ async def test_invalid_address_is_a_result(probe: IcmpProbe) -> None:
     assert (r.sent, r.received, r.error) == (0, 0, "invalid address")
 
 
-def forge_reply(src: str, ident: int, seq: int, token: int, pad: bytes) -> None:
-    """Send an ICMP echo reply to 127.0.0.1 that claims to come from ``src`` (IP_HDRINCL raw socket)."""
-    header = struct.pack("!BBHHHQ", 0, 0, 0, ident, seq, token)
-    csum = 0xFFFF - (checksum_partial(header + pad) % 0xFFFF)
-    icmp = struct.pack("!BBHHHQ", 0, 0, csum, ident, seq, token) + pad
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0x1234, 0, 64, socket.IPPROTO_ICMP, 0,
-        socket.inet_aton(src), socket.inet_aton("127.0.0.1"),
-    )
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
-        s.sendto(ip + icmp, ("127.0.0.1", 0))
-
-
 async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProbe, firewall: None) -> None:
     sock = probe._socks[4]
     victim = asyncio.create_task(probe.ping(DROPPED, count=1, per_ping_timeout=1.5))
@@ -180,51 +164,15 @@ async def test_stray_and_spoofed_replies_are_ignored_and_counted(probe: IcmpProb
     assert (await control).received == 1
 
 
-def sniffed_requests(spy: socket.socket, ident: int, destinations: set[str]) -> list[tuple[int, int, bytes]]:
-    """(sequence, token, payload after the token) of our echo requests to ``destinations`` read so far."""
-    out = []
-    while True:
-        try:
-            data = spy.recv(65536)
-        except BlockingIOError:
-            return out
-        icmp = data[(data[0] & 0x0F) * 4:]
-        dst = socket.inet_ntoa(data[16:20])
-        if len(icmp) >= 16 and icmp[0] == 8 and dst in destinations:
-            r_ident, seq, token = struct.unpack_from("!HHQ", icmp, 4)
-            if r_ident == ident:
-                out.append((seq, token, icmp[16:]))
-
-
 async def test_replies_forged_from_neighbours_requests_cannot_answer_for_a_silent_target(
     probe: IcmpProbe, firewall: None,
 ) -> None:
-    """Issue 10: an attacker who sees our requests to other targets (same segment, mirrored port)
-    answers for a silent one, guessing its token and sequence near the neighbours' (tokens used to be
-    one counter: ±8 turned a DOWN target UP). It sends from the silent target's own address with the
-    right identifier and payload, so only the token can keep it out."""
-    sock = probe._socks[4]
-    neighbours = ["127.21.3.1", "127.21.3.2"]
-    mask = 0xFFFFFFFFFFFFFFFF
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as spy:
-        spy.setblocking(False)
-        before = stray_count()
-        batch = asyncio.create_task(
-            probe.ping_many([neighbours[0], DROPPED, neighbours[1]], count=1, per_ping_timeout=1.5)
-        )
-        seen: list[tuple[int, int, bytes]] = []
-
-        def both_sniffed() -> bool:
-            seen.extend(sniffed_requests(spy, sock.ident, set(neighbours)))
-            return len(seen) >= 2
-
-        await until(both_sniffed)
-        guesses = {((seq + k) & 0xFFFF, (token + k) & mask, pad) for seq, token, pad in seen for k in range(-8, 9)}
-        for seq, token, pad in guesses:
-            forge_reply(DROPPED, sock.ident, seq, token, pad)
-        # every guess judged (all ignored), or the batch ended early because one was taken
-        await until(lambda: stray_count() >= before + len(guesses) or batch.done())
-        results = await batch
+    """Issue 10: tokens used to be one counter, so an attacker who saw our requests to other targets
+    answered for a silent one with token and sequence ±8 of theirs and turned it UP. The forgeries come
+    from the silent target's own address with the right identifier and payload: only the token can
+    keep them out (tests/icmp_forge.py; the same attack on datagram sockets in test_icmp_netns.py)."""
+    neighbours = ("127.21.3.1", "127.21.3.2")
+    results = await neighbour_attack(probe, neighbours, DROPPED)
     assert [(r.address, r.received) for r in results] == [(neighbours[0], 1), (DROPPED, 0), (neighbours[1], 1)]
 
 

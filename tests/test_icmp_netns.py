@@ -160,6 +160,43 @@ def test_datagram_mode_reports_unreachable_from_the_error_queue(lab: NetnsLab) -
     assert time.monotonic() - started < 5  # three 2 s timeouts would take 6 s
 
 
+SPOOF_CHILD = """
+import asyncio, json
+from monitor.probes.icmp import IcmpProbe
+from tests.icmp_forge import neighbour_attack
+
+async def main():
+    probe = IcmpProbe(mode="dgram")
+    await probe.start()
+    try:
+        results = await neighbour_attack(probe, ("127.0.0.2", "127.0.0.3"), "127.0.0.5")
+    finally:
+        await probe.close()
+    print(json.dumps({"mode": probe.mode, "received": [[r.address, r.received] for r in results]}))
+
+asyncio.run(main())
+"""
+
+
+def test_datagram_mode_ignores_replies_forged_from_neighbours_requests(lab: NetnsLab) -> None:
+    """Issue 10's neighbour attack (tests/icmp_forge.py) on a datagram socket: the kernel rewrites the
+    identifier and routes replies to the socket by it, so the spoofer sniffs it from the requests and
+    gets everything right but the token, which the payload still carries."""
+    ns = lab.namespace()
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+                   check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], check=True, text=True, input="""table inet t {
+        chain in { type filter hook input priority 0; ip daddr 127.0.0.5 icmp type echo-request drop; }
+    }""")
+    argv = ["ip", "netns", "exec", ns, PYTHON, "-c", SPOOF_CHILD]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "mode": "dgram", "received": [["127.0.0.2", 1], ["127.0.0.5", 0], ["127.0.0.3", 1]],
+    }
+
+
 def test_clear_error_when_neither_raw_nor_datagram_is_allowed(lab: NetnsLab) -> None:
     require_binary("setpriv")
     ns = lab.namespace()  # a new namespace keeps the default ping_group_range "1 0"
