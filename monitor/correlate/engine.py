@@ -1029,11 +1029,12 @@ class Engine:
         * a vantage node (the daemon's own uplink) is down;
         * nothing answers (no vantage configured): every target is down, every top-level node
           confirmed within ``settle + interval``, so it all failed at once; kept while all stay down;
-        * its view is broken everywhere: every top-level node is down or lossy (DEGRADED), and more
-          than ``blind_share`` (at least ``blind_min``) of all targets are down or lossy and not
-          explained by an open incident, and no node above any unexplained failure answers cleanly
-          (a node that answers proves the path to it works). Declared only then; kept while the
-          tops and the share hold.
+        * its view is broken everywhere: every top-level node (every branch hangs off one) is down or
+          lossy (DEGRADED), and more than ``blind_share`` (at least ``blind_min``) of all targets are
+          down or lossy and not explained by an open incident, and no node above any unexplained
+          failure answers cleanly (a node that answers proves the path to it works): failures and
+          loss everywhere at once, as the monitor's own link degrading shows. Declared only then;
+          kept while the tops and the share hold.
 
         A share of failing endpoints below nodes that answer is never blindness (three towns dark
         on mains power while their towers answer on battery: suspected incidents, issue 19).

@@ -60,14 +60,16 @@ class CorrelationService:
 
     def _resumed(
         self, topo: Topology, down: dict[str, float], back: dict[str, float] | None,
-        lossy: dict[str, float] | None = None,
+        lossy: dict[str, float] | None = None, degraded: set[str] | None = None,
     ) -> Engine:
         """An engine resuming the store's open incidents. ``back`` (node -> when it came back: the grace
         of what is still down below it counts from then) comes from the state-change log when None
         (a start; a reload hands over the engine's), read only while a grace period is running;
-        ``lossy`` (nodes whose last answers showed loss) likewise."""
+        ``lossy`` (nodes whose last answers showed loss) likewise, and ``degraded`` (targets confirmed
+        DEGRADED: loss everywhere keeps a blindness going, see ``Engine._blind_cause``)."""
         now = self.clock.now()
         engine = Engine(topo, self.settings, start=now, next_seq=self.store.next_seq())
+        engine.degraded.update(t for t in (self.store.degraded_states() if degraded is None else degraded) if t in topo)
         if lossy is None:
             engine.restore_loss(self.store.last_answers([t for t, kids in topo.children.items() if kids]))
         else:
@@ -101,7 +103,8 @@ class CorrelationService:
         self._save()
         down = dict(self.engine.down)
         self.engine = self._resumed(
-            Topology.from_inventory(inventory), down, dict(self.engine.back), dict(self.engine.lossy)
+            Topology.from_inventory(inventory), down, dict(self.engine.back), dict(self.engine.lossy),
+            set(self.engine.degraded),
         )
         self._maintenance_rev = ""
         self._poll_store(self.clock.now(), force=True)

@@ -256,6 +256,11 @@ class IncidentStore:
             out.update(t for (t,) in rows)
         return out
 
+    def degraded_states(self) -> set[str]:
+        """Targets the state-change log says are DEGRADED now (answering beyond a threshold)."""
+        rows = self.db.execute("SELECT target FROM target_state WHERE state = ?", (State.DEGRADED.value,))
+        return {t for (t,) in rows}
+
     def came_back(self, since: float) -> dict[str, float]:
         """Targets that came back (left DOWN) at or after ``since``, with the last such time: the grace
         of an open incident's members counts from their own parent's return (``Engine.restore``)."""
