@@ -413,8 +413,8 @@ def test_memory_round_trips_through_json(inv: Inventory) -> None:
     run.feed(ev("opened", T0, ids(3, 0)))
     m = run.mem["INC-000001"]
     assert IncidentMemory.from_dict(m.to_dict()) == m
-    g = GlobalMemory.from_dict(run.glob.to_dict())
-    assert g.seq == run.glob.seq
+    assert GlobalMemory.from_dict(run.glob.to_dict()) == run.glob
+    assert GlobalMemory.from_dict({**run.glob.to_dict(), "seq": 7}) == run.glob  # stored by an older version
 
 
 def test_eta_set_makes_one_desk_comment_and_one_update_per_notified_customer(inv: Inventory) -> None:
@@ -554,3 +554,24 @@ def test_degraded_tells_the_technicians_once_and_customers_only_if_configured(tm
     assert "Servicio degradado" in subject_es and "lento o cortarse por momentos" in es and "Detectamos" not in es
     assert "Degraded service" in subject_en and "slow or drop now and then" in en and "outage" not in subject_en
     assert "servicio degradado" in sms and "Ya trabajamos en ello." in sms
+
+
+def test_an_event_planned_twice_makes_the_same_mqtt_keys(inv: Inventory) -> None:
+    """An event decided while resuming is planned by delivery's catch-up and again when the start
+    hands it over: MQTT keys (the message_id) derive from the event, so the second plan adds nothing
+    (they came from a counter: a second row, a second publish, another message_id)."""
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(5, 0)))
+    resolved = ev("resolved", T0 + 600, ids(5, 0))
+    first = [i for i in run.feed(resolved) if i.action.startswith("mqtt_")]
+    assert Counter(i.action for i in first) == Counter({"mqtt_resolved": 1, "mqtt_status": 2, "mqtt_muni": 1})
+    assert run.feed(resolved) == []
+    assert {i.key for i in run.last if i.action.startswith("mqtt_")} == {i.key for i in first}
+    [event] = [i for i in first if i.action == "mqtt_resolved"]
+    assert event.key.startswith(f"INC-000001/mqtt_resolved/incident/resolved-{round((T0 + 600) * 1000)}-")
+    # two different updates of one incident in the same millisecond are two messages
+    a, b = ev("updated", T0 + 60, ids(3, 0)), ev("updated", T0 + 60, ids(2, 0))
+    other = Run(ctx_of(inv))
+    other.feed(ev("opened", T0, ids(5, 0)))
+    keys = [{i.key for i in other.feed(e) if i.action == "mqtt_updated"} for e in (a, b)]
+    assert len(keys[0]) == len(keys[1]) == 1 and keys[0] != keys[1]

@@ -17,6 +17,8 @@ decision half-recorded; every item also carries an idempotency key, so planning 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,7 +48,7 @@ class Item:
     incident: str
     action: str
     recipient: str
-    version: int
+    version: int | str  # a count (1, tier, update number), or the event's reference (MQTT, see _event_ref)
     channel: str  # email | mqtt | desk | webhook
     template: str
     language: str
@@ -102,20 +104,20 @@ class IncidentMemory:
 class GlobalMemory:
     blind: list[str] = field(default_factory=list)  # open blind incidents
     recent: dict[str, tuple[str, float]] = field(default_factory=dict)  # root → (ticket incident, resolved)
-    seq: int = 0  # version counter of the retained MQTT status messages
     maintenance: dict[str, list[str]] = field(default_factory=dict)  # window id → phases sent
     held: dict[str, list[str]] = field(default_factory=dict)  # window id → customers its end notice waits for
     continuing: dict[str, str] = field(default_factory=dict)  # customer → incident whose "restored" they wait for
 
     def to_dict(self) -> dict[str, Any]:
-        return {"blind": self.blind, "recent": {k: list(v) for k, v in self.recent.items()}, "seq": self.seq,
+        return {"blind": self.blind, "recent": {k: list(v) for k, v in self.recent.items()},
                 "maintenance": self.maintenance, "held": self.held, "continuing": self.continuing}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GlobalMemory:
-        """Also reads a memory stored before a key existed (it starts empty)."""
+        """Also reads a memory stored before a key existed (it starts empty), or with one that is gone
+        (``seq``, the counter MQTT keys were once made from)."""
         return cls(list(d.get("blind", [])), {k: (v[0], v[1]) for k, v in d.get("recent", {}).items()},
-                   int(d.get("seq", 0)), dict(d.get("maintenance", {})),
+                   dict(d.get("maintenance", {})),
                    {k: list(v) for k, v in d.get("held", {}).items()}, dict(d.get("continuing", {})))
 
 
@@ -270,7 +272,7 @@ def _opened(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory
             m.notified, m.restored = base.notified, base.restored
     m.kind, m.nodes, m.customers_now, m.affected = e.kind, list(e.affected_nodes), list(e.affected_customers), len(
         e.affected_customers)
-    _status(e, glob, ctx, out, "down")
+    _status(e, ctx, out, "down")
     if e.kind == "blind":
         if e.incident not in glob.blind:
             glob.blind.append(e.incident)
@@ -294,7 +296,7 @@ def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemor
     old_customers = set(m.customers_now)
     m.kind, m.nodes, m.customers_now, m.affected = e.kind, list(e.affected_nodes), list(e.affected_customers), len(
         e.affected_customers)
-    _status(e, glob, ctx, out, "down")
+    _status(e, ctx, out, "down")
     if e.kind in ("blind", "planned"):
         return m
     if not m.ticket_incident and _wants_ticket(e, ctx):  # e.g. planned → outage when the window ended
@@ -325,7 +327,7 @@ def _merged(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory
     if m is None:
         return None
     m.status = "merged"
-    _status(e, glob, ctx, out, "merged")
+    _status(e, ctx, out, "merged")
     if m.ticket_incident:
         data = _ticket_data(e, m, ctx)
         data.update(into=e.into, reason="merged")
@@ -340,7 +342,7 @@ def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemo
         return None
     m.status = "resolved"
     m.customers_now = []
-    _status(e, glob, ctx, out, "up")
+    _status(e, ctx, out, "up")
     if e.incident in glob.blind:
         glob.blind.remove(e.incident)
     if m.ticket_incident:
@@ -751,30 +753,41 @@ def _to_customer(out: Plan, incident: str, action: str, c: Customer, version: in
                               {**data, "to": c.phone, "target": "sms"}))
 
 
-def _status(e: IncidentEvent, glob: GlobalMemory, ctx: Context, out: Plan, status: str) -> None:
+def _event_ref(e: IncidentEvent) -> str:
+    """What identifies one lifecycle event: its type, time (ms) and a digest of its content.
+
+    The version of every MQTT item the event makes, so its outbox key — and the ``message_id``
+    subscribers deduplicate by — derive from the event itself: an event planned twice (decided
+    while resuming, then both caught up from the incident log and handed over by the start) makes
+    the same keys, which the outbox ignores, and any repeat of a publish carries the same id. Two
+    different events of one incident in the same millisecond still differ by the digest.
+    """
+    digest = hashlib.sha256(json.dumps([e.to_dict(), list(e.affected_nodes)], sort_keys=True).encode())
+    return f"{e.event}-{round(e.ts * 1000)}-{digest.hexdigest()[:8]}"
+
+
+def _status(e: IncidentEvent, ctx: Context, out: Plan, status: str) -> None:
     """MQTT: the lifecycle event on the incident's topic, and retained status of the nodes involved."""
     if ctx.cfg.mqtt is None:
         return
     prefix = ctx.cfg.mqtt.prefix
     place = ctx.place(e.root)
-    glob.seq += 1
+    ref = _event_ref(e)
     body = {**e.to_dict(), "affected_nodes": list(e.affected_nodes), "municipality": place["municipality"],
             "site": place["site"]}
-    out.items.append(Item(e.incident, f"mqtt_{e.event}", "incident", glob.seq, "mqtt", "", "",
+    out.items.append(Item(e.incident, f"mqtt_{e.event}", "incident", ref, "mqtt", "", "",
                           {"topic": f"{prefix}/incidents/{e.incident}", "payload": body, "retain": False},
                           group="mqtt"))
     nodes = dict.fromkeys([e.root, *e.affected_nodes]) if e.kind != "blind" else {}
     for node in nodes:
-        glob.seq += 1
         state = {"node": node, "status": status if e.kind != "planned" or status == "up" else "maintenance",
                  "incident": e.incident if status != "up" else None, "kind": e.kind, "since": e.to_dict()["ts"]}
-        out.items.append(Item(e.incident, "mqtt_status", node, glob.seq, "mqtt", "", "",
+        out.items.append(Item(e.incident, "mqtt_status", node, ref, "mqtt", "", "",
                               {"topic": f"{prefix}/status/node/{node}", "payload": state, "retain": True},
                               group="mqtt"))
     muni = place["municipality"]
     if muni and e.kind != "blind":
-        glob.seq += 1
-        out.items.append(Item(e.incident, "mqtt_muni", muni, glob.seq, "mqtt", "", "",
+        out.items.append(Item(e.incident, "mqtt_muni", muni, ref, "mqtt", "", "",
                               {"topic": f"{prefix}/status/municipality/{muni}", "municipality": muni,
                                "retain": True, "payload": None}, group="mqtt"))
 
