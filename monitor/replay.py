@@ -40,6 +40,7 @@ from monitor.state import Confirmation, Observation, State, StateChange, TargetS
 
 _FAIL = Observation(reachable=False, detail="no reply")
 _OK = Observation(reachable=True)
+_NO_TS = object()
 
 
 def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> CorrelationSettings:
@@ -77,7 +78,7 @@ def replay(
     UP, DOWN = State.UP, State.DOWN
     decode = json.JSONDecoder().raw_decode  # half the cost of json.loads per line (no whitespace scan)
     cached = StepCache()
-    last_ts_text: object = None
+    last_ts_text: object = _NO_TS  # not None: a "ts": null on the first line must be checked too
     now: float | None = None
     pending: list[StateChange] = []  # transitions at ``now``, correlated when time moves on
     for lineno, line in enumerate(lines, 1):

@@ -77,3 +77,9 @@ def test_good_lines_with_every_field_still_replay(tmp_path: Path) -> None:
                                 .replace(b"01Z", b"02Z"), b"", line(rtt_ms="3600000", loss="0.5")
                                 .replace(b"01Z", b"03Z")]) + b"\n")
     assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(tmp_path / "o")]) == 0
+
+
+def test_a_null_ts_on_the_first_line_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by Hypothesis: null equalled the loop's "no time yet", skipped the check, and crashed."""
+    err = run(tmp_path, capsys, line(ts="null") + b"\n" + GOOD + b"\n")
+    assert "in.jsonl:1: ts must be an ISO-8601 string like 2026-11-01T03:00:00Z" in err
