@@ -133,13 +133,14 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
                 spans.append([at, duration + interval])
             elif "recover" in step and still_failing:
                 spans[-1][1] = at
-    churn = raw.get("churn")
-    if churn:
+    churns = raw.get("churn") or []
+    for churn in churns if isinstance(churns, list) else [churns]:  # a list: one block per night
         rng = random.Random(churn.get("seed", 1))
         pool = [t.id for t in inv.targets.values() if t.role == "endpoint" and t.service_class == "residencial"]
         for t in rng.sample(pool, round(len(pool) * churn["share"])):
             start = rng.uniform(churn["from"], churn["to"])
-            fail.setdefault(t, []).append([start, start + churn.get("off", duration)])
+            # ``back_after``: seconds until it answers again (the default: never; "off" reads as False in YAML)
+            fail.setdefault(t, []).append([start, start + churn.get("back_after", duration)])
     lossy = _lossy_links(raw, inv)
     polls: list[tuple[float, int, str, bool, float | None]] = []
     for i, tid in enumerate(order):

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import not_
 
+from monitor.correlate.burst import Burst, FailureRates
 from monitor.correlate.degraded import loss_top, shows_loss
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, incident_id
 from monitor.correlate.maintenance import Window, WindowEvent
@@ -100,6 +101,12 @@ class Engine:
         # again) -> since: failures below are theirs
         self.lossy: dict[str, float] = {}
         self._fading: dict[str, float] = {}  # root of a degraded incident whose loss ended -> grace_from
+        # independent failures (resolved singles) per subtree and hour of day: the burst rule's normal rate
+        self.rates = FailureRates(
+            topo.ancestors, topo.endpoints_below, history=settings.burst_history, prior=settings.burst_prior,
+            start=start or None,
+        )
+        self._burst: Burst | None = None  # why the last _desired chose a burst (for the incident's detail)
 
     # ---------------------------------------------------------------- input
 
@@ -210,6 +217,8 @@ class Engine:
 
     def tick(self, now: float) -> list[IncidentEvent]:
         """Let time pass: fire settle, grace, hold-down and maintenance timers; emit due updates."""
+        if self.rates.start is None:
+            self.rates.start = now  # replay: failure rates are learned from the first time it is told
         self._run_timers(now)
         self._flush()
         out = [e for e in self._queue if isinstance(e, IncidentEvent)]
@@ -655,21 +664,34 @@ class Engine:
         rc, below = self._recent_count, topo.endpoints_below
         # rc counts every endpoint failed inside W: a cheap upper bound; the exact count is needed
         # only where that bound already meets the rule
+        # (with the burst rule on, the share is no bound: a burst under a big node may be far below P)
+        bursts = self.s.burst_odds > 0
         nodes = [
             a for a in topo.ancestors[tid]
-            if rc[a] >= k and a not in self.down and a not in self._vantage and rc[a] * 100.0 >= share * below[a]
+            if rc[a] >= k and a not in self.down and a not in self._vantage
+            and (bursts or rc[a] * 100.0 >= share * below[a])
         ]
         if not nodes:
             return tid, "single"
         counts = self._unexplained_counts(nodes)
         choice: str | None = None
+        self._burst = None
         for a in nodes:
             n = counts[a]
-            if n < k or n * 100.0 < share * below[a]:
+            if n < k:
                 continue
+            burst = None
+            if n * 100.0 < share * below[a]:
+                if not bursts:
+                    continue
+                # under P: a mass incident only if that many independent failures are improbable
+                burst = self.rates.judge(a, n, self.s.window, self.now)
+                if burst.odds >= self.s.burst_odds:
+                    continue
             # the deepest node meeting the rule, raised only to a node that explains more failures
             if choice is None or n > counts[choice]:
                 choice = a
+                self._burst = burst
         if choice is not None:
             return choice, "suspected"
         return tid, "single"
@@ -707,6 +729,8 @@ class Engine:
             if basis == "outage":
                 self._absorb(inc, self._down_subtree(root))
             elif basis == "suspected":
+                if self._burst is not None and self._burst.node == root:
+                    inc.detail = self._burst.describe()  # the learned rate and the odds, for staff and replay
                 self._absorb(inc, self._mass_members(root))
         elif basis == "outage" and self.basis[inc.id] == "suspected" and root in self.down:
             self._upgrade(inc)
@@ -872,6 +896,8 @@ class Engine:
         eps, custs, nodes = self._lists(self.ever[inc.id])
         self._close(inc)
         self._queue.append(IncidentEvent(self.now, "resolved", inc.id, inc.kind, inc.root, eps, custs, nodes))
+        if inc.kind == "single":
+            self.rates.add(inc.opened_at, inc.root)  # an independent failure: what the burst rule learns from
 
     def _touch(self, inc: Incident) -> None:
         if inc.pending_since is None:
@@ -1148,7 +1174,7 @@ class Engine:
         eps, custs, nodes = self._lists(inc.members)
         inc.emitted = (eps, custs)
         inc.last_update = inc.opened_at
-        return IncidentEvent(inc.opened_at, "opened", inc.id, inc.kind, inc.root, eps, custs, nodes)
+        return IncidentEvent(inc.opened_at, "opened", inc.id, inc.kind, inc.root, eps, custs, nodes, detail=inc.detail)
 
     def _flush(self) -> None:
         opened: set[str] = set()

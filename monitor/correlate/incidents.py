@@ -37,6 +37,7 @@ class Incident:
     # persisted with ``emitted`` (the last event), so a restart neither loses nor delays the update
     pending_since: float | None = None
     was_outage: bool = False  # a suspected incident whose root went down (persisted: resume judges it alike)
+    detail: str = ""  # why it opened, when a number explains it (a burst's learned rate and odds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class IncidentEvent:
     affected_customers: tuple[str, ...]
     affected_nodes: tuple[str, ...] = ()
     into: str | None = None  # for "merged": the incident it was folded into
+    detail: str = ""  # on "opened": why, when a number explains it (a burst's learned rate and odds)
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -63,6 +65,8 @@ class IncidentEvent:
         }
         if self.into is not None:
             d["into"] = self.into
+        if self.detail:
+            d["detail"] = self.detail
         return d
 
     def to_json(self) -> str:

@@ -74,6 +74,9 @@ class CorrelationService:
             engine.restore_loss(self.store.last_answers([t for t, kids in topo.children.items() if kids]))
         else:
             engine.lossy.update(lossy)
+        engine.rates.start = self.store.observed_since(now)
+        for ts, endpoint in self.store.single_history(now - self.settings.burst_history):
+            engine.rates.add(ts, endpoint)  # the burst rule's learned rates, as before the restart
         open_incidents = self.store.load_open()
         if back is None:
             graces = [inc.grace_from for inc, _, _ in open_incidents if inc.grace_from is not None]
@@ -122,8 +125,9 @@ class CorrelationService:
         events = self._save()
         for e in events:
             log.info(
-                "incident %s %s kind=%s root=%s endpoints=%d customers=%d",
+                "incident %s %s kind=%s root=%s endpoints=%d customers=%d%s",
                 e.incident, e.event, e.kind, e.root, len(e.affected_endpoints), len(e.affected_customers),
+                f" detail={e.detail!r}" if e.detail else "",
             )
         return events
 

@@ -33,6 +33,11 @@ class CorrelationSettings:
     # a node whose last answers showed loss must stay down this long before its degraded incident
     # becomes an outage (rain fade loses whole polls now and then; a link that stopped stays down)
     degraded_settle: float = 300.0
+    # a burst: K or more failures below a node inside W whose odds as independent failures, at the
+    # subtree's learned rate, are below this, is a mass incident whatever its share (0: off)
+    burst_odds: float = 1e-9
+    burst_prior: float = 0.2  # failures per endpoint and day assumed before anything is learned
+    burst_history: float = 14 * 86400.0  # failure rates are learned over this much of the past
     vantage: tuple[str, ...] = ()  # the daemon's own uplink/gateway nodes
     down_after: int | None = None  # replay only: override every target's confirmation counts
     up_after: int | None = None
@@ -87,6 +92,12 @@ class CorrelationSettings:
             problems.append(f"min_endpoints (K) must be >= 1, got {self.min_endpoints}")
         if not 0 < self.min_share <= 100:
             problems.append(f"min_share (P) must be a percentage in (0, 100], got {self.min_share}")
+        if not 0 <= self.burst_odds < 1:
+            problems.append(f"burst_odds must be a probability in [0, 1), got {self.burst_odds}")
+        if not 0 < self.burst_prior <= 1000:
+            problems.append(f"burst_prior must be failures per endpoint and day in (0, 1000], got {self.burst_prior}")
+        if not 3600 <= self.burst_history <= 366 * 86400:
+            problems.append(f"burst_history must be between 1h and 366d, got {self.burst_history}")
         if not 0 < self.blind_share <= 1:
             problems.append(f"blind_share must be a fraction in (0, 1], got {self.blind_share}")
         for name in ("down_after", "up_after"):
@@ -101,9 +112,13 @@ ALIASES = {"K": "min_endpoints", "P": "min_share", "W": "window", "hold-down": "
 _FIELDS = {f.name: f for f in fields(CorrelationSettings)}
 _DURATIONS = {
     "interval", "settle", "window", "hold_down", "grace", "blind_recovery", "update_interval", "degraded_settle",
+    "burst_history",
 }
 _INTS = {"min_endpoints", "blind_min", "down_after", "up_after"}
-_NOT_DERIVED = ("min_endpoints", "min_share", "blind_share", "blind_min", "vantage", "down_after", "up_after")
+_NOT_DERIVED = (
+    "min_endpoints", "min_share", "blind_share", "blind_min", "vantage", "down_after", "up_after",
+    "burst_odds", "burst_prior", "burst_history",
+)
 
 
 def parse_duration(text: str) -> float:

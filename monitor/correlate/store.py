@@ -138,6 +138,11 @@ class IncidentStore:
             (e.ts, e.incident, e.event, e.kind, e.root, json.dumps(e.affected_endpoints),
              json.dumps(e.affected_customers), json.dumps(e.affected_nodes), e.into),
         )
+        if e.detail:  # why it opened (a burst's learned rate and odds): a note `monitor incidents show` lists
+            db.execute(
+                "INSERT INTO incident_actions (incident, ts, action, author, text, done_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (e.incident, e.ts, "note", "correlation", e.detail, e.ts),
+            )
         if e.event == "opened":
             inc_basis = open_incidents.get(e.incident)
             seq = int(e.incident.rsplit("-", 1)[1])
@@ -269,6 +274,28 @@ class IncidentStore:
             (since, State.DOWN.value),
         )
         return {t: ts for t, ts in rows}
+
+    def single_history(self, since: float) -> list[tuple[float, str]]:
+        """(opened_at, endpoint) of every resolved ``single`` incident opened since then: the independent
+        failures the burst rule learns its rates from (``Engine.rates``, as the engine adds them)."""
+        rows = self.db.execute(
+            "SELECT opened_at, root FROM incidents WHERE kind = 'single' AND status = 'resolved' AND opened_at >= ?"
+            " ORDER BY opened_at, seq",
+            (since,),
+        )
+        return [(float(ts), str(root)) for ts, root in rows]
+
+    def observed_since(self, now: float) -> float:
+        """When correlation first ran on this store (recorded now if never): the burst rule's rates are
+        per time observed, and a restart must not start that over."""
+        row = self.db.execute("SELECT value FROM correlation_meta WHERE key = 'observed_since'").fetchone()
+        if row is not None:
+            return float(row[0])
+        try:
+            self.db.execute("INSERT INTO correlation_meta (key, value) VALUES ('observed_since', ?)", (repr(now),))
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot record when correlation started: {exc}") from exc
+        return now
 
     def last_answers(self, nodes: Sequence[str]) -> dict[str, tuple[float, str]]:
         """Per node now DEGRADED or DOWN: (ts, reason) of its latest transition to an answering state.
