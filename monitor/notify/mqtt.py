@@ -28,6 +28,8 @@ from monitor.logs import event
 
 log = logging.getLogger("monitor.delivery.mqtt")
 PUBLISH_TIMEOUT = 10.0
+MAX_ACK_PAYLOAD = 4096  # characters of an inbound ack: {"by": "<name>"} or the name as plain text
+MAX_ACK_NAME = 100
 
 
 class MqttSender:
@@ -99,16 +101,22 @@ class MqttSender:
                     await client.__aexit__(None, None, None)
 
     def _ack(self, message: aiomqtt.Message) -> None:
+        """An ack from anyone who may publish on the topic: bounded, and never an exception here
+        (one escaping would end this listener, and with it the delivery service)."""
         incident = str(message.topic).rsplit("/", 1)[-1]
         raw = message.payload
         text = raw.decode(errors="replace") if isinstance(raw, bytes | bytearray) else str(raw or "")
+        if len(text) > MAX_ACK_PAYLOAD:
+            event(log, logging.WARNING, "MQTT ack ignored: payload too large", incident=incident[:40], size=len(text))
+            return
         try:
             doc = json.loads(text) if text.startswith("{") else {"by": text}
-            by = str(doc.get("by", "mqtt"))[:100] or "mqtt"
-        except ValueError:
+            by = doc.get("by", "mqtt") if isinstance(doc, dict) else "mqtt"
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             by = "mqtt"
+        by = by.strip()[:MAX_ACK_NAME] if isinstance(by, str) else ""
         if self.on_ack is not None and incident:
-            self.on_ack(incident, by)
+            self.on_ack(incident, by if by and by.isprintable() else "mqtt")
 
     async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         client = self.client
