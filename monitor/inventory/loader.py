@@ -40,6 +40,7 @@ TOP_KEYS = (
     "delivery", "api",
 )
 DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
+MAX_BYTES = 64 * 2**20  # a 50,000-endpoint inventory is ~10 MiB of YAML; more is a mistake or an attack
 CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "polling")
 
 
@@ -54,12 +55,7 @@ def load_inventory(
     """
     display = os.fspath(path)
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{display}: cannot read the inventory: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{display}: the inventory is not UTF-8 text") from exc
+    text = _read_text(file, display)
     try:
         data, duplicates = load(text)
     except YamlProblem as exc:
@@ -75,6 +71,26 @@ def load_inventory(
     if problems:
         raise ConfigError(problems.lines())
     return inv
+
+
+def _read_text(file: Path, display: str) -> str:
+    """The file as text; too large or not UTF-8 is refused with where (a binary file, a bad export)."""
+    try:
+        with file.open("rb") as fh:
+            too_big = os.fstat(fh.fileno()).st_size > MAX_BYTES  # checked first: read() would fill memory
+            data = b"" if too_big else fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot read the inventory: {exc.strerror}") from exc
+    if too_big or len(data) > MAX_BYTES:
+        raise ConfigError(f"{display}: the inventory is larger than {MAX_BYTES // 2**20} MiB (customers "
+                          "in bulk belong in customers_file)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{display}:{line}: the inventory is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                          f"column {column})") from exc
 
 
 class _Loader:

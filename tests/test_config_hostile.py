@@ -1,0 +1,135 @@
+"""Hostile and mangled config files: every one is refused with ``file:line`` and exit 2, never a
+traceback, a hang or unbounded memory (issue 10, "Config and reload").
+
+The subprocess runs get a memory and time limit, so the code before the fix fails these tests
+(MemoryError/timeout) instead of eating the machine.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from monitor.errors import ConfigError
+from monitor.inventory.loader import load_inventory
+from monitor.inventory.yaml_lines import load
+from tests.test_inventory import BASE, ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+
+HOSTILE: list[tuple[str, bytes, str]] = [
+    ("billion laughs", LAUGHS.encode(),
+     "bomb.yaml:1: aliases repeat the anchor here too often (they may add at most 4 times the values the file "
+     "writes, and at least 10000)"),
+    ("recursive anchor", b"nodes: []\nx: &r [*r]\n",
+     "bomb.yaml:2: alias *r is inside its own anchor &r (a recursive structure cannot be read)"),
+    ("recursive merge key", b"nodes: []\nx: &r {a: 1, <<: *r}\n",
+     "bomb.yaml:2: alias *r is inside its own anchor &r (a recursive structure cannot be read)"),
+    ("5,000 nested [", b"nodes: " + b"[" * 5000 + b"\n",
+     "bomb.yaml:1: nested more than 50 levels deep"),
+    ("deep block nesting", ("nodes:\n" + "".join(f"{'  ' * i}k{i}:\n" for i in range(1, 80))).encode(),
+     "bomb.yaml:50: nested more than 50 levels deep"),
+    ("NUL byte", b"nodes:\n  - a\x00b\n",
+     "bomb.yaml:2: character U+0000 (NUL) at column 6 is not allowed in YAML (control characters usually mean "
+     "a damaged or binary file)"),
+    ("control character", b"nodes: []\n# note\x07\n",
+     "bomb.yaml:2: character U+0007 at column 7 is not allowed in YAML (control characters usually mean a "
+     "damaged or binary file)"),
+    ("not UTF-8", b"nodes:\n  - caf\xe9\n",
+     "bomb.yaml:2: the inventory is not UTF-8 text (byte 0xe9 at column 8)"),
+    ("impossible date", b"nodes: []\nmaintenance: 2026-13-45\n",
+     "bomb.yaml:2: bad timestamp value '2026-13-45' (month must be in 1..12)"),
+    ("tagged non-date", b"nodes: !!timestamp 'soon'\n", "bomb.yaml:1: bad timestamp value 'soon'"),
+    ("5,000-digit integer", b"nodes: []\npolling: {down_after: " + b"9" * 5000 + b"}\n",
+     "bomb.yaml:2: bad int value '" + "9" * 40 + "...' (Exceeds the limit (4300 digits) for integer string "
+     "conversion: value has 5000 digits)"),
+    ("merge of a scalar", b"nodes: []\nx: &s 1\ny: {<<: *s}\n",
+     "bomb.yaml:2: the merge key '<<' takes a mapping or a list of mappings"),
+]
+IDS = [h[0] for h in HOSTILE]
+
+
+def _limited() -> None:
+    """The child's ceiling: 1 GiB of address space, 20 s of CPU (the old code grew ~75 MB/s)."""
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    resource.setrlimit(resource.RLIMIT_CPU, (20, 20))
+
+
+def run_monitor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "monitor", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=30, preexec_fn=_limited)
+
+
+@pytest.mark.parametrize(("content", "expected"), [h[1:] for h in HOSTILE[1:]], ids=IDS[1:])
+def test_hostile_file_is_one_clear_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes,
+                                           expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("bomb.yaml").write_bytes(content)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_inventory("bomb.yaml", env=ENV)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.problems == [expected]
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(("content", "expected"), [h[1:] for h in HOSTILE], ids=IDS)
+def test_check_config_exits_2_without_traceback(tmp_path: Path, content: bytes, expected: str) -> None:
+    """In a child with a memory ceiling: the billion laughs grew ~75 MB/s forever before the fix."""
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_bytes(content)
+    started = time.monotonic()
+    r = run_monitor("check-config", str(cfg))
+    assert (r.returncode, r.stderr) == (2, f"{tmp_path}/{expected}\n")
+    assert time.monotonic() - started < 10
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 300 * 1024  # KiB: the imports, not the file
+
+
+@pytest.mark.parametrize("content", [HOSTILE[0][1], HOSTILE[1][1], HOSTILE[5][1]], ids=IDS[0:2] + IDS[5:6])
+def test_run_exits_2_without_traceback(tmp_path: Path, content: bytes) -> None:
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_bytes(content)
+    r = run_monitor("run", "--config", str(cfg))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith(f"{cfg}:") and "Traceback" not in r.stderr
+
+
+def test_oversized_file_is_refused_unread(tmp_path: Path) -> None:
+    cfg = tmp_path / "huge.yaml"
+    with cfg.open("wb") as fh:
+        fh.truncate(64 * 2**20 + 1)
+    with pytest.raises(ConfigError) as info:
+        load_inventory(cfg, env=ENV)
+    assert info.value.problems == [f"{cfg}: the inventory is larger than 64 MiB (customers in bulk belong in "
+                                   "customers_file)"]
+
+
+def test_merge_keys_override_and_shared_blocks_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Own keys beat merged ones (YAML's merge rule; it was reported as a duplicate key and the merged
+    value kept); earlier merged mappings beat later ones; a block shared by many entries is fine."""
+    data, dups = load("a: &a {x: 1, y: 2}\nc: &c {x: 5, z: 1}\nb: {<<: [*a, *c], x: 3}\n")
+    assert dups == [] and data["b"] == {"x": 3, "y": 2, "z": 1}
+    assert (data["b"].key_lines["x"], data["b"].key_lines["y"], data["b"].key_lines["z"]) == (3, 1, 2)
+    monkeypatch.chdir(tmp_path)
+    many = "".join(f"  - {{id: n{i}, kind: ap, address: 127.1.{i // 250}.{i % 250 + 2}, parent: core, "
+                   "snmp: {<<: *rb, port: 1161}}\n" for i in range(3000))
+    Path("sites.yaml").write_text(BASE.replace("snmp: {profile: routeros, credentials: v2}}",
+                                               "snmp: &rb {profile: routeros, credentials: v2, timeout: 1}}")
+                                  .replace("customers:\n", many + "customers:\n"))
+    inv = load_inventory("sites.yaml", env=ENV)
+    snmp = inv.targets["n2999"].snmp
+    assert snmp is not None and (snmp.profile, snmp.port, snmp.timeout) == ("routeros", 1161, 1.0)
