@@ -144,6 +144,7 @@ MISTAKES = [
         f"sites.yaml:14: unknown key 'colour' (allowed: {', '.join(sorted(TOP_KEYS))})"]),
     ("unknown correlation setting", "customers:\n", "correlation: {K: 4, hold: 5m}\ncustomers:\n", [
         "sites.yaml:14: correlation.hold: unknown setting (known: K, P, W, blind_min, blind_recovery, blind_share, "
+        "burst_history, burst_odds, burst_prior, degraded_settle, "
         "down_after, grace, hold-down, hold_down, holddown, interval, min_endpoints, min_share, settle, up_after, "
         "update_interval, vantage, window)"]),
     ("bad correlation value", "customers:\n", "correlation: {W: soon}\ncustomers:\n", [
