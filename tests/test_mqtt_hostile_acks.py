@@ -3,8 +3,10 @@ a sane name, the listener keeps running, a later genuine ack still counts, nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -28,8 +30,9 @@ HOSTILE = [
 ]
 
 
-async def test_hostile_ack_payloads_do_not_stop_the_listener(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+@contextlib.asynccontextmanager
+async def running_with_an_open_incident(tmp_path: Path) -> AsyncIterator[tuple[Mosquitto, IncidentStore]]:
+    """The delivery service on a real broker, INC-000001 open and announced; the store to check."""
     broker = Mosquitto(tmp_path)
     broker.start()
     try:
@@ -39,37 +42,32 @@ async def test_hostile_ack_payloads_do_not_stop_the_listener(tmp_path: Path, cap
         async with Running(svc) as run:
             svc.enqueue([opened])
             await run.drained()
-            async with aiomqtt.Client("127.0.0.1", broker.port) as eve:
-                for payload in HOSTILE:
-                    await eve.publish("isp/ack/INC-999999", payload, qos=1)
-                await eve.publish("isp/ack/INC-000001", json.dumps({"by": "juan"}), qos=1)
             store = IncidentStore(tmp_path / "monitor.db")
-            await until(lambda: store.incident("INC-000001").acked_by == "juan", 10, "the genuine ack")
-            assert run.task is not None and not run.task.done()
-            names = [a[2] for a in store.actions("INC-000001")]
-            store.close()
-            assert names == ["juan"]
+            try:
+                yield broker, store
+                assert run.task is not None and not run.task.done()  # the listener is still running
+            finally:
+                store.close()
     finally:
         broker.stop()
+
+
+async def test_hostile_ack_payloads_do_not_stop_the_listener(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_with_an_open_incident(tmp_path) as (broker, store):
+        async with aiomqtt.Client("127.0.0.1", broker.port) as eve:
+            for payload in HOSTILE:
+                await eve.publish("isp/ack/INC-999999", payload, qos=1)
+            await eve.publish("isp/ack/INC-000001", json.dumps({"by": "juan"}), qos=1)
+        await until(lambda: store.incident("INC-000001").acked_by == "juan", 10, "the genuine ack")
+        assert [a[2] for a in store.actions("INC-000001")] == ["juan"]
     bad = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
     assert bad == [], [r.getMessage()[:200] for r in bad]
 
 
 async def test_odd_names_in_an_ack_are_replaced(tmp_path: Path) -> None:
-    broker = Mosquitto(tmp_path)
-    broker.start()
-    try:
-        svc = make(tmp_path, broker)
-        opened = ev("opened", T0, ids(5, 0))
-        IncidentStore(tmp_path / "monitor.db").save([opened], {}, set(), [])
-        async with Running(svc) as run:
-            svc.enqueue([opened])
-            await run.drained()
-            async with aiomqtt.Client("127.0.0.1", broker.port) as tech:
-                await tech.publish("isp/ack/INC-000001", b'{"by": "eve\\u0000\\u2028"}', qos=1)
-            store = IncidentStore(tmp_path / "monitor.db")
-            await until(lambda: store.incident("INC-000001").acked_by is not None, 10, "the ack")
-            assert store.incident("INC-000001").acked_by == "mqtt"  # not a name with control characters
-            store.close()
-    finally:
-        broker.stop()
+    async with running_with_an_open_incident(tmp_path) as (broker, store):
+        async with aiomqtt.Client("127.0.0.1", broker.port) as tech:
+            await tech.publish("isp/ack/INC-000001", b'{"by": "eve\\u0000\\u2028"}', qos=1)
+        await until(lambda: store.incident("INC-000001").acked_by is not None, 10, "the ack")
+        assert store.incident("INC-000001").acked_by == "mqtt"  # not a name with control characters
