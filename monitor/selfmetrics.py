@@ -74,6 +74,10 @@ ICMP_REJECTED_REPLIES = Counter(
 SNMP_REBOOTS = Counter(
     "snmp_agent_reboots", "Agent reboots detected from sysUpTime going backwards", namespace=NS, registry=REGISTRY,
 )
+SNMP_IGNORED = Counter(
+    "snmp_ignored_replies", "SNMP datagrams ignored, by reason (malformed, unknown_request, wrong_source,"
+    " wrong_community, wrong_pdu, unauthenticated)", ["reason"], namespace=NS, registry=REGISTRY,
+)
 CONFIG_RELOADS = Counter(
     "config_reloads", "Configuration reloads by result (ok, error)", ["result"], namespace=NS, registry=REGISTRY,
 )

@@ -18,7 +18,7 @@ from monitor.inventory.model import ENDPOINT_KINDS, NODE_KINDS, SnmpCredentials,
 from monitor.inventory.records import RawCustomer, RawTarget, Registry, Where
 from monitor.inventory.settings import POLLING_KEYS, polling_override
 
-SNMP_KEYS = ("profile", "credentials", "port", "timeout", "retries", "context")
+SNMP_KEYS = ("profile", "credentials", "port", "timeout", "retries", "context", "walk_max_rows", "walk_max_bytes")
 NODE_KEYS = ("id", "kind", "address", "site", "municipality", "name", "parent", "parents", "snmp", "polling")
 ENDPOINT_KEYS = ("id", "kind", "address", "name", "parent", "parents", "snmp", "polling")
 CUSTOMER_KEYS = ("id", "name", "service_class", "contacts", "language", "notify", "endpoints")
@@ -183,7 +183,9 @@ class EntryReader:
         timeout = sec.duration("timeout", 2.0)
         retries = sec.integer("retries", 1, 0, 10)
         context = (sec.text("context") or "") if "context" in sec.data else ""  # SNMPv3 context name
+        max_rows = sec.integer("walk_max_rows", 10_000, 1, 10_000_000)
+        max_bytes = sec.integer("walk_max_bytes", 4 << 20, 1 << 10, 1 << 30)
         if profile is None or creds is None:
             return None
         return SnmpSettings(profile=profile, credentials=creds, port=port, timeout=timeout, retries=retries,
-                            context=context)
+                            context=context, walk_max_rows=max_rows, walk_max_bytes=max_bytes)

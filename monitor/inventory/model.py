@@ -90,6 +90,8 @@ class SnmpSettings:
     timeout: float = 2.0
     retries: int = 1
     context: str = ""  # SNMPv3 context name (agents serving several devices or VRFs)
+    walk_max_rows: int = 10_000  # per table walk (all columns): an endless GETBULK agent costs little
+    walk_max_bytes: int = 4 << 20  # per table walk, reply datagrams
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,12 @@ from monitor import selfmetrics
 from monitor.clock import Clock, SystemClock
 from monitor.errors import ConfigError, ProbeError, ProbeSetupError
 from monitor.inventory.model import SnmpCredentials, SnmpSettings, Target
+from monitor.logs import event
 from monitor.probes.base import Metric, SnmpResult
 from monitor.probes.snmp_counters import agent_rebooted, counter_rate
 from monitor.probes.snmp_extract import Sample, extract
 from monitor.probes.snmp_profiles import Oid, Profile, load_profiles
-from monitor.probes.snmp_transport import Endpoint, Session, SnmpTransport
+from monitor.probes.snmp_transport import Endpoint, Session, SnmpTransport, WalkLimits
 from monitor.probes.snmp_usm import UsmUser, make_user
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class SnmpProbe:
         self._transport = SnmpTransport()
         self._users: dict[SnmpCredentials, UsmUser] = {}
         self._baselines: dict[str, _Baseline] = {}
+        self._noisy: set[str] = set()  # targets whose last poll saw datagrams we ignored
 
     def profile_names(self) -> list[str]:
         return sorted(self._profiles)
@@ -79,7 +81,7 @@ class SnmpProbe:
                 f"target {target.id}: unknown SNMP profile {settings.profile!r}"
                 f" (known: {', '.join(self.profile_names())})"
             )
-        session = self._session(target, settings)
+        session = self._session(target, settings, timeout)
         started = self._clock.monotonic()
         loop_started = asyncio.get_running_loop().time()
         try:
@@ -89,6 +91,8 @@ class SnmpProbe:
             return self._failed(target, "timeout", loop_started)
         except ProbeError as exc:
             return self._failed(target, str(exc) or type(exc).__name__, loop_started)
+        finally:
+            self._note_noise(target)
         samples, skipped = extract(profile, scalars, walks)
         if skipped:
             log.debug("snmp target=%s profile=%s skipped=%d first=%r",
@@ -101,6 +105,21 @@ class SnmpProbe:
             uptime_s=ticks / 100 if ticks is not None else None, rebooted=rebooted,
             metrics=tuple(metrics), duration_s=asyncio.get_running_loop().time() - loop_started,
         )
+
+    def _note_noise(self, target: Target) -> None:
+        """One log line when a target's agent starts sending datagrams we ignore, one when it stops.
+
+        The datagrams themselves are never logged (a truncated copy of our request carries the
+        community); the per-reason counts are in ``monitor_snmp_ignored_replies_total``.
+        """
+        noise = self._transport.take_noise(target.address)
+        if noise and target.id not in self._noisy:
+            self._noisy.add(target.id)
+            event(log, logging.WARNING, "snmp replies ignored", target=target.id, address=target.address,
+                  **{reason: n for reason, n in sorted(noise.items())})
+        elif not noise and target.id in self._noisy:
+            self._noisy.discard(target.id)
+            event(log, logging.INFO, "snmp replies clean again", target=target.id, address=target.address)
 
     def _failed(self, target: Target, error: str, loop_started: float) -> SnmpResult:
         return SnmpResult(
@@ -141,13 +160,14 @@ class SnmpProbe:
         self._baselines[target.id] = baseline
         return metrics, rebooted
 
-    def _session(self, target: Target, settings: SnmpSettings) -> Session:
+    def _session(self, target: Target, settings: SnmpSettings, timeout: float) -> Session:
         ep = Endpoint(target.address, settings.port, settings.timeout, settings.retries)
+        limits = WalkLimits(settings.walk_max_rows, settings.walk_max_bytes, timeout)
         cred = settings.credentials
         if cred.version == "2c":
             if cred.community is None:
                 raise ProbeSetupError(f"credentials {cred.name}: v2c needs a community")
-            return Session(self._transport, ep, community=cred.community.reveal())
+            return Session(self._transport, ep, community=cred.community.reveal(), limits=limits)
         user = self._users.get(cred)
         if user is None:
             if not cred.user:
@@ -158,7 +178,8 @@ class SnmpProbe:
             )
             self._users[cred] = user
         context = settings.context  # SNMPv3 context name (VRFs, snmpsim recordings)
-        return Session(self._transport, ep, user=user, cred_key=f"{cred.name}#{id(user)}", context=context)
+        return Session(self._transport, ep, user=user, cred_key=f"{cred.name}#{id(user)}", context=context,
+                       limits=limits)
 
 
 async def _collect(session: Session, profile: Profile) -> tuple[dict[Oid, object], dict[Oid, list[tuple[Oid, object]]]]:

@@ -1,28 +1,43 @@
 """SNMP request/response over UDP for v2c and v3, with per-agent state in dicts (linear in agents).
 
-v2c goes through pysnmp's ``v1arch`` :class:`SnmpDispatcher` (one dispatcher, one socket for all
-agents; measured linear for the issue). v3 uses our own socket per address family and the USM
-client of :mod:`monitor.probes.snmp_usm`, because pysnmp's ``v3arch`` engine is quadratic in the
-number of distinct agents. pysnmp exceptions and error indications stop here: callers only see
+Both versions use our own socket per (version, address family) and pure message codecs
+(:mod:`monitor.probes.snmp_v2c`, :mod:`monitor.probes.snmp_usm`): pysnmp's ``v1arch`` dispatcher
+logged a traceback with part of the community for every garbage datagram and accepted replies
+from anyone, and its ``v3arch`` engine is quadratic in the number of distinct agents.
+
+Every datagram is hostile until proven otherwise. A reply is handed to the waiting request only
+if it decodes, carries the id of a request in flight, comes from exactly the address and port
+that request went to, and (v2c) has the request's community and is a Response PDU, (v3) passes
+the user's authentication and is a Response or Report. Anything else is ignored, counted in
+``monitor_snmp_ignored_replies_total{reason}``, and the request keeps waiting for the real answer
+or times out. Ignored datagrams from an agent with a request in flight are attributed to it
+(:meth:`SnmpTransport.take_noise`), so the probe can log one line per target per episode; the
+rest are logged at most once an hour. pysnmp/pyasn1 exceptions stop here: callers only see
 :class:`ProbeTimeout`, :class:`ProbeAuthError` and :class:`ProbeProtocolError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pysnmp.hlapi.v1arch.asyncio import CommunityData, SnmpDispatcher
-from pysnmp.hlapi.v1arch.asyncio.transport import Udp6TransportTarget, UdpTransportTarget
 from pysnmp.proto.api import v2c
 
-from monitor.errors import ProbeAuthError, ProbeProtocolError, ProbeTimeout
-from monitor.probes import snmp_usm
+from monitor import selfmetrics
+from monitor.errors import ProbeAuthError, ProbeError, ProbeProtocolError, ProbeTimeout
+from monitor.logs import event
+from monitor.probes import snmp_usm, snmp_v2c
 from monitor.probes.snmp_usm import PeerEngine, UsmUser, V3Reply
+from monitor.probes.snmp_v2c import V2Reply
+
+log = logging.getLogger(__name__)
 
 Oid = tuple[int, ...]
 VarBind = tuple[Oid, Any]  # (oid, pysnmp value object)
@@ -31,6 +46,7 @@ _ERROR_STATUS = {
     1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr", 6: "noAccess",
     7: "wrongType", 16: "authorizationError",
 }
+STRANGERS_LOG_EVERY = 3600.0  # s between two log lines about datagrams nobody asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,50 +57,81 @@ class Endpoint:
     retries: int
 
 
-class _V3Protocol(asyncio.DatagramProtocol):
-    """Receives v3 replies and hands each to the request waiting for its msgID and source."""
+@dataclass(slots=True)
+class _Waiter:
+    """A request in flight: who must answer, and what else the answer must satisfy."""
 
-    def __init__(self, pending: dict[int, tuple[asyncio.Future[V3Reply], tuple[str, int]]]) -> None:
-        self.pending = pending
-        self.stray = 0
+    fut: asyncio.Future[Any]
+    source: tuple[str, int]  # (normalised address, port) the request went to
+    check: Callable[[Any], tuple[str | None, Any]]  # decoded reply → (reason to ignore | None, result)
+
+
+def _host(address: str) -> str:
+    """The address as the kernel reports a datagram's source (``::1``, not ``0:0::1``)."""
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    """Decodes each datagram of one socket and hands it to its waiter, or ignores and counts it."""
+
+    def __init__(self, owner: SnmpTransport, decode: Callable[[bytes], Any], pending: dict[int, _Waiter]) -> None:
+        self.owner, self.decode, self.pending = owner, decode, pending
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        source = (str(addr[0]), int(addr[1]))
+        if source not in self.owner.waiting:  # checked before decoding: nobody else costs a decode
+            self.owner.ignored("wrong_source", source)
+            return
         try:
-            reply = snmp_usm.decode_message(data)
+            reply = self.decode(data)
         except ProbeProtocolError:
-            self.stray += 1
+            self.owner.ignored("malformed", source)
             return
-        waiting = self.pending.get(reply.msg_id)
-        if waiting is None or (addr[0], addr[1]) != waiting[1] or waiting[0].done():
-            self.stray += 1  # late, duplicate or spoofed: the source must be the agent we asked
+        msg_id = reply.request_id if isinstance(reply, V2Reply) else reply.msg_id
+        waiter = self.pending.get(msg_id)
+        if waiter is None or waiter.fut.done():
+            self.owner.ignored("unknown_request", source)  # late, duplicate or a guess
             return
-        waiting[0].set_result(reply)
+        if source != waiter.source:
+            self.owner.ignored("wrong_source", source)
+            return
+        try:
+            reason, result = waiter.check(reply)
+        except ProbeError as exc:  # e.g. a v3 reply that fails authentication: the request fails
+            waiter.fut.set_exception(exc)
+            return
+        if reason is not None:
+            self.owner.ignored(reason, source)
+            return
+        waiter.fut.set_result(result)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable and the like: the request times out (no traceback, no log line)
 
 
 class SnmpTransport:
     """Shared sockets and per-agent v3 state for every SNMP poll of the process."""
 
     def __init__(self) -> None:
-        self._dispatcher: SnmpDispatcher | None = None
-        self._v2_targets: dict[Endpoint, Any] = {}
-        self._communities: dict[str, Any] = {}
-        self._v3_sockets: dict[int, asyncio.DatagramTransport] = {}
-        self._v3_pending: dict[int, tuple[asyncio.Future[V3Reply], tuple[str, int]]] = {}
+        self._sockets: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self._pending: dict[str, dict[int, _Waiter]] = {"2c": {}, "3": {}}
         self._peers: dict[tuple[str, int, str], PeerEngine] = {}
-        self._protocol = _V3Protocol(self._v3_pending)
+        self._inflight: Counter[str] = Counter()  # address → requests waiting for it
+        self.waiting: Counter[tuple[str, int]] = Counter()  # (address, port) → requests waiting for it
+        self._noise: dict[str, Counter[str]] = {}  # address → ignored datagrams from it, by reason
+        self._strangers = 0  # ignored datagrams from addresses nobody was waiting for
+        self._strangers_logged_at: float | None = None
 
     async def start(self) -> None:
-        if self._dispatcher is None:
-            self._dispatcher = SnmpDispatcher()
+        pass  # sockets are opened on first use, per address family
 
     async def close(self) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.close()
-            self._dispatcher = None
-        for sock in self._v3_sockets.values():
+        for sock in self._sockets.values():
             sock.close()
-        self._v3_sockets.clear()
-        self._v2_targets.clear()
+        self._sockets.clear()
         self._peers.clear()
 
     def forget(self, address: str, port: int) -> None:
@@ -92,37 +139,44 @@ class SnmpTransport:
         for key in [k for k in self._peers if k[0] == address and k[1] == port]:
             del self._peers[key]
 
+    # ----- ignored datagrams -------------------------------------------------------------------
+    def ignored(self, reason: str, source: tuple[str, int]) -> None:
+        """Count a datagram that is not the answer to anything; attribute it to an agent if we can."""
+        selfmetrics.SNMP_IGNORED.labels(reason).inc()
+        if self._inflight.get(source[0]):
+            self._noise.setdefault(source[0], Counter())[reason] += 1
+            return
+        self._strangers += 1
+        now = time.monotonic()
+        if self._strangers_logged_at is None or now - self._strangers_logged_at >= STRANGERS_LOG_EVERY:
+            self._strangers_logged_at = now
+            event(log, logging.WARNING, "snmp datagrams ignored from sources not polled right now",
+                  count=self._strangers, last_reason=reason, last_source=source[0])
+            self._strangers = 0
+
+    def take_noise(self, address: str) -> Counter[str]:
+        """Ignored datagrams from ``address`` while we were waiting for it, since the last call."""
+        return self._noise.pop(_host(address), Counter())
+
     # ----- v2c ---------------------------------------------------------------------------------
-    async def request_v2c(self, ep: Endpoint, community: str, pdu: Any) -> Any:
-        if self._dispatcher is None:
-            await self.start()
-        assert self._dispatcher is not None
-        target = self._v2_targets.get(ep)
-        if target is None:
-            cls = Udp6TransportTarget if ":" in ep.address else UdpTransportTarget
-            target = await cls.create((ep.address, ep.port), timeout=ep.timeout, retries=ep.retries)
-            self._v2_targets[ep] = target
-        auth = self._communities.get(community)
-        if auth is None:
-            auth = self._communities[community] = CommunityData(community, mpModel=1)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def request_v2c(self, ep: Endpoint, community: str, pdu: Any) -> tuple[Any, int]:
+        """Send ``pdu``; return the agent's Response PDU and its size (resent on silence, same id)."""
+        secret = community.encode()
+        pending = self._pending["2c"]
+        rid = snmp_v2c.new_request_id(pending)
+        message = snmp_v2c.encode_request(rid, secret, pdu)
 
-        def done(_d: Any, _rid: Any, error_indication: Any, rsp_pdu: Any = None, _ctx: Any = None) -> None:
-            if fut.done():
-                return
-            if error_indication or rsp_pdu is None:  # timed out, or the dispatcher closed
-                fut.set_exception(ProbeTimeout("timeout"))
-            else:
-                fut.set_result(rsp_pdu)
+        def check(reply: V2Reply) -> tuple[str | None, Any]:
+            return snmp_v2c.mismatch(reply, secret), (reply.pdu, reply.size)
 
-        try:
-            self._dispatcher.send_pdu(auth, target, pdu, cbFun=done)
-        except OSError as exc:
-            raise ProbeProtocolError(f"send failed: {exc.strerror}") from exc
-        return await fut
+        answer: tuple[Any, int] = await self._exchange("2c", snmp_v2c.decode_message, ep, rid, message, check)
+        return answer
 
     # ----- v3 ----------------------------------------------------------------------------------
-    async def request_v3(self, ep: Endpoint, cred_key: str, user: UsmUser, pdu: Any, context: bytes = b"") -> Any:
+    async def request_v3(
+        self, ep: Endpoint, cred_key: str, user: UsmUser, pdu: Any, context: bytes = b""
+    ) -> tuple[Any, int]:
+        """Send ``pdu`` as ``user``; return the agent's Response PDU and its size."""
         key = (ep.address, ep.port, cred_key)
         peer = self._peers.get(key)
         if peer is None:
@@ -132,10 +186,11 @@ class SnmpTransport:
             now = time.monotonic()
             msg_id = snmp_usm.next_msg_id()
             message = snmp_usm.encode_request(msg_id, user, peer, pdu, now, context)
-            reply = await self._exchange(ep, msg_id, lambda m=message: m)
-            rsp = snmp_usm.open_reply(reply, user, peer if reply.flags & 1 else None)
+            reply, rsp = await self._exchange(
+                "3", snmp_usm.decode_message, ep, msg_id, message, _v3_check(user, peer)
+            )
             if not snmp_usm.is_report(rsp):
-                return rsp
+                return rsp, len(reply.whole)
             reason, text = snmp_usm.report_reason(rsp)
             if reason == "auth":
                 raise ProbeAuthError(f"auth: {text}")
@@ -151,29 +206,44 @@ class SnmpTransport:
 
     async def _discover(self, ep: Endpoint, user: UsmUser) -> PeerEngine:
         msg_id = snmp_usm.next_msg_id()
-        reply = await self._exchange(ep, msg_id, lambda: snmp_usm.encode_discovery(msg_id))
+        reply: V3Reply = await self._exchange(
+            "3", snmp_usm.decode_message, ep, msg_id, snmp_usm.encode_discovery(msg_id),
+            lambda r: (None, r),
+        )
         if not reply.engine_id:
             raise ProbeProtocolError("malformed reply: discovery gave no engine id")
         peer = PeerEngine(reply.engine_id, reply.boots, reply.time, time.monotonic())
         snmp_usm.localize(user, peer)
         return peer
 
-    async def _exchange(self, ep: Endpoint, msg_id: int, build: Any) -> V3Reply:
-        """Send (and resend on silence) one message; return the reply from that agent."""
-        family = socket.AF_INET6 if ":" in ep.address else socket.AF_INET
-        sock = self._v3_sockets.get(family)
-        loop = asyncio.get_running_loop()
+    # ----- both --------------------------------------------------------------------------------
+    async def _socket(self, version: str, family: int, decode: Callable[[bytes], Any]) -> asyncio.DatagramTransport:
+        sock = self._sockets.get((version, family))
         if sock is None:
-            sock, _ = await loop.create_datagram_endpoint(
-                lambda: self._protocol, family=family, local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
-            )
-            self._v3_sockets[family] = sock
-        fut: asyncio.Future[V3Reply] = loop.create_future()
-        self._v3_pending[msg_id] = (fut, (ep.address, ep.port))
+            loop = asyncio.get_running_loop()
+            receiver = _Receiver(self, decode, self._pending[version])
+            local = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            sock, _ = await loop.create_datagram_endpoint(lambda: receiver, family=family, local_addr=(local, 0))
+            self._sockets[(version, family)] = sock
+        return sock
+
+    async def _exchange(
+        self, version: str, decode: Callable[[bytes], Any], ep: Endpoint, msg_id: int,
+        message: bytes, check: Callable[[Any], tuple[str | None, Any]],
+    ) -> Any:
+        """Send (and resend on silence) one message; return what ``check`` made of the agent's reply."""
+        family = socket.AF_INET6 if ":" in ep.address else socket.AF_INET
+        sock = await self._socket(version, family, decode)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        host = _host(ep.address)
+        pending = self._pending[version]
+        pending[msg_id] = _Waiter(fut, (host, ep.port), check)
+        self._inflight[host] += 1
+        self.waiting[(host, ep.port)] += 1
         try:
             for _ in range(ep.retries + 1):
                 try:
-                    sock.sendto(build(), (ep.address, ep.port))
+                    sock.sendto(message, (ep.address, ep.port))
                 except OSError as exc:
                     raise ProbeProtocolError(f"send failed: {exc.strerror}") from exc
                 done, _ = await asyncio.wait((fut,), timeout=ep.timeout)
@@ -181,56 +251,120 @@ class SnmpTransport:
                     return fut.result()
             raise ProbeTimeout("timeout")
         finally:
-            self._v3_pending.pop(msg_id, None)
+            pending.pop(msg_id, None)
             fut.cancel()
+            _release(self._inflight, host)
+            _release(self.waiting, (host, ep.port))
+
+
+def _release(counter: Counter[Any], key: Any) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+def _v3_check(user: UsmUser, peer: PeerEngine) -> Callable[[V3Reply], tuple[str | None, Any]]:
+    """Verify and open a v3 reply; only a Response or a Report answers a request.
+
+    For a user with authentication, only a Report may come back unauthenticated (that is how an
+    agent says "unknown engine", "wrong digest"...); any other reply must carry a valid digest, or
+    it is someone else's (ignored, counted). An authentic reply that then fails to decrypt is the
+    agent's and fails the request (ProbeAuthError from :func:`snmp_usm.open_reply`).
+    """
+
+    def check(reply: V3Reply) -> tuple[str | None, Any]:
+        authed = bool(reply.flags & 1)
+        if authed and (user.auth_id is None or not snmp_usm.authentic(reply, user, peer)):
+            return "unauthenticated", None
+        try:
+            rsp = snmp_usm.open_reply(reply, user, peer if authed else None, verified=authed)
+        except ProbeAuthError:
+            if authed:
+                raise
+            return "malformed", None  # e.g. "encrypted" without authentication: not a valid message
+        except ProbeProtocolError:
+            return "malformed", None
+        if snmp_usm.is_report(rsp):
+            return None, (reply, rsp)
+        if user.auth_id is not None and not authed:
+            return "unauthenticated", None
+        if not isinstance(rsp, v2c.ResponsePDU):
+            return "wrong_pdu", None
+        return None, (reply, rsp)
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class WalkLimits:
+    """Bounds of one table walk, so an agent that answers GETBULK without end costs little.
+
+    Rows count over all columns walked together; bytes are the reply datagrams'; the time bound is
+    also cut short by the poll's own deadline. Over any bound the walk fails with "walk cut".
+    """
+
+    max_rows: int = 10_000
+    max_bytes: int = 4 << 20
+    max_seconds: float = 30.0
 
 
 class Session:
     """GET and GETBULK-walk against one agent with one credential; returns raw varbinds."""
 
     def __init__(self, transport: SnmpTransport, ep: Endpoint, *, community: str | None = None,
-                 user: UsmUser | None = None, cred_key: str = "", context: str = "") -> None:
+                 user: UsmUser | None = None, cred_key: str = "", context: str = "",
+                 limits: WalkLimits = WalkLimits()) -> None:
         self.transport, self.ep, self.community, self.user, self.cred_key = transport, ep, community, user, cred_key
         self.context = context.encode()
+        self.limits = limits
         self.requests = 0
+        self.received = 0  # bytes of replies
 
     async def _send(self, pdu: Any) -> Any:
         self.requests += 1
         if self.user is not None:
-            return await self.transport.request_v3(self.ep, self.cred_key, self.user, pdu, self.context)
-        assert self.community is not None
-        return await self.transport.request_v2c(self.ep, self.community, pdu)
+            rsp, size = await self.transport.request_v3(self.ep, self.cred_key, self.user, pdu, self.context)
+        else:
+            assert self.community is not None
+            rsp, size = await self.transport.request_v2c(self.ep, self.community, pdu)
+        self.received += size
+        return rsp
 
     async def get(self, oids: Sequence[Oid]) -> list[VarBind]:
         pdu = v2c.GetRequestPDU()
         v2c.apiPDU.set_defaults(pdu)
         v2c.apiPDU.set_varbinds(pdu, [(o, v2c.null) for o in oids])
-        rsp = await self._send(pdu)
-        _check_status(rsp)
-        return [(tuple(o), v) for o, v in v2c.apiPDU.get_varbinds(rsp)]
+        return response_varbinds(await self._send(pdu))
 
-    async def walk(
-        self, bases: Sequence[Oid], max_repetitions: int = 25, max_rounds: int = 400
-    ) -> dict[Oid, list[VarBind]]:
-        """Walk several table columns side by side with GETBULK; partial replies are fine."""
+    async def walk(self, bases: Sequence[Oid], max_repetitions: int = 25) -> dict[Oid, list[VarBind]]:
+        """Walk several table columns side by side with GETBULK; partial replies are fine.
+
+        Ends when every column has left its subtree, or fails with ProbeProtocolError("walk cut:
+        ...") when the agent exceeds :class:`WalkLimits` or sends a non-increasing OID (which would
+        loop forever).
+        """
         out: dict[Oid, list[VarBind]] = {b: [] for b in bases}
         cursor = {b: b for b in bases}
         reps = max_repetitions
-        for _ in range(max_rounds):
+        rows, first_byte = 0, self.received
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.max_seconds
+        while cursor:
+            if loop.time() > deadline:
+                raise ProbeProtocolError(f"walk cut: longer than {self.limits.max_seconds:g} s")
             active = list(cursor)[:10]
-            if not active:
-                return out
             pdu = v2c.GetBulkRequestPDU()
             v2c.apiBulkPDU.set_defaults(pdu)
             v2c.apiBulkPDU.set_non_repeaters(pdu, 0)
             v2c.apiBulkPDU.set_max_repetitions(pdu, reps)
             v2c.apiBulkPDU.set_varbinds(pdu, [(cursor[b], v2c.null) for b in active])
             rsp = await self._send(pdu)
-            if int(v2c.apiPDU.get_error_status(rsp)) == 1 and reps > 1:  # tooBig: ask for less
+            if self.received - first_byte > self.limits.max_bytes:
+                raise ProbeProtocolError(f"walk cut: more than {self.limits.max_bytes} bytes")
+            if _status(rsp)[0] == 1 and reps > 1:  # tooBig: ask for less
                 reps = max(1, reps // 2)
                 continue
-            _check_status(rsp)
-            vbs = [(tuple(o), v) for o, v in v2c.apiBulkPDU.get_varbinds(rsp)]
+            vbs = response_varbinds(rsp)
             if not vbs:
                 raise ProbeProtocolError("malformed reply: empty GETBULK response")
             for col, base in enumerate(active[: len(vbs)]):
@@ -242,29 +376,42 @@ class Session:
                         finished = True
                         break
                     if oid <= last:
-                        finished = True  # non-increasing OID: a broken agent would loop forever
-                        break
+                        raise ProbeProtocolError("walk cut: agent sent a non-increasing OID")
                     out[base].append((oid, val))
                     last = oid
+                    rows += 1
                 if finished or last == cursor[base]:
                     del cursor[base]
                 else:
                     cursor[base] = last
-        raise ProbeProtocolError("malformed reply: table walk did not end")
+            if rows > self.limits.max_rows:
+                raise ProbeProtocolError(f"walk cut: more than {self.limits.max_rows} rows")
+        return out
 
 
 def _is_end(value: Any) -> bool:
     return value.__class__.__name__ in ("EndOfMibView", "NoSuchObject", "NoSuchInstance")
 
 
-def _check_status(rsp: Any) -> None:
-    status = int(v2c.apiPDU.get_error_status(rsp))
+def _status(rsp: Any) -> tuple[int, int]:
+    try:
+        return int(v2c.apiPDU.get_error_status(rsp)), int(v2c.apiPDU.get_error_index(rsp))
+    except Exception as exc:  # a PDU with fields missing (pyasn1 raises on reading them)
+        raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from None
+
+
+def response_varbinds(rsp: Any) -> list[VarBind]:
+    """The varbinds of a Response PDU, or our error for an error status or a malformed PDU."""
+    status, index = _status(rsp)
     if status:
-        index = int(v2c.apiPDU.get_error_index(rsp))
         name = _ERROR_STATUS.get(status, str(status))
         if status == 16:
             raise ProbeAuthError(f"auth: agent answered {name}")
         raise ProbeProtocolError(f"malformed reply: error status {name} at varbind {index}")
+    try:
+        return [(tuple(int(n) for n in o), v) for o, v in v2c.apiPDU.get_varbinds(rsp)]
+    except Exception as exc:
+        raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from None
 
 
-__all__ = ["Endpoint", "Oid", "Session", "SnmpTransport", "VarBind"]
+__all__ = ["Endpoint", "Oid", "Session", "SnmpTransport", "VarBind", "WalkLimits", "response_varbinds"]

@@ -13,8 +13,7 @@ Everything in this module is pure message building and parsing; the sockets live
 
 from __future__ import annotations
 
-import itertools
-import random
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +59,11 @@ _REPORT_AUTH = {
 }
 _FLAG_AUTH, _FLAG_PRIV, _FLAG_REPORTABLE = 1, 2, 4
 _MAX_SIZE = 65507
-_msg_ids = itertools.count(random.randrange(1, 1 << 30))
 
 
 def next_msg_id() -> int:
-    return next(_msg_ids) & 0x7FFFFFFF or 1
+    """An unpredictable msgID (1..2^31-1): a blind spoofer has to guess 31 bits, not count up."""
+    return secrets.randbelow(0x7FFFFFFF) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +190,25 @@ def decode_message(whole: bytes) -> V3Reply:
         raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from exc
 
 
-def open_reply(reply: V3Reply, user: UsmUser, peer: PeerEngine | None) -> Any:
-    """Verify and decrypt ``reply``; return its PDU. Raises ProbeAuthError for USM failures."""
-    if reply.flags & _FLAG_AUTH:
+def authentic(reply: V3Reply, user: UsmUser, peer: PeerEngine) -> bool:
+    """Whether an authenticated reply's digest is right for the user's key localized to ``peer``."""
+    if user.auth_id is None or peer.auth_key is None:
+        return False
+    try:
+        SnmpUSMSecurityModel.AUTH_SERVICES[user.auth_id].authenticate_incoming_message(
+            peer.auth_key, reply.params["msgAuthenticationParameters"], reply.whole
+        )
+    except Exception:  # StatusInformation for a wrong digest; pyasn1 errors for a mangled one
+        return False
+    return True
+
+
+def open_reply(reply: V3Reply, user: UsmUser, peer: PeerEngine | None, verified: bool = False) -> Any:
+    """Verify (unless ``verified`` by :func:`authentic`) and decrypt ``reply``; return its PDU.
+
+    Raises ProbeAuthError for USM failures.
+    """
+    if reply.flags & _FLAG_AUTH and not verified:
         if peer is None or user.auth_id is None:
             raise ProbeAuthError("auth: unexpected authenticated reply")
         try:
