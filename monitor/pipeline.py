@@ -75,8 +75,13 @@ class IncidentPipeline:
     def start(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
         self._start_delivery(self.inventory)
-        self.sinks.append(self._enqueue)
+        # What resuming decided is persisted already: delivery's catch-up planned it (planning it a
+        # second time is harmless, the keys derive from the events, but it is work); the first start
+        # of delivery skipped history, so there the start's events are handed over like any others.
         self._publish(self.correlation.startup_events)
+        if self.delivery is not None and not self.delivery.caught_up:
+            self.delivery.enqueue(self.correlation.startup_events)
+        self.sinks.append(self._enqueue)
         self._loop_task = tg.create_task(self._loop())
 
     async def stop(self) -> None:

@@ -6,7 +6,8 @@ the hold-down. At the next start, after the hold-down, resuming decides "resolve
 event is persisted, planned by delivery's catch-up (it is after the cursor) AND handed to delivery
 again as one of the start's events. MQTT keys used to come from a counter, so the second plan
 made new rows, and subscribers got two "resolved" (and two retained status) messages with
-different ``message_id``s. Keys now derive from the event: the outbox holds each message once.
+different ``message_id``s. Keys now derive from the event: the outbox holds each message once;
+and the start no longer hands delivery the events its catch-up just planned.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
 
 from monitor.clock import ManualClock
+from monitor.correlate.incidents import IncidentEvent
+from monitor.delivery import planner
 from monitor.inventory.model import Inventory
 from monitor.pipeline import IncidentPipeline
 from monitor.state import State, StateChange
@@ -63,7 +67,17 @@ async def barrier(broker: Mosquitto, live: Watcher) -> None:
     await until(lambda: len(live.topic("isp/test/barrier")) > n, 10, "the barrier message")
 
 
-async def test_an_event_decided_while_resuming_is_published_once(tmp_path: Path) -> None:
+async def test_an_event_decided_while_resuming_is_published_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planned: collections.Counter[tuple[str, str]] = collections.Counter()
+    real_plan = planner.plan
+
+    def counting_plan(events: Sequence[IncidentEvent], *args: Any, **kw: Any) -> planner.Plan:
+        planned.update((e.incident, e.event) for e in events)  # a spy: the real planner does the work
+        return real_plan(events, *args, **kw)
+
+    monkeypatch.setattr(planner, "plan", counting_plan)
     broker = Mosquitto(tmp_path)
     broker.start()
     try:
@@ -109,9 +123,10 @@ async def test_an_event_decided_while_resuming_is_published_once(tmp_path: Path)
         ids = [e["message_id"] for e in events]
         assert len(set(ids)) == 2
         outbox = sqlite3.connect(db)
-        planned = collections.Counter(a for (a,) in outbox.execute("SELECT action FROM outbox WHERE channel = 'mqtt'"))
+        rows = collections.Counter(a for (a,) in outbox.execute("SELECT action FROM outbox WHERE channel = 'mqtt'"))
         outbox.close()
-        assert planned["mqtt_resolved"] == planned["mqtt_opened"] == 1  # the outbox holds each event once
+        assert rows["mqtt_resolved"] == rows["mqtt_opened"] == 1  # the outbox holds each event once
+        assert planned == {("INC-000001", "opened"): 1, ("INC-000001", "resolved"): 1}  # and planned it once
         by_topic = collections.Counter(t for t, _, _ in live.got)
         # one retained status per node per event: opened (down) and resolved (up), not a third
         assert by_topic["isp/status/node/twr-1"] == 2

@@ -62,13 +62,20 @@ class DeliveryService:
         self.workers: dict[str, Worker] = {}
         self.senders: dict[str, Sender] = {}
         self._next_ack_poll = 0.0
+        #: True when the catch-up below planned every incident event persisted before this service
+        #: was made, so the daemon's start need not hand its (persisted) events over again. False on
+        #: delivery's first start (history is skipped: the start's events are new to it) and when
+        #: the catch-up failed (the timer catches up, enqueue() waits for it).
+        self.caught_up = False
         if not self.outbox.meta("cursor"):  # first start: history before delivery existed is not replayed
             self.outbox.add([], {}, {"cursor": str(self._max_event_id())}, clock.now())
-        try:
-            self.catch_up()
-        except MonitorError as exc:  # e.g. the file is locked right now: the timer tries again
-            self._behind = True
-            event(log, logging.ERROR, "cannot plan missed incident events yet, will retry", error=exc)
+        else:
+            try:
+                self.catch_up()
+                self.caught_up = True
+            except MonitorError as exc:  # e.g. the file is locked right now: the timer tries again
+                self._behind = True
+                event(log, logging.ERROR, "cannot plan missed incident events yet, will retry", error=exc)
 
     # ------------------------------------------------------------ daemon API
 
