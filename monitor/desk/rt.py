@@ -13,6 +13,7 @@ staff, which counts as an acknowledgement of the incident.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +22,8 @@ import aiohttp
 from monitor.delivery.config import DeskSettings
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 from monitor.desk.base import Ref, tag
+
+MAX_ANSWER = 1 << 20  # bytes of one REST2 answer; ours ask for at most 5 tickets or 1 transaction
 
 
 class RTDesk:
@@ -45,27 +48,35 @@ class RTDesk:
         return self._session
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """RT's JSON answer; every failure, odd answers included, is a :class:`DeliveryError`."""
         try:
             async with self._http().request(method, self.api + path, json=body, headers=self._headers()) as resp:
-                text = await resp.text()
+                raw = await _read(resp)
                 if resp.status in (408, 429) or resp.status >= 500:
                     raise DeliveryRetryable(f"RT answered {resp.status} to {method} {path}", f"http_{resp.status}")
                 if resp.status in (401, 403):
                     raise DeliveryRetryable(f"RT refused our credentials ({resp.status})", "auth")
                 if resp.status >= 400:
-                    raise DeliveryPermanent(f"RT answered {resp.status} to {method} {path}: {text[:200]}",
+                    text = raw[:200].decode(errors="replace")
+                    raise DeliveryPermanent(f"RT answered {resp.status} to {method} {path}: {text}",
                                             f"http_{resp.status}")
-                return await resp.json(content_type=None) if text else None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DeliveryRetryable(f"RT unreachable: {type(exc).__name__}", "unreachable") from exc
+        if not raw.strip():
+            return None
+        try:  # REST2 is JSON in UTF-8 whatever the header says; a proxy's HTML page is not an answer
+            return json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise DeliveryRetryable(f"RT answered {method} {path} with something that is not JSON",
+                                    "bad_answer") from None
 
     async def find(self, incident: str) -> str | None:
         query = f"Subject LIKE '{tag(incident)}'"
         found = await self._call("GET", f"/tickets?query={quote(query, safe='')}&per_page=5"
                                  "&fields=Subject")
-        for item in (found or {}).get("items", []):
-            if tag(incident) in str(item.get("Subject", "")):
-                return str(item["id"])
+        for item in _items(found, "GET /tickets"):
+            if isinstance(item, dict) and tag(incident) in str(item.get("Subject", "")):
+                return _ticket_id(item.get("id"), "GET /tickets")
         return None
 
     async def open(self, incident: str, subject: str, body: str) -> str:
@@ -73,7 +84,7 @@ class RTDesk:
             subject = f"{tag(incident)} {subject}"
         made = await self._call("POST", "/ticket", {"Queue": self.s.queue, "Subject": subject, "Content": body,
                                                    "ContentType": "text/plain"})
-        return str(made["id"])
+        return _ticket_id(_object(made, "POST /ticket").get("id"), "POST /ticket")
 
     async def update(self, ticket: str, subject: str) -> None:
         await self._call("PUT", f"/ticket/{ticket}", {"Subject": subject})
@@ -104,13 +115,50 @@ class RTDesk:
         query = (f"ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND Type = 'Comment'"
                  f" AND Subject LIKE '{ref.text}'")
         found = await self._call("GET", f"/transactions?query={quote(query, safe='')}&per_page=1")
-        return bool((found or {}).get("items"))
+        return bool(_items(found, "GET /transactions"))
 
     async def taken(self, ticket: str) -> bool:
         t = await self._call("GET", f"/ticket/{ticket}")
-        owner = (t or {}).get("Owner", {})
-        return str(owner.get("id", "Nobody")) != "Nobody"
+        owner = _object(t, "GET /ticket").get("Owner", {})
+        who = owner.get("id", "Nobody") if isinstance(owner, dict) else owner  # an object, or just the name
+        if not isinstance(who, str | int) or isinstance(who, bool):
+            raise DeliveryRetryable("RT answered GET /ticket with an Owner that is not a user", "bad_answer")
+        return str(who) != "Nobody"
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _read(resp: aiohttp.ClientResponse) -> bytes:
+    """The body, at most :data:`MAX_ANSWER` bytes: an endless answer must not take all memory."""
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise DeliveryRetryable(f"RT's answer is too large (over {MAX_ANSWER} bytes)", "bad_answer")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _object(doc: Any, what: str) -> dict[str, Any]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise DeliveryRetryable(f"RT answered {what} with JSON that is not an object", "bad_answer")
+    return doc
+
+
+def _items(doc: Any, what: str) -> list[Any]:
+    items = _object(doc, what).get("items", [])
+    if not isinstance(items, list):
+        raise DeliveryRetryable(f"RT answered {what} with items that are not a list", "bad_answer")
+    return items
+
+
+def _ticket_id(value: object, what: str) -> str:
+    """A ticket number; it goes into URL paths, so nothing but digits (RT's ids are integers)."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise DeliveryRetryable(f"RT answered {what} without a ticket number", "bad_answer")
+    return text
