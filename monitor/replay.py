@@ -61,13 +61,17 @@ def replay(
     source: str = "<input>",
     windows: Iterable[Window] = (),
     topology: Topology | None = None,
+    engine: Engine | None = None,
 ) -> Iterator[IncidentEvent]:
     """Yield the incident events for JSON-lines probe outcomes, in order.
+
+    ``engine``: a fresh one to use (the caller reads what it learned afterwards: ``--rates``).
 
     The config's ``maintenance:`` windows are planned as the daemon plans them (``config_windows``);
     ``windows`` adds others, as ``monitor maintenance add`` does in the daemon.
     """
-    engine = Engine(topology or Topology.from_inventory(inv), settings)
+    if engine is None:
+        engine = Engine(topology or Topology.from_inventory(inv), settings)
     planned = config_windows(inv.maintenance)
     engine.set_windows([*planned, *(replace(w, id=len(planned) + i) for i, w in enumerate(windows, 1))])
     targets = inv.targets
@@ -278,6 +282,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
         help="override a correlation setting (K, P, W, settle, hold_down, grace, down_after, vantage, ...)",
     )
+    p.add_argument(
+        "--rates", action="store_true",
+        help="after the events, write the failure rates the burst rule learned, per node, to standard error",
+    )
     p.set_defaults(handler=main)
 
 
@@ -292,8 +300,9 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"{args.input}: cannot read: {exc.strerror}") from None
     try:
+        engine = Engine(Topology.from_inventory(inv), settings)
         with src:
-            events = replay(inv, settings, read_lines(src, str(args.input)), source=str(args.input))
+            events = replay(inv, settings, read_lines(src, str(args.input)), source=str(args.input), engine=engine)
             if args.output is None:
                 write_events(events, sys.stdout)
             else:
@@ -307,4 +316,19 @@ def main(args: argparse.Namespace) -> int:
                 tmp.replace(args.output)
     except ReplayError as exc:
         raise ConfigError(str(exc)) from None
+    if args.rates:
+        write_rates(engine, sys.stderr)
     return 0
+
+
+def write_rates(engine: Engine, out: TextIO) -> None:
+    """The burst rule's learned rates at the end of the replay: nodes with failures below, busiest first."""
+    rows = engine.rates.summary(engine.now)
+    out.write("learned failure rates (independent failures per endpoint and day, burst rule):\n")
+    for r in rows:
+        out.write(
+            f"  {r.node}: endpoints={r.endpoints} failures={r.failures} rate={r.rate_all:.3g}"
+            f" peak={r.peak:.3g} at {r.peak_hour:02d}h UTC\n"
+        )
+    if not rows:
+        out.write("  (no independent failures: every node at the prior)\n")

@@ -36,6 +36,18 @@ PRIOR_WEIGHT = DAY  # the prior counts as this much observation
 
 
 @dataclass(frozen=True, slots=True)
+class NodeRate:
+    """What was learned below one node (``monitor replay --rates``): rates per endpoint and day."""
+
+    node: str
+    endpoints: int
+    failures: int  # independent failures below it inside the history
+    rate_all: float
+    peak: float  # the highest hour-of-day rate ...
+    peak_hour: int  # ... and its UTC hour
+
+
+@dataclass(frozen=True, slots=True)
 class Burst:
     """Why k failures below a node are judged a burst (or not): for the incident and replay output."""
 
@@ -153,16 +165,32 @@ class FailureRates:
 
     def rate(self, node: str, now: float) -> tuple[float, float, int]:
         """(rate at this hour of day, rate over all hours), per endpoint and second; and the hour."""
+        hourly, total = self.rates(node, now)
+        h = int((now % DAY) // HOUR)
+        return hourly[h], total, h
+
+    def rates(self, node: str, now: float) -> tuple[list[float], float]:
+        """(the rate at each UTC hour of day, the rate over all hours), per endpoint and second, at ``now``."""
         self._prune(now)
         n = max(1, self.below.get(node, 0))
         start = max(self.start if self.start is not None else now, now - self.history)
         exposure = hours_observed(start, now)
         c = self.counts.get(node) or [0] * 24
         total = (sum(c) + self.prior * n * PRIOR_WEIGHT) / (n * (sum(exposure) + PRIOR_WEIGHT))
-        h = int((now % DAY) // HOUR)
         w = PRIOR_WEIGHT / 24
-        at_hour = (c[h] + total * n * w) / (n * (exposure[h] + w))
-        return at_hour, total, h
+        return [(c[h] + total * n * w) / (n * (exposure[h] + w)) for h in range(24)], total
+
+    def summary(self, now: float) -> list[NodeRate]:
+        """Every node with failures below it in the history, most failures first (then by id)."""
+        self._prune(now)
+        out = []
+        for node, c in self.counts.items():
+            if not sum(c):
+                continue
+            hourly, total = self.rates(node, now)
+            peak = max(range(24), key=lambda h: hourly[h])
+            out.append(NodeRate(node, self.below.get(node, 0), sum(c), total * DAY, hourly[peak] * DAY, peak))
+        return sorted(out, key=lambda r: (-r.failures, r.node))
 
     def judge(self, node: str, k: int, window: float, now: float) -> Burst:
         """The odds of ``k`` independent failures below ``node`` inside ``window`` at the learned rate."""
