@@ -142,3 +142,33 @@ async def test_refusal_fixed_on_the_database_side_delivers_the_held_points(
     await task
     assert sorted(stored(influx, db)) == expected(range(5))
     assert metric("timeseries_writer_blocked", reason=reason) == 0
+
+
+async def test_points_spooled_in_an_outage_then_refused_are_all_delivered_after_the_fix(
+    influx: InfluxDB1, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's numbers: points spooled while the database was down, then a wrong password once
+    it was back: the replay was refused and dropped (872 spooled points). Now: held, then delivered."""
+    caplog.set_level(logging.INFO, logger="monitor.tsdb")
+    dropped0 = metric("timeseries_spool_dropped_points_total")
+    writer = make(settings(influx.url, WRONG), tmp_path / "spool")
+    task = asyncio.create_task(writer.run())
+    await asyncio.to_thread(influx.stop)
+    await submit_rounds(writer, range(90))
+    await until(lambda: writer.spool_points == 900, what="spooled during the outage")
+    await asyncio.to_thread(influx.start)
+    await until(lambda: writer.refused == "auth", what="the replay refused")
+    await submit_rounds(writer, range(90, 100))
+    await until(lambda: writer.spool_points == 1000, what="everything still held")
+    await writer.reconfigure(settings(influx.url, ADMIN[1]))
+    await until(lambda: writer.spool_points == 0, what="delivered")
+    await writer.close()
+    await task
+    assert sorted(stored(influx)) == expected(range(100))
+    assert metric("timeseries_spool_dropped_points_total") == dropped0
+    assert [r.getMessage() for r in caplog.records] == [
+        "time series database unreachable, spooling",
+        "time series database refuses the writer, holding points in the spool",
+        "time series writer reconfigured",
+        "time series database accepts the writer again, spool replayed"]
+    assert caplog.records[-1].kv["replayed_points"] == 1000  # type: ignore[attr-defined]
