@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from monitor import selfmetrics
-from monitor.probes.snmp import SnmpProbe
+from monitor.clock import ManualClock
+from monitor.probes.snmp import WALK_PAUSE, SnmpProbe
 from tests.hostile_snmp import FAKE_TICKS, HostileAgent
 from tests.servers.common import free_port
 from tests.servers.snmpd import COMMUNITY, Snmpd, snmpd
@@ -134,7 +135,8 @@ async def _poll(probe: SnmpProbe, mode: str, deadline: float = 30.0, **settings:
     """One v2c poll (generic profile) of a hostile agent in ``mode``; ``settings`` change the target."""
     hostile = await HostileAgent.start(mode)
     try:
-        t = _with(target(mode, "generic", v2c(COMMUNITY), hostile.port, timeout=2.0), **settings)
+        tid = "-".join([mode, *(f"{k}={v}" for k, v in settings.items())])  # a cut walk pauses per target
+        t = _with(target(tid, "generic", v2c(COMMUNITY), hostile.port, timeout=2.0), **settings)
         return await probe.poll(t, deadline), hostile
     finally:
         hostile.close()
@@ -165,3 +167,30 @@ async def test_non_increasing_oid_ends_the_walk_with_our_error(probe: SnmpProbe)
 def _with(t: Any, **changes: Any) -> Any:
     assert t.snmp is not None
     return dataclasses.replace(t, snmp=dataclasses.replace(t.snmp, **changes))
+
+
+async def test_a_cut_walk_pauses_table_walks_for_an_hour_and_scalars_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    """An endless agent must not cost a 10,000-row walk every poll: after a cut, only GETs for an hour."""
+    caplog.set_level(logging.INFO)
+    clock = ManualClock()
+    probe = SnmpProbe(clock=clock)
+    await probe.start()
+    hostile = await HostileAgent.start("endless")
+    t = target("endless", "generic", v2c(COMMUNITY), hostile.port, timeout=2.0)
+    try:
+        cut = await probe.poll(t, 30.0)
+        walked = hostile.requests
+        clock.advance(60.0)
+        paused = await probe.poll(t, 30.0)
+        paused_requests = hostile.requests - walked
+        clock.advance(WALK_PAUSE)
+        again = await probe.poll(t, 30.0)
+    finally:
+        hostile.close()
+        await probe.close()
+    assert cut.error == "walk cut: more than 10000 rows" and walked > 20
+    assert paused.ok and paused.uptime_s == FAKE_TICKS / 100  # the scalars (this agent's fake ones)
+    assert not [m for m in paused.metrics if m.labels], "no table rows while paused"
+    assert paused_requests <= 2, "GETs of the scalars only"
+    assert again.error == "walk cut: more than 10000 rows"
+    assert [r.getMessage() for r in caplog.records].count("snmp table walks paused") == 2

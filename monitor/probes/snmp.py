@@ -26,13 +26,14 @@ from monitor.probes.base import Metric, SnmpResult
 from monitor.probes.snmp_counters import agent_rebooted, counter_rate
 from monitor.probes.snmp_extract import Sample, extract
 from monitor.probes.snmp_profiles import Oid, Profile, load_profiles
-from monitor.probes.snmp_transport import Endpoint, Session, SnmpTransport, WalkLimits
+from monitor.probes.snmp_transport import Endpoint, Session, SnmpTransport, WalkCut, WalkLimits
 from monitor.probes.snmp_usm import UsmUser, make_user
 
 log = logging.getLogger(__name__)
 
 SYS_UPTIME: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 _GET_CHUNK = 20  # varbinds per GET: small enough for any agent's PDU size limit
+WALK_PAUSE = 3600.0  # s without table walks for a target whose walk was cut (scalars still polled)
 
 __all__ = ["Profile", "SnmpProbe", "load_profiles"]
 
@@ -61,6 +62,7 @@ class SnmpProbe:
         self._users: dict[SnmpCredentials, UsmUser] = {}
         self._baselines: dict[str, _Baseline] = {}
         self._noisy: set[str] = set()  # targets whose last poll saw datagrams we ignored
+        self._walks_paused: dict[str, float] = {}  # target id → clock.monotonic() when walks resume
 
     def profile_names(self) -> list[str]:
         return sorted(self._profiles)
@@ -84,11 +86,15 @@ class SnmpProbe:
         session = self._session(target, settings, timeout)
         started = self._clock.monotonic()
         loop_started = asyncio.get_running_loop().time()
+        walk = self._walks_paused.get(target.id, started) <= started
         try:
             async with asyncio.timeout(timeout):
-                scalars, walks = await _collect(session, profile)
+                scalars, walks = await _collect(session, profile, walk)
         except TimeoutError:
             return self._failed(target, "timeout", loop_started)
+        except WalkCut as exc:
+            self._pause_walks(target, str(exc), started)
+            return self._failed(target, str(exc), loop_started)
         except ProbeError as exc:
             return self._failed(target, str(exc) or type(exc).__name__, loop_started)
         finally:
@@ -105,6 +111,15 @@ class SnmpProbe:
             uptime_s=ticks / 100 if ticks is not None else None, rebooted=rebooted,
             metrics=tuple(metrics), duration_s=asyncio.get_running_loop().time() - loop_started,
         )
+
+    def _pause_walks(self, target: Target, error: str, now: float) -> None:
+        """An agent whose tables never end costs a bounded walk per poll; stop paying it every poll.
+
+        Its scalars (uptime, reboots) are still polled; the walk is tried again after WALK_PAUSE.
+        """
+        self._walks_paused[target.id] = now + WALK_PAUSE
+        event(log, logging.WARNING, "snmp table walks paused", target=target.id, address=target.address,
+              error=error, seconds=WALK_PAUSE)
 
     def _note_noise(self, target: Target) -> None:
         """One log line when a target's agent starts sending datagrams we ignore, one when it stops.
@@ -182,14 +197,19 @@ class SnmpProbe:
                        limits=limits)
 
 
-async def _collect(session: Session, profile: Profile) -> tuple[dict[Oid, object], dict[Oid, list[tuple[Oid, object]]]]:
-    """GET scalars (with their fallbacks) in chunks, then walk table columns; fallbacks only if empty."""
+async def _collect(
+    session: Session, profile: Profile, walk: bool = True
+) -> tuple[dict[Oid, object], dict[Oid, list[tuple[Oid, object]]]]:
+    """GET scalars (with their fallbacks) in chunks, then (if ``walk``) walk table columns; fallbacks
+    only if empty."""
     wanted: list[Oid] = [SYS_UPTIME]
     for spec in profile.scalars:
         wanted += [o for o in (spec.oid, spec.fallback) if o is not None and o not in wanted]
     scalars: dict[Oid, object] = {}
     for i in range(0, len(wanted), _GET_CHUNK):
         scalars.update(await session.get(wanted[i:i + _GET_CHUNK]))
+    if not walk:
+        return scalars, {}
     columns: list[Oid] = []
     fallbacks: dict[Oid, Oid] = {}
     for table in profile.tables:

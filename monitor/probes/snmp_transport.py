@@ -295,6 +295,10 @@ def _v3_check(user: UsmUser, peer: PeerEngine) -> Callable[[V3Reply], tuple[str 
     return check
 
 
+class WalkCut(ProbeProtocolError):
+    """A table walk went over its :class:`WalkLimits` or the agent sent a non-increasing OID."""
+
+
 @dataclass(frozen=True, slots=True)
 class WalkLimits:
     """Bounds of one table walk, so an agent that answers GETBULK without end costs little.
@@ -339,9 +343,8 @@ class Session:
     async def walk(self, bases: Sequence[Oid], max_repetitions: int = 25) -> dict[Oid, list[VarBind]]:
         """Walk several table columns side by side with GETBULK; partial replies are fine.
 
-        Ends when every column has left its subtree, or fails with ProbeProtocolError("walk cut:
-        ...") when the agent exceeds :class:`WalkLimits` or sends a non-increasing OID (which would
-        loop forever).
+        Ends when every column has left its subtree, or fails with :class:`WalkCut` when the agent
+        exceeds :class:`WalkLimits` or sends a non-increasing OID (which would loop forever).
         """
         out: dict[Oid, list[VarBind]] = {b: [] for b in bases}
         cursor = {b: b for b in bases}
@@ -351,7 +354,7 @@ class Session:
         deadline = loop.time() + self.limits.max_seconds
         while cursor:
             if loop.time() > deadline:
-                raise ProbeProtocolError(f"walk cut: longer than {self.limits.max_seconds:g} s")
+                raise WalkCut(f"walk cut: longer than {self.limits.max_seconds:g} s")
             active = list(cursor)[:10]
             pdu = v2c.GetBulkRequestPDU()
             v2c.apiBulkPDU.set_defaults(pdu)
@@ -360,7 +363,7 @@ class Session:
             v2c.apiBulkPDU.set_varbinds(pdu, [(cursor[b], v2c.null) for b in active])
             rsp = await self._send(pdu)
             if self.received - first_byte > self.limits.max_bytes:
-                raise ProbeProtocolError(f"walk cut: more than {self.limits.max_bytes} bytes")
+                raise WalkCut(f"walk cut: more than {self.limits.max_bytes} bytes")
             if _status(rsp)[0] == 1 and reps > 1:  # tooBig: ask for less
                 reps = max(1, reps // 2)
                 continue
@@ -376,7 +379,7 @@ class Session:
                         finished = True
                         break
                     if oid <= last:
-                        raise ProbeProtocolError("walk cut: agent sent a non-increasing OID")
+                        raise WalkCut("walk cut: agent sent a non-increasing OID")
                     out[base].append((oid, val))
                     last = oid
                     rows += 1
@@ -385,7 +388,7 @@ class Session:
                 else:
                     cursor[base] = last
             if rows > self.limits.max_rows:
-                raise ProbeProtocolError(f"walk cut: more than {self.limits.max_rows} rows")
+                raise WalkCut(f"walk cut: more than {self.limits.max_rows} rows")
         return out
 
 
@@ -414,4 +417,4 @@ def response_varbinds(rsp: Any) -> list[VarBind]:
         raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from None
 
 
-__all__ = ["Endpoint", "Oid", "Session", "SnmpTransport", "VarBind", "WalkLimits", "response_varbinds"]
+__all__ = ["Endpoint", "Oid", "Session", "SnmpTransport", "VarBind", "WalkCut", "WalkLimits", "response_varbinds"]
