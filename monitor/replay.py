@@ -316,6 +316,8 @@ def main(args: argparse.Namespace) -> int:
                 tmp.replace(args.output)
     except ReplayError as exc:
         raise ConfigError(str(exc)) from None
+    except OSError as exc:  # reading the input is ReplayError (read_lines): this is the output
+        raise ConfigError(f"{args.output or '<stdout>'}: cannot write: {exc.strerror or exc}") from None
     if args.rates:
         write_rates(engine, sys.stderr)
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from functools import partial
 from typing import Any, BinaryIO, TypeGuard
 
 from monitor.correlate.incidents import parse_ts
@@ -40,7 +39,15 @@ def read_lines(f: BinaryIO, source: str) -> Iterator[str]:
     Decoded line by line (not by 8 KiB chunks) so a bad byte is reported on its own line, and read
     with a bounded ``readline`` so a file without newlines cannot take all memory.
     """
-    for lineno, raw in enumerate(iter(partial(f.readline, MAX_LINE + 1), b""), 1):
+    lineno = 0
+    while True:
+        lineno += 1
+        try:
+            raw = f.readline(MAX_LINE + 1)
+        except OSError as exc:  # an I/O error mid-file (a vanished mount, a bad disk)
+            raise ReplayError(f"{source}:{lineno}: cannot read: {exc.strerror or exc}") from None
+        if not raw:
+            return
         if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
             raise ReplayError(f"{source}:{lineno}: line longer than {MAX_LINE} bytes")
         try:

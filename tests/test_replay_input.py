@@ -83,3 +83,12 @@ def test_a_null_ts_on_the_first_line_is_an_error(tmp_path: Path, capsys: pytest.
     """Found by Hypothesis: null equalled the loop's "no time yet", skipped the check, and crashed."""
     err = run(tmp_path, capsys, line(ts="null") + b"\n" + GOOD + b"\n")
     assert "in.jsonl:1: ts must be an ISO-8601 string like 2026-11-01T03:00:00Z" in err
+
+
+def test_an_output_that_cannot_be_written_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(GOOD + b"\n")
+    out = tmp_path / "no-such-dir" / "o.jsonl"
+    assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: cannot write: No such file or directory" in err and "Traceback" not in err
