@@ -46,9 +46,13 @@ class Scenario:
 
 
 def load(path: Path) -> Scenario:
-    raw = yaml.safe_load(path.read_text())
+    return from_raw(yaml.safe_load(path.read_text()), path.stem)
+
+
+def from_raw(raw: dict[str, Any], name: str) -> Scenario:
+    """A scenario from its parsed YAML (property tests generate these)."""
     interval = float(raw.get("interval", 60))
-    inv = _inventory(raw["topology"], interval, path.name)
+    inv = _inventory(raw["topology"], interval, f"{name}.yaml")
     config_windows = tuple(  # the config's ``maintenance:`` list (the daemon syncs it into the store)
         MaintenanceSpec(w["node"], EPOCH + w["start"], EPOCH + w["end"], w.get("reason", ""))
         for w in raw.get("config_maintenance") or []
@@ -63,7 +67,7 @@ def load(path: Path) -> Scenario:
     ]
     restarts = [EPOCH + s["at"] for s in raw.get("timeline", []) if s.get("restart")]
     resolves = [(EPOCH + s["at"], s["resolve"]) for s in raw.get("timeline", []) if s.get("resolve")]
-    return Scenario(path.stem, inv, settings, lines, windows, restarts, raw.get("expect") or {}, raw, resolves)
+    return Scenario(name, inv, settings, lines, windows, restarts, raw.get("expect") or {}, raw, resolves)
 
 
 def _text(v: object) -> str:
