@@ -123,3 +123,39 @@ async def test_an_outbox_that_refuses_writes_loses_no_event_and_plans_it_when_it
     # both events planned once, in order, from the incident log (c4 was back by the update)
     assert actions == {"c1@example.com": ["customer_opened"],
                        "c4@example.com": ["customer_opened", "customer_restored"]}
+
+
+async def test_a_straggler_is_restored_from_the_state_log_when_its_cpe_answers_also_after_a_restart(
+        tmp_path: Path) -> None:
+    """Issue 19: the daemon's path. What is down comes from target_state (written by the EventStore as
+    the state machine confirms changes); the resolved incident's memory is loaded for the late
+    "restored", by a new process too."""
+    from monitor.state import State, StateChange
+    from monitor.store import EventStore
+
+    inv = load(tmp_path, 3, delivery_with(mqtt=None, desk=None))
+    assert inv.delivery is not None
+    db = tmp_path / "monitor.db"
+    log = EventStore(db)
+    log.append([StateChange(f"cpe-{i:04d}", State.UP, State.DOWN, T0 - 200, "3 failed polls") for i in (1, 2, 3)])
+    svc = DeliveryService(inv, db, inv.delivery, ManualClock(T0))
+    try:
+        svc.enqueue([ev("opened", T0, ids(3, 0))])
+        log.append([StateChange(f"cpe-{i:04d}", State.DOWN, State.UP, T0 + 500, "2 good polls") for i in (1, 3)])
+        svc.enqueue([ev("updated", T0 + 900, []), ev("resolved", T0 + 1200, ["C-0001", "C-0003"])])
+        told = {k: v for k, v in notices(svc).items() if k.startswith("customer_")}
+        assert told == {"customer_opened": 3, "customer_restored": 2, "customer_continues": 1}
+        svc.tick(T0 + 1300)
+        assert notices(svc)["customer_restored"] == 2  # cpe-0002 still down
+    finally:
+        await svc.close()
+    log.append([StateChange("cpe-0002", State.DOWN, State.UP, T0 + 4000, "replaced")])
+    svc = DeliveryService(inv, db, inv.delivery, ManualClock(T0 + 4001))  # a new process
+    try:
+        svc.tick(T0 + 4001)
+        svc.tick(T0 + 4002)
+        rows = [r for r in svc.outbox.rows() if r["action"] == "customer_restored"]
+        assert sorted(r["key"] for r in rows) == [f"INC-000001/customer_restored/c{i}@example.com/1" for i in (1, 2, 3)]
+    finally:
+        await svc.close()
+        log.close()
