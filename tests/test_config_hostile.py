@@ -84,7 +84,7 @@ def test_hostile_file_is_one_clear_problem(tmp_path: Path, monkeypatch: pytest.M
         tracemalloc.stop()
     assert info.value.problems == [expected]
     assert peak < 20 * 2**20, f"peak {peak / 2**20:.1f} MiB"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # a hang, not a slow machine (tracemalloc slows it ~5x)
 
 
 @pytest.mark.parametrize(("content", "expected"), [h[1:] for h in HOSTILE], ids=IDS)
@@ -95,7 +95,7 @@ def test_check_config_exits_2_without_traceback(tmp_path: Path, content: bytes, 
     started = time.monotonic()
     r = run_monitor("check-config", str(cfg))
     assert (r.returncode, r.stderr) == (2, f"{tmp_path}/{expected}\n")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 25  # the ceiling is for hangs; the machine may be busy
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 300 * 1024  # KiB: the imports, not the file
 
 

@@ -49,15 +49,15 @@ def test_eta_min_change_is_a_duration(tmp_path: Path) -> None:
      "delivery.customers.channels: bad channel 'fax' (expected some of: email, sms)"),
     ({"timezone": "Mars/Olympus"},
      "delivery.timezone: unknown time zone 'Mars/Olympus' (expected an IANA name such as America/Bogota)"),
-    ({"rate_limits": {"email": 0}}, "delivery.rate_limits.email: must be greater than 0, got 0"),
+    ({"rate_limits": {"email": 0}}, "delivery.rate_limits.email: must be greater than 0 and at most 1000, got 0"),
     ({"retry": {"initial": "10s", "maximum": "1s"}}, "delivery.retry.maximum: must not be below initial"),
     ({"mqtt": {"host": "h", "prefix": "isp/#"}},
      "delivery.mqtt.prefix: bad topic prefix 'isp/#' (no wildcards, no trailing '/')"),
     ({"pager": {}}, "delivery: unknown key 'pager' (allowed: customers, desk, escalation, eta_min_change, maildir,"
                     " mqtt, oncall, rate_limits, retry, sms, smtp, technicians, templates_dir, timezone)"),
-    ({"eta_min_change": 0}, "delivery.eta_min_change: must be greater than 0, got 0"),
+    ({"eta_min_change": 0}, "delivery.eta_min_change: must be greater than 0 and at most 1d, got 0"),
     ({"eta_min_change": "soon"},
-     "delivery.eta_min_change: bad duration 'soon' (expected seconds, or a string like '30s', '500ms', '2m')"),
+     "delivery.eta_min_change: bad duration 'soon' (expected seconds, or a string like '30s', '500ms', '2m', '1d')"),
     ({"maildir": {"path": "mail"}},  # base_delivery() has smtp too
      "delivery.maildir: give either smtp or maildir, not both (both are where the email channel goes)"),
     ({"smtp": None, "maildir": {"from": "noc@isp.example"}}, "delivery.maildir: missing required key 'path'"),

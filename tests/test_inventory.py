@@ -256,12 +256,12 @@ MISTAKES = [
         "sites.yaml:10: credentials.v3.auth.key: the key from env:SHORT is shorter than 8 characters "
         "(SNMPv3 needs at least 8)"]),
     ("non-positive interval", "customers:\n", "polling: {interval: 0}\ncustomers:\n", [
-        "sites.yaml:14: polling.interval: must be greater than 0, got 0"]),
+        "sites.yaml:14: polling.interval: must be between 0.1s and 1d, got 0"]),
     ("bad duration", "customers:\n", "polling: {interval: 30 seconds}\ncustomers:\n", [
         "sites.yaml:14: polling.interval: bad duration '30 seconds' "
-        "(expected seconds, or a string like '30s', '500ms', '2m')"]),
+        "(expected seconds, or a string like '30s', '500ms', '2m', '1d')"]),
     ("down_after below 1", "customers:\n", "polling: {down_after: 0}\ncustomers:\n", [
-        "sites.yaml:14: polling.down_after: must be at least 1, got 0"]),
+        "sites.yaml:14: polling.down_after: must be between 1 and 100, got 0"]),
     ("poll longer than interval", "parent: core}\n  - {id: ap-2",
      "parent: core, polling: {interval: 1}}\n  - {id: ap-2", [
         "sites.yaml:12: nodes[1].polling: a poll takes up to 1.04 s (icmp_timeout + (icmp_count - 1) × "
@@ -270,7 +270,7 @@ MISTAKES = [
         "sites.yaml:11: nodes[0].snmp: timeout × (retries + 1) = 60 s must be shorter than the polling "
         "interval 60 s"]),
     ("loss threshold above 100", "customers:\n", "polling: {thresholds: {loss_pct: 120}}\ncustomers:\n", [
-        "sites.yaml:14: polling.thresholds.loss_pct: must be at most 100, got 120"]),
+        "sites.yaml:14: polling.thresholds.loss_pct: must be between 0 and 100, got 120"]),
     ("unknown kind in polling_by_kind", "customers:\n", "polling_by_kind: {antenna: {interval: 5}}\ncustomers:\n", [
         "sites.yaml:14: polling_by_kind.antenna: unknown kind 'antenna' (expected one of: "
         f"{', '.join(NODE_KINDS)}, cpe, onu)"]),
@@ -311,7 +311,7 @@ def test_every_problem_is_reported_not_just_the_first(folder: Path) -> None:
         .replace("lat: 7.08", "lat: 91").replace("service_class: residencial", "service_class: gold")
     got = problems_of(text, env={})
     assert got == [
-        "sites.yaml:5: sites[0].lat: must be at most 90, got 91",
+        "sites.yaml:5: sites[0].lat: must be between -90 and 90, got 91",
         "sites.yaml:9: credentials.v2.community: environment variable SNMP_COMMUNITY is not set",
         "sites.yaml:13: nodes[2].address: bad IP address '127.0.0.300' "
         "(expected an IPv4 or IPv6 literal such as 192.0.2.10 or 2001:db8::10)",

@@ -7,6 +7,7 @@ same way everywhere: with the key, the value and what was expected.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -81,6 +82,8 @@ class CorrelationSettings:
         return result
 
     def check(self) -> None:
+        if problems := self._unbounded():
+            raise ConfigError(problems)
         problems = []
         for name in ("interval", "settle", "window", "update_interval"):
             if getattr(self, name) <= 0:
@@ -108,6 +111,24 @@ class CorrelationSettings:
             raise ConfigError(problems)
 
 
+    def _unbounded(self) -> list[str]:
+        """NaN or infinity anywhere, or beyond the upper bounds the checks in :meth:`check` do not give.
+
+        Why first: NaN passes every ``<=`` comparison, so one settle of NaN never judged any failure.
+        """
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in _RANGES or value is None:
+                continue
+            top, wanted = _RANGES[f.name]
+            if isinstance(value, float) and not math.isfinite(value):
+                out.append(f"{f.name} must be a finite number {wanted}, got {value}")
+            elif value > top or (f.name == "blind_min" and value < 0):
+                out.append(f"{f.name} must be {wanted}, got {value:g}")
+        return out
+
+
 ALIASES = {"K": "min_endpoints", "P": "min_share", "W": "window", "hold-down": "hold_down", "holddown": "hold_down"}
 _FIELDS = {f.name: f for f in fields(CorrelationSettings)}
 _DURATIONS = {
@@ -115,6 +136,18 @@ _DURATIONS = {
     "burst_history",
 }
 _INTS = {"min_endpoints", "blind_min", "down_after", "up_after"}
+_RANGES: dict[str, tuple[float, str]] = {  # the upper bound (the lower ones are in check()) and the range
+    **{name: (86400.0, "greater than 0 and at most 1d") for name in ("interval", "settle", "window",
+                                                                    "update_interval")},
+    **{name: (86400.0, "between 0 and 1d") for name in ("hold_down", "grace", "blind_recovery", "degraded_settle")},
+    # these five are bounded in check() already: only NaN/infinity is caught here
+    "burst_history": (math.inf, "between 1h and 366d"),
+    "min_share": (math.inf, "greater than 0 and at most 100"),
+    "blind_share": (math.inf, "greater than 0 and at most 1"),
+    "burst_odds": (math.inf, "from 0 to below 1"), "burst_prior": (math.inf, "greater than 0 and at most 1000"),
+    "min_endpoints": (1_000_000, "between 1 and 1000000"), "blind_min": (1_000_000, "between 0 and 1000000"),
+    "down_after": (100, "between 1 and 100"), "up_after": (100, "between 1 and 100"),
+}
 _NOT_DERIVED = (
     "min_endpoints", "min_share", "blind_share", "blind_min", "vantage", "down_after", "up_after",
     "burst_odds", "burst_prior", "burst_history",

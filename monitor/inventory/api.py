@@ -8,7 +8,7 @@ checks: a short token or link key can be guessed from outside, and a link that p
 from __future__ import annotations
 
 from monitor.api.config import DEFAULT_LISTEN, ApiSettings
-from monitor.inventory.fields import Section, type_name
+from monitor.inventory.fields import DAY, Section, type_name
 from monitor.inventory.model import Secret
 from monitor.inventory.settings import SecretReader, valid_listen
 
@@ -41,7 +41,7 @@ def parse(top: Section, secrets: SecretReader, metrics_listen: str) -> ApiSettin
         token=_secret(sec, secrets, "token", live=bool(listen)),
         public_url=public_url,
         link_key=_secret(sec, secrets, "link_key", live=True),
-        link_ttl=sec.duration("link_ttl", d.link_ttl),
+        link_ttl=sec.duration("link_ttl", d.link_ttl, gt=0, le=30 * DAY),
     )
 
 

@@ -27,7 +27,7 @@ from monitor.delivery.config import (
     Technician,
     WebhookSettings,
 )
-from monitor.inventory.fields import Section
+from monitor.inventory.fields import DAY, Section
 from monitor.inventory.model import NODE_KINDS
 from monitor.inventory.settings import SecretReader
 
@@ -80,7 +80,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         rate_limits=_rates(sec),
         retry=_retry(sec.section("retry", RETRY)),
         templates_dir=_path(sec, "templates_dir", secrets.base_dir),
-        eta_min_change=sec.duration("eta_min_change", DeliveryConfig().eta_min_change),
+        eta_min_change=sec.duration("eta_min_change", DeliveryConfig().eta_min_change, gt=0, le=DAY),
     )
 
 
@@ -107,7 +107,8 @@ def _smtp(sec: Section | None, secrets: SecretReader) -> SmtpSettings | None:
         host=sec.text("host") or "", port=_port(sec, 465 if security == "tls" else 25),
         security="tls" if security == "tls" else "none" if security == "none" else "starttls",
         username=sec.text("username") or "", password=secrets.get(sec, "password"), sender=sender,
-        pool_size=sec.integer("pool_size", d.pool_size, 1, 64), timeout=sec.duration("timeout", d.timeout),
+        pool_size=sec.integer("pool_size", d.pool_size, 1, 64),
+        timeout=sec.duration("timeout", d.timeout, gt=0, le=600),
         ca_file=_path(sec, "ca_file", secrets.base_dir), verify=sec.flag("verify", True),
     )
 
@@ -148,7 +149,7 @@ def _webhook(sec: Section | None, secrets: SecretReader) -> WebhookSettings | No
     if url and not url.startswith(("http://", "https://")):
         sec.err("url", f"bad URL {url!r} (expected http://... or https://...)")
     return WebhookSettings(url=url, secret=secrets.get(sec, "secret"), token=secrets.get(sec, "token"),
-                           timeout=sec.duration("timeout", 10.0))
+                           timeout=sec.duration("timeout", 10.0, gt=0, le=600))
 
 
 def _desk(sec: Section | None, secrets: SecretReader) -> DeskSettings:
@@ -178,9 +179,9 @@ def _desk(sec: Section | None, secrets: SecretReader) -> DeskSettings:
         url=url.rstrip("/"), queue=sec.text("queue") or d.queue, token=secrets.get(sec, "token"),
         username=sec.text("username") or "", password=secrets.get(sec, "password"), address=address,
         webhook=_webhook(sec.section("webhook", WEBHOOK, ("url",)), secrets),
-        comment_min_interval=sec.duration("comment_min_interval", d.comment_min_interval, positive=False),
-        comment_min_change=sec.integer("comment_min_change", d.comment_min_change, 1),
-        reopen_within=sec.duration("reopen_within", d.reopen_within, positive=False),
+        comment_min_interval=sec.duration("comment_min_interval", d.comment_min_interval, ge=0, le=7 * DAY),
+        comment_min_change=sec.integer("comment_min_change", d.comment_min_change, 1, 100_000),
+        reopen_within=sec.duration("reopen_within", d.reopen_within, ge=0, le=30 * DAY),
         grafana_url=sec.text("grafana_url") or "", language=sec.choice("language", LANGS, "es") or "es",
     )
 
@@ -275,7 +276,8 @@ def _escalation(sec: Section | None) -> EscalationSettings:
     d = EscalationSettings()
     if sec is None:
         return d
-    return EscalationSettings(sec.duration("after", d.after), sec.integer("max_tier", d.max_tier, 0, 10))
+    return EscalationSettings(sec.duration("after", d.after, gt=0, le=7 * DAY),
+                              sec.integer("max_tier", d.max_tier, 0, 10))
 
 
 def _customers(sec: Section | None) -> CustomerNotices:
@@ -292,9 +294,9 @@ def _customers(sec: Section | None) -> CustomerNotices:
             sec.err("channels", f"bad channel {c!r} (expected some of: email, sms)")
     return CustomerNotices(
         enabled=sec.flag("enabled", d.enabled), kinds=kinds, channels=channels,
-        update_min_interval=sec.duration("update_min_interval", d.update_min_interval, positive=False),
+        update_min_interval=sec.duration("update_min_interval", d.update_min_interval, ge=0, le=7 * DAY),
         restore_on_partial=sec.flag("restore_on_partial", d.restore_on_partial),
-        maintenance_lead=sec.duration("maintenance_lead", d.maintenance_lead, positive=False),
+        maintenance_lead=sec.duration("maintenance_lead", d.maintenance_lead, ge=0, le=30 * DAY),
         support_phone=sec.text("support_phone") or "", company=sec.text("company") or d.company,
     )
 
@@ -305,7 +307,7 @@ def _rates(sec: Section) -> dict[str, float]:
     if rates is None:
         return out
     for ch in CHANNELS:
-        value = rates.number(ch, None, gt=0)
+        value = rates.number(ch, None, gt=0, le=1000)
         if value is not None:
             out[ch] = value
     return out
@@ -316,9 +318,11 @@ def _retry(sec: Section | None) -> RetrySettings:
     if sec is None:
         return d
     r = RetrySettings(
-        initial=sec.duration("initial", d.initial), maximum=sec.duration("maximum", d.maximum),
-        factor=sec.number("factor", d.factor, ge=1.0) or d.factor,
-        jitter=sec.number("jitter", d.jitter, ge=0.0, le=1.0) or 0.0, deadline=sec.duration("deadline", d.deadline),
+        initial=sec.duration("initial", d.initial, gt=0, le=DAY),
+        maximum=sec.duration("maximum", d.maximum, gt=0, le=7 * DAY),
+        factor=sec.number("factor", d.factor, ge=1.0, le=10.0) or d.factor,
+        jitter=sec.number("jitter", d.jitter, ge=0.0, le=1.0) or 0.0,
+        deadline=sec.duration("deadline", d.deadline, gt=0, le=30 * DAY),
     )
     if r.maximum < r.initial:
         sec.err("maximum", "must not be below initial")

@@ -180,7 +180,7 @@ class EntryReader:
             known = ", ".join(sorted(self.defined)) or "none defined"
             sec.err("credentials", f"unknown credentials {name!r} (expected a key of credentials: {known})")
         port = sec.integer("port", 161, 1, 65535)
-        timeout = sec.duration("timeout", 2.0)
+        timeout = sec.duration("timeout", 2.0, gt=0, le=60)
         retries = sec.integer("retries", 1, 0, 10)
         context = (sec.text("context") or "") if "context" in sec.data else ""  # SNMPv3 context name
         max_rows = sec.integer("walk_max_rows", 10_000, 1, 10_000_000)

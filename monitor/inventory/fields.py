@@ -7,16 +7,18 @@ default instead of raising, so validation always runs to the end of the file.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from monitor.inventory.yaml_lines import LList, LMap
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ID_HINT = "expected letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
 
 class Problems:
@@ -65,14 +67,34 @@ def fmt_num(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def fmt_seconds(value: float) -> str:
+    """A duration as the config would write it: ``1d``, ``2h``, ``5m``, ``30s``, ``0.5s``."""
+    if value == 0:
+        return "0"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{value // size:g}{unit}"
+    return f"{value:g}s"
+
+
+def range_text(gt: float | None, ge: float | None, le: float, fmt: Callable[[float], str] = fmt_num) -> str:
+    """``between 1 and 100`` or ``greater than 0 and at most 100``: the whole range, for every message."""
+    if gt is not None:
+        return f"greater than {fmt(gt)} and at most {fmt(le)}"
+    return f"between {fmt(ge if ge is not None else -math.inf)} and {fmt(le)}"
+
+
 def parse_duration(value: object) -> float | None:
-    """Seconds from a number or a string like ``30s``, ``500ms``, ``2m``, ``1h``; None if invalid."""
+    """Seconds from a number or a string like ``30s``, ``500ms``, ``2m``, ``1h``, ``1d``; None if invalid."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        return float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    except OverflowError:  # an integer of hundreds of digits: out of every range
+        return math.inf
     return None
 
 
@@ -160,48 +182,48 @@ class Section:
         value = self._typed(key, bool, "a boolean (true or false)")
         return default if value is None else bool(value)
 
-    def integer(self, key: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    def integer(self, key: str, default: int, minimum: int, maximum: int) -> int:
         value = self._typed(key, int, "an integer")
         if value is None:
             return default
-        return int(self._bounded(key, value, default, minimum, maximum))
+        result: int = self._in_range(key, value, value, default, None, minimum, maximum, fmt_num)
+        return result
 
     def number(
-        self, key: str, default: float | None, *, gt: float | None = None, ge: float | None = None,
-        le: float | None = None,
+        self, key: str, default: float | None, *, gt: float | None = None, ge: float | None = None, le: float,
     ) -> float | None:
+        """A finite int or float within the range (``gt`` or ``ge``, and ``le``): ``.nan``/``.inf`` are refused."""
         value = self._typed(key, (int, float), "a number")
         if value is None:
             return default
-        if gt is not None and not value > gt:
-            self.err(key, f"must be greater than {fmt_num(gt)}, got {fmt_num(value)}")
-            return default
-        result: float | None = self._bounded(key, float(value), default, ge, le)
-        return result
+        result = self._in_range(key, value, value, default, gt, ge, le, fmt_num)  # ints compare exactly
+        return None if result is None else float(result)
 
-    def duration(self, key: str, default: float, *, positive: bool = True) -> float:
+    def duration(
+        self, key: str, default: float, *, gt: float | None = 0.0, ge: float | None = None, le: float,
+    ) -> float:
+        """Seconds (a number or ``30s``/``500ms``/``2m``/``1h``), finite and within the range."""
         raw = self.data.get(key)
         if raw is None:
             return default
         value = parse_duration(raw)
         if value is None:
             shown = repr(raw) if isinstance(raw, str) else type_name(raw)
-            self.err(key, f"bad duration {shown} (expected seconds, or a string like '30s', '500ms', '2m')")
+            self.err(key, f"bad duration {shown} (expected seconds, or a string like '30s', '500ms', '2m', '1d')")
             return default
-        if positive and value <= 0:
-            self.err(key, f"must be greater than 0, got {fmt_num(raw) if not isinstance(raw, str) else raw}")
-            return default
-        if value < 0:
-            self.err(key, f"must not be negative, got {raw}")
-            return default
-        return value
+        result: float = self._in_range(key, value, raw, default, gt if ge is None else None, ge, le, fmt_seconds)
+        return result
 
-    def _bounded(self, key: str, value: float, default: Any, lo: float | None, hi: float | None) -> Any:
-        if lo is not None and value < lo:
-            self.err(key, f"must be at least {fmt_num(lo)}, got {fmt_num(value)}")
+    def _in_range(self, key: str, value: float, raw: object, default: Any, gt: float | None, ge: float | None,
+                  le: float, fmt: Callable[[float], str]) -> Any:
+        shown = raw if isinstance(raw, str) else fmt_num(raw)  # type: ignore[arg-type]
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
+        wanted = range_text(gt, ge, le, fmt)
+        if isinstance(raw, float) and not math.isfinite(raw):
+            self.err(key, f"must be a finite number {wanted}, got {shown}")
             return default
-        if hi is not None and value > hi:
-            self.err(key, f"must be at most {fmt_num(hi)}, got {fmt_num(value)}")
+        if (gt is not None and not value > gt) or (ge is not None and value < ge) or value > le:
+            self.err(key, f"must be {wanted}, got {shown}")
             return default
         return value
 

@@ -189,7 +189,7 @@ class _Loader:
             if sec is None:
                 continue
             out[name] = ServiceClass(
-                name, sec.number("response_hours", 24.0, gt=0) or 24.0,
+                name, sec.number("response_hours", 24.0, gt=0, le=8760) or 24.0,
                 sec.number("availability_target", 99.0, gt=0, le=100) or 99.0, sec.flag("ticket_single", False))
             over = sec.section("polling", settings.POLLING_KEYS)
             if over is not None:

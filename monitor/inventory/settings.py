@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.errors import SecretError
-from monitor.inventory.fields import Section, fmt_num, type_name
+from monitor.inventory.fields import DAY, HOUR, Section, fmt_num, type_name
 from monitor.inventory.model import (
     DaemonSettings,
     PollingSettings,
@@ -29,6 +29,11 @@ POLLING_KEYS = (
     "thresholds",
 )
 THRESHOLD_KEYS = tuple(f.name for f in dataclasses.fields(Thresholds))
+THRESHOLD_RANGES: dict[str, dict[str, float]] = {
+    "loss_pct": {"ge": 0, "le": 100}, "rtt_ms": {"gt": 0, "le": 60_000}, "jitter_ms": {"gt": 0, "le": 60_000},
+    "signal_dbm_min": {"ge": -150, "le": 30}, "optical_rx_dbm_min": {"ge": -60, "le": 30},
+    "optical_rx_dbm_max": {"ge": -60, "le": 30},
+}
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
 PRIV_PROTOCOLS = ("DES", "AES", "AES192", "AES256")
 V3_MIN_KEY = 8  # RFC 3414 / net-snmp refuse shorter passphrases; catching it here beats a timeout later
@@ -48,24 +53,22 @@ def polling_override(sec: Section | None) -> Override:
     if sec is None:
         return out
     defaults = PollingSettings()
-    for key in ("interval", "icmp_timeout"):
-        if sec.has(key):
-            out[key] = sec.duration(key, getattr(defaults, key))
+    if sec.has("interval"):
+        out["interval"] = sec.duration("interval", defaults.interval, ge=0.1, le=DAY)
+    if sec.has("icmp_timeout"):
+        out["icmp_timeout"] = sec.duration("icmp_timeout", defaults.icmp_timeout, gt=0, le=60)
     if sec.has("icmp_spacing"):
-        out["icmp_spacing"] = sec.duration("icmp_spacing", defaults.icmp_spacing, positive=False)
+        out["icmp_spacing"] = sec.duration("icmp_spacing", defaults.icmp_spacing, ge=0, le=10)
     if sec.has("icmp_count"):
         out["icmp_count"] = sec.integer("icmp_count", defaults.icmp_count, 1, 100)
     for key in ("down_after", "up_after", "degraded_after"):
         if sec.has(key):
-            out[key] = sec.integer(key, getattr(defaults, key), 1)
+            out[key] = sec.integer(key, getattr(defaults, key), 1, 100)
     th = sec.section("thresholds", THRESHOLD_KEYS)
     if th is not None:
-        limits: dict[str, dict[str, float]] = {"loss_pct": {"ge": 0, "le": 100}, "rtt_ms": {"gt": 0},
-                                               "jitter_ms": {"gt": 0}}
         # an explicit null disables the check, so keep it as None rather than "not given"
-        out["thresholds"] = {
-            key: th.number(key, None, **limits.get(key, {})) for key in THRESHOLD_KEYS if key in th.data
-        }
+        out["thresholds"] = {key: th.number(key, None, **THRESHOLD_RANGES[key]) for key in THRESHOLD_KEYS
+                             if key in th.data}
     return out
 
 
@@ -176,13 +179,13 @@ def daemon(sec: Section | None, base_dir: Path) -> DaemonSettings:
         metrics_listen=listen,
         log_format="json" if sec.choice("log_format", ("logfmt", "json"), d.log_format) == "json" else "logfmt",
         log_level=level.upper(),
-        concurrency=sec.integer("concurrency", d.concurrency, 1),
+        concurrency=sec.integer("concurrency", d.concurrency, 1, 100_000),
     )
 
 
 def valid_listen(listen: str) -> bool:
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
         return False
     return not (host.startswith("[") ^ host.endswith("]"))
 
@@ -203,7 +206,7 @@ def timeseries(sec: Section | None, base_dir: Path, state_dir: str, secrets: Sec
     # need the variable or file, but an inline value is still refused
     live = kind != "none"
     spool = sec.text("spool_dir")
-    max_bytes = sec.integer("spool_max_bytes", d.spool_max_bytes, 1)
+    max_bytes = sec.integer("spool_max_bytes", d.spool_max_bytes, 1, 2**40)
     return TimeseriesSettings(
         kind="influxdb1" if kind == "influxdb1" else "influxdb2" if kind == "influxdb2" else "none",
         url=url.rstrip("/"),
@@ -214,9 +217,9 @@ def timeseries(sec: Section | None, base_dir: Path, state_dir: str, secrets: Sec
         retention_policy=sec.text("retention_policy") or "",
         username=sec.text("username") or "",
         password=secrets.get(sec, "password", live),
-        batch_size=sec.integer("batch_size", d.batch_size, 1),
-        flush_interval=sec.duration("flush_interval", d.flush_interval),
-        timeout=sec.duration("timeout", d.timeout),
+        batch_size=sec.integer("batch_size", d.batch_size, 1, 1_000_000),
+        flush_interval=sec.duration("flush_interval", d.flush_interval, ge=0.01, le=HOUR),
+        timeout=sec.duration("timeout", d.timeout, gt=0, le=600),
         spool_dir=_resolve_dir(base_dir, spool) if spool else spool_default,
         spool_max_bytes=max_bytes,
     )
