@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections import Counter
@@ -537,8 +538,18 @@ def test_degraded_tells_the_technicians_once_and_customers_only_if_configured(tm
     ``degraded``, and then a "degraded service" notice, not an outage notice."""
     inv = load(tmp_path)
     run = Run(ctx_of(inv))
-    acts = by_action(run.feed(ev("opened", T0, ids(3, 0), kind="degraded")))
+    why = "lossy link: twr-1 answering with loss 60% > 20% since 2026-11-18T11:00:00Z; the failures below are its"
+    items = run.feed(dataclasses.replace(ev("opened", T0, ids(3, 0), kind="degraded"), detail=why))
+    acts = by_action(items)
     assert acts["ticket_open"] == 1 and acts["tech_alert"] == 1 and acts["customer_opened"] == 0
+    alert = next(i for i in items if i.action == "tech_alert")
+    ticket = next(i for i in items if i.action == "ticket_open")
+    assert f"Por qué: {why}\n" in Renderer().render("technician_alert", "email", alert.language, alert.data)[1]
+    assert f"Por qué: {why}\n" in Renderer().render("ticket_opened", "ticket", "es", ticket.data)[1]
+    plain = run.feed(ev("opened", T0, ids(2, 0), incident="INC-000005", root="ap-1"))
+    ticket = next(i for i in plain if i.action == "ticket_open")
+    text = Renderer().render("ticket_opened", "ticket", "es", ticket.data)[1]
+    assert "Por qué" not in text and "\n\n\n" not in text  # no detail: the ticket reads as before
     for k in range(1, 6):  # the flicker: the affected set changes every few minutes
         acts = by_action(run.feed(ev("updated", T0 + 120 * k, ids(1 + k % 3, 0), kind="degraded")))
         assert acts["tech_alert"] == 0 and acts["ticket_open"] == 0 and acts["customer_opened"] == 0

@@ -35,7 +35,7 @@ from operator import not_
 
 from monitor.correlate.burst import Burst, FailureRates
 from monitor.correlate.degraded import loss_top, shows_loss
-from monitor.correlate.incidents import Incident, IncidentEvent, Kind, incident_id
+from monitor.correlate.incidents import Incident, IncidentEvent, Kind, format_ts, incident_id
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.topology import Topology
@@ -101,6 +101,7 @@ class Engine:
         # again) -> since: failures below are theirs
         self.lossy: dict[str, float] = {}
         self._fading: dict[str, float] = {}  # root of a degraded incident whose loss ended -> grace_from
+        self._loss_why: dict[str, str] = {}  # lossy node -> its DEGRADED reason ("loss 60% > 20%")
         # independent failures (resolved singles) per subtree and hour of day: the burst rule's normal rate
         self.rates = FailureRates(
             topo.ancestors, topo.endpoints_below, history=settings.burst_history, prior=settings.burst_prior,
@@ -725,7 +726,7 @@ class Engine:
                 self._settle.append((self.now + self.s.settle, tid, self.down[tid]))  # judge it again then
         inc = self.incidents.get(root)
         if inc is None:
-            inc = self._open(root, basis)
+            inc = self._open_degraded(root) if basis == "degraded" else self._open(root, basis)
             if basis == "outage":
                 self._absorb(inc, self._down_subtree(root))
             elif basis == "suspected":
@@ -919,6 +920,7 @@ class Engine:
         for t, (ts, reason) in sorted(last_answers.items()):
             if t in self.topo and shows_loss(reason):
                 self.lossy[t] = ts
+                self._loss_why[t] = reason
 
     def _lossy_rejudge(self) -> list[tuple[float, str, float]]:
         """On restore: lossy nodes down at the root of their degraded incident are judged again every
@@ -942,6 +944,7 @@ class Engine:
             if tid in lossy:
                 return
             lossy[tid] = c.ts
+            self._loss_why[tid] = c.reason
             self._fading.pop(tid, None)
             if inc is not None:
                 self._keep_open(inc)  # the loss is back: no grace, no hold-down while it lasts
@@ -950,6 +953,15 @@ class Engine:
             self._shrunk(inc)  # loss over: grace for what is still down below, then the hold-down
             if self.basis[inc.id] == "degraded" and inc.grace_from is not None:
                 self._fading[tid] = inc.grace_from
+
+    def _open_degraded(self, node: str) -> Incident:
+        """A ``degraded`` incident at a lossy node, saying in its detail what its polls show."""
+        inc = self._open(node, "degraded")
+        since = self.lossy.get(node)
+        if since is not None:
+            why = self._loss_why.get(node, "loss").removeprefix("answering again but ")
+            inc.detail = f"lossy link: {node} answering with {why} since {format_ts(since)}; the failures below are its"
+        return inc
 
     def _loss_top(self, root: str) -> str | None:
         fading = self._fading
@@ -993,7 +1005,7 @@ class Engine:
         ]
         if not recent:
             return
-        into = self.incidents.get(top) or self._open(top, "degraded")
+        into = self.incidents.get(top) or self._open_degraded(top)
         for old in sorted(recent, key=lambda i: i.seq):
             if old.id not in self.by_id:
                 continue  # merged already by an earlier one's move

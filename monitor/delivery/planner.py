@@ -600,7 +600,7 @@ def _ticket_data(e: IncidentEvent, m: IncidentMemory, ctx: Context) -> dict[str,
         **ctx.place(e.root), "incident": e.incident, "kind": e.kind, "opened_at": ctx.local(m.opened_at),
         "ts": ctx.local(e.ts), "count": len(customers), "customers": customers, "deadlines": deadlines,
         "endpoints": len(e.affected_endpoints), "nodes": list(e.affected_nodes), "grafana": grafana,
-        "timezone": ctx.cfg.timezone,
+        "timezone": ctx.cfg.timezone, "detail": e.detail,
     }
 
 
