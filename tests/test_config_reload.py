@@ -1,0 +1,72 @@
+"""A reload (SIGHUP) with a hostile or mangled config keeps the running one, on the real daemon process.
+
+Before (issue 10): a 352-byte billion laughs on SIGHUP made the daemon grow ~75 MB/s, stop polling
+and ignore SIGTERM; a recursive anchor or a NUL byte killed it with a traceback; ``interval: .nan``
+was "reloaded" and broke polling. Now each is refused ("config reload failed"), polling goes on
+with the running config, and SIGTERM still stops the daemon cleanly.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.servers.common import free_port, wait_for
+from tests.test_config_hostile import LAUGHS
+from tests.test_daemon import metric_value, metrics, start_daemon, states, write_config
+
+pytestmark = pytest.mark.root
+
+BAD = [
+    ("billion laughs", LAUGHS.encode()),
+    ("interval: .nan", None),  # written from the good config, see below
+    ("icmp_timeout: .nan", None),
+    ("recursive anchor", b"nodes: []\nx: &r [*r]\n"),
+    ("NUL byte", b"nodes:\n  - a\x00b\n"),
+    ("5,000 nested [", b"nodes: " + b"[" * 5000 + b"\n"),
+]
+
+
+def test_bad_reloads_keep_the_running_config_and_polling(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    good = cfg.read_text()
+    db = tmp_path / "var" / "monitor.db"
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log)
+    try:
+        wait_for(lambda: states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}, 20, "all up")
+        for n, (name, content) in enumerate(BAD, start=1):
+            if content is None:  # a number gone wrong in an otherwise good file
+                key = name.split(":")[0]
+                content = re.sub(rf"{key}: [0-9.]+", name, good, count=1).encode()
+                assert content != good.encode()
+            cfg.write_bytes(content)
+            before = metric_value(metrics(port), "monitor_polls_total")
+            proc.send_signal(signal.SIGHUP)
+            wait_for(lambda n=n: log.read_text().count("config reload failed") == n, 15, f"{name}: reload refused")
+            # still polling the running config: three targets every 0.2 s, all still up
+            wait_for(lambda b=before: metric_value(metrics(port), "monitor_polls_total") >= b + 15, 15,
+                     f"{name}: polling goes on")
+            assert proc.poll() is None
+            assert states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}
+        text = log.read_text()
+        assert "Traceback" not in text and "config reloaded" not in text
+        for why in ("aliases repeat the anchor", "polling.interval: must be a finite number",
+                    "polling.icmp_timeout: must be a finite number", "alias *r is inside its own anchor",
+                    "character U+0000 (NUL)", "nested more than 50 levels"):
+            assert why in text, why
+        # a good config afterwards is taken again
+        write_config(tmp_path, port, "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: states(db).get("cpe-2") == "up", 20, "cpe-2 up after the good reload")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "monitor stopped" in log.read_text()
