@@ -1,0 +1,149 @@
+"""Hypothesis over the config loader: whatever the file holds, the answer is a loaded Inventory or our
+own ConfigError (whose every line names the file), never another exception and never a hang.
+
+Three sources of files: arbitrary bytes, YAML-ish text assembled from YAML's own punctuation, tags,
+anchors and odd scalars, and structured mutations (replace, delete, add) of a valid config that
+uses every section. Bounded: 200 examples per property, no deadline, each load timed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from monitor.errors import ConfigError
+from monitor.inventory.loader import load_inventory
+from monitor.inventory.model import Inventory
+from tests.test_inventory import BASE, ENV
+
+RICH = BASE + """\
+polling: {interval: 30s, icmp_count: 3, icmp_timeout: 1s, down_after: 3, thresholds: {loss_pct: 20, rtt_ms: 150}}
+polling_by_kind: {router: {interval: 15s}}
+daemon: {state_dir: var, metrics_listen: '127.0.0.1:9108', concurrency: 100}
+timeseries: {kind: influxdb1, url: 'http://127.0.0.1:8086', database: m, flush_interval: 1s, batch_size: 100}
+correlation: {K: 3, P: 50, W: 2m, hold_down: 5m, vantage: [core]}
+maintenance:
+  - {node: ap-1, start: '2026-11-01T02:00:00Z', end: '2026-11-01T04:00:00Z', reason: radio}
+delivery:
+  timezone: America/Bogota
+  maildir: {path: mail, from: noc@isp.example}
+  technicians: [{id: ana, name: Ana, email: ana@isp.example}]
+  oncall: [{municipality: '*', shifts: [{days: [mon-sun], from: '00:00', to: '24:00', tiers: [ana]}]}]
+  escalation: {after: 15m, max_tier: 2}
+  retry: {initial: 2s, maximum: 5m, factor: 2, jitter: 0.5, deadline: 1d}
+  rate_limits: {email: 5}
+api: {listen: '127.0.0.1:9109', token: {env: API_TOKEN}, link_ttl: 1d}
+"""
+RICH_ENV = {**ENV, "API_TOKEN": "t" * 32}
+RICH_DOC = yaml.safe_load(RICH)
+TIMEOUT = 5.0  # seconds for one load; the slowest accepted hostile file takes well under one
+
+
+def check(folder: Path, content: bytes) -> None:
+    path = folder / "sites.yaml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    try:
+        inv = load_inventory(path, env=RICH_ENV)
+    except ConfigError as exc:
+        assert exc.problems and all(p.startswith(str(path)) for p in exc.problems), exc.problems
+    else:
+        assert isinstance(inv, Inventory)
+        for t in inv.targets.values():  # what loaded is usable: finite numbers only
+            assert math.isfinite(t.polling.interval) and math.isfinite(t.polling.icmp_timeout)
+    assert time.monotonic() - started < TIMEOUT
+
+
+YAMLISH = st.lists(st.sampled_from([
+    "[", "]", "{", "}", ":", ": ", "- ", ", ", "\n", "  ", "    ", "? ", "#", "'", '"', "|", ">", "---\n", "...\n",
+    "&a ", "&b ", "*a", "*b", "<<: ", "<<: *a", "!!timestamp ", "!!binary ", "!!int ", "!!float ", "!!set ",
+    "!!omap ", "!!python/object:os.system ", "!local ", "%YAML 1.1\n", "%TAG ! tag:x,2000:\n",
+    "nodes", "polling", "interval", "id", "kind", "address", "parent", "customers", "correlation", "delivery",
+    "core", "ap", "127.0.0.1", ".nan", ".inf", "-.inf", "1e400", "0x1F", "0o17", "1_000", "2026-13-45",
+    "2026-11-01T02:00:00Z", "9" * 50, "~", "null", "yes", "no", "\t", "\x00", "\x85", "\u2028", "\ufeff", "é",
+]), max_size=60).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=400) | st.text(max_size=200).map(str.encode) | YAMLISH.map(str.encode))
+def test_any_file_loads_or_is_our_error(tmp_path: Path, content: bytes) -> None:
+    check(tmp_path, content)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=YAMLISH)
+def test_yamlish_after_a_valid_config_loads_or_is_our_error(tmp_path: Path, text: str) -> None:
+    check(tmp_path, (RICH + text).encode())
+
+
+SCALARS = (st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=20)
+           | st.sampled_from([0, 1, -1, 0.0, 1e300, -1e300, "", "30s", "1d", "nan", "127.0.0.1", "core", "ap-1",
+                              "env: X", {"env": "SNMP_COMMUNITY"}, {"file": "nowhere"}, [], {}]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=8) | st.sampled_from(["id", "kind", "interval", "<<"]),
+                                        inner, max_size=3), max_leaves=8)
+
+
+def paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += paths(v, (*prefix, i))
+    return out
+
+
+ALL_PATHS = paths(RICH_DOC)[1:]
+
+
+def mutate(doc: Any, path: tuple[Any, ...], op: str, value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(doc, dict) and head in doc:
+        out = dict(doc)
+        if rest:
+            out[head] = mutate(doc[head], rest, op, value)
+        elif op == "delete":
+            del out[head]
+        elif op == "add":
+            out[f"{head}_x"] = value
+        else:
+            out[head] = value
+        return out
+    if isinstance(doc, list) and isinstance(head, int) and head < len(doc):
+        items = list(doc)
+        if rest:
+            items[head] = mutate(doc[head], rest, op, value)
+        elif op == "delete":
+            del items[head]
+        elif op == "add":
+            items.append(value)
+        else:
+            items[head] = value
+        return items
+    return doc
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.sampled_from(ALL_PATHS), st.sampled_from(["replace", "replace", "delete", "add"]),
+                                VALUES), min_size=1, max_size=3))
+def test_mutated_valid_config_loads_or_is_our_error(tmp_path: Path, edits: list[tuple[Any, str, Any]]) -> None:
+    doc = RICH_DOC
+    for path, op, value in edits:
+        doc = mutate(doc, path, op, value)
+    check(tmp_path, yaml.safe_dump(doc, allow_unicode=True).encode())
+
+
+def test_the_rich_config_itself_loads(tmp_path: Path) -> None:
+    (tmp_path / "sites.yaml").write_text(RICH)
+    inv = load_inventory(tmp_path / "sites.yaml", env=RICH_ENV)
+    assert inv.delivery is not None and inv.api is not None and inv.correlation and inv.maintenance
