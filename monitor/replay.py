@@ -107,6 +107,8 @@ def replay(
             if now is not None and ts < now:
                 raise ReplayError(f"{source}:{lineno}: ts {ts_text} is earlier than the line before (sort by time)")
             if now is None or ts > now:
+                if now is None and engine.rates.start is None:
+                    engine.rates.start = ts  # the burst rule's rates: per time observed, from the first line
                 if pending:
                     yield from _correlate(engine, pending, now)
                 yield from engine.tick(ts)

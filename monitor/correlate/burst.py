@@ -122,7 +122,7 @@ class FailureRates:
         self.below = below
         self.history = history
         self.prior = prior / DAY  # per endpoint and second
-        self.start = start  # observed since (None: from the first time the engine is told the time)
+        self.start = start  # observed since (None: nothing observed yet, the prior alone)
         self.events: list[tuple[float, str]] = []  # (failure time, endpoint), by time
         self.counts: dict[str, list[int]] = {}
 

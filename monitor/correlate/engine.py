@@ -218,8 +218,6 @@ class Engine:
 
     def tick(self, now: float) -> list[IncidentEvent]:
         """Let time pass: fire settle, grace, hold-down and maintenance timers; emit due updates."""
-        if self.rates.start is None:
-            self.rates.start = now  # replay: failure rates are learned from the first time it is told
         self._run_timers(now)
         self._flush()
         out = [e for e in self._queue if isinstance(e, IncidentEvent)]
