@@ -67,6 +67,7 @@ YAMLISH = st.lists(st.sampled_from([
     "nodes", "polling", "interval", "id", "kind", "address", "parent", "customers", "correlation", "delivery",
     "core", "ap", "127.0.0.1", ".nan", ".inf", "-.inf", "1e400", "0x1F", "0o17", "1_000", "2026-13-45",
     "2026-11-01T02:00:00Z", "9" * 50, "~", "null", "yes", "no", "\t", "\x00", "\x85", "\u2028", "\ufeff", "é",
+    '"\\0"', '"\\x07"', '"\\e"', '"\\N"', "{file: ", "{env: ", "{credential: ", "customers_file: ",
 ]), max_size=60).map("".join)
 
 

@@ -54,6 +54,10 @@ HOSTILE: list[tuple[str, bytes, str]] = [
      "conversion: value has 5000 digits)"),
     ("merge of a scalar", b"nodes: []\nx: &s 1\ny: {<<: *s}\n",
      "bomb.yaml:2: the merge key '<<' takes a mapping or a list of mappings"),
+    ("NUL written as an escape", b"nodes: []\ncustomers_file: \"a\\0b\"\n",
+     "bomb.yaml:2: character U+0000 (from an escape such as \\0 or \\x07) is not allowed in a value"),
+    ("secret file that never ends", b"credentials: {v2: {version: 2c, community: {file: /dev/zero}}}\nnodes:\n",
+     "bomb.yaml:1: credentials.v2.community: secret file /dev/zero is larger than 64 KiB (expected one secret)"),
 ]
 IDS = [h[0] for h in HOSTILE]
 
@@ -133,3 +137,15 @@ def test_merge_keys_override_and_shared_blocks_still_work(tmp_path: Path, monkey
     inv = load_inventory("sites.yaml", env=ENV)
     snmp = inv.targets["n2999"].snmp
     assert snmp is not None and (snmp.profile, snmp.port, snmp.timeout) == ("routeros", 1161, 1.0)
+
+
+def test_inventory_and_customers_file_that_never_end(tmp_path: Path) -> None:
+    """``/dev/zero`` has no size: the reads are bounded all the same (they grew memory forever)."""
+    with pytest.raises(ConfigError) as info:
+        load_inventory("/dev/zero", env=ENV)
+    assert info.value.problems == ["/dev/zero: the inventory is larger than 64 MiB (customers in bulk belong in "
+                                   "customers_file)"]
+    (tmp_path / "sites.yaml").write_text(BASE + "customers_file: /dev/zero\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory(tmp_path / "sites.yaml", env=ENV)
+    assert info.value.problems == ["/dev/zero: the customers file must be a regular file of at most 256 MiB"]

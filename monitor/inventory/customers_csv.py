@@ -8,6 +8,8 @@ their customer columns must agree. Problems name ``file:LINE: column``.
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from pathlib import Path
 
 from monitor.inventory.entries import LANGUAGES, check_email, parse_address
@@ -20,11 +22,17 @@ OPTIONAL = ("email", "phone", "language", "notify", "endpoint_name")
 CUSTOMER_COLUMNS = ("name", "service_class", "email", "phone", "language", "notify")
 TRUE = ("true", "yes", "si", "sí", "1")
 FALSE = ("false", "no", "0")
+MAX_BYTES = 256 * 2**20  # 50,000 subscribers export to ~5 MiB
 
 
 def read_customers(path: Path, display: str, problems: Problems, registry: Registry) -> list[RawCustomer]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: Excel exports start with a BOM
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:  # /dev/urandom would never end
+                problems.add(display, None, "", f"the customers file must be a regular file of at most "
+                                                f"{MAX_BYTES // 2**20} MiB")
+                return []
             return _Reader(display, problems, registry).read(csv.reader(fh))
     except OSError as exc:
         problems.add(display, None, "", f"cannot read the customers file: {exc.strerror}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from monitor.errors import ConfigError
 from monitor.inventory import api, delivery, operations, settings
@@ -78,7 +79,7 @@ def _read_text(file: Path, display: str) -> str:
     try:
         with file.open("rb") as fh:
             too_big = os.fstat(fh.fileno()).st_size > MAX_BYTES  # checked first: read() would fill memory
-            data = b"" if too_big else fh.read()
+            data = b"" if too_big else _read_at_most(fh, MAX_BYTES + 1)  # /dev/zero has no size
     except OSError as exc:
         raise ConfigError(f"{display}: cannot read the inventory: {exc.strerror}") from exc
     if too_big or len(data) > MAX_BYTES:
@@ -91,6 +92,15 @@ def _read_text(file: Path, display: str) -> str:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(f"{display}:{line}: the inventory is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
                           f"column {column})") from exc
+
+
+def _read_at_most(fh: BinaryIO, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := fh.read(min(2**20, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class _Loader:

@@ -18,6 +18,7 @@ from monitor.inventory.fields import type_name
 from monitor.inventory.model import Secret
 
 HOW = "use {env: NAME}, {file: PATH} or {credential: NAME}"
+MAX_SECRET = 64 * 1024  # bytes; a key, a token or a PEM fits many times over
 
 
 def check_reference(ref: object) -> tuple[str, str]:
@@ -69,7 +70,11 @@ def _from_env(name: str, env: Mapping[str, str]) -> Secret:
 def _from_file(name: str, base_dir: Path) -> Secret:
     path = Path(name) if Path(name).is_absolute() else base_dir / name
     try:
-        value = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_SECRET + 1)  # bounded: {file: /dev/zero} must not hang a reload
+        if len(data) > MAX_SECRET:
+            raise SecretError(f"secret file {name} is larger than {MAX_SECRET // 1024} KiB (expected one secret)")
+        value = data.decode("utf-8")
     except FileNotFoundError as exc:
         raise SecretError(f"secret file {name} does not exist (looked for {path})") from exc
     except (OSError, UnicodeDecodeError) as exc:

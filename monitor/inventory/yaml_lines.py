@@ -152,8 +152,12 @@ class _Converter:
 
     def _scalar(self, node: yaml.Node) -> Any:
         try:
-            return self.loader.construct_object(node, deep=True)
-        except yaml.YAMLError:
+            value = self.loader.construct_object(node, deep=True)
+            if isinstance(value, str) and (bad := _NON_PRINTABLE.search(value)):  # written as an escape: "\0"
+                raise YamlProblem(_line(node), f"character U+{ord(bad.group()):04X} (from an escape such as "
+                                               "\\0 or \\x07) is not allowed in a value")
+            return value
+        except (yaml.YAMLError, YamlProblem):
             raise
         except Exception as exc:  # PyYAML's constructors raise ValueError, TypeError, AttributeError
             kind = str(node.tag).rsplit(":", 1)[-1]
