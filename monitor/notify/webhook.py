@@ -22,6 +22,7 @@ from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 
 SIGNATURE = "X-Monitor-Signature"
 TIMESTAMP = "X-Monitor-Timestamp"
+MAX_ANSWER = 64 * 1024  # bytes of a receiver's answer body we read (only its status matters)
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -50,8 +51,10 @@ class WebhookPoster:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.s.timeout))
         try:
             async with self._session.post(self.s.url, data=body, headers=headers) as resp:
-                await resp.read()
                 status = resp.status
+                # the status is the answer; a body that never ends must neither fill memory nor turn
+                # an accepted notice into a timeout (then a retry: sent twice). Unread rest: closed.
+                await resp.content.read(MAX_ANSWER)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DeliveryRetryable(f"webhook unreachable: {type(exc).__name__}", "unreachable") from exc
         if status in (408, 429) or status >= 500:
