@@ -829,6 +829,8 @@ class Engine:
                 self._merge(old, inc, donors[key])
             else:
                 self._shrunk(old)
+        if self.lossy or self._fading:
+            self._fold_lossy_roots(inc)
 
     def _unleave(self, targets: Iterable[str]) -> None:
         """Targets a staff resolve left alone are attached again: no longer left alone, also after a
@@ -984,17 +986,32 @@ class Engine:
         self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
         self._absorb(inc, self._down_subtree(inc.root))
 
+    def _fold_lossy_roots(self, inc: Incident) -> None:
+        """A lossy node below ``inc``'s root (attached to it, or still answering below it) no longer explains
+        anything itself: what fails there is the failure above. Its degraded incident, members or not,
+        is folded into ``inc`` (as rule 3 folds incidents below a newly found root)."""
+        incidents, ancestors = self.incidents, self.topo.ancestors
+        for node in sorted({*self.lossy, *self._fading}, key=self.topo.sort_key):
+            old = incidents.get(node)
+            if (
+                old is not None and old is not inc and self.basis[old.id] == "degraded"
+                and (self.member.get(node) == inc.root or inc.root in ancestors.get(node, ()))
+            ):
+                self._merge(old, inc, [])
+
     def _fold_below(self, node: str) -> None:
         """Incidents opened below a node just before its loss was confirmed are its: merge them in.
 
-        A loss is confirmed after ``degraded_after`` polls (3 by default) while a target beyond it can
-        be confirmed down, settled and judged a little earlier; those incidents are folded into the
-        node's ``degraded`` incident (``merged``, ``into`` it), as blindness folds its early ones.
+        A loss is confirmed after ``degraded_after`` polls in a row that answer with loss (3 by
+        default), and a poll lost whole starts that count again, while a target beyond it can be
+        confirmed down, settled and judged earlier; incidents opened below within ``settle +
+        3 × interval + hold_down`` are folded into the node's ``degraded`` incident (``merged``,
+        ``into`` it), as blindness folds its early ones (a flicker's single waits out its hold-down).
         """
         if self.blind is not None:
             return
         top = self._loss_top(node) or node
-        horizon = self.now - self.s.settle - 3 * self.s.interval
+        horizon = self.now - self.s.settle - 3 * self.s.interval - self.s.hold_down
         ancestors = self.topo.ancestors
         recent = [
             i for i in self.incidents.values()
