@@ -5,14 +5,14 @@ from __future__ import annotations
 from functools import cache
 
 from monitor.inventory.model import Secret, SnmpCredentials, SnmpSettings, Target
-from tests.servers.common import SNMPREC_DIR
+from tests.servers.snmpsim import recording_path
 
 
 @cache
 def recording(name: str) -> dict[tuple[int, ...], tuple[str, str]]:
     """``{oid: (tag, value text)}`` straight from the .snmprec file."""
     out: dict[tuple[int, ...], tuple[str, str]] = {}
-    for line in (SNMPREC_DIR / f"{name}.snmprec").read_text().splitlines():
+    for line in recording_path(name).read_text().splitlines():
         oid, tag, value = line.split("|", 2)
         out[tuple(int(p) for p in oid.split("."))] = (tag, value)
     return out

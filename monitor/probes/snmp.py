@@ -83,7 +83,7 @@ class SnmpProbe:
                 f"target {target.id}: unknown SNMP profile {settings.profile!r}"
                 f" (known: {', '.join(self.profile_names())})"
             )
-        session = self._session(target, settings, timeout)
+        session = self.session(target, settings, timeout)
         started = self._clock.monotonic()
         loop_started = asyncio.get_running_loop().time()
         walk = self._walks_paused.get(target.id, started) <= started
@@ -175,7 +175,8 @@ class SnmpProbe:
         self._baselines[target.id] = baseline
         return metrics, rebooted
 
-    def _session(self, target: Target, settings: SnmpSettings, timeout: float) -> Session:
+    def session(self, target: Target, settings: SnmpSettings, timeout: float) -> Session:
+        """A session on the shared transport (also used by the table probe's walks)."""
         ep = Endpoint(target.address, settings.port, settings.timeout, settings.retries)
         limits = WalkLimits(settings.walk_max_rows, settings.walk_max_bytes, timeout)
         cred = settings.credentials

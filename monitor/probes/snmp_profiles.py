@@ -115,12 +115,17 @@ def _resolve(name: str, raw: Mapping[str, Profile], chain: tuple[str, ...]) -> P
     return Profile(name, prof.source, (*scalars, *prof.scalars), (*tables, *prof.tables), prof.extends)
 
 
+def read_yaml(path: Path, what: str = "profile") -> Any:
+    """The parsed YAML document of a profile file; unreadable or invalid YAML is a ConfigError."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc}") from exc
+
+
 def _parse_file(path: Path) -> Profile:
     src = str(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{src}: cannot read profile: {exc}") from exc
+    doc = read_yaml(path)
     problems: list[str] = []
     if not isinstance(doc, dict):
         raise ConfigError(f"{src}: expected a mapping with name, scalars, tables")
@@ -247,3 +252,8 @@ def _unknown(doc: Mapping[str, Any], allowed: set[str], src: str, at: str, probl
         if key not in allowed:
             where = f"{at}.{key}" if at else str(key)
             problems.append(f"{src}: {where}: unknown key (expected one of {', '.join(sorted(allowed))})")
+
+
+# Shared with the table profiles (monitor.probes.table_profiles): same OID and value syntax.
+parse_oid = _oid
+parse_value = _value

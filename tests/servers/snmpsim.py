@@ -35,6 +35,11 @@ def _answers(port: int, community: str) -> bool:
     return out.returncode == 0
 
 
+def recording_path(name: str) -> Path:
+    """A shared recording by name (``edgeosolt``), or a path to a ``.snmprec`` file (test fixtures)."""
+    return Path(name) if name.endswith(".snmprec") else SNMPREC_DIR / f"{name}.snmprec"
+
+
 @contextmanager
 def snmpsim(tmp: Path, port: int, recordings: Sequence[str]) -> Iterator[Snmpsim]:
     require_binary("snmpget")
@@ -42,7 +47,7 @@ def snmpsim(tmp: Path, port: int, recordings: Sequence[str]) -> Iterator[Snmpsim
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     for name in recordings:
-        src = SNMPREC_DIR / f"{name}.snmprec"
+        src = recording_path(name)
         if not src.exists():
             raise FileNotFoundError(f"recording {src} is missing")
         # a copy, not a symlink: snmpsim derives the community from the link *target's* path depth
@@ -56,5 +61,5 @@ def snmpsim(tmp: Path, port: int, recordings: Sequence[str]) -> Iterator[Snmpsim
          f"--v3-priv-key={V3_PRIV}", "--v3-priv-proto=AES"],
         tmp / "snmpsim.log", env,
     )
-    with running(proc, lambda: _answers(port, recordings[0]), "snmpsim", timeout=60):
+    with running(proc, lambda: _answers(port, recording_path(recordings[0]).stem), "snmpsim", timeout=60):
         yield Snmpsim(proc, port, list(recordings))
