@@ -7,6 +7,8 @@ until the outbox is empty. It SIGKILLs itself
   must survive without a second ticket or a second email;
 - ``--die-before-dot=N``: while sending the N-th mail, after its body went out and before the
   final ``.`` of the DATA phase — the server must discard it, and the next start sends it once.
+Its clock stands at T0 (when the events happened) at the real time ``--t0-at=EPOCH`` (default: its
+start), so a run that takes a while on a loaded machine does not make the incident due for escalation.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ import signal
 import sys
 from pathlib import Path
 
-from monitor.clock import SystemClock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.delivery.outbox import Outbox
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.loader import load_inventory
-from tests.delivery_support import SECRETS
+from tests.delivery_support import SECRETS, T0, ClockFrom
 
 
 def main() -> None:
     config, db, events_file = sys.argv[1:4]
     die = next((int(a.partition("=")[2] or 1) for a in sys.argv if a.startswith("--die-on-record")), 0)
+    t0_at = next((float(a.partition("=")[2]) for a in sys.argv if a.startswith("--t0-at=")), None)
     before_dot = next((int(a.partition("=")[2]) for a in sys.argv if a.startswith("--die-before-dot=")), 0)
     if before_dot:
         import aiosmtplib.protocol
@@ -68,7 +70,7 @@ def main() -> None:
               for d in map(json.loads, Path(events_file).read_text().splitlines())] if events_file != "-" else []
 
     async def run() -> None:
-        svc = DeliveryService(inv, Path(db), inv.delivery, SystemClock())  # type: ignore[arg-type]
+        svc = DeliveryService(inv, Path(db), inv.delivery, ClockFrom(T0, t0_at))  # type: ignore[arg-type]
         svc.enqueue(events)
         task = asyncio.create_task(svc.run())
         while sum(n for n, _ in svc.outbox.pending().values()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,25 @@ from tests.servers.common import until
 T0 = 1_795_000_000.0  # Wednesday 2026-11-18 06:06:40 in Bogotá (the night shift is on call)
 SECRETS = {"SMTP_PASS": "smtp-s3cret-pw", "RT_PASS": "password", "MQTT_PASS": "mqtt-pass-9",
            "HOOK_SECRET": "hook-s3cret-key", "SMS_TOKEN": "sms-t0ken-xyz"}
+
+
+class ClockFrom:
+    """Wall time that stands at ``start`` at the real moment ``origin`` (default: now) and runs at the real rate.
+
+    The tests' events are stamped T0, weeks before the machine's own clock: on SystemClock their
+    incident is that old, so its escalation (after 15 min) is due at the delivery timer's first
+    tick, and a test lasting over a second on a loaded machine got one more alert than on an idle
+    one. With this clock the incident is fresh, as in service, and retries still wait in real time.
+    """
+
+    def __init__(self, start: float = T0, origin: float | None = None) -> None:
+        self._offset = start - (time.time() if origin is None else origin)
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 def customers(n: int, opted_out: int = 1) -> list[dict[str, Any]]:

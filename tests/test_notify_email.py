@@ -14,19 +14,19 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from monitor.clock import SystemClock
 from monitor.delivery.outbox import ASSUMED, Outbox, Row
 from monitor.delivery.retry import DeliveryError
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.model import Inventory
 from monitor.notify.email import EmailSender, build, wire
-from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
+from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load
 from tests.servers.smtp import SmtpServer
 
 pytestmark = pytest.mark.servers
@@ -48,7 +48,7 @@ def inventory(tmp_path: Path, server: SmtpServer, security: str = "starttls", n:
 
 def service(inv: Inventory, tmp_path: Path) -> DeliveryService:
     assert inv.delivery is not None
-    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, SystemClock())
+    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, ClockFrom(T0))
 
 
 def make_server(tmp_path: Path, **kw: object) -> SmtpServer:
@@ -204,12 +204,14 @@ def kill_then_restart(tmp_path: Path, server: SmtpServer, die: str) -> tuple[Cou
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(40)))) + "\n")
     db = tmp_path / "monitor.db"
+    # both runs on one clock from T0 (the second's "now" goes on from the first's)
     argv = [sys.executable, "-m", "tests.delivery_child", inv.source, str(db)]
-    first = subprocess.run([*argv, str(events), die], cwd=Path(__file__).parents[1], capture_output=True,
+    t0_at = f"--t0-at={time.time()!r}"
+    first = subprocess.run([*argv, str(events), die, t0_at], cwd=Path(__file__).parents[1], capture_output=True,
                            timeout=60)
     assert first.returncode == -9, first.stderr.decode()[-2000:]
     assert 10 <= server.count() < 41  # killed in the middle of the fan-out
-    second = subprocess.run([*argv, "-"], cwd=Path(__file__).parents[1], capture_output=True, timeout=60)
+    second = subprocess.run([*argv, "-", t0_at], cwd=Path(__file__).parents[1], capture_output=True, timeout=60)
     assert second.returncode == 0, second.stderr.decode()[-2000:]
     outbox = Outbox(db)
     try:
