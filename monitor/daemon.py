@@ -42,6 +42,7 @@ from monitor.store import EventStore
 from monitor.tsdb import annotations as notes
 from monitor.tsdb import schema
 from monitor.tsdb.writer import TimeseriesWriter, make_writer
+from monitor.web.server import StatusServer
 
 log = logging.getLogger("monitor.daemon")
 
@@ -107,6 +108,8 @@ class Daemon:
         self.incident_sinks: list[IncidentSink] = []
         self.api_server: ApiServer | None = None  # the ``api:`` HTTP API, when configured
         self._api_task: asyncio.Task[None] | None = None
+        self.web_server: StatusServer | None = None  # the ``status_page:`` public page, when configured
+        self._web_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -138,10 +141,13 @@ class Daemon:
         try:
             # bound before the TaskGroup: a port in use is one clear error, not an exception group
             await self._start_api(inv)
+            await self._start_web(inv)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 if self.api_server is not None:
                     self._api_task = tg.create_task(self.api_server.serve())
+                if self.web_server is not None:
+                    self._web_task = tg.create_task(self.web_server.serve())
                 self.scheduler = Scheduler(
                     self._poll_and_record, tg.create_task, concurrency=inv.daemon.concurrency, clock=self.clock
                 )
@@ -163,6 +169,7 @@ class Daemon:
                 if watchdog_task is not None:
                     watchdog_task.cancel()
                 await self._stop_api()  # no new staff actions while draining (they would wait in the store)
+                await self._stop_web()
                 # Drain: no new polls, finish the ones in flight, then flush the writer.
                 self.scheduler.stop()
                 await scheduler_task
@@ -175,6 +182,7 @@ class Daemon:
         finally:
             self._tg = None
             await self._stop_api()
+            await self._stop_web()
             if self.pipeline is not None:
                 await self.pipeline.close()
             self._remove_signal_handlers()
@@ -255,6 +263,7 @@ class Daemon:
             await self.pipeline.reload(new)
         if _api_inputs(new) != _api_inputs(old):
             await self._restart_api(new)
+        await self._reload_web(old, new)
         if new.timeseries != old.timeseries:
             await self._reload_timeseries(new)
         added = sum(1 for tid in new.targets if tid not in old.targets)
@@ -361,6 +370,42 @@ class Daemon:
             event(log, logging.ERROR, "API not restarted after the reload", error=exc)
             return
         event(log, logging.INFO, "API restarted for the reloaded config", on=self.api_server is not None)
+
+    # -- public status page (monitor.web) ----------------------------------------------------
+
+    async def _start_web(self, inv: Inventory) -> None:
+        """Bind the status page when ``status_page:`` asks for it (MonitorError when it cannot)."""
+        server = StatusServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", self.clock)
+        if server is None:
+            return
+        await server.start()
+        self.web_server = server
+        if self._tg is not None:
+            self._web_task = self._tg.create_task(server.serve())
+
+    async def _stop_web(self) -> None:
+        task, server = self._web_task, self.web_server
+        self._web_task, self.web_server = None, None
+        if task is not None:
+            task.cancel()  # serve() stops the server on its way out
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif server is not None:
+            await server.stop()
+
+    async def _reload_web(self, old: Inventory, new: Inventory) -> None:
+        """Same settings: the running page takes the new inventory; changed ones: a new server."""
+        if (new.status_page, new.daemon.state_dir) == (old.status_page, old.daemon.state_dir):
+            if self.web_server is not None:
+                self.web_server.set_inventory(new)
+            return
+        await self._stop_web()
+        try:
+            await self._start_web(new)
+        except MonitorError as exc:
+            event(log, logging.ERROR, "status page not restarted after the reload", error=exc)
+            return
+        event(log, logging.INFO, "status page restarted for the reloaded config", on=self.web_server is not None)
 
     def _start_metrics_server(self, listen: str) -> None:
         if not listen:

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from monitor.api.config import ApiSettings
 from monitor.errors import ConfigError
-from monitor.inventory import api, delivery, operations, settings
+from monitor.inventory import api, delivery, operations, settings, status_page
 from monitor.inventory.customers_csv import read_customers
 from monitor.inventory.entries import EntryReader
 from monitor.inventory.fields import Problems, Section
@@ -38,7 +39,7 @@ __all__ = ["load_inventory", "summarize"]
 TOP_KEYS = (
     "municipalities", "sites", "service_classes", "credentials", "nodes", "customers", "customers_file",
     "polling", "polling_by_kind", "daemon", "timeseries", "correlation", "maintenance",
-    "delivery", "api",
+    "delivery", "api", "status_page",
 )
 DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
 MAX_BYTES = 64 * 2**20  # a 50,000-endpoint inventory is ~10 MiB of YAML; more is a mistake or an attack
@@ -72,6 +73,14 @@ def load_inventory(
     if problems:
         raise ConfigError(problems.lines())
     return inv
+
+
+def _listeners(metrics_listen: str, api_settings: ApiSettings | None) -> dict[str, str]:
+    """Addresses other sections already listen on (the status page must not take one of them)."""
+    taken = {metrics_listen: "daemon.metrics_listen"} if metrics_listen else {}
+    if api_settings is not None and api_settings.listen:
+        taken[api_settings.listen] = "api.listen"
+    return taken
 
 
 def _read_text(file: Path, display: str) -> str:
@@ -153,7 +162,8 @@ class _Loader:
             },
             daemon=daemon, timeseries=ts, polling=layers.base, correlation=correlation, maintenance=maintenance,
             delivery=delivery.parse(top, self.secrets, munis),
-            api=api.parse(top, self.secrets, daemon.metrics_listen),
+            api=(api_settings := api.parse(top, self.secrets, daemon.metrics_listen)),
+            status_page=status_page.parse(top, _listeners(daemon.metrics_listen, api_settings)),
         )
 
     def _unique(self, seen: dict[str, Where], sec: Section) -> str | None:

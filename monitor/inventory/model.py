@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from monitor.api.config import ApiSettings
     from monitor.delivery.config import DeliveryConfig
+    from monitor.web.config import StatusPageSettings
 
 TargetRole = Literal["node", "endpoint"]
 NODE_KINDS = ("router", "switch", "backhaul", "tower", "ap", "olt", "server", "gateway")
@@ -205,6 +206,7 @@ class Inventory:
     maintenance: tuple[MaintenanceSpec, ...] = ()
     delivery: DeliveryConfig | None = None  # the ``delivery:`` section (monitor.inventory.delivery)
     api: ApiSettings | None = None  # the ``api:`` section (monitor.inventory.api): HTTP API, ack links
+    status_page: StatusPageSettings | None = None  # ``status_page:`` (monitor.inventory.status_page)
 
     def nodes(self) -> list[Target]:
         return [t for t in self.targets.values() if t.role == "node"]

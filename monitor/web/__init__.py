@@ -1,0 +1,1 @@
+"""The public status page: incidents, maintenance and availability per municipality, customer lookup."""

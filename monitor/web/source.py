@@ -1,0 +1,50 @@
+"""Reads for the status page: the store's rows behind a snapshot, and a cheap change signature.
+
+One short read every second tells whether anything changed (a new lifecycle event, staff action or
+maintenance edit); only then are the open incidents read again, so a quiet network costs one query.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from monitor.correlate.store import IncidentStore
+from monitor.errors import StorageError
+from monitor.web.snapshot import StoreRows
+
+RESOLVED_LIMIT = 200  # the newest resolved incidents looked at for "resolved in the last 24 h"
+OPEN_LIMIT = 10_000
+
+
+class StatusSource:
+    def __init__(self, db_path: Path) -> None:
+        self.store = IncidentStore(db_path)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def signature(self) -> tuple[object, ...]:
+        try:
+            row = self.store.db.execute(
+                "SELECT (SELECT MAX(id) FROM incident_events), (SELECT MAX(id) FROM incident_actions),"
+                " (SELECT COUNT(*) FROM incident_actions WHERE done_at IS NULL),"
+                " (SELECT value FROM correlation_meta WHERE key = 'maintenance_rev'),"
+                " (SELECT COUNT(*) FROM incidents WHERE status = 'open')"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"status page: cannot read the store: {exc}") from exc
+        return tuple(row)
+
+    def rows(self) -> StoreRows:
+        s = self.store
+        try:
+            open_ = s.incidents(status="open", limit=OPEN_LIMIT)
+            resolved = s.incidents(status="resolved", limit=RESOLVED_LIMIT)
+            wanted = [r.id for r in (*open_, *resolved)]
+            events = {i: list(s.events(i)) for i in wanted}
+            actions = {i: s.actions(i) for i in wanted}
+            windows = s.maintenance()
+        except sqlite3.Error as exc:
+            raise StorageError(f"status page: cannot read the store: {exc}") from exc
+        return StoreRows(open_, resolved, events, actions, windows)

@@ -1,0 +1,51 @@
+"""The status page lives with the daemon: up after start, moved by SIGHUP, gone on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.servers.common import free_port, wait_for
+from tests.test_daemon import start_daemon, write_config
+
+pytestmark = pytest.mark.root
+
+
+def page(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?lang=en", timeout=2) as r:
+            return str(r.read().decode())
+    except (urllib.error.URLError, OSError):
+        return ""
+
+
+def with_page(cfg: Path, port: int, title: str) -> None:
+    base = cfg.read_text().split("\nstatus_page:", 1)[0]
+    cfg.write_text(base + f'\nstatus_page: {{listen: "127.0.0.1:{port}", title: "{title}"}}\n')
+
+
+def test_status_page_comes_up_with_the_daemon_moves_on_sighup_and_goes_on_sigterm(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, free_port())
+    first, second = free_port(), free_port()
+    with_page(cfg, first, "Uno")
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log)
+    try:
+        wait_for(lambda: "Service status: Whole network" in page(first), 20, "the page on the first port")
+        assert "Municipio Uno" in page(first) and "Cliente Uno" not in page(first)
+        with_page(cfg, second, "Dos")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "Dos" in page(second), 20, "the page on the new port after SIGHUP")
+        assert page(first) == ""
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert page(second) == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "status page listening" in text and "status page restarted for the reloaded config" in text
