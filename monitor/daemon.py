@@ -339,27 +339,34 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await probe.close()
 
-    # -- HTTP API ----------------------------------------------------------------------------
+    # -- HTTP listeners: the staff API (monitor.api) and the public status page (monitor.web) --
 
-    async def _start_api(self, inv: Inventory) -> None:
-        """Bind the API when ``api:`` asks for it (MonitorError when it cannot); serve it in the TaskGroup."""
-        server = ApiServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", self.clock)
+    async def _serve(self, server: ApiServer | StatusServer | None) -> asyncio.Task[None] | None:
+        """Bind ``server`` (MonitorError when it cannot) and serve it in the TaskGroup once there is one."""
         if server is None:
-            return
+            return None
         await server.start()
-        self.api_server = server
-        if self._tg is not None:
-            self._api_task = self._tg.create_task(server.serve())
+        return self._tg.create_task(server.serve()) if self._tg is not None else None
 
-    async def _stop_api(self) -> None:
-        task, server = self._api_task, self.api_server
-        self._api_task, self.api_server = None, None
+    @staticmethod
+    async def _unserve(task: asyncio.Task[None] | None, server: ApiServer | StatusServer | None) -> None:
         if task is not None:
             task.cancel()  # serve() stops the server on its way out
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         elif server is not None:
             await server.stop()
+
+    async def _start_api(self, inv: Inventory) -> None:
+        """Bind the API when ``api:`` asks for it (MonitorError when it cannot); serve it in the TaskGroup."""
+        server = ApiServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", self.clock)
+        self._api_task = await self._serve(server)
+        self.api_server = server
+
+    async def _stop_api(self) -> None:
+        task, server = self._api_task, self.api_server
+        self._api_task, self.api_server = None, None
+        await self._unserve(task, server)
 
     async def _restart_api(self, inv: Inventory) -> None:
         """A changed ``api:`` section on reload: the old server goes, the new one comes (or none)."""
@@ -371,27 +378,16 @@ class Daemon:
             return
         event(log, logging.INFO, "API restarted for the reloaded config", on=self.api_server is not None)
 
-    # -- public status page (monitor.web) ----------------------------------------------------
-
     async def _start_web(self, inv: Inventory) -> None:
         """Bind the status page when ``status_page:`` asks for it (MonitorError when it cannot)."""
         server = StatusServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", self.clock)
-        if server is None:
-            return
-        await server.start()
+        self._web_task = await self._serve(server)
         self.web_server = server
-        if self._tg is not None:
-            self._web_task = self._tg.create_task(server.serve())
 
     async def _stop_web(self) -> None:
         task, server = self._web_task, self.web_server
         self._web_task, self.web_server = None, None
-        if task is not None:
-            task.cancel()  # serve() stops the server on its way out
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        elif server is not None:
-            await server.stop()
+        await self._unserve(task, server)
 
     async def _reload_web(self, old: Inventory, new: Inventory) -> None:
         """Same settings: the running page takes the new inventory; changed ones: a new server."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from monitor.api import inputs
 from monitor.api.config import ApiSettings
 from monitor.api.inputs import Problem
 from monitor.api.links import AckLinks
+from monitor.api.listen import listen
 from monitor.api.pages import AckPages
 from monitor.clock import Clock
 from monitor.correlate.store import NotFound
@@ -77,18 +77,12 @@ class ApiServer:
             web.get("/ack/{id}", self.pages.confirm),
             web.post("/ack/{id}", self.pages.acknowledge),
         ])
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        host, _, port = self.settings.listen.rpartition(":")
         try:
-            await web.TCPSite(runner, host.strip("[]"), int(port)).start()
-        except OSError as exc:
-            await runner.cleanup()
+            self._runner = await listen(app, self.settings.listen, "the API")
+        except MonitorError:
             self.api.close()
             self.api = None
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise MonitorError(f"cannot serve the API on {self.settings.listen}: {why}") from exc
-        self._runner = runner
+            raise
         event(log, logging.INFO, "API listening", listen=self.settings.listen, links=self.links is not None)
 
     async def stop(self) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from monitor.api.listen import listen
 from monitor.clock import Clock
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
@@ -94,18 +94,12 @@ class StatusServer:
             web.get("/lookup", self._lookup_form), web.post("/lookup", self._lookup),
             web.get("/static/status.css", self._style),
         ])
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        host, _, port = self.settings.listen.rpartition(":")
         try:
-            await web.TCPSite(runner, host.strip("[]"), int(port)).start()
-        except OSError as exc:
-            await runner.cleanup()
+            self._runner = await listen(app, self.settings.listen, "the status page")
+        except MonitorError:
             self.source.close()
             self.source = None
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise MonitorError(f"cannot serve the status page on {self.settings.listen}: {why}") from exc
-        self._runner = runner
+            raise
         event(log, logging.INFO, "status page listening", listen=self.settings.listen)
 
     async def stop(self) -> None:
