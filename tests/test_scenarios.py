@@ -45,6 +45,7 @@ def test_every_rule_has_a_scenario():
     assert {
         "tower_down", "ap_children_first", "redundant_olt", "partial_ap_suspected", "churn", "flapping",
         "sibling_merge", "partial_recovery", "blind_vantage", "blind_share", "maintenance",
+        "tower_slow_recovery", "surge_stragglers",
     } <= names
 
 
