@@ -235,9 +235,13 @@ class Daemon:
     # -- configuration -----------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Apply a changed config without disturbing unchanged targets; keep the old one on error."""
+        """Apply a changed config without disturbing unchanged targets; keep the old one on error.
+
+        The file is read in a worker thread: a 20,000-endpoint YAML takes seconds to parse, and on
+        the event loop that was seconds without polls, replies or /metrics.
+        """
         try:
-            new = load_inventory(self.config_path)
+            new = await asyncio.to_thread(load_inventory, self.config_path)
         except ConfigError as exc:
             selfmetrics.CONFIG_RELOADS.labels("error").inc()
             event(log, logging.ERROR, "config reload failed, keeping the running config",

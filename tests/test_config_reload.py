@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,37 @@ def test_bad_reloads_keep_the_running_config_and_polling(tmp_path: Path) -> None
             proc.kill()
             proc.wait()
     assert "monitor stopped" in log.read_text()
+
+
+def test_polling_goes_on_while_a_big_config_is_read(tmp_path: Path) -> None:
+    """A reload parses the file in a worker thread: while a slow file (thousands of entries, here all
+    wrong) is read, the event loop keeps polling and answering /metrics. Before, the loop stood still
+    for the whole parse (seconds for a large inventory): no poll, no reply, no /metrics."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(15)
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    try:
+        assert sock.recv(4096).startswith(b"READY=1")
+        window = "start: '2026-11-01T02:00:00Z', end: '2026-11-01T04:00:00Z', reason: planned work on the tower"
+        cfg.write_text(cfg.read_text() + "maintenance:\n" + f"  - {{node: nowhere, {window}}}\n" * 8000)
+        proc.send_signal(signal.SIGHUP)
+        assert sock.recv(4096) == b"RELOADING=1"  # the reload has begun: the file is being read now
+        first = metric_value(metrics(port), "monitor_polls_total")
+        served_during_reload = False
+        while "config reload failed" not in log.read_text():
+            polls = metric_value(metrics(port), "monitor_polls_total")
+            if polls > first and "config reload failed" not in log.read_text():
+                served_during_reload = True
+        assert served_during_reload
+        assert "problems=8000" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
