@@ -217,6 +217,9 @@ def check(sc: Scenario, events: list[dict[str, Any]]) -> None:
     for kind, n in (sc.expect.get("opened") or {}).items():
         seen = sum(1 for e in events if e["event"] == "opened" and e["kind"] == kind)
         assert seen == n, f"{seen} {kind} incidents opened, expected {n}"
+    if "merged" in sc.expect:  # how many incidents were folded into another
+        seen = sum(1 for e in events if e["event"] == "merged")
+        assert seen == sc.expect["merged"], f"{seen} incidents merged, expected {sc.expect['merged']}"
 
 
 def _rel(e: dict[str, Any], key: str) -> Any:

@@ -987,15 +987,18 @@ class Engine:
         self._absorb(inc, self._down_subtree(inc.root))
 
     def _fold_lossy_roots(self, inc: Incident) -> None:
-        """A lossy node below ``inc``'s root (attached to it, or still answering below it) no longer explains
-        anything itself: what fails there is the failure above. Its degraded incident, members or not,
-        is folded into ``inc`` (as rule 3 folds incidents below a newly found root)."""
+        """A lossy node attached to ``inc``, or below the root of an outage or degraded incident ``inc``
+        (down or lossy itself: what fails below is its failure, and loss adds up along the path), no
+        longer explains anything itself. Its degraded incident, members or not, is folded into ``inc``
+        (as rule 3 folds incidents below a newly found root); not into a suspected one (a mass event
+        above a rain fade is judged on its own)."""
         incidents, ancestors = self.incidents, self.topo.ancestors
+        above = self.basis[inc.id] in ("outage", "degraded")
         for node in sorted({*self.lossy, *self._fading}, key=self.topo.sort_key):
             old = incidents.get(node)
             if (
                 old is not None and old is not inc and self.basis[old.id] == "degraded"
-                and (self.member.get(node) == inc.root or inc.root in ancestors.get(node, ()))
+                and (self.member.get(node) == inc.root or (above and inc.root in ancestors.get(node, ())))
             ):
                 self._merge(old, inc, [])
 
