@@ -17,7 +17,7 @@ import pytest
 
 from tests.servers.common import free_port, wait_for
 from tests.test_config_hostile import LAUGHS
-from tests.test_daemon import metric_value, metrics, start_daemon, states, write_config
+from tests.test_daemon import EXTRA_CPE2, metric_value, metrics, start_daemon, states, write_config
 
 pytestmark = pytest.mark.root
 
@@ -61,7 +61,7 @@ def test_bad_reloads_keep_the_running_config_and_polling(tmp_path: Path) -> None
                     "character U+0000 (NUL)", "nested more than 50 levels"):
             assert why in text, why
         # a good config afterwards is taken again
-        write_config(tmp_path, port, "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+        write_config(tmp_path, port, EXTRA_CPE2)
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: states(db).get("cpe-2") == "up", 20, "cpe-2 up after the good reload")
         proc.send_signal(signal.SIGTERM)

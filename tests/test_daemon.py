@@ -19,13 +19,17 @@ from pathlib import Path
 import pytest
 
 from monitor.daemon import Daemon
-from tests.firewall import icmp_block
+from tests.firewall import icmp_block, lab_address
 from tests.netns import netns_lab  # noqa: F401 - pytest fixture
 from tests.servers.common import free_port, until, wait_for
 
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# ap-1 and the CPEs tests block: this process's own addresses (blocks apply host-wide, tests/firewall.py)
+AP1, CPE1, CPE2 = lab_address(10), lab_address(11), lab_address(12)
+EXTRA_CPE2 = f"      - {{id: cpe-2, kind: cpe, address: {CPE2}, parent: ap-1}}\n"
 
 
 def write_config(folder: Path, metrics_port: int, extra_endpoints: str = "") -> Path:
@@ -39,13 +43,13 @@ polling: {{interval: 0.2, icmp_count: 1, icmp_timeout: 0.1, down_after: 2, up_af
 daemon: {{state_dir: var, metrics_listen: "127.0.0.1:{metrics_port}"}}
 nodes:
   - {{id: core, kind: router, address: 127.0.0.1, site: s1}}
-  - {{id: ap-1, kind: ap, address: 127.77.0.2, parent: core}}
+  - {{id: ap-1, kind: ap, address: {AP1}, parent: core}}
 customers:
   - id: C1
     name: Cliente Uno
     service_class: residencial
     endpoints:
-      - {{id: cpe-1, kind: cpe, address: 127.77.0.3, parent: ap-1}}
+      - {{id: cpe-1, kind: cpe, address: {CPE1}, parent: ap-1}}
 {extra_endpoints}""")
     return path
 
@@ -96,7 +100,7 @@ async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path):
     try:
         await until(lambda: states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}, what="all up")
         with icmp_block() as fw:
-            fw.block("127.77.0.3")
+            fw.block(CPE1)
             await until(lambda: states(db).get("cpe-1") == "down", what="cpe-1 down")
             assert changes(db)[-1] == ("cpe-1", "up", "down", "2 consecutive failed polls: blocked")
             text = metrics(port)
@@ -179,7 +183,7 @@ def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_p
     try:
         wait_for(lambda: states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}, 20, "all up")
         # SIGHUP with a new endpoint: it is polled, the others keep their state (no new rows for them)
-        write_config(tmp_path, port, "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+        write_config(tmp_path, port, EXTRA_CPE2)
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: states(db).get("cpe-2") == "up", 20, "cpe-2 up after reload")
         assert [c[0] for c in changes(db)].count("cpe-1") == 1
@@ -200,7 +204,7 @@ def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_p
     before = changes(db)
 
     # restart: the stored states are resumed, so many polls later there is still no new event
-    write_config(tmp_path, port, "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+    write_config(tmp_path, port, EXTRA_CPE2)
     proc = start_daemon(cfg, log)
     try:
         wait_for(lambda: metric_value(metrics(port), "monitor_polls_total") >= 5 * 4, 20, "20 polls after restart")
@@ -233,7 +237,7 @@ def test_probe_cli_prints_the_measurement(tmp_path):
     assert "icmp: 1/1 replies, loss 0%" in r.stdout
     assert r.stdout.rstrip().endswith("verdict: OK")
     with icmp_block() as fw:
-        fw.block("127.77.0.3")
+        fw.block(CPE1)
         r = subprocess.run([sys.executable, "-m", "monitor", "probe", "cpe-1", "--config", str(cfg)],
                            capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1
@@ -241,7 +245,7 @@ def test_probe_cli_prints_the_measurement(tmp_path):
 
 
 async def test_reload_records_the_end_of_removed_targets(tmp_path):
-    cfg = write_config(tmp_path, free_port(), "      - {id: cpe-2, kind: cpe, address: 127.77.0.4, parent: ap-1}\n")
+    cfg = write_config(tmp_path, free_port(), EXTRA_CPE2)
     db = tmp_path / "var" / "monitor.db"
     daemon = Daemon(cfg)
     task = asyncio.create_task(daemon.run())

@@ -11,6 +11,7 @@ loses no recorded state change; or it stops at once with one clear fatal line.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -24,20 +25,19 @@ import pytest
 import yaml
 
 from tests.delivery_support import write_config as delivery_config
-from tests.firewall import icmp_block
+from tests.firewall import icmp_block, lab_address
 from tests.servers.common import free_port, wait_for
 from tests.test_daemon import changes, start_daemon, states, write_config
 
 pytestmark = pytest.mark.root
 
-#: endpoints below ap-1 (127.77.0.2 in write_config) on their own loopback /24
+#: endpoints below ap-1 on this process's own loopback addresses (blocks apply host-wide, tests/firewall.py)
 def endpoints(n: int) -> str:
-    return "".join(f"      - {{id: e{i}, kind: cpe, address: 127.79.{i // 250}.{i % 250 + 1}, parent: ap-1}}\n"
-                   for i in range(n))
+    return "".join(f"      - {{id: e{i}, kind: cpe, address: {address(i)}, parent: ap-1}}\n" for i in range(n))
 
 
 def address(i: int) -> str:
-    return f"127.79.{i // 250}.{i % 250 + 1}"
+    return lab_address(100 + i)
 
 
 @contextlib.contextmanager
@@ -387,14 +387,23 @@ def test_sigterm_with_hundreds_of_notices_waiting_for_an_unreachable_smtp_server
         "customers": {"kinds": ["outage", "suspected"], "channels": ["email"], "company": "Llanos Net"},
         "retry": {"initial": "0.2s", "maximum": "1s"},
     }
-    cfg = delivery_config(tmp_path, n, delivery)  # ap-1 at 127.0.0.3, its customers' CPEs in 127.0.100+
+    cfg = delivery_config(tmp_path, n, delivery)
     doc = yaml.safe_load(cfg.read_text())
+    # ap-1 and its customers' CPEs (all blocked) on this process's own addresses (tests/firewall.py)
+    lab = (lab_address(300 + i) for i in itertools.count())
+    for node in doc["nodes"]:
+        if node["id"] == "ap-1":
+            node["address"] = next(lab)
+    for c in doc["customers"]:
+        for e in c["endpoints"]:
+            if e["parent"] == "ap-1":
+                e["address"] = next(lab)
     doc.update(polling={"interval": 0.5, "icmp_count": 1, "icmp_timeout": 0.2, "down_after": 2, "up_after": 2},
                correlation={"settle": 0.5, "hold_down": 0.6, "window": 1.0},
                daemon={"state_dir": "var", "metrics_listen": ""})
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    ap_and_cpes = ["127.0.0.3", *(e["address"] for c in doc["customers"] for e in c["endpoints"]
-                                  if e["parent"] == "ap-1")]
+    ap_and_cpes = [*(x["address"] for x in doc["nodes"] if x["id"] == "ap-1"),
+                   *(e["address"] for c in doc["customers"] for e in c["endpoints"] if e["parent"] == "ap-1")]
     db = tmp_path / "var" / "monitor.db"
     with icmp_block() as fw:
         fw.block(*ap_and_cpes)

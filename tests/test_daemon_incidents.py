@@ -15,14 +15,16 @@ import pytest
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
 from monitor.daemon import Daemon
-from tests.firewall import icmp_block
+from tests.firewall import icmp_block, lab_address
 from tests.servers.common import until
 from tests.servers.smtp import SmtpServer
 from tests.tsdb_support import started
 
 pytestmark = pytest.mark.root
 
-CPES = {"cpe-1": "127.78.0.11", "cpe-2": "127.78.0.12", "cpe-3": "127.78.0.13"}
+# this process's own addresses: blocks apply host-wide (tests/firewall.py)
+AP = lab_address(20)
+CPES = {"cpe-1": lab_address(21), "cpe-2": lab_address(22), "cpe-3": lab_address(23)}
 
 
 def write_config(folder: Path, delivery: str = "") -> Path:
@@ -43,7 +45,7 @@ correlation: {{settle: 0.5, hold_down: 0.6, window: 1.0}}
 daemon: {{state_dir: var, metrics_listen: ""}}
 nodes:
   - {{id: core, kind: router, address: 127.0.0.1, site: s1}}
-  - {{id: ap-1, kind: ap, address: 127.78.0.2, parent: core}}
+  - {{id: ap-1, kind: ap, address: {AP}, parent: core}}
 customers:
 {endpoints}
 {delivery}""")
@@ -58,7 +60,7 @@ async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path):
     try:
         await until(lambda: len(daemon.states) == 5 and all(s.state.value == "up" for s in daemon.states.values()))
         with icmp_block() as fw:
-            fw.block("127.78.0.2", *CPES.values())
+            fw.block(AP, *CPES.values())
             await until(lambda: any(e.event == "opened" for e in events)
                         and all(daemon.states[t].state.value == "down" for t in ["ap-1", *CPES]))
         await until(lambda: any(e.event == "resolved" for e in events))
@@ -102,7 +104,7 @@ delivery:
             await until(lambda: len(daemon.states) == 5
                         and all(s.state.value == "up" for s in daemon.states.values()))
             with icmp_block() as fw:
-                fw.block("127.78.0.2", *CPES.values())
+                fw.block(AP, *CPES.values())
                 await until(lambda: len(smtp.logical()) >= 4)  # the technician and three customers
             # three "service restored" notices and the technician's "resolved"
             await until(lambda: len(smtp.logical()) >= 8)

@@ -16,16 +16,18 @@ from monitor.errors import ProbeError
 from monitor.inventory.model import PollingSettings, Target
 from monitor.probes.icmp import IcmpProbe, _parse_address
 from monitor.probes.icmp_packet import checksum_partial
+from tests.firewall import lab_address
 from tests.icmp_forge import forge_reply, neighbour_attack, stray_count
 from tests.netns import nft_table
 from tests.servers.common import until
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="raw ICMP and nftables need root")]
 
-DROPPED = "127.77.0.1"  # echo requests dropped on input: the send works, no reply ever comes
-DROPPED_2 = "127.77.0.2"
-REJECTED = "127.77.0.3"  # answered with ICMP host-unreachable
-BLOCKED = "127.77.0.4"  # dropped on output: sendto fails with EPERM
+# this process's own addresses: the rules apply to the whole host (see tests/firewall.py)
+DROPPED = lab_address(0)  # echo requests dropped on input: the send works, no reply ever comes
+DROPPED_2 = lab_address(1)
+REJECTED = lab_address(2)  # answered with ICMP host-unreachable
+BLOCKED = lab_address(3)  # dropped on output: sendto fails with EPERM
 
 
 @pytest.fixture
