@@ -17,9 +17,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monitor.correlate.settings import ALIASES, CorrelationSettings
 from monitor.errors import ConfigError
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
+from monitor.pipeline import correlation_settings
 from tests.test_inventory import BASE, ENV
 
 RICH = BASE + """\
@@ -57,6 +59,7 @@ def check(folder: Path, content: bytes) -> None:
         assert isinstance(inv, Inventory)
         for t in inv.targets.values():  # what loaded is usable: finite numbers only
             assert math.isfinite(t.polling.interval) and math.isfinite(t.polling.icmp_timeout)
+        correlation_settings(inv)  # and the daemon can build its correlation settings from it
     assert time.monotonic() - started < TIMEOUT
 
 
@@ -148,3 +151,30 @@ def test_the_rich_config_itself_loads(tmp_path: Path) -> None:
     (tmp_path / "sites.yaml").write_text(RICH)
     inv = load_inventory(tmp_path / "sites.yaml", env=RICH_ENV)
     assert inv.delivery is not None and inv.api is not None and inv.correlation and inv.maintenance
+
+
+SETTING_NAMES = sorted({*ALIASES, *(f for f in CorrelationSettings.__dataclass_fields__ if f != "vantage")})
+SETTING_VALUES = st.text(max_size=12) | st.sampled_from([
+    "nan", "inf", "-inf", "1e400", "9" * 50, "0", "-1", "1", "0.5", "1d", "5m", "7d", "30s", "50%", "1e-9", ""])
+
+
+@settings(max_examples=200, deadline=None)
+@given(overrides=st.dictionaries(st.sampled_from(SETTING_NAMES) | st.text(max_size=6), SETTING_VALUES, max_size=4),
+       interval=st.sampled_from([0.1, 1.0, 60.0, 3600.0, 86400.0]))
+def test_correlation_overrides_give_finite_settings_or_our_error(overrides: dict[str, str], interval: float) -> None:
+    """``replay --set`` and the ``correlation:`` section: finite settings within range, or ConfigError."""
+    try:
+        result = CorrelationSettings.for_interval(interval).with_overrides(overrides)
+    except ConfigError as exc:
+        assert exc.problems
+        return
+    for name in CorrelationSettings.__dataclass_fields__:
+        value = getattr(result, name)
+        assert not isinstance(value, float) or math.isfinite(value), (name, value)
+
+
+def test_a_day_long_interval_with_correlation_overrides_still_builds(tmp_path: Path) -> None:
+    """Defaults derived from a 1 d interval (hold-down 5 d) stay within the correlation ranges."""
+    (tmp_path / "sites.yaml").write_text(BASE + "polling: {interval: 1d, icmp_timeout: 1s}\ncorrelation: {K: 5}\n")
+    settings_ = correlation_settings(load_inventory(tmp_path / "sites.yaml", env=ENV))
+    assert (settings_.hold_down, settings_.min_endpoints) == (5 * 86400, 5)

@@ -116,7 +116,7 @@ EXACT = [
      "api.link_ttl: must be greater than 0 and at most 30d, got 99999999999999999999999999999999"),
     ("correlation: {P: .nan}", "correlation.P: min_share must be a finite number greater than 0 and at most 100, "
                                "got nan"),
-    ("correlation: {W: 2000000}", "correlation.W: window must be greater than 0 and at most 1d, got 2e+06"),
+    ("correlation: {W: 2000000}", "correlation.W: window must be greater than 0 and at most 7d, got 2e+06"),
     ("correlation: {W: .nan}", "correlation.W: expected a duration like 90, 90s, 5m, 2h"),
     ("correlation: {K: 100000000000000000000000000000}",
      "correlation.K: min_endpoints must be between 1 and 1000000, got 1e+29"),

@@ -137,9 +137,10 @@ _DURATIONS = {
 }
 _INTS = {"min_endpoints", "blind_min", "down_after", "up_after"}
 _RANGES: dict[str, tuple[float, str]] = {  # the upper bound (the lower ones are in check()) and the range
-    **{name: (86400.0, "greater than 0 and at most 1d") for name in ("interval", "settle", "window",
-                                                                    "update_interval")},
-    **{name: (86400.0, "between 0 and 1d") for name in ("hold_down", "grace", "blind_recovery", "degraded_settle")},
+    # the others derive from the interval (up to 5x, see for_interval), so they may reach 7 days
+    "interval": (86400.0, "greater than 0 and at most 1d"),
+    **{name: (7 * 86400.0, "greater than 0 and at most 7d") for name in ("settle", "window", "update_interval")},
+    **{name: (7 * 86400.0, "between 0 and 7d") for name in ("hold_down", "grace", "blind_recovery", "degraded_settle")},
     # these five are bounded in check() already: only NaN/infinity is caught here
     "burst_history": (math.inf, "between 1h and 366d"),
     "min_share": (math.inf, "greater than 0 and at most 100"),

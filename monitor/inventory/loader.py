@@ -147,7 +147,7 @@ class _Loader:
             csv_display = os.path.join(os.path.dirname(self.display), csv_name)
             customers += read_customers(csv_path, csv_display, self.problems, self.registry)
         targets = Graph(self.problems, nodes, customers, munis, sites, classes, layers).targets()
-        correlation = operations.correlation(top, self.problems, self.display)
+        correlation = operations.correlation(top, self.problems, self.display, layers.base.interval)
         for node in dict(correlation).get("vantage", "").split(","):
             if node and node not in targets:
                 top.err("correlation", f"vantage: unknown node {node!r} (expected ids of nodes)")

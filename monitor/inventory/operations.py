@@ -18,8 +18,12 @@ from monitor.inventory.yaml_lines import LList, LMap
 MAINTENANCE_KEYS = ("node", "start", "end", "reason")
 
 
-def correlation(top: Section, problems: Problems, file: str) -> tuple[tuple[str, str], ...]:
-    """Raw ``key=value`` overrides, validated now so that a bad value fails at load time."""
+def correlation(top: Section, problems: Problems, file: str, interval: float) -> tuple[tuple[str, str], ...]:
+    """Raw ``key=value`` overrides, validated now so that a bad value fails at load time.
+
+    Each key alone, for a message at its line; then all of them over the defaults of the polling
+    ``interval``, exactly as the daemon will apply them, so a combination cannot fail only there.
+    """
     value = top.data.get("correlation")
     if value is None:
         return ()
@@ -37,13 +41,19 @@ def correlation(top: Section, problems: Problems, file: str) -> tuple[tuple[str,
                          f"expected a number, a duration or a list of node ids, got {type_name(item)}")
     from monitor.correlate.settings import CorrelationSettings  # the one parser of these settings
 
+    failed = False
     for key, text in raw.items():
         try:
             CorrelationSettings().with_overrides({key: text}, source="correlation")
         except ConfigError as exc:
             message = exc.problems[0].removeprefix(f"correlation {key}: ").removeprefix(f"correlation {key}={text}: ")
             problems.add(file, value.value_lines[key], f"correlation.{key}", message)
-            continue
+            failed = True
+    if raw and not failed:
+        try:
+            CorrelationSettings.for_interval(interval).with_overrides(raw, source="correlation")
+        except ConfigError as exc:
+            problems.add(file, value.line, "correlation", f"with polling.interval {interval:g} s: {exc.problems[0]}")
     return tuple(sorted(raw.items()))
 
 
