@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import not_
 
@@ -38,6 +38,7 @@ from monitor.correlate.degraded import loss_top, shows_loss
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, format_ts, incident_id
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.correlate.settings import CorrelationSettings
+from monitor.correlate.together import failed_together
 from monitor.correlate.topology import Topology
 from monitor.state import State, StateChange
 
@@ -589,6 +590,8 @@ class Engine:
 
     def _judge_again(self, inc: Incident, rest: list[str]) -> None:
         """Detach ``rest`` (still down, grace over) from ``inc`` and judge each again, on its own."""
+        if rest and self.basis[inc.id] == "degraded" and self._stays_mass(inc, rest):
+            return
         for t in rest:
             del self.member[t]
             inc.members.discard(t)
@@ -604,6 +607,46 @@ class Engine:
         for t in rest:
             if t not in self.member:  # an earlier one may have gathered it already
                 self._evaluate(t)
+
+    # ---------------------------------------------------------------- judged afresh (see together.py)
+
+    def _mass_groups(self, rest: Sequence[str], answers: Callable[[str], bool]) -> list[tuple[str, list[str]]]:
+        topo, down, s = self.topo, self.down, self.s
+        eps = [t for t in rest if t in topo.endpoint and t in down and self._topo_root(t) == t]
+        if len(eps) < s.min_endpoints:
+            return []
+        return failed_together(eps, down, topo.ancestors, answers, topo.endpoints_below,
+                               k=s.min_endpoints, share=s.min_share, window=s.window)
+
+    def _together(self, rest: Sequence[str]) -> None:
+        """Endpoints a blindness hid that failed together below a node that answers: one suspected
+        incident there (or the suspected one open there), not a single each (issue 19)."""
+        down, vantage = self.down, self._vantage
+        for node, group in self._mass_groups(rest, lambda a: a not in down and a not in vantage):
+            inc = self.incidents.get(node)
+            if inc is None:
+                inc = self._open(node, "suspected")
+            elif self.basis[inc.id] != "suspected":
+                continue  # judged one by one, as before
+            self._absorb(inc, group)
+
+    def _stays_mass(self, inc: Incident, rest: list[str]) -> bool:
+        """A lossy link's incident whose loss is over while K of its endpoints that failed together
+        below its (answering) node are still down: it goes on as a suspected incident there (same id,
+        kind announced) instead of a single each; the others are judged again. True if so."""
+        root = inc.root
+        if root in self.down:
+            return False
+        groups = self._mass_groups(rest, lambda a: a == root)
+        if not groups:
+            return False
+        kept = set(groups[0][1])
+        self.basis[inc.id] = "suspected"
+        self._set_kind(inc, "planned" if inc.kind == "planned" else "suspected")
+        inc.grace_from = None
+        self.changed.add(inc.id)
+        self._judge_again(inc, [t for t in rest if t not in kept])
+        return True
 
     # ---------------------------------------------------------------- decisions
 
@@ -1128,9 +1171,11 @@ class Engine:
         if blind.id in self.by_id:  # staff may have closed the alert already; the blindness ends only now
             self._resolve(blind)
         self.blind_ended.append((blind.id, self.now))  # the end of the period reports exclude, either way
-        # what is still down now was hidden by the blindness: judge it afresh
-        for t in sorted(self.down, key=self.topo.sort_key):
-            if t not in self.member and t not in self._ignored:
+        # what is still down now was hidden by the blindness: judge it afresh, what failed together first
+        rest = [t for t in sorted(self.down, key=self.topo.sort_key) if t not in self.member and t not in self._ignored]
+        self._together(rest)
+        for t in rest:
+            if t not in self.member:
                 self._evaluate(t)
 
     # ---------------------------------------------------------------- maintenance
