@@ -102,65 +102,22 @@ def not_blind_while_a_node_above_answers(run: Run) -> None:
 
     Checked where a blindness is declared from what the monitor sees (share, loss, nothing
     answering); a configured vantage node that fails is blindness by definition. At that moment no
-    endpoint confirmed DOWN may have a node above it that is confirmed UP (answering, and cleanly: a
-    lossy node does not count as a clear view), unless its failure is explained by an open incident:
-    it, or an endpoint below the highest down node above it (the same failure), is held by one.
+    endpoint confirmed DOWN, explained by an incident or not, may have a node above it that is
+    confirmed UP (answering, and cleanly: a lossy node does not count as a clear view).
     """
     vantage = set(run.sc.settings.vantage)
-    held_at = _held_by_open_incident(run)
     topo = run.topo
     for e in run.events:
         if e["event"] != "opened" or e["kind"] != "blind" or e["root"] in vantage:
             continue
         ts = _ts(e)
-        held = held_at(ts)
         for t in sorted(topo.endpoint):
             if run.state_at(t, ts) is not State.DOWN:
-                continue
-            origin = t
-            while (ps := topo.parents[origin]) and all(run.state_at(p, ts) is State.DOWN for p in ps):
-                origin = ps[0]
-            if held & _endpoints_below(topo, origin):
                 continue
             answering = [a for a in topo.ancestors[t] if run.state_at(a, ts) is State.UP]
             assert not answering, (
                 f"{run.label(ts)}: blind ({e['incident']}) while {t} is down below {answering} that answer"
             )
-
-
-def _endpoints_below(topo: Topology, node: str) -> set[str]:
-    out, todo = set(), [node]
-    while todo:
-        n = todo.pop()
-        if n in topo.endpoint:
-            out.add(n)
-        todo.extend(topo.children[n])
-    return out
-
-
-def _held_by_open_incident(run: Run) -> Callable[[float], set[str]]:
-    """ts -> endpoints held by a customer incident open just before ``ts``: those it announced, and
-    those its next announcement within one update interval lists (attachments gather for
-    ``update_interval`` before they are announced; a ``merged`` event lists them at once)."""
-    gather = run.sc.settings.update_interval + 1e-6
-
-    def held(ts: float) -> set[str]:
-        current: dict[str, set[str]] = {}
-        for e in run.events:
-            at = _ts(e)
-            if at > ts + gather:
-                break
-            inc = e["incident"]
-            if at < ts:
-                if e["event"] in ("opened", "updated") and e["kind"] != "blind":
-                    current[inc] = set(e["affected_endpoints"])
-                elif e["event"] in ("merged", "resolved"):
-                    current.pop(inc, None)
-            elif inc in current and e["event"] in ("updated", "merged"):
-                current[inc] |= set(e["affected_endpoints"])
-        return set().union(*current.values()) if current else set()
-
-    return held
 
 
 def never_counted_twice(run: Run) -> None:

@@ -590,7 +590,8 @@ class Engine:
 
     def _judge_again(self, inc: Incident, rest: list[str]) -> None:
         """Detach ``rest`` (still down, grace over) from ``inc`` and judge each again, on its own."""
-        if rest and self.basis[inc.id] == "degraded" and self._stays_mass(inc, rest):
+        lossy_over = self.basis[inc.id] == "degraded"  # a lossy link's incident: what failed together stays so
+        if rest and lossy_over and self._stays_mass(inc, rest):
             return
         for t in rest:
             del self.member[t]
@@ -604,6 +605,8 @@ class Engine:
             ps = parents[t]
             if not ps or not all(p in down for p in ps):
                 self._unexplained.add(t)  # no longer held by the recovered root
+        if lossy_over:
+            self._together(rest)
         for t in rest:
             if t not in self.member:  # an earlier one may have gathered it already
                 self._evaluate(t)
@@ -619,8 +622,9 @@ class Engine:
                                k=s.min_endpoints, share=s.min_share, window=s.window)
 
     def _together(self, rest: Sequence[str]) -> None:
-        """Endpoints a blindness hid that failed together below a node that answers: one suspected
-        incident there (or the suspected one open there), not a single each (issue 19)."""
+        """Endpoints a blindness or a lossy link's incident no longer explains that failed together
+        below a node that answers: one suspected incident there (or the suspected one open there),
+        not a single each (issue 19)."""
         down, vantage = self.down, self._vantage
         for node, group in self._mass_groups(rest, lambda a: a not in down and a not in vantage):
             inc = self.incidents.get(node)
@@ -1130,8 +1134,8 @@ class Engine:
           confirmed within ``settle + interval``, so it all failed at once; kept while all stay down;
         * its view is broken everywhere: every top-level node (every branch hangs off one) is down or
           lossy (DEGRADED), and more than ``blind_share`` (at least ``blind_min``) of all targets are
-          down or lossy and not explained by an open incident, and no node above any unexplained
-          failure answers cleanly (a node that answers proves the path to it works): failures and
+          down or lossy and not explained by an open incident, and no node above any failure
+          answers cleanly (a node that answers proves the path to it works): failures and
           loss everywhere at once, as the monitor's own link degrading shows. Declared only then;
           kept while the tops and the share hold.
 
@@ -1154,7 +1158,7 @@ class Engine:
         if blind is not None and blind.root == BLIND_ROOT:
             return BLIND_ROOT
         ancestors = self.topo.ancestors
-        for t in self._unexplained:
+        for t in down:  # explained or not: a clean answer above any failure shows the path works
             for a in ancestors[t]:
                 if a not in down and a not in bad:
                     return None  # something above a failure answers: the monitor sees that far
