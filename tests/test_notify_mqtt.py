@@ -12,10 +12,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from monitor.clock import Clock, ManualClock, SystemClock
+from monitor.clock import Clock, ManualClock
 from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
-from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
+from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load, until
 from tests.servers.certs import TestCA
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
 
@@ -23,12 +23,15 @@ pytestmark = pytest.mark.servers
 
 
 def make(tmp_path: Path, broker: Mosquitto, clock: Clock | None = None, **over: Any) -> DeliveryService:
-    """The service publishing to ``broker``'s password listener (``over``: other ``mqtt:`` keys)."""
+    """The service publishing to ``broker``'s password listener (``over``: other ``mqtt:`` keys).
+
+    Its clock starts at T0, when the tests' incidents open: on the machine's clock they would be
+    weeks old and due for escalation at the first timer tick (a second alert on a loaded machine)."""
     mqtt = {"host": "127.0.0.1", "port": broker.auth_port, "prefix": "isp", "username": USER,
             "password": {"env": "MQTT_PASS"}, "client_id": "monitor-test", **over}
     inv = load(tmp_path, 5, delivery_with(mqtt=mqtt, smtp=None, desk=None))
     assert inv.delivery is not None and SECRETS["MQTT_PASS"] == PASSWORD
-    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock or SystemClock())
+    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock or ClockFrom(T0))
 
 
 class Watcher:
