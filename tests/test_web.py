@@ -3,6 +3,7 @@ languages, the cache, the figures (the same as ``monitor report``) and the absen
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -125,21 +126,21 @@ async def test_json_and_atom_per_page(site: Site) -> None:
 
 
 async def test_an_eta_appears_after_the_refresh_and_the_page_is_rendered_once_meanwhile(site: Site) -> None:
-    for _ in range(50):
-        _, html, _ = await site.get("/")
+    pages = await asyncio.gather(*(site.get("/") for _ in range(50)))  # at the same moment
+    assert len({html for _, html, _ in pages}) == 1
     renders = site.server.cache.renders if site.server.cache else 0
-    assert renders == 1  # fifty visitors, one rendering
+    assert renders == 1  # fifty visitors, one rendering (the others waited for it)
     store = site.store()
     store.add_action(INC, "eta", "noc", "2026-09-21T18:00:00Z", NOW + 1)
     store.close()
     site.clock.advance(1.0)
-    assert not site.server.refresh()  # at most every `refresh` (2 s)
+    assert not await site.server.refresh()  # at most every `refresh` (2 s)
     site.clock.advance(1.0)
-    assert site.server.refresh()
+    assert await site.server.refresh()
     _, html, _ = await site.get("/")
     assert "21 sep 2026 18:00" in html and "Restablecimiento estimado: 21 sep 2026 18:00" in html
     site.clock.advance(5.0)
-    assert not site.server.refresh()  # nothing changed: nothing rebuilt
+    assert not await site.server.refresh()  # nothing changed: nothing rebuilt
 
 
 async def test_availability_bars_are_the_report_figures(site: Site) -> None:
@@ -183,7 +184,7 @@ async def test_no_customer_data_on_any_public_page_feed_or_summary(site: Site) -
     store.add_action(INC, "note", "noc", "María Rojas Cárdenas llamó", NOW + 1)  # staff notes stay internal
     store.close()
     site.clock.advance(5)
-    site.server.refresh()
+    await site.server.refresh()
     pages = ["/", *(f"/m/{m}" for m in site.inv.municipalities)]
     bodies = []
     for page in pages:

@@ -15,12 +15,15 @@ from hypothesis import strategies as st
 
 from monitor.inventory.model import Inventory
 from monitor.web import i18n
-from monitor.web.lookup import RateLimiter, client_key
+from monitor.web.lookup import CustomerIndex, RateLimiter, client_key
 from monitor.web.server import LOOKUP_FLOOR
+from monitor.web.snapshot import PublicIncident, Snapshot
 from tests.test_web import Site, serve
 from tests.web_support import example
 
 AFFECTED = ("C-0001", "0101")  # Ferretería El Llano, below ap-centro-1 (down now)
+INVENTORY = example()
+INCIDENT = PublicIncident("INC-000001", "outage", ("arauca",), ("Torre Centro",), 0.0, None, 1, ())
 
 
 def unaffected(inv: Inventory) -> tuple[str, str]:
@@ -124,6 +127,17 @@ async def test_bad_forms_are_answered_not_crashed(site: Site) -> None:
     async with site.http.post(f"{site.base}/lookup", data=b"\xff\xfe=\x00",
                               headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
         assert r.status in (200, 400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), st.text(max_size=20), st.sampled_from(["none", "phone"]))
+def test_any_lookup_input_gets_an_answer_and_strangers_learn_nothing(number: str, digits: str, check: str) -> None:
+    inv = INVENTORY
+    snap = Snapshot(0.0, (), (), (), (), by_customer={c: (INCIDENT,) for c in inv.customers})  # all affected
+    got = CustomerIndex(inv).answer(number, digits, "none" if check == "none" else "phone", snap)
+    assert got.outcome in ("affected", "clear", "unverified", "bad")
+    if number.strip().upper() not in {c.upper() for c in inv.customers}:
+        assert got.outcome != "affected" and got.items == ()
 
 
 @settings(max_examples=200, deadline=None)

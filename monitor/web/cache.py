@@ -2,13 +2,16 @@
 
 The snapshot is rebuilt when the store's signature changes (checked every ``refresh / 2`` seconds),
 at most once per ``refresh`` seconds, and at least once a minute (maintenance starts, "updated at").
-A page is rendered on its first request after a rebuild and then served as the same bytes, with an
-ETag, to everyone asking for the same (page, language, format). The availability bars are
+A page is rendered on its first request after a rebuild — in a worker thread, once however many ask
+at the same moment, so the daemon's event loop (which also runs the polls) is never held for the
+tens of milliseconds a big page takes — and then served as the same bytes, with an ETag, to
+everyone asking for the same (page, language, format). The availability bars are
 recomputed in a worker thread every ``BARS_EVERY`` seconds: they are about whole days.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ class PageCache:
     version: int = 0
     renders: int = 0  # how many pages were rendered (tests and the bench check the cache works)
     _pages: dict[tuple[Page, str, str], tuple[int, Rendered]] = field(default_factory=dict)
+    _locks: dict[tuple[Page, str, str], asyncio.Lock] = field(default_factory=dict)
 
     def update(self, *, snapshot: Snapshot | None = None, bars: dict[str, Bars] | None = None,
                inventory: Inventory | None = None) -> None:
@@ -50,15 +54,20 @@ class PageCache:
             self.inventory = inventory
         self.version += 1
 
-    def get(self, page: Page, lang: str, fmt: str) -> Rendered:
+    async def get(self, page: Page, lang: str, fmt: str) -> Rendered:
         key = (page, lang, fmt)
         hit = self._pages.get(key)
         if hit is not None and hit[0] == self.version:
             return hit[1]
-        make: Callable[..., str] = {"html": self.renderer.html, "atom": self.renderer.atom,
-                                    "json": self.renderer.json}[fmt]
-        body = make(self.inventory, self.snapshot, self.bars, page, lang).encode()
-        rendered = Rendered(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
-        self._pages[key] = (self.version, rendered)
-        self.renders += 1
-        return rendered
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            hit = self._pages.get(key)
+            if hit is not None and hit[0] == self.version:
+                return hit[1]  # rendered by the request we waited for
+            version = self.version
+            make: Callable[..., str] = {"html": self.renderer.html, "atom": self.renderer.atom,
+                                        "json": self.renderer.json}[fmt]
+            body = (await asyncio.to_thread(make, self.inventory, self.snapshot, self.bars, page, lang)).encode()
+            rendered = Rendered(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+            self._pages[key] = (version, rendered)
+            self.renders += 1
+            return rendered

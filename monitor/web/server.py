@@ -119,7 +119,7 @@ class StatusServer:
                 if (bars_task is None or bars_task.done()) and self.clock.monotonic() >= next_bars:
                     next_bars = self.clock.monotonic() + BARS_EVERY
                     bars_task = asyncio.create_task(self._update_bars())
-                self.refresh()
+                await self.refresh()
                 await asyncio.sleep(self.settings.refresh / 2)
         finally:
             if bars_task is not None:
@@ -134,17 +134,22 @@ class StatusServer:
         self.index = CustomerIndex(inv)
         self._signature = None  # rebuild with the new areas on the next refresh
 
-    def refresh(self) -> bool:
-        """Rebuild the snapshot if the store changed (or it is a minute old), at most every ``refresh`` s."""
+    async def refresh(self) -> bool:
+        """Rebuild the snapshot if the store changed (or it is a minute old), at most every ``refresh`` s.
+
+        The signature is one row, read here; the rows and the snapshot are read and built in a worker
+        thread (thousands of open incidents in a mass outage must not hold the daemon's event loop).
+        """
         assert self.source is not None and self.cache is not None, "not started"
         mono = self.clock.monotonic()
         if mono - self._built < self.settings.refresh:
             return False
+        source, inv = self.source, self._inventory
         try:
-            sig = self.source.signature()
+            sig = source.signature()
             if sig == self._signature and mono - self._built < MAX_AGE:
                 return False
-            rows = self.source.rows()
+            snapshot = await asyncio.to_thread(lambda: build(inv, source.rows(), self.clock.now()))
         except MonitorError as exc:
             if not self._failing:
                 event(log, logging.ERROR, "status page keeps its last data: the store cannot be read", error=exc)
@@ -154,7 +159,7 @@ class StatusServer:
             event(log, logging.INFO, "status page reads the store again")
             self._failing = False
         self._signature, self._built = sig, mono
-        self.cache.update(snapshot=build(self._inventory, rows, self.clock.now()), inventory=self._inventory)
+        self.cache.update(snapshot=snapshot, inventory=inv)
         return True
 
     async def _update_bars(self) -> None:
@@ -187,13 +192,13 @@ class StatusServer:
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
-    def _page(self, request: web.Request, fmt: str) -> web.StreamResponse:
+    async def _page(self, request: web.Request, fmt: str) -> web.StreamResponse:
         assert self.cache is not None, "not started"
         mid = request.match_info.get("m")
         if mid is not None and mid not in self._inventory.municipalities:
             raise web.HTTPNotFound()
         lang = _lang(request)
-        rendered = self.cache.get(Page(mid), lang, fmt)
+        rendered = await self.cache.get(Page(mid), lang, fmt)
         headers = {"ETag": rendered.etag, "Vary": "Accept-Language", "Content-Language": lang,
                    "Cache-Control": "public, max-age=1"}
         if request.headers.get("If-None-Match") == rendered.etag:
@@ -201,13 +206,13 @@ class StatusServer:
         return web.Response(body=rendered.body, content_type=_TYPES[fmt], charset="utf-8", headers=headers)
 
     async def _html(self, request: web.Request) -> web.StreamResponse:
-        return self._page(request, "html")
+        return await self._page(request, "html")
 
     async def _atom(self, request: web.Request) -> web.StreamResponse:
-        return self._page(request, "atom")
+        return await self._page(request, "atom")
 
     async def _json(self, request: web.Request) -> web.StreamResponse:
-        return self._page(request, "json")
+        return await self._page(request, "json")
 
     async def _style(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self._css, content_type="text/css", charset="utf-8",
