@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import selfmetrics
 from monitor.api.server import ApiServer
@@ -37,12 +38,16 @@ from monitor.probes.base import IcmpResult, Probe, SnmpResult
 from monitor.probes.icmp import IcmpProbe
 from monitor.scheduler import Scheduler
 from monitor.sdnotify import Notifier
-from monitor.state import Confirmation, State, StateChange, TargetState, restored, step
+from monitor.state import Confirmation, Observation, State, StateChange, TargetState, restored, step
 from monitor.store import EventStore
+from monitor.table_watch import TableWatch
 from monitor.tsdb import annotations as notes
 from monitor.tsdb import schema
 from monitor.tsdb.writer import TimeseriesWriter, make_writer
 from monitor.web.server import StatusServer
+
+if TYPE_CHECKING:
+    from monitor.probes.snmp_table import TableResult
 
 log = logging.getLogger("monitor.daemon")
 
@@ -111,6 +116,7 @@ class Daemon:
         self.web_server: StatusServer | None = None  # the ``status_page:`` public page, when configured
         self._web_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
+        self.tables = TableWatch()  # subscriber tables (ONUs, stations) walked with their parent's poll
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,6 +133,7 @@ class Daemon:
             raise
         self._restore_states(inv)
         self._first_pass = set(inv.targets)
+        self.tables.configure(inv)
         await self._start_probes(inv)
         self.writer = make_writer(inv.timeseries, state_dir)
         if self.writer is None:
@@ -151,7 +158,7 @@ class Daemon:
                 self.scheduler = Scheduler(
                     self._poll_and_record, tg.create_task, concurrency=inv.daemon.concurrency, clock=self.clock
                 )
-                self.scheduler.set_targets(inv.targets.values())
+                self.scheduler.set_targets(_scheduled(inv))
                 scheduler_task = tg.create_task(self.scheduler.run())
                 writer_task = tg.create_task(self.writer.run()) if self.writer else None
                 self.pipeline.start(tg)
@@ -250,6 +257,7 @@ class Daemon:
         old = self.inventory
         assert old is not None
         self.inventory = new
+        self.tables.configure(new)
         await self._start_probes(new)
         removed = [tid for tid in old.targets if tid not in new.targets]
         now = self.clock.now()
@@ -262,7 +270,7 @@ class Daemon:
             self.states.setdefault(tid, TargetState())
         self._update_state_gauge()
         if self.scheduler is not None:
-            self.scheduler.set_targets(new.targets.values())
+            self.scheduler.set_targets(_scheduled(new))
         if self.pipeline is not None:
             await self.pipeline.reload(new)
         if _api_inputs(new) != _api_inputs(old):
@@ -336,6 +344,12 @@ class Daemon:
 
             self.snmp = SnmpProbe(clock=self.clock)
             await self.snmp.start()
+        if self.tables.probe is None and any(t.snmp is not None and t.snmp.table for t in inv.targets.values()):
+            from monitor.probes.snmp import SnmpProbe
+            from monitor.probes.snmp_table import TableProbe
+
+            if isinstance(self.snmp, SnmpProbe):  # walks share its sessions, credentials and bounds
+                self.tables.probe = TableProbe(self.snmp)
 
     async def _close_probes(self) -> None:
         for probe in (self.icmp, self.snmp):
@@ -441,8 +455,26 @@ class Daemon:
 
     async def _poll_and_record(self, target: Target) -> None:
         started = self.clock.monotonic()
-        icmp, snmp = await self.poll_once(target)
-        self.record(target, icmp, snmp, self.clock.now(), self.clock.monotonic() - started)
+        table: TableResult | None = None
+        if self.tables.wants(target):
+            (icmp, snmp), table = await asyncio.gather(
+                self.poll_once(target), self.tables.poll(target, poll_deadline(target)))
+        else:
+            icmp, snmp = await self.poll_once(target)
+        now = self.clock.now()
+        self.record(target, icmp, snmp, now, self.clock.monotonic() - started)
+        if table is not None:
+            self.record_table(target, table, now)
+
+    def record_table(self, parent: Target, table: TableResult, now: float) -> None:
+        """Fold one walk of ``parent``'s subscriber table into its address-less endpoints' states."""
+        selfmetrics.POLLS.labels("snmp-table", "ok" if table.ok else _result_label(table.error)).inc()
+        for target, obs, outcome in self.tables.fold(parent, table, now):
+            new, change = self._step(target, obs, now)
+            if self.writer is not None:
+                points = schema.snmp_points(target, SnmpResult(target.id, "", True, metrics=outcome.metrics), now)
+                points.append(schema.state_point(target, new.state.value, now, change.reason if change else ""))
+                self.writer.submit(points)
 
     def record(
         self, target: Target, icmp: IcmpResult | None, snmp: SnmpResult | None, now: float, took: float = 0.0
@@ -456,15 +488,7 @@ class Daemon:
             selfmetrics.POLL_SECONDS.labels("snmp").observe(snmp.duration_s)
             self._note_snmp(target, snmp)
 
-        prev = self.states.get(target.id, TargetState())
-        new, change = step(prev, assess(target, icmp, snmp), now, confirmation(target), target.id)
-        self.states[target.id] = new
-        if change is not None:
-            self._announce(target, change)
-        if self._first_pass:
-            self._first_pass.discard(target.id)
-            if not self._first_pass:
-                self._log_first_pass()
+        new, change = self._step(target, self.tables.merged(target, assess(target, icmp, snmp), now), now)
 
         if self.writer is not None:
             points = []
@@ -475,6 +499,19 @@ class Daemon:
             points.append(schema.state_point(target, new.state.value, now, change.reason if change else ""))
             self.writer.submit(points)
         return PollOutcome(target, icmp, snmp, change, new.state)
+
+    def _step(self, target: Target, obs: Observation, now: float) -> tuple[TargetState, StateChange | None]:
+        """Fold one observation into the target's confirmed state; announce a transition."""
+        prev = self.states.get(target.id, TargetState())
+        new, change = step(prev, obs, now, confirmation(target), target.id)
+        self.states[target.id] = new
+        if change is not None:
+            self._announce(target, change)
+        if self._first_pass:
+            self._first_pass.discard(target.id)
+            if not self._first_pass:
+                self._log_first_pass()
+        return new, change
 
     def _announce(self, target: Target, change: StateChange) -> None:
         assert self.keeper is not None
@@ -529,6 +566,11 @@ def _api_inputs(inv: Inventory) -> tuple[object, ...]:
     """What the API server is built from: a reload that changes any of it restarts the server."""
     techs = inv.delivery.technicians if inv.delivery is not None else {}
     return inv.api, inv.daemon.state_dir, tuple((t.id, t.language) for t in techs.values())
+
+
+def _scheduled(inv: Inventory) -> list[Target]:
+    """Targets polled on their own: all but endpoints known only by their parent's table."""
+    return [t for t in inv.targets.values() if t.address]
 
 
 def _result_label(error: str | None) -> str:

@@ -26,6 +26,7 @@ class Observation:
     reachable: bool
     degraded_reasons: tuple[str, ...] = ()
     detail: str = ""  # why it is unreachable ("timeout", "unreachable", ...), for the reason text
+    cause: str | None = None  # what the parent's table says caused it (dying_gasp, los, other, unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,9 @@ class StateChange:
     new: State
     ts: float
     reason: str
+    #: for a DOWN from a subscriber table: the last down cause the parent reported (dying_gasp, los,
+    #: other, unknown), so correlation can tell a power cut from a fibre cut; None otherwise
+    cause: str | None = None
 
 
 def step(
@@ -73,7 +77,7 @@ def step(
     if new is None or new == prev.state:
         return cur, None
     changed = TargetState(new, now, cur.fail_streak, cur.reach_streak, cur.ok_streak, cur.degraded_streak)
-    return changed, StateChange(target, prev.state, new, now, reason)
+    return changed, StateChange(target, prev.state, new, now, reason, obs.cause if new == State.DOWN else None)
 
 
 def _decide(cur: TargetState, obs: Observation, rules: Confirmation) -> tuple[State | None, str]:

@@ -163,7 +163,7 @@ MISTAKES = [
         "got 'tomorrow'"]),
     ("unknown nested key", "credentials: v2}}", "credentials: v2, community: x}}", [
         "sites.yaml:11: nodes[0].snmp: unknown key 'community' "
-        "(allowed: context, credentials, port, profile, retries, timeout, walk_max_bytes, walk_max_rows)"]),
+        "(allowed: context, credentials, port, profile, retries, table, timeout, walk_max_bytes, walk_max_rows)"]),
     ("wrong type", "lat: 7.08", "lat: north", [
         "sites.yaml:5: sites[0].lat: expected a number, got a string"]),
     ("wrong container type", "  - {id: tame, name: Tame}\n", "  - tame\n", [

@@ -18,9 +18,11 @@ from monitor.inventory.model import ENDPOINT_KINDS, NODE_KINDS, SnmpCredentials,
 from monitor.inventory.records import RawCustomer, RawTarget, Registry, Where
 from monitor.inventory.settings import POLLING_KEYS, polling_override
 
-SNMP_KEYS = ("profile", "credentials", "port", "timeout", "retries", "context", "walk_max_rows", "walk_max_bytes")
+SNMP_KEYS = ("profile", "credentials", "port", "timeout", "retries", "context", "walk_max_rows", "walk_max_bytes",
+             "table")
+TABLE_KEYS = ("onu_serial", "onu_index", "station_mac", "station_index")
 NODE_KEYS = ("id", "kind", "address", "site", "municipality", "name", "parent", "parents", "snmp", "polling")
-ENDPOINT_KEYS = ("id", "kind", "address", "name", "parent", "parents", "snmp", "polling")
+ENDPOINT_KEYS = ("id", "kind", "address", "name", "parent", "parents", "snmp", "polling", *TABLE_KEYS)
 CUSTOMER_KEYS = ("id", "name", "service_class", "contacts", "language", "notify", "endpoints")
 LANGUAGES = ("es", "en")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -45,6 +47,14 @@ def parse_address(value: object) -> tuple[str | None, str | None]:
     if ip.is_unspecified or ip.is_multicast:
         return None, f"bad IP address {value!r} (expected a unicast host address)"
     return str(ip), None
+
+
+@functools.cache
+def known_table_profiles() -> tuple[str, ...]:
+    """The built-in table profiles (ONU and station tables) a node's ``snmp.table`` may name."""
+    from monitor.probes.table_profiles import load_table_profiles
+
+    return tuple(sorted(load_table_profiles()))
 
 
 @functools.cache
@@ -110,10 +120,13 @@ class EntryReader:
                 if problem := check_email(cust.email):
                     contacts.err("email", problem)
             for item, ipath, iline in sec.items("endpoints"):
-                esec = Section.open(top.problems, top.file, item, ipath, iline, ENDPOINT_KEYS,
-                                    ("id", "kind", "address"))
+                esec = Section.open(top.problems, top.file, item, ipath, iline, ENDPOINT_KEYS, ("id", "kind"))
                 if esec is None or (raw := self.target(esec, "endpoint", ENDPOINT_KINDS)) is None:
                     continue
+                raw.table_key = self.table_key(esec)
+                if "address" not in esec.data and raw.table_key is None:
+                    esec.err(None, "missing required key 'address' (or one of onu_serial, onu_index, station_mac,"
+                                   " station_index: what its parent's subscriber table knows it by)")
                 if not raw.parents:
                     esec.err(None, "missing required key 'parent' (the node this endpoint hangs from)")
                 raw.customer, raw.name = cid, raw.name or cust.name
@@ -147,6 +160,24 @@ class EntryReader:
         if polling is not None:
             raw.polling, raw.polling_where = polling_override(polling), self.where(sec, "polling")
         return raw
+
+    def table_key(self, sec: Section) -> tuple[str, str, Where] | None:
+        """The endpoint's identifier in its parent's subscriber table, as written (checked in graph)."""
+        given = [k for k in TABLE_KEYS if k in sec.data]
+        if len(given) > 1:
+            sec.err(given[1], f"give one of {', '.join(given)}, not several")
+            return None
+        if not given:
+            return None
+        key = given[0]
+        value = sec.data[key]
+        if isinstance(value, int) and not isinstance(value, bool) and key.endswith("_index"):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            hint = " (quote it: 1.10 read as a number would become 1.1)" if isinstance(value, float) else ""
+            sec.err(key, f"expected a string, got {type_name(value)}{hint}")
+            return None
+        return key, value.strip(), self.where(sec, key)
 
     def parents(self, sec: Section) -> list[tuple[str, Where]]:
         if "parent" in sec.data and "parents" in sec.data:
@@ -185,7 +216,11 @@ class EntryReader:
         context = (sec.text("context") or "") if "context" in sec.data else ""  # SNMPv3 context name
         max_rows = sec.integer("walk_max_rows", 10_000, 1, 10_000_000)
         max_bytes = sec.integer("walk_max_bytes", 4 << 20, 1 << 10, 1 << 30)
+        table = sec.text("table") or ""
+        if table and table not in known_table_profiles():
+            sec.err("table", f"unknown table profile {table!r} (expected one of: {', '.join(known_table_profiles())})")
+            table = ""
         if profile is None or creds is None:
             return None
         return SnmpSettings(profile=profile, credentials=creds, port=port, timeout=timeout, retries=retries,
-                            context=context, walk_max_rows=max_rows, walk_max_bytes=max_bytes)
+                            context=context, walk_max_rows=max_rows, walk_max_bytes=max_bytes, table=table)

@@ -15,6 +15,7 @@ from monitor.inventory.fields import Problems, fmt_num
 from monitor.inventory.model import Municipality, PollingSettings, ServiceClass, Site, Target
 from monitor.inventory.records import RawCustomer, RawTarget, Where
 from monitor.inventory.settings import Override, merge_polling, polling_problem
+from monitor.inventory.table_keys import table_key_problem
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Graph:
         self._located: dict[str, tuple[str | None, str | None]] = {}
         self._reported: set[str] = set()
         self._merged: dict[tuple[PollingSettings, int], PollingSettings] = {}
+        self._table_keys: dict[tuple[str, str, str], tuple[str, Where]] = {}  # (parent, kind, value) → user
 
     def targets(self) -> dict[str, Target]:
         self._check_references()
@@ -175,5 +177,36 @@ class Graph:
             id=raw.id, kind=raw.kind, role=raw.role, address=raw.address or "",
             parents=tuple(ref for ref, _ in raw.parents), site=site, municipality=muni,
             customer=raw.customer, service_class=service_class, snmp=raw.snmp,
-            polling=self._polling(raw, service_class), name=raw.name,
+            polling=self._polling(raw, service_class), name=raw.name, table_key=self._table_key(raw),
         )
+
+    # -- subscriber tables ----------------------------------------------------------------------
+    def _table_key(self, raw: RawTarget) -> tuple[str, str] | None:
+        """The endpoint's canonical identifier in its parent's table, checked against that table's vendor."""
+        if raw.table_key is None:
+            return None
+        kind, value, where = raw.table_key
+        parents = [ref for ref, _ in raw.parents if ref in self.nodes]
+        if len(raw.parents) != 1 or not parents:
+            if len(raw.parents) > 1:
+                where.err(self.problems, f"an endpoint identified by {kind} must have exactly one parent "
+                                         "(the device whose table lists it)")
+            return None
+        parent = self.nodes[parents[0]]
+        table = parent.snmp.table if parent.snmp is not None else ""
+        if not table:
+            where.err(self.problems, f"{kind} needs a parent whose snmp section names a table profile "
+                                     f"(node {parent.id!r} has no snmp.table)")
+            return None
+        problem, canonical = table_key_problem(table, kind, value)
+        if problem:
+            where.err(self.problems, problem)
+            return None
+        key = (parent.id, kind, canonical)
+        if key in self._table_keys:
+            other, other_where = self._table_keys[key]
+            where.err(self.problems, f"{kind} {canonical!r} under {parent.id!r} is already endpoint {other!r} "
+                                     f"(at {other_where})")
+            return None
+        self._table_keys[key] = (raw.id, where)
+        return kind, canonical

@@ -93,6 +93,7 @@ class SnmpSettings:
     context: str = ""  # SNMPv3 context name (agents serving several devices or VRFs)
     walk_max_rows: int = 10_000  # per table walk (all columns): an endless GETBULK agent costs little
     walk_max_bytes: int = 4 << 20  # per table walk, reply datagrams
+    table: str = ""  # table profile of the subscriber table this node lists (ONUs, stations); "" = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ class Thresholds:
     signal_dbm_min: float | None = -80.0  # wireless signal weaker than this is degraded
     optical_rx_dbm_min: float | None = -27.0  # GPON class B+ receiver sensitivity
     optical_rx_dbm_max: float | None = -8.0  # overload
+    ccq_pct_min: float | None = None  # wireless CCQ below this is degraded (station tables, airOS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,9 @@ class Target:
     snmp: SnmpSettings | None = None
     polling: PollingSettings = field(default_factory=PollingSettings)
     name: str | None = None
+    #: (identifier kind, canonical value) in the parent's subscriber table, e.g. ("onu_serial", "HWTC1F14CAAD");
+    #: an endpoint with it but without ``address`` is observed only through that table
+    table_key: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

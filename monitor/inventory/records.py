@@ -44,6 +44,7 @@ class RawTarget:
     polling: Override = field(default_factory=dict)
     polling_where: Where | None = None
     customer: str | None = None
+    table_key: tuple[str, str, Where] | None = None  # (kind, value as written, where): see graph.table_keys
 
 
 @dataclass(slots=True)

@@ -32,7 +32,7 @@ THRESHOLD_KEYS = tuple(f.name for f in dataclasses.fields(Thresholds))
 THRESHOLD_RANGES: dict[str, dict[str, float]] = {
     "loss_pct": {"ge": 0, "le": 100}, "rtt_ms": {"gt": 0, "le": 60_000}, "jitter_ms": {"gt": 0, "le": 60_000},
     "signal_dbm_min": {"ge": -150, "le": 30}, "optical_rx_dbm_min": {"ge": -60, "le": 30},
-    "optical_rx_dbm_max": {"ge": -60, "le": 30},
+    "optical_rx_dbm_max": {"ge": -60, "le": 30}, "ccq_pct_min": {"ge": 0, "le": 100},
 }
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
 PRIV_PROTOCOLS = ("DES", "AES", "AES192", "AES256")

@@ -14,16 +14,18 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.errors import ProbeError, ProbeSetupError
 from monitor.inventory.model import Target
 from monitor.probes.base import Metric
-from monitor.probes.snmp import SnmpProbe
 from monitor.probes.snmp_extract import Skip, decode_index, to_number, to_text
 from monitor.probes.snmp_profiles import Oid
 from monitor.probes.table_keys import normalise_key
 from monitor.probes.table_profiles import EnumSpec, KeySpec, TableProfile, load_table_profiles
+
+if TYPE_CHECKING:
+    from monitor.probes.snmp import SnmpProbe
 
 log = logging.getLogger(__name__)
 

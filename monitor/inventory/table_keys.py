@@ -1,0 +1,36 @@
+"""Is this the way the parent's vendor names a subscriber? (``check-config`` for table endpoints.)
+
+Each table profile says which identifiers its table has (``onu_serial``, ``onu_index``,
+``station_mac``, ``station_index``) and what they look like; a value that could never match a row
+is a config error at its file:line, not an endpoint that stays DOWN forever.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from monitor.probes.table_keys import normalise_key
+from monitor.probes.table_profiles import TableProfile, load_table_profiles
+
+
+@functools.cache
+def _profiles() -> dict[str, TableProfile]:
+    return load_table_profiles()
+
+
+def table_key_problem(table: str, kind: str, value: str) -> tuple[str | None, str]:
+    """(problem, "") or (None, canonical value) for identifier ``kind`` = ``value`` in table ``table``."""
+    profile = _profiles().get(table)
+    if profile is None:
+        return f"unknown table profile {table!r}", ""
+    spec = profile.key(kind)
+    if spec is None:
+        have = ", ".join(k.kind for k in profile.keys)
+        return f"table profile {table!r} ({profile.device}) has no {kind} (it identifies {profile.kind}s by {have})", ""
+    if spec.pattern and not re.fullmatch(spec.pattern, value):
+        return f"{value[:40]!r} is not a {kind} of {profile.device} (expected like {spec.example})", ""
+    try:
+        return None, normalise_key(kind, value)
+    except ValueError as exc:
+        return str(exc), ""

@@ -1,0 +1,121 @@
+"""The daemon's side of subscriber tables: one walk per parent, one observation per endpoint.
+
+An OLT or AP with ``snmp.table`` is walked when it is polled; each endpoint identified in that
+table (``onu_serial``, ``station_mac``, ...) gets an observation from its row: DOWN evidence when
+the row is offline or missing (with the vendor's last down cause, so correlation can tell a power cut
+from a fibre cut), DEGRADED evidence when its optical or radio levels cross the endpoint's thresholds.
+Endpoints without an address are observed only this way; endpoints with an address are still pinged
+and the latest table view is folded into each of their polls (the table says what the access
+network sees, ping whether traffic passes). Judging is pure (:func:`table_observation`,
+:func:`combine`); the walk belongs to :class:`monitor.probes.snmp_table.TableProbe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from monitor.inventory.model import Inventory, Target, Thresholds
+from monitor.probes.base import Metric
+from monitor.state import Observation
+
+if TYPE_CHECKING:  # the SNMP stack (pysnmp) is imported only when a table is configured
+    from monitor.probes.snmp_table import EndpointKey, TableOutcome, TableProbe, TableResult
+
+FRESH_INTERVALS = 2.5  # a table view older than this many parent intervals is not folded into a ping poll
+
+
+def table_observation(target: Target, outcome: TableOutcome, parent: str) -> Observation:
+    """What the parent's table says about one endpoint, judged against the endpoint's thresholds."""
+    if outcome.state == "offline":
+        if not outcome.present:
+            return Observation(False, detail=f"absent from {parent}'s table", cause=outcome.cause)
+        return Observation(False, detail=f"offline in {parent}'s table, last down cause {outcome.cause}",
+                           cause=outcome.cause)
+    return Observation(True, degraded_reasons=tuple(_reasons(outcome.metrics, target.polling.thresholds)))
+
+
+def combine(own: Observation, table: Observation) -> Observation:
+    """An endpoint both pinged and listed: offline in the table wins (with its cause), then no reply."""
+    if not table.reachable:
+        return table
+    if not own.reachable:
+        return own
+    return Observation(True, degraded_reasons=own.degraded_reasons + table.degraded_reasons)
+
+
+def _reasons(metrics: tuple[Metric, ...], th: Thresholds) -> list[str]:
+    def values(name: str) -> list[float]:
+        return [m.value for m in metrics if m.name == name]
+
+    out: list[str] = []
+    rx = values("onu_rx_dbm")
+    if rx and th.optical_rx_dbm_min is not None and min(rx) < th.optical_rx_dbm_min:
+        out.append(f"onu rx {min(rx):g}dBm < {th.optical_rx_dbm_min:g}dBm")
+    if rx and th.optical_rx_dbm_max is not None and max(rx) > th.optical_rx_dbm_max:
+        out.append(f"onu rx {max(rx):g}dBm > {th.optical_rx_dbm_max:g}dBm")
+    signal = values("wireless_signal_dbm")
+    if signal and th.signal_dbm_min is not None and min(signal) < th.signal_dbm_min:
+        out.append(f"signal {min(signal):g}dBm < {th.signal_dbm_min:g}dBm")
+    ccq = values("wireless_ccq_pct")
+    if ccq and th.ccq_pct_min is not None and min(ccq) < th.ccq_pct_min:
+        out.append(f"ccq {min(ccq):g}% < {th.ccq_pct_min:g}%")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    outcome: TableOutcome
+    at: float
+    max_age: float
+
+
+class TableWatch:
+    """Which parents to walk, who is listed in each, and the latest view of endpoints that are also pinged."""
+
+    def __init__(self) -> None:
+        self.probe: TableProbe | None = None
+        self.members: dict[str, list[EndpointKey]] = {}  # parent id → endpoints identified in its table
+        self._targets: dict[str, Target] = {}
+        self._view: dict[str, _Seen] = {}
+
+    def configure(self, inv: Inventory) -> None:
+        """(Re)read who is listed where; forget views of endpoints that are gone or changed."""
+        members: dict[str, list[EndpointKey]] = {}
+        for t in inv.targets.values():
+            if t.table_key is not None and t.parents:
+                from monitor.probes.snmp_table import EndpointKey
+
+                members.setdefault(t.parents[0], []).append(EndpointKey(t.id, *t.table_key))
+        self.members = members
+        self._view = {k: v for k, v in self._view.items() if self._targets.get(k) == inv.targets.get(k)}
+        self._targets = dict(inv.targets)
+
+    def wants(self, target: Target) -> bool:
+        return self.probe is not None and target.snmp is not None and bool(target.snmp.table)
+
+    async def poll(self, target: Target, timeout: float) -> TableResult:
+        assert self.probe is not None and target.snmp is not None
+        return await self.probe.poll(target, target.snmp.table, timeout)
+
+    def fold(self, parent: Target, result: TableResult, now: float) -> list[tuple[Target, Observation, TableOutcome]]:
+        """Observations for the parent's address-less endpoints (to step now); the view for the others."""
+        from monitor.probes.snmp_table import outcomes
+
+        out: list[tuple[Target, Observation, TableOutcome]] = []
+        for outcome in outcomes(result, self.members.get(parent.id, ())):
+            target = self._targets.get(outcome.endpoint)
+            if target is None:
+                continue
+            if target.address:
+                self._view[target.id] = _Seen(outcome, now, FRESH_INTERVALS * parent.polling.interval)
+            else:
+                out.append((target, table_observation(target, outcome, parent.id), outcome))
+        return out
+
+    def merged(self, target: Target, own: Observation, now: float) -> Observation:
+        """A pinged endpoint's observation with its parent's latest table view, when that is fresh."""
+        seen = self._view.get(target.id) if target.table_key is not None else None
+        if seen is None or now - seen.at > seen.max_age:
+            return own
+        return combine(own, table_observation(target, seen.outcome, target.parents[0]))
