@@ -107,6 +107,9 @@ async def _probe(path: Path, target_id: str) -> int:
     target = inv.targets.get(target_id)
     if target is None:
         raise ConfigError(f"{path}: no node or endpoint with id '{target_id}'")
+    if not target.address:
+        raise ConfigError(f"{path}: '{target_id}' has no address: it is seen only in the table of its parent "
+                          f"'{target.parents[0]}' (probe that node)")
     daemon = Daemon(path, inventory=inv)
     await daemon._start_probes(inv)
     try:
