@@ -40,11 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     import monitor.report.cli as report_cli  # availability reports
     from monitor import incidents_cli, replay  # correlation subcommands
     from monitor.demo import run as demo  # the no-root, no-server demo
+    from monitor.web import users  # staff users of the board
 
     replay.add_parser(sub)
     incidents_cli.add_parsers(sub)
     report_cli.add_parser(sub)
     demo.add_parser(sub)
+    users.add_parser(sub)
     return p
 
 

@@ -30,6 +30,7 @@ from monitor.errors import ConfigError, MonitorError
 from monitor.incidents_cli import Conflict, IncidentsAPI
 from monitor.inventory.model import Inventory
 from monitor.logs import event
+from monitor.web.board import Board
 
 log = logging.getLogger("monitor.api")
 
@@ -52,6 +53,7 @@ class ApiServer:
         self.links = AckLinks.from_settings(settings)
         self.pages = AckPages(self, languages or {})
         self.api: IncidentsAPI | None = None
+        self.board: Board | None = None  # the staff board on /board (monitor.web.board)
         self._runner: web.AppRunner | None = None
 
     @classmethod
@@ -60,7 +62,9 @@ class ApiServer:
         if inv.api is None or not inv.api.listen:
             return None
         techs = inv.delivery.technicians.values() if inv.delivery is not None else ()
-        return cls(inv.api, db_path, clock, {t.id: t.language for t in techs})
+        server = cls(inv.api, db_path, clock, {t.id: t.language for t in techs})
+        server.board = Board(lambda: server.incidents, db_path.parent, inv, clock)
+        return server
 
     # ------------------------------------------------------------ lifecycle
 
@@ -76,6 +80,7 @@ class ApiServer:
             web.post("/api/v1/incidents/{id}/eta", self._eta),
             web.get("/ack/{id}", self.pages.confirm),
             web.post("/ack/{id}", self.pages.acknowledge),
+            *(self.board.routes() if self.board is not None else ()),
         ])
         try:
             self._runner = await listen(app, self.settings.listen, "the API")

@@ -36,13 +36,23 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def allow(self, key: str, now: float) -> bool:
+        """Spend a token if there is one."""
+        ok = not self.blocked(key, now)
+        self.spend(key, now)
+        return ok
+
+    def blocked(self, key: str, now: float) -> bool:
+        """Whether ``key`` has no token left (nothing spent)."""
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate) < 1.0
+
+    def spend(self, key: str, now: float) -> None:
+        """Take a token if there is one (the newest key goes last: the oldest are forgotten first)."""
         tokens, last = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        ok = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if ok else tokens, now)
+        self._buckets[key] = (tokens - 1.0 if tokens >= 1.0 else tokens, now)
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
-        return ok
 
     def __len__(self) -> int:
         return len(self._buckets)

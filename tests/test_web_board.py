@@ -1,0 +1,149 @@
+"""The staff board on the API's listener: login (bcrypt, throttled), sessions (expiry), CSRF, roles on
+every action, the audit log, and the actions reaching the store through IncidentsAPI like the CLI's."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.correlate.incidents import parse_ts
+from monitor.correlate.store import IncidentStore
+from monitor.web.board import SESSION_TTL
+from monitor.web.users import User, hash_password, load_users, save_users
+from tests.api_support import AUTH, Env, acked_by, make_env
+from tests.servers.common import free_port
+from tests.test_daemon import write_config
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async for e in make_env(tmp_path):
+        save_users(e.db.parent / "users.json", {
+            "ana": User("ana", "operator", hash_password(PASSWORD, cost=4)),
+            "vera": User("vera", "viewer", hash_password(PASSWORD, cost=4)),
+        })
+        yield e
+
+
+async def login(env: Env, user: str, password: str = PASSWORD) -> tuple[int, str]:
+    """(status, session cookie or '') after the login form, as a browser fills it."""
+    async with env.http.get(f"{env.base}/board/login") as r:
+        form = await r.text()
+        pre = r.cookies["board_login"].value
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None
+    async with env.http.post(f"{env.base}/board/login", data={"user": user, "password": password,
+                                                               "csrf": csrf.group(1)},
+                             headers={"Cookie": f"board_login={pre}"}, allow_redirects=False) as r:
+        cookie = r.cookies.get("board_session")
+        if cookie is not None:
+            assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/board"
+        return r.status, cookie.value if cookie is not None else ""
+
+
+async def board(env: Env, session: str) -> tuple[int, str, dict[str, str]]:
+    async with env.http.get(f"{env.base}/board", headers={"Cookie": f"board_session={session}"},
+                            allow_redirects=False) as r:
+        return r.status, await r.text(), dict(r.headers)
+
+
+async def act(env: Env, session: str, action: str, text: str = "", csrf: str | None = None) -> int:
+    if csrf is None:
+        _, html, _ = await board(env, session)
+        m = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert m is not None
+        csrf = m.group(1)
+    async with env.http.post(f"{env.base}/board/incidents/INC-000001/{action}", data={"csrf": csrf, "text": text},
+                             headers={"Cookie": f"board_session={session}"}, allow_redirects=False) as r:
+        return r.status
+
+
+def audit(env: Env) -> list[dict[str, object]]:
+    path = env.db.parent / "audit.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_operator_logs_in_acknowledges_and_sets_an_estimate(env: Env) -> None:
+    status, _, headers = await board(env, "")
+    assert status == 303 and headers["Location"] == "/board/login"
+    status, session = await login(env, "ana")
+    assert status == 303 and session
+    status, html, headers = await board(env, session)
+    assert status == 200 and "INC-000001" in html and "ana (operator)" in html
+    assert headers["Cache-Control"] == "no-store" and headers["X-Frame-Options"] == "DENY"
+    assert "script-src" not in headers["Content-Security-Policy"] and "<script" not in html
+    assert await act(env, session, "ack", "voy en camino") == 303
+    assert acked_by(env) == "ana"
+    assert await act(env, session, "eta", "2026-11-18T16:00:00-05:00") == 303
+    store = IncidentStore(env.db)
+    assert store.etas()["INC-000001"] == parse_ts("2026-11-18T16:00:00-05:00")
+    assert [a[1:3] for a in store.actions("INC-000001")] == [("ack", "ana"), ("eta", "ana")]
+    store.close()
+    assert [(a["user"], a["action"], a["target"]) for a in audit(env)] == [
+        ("ana", "login", ""), ("ana", "ack", "INC-000001"), ("ana", "eta", "INC-000001")]
+    assert await act(env, session, "eta", "tomorrow") == 409  # a bad value is an answer, not a crash
+    # the bearer-token API keeps working beside the board
+    async with env.http.get(f"{env.base}/api/v1/incidents", headers=AUTH) as r:
+        assert r.status == 200 and (await r.json())[0]["acked_by"] == "ana"
+
+
+async def test_csrf_and_roles_are_checked_on_every_action(env: Env) -> None:
+    _, ana = await login(env, "ana")
+    assert await act(env, ana, "ack", csrf="forged") == 403
+    assert await act(env, ana, "ack", csrf="") == 403
+    _, vera = await login(env, "vera")
+    status, html, _ = await board(env, vera)
+    assert status == 200 and "/board/incidents/INC-000001/ack" not in html  # no action forms for a viewer
+    for action in ("ack", "note", "eta", "resolve"):
+        assert await act(env, vera, action, "x") == 403
+    assert acked_by(env) is None
+    assert ("vera", "ack refused (role)") in [(a["user"], a["action"]) for a in audit(env)]
+    async with env.http.post(f"{env.base}/board/login", data={"user": "ana", "password": PASSWORD}) as r:
+        assert r.status == 403  # a login without the form's token (login CSRF)
+
+
+async def test_wrong_passwords_are_throttled_and_unknown_users_look_the_same(env: Env) -> None:
+    assert (await login(env, "ana", "wrong password!"))[0] == 401
+    assert (await login(env, "nobody", PASSWORD))[0] == 401
+    results = [(await login(env, "ana", f"guess number {i}"))[0] for i in range(5)]
+    assert results[-1] == 429 and 401 in results
+    assert (await login(env, "ana"))[0] == 429  # even the right password waits
+
+
+async def test_sessions_expire_and_logout_ends_them(env: Env) -> None:
+    _, session = await login(env, "ana")
+    assert (await board(env, session))[0] == 200
+    env.clock.advance(SESSION_TTL + 1)
+    assert (await board(env, session))[0] == 303
+    _, session = await login(env, "ana")
+    _, html, _ = await board(env, session)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf is not None
+    async with env.http.post(f"{env.base}/board/logout", data={"csrf": csrf.group(1)},
+                             headers={"Cookie": f"board_session={session}"}, allow_redirects=False) as r:
+        assert r.status == 303
+    assert (await board(env, session))[0] == 303
+
+
+def test_users_command_hashes_into_a_private_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, free_port())
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["users", "--config", str(cfg), "add", "ana", "--role", "operator", "--password-stdin"]) == 0
+    path = tmp_path / "var" / "users.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and PASSWORD not in path.read_text()
+    assert load_users(path)["ana"].role == "operator"
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["users", "--config", str(cfg), "add", "bob", "--role", "viewer", "--password-stdin"]) == 2
+    assert main(["users", "--config", str(cfg), "list"]) == 0
+    assert "ana\toperator" in capsys.readouterr().out
+    assert main(["users", "--config", str(cfg), "remove", "ana"]) == 0 and load_users(path) == {}
