@@ -18,6 +18,7 @@ from monitor.correlate.store import IncidentStore
 from monitor.web.board import SESSION_TTL
 from monitor.web.users import User, hash_password, load_users, save_users
 from tests.api_support import AUTH, Env, acked_by, make_env
+from tests.cdp import Browser
 from tests.servers.common import free_port
 from tests.test_daemon import write_config
 
@@ -147,3 +148,25 @@ def test_users_command_hashes_into_a_private_file(tmp_path: Path, monkeypatch: p
     assert main(["users", "--config", str(cfg), "list"]) == 0
     assert "ana\toperator" in capsys.readouterr().out
     assert main(["users", "--config", str(cfg), "remove", "ana"]) == 0 and load_users(path) == {}
+
+
+async def test_board_in_a_real_browser_login_acknowledge_and_estimate(env: Env, tmp_path: Path) -> None:
+    """Headless Chromium over DevTools: the login form, the board, the ack and estimate forms clicked
+    as a technician would; the estimate reaches the customers' update like one from the CLI."""
+    async with Browser(tmp_path / "chromium") as chrome:
+        text = await chrome.open(f"{env.base}/board?lang=en")
+        assert "Log in" in text and await chrome.evaluate("location.pathname") == "/board/login"
+        text = await chrome.submit("form.lookup", {"user": "ana", "password": PASSWORD})
+        assert "Open incidents (1)" in text and "INC-000001" in text and "ana (operator)" in text
+        text = await chrome.submit('form[action$="/ack"]', {"ack-INC-000001": "on my way"})
+        assert "Acknowledged\nana" in text
+        text = await chrome.submit('form[action$="/eta"]', {"eta-INC-000001": "2026-11-18T09:06:40-05:00"})
+        assert "2026-11-18 14:06" in text  # the estimate, shown in UTC
+        cookie = await chrome.evaluate("document.cookie")
+        assert "board_session" not in str(cookie)  # HttpOnly: no script can read the session
+    assert acked_by(env) == "ana"
+    env.clock.set(env.clock.now() + 3600)
+    env.delivery.tick()
+    updates = env.rows("customer_updated")
+    assert sorted(r["recipient"] for r in updates) == [f"c{i}@example.com" for i in range(1, 5)]
+    assert [(a["user"], a["action"]) for a in audit(env)] == [("ana", "login"), ("ana", "ack"), ("ana", "eta")]

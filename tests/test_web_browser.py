@@ -16,7 +16,10 @@ import aiohttp
 from monitor.clock import SystemClock
 from monitor.web.server import StatusServer
 from tests import png
+from tests.cdp import Browser
 from tests.test_report_cli import chromium
+from tests.test_web import serve
+from tests.test_web_lookup import unaffected
 from tests.web_support import DAY, Network, example
 
 GREEN, RED, GREY = (0x2E, 0x7D, 0x32), (0xC6, 0x28, 0x28), (0xBD, 0xBD, 0xBD)
@@ -89,3 +92,17 @@ async def test_status_page_before_during_and_after_an_outage_in_chromium(tmp_pat
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert seconds < 5.0
+
+
+async def test_lookup_in_a_real_browser_affected_and_unaffected(tmp_path: Path) -> None:
+    """The form on the status page filled and sent in Chromium (DevTools), for an affected customer
+    and for one without problems."""
+    async for site in serve(tmp_path, example()):
+        async with Browser(tmp_path / "chromium") as chrome:
+            await chrome.open(f"{site.base}/?lang=es")
+            text = await chrome.submit("form.lookup", {"number": "C-0001", "digits": "0101"})
+            assert "Su servicio está afectado por un problema conocido." in text and "Corte de servicio" in text
+            await chrome.open(f"{site.base}/?lang=en")
+            number, digits = unaffected(site.inv)
+            text = await chrome.submit("form.lookup", {"number": number, "digits": digits})
+            assert "There is no known problem in your area." in text and "607 885 0000" in text
