@@ -31,6 +31,7 @@ from monitor.replay_input import (
     REAL,
     RTT_MAX,
     ReplayError,
+    check_cause,
     check_measurements,
     parse_line,
     read_lines,
@@ -132,6 +133,8 @@ def replay(
                 1.0 if th.loss_pct is None else min(1.0, th.loss_pct / 100),
             )
         if ok is True:
+            if len(rec) > 3 and "cause" in rec:
+                parse_line(line, source, lineno)  # raises: a cause is only for a failed poll
             rtt: Any = rec.get("rtt_ms")
             loss: Any = rec.get("loss")
             if rtt is None and loss is None:
@@ -147,11 +150,15 @@ def replay(
             else:
                 obs = Observation(reachable=True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
         elif ok is False:
+            cause = None
             if len(rec) > 3:  # measurements of a failed poll are not used, but must be valid too
                 check_measurements(rec.get("rtt_ms"), rec.get("loss"), source, lineno)
+                cause = rec.get("cause")
+                if cause is not None:
+                    check_cause(cause, ok, source, lineno)
             if st.state is DOWN and st.reach_streak == 0:
                 continue
-            obs = _FAIL
+            obs = _FAIL if cause is None else Observation(False, detail=f"last down cause {cause}", cause=cause)
         else:
             parse_line(line, source, lineno)  # raises: ok must be true or false
             raise AssertionError("parse_line accepted a bad ok")

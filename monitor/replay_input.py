@@ -21,8 +21,9 @@ from monitor.correlate.incidents import parse_ts
 from monitor.errors import MonitorError
 
 MAX_LINE = 4096  # bytes of one line: real ones are ~100; this also bounds the JSON nesting depth
-KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss"})
-KEY_ORDER = "ts, target, ok, rtt_ms, loss"
+KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss", "cause"})
+KEY_ORDER = "ts, target, ok, rtt_ms, loss, cause"
+CAUSES = ("dying_gasp", "los", "other", "unknown")  # a failed poll's cause, as a subscriber table reports it
 RTT_MAX = 3_600_000.0  # ms: an hour; a longer "round trip" is a broken recorder, not a measurement
 TS_RANGE = (0.0, 4_102_444_800.0)  # 1970-01-01 to 2099-12-31 UTC: the engine adds timers and prints times
 TS_RANGE_TEXT = "1970-01-01 to 2099-12-31"
@@ -84,7 +85,17 @@ def parse_line(line: str, source: str, lineno: int) -> dict[str, Any]:
     if rec["ok"] is not True and rec["ok"] is not False:
         raise ReplayError(f"{where}: ok must be true or false, got {_shown(rec['ok'])}")
     check_measurements(rec.get("rtt_ms"), rec.get("loss"), source, lineno)
+    if "cause" in rec:
+        check_cause(rec["cause"], rec["ok"], source, lineno)
     return rec
+
+
+def check_cause(cause: object, ok: object, source: str, lineno: int) -> None:
+    """``cause``: why a failed poll failed, per the parent's subscriber table (dying_gasp, los, ...)."""
+    if ok is not False:
+        raise ReplayError(f"{source}:{lineno}: cause is only for a failed poll (ok false)")
+    if cause not in CAUSES:
+        raise ReplayError(f"{source}:{lineno}: cause must be one of {', '.join(CAUSES)}, got {_shown(cause)}")
 
 
 def timestamp(text: object, source: str, lineno: int) -> float:

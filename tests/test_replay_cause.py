@@ -1,0 +1,61 @@
+"""Replay input carries a failed poll's cause (from a subscriber table) onto the DOWN state change."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from monitor.correlate.engine import Engine
+from monitor.correlate.topology import Topology
+from monitor.inventory.loader import load_inventory
+from monitor.replay import replay, settings_for
+from monitor.replay_input import ReplayError
+from monitor.state import State, StateChange
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
+
+
+class Recording(Engine):
+    """The real engine; it also keeps the state changes it is handed (to read the cause)."""
+
+    seen: list[StateChange]
+
+    def apply_many(self, changes: Iterable[StateChange], *, until_output: bool = False) -> int:
+        batch = list(changes)
+        done = super().apply_many(batch, until_output=until_output)
+        self.seen.extend(batch[:done])
+        return done
+
+
+def _lines(records: list[dict[str, object]]) -> list[str]:
+    return [json.dumps(r) + "\n" for r in records]
+
+
+def test_cause_of_failed_polls_reaches_the_down_change() -> None:
+    inv = load_inventory(CONFIG)
+    settings = settings_for(inv)
+    engine = Recording(Topology.from_inventory(inv), settings)
+    engine.seen = []
+    tid = next(t.id for t in inv.endpoints())
+    recs: list[dict[str, object]] = [{"ts": f"2026-11-01T00:0{i}:00Z", "target": tid, "ok": True} for i in range(2)]
+    recs += [{"ts": f"2026-11-01T00:0{i}:00Z", "target": tid, "ok": False, "cause": "dying_gasp"} for i in range(2, 8)]
+    list(replay(inv, settings, _lines(recs), engine=engine))
+    downs = [c for c in engine.seen if c.new == State.DOWN]
+    assert [(c.target, c.cause) for c in downs] == [(tid, "dying_gasp")]
+    assert downs[0].reason.endswith(": last down cause dying_gasp")
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ({"ok": True, "cause": "los"}, "<input>:1: cause is only for a failed poll (ok false)"),
+    ({"ok": False, "cause": "fire"}, '<input>:1: cause must be one of dying_gasp, los, other, unknown, got "fire"'),
+    ({"ok": False, "cause": 13}, "<input>:1: cause must be one of dying_gasp, los, other, unknown, got 13"),
+])
+def test_bad_causes_are_refused_with_the_line(record: dict[str, object], message: str) -> None:
+    inv = load_inventory(CONFIG)
+    tid = next(t.id for t in inv.endpoints())
+    with pytest.raises(ReplayError) as exc:
+        list(replay(inv, settings_for(inv), _lines([{"ts": "2026-11-01T00:00:00Z", "target": tid, **record}])))
+    assert str(exc.value) == message
