@@ -732,7 +732,7 @@ class Engine:
                     continue
                 # under P: a mass incident only if that many independent failures are improbable
                 burst = self.rates.judge(a, n, self.s.window, self.now)
-                if burst.odds >= self.s.burst_odds:
+                if burst.odds >= self.s.burst_odds or not self._burst_beyond(a, n, choice, counts):
                     continue
             # the deepest node meeting the rule, raised only to a node that explains more failures
             if choice is None or n > counts[choice]:
@@ -741,6 +741,17 @@ class Engine:
         if choice is not None:
             return choice, "suspected"
         return tid, "single"
+
+    def _burst_beyond(self, node: str, n: int, deeper: str | None, counts: Mapping[str, int]) -> bool:
+        """A burst at ``node`` above the ``deeper`` node already chosen must stand without that group.
+
+        The deeper group is one cause (its own suspected incident), so it counts as one failure: four
+        of an AP's six CPEs plus one churn CPE elsewhere are two events below the core, not five
+        improbable independent ones (the bundled demo told the churn subscriber of a core failure).
+        """
+        if deeper is None:
+            return True
+        return self.rates.judge(node, n - counts[deeper] + 1, self.s.window, self.now).odds < self.s.burst_odds
 
     def _unexplained_counts(self, nodes: list[str]) -> dict[str, int]:
         """Endpoints failed inside W below each of ``nodes`` that no open incident explains yet.
