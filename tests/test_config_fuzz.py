@@ -54,7 +54,7 @@ def check(folder: Path, content: bytes) -> None:
     try:
         inv = load_inventory(path, env=RICH_ENV)
     except ConfigError as exc:
-        assert exc.problems and all(p.startswith(str(path)) for p in exc.problems), exc.problems
+        assert exc.problems and all(p.startswith(f"{folder}/") for p in exc.problems), exc.problems  # a file
     else:
         assert isinstance(inv, Inventory)
         for t in inv.targets.values():  # what loaded is usable: finite numbers only
@@ -178,3 +178,17 @@ def test_a_day_long_interval_with_correlation_overrides_still_builds(tmp_path: P
     (tmp_path / "sites.yaml").write_text(BASE + "polling: {interval: 1d, icmp_timeout: 1s}\ncorrelation: {K: 5}\n")
     settings_ = correlation_settings(load_inventory(tmp_path / "sites.yaml", env=ENV))
     assert (settings_.hold_down, settings_.min_endpoints) == (5 * 86400, 5)
+
+
+CSV_HEADER = "customer_id,name,service_class,email,phone,language,endpoint_id,endpoint_kind,address,parent\n"
+CSVISH = st.lists(st.sampled_from([
+    ",", '"', '""', "\n", "\r\n", "\r", "\x00", "\ufeff", "R-1", "Ana", "residencial", "ana@x.example", "es", "en",
+    "pt", "cpe-2", "cpe", "127.0.2.1", "127.0.1.1", "ap-1", "ap-9", "core", "true", "no", "é", " ", "x" * 200,
+]), max_size=80).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(csv=st.binary(max_size=300) | CSVISH.map(str.encode) | CSVISH.map(lambda t: (CSV_HEADER + t).encode()))
+def test_any_customers_file_loads_or_is_our_error(tmp_path: Path, csv: bytes) -> None:
+    (tmp_path / "customers.csv").write_bytes(csv)
+    check(tmp_path, (BASE + "customers_file: customers.csv\n").encode())
