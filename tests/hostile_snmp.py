@@ -15,7 +15,8 @@ Each request it receives is answered according to its ``mode``:
   too (garbage noise only); ``replay_from`` also sends a copy of the real answer, first, from the
   ``other-port`` or ``other-address`` socket.
 
-Run standalone for the benchmark: ``python -m tests.hostile_snmp --mode endless --port 16100``.
+Run standalone for the benchmark: ``python -m tests.hostile_snmp --mode endless --port 16100``, or
+``--mode proxy --upstream 127.0.0.1:161 --noise garbage garbage --spray 50``.
 Only ever binds loopback addresses.
 """
 
@@ -33,7 +34,8 @@ from pysnmp.proto.api import v2c
 
 ROW0 = 1_000_000  # first row number an endless agent invents
 FAKE_TICKS = 4242  # the value every forged answer carries for sysUpTime
-NOISE_KINDS = ("garbage", "truncated", "wrong-community", "wrong-id", "wrong-pdu", "other-port", "other-address")
+NOISE_KINDS = ("garbage", "truncated", "wrong-community", "wrong-id", "wrong-pdu", "other-port", "other-address",
+               "wrong-community-other-port")
 _WRONG_PDUS = (v2c.SetRequestPDU, v2c.SNMPv2TrapPDU, v2c.ReportPDU, v2c.GetRequestPDU)
 
 
@@ -89,7 +91,7 @@ def forge(kind: str, community: bytes, request: Any, serial: int) -> bytes:
     if kind == "truncated":
         whole = message(community, fake_response(request))
         return whole[: random.Random(serial).randrange(1, len(whole))]
-    if kind == "wrong-community":
+    if kind.startswith("wrong-community"):
         return message(community[::-1] + b"x", fake_response(request))
     if kind == "wrong-id":
         return message(community, fake_response(request, request_id=(rid + 1 + serial % 7) & 0x7FFFFFFF))
@@ -109,6 +111,7 @@ class HostileAgent(asyncio.DatagramProtocol):
         self.side: dict[str, asyncio.DatagramTransport] = {}
         self.requests = 0
         self.sent = 0
+        self.last_requester: tuple[str, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -137,7 +140,8 @@ class HostileAgent(asyncio.DatagramProtocol):
         for task in self._tasks:
             task.cancel()
 
-    def _send(self, data: bytes, addr: tuple[str, int], via: str = "") -> None:
+    def _send(self, data: bytes, addr: tuple[str, int], kind: str = "") -> None:
+        via = next((name for name in self.side if kind.endswith(name)), "")
         sock = self.side.get(via) or self.transport
         if sock is None or sock.is_closing():
             return  # closed while a relay was on its way
@@ -146,6 +150,7 @@ class HostileAgent(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.requests += 1
+        self.last_requester = addr
         serial = self.requests
         parsed = parse_request(data)
         if self.mode == "proxy":
@@ -191,9 +196,27 @@ class HostileAgent(asyncio.DatagramProtocol):
             up.close()
 
 
-async def _serve(mode: str, host: str, port: int, reps: int) -> None:
-    agent = await HostileAgent.start(mode, host=host, port=port, reps=reps)
+    async def spray(self, per_second: int) -> None:
+        """Unsolicited garbage at whoever asked last, ``per_second`` datagrams a second, forever."""
+        serial = 0
+        while True:
+            await asyncio.sleep(0.1)
+            if self.last_requester is not None:
+                for _ in range(max(1, per_second // 10)):
+                    serial += 1
+                    self._send(forge("garbage", b"", None, serial), self.last_requester)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    upstream = None
+    if args.upstream:
+        host, _, port = args.upstream.rpartition(":")
+        upstream = (host, int(port))
+    agent = await HostileAgent.start(args.mode, host=args.host, port=args.port, reps=args.reps,
+                                     noise=args.noise, upstream=upstream)
     try:
+        if args.spray:
+            await agent.spray(args.spray)
         await asyncio.Event().wait()
     finally:
         agent.close()
@@ -201,14 +224,17 @@ async def _serve(mode: str, host: str, port: int, reps: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--mode", required=True, choices=(*NOISE_KINDS, "endless", "repeat"))
+    ap.add_argument("--mode", required=True, choices=(*NOISE_KINDS, "endless", "repeat", "proxy"))
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--reps", type=int, default=25)
+    ap.add_argument("--noise", nargs="*", default=[], choices=NOISE_KINDS, help="proxy: bad replies first")
+    ap.add_argument("--upstream", default="", help="proxy: the real agent, 127.x.y.z:port")
+    ap.add_argument("--spray", type=int, default=0, help="unsolicited garbage datagrams/s at the last requester")
     args = ap.parse_args()
-    if not args.host.startswith("127."):
+    if not args.host.startswith("127.") or not (args.upstream or "127.").startswith("127."):
         raise SystemExit("loopback only")
-    asyncio.run(_serve(args.mode, args.host, args.port, args.reps))
+    asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

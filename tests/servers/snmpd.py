@@ -25,16 +25,18 @@ class Snmpd:
     port: int
 
 
-def _answers(address: str, port: int) -> bool:
+def _answers(address: str, port: int, community: str = COMMUNITY) -> bool:
     out = subprocess.run(
-        ["snmpget", "-v2c", "-c", COMMUNITY, "-t", "0.3", "-r", "0", "-On", f"{address}:{port}", ".1.3.6.1.2.1.1.3.0"],
+        ["snmpget", "-v2c", "-c", community, "-t", "0.3", "-r", "0", "-On", f"{address}:{port}", ".1.3.6.1.2.1.1.3.0"],
         capture_output=True, timeout=5,
     )
     return out.returncode == 0
 
 
 @contextmanager
-def snmpd(tmp: Path, port: int, addresses: Sequence[str] = ("127.0.0.1",)) -> Iterator[Snmpd]:
+def snmpd(
+    tmp: Path, port: int, addresses: Sequence[str] = ("127.0.0.1",), community: str = COMMUNITY
+) -> Iterator[Snmpd]:
     binary = require_binary("snmpd")
     require_binary("snmpget")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -42,12 +44,12 @@ def snmpd(tmp: Path, port: int, addresses: Sequence[str] = ("127.0.0.1",)) -> It
     conf.write_text(
         "agentAddress " + ",".join(f"udp:{a}:{port}" for a in addresses) + "\n"
         "sysName monitor-test\n"
-        f"rocommunity {COMMUNITY} 127.0.0.0/8\n"
+        f"rocommunity {community} 127.0.0.0/8\n"
         f'createUser {V3_USER} SHA "{V3_AUTH}" AES "{V3_PRIV}"\n'
         f"rouser {V3_USER} priv\n"
     )
     (tmp / "persist").mkdir(exist_ok=True)
     env = {"SNMP_PERSISTENT_DIR": str(tmp / "persist"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MIBS": ""}
     proc = Process([binary, "-f", "-C", "-c", str(conf), "-m", "", "-I", "-smux", "-Lo"], tmp / "snmpd.log", env)
-    with running(proc, lambda: _answers(addresses[0], port), "snmpd"):
+    with running(proc, lambda: _answers(addresses[0], port, community), "snmpd"):
         yield Snmpd(proc, list(addresses), port)
