@@ -170,3 +170,36 @@ async def test_board_in_a_real_browser_login_acknowledge_and_estimate(env: Env, 
     updates = env.rows("customer_updated")
     assert sorted(r["recipient"] for r in updates) == [f"c{i}@example.com" for i in range(1, 5)]
     assert [(a["user"], a["action"]) for a in audit(env)] == [("ana", "login"), ("ana", "ack"), ("ana", "eta")]
+
+
+async def test_operator_plans_and_cancels_maintenance_and_a_viewer_cannot(env: Env) -> None:
+    _, ana = await login(env, "ana")
+    _, html, _ = await board(env, ana)
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m is not None
+    form = {"csrf": m.group(1), "node": "ap-1", "start": "2026-11-20T02:00:00-05:00",
+            "end": "2026-11-20T04:00:00-05:00", "reason": "cambio de radio"}
+    cookie = {"Cookie": f"board_session={ana}"}
+    async with env.http.post(f"{env.base}/board/maintenance", data=form, headers=cookie, allow_redirects=False) as r:
+        assert r.status == 303
+    store = IncidentStore(env.db)
+    [w] = store.maintenance()
+    assert (w.node, w.author, w.reason) == ("ap-1", "ana", "cambio de radio") and len(w.customers) == 5
+    store.close()
+    async with env.http.post(f"{env.base}/board/maintenance", data={**form, "node": "nope"}, headers=cookie,
+                             allow_redirects=False) as r:
+        assert r.status == 400 and "no node or endpoint with id &#39;nope&#39;" in await r.text()
+    _, vera = await login(env, "vera")
+    _, html, _ = await board(env, vera)
+    m2 = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m2 is not None and "MW-1 ap-1" in html and 'id="add-window"' not in html
+    async with env.http.post(f"{env.base}/board/maintenance/{w.id}/remove", data={"csrf": m2.group(1)},
+                             headers={"Cookie": f"board_session={vera}"}, allow_redirects=False) as r:
+        assert r.status == 403
+    async with env.http.post(f"{env.base}/board/maintenance/{w.id}/remove", data={"csrf": m.group(1)},
+                             headers=cookie, allow_redirects=False) as r:
+        assert r.status == 303
+    store = IncidentStore(env.db)
+    assert store.maintenance() == []
+    store.close()
+    assert [a["action"] for a in audit(env) if a["user"] == "ana"][-2:] == ["maintenance add", "maintenance remove"]

@@ -32,6 +32,7 @@ from aiohttp import web
 from monitor.clock import Clock
 from monitor.correlate.incidents import parse_ts
 from monitor.correlate.store import NotFound
+from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 from monitor.incidents_cli import IncidentsAPI
 from monitor.inventory.model import Inventory
@@ -48,7 +49,7 @@ SESSION_TTL = 12 * 3600.0
 MAX_SESSIONS = 10_000
 LOGIN_PER_MINUTE = 5
 COOKIE, LOGIN_COOKIE = "board_session", "board_login"
-ACTIONS = {"ack": "operator", "note": "operator", "eta": "operator", "resolve": "operator"}
+ACTIONS = ("ack", "note", "eta", "resolve")  # on an incident; all need the operator role, as maintenance does
 
 WORDS = {
     "es": {"title": "Tablero NOC", "login": "Ingresar", "user": "Usuario", "password": "Contraseña",
@@ -57,14 +58,18 @@ WORDS = {
            "age": "Edad", "acked": "Reconocido", "eta": "Estimado", "ack": "Reconocer", "note": "Nota",
            "set_eta": "Fijar estimado (ISO-8601)", "resolve": "Resolver", "bad_login": "Usuario o contraseña"
            " incorrectos.", "throttled": "Demasiados intentos; espere un minuto.", "role": "Rol",
-           "maintenance": "Mantenimiento", "forbidden": "Su rol no permite esta acción.", "done": "Hecho."},
+           "maintenance": "Mantenimiento", "forbidden": "Su rol no permite esta acción.", "done": "Hecho.",
+           "remove": "Quitar", "node": "Nodo", "start": "Inicio (ISO-8601)", "end": "Fin (ISO-8601)",
+           "reason": "Motivo (lo ven los clientes)", "add_window": "Programar mantenimiento"},
     "en": {"title": "NOC board", "login": "Log in", "user": "User", "password": "Password",
            "logout": "Log out", "open": "Open incidents", "none": "No open incidents.",
            "kind": "Kind", "area": "Area", "root": "Root", "endpoints": "Endpoints", "customers": "Customers",
            "age": "Age", "acked": "Acknowledged", "eta": "Estimate", "ack": "Acknowledge", "note": "Note",
            "set_eta": "Set estimate (ISO-8601)", "resolve": "Resolve", "bad_login": "Wrong user or password.",
            "throttled": "Too many attempts; wait a minute.", "role": "Role", "maintenance": "Maintenance",
-           "forbidden": "Your role does not allow this action.", "done": "Done."},
+           "forbidden": "Your role does not allow this action.", "done": "Done.",
+           "remove": "Remove", "node": "Node", "start": "Start (ISO-8601)", "end": "End (ISO-8601)",
+           "reason": "Reason (customers see it)", "add_window": "Plan maintenance"},
 }
 
 
@@ -82,6 +87,7 @@ class Board:
         self.users_path = state_dir / FILE
         self.audit_path = state_dir / "audit.log"
         self.inventory = inventory
+        self.topology = Topology.from_inventory(inventory)  # a window covers a node and all below it
         self.clock = clock
         self.sessions: dict[str, Session] = {}
         self.by_address = RateLimiter(LOGIN_PER_MINUTE)
@@ -92,7 +98,9 @@ class Board:
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/board", self.show), web.get("/board/login", self.login_form),
                 web.post("/board/login", self.login), web.post("/board/logout", self.logout),
-                web.post("/board/incidents/{id}/{action}", self.act), web.get("/board/style.css", self.style)]
+                web.post("/board/incidents/{id}/{action}", self.act), web.get("/board/style.css", self.style),
+                web.post("/board/maintenance", self.add_window),
+                web.post("/board/maintenance/{wid}/remove", self.remove_window)]
 
     async def style(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=CSS.read_bytes(), content_type="text/css", charset="utf-8",
@@ -180,7 +188,7 @@ class Board:
 
     # ------------------------------------------------------------ the board
 
-    async def show(self, request: web.Request, message: str = "", status: int = 200) -> web.StreamResponse:
+    async def show(self, request: web.Request, message: str = "", status: int = 200) -> web.Response:
         s = self._session(request)
         if s is None:
             return _redirect("/board/login")
@@ -202,19 +210,13 @@ class Board:
                           when=lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)))
 
     async def act(self, request: web.Request) -> web.StreamResponse:
-        s = self._session(request)
-        if s is None:
-            return _redirect("/board/login")
-        form = await request.post()
-        if not hmac.compare_digest(str(form.get("csrf", "")), s.csrf):
-            return await self.show(request, "forbidden", 403)
         action, inc = request.match_info["action"], request.match_info["id"]
-        need = ACTIONS.get(action)
-        if need is None:
+        if action not in ACTIONS:
             raise web.HTTPNotFound()
-        if not s.user.may(need):
-            self._audit(request, s.user, f"{action} refused (role)", inc, "")
-            return await self.show(request, "forbidden", 403)
+        got = await self._operator(request, action, inc)
+        if isinstance(got, web.Response):
+            return got
+        s, form = got
         text = str(form.get("text", ""))[:2000]
         by, now, api = s.user.name, self.clock.now(), self.incidents()
         try:
@@ -231,6 +233,48 @@ class Board:
         except (NotFound, ConfigError) as exc:
             return await self.show(request, str(exc)[:200], 404 if isinstance(exc, NotFound) else 409)
         self._audit(request, s.user, action, inc, text)
+        return _redirect("/board")
+
+    async def _operator(self, request: web.Request, what: str, target: str) -> tuple[Session, Any] | web.Response:
+        """The session and the form of an operator's POST, or the answer that refuses it."""
+        s = self._session(request)
+        if s is None:
+            return _redirect("/board/login")
+        form = await request.post()
+        if not hmac.compare_digest(str(form.get("csrf", "")), s.csrf):
+            return await self.show(request, "forbidden", 403)
+        if not s.user.may("operator"):
+            self._audit(request, s.user, f"{what} refused (role)", target, "")
+            return await self.show(request, "forbidden", 403)
+        return s, form
+
+    async def add_window(self, request: web.Request) -> web.StreamResponse:
+        got = await self._operator(request, "maintenance add", "")
+        if isinstance(got, web.Response):
+            return got
+        s, form = got
+        node, reason = str(form.get("node", ""))[:100].strip(), str(form.get("reason", ""))[:500]
+        api = self.incidents()
+        api.topology = api.topology or self.topology
+        try:
+            start, end = _when(str(form.get("start", ""))), _when(str(form.get("end", "")))
+            wid = api.add_window(node, start, end, reason, s.user.name, now=self.clock.now())
+        except ConfigError as exc:
+            return await self.show(request, str(exc)[:200], 400)
+        self._audit(request, s.user, "maintenance add", f"MW-{wid}", f"{node} {form.get('start')} {form.get('end')}")
+        return _redirect("/board")
+
+    async def remove_window(self, request: web.Request) -> web.StreamResponse:
+        wid = request.match_info["wid"]
+        got = await self._operator(request, "maintenance remove", f"MW-{wid}")
+        if isinstance(got, web.Response):
+            return got
+        s, _ = got
+        try:
+            self.incidents().remove_window(int(wid) if wid.isdigit() and len(wid) < 10 else -1, now=self.clock.now())
+        except NotFound as exc:
+            return await self.show(request, str(exc)[:200], 404)
+        self._audit(request, s.user, "maintenance remove", f"MW-{wid}", "")
         return _redirect("/board")
 
 
