@@ -119,3 +119,68 @@ async def test_onu_going_offline_in_the_olt_table_turns_its_endpoint_down_with_t
     assert downs["onu-pinged"].cause == "los"
     degraded = next(c for c in noted if c.target == "onu-drift" and c.new == State.DEGRADED)
     assert degraded.reason == "onu rx -28.5dBm < -27dBm" and degraded.cause is None
+
+
+AIRMAX = "1.3.6.1.4.1.41112.1.4.7.1"
+STATIONS = {"a": (0x24, 0xA4, 0x3C, 1, 2, 3), "b": (0x24, 0xA4, 0x3C, 4, 5, 6)}
+
+
+def stations(present: list[str]) -> dict[str, Record]:
+    out: dict[str, Record] = {}
+    for name in present:
+        mac = ".".join(map(str, STATIONS[name]))
+        out[f"{AIRMAX}.3.1.{mac}"] = ("2", "-61")
+        out[f"{AIRMAX}.6.1.{mac}"] = ("2", "88")
+    return out
+
+
+def ap_config(folder: Path, snmp_port: int) -> Path:
+    (folder / "community").write_text("ap\n")
+    path = folder / "sites.yaml"
+    path.write_text(f"""
+service_classes:
+  residencial: {{response_hours: 24, availability_target: 98.0}}
+credentials:
+  lab: {{version: 2c, community: {{file: community}}}}
+polling: {{interval: 1.0, icmp_count: 2, icmp_timeout: 0.3, down_after: 2, up_after: 2}}
+daemon: {{state_dir: var, metrics_listen: ""}}
+nodes:
+  - id: ap-1
+    kind: ap
+    address: 127.0.0.1
+    snmp: {{profile: generic, credentials: lab, port: {snmp_port}, timeout: 0.3, retries: 1, table: airos-stations}}
+customers:
+  - id: C-1
+    name: Uno
+    service_class: residencial
+    endpoints:
+      - {{id: cpe-a, kind: cpe, parent: ap-1, station_mac: "24:a4:3c:01:02:03"}}
+      - {{id: cpe-b, kind: cpe, parent: ap-1, station_mac: 24A43C040506}}
+""")
+    return path
+
+
+async def test_station_vanishing_from_the_ap_table_turns_its_endpoint_down(tmp_path: Path) -> None:
+    """The AP's agent is restarted on the same port with one station fewer (a station cannot be removed
+    in place); while it is away the walks fail, which is no evidence about the stations either way."""
+    src = tmp_path / "ap.snmprec"
+    write_snmprec(src, stations(["a", "b"]))
+    snmp_port = free_port()
+    daemon = Daemon(ap_config(tmp_path, snmp_port))
+    task: asyncio.Task[None] | None = None
+    try:
+        with snmpsim(tmp_path / "sim1", snmp_port, [str(src)]):
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: all(t in daemon.states and daemon.states[t].state == State.UP
+                                    for t in ("cpe-a", "cpe-b")), 60, "both stations up from the table")
+        write_snmprec(src, stations(["a"]))
+        with snmpsim(tmp_path / "sim2", snmp_port, [str(src)]):
+            await until(lambda: daemon.states["cpe-b"].state == State.DOWN, 60, "cpe-b down")
+            assert daemon.states["cpe-a"].state == State.UP
+            assert daemon.store is not None
+            downs = [c for c in daemon.store.changes(targets=["cpe-b"]) if c.new == State.DOWN]
+            assert [c.reason for c in downs] == ["2 consecutive failed polls: absent from ap-1's table"]
+    finally:
+        daemon.request_stop()
+        if task is not None:
+            await asyncio.wait_for(task, 15)
