@@ -7,6 +7,7 @@ The subprocess runs get a memory and time limit, so the code before the fix fail
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -157,3 +158,17 @@ def test_inventory_and_customers_file_that_never_end(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_inventory(tmp_path / "sites.yaml", env=ENV)
     assert info.value.problems == ["/dev/zero: the customers file must be a regular file of at most 256 MiB"]
+
+
+def test_a_named_pipe_without_a_writer_does_not_hang(tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer, forever if none comes: the inventory and a secret file
+    that are named pipes read as empty instead (a child with a timeout, so the old code fails)."""
+    os.mkfifo(tmp_path / "pipe.yaml")
+    r = run_monitor("check-config", str(tmp_path / "pipe.yaml"))
+    assert (r.returncode, r.stderr) == (2, f"{tmp_path}/pipe.yaml: the file is empty (expected a mapping with at "
+                                           "least 'nodes')\n")
+    os.mkfifo(tmp_path / "community")
+    (tmp_path / "sites.yaml").write_text(BASE.replace("{env: SNMP_COMMUNITY}", "{file: community}"))
+    r = run_monitor("check-config", str(tmp_path / "sites.yaml"))
+    assert (r.returncode, r.stderr) == (2, f"{tmp_path}/sites.yaml:9: credentials.v2.community: secret file "
+                                           "community is empty\n")

@@ -18,6 +18,7 @@ from monitor.inventory import api, delivery, operations, settings, status_page
 from monitor.inventory.customers_csv import read_customers
 from monitor.inventory.entries import EntryReader
 from monitor.inventory.fields import Problems, Section
+from monitor.inventory.files import open_binary
 from monitor.inventory.graph import Graph, PollingLayers
 from monitor.inventory.model import (
     ENDPOINT_KINDS,
@@ -86,7 +87,7 @@ def _listeners(metrics_listen: str, api_settings: ApiSettings | None) -> dict[st
 def _read_text(file: Path, display: str) -> str:
     """The file as text; too large or not UTF-8 is refused with where (a binary file, a bad export)."""
     try:
-        with file.open("rb") as fh:
+        with open_binary(file) as fh:
             too_big = os.fstat(fh.fileno()).st_size > MAX_BYTES  # checked first: read() would fill memory
             data = b"" if too_big else _read_at_most(fh, MAX_BYTES + 1)  # /dev/zero has no size
     except OSError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from monitor.errors import SecretError
 from monitor.inventory.fields import type_name
+from monitor.inventory.files import open_binary
 from monitor.inventory.model import Secret
 
 HOW = "use {env: NAME}, {file: PATH} or {credential: NAME}"
@@ -70,7 +71,7 @@ def _from_env(name: str, env: Mapping[str, str]) -> Secret:
 def _from_file(name: str, base_dir: Path) -> Secret:
     path = Path(name) if Path(name).is_absolute() else base_dir / name
     try:
-        with path.open("rb") as fh:
+        with open_binary(path) as fh:
             data = fh.read(MAX_SECRET + 1)  # bounded: {file: /dev/zero} must not hang a reload
         if len(data) > MAX_SECRET:
             raise SecretError(f"secret file {name} is larger than {MAX_SECRET // 1024} KiB (expected one secret)")
