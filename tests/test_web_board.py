@@ -3,10 +3,13 @@ every action, the audit log, and the actions reaching the store through Incident
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import re
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 from monitor.cli import main
 from monitor.correlate.incidents import parse_ts
 from monitor.correlate.store import IncidentStore
+from monitor.incidents_cli import IncidentsAPI
 from monitor.web.board import SESSION_TTL
 from monitor.web.users import User, hash_password, load_users, save_users
 from tests.api_support import AUTH, Env, acked_by, make_env
@@ -81,7 +85,9 @@ async def test_operator_logs_in_acknowledges_and_sets_an_estimate(env: Env) -> N
     status, html, headers = await board(env, session)
     assert status == 200 and "INC-000001" in html and "ana (operator)" in html
     assert headers["Cache-Control"] == "no-store" and headers["X-Frame-Options"] == "DENY"
-    assert "script-src" not in headers["Content-Security-Policy"] and "<script" not in html
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe" not in csp and "default-src 'none'" in csp
+    assert html.count("<script") == 1 and '<script src="/board/live.js" defer>' in html  # no inline script
     assert await act(env, session, "ack", "voy en camino") == 303
     assert acked_by(env) == "ana"
     assert await act(env, session, "eta", "2026-11-18T16:00:00-05:00") == 303
@@ -164,6 +170,17 @@ async def test_board_in_a_real_browser_login_acknowledge_and_estimate(env: Env, 
         assert "2026-11-18 14:06" in text  # the estimate, shown in UTC
         cookie = await chrome.evaluate("document.cookie")
         assert "board_session" not in str(cookie)  # HttpOnly: no script can read the session
+        # live: an estimate moved from the command line shows up without anyone pressing reload
+        cli = IncidentsAPI(env.db)
+        cli.eta("INC-000001", "luis", parse_ts("2026-11-18T10:30:00-05:00"), now=env.clock.now())
+        cli.close()
+        deadline = time.monotonic() + 5
+        while True:
+            with contextlib.suppress(AssertionError):  # asked while the page was reloading
+                if "2026-11-18 15:30" in await chrome.text():
+                    break
+            assert time.monotonic() < deadline, "the board did not update itself within 5 s"
+            await asyncio.sleep(0.2)
     assert acked_by(env) == "ana"
     env.clock.set(env.clock.now() + 3600)
     env.delivery.tick()
@@ -203,3 +220,26 @@ async def test_operator_plans_and_cancels_maintenance_and_a_viewer_cannot(env: E
     assert store.maintenance() == []
     store.close()
     assert [a["action"] for a in audit(env) if a["user"] == "ana"][-2:] == ["maintenance add", "maintenance remove"]
+
+
+async def test_live_updates_stream_a_change_and_end_when_the_server_stops(env: Env) -> None:
+    _, session = await login(env, "ana")
+    async with env.http.get(f"{env.base}/board/events") as r:
+        assert r.status == 401  # no session, no stream
+    async with env.http.get(f"{env.base}/board/live.js") as r:
+        assert r.status == 200 and "EventSource" in await r.text()
+    stream = await env.http.get(f"{env.base}/board/events", headers={"Cookie": f"board_session={session}"})
+    assert stream.status == 200 and stream.headers["Content-Type"] == "text/event-stream"
+    assert await asyncio.wait_for(stream.content.readline(), 5) == b"retry: 3000\n"
+    store = IncidentStore(env.db)
+    t0 = time.monotonic()
+    store.add_action("INC-000001", "note", "cli", "from the command line", env.clock.now())
+    store.close()
+    lines = []
+    while b"event: changed\n" not in lines:
+        lines.append(await asyncio.wait_for(stream.content.readline(), 5))
+    assert time.monotonic() - t0 < 5.0
+    t1 = time.monotonic()
+    await env.server.stop()  # an open stream must not hold the shutdown
+    assert time.monotonic() - t1 < 5.0
+    stream.close()

@@ -82,6 +82,8 @@ class ApiServer:
             web.post("/ack/{id}", self.pages.acknowledge),
             *(self.board.routes() if self.board is not None else ()),
         ])
+        if self.board is not None:
+            app.on_shutdown.append(self.board.shutdown)  # live streams end before the runner waits
         try:
             self._runner = await listen(app, self.settings.listen, "the API")
         except MonitorError:

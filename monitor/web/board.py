@@ -15,6 +15,7 @@ on every action; no script (CSP), no caching, no framing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -33,7 +34,7 @@ from monitor.clock import Clock
 from monitor.correlate.incidents import parse_ts
 from monitor.correlate.store import NotFound
 from monitor.correlate.topology import Topology
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, MonitorError
 from monitor.incidents_cli import IncidentsAPI
 from monitor.inventory.model import Inventory
 from monitor.logs import event
@@ -41,11 +42,17 @@ from monitor.web import i18n
 from monitor.web.lookup import RateLimiter, client_key
 from monitor.web.render import TEMPLATES
 from monitor.web.server import CSP, CSS
+from monitor.web.source import signature
 from monitor.web.users import FILE, User, check_password, load_users
 
 log = logging.getLogger("monitor.board")
 
 SESSION_TTL = 12 * 3600.0
+LIVE_EVERY = 1.0  # seconds between looks at the store for a live stream
+MAX_STREAMS = 200
+LIVE_JS = TEMPLATES.parent / "static" / "live.js"
+#: the board's own policy: the public page's, plus its one script file and its event stream
+BOARD_CSP = CSP + "; script-src 'self'; connect-src 'self'"
 MAX_SESSIONS = 10_000
 LOGIN_PER_MINUTE = 5
 COOKIE, LOGIN_COOKIE = "board_session", "board_login"
@@ -90,6 +97,8 @@ class Board:
         self.topology = Topology.from_inventory(inventory)  # a window covers a node and all below it
         self.clock = clock
         self.sessions: dict[str, Session] = {}
+        self._streams = 0
+        self._closing = asyncio.Event()
         self.by_address = RateLimiter(LOGIN_PER_MINUTE)
         self.by_name = RateLimiter(LOGIN_PER_MINUTE)
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
@@ -100,7 +109,50 @@ class Board:
                 web.post("/board/login", self.login), web.post("/board/logout", self.logout),
                 web.post("/board/incidents/{id}/{action}", self.act), web.get("/board/style.css", self.style),
                 web.post("/board/maintenance", self.add_window),
-                web.post("/board/maintenance/{wid}/remove", self.remove_window)]
+                web.post("/board/maintenance/{wid}/remove", self.remove_window),
+                web.get("/board/events", self.events), web.get("/board/live.js", self.script)]
+
+    # ------------------------------------------------------------ live updates (server-sent events)
+
+    async def script(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=LIVE_JS.read_bytes(), content_type="text/javascript", charset="utf-8",
+                            headers={"Cache-Control": "public, max-age=3600"})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """``event: changed`` whenever the store changes (the page then reloads itself), a comment every
+        15 s to keep proxies from closing the stream; ends with the session or the server."""
+        s = self._session(request)
+        if s is None:
+            raise web.HTTPUnauthorized()
+        if self._streams >= MAX_STREAMS:
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "10"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+        self._streams += 1
+        try:
+            await resp.prepare(request)
+            last, quiet = signature(self.incidents().store.db), 0.0
+            await resp.write(b"retry: 3000\n\n")
+            while not self._closing.is_set() and self.clock.monotonic() < s.expires:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), LIVE_EVERY)
+                sig = signature(self.incidents().store.db)
+                quiet += LIVE_EVERY
+                if sig != last:
+                    last, quiet = sig, 0.0
+                    await resp.write(b"event: changed\ndata: 1\n\n")
+                elif quiet >= 15.0:
+                    quiet = 0.0
+                    await resp.write(b": still here\n\n")
+        except (ConnectionResetError, MonitorError):
+            pass  # the browser went away, or the store is busy: the page reconnects (retry: 3000)
+        finally:
+            self._streams -= 1
+        return resp
+
+    async def shutdown(self, app: web.Application) -> None:
+        """Ends the live streams, so that stopping the API does not wait for them."""
+        self._closing.set()
 
     async def style(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=CSS.read_bytes(), content_type="text/css", charset="utf-8",
@@ -298,7 +350,7 @@ def _redirect(location: str) -> web.Response:
 
 
 def _headers(resp: web.Response) -> web.Response:
-    resp.headers["Content-Security-Policy"] = CSP
+    resp.headers["Content-Security-Policy"] = BOARD_CSP
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["X-Content-Type-Options"] = "nosniff"

@@ -25,16 +25,7 @@ class StatusSource:
         self.store.close()
 
     def signature(self) -> tuple[object, ...]:
-        try:
-            row = self.store.db.execute(
-                "SELECT (SELECT MAX(id) FROM incident_events), (SELECT MAX(id) FROM incident_actions),"
-                " (SELECT COUNT(*) FROM incident_actions WHERE done_at IS NULL),"
-                " (SELECT value FROM correlation_meta WHERE key = 'maintenance_rev'),"
-                " (SELECT COUNT(*) FROM incidents WHERE status = 'open')"
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise StorageError(f"status page: cannot read the store: {exc}") from exc
-        return tuple(row)
+        return signature(self.store.db)
 
     def rows(self) -> StoreRows:
         s = self.store
@@ -48,3 +39,17 @@ class StatusSource:
         except sqlite3.Error as exc:
             raise StorageError(f"status page: cannot read the store: {exc}") from exc
         return StoreRows(open_, resolved, events, actions, windows)
+
+
+def signature(db: sqlite3.Connection) -> tuple[object, ...]:
+    """Changes whenever an incident, a staff action or a maintenance window changes (one short read)."""
+    try:
+        row = db.execute(
+            "SELECT (SELECT MAX(id) FROM incident_events), (SELECT MAX(id) FROM incident_actions),"
+            " (SELECT COUNT(*) FROM incident_actions WHERE done_at IS NULL),"
+            " (SELECT value FROM correlation_meta WHERE key = 'maintenance_rev'),"
+            " (SELECT COUNT(*) FROM incidents WHERE status = 'open')"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read the store: {exc}") from exc
+    return tuple(row)
