@@ -243,3 +243,33 @@ async def test_live_updates_stream_a_change_and_end_when_the_server_stops(env: E
     await env.server.stop()  # an open stream must not hold the shutdown
     assert time.monotonic() - t1 < 5.0
     stream.close()
+
+
+async def test_board_draws_the_sites_and_the_down_tree(env: Env) -> None:
+    _, session = await login(env, "ana")
+    _, html, _ = await board(env, session)
+    if "<svg" in html:  # only when the sites have coordinates
+        svg = html[html.index("<svg"):html.index("</svg>")]
+        assert 'fill="#c62828"' in svg and "<script" not in svg and "href" not in svg  # self-contained
+    tree = html[html.index('<ul class="tree">'):]
+    assert "<li>twr-1 (twr-1)<ul>    <li>ap-1 (ap-1): 5 extremos afectados debajo</li>" in tree
+
+
+def test_down_tree_and_map_of_the_example_network() -> None:
+    from monitor.web.sitemap import TreeNode, down_tree, site_severity, svg
+    from tests.web_support import below, example
+
+    inv = example()
+    eps = [t for t in below(inv, "sw-centro") if inv.targets[t].role == "endpoint"]
+    nodes = [t for t in below(inv, "sw-centro") if inv.targets[t].role == "node"]
+    [top] = down_tree(inv, "sw-centro", nodes, eps)
+    assert top.id == "sw-centro" and {c.id for c in top.children} >= {"ap-centro-1"}
+    def count(n: TreeNode) -> int:
+        return n.endpoints + sum(count(c) for c in n.children)
+
+    assert count(top) == len(eps)
+    severity = site_severity(inv, [("outage", ["sw-centro", *nodes]), ("suspected", ["ap-saravena-1"])])
+    assert severity["twr-centro"] == 3 and severity["twr-saravena"] == 2 and "twr-tame" not in severity
+    drawing = svg(inv, severity, "map")
+    assert drawing.count("<circle") == len(inv.sites) and drawing.count('fill="#c62828"') >= 1
+    assert "Torre Tame" in drawing and 'fill="#f9a825"' in drawing

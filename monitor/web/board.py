@@ -42,6 +42,7 @@ from monitor.web import i18n
 from monitor.web.lookup import RateLimiter, client_key
 from monitor.web.render import TEMPLATES
 from monitor.web.server import CSP, CSS
+from monitor.web.sitemap import down_tree, site_severity, svg
 from monitor.web.source import signature
 from monitor.web.users import FILE, User, check_password, load_users
 
@@ -67,7 +68,9 @@ WORDS = {
            " incorrectos.", "throttled": "Demasiados intentos; espere un minuto.", "role": "Rol",
            "maintenance": "Mantenimiento", "forbidden": "Su rol no permite esta acción.", "done": "Hecho.",
            "remove": "Quitar", "node": "Nodo", "start": "Inicio (ISO-8601)", "end": "Fin (ISO-8601)",
-           "reason": "Motivo (lo ven los clientes)", "add_window": "Programar mantenimiento"},
+           "reason": "Motivo (lo ven los clientes)", "add_window": "Programar mantenimiento",
+           "map": "Mapa de sitios: rojo caído, amarillo en duda o degradado, azul mantenimiento o un cliente",
+           "tree": "Qué está caído", "below": "extremos afectados debajo"},
     "en": {"title": "NOC board", "login": "Log in", "user": "User", "password": "Password",
            "logout": "Log out", "open": "Open incidents", "none": "No open incidents.",
            "kind": "Kind", "area": "Area", "root": "Root", "endpoints": "Endpoints", "customers": "Customers",
@@ -76,7 +79,9 @@ WORDS = {
            "throttled": "Too many attempts; wait a minute.", "role": "Role", "maintenance": "Maintenance",
            "forbidden": "Your role does not allow this action.", "done": "Done.",
            "remove": "Remove", "node": "Node", "start": "Start (ISO-8601)", "end": "End (ISO-8601)",
-           "reason": "Reason (customers see it)", "add_window": "Plan maintenance"},
+           "reason": "Reason (customers see it)", "add_window": "Plan maintenance",
+           "map": "Map of sites: red down, yellow suspected or degraded, blue maintenance or one customer",
+           "tree": "What is down", "below": "affected endpoints below"},
 }
 
 
@@ -250,15 +255,23 @@ class Board:
         now = self.clock.now()
         inv = self.inventory
         incidents = []
+        touched = []
         for r in rows:
             t = inv.targets.get(r.root)
             muni = inv.municipalities[t.municipality].name if t and t.municipality in inv.municipalities else "-"
             eta = etas.get(r.id)
+            last = next((e for e in reversed(list(api.store.events(r.id))) if e["event"] in ("opened", "updated")),
+                        None)
+            nodes, eps = (last["affected_nodes"], last["affected_endpoints"]) if last else ([], [])
+            touched.append((r.kind, [r.root, *nodes, *eps]))
             incidents.append({"row": r, "municipality": muni, "age": _age(now - r.opened_at),
-                              "eta": time.strftime("%Y-%m-%d %H:%M", time.gmtime(eta)) if eta else ""})
+                              "eta": time.strftime("%Y-%m-%d %H:%M", time.gmtime(eta)) if eta else "",
+                              "tree": down_tree(inv, r.root, nodes, eps)})
+        lang = i18n.negotiate(request.query.get("lang"), request.headers.get("Accept-Language", ""))
+        site_map = svg(inv, site_severity(inv, touched), WORDS[lang]["map"])
         windows = [w for w in api.windows() if w.end > now]
         return self._page(request, "board.html.j2", status, user=s.user, csrf=s.csrf, incidents=incidents,
-                          windows=windows, message=message, may_act=s.user.may("operator"),
+                          windows=windows, message=message, may_act=s.user.may("operator"), site_map=site_map,
                           when=lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)))
 
     async def act(self, request: web.Request) -> web.StreamResponse:
