@@ -55,8 +55,9 @@ class Run:
         return self._keep(planner.plan(evs, dict(self.mem), self.glob, self.ctx, t, self.down))  # type: ignore[arg-type]
 
     def tick(self, now: float, acked: frozenset[str] = frozenset(), etas: dict[str, float | None] | None = None,
-             ) -> list[Item]:
-        return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked), etas, self.down))
+             eta_by: dict[str, str] | None = None) -> list[Item]:
+        return self._keep(planner.tick(list(self.mem.values()), self.glob, self.ctx, now, set(acked), etas, self.down,
+                                       eta_by))
 
     def maintenance(self, windows: list[MaintenanceRow], now: float) -> list[Item]:
         """The service's timer: the windows and the open incidents' memories."""
@@ -586,3 +587,20 @@ def test_an_event_planned_twice_makes_the_same_mqtt_keys(inv: Inventory) -> None
     other.feed(ev("opened", T0, ids(5, 0)))
     keys = [{i.key for i in other.feed(e) if i.action == "mqtt_updated"} for e in (a, b)]
     assert len(keys[0]) == len(keys[1]) == 1 and keys[0] != keys[1]
+
+
+def test_the_desk_comment_names_who_set_or_withdrew_the_estimate(inv: Inventory) -> None:
+    """The staff member (board, CLI or API user) is in the ticket, as in the board's audit log."""
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0)))
+    items = run.tick(T0 + 600, etas={"INC-000001": T0 + 3 * 3600}, eta_by={"INC-000001": "ana"})
+    comment = next(i for i in items if i.action == "ticket_comment")
+    renderer = Renderer()
+    _, es = renderer.render("ticket_comment", "ticket", "es", comment.data)
+    _, en = renderer.render("ticket_comment", "ticket", "en", comment.data)
+    assert "Restablecimiento estimado: 2026-11-18 09:06 (America/Bogota), fijado por ana" in es
+    assert "Estimated restoration: 2026-11-18 09:06 (America/Bogota), set by ana" in en
+    items = run.tick(T0 + 700, etas={"INC-000001": None}, eta_by={"INC-000001": "luis"})
+    comment = next(i for i in items if i.action == "ticket_comment")
+    _, en = renderer.render("ticket_comment", "ticket", "en", comment.data)
+    assert "Restoration estimate withdrawn by luis: no estimate for now" in en

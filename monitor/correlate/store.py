@@ -411,6 +411,13 @@ class IncidentStore:
                 continue  # written by hand: not an ISO time
         return out
 
+    def eta_authors(self) -> dict[str, str]:
+        """Who set (or withdrew) the latest estimate per open incident: the desk's comment names them."""
+        return {inc: author for inc, author in self.db.execute(
+            "SELECT a.incident, a.author FROM incident_actions a JOIN incidents i ON i.id = a.incident"
+            " WHERE a.action = 'eta' AND i.status = 'open' ORDER BY a.id"
+        )}
+
     # ------------------------------------------------------------ staff actions
 
     def add_action(self, inc_id: str, action: str, author: str, text: str, now: float) -> None:

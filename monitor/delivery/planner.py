@@ -90,6 +90,7 @@ class IncidentMemory:
     eta: float = 0.0  # restoration estimate last acted on (0 = none, or withdrawn)
     eta_due: bool = False  # customers still to be told the ETA or its withdrawal (waiting for the throttle)
     eta_told: list[str] = field(default_factory=list)  # customers whose last update gave them an ETA
+    eta_by: str = ""  # who set or withdrew it (staff name: the desk's comment says so)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -362,13 +363,14 @@ def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemo
 
 
 def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, now: float,
-         acked: set[str], etas: Mapping[str, float | None] | None = None, down: DownOf | None = None) -> Plan:
+         acked: set[str], etas: Mapping[str, float | None] | None = None, down: DownOf | None = None,
+         eta_by: Mapping[str, str] | None = None) -> Plan:
     """Time-driven items: escalation of unacknowledged incidents, throttled desk comments, ETAs, and
     "restored" to customers whose case went on individually once their endpoints answer (``down``).
 
     ``etas`` holds the latest restoration estimate staff set per open incident (incident store);
-    None = withdrawn. An incident missing from it is left as it is. ``memories``: the open incidents'
-    and those of the incidents in ``glob.continuing``.
+    None = withdrawn. An incident missing from it is left as it is; ``eta_by``: who set each one.
+    ``memories``: the open incidents' and those of the incidents in ``glob.continuing``.
     """
     out = Plan()
     esc = ctx.cfg.escalation
@@ -388,7 +390,8 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
                                  tuple(m.nodes))
             _alert_technicians(fake, m, ctx, now, out, tier=nxt)
             changed = True
-        if etas and m.incident in etas and _new_eta(m, etas[m.incident], ctx, now, out):
+        if etas and m.incident in etas and _new_eta(m, etas[m.incident], ctx, now, out,
+                                                    (eta_by or {}).get(m.incident, "")):
             changed = True
         if m.eta_due and _tell_eta(m, glob, ctx, now, out):
             changed = True
@@ -400,7 +403,7 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
     return out
 
 
-def _new_eta(m: IncidentMemory, eta: float | None, ctx: Context, now: float, out: Plan) -> bool:
+def _new_eta(m: IncidentMemory, eta: float | None, ctx: Context, now: float, out: Plan, by: str = "") -> bool:
     """Act on the estimate staff set (None: withdrawn): the desk hears at once, customers become due.
 
     Moves under ``eta_min_change`` are noise. A withdrawal is news only to those who were told an
@@ -415,6 +418,7 @@ def _new_eta(m: IncidentMemory, eta: float | None, ctx: Context, now: float, out
         m.eta, m.eta_due, reason = eta, True, "eta"
     else:
         return False
+    m.eta_by = by
     if m.ticket_incident:
         _comment(m.incident, m, ctx, now, out, reason=reason)
     return True
@@ -559,7 +563,8 @@ def _comment(incident: str, m: IncidentMemory, ctx: Context, now: float, out: Pl
     data = _ticket_data(fake, m, ctx)
     added = sorted(set(m.customers_now) - set(m.desk_customers))
     removed = sorted(set(m.desk_customers) - set(m.customers_now))
-    data.update(reason=reason, added=added, removed=removed, eta=ctx.local(m.eta) if m.eta else "")
+    data.update(reason=reason, added=added, removed=removed, eta=ctx.local(m.eta) if m.eta else "",
+                eta_by=m.eta_by if reason in ("eta", "eta_withdrawn") else "")
     m.comments += 1
     m.last_comment = now
     m.comment_due = False

@@ -122,7 +122,8 @@ class DeliveryService:
         # customers whose case went on individually: "restored" from their (maybe resolved) incident
         let_go = set(glob.continuing.values()) - {m.incident for m in memories}
         gone = [IncidentMemory.from_dict(v) for v in self.outbox.states(sorted(let_go)).values()] if let_go else []
-        plan = planner.tick([*memories, *gone], glob, self.ctx, now, acked, self.store.etas(), self.store.down_among)
+        plan = planner.tick([*memories, *gone], glob, self.ctx, now, acked, self.store.etas(), self.store.down_among,
+                            self.store.eta_authors())
         extra = planner.plan_maintenance(self._windows(glob), memories, glob, self.ctx, now)
         plan.items += extra.items
         if plan.items or plan.memories or glob != self.glob:
