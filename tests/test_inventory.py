@@ -129,6 +129,7 @@ polling: default interval 60 s, 3 pings, down after 3, up after 2; targets by in
 timeseries: none (time series off)
 delivery: off (no delivery section: no tickets, alerts or notices)
 api: off
+status page: off
 metrics: 127.0.0.1:9108
 state_dir: {folder / 'var'}
 """

@@ -67,6 +67,7 @@ def summarize(inv: Inventory) -> str:
         f"timeseries: {_timeseries(inv)}",
         *_delivery(inv),
         f"api: {_api(inv)}",
+        f"status page: {_status_page(inv)}",
         f"metrics: {inv.daemon.metrics_listen or 'off'}",
         f"state_dir: {inv.daemon.state_dir}",
     ]
@@ -103,6 +104,14 @@ def _api(inv: Inventory) -> str:
         return "off" if a is None or not a.links else f"off; ack links to {a.public_url}"
     links = f"; ack links to {a.public_url} valid {fmt_num(a.link_ttl / 3600)} h" if a.links else ""
     return f"{a.listen}{links}"
+
+
+def _status_page(inv: Inventory) -> str:
+    p = inv.status_page
+    if p is None or not p.listen:
+        return "off"
+    check = "number + last 4 phone digits" if p.lookup_check == "phone" else "number only"
+    return f"http://{p.listen}/ (lookup: {check}, {p.lookup_per_minute}/min per client; times in {p.timezone})"
 
 
 def _timeseries(inv: Inventory) -> str:
