@@ -44,7 +44,7 @@ from monitor.table_watch import TableWatch
 from monitor.tsdb import annotations as notes
 from monitor.tsdb import schema
 from monitor.tsdb.writer import TimeseriesWriter, make_writer
-from monitor.web.server import StatusServer
+from monitor.web.process import StatusProcess
 
 if TYPE_CHECKING:
     from monitor.probes.snmp_table import TableResult
@@ -113,7 +113,7 @@ class Daemon:
         self.incident_sinks: list[IncidentSink] = []
         self.api_server: ApiServer | None = None  # the ``api:`` HTTP API, when configured
         self._api_task: asyncio.Task[None] | None = None
-        self.web_server: StatusServer | None = None  # the ``status_page:`` public page, when configured
+        self.web_server: StatusProcess | None = None  # the ``status_page:`` public page (its own process)
         self._web_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self.tables = TableWatch()  # subscriber tables (ONUs, stations) walked with their parent's poll
@@ -359,7 +359,7 @@ class Daemon:
 
     # -- HTTP listeners: the staff API (monitor.api) and the public status page (monitor.web) --
 
-    async def _serve(self, server: ApiServer | StatusServer | None) -> asyncio.Task[None] | None:
+    async def _serve(self, server: ApiServer | StatusProcess | None) -> asyncio.Task[None] | None:
         """Bind ``server`` (MonitorError when it cannot) and serve it in the TaskGroup once there is one."""
         if server is None:
             return None
@@ -367,7 +367,7 @@ class Daemon:
         return self._tg.create_task(server.serve()) if self._tg is not None else None
 
     @staticmethod
-    async def _unserve(task: asyncio.Task[None] | None, server: ApiServer | StatusServer | None) -> None:
+    async def _unserve(task: asyncio.Task[None] | None, server: ApiServer | StatusProcess | None) -> None:
         if task is not None:
             task.cancel()  # serve() stops the server on its way out
             with contextlib.suppress(asyncio.CancelledError):
@@ -397,8 +397,9 @@ class Daemon:
         event(log, logging.INFO, "API restarted for the reloaded config", on=self.api_server is not None)
 
     async def _start_web(self, inv: Inventory) -> None:
-        """Bind the status page when ``status_page:`` asks for it (MonitorError when it cannot)."""
-        server = StatusServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", self.clock)
+        """Start the status page's process when ``status_page:`` asks for it (MonitorError when it cannot
+        bind): a crowd on the page then never competes with the polls for this event loop."""
+        server = StatusProcess.for_inventory(inv, self.config_path)
         self._web_task = await self._serve(server)
         self.web_server = server
 

@@ -49,3 +49,26 @@ def test_status_page_comes_up_with_the_daemon_moves_on_sighup_and_goes_on_sigter
             proc.kill()
     text = log.read_text()
     assert "status page listening" in text and "status page restarted for the reloaded config" in text
+
+
+def test_the_page_runs_in_its_own_process_reloads_names_and_dies_with_the_daemon(tmp_path: Path) -> None:
+    """Its own process (a crowd never shares the polls' event loop); a reload with the same
+    ``status_page:`` gives it the new names; a daemon killed with SIGKILL takes it along (stdin EOF)."""
+    cfg = write_config(tmp_path, free_port())
+    port = free_port()
+    with_page(cfg, port, "Uno")
+    proc = start_daemon(cfg, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "Municipio Uno" in page(port), 30, "the page")
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        cmdlines = [Path(f"/proc/{c}/cmdline").read_bytes() for c in children]
+        assert any(b"monitor.web.child" in c for c in cmdlines)
+        cfg.write_text(cfg.read_text().replace("Municipio Uno", "Municipio Renombrado"))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "Municipio Renombrado" in page(port), 20, "the new name after SIGHUP")
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: page(port) == "", 10, "the page process to follow the daemon")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

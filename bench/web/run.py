@@ -94,6 +94,17 @@ async def serve(config: Path, db: Path, port: int, churn: bool) -> None:
     print("ready", flush=True)
     writer = IncidentStore(db)
     open_ids = [r.id for r in writer.incidents()]
+    lags: list[float] = []
+
+    async def lag() -> None:
+        """What a poll sharing this event loop would feel: how late a 10 ms timer fires."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t - 0.01)
+            del lags[:-2000]
+
+    lag_task = asyncio.create_task(lag())  # runs until the process is killed
     n = 0
     while True:
         await asyncio.sleep(1.0)
@@ -101,11 +112,15 @@ async def serve(config: Path, db: Path, port: int, churn: bool) -> None:
             n += 1
             eta = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOV + 3600 + n * 60))
             writer.add_action(open_ids[n % len(open_ids)], "eta", "bench", eta, NOV)
-        if task.done():
-            task.result()
+        for t in (task, lag_task):
+            if t.done():
+                t.result()
         if server.cache is not None:  # how often the page really was rebuilt and rendered meanwhile
-            db.with_suffix(".stats").write_text(json.dumps({"snapshots": server.cache.version,
-                                                            "renders": server.cache.renders}))
+            recent = sorted(lags)
+            db.with_suffix(".stats").write_text(json.dumps({
+                "snapshots": server.cache.version, "renders": server.cache.renders,
+                "loop_lag_ms_p50_p99_max": [round(1000 * recent[int(q * (len(recent) - 1))], 1)
+                                            for q in (0.5, 0.99, 1.0)] if recent else None}))
 
 
 def start_server(config: Path, db: Path, port: int, churn: bool) -> subprocess.Popen[str]:
