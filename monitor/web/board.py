@@ -59,30 +59,6 @@ LOGIN_PER_MINUTE = 5
 COOKIE, LOGIN_COOKIE = "board_session", "board_login"
 ACTIONS = ("ack", "note", "eta", "resolve")  # on an incident; all need the operator role, as maintenance does
 
-WORDS = {
-    "es": {"title": "Tablero NOC", "login": "Ingresar", "user": "Usuario", "password": "Contraseña",
-           "logout": "Salir", "open": "Incidentes abiertos", "none": "No hay incidentes abiertos.",
-           "kind": "Tipo", "area": "Zona", "root": "Raíz", "endpoints": "Extremos", "customers": "Clientes",
-           "age": "Edad", "acked": "Reconocido", "eta": "Estimado", "ack": "Reconocer", "note": "Nota",
-           "set_eta": "Fijar estimado (ISO-8601)", "resolve": "Resolver", "bad_login": "Usuario o contraseña"
-           " incorrectos.", "throttled": "Demasiados intentos; espere un minuto.", "role": "Rol",
-           "maintenance": "Mantenimiento", "forbidden": "Su rol no permite esta acción.", "done": "Hecho.",
-           "remove": "Quitar", "node": "Nodo", "start": "Inicio (ISO-8601)", "end": "Fin (ISO-8601)",
-           "reason": "Motivo (lo ven los clientes)", "add_window": "Programar mantenimiento",
-           "map": "Mapa de sitios: rojo caído, amarillo en duda o degradado, azul mantenimiento o un cliente",
-           "tree": "Qué está caído", "below": "extremos afectados debajo"},
-    "en": {"title": "NOC board", "login": "Log in", "user": "User", "password": "Password",
-           "logout": "Log out", "open": "Open incidents", "none": "No open incidents.",
-           "kind": "Kind", "area": "Area", "root": "Root", "endpoints": "Endpoints", "customers": "Customers",
-           "age": "Age", "acked": "Acknowledged", "eta": "Estimate", "ack": "Acknowledge", "note": "Note",
-           "set_eta": "Set estimate (ISO-8601)", "resolve": "Resolve", "bad_login": "Wrong user or password.",
-           "throttled": "Too many attempts; wait a minute.", "role": "Role", "maintenance": "Maintenance",
-           "forbidden": "Your role does not allow this action.", "done": "Done.",
-           "remove": "Remove", "node": "Node", "start": "Start (ISO-8601)", "end": "End (ISO-8601)",
-           "reason": "Reason (customers see it)", "add_window": "Plan maintenance",
-           "map": "Map of sites: red down, yellow suspected or degraded, blue maintenance or one customer",
-           "tree": "What is down", "below": "affected endpoints below"},
-}
 
 
 @dataclass(slots=True)
@@ -167,7 +143,7 @@ class Board:
 
     def _page(self, request: web.Request, template: str, status: int = 200, **ctx: Any) -> web.Response:
         lang = i18n.negotiate(request.query.get("lang"), request.headers.get("Accept-Language", ""))
-        body = self.env.get_template(template).render(lang=lang, w=WORDS[lang], **ctx)
+        body = self.env.get_template(template).render(lang=lang, w=i18n.BOARD[lang], **ctx)
         return _headers(web.Response(text=body, status=status, content_type="text/html"))
 
     def _session(self, request: web.Request) -> Session | None:
@@ -268,7 +244,7 @@ class Board:
                               "eta": time.strftime("%Y-%m-%d %H:%M", time.gmtime(eta)) if eta else "",
                               "tree": down_tree(inv, r.root, nodes, eps)})
         lang = i18n.negotiate(request.query.get("lang"), request.headers.get("Accept-Language", ""))
-        site_map = svg(inv, site_severity(inv, touched), WORDS[lang]["map"])
+        site_map = svg(inv, site_severity(inv, touched), i18n.BOARD[lang]["map"])
         windows = [w for w in api.windows() if w.end > now]
         return self._page(request, "board.html.j2", status, user=s.user, csrf=s.csrf, incidents=incidents,
                           windows=windows, message=message, may_act=s.user.may("operator"), site_map=site_map,

@@ -82,6 +82,32 @@ TEXT = {
     },
 }
 
+#: the staff board's words
+BOARD = {
+    "es": {"title": "Tablero NOC", "login": "Ingresar", "user": "Usuario", "password": "Contraseña",
+           "logout": "Salir", "open": "Incidentes abiertos", "none": "No hay incidentes abiertos.",
+           "kind": "Tipo", "area": "Zona", "root": "Raíz", "endpoints": "Extremos", "customers": "Clientes",
+           "age": "Edad", "acked": "Reconocido", "eta": "Estimado", "ack": "Reconocer", "note": "Nota",
+           "set_eta": "Fijar estimado (ISO-8601)", "resolve": "Resolver", "bad_login": "Usuario o contraseña"
+           " incorrectos.", "throttled": "Demasiados intentos; espere un minuto.", "role": "Rol",
+           "maintenance": "Mantenimiento", "forbidden": "Su rol no permite esta acción.", "done": "Hecho.",
+           "remove": "Quitar", "node": "Nodo", "start": "Inicio (ISO-8601)", "end": "Fin (ISO-8601)",
+           "reason": "Motivo (lo ven los clientes)", "add_window": "Programar mantenimiento",
+           "map": "Mapa de sitios: rojo caído, amarillo en duda o degradado, azul mantenimiento o un cliente",
+           "tree": "Qué está caído", "below": "extremos afectados debajo"},
+    "en": {"title": "NOC board", "login": "Log in", "user": "User", "password": "Password",
+           "logout": "Log out", "open": "Open incidents", "none": "No open incidents.",
+           "kind": "Kind", "area": "Area", "root": "Root", "endpoints": "Endpoints", "customers": "Customers",
+           "age": "Age", "acked": "Acknowledged", "eta": "Estimate", "ack": "Acknowledge", "note": "Note",
+           "set_eta": "Set estimate (ISO-8601)", "resolve": "Resolve", "bad_login": "Wrong user or password.",
+           "throttled": "Too many attempts; wait a minute.", "role": "Role", "maintenance": "Maintenance",
+           "forbidden": "Your role does not allow this action.", "done": "Done.",
+           "remove": "Remove", "node": "Node", "start": "Start (ISO-8601)", "end": "End (ISO-8601)",
+           "reason": "Reason (customers see it)", "add_window": "Plan maintenance",
+           "map": "Map of sites: red down, yellow suspected or degraded, blue maintenance or one customer",
+           "tree": "What is down", "below": "affected endpoints below"},
+}
+
 _MONTHS = {
     "es": ("ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"),
     "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
