@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -10,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.common import free_port, wait_for
-from tests.test_daemon import start_daemon, write_config
+from tests.test_daemon import ROOT, start_daemon, write_config
 
 pytestmark = pytest.mark.root
 
@@ -72,3 +76,31 @@ def test_the_page_runs_in_its_own_process_reloads_names_and_dies_with_the_daemon
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ctrl_c_to_the_process_group_stops_both_without_a_restart(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the daemon and the page's process together: the daemon stops the
+    child itself, so the log has no 'exited; starting it again'."""
+    cfg = write_config(tmp_path, free_port())
+    port = free_port()
+    with_page(cfg, port, "Uno")
+    log = tmp_path / "daemon.log"
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it for its whole life
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg)], stdout=out, stderr=out,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    try:
+        wait_for(lambda: "Municipio Uno" in page(port), 30, "the page")
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        child = next(int(c) for c in children if b"monitor.web.child" in Path(f"/proc/{c}/cmdline").read_bytes())
+        os.kill(child, signal.SIGINT)  # the terminal's Ctrl-C reaching the child first: it stays up
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert "Municipio Uno" in page(port)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert page(port) == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "monitor stopped" in text and "starting it again" not in text

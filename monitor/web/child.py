@@ -56,7 +56,8 @@ async def run(config: Path) -> int:
             event(log, logging.ERROR, "status page keeps its inventory: the reloaded config is bad", error=exc)
 
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    # Ctrl-C in a terminal reaches the whole process group: the daemon decides, and sends SIGTERM
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
     loop.add_signal_handler(signal.SIGHUP, reload)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

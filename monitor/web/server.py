@@ -30,7 +30,7 @@ from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
 from monitor.logs import event
 from monitor.web import i18n
-from monitor.web.availability import read_bars
+from monitor.web.availability import COMPANY, Bars, read_bars
 from monitor.web.cache import BARS_EVERY, MAX_AGE, PageCache
 from monitor.web.config import StatusPageSettings
 from monitor.web.lookup import Answer, CustomerIndex, RateLimiter, client_key
@@ -45,6 +45,8 @@ LOOKUP_FLOOR = 0.25  # seconds every lookup answer takes at least: its timing te
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
        "frame-ancestors 'none'")
 CSS = Path(__file__).parent / "static" / "status.css"
+BARS_SOON = 60.0  # seconds: how soon the bars are looked at again while nothing has been measured
+EMPTY = Bars((), None)
 _TYPES = {"html": "text/html", "atom": "application/atom+xml", "json": "application/json"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -117,7 +119,9 @@ class StatusServer:
         try:
             while True:
                 if (bars_task is None or bars_task.done()) and self.clock.monotonic() >= next_bars:
-                    next_bars = self.clock.monotonic() + BARS_EVERY
+                    # a new store has no measured day yet: look again soon rather than in 10 minutes
+                    empty = self.cache is None or self.cache.bars.get(COMPANY, EMPTY).availability is None
+                    next_bars = self.clock.monotonic() + (BARS_SOON if empty else BARS_EVERY)
                     bars_task = asyncio.create_task(self._update_bars())
                 await self.refresh()
                 await asyncio.sleep(self.settings.refresh / 2)
