@@ -16,6 +16,7 @@ import gc
 import itertools
 import logging
 import signal
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
+        self._reading = threading.Event()  # the running reload's cancel flag (see request_stop)
         self._metrics_server: object | None = None
         self.ready = asyncio.Event()
         self.notifier = Notifier()
@@ -203,6 +205,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._reading.set()  # a reload still parsing in its thread gives up: stopping must not wait for it
 
     def request_reload(self) -> None:
         self._reload_requested.set()
@@ -248,7 +251,8 @@ class Daemon:
         the event loop that was seconds without polls, replies or /metrics.
         """
         try:
-            new = await asyncio.to_thread(load_inventory, self.config_path)
+            self._reading = threading.Event()
+            new = await asyncio.to_thread(load_inventory, self.config_path, cancel=self._reading)
         except ConfigError as exc:
             selfmetrics.CONFIG_RELOADS.labels("error").inc()
             event(log, logging.ERROR, "config reload failed, keeping the running config",

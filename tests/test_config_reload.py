@@ -105,3 +105,31 @@ def test_polling_goes_on_while_a_big_config_is_read(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         sock.close()
+
+
+def test_sigterm_during_a_long_reload_stops_at_once(tmp_path: Path) -> None:
+    """SIGTERM while a reload is still parsing a huge file: the parse gives up at its next node and the
+    daemon exits. Before, stopping waited for the whole parse (here minutes of pure-Python YAML)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(15)
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    try:
+        assert sock.recv(4096).startswith(b"READY=1")
+        window = "start: '2026-11-01T02:00:00Z', end: '2026-11-01T04:00:00Z', reason: planned work on the tower"
+        cfg.write_text(cfg.read_text() + "maintenance:\n" + f"  - {{node: nowhere, {window}}}\n" * 60_000)
+        proc.send_signal(signal.SIGHUP)
+        assert sock.recv(4096) == b"RELOADING=1"
+        first = metric_value(metrics(port), "monitor_polls_total")
+        wait_for(lambda: metric_value(metrics(port), "monitor_polls_total") > first, 10, "polling during the reload")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+    assert "reading stopped: the daemon is shutting down" in log.read_text()

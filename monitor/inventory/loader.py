@@ -8,6 +8,7 @@ outage look like a network-wide one. Every mistake found is reported at once, ea
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -49,18 +50,20 @@ CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "polling
 
 def load_inventory(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, secrets: bool = True,
+    cancel: threading.Event | None = None,
 ) -> Inventory:
     """Read, validate and freeze the inventory. Raises ConfigError listing every problem found.
 
     ``secrets=False`` is for the tools that send nothing (report, incidents, maintenance, replay): the
     references are checked for form only and every secret is None, so they also run outside the
-    systemd unit, where ``{credential: NAME}`` cannot be read.
+    systemd unit, where ``{credential: NAME}`` cannot be read. ``cancel`` ends a long parse early
+    (a daemon stopping in the middle of a reload) with a ConfigError.
     """
     display = os.fspath(path)
     file = Path(path)
     text = _read_text(file, display)
     try:
-        data, duplicates = load(text)
+        data, duplicates = load(text, cancel)
     except YamlProblem as exc:
         raise ConfigError(f"{display}:{exc.line}: {exc.message}" if exc.line else f"{display}: {exc.message}") \
             from exc

@@ -17,6 +17,7 @@ nodes. Characters YAML forbids (NUL, other control characters) are reported with
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import yaml
@@ -65,8 +66,9 @@ def _line(node: yaml.Node | yaml.Event) -> int:
 class _BoundedLoader(yaml.SafeLoader):
     """The safe loader, composing at most MAX_DEPTH levels and no alias inside its own anchor."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, cancel: threading.Event | None = None) -> None:
         super().__init__(text)
+        self.cancel = cancel  # set by a daemon that is stopping: a long parse ends at the next node
         self.depth = 0
         self.written = 0  # nodes written in the file (an alias writes none)
         self.open_anchors: set[str] = set()
@@ -79,6 +81,8 @@ class _BoundedLoader(yaml.SafeLoader):
                                                 "(a recursive structure cannot be read)")
             return super().compose_node(parent, index)
         start = self.peek_event()  # type: ignore[no-untyped-call]
+        if self.cancel is not None and self.cancel.is_set():
+            raise YamlProblem(None, "reading stopped: the daemon is shutting down")
         self.depth += 1
         self.written += 1
         if self.depth > MAX_DEPTH:
@@ -179,7 +183,7 @@ def _check_printable(text: str) -> None:
                             "(control characters usually mean a damaged or binary file)")
 
 
-def load(text: str) -> tuple[Any, list[YamlProblem]]:
+def load(text: str, cancel: threading.Event | None = None) -> tuple[Any, list[YamlProblem]]:
     """Parse one YAML document into LMap/LList/scalars, plus the duplicate keys found.
 
     A syntax error, a forbidden character or a broken bound raises :class:`YamlProblem`;
@@ -187,7 +191,7 @@ def load(text: str) -> tuple[Any, list[YamlProblem]]:
     and report them with everything else. An empty document gives ``None``.
     """
     _check_printable(text)
-    loader = _BoundedLoader(text)
+    loader = _BoundedLoader(text, cancel)
     try:
         root = loader.get_single_node()
         if root is None:
