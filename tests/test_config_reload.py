@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,10 +76,11 @@ def test_bad_reloads_keep_the_running_config_and_polling(tmp_path: Path) -> None
     assert "monitor stopped" in log.read_text()
 
 
-def test_polling_goes_on_while_a_big_config_is_read(tmp_path: Path) -> None:
-    """A reload parses the file in a worker thread: while a slow file (thousands of entries, here all
-    wrong) is read, the event loop keeps polling and answering /metrics. Before, the loop stood still
-    for the whole parse (seconds for a large inventory): no poll, no reply, no /metrics."""
+@contextmanager
+def reloading_a_big_file(tmp_path: Path, entries: int) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """A running daemon (sd_notify to a socket of ours) told to reload a config with ``entries`` wrong
+    maintenance windows; yields (process, metrics port, log) once it says RELOADING=1, i.e. while the
+    file is being parsed. Kills the daemon afterwards if the test left it running."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify.sock"))
     sock.settimeout(15)
@@ -87,9 +91,22 @@ def test_polling_goes_on_while_a_big_config_is_read(tmp_path: Path) -> None:
     try:
         assert sock.recv(4096).startswith(b"READY=1")
         window = "start: '2026-11-01T02:00:00Z', end: '2026-11-01T04:00:00Z', reason: planned work on the tower"
-        cfg.write_text(cfg.read_text() + "maintenance:\n" + f"  - {{node: nowhere, {window}}}\n" * 8000)
+        cfg.write_text(cfg.read_text() + "maintenance:\n" + f"  - {{node: nowhere, {window}}}\n" * entries)
         proc.send_signal(signal.SIGHUP)
         assert sock.recv(4096) == b"RELOADING=1"  # the reload has begun: the file is being read now
+        yield proc, port, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+
+
+def test_polling_goes_on_while_a_big_config_is_read(tmp_path: Path) -> None:
+    """A reload parses the file in a worker thread: while a slow file (thousands of entries, here all
+    wrong) is read, the event loop keeps polling and answering /metrics. Before, the loop stood still
+    for the whole parse (seconds for a large inventory): no poll, no reply, no /metrics."""
+    with reloading_a_big_file(tmp_path, 8000) as (proc, port, log):
         first = metric_value(metrics(port), "monitor_polls_total")
         served_during_reload = False
         while "config reload failed" not in log.read_text():
@@ -100,36 +117,14 @@ def test_polling_goes_on_while_a_big_config_is_read(tmp_path: Path) -> None:
         assert "problems=8000" in log.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sock.close()
 
 
 def test_sigterm_during_a_long_reload_stops_at_once(tmp_path: Path) -> None:
     """SIGTERM while a reload is still parsing a huge file: the parse gives up at its next node and the
     daemon exits. Before, stopping waited for the whole parse (here minutes of pure-Python YAML)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(15)
-    port = free_port()
-    cfg = write_config(tmp_path, port)
-    log = tmp_path / "daemon.log"
-    proc = start_daemon(cfg, log, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
-    try:
-        assert sock.recv(4096).startswith(b"READY=1")
-        window = "start: '2026-11-01T02:00:00Z', end: '2026-11-01T04:00:00Z', reason: planned work on the tower"
-        cfg.write_text(cfg.read_text() + "maintenance:\n" + f"  - {{node: nowhere, {window}}}\n" * 60_000)
-        proc.send_signal(signal.SIGHUP)
-        assert sock.recv(4096) == b"RELOADING=1"
+    with reloading_a_big_file(tmp_path, 60_000) as (proc, port, log):
         first = metric_value(metrics(port), "monitor_polls_total")
         wait_for(lambda: metric_value(metrics(port), "monitor_polls_total") > first, 10, "polling during the reload")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sock.close()
     assert "reading stopped: the daemon is shutting down" in log.read_text()
