@@ -73,6 +73,17 @@ class _BoundedLoader(yaml.SafeLoader):
         self.written = 0  # nodes written in the file (an alias writes none)
         self.open_anchors: set[str] = set()
 
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        """Refuse a '[' or '{' past MAX_DEPTH already while scanning.
+
+        The scanner reads up to 1,024 characters ahead of the composer, and with every open
+        bracket a possible simple key it re-checks on every token: ``nodes: [[[[…`` cost ~2 s of
+        CPU (quadratic) before the composer's depth bound was reached; now ~51 tokens.
+        """
+        if self.flow_level >= MAX_DEPTH:
+            raise YamlProblem(int(self.get_mark().line) + 1, f"nested more than {MAX_DEPTH} levels deep")
+        super().fetch_flow_collection_start(TokenClass)
+
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             alias = self.peek_event()  # type: ignore[no-untyped-call]
