@@ -22,7 +22,8 @@ SECTION = [
     *[(f"polling: {{{k}: V}}", f"polling.{k}") for k in (
         "interval", "icmp_count", "icmp_timeout", "icmp_spacing", "down_after", "up_after", "degraded_after")],
     *[(f"polling: {{thresholds: {{{k}: V}}}}", f"polling.thresholds.{k}") for k in (
-        "loss_pct", "rtt_ms", "jitter_ms", "signal_dbm_min", "optical_rx_dbm_min", "optical_rx_dbm_max")],
+        "loss_pct", "rtt_ms", "jitter_ms", "signal_dbm_min", "optical_rx_dbm_min", "optical_rx_dbm_max",
+        "ccq_pct_min")],
     ("polling_by_kind: {router: {interval: V}}", "polling_by_kind.router.interval"),
     ("daemon: {concurrency: V}", "daemon.concurrency"),
     *[(f"timeseries: {{{k}: V}}", f"timeseries.{k}") for k in (
@@ -41,6 +42,8 @@ SECTION = [
         "initial", "maximum", "factor", "jitter", "deadline")],
     ("delivery: {eta_min_change: V}", "delivery.eta_min_change"),
     ("api: {listen: '', link_ttl: V}", "api.link_ttl"),
+    *[(f"status_page: {{listen: '', {k}: V}}", f"status_page.{k}") for k in (
+        "lookup_per_minute", "refresh", "history_days")],
     *[(f"correlation: {{{k}: V}}", f"correlation.{k}") for k in (
         "interval", "settle", "W", "K", "P", "hold_down", "grace", "blind_share", "blind_min", "blind_recovery",
         "update_interval", "degraded_settle", "burst_odds", "burst_prior", "burst_history", "down_after",
@@ -51,7 +54,7 @@ IN_PLACE = [  # (BASE text, its replacement with V, key path, line)
     ("response_hours: 24", "response_hours: V", "service_classes.residencial.response_hours", 7),
     ("availability_target: 98.0", "availability_target: V", "service_classes.residencial.availability_target", 7),
     *[("credentials: v2}}\n  - {id: ap-1", f"credentials: v2, {k}: V}}}}\n  - {{id: ap-1", f"nodes[0].snmp.{k}", 11)
-      for k in ("port", "timeout", "retries")],
+      for k in ("port", "timeout", "retries", "walk_max_rows", "walk_max_bytes")],
 ]
 WHERE = [(f"{text}\ncustomers:\n", "customers:\n", path, CUSTOMERS_LINE) for text, path in SECTION] + [
     (new, old, path, line) for old, new, path, line in IN_PLACE]
@@ -82,7 +85,9 @@ def test_every_number_has_a_range_that_holds_its_default(tmp_path: Path, new: st
                 "loss_pct": "20", "signal_dbm_min": "-80", "optical_rx_dbm_min": "-27", "optical_rx_dbm_max": "-8",
                 "P": "50", "blind_share": "0.5", "burst_odds": "1e-9", "burst_prior": "0.2", "burst_history": "14d",
                 "K": "3", "blind_min": "10", "max_tier": "3", "rtt_ms": "150", "jitter_ms": "30", "settle": "30",
-                "interval": "30", "availability_target": "98", "response_hours": "24"}
+                "interval": "30", "availability_target": "98", "response_hours": "24", "ccq_pct_min": "60",
+                "walk_max_rows": "5000", "walk_max_bytes": "65536", "lookup_per_minute": "10", "refresh": "5",
+                "history_days": "30"}
     key = path.rsplit(".", 1)[-1].split("[")[0]
     value = ordinary.get(key, "2")
     (tmp_path / "sites.yaml").write_text(BASE.replace(old, new.replace("V", value)), encoding="utf-8")
