@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.inventory.loader import load_inventory
+from monitor.inventory.loader import load_inventory, summarize
 
 BASE = """\
 service_classes:
@@ -61,6 +61,8 @@ def test_endpoints_without_address_carry_their_canonical_table_key() -> None:
     assert (onu2.address, onu2.table_key) == ("127.0.1.2", ("onu_index", "4194304000.1"))
     assert cpe1.table_key == ("station_mac", "00:27:10:32:ed:60")
     assert inv.targets["olt-1"].snmp is not None and inv.targets["olt-1"].snmp.table == "huawei-olt"
+    assert ("subscriber tables: 2 parents (huawei-olt 1, routeros-wireless 1), 3 endpoints identified in them, "
+            "2 of those without an address") in summarize(inv).splitlines()
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [

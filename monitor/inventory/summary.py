@@ -58,6 +58,7 @@ def summarize(inv: Inventory) -> str:
     for version in ("2c", "3"):
         names = [_level(c) for c in sorted(inv.credentials.values(), key=lambda c: c.name) if c.version == version]
         lines.append(f"credentials v{version}: {', '.join(names) if names else '-'}")
+    lines += _tables(inv)
     p = inv.polling
     intervals = Counter(fmt_num(t.polling.interval) for t in inv.targets.values())
     lines += [
@@ -72,6 +73,17 @@ def summarize(inv: Inventory) -> str:
         f"state_dir: {inv.daemon.state_dir}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _tables(inv: Inventory) -> list[str]:
+    """One line when subscriber tables are walked: by how many parents, for how many endpoints."""
+    by_profile = Counter(t.snmp.table for t in inv.targets.values() if t.snmp is not None and t.snmp.table)
+    if not by_profile:
+        return []
+    listed = [t for t in inv.targets.values() if t.table_key is not None]
+    profiles = ", ".join(f"{name} {n}" for name, n in sorted(by_profile.items()))
+    return [f"subscriber tables: {sum(by_profile.values())} parents ({profiles}), {len(listed)} endpoints "
+            f"identified in them, {sum(not t.address for t in listed)} of those without an address"]
 
 
 def _delivery(inv: Inventory) -> list[str]:
