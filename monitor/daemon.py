@@ -353,7 +353,7 @@ class Daemon:
             from monitor.probes.snmp_table import TableProbe
 
             if isinstance(self.snmp, SnmpProbe):  # walks share its sessions, credentials and bounds
-                self.tables.probe = TableProbe(self.snmp)
+                self.tables.probe = TableProbe(self.snmp, clock=self.clock)
 
     async def _close_probes(self) -> None:
         for probe in (self.icmp, self.snmp):

@@ -240,3 +240,30 @@ async def test_dead_agent_gives_no_outcomes(sim: Snmpsim) -> None:
         await snmp.close()
     assert not result.ok and result.error is not None
     assert outcomes(result, [EndpointKey("a", "onu_serial", "UBNT20731888")]) == []
+
+
+async def test_a_cut_walk_pauses_that_tables_walks_for_an_hour(sim: Snmpsim) -> None:
+    """Over ``walk_max_rows`` the walk is cut and failed; the next polls do not walk again until the pause
+    ends (an agent whose table never ends costs one bounded walk an hour, not one per poll)."""
+    from dataclasses import replace
+
+    from monitor.clock import ManualClock
+    from monitor.probes.snmp_table import WALK_PAUSE
+
+    clock = ManualClock(1000.0)
+    base = target("edgeosolt", "generic", v2c("edgeosolt"), sim.port)
+    assert base.snmp is not None
+    small = replace(base, snmp=replace(base.snmp, walk_max_rows=10))  # 29 ONUs x 3 columns = 87 values
+    snmp = SnmpProbe()
+    await snmp.start()
+    try:
+        probe = TableProbe(snmp, clock=clock)
+        cut = await probe.poll(small, "ufiber-olt", 5.0)
+        assert not cut.ok and cut.error is not None and "walk cut" in cut.error
+        paused = await probe.poll(base, "ufiber-olt", 5.0)  # even with the bound raised: paused
+        assert (paused.ok, paused.error) == (False, "table walks paused after a cut walk")
+        clock.advance(WALK_PAUSE)
+        again = await probe.poll(base, "ufiber-olt", 5.0)
+        assert again.ok and len(again.rows) == 29
+    finally:
+        await snmp.close()

@@ -16,16 +16,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from monitor.clock import Clock, SystemClock
 from monitor.errors import ProbeError, ProbeSetupError
 from monitor.inventory.model import Target
+from monitor.logs import event
 from monitor.probes.base import Metric
 from monitor.probes.snmp_extract import Skip, decode_index, to_number, to_text
 from monitor.probes.snmp_profiles import Oid
+from monitor.probes.snmp_transport import WalkCut
 from monitor.probes.table_keys import normalise_key
 from monitor.probes.table_profiles import EnumSpec, KeySpec, TableProfile, load_table_profiles
 
 if TYPE_CHECKING:
     from monitor.probes.snmp import SnmpProbe
+
+WALK_PAUSE = 3600.0  # s without walks of a table whose walk was cut (over walk_max_rows/bytes, OIDs not increasing)
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +197,12 @@ class TableProbe:
 
     kind = "snmp-table"
 
-    def __init__(self, snmp: SnmpProbe, profiles: Mapping[str, TableProfile] | None = None) -> None:
+    def __init__(self, snmp: SnmpProbe, profiles: Mapping[str, TableProfile] | None = None,
+                 clock: Clock | None = None) -> None:
         self._snmp = snmp
         self._profiles = dict(profiles) if profiles is not None else load_table_profiles()
+        self._clock = clock or SystemClock()
+        self._paused: dict[str, float] = {}  # target id → clock.monotonic() when its walks resume
 
     def profile_names(self) -> list[str]:
         return sorted(self._profiles)
@@ -213,9 +221,18 @@ class TableProbe:
         session = self._snmp.session(target, target.snmp, timeout)
         loop = asyncio.get_running_loop()
         started = loop.time()
+        now = self._clock.monotonic()
+        if self._paused.get(target.id, now) > now:
+            return TableResult(target.id, profile.name, False, error="table walks paused after a cut walk")
         try:
             async with asyncio.timeout(timeout):
                 walks = await session.walk(profile.columns())
+        except WalkCut as exc:
+            # an agent whose table never ends would cost a bounded walk every poll: once an hour instead
+            self._paused[target.id] = now + WALK_PAUSE
+            event(log, logging.WARNING, "snmp table walks paused", target=target.id, address=target.address,
+                  table=profile.name, error=exc, seconds=WALK_PAUSE)
+            return TableResult(target.id, profile.name, False, error=str(exc), duration_s=loop.time() - started)
         except TimeoutError:
             return TableResult(target.id, profile.name, False, error="timeout", duration_s=loop.time() - started)
         except ProbeError as exc:
