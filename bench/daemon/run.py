@@ -1,14 +1,26 @@
-"""The whole polling daemon at scale on loopback: scheduler, ICMP, assessment, state, event store.
+"""The whole polling daemon at scale on loopback, side by side with fping doing the same pings.
 
-    .venv/bin/python bench/daemon/run.py --endpoints 50000 --interval 60 --duration 120
+    .venv/bin/python bench/daemon/run.py --endpoints 50000 --interval 60 --rounds 3 --window 20
 
 Generates an inventory of one core, ``--endpoints / 250`` APs and N customer endpoints (all in
-127.0.0.0/8, so traffic stays on this machine), runs the real :class:`monitor.daemon.Daemon`
-in-process for ``--duration`` seconds and reports: polls done, CPU % of one core (whole process,
-after the inventory is loaded), RSS, false DOWN events (every loopback target answers, so any DOWN
-is false), scheduler lag p50/p99 and the number of polls skipped because a target's previous poll
-was still running. ``--timeseries spool`` also runs the time-series writer against a closed port,
-so every sample goes through the writer into the on-disk spool (the worst case of the storage path).
+127.0.0.0/8, so traffic stays on this machine) and seeds the event store with every target UP (the
+steady state of a network that answers; ``--cold`` starts from an empty store instead, so the first
+poll of every target is a transition). Then, ``--rounds`` times, interleaved:
+
+- the real :class:`monitor.daemon.Daemon`, in-process, started on that store, settled for
+  ``--settle`` s and measured for ``--window`` s (CPU of the whole process, getrusage), then stopped;
+- ``fping -q -i0 -c3 -p20 -t1000`` on as many of the same addresses as the daemon polls in one
+  window, i.e. the same pings (count 3, 20 ms apart, 1 s timeout), sent as fast as fping can (its
+  CPU from RUSAGE_CHILDREN). The comparison is CPU per poll; fping's CPU % is given as it would be
+  at the daemon's poll rate. (fping paced to the daemon's rate with ``-i0.4`` is no fair anchor: it
+  wakes for every packet, spent ~10x the CPU per ping of ``-i0`` and took twice the window.)
+
+The two never run at once: a raw ICMP socket sees every ICMP packet on the machine, so each would pay
+for the other's replies. Alternating them puts other load (a shared machine) on both alike; the ratio
+of the daemon's CPU % to fping's is printed per round with min/median/max. Also per round: polls,
+failed polls, false DOWN (every loopback target answers, so any DOWN is false), scheduler lag
+p50/p99 and polls skipped because a target's previous poll was still running. ``--timeseries spool``
+also runs the time-series writer against a closed port (every sample goes to the on-disk spool).
 Needs root (raw ICMP).
 """
 
@@ -18,10 +30,14 @@ import argparse
 import asyncio
 import ipaddress
 import os
+import re
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -29,8 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from monitor import selfmetrics
 from monitor.daemon import Daemon
 from monitor.inventory.loader import load_inventory
+from monitor.inventory.model import Inventory
+from monitor.state import State, StateChange
+from monitor.store import EventStore
 
 FIRST_ENDPOINT = int(ipaddress.IPv4Address("127.100.0.1"))
+COUNT, SPACING_MS, TIMEOUT_MS = 3, 20, 1000  # the daemon's default ICMP settings, given to fping too
 
 
 def write_inventory(folder: Path, endpoints: int, interval: float, timeseries: str) -> Path:
@@ -60,8 +80,17 @@ def write_inventory(folder: Path, endpoints: int, interval: float, timeseries: s
     return folder / "sites.yaml"
 
 
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
+def seed_up(inventory: Inventory, path: Path) -> None:
+    """Every target UP in the store, as after a first pass over a network that answers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = EventStore(path)
+    now = time.time()
+    store.append([StateChange(tid, State.UNKNOWN, State.UP, now, "bench seed") for tid in inventory.targets])
+    store.close()
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
 
 
@@ -77,65 +106,134 @@ def metric(name: str, **labels: str) -> float:
     return selfmetrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def lag_quantile(q: float) -> float:
-    buckets = []
+def lag_buckets() -> list[tuple[float, float]]:
     for m in selfmetrics.REGISTRY.collect():
         if m.name == "monitor_scheduler_lag_seconds":
-            buckets = [(float(s.labels["le"]), s.value) for s in m.samples if s.name.endswith("_bucket")]
-    if not buckets:
+            return [(float(s.labels["le"]), s.value) for s in m.samples if s.name.endswith("_bucket")]
+    return []
+
+
+def lag_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
+    """The upper bound of the bucket holding quantile ``q`` of the lags observed between two reads."""
+    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    if not counts or counts[-1][1] == 0:
         return 0.0
-    total = buckets[-1][1]
-    for le, count in buckets:
-        if count >= q * total:
-            return le
-    return float("inf")
+    total = counts[-1][1]
+    return next(le for le, c in counts if c >= q * total)
 
 
-async def run(endpoints: int, interval: float, duration: float, timeseries: str) -> None:
+@dataclass
+class DaemonRound:
+    window: float
+    cpu_pct: float
+    polls: float
+    failed: float
+    downs: float
+    skipped: float
+    lag_p50: float
+    lag_p99: float
+    rss: float
+
+
+def icmp_polls(*results: str) -> float:
+    return sum(metric("monitor_polls_total", probe="icmp", result=r) for r in results)
+
+
+async def daemon_round(cfg: Path, inventory: Inventory, settle: float, window: float) -> DaemonRound:
+    daemon = Daemon(cfg, inventory=inventory)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    await asyncio.sleep(settle)
+    failed_results = ("timeout", "error", "unreachable", "blocked")
+    polls0, failed0 = icmp_polls("ok"), icmp_polls(*failed_results)
+    downs0 = metric("monitor_state_changes_total", new_state="down")
+    skipped0, lag0 = metric("monitor_polls_skipped_total"), lag_buckets()
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    await asyncio.sleep(window)
+    cpu1, wall1 = cpu_seconds(), time.perf_counter()
+    lag1 = lag_buckets()
+    out = DaemonRound(
+        wall1 - wall0, 100 * (cpu1 - cpu0) / (wall1 - wall0), icmp_polls("ok") - polls0,
+        icmp_polls(*failed_results) - failed0, metric("monitor_state_changes_total", new_state="down") - downs0,
+        metric("monitor_polls_skipped_total") - skipped0, lag_quantile(lag0, lag1, 0.5), lag_quantile(lag0, lag1, 0.99),
+        rss_mb(),
+    )
+    daemon.request_stop()
+    await task
+    return out
+
+
+def fping_round(addresses: list[str]) -> tuple[float, float, int]:
+    """fping on the pings one daemon window makes: (CPU s, wall s, targets without reply)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write("\n".join(addresses) + "\n")
+        f.flush()
+        cpu0, t0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+        proc = subprocess.run(
+            ["fping", "-q", "-i0", f"-c{COUNT}", f"-p{SPACING_MS}", f"-t{TIMEOUT_MS}", "-f", f.name],
+            capture_output=True, text=True, check=False,
+        )
+        wall = time.perf_counter() - t0
+        cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
+    lost = len(re.findall(r"xmt/rcv/%loss = \d+/0/", proc.stderr))
+    return cpu, wall, lost
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        cfg = write_inventory(Path(tmp), endpoints, interval, timeseries)
+        cfg = write_inventory(Path(tmp), args.endpoints, args.interval, args.timeseries)
         inventory = load_inventory(cfg)
         load_s = time.perf_counter() - t0
-        daemon = Daemon(cfg, inventory=inventory)
-        task = asyncio.create_task(daemon.run())
-        await daemon.ready.wait()
-        cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        polls0 = metric("monitor_polls_total", probe="icmp", result="ok")
-        await asyncio.sleep(duration)
-        cpu1, wall1 = cpu_seconds(), time.perf_counter()
-        polls = metric("monitor_polls_total", probe="icmp", result="ok") - polls0
-        failed = sum(
-            metric("monitor_polls_total", probe="icmp", result=r) for r in ("timeout", "error", "unreachable")
-        )
-        downs = metric("monitor_state_changes_total", new_state="down")
-        skipped = metric("monitor_polls_skipped_total")
-        spool = metric("monitor_timeseries_spool_points")
-        rss = rss_mb()
-        daemon.request_stop()
-        await task
-    elapsed = wall1 - wall0
-    print(f"endpoints={endpoints} nodes={len(inventory.nodes())} interval={interval}s duration={elapsed:.0f}s "
-          f"timeseries={timeseries}")
-    print(f"inventory load: {load_s:.2f} s")
-    print(f"polls ok: {polls:.0f} ({polls / elapsed:.0f}/s, expected ~{len(inventory.targets) / interval:.0f}/s)")
-    print(f"failed polls: {failed:.0f}   false DOWN events: {downs:.0f}   skipped (overlap): {skipped:.0f}")
-    print(f"CPU: {100 * (cpu1 - cpu0) / elapsed:.1f} % of one core   RSS: {rss:.0f} MB")
-    print(f"scheduler lag p50 <= {lag_quantile(0.5)} s, p99 <= {lag_quantile(0.99)} s")
-    if timeseries == "spool":
-        print(f"points spooled: {spool:.0f}")
+        if not args.cold:
+            seed_up(inventory, Path(tmp) / "var" / "monitor.db")
+        per_window = int(args.endpoints * args.window / args.interval)
+        addresses = [str(ipaddress.IPv4Address(FIRST_ENDPOINT + i)) for i in range(per_window)]
+        print(f"endpoints={args.endpoints} nodes={len(inventory.nodes())} interval={args.interval:g}s "
+              f"window={args.window:g}s rounds={args.rounds} start={'cold' if args.cold else 'all UP'} "
+              f"timeseries={args.timeseries} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
+        print(f"inventory load: {load_s:.2f} s; fping: {per_window} targets -i0 -c{COUNT} -p{SPACING_MS} "
+              f"-t{TIMEOUT_MS} per round")
+        print("| round | daemon CPU % | polls/s | failed | false DOWN | skipped | lag p50 | lag p99 "
+              "| fping CPU % (same rate) | fping wall s | fping lost | daemon/fping (CPU per poll) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        ratios, cpus, p99s, downs = [], [], [], 0.0
+        for r in range(args.rounds):
+            d = await daemon_round(cfg, inventory, args.settle, args.window)
+            f_cpu_s, f_wall, f_lost = fping_round(addresses)
+            # CPU per poll; fping's CPU % as it would be at the daemon's poll rate
+            f_cpu = 100 * f_cpu_s / len(addresses) * d.polls / d.window
+            ratio = d.cpu_pct / f_cpu if f_cpu else float("inf")
+            ratios.append(ratio)
+            cpus.append(d.cpu_pct)
+            p99s.append(d.lag_p99)
+            downs += d.downs
+            print(f"| {r + 1} | {d.cpu_pct:.1f} | {d.polls / d.window:.0f} | {d.failed:.0f} | {d.downs:.0f} "
+                  f"| {d.skipped:.0f} | {d.lag_p50:g} | {d.lag_p99:g} | {f_cpu:.2f} | {f_wall:.1f} | {f_lost} "
+                  f"| {ratio:.1f}x |")
+        print(f"daemon CPU % min/median/max: {spread(cpus)}; daemon/fping min/median/max: {spread(ratios)}; "
+              f"lag p99 max {max(p99s):g} s; false DOWN {downs:.0f}; RSS {rss_mb():.0f} MB")
+        if args.timeseries == "spool":
+            print(f"points spooled: {metric('monitor_timeseries_spool_points'):.0f}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoints", type=int, default=50_000)
     p.add_argument("--interval", type=float, default=60.0)
-    p.add_argument("--duration", type=float, default=120.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--window", type=float, default=20.0, help="seconds measured per daemon round")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds after start before measuring")
+    p.add_argument("--cold", action="store_true", help="start from an empty store (first poll: UNKNOWN -> UP)")
     p.add_argument("--timeseries", choices=["none", "spool"], default="none")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (raw ICMP sockets)")
-    asyncio.run(run(args.endpoints, args.interval, args.duration, args.timeseries))
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
