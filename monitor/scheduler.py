@@ -11,6 +11,12 @@ all polling for 120 s, silently; stepping it forward polled every target at once
 pinned to wall time once, when the scheduler starts, so a target's polls fall at the same second of
 the interval as before a restart; after a step they keep their pace, and the step is logged once,
 with ``monitor_clock_steps_total``. Wall time is only for stamping results, which the callers do.
+
+Batches: given ``poll_many``, the targets ``batchable`` admits are started together — every such
+target due now or within ``batch_ahead`` seconds goes into one ``poll_many(targets)`` call (one ICMP
+batch: one send loop and one wake-up for all of them instead of a task, a future and a wake-up per
+poll). Starting a poll up to ``batch_ahead`` early moves no slot: the next one is still due an
+interval after the slot. Each target in a batch holds its own place in the concurrency bound.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ log = logging.getLogger("monitor.scheduler")
 STEP_THRESHOLD = 5.0
 
 PollFn = Callable[[Target], Awaitable[None]]
+Entry = tuple[float, int, str, int]  # (slot, sequence, target id, generation) in the heap
+PollManyFn = Callable[[list[Target]], Awaitable[None]]
 
 
 def slot_offset(target_id: str, interval: float) -> float:
@@ -78,8 +86,14 @@ class Scheduler:
         *,
         concurrency: int,
         clock: Clock | None = None,
+        poll_many: PollManyFn | None = None,
+        batchable: Callable[[Target], bool] | None = None,
+        batch_ahead: float = 0.0,
     ) -> None:
         self._poll = poll
+        self._poll_many = poll_many
+        self._batchable = batchable if poll_many is not None else None
+        self._ahead = batch_ahead
         self._spawn = spawn  # the daemon's TaskGroup.create_task, so the group owns every poll
         self._clock = clock = clock or SystemClock()
         wall, mono = clock.now(), clock.monotonic()
@@ -90,7 +104,7 @@ class Scheduler:
         self._sem = asyncio.Semaphore(concurrency)
         self._targets: dict[str, Target] = {}
         self._generation: dict[str, int] = {}
-        self._heap: list[tuple[float, int, str, int]] = []
+        self._heap: list[Entry] = []
         self._seq = 0
         self._running: set[str] = set()
         self._idle = asyncio.Event()
@@ -157,10 +171,28 @@ class Scheduler:
             if delay > 0:
                 await self._wait(delay)
                 continue
+            await self._start_due()
+
+    def _take(self, now: float, horizon: float, later: list[Entry]) -> tuple[Target, float] | None:
+        """Pop the next entry due by ``now`` (by ``horizon`` when batchable), schedule its next slot and
+        return its target and slot when it is to be polled now; None when there is nothing more.
+        Entries within the horizon that may not start early are set aside in ``later``."""
+        while self._heap:
+            entry = self._heap[0]
+            due, _, tid, gen = entry
+            if self._generation.get(tid) != gen:
+                heapq.heappop(self._heap)
+                continue
+            if due > now:
+                batchable = self._batchable
+                if due > horizon or batchable is None:
+                    return None
+                if not batchable(self._targets[tid]):
+                    later.append(heapq.heappop(self._heap))  # its own slot, not early
+                    continue
             heapq.heappop(self._heap)
             target = self._targets[tid]
             interval = target.polling.interval
-            now = self._now()
             following = due + interval
             if following <= now:  # fell behind by a whole interval: skip the missed slots
                 following = next_slot(now, interval, slot_offset(tid, interval))
@@ -168,14 +200,44 @@ class Scheduler:
             if tid in self._running:
                 selfmetrics.POLLS_SKIPPED.inc()
                 continue
+            return target, due
+        return None
+
+    async def _start_due(self) -> None:
+        """Start every poll due now: batchable ones (and those due within ``batch_ahead``) as one batch."""
+        now = self._now()
+        horizon = now + self._ahead
+        batch: list[Target] = []
+        later: list[Entry] = []
+        while not self._stopping:
+            taken = self._take(now, horizon, later)
+            if taken is None:
+                break
+            target, due = taken
+            if self._sem.locked() and batch:  # start what is gathered before waiting for a place
+                self._start_batch(batch)
+                batch = []
             await self._sem.acquire()
             if self._stopping:
                 self._sem.release()
                 break
             selfmetrics.SCHEDULER_LAG.observe(max(0.0, self._now() - due))
-            self._running.add(tid)
+            self._running.add(target.id)
             self._idle.clear()
-            self._spawn(self._run_one(target))
+            if self._batchable is not None and self._batchable(target):
+                batch.append(target)
+            else:
+                self._spawn(self._run_one(target))
+        for entry in later:
+            heapq.heappush(self._heap, entry)
+        if batch:
+            self._start_batch(batch)
+
+    def _start_batch(self, batch: list[Target]) -> None:
+        if len(batch) == 1:
+            self._spawn(self._run_one(batch[0]))
+        else:
+            self._spawn(self._run_many(batch))
 
     async def _wait(self, timeout: float | None) -> None:
         """Sleep until woken or timed out.
@@ -196,5 +258,18 @@ class Scheduler:
         finally:
             self._sem.release()
             self._running.discard(target.id)
+            if not self._running:
+                self._idle.set()
+
+    async def _run_many(self, targets: list[Target]) -> None:
+        assert self._poll_many is not None
+        try:
+            await self._poll_many(targets)
+        except Exception:  # a bug in one batch must not take the daemon down
+            log.exception("poll crashed", extra={"kv": {"targets": len(targets), "first": targets[0].id}})
+        finally:
+            for target in targets:
+                self._sem.release()
+                self._running.discard(target.id)
             if not self._running:
                 self._idle.set()

@@ -155,3 +155,44 @@ async def test_a_wall_clock_step_neither_delays_nor_bursts_polls(step: float, ca
     assert len(lines) == 1
     assert lines[0].kv["direction"] == ("back" if step < 0 else "forward")  # type: ignore[attr-defined]
     assert selfmetrics.REGISTRY.get_sample_value("monitor_clock_steps_total") == steps_before + 1
+
+
+async def test_due_batchable_targets_start_as_one_batch_within_the_concurrency_bound():
+    """Targets the daemon may batch (ICMP alone) that fall due in the same tick (here: within
+    ``batch_ahead``, the whole interval) go to ``poll_many`` together, even behind a target that may
+    not start early; the others are polled one by one, and each target in a batch holds its own
+    place under the concurrency bound."""
+    singles: list[str] = []
+    batches: list[list[str]] = []
+    done = asyncio.Event()
+
+    async def poll(t: Target) -> None:
+        singles.append(t.id)
+
+    async def poll_many(ts: list[Target]) -> None:
+        batches.append([t.id for t in ts])
+        if sum(map(len, batches)) >= 40:
+            done.set()
+
+    def batchable(t: Target) -> bool:
+        return t.id != "t0"
+
+    async def run(concurrency: int) -> None:
+        singles.clear()
+        batches.clear()
+        done.clear()
+        async with asyncio.TaskGroup() as tg:
+            sched = Scheduler(poll, tg.create_task, concurrency=concurrency, poll_many=poll_many,
+                              batchable=batchable, batch_ahead=1.0)
+            sched.set_targets(target(i, 1.0) for i in range(21))
+            runner = tg.create_task(sched.run())
+            await asyncio.wait_for(done.wait(), 10)
+            sched.stop()
+            await runner
+            await sched.drain()
+
+    await run(concurrency=100)
+    assert sorted(batches[0]) == sorted(f"t{i}" for i in range(1, 21))  # (t0's own ticks may split later ones)
+    assert "t0" in singles and not any("t0" in b for b in batches)  # (a batch of one is a single poll)
+    await run(concurrency=5)  # t0 may hold one of the 5 places
+    assert all(len(b) <= 5 for b in batches) and sum(map(len, batches)) >= 40

@@ -51,6 +51,11 @@ class IcmpProbe:
         self._mode = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._addresses: dict[str, tuple[int, bytes, tuple[str, int]]] = {}
+        #: polls through :meth:`poll`, batches through :meth:`poll_many` and the targets in them: how
+        #: the caller uses the probe (the daemon batches ICMP-only targets), for tests and benchmarks
+        self.single_polls = 0
+        self.batches = 0
+        self.batched_polls = 0
 
     @property
     def mode(self) -> str:
@@ -98,6 +103,7 @@ class IcmpProbe:
         """Ping ``target`` as its polling settings say, returning within ``timeout`` seconds."""
         p = target.polling
         deadline = time.monotonic() + timeout
+        self.single_polls += 1
         return await self._ping(target.address, p.icmp_count, p.icmp_spacing, p.icmp_timeout, target.id, deadline)
 
     async def ping(
@@ -132,6 +138,8 @@ class IcmpProbe:
     async def poll_many(self, targets: Sequence[Target], timeout: float) -> list[IcmpResult]:
         """:meth:`poll` for many targets at once (grouped by their ICMP settings), in order."""
         deadline = time.monotonic() + timeout
+        self.batches += 1
+        self.batched_polls += len(targets)
         by_settings: dict[tuple[int, float, float], list[int]] = {}
         for i, t in enumerate(targets):
             p = t.polling
