@@ -37,7 +37,7 @@ from monitor.correlate.service import CorrelationService
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
-from monitor.inventory.model import Inventory, Target
+from monitor.inventory.model import Inventory, PollingSettings, Target
 from monitor.keeper import BUSY_TIMEOUT, StoreKeeper
 from monitor.logs import event
 from monitor.pipeline import IncidentPipeline, IncidentSink
@@ -155,6 +155,7 @@ class Daemon:
         self._tg: asyncio.TaskGroup | None = None
         self.tables = TableWatch()  # subscriber tables (ONUs, stations) walked with their parent's poll
         self._metrics = _PollMetrics()
+        self._confirmations: dict[str, tuple[PollingSettings, Confirmation]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -306,6 +307,7 @@ class Daemon:
         for tid in removed:
             gone = self.states.pop(tid, TargetState())
             self.snmp_ok.pop(tid, None)
+            self._confirmations.pop(tid, None)
             # The end of the target's life in the log: reports stop counting it here.
             self._announce(old.targets[tid], StateChange(tid, gone.state, State.UNKNOWN, now, REMOVED))
         for tid in new.targets:
@@ -519,6 +521,14 @@ class Daemon:
                 points.append(schema.state_point(target, new.state.value, now, change.reason if change else ""))
                 self.writer.submit(points)
 
+    def _rules(self, target: Target) -> Confirmation:
+        """The target's confirmation rules, built once per polling settings object (a reload brings
+        new ones; the cache holds the old object, so identity cannot be confused)."""
+        cached = self._confirmations.get(target.id)
+        if cached is None or cached[0] is not target.polling:
+            cached = self._confirmations[target.id] = (target.polling, confirmation(target))
+        return cached[1]
+
     def _batchable(self, target: Target) -> bool:
         """ICMP alone, on a probe that polls batches: the scheduler may group it with others."""
         return target.snmp is None and isinstance(self.icmp, BatchProbe)
@@ -573,8 +583,8 @@ class Daemon:
 
     def _step(self, target: Target, obs: Observation, now: float) -> tuple[TargetState, StateChange | None]:
         """Fold one observation into the target's confirmed state; announce a transition."""
-        prev = self.states.get(target.id, TargetState())
-        new, change = step(prev, obs, now, confirmation(target), target.id)
+        prev = self.states.get(target.id) or TargetState()
+        new, change = step(prev, obs, now, self._rules(target), target.id)
         self.states[target.id] = new
         if change is not None:
             self._announce(target, change)

@@ -35,6 +35,12 @@ class Confirmation:
     up_after: int = 2
     degraded_after: int = 3
 
+    def __post_init__(self) -> None:
+        # At least one poll each (the config loader enforces 1-100): :func:`step` relies on it to
+        # keep an UP target that answers well UP without asking the rules.
+        if min(self.down_after, self.up_after, self.degraded_after) < 1:
+            raise ValueError(f"confirmation counts must be at least 1: {self}")
+
 
 @dataclass(frozen=True, slots=True)
 class TargetState:
@@ -63,6 +69,17 @@ def step(
 ) -> tuple[TargetState, StateChange | None]:
     """Fold one observation into the state; return the new state and the transition, if any."""
     # Built directly rather than with dataclasses.replace: this runs once per poll of every target.
+    if prev.state is State.UP and obs.reachable and not obs.degraded_reasons:
+        # Nearly every poll: an UP target answering within its thresholds stays UP whatever its
+        # streaks (every rule needs at least one poll), so only the counters move.
+        return TargetState(State.UP, prev.since, 0, prev.reach_streak + 1, prev.ok_streak + 1, 0), None
+    return step_general(prev, obs, now, rules, target)
+
+
+def step_general(
+    prev: TargetState, obs: Observation, now: float, rules: Confirmation, target: str
+) -> tuple[TargetState, StateChange | None]:
+    """:func:`step` without its shortcut for the common poll (the property tests compare the two)."""
     if obs.reachable:
         healthy = not obs.degraded_reasons
         cur = TargetState(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from monitor.assess import assess
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.assess import _icmp_reasons, assess
 from monitor.inventory.model import PollingSettings, Target, Thresholds
 from monitor.probes.base import IcmpResult, Metric, SnmpResult
 
@@ -61,3 +64,16 @@ def test_disabled_thresholds_never_degrade():
                      optical_rx_dbm_min=None, optical_rx_dbm_max=None)
     t = replace(T, polling=PollingSettings(thresholds=off))
     assert assess(t, icmp(received=1, avg=900), snmp(Metric("wireless_signal_dbm", -95))).degraded_reasons == ()
+
+
+_LIMIT = st.one_of(st.none(), st.floats(0, 300))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 3), st.floats(0, 400), st.one_of(st.none(), st.floats(0, 100)), _LIMIT, _LIMIT, _LIMIT)
+def test_the_shortcut_for_healthy_replies_agrees_with_the_reasons(received, avg, jitter, loss, rtt, jit):
+    """assess() answers the common poll without building reasons; the answer is the same."""
+    t = replace(T, polling=PollingSettings(thresholds=Thresholds(loss_pct=loss, rtt_ms=rtt, jitter_ms=jit)))
+    r = replace(icmp(received, avg), jitter_ms=jitter)
+    obs = assess(t, r, None)
+    assert obs.reachable and obs.degraded_reasons == tuple(_icmp_reasons(r, t.polling.thresholds))

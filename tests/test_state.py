@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st_
 
-from monitor.state import Confirmation, Observation, State, TargetState, restored, step
+from monitor.state import Confirmation, Observation, State, TargetState, restored, step, step_general
 
 OK = Observation(reachable=True)
 FAIL = Observation(reachable=False, detail="timeout")
@@ -105,3 +107,24 @@ def test_restart_resumes_without_spurious_events(state, obs):
 def test_down_after_one_is_immediate():
     st, changes = run([OK, FAIL], rules=Confirmation(down_after=1, up_after=1, degraded_after=1))
     assert st.state == State.DOWN and len(changes) == 2
+
+
+_STATES = st_.builds(
+    TargetState, st_.sampled_from(list(State)), st_.floats(0, 1e9), *(st_.integers(0, 6) for _ in range(4))
+)
+_OBSERVATIONS = st_.builds(
+    Observation, st_.booleans(), st_.sampled_from([(), ("rtt 300.0ms > 150ms",)]), st_.sampled_from(["", "timeout"])
+)
+_RULES = st_.builds(Confirmation, *(st_.integers(1, 5) for _ in range(3)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_STATES, _OBSERVATIONS, _RULES)
+def test_the_shortcut_for_healthy_up_polls_changes_nothing(prev, obs, rules):
+    """step() keeps an UP target that answers well UP with counters only; the general path agrees."""
+    assert step(prev, obs, 2000.0, rules, "t1") == step_general(prev, obs, 2000.0, rules, "t1")
+
+
+def test_confirmation_counts_below_one_are_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        Confirmation(down_after=0)
