@@ -156,6 +156,7 @@ class Daemon:
         self.tables = TableWatch()  # subscriber tables (ONUs, stations) walked with their parent's poll
         self._metrics = _PollMetrics()
         self._confirmations: dict[str, tuple[PollingSettings, Confirmation]] = {}
+        self._batch_probe: tuple[Probe | None, bool] | None = None  # (the ICMP probe, polls batches)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -196,7 +197,7 @@ class Daemon:
                     self._web_task = tg.create_task(self.web_server.serve())
                 self.scheduler = Scheduler(
                     self._poll_and_record, tg.create_task, concurrency=inv.daemon.concurrency, clock=self.clock,
-                    poll_many=None if self.batch_ahead is None else self._poll_many_and_record,
+                    poll_many=self._poll_many_and_record if self._batching() else None,
                     batchable=self._batchable, batch_ahead=self.batch_ahead or 0.0,
                 )
                 self.scheduler.set_targets(_scheduled(inv))
@@ -529,9 +530,16 @@ class Daemon:
             cached = self._confirmations[target.id] = (target.polling, confirmation(target))
         return cached[1]
 
+    def _batching(self) -> bool:
+        """Batches wanted (``batch_ahead``) and the ICMP probe polls them (the demo's scripted one does not)."""
+        return self.batch_ahead is not None and isinstance(self.icmp, BatchProbe)
+
     def _batchable(self, target: Target) -> bool:
-        """ICMP alone, on a probe that polls batches: the scheduler may group it with others."""
-        return target.snmp is None and isinstance(self.icmp, BatchProbe)
+        """ICMP alone, on a probe that polls batches: the scheduler may group it with others. (Asked
+        for every due target: the isinstance check on the Protocol, ~2 µs, is made once per probe.)"""
+        if self._batch_probe is None or self._batch_probe[0] is not self.icmp:
+            self._batch_probe = (self.icmp, isinstance(self.icmp, BatchProbe))
+        return target.snmp is None and self._batch_probe[1]
 
     async def _poll_many_and_record(self, targets: list[Target]) -> None:
         """One ICMP batch per poll deadline for targets polled by ICMP alone; each result is recorded

@@ -41,6 +41,9 @@ log = logging.getLogger("monitor.scheduler")
 STEP_THRESHOLD = 5.0
 
 PollFn = Callable[[Target], Awaitable[None]]
+#: At most this many polls that may not start early are looked past per tick for batchable ones behind
+#: them (bounds a tick's work when most targets are not batchable).
+SET_ASIDE = 32
 Entry = tuple[float, int, str, int]  # (slot, sequence, target id, generation) in the heap
 PollManyFn = Callable[[list[Target]], Awaitable[None]]
 
@@ -188,6 +191,8 @@ class Scheduler:
                 if due > horizon or batchable is None:
                     return None
                 if not batchable(self._targets[tid]):
+                    if len(later) >= SET_ASIDE:  # many unbatchable ones close together: this tick is done
+                        return None
                     later.append(heapq.heappop(self._heap))  # its own slot, not early
                     continue
             heapq.heappop(self._heap)

@@ -19,7 +19,9 @@ The two never run at once: a raw ICMP socket sees every ICMP packet on the machi
 for the other's replies. Alternating them puts other load (a shared machine) on both alike; the ratio
 of the daemon's CPU % to fping's is printed per round with min/median/max. Also per round: polls,
 failed polls, false DOWN (every loopback target answers, so any DOWN is false), scheduler lag
-p50/p99 and polls skipped because a target's previous poll was still running. ``--timeseries spool``
+p50/p99 (upper bounds of the histogram's buckets), the p99 of how late a bare asyncio loop in another
+process wakes from 5 ms sleeps meanwhile (the lag the loaded machine itself imposes), and polls
+skipped because a target's previous poll was still running. ``--timeseries spool``
 also runs the time-series writer against a closed port (every sample goes to the on-disk spool).
 Needs root (raw ICMP).
 """
@@ -132,11 +134,35 @@ class DaemonRound:
     skipped: float
     lag_p50: float
     lag_p99: float
+    idle_p99: float
     rss: float
 
 
 def icmp_polls(*results: str) -> float:
     return sum(metric("monitor_polls_total", probe="icmp", result=r) for r in results)
+
+
+#: A bare asyncio loop in a child process that only sleeps 5 ms at a time and records how late it wakes:
+#: the lag the machine itself imposes (other processes on the cores) while the daemon is measured.
+IDLE_LOOP = """
+import asyncio, sys, time
+async def main(window):
+    lags, end = [], time.monotonic() + window
+    while time.monotonic() < end:
+        t = time.monotonic()
+        await asyncio.sleep(0.005)
+        lags.append(time.monotonic() - t - 0.005)
+    lags.sort()
+    print(lags[int(0.99 * (len(lags) - 1))])
+asyncio.run(main(float(sys.argv[1])))
+"""
+
+
+async def idle_loop_lag_p99(window: float) -> float:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", IDLE_LOOP, str(window),
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return float(out or 0)
 
 
 async def daemon_round(cfg: Path, inventory: Inventory, settle: float, window: float) -> DaemonRound:
@@ -149,14 +175,14 @@ async def daemon_round(cfg: Path, inventory: Inventory, settle: float, window: f
     downs0 = metric("monitor_state_changes_total", new_state="down")
     skipped0, lag0 = metric("monitor_polls_skipped_total"), lag_buckets()
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
-    await asyncio.sleep(window)
+    idle_p99 = await idle_loop_lag_p99(window)
     cpu1, wall1 = cpu_seconds(), time.perf_counter()
     lag1 = lag_buckets()
     out = DaemonRound(
         wall1 - wall0, 100 * (cpu1 - cpu0) / (wall1 - wall0), icmp_polls("ok") - polls0,
         icmp_polls(*failed_results) - failed0, metric("monitor_state_changes_total", new_state="down") - downs0,
         metric("monitor_polls_skipped_total") - skipped0, lag_quantile(lag0, lag1, 0.5), lag_quantile(lag0, lag1, 0.99),
-        rss_mb(),
+        idle_p99, rss_mb(),
     )
     daemon.request_stop()
     await task
@@ -199,8 +225,8 @@ async def run(args: argparse.Namespace) -> None:
         print(f"inventory load: {load_s:.2f} s; fping: {per_window} targets -i0 -c{COUNT} -p{SPACING_MS} "
               f"-t{TIMEOUT_MS} per round")
         print("| round | daemon CPU % | polls/s | failed | false DOWN | skipped | lag p50 | lag p99 "
-              "| fping CPU % (same rate) | fping wall s | fping lost | daemon/fping (CPU per poll) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| idle loop lag p99 | fping CPU % (same rate) | fping wall s | fping lost | daemon/fping (CPU/poll) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         ratios, cpus, p99s, downs = [], [], [], 0.0
         for r in range(args.rounds):
             d = await daemon_round(cfg, inventory, args.settle, args.window)
@@ -213,7 +239,8 @@ async def run(args: argparse.Namespace) -> None:
             p99s.append(d.lag_p99)
             downs += d.downs
             print(f"| {r + 1} | {d.cpu_pct:.1f} | {d.polls / d.window:.0f} | {d.failed:.0f} | {d.downs:.0f} "
-                  f"| {d.skipped:.0f} | {d.lag_p50:g} | {d.lag_p99:g} | {f_cpu:.2f} | {f_wall:.1f} | {f_lost} "
+                  f"| {d.skipped:.0f} | {d.lag_p50:g} | {d.lag_p99:g} | {1000 * d.idle_p99:.1f} ms "
+                  f"| {f_cpu:.2f} | {f_wall:.1f} | {f_lost} "
                   f"| {ratio:.1f}x |")
         print(f"daemon CPU % min/median/max: {spread(cpus)}; daemon/fping min/median/max: {spread(ratios)}; "
               f"lag p99 max {max(p99s):g} s; false DOWN {downs:.0f}; RSS {rss_mb():.0f} MB")
