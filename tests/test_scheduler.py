@@ -6,6 +6,8 @@ import asyncio
 import logging
 import statistics
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,19 @@ def target(i: int, interval: float) -> Target:
                   polling=PollingSettings(interval=interval))
 
 
+async def run_until(done: asyncio.Event, poll: Callable[[Target], Awaitable[None]], targets: list[Target],
+                    **options: Any) -> None:
+    """Run a Scheduler over ``targets`` until ``done`` is set, then stop it and wait for its polls."""
+    async with asyncio.TaskGroup() as tg:
+        sched = Scheduler(poll, tg.create_task, **options)
+        sched.set_targets(targets)
+        runner = tg.create_task(sched.run())
+        await asyncio.wait_for(done.wait(), 20)
+        sched.stop()
+        await runner
+        await sched.drain()
+
+
 async def test_concurrency_bound_and_no_overlap_per_target():
     in_flight = 0
     peak = 0
@@ -60,14 +75,7 @@ async def test_concurrency_bound_and_no_overlap_per_target():
         if count >= 60:
             done.set()
 
-    async with asyncio.TaskGroup() as tg:
-        sched = Scheduler(poll, tg.create_task, concurrency=4)
-        sched.set_targets(target(i, 0.02) for i in range(10))
-        runner = tg.create_task(sched.run())
-        await asyncio.wait_for(done.wait(), 20)
-        sched.stop()
-        await runner
-        await sched.drain()
+    await run_until(done, poll, [target(i, 0.02) for i in range(10)], concurrency=4)
     assert peak == 4
     assert overlaps == 0
 
@@ -181,15 +189,8 @@ async def test_due_batchable_targets_start_as_one_batch_within_the_concurrency_b
         singles.clear()
         batches.clear()
         done.clear()
-        async with asyncio.TaskGroup() as tg:
-            sched = Scheduler(poll, tg.create_task, concurrency=concurrency, poll_many=poll_many,
-                              batchable=batchable, batch_ahead=1.0)
-            sched.set_targets(target(i, 1.0) for i in range(21))
-            runner = tg.create_task(sched.run())
-            await asyncio.wait_for(done.wait(), 10)
-            sched.stop()
-            await runner
-            await sched.drain()
+        await run_until(done, poll, [target(i, 1.0) for i in range(21)], concurrency=concurrency,
+                        poll_many=poll_many, batchable=batchable, batch_ahead=1.0)
 
     await run(concurrency=100)
     assert sorted(batches[0]) == sorted(f"t{i}" for i in range(1, 21))  # (t0's own ticks may split later ones)
