@@ -515,7 +515,8 @@ class Daemon:
     def record_table(self, parent: Target, table: TableResult, now: float) -> None:
         """Fold one walk of ``parent``'s subscriber table into its address-less endpoints' states."""
         selfmetrics.POLLS.labels("snmp-table", "ok" if table.ok else _result_label(table.error)).inc()
-        for target, obs, outcome in self.tables.fold(parent, table, now):
+        reachable = self.states.get(parent.id, TargetState()).fail_streak == 0
+        for target, obs, outcome in self.tables.fold(parent, table, now, reachable):
             new, change = self._step(target, obs, now)
             if self.writer is not None:
                 points = schema.snmp_points(target, SnmpResult(target.id, "", True, metrics=outcome.metrics), now)

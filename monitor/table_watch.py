@@ -98,11 +98,24 @@ class TableWatch:
         assert self.probe is not None and target.snmp is not None
         return await self.probe.poll(target, target.snmp.table, timeout)
 
-    def fold(self, parent: Target, result: TableResult, now: float) -> list[tuple[Target, Observation, TableOutcome]]:
-        """Observations for the parent's address-less endpoints (to step now); the view for the others."""
-        from monitor.probes.snmp_table import outcomes
+    def fold(self, parent: Target, result: TableResult, now: float,
+             parent_reachable: bool = True) -> list[tuple[Target, Observation, TableOutcome]]:
+        """Observations for the parent's address-less endpoints (to step now); the view for the others.
+
+        A failed walk is no evidence while the parent answers (its agent may just be slow). A parent
+        that does not answer at all takes its address-less endpoints with it, as it would take pinged
+        ones: they are unreachable from here, so an outage at the parent includes its customers.
+        """
+        from monitor.probes.snmp_table import TableOutcome, outcomes
 
         out: list[tuple[Target, Observation, TableOutcome]] = []
+        if not result.ok and not parent_reachable:
+            for key in self.members.get(parent.id, ()):
+                target = self._targets.get(key.endpoint)
+                if target is not None and not target.address:
+                    obs = Observation(False, detail=f"parent {parent.id} unreachable")
+                    out.append((target, obs, TableOutcome(target.id, False, "offline", None)))
+            return out
         for outcome in outcomes(result, self.members.get(parent.id, ())):
             target = self._targets.get(outcome.endpoint)
             if target is None:

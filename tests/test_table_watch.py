@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from monitor.inventory.model import PollingSettings, Target, Thresholds
 from monitor.probes.base import Metric
 from monitor.probes.snmp_table import TableOutcome
@@ -35,3 +39,32 @@ def test_table_offline_wins_over_a_ping_and_reasons_add_up() -> None:
     assert combine(Observation(False, detail="timeout"), Observation(True)) == Observation(False, detail="timeout")
     both = combine(Observation(True, ("loss 30% > 20%",)), Observation(True, ("onu rx -28dBm < -27dBm",)))
     assert both == Observation(True, ("loss 30% > 20%", "onu rx -28dBm < -27dBm"))
+
+
+def test_a_failed_walk_is_no_evidence_unless_the_parent_is_unreachable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.inventory.loader import load_inventory
+    from monitor.probes.snmp_table import TableResult
+    from monitor.table_watch import TableWatch
+
+    monkeypatch.setenv("SNMP_COMMUNITY", "x")
+    (tmp_path / "sites.yaml").write_text("""
+service_classes: {residencial: {response_hours: 24, availability_target: 98.0}}
+credentials: {v2: {version: 2c, community: {env: SNMP_COMMUNITY}}}
+nodes:
+  - {id: olt-1, kind: olt, address: 127.0.0.1, snmp: {profile: generic, credentials: v2, table: huawei-olt}}
+customers:
+  - id: C-1
+    name: Uno
+    service_class: residencial
+    endpoints:
+      - {id: onu-1, kind: onu, parent: olt-1, onu_serial: HWTC1F14CAAD}
+      - {id: onu-2, kind: onu, parent: olt-1, onu_serial: HWTC1F14CAAE, address: 127.0.1.2}
+""")
+    inv = load_inventory(tmp_path / "sites.yaml")
+    watch = TableWatch()
+    watch.configure(inv)
+    failed = TableResult("olt-1", "huawei-olt", False, error="timeout")
+    assert watch.fold(inv.targets["olt-1"], failed, 0.0, parent_reachable=True) == []
+    [(target, obs, _)] = watch.fold(inv.targets["olt-1"], failed, 0.0, parent_reachable=False)
+    assert (target.id, obs) == ("onu-1", Observation(False, detail="parent olt-1 unreachable"))
