@@ -607,6 +607,11 @@ class Engine:
                 self._unexplained.add(t)  # no longer held by the recovered root
         if lossy_over:
             self._together(rest)
+        else:
+            # failed well before the root was confirmed (more than an interval before its settle): an
+            # independent failure the outage took over, not the root's straggler (those are singles)
+            before = inc.opened_at - self.s.settle - self.s.interval
+            self._together([t for t in rest if self.down.get(t, _INF) < before])
         for t in rest:
             if t not in self.member:  # an earlier one may have gathered it already
                 self._evaluate(t)
