@@ -74,7 +74,12 @@ class Engine:
         # below this many independent failures the share rule cannot fire: skip the check
         self._blind_quiet = max(settings.blind_min - 1, int(settings.blind_share * len(topo)))
         self._n_targets = len(topo)
-        self._tops = tuple(t for t in topo.parents if not topo.parents[t])  # nearest the monitor
+        # the top-level nodes, nearest the monitor (those with something below them, if any has)
+        tops = tuple(t for t in topo.parents if not topo.parents[t])
+        self._tops = tuple(t for t in tops if topo.children[t]) or tops
+        self._top_set = frozenset(self._tops)
+        self._flat = not topo.children[self._tops[0]] if self._tops else False  # no top has anything below
+        self._tops_flag = False  # every top-level node down or lossy (kept when one changes state)
         self.degraded: set[str] = set()  # confirmed DEGRADED (answering, beyond a loss/rtt threshold)
         self._settle: deque[tuple[float, str, float]] = deque()  # (due, target, down since)
         self._grace: deque[tuple[float, str, float]] = deque()  # (due, incident id, grace_from)
@@ -136,7 +141,8 @@ class Engine:
         settle_q, settle_for = self._settle, self.s.settle
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
         lossy = self.lossy  # kept while such a node is down: its last answers showed loss
-        degraded, member, n_targets = self.degraded, self.member, self._n_targets
+        degraded, member, n_targets, top_set = self.degraded, self.member, self._n_targets, self._top_set
+        flat = self._flat
         DOWN, DEGRADED = State.DOWN, State.DEGRADED
         next_due = self._next_due()
         n = 0
@@ -172,6 +178,8 @@ class Engine:
                     if kids:
                         self._parent_down(tid, now)
                         next_due = self._next_due()
+                    elif flat and tid in top_set:
+                        self._tops_flag = self._tops_bad()
                     if is_endpoint:
                         recent.append((now, tid))
                         in_window.add(tid)
@@ -197,10 +205,14 @@ class Engine:
                     degraded.add(tid)
                 elif degraded:
                     degraded.discard(tid)
+                if tid in top_set:
+                    self._tops_flag = self._tops_bad()
             if (
                 self.blind is not None
-                or len(down) + len(degraded) - len(member) > blind_quiet
-                or len(down) == n_targets
+                or (
+                    self._tops_flag  # the share and nothing-answers rules need every top down or lossy
+                    and (len(down) == n_targets or len(down) + len(degraded) - len(member) > blind_quiet)
+                )
                 or (vantage and self._vantage_down())
             ):
                 self._check_blind()
@@ -339,6 +351,7 @@ class Engine:
         if blind is not None and blind.clear_since is not None and self._blind_cause() is None:
             # its cause cleared before the restart: it ends when it would have without the restart
             self._blind_timer.append((blind.clear_since + s.blind_recovery, blind.id, blind.clear_since))
+        self._tops_flag = self._tops_bad()
         self._check_blind()
 
     # ---------------------------------------------------------------- state
@@ -346,6 +359,8 @@ class Engine:
     def _parent_down(self, tid: str, ts: float) -> None:
         """A node went down: children whose every uplink is now down are explained by it."""
         topo, down, unexplained = self.topo, self.down, self._unexplained
+        if tid in self._top_set:
+            self._tops_flag = self._tops_bad()
         sole = topo.sole_children[tid]
         if unexplained:
             unexplained.difference_update(down.keys() & sole)
@@ -1166,7 +1181,7 @@ class Engine:
         if not self._vantage and len(down) == self._n_targets and (blind is not None or self._at_once()):
             return BLIND_ROOT
         bad = self.degraded
-        if not all(t in down or t in bad for t in self._tops):
+        if not self._tops_bad():
             return None
         n = len(down) + len(bad) - len(self.member)  # attached targets are all down or degraded
         if n < self.s.blind_min or n <= self.s.blind_share * self._n_targets:
@@ -1179,6 +1194,11 @@ class Engine:
                 if a not in down and a not in bad:
                     return None  # something above a failure answers: the monitor sees that far
         return BLIND_ROOT
+
+    def _tops_bad(self) -> bool:
+        """Every top-level node is down or lossy: the monitor's view is broken at its very start."""
+        down, bad = self.down, self.degraded
+        return all(t in down or t in bad for t in self._tops)
 
     def _at_once(self) -> bool:
         """The top-level nodes were all confirmed down within ``settle + interval`` (with everything else)."""
