@@ -100,7 +100,7 @@ def test_the_tower_outage_is_one_incident_with_one_ticket_opened_then_resolved(p
     text = ticket.read_text()
     sections = [line.split(" · ")[1].rstrip(" -") for line in text.splitlines() if line.startswith("--- ")]
     assert sections[0] == "opened" and sections[-1] == "resolved" and sections.count("opened") == 1
-    assert f"[{outage.id}] OUTAGE Torre Centro" in text and "Clientes afectados: 20" in text
+    assert f"[{outage.id}] CAÍDA Torre Centro" in text and "Clientes afectados: 20" in text
     others = [p for p in (played.folder / "tickets").iterdir() if p != ticket]
     assert not any("twr-centro" in p.read_text() for p in others)
     assert [r["recipient"] for r in played.emails("tech_alert", outage.id)] == ["ana.gomez@isp.example"]

@@ -90,7 +90,7 @@ async def test_outage_notices_over_starttls_with_auth_in_each_customers_language
     back = next(m for m in restored if m["To"] == "c3@example.com")
     assert "La interrupción duró 1 h 30 min" in back.get_content()
     tech = [m for m in msgs if m["To"] == "juan@isp.example"]
-    assert [m["Subject"].split("]")[1].split(":")[0].strip() for m in tech] == ["ALERTA outage", "RESUELTO"]
+    assert [m["Subject"].split("]")[1].split(":")[0].strip() for m in tech] == ["ALERTA caída", "RESUELTO"]
     # no secret anywhere: messages, outbox payloads, logs
     blob = b"".join(m.as_bytes() for m in msgs) + json.dumps(rows).encode() + caplog.text.encode()
     for value in SECRETS.values():

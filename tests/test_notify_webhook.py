@@ -59,7 +59,7 @@ async def test_signed_json_to_the_gateway_and_the_desk_with_retries(tmp_path: Pa
     assert "Respuesta en 12 h" in by[("customer_opened", "+573000000001")]["text"]
     desk = [d for d in docs if "op" in d]
     assert [(d["op"], d["ticket"]) for d in desk] == [("open", "INC-000001"), ("resolve", "INC-000001")]
-    assert desk[0]["subject"].startswith("[INC-000001] OUTAGE")
+    assert desk[0]["subject"].startswith("[INC-000001] CAÍDA")
     # the resolve note carries the same reference RT would store, also in its Idempotency-Key
     (resolve,) = [r["key"] for r in rows if r["action"] == "ticket_resolve"]
     assert "ref" not in desk[0] and desk[1]["ref"] == Ref.marker_of(resolve)

@@ -1,0 +1,80 @@
+"""Notice, alert and ticket wording: every incident kind reads in the reader's language (issue 18).
+
+The data comes from the real planner (the same dicts the delivery service renders); every builtin
+template is rendered for every incident kind, and a Spanish text must not carry an English kind
+name ("ALERTA outage", "Tipo: outage").
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from monitor.correlate.incidents import KINDS
+from monitor.delivery.planner import GlobalMemory, Item, plan_maintenance
+from monitor.inventory.model import Inventory
+from monitor.notify.render import BUILTIN, Renderer
+from tests.delivery_support import T0, ev, ids, load
+from tests.test_delivery_planner import Run, ctx_of, window
+
+ENGLISH_KINDS = re.compile(r"\b(" + "|".join(KINDS) + r")\b", re.IGNORECASE)
+
+
+def _samples(inv: Inventory) -> dict[str, dict[str, Any]]:
+    """One planned item's data per template, from a real incident's life and a maintenance window."""
+    run = Run(ctx_of(inv))
+    items: list[Item] = []
+    items += run.feed(ev("opened", T0, ids(4, 0)))
+    items += run.tick(T0 + 600, etas={"INC-000001": T0 + 7200})       # desk comment, customer update
+    items += run.tick(T0 + 900)                                        # escalation
+    items += run.feed(ev("resolved", T0 + 1200, ids(4, 0)))
+    items += run.feed(ev("opened", T0 + 1800, ids(4, 0), incident="INC-000002"))   # reopened ticket
+    glob, ctx = GlobalMemory(), ctx_of(inv)
+    w = [window(1, "ap-1", T0 + 86400, T0 + 90000, "cambio de radio")]
+    for now in (T0, T0 + 86400, T0 + 90000):
+        items += plan_maintenance(w, [], glob, ctx, now).items
+    out: dict[str, dict[str, Any]] = {}
+    for i in items:
+        if i.template:
+            out.setdefault(i.template, i.data)
+    out.setdefault("customer_continues", out["customer_restored"])   # the same data, other words
+    return out
+
+
+def test_every_template_in_spanish_names_every_kind_in_spanish(tmp_path: Path) -> None:
+    samples = _samples(load(tmp_path))
+    files = sorted(p.name.removesuffix(".j2") for p in (BUILTIN / "es").glob("*.j2") if not p.name.startswith("_"))
+    missing = {f.split(".")[0] for f in files} - set(samples)
+    assert not missing, f"no sample data for {sorted(missing)}"
+    renderer = Renderer()
+    for name in files:
+        event, channel = name.split(".")
+        for kind in KINDS:
+            data = {**samples[event], "kind": kind}
+            subject, body = renderer.render(event, channel, "es", data)
+            leaked = ENGLISH_KINDS.findall(f"{subject}\n{body}")
+            assert not leaked, f"es/{name} with kind={kind} says {leaked}:\n{subject}\n{body}"
+            renderer.render(event, channel, "en", data)   # English renders too
+
+
+def test_kind_words_are_spanish_and_english(tmp_path: Path) -> None:
+    samples = _samples(load(tmp_path))
+    data = samples["technician_alert"]
+    renderer = Renderer()
+    subject, body = renderer.render("technician_alert", "email", "es", {**data, "kind": "outage"})
+    assert subject.startswith("[INC-000001] ALERTA caída:")
+    assert "Incidente: INC-000001 (caída)" in body
+    subject, _ = renderer.render("technician_alert", "email", "en", {**data, "kind": "degraded"})
+    assert subject.startswith("[INC-000001] ALERT degraded link:")
+    _, ticket = renderer.render("ticket_opened", "ticket", "es",
+                                {**samples["ticket_opened"], "kind": "suspected"})
+    assert "Tipo: caída probable" in ticket
+
+
+def test_the_technician_opening_line_is_natural_spanish(tmp_path: Path) -> None:
+    data = _samples(load(tmp_path))["technician_alert"]
+    _, body = Renderer().render("technician_alert", "email", "es", data)
+    opening = body.splitlines()[0]
+    assert opening == f"{data['technician_name']}: usted está de turno en {data['municipality_name']} " \
+                      "y hay una falla que necesita su atención."
