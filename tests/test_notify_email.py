@@ -91,6 +91,9 @@ async def test_outage_notices_over_starttls_with_auth_in_each_customers_language
     assert "La interrupción duró 1 h 30 min" in back.get_content()
     tech = [m for m in msgs if m["To"] == "juan@isp.example"]
     assert [m["Subject"].split("]")[1].split(":")[0].strip() for m in tech] == ["ALERTA caída", "RESUELTO"]
+    # RFC 3834: customers' vacation responders stay quiet; a technician's mail is not marked
+    assert {m["Auto-Submitted"] for m in opened + restored} == {"auto-generated"}
+    assert all(m["Auto-Submitted"] is None for m in tech)
     # no secret anywhere: messages, outbox payloads, logs
     blob = b"".join(m.as_bytes() for m in msgs) + json.dumps(rows).encode() + caplog.text.encode()
     for value in SECRETS.values():
@@ -109,6 +112,29 @@ async def test_implicit_tls_without_auth(tmp_path: Path) -> None:
             "c1@example.com", "c2@example.com", "c3@example.com"]
     finally:
         server.stop()
+
+
+async def test_maintenance_notices_are_auto_submitted_and_give_the_support_line(tmp_path: Path) -> None:
+    server = make_server(tmp_path)
+    server.start()
+    try:
+        svc = service(inventory(tmp_path, server, "none", n=2), tmp_path)
+        svc.store.add_window("ap-1", T0 + 86400, T0 + 90000, "cambio de radio", "ana", (), T0)
+        async with Running(svc) as run:
+            svc.tick(T0)                                  # advance notices
+            await run.drained(advance=False)
+            svc.tick(T0 + 86400)                          # start notices
+            await run.drained(advance=False)
+        msgs = server.messages()
+    finally:
+        server.stop()
+    assert sorted(m["To"] for m in msgs) == ["c1@example.com", "c1@example.com", "c2@example.com", "c2@example.com"]
+    assert {m["Auto-Submitted"] for m in msgs} == {"auto-generated"}
+    lines = {m["To"]: [] for m in msgs}
+    for m in msgs:
+        lines[m["To"]] += m.get_content().splitlines()
+    assert lines["c1@example.com"].count("Línea de atención: +57 607 885 0000") == 2     # es: advance and start
+    assert lines["c2@example.com"].count("Support line: +57 607 885 0000") == 2         # en
 
 
 @pytest.mark.parametrize(("tls", "security"), [(None, "none"), ("starttls", "starttls"), ("implicit", "tls")])
@@ -272,7 +298,8 @@ def test_the_wire_form_reads_back_as_the_reference_message(eight_bit: bool, to: 
     got = email.message_from_bytes(data.replace(b"\r\n..", b"\r\n."), policy=email.policy.default)
     ref = build(row, sender)
     for name in ("From", "To", "Subject", "Date", "Message-ID", "X-Monitor-Incident", "In-Reply-To", "References",
-                 "Content-Language"):
+                 "Content-Language", "Auto-Submitted"):
         assert str(got[name]) == str(ref[name]), name
+    assert got["Auto-Submitted"] == "auto-generated"  # a customer notice
     assert "Bcc" not in got  # a line break in a value cannot start a header of its own
     assert got.get_content().replace("\r\n", "\n") == ref.get_content()

@@ -35,6 +35,10 @@ _DOT_LINE = re.compile(rb"^\.", re.MULTILINE)
 _BREAKS = re.compile(r"[\r\n]+")
 
 
+#: outbox actions whose mail goes to customers (outage and maintenance notices)
+CUSTOMER_ACTIONS = ("customer_", "maintenance_")
+
+
 def message_id(key: str, sender: str) -> str:
     """Stable ``<hash@domain>`` for one outbox key."""
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
@@ -51,6 +55,9 @@ def headers(row: Row, sender: str) -> list[tuple[str, str]]:
         ref = message_id(p["thread"], sender)
         if ref != out[4][1]:
             out += [("In-Reply-To", ref), ("References", ref)]
+    if row.action.startswith(CUSTOMER_ACTIONS):
+        # RFC 3834: customers' vacation responders and mail filters must not answer a notice
+        out.append(("Auto-Submitted", "auto-generated"))
     # a line break in a value (a template, a customer's name from billing) would start a header of its own
     return [(name, _BREAKS.sub(" ", value)) for name, value in out]
 
