@@ -86,6 +86,9 @@ class Engine:
         self.back: dict[str, float] = {}  # node -> when it last came back (each member's own grace)
         self._hold: deque[tuple[float, str, float]] = deque()  # (due, incident id, clear_since)
         self._blind_timer: deque[tuple[float, str, float]] = deque()
+        # targets still down when a blindness ended whose parent came back with the rest: judged only
+        # grace after that return (see _end_blind); (due, target, down since), in order of due
+        self._after_blind: deque[tuple[float, str, float]] = deque()
         self._recent: deque[tuple[float, str]] = deque()  # endpoint down transitions inside W
         self._in_window: set[str] = set()
         self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
@@ -223,7 +226,7 @@ class Engine:
         """The earliest timer (-inf with maintenance windows: those are checked at every step)."""
         if self._windows:
             return -_INF
-        heads = [q[0][0] for q in (self._settle, self._grace, self._hold, self._blind_timer) if q]
+        heads = [q[0][0] for q in (self._settle, self._grace, self._hold, self._blind_timer, self._after_blind) if q]
         return min(heads, default=_INF)
 
     def _vantage_down(self) -> bool:
@@ -267,7 +270,7 @@ class Engine:
     def restore(
         self, incidents: Sequence[tuple[Incident, Kind, set[str]]], down: dict[str, float], now: float,
         left_down: Mapping[str, tuple[str, float]] | None = None, closed_blind: Incident | None = None,
-        back: Mapping[str, float] | None = None,
+        back: Mapping[str, float] | None = None, blind_ended: float | None = None,
     ) -> None:
         """Resume after a restart: open incidents (with basis and everyone affected) and who is down.
 
@@ -280,6 +283,8 @@ class Engine:
         customer incidents until it ends, as without the restart, and no new blind alert opens.
         ``back``: node -> when it last came back (the state-change log), for the grace of the members
         below it (see ``_grace_check``).
+        ``blind_ended``: a blindness ended this recently (within grace): what it left down waits out
+        the grace after its parent's return, as without the restart (see ``_recovery_due``).
         """
         topo, s = self.topo, self.s
         self.now = max(self.now, now)
@@ -345,6 +350,12 @@ class Engine:
             for t, since in self.down.items()
             if t not in self.member and t not in self._vantage and t not in self._ignored
         ]
+        if blind_ended is not None and self.blind is None:
+            later = [(due, t, since) for _, t, since in pending if (due := self._recovery_due(t)) is not None]
+            if later:
+                waiting = {t for _, t, _ in later}
+                pending = [p for p in pending if p[1] not in waiting]
+                self._after_blind.extend(sorted(later))
         pending += self._lossy_rejudge()
         self._settle.extend(sorted(pending, key=lambda p: (p[0], topo.order.get(p[1], 0))))
         blind = self.blind
@@ -472,16 +483,18 @@ class Engine:
         if now < self.now:
             now = self.now  # clocks may step back a little; time here never does
         settle, grace, hold, blind = self._settle, self._grace, self._hold, self._blind_timer
+        after = self._after_blind
         if not (
             self._windows
             or (settle and settle[0][0] <= now)
             or (grace and grace[0][0] <= now)
             or (hold and hold[0][0] <= now)
             or (blind and blind[0][0] <= now)
+            or (after and after[0][0] <= now)
         ):
             self.now = now  # the common case in a burst: nothing due yet
             return
-        queues = (settle, grace, hold, blind)
+        queues = (settle, grace, hold, blind, after)
         while True:
             best: deque[tuple[float, str, float]] | None = None
             for q in queues:
@@ -499,6 +512,9 @@ class Engine:
                 # drain settle timers in one tight loop up to the next other timer (100k in a burst)
                 others = [q[0][0] for q in queues[1:] if q]
                 self._drain_settle(min([now, *others, *([wdue] if wdue is not None else [])]))
+                continue
+            if best is after:
+                self._judge_after_blind()
                 continue
             due, key, stamp = best.popleft()
             self.now = max(self.now, due)
@@ -1211,12 +1227,67 @@ class Engine:
         if blind.id in self.by_id:  # staff may have closed the alert already; the blindness ends only now
             self._resolve(blind)
         self.blind_ended.append((blind.id, self.now))  # the end of the period reports exclude, either way
-        # what is still down now was hidden by the blindness: judge it afresh, what failed together first
-        rest = [t for t in sorted(self.down, key=self.topo.sort_key) if t not in self.member and t not in self._ignored]
+        # what is still down now was hidden by the blindness: judge it afresh, what failed together first;
+        # but what is still coming back with the rest gets its grace first (see _recovery_due)
+        rest: list[str] = []
+        later: list[tuple[float, str, float]] = []
+        for t in sorted(self.down, key=self.topo.sort_key):
+            if t in self.member or t in self._ignored:
+                continue
+            due = self._recovery_due(t)
+            if due is None:
+                rest.append(t)
+            else:
+                later.append((due, t, self.down[t]))
+        if later:
+            merged = sorted([*self._after_blind, *later])
+            self._after_blind.clear()
+            self._after_blind.extend(merged)
+        self._judge_afresh(rest)
+
+    def _judge_afresh(self, rest: list[str]) -> None:
+        """Targets a blindness hid, still down: what failed together first, then each on its own."""
         self._together(rest)
         for t in rest:
             if t not in self.member:
                 self._evaluate(t)
+
+    def _recovery_due(self, tid: str) -> float | None:
+        """When ``tid``, still down as a blindness ends, is judged: ``grace`` after its own parent's return.
+
+        Everything came back when the monitor's view did, but not all at once: an AP boots or
+        re-associates a little later than its tower (the lab saw one back 27 ms after the blindness
+        ended, judged an outage at once). Like the members of an outage whose root is back (see
+        ``_grace_check``), a target below a parent that came back after it failed (the parent was
+        down with it, hidden by the blindness) gets ``grace`` from that parent's return; one below
+        a down parent waits for the first answering node above. None: judge it now (its parent never
+        failed after it, it failed on its own, or nothing above it answers).
+        """
+        down, parents = self.down, self.topo.parents
+        t = tid
+        while (back := self._parent_back(t)) is None:
+            ps = parents[t]
+            if not ps:
+                return None  # a top-level node: nothing above it to wait for
+            t = ps[0]  # every parent down: the first one's recovery decides
+        if back <= down[t]:
+            return None
+        due = back + self.s.grace
+        return due if due > self.now else None
+
+    def _judge_after_blind(self) -> None:
+        """The grace after a blindness of the targets due now is over: judge those still down together."""
+        q, down = self._after_blind, self.down
+        due = q[0][0]
+        self.now = max(self.now, due)
+        rest: list[str] = []
+        while q and q[0][0] <= due:
+            _, t, since = q.popleft()
+            if down.get(t) == since and t not in self.member and t not in self._ignored:
+                rest.append(t)
+        if self.blind is not None:
+            return  # blind again: the next end judges them
+        self._judge_afresh(sorted(rest, key=self.topo.sort_key))
 
     # ---------------------------------------------------------------- maintenance
 

@@ -78,10 +78,17 @@ class CorrelationService:
         for ts, endpoint in self.store.single_history(now - self.settings.burst_history):
             engine.rates.add(ts, endpoint)  # the burst rule's learned rates, as before the restart
         open_incidents = self.store.load_open()
+        closed_blind = self.store.closed_blind()
+        # a blindness going on or ended within grace: what is still down when it ends waits for grace
+        # after its parent's return (Engine._recovery_due), read from the log like a grace period's
+        recent = now - self.settings.grace
+        blind_ended = self.store.blind_ended_since(recent)
         if back is None:
             graces = [inc.grace_from for inc, _, _ in open_incidents if inc.grace_from is not None]
+            if closed_blind is not None or blind_ended is not None or any(b == "blind" for _, b, _ in open_incidents):
+                graces.append(recent)
             back = self.store.came_back(min(graces)) if graces else {}
-        engine.restore(open_incidents, down, now, self.store.left_down(), self.store.closed_blind(), back)
+        engine.restore(open_incidents, down, now, self.store.left_down(), closed_blind, back, blind_ended)
         if open_incidents:
             log.info("resumed %d open incidents", len(open_incidents))
         return engine

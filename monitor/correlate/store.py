@@ -230,6 +230,14 @@ class IncidentStore:
         ).fetchone()
         return None if row is None else _incident(row)
 
+    def blind_ended_since(self, since: float) -> float | None:
+        """When the last blindness ended, if at or after ``since`` (what is still down then waits out
+        its grace after a restart too, see ``Engine.restore``)."""
+        row = self.db.execute(
+            "SELECT MAX(cleared_at) FROM incidents WHERE basis = 'blind' AND cleared_at >= ?", (since,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def left_down(self) -> dict[str, tuple[str, float]]:
         """Targets still down when staff resolved their incident (``down = 2``) -> (that incident, when
         it was resolved), the latest such incident per target."""
