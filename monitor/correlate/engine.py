@@ -660,7 +660,9 @@ class Engine:
     def _together(self, rest: Sequence[str]) -> None:
         """Endpoints a blindness or a lossy link's incident no longer explains that failed together
         below a node that answers: one suspected incident there (or the suspected one open there),
-        not a single each (issue 19)."""
+        not a single each (issue 19). Nothing opens while blind (its end judges them again)."""
+        if self.blind is not None:
+            return
         down, vantage = self.down, self._vantage
         for node, group in self._mass_groups(rest, lambda a: a not in down and a not in vantage):
             inc = self.incidents.get(node)
