@@ -45,6 +45,7 @@ from monitor.probes.base import IcmpResult, Probe, SnmpResult
 from monitor.probes.icmp import IcmpProbe
 from monitor.scheduler import Scheduler
 from monitor.sdnotify import Notifier
+from monitor.snmp_news import Line, SnmpNews
 from monitor.state import Confirmation, Observation, State, StateChange, TargetState, restored, step
 from monitor.store import EventStore
 from monitor.table_watch import TableWatch
@@ -131,7 +132,7 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.states: dict[str, TargetState] = {}
-        self.snmp_ok: dict[str, bool] = {}
+        self.snmp_news = SnmpNews()  # SNMP reachability, told once per poll pass
         self.store: EventStore | None = None
         self.keeper: StoreKeeper | None = None
         self.writer: TimeseriesWriter | None = None
@@ -223,6 +224,7 @@ class Daemon:
                 self.scheduler.stop()
                 await scheduler_task
                 await self.scheduler.drain()
+                self._tell(self.snmp_news.flush())  # the last pass's SNMP news, not lost at the stop
                 heartbeat_task.cancel()
                 await self.pipeline.stop()  # the last polls' changes correlated; the outbox keeps the rest
                 if self.writer is not None and writer_task is not None:
@@ -307,7 +309,7 @@ class Daemon:
         now = self.clock.now()
         for tid in removed:
             gone = self.states.pop(tid, TargetState())
-            self.snmp_ok.pop(tid, None)
+            self.snmp_news.forget(tid)
             self._confirmations.pop(tid, None)
             # The end of the target's life in the log: reports stop counting it here.
             self._announce(old.targets[tid], StateChange(tid, gone.state, State.UNKNOWN, now, REMOVED))
@@ -632,18 +634,16 @@ class Daemon:
               **{st.value: counts.get(st.value, 0) for st in State})
 
     def _note_snmp(self, target: Target, snmp: SnmpResult) -> None:
-        """Log SNMP reachability on change only (a node may answer pings but not SNMP)."""
-        before = self.snmp_ok.get(target.id)
-        self.snmp_ok[target.id] = snmp.ok
-        if before is None and snmp.ok:
-            return
-        if before != snmp.ok:
-            if snmp.ok:
-                event(log, logging.INFO, "snmp answering again", target=target.id)
-            else:
-                event(log, logging.WARNING, "snmp not answering", target=target.id, error=snmp.error or "")
+        """Log SNMP reachability on change only (a node may answer pings but not SNMP), the changes
+        of one poll pass in one line (:mod:`monitor.snmp_news`)."""
+        self._tell(self.snmp_news.note(target.id, snmp.ok, snmp.error or ""))
         if snmp.rebooted:
             event(log, logging.WARNING, "agent rebooted", target=target.id, uptime_s=snmp.uptime_s)
+
+    @staticmethod
+    def _tell(lines: Sequence[Line]) -> None:
+        for line in lines:
+            event(log, line.level, line.msg, **line.kv)
 
     def _update_state_gauge(self) -> None:
         """Recount targets per state (start and reload only; transitions adjust it incrementally)."""
