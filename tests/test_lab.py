@@ -209,7 +209,7 @@ def test_ap_outage_over_ipv6_is_one_incident_like_ipv4(isp: IspRun) -> None:  # 
     incident_closed_out(isp, row, customers)
 
 
-MAINTENANCE_LEAD = 3.0  # the window starts this long after it is planned: time for the advance notice
+MAINTENANCE_LEAD = 3.0  # the window starts this long after it is in the store: time for the advance notice
 MAINTENANCE_LENGTH = 12.0  # long enough for the AP to fail and come back inside it (~6 s), short for the lab
 
 
@@ -217,9 +217,8 @@ def test_failure_in_a_maintenance_window_is_planned_and_after_it_an_outage_again
     """The NOC plans a window on ap-1 with ``monitor maintenance add``; its link fails inside it and after it."""
     start = isp.reset()
     customers = customers_behind(isp, ["ap-1"])
-    planned_at = time.time()
-    window = isp.observe.add_window("ap-1", planned_at + MAINTENANCE_LEAD, MAINTENANCE_LENGTH, "lab: firmware")
-    w_start, w_end = planned_at + MAINTENANCE_LEAD, planned_at + MAINTENANCE_LEAD + MAINTENANCE_LENGTH
+    window, planned_at, w_start = isp.observe.plan_window("ap-1", MAINTENANCE_LEAD, MAINTENANCE_LENGTH, "lab: firmware")
+    w_end = w_start + MAINTENANCE_LENGTH
     try:
         advance = maintenance_notified(isp, window, "advance", customers)
         # the fault comes once the daemon applies the window (its correlation reads new windows every few s)

@@ -14,6 +14,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,31 @@ class Observer:
         m = re.match(r"window (\d+) on ", out)
         assert m, out
         return int(m.group(1))
+
+    def plan_window(self, node: str, lead: float, duration: float, reason: str) -> tuple[int, float, float]:
+        """A window on ``node`` that starts at least ``lead`` / 2 after ``monitor maintenance add`` returned
+        (and aims at ``lead``): (window id, when it was planned, its start).
+
+        Why: the advance notice goes out only if the daemon's delivery (a tick a second) sees the window
+        before it starts, and the start is fixed before the command runs; on a loaded machine the
+        command alone took most of a 3 s lead, the start passed unseen and no advance notice was ever
+        due. So the start allows for the command as long as it last took, and a window left without
+        its lead once written is withdrawn (no start or end notice goes out for one removed before its
+        start; an advance notice that did is keyed by that window alone) and planned again, allowing
+        for the time that one took.
+        """
+        began = time.time()
+        self.cli("maintenance", "list")  # as long as a command takes on this machine right now
+        took = time.time() - began
+        for _ in range(3):
+            planned_at = time.time()
+            start = planned_at + took + lead
+            window = self.add_window(node, start, duration, reason)
+            took = time.time() - planned_at
+            if start - time.time() >= lead / 2:
+                return window, planned_at, start
+            self.remove_window(window)
+        raise AssertionError(f"monitor maintenance add took {took:.1f} s, three times: no lead left for advance notice")
 
     def remove_window(self, window: int) -> None:
         self.cli("maintenance", "remove", str(window))
