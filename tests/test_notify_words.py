@@ -78,3 +78,13 @@ def test_the_technician_opening_line_is_natural_spanish(tmp_path: Path) -> None:
     opening = body.splitlines()[0]
     assert opening == f"{data['technician_name']}: usted está de turno en {data['municipality_name']} " \
                       "y hay una falla que necesita su atención."
+
+
+def test_node_kinds_are_spanish_in_spanish_texts(tmp_path: Path) -> None:
+    samples = _samples(load(tmp_path))
+    renderer = Renderer()
+    _, alert = renderer.render("technician_alert", "email", "es", samples["technician_alert"])
+    _, ticket = renderer.render("ticket_opened", "ticket", "es", samples["ticket_opened"])
+    assert "Nodo raíz: twr-1 (torre) en Torre Centro" in alert and "(twr-1, torre)" in ticket
+    _, alert = renderer.render("technician_alert", "email", "es", {**samples["technician_alert"], "node_kind": "ap"})
+    assert "(punto de acceso)" in alert
