@@ -7,8 +7,9 @@ now and then a lossy link, then everything answers again; whatever happens, ever
 
 Derandomized: the suite runs the same 40 timelines every time, plus the cases wider searches
 (600 examples) found, as explicit examples: CPEs dark together, then their tower failing and the
-monitor briefly blind (they became the tower's stragglers: singles), and a regrouped suspected
-incident opened while the monitor was blind (its customers never heard "restored").
+monitor briefly blind (they became the tower's stragglers: singles), a regrouped suspected
+incident opened while the monitor was blind (its customers never heard "restored"), and three of
+an AP's four CPEs confirmed down one interval apart left as singles (the first fell out of W).
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ lossy_step = st.builds(
            {"at": 2190, "fail": ["cpe-1-01", "cpe-1-02", "cpe-1-03"]},
            {"at": 2190, "until": 2490, "lossy": "core", "loss": 0.6, "drop": 0.3, "drop_root": 0.3, "seed": 5}],
     gateway=False, offsets=False,
+)
+@example(  # a CPE confirmed one interval before two others of its AP fell out of W: three singles
+    steps=[{"at": 0, "fail": ["twr-1"], "cascade": True},
+           {"at": 1000, "until": 1681, "lossy": "core", "loss": 0.6, "drop": 0.1, "drop_root": 0.1, "seed": 1},
+           {"at": 1690, "fail": ["cpe-1-01", "cpe-3-01", "cpe-3-02", "cpe-3-04"]}],
+    gateway=False, offsets=True,
 )
 def test_every_invariant_holds_on_generated_timelines(steps, gateway, offsets):
     raw: dict[str, Any] = {

@@ -470,7 +470,7 @@ class Engine:
     def _prune_window(self) -> None:
         horizon = self.now - self.s.window
         recent, in_window, down, rc = self._recent, self._in_window, self.down, self._recent_count
-        while recent and recent[0][0] <= horizon:
+        while recent and recent[0][0] < horizon:  # exactly W apart is still within W (as together.py)
             ts, e = recent.popleft()
             if e in in_window and down.get(e) == ts:
                 in_window.discard(e)
