@@ -98,3 +98,26 @@ def test_every_invariant_holds_on_generated_timelines(steps, gateway, offsets):
     sc = from_raw(raw, "generated")
     events = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines, windows=sc.windows)]
     check_all(sc, events)
+
+
+def test_burst_does_not_depend_on_the_order_endpoints_are_judged_in():
+    """cpe-1-01 and three of ap-3's four CPEs at one instant: ap-3's group plus a single, not a core burst.
+
+    cpe-1-01 was judged first, before ap-3's group was chosen, and the four became a burst of 4 of 16
+    at the core (one suspected incident telling every customer of a core failure).
+    """
+    for offsets in (True, False):
+        raw: dict[str, Any] = {
+            "interval": 60,
+            "topology": _topology(False),
+            "duration": DURATION,
+            "timeline": [{"at": 1690, "fail": ["cpe-1-01", "cpe-3-01", "cpe-3-02", "cpe-3-04"]},
+                         {"at": CALM, "recover": ["core"], "cascade": True}],
+        }
+        if offsets:
+            raw["topology"]["offsets"] = {"*": 0}
+        sc = from_raw(raw, "burst_order")
+        events = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines, windows=sc.windows)]
+        opened = sorted((e["root"], e["kind"]) for e in events if e["event"] == "opened")
+        assert opened == [("ap-3", "suspected"), ("cpe-1-01", "single")], (offsets, opened)
+        check_all(sc, events)

@@ -787,9 +787,41 @@ class Engine:
         of an AP's six CPEs plus one churn CPE elsewhere are two events below the core, not five
         improbable independent ones (the bundled demo told the churn subscriber of a core failure).
         """
-        if deeper is None:
-            return True
-        return self.rates.judge(node, n - counts[deeper] + 1, self.s.window, self.now).odds < self.s.burst_odds
+        events = self._independent_events(node, deeper)
+        return self.rates.judge(node, min(n, events), self.s.window, self.now).odds < self.s.burst_odds
+
+    def _independent_events(self, node: str, deeper: str | None) -> int:
+        """Unexplained failures below ``node`` inside W, each group below it meeting K and P counted once.
+
+        Whatever endpoint is judged first: one CPE elsewhere judged before three of ap-3's four had
+        their own group chosen must not make them four independent failures below the core.
+        """
+        k, share, below = self.s.min_endpoints, self.s.min_share, self.topo.endpoints_below
+        parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
+        failed: list[tuple[str, ...]] = []
+        cnt: dict[str, int] = {}
+        for t in self._in_window:
+            anc = ancestors[t]
+            if node not in anc:
+                continue
+            key = member.get(t)
+            if (key is not None and key != t) or all(p in down for p in parents[t]):
+                continue
+            inner = anc[: anc.index(node)]
+            failed.append(inner)
+            for a in inner:
+                cnt[a] = cnt.get(a, 0) + 1
+        groups: set[str] = set()
+        singles = 0
+        for inner in failed:
+            g = deeper if deeper in inner else next(
+                (a for a in inner if a not in down and cnt[a] >= k and cnt[a] * 100.0 >= share * below[a]), None,
+            )
+            if g is None:
+                singles += 1
+            else:
+                groups.add(g)
+        return singles + len(groups)
 
     def _unexplained_counts(self, nodes: list[str]) -> dict[str, int]:
         """Endpoints failed inside W below each of ``nodes`` that no open incident explains yet.
