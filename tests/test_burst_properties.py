@@ -47,7 +47,7 @@ def bursts(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(bursts())
 def test_a_burst_under_p_is_one_suspected_incident(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_burst")

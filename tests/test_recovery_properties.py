@@ -57,7 +57,7 @@ def recoveries(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(recoveries())
 def test_slow_recoveries_and_stragglers_keep_every_invariant(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_recovery")
