@@ -739,6 +739,10 @@ class Engine:
             basis = self.basis[inc.id]
             if basis == "suspected":
                 return a, "suspected"  # an open mass incident above takes it
+            if basis == "outage" and self.member.get(tid) == a:
+                # taken while its node was down (a flap shorter than the settle period): the node
+                # failed, so the incident stays a mass incident with it until its grace ends
+                return a, "outage"
             if basis == "outage" and inc.grace_from is not None and since <= inc.grace_from + self.s.interval:
                 # it failed while that root was down (or was confirmed just after it came back):
                 # part of that outage until its grace period ends, not an independent failure
