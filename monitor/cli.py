@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from monitor import __version__, logs
-from monitor.assess import assess
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory, summarize
+from monitor.polling.assess import assess
 from monitor.probes.base import IcmpResult, SnmpResult
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2

@@ -4,7 +4,7 @@ Per poll: probes run concurrently under one deadline, the results are judged (``
 into the target's confirmed state (``state.step``) and every transition is appended to the event
 store before it is logged, so what was announced is what a restart resumes from — except while the
 store refuses writes (full, read-only, locked): then transitions are held in memory and written in
-order once it takes them (:mod:`monitor.keeper`). Samples go to the
+order once it takes them (:mod:`monitor.polling.keeper`). Samples go to the
 time-series writer, which never blocks polling.
 
 Targets polled by ICMP alone (most customer endpoints) are polled in batches: the scheduler hands
@@ -31,24 +31,24 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from monitor import selfmetrics
 from monitor.api.server import ApiServer
-from monitor.assess import assess
 from monitor.clock import Clock, SystemClock
 from monitor.correlate.service import CorrelationService
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory, PollingSettings, Target
-from monitor.keeper import BUSY_TIMEOUT, StoreKeeper
 from monitor.logs import event
 from monitor.pipeline import IncidentPipeline, IncidentSink
+from monitor.polling.assess import assess
+from monitor.polling.keeper import BUSY_TIMEOUT, StoreKeeper
+from monitor.polling.scheduler import Scheduler
+from monitor.polling.snmp_news import Line, SnmpNews
+from monitor.polling.table_watch import TableWatch
 from monitor.probes.base import IcmpResult, Probe, SnmpResult
 from monitor.probes.icmp import IcmpProbe
-from monitor.scheduler import Scheduler
 from monitor.sdnotify import Notifier
-from monitor.snmp_news import Line, SnmpNews
 from monitor.state import Confirmation, Observation, State, StateChange, TargetState, restored, step
 from monitor.store import EventStore
-from monitor.table_watch import TableWatch
 from monitor.tsdb import annotations as notes
 from monitor.tsdb import schema
 from monitor.tsdb.writer import TimeseriesWriter, make_writer
@@ -635,7 +635,7 @@ class Daemon:
 
     def _note_snmp(self, target: Target, snmp: SnmpResult) -> None:
         """Log SNMP reachability on change only (a node may answer pings but not SNMP), the changes
-        of one poll pass in one line (:mod:`monitor.snmp_news`)."""
+        of one poll pass in one line (:mod:`monitor.polling.snmp_news`)."""
         self._tell(self.snmp_news.note(target.id, snmp.ok, snmp.error or ""))
         if snmp.rebooted:
             event(log, logging.WARNING, "agent rebooted", target=target.id, uptime_s=snmp.uptime_s)

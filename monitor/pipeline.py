@@ -23,8 +23,8 @@ from monitor.correlate.settings import CorrelationSettings
 from monitor.delivery.service import DeliveryService
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
-from monitor.keeper import BUSY_TIMEOUT
 from monitor.logs import Episode, event
+from monitor.polling.keeper import BUSY_TIMEOUT
 from monitor.state import StateChange
 from monitor.tsdb import annotations as notes
 from monitor.tsdb.writer import TimeseriesWriter

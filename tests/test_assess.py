@@ -7,8 +7,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.assess import _icmp_reasons, assess
 from monitor.inventory.model import PollingSettings, Target, Thresholds
+from monitor.polling.assess import _icmp_reasons, assess
 from monitor.probes.base import IcmpResult, Metric, SnmpResult
 
 T = Target(id="ap-1", kind="ap", role="node", address="127.0.0.2")

@@ -13,7 +13,7 @@ import pytest
 
 from monitor import selfmetrics
 from monitor.inventory.model import PollingSettings, Target
-from monitor.scheduler import Scheduler, StepWatch, next_slot, slot_offset
+from monitor.polling.scheduler import Scheduler, StepWatch, next_slot, slot_offset
 from tests.servers.common import until
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.daemon import Daemon
-from monitor.snmp_news import Line, SnmpNews
+from monitor.polling.snmp_news import Line, SnmpNews
 from tests.servers.common import free_port, until
 
 SILENT = 12  # SNMP nodes whose agent never answers: a UDP port where nothing listens

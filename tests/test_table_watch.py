@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from monitor.inventory.model import PollingSettings, Target, Thresholds
+from monitor.polling.table_watch import combine, table_observation
 from monitor.probes.base import Metric
 from monitor.probes.snmp_table import TableOutcome
 from monitor.state import Observation
-from monitor.table_watch import combine, table_observation
 
 ONU = Target("onu-1", "onu", "endpoint", "", parents=("olt-1",), table_key=("onu_serial", "HWTC1F14CAAD"),
              polling=PollingSettings(thresholds=Thresholds(ccq_pct_min=60.0)))
@@ -44,8 +44,8 @@ def test_table_offline_wins_over_a_ping_and_reasons_add_up() -> None:
 def test_a_failed_walk_is_no_evidence_unless_the_parent_is_unreachable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from monitor.inventory.loader import load_inventory
+    from monitor.polling.table_watch import TableWatch
     from monitor.probes.snmp_table import TableResult
-    from monitor.table_watch import TableWatch
 
     monkeypatch.setenv("SNMP_COMMUNITY", "x")
     (tmp_path / "sites.yaml").write_text("""
