@@ -2,7 +2,7 @@
 
 Call sites pass context as ``extra={"kv": {...}}`` (or use :func:`event`), so the same record renders
 as ``ts=... level=info msg="target down" target=ap-1 reason="3 consecutive failed polls"`` or as
-JSON. Values are rendered with ``str()``, so a :class:`monitor.inventory.model.Secret` shows only
+JSON. Values are rendered with ``str()``, so a :class:`monitor.secret.Secret` shows only
 its source, never its value.
 """
 

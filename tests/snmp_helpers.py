@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from monitor.inventory.model import Secret, SnmpCredentials, SnmpSettings, Target
+from monitor.inventory.model import SnmpCredentials, SnmpSettings, Target
+from monitor.secret import Secret
 from tests.servers.snmpsim import recording_path
 
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.api.links import AckLinks
-from monitor.inventory.model import Secret
+from monitor.secret import Secret
 from tests.api_support import AUTH, LINK_KEY, make_env
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -21,7 +21,7 @@ from monitor.delivery.config import DeskSettings
 from monitor.delivery.retry import DeliveryError
 from monitor.desk.base import Ref
 from monitor.desk.rt import MAX_ANSWER, RTDesk
-from monitor.inventory.model import Secret
+from monitor.secret import Secret
 from tests.servers.common import free_port
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-from monitor.inventory.model import Secret
 from monitor.logs import JsonFormatter, LogfmtFormatter
+from monitor.secret import Secret
 
 
 def record(msg: str, **kv: object) -> logging.LogRecord:

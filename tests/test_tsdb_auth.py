@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.inventory.model import Secret, TimeseriesSettings
+from monitor.inventory.model import TimeseriesSettings
+from monitor.secret import Secret
 from monitor.tsdb.writer import TimeseriesWriter
 from tests.servers.influxdb import InfluxDB1
 from tests.tsdb_support import icmp_stream, make, metric, started, until

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.inventory.model import Secret, TimeseriesSettings
+from monitor.inventory.model import TimeseriesSettings
 from monitor.probes.base import IcmpResult, Metric, SnmpResult
+from monitor.secret import Secret
 from monitor.tsdb import icmp_points, make_point, make_writer, snmp_points, state_point
 from monitor.tsdb.writer import TimeseriesWriter
 from tests.servers.common import free_port

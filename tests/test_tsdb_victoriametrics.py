@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.inventory.model import Secret, TimeseriesSettings
+from monitor.inventory.model import TimeseriesSettings
 from monitor.probes.base import IcmpResult, Metric, SnmpResult
+from monitor.secret import Secret
 from monitor.tsdb import icmp_points, snmp_points, state_point
 from tests.servers.victoriametrics import VictoriaMetrics
 from tests.tsdb_support import BASE_TS, make, outage_mid_run, started, target, until

@@ -27,10 +27,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from monitor.inventory.model import Secret, SnmpCredentials, SnmpSettings, Target
+from monitor.inventory.model import SnmpCredentials, SnmpSettings, Target
 from monitor.probes.icmp import IcmpProbe
 from monitor.probes.snmp import SnmpProbe
 from monitor.probes.snmp_table import EndpointKey, TableProbe, outcomes
+from monitor.secret import Secret
 from tests.servers.common import free_port
 from tests.servers.snmpsim import snmpsim
 from tests.snmprec_build import Record, write_snmprec

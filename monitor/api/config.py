@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.inventory.model import Secret
+from monitor.secret import Secret
 
 DEFAULT_LISTEN = "127.0.0.1:9109"
 

@@ -13,7 +13,7 @@ import re
 from urllib.parse import quote, urlencode
 
 from monitor.api.config import ApiSettings
-from monitor.inventory.model import Secret
+from monitor.secret import Secret
 
 _EXP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 _SIG = re.compile(r"[0-9a-f]{64}")

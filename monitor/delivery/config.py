@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from monitor.inventory.model import Secret
+from monitor.secret import Secret
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CHANNELS = ("email", "mqtt", "desk", "webhook")

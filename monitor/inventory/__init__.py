@@ -5,7 +5,6 @@ from monitor.inventory.model import (
     Inventory,
     Municipality,
     PollingSettings,
-    Secret,
     ServiceClass,
     Site,
     SnmpCredentials,
@@ -13,6 +12,7 @@ from monitor.inventory.model import (
     Target,
     Thresholds,
 )
+from monitor.secret import Secret
 
 __all__ = [
     "Customer",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from monitor.api.config import DEFAULT_LISTEN, ApiSettings
 from monitor.inventory.fields import DAY, Section, type_name
-from monitor.inventory.model import Secret
 from monitor.inventory.settings import SecretReader, valid_listen
+from monitor.secret import Secret
 
 KEYS = ("listen", "token", "public_url", "link_key", "link_ttl")
 MIN_SECRET = 16  # characters; both secrets are checked from outside, so they must not be guessable

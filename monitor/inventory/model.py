@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from monitor.secret import Secret
+
 if TYPE_CHECKING:
     from monitor.api.config import ApiSettings
     from monitor.delivery.config import DeliveryConfig
@@ -18,34 +20,6 @@ if TYPE_CHECKING:
 TargetRole = Literal["node", "endpoint"]
 NODE_KINDS = ("router", "switch", "backhaul", "tower", "ap", "olt", "server", "gateway")
 ENDPOINT_KINDS = ("cpe", "onu", "router", "ap")
-
-
-class Secret:
-    """A secret value that cannot leak by accident.
-
-    ``str()``/``repr()``/f-strings show only where the value came from (``env:SNMP_COMMUNITY``),
-    never the value; code that must send it calls :meth:`reveal`.
-    """
-
-    __slots__ = ("_value", "source")
-
-    def __init__(self, value: str, source: str) -> None:
-        self._value = value
-        self.source = source
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Secret({self.source})"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value and other.source == self.source
-
-    def __hash__(self) -> int:
-        return hash((self.source, self._value))
 
 
 @dataclass(frozen=True, slots=True)

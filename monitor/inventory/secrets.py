@@ -16,7 +16,7 @@ from pathlib import Path
 from monitor.errors import SecretError
 from monitor.inventory.fields import type_name
 from monitor.inventory.files import open_binary
-from monitor.inventory.model import Secret
+from monitor.secret import Secret
 
 HOW = "use {env: NAME}, {file: PATH} or {credential: NAME}"
 MAX_SECRET = 64 * 1024  # bytes; a key, a token or a PEM fits many times over

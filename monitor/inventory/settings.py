@@ -17,12 +17,12 @@ from monitor.inventory.fields import DAY, HOUR, Section, fmt_num, type_name
 from monitor.inventory.model import (
     DaemonSettings,
     PollingSettings,
-    Secret,
     SnmpCredentials,
     Thresholds,
     TimeseriesSettings,
 )
 from monitor.inventory.secrets import check_reference, resolve_secret
+from monitor.secret import Secret
 
 POLLING_KEYS = (
     "interval", "icmp_count", "icmp_timeout", "icmp_spacing", "down_after", "up_after", "degraded_after",
