@@ -11,11 +11,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from monitor.correlate.incidents import KINDS
 from monitor.delivery.planner import GlobalMemory, Item, plan_maintenance
+from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 from monitor.notify.render import BUILTIN, Renderer
-from tests.delivery_support import T0, ev, ids, load
+from tests.delivery_support import SECRETS, T0, ev, ids, load, write_config
 from tests.test_delivery_planner import Run, ctx_of, window
 
 ENGLISH_KINDS = re.compile(r"\b(" + "|".join(KINDS) + r")\b", re.IGNORECASE)
@@ -88,3 +91,41 @@ def test_node_kinds_are_spanish_in_spanish_texts(tmp_path: Path) -> None:
     assert "Nodo raíz: twr-1 (torre) en Torre Centro" in alert and "(twr-1, torre)" in ticket
     _, alert = renderer.render("technician_alert", "email", "es", {**samples["technician_alert"], "node_kind": "ap"})
     assert "(punto de acceso)" in alert
+
+
+def _located(tmp_path: Path) -> Inventory:
+    """The delivery fixture with coordinates on the tower's site and contacts_in_alerts on the corporate class."""
+    path = write_config(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["sites"][0].update(lat=7.0847, lon=-70.7591)
+    doc["service_classes"]["corporativo"]["contacts_in_alerts"] = True
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return load_inventory(path, env=SECRETS)
+
+
+def test_the_alert_lists_the_nodes_below_the_root_where_it_is_and_corporate_contacts(tmp_path: Path) -> None:
+    run = Run(ctx_of(_located(tmp_path)))
+    items = run.feed(ev("opened", T0, ids(8, 0)))
+    alert = next(i for i in items if i.template == "technician_alert" and i.channel == "email")
+    ticket = next(i for i in items if i.template == "ticket_opened")
+    renderer = Renderer()
+    _, es = renderer.render("technician_alert", "email", "es", alert.data)
+    _, en = renderer.render("technician_alert", "email", "en", alert.data)
+    _, tk = renderer.render("ticket_opened", "ticket", "es", ticket.data)
+    assert "Nodos sin respuesta debajo: 1\n  - ap-1 (punto de acceso, Torre Centro)" in es
+    assert "Nodes not answering below it: 1\n  - ap-1 (access point, Torre Centro)" in en
+    osm = "https://www.openstreetmap.org/?mlat=7.084700&mlon=-70.759100#map=16/7.084700/-70.759100"
+    assert f"Ubicación: 7.084700, -70.759100 - {osm}" in es and osm in en and osm in tk
+    assert "Nodos sin respuesta debajo: ap-1" in tk
+    # corporate customers (C-0001..C-0005) with their numbers; residential ones without
+    assert "C-0001 Cliente 1 (corporativo, respuesta 12 h) contacto: +573000000001, c1@example.com" in es
+    assert "C-0006 Cliente 6 (residencial, respuesta 24 h)\n" in es and "+573000000006" not in es
+    assert "| corporativo | respuesta 12 h | +573000000001, c1@example.com" in tk and "+573000000006" not in tk
+
+
+def test_without_coordinates_nodes_below_or_the_flag_the_alert_says_nothing_of_them(tmp_path: Path) -> None:
+    run = Run(ctx_of(load(tmp_path)))
+    items = run.feed(ev("opened", T0, ids(8, 0), root="ap-1"))
+    alert = next(i for i in items if i.template == "technician_alert" and i.channel == "email")
+    _, es = Renderer().render("technician_alert", "email", "es", alert.data)
+    assert "Ubicación" not in es and "Nodos sin respuesta" not in es and "contacto" not in es

@@ -174,6 +174,21 @@ class Context:
             "municipality": muni_id, "municipality_name": muni.name if muni else muni_id,
         }
 
+    def location(self, node: str) -> dict[str, str]:
+        """The node's site coordinates and a map link to them ("" when the site has none)."""
+        t = self.inv.targets.get(node)
+        site = self.inv.sites.get(t.site) if t and t.site else None
+        if site is None or site.lat is None or site.lon is None:
+            return {"coordinates": "", "map_url": ""}
+        lat, lon = f"{site.lat:.6f}", f"{site.lon:.6f}"
+        return {"coordinates": f"{lat}, {lon}",
+                "map_url": f"https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=16/{lat}/{lon}"}
+
+    def node_line(self, node: str) -> dict[str, str]:
+        """A node below an incident's root as a technician's list shows it."""
+        place = self.place(node)
+        return {"id": node, "name": place["node_name"], "kind": place["node_kind"], "site_name": place["site_name"]}
+
     def local(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.tz).strftime("%Y-%m-%d %H:%M")
 
@@ -590,12 +605,19 @@ def desk_language(ctx: Context) -> str:
 
 
 def _ticket_data(e: IncidentEvent, m: IncidentMemory, ctx: Context) -> dict[str, Any]:
-    """The ISP's PQR record: who, where, since when, what the SLA promises, where to look."""
+    """The ISP's PQR record: who, where, since when, what the SLA promises, where to look.
+
+    A technician reads it on a phone on the way out: the nodes down below the root (not only the
+    customers), the root site's coordinates with a map link, and the contact numbers of customers
+    whose service class says so (``contacts_in_alerts``, corporate plans) come with it.
+    """
     customers: list[dict[str, Any]] = []
     for cid in e.affected_customers:
         cust = ctx.customer(cid)
+        sc = ctx.inv.service_classes.get(cust.service_class) if cust else None
+        contact = [v for v in (cust.phone, cust.email) if v] if cust and sc and sc.contacts_in_alerts else []
         customers.append({"id": cid, "name": cust.name if cust else cid, "class": cust.service_class if cust else "",
-                          "hours": ctx.response_hours(cid)})
+                          "hours": ctx.response_hours(cid), "contact": ", ".join(contact)})
     customers.sort(key=lambda c: (c["hours"], c["id"]))  # corporate (shortest response) first
     deadlines: dict[str, str] = {}
     for c in customers:
@@ -605,7 +627,8 @@ def _ticket_data(e: IncidentEvent, m: IncidentMemory, ctx: Context) -> dict[str,
         **ctx.place(e.root), "incident": e.incident, "kind": e.kind, "opened_at": ctx.local(m.opened_at),
         "ts": ctx.local(e.ts), "count": len(customers), "customers": customers, "deadlines": deadlines,
         "endpoints": len(e.affected_endpoints), "nodes": list(e.affected_nodes), "grafana": grafana,
-        "timezone": ctx.cfg.timezone, "detail": e.detail,
+        "timezone": ctx.cfg.timezone, "detail": e.detail, **ctx.location(e.root),
+        "down_nodes": [ctx.node_line(n) for n in e.affected_nodes if n != e.root],
     }
 
 

@@ -43,6 +43,7 @@ class ServiceClass:
     response_hours: float
     availability_target: float
     ticket_single: bool = False  # open a ticket for a lone endpoint failure (dedicated 7x24)
+    contacts_in_alerts: bool = False  # technician alerts and tickets give these customers' phone and email
 
 
 @dataclass(frozen=True, slots=True)
