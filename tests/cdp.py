@@ -17,8 +17,9 @@ from tests.servers.common import require_binary
 
 
 class Browser:
-    def __init__(self, profile: Path) -> None:
+    def __init__(self, profile: Path, *, scripts: bool = True) -> None:
         self.profile = profile
+        self.scripts = scripts  # False: the page's own scripts never run (a browser with JavaScript off)
         self.proc: subprocess.Popen[bytes] | None = None
         self.http: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -44,6 +45,8 @@ class Browser:
             page = next(t for t in await r.json() if t["type"] == "page")
         self.ws = await self.http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=64 << 20)
         await self.call("Page.enable")
+        if not self.scripts:
+            await self.call("Emulation.setScriptExecutionDisabled", value=True)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -96,5 +99,29 @@ class Browser:
         self._events.clear()
         fill = "".join(f"document.getElementById({json.dumps(k)}).value = {json.dumps(v)};" for k, v in fields.items())
         await self.evaluate(fill + f"document.querySelector({json.dumps(form)}).querySelector('button').click();")
+        await self.loaded()
+        return await self.text()
+
+    async def _node(self, selector: str) -> int:
+        doc = await self.call("DOM.getDocument")
+        found = await self.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector=selector)
+        if not found.get("nodeId"):
+            raise AssertionError(f"nothing matches {selector!r}")
+        return int(found["nodeId"])
+
+    async def type(self, selector: str, text: str) -> None:
+        """Focus the field and type into it through the input pipeline (no script of ours or the page's)."""
+        await self.call("DOM.focus", nodeId=await self._node(selector))
+        await self.call("Input.insertText", text=text)
+
+    async def click(self, selector: str) -> str:
+        """A mouse click in the middle of the element; returns the text of the page that loads."""
+        node = await self._node(selector)
+        await self.call("DOM.scrollIntoViewIfNeeded", nodeId=node)
+        quad = (await self.call("DOM.getBoxModel", nodeId=node))["model"]["content"]
+        x, y = (quad[0] + quad[4]) / 2, (quad[1] + quad[5]) / 2
+        self._events.clear()
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
         await self.loaded()
         return await self.text()
