@@ -2,7 +2,7 @@
 
 The datagram path cannot be tested in the root namespace here (``ping_group_range`` is "1 0"), so it
 runs the probe in a subprocess inside a namespace with its own sysctl. The "neither possible" path
-runs it as nobody without capabilities in a namespace that keeps the default "1 0".
+runs it without capabilities, in nobody's group, in a namespace that keeps the default "1 0".
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ne
 lab = netns.netns_lab  # the shared fixture, under a short name
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+# Without any capability and in nobody's group, but as the checkout's owner: the child must read the
+# checkout and its venv, whose parent folders may be private (a clone in a mode-0700 temporary folder,
+# issue 18). Without CAP_DAC_OVERRIDE only the owner's bits grant access, so the owner's uid is kept;
+# with an empty inheritable and bounding set the child gets no capability at execve, root or not.
+UNPRIVILEGED = ["setpriv", f"--reuid={REPO.stat().st_uid}", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+             "--bounding-set=-all"]
 
 CHILD = """
 import asyncio, json, sys
@@ -129,8 +134,24 @@ def test_datagram_mode_in_a_namespace_that_allows_it(lab: NetnsLab) -> None:
     forced = run_child(ns, "dgram", *addresses)
     assert forced == {"mode": "dgram", **{a: [3, 3, None] for a in addresses}}
     # Without CAP_NET_RAW, "auto" falls back to datagram sockets by itself.
-    auto = run_child(ns, "auto", "127.0.0.1", prefix=tuple(AS_NOBODY))
+    auto = run_child(ns, "auto", "127.0.0.1", prefix=tuple(UNPRIVILEGED))
     assert auto == {"mode": "dgram", "127.0.0.1": [3, 3, None]}
+
+
+def test_the_unprivileged_child_reads_a_checkout_inside_private_folders(tmp_path: Path) -> None:
+    """A clone in a mode-0700 folder: the child without capabilities still reads it (issue 18: as
+    nobody it could not, and the two tests above failed there)."""
+    require_binary("setpriv")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "probe.py").write_text("print('read')\n")
+    os.chown(private, REPO.stat().st_uid, -1)
+    argv = [*UNPRIVILEGED, PYTHON, str(private / "probe.py")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "read\n"), proc.stderr
+    caps = subprocess.run([*UNPRIVILEGED, "grep", "^CapEff", "/proc/self/status"], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    assert caps.split() == ["CapEff:", "0000000000000000"]
 
 
 def test_ipv4_mapped_ipv6_address_answers_over_ipv4(lab: NetnsLab) -> None:
@@ -200,7 +221,7 @@ def test_datagram_mode_ignores_replies_forged_from_neighbours_requests(lab: Netn
 def test_clear_error_when_neither_raw_nor_datagram_is_allowed(lab: NetnsLab) -> None:
     require_binary("setpriv")
     ns = lab.namespace()  # a new namespace keeps the default ping_group_range "1 0"
-    out = run_child(ns, "auto", "127.0.0.1", prefix=tuple(AS_NOBODY))
+    out = run_child(ns, "auto", "127.0.0.1", prefix=tuple(UNPRIVILEGED))
     # The interpreter path is resolved as nobody sees it, so only that part may vary.
     assert re.fullmatch(re.escape(
         "cannot open an ICMP socket; tried raw ICMP socket: EPERM Operation not permitted; "
@@ -210,7 +231,7 @@ def test_clear_error_when_neither_raw_nor_datagram_is_allowed(lab: NetnsLab) -> 
         "or allow unprivileged ICMP for group 65534: "
         '`sysctl -w net.ipv4.ping_group_range="0 2147483647"` (now "1 0")'
     ).replace("PY", r"/\S+/python[0-9.]*"), str(out["setup_error"]))
-    raw_only = run_child(ns, "raw", "127.0.0.1", prefix=tuple(AS_NOBODY))
+    raw_only = run_child(ns, "raw", "127.0.0.1", prefix=tuple(UNPRIVILEGED))
     assert re.fullmatch(re.escape(
         "cannot open an ICMP socket; tried raw ICMP socket: EPERM Operation not permitted. "
         "Fix: give the process CAP_NET_RAW (run as root, `setcap cap_net_raw+ep PY`, "
