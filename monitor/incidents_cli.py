@@ -1,9 +1,8 @@
 """``monitor incidents list|show|ack|note|eta|resolve`` and ``monitor maintenance add|list|remove``.
 
 Both work on the daemon's store (``<state_dir>/monitor.db`` from the config, or ``--db``) through
-:class:`IncidentsAPI`, the same small Python API other tools can import. Acks and notes take effect
-at once; a resolve is queued and carried out by the running daemon (or at its next start), because
-only the daemon's engine knows what else the incident holds.
+:class:`monitor.correlate.staff.Staff`, the staff interface the HTTP API and the board use too (and
+other tools can import). This module only parses arguments and prints.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,113 +18,10 @@ from pathlib import Path
 
 from monitor.correlate.incidents import format_ts, parse_ts
 from monitor.correlate.settings import parse_duration
-from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, IncidentStore, MaintenanceRow, NotFound
+from monitor.correlate.staff import Staff
+from monitor.correlate.store import IncidentRow, NotFound
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
-
-ETA_MAX_AHEAD = 366 * 86_400.0  # an estimate further out is a typo (or an attack), not a plan
-_TS_RANGE = (-62_135_596_800.0, 253_402_300_799.0)  # what format_ts can print: years 1 to 9999 UTC
-
-
-class Conflict(ConfigError):
-    """The incident's state does not allow the operation (not open; no estimate to withdraw)."""
-
-
-class IncidentsAPI:
-    """Staff operations on incidents and maintenance windows (what the CLI and the HTTP API call).
-
-    Errors: :class:`NotFound` for an unknown id, :class:`Conflict` when the incident's state does not
-    allow it, :class:`ConfigError` for a bad value (an ETA in the past).
-    """
-
-    def __init__(self, db_path: Path, topology: Topology | None = None) -> None:
-        if not db_path.exists():
-            raise ConfigError(f"{db_path}: no store here (has the daemon run with this config?)")
-        self.store = IncidentStore(db_path)
-        self.topology = topology
-
-    def close(self) -> None:
-        self.store.close()
-
-    def incidents(self, *, all_: bool = False, limit: int = 100) -> list[IncidentRow]:
-        return self.store.incidents(status=None if all_ else "open", limit=limit)
-
-    def show(self, inc_id: str) -> dict[str, object]:
-        row = self.store.incident(inc_id)
-        return {
-            "incident": row,
-            "events": list(self.store.events(inc_id)),
-            "actions": self.store.actions(inc_id),
-        }
-
-    def incidents_json(self, *, all_: bool = False, limit: int = 100) -> list[dict[str, object]]:
-        """``monitor incidents list --json`` (and ``GET /api/v1/incidents``)."""
-        return [_row_dict(r) for r in self.incidents(all_=all_, limit=limit)]
-
-    def show_json(self, inc_id: str) -> dict[str, object]:
-        """``monitor incidents show --json`` (and ``GET /api/v1/incidents/{id}``)."""
-        return {
-            "incident": _row_dict(self.store.incident(inc_id)),
-            "events": [{**e, "ts": format_ts(e["ts"])} for e in self.store.events(inc_id)],
-            "actions": [{"ts": format_ts(a[0]), "action": a[1], "by": a[2], "text": a[3], "done": a[4] is not None}
-                        for a in self.store.actions(inc_id)],
-        }
-
-    def ack(self, inc_id: str, by: str, note: str = "", now: float | None = None) -> None:
-        """Stop the escalation of an open incident (a closed one has none: refused, so the caller knows)."""
-        self._open(inc_id)
-        self.store.add_action(inc_id, "ack", by, note, time.time() if now is None else now)
-
-    def note(self, inc_id: str, by: str, text: str, now: float | None = None) -> None:
-        self.store.add_action(inc_id, "note", by, text, time.time() if now is None else now)
-
-    def eta(self, inc_id: str, by: str, at: float, now: float | None = None) -> None:
-        """Set (or move) the estimated restoration time; the daemon tells the desk and the customers."""
-        now = time.time() if now is None else now
-        self._open(inc_id)
-        if not math.isfinite(at):
-            raise ConfigError("ETA: expected a finite time")
-        if at <= now:
-            shown = f" {format_ts(at)}" if _TS_RANGE[0] <= at <= _TS_RANGE[1] else ""
-            raise ConfigError(f"ETA{shown} is not in the future")
-        if at > now + ETA_MAX_AHEAD:
-            raise ConfigError(f"ETA is more than {ETA_MAX_AHEAD / 86_400:.0f} days ahead")
-        self.store.add_action(inc_id, "eta", by, format_ts(at), now)
-
-    def clear_eta(self, inc_id: str, by: str, now: float | None = None) -> None:
-        """Withdraw the estimate; the daemon tells the desk, and the customers who were given it."""
-        self._open(inc_id)
-        if self.store.etas().get(inc_id) is None:
-            raise Conflict(f"{inc_id} has no restoration estimate to withdraw")
-        self.store.add_action(inc_id, "eta", by, ETA_WITHDRAWN, time.time() if now is None else now)
-
-    def _open(self, inc_id: str) -> None:
-        row = self.store.incident(inc_id)
-        if row.status != "open":
-            raise Conflict(f"{inc_id} is already {row.status}")
-
-    def resolve(self, inc_id: str, by: str, note: str = "", now: float | None = None) -> None:
-        self._open(inc_id)
-        self.store.add_action(inc_id, "resolve", by, note, time.time() if now is None else now)
-
-    def add_window(
-        self, node: str, start: float, end: float, reason: str, by: str, now: float | None = None
-    ) -> int:
-        if end <= start:
-            raise ConfigError(f"maintenance on {node}: end {format_ts(end)} is not after start {format_ts(start)}")
-        customers: list[str] = []
-        if self.topology is not None:
-            if node not in self.topology:
-                raise ConfigError(f"maintenance: no node or endpoint with id '{node}' in the inventory")
-            customers = self.topology.customers_below(node)
-        return self.store.add_window(node, start, end, reason, by, customers, time.time() if now is None else now)
-
-    def windows(self, *, include_removed: bool = False) -> list[MaintenanceRow]:
-        return self.store.maintenance(include_removed=include_removed)
-
-    def remove_window(self, window_id: int, now: float | None = None) -> None:
-        self.store.remove_window(window_id, time.time() if now is None else now)
-
 
 # ---------------------------------------------------------------- command line
 
@@ -184,7 +79,7 @@ def _user() -> str:
         return "unknown"
 
 
-def _api(args: argparse.Namespace, *, topology: bool = False) -> IncidentsAPI:
+def _api(args: argparse.Namespace, *, topology: bool = False) -> Staff:
     from monitor.inventory.loader import load_inventory
 
     inv = None
@@ -197,7 +92,7 @@ def _api(args: argparse.Namespace, *, topology: bool = False) -> IncidentsAPI:
         if not state_dir.is_absolute():
             state_dir = args.config.resolve().parent / state_dir
         db = state_dir / "monitor.db"
-    return IncidentsAPI(db, Topology.from_inventory(inv) if inv is not None and topology else None)
+    return Staff.open(db, Topology.from_inventory(inv) if inv is not None and topology else None)
 
 
 def _incidents(args: argparse.Namespace) -> int:
@@ -249,7 +144,7 @@ def _maintenance(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _opened(args: argparse.Namespace, *, topology: bool = False) -> Iterator[IncidentsAPI]:
+def _opened(args: argparse.Namespace, *, topology: bool = False) -> Iterator[Staff]:
     """The API for one command; "no such id" becomes a user error (exit 2), the store is closed."""
     api = _api(args, topology=topology)
     try:
@@ -274,14 +169,6 @@ def _duration(text: str, flag: str = "--duration") -> float:
         raise ConfigError(f"{flag} {text!r}: {exc}") from None
 
 
-def _row_dict(r: IncidentRow) -> dict[str, object]:
-    d: dict[str, object] = {k: getattr(r, k) for k in r.__dataclass_fields__}
-    for k in ("opened_at", "updated_at", "cleared_at", "closed_at", "acked_at"):
-        v = d[k]
-        d[k] = format_ts(v) if isinstance(v, float) else v
-    return d
-
-
 def _table(rows: list[IncidentRow]) -> str:
     if not rows:
         return "no incidents"
@@ -295,7 +182,7 @@ def _table(rows: list[IncidentRow]) -> str:
     return "\n".join(lines)
 
 
-def _show(api: IncidentsAPI, inc_id: str, *, as_json: bool) -> str:
+def _show(api: Staff, inc_id: str, *, as_json: bool) -> str:
     if as_json:
         return json.dumps(api.show_json(inc_id), indent=1)
     info = api.show(inc_id)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from monitor.clock import ManualClock
+from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
-from monitor.incidents_cli import IncidentsAPI
 from monitor.inventory.model import Inventory
 from monitor.replay import replay, settings_for
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
@@ -133,7 +133,7 @@ async def test_eta_set_through_the_api_reaches_each_notified_customer_once(tmp_p
         store = IncidentStore(db)
         store.save([opened], {}, set(), [])
         store.close()
-        api = IncidentsAPI(db)
+        api = Staff.open(db)
         async with Running(svc) as run:
             svc.enqueue([opened])
             await run.drained()

@@ -3,8 +3,10 @@ this test process imported already would hide an import that a module makes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +22,31 @@ def test_settings_that_hold_secrets_do_not_import_the_inventory(module: str) -> 
     """The inventory holds the API and delivery settings; they hold Secrets. With Secret in the
     inventory's model the two packages imported each other."""
     assert not {m for m in _imported(module) if m.startswith("monitor.inventory")}
+
+
+MONITOR = Path(__file__).resolve().parents[1] / "monitor"
+#: the one module that writes the incident tables, and the one staff interface that drives it
+INCIDENT_WRITERS = {"correlate/store.py", "correlate/staff.py"}
+_TABLES = r"(incidents|incident_(events|actions|targets)|maintenance(_events)?|correlation_meta)"
+_WRITE_SQL = re.compile(rf"\b(INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE|DELETE\s+FROM)\s+{_TABLES}\b", re.IGNORECASE)
+_STORE_WRITE = re.compile(r"\bstore\.(add_action|add_window|remove_window)\(")  # IncidentStore's, not Staff's
+
+
+def _sources() -> list[tuple[str, str]]:
+    return [(p.relative_to(MONITOR).as_posix(), p.read_text()) for p in sorted(MONITOR.rglob("*.py"))]
+
+
+def test_only_the_staff_interface_acts_on_incidents() -> None:
+    """Issue 11: staff actions have one owner (monitor.correlate.staff.Staff). Delivery's MQTT and desk
+    acks, the API, the board and the config's windows went to the store each their own way."""
+    offenders = [
+        f"{name}: {m.group(0)}"
+        for name, text in _sources() if name not in INCIDENT_WRITERS
+        for m in (*_WRITE_SQL.finditer(text), *_STORE_WRITE.finditer(text))
+    ]
+    assert offenders == []
+
+
+def test_the_command_line_module_is_not_a_library() -> None:
+    """The API server and the board imported the staff actions from the CLI module."""
+    assert [name for name, text in _sources() if "incidents_cli" in text and name != "cli.py"] == []

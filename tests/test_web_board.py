@@ -1,5 +1,5 @@
 """The staff board on the API's listener: login (bcrypt, throttled), sessions (expiry), CSRF, roles on
-every action, the audit log, and the actions reaching the store through IncidentsAPI like the CLI's."""
+every action, the audit log, and the actions reaching the store through Staff like the CLI's."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 
 from monitor.cli import main
 from monitor.correlate.incidents import parse_ts
+from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore
-from monitor.incidents_cli import IncidentsAPI
 from monitor.web.board import SESSION_TTL
 from monitor.web.users import User, hash_password, load_users, save_users
 from tests.api_support import AUTH, Env, acked_by, make_env
@@ -171,7 +171,7 @@ async def test_board_in_a_real_browser_login_acknowledge_and_estimate(env: Env, 
         cookie = await chrome.evaluate("document.cookie")
         assert "board_session" not in str(cookie)  # HttpOnly: no script can read the session
         # live: an estimate moved from the command line shows up without anyone pressing reload
-        cli = IncidentsAPI(env.db)
+        cli = Staff.open(env.db)
         cli.eta("INC-000001", "luis", parse_ts("2026-11-18T10:30:00-05:00"), now=env.clock.now())
         cli.close()
         deadline = time.monotonic() + 5

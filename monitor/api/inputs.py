@@ -113,7 +113,7 @@ def text(doc: dict[str, Any], key: str, *, required: bool) -> str:
 
 
 def when(value: object) -> float:
-    """An ETA as epoch seconds: finite; its range against the clock is :meth:`IncidentsAPI.eta`'s."""
+    """An ETA as epoch seconds: finite; its range against the clock is :meth:`monitor.correlate.staff.Staff.eta`'s."""
     if isinstance(value, float):
         if not math.isfinite(value):
             bad("at: expected a finite time")

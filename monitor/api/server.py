@@ -2,9 +2,9 @@
 
 ``/api/v1/...`` needs ``Authorization: Bearer <api.token>``; ``/ack/...`` is authorised by the
 link's own signature instead (see :mod:`monitor.api.pages`). Every action goes through
-:class:`IncidentsAPI`, the same code as ``monitor incidents``, so the planner's escalation, desk
-comments and customer updates follow exactly as after the CLI. Meant to listen on loopback behind a
-TLS reverse proxy. The access log is off and nothing here logs the token or a link's signature:
+:class:`monitor.correlate.staff.Staff`, the same code as ``monitor incidents``, so the planner's
+escalation, desk comments and customer updates follow exactly as after the CLI. Meant to listen on
+loopback behind a TLS reverse proxy. The access log is off and nothing here logs the token or a link's signature:
 both would otherwise land in journald with every request.
 """
 
@@ -25,9 +25,9 @@ from monitor.api.links import AckLinks
 from monitor.api.listen import listen
 from monitor.api.pages import AckPages
 from monitor.clock import Clock
+from monitor.correlate.staff import Conflict, Staff
 from monitor.correlate.store import NotFound
 from monitor.errors import ConfigError, MonitorError
-from monitor.incidents_cli import Conflict, IncidentsAPI
 from monitor.inventory.model import Inventory
 from monitor.logs import event
 from monitor.web.board import Board
@@ -52,7 +52,7 @@ class ApiServer:
         self._token = settings.token
         self.links = AckLinks.from_settings(settings)
         self.pages = AckPages(self, languages or {})
-        self.api: IncidentsAPI | None = None
+        self.api: Staff | None = None
         self.board: Board | None = None  # the staff board on /board (monitor.web.board)
         self._runner: web.AppRunner | None = None
 
@@ -70,7 +70,7 @@ class ApiServer:
 
     async def start(self) -> None:
         """Open the store and bind; a port in use is a :class:`MonitorError` naming the address."""
-        self.api = IncidentsAPI(self.db_path)
+        self.api = Staff.open(self.db_path)
         app = web.Application(middlewares=[self._errors], client_max_size=MAX_BODY)
         app.add_routes([
             web.get("/api/v1/incidents", self._list),
@@ -140,7 +140,7 @@ class ApiServer:
             raise Problem(401, "missing or wrong bearer token")
 
     @property
-    def incidents(self) -> IncidentsAPI:
+    def incidents(self) -> Staff:
         assert self.api is not None, "not started"
         return self.api
 

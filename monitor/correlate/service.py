@@ -23,8 +23,8 @@ from pathlib import Path
 from monitor.clock import Clock
 from monitor.correlate.engine import Engine
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, format_ts
-from monitor.correlate.maintenance import config_specs
 from monitor.correlate.settings import CorrelationSettings
+from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore
 from monitor.correlate.topology import Topology
 from monitor.inventory.model import Inventory, MaintenanceSpec
@@ -150,21 +150,7 @@ class CorrelationService:
         Windows added with ``monitor maintenance add`` are left alone; ``monitor replay`` plans the
         same list (``config_windows``), so a what-if counts planned work as the daemon does.
         """
-        store, now = self.store, self.clock.now()
-        wanted = config_specs(specs)
-        missing = set(wanted)
-        for row in store.maintenance():
-            if row.author != "config":
-                continue
-            spec = MaintenanceSpec(row.node, row.start, row.end, row.reason)
-            if spec in missing:
-                missing.discard(spec)
-            else:
-                store.remove_window(row.id, now)
-        for spec in wanted:
-            if spec in missing:
-                customers = self.engine.topo.customers_below(spec.node)
-                store.add_window(spec.node, spec.start, spec.end, spec.reason, "config", customers, now)
+        Staff(self.store).sync_config_windows(specs, self.engine.topo, self.clock.now())
         self.poll_store_now()
 
     def poll_store_now(self) -> None:

@@ -382,6 +382,25 @@ class IncidentStore:
             for rid, ts, ev, inc, kind, root, eps, cs, ns, into in self.db.execute(sql + " ORDER BY id", args)
         ]
 
+    def revision(self) -> tuple[object, ...]:
+        """Changes whenever an incident, a staff action or a maintenance window changes (one short read:
+        the status page and the board's live stream look every second, and re-read only on a change)."""
+        try:
+            row = self.db.execute(
+                "SELECT (SELECT MAX(id) FROM incident_events), (SELECT MAX(id) FROM incident_actions),"
+                " (SELECT COUNT(*) FROM incident_actions WHERE done_at IS NULL),"
+                " (SELECT value FROM correlation_meta WHERE key = 'maintenance_rev'),"
+                " (SELECT COUNT(*) FROM incidents WHERE status = 'open')"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the store: {exc}") from exc
+        return tuple(row)
+
+    def last_event_id(self) -> int:
+        """The row id of the newest lifecycle event (0 without any): delivery's cursor starts there."""
+        row = self.db.execute("SELECT MAX(id) FROM incident_events").fetchone()
+        return int(row[0] or 0)
+
     def events(self, inc_id: str | None = None) -> Iterator[dict[str, Any]]:
         sql = ("SELECT ts, event, incident, kind, root, affected_endpoints, affected_customers, affected_nodes,"
                " into_incident FROM incident_events")

@@ -25,6 +25,7 @@ from typing import Any
 
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore, MaintenanceRow, NotFound
 from monitor.delivery import metrics, planner
 from monitor.delivery.config import DeliveryConfig
@@ -54,7 +55,8 @@ class DeliveryService:
             # "assumed" ones were handed over whole (SMTP: up to the final ".") but their reply was not read
             event(log, logging.WARNING, "deliveries interrupted by the last stop", repeated=self.outbox.recovered,
                   assumed_delivered=self.outbox.assumed)
-        self.store = IncidentStore(db_path, busy_timeout)
+        self.store = IncidentStore(db_path, busy_timeout)  # the lifecycle log, read from the cursor
+        self.staff = Staff(self.store)  # acks, estimates and windows: what staff did
         self._behind = False  # an enqueue failed (storage): the timer plans from the cursor again
         self._timer_trouble = Episode(log, "delivery timer failed, retrying every second",
                                       "delivery timer working again")
@@ -68,7 +70,7 @@ class DeliveryService:
         #: the catch-up failed (the timer catches up, enqueue() waits for it).
         self.caught_up = False
         if not self.outbox.meta("cursor"):  # first start: history before delivery existed is not replayed
-            self.outbox.add([], {}, {"cursor": str(self._max_event_id())}, clock.now())
+            self.outbox.add([], {}, {"cursor": str(self.store.last_event_id())}, clock.now())
         else:
             try:
                 self.catch_up()
@@ -86,7 +88,7 @@ class DeliveryService:
         if self._behind:  # an earlier batch is not planned yet: catch_up() takes this one with it, in order
             return
         try:
-            self._plan(events, cursor=self._max_event_id())
+            self._plan(events, cursor=self.store.last_event_id())
         except MonitorError as exc:
             # the events are in the incident log already: nothing is lost, they are planned from the
             # cursor when the outbox takes writes again (one line now, one then)
@@ -117,13 +119,13 @@ class DeliveryService:
         """Timers: escalation, throttled desk comments, ETAs set by staff, maintenance notices."""
         now = self.clock.now() if now is None else now
         memories = [IncidentMemory.from_dict(v) for v in self.outbox.states().values()]
-        acked = {r.id for r in self.store.incidents(status="open", limit=100_000) if r.acked_at is not None}
+        acked = self.staff.acked_open()
         glob = _copy(self.glob)
         # customers whose case went on individually: "restored" from their (maybe resolved) incident
         let_go = set(glob.continuing.values()) - {m.incident for m in memories}
         gone = [IncidentMemory.from_dict(v) for v in self.outbox.states(sorted(let_go)).values()] if let_go else []
-        plan = planner.tick([*memories, *gone], glob, self.ctx, now, acked, self.store.etas(), self.store.down_among,
-                            self.store.eta_authors())
+        plan = planner.tick([*memories, *gone], glob, self.ctx, now, acked, self.staff.etas(), self.store.down_among,
+                            self.staff.eta_authors())
         extra = planner.plan_maintenance(self._windows(glob), memories, glob, self.ctx, now)
         plan.items += extra.items
         if plan.items or plan.memories or glob != self.glob:
@@ -134,7 +136,7 @@ class DeliveryService:
         start notice went out — they ended when they were removed (customers told "maintenance
         started" hear that it ended), and their held customers still get the end notice."""
         out = []
-        for w in self.store.maintenance(include_removed=True):
+        for w in self.staff.windows(include_removed=True):
             if w.removed_at is None:
                 out.append(w)
             elif "start" in glob.maintenance.get(f"MW-{w.id}", ()):
@@ -167,10 +169,6 @@ class DeliveryService:
         for sender in senders:
             with contextlib.suppress(Exception):
                 await sender.close()
-
-    def _max_event_id(self) -> int:
-        row = self.store.db.execute("SELECT MAX(id) FROM incident_events").fetchone()
-        return int(row[0] or 0)
 
 
     def _commit(self, plan: Plan, glob: GlobalMemory, cursor: int | None = None) -> None:
@@ -283,7 +281,7 @@ class DeliveryService:
 
     def _ack(self, incident: str, by: str) -> None:
         try:
-            self.store.add_action(incident, "ack", by, "acknowledged via MQTT", self.clock.now())
+            self.staff.acknowledged_elsewhere(incident, by, "acknowledged via MQTT", self.clock.now())
             event(log, logging.INFO, "incident acknowledged", incident=incident, by=by, via="mqtt")
         except (NotFound, MonitorError, ValueError):
             event(log, logging.WARNING, "ack for an unknown incident ignored", incident=incident[:40])
@@ -314,13 +312,13 @@ class DeliveryService:
 
         assert isinstance(desk, DeskSender)
         tickets = self.outbox.tickets()
-        for row in self.store.incidents(status="open", limit=1000):
+        for row in self.staff.incidents(limit=1000):
             ticket = tickets.get(row.id)
             if row.acked_at is not None or ticket is None:
                 continue
             try:
                 if await desk.desk.taken(ticket):
-                    self.store.add_action(row.id, "ack", desk.desk.name, f"ticket {ticket} taken", now)
+                    self.staff.acknowledged_elsewhere(row.id, desk.desk.name, f"ticket {ticket} taken", now)
                     event(log, logging.INFO, "incident acknowledged", incident=row.id, via=desk.desk.name)
             except DeliveryError:
                 return  # the desk is down; the desk worker reports it

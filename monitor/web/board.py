@@ -1,7 +1,7 @@
 """The staff board: open incidents and the staff actions on them, in the browser, behind a login.
 
 Served on the API's listener (``/board``), the staff side, never on the public status page's. Every
-action goes through :class:`IncidentsAPI` — the same calls as ``monitor incidents`` and
+action goes through :class:`monitor.correlate.staff.Staff` — the same calls as ``monitor incidents`` and
 ``/api/v1`` — with the logged-in user's name as the author (so the desk's ticket comment and the
 customers' update carry it), and is appended to ``<state_dir>/audit.log``.
 
@@ -32,10 +32,10 @@ from aiohttp import web
 
 from monitor.clock import Clock
 from monitor.correlate.incidents import parse_ts
+from monitor.correlate.staff import Staff
 from monitor.correlate.store import NotFound
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError, MonitorError
-from monitor.incidents_cli import IncidentsAPI
 from monitor.inventory.model import Inventory
 from monitor.logs import event
 from monitor.web import i18n
@@ -43,7 +43,6 @@ from monitor.web.lookup import RateLimiter, client_key
 from monitor.web.render import TEMPLATES
 from monitor.web.server import CSP, CSS
 from monitor.web.sitemap import down_tree, site_severity, svg
-from monitor.web.source import signature
 from monitor.web.users import FILE, User, check_password, load_users
 
 log = logging.getLogger("monitor.board")
@@ -69,7 +68,7 @@ class Session:
 
 
 class Board:
-    def __init__(self, incidents: Callable[[], IncidentsAPI], state_dir: Path, inventory: Inventory,
+    def __init__(self, incidents: Callable[[], Staff], state_dir: Path, inventory: Inventory,
                  clock: Clock) -> None:
         self.incidents = incidents
         self.users_path = state_dir / FILE
@@ -112,12 +111,12 @@ class Board:
         self._streams += 1
         try:
             await resp.prepare(request)
-            last, quiet = signature(self.incidents().store.db), 0.0
+            last, quiet = self.incidents().revision(), 0.0
             await resp.write(b"retry: 3000\n\n")
             while not self._closing.is_set() and self.clock.monotonic() < s.expires:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), LIVE_EVERY)
-                sig = signature(self.incidents().store.db)
+                sig = self.incidents().revision()
                 quiet += LIVE_EVERY
                 if sig != last:
                     last, quiet = sig, 0.0
@@ -227,7 +226,7 @@ class Board:
             return _redirect("/board/login")
         api = self.incidents()
         rows = api.incidents()
-        etas = api.store.etas()
+        etas = api.etas()
         now = self.clock.now()
         inv = self.inventory
         incidents = []
@@ -236,7 +235,7 @@ class Board:
             t = inv.targets.get(r.root)
             muni = inv.municipalities[t.municipality].name if t and t.municipality in inv.municipalities else "-"
             eta = etas.get(r.id)
-            last = next((e for e in reversed(list(api.store.events(r.id))) if e["event"] in ("opened", "updated")),
+            last = next((e for e in reversed(api.events(r.id)) if e["event"] in ("opened", "updated")),
                         None)
             nodes, eps = (last["affected_nodes"], last["affected_endpoints"]) if last else ([], [])
             touched.append((r.kind, [r.root, *nodes, *eps]))

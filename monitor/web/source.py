@@ -25,7 +25,7 @@ class StatusSource:
         self.store.close()
 
     def signature(self) -> tuple[object, ...]:
-        return signature(self.store.db)
+        return self.store.revision()
 
     def rows(self) -> StoreRows:
         s = self.store
@@ -40,16 +40,3 @@ class StatusSource:
             raise StorageError(f"status page: cannot read the store: {exc}") from exc
         return StoreRows(open_, resolved, events, actions, windows)
 
-
-def signature(db: sqlite3.Connection) -> tuple[object, ...]:
-    """Changes whenever an incident, a staff action or a maintenance window changes (one short read)."""
-    try:
-        row = db.execute(
-            "SELECT (SELECT MAX(id) FROM incident_events), (SELECT MAX(id) FROM incident_actions),"
-            " (SELECT COUNT(*) FROM incident_actions WHERE done_at IS NULL),"
-            " (SELECT value FROM correlation_meta WHERE key = 'maintenance_rev'),"
-            " (SELECT COUNT(*) FROM incidents WHERE status = 'open')"
-        ).fetchone()
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read the store: {exc}") from exc
-    return tuple(row)
