@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from monitor.delivery.outbox import Row
+from monitor.delivery.planner import Context, Plan, _to_customer
 from monitor.errors import ConfigError
+from monitor.inventory.model import Customer
 from monitor.inventory.summary import summarize
+from monitor.notify.email import headers
 from tests.delivery_support import SECRETS, base_delivery, delivery_with, load
 
 
@@ -27,6 +34,10 @@ def test_example_loads_with_secrets_as_references(tmp_path: Path) -> None:
 def test_eta_min_change_is_a_duration(tmp_path: Path) -> None:
     d = load(tmp_path, 2, base_delivery(eta_min_change="15m")).delivery
     assert d is not None and d.eta_min_change == 900.0
+
+
+_BAD_UNSUBSCRIBE = ("delivery.customers.unsubscribe: expected a mailto: address or an https:// URL in ASCII without "
+                    "spaces, commas or <> (at most 500 characters; {customer} is replaced by the customer's id)")
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -63,6 +74,10 @@ def test_eta_min_change_is_a_duration(tmp_path: Path) -> None:
     ({"smtp": None, "maildir": {"from": "noc@isp.example"}}, "delivery.maildir: missing required key 'path'"),
     ({"smtp": None, "maildir": "mail"}, "delivery.maildir: expected a mapping, got a string"),
     ({"desk": {"kind": "folder"}}, "delivery.desk: missing required key 'path' (needed for kind folder)"),
+    ({"customers": {"unsubscribe": "https://isp.example/baja>, <https://evil.example"}}, _BAD_UNSUBSCRIBE),
+    ({"customers": {"unsubscribe": "bajas@isp.example"}}, _BAD_UNSUBSCRIBE),
+    ({"customers": {"unsubscribe": "mailto:bajas@isp.example", "unsubscribe_one_click": True}},
+     "delivery.customers.unsubscribe_one_click: needs an https:// unsubscribe URL (RFC 8058: a POST to it opts out)"),
     ({"desk": {"kind": "rt", "url": "http://rt", "token": {"env": "RT_PASS"}, "path": "x"}},
      "delivery.desk.path: 'path' is for kind folder, not rt"),
 ])
@@ -104,3 +119,22 @@ def test_check_config_summary_says_where_delivery_goes_without_secrets(tmp_path:
            " outage/suspected by email" in text
     assert "api: off" in text
     assert not [v for v in SECRETS.values() if v in text]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(url=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80).map(
+    lambda s: "https://isp.example/" + s), cid=st.text(max_size=20))
+def test_any_unsubscribe_url_is_refused_or_makes_one_well_formed_header(tmp_path: Path, url: str, cid: str) -> None:
+    """Hostile config text cannot break the header: it is refused, or it is one ``<...>`` entry on one line."""
+    try:
+        inv = load(tmp_path, 1, base_delivery(customers={"unsubscribe": url + "?c={customer}"}))
+    except ConfigError:
+        return  # refused (or not even YAML: a control character)
+    assert inv.delivery is not None
+    customer = Customer(cid, "x", "residencial", email="c@example.com")
+    out = Plan()
+    _to_customer(out, "INC-1", "customer_opened", customer, 1, "customer_opened", {}, Context(inv, inv.delivery))
+    row = Row("k", "INC-1", "customer_opened", "c", "email", "", {**out.items[0].data, "subject": "s", "body": "b"},
+              id=1, attempts=0, uncertain=False, created_at=0.0)
+    value = dict(headers(row, "noc@isp.example"))["List-Unsubscribe"]
+    assert re.fullmatch(r"<https://[!-+\--;=?-~]+>", value), value

@@ -94,6 +94,7 @@ async def test_outage_notices_over_starttls_with_auth_in_each_customers_language
     # RFC 3834: customers' vacation responders stay quiet; a technician's mail is not marked
     assert {m["Auto-Submitted"] for m in opened + restored} == {"auto-generated"}
     assert all(m["Auto-Submitted"] is None for m in tech)
+    assert all(m["List-Unsubscribe"] is None for m in msgs)  # no opt-out address configured: no header
     # no secret anywhere: messages, outbox payloads, logs
     blob = b"".join(m.as_bytes() for m in msgs) + json.dumps(rows).encode() + caplog.text.encode()
     for value in SECRETS.values():
@@ -135,6 +136,38 @@ async def test_maintenance_notices_are_auto_submitted_and_give_the_support_line(
         lines[m["To"]] += m.get_content().splitlines()
     assert lines["c1@example.com"].count("Línea de atención: +57 607 885 0000") == 2     # es: advance and start
     assert lines["c2@example.com"].count("Support line: +57 607 885 0000") == 2         # en
+
+
+@pytest.mark.parametrize(("unsubscribe", "one_click"), [
+    ("https://isp.example/bajas?cliente={customer}", True),
+    ("mailto:bajas@isp.example?subject=baja%20{customer}", False)])
+async def test_customer_mails_say_where_to_opt_out(tmp_path: Path, unsubscribe: str, one_click: bool) -> None:
+    """RFC 2369 List-Unsubscribe on outage and maintenance notices to customers (RFC 8058 one-click when the
+    ISP's https: endpoint takes the POST); technicians' mails have none: they cannot opt out of their duty."""
+    server = make_server(tmp_path)
+    server.start()
+    try:
+        customers = {"company": "Llanos Net", "unsubscribe": unsubscribe, "unsubscribe_one_click": one_click}
+        inv = load(tmp_path, 2, delivery_with(smtp=smtp_section(server, "none"), mqtt=None, desk=None,
+                                              customers=customers))
+        svc = service(inv, tmp_path)
+        svc.store.add_window("ap-1", T0 + 86400, T0 + 90000, "cambio de radio", "ana", (), T0)
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(2, 0))])
+            svc.tick(T0)                                  # maintenance advance notices
+            await run.drained(advance=False)
+        msgs = server.messages()
+    finally:
+        server.stop()
+    customer = [m for m in msgs if m["To"] in ("c1@example.com", "c2@example.com")]
+    assert sorted(m["Subject"].split(" ")[0] for m in customer) == ["Mantenimiento", "Planned", "[INC-000001]",
+                                                                   "[INC-000001]"]  # outage and maintenance
+    for m in customer:
+        cid = "C-000" + m["To"][1]
+        assert m["List-Unsubscribe"] == "<" + unsubscribe.replace("{customer}", cid) + ">"
+        assert m["List-Unsubscribe-Post"] == ("List-Unsubscribe=One-Click" if one_click else None)
+    tech = [m for m in msgs if m["To"] == "juan@isp.example"]
+    assert len(tech) == 1 and tech[0]["List-Unsubscribe"] is None and tech[0]["List-Unsubscribe-Post"] is None
 
 
 @pytest.mark.parametrize(("tls", "security"), [(None, "none"), ("starttls", "starttls"), ("implicit", "tls")])

@@ -131,6 +131,11 @@ class CustomerNotices:
     maintenance_lead: float = 172_800.0  # advance notice of maintenance windows
     support_phone: str = ""
     company: str = "ISP"
+    #: where a customer opts out (RFC 2369 List-Unsubscribe of every customer mail): a mailto: or https: URL,
+    #: ``{customer}`` replaced by the customer's id; "" = no header
+    unsubscribe: str = ""
+    #: the https: URL takes a POST and opts out at once (RFC 8058 List-Unsubscribe-Post: One-Click)
+    unsubscribe_one_click: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from monitor.api.links import AckLinks
@@ -774,8 +775,11 @@ def _to_customer(out: Plan, incident: str, action: str, c: Customer, version: in
                  data: dict[str, Any], ctx: Context) -> None:
     cn = ctx.cfg.customers
     if "email" in cn.channels and c.email and ctx.cfg.email:
-        out.items.append(Item(incident, action, c.email, version, "email", template, c.language,
-                              {**data, "to": c.email}))
+        mail = {**data, "to": c.email}
+        if cn.unsubscribe:  # the customer may opt out (notify: false): say where, as mail clients show it
+            mail["unsubscribe"] = cn.unsubscribe.replace("{customer}", quote(c.id, safe=""))
+            mail["unsubscribe_post"] = cn.unsubscribe_one_click
+        out.items.append(Item(incident, action, c.email, version, "email", template, c.language, mail))
     if "sms" in cn.channels and c.phone and ctx.cfg.sms is not None:
         out.items.append(Item(incident, action, c.phone, version, "webhook", template, c.language,
                               {**data, "to": c.phone, "target": "sms"}))

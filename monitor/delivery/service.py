@@ -200,7 +200,7 @@ class DeliveryService:
             kind = "ticket" if item.action.startswith("ticket_") else "sms" if item.channel == "webhook" else "email"
             subject, body = self.renderer.render(item.template, kind, item.language, item.data)
             payload = {"to": item.data.get("to", ""), "subject": subject, "body": body, "language": item.language}
-            for key in ("op", "ticket_incident", "thread"):
+            for key in ("op", "ticket_incident", "thread", "unsubscribe", "unsubscribe_post"):
                 if key in item.data:
                     payload[key] = item.data[key]
         return NewRow(item.key, item.incident, item.action, item.recipient, item.channel, item.group, payload)

@@ -43,7 +43,7 @@ TECH = ("id", "name", "email", "mqtt", "language")
 ONCALL = ("municipality", "kinds", "shifts")
 SHIFT = ("days", "from", "to", "tiers")
 CUSTOMERS = ("enabled", "kinds", "channels", "update_min_interval", "restore_on_partial", "maintenance_lead",
-             "support_phone", "company")
+             "support_phone", "company", "unsubscribe", "unsubscribe_one_click")
 RETRY = ("initial", "maximum", "factor", "jitter", "deadline")
 LANGS = ("es", "en")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
@@ -298,7 +298,29 @@ def _customers(sec: Section | None) -> CustomerNotices:
         restore_on_partial=sec.flag("restore_on_partial", d.restore_on_partial),
         maintenance_lead=sec.duration("maintenance_lead", d.maintenance_lead, ge=0, le=30 * DAY),
         support_phone=sec.text("support_phone") or "", company=sec.text("company") or d.company,
+        unsubscribe=_unsubscribe(sec), unsubscribe_one_click=_one_click(sec),
     )
+
+
+_UNSUBSCRIBE = re.compile(r"^(mailto:[^@]+@.+|https://.+)$")
+
+
+def _unsubscribe(sec: Section) -> str:
+    """The opt-out URL: printable ASCII, nothing in it that ends the header's <...> or starts another entry."""
+    url = sec.text("unsubscribe") or ""
+    bad = any(not 33 <= ord(ch) <= 126 or ch in "<>," for ch in url)
+    if url and (len(url) > 500 or bad or not _UNSUBSCRIBE.match(url)):
+        sec.err("unsubscribe", "expected a mailto: address or an https:// URL in ASCII without spaces, commas or <> "
+                               "(at most 500 characters; {customer} is replaced by the customer's id)")
+        return ""
+    return url
+
+
+def _one_click(sec: Section) -> bool:
+    one_click = sec.flag("unsubscribe_one_click", False)
+    if one_click and not (sec.text("unsubscribe") or "").startswith("https://"):
+        sec.err("unsubscribe_one_click", "needs an https:// unsubscribe URL (RFC 8058: a POST to it opts out)")
+    return one_click
 
 
 def _rates(sec: Section) -> dict[str, float]:

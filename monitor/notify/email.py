@@ -58,6 +58,10 @@ def headers(row: Row, sender: str) -> list[tuple[str, str]]:
     if row.action.startswith(CUSTOMER_ACTIONS):
         # RFC 3834: customers' vacation responders and mail filters must not answer a notice
         out.append(("Auto-Submitted", "auto-generated"))
+        if p.get("unsubscribe"):  # RFC 2369; with RFC 8058 a POST to the https: URL opts out at once
+            out.append(("List-Unsubscribe", f"<{p['unsubscribe']}>"))
+            if p.get("unsubscribe_post"):
+                out.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     # a line break in a value (a template, a customer's name from billing) would start a header of its own
     return [(name, _BREAKS.sub(" ", value)) for name, value in out]
 
