@@ -160,7 +160,7 @@ class IncidentPipeline:
         annotation for good. Points are idempotent (same series, same timestamp), so re-sending the
         recent ones costs nothing and closes that gap.
         """
-        return [e for _, e in self.correlation.store.lifecycle(since=self.clock.now() - REANNOTATE)]
+        return self.correlation.recorded_since(self.clock.now() - REANNOTATE)
 
     def _enqueue(self, events: list[IncidentEvent]) -> None:
         if self.delivery is not None:

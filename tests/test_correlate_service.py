@@ -288,3 +288,23 @@ def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(tmp_p
                                                                              EPOCH + 1010)
     assert store.closed_blind() is None  # over: nothing for a restart to resume
     store.close()
+
+
+def test_recorded_since_gives_the_persisted_lifecycle_from_a_time(tmp_path):
+    """What the pipeline annotates again at start: the events persisted since then, oldest first."""
+    inv = tree_inventory(1, 2, 3, gateway=True)
+    clock = ManualClock(T0 - 1)
+    svc = CorrelationService(inv, tmp_path / "monitor.db", SETTINGS, clock)
+    try:
+        emitted = []
+        for c in burst(inv):
+            clock.set(c.ts)
+            emitted += svc.on_state_changes([c])
+        clock.set(T0 + 200)
+        emitted += svc.tick()
+        assert [e.event for e in emitted] == ["opened", "updated"]
+        assert svc.recorded_since(emitted[0].ts) == emitted
+        assert svc.recorded_since(emitted[-1].ts) == emitted[-1:]
+        assert svc.recorded_since(emitted[-1].ts + 0.001) == []
+    finally:
+        svc.close()

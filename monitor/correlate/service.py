@@ -121,6 +121,11 @@ class CorrelationService:
         self._unsaved += self.engine.tick(self.clock.now())
         return self._save()
 
+    def recorded_since(self, since: float) -> list[IncidentEvent]:
+        """Lifecycle events persisted at or after ``since``, oldest first (the board annotations a
+        restart writes again), so callers need not know how the store keeps them."""
+        return [e for _, e in self.store.lifecycle(since=since)]
+
     def close(self) -> None:
         self.store.close()
 
