@@ -10,11 +10,13 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 from monitor import __version__, logs
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory, summarize
+from monitor.inventory.model import Target
 from monitor.polling.assess import assess
 from monitor.probes.base import IcmpResult, SnmpResult
 
@@ -114,10 +116,13 @@ async def _probe(path: Path, target_id: str) -> int:
                           f"'{target.parents[0]}' (probe that node)")
     daemon = Daemon(path, inventory=inv)
     await daemon._start_probes(inv)
+    print(waiting_for(target), file=sys.stderr, flush=True)  # a silent target takes seconds: say on what
+    started = time.monotonic()
     try:
         icmp, snmp = await daemon.poll_once(target)
     finally:
         await daemon._close_probes()
+    print(f"done after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     print(format_probe(target.id, target.kind, target.address, icmp, snmp))
     obs = assess(target, icmp, snmp)
     if not obs.reachable:
@@ -125,6 +130,20 @@ async def _probe(path: Path, target_id: str) -> int:
         return EXIT_FAILED
     print("verdict: " + ("DEGRADED: " + "; ".join(obs.degraded_reasons) if obs.degraded_reasons else "OK"))
     return EXIT_OK
+
+
+def waiting_for(target: Target) -> str:
+    """What ``monitor probe`` is about to wait for, and for how long at most (the poll's own deadline)."""
+    from monitor.daemon import poll_deadline
+
+    p = target.polling
+    parts = [f"ICMP {p.icmp_count} echo request{'s' if p.icmp_count != 1 else ''} to {target.address}, "
+             f"replies awaited up to {p.icmp_timeout:g} s"]
+    if target.snmp is not None:
+        s = target.snmp
+        parts.append(f"SNMP v{s.credentials.version} ({s.profile}) on port {s.port}, {s.timeout:g} s per request, "
+                     f"{s.retries} retr{'y' if s.retries == 1 else 'ies'}")
+    return f"probing {target.id} ({target.kind}): {'; '.join(parts)}; at most {poll_deadline(target):.3g} s ..."
 
 
 def format_probe(tid: str, kind: str, address: str, icmp: IcmpResult | None, snmp: SnmpResult | None) -> str:

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from monitor.cli import waiting_for
 from monitor.daemon import Daemon
+from monitor.inventory.model import PollingSettings, SnmpCredentials, SnmpSettings, Target
+from monitor.secret import Secret
 from tests.firewall import icmp_block, lab_address
 from tests.netns import netns_lab  # noqa: F401 - pytest fixture
 from tests.servers.common import free_port, until, wait_for
@@ -228,11 +231,23 @@ def test_check_config_cli(tmp_path):
     assert "ap-9" in bad.stderr and str(cfg) in bad.stderr
 
 
+def test_probe_says_what_it_waits_for_snmp_too():
+    creds = SnmpCredentials("c", "2c", Secret("x", "env:C"))
+    t = Target("ap-1", "ap", "node", "127.0.0.3", snmp=SnmpSettings("airos", creds, timeout=2.0, retries=1),
+               polling=PollingSettings(interval=60, icmp_count=3, icmp_timeout=1.0))
+    assert waiting_for(t) == ("probing ap-1 (ap): ICMP 3 echo requests to 127.0.0.3, replies awaited up to 1 s; "
+                              "SNMP v2c (airos) on port 161, 2 s per request, 1 retry; at most 12 s ...")
+
+
 def test_probe_cli_prints_the_measurement(tmp_path):
     cfg = write_config(tmp_path, free_port())
     r = subprocess.run([sys.executable, "-m", "monitor", "probe", "core", "--config", str(cfg)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+    # what it waits for, said before the wait (issue 18: a silent target looked like a hang)
+    assert r.stderr.splitlines()[0] == ("probing core (router): ICMP 1 echo request to 127.0.0.1, replies awaited "
+                                        "up to 0.1 s; at most 0.16 s ...")
+    assert r.stderr.splitlines()[1].startswith("done after ")
     assert r.stdout.splitlines()[0] == "core (router, 127.0.0.1)"
     assert "icmp: 1/1 replies, loss 0%" in r.stdout
     assert r.stdout.rstrip().endswith("verdict: OK")
