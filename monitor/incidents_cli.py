@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from monitor.correlate.incidents import format_ts, parse_ts
-from monitor.correlate.settings import parse_duration
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentRow, NotFound
 from monitor.correlate.topology import Topology
+from monitor.durations import parse_duration
 from monitor.errors import ConfigError
 
 # ---------------------------------------------------------------- command line

@@ -19,7 +19,7 @@ from pathlib import Path
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.service import CorrelationService
-from monitor.correlate.settings import CorrelationSettings
+from monitor.correlate.settings import CorrelationSettings, derive
 from monitor.delivery.service import DeliveryService
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
@@ -41,9 +41,8 @@ REANNOTATE = 3600.0
 
 
 def correlation_settings(inv: Inventory) -> CorrelationSettings:
-    """Defaults derived from the poll interval, then the config's ``correlation:`` overrides."""
-    base = CorrelationSettings.for_interval(inv.polling.interval)
-    return base.with_overrides(dict(inv.correlation), source=f"{inv.source}: correlation") if inv.correlation else base
+    """Defaults derived from the poll interval, then the config's ``correlation:`` section (parsed at load)."""
+    return derive(inv.polling.interval, inv.correlation)
 
 
 class IncidentPipeline:

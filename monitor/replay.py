@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from monitor.correlate.engine import Engine
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.maintenance import Window, config_windows
-from monitor.correlate.settings import CorrelationSettings, parse_assignments
+from monitor.correlate.settings import CorrelationOverrides, CorrelationSettings, derive, parse_assignments
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, Target
@@ -49,9 +49,7 @@ def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> Cor
 
     Why the config section too: a what-if must start from what the daemon really runs with.
     """
-    merged = {**dict(inv.correlation), **(overrides or {})}
-    base = CorrelationSettings.for_interval(inv.polling.interval)
-    return base.with_overrides(merged) if merged else base
+    return derive(inv.polling.interval, inv.correlation | CorrelationOverrides.parse(overrides or {}))
 
 
 def replay(

@@ -560,7 +560,9 @@ def test_correlation_and_maintenance_sections(folder: Path) -> None:
                         " reason: cambio de radio}\ncustomers:\n", 1)
     Path("sites.yaml").write_text(text, encoding="utf-8")
     inv = load_inventory("sites.yaml", env=ENV)
-    assert dict(inv.correlation) == {"K": "5", "P": "40", "W": "3m", "vantage": "core"}
+    # parsed and typed at load time, by field name (K, P, W are aliases): nothing parses the text again
+    assert dict(inv.correlation.values) == {"min_endpoints": 5, "min_share": 40.0, "window": 180.0,
+                                            "vantage": ("core",)}
     (window,) = inv.maintenance
     assert (window.node, window.end - window.start, window.reason) == ("ap-1", 2 * 3600, "cambio de radio")
 

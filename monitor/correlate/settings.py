@@ -8,14 +8,11 @@ same way everywhere: with the key, the value and what was expected.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
+from monitor.durations import parse_duration
 from monitor.errors import ConfigError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +56,11 @@ class CorrelationSettings:
 
     def with_overrides(self, overrides: Mapping[str, str], source: str = "--set") -> CorrelationSettings:
         """Apply ``key=value`` strings; a new ``interval`` re-derives the defaults not set explicitly."""
-        problems: list[str] = []
-        parsed: dict[str, object] = {}
-        for raw_key, raw in overrides.items():
-            key = ALIASES.get(raw_key, raw_key)
-            if key not in _FIELDS:
-                known = ", ".join(sorted(set(_FIELDS) | set(ALIASES)))
-                problems.append(f"{source} {raw_key}: unknown setting (known: {known})")
-                continue
-            try:
-                parsed[key] = _parse(key, raw)
-            except ValueError as exc:
-                problems.append(f"{source} {raw_key}={raw}: {exc}")
-        if problems:
-            raise ConfigError(problems)
+        return self.apply(CorrelationOverrides.parse(overrides, source))
+
+    def apply(self, overrides: CorrelationOverrides) -> CorrelationSettings:
+        """Set the explicit values; a new ``interval`` re-derives the defaults not set explicitly."""
+        parsed = dict(overrides.values)
         base = self
         if "interval" in parsed:
             base = CorrelationSettings.for_interval(float(parsed["interval"]))  # type: ignore[arg-type]
@@ -110,7 +98,6 @@ class CorrelationSettings:
         if problems:
             raise ConfigError(problems)
 
-
     def _unbounded(self) -> list[str]:
         """NaN or infinity anywhere, or beyond the upper bounds the checks in :meth:`check` do not give.
 
@@ -127,6 +114,57 @@ class CorrelationSettings:
             elif value > top or (f.name == "blind_min" and value < 0):
                 out.append(f"{f.name} must be {wanted}, got {value:g}")
         return out
+
+
+#: A setting's parsed value: seconds or a number, a whole number, or node ids (``vantage``).
+Value = float | int | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationOverrides:
+    """The settings set explicitly (the config's ``correlation:`` section, ``--set``), parsed and typed.
+
+    Why kept apart from :class:`CorrelationSettings`: the others derive from the poll interval, and a
+    what-if ``--set interval=30`` must re-derive them while keeping what the config set.
+    Parsed once, at load time; :func:`derive` is the one place that turns them into settings.
+    """
+
+    values: tuple[tuple[str, Value], ...] = ()  # (field name, value), sorted by name
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, str], source: str = "--set") -> CorrelationOverrides:
+        """``{"K": "5", "W": "3m"}`` -> typed values by field name; ConfigError naming every bad item."""
+        problems: list[str] = []
+        parsed: dict[str, Value] = {}
+        for raw_key, text in raw.items():
+            key = ALIASES.get(raw_key, raw_key)
+            if key not in _FIELDS:
+                known = ", ".join(sorted(set(_FIELDS) | set(ALIASES)))
+                problems.append(f"{source} {raw_key}: unknown setting (known: {known})")
+                continue
+            try:
+                parsed[key] = _parse(key, text)
+            except ValueError as exc:
+                problems.append(f"{source} {raw_key}={text}: {exc}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(tuple(sorted(parsed.items())))
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def __or__(self, other: CorrelationOverrides) -> CorrelationOverrides:
+        """Both sets of values, ``other``'s winning (``--set`` over the config)."""
+        return CorrelationOverrides(tuple(sorted({**dict(self.values), **dict(other.values)}.items())))
+
+    def get(self, name: str) -> Value | None:
+        return dict(self.values).get(name)
+
+
+def derive(interval: float, overrides: CorrelationOverrides) -> CorrelationSettings:
+    """The settings the daemon and replay run with: defaults of the poll ``interval``, then ``overrides``."""
+    base = CorrelationSettings.for_interval(interval)
+    return base.apply(overrides) if overrides else base
 
 
 ALIASES = {"K": "min_endpoints", "P": "min_share", "W": "window", "hold-down": "hold_down", "holddown": "hold_down"}
@@ -155,14 +193,7 @@ _NOT_DERIVED = (
 )
 
 
-def parse_duration(text: str) -> float:
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError("expected a duration like 90, 90s, 5m, 2h")
-    return float(m.group(1)) * _UNIT[m.group(2)]
-
-
-def _parse(key: str, raw: str) -> object:
+def _parse(key: str, raw: str) -> Value:
     if key in _DURATIONS:
         return parse_duration(raw)
     if key in _INTS:

@@ -12,12 +12,11 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from monitor.durations import fmt_seconds, to_seconds
 from monitor.inventory.yaml_lines import LList, LMap
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ID_HINT = "expected letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
 
@@ -67,35 +66,11 @@ def fmt_num(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def fmt_seconds(value: float) -> str:
-    """A duration as the config would write it: ``1d``, ``2h``, ``5m``, ``30s``, ``0.5s``."""
-    if value == 0:
-        return "0"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if value >= size and value % size == 0:
-            return f"{value // size:g}{unit}"
-    return f"{value:g}s"
-
-
 def range_text(gt: float | None, ge: float | None, le: float, fmt: Callable[[float], str] = fmt_num) -> str:
     """``between 1 and 100`` or ``greater than 0 and at most 100``: the whole range, for every message."""
     if gt is not None:
         return f"greater than {fmt(gt)} and at most {fmt(le)}"
     return f"between {fmt(ge if ge is not None else -math.inf)} and {fmt(le)}"
-
-
-def parse_duration(value: object) -> float | None:
-    """Seconds from a number or a string like ``30s``, ``500ms``, ``2m``, ``1h``, ``1d``; None if invalid."""
-    if isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str) and (m := _DURATION_RE.match(value)):
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    except OverflowError:  # an integer of hundreds of digits: out of every range
-        return math.inf
-    return None
 
 
 class Section:
@@ -206,7 +181,7 @@ class Section:
         raw = self.data.get(key)
         if raw is None:
             return default
-        value = parse_duration(raw)
+        value = to_seconds(raw)
         if value is None:
             shown = repr(raw) if isinstance(raw, str) else type_name(raw)
             self.err(key, f"bad duration {shown} (expected seconds, or a string like '30s', '500ms', '2m', '1d')")

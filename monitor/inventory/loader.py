@@ -152,8 +152,9 @@ class _Loader:
             customers += read_customers(csv_path, csv_display, self.problems, self.registry)
         targets = Graph(self.problems, nodes, customers, munis, sites, classes, layers).targets()
         correlation = operations.correlation(top, self.problems, self.display, layers.base.interval)
-        for node in dict(correlation).get("vantage", "").split(","):
-            if node and node not in targets:
+        vantage = correlation.get("vantage")
+        for node in vantage if isinstance(vantage, tuple) else ():
+            if node not in targets:
                 top.err("correlation", f"vantage: unknown node {node!r} (expected ids of nodes)")
         maintenance = operations.maintenance(top, self.problems, self.display, set(targets))
         return Inventory(

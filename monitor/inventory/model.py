@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from monitor.correlate.settings import CorrelationOverrides
 from monitor.secret import Secret
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class Inventory:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     timeseries: TimeseriesSettings = field(default_factory=TimeseriesSettings)
     polling: PollingSettings = field(default_factory=PollingSettings)
-    correlation: tuple[tuple[str, str], ...] = ()  # raw overrides of CorrelationSettings, validated
+    correlation: CorrelationOverrides = field(default_factory=CorrelationOverrides)  # parsed at load time
     maintenance: tuple[MaintenanceSpec, ...] = ()
     delivery: DeliveryConfig | None = None  # the ``delivery:`` section (monitor.inventory.delivery)
     api: ApiSettings | None = None  # the ``api:`` section (monitor.inventory.api): HTTP API, ack links

@@ -1,7 +1,8 @@
 """The ``correlation:`` and ``maintenance:`` sections: how incidents are inferred, and planned work.
 
 ``correlation`` is a mapping of the same settings ``monitor replay --set`` accepts (K, P, W,
-hold_down, vantage, ...), parsed by the same parser so a typo fails the same way everywhere.
+hold_down, vantage, ...), parsed by the same parser so a typo fails the same way everywhere, and
+kept typed (:class:`CorrelationOverrides`): nothing parses the section's text again.
 ``maintenance`` lists planned windows per node; the daemon keeps the store's config-made windows in
 step with this list (windows added with ``monitor maintenance add`` are left alone).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from monitor.correlate.settings import CorrelationOverrides, CorrelationSettings, derive
 from monitor.errors import ConfigError
 from monitor.inventory.fields import Problems, Section, type_name
 from monitor.inventory.model import MaintenanceSpec
@@ -18,18 +20,18 @@ from monitor.inventory.yaml_lines import LList, LMap
 MAINTENANCE_KEYS = ("node", "start", "end", "reason")
 
 
-def correlation(top: Section, problems: Problems, file: str, interval: float) -> tuple[tuple[str, str], ...]:
-    """Raw ``key=value`` overrides, validated now so that a bad value fails at load time.
+def correlation(top: Section, problems: Problems, file: str, interval: float) -> CorrelationOverrides:
+    """The section's settings, parsed and typed now, so that a bad value fails at load time.
 
     Each key alone, for a message at its line; then all of them over the defaults of the polling
     ``interval``, exactly as the daemon will apply them, so a combination cannot fail only there.
     """
     value = top.data.get("correlation")
     if value is None:
-        return ()
+        return CorrelationOverrides()
     if not isinstance(value, LMap):
         top.err("correlation", f"expected a mapping of correlation settings, got {type_name(value)}")
-        return ()
+        return CorrelationOverrides()
     raw: dict[str, str] = {}
     for key, item in value.items():
         if isinstance(item, LList):
@@ -39,8 +41,6 @@ def correlation(top: Section, problems: Problems, file: str, interval: float) ->
         else:
             problems.add(file, value.value_lines[key], f"correlation.{key}",
                          f"expected a number, a duration or a list of node ids, got {type_name(item)}")
-    from monitor.correlate.settings import CorrelationSettings  # the one parser of these settings
-
     failed = False
     for key, text in raw.items():
         try:
@@ -49,12 +49,14 @@ def correlation(top: Section, problems: Problems, file: str, interval: float) ->
             message = exc.problems[0].removeprefix(f"correlation {key}: ").removeprefix(f"correlation {key}={text}: ")
             problems.add(file, value.value_lines[key], f"correlation.{key}", message)
             failed = True
-    if raw and not failed:
-        try:
-            CorrelationSettings.for_interval(interval).with_overrides(raw, source="correlation")
-        except ConfigError as exc:
-            problems.add(file, value.line, "correlation", f"with polling.interval {interval:g} s: {exc.problems[0]}")
-    return tuple(sorted(raw.items()))
+    if failed:
+        return CorrelationOverrides()
+    overrides = CorrelationOverrides.parse(raw, source="correlation")
+    try:
+        derive(interval, overrides)
+    except ConfigError as exc:
+        problems.add(file, value.line, "correlation", f"with polling.interval {interval:g} s: {exc.problems[0]}")
+    return overrides
 
 
 def maintenance(top: Section, problems: Problems, file: str, nodes: set[str]) -> tuple[MaintenanceSpec, ...]:
