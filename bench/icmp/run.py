@@ -119,10 +119,13 @@ class Tally:
         return Row(who, targets, len(self.walls) * targets / wall, 100 * self.cpu / wall, self.rss, self.down)
 
 
-async def ours_once(targets: list[str], concurrency: int, batched: bool) -> tuple[float, float, float, int]:
-    """One measured round in a fresh probe (its address cache cold, as fping's is): wall, cpu, RSS, down."""
+async def ours_once(targets: list[str], concurrency: int, batched: bool,
+                    stamped: bool = False) -> tuple[float, float, float, int]:
+    """One measured round in a fresh probe (its address cache cold, as fping's is): wall, cpu, RSS, down.
+
+    ``stamped``: with kernel receive timestamps (SO_TIMESTAMPNS), to measure what they cost."""
     one_pass = batch_round if batched else burst_round
-    probe = IcmpProbe()
+    probe = IcmpProbe(kernel_timestamps=stamped)
     await probe.start()
     try:
         await one_pass(probe, targets[:1000], concurrency)  # warm-up: first allocations, socket buffers
@@ -144,20 +147,22 @@ def fping_once(path: str) -> tuple[float, float, float, int]:
 
 
 def compare(n: int, rounds: int, concurrency: int) -> list[tuple[Row, Row, float, float]]:
-    """Rounds interleaved (fping, ping, ping_many, fping, ...), so that load from anything else on the
-    machine falls on all three alike; returns (ours, fping, lowest, highest per-round ratio) per API."""
+    """Rounds interleaved (fping, ping, ping_many, ping_many with kernel timestamps, fping, ...), so that
+    load from anything else on the machine falls on all alike; returns (ours, fping, lowest, highest
+    per-round ratio) per API."""
     targets = addresses(n)
-    tallies = {"fping": Tally(), "ping": Tally(), "ping_many": Tally()}
+    apis = ("ping", "ping_many", "ping_many+kernel_ts")
+    tallies = {"fping": Tally(), **{who: Tally() for who in apis}}
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
         f.write("\n".join(targets) + "\n")
         f.flush()
         for _ in range(rounds):
             tallies["fping"].add(*fping_once(f.name))
-            for who in ("ping", "ping_many"):  # each in a fresh event loop and probe
-                tallies[who].add(*asyncio.run(ours_once(targets, concurrency, who == "ping_many")))
+            for who in apis:  # each in a fresh event loop and probe
+                tallies[who].add(*asyncio.run(ours_once(targets, concurrency, who != "ping", who.endswith("_ts"))))
     theirs = tallies["fping"]
     out = []
-    for who in ("ping", "ping_many"):
+    for who in apis:
         ratios = [f / o for o, f in zip(tallies[who].walls, theirs.walls, strict=True)]
         out.append((tallies[who].row(who, n), theirs.row("fping", n), min(ratios), max(ratios)))
     return out

@@ -39,13 +39,14 @@ class IcmpProbe:
 
     kind = "icmp"
 
-    def __init__(self, *, mode: Mode = "auto", payload_size: int = 56) -> None:
+    def __init__(self, *, mode: Mode = "auto", payload_size: int = 56, kernel_timestamps: bool = False) -> None:
         if mode not in ("auto", "raw", "dgram"):
             raise ValueError(f"mode must be auto, raw or dgram, not {mode!r}")
         if payload_size < 8:
             raise ValueError("payload_size must be at least 8 bytes (the reply-matching token)")
         self._want: Mode = mode
         self._payload_size = payload_size
+        self._kernel_timestamps = kernel_timestamps
         self._socks: dict[int, IcmpSocket] = {}
         self._v6_error = "IPv6 ICMP is not available"
         self._mode = ""
@@ -69,7 +70,7 @@ class IcmpProbe:
         v4, self._mode = self._open_v4()
         self._socks[4] = v4
         try:
-            self._socks[6] = IcmpSocket.open(6, self._mode == "raw", self._payload_size)
+            self._socks[6] = IcmpSocket.open(6, self._mode == "raw", self._payload_size, self._kernel_timestamps)
         except OSError as exc:
             # Many hosts run without IPv6; IPv4 pings still work, IPv6 targets get an error result.
             self._v6_error = f"IPv6 ICMP socket unavailable: {_describe(exc)}"
@@ -82,13 +83,13 @@ class IcmpProbe:
         raw_exc: OSError | None = None
         if self._want in ("auto", "raw"):
             try:
-                return IcmpSocket.open(4, True, self._payload_size), "raw"
+                return IcmpSocket.open(4, True, self._payload_size, self._kernel_timestamps), "raw"
             except OSError as exc:
                 raw_exc = exc
         dgram_exc: OSError | None = None
         if self._want in ("auto", "dgram"):
             try:
-                return IcmpSocket.open(4, False, self._payload_size), "dgram"
+                return IcmpSocket.open(4, False, self._payload_size, self._kernel_timestamps), "dgram"
             except OSError as exc:
                 dgram_exc = exc
         raise ProbeSetupError(setup_message(raw_exc, dgram_exc)) from (dgram_exc or raw_exc)

@@ -41,6 +41,9 @@ SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 IP_RECVERR = 11
 IPV6_RECVERR = 25
+SO_TIMESTAMPNS = 35  # Linux: each datagram carries its kernel receive time (CLOCK_REALTIME, ns)
+TIMESTAMP_ANC = socket.CMSG_SPACE(16)  # one struct timespec
+TIMESPEC = struct.Struct("qq")
 RCVBUF = 8 * 1024 * 1024
 RECV_SIZE = 65536  # an ICMP message can quote a whole IP packet
 RECV_BURST = 4096  # replies handled per reader callback before yielding to the loop
@@ -117,8 +120,12 @@ class Echo:
 class IcmpSocket:
     """One non-blocking ICMP socket (raw or datagram) for one family, its pending echoes and deadlines."""
 
-    def __init__(self, sock: socket.socket, family: int, raw: bool, payload_size: int) -> None:
+    def __init__(self, sock: socket.socket, family: int, raw: bool, payload_size: int,
+                 kernel_timestamps: bool = False) -> None:
         self.sock = sock
+        #: round trips from the kernel's receive time, not from when the loop got round to reading the
+        #: reply: a busy event loop does not read as network latency (see :func:`_kernel_rtt`)
+        self.kernel_timestamps = kernel_timestamps
         self.family = family
         self.raw = raw
         self.template = EchoTemplate(family, payload_size, want_checksum=raw and family == 4)
@@ -145,7 +152,7 @@ class IcmpSocket:
         self.closed = False
 
     @classmethod
-    def open(cls, family: int, raw: bool, payload_size: int) -> IcmpSocket:
+    def open(cls, family: int, raw: bool, payload_size: int, kernel_timestamps: bool = False) -> IcmpSocket:
         """Open and tune the socket. Raises OSError; the caller translates it."""
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         proto = socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6
@@ -170,10 +177,12 @@ class IcmpSocket:
                     sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
                 else:
                     sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            if kernel_timestamps:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         except OSError:
             sock.close()
             raise
-        return cls(sock, family, raw, payload_size)
+        return cls(sock, family, raw, payload_size, kernel_timestamps)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -334,8 +343,13 @@ class IcmpSocket:
         """
         recv_into = self.sock.recv_into
         recvfrom_into = self.sock.recvfrom_into
+        recvmsg_into = self.sock.recvmsg_into
         src: tuple[str, int] = ("", 0)
         buf = self._recv_buf
+        stamped = self.kernel_timestamps
+        bufs = [buf]
+        anc: list[tuple[int, int, bytes]] = []
+        realtime_offset = time.time() - time.monotonic() if stamped else 0.0
         pending = self.pending
         pad = self.template.pad
         reply_len = 16 + len(pad)  # ICMP header + token + pad: the exact size of one of our replies
@@ -347,7 +361,9 @@ class IcmpSocket:
         monotonic = time.monotonic
         for _ in range(RECV_BURST):
             try:
-                if v4raw:
+                if stamped:
+                    n, anc, _, src = recvmsg_into(bufs, TIMESTAMP_ANC)
+                elif v4raw:
                     n = recv_into(buf)
                 else:
                     n, src = recvfrom_into(buf)
@@ -377,7 +393,10 @@ class IcmpSocket:
                     selfmetrics.ICMP_REJECTED_REPLIES.inc()
                     continue
                 del pending[token]
-                entry[0].done(entry[1], now - entry[3], None)
+                rtt = now - entry[3]
+                if anc:
+                    rtt = _kernel_rtt(anc, entry[3], realtime_offset, rtt)
+                entry[0].done(entry[1], rtt, None)
                 continue
             parsed = parse(self.family, bytes(buf[:n]), off, pad)
             if parsed is None:
@@ -412,6 +431,23 @@ class IcmpSocket:
             entry = self.pending.get(token)
             if entry is not None and dst[0] == entry[0].address:
                 self._on_error(Parsed("unreachable", entry[0].packed, self.ident, seq, token, True))
+
+
+def _kernel_rtt(anc: list[tuple[int, int, bytes]], sent: float, realtime_offset: float, read_rtt: float) -> float:
+    """The round trip up to the kernel's receive time of the reply (SO_TIMESTAMPNS).
+
+    The send time is monotonic and the kernel's stamp is wall-clock time, so the stamp is moved onto
+    the monotonic clock with the offset between the two taken when the burst was read. Should the
+    wall clock step in between (or the stamp be missing or odd), the result would fall outside
+    [0, the round trip up to reading]: then the read time is used, as without timestamps.
+    """
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(data)
+            rtt: float = sec + nsec * 1e-9 - realtime_offset - sent
+            if 0.0 <= rtt <= read_rtt:
+                return rtt
+    return read_rtt
 
 
 def _fresh_token(pending: dict[int, tuple[Echo, int, int, float]]) -> int:
