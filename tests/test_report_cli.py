@@ -39,6 +39,8 @@ def test_json_figures_from_the_real_store(db, tmp_path, capsys):
     # ap-centro-1 down 08:00-09:00; its 4 endpoints confirmed 30 s later, back at 09:00.
     assert r["totals"]["downtime_min"] == pytest.approx(60 + 4 * 59.5)
     assert r["totals"]["customer_minutes"] == pytest.approx(4 * 59.5)
+    # the endpoints' hour is unreachable behind the AP, not their own failure (issue 18)
+    assert r["totals"]["unreachable_min"] == pytest.approx(4 * 59.5) and r["totals"]["own_downtime_min"] == 60
     # ap-brisas-1 and its 3 endpoints: a 2 h window, the hour down inside it is not downtime.
     assert r["totals"]["maintenance_min"] == pytest.approx(4 * 120)
     assert r["totals"]["incidents"] == 1  # the planned incident is not counted

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from monitor.inventory.model import Target
 from monitor.report.compute import compute
 from monitor.report.model import IncidentRecord, Interval, ReportInput
 from monitor.report.render import to_csv, to_markdown
@@ -177,3 +180,38 @@ def test_a_month_not_over_yet_counts_only_up_to_now():
     assert r.incidents[0].in_period_s == 12 * 3600 and r.incidents[0].response == "pending"  # 24 h not over
     assert r.days[20].availability is None and r.data_until == at(16)
     assert "data until 2026-10-16 00:00" in to_markdown(r, "en")
+
+
+def test_unreachable_behind_a_failed_parent_is_not_the_nodes_own_downtime():
+    """Issue 18: the daemon records DOWN for whatever does not answer; time behind a dead parent is the parent's.
+    The worst-10 nodes list root causes, ranked by their own downtime."""
+    h = up_all_month(*ALL)
+    h["core"] += [(at(12, 1), "down"), (at(12, 2, 30), "up")]                    # 90 min, its own
+    h["twr2"] += [(at(12, 1), "down"), (at(12, 2), "up")]                       # only behind core
+    h["ap1"] += [(at(10, 8), "down"), (at(10, 9), "up"),                        # 60 min its own
+                 (at(12, 1), "down"), (at(12, 2), "up")]                        # 60 min behind core
+    h["cpe1"] += [(at(10, 8), "down"), (at(10, 9, 30), "up")]                   # 60 behind ap1, 30 its own
+    r = run(h, by="node")
+    core, ap1, twr2, cpe1 = (row(r, k) for k in ("core", "ap1", "twr2", "cpe1"))
+    assert (core.down_s, core.unreachable_s) == (90 * MIN, 0)
+    assert (ap1.down_s, ap1.unreachable_s, ap1.own_down_s) == (120 * MIN, 60 * MIN, 60 * MIN)
+    assert (twr2.down_s, twr2.unreachable_s, twr2.own_down_s) == (60 * MIN, 60 * MIN, 0)
+    assert (cpe1.unreachable_s, cpe1.own_down_s) == (60 * MIN, 30 * MIN)
+    assert ap1.availability < core.availability   # availability still counts all of it: customers had no service
+    assert [x.key for x in r.worst_nodes] == ["core", "ap1"]   # twr2 never failed itself
+    assert r.totals.unreachable_s == (60 + 60 + 60) * MIN
+    assert "own_downtime_min,unreachable_min" in to_csv(r).splitlines()[0]
+    worst = to_markdown(r, "en").split("10 worst nodes")[1].splitlines()
+    assert "Of it, behind a failed parent (min)" in worst[2] and "| 120.0 | 60.0 |" in worst[5]   # ap1
+
+
+def test_with_two_parents_it_is_unreachable_only_while_both_are_down():
+    inv = inventory()
+    twin = Target("cpe9", "cpe", "endpoint", "127.0.1.9", parents=("ap1", "twr2"), site="s1", municipality="arauca")
+    inv = dataclasses.replace(inv, targets={**inv.targets, "cpe9": twin})
+    h = up_all_month(*ALL, "cpe9")
+    h["ap1"] += [(at(10, 8), "down"), (at(10, 10), "up")]
+    h["twr2"] += [(at(10, 9), "down"), (at(10, 11), "up")]
+    h["cpe9"] += [(at(10, 8), "down"), (at(10, 11), "up")]
+    cpe9 = next(x.figures for x in compute(ReportInput(OCTOBER, inv, h), "node").rows if x.key == "cpe9")
+    assert (cpe9.down_s, cpe9.unreachable_s) == (180 * MIN, 60 * MIN)   # 09:00-10:00, both paths gone

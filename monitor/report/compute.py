@@ -78,6 +78,7 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
             last_note = time.monotonic()  # at most one line a second: feedback on long reports only
             progress(f"figures for {n}/{len(ids)} targets")
 
+    _behind_parents(inv, per_target, downs)
     incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and _overlaps(i, period.start, known_end)]
     for inc in incidents:
         for tid in {inc.root, *inc.targets}:
@@ -94,8 +95,9 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
     totals.incidents = len(incidents)
     totals.customer_minutes = _customer_minutes(((t, d) for t, d in downs.items() if _customer(inv, t)), inv)
 
+    # the worst nodes are roots: a node only unreachable behind a failed parent did not fail itself
     node_rows = [Row(t, _target_name(inv, t), per_target[t]) for t in ids
-                 if (t not in inv.targets or inv.targets[t].role == "node") and per_target[t].down_s > 0]
+                 if (t not in inv.targets or inv.targets[t].role == "node") and per_target[t].own_down_s > 0]
     site_rows = rows_for("site")
     rows = rows_for(by)
     return Report(
@@ -105,7 +107,7 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
         totals=totals,
         rows=rows,
         municipalities=rows if by == "municipality" else rows_for("municipality"),
-        worst_nodes=_worst(node_rows),
+        worst_nodes=_worst(node_rows, own=True),
         worst_sites=_worst([r for r in site_rows if r.figures.down_s > 0]),
         sla=_sla(inv, ids, per_target),
         response=_response_rows(lines),
@@ -184,6 +186,42 @@ def _account(segs: list[tuple[float, float, str]], excl: list[Excl], days: list[
     if segs and fig.monitored_s <= 0:
         fig.no_data = 1
     return fig, downs
+
+
+def _behind_parents(inv: Inventory, per_target: dict[str, Figures],
+                    downs: dict[str, list[tuple[float, float]]]) -> None:
+    """Set each target's ``unreachable_s``: its DOWN time while every parent was DOWN as well.
+
+    The daemon records DOWN for whatever does not answer, so a CPE behind a dead AP is DOWN too;
+    the time it shares with its parents' downtime is theirs, not its own (with several parents —
+    redundant paths — only while all of them are down). The pieces are outside exclusions already;
+    a parent's maintenance covers its children too, so the parents' pieces compare like for like.
+    """
+    for tid, own in downs.items():
+        t = inv.targets.get(tid)
+        if t is None or not t.parents:
+            continue
+        shared = own
+        for p in t.parents:
+            shared = _intersect(shared, downs.get(p, []))
+            if not shared:
+                break
+        per_target[tid].unreachable_s = sum(b - a for a, b in shared)
+
+
+def _intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlap of two sorted lists of disjoint intervals (one linear pass)."""
+    out: list[tuple[float, float]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        s, e = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if e > s:
+            out.append((s, e))
+        if a[i][1] <= b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
 
 
 def _exclusions(blind: list[tuple[float, float]], maint: list[Interval]) -> list[Excl]:
@@ -303,8 +341,11 @@ def _customer_minutes(downs: Iterable[tuple[str, list[tuple[float, float]]]], in
     return sum(b - a for pieces in per_customer.values() for a, b in _merge(pieces)) / 60.0
 
 
-def _worst(rows: list[Row], n: int = 10) -> list[Row]:
+def _worst(rows: list[Row], n: int = 10, *, own: bool = False) -> list[Row]:
+    """Lowest availability first; with ``own``, most downtime of the node's own first (root causes)."""
     def key(r: Row) -> tuple[float, float, str]:
+        if own:
+            return (-r.figures.own_down_s, -r.figures.down_s, r.key)
         a = r.figures.availability
         return (a if a is not None else 101.0, -r.figures.down_s, r.key)
 

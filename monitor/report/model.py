@@ -73,6 +73,8 @@ class Figures:
     up_s: float = 0.0  # UP or DEGRADED (reachable)
     degraded_s: float = 0.0  # part of up_s spent DEGRADED
     down_s: float = 0.0
+    #: part of down_s spent behind a failed parent (every parent down too): unreachable, not failed itself
+    unreachable_s: float = 0.0
     unknown_s: float = 0.0  # alive but no confirmed state
     maintenance_s: float = 0.0
     blind_s: float = 0.0
@@ -83,6 +85,11 @@ class Figures:
     @property
     def monitored_s(self) -> float:
         return self.up_s + self.down_s
+
+    @property
+    def own_down_s(self) -> float:
+        """Downtime whose root cause is the target itself (not a failed parent above it)."""
+        return self.down_s - self.unreachable_s
 
     @property
     def availability(self) -> float | None:
@@ -99,8 +106,8 @@ class Figures:
         return self.up_s / self.failures / 3600.0 if self.failures else None
 
     def add(self, other: Figures) -> None:
-        for name in ("targets", "no_data", "up_s", "degraded_s", "down_s", "unknown_s", "maintenance_s",
-                     "blind_s", "failures"):
+        for name in ("targets", "no_data", "up_s", "degraded_s", "down_s", "unreachable_s", "unknown_s",
+                     "maintenance_s", "blind_s", "failures"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

@@ -49,7 +49,8 @@ def render(report: Report, fmt: str, lang: str, inv: Inventory) -> str:
 def figures_dict(f: Figures) -> dict[str, object]:
     return {
         "targets": f.targets, "no_data": f.no_data, "availability_pct": _r(f.availability, 4),
-        "downtime_min": _r(f.down_s / 60), "unknown_min": _r(f.unknown_s / 60),
+        "downtime_min": _r(f.down_s / 60), "own_downtime_min": _r(f.own_down_s / 60),
+        "unreachable_min": _r(f.unreachable_s / 60), "unknown_min": _r(f.unknown_s / 60),
         "maintenance_min": _r(f.maintenance_s / 60), "blind_min": _r(f.blind_s / 60),
         "degraded_min": _r(f.degraded_s / 60), "failures": f.failures, "incidents": f.incidents,
         "mttr_min": _r(f.mttr_min), "mtbf_h": _r(f.mtbf_h), "customer_minutes": _r(f.customer_minutes),
@@ -96,7 +97,8 @@ def to_dict(r: Report) -> dict[str, object]:
     }
 
 
-CSV_COLUMNS = ("key", "name", "targets", "no_data", "availability_pct", "downtime_min", "unknown_min",
+CSV_COLUMNS = ("key", "name", "targets", "no_data", "availability_pct", "downtime_min", "own_downtime_min",
+               "unreachable_min", "unknown_min",
                "maintenance_min", "blind_min", "degraded_min", "failures", "incidents", "mttr_min", "mtbf_h",
                "customer_minutes")
 
@@ -117,13 +119,14 @@ def to_csv(r: Report) -> str:
 def _fig_cells(f: Figures, lang: str) -> list[str]:
     return [
         str(f.targets), str(f.no_data), pct(f.availability, lang), num(f.down_s / 60, lang),
+        num(f.unreachable_s / 60, lang),
         num(f.unknown_s / 60, lang), num(f.maintenance_s / 60, lang), num(f.blind_s / 60, lang), str(f.failures),
         str(f.incidents), num(f.mttr_min, lang), num(f.mtbf_h, lang), num(f.customer_minutes, lang, 0),
     ]
 
 
-FIG_HEADERS = ("targets", "no_data", "availability", "downtime_min", "unknown_min", "maintenance_min", "blind_min",
-               "failures", "incidents", "mttr_min", "mtbf_h", "customer_minutes")
+FIG_HEADERS = ("targets", "no_data", "availability", "downtime_min", "unreachable_min", "unknown_min",
+               "maintenance_min", "blind_min", "failures", "incidents", "mttr_min", "mtbf_h", "customer_minutes")
 
 
 def sections(r: Report, lang: str) -> list[Section]:
