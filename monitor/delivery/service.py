@@ -6,10 +6,10 @@ transaction, then wakes the workers. It also records how far it got in the incid
 (``cursor``), so events persisted by correlation but never enqueued (a crash in between) are
 planned at the next start; idempotency keys make any overlap harmless.
 
-``run()`` runs the channel workers, the MQTT connection and a one-second timer (escalation,
-throttled desk comments, restoration estimates (ETA) set by staff, maintenance notices, acks from
-RT, metrics) until cancelled; ``close()``
-releases connections.
+``run()`` runs the channel workers with their keepers (the MQTT connection) and a one-second timer
+(escalation, throttled desk comments, restoration estimates (ETA) set by staff, maintenance notices,
+acks from the desk, metrics) until cancelled; ``close()`` releases connections. Which channels exist
+and how each is built is :mod:`monitor.delivery.channels`' business, not this module's.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore, MaintenanceRow, NotFound
-from monitor.delivery import metrics, planner
+from monitor.delivery import channels, metrics, planner
+from monitor.delivery.channels import Channel
 from monitor.delivery.config import DeliveryConfig
 from monitor.delivery.outbox import NewRow, Outbox
 from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item, Plan
+from monitor.delivery.retry import DeliveryError
 from monitor.delivery.worker import Sender, Worker
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
@@ -61,6 +63,7 @@ class DeliveryService:
         self._timer_trouble = Episode(log, "delivery timer failed, retrying every second",
                                       "delivery timer working again")
         self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
+        self.channels: dict[str, Channel] = {}
         self.workers: dict[str, Worker] = {}
         self.senders: dict[str, Sender] = {}
         self._next_ack_poll = 0.0
@@ -149,12 +152,9 @@ class DeliveryService:
         async with asyncio.TaskGroup() as tg:
             for w in self.workers.values():
                 tg.create_task(w.run())
-            mqtt = self.senders.get("mqtt")
-            if mqtt is not None:
-                from monitor.notify.mqtt import MqttSender
-
-                assert isinstance(mqtt, MqttSender)
-                tg.create_task(mqtt.keep())
+            for ch in self.channels.values():
+                if ch.keeper is not None:
+                    tg.create_task(ch.keeper())
             tg.create_task(self._timer())
 
     async def close(self) -> None:
@@ -165,7 +165,7 @@ class DeliveryService:
     # ------------------------------------------------------------ internals
 
     async def _close_senders(self) -> None:
-        senders, self.senders, self.workers = list(self.senders.values()), {}, {}
+        senders, self.senders, self.workers, self.channels = list(self.senders.values()), {}, {}, {}
         for sender in senders:
             with contextlib.suppress(Exception):
                 await sender.close()
@@ -197,7 +197,8 @@ class DeliveryService:
             if payload.get("payload") is None and "municipality" in payload:
                 payload["payload"] = self._municipality(payload["municipality"], plan)
         else:
-            kind = "ticket" if item.action.startswith("ticket_") else "sms" if item.channel == "webhook" else "email"
+            text = channels.REGISTRY[item.channel].text
+            kind = "ticket" if item.action.startswith("ticket_") else text or "email"
             subject, body = self.renderer.render(item.template, kind, item.language, item.data)
             payload = {"to": item.data.get("to", ""), "subject": subject, "body": body, "language": item.language}
             for key in ("op", "ticket_incident", "thread", "unsubscribe", "unsubscribe_post"):
@@ -223,61 +224,18 @@ class DeliveryService:
                 "affected_customers": len(customers)}
 
     def _start_workers(self) -> None:
-        cfg, policy = self.config, self.config.retry
-        rates = cfg.rate_limits
-        if cfg.smtp is not None:
-            from monitor.notify.email import EmailSender
+        cfg = self.config
+        env = channels.Env(cfg, self.outbox, self.clock, channels.Hooks(ack=self._ack, ready=self._receiver_back))
+        self.channels = channels.build(env)
+        for name, ch in self.channels.items():
+            self.senders[name] = ch.sender
+            self.workers[name] = Worker(self.outbox, ch.sender, cfg.retry, self.clock, concurrency=ch.concurrency,
+                                        rate=cfg.rate_limits.get(name), batch=ch.batch)
 
-            self.senders["email"] = EmailSender(cfg.smtp)
-            # outcomes are recorded per message: a crash repeats at most the pool's messages on the
-            # wire (with the same Message-IDs)
-            self.workers["email"] = Worker(self.outbox, self.senders["email"], policy, self.clock,
-                                           concurrency=cfg.smtp.pool_size, rate=rates.get("email"),
-                                           batch=8 * cfg.smtp.pool_size)
-        elif cfg.maildir is not None:
-            from monitor.notify.maildir import MaildirSender
-
-            self.senders["email"] = MaildirSender(cfg.maildir)
-            self.workers["email"] = Worker(self.outbox, self.senders["email"], policy, self.clock,
-                                           rate=rates.get("email"), batch=50)
-        if cfg.mqtt is not None:
-            from monitor.notify.mqtt import MqttSender
-
-            sender = MqttSender(cfg.mqtt, policy, self.clock, on_ack=self._ack, on_connect=self._mqtt_connected)
-            self.senders["mqtt"] = sender
-            self.workers["mqtt"] = Worker(self.outbox, sender, policy, self.clock, rate=rates.get("mqtt"), batch=100)
-        desk = self._desk()
-        if desk is not None:
-            from monitor.desk.base import DeskSender
-
-            self.senders["desk"] = DeskSender(desk, self.outbox)
-            self.workers["desk"] = Worker(self.outbox, self.senders["desk"], policy, self.clock,
-                                          rate=rates.get("desk"), batch=50)
-        if cfg.sms is not None:
-            from monitor.notify.webhook import WebhookPoster, WebhookSender
-
-            self.senders["webhook"] = WebhookSender(WebhookPoster(cfg.sms))
-            self.workers["webhook"] = Worker(self.outbox, self.senders["webhook"], policy, self.clock,
-                                             concurrency=4, rate=rates.get("webhook"))
-
-    def _desk(self) -> Any:
-        d = self.config.desk
-        if d.kind == "rt":
-            from monitor.desk.rt import RTDesk
-
-            return RTDesk(d)
-        if d.kind == "webhook" and d.webhook is not None:
-            from monitor.desk.webhook import WebhookDesk
-
-            return WebhookDesk(d.webhook)
-        if d.kind == "folder":
-            from monitor.desk.folder import FolderDesk
-
-            return FolderDesk(Path(d.path))
-        return None
-
-    def _mqtt_connected(self) -> None:
-        self.workers["mqtt"].retry_waiting()
+    def _receiver_back(self, channel: str) -> None:
+        worker = self.workers.get(channel)
+        if worker is not None:
+            worker.retry_waiting()
 
     def _ack(self, incident: str, by: str) -> None:
         try:
@@ -303,23 +261,23 @@ class DeliveryService:
     async def poll_desk_acks(self, *, force: bool = False) -> None:
         """Tickets staff took in the desk acknowledge their incidents (every ACK_POLL seconds)."""
         now = self.clock.now()
-        desk = self.senders.get("desk")
-        if desk is None or (now < self._next_ack_poll and not force):
+        sources = [ch.acks for ch in self.channels.values() if ch.acks is not None]
+        if not sources or (now < self._next_ack_poll and not force):
             return
         self._next_ack_poll = now + ACK_POLL
-        from monitor.delivery.retry import DeliveryError
-        from monitor.desk.base import DeskSender
+        for source in sources:
+            await self._poll_acks(source, now)
 
-        assert isinstance(desk, DeskSender)
+    async def _poll_acks(self, desk: channels.AckSource, now: float) -> None:
         tickets = self.outbox.tickets()
         for row in self.staff.incidents(limit=1000):
             ticket = tickets.get(row.id)
             if row.acked_at is not None or ticket is None:
                 continue
             try:
-                if await desk.desk.taken(ticket):
-                    self.staff.acknowledged_elsewhere(row.id, desk.desk.name, f"ticket {ticket} taken", now)
-                    event(log, logging.INFO, "incident acknowledged", incident=row.id, via=desk.desk.name)
+                if await desk.taken(ticket):
+                    self.staff.acknowledged_elsewhere(row.id, desk.name, f"ticket {ticket} taken", now)
+                    event(log, logging.INFO, "incident acknowledged", incident=row.id, via=desk.name)
             except DeliveryError:
                 return  # the desk is down; the desk worker reports it
 
@@ -327,7 +285,7 @@ class DeliveryService:
         """Pending items and the age of the oldest, per channel (every second, by the timer)."""
         now = self.clock.now()
         pending = self.outbox.pending()
-        for ch in ("email", "mqtt", "desk", "webhook"):
+        for ch in channels.REGISTRY:
             n, oldest = pending.get(ch, (0, None))
             metrics.PENDING.labels(ch).set(n)
             metrics.OLDEST.labels(ch).set(now - oldest if oldest is not None else 0)
