@@ -1,0 +1,79 @@
+"""Per-poller message numbers on the core: each message is taken once, and gaps are noticed.
+
+MQTT QoS 1 delivers at least once, so a message can arrive twice, and after a reconnect an older
+one can arrive after a newer one. :class:`Sequences` remembers, per poller, the highest number seen
+and the numbers below it not seen yet (bounded: at most ``max_missing`` per poller; beyond that the
+oldest are given up and counted as lost). A number is new exactly once; everything else is a
+repeat. Pure, no clock: the caller logs and counts what :meth:`Sequences.take` reports.
+
+Pollers number from 1, so every poller starts at 0 here: nothing is taken for a repeat that was
+never seen. The caller keeps :meth:`Sequences.state` with the core's other state across restarts; a
+core that lost it sees the numbers before the first one it gets as a gap (reported, never dropped).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+MAX_MISSING = 10_000
+
+
+@dataclass(slots=True)
+class _Poller:
+    high: int = 0
+    missing: OrderedDict[int, None] = field(default_factory=OrderedDict)  # in increasing order
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    new: bool  # take the message (False: a repeat, drop it)
+    gap: int = 0  # numbers skipped by this one (not arrived yet: late or lost)
+    given_up: int = 0  # missing numbers forgotten to stay within the bound (counted as lost)
+
+
+class Sequences:
+    def __init__(self, max_missing: int = MAX_MISSING) -> None:
+        self.max_missing = max_missing
+        self._pollers: dict[str, _Poller] = {}
+
+    def take(self, poller: str, seq: int) -> Verdict:
+        p = self._pollers.get(poller)
+        if p is None:
+            p = self._pollers[poller] = _Poller()
+        if seq > p.high:
+            gap = seq - p.high - 1
+            given_up = 0
+            if gap >= self.max_missing:
+                given_up += len(p.missing) + gap - self.max_missing
+                p.missing.clear()
+                start = seq - self.max_missing
+            else:
+                start = p.high + 1
+            for n in range(start, seq):
+                p.missing[n] = None
+            while len(p.missing) > self.max_missing:
+                p.missing.popitem(last=False)
+                given_up += 1
+            p.high = seq
+            return Verdict(True, gap, given_up)
+        if seq in p.missing:
+            del p.missing[seq]
+            return Verdict(True)
+        return Verdict(False)
+
+    def state(self) -> dict[str, tuple[int, list[int]]]:
+        """What to keep across a restart: per poller, the highest number and those missing below it."""
+        return {name: (p.high, list(p.missing)) for name, p in self._pollers.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, tuple[int, list[int]]], max_missing: int = MAX_MISSING) -> Sequences:
+        seqs = cls(max_missing)
+        for name, (high, missing) in state.items():
+            seqs._pollers[name] = _Poller(high, OrderedDict.fromkeys(sorted(missing)[-max_missing:]))
+        return seqs
+
+    def missing(self, poller: str) -> int:
+        """Numbers below the highest seen that have not arrived (yet)."""
+        p = self._pollers.get(poller)
+        return len(p.missing) if p is not None else 0
