@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.api.links import AckLinks
 from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.topology import children_of, descendants
 from monitor.delivery.config import DeliveryConfig, OnCall
 from monitor.inventory.model import Customer, Inventory
 
@@ -155,7 +156,7 @@ class Context:
         self.cfg = config
         self.tz = ZoneInfo(config.timezone)
         self.endpoint_customer = {t.id: t.customer for t in inventory.targets.values() if t.customer}
-        self._children: dict[str, list[str]] | None = None
+        self._children: dict[str, tuple[str, ...]] | None = None
         #: signs the one-click ack link of each technician alert email (``api:`` with public_url and link_key)
         self.links = AckLinks.from_settings(inventory.api) if inventory.api is not None and inventory.api.links \
             else None
@@ -201,19 +202,8 @@ class Context:
     def below(self, node: str) -> list[str]:
         """Customers with an endpoint anywhere below ``node`` (maintenance notices)."""
         if self._children is None:
-            self._children = {}
-            for t in self.inv.targets.values():
-                for p in t.parents:
-                    self._children.setdefault(p, []).append(t.id)
-        seen: set[str] = set()
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n in seen:
-                continue
-            seen.add(n)
-            stack.extend(self._children.get(n, ()))
-        return sorted({c for t in seen if (c := self.endpoint_customer.get(t))})
+            self._children = children_of(self.inv.targets.values())
+        return sorted({c for t in (node, *descendants(self._children, node)) if (c := self.endpoint_customer.get(t))})
 
     def oncall(self, root: str, now: float) -> tuple[str, ...]:
         """The technician chain (tier 0 first) on call now for the root's municipality and kind."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from monitor.correlate.topology import children_of, descendants
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, Target
 from monitor.probes.base import IcmpResult, ProbeResult
@@ -55,18 +56,12 @@ class Scenario:
 
     def outages(self, inv: Inventory) -> dict[str, list[tuple[float, float]]]:
         """Per target, the (start, end) spans in which it does not answer."""
-        children: dict[str, list[str]] = {}
-        for t in inv.targets.values():
-            for p in t.parents:
-                children.setdefault(p, []).append(t.id)
+        children = children_of(inv.targets.values())
         out: dict[str, list[tuple[float, float]]] = {}
         for step in self.steps:
-            todo = list(step.down)
-            while todo:
-                tid = todo.pop()
-                out.setdefault(tid, []).append((step.at, step.end))
-                if step.below:
-                    todo += children.get(tid, [])
+            for down in step.down:
+                for tid in (down, *(descendants(children, down) if step.below else ())):
+                    out.setdefault(tid, []).append((step.at, step.end))
         return out
 
 

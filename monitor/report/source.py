@@ -14,6 +14,7 @@ from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
 
+from monitor.correlate.topology import children_of, descendants
 from monitor.errors import StorageError
 from monitor.inventory.model import Inventory
 from monitor.report.compute import REMOVED, Progress
@@ -174,19 +175,9 @@ def _maintenance(db: sqlite3.Connection, period: Period) -> list[tuple[str, Inte
 
 def expand_maintenance(windows: list[tuple[str, Interval]], inv: Inventory) -> dict[str, list[Interval]]:
     """A window on a node covers the node and everything below it (as the correlation engine does)."""
-    children: dict[str, list[str]] = defaultdict(list)
-    for t in inv.targets.values():
-        for p in t.parents:
-            children[p].append(t.id)
+    children = children_of(inv.targets.values())
     out: dict[str, list[Interval]] = defaultdict(list)
     for node, interval in windows:
-        seen = {node}
-        stack = [node]
-        while stack:
-            cur = stack.pop()
+        for cur in (node, *descendants(children, node)):
             out[cur].append(interval)
-            for c in children.get(cur, ()):
-                if c not in seen:
-                    seen.add(c)
-                    stack.append(c)
     return dict(out)

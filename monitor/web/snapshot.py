@@ -17,6 +17,7 @@ from typing import Any
 
 from monitor.correlate.incidents import parse_ts
 from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, MaintenanceRow
+from monitor.correlate.topology import children_of, descendants
 from monitor.inventory.model import Inventory
 
 #: incident kinds the public sees; ``single`` (one customer's line) and ``blind`` (the monitor's own
@@ -173,10 +174,7 @@ class _Area:
     def __init__(self, inv: Inventory) -> None:
         self.inv = inv
         self.order = {m: i for i, m in enumerate(inv.municipalities)}
-        self.children: dict[str, list[str]] = defaultdict(list)
-        for t in inv.targets.values():
-            for p in t.parents:
-                self.children[p].append(t.id)
+        self.children = children_of(inv.targets.values())
 
     def of(self, targets: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         munis: set[str] = set()
@@ -192,10 +190,5 @@ class _Area:
         return tuple(sorted(munis, key=self.order.__getitem__)), tuple(sorted(sites))
 
     def below(self, node: str) -> set[str]:
-        seen, stack = {node}, [node]
-        while stack:
-            for c in self.children.get(stack.pop(), ()):
-                if c not in seen:
-                    seen.add(c)
-                    stack.append(c)
-        return seen
+        """The node and everything below it."""
+        return {node, *descendants(self.children, node)}
