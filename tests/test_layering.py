@@ -50,3 +50,10 @@ def test_only_the_staff_interface_acts_on_incidents() -> None:
 def test_the_command_line_module_is_not_a_library() -> None:
     """The API server and the board imported the staff actions from the CLI module."""
     assert [name for name, text in _sources() if "incidents_cli" in text and name != "cli.py"] == []
+
+
+def test_callers_of_the_staff_interface_do_not_reach_behind_it() -> None:
+    """``Staff.store`` is there for the daemon's own services, not for the API, the board or the CLI."""
+    callers = ("api/", "web/", "incidents_cli.py")
+    assert [f"{name}: {m.group(0)}" for name, text in _sources() if name.startswith(callers)
+            for m in re.finditer(r"\b(incidents\(\)|incidents|api)\.store\b", text)] == []

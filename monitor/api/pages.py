@@ -119,7 +119,7 @@ class AckPages:
 
     def _incident(self, inc: str) -> IncidentRow | None:
         try:
-            return self.server.incidents.store.incident(inc)
+            return self.server.incidents.incident(inc)
         except NotFound:
             return None
 

@@ -62,6 +62,10 @@ class Staff:
     def incidents(self, *, all_: bool = False, limit: int = 100) -> list[IncidentRow]:
         return self.store.incidents(status=None if all_ else "open", limit=limit)
 
+    def incident(self, inc_id: str) -> IncidentRow:
+        """One incident's row; :class:`NotFound` for an unknown id."""
+        return self.store.incident(inc_id)
+
     def show(self, inc_id: str) -> dict[str, object]:
         row = self.store.incident(inc_id)
         return {
