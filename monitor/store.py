@@ -1,9 +1,12 @@
-"""The daemon's embedded store (SQLite, WAL): the append-only StateChange log and current states.
+"""The daemon's store (SQLite, WAL by default): the append-only StateChange log and current states.
 
 Correlation, incidents and reports build on this log, so it is append-only and every change is
 committed together with the target's current state in one transaction: a ``kill -9`` at any point
 leaves the two consistent, and a restart resumes from exactly the states that were announced.
-Schema changes are numbered migrations applied in order and recorded in ``PRAGMA user_version``.
+
+The log's tables are the ``events`` component of the store, with numbered migrations of their own
+(:data:`MIGRATIONS`); correlation and delivery keep theirs beside their code. :func:`components`
+lists all three and :mod:`monitor.db` opens and migrates them, one way for every opener.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from monitor.correlate import schema as correlation
+from monitor.db import VERSION_TABLE, Schema, SQLite, open_store, transaction
+from monitor.delivery import schema as delivery
 from monitor.errors import StorageError
 from monitor.state import State, StateChange
+
+EVENTS = "events"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: state change log and current state per target
@@ -34,83 +42,8 @@ MIGRATIONS: tuple[str, ...] = (
         since REAL NOT NULL
     );
     """,
-    # 2: incidents, their targets and lifecycle history, staff actions, maintenance windows
-    # (written by monitor.correlate.store)
-    """
-    CREATE TABLE incidents (
-        id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL UNIQUE,
-        kind TEXT NOT NULL,
-        basis TEXT NOT NULL,
-        root TEXT NOT NULL,
-        status TEXT NOT NULL,
-        opened_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        cleared_at REAL,
-        closed_at REAL,
-        merged_into TEXT,
-        grace_from REAL,
-        clear_since REAL,
-        last_update REAL NOT NULL,
-        acked_at REAL,
-        acked_by TEXT
-    );
-    CREATE INDEX incidents_status ON incidents (status, seq);
-    CREATE INDEX incidents_opened ON incidents (opened_at);
-    CREATE TABLE incident_targets (
-        incident TEXT NOT NULL,
-        target TEXT NOT NULL,
-        down INTEGER NOT NULL,
-        PRIMARY KEY (incident, target)
-    ) WITHOUT ROWID;
-    CREATE TABLE incident_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        ts REAL NOT NULL,
-        incident TEXT NOT NULL,
-        event TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        root TEXT NOT NULL,
-        affected_endpoints TEXT NOT NULL,
-        affected_customers TEXT NOT NULL,
-        affected_nodes TEXT NOT NULL,
-        into_incident TEXT
-    );
-    CREATE INDEX incident_events_incident ON incident_events (incident, id);
-    CREATE INDEX incident_events_ts ON incident_events (ts);
-    CREATE TABLE incident_actions (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        incident TEXT NOT NULL,
-        ts REAL NOT NULL,
-        action TEXT NOT NULL,
-        author TEXT NOT NULL,
-        text TEXT NOT NULL,
-        done_at REAL
-    );
-    CREATE INDEX incident_actions_incident ON incident_actions (incident, id);
-    CREATE TABLE maintenance (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        node TEXT NOT NULL,
-        start REAL NOT NULL,
-        end REAL NOT NULL,
-        reason TEXT NOT NULL,
-        author TEXT NOT NULL,
-        customers TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        removed_at REAL
-    );
-    CREATE TABLE maintenance_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        window_id INTEGER NOT NULL,
-        node TEXT NOT NULL,
-        ts REAL NOT NULL,
-        event TEXT NOT NULL
-    );
-    CREATE TABLE correlation_meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    """,
-    # 3: when the daemon was running (reports count time outside every run as unknown, never as up)
+    # 2 (3 in the single numbering before monitor.db): when the daemon was running (reports count time
+    # outside every run as unknown, never as up)
     """
     CREATE TABLE monitor_runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,79 +52,30 @@ MIGRATIONS: tuple[str, ...] = (
         stopped REAL
     );
     """,
-    # 4: a suspected incident whose node then went down itself (now an outage, same id) stays a mass
-    # incident while K endpoints are down after the node is back; the engine must know that on resume
-    """
-    ALTER TABLE incidents ADD COLUMN was_outage INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 5: since when an incident's affected set changed without an update announcing it yet (updates
-    # gather for update_interval; a restart in between must neither lose nor delay that update)
-    """
-    ALTER TABLE incidents ADD COLUMN pending_since REAL;
-    """,
 )
 
 
 class EventStore:
-    """Append-only state-change log with current states, in one SQLite file."""
+    """Append-only state-change log with current states, in the daemon's store."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         """``busy_timeout``: how long a write waits for another connection's lock. The daemon passes a
         short one, because the wait blocks its event loop; it holds what it could not write and retries."""
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            self._close_quietly()
-            raise StorageError(f"cannot open the event store {path}: {exc}") from exc
-        except StorageError:
-            self._close_quietly()
-            raise
-
-    def _close_quietly(self) -> None:
-        db = getattr(self, "_db", None)
-        if db is not None:
-            db.close()
+        self._db = open_store(SQLite(path), components(), what="the event store", busy_timeout=busy_timeout)
 
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def _migrate(self) -> None:
-        """Apply missing migrations in one write transaction.
-
-        ``BEGIN IMMEDIATE`` takes the write lock before the version is read, so two processes opening a
-        new store at once (the daemon and a CLI) cannot both migrate it; on any failure the transaction
-        is rolled back, so no half-migrated schema and no open transaction holding the lock remain.
-        """
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            current = self.schema_version
-            if current > len(MIGRATIONS):
-                raise StorageError(
-                    f"{self.path} has schema version {current}, newer than this program knows ({len(MIGRATIONS)}):"
-                    " it was written by a newer release"
-                )
-            for version in range(current + 1, len(MIGRATIONS) + 1):
-                for statement in _statements(MIGRATIONS[version - 1]):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {version}")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        """The version of the log's own tables (component ``events``)."""
+        row = self._db.execute(f"SELECT version FROM {VERSION_TABLE} WHERE component = ?", (EVENTS,)).fetchone()
+        return int(row[0]) if row else 0
 
     def append(self, changes: Sequence[StateChange]) -> None:
         """Record transitions and the resulting current states atomically."""
         if not changes:
             return
         try:
-            with _transaction(self._db):
+            with transaction(self._db):
                 self._db.executemany(
                     "INSERT INTO state_changes (ts, target, old, new, reason) VALUES (?, ?, ?, ?, ?)",
                     [(c.ts, c.target, c.old.value, c.new.value, c.reason) for c in changes],
@@ -252,26 +136,8 @@ class EventStore:
         self._db.close()
 
 
-def _statements(script: str) -> list[str]:
-    """Split a migration script into complete SQL statements (``sqlite3.complete_statement``)."""
-    out: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        out.append(buf.strip())
-    return out
-
-
-class _transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+def components() -> tuple[Schema, ...]:
+    """Every owner's tables in the daemon's store. Any opener brings all of them up to date (one
+    transaction), so no reader ever meets a store half upgraded: the log's and correlation's readers
+    join each other's tables, and reports read all three."""
+    return (Schema(EVENTS, MIGRATIONS), correlation.SCHEMA, delivery.SCHEMA)

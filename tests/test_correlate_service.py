@@ -215,30 +215,6 @@ def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(tmp_pat
     svc.close()
 
 
-def test_store_written_before_migration_4_resumes_its_open_incidents(tmp_path, monkeypatch):
-    """An upgrade from a release without ``was_outage``: the column is added once, old rows read as plain."""
-    import monitor.store as store_module
-
-    db = tmp_path / "monitor.db"
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3])
-    EventStore(db).close()
-    old = sqlite3.connect(db)
-    old.execute(
-        "INSERT INTO incidents (id, seq, kind, basis, root, status, opened_at, updated_at, last_update)"
-        " VALUES ('INC-000001', 1, 'outage', 'outage', 'core', 'open', ?, ?, ?)", (T0, T0, T0)
-    )
-    old.commit()
-    old.close()
-    monkeypatch.undo()
-    for _ in range(2):  # the second opening finds nothing left to migrate
-        store = IncidentStore(db)
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS)
-        [(inc, basis, _ever)] = store.load_open()
-        assert (inc.id, basis, inc.was_outage) == ("INC-000001", "outage", False)
-        assert store.incident("INC-000001").upgraded is False
-        store.close()
-
-
 def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage):
     """Staff closed an outage whose targets are still down: a restart must not open it again."""
     inv, db, clock, svc = outage

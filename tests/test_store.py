@@ -31,7 +31,8 @@ def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "m.db"
     EventStore(path).close()
     db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.execute("UPDATE schema_version SET version = ? WHERE component = 'events'", (len(MIGRATIONS) + 1,))
+    db.commit()
     db.close()
     with pytest.raises(StorageError, match="newer than this program knows"):
         EventStore(path)

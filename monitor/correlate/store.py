@@ -1,4 +1,4 @@
-"""Incident persistence in the daemon's SQLite file (schema: migration 2 in ``monitor.store``).
+"""Incident persistence in the daemon's store (tables: :mod:`monitor.correlate.schema`).
 
 Everything one engine step produced (lifecycle events, incident rows, who is attached to which
 incident) is written in ONE transaction, so a ``kill -9`` at any point leaves either all of a step
@@ -21,10 +21,11 @@ from typing import Any
 from monitor.correlate.engine import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
+from monitor.db import OPEN_TIMEOUT, SQLite, open_store
+from monitor.db import transaction as _tx
 from monitor.errors import MonitorError, StorageError
 from monitor.state import State
-from monitor.store import EventStore
-from monitor.store import _transaction as _tx
+from monitor.store import components
 
 ACTIONS = ("ack", "note", "resolve", "eta")  # eta: text is the ISO restoration estimate, or ETA_WITHDRAWN
 #: text of an ``eta`` action that withdraws the estimate (readable as is in ``incidents show``)
@@ -73,14 +74,8 @@ class IncidentStore:
         """``busy_timeout``: how long a write waits for another connection's lock (the daemon's is short,
         since the wait blocks its event loop; see :class:`monitor.correlate.service.CorrelationService`)."""
         self.path = path
-        EventStore(path).close()  # creates the file and applies every migration (one numbering)
-        try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the incident store {path}: {exc}") from exc
+        self.db = open_store(SQLite(path), components(), what="the incident store", busy_timeout=busy_timeout,
+                             migrate_timeout=OPEN_TIMEOUT)
 
     def close(self) -> None:
         self.db.close()

@@ -10,8 +10,8 @@ flagged ``uncertain``, and the adapters check first (ticket lookup by incident i
 reference) or reuse what makes a repeat harmless (the same Message-ID); claimed rows simply wait
 again.
 
-Schema changes are numbered migrations of their own (``delivery_schema``), so this module never
-edits the event store's numbering.
+The tables are delivery's own component of the store, with numbered migrations of their own
+(:mod:`monitor.delivery.schema`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitor.db import OPEN_TIMEOUT, SQLite, open_store
+from monitor.db import transaction as _tx
 from monitor.errors import StorageError
-from monitor.store import EventStore
-from monitor.store import _transaction as _tx
+from monitor.store import components
 
 SENDING = 1  # handed to an adapter: maybe delivered if the process dies now (1 was "in flight" before)
 CLAIMED = 2  # taken by a worker, not attempted yet: nothing happened outside
@@ -35,48 +36,6 @@ ASSUMED = "assumed delivered: the receiver had the whole message when the sendin
 HandedOver = Callable[[], None]
 """Called by an adapter at its point of no return, so the outbox can record it before it is passed."""
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        key TEXT NOT NULL UNIQUE,
-        incident TEXT NOT NULL,
-        action TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        grp TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        inflight INTEGER NOT NULL DEFAULT 0,
-        uncertain INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        next_at REAL NOT NULL,
-        done_at REAL,
-        reason TEXT,
-        error TEXT,
-        result TEXT
-    );
-    CREATE INDEX outbox_due ON outbox (channel, status, next_at);
-    CREATE INDEX outbox_grp ON outbox (grp, status, id);
-    CREATE INDEX outbox_incident ON outbox (incident);
-    CREATE TABLE delivery_state (
-        incident TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        state TEXT NOT NULL
-    );
-    CREATE INDEX delivery_state_status ON delivery_state (status);
-    CREATE TABLE delivery_tickets (
-        incident TEXT PRIMARY KEY,
-        desk TEXT NOT NULL,
-        ticket TEXT NOT NULL
-    );
-    CREATE TABLE delivery_meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    """,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +67,8 @@ class Outbox:
         """``busy_timeout``: how long a write waits for another connection's lock; the daemon passes a
         short one (the wait blocks its event loop; a failed write is retried, the rows stay put)."""
         self.path = path
-        EventStore(path).close()  # the file, WAL mode and the event store's own migrations
-        try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the outbox in {path}: {exc}") from exc
+        self.db = open_store(SQLite(path), components(), what="the outbox in", busy_timeout=busy_timeout,
+                             migrate_timeout=OPEN_TIMEOUT)
         self.recovered, self.assumed = self.recover()
 
     def recover(self, channel: str | None = None) -> tuple[int, int]:
@@ -137,16 +89,6 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot settle interrupted deliveries in {self.path}: {exc}") from exc
         return repeated, assumed
-
-    def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS delivery_schema (version INTEGER NOT NULL)")
-        row = self.db.execute("SELECT MAX(version) FROM delivery_schema").fetchone()
-        current = int(row[0] or 0)
-        if current > len(MIGRATIONS):
-            raise StorageError(f"{self.path}: outbox schema {current} is newer than this program knows")
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            self.db.executescript(
-                f"BEGIN;\n{MIGRATIONS[version - 1]}\nINSERT INTO delivery_schema VALUES ({version});\nCOMMIT;")
 
     def close(self) -> None:
         self.db.close()

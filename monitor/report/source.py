@@ -1,9 +1,10 @@
 """Read a :class:`ReportInput` from the daemon's store (``<state_dir>/monitor.db``), read-only.
 
-Tables (schema in ``monitor.store.MIGRATIONS``): ``state_changes`` (the append-only log, from
-migration 1) and, from migration 2, ``incidents``/``incident_events`` (lifecycle history) and
-``maintenance`` (planned windows). The file is opened read-only so that a report can never
-interfere with the running daemon beyond SQLite's shared WAL reads.
+Tables: ``state_changes`` (the append-only log, ``monitor.store``), ``monitor_runs`` (events
+migration 2), ``incidents``/``incident_events`` (lifecycle history) and ``maintenance`` (planned
+windows) from ``monitor.correlate.schema``, the outbox's ticket times from ``monitor.delivery.schema``.
+The file is opened read-only so that a report can never interfere with the running daemon beyond
+SQLite's shared WAL reads.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from monitor.correlate.topology import children_of, descendants
+from monitor.db import SQLite
 from monitor.errors import StorageError
 from monitor.inventory.model import Inventory
 from monitor.report.compute import REMOVED, Progress
@@ -29,20 +31,21 @@ def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress
     """``until``: the store's "now"; the part of the period after it has no data yet."""
     if not db_path.exists():
         raise StorageError(f"{db_path}: no store here (has the daemon run with this config?)")
+    engine = SQLite(db_path)
     try:
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        db = engine.connect_readonly()
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open the store {db_path}: {exc}") from exc
     try:
-        db.execute("PRAGMA busy_timeout=5000")
+        engine.set_lock_wait(db, 5.0)
         history = _history(db, period)
         if progress is not None:
             progress(f"read the state history of {len(history)} targets")
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        incidents = _incidents(db, period) if version >= 2 else []
-        windows = _maintenance(db, period) if version >= 2 else []
+        versions = engine.versions(db)  # a store written by an older release may lack the later tables
+        incidents = _incidents(db, period) if versions.get("correlation", 0) >= 1 else []
+        windows = _maintenance(db, period) if versions.get("correlation", 0) >= 1 else []
         open_end = period.end if until is None else min(period.end, until)
-        offline = _offline(db, period, open_end) if version >= 3 else []
+        offline = _offline(db, period, open_end) if versions.get("events", 0) >= 2 else []
     except sqlite3.Error as exc:
         raise StorageError(f"cannot read the store {db_path}: {exc}") from exc
     finally:

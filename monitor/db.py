@@ -1,0 +1,282 @@
+"""The one way the daemon's store is opened and migrated: connect, session settings, lock waits, migrations.
+
+The store is one database shared by three owners (the state-change log, correlation, delivery). Each
+owner declares its tables as a :class:`Schema`: a component name and its own numbered migrations,
+never edited once released. :func:`open_store` connects and brings every component of the store up
+to date in ONE transaction that holds the write lock before any version is read, so two processes
+opening a new or old store at once (the daemon and a CLI) cannot both migrate it, and a failure
+leaves neither a half-migrated schema nor a held lock. Versions live in a table (``schema_version``,
+one row per component), which every SQL engine has, instead of SQLite's ``PRAGMA user_version``.
+
+What is engine-specific sits behind :class:`Engine`: connecting, the session settings, how long a
+statement waits for another connection's lock, taking the migration lock, splitting a migration
+into statements, the engine's error types, and adopting a file written before this layer existed.
+:class:`SQLite` is the embedded default. A second engine (PostgreSQL, issue 13) implements the same
+protocol: its ``lock_for_migration`` is ``BEGIN`` plus a transaction-level advisory lock, its
+``statements`` translate the three SQLite-isms the migrations use (``INTEGER PRIMARY KEY
+AUTOINCREMENT``, ``REAL``, ``WITHOUT ROWID``), ``adopt_legacy`` has nothing to adopt, and its
+connection accepts qmark (``?``) parameters like the stores' SQL. What this layer does not cover
+yet: the stores' own SQLite dialect (``INSERT OR IGNORE``, ``json_each``, ``lastrowid``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from monitor.errors import StorageError
+
+#: ``PRAGMA user_version`` of a SQLite store in this format. Releases before it kept one numbering
+#: there (1-5) and refuse anything higher as "written by a newer release", which is what they should
+#: say instead of failing on tables that already exist.
+FORMAT = 1000
+
+VERSION_TABLE = "schema_version"
+
+#: how long the stores' openings wait for another connection's write lock (migrating takes it), when
+#: their ``busy_timeout`` for normal work is shorter (the daemon's: a wait blocks its event loop)
+OPEN_TIMEOUT = 5.0
+
+#: The single numbering before this layer (``PRAGMA user_version``, every owner's tables in one
+#: sequence) as each component's own version: 1 log and states (events 1), 2 incidents (correlation
+#: 1), 3 runs (events 2), 4 ``was_outage`` (correlation 2), 5 ``pending_since`` (correlation 3).
+#: Delivery had its own ``delivery_schema`` table, adopted as it is.
+_LEGACY: dict[int, dict[str, int]] = {
+    0: {},
+    1: {"events": 1},
+    2: {"events": 1, "correlation": 1},
+    3: {"events": 2, "correlation": 1},
+    4: {"events": 2, "correlation": 2},
+    5: {"events": 2, "correlation": 3},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """One owner's tables: its component name in ``schema_version`` and its migrations, in order.
+
+    A migration is applied once, in one transaction with every other one of that opening; released
+    migrations are never edited (old stores have run them), new ones are appended.
+    """
+
+    component: str
+    migrations: tuple[str, ...]
+
+    @property
+    def version(self) -> int:
+        return len(self.migrations)
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What the migration runner needs of a connection (DB-API, qmark parameters, no implicit BEGIN)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Connection)
+C_co = TypeVar("C_co", bound=Connection, covariant=True)
+
+
+class Engine(Protocol[C_co]):
+    """Where the store is and how to talk to it; the runner and the stores stay the same on every engine."""
+
+    #: what the engine's driver raises; translated into :class:`StorageError` at this edge
+    errors: tuple[type[Exception], ...]
+
+    def describe(self) -> str:
+        """Where the store is, for messages (never a password)."""
+        ...
+
+    def connect(self) -> C_co: ...
+
+    def set_lock_wait(self, conn: Connection, seconds: float) -> None:
+        """How long a statement waits for another connection's lock before it fails."""
+        ...
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        """Begin a transaction that holds the write lock (no other opening can read a version meanwhile)."""
+        ...
+
+    def statements(self, migration: str) -> list[str]:
+        """A migration script as complete statements in this engine's dialect."""
+        ...
+
+    def adopt_legacy(self, conn: Connection) -> None:
+        """Inside the migration transaction: make ``schema_version`` say what an older layout holds."""
+        ...
+
+
+class SQLite:
+    """The embedded engine: one file, WAL journal (readers never block the writer), NORMAL sync.
+
+    NORMAL in WAL mode loses at most the last transactions on power loss, never consistency; a
+    ``kill -9`` loses nothing committed.
+    """
+
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def connect_readonly(self) -> sqlite3.Connection:
+        """For readers that must never interfere with the daemon beyond WAL reads (reports)."""
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+
+    def set_lock_wait(self, conn: Connection, seconds: float) -> None:
+        conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def statements(self, migration: str) -> list[str]:
+        """Split on complete statements (``sqlite3.complete_statement``), so ``;`` in a string is safe."""
+        out: list[str] = []
+        buf = ""
+        for line in migration.splitlines(keepends=True):
+            buf += line
+            if sqlite3.complete_statement(buf):
+                out.append(buf.strip())
+                buf = ""
+        if buf.strip():
+            out.append(buf.strip())
+        return out
+
+    def versions(self, conn: Connection) -> dict[str, int]:
+        """Component versions without writing anything (a read-only reader of a store old or new)."""
+        if _has_table(conn, VERSION_TABLE):
+            rows = conn.execute(f"SELECT component, version FROM {VERSION_TABLE}").fetchall()
+            return {str(c): int(v) for c, v in rows}
+        found = dict(_LEGACY.get(int(conn.execute("PRAGMA user_version").fetchone()[0]), {}))
+        found.update(_delivery_schema(conn))
+        return found
+
+    def adopt_legacy(self, conn: Connection) -> None:
+        """A file without ``schema_version``: new (user_version 0) or written by an older release.
+
+        The old numbering becomes one row per component, delivery's own table is folded in, and the
+        file is marked :data:`FORMAT`, all in the migration transaction (rolled back with it).
+        """
+        old = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if old == FORMAT and _has_table(conn, VERSION_TABLE):
+            return
+        if old not in _LEGACY:  # (above FORMAT: a later layout of the file, refused the same way)
+            raise StorageError(
+                f"{self.path} has schema version {old}, newer than this program knows:"
+                " it was written by a newer release"
+            )
+        versions = {**_LEGACY[old], **_delivery_schema(conn)}
+        conn.execute("DROP TABLE IF EXISTS delivery_schema")
+        conn.execute(f"CREATE TABLE {VERSION_TABLE} (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        for component, version in versions.items():
+            conn.execute(f"INSERT INTO {VERSION_TABLE} (component, version) VALUES (?, ?)", (component, version))
+        conn.execute(f"PRAGMA user_version = {FORMAT}")
+
+
+def open_store(
+    engine: Engine[C], schemas: Sequence[Schema], *, what: str, busy_timeout: float,
+    migrate_timeout: float | None = None,
+) -> C:
+    """Connect, bring every component of ``schemas`` up to date, and set the lock wait for normal work.
+
+    ``what`` names the opener in errors ("the event store"). ``busy_timeout``: how long a write waits
+    for another connection's lock afterwards (the daemon's is short: the wait blocks its event loop).
+    ``migrate_timeout`` (default ``busy_timeout``): how long the opening waits for the write lock.
+    """
+    try:
+        conn = engine.connect()
+    except engine.errors as exc:
+        raise StorageError(f"cannot open {what} {engine.describe()}: {exc}") from exc
+    try:
+        engine.set_lock_wait(conn, busy_timeout if migrate_timeout is None else migrate_timeout)
+        migrate(engine, conn, schemas)
+        if migrate_timeout is not None:
+            engine.set_lock_wait(conn, busy_timeout)
+    except engine.errors as exc:
+        conn.close()
+        raise StorageError(f"cannot open {what} {engine.describe()}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(engine: Engine[C], conn: C, schemas: Iterable[Schema]) -> None:
+    """Apply every missing migration of ``schemas`` in one transaction that took the write lock first.
+
+    A component whose stored version is higher than its migrations was written by a newer release:
+    refused, nothing changed. Any failure rolls the whole opening back.
+    """
+    engine.lock_for_migration(conn)
+    try:
+        engine.adopt_legacy(conn)
+        have = dict(conn.execute(f"SELECT component, version FROM {VERSION_TABLE}").fetchall())
+        for schema in schemas:
+            current = int(have.get(schema.component, 0))
+            if current > schema.version:
+                raise StorageError(
+                    f"{engine.describe()}: the {schema.component} tables have schema version {current}, newer than"
+                    f" this program knows ({schema.version}): they were written by a newer release"
+                )
+            for version in range(current + 1, schema.version + 1):
+                for statement in engine.statements(schema.migrations[version - 1]):
+                    conn.execute(statement)
+            if current < schema.version:
+                conn.execute(
+                    f"INSERT INTO {VERSION_TABLE} (component, version) VALUES (?, ?)"
+                    " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (schema.component, schema.version),
+                )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _delivery_schema(conn: Connection) -> dict[str, int]:
+    """The outbox's own version table of releases before this layer, as a component version."""
+    if not _has_table(conn, "delivery_schema"):
+        return {}
+    row = conn.execute("SELECT MAX(version) FROM delivery_schema").fetchone()
+    return {"delivery": int(row[0])} if row[0] else {}
+
+
+def _has_table(conn: Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+class transaction:
+    """One write transaction that takes the write lock at its start (no deadlock upgrading a read lock)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,55 @@
+"""Delivery's tables in the daemon's store: the outbox, the planner's memory, the incident -> ticket map.
+
+Numbered migrations of their own (component ``delivery`` in ``schema_version``, see
+:mod:`monitor.db`; releases before it kept them in a ``delivery_schema`` table, adopted on opening);
+:mod:`monitor.delivery.outbox` reads and writes them. Released migrations are never edited.
+"""
+
+from __future__ import annotations
+
+from monitor.db import Schema
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        incident TEXT NOT NULL,
+        action TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        inflight INTEGER NOT NULL DEFAULT 0,
+        uncertain INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        done_at REAL,
+        reason TEXT,
+        error TEXT,
+        result TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (channel, status, next_at);
+    CREATE INDEX outbox_grp ON outbox (grp, status, id);
+    CREATE INDEX outbox_incident ON outbox (incident);
+    CREATE TABLE delivery_state (
+        incident TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX delivery_state_status ON delivery_state (status);
+    CREATE TABLE delivery_tickets (
+        incident TEXT PRIMARY KEY,
+        desk TEXT NOT NULL,
+        ticket TEXT NOT NULL
+    );
+    CREATE TABLE delivery_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA = Schema("delivery", MIGRATIONS)
