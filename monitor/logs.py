@@ -3,7 +3,8 @@
 Call sites pass context as ``extra={"kv": {...}}`` (or use :func:`event`), so the same record renders
 as ``ts=... level=info msg="target down" target=ap-1 reason="3 consecutive failed polls"`` or as
 JSON. Values are rendered with ``str()``, so a :class:`monitor.secret.Secret` shows only
-its source, never its value.
+its source, never its value. A message never carries ``key=value`` text itself (JSON mode would
+lose it as a field): ``tests/test_log_fields.py`` checks every logging call in ``monitor/``.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore
 from monitor.correlate.topology import Topology
 from monitor.inventory.model import Inventory, MaintenanceSpec
+from monitor.logs import event
 from monitor.state import StateChange
 
 log = logging.getLogger("monitor.correlate")
@@ -136,11 +137,9 @@ class CorrelationService:
         self._unsaved += self.engine.tick(now)  # includes what staff resolutions produced
         events = self._save()
         for e in events:
-            log.info(
-                "incident %s %s kind=%s root=%s endpoints=%d customers=%d%s",
-                e.incident, e.event, e.kind, e.root, len(e.affected_endpoints), len(e.affected_customers),
-                f" detail={e.detail!r}" if e.detail else "",
-            )
+            detail = {"detail": e.detail} if e.detail else {}
+            event(log, logging.INFO, f"incident {e.event}", incident=e.incident, kind=e.kind, root=e.root,
+                  endpoints=len(e.affected_endpoints), customers=len(e.affected_customers), **detail)
         return events
 
     def _save(self) -> list[IncidentEvent]:

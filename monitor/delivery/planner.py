@@ -22,12 +22,12 @@ import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from monitor.api.links import AckLinks
-from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.incidents import IncidentEvent, Kind
 from monitor.correlate.topology import children_of, descendants
 from monitor.delivery.config import DeliveryConfig, OnCall
 from monitor.inventory.model import Customer, Inventory
@@ -41,6 +41,22 @@ NOTICE_KINDS = (*SERVICE_KINDS, "degraded")
 #: which of the given endpoints are confirmed DOWN now (the daemon asks the state-change log's current
 #: states; None: every endpoint counts as answering)
 DownOf = Callable[[Sequence[str]], Collection[str]]
+
+
+#: Where delivery is with an incident: ``pending`` is one a merge named before its own "opened" came.
+MemoryStatus = Literal["open", "pending", "resolved", "merged"]
+
+
+class Place(TypedDict):
+    """Where a node is: names for messages, ids for routing (on-call, MQTT topics, status pages)."""
+
+    node: str
+    node_name: str
+    node_kind: str
+    site: str
+    site_name: str
+    municipality: str
+    municipality_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +83,10 @@ class IncidentMemory:
     """What delivery already decided for one incident (JSON in ``delivery_state``)."""
 
     incident: str
-    kind: str
+    kind: Kind
     root: str
     opened_at: float
-    status: str = "open"  # open | resolved | merged
+    status: MemoryStatus = "open"
     notified: list[str] = field(default_factory=list)  # customers who got "opened"
     restored: list[str] = field(default_factory=list)  # customers who got "restored"
     # customers told their case goes on individually (their endpoint still down when this incident let
@@ -164,7 +180,7 @@ class Context:
     def customer(self, cid: str) -> Customer | None:
         return self.inv.customers.get(cid)
 
-    def place(self, node: str) -> dict[str, Any]:
+    def place(self, node: str) -> Place:
         """Where a node is: names for messages and ids for routing."""
         t = self.inv.targets.get(node)
         site = self.inv.sites.get(t.site) if t and t.site else None
@@ -392,7 +408,7 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
         nxt = m.tier + 1
         if (m.tier >= 0 and not m.acked and nxt < len(m.tiers) and nxt <= esc.max_tier
                 and now >= m.opened_at + esc.after * nxt):
-            fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),  # type: ignore[arg-type]
+            fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),
                                  tuple(m.nodes))
             _alert_technicians(fake, m, ctx, now, out, tier=nxt)
             changed = True
@@ -445,7 +461,7 @@ def _tell_eta(m: IncidentMemory, glob: GlobalMemory, ctx: Context, now: float, o
     if todo and cn.enabled and _customer_kind(m.kind, ctx):
         m.updates += 1
         m.last_update = now
-        fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),  # type: ignore[arg-type]
+        fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),
                              tuple(m.nodes))
         _notify_updated(fake, m, todo, ctx, out)
     return True
@@ -564,7 +580,7 @@ def _comment(incident: str, m: IncidentMemory, ctx: Context, now: float, out: Pl
     if ctx.cfg.desk.kind == "none":
         m.comment_due = False
         return
-    fake = IncidentEvent(now, "updated", incident, m.kind, m.root, (), tuple(m.customers_now),  # type: ignore[arg-type]
+    fake = IncidentEvent(now, "updated", incident, m.kind, m.root, (), tuple(m.customers_now),
                          tuple(m.nodes))
     data = _ticket_data(fake, m, ctx)
     added = sorted(set(m.customers_now) - set(m.desk_customers))
@@ -714,7 +730,7 @@ def _restore_continuing(memories: list[IncidentMemory], glob: GlobalMemory, ctx:
         m = by_id.get(glob.continuing.pop(cid))
         if m is None or cid in m.restored:
             continue
-        e = IncidentEvent(now, "resolved", m.incident, m.kind, m.root, (), (cid,), tuple(m.nodes))  # type: ignore[arg-type]
+        e = IncidentEvent(now, "resolved", m.incident, m.kind, m.root, (), (cid,), tuple(m.nodes))
         _customer_notice(e, m, cid, "customer_restored", 1, ctx, out)
         m.restored = _union(m.restored, [cid])
         out.memories[m.incident] = m
@@ -788,7 +804,7 @@ def _event_ref(e: IncidentEvent) -> str:
     return f"{e.event}-{round(e.ts * 1000)}-{digest.hexdigest()[:8]}"
 
 
-def _status(e: IncidentEvent, ctx: Context, out: Plan, status: str) -> None:
+def _status(e: IncidentEvent, ctx: Context, out: Plan, status: Literal["down", "merged", "up"]) -> None:
     """MQTT: the lifecycle event on the incident's topic, and retained status of the nodes involved."""
     if ctx.cfg.mqtt is None:
         return

@@ -175,7 +175,7 @@ class DeliveryService:
         """Rows, incident memories, the planner's memory and the cursor in one transaction; ``glob``
         becomes the service's memory only once that committed (a failed commit is planned again)."""
         rows = [self._row(item, plan) for item in plan.items]
-        states = {k: (m.status, m.to_dict()) for k, m in plan.memories.items()}
+        states: dict[str, tuple[str, dict[str, Any]]] = {k: (m.status, m.to_dict()) for k, m in plan.memories.items()}
         meta = {"planner": json.dumps(glob.to_dict())}
         if cursor is not None:
             meta["cursor"] = str(max(cursor, int(self.outbox.meta("cursor", "0") or 0)))

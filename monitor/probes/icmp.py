@@ -22,6 +22,7 @@ from typing import Literal
 
 from monitor.errors import ProbeError, ProbeSetupError
 from monitor.inventory.model import Target
+from monitor.logs import event
 from monitor.probes.base import IcmpResult
 from monitor.probes.icmp_socket import Echo, IcmpSocket
 
@@ -74,10 +75,10 @@ class IcmpProbe:
         except OSError as exc:
             # Many hosts run without IPv6; IPv4 pings still work, IPv6 targets get an error result.
             self._v6_error = f"IPv6 ICMP socket unavailable: {_describe(exc)}"
-            log.warning("icmp ipv6=off reason=%r", self._v6_error)
+            event(log, logging.WARNING, "icmp ipv6 off", reason=self._v6_error)
         for sock in self._socks.values():
             sock.attach(self._loop)
-        log.info("icmp probe started mode=%s ipv6=%s", self._mode, "on" if 6 in self._socks else "off")
+        event(log, logging.INFO, "icmp probe started", mode=self._mode, ipv6="on" if 6 in self._socks else "off")
 
     def _open_v4(self) -> tuple[IcmpSocket, str]:
         raw_exc: OSError | None = None

@@ -101,8 +101,8 @@ class SnmpProbe:
             self._note_noise(target)
         samples, skipped = extract(profile, scalars, walks)
         if skipped:
-            log.debug("snmp target=%s profile=%s skipped=%d first=%r",
-                      target.id, profile.name, len(skipped), skipped[0])
+            event(log, logging.DEBUG, "snmp values skipped", target=target.id, profile=profile.name,
+                  skipped=len(skipped), first=repr(skipped[0]))
         uptime = scalars.get(SYS_UPTIME)
         ticks = int(uptime) if isinstance(uptime, rfc1902.TimeTicks) else None
         metrics, rebooted = self._derive(target, ticks, samples, started)
@@ -153,8 +153,8 @@ class SnmpProbe:
         )
         if rebooted:
             selfmetrics.SNMP_REBOOTS.inc()
-            log.info("snmp agent rebooted target=%s address=%s uptime_s=%.0f",
-                     target.id, target.address, (ticks or 0) / 100)
+            event(log, logging.INFO, "snmp agent rebooted", target=target.id, address=target.address,
+                  uptime_s=round((ticks or 0) / 100))
             prev = None
         metrics: list[Metric] = []
         if ticks is not None:

@@ -240,6 +240,6 @@ class TableProbe:
                                duration_s=loop.time() - started)
         rows, skipped = rows_from_walks(profile, walks)
         if skipped:
-            log.debug("snmp table target=%s profile=%s skipped=%d first=%r",
-                      target.id, profile.name, len(skipped), skipped[0])
+            event(log, logging.DEBUG, "snmp table rows skipped", target=target.id, profile=profile.name,
+                  skipped=len(skipped), first=repr(skipped[0]))
         return TableResult(target.id, profile.name, True, tuple(rows), duration_s=loop.time() - started)
