@@ -52,7 +52,7 @@ def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> Cor
     return derive(inv.polling.interval, inv.correlation | CorrelationOverrides.parse(overrides or {}))
 
 
-def replay(
+def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmarked: bench/correlate)
     inv: Inventory,
     settings: CorrelationSettings,
     lines: Iterable[str],
