@@ -10,13 +10,16 @@ one row per component), which every SQL engine has, instead of SQLite's ``PRAGMA
 
 What is engine-specific sits behind :class:`Engine`: connecting, the session settings, how long a
 statement waits for another connection's lock, taking the migration lock, splitting a migration
-into statements, the engine's error types, and adopting a file written before this layer existed.
-:class:`SQLite` is the embedded default. A second engine (PostgreSQL, issue 13) implements the same
-protocol: its ``lock_for_migration`` is ``BEGIN`` plus a transaction-level advisory lock, its
-``statements`` translate the three SQLite-isms the migrations use (``INTEGER PRIMARY KEY
-AUTOINCREMENT``, ``REAL``, ``WITHOUT ROWID``), ``adopt_legacy`` has nothing to adopt, and its
-connection accepts qmark (``?``) parameters like the stores' SQL. What this layer does not cover
-yet: the stores' own SQLite dialect (``INSERT OR IGNORE``, ``json_each``, ``lastrowid``).
+into statements, the engine's error types, and preparing the version table (SQLite adopts a file
+written before this layer existed there). :class:`SQLite` is the embedded default. A second engine
+(PostgreSQL, issue 13) implements the same protocol: its ``lock_for_migration`` is ``BEGIN`` plus a
+transaction-level advisory lock, its ``statements`` translate the three SQLite-isms the migrations
+use (``INTEGER PRIMARY KEY AUTOINCREMENT``, ``REAL``, ``WITHOUT ROWID``) and quote ``end`` (a column
+name PostgreSQL reserves), its ``prepare`` only creates ``schema_version``, and its connection takes
+qmark (``?``) parameters like the stores' SQL: tests/pg_engine.py is that engine as far as the
+runner goes, run against a real PostgreSQL by tests/test_db_postgres.py. What this layer does not
+cover yet: the stores' own SQLite dialect (``INSERT OR IGNORE``, ``json_each``, ``lastrowid``,
+``end`` in queries).
 """
 
 from __future__ import annotations
@@ -112,8 +115,9 @@ class Engine(Protocol[C_co]):
         """A migration script as complete statements in this engine's dialect."""
         ...
 
-    def adopt_legacy(self, conn: Connection) -> None:
-        """Inside the migration transaction: make ``schema_version`` say what an older layout holds."""
+    def prepare(self, conn: Connection) -> None:
+        """Inside the migration transaction: make sure ``schema_version`` exists and says what the store
+        holds (SQLite adopts the layout of older releases here)."""
         ...
 
 
@@ -154,17 +158,7 @@ class SQLite:
         conn.execute("BEGIN IMMEDIATE")
 
     def statements(self, migration: str) -> list[str]:
-        """Split on complete statements (``sqlite3.complete_statement``), so ``;`` in a string is safe."""
-        out: list[str] = []
-        buf = ""
-        for line in migration.splitlines(keepends=True):
-            buf += line
-            if sqlite3.complete_statement(buf):
-                out.append(buf.strip())
-                buf = ""
-        if buf.strip():
-            out.append(buf.strip())
-        return out
+        return split_statements(migration)
 
     def versions(self, conn: Connection) -> dict[str, int]:
         """Component versions without writing anything (a read-only reader of a store old or new)."""
@@ -175,7 +169,7 @@ class SQLite:
         found.update(_delivery_schema(conn))
         return found
 
-    def adopt_legacy(self, conn: Connection) -> None:
+    def prepare(self, conn: Connection) -> None:
         """A file without ``schema_version``: new (user_version 0) or written by an older release.
 
         The old numbering becomes one row per component, delivery's own table is folded in, and the
@@ -233,7 +227,7 @@ def migrate(engine: Engine[C], conn: C, schemas: Iterable[Schema]) -> None:
     """
     engine.lock_for_migration(conn)
     try:
-        engine.adopt_legacy(conn)
+        engine.prepare(conn)
         have = dict(conn.execute(f"SELECT component, version FROM {VERSION_TABLE}").fetchall())
         for schema in schemas:
             current = int(have.get(schema.component, 0))
@@ -255,6 +249,21 @@ def migrate(engine: Engine[C], conn: C, schemas: Iterable[Schema]) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def split_statements(script: str) -> list[str]:
+    """A migration script as complete statements (``sqlite3.complete_statement``: lexical only, so a
+    ``;`` inside a string stays; usable for any engine's scripts written in the migrations' SQL)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
 
 
 def _delivery_schema(conn: Connection) -> dict[str, int]:
