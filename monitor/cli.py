@@ -105,7 +105,7 @@ def _monitor_errors(exc: BaseException) -> list[MonitorError]:
 
 
 async def _probe(path: Path, target_id: str) -> int:
-    from monitor.daemon import Daemon
+    from monitor.polling.probeset import ProbeSet
 
     inv = load_inventory(path)
     target = inv.targets.get(target_id)
@@ -114,14 +114,14 @@ async def _probe(path: Path, target_id: str) -> int:
     if not target.address:
         raise ConfigError(f"{path}: '{target_id}' has no address: it is seen only in the table of its parent "
                           f"'{target.parents[0]}' (probe that node)")
-    daemon = Daemon(path, inventory=inv)
-    await daemon._start_probes(inv)
+    probes = ProbeSet()  # the daemon's own probes, started the same way
+    await probes.start(inv)
     print(waiting_for(target), file=sys.stderr, flush=True)  # a silent target takes seconds: say on what
     started = time.monotonic()
     try:
-        icmp, snmp = await daemon.poll_once(target)
+        icmp, snmp = await probes.poll_once(target)
     finally:
-        await daemon._close_probes()
+        await probes.close()
     print(f"done after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     print(format_probe(target.id, target.kind, target.address, icmp, snmp))
     obs = assess(target, icmp, snmp)
@@ -134,7 +134,7 @@ async def _probe(path: Path, target_id: str) -> int:
 
 def waiting_for(target: Target) -> str:
     """What ``monitor probe`` is about to wait for, and for how long at most (the poll's own deadline)."""
-    from monitor.daemon import poll_deadline
+    from monitor.polling.probeset import poll_deadline
 
     p = target.polling
     parts = [f"ICMP {p.icmp_count} echo request{'s' if p.icmp_count != 1 else ''} to {target.address}, "

@@ -55,7 +55,7 @@ async def test_silent_agents_make_one_warning_for_the_whole_network(tmp_path: Pa
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     daemon = Daemon(config(tmp_path, free_port()))
-    news = daemon.snmp_news = Counting()
+    news = daemon.polling.snmp_news = Counting()
     task = asyncio.create_task(daemon.run())
 
     def told() -> list[logging.LogRecord]:
