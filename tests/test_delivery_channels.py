@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,35 @@ async def test_a_channel_added_by_one_registry_entry_is_driven_with_its_keeper_a
         svc.update_gauges()
         assert sample("monitor_delivery_pending", channel="pager") == 0
     assert pager.closed
+
+
+class Stuck(Pager):
+    """A channel whose connection cannot be released."""
+
+    channel = "stuck"
+
+    async def close(self) -> None:
+        self.closed = True
+        raise RuntimeError("pool already gone")
+
+
+async def test_a_channel_that_fails_to_close_is_said_once_and_the_others_still_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The failure was swallowed; now one warning naming the channel and the error."""
+    caplog.set_level(logging.WARNING, logger="monitor")
+    stuck, pager = Stuck(), Pager()
+    monkeypatch.setitem(channels.REGISTRY, "stuck", channels.Entry("stuck", "sms", lambda env: channels.Channel(stuck)))
+    monkeypatch.setitem(channels.REGISTRY, "pager", channels.Entry("pager", "sms", lambda env: channels.Channel(pager)))
+    inv = load(tmp_path, 3, delivery_with(mqtt=None, desk=None, smtp=None))
+    assert inv.delivery is not None
+    svc = DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, ManualClock(T0))
+    async with Running(svc) as running:
+        await running.drained(advance=False)
+        await until(lambda: bool(svc.senders), 30, "the channels built")
+    said = [r for r in caplog.records if r.getMessage() == "channel not closed cleanly"]
+    assert len(said) == 1, said
+    kv = getattr(said[0], "kv", {})
+    assert said[0].levelno == logging.WARNING and kv["channel"] == "stuck", kv
+    assert "pool already gone" in str(kv["error"]), kv
+    assert stuck.closed and pager.closed

@@ -114,7 +114,7 @@ async def test_a_probe_that_fails_to_close_is_said_once_and_the_others_still_clo
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The daemon stops cleanly, with one warning naming the probe and the error (it was swallowed)."""
     monkeypatch.chdir(tmp_path)
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="monitor")
     icmp, snmp = Scripted("icmp", fail_close=True), Scripted("snmp")
     daemon = Daemon(write_config(tmp_path), probes=[icmp, snmp])
     task = asyncio.create_task(daemon.run())

@@ -15,7 +15,6 @@ and how each is built is :mod:`monitor.delivery.channels`' business, not this mo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -165,10 +164,14 @@ class DeliveryService:
     # ------------------------------------------------------------ internals
 
     async def _close_senders(self) -> None:
-        senders, self.senders, self.workers, self.channels = list(self.senders.values()), {}, {}, {}
-        for sender in senders:
-            with contextlib.suppress(Exception):
+        """Release every channel's connections; one that fails to close is said once and the others
+        still close (senders handle the failures they expect; what reaches here is news)."""
+        senders, self.senders, self.workers, self.channels = dict(self.senders), {}, {}, {}
+        for name, sender in senders.items():
+            try:
                 await sender.close()
+            except Exception as exc:  # stopping or restarting: say it, close the others
+                event(log, logging.WARNING, "channel not closed cleanly", channel=name, error=exc)
 
 
     def _commit(self, plan: Plan, glob: GlobalMemory, cursor: int | None = None) -> None:
