@@ -438,7 +438,7 @@ def test_eta_set_makes_one_desk_comment_and_one_update_per_notified_customer(inv
     assert "restablecer su servicio a más tardar a las 2026-11-18 09:06" in es
     assert "We expect your service to be back by 2026-11-18 09:06" in en
     assert "Restablecimiento estimado: 2026-11-18 09:06." in sms
-    assert "Restablecimiento estimado: 2026-11-18 09:06 (America/Bogota)" in desk
+    assert "Restablecimiento estimado: 2026-11-18 09:06 (hora de Colombia)" in desk
     # the same ETA again, or one moved by less than delivery.eta_min_change (5 min): nothing at all
     assert run.tick(T0 + 601, etas={"INC-000001": eta}) == [] and run.last == []
     assert run.tick(T0 + 700, etas={"INC-000001": eta + 120}) == [] and run.last == []
@@ -598,8 +598,8 @@ def test_the_desk_comment_names_who_set_or_withdrew_the_estimate(inv: Inventory)
     renderer = Renderer()
     _, es = renderer.render("ticket_comment", "ticket", "es", comment.data)
     _, en = renderer.render("ticket_comment", "ticket", "en", comment.data)
-    assert "Restablecimiento estimado: 2026-11-18 09:06 (America/Bogota), fijado por ana" in es
-    assert "Estimated restoration: 2026-11-18 09:06 (America/Bogota), set by ana" in en
+    assert "Restablecimiento estimado: 2026-11-18 09:06 (hora de Colombia), fijado por ana" in es
+    assert "Estimated restoration: 2026-11-18 09:06 (Colombia time), set by ana" in en
     items = run.tick(T0 + 700, etas={"INC-000001": None}, eta_by={"INC-000001": "luis"})
     comment = next(i for i in items if i.action == "ticket_comment")
     _, en = renderer.render("ticket_comment", "ticket", "en", comment.data)

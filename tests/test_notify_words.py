@@ -129,3 +129,26 @@ def test_without_coordinates_nodes_below_or_the_flag_the_alert_says_nothing_of_t
     alert = next(i for i in items if i.template == "technician_alert" and i.channel == "email")
     _, es = Renderer().render("technician_alert", "email", "es", alert.data)
     assert "Ubicación" not in es and "Nodos sin respuesta" not in es and "contacto" not in es
+
+
+def test_every_time_a_text_prints_says_whose_clock_it_is(tmp_path: Path) -> None:
+    """Issue 18: local times in notices, alerts and tickets say 'hora de Colombia' / 'Colombia time' (the
+    configured zone), not a bare 06:06 or an IANA id. SMS texts stay short and are left out."""
+    samples = _samples(load(tmp_path))
+    renderer = Renderer()
+    checked = 0
+    for lang, words in (("es", "hora de Colombia"), ("en", "Colombia time")):
+        for path in sorted((BUILTIN / lang).glob("*.j2")):
+            event, channel = path.name.removesuffix(".j2").split(".") if "." in path.stem else ("", "")
+            if channel not in ("email", "ticket"):
+                continue
+            for kind in ("outage", "degraded"):
+                _, body = renderer.render(event, channel, lang, {**samples[event], "kind": kind})
+                if re.search(r"\d{2}:\d{2}", body):
+                    assert words in body, f"{lang}/{path.name} ({kind}) prints a time without its zone:\n{body}"
+                    assert "America/Bogota" not in body
+                    checked += 1
+    assert checked >= 2 * 2 * 12   # the templates that print a time, both languages, both kinds
+    _, ticket = renderer.render("ticket_opened", "ticket", "es", samples["ticket_opened"])
+    assert "Inicio: 2026-11-18 06:06 (hora de Colombia)" in ticket
+    assert "Plazo de respuesta (SLA) por clase (hora de Colombia):" in ticket

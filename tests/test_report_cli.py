@@ -114,9 +114,14 @@ def test_html_renders_in_headless_chromium(db, tmp_path, lang, title, chart, val
 
 def test_local_time_zone_month_and_missing_store(db, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert report(db, out, "--tz", "America/Bogota") == 0
+    assert report(db, out) == 0   # the config's delivery.timezone by default (issue 18), not UTC
     r = json.loads(out.read_text())
+    assert r["period"]["tz"] == "America/Bogota"
     assert r["period"]["start"] == "2026-10-01T05:00:00Z" and r["period"]["end"] == "2026-11-01T05:00:00Z"
+    assert report(db, tmp_path / "r.md", "--quiet") == 0
+    assert "(hora de Colombia, America/Bogota)" in (tmp_path / "r.md").read_text().splitlines()[2]
+    assert report(db, tmp_path / "utc.md", "--tz", "UTC", "--lang", "en") == 0   # UTC when asked
+    assert "Period: 2026-10-01 00:00 – 2026-11-01 00:00 (UTC)" in (tmp_path / "utc.md").read_text()
     assert len(r["days"]) == 31 and r["days"][1]["start"] == "2026-10-02T05:00:00Z"
     assert [d["downtime_min"] for d in r["days"]].index(pytest.approx(298)) == 9  # 08:00 UTC = 03:00 in Arauca
     assert main(["report", "--config", str(CONFIG), "--db", str(tmp_path / "none.db"), "--month", "2026-10"]) == 1
@@ -162,7 +167,7 @@ def test_time_without_a_running_monitor_is_unknown_never_up(tmp_path):
     store.run_alive(second, OCT + 31 * 86400)
     store.close()
     out = tmp_path / "r.json"
-    assert report(db, out, "--by", "node") == 0
+    assert report(db, out, "--by", "node", "--tz", "UTC") == 0   # the store's month is a UTC one
     r = json.loads(out.read_text())
     targets = r["totals"]["targets"]
     assert r["totals"]["unknown_min"] == pytest.approx(6 * 60 * targets)

@@ -215,3 +215,12 @@ def test_with_two_parents_it_is_unreachable_only_while_both_are_down():
     h["cpe9"] += [(at(10, 8), "down"), (at(10, 11), "up")]
     cpe9 = next(x.figures for x in compute(ReportInput(OCTOBER, inv, h), "node").rows if x.key == "cpe9")
     assert (cpe9.down_s, cpe9.unreachable_s) == (180 * MIN, 60 * MIN)   # 09:00-10:00, both paths gone
+
+
+def test_zone_words():
+    from monitor.zones import zone_words
+
+    assert zone_words("America/Bogota", "es") == "hora de Colombia"
+    assert zone_words("America/Bogota", "en") == "Colombia time"
+    assert zone_words("Etc/UTC", "es") == "UTC"
+    assert zone_words("Asia/Tokyo", "es") == "hora local (Asia/Tokyo)"

@@ -524,7 +524,7 @@ def _maintenance_notices(w: Window, wid: str, phase: str, customers: Iterable[st
             continue
         data = {**place, "start": ctx.local(w.start), "end": ctx.local(w.end), "reason": w.reason,
                 "customer": cid, "customer_name": c.name, "company": cn.company, "phone": cn.support_phone,
-                "incident": wid}
+                "incident": wid, "timezone": ctx.cfg.timezone}
         _to_customer(out, wid, f"maintenance_{phase}", c, 1, f"maintenance_{phase}", data, ctx)
 
 

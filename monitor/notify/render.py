@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from monitor.errors import ConfigError
+from monitor.zones import zone_words
 
 BUILTIN = Path(__file__).parent / "templates"
 FALLBACK = "es"
@@ -31,6 +32,7 @@ class Renderer:
             keep_trailing_newline=True, trim_blocks=False,
         )
         self.env.filters["hours"] = _hours
+        self.env.filters["zone"] = zone_words  # {{ timezone|zone("es") }}: "hora de Colombia"
         self._cache: dict[tuple[str, str, str], jinja2.Template] = {}
 
     def template(self, event: str, channel: str, language: str) -> jinja2.Template:

@@ -14,6 +14,7 @@ from monitor.report.compute import GROUPINGS, compute
 from monitor.report.model import Period
 from monitor.report.render import FORMATS, render
 from monitor.report.source import load_input
+from monitor.zones import configured_zone
 
 LANGS = ("es", "en")
 
@@ -26,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     when.add_argument("--month", help="YYYY-MM")
     when.add_argument("--from", dest="start", help="YYYY-MM-DD or ISO-8601 date-time (inclusive)")
     p.add_argument("--to", dest="end", help="YYYY-MM-DD (inclusive day) or ISO-8601 date-time (exclusive)")
-    p.add_argument("--tz", default="UTC", help="time zone of dates and day/week buckets, e.g. America/Bogota")
+    p.add_argument("--tz", help="time zone of dates and day/week buckets (default: the config's delivery.timezone, "
+                                "e.g. America/Bogota; UTC only when asked: --tz UTC)")
     p.add_argument("--by", choices=GROUPINGS, default="municipality")
     p.add_argument("--format", choices=FORMATS, help="default: from --output's extension, else md")
     p.add_argument("--output", type=Path, help="file to write (default: standard output)")
@@ -44,8 +46,8 @@ def main(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"report: {msg} ({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
 
-    period = parse_period(args.month, args.start, args.end, args.tz)
     inv = load_inventory(args.config, secrets=False)  # sends nothing
+    period = parse_period(args.month, args.start, args.end, args.tz or configured_zone(inv))
     db = args.db
     if db is None:
         state_dir = Path(inv.daemon.state_dir)

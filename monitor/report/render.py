@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from monitor.inventory.model import Inventory
 from monitor.report.i18n import num, pct, t, when
 from monitor.report.model import Figures, Report, Row
+from monitor.zones import zone_words
 
 FORMATS = ("html", "csv", "json", "md")
 MAX_INCIDENT_LINES = 200  # people's formats; JSON and CSV carry every incident
@@ -168,7 +169,8 @@ def sections(r: Report, lang: str) -> list[Section]:
 
 def header(r: Report, lang: str) -> str:
     tz = r.period.tz
-    text = f"{t('period', lang)}: {when(r.period.start, tz)} – {when(r.period.end, tz)} ({tz})"
+    zone = zone_words(tz, lang) + ("" if zone_words(tz, lang) == "UTC" else f", {tz}")
+    text = f"{t('period', lang)}: {when(r.period.start, tz)} – {when(r.period.end, tz)} ({zone})"
     if r.data_until < r.period.end:
         text += f" · {t('data_until', lang)} {when(r.data_until, tz)}"
     return f"{text} · {t('generated', lang)}: {when(r.generated_at, tz)}"
