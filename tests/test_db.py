@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 import monitor.store as store_module
+from monitor.clock import ManualClock
 from monitor.correlate.schema import SCHEMA as CORRELATION
+from monitor.correlate.service import CorrelationService
 from monitor.correlate.store import IncidentStore
 from monitor.db import FORMAT, SQLite
 from monitor.delivery.outbox import Outbox
@@ -24,6 +26,7 @@ from monitor.delivery.schema import SCHEMA as DELIVERY
 from monitor.errors import StorageError
 from monitor.report.model import Period
 from monitor.report.source import load_input
+from monitor.state import State, StateChange
 from monitor.store import EventStore
 from tests.fixtures.legacy_store.make import read_back
 from tests.scenario_runner import EPOCH, SCENARIOS, load
@@ -77,6 +80,28 @@ def test_a_store_of_the_previous_release_opens_with_nothing_lost(tmp_path: Path)
     assert [(r.recipient, r.uncertain) for r in ob.take("email", EPOCH + 3000, 10)] == [
         ("C-cpe-n1-01", True), ("C-cpe-n1-02", False)]
     ob.close()
+
+
+def test_correlation_resumes_the_open_outage_of_the_previous_release(tmp_path: Path) -> None:
+    """The daemon's first start after the upgrade: the outage the old release opened goes on under its
+    id (nothing opened or announced again) and resolves once when its targets answer."""
+    db = legacy(tmp_path, "v5")
+    sc = load(SCENARIOS / "restart_mid_incident.yaml")
+    clock = ManualClock(EPOCH + 2600)  # after the old release's last heartbeat
+    log = EventStore(db)
+    svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=0)
+    clock.advance(60)
+    assert svc.startup_events + svc.tick() == []
+    back = [StateChange(t, State.DOWN, State.UP, clock.now(), "reply") for t in ("twr-norte", "cpe-n1-01", "cpe-n1-02")]
+    log.append(back)
+    svc.on_state_changes(back)
+    events = []
+    for _ in range(40):  # 20 min: past the hold-down
+        clock.advance(30)
+        events += svc.tick()
+    assert [(e.event, e.incident) for e in events] == [("updated", "INC-000002"), ("resolved", "INC-000002")]
+    svc.close()
+    log.close()
 
 
 def test_a_store_before_was_outage_gets_the_later_columns_once(tmp_path: Path) -> None:
