@@ -27,6 +27,7 @@ from monitor.api.pages import AckPages
 from monitor.clock import Clock
 from monitor.correlate.staff import Conflict, Staff
 from monitor.correlate.store import NotFound
+from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.model import Inventory
 from monitor.logs import event
@@ -43,12 +44,15 @@ class ApiServer:
     """Serves one :class:`ApiSettings` on the store at ``db_path``; ``serve()`` is a daemon task."""
 
     def __init__(self, settings: ApiSettings, db_path: Path, clock: Clock,
-                 languages: dict[str, str] | None = None) -> None:
+                 languages: dict[str, str] | None = None, topology: Topology | None = None) -> None:
+        """``topology``: the inventory's, for the staff actions that need it (a maintenance window
+        covers the customers below its node); without it those actions check nothing against it."""
         if settings.token is None:
             raise ConfigError("api: no token (the loader requires one when the API listens)")
         self.settings = settings
         self.db_path = db_path
         self.clock = clock
+        self.topology = topology
         self._token = settings.token
         self.links = AckLinks.from_settings(settings)
         self.pages = AckPages(self, languages or {})
@@ -62,7 +66,7 @@ class ApiServer:
         if inv.api is None or not inv.api.listen:
             return None
         techs = inv.delivery.technicians.values() if inv.delivery is not None else ()
-        server = cls(inv.api, db_path, clock, {t.id: t.language for t in techs})
+        server = cls(inv.api, db_path, clock, {t.id: t.language for t in techs}, Topology.from_inventory(inv))
         server.board = Board(lambda: server.incidents, db_path.parent, inv, clock)
         return server
 
@@ -70,7 +74,7 @@ class ApiServer:
 
     async def start(self) -> None:
         """Open the store and bind; a port in use is a :class:`MonitorError` naming the address."""
-        self.api = Staff.open(self.db_path)
+        self.api = Staff.open(self.db_path, self.topology)
         app = web.Application(middlewares=[self._errors], client_max_size=MAX_BODY)
         app.add_routes([
             web.get("/api/v1/incidents", self._list),

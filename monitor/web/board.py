@@ -34,7 +34,6 @@ from monitor.clock import Clock
 from monitor.correlate.incidents import parse_ts
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import NotFound
-from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.model import Inventory
 from monitor.logs import event
@@ -74,7 +73,6 @@ class Board:
         self.users_path = state_dir / FILE
         self.audit_path = state_dir / "audit.log"
         self.inventory = inventory
-        self.topology = Topology.from_inventory(inventory)  # a window covers a node and all below it
         self.clock = clock
         self.sessions: dict[str, Session] = {}
         self._streams = 0
@@ -295,7 +293,6 @@ class Board:
         s, form = got
         node, reason = str(form.get("node", ""))[:100].strip(), str(form.get("reason", ""))[:500]
         api = self.incidents()
-        api.topology = api.topology or self.topology
         try:
             start, end = _when(str(form.get("start", ""))), _when(str(form.get("end", "")))
             wid = api.add_window(node, start, end, reason, s.user.name, now=self.clock.now())
