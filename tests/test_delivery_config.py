@@ -64,8 +64,8 @@ _BAD_UNSUBSCRIBE = ("delivery.customers.unsubscribe: expected a mailto: address 
     ({"retry": {"initial": "10s", "maximum": "1s"}}, "delivery.retry.maximum: must not be below initial"),
     ({"mqtt": {"host": "h", "prefix": "isp/#"}},
      "delivery.mqtt.prefix: bad topic prefix 'isp/#' (no wildcards, no trailing '/')"),
-    ({"pager": {}}, "delivery: unknown key 'pager' (allowed: customers, desk, escalation, eta_min_change, maildir,"
-                    " mqtt, oncall, rate_limits, retry, sms, smtp, technicians, templates_dir, timezone)"),
+    ({"pager": {}}, "delivery: unknown key 'pager' (allowed: apprise, customers, desk, escalation, eta_min_change,"
+                    " maildir, mqtt, oncall, rate_limits, retry, sms, smtp, technicians, templates_dir, timezone)"),
     ({"eta_min_change": 0}, "delivery.eta_min_change: must be greater than 0 and at most 1d, got 0"),
     ({"eta_min_change": "soon"},
      "delivery.eta_min_change: bad duration 'soon' (expected seconds, or a string like '30s', '500ms', '2m', '1d')"),

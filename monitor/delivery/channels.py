@@ -27,6 +27,7 @@ from monitor.desk.base import Desk, DeskSender
 from monitor.desk.folder import FolderDesk
 from monitor.desk.rt import RTDesk
 from monitor.desk.webhook import WebhookDesk
+from monitor.notify.apprise import AppriseSender
 from monitor.notify.email import EmailSender
 from monitor.notify.maildir import MaildirSender
 from monitor.notify.mqtt import MqttSender
@@ -125,12 +126,20 @@ def _sms_webhook(env: Env) -> Channel | None:
     return Channel(WebhookSender(WebhookPoster(env.config.sms)), concurrency=4)
 
 
+def _apprise(env: Env) -> Channel | None:
+    if not env.config.phone:
+        return None
+    # lanes: a slow chat service must not hold up the other technicians' phones
+    return Channel(AppriseSender(env.config.apprise, env.config.technicians), concurrency=4, batch=100)
+
+
 #: Every channel, by outbox name, in the order their workers start.
 REGISTRY: dict[str, Entry] = {e.name: e for e in (
     Entry("email", "email", _email),
     Entry("mqtt", None, _mqtt),
     Entry("desk", "ticket", _desk),
     Entry("webhook", "sms", _sms_webhook),
+    Entry("apprise", "sms", _apprise),
 )}
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 from monitor.secret import Secret
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-CHANNELS = ("email", "mqtt", "desk", "webhook")
+CHANNELS = ("email", "mqtt", "desk", "webhook", "apprise")  # the registry's names (delivery/channels.py)
 NoticeKind = Literal["outage", "suspected", "single", "planned", "degraded"]
 
 
@@ -69,6 +69,13 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AppriseSettings:
+    """The ``apprise`` channel (technicians' phones and chats); its URLs are per technician."""
+
+    timeout: float = 10.0  # one send, seconds: then it is retried
+
+
+@dataclass(frozen=True, slots=True)
 class DeskSettings:
     kind: Literal["none", "rt", "email", "webhook", "folder"] = "none"
     # rt: REST2 base URL (http://rt.example/REST/2.0 or the web root), queue, token or basic auth
@@ -97,6 +104,7 @@ class Technician:
     email: str | None = None
     mqtt: bool = True  # alert on the municipality's technician topic too
     language: str = "es"
+    apprise: tuple[Secret, ...] = ()  # Apprise URLs (phone, chat): short alerts there too
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +153,7 @@ class DeliveryConfig:
     mqtt: MqttSettings | None = None
     desk: DeskSettings = field(default_factory=DeskSettings)
     sms: WebhookSettings | None = None
+    apprise: AppriseSettings = field(default_factory=AppriseSettings)
     technicians: dict[str, Technician] = field(default_factory=dict)
     oncall: tuple[OnCall, ...] = ()
     timezone: str = "America/Bogota"
@@ -159,3 +168,8 @@ class DeliveryConfig:
     def email(self) -> bool:
         """Whether the email channel has somewhere to go (an SMTP relay or a Maildir)."""
         return self.smtp is not None or self.maildir is not None
+
+    @property
+    def phone(self) -> bool:
+        """Whether the apprise channel has anyone to reach (a technician with an Apprise URL)."""
+        return any(t.apprise for t in self.technicians.values())

@@ -67,7 +67,7 @@ class Item:
     action: str
     recipient: str
     version: int | str  # a count (1, tier, update number), or the event's reference (MQTT, see _event_ref)
-    channel: str  # email | mqtt | desk | webhook
+    channel: str  # a name in delivery/channels.py REGISTRY: email | mqtt | desk | webhook | apprise
     template: str
     language: str
     data: dict[str, Any]
@@ -651,17 +651,22 @@ def _alert_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, now: f
 
 def _tech_message(e: IncidentEvent, m: IncidentMemory, tech_id: str, action: str, version: int, template: str,
                   ctx: Context, out: Plan, link_at: float | None = None) -> None:
-    """Email and MQTT to one technician; with ``link_at`` (alerts) the email carries a signed ack link
-    valid for ``api.link_ttl`` from then, when links are configured."""
+    """Email, Apprise (phone, chat) and MQTT to one technician; with ``link_at`` (alerts) the email and
+    the short message carry a signed ack link valid for ``api.link_ttl`` from then, when links are
+    configured. Apprise gets one row per URL, so a retry repeats only the destination that failed."""
     tech = ctx.cfg.technicians.get(tech_id)
     if tech is None:
         return
     data = _ticket_data(e, m, ctx)
     data.update(technician=tech.id, technician_name=tech.name, tier=version - 1, event=template.split("_", 1)[1])
+    link = ctx.links.link(m.incident, tech.id, link_at) if ctx.links and link_at is not None else ""
     if tech.email and ctx.cfg.email:
-        link = ctx.links.link(m.incident, tech.id, link_at) if ctx.links and link_at is not None else ""
         out.items.append(Item(m.incident, action, tech.email, version, "email", template, tech.language,
                               {**data, "to": tech.email, "ack_url": link}))
+    for i in range(len(tech.apprise)):
+        dest = f"{tech.id}#{i + 1}"
+        out.items.append(Item(m.incident, action + "_apprise", dest, version, "apprise", template, tech.language,
+                              {**data, "to": dest, "ack_url": link}))
     if tech.mqtt and ctx.cfg.mqtt is not None:
         topic = f"{ctx.cfg.mqtt.prefix}/technicians/{data['municipality'] or 'unknown'}"
         payload = {k: data[k] for k in ("incident", "kind", "node", "site", "municipality", "count", "opened_at",

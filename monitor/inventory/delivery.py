@@ -14,6 +14,7 @@ from pathlib import Path
 from monitor.delivery.config import (
     CHANNELS,
     DAYS,
+    AppriseSettings,
     CustomerNotices,
     DeliveryConfig,
     DeskSettings,
@@ -27,19 +28,24 @@ from monitor.delivery.config import (
     Technician,
     WebhookSettings,
 )
+from monitor.errors import SecretError
 from monitor.inventory.fields import DAY, Section
 from monitor.inventory.model import NODE_KINDS
+from monitor.inventory.secrets import HOW, check_reference, resolve_secret
 from monitor.inventory.settings import SecretReader
+from monitor.notify.apprise import check_url
+from monitor.secret import Secret
 
-TOP = ("timezone", "templates_dir", "smtp", "maildir", "mqtt", "desk", "sms", "technicians", "oncall", "escalation",
-       "customers", "rate_limits", "retry", "eta_min_change")
+TOP = ("timezone", "templates_dir", "smtp", "maildir", "mqtt", "desk", "sms", "apprise", "technicians", "oncall",
+       "escalation", "customers", "rate_limits", "retry", "eta_min_change")
 MAILDIR = ("path", "from")
 SMTP = ("host", "port", "security", "username", "password", "from", "pool_size", "timeout", "ca_file", "verify")
 MQTT = ("host", "port", "username", "password", "tls", "ca_file", "prefix", "client_id", "keepalive")
 WEBHOOK = ("url", "secret", "token", "timeout")
 DESK = ("kind", "url", "queue", "token", "username", "password", "address", "webhook", "path",
         "comment_min_interval", "comment_min_change", "reopen_within", "grafana_url", "language")
-TECH = ("id", "name", "email", "mqtt", "language")
+TECH = ("id", "name", "email", "mqtt", "language", "apprise")
+MAX_APPRISE = 5  # URLs per technician
 ONCALL = ("municipality", "kinds", "shifts")
 SHIFT = ("days", "from", "to", "tiers")
 CUSTOMERS = ("enabled", "kinds", "channels", "update_min_interval", "restore_on_partial", "maintenance_lead",
@@ -63,7 +69,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
     except Exception:  # ZoneInfoNotFoundError, ValueError for odd names
         sec.err("timezone", f"unknown time zone {tz!r} (expected an IANA name such as America/Bogota)")
         tz = "America/Bogota"
-    techs = _technicians(sec)
+    techs = _technicians(sec, secrets)
     if sec.has("smtp") and sec.has("maildir"):
         sec.err("maildir", "give either smtp or maildir, not both (both are where the email channel goes)")
     return DeliveryConfig(
@@ -72,6 +78,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         mqtt=_mqtt(sec.section("mqtt", MQTT, ("host",)), secrets),
         desk=_desk(sec.section("desk", DESK, ("kind",)), secrets),
         sms=_webhook(sec.section("sms", WEBHOOK, ("url",)), secrets),
+        apprise=_apprise(sec.section("apprise", ("timeout",))),
         technicians=techs,
         oncall=_oncall(sec, set(techs), set(municipalities)),
         timezone=tz,
@@ -186,7 +193,42 @@ def _desk(sec: Section | None, secrets: SecretReader) -> DeskSettings:
     )
 
 
-def _technicians(sec: Section) -> dict[str, Technician]:
+def _apprise(sec: Section | None) -> AppriseSettings:
+    d = AppriseSettings()
+    return d if sec is None else AppriseSettings(timeout=sec.duration("timeout", d.timeout, gt=0, le=300))
+
+
+def _apprise_urls(t: Section, secrets: SecretReader) -> tuple[Secret, ...]:
+    """A technician's Apprise URLs: a list of secret references (the URLs carry tokens), each checked
+    by Apprise itself; problems name the reference and the URL's scheme, never the URL."""
+    refs = t.data.get("apprise")
+    if refs is None:
+        return ()
+    if isinstance(refs, str):  # the URL itself, token and all: said as for any inline secret
+        t.err("apprise", f"secrets cannot be written inline; {HOW} (a list of them, one Apprise URL each)")
+        return ()
+    if not isinstance(refs, list) or not 1 <= len(refs) <= MAX_APPRISE:
+        t.err("apprise", f"expected a list of 1 to {MAX_APPRISE} secret references ({HOW}), one Apprise URL each")
+        return ()
+    out: list[Secret] = []
+    for i, ref in enumerate(refs):
+        try:
+            if not secrets.resolve:
+                check_reference(ref)
+                continue
+            url = resolve_secret(ref, secrets.base_dir, secrets.env)
+        except SecretError as exc:
+            t.err("apprise", f"item {i + 1}: {exc}")
+            continue
+        problem = check_url(url)
+        if problem is not None:
+            t.err("apprise", f"item {i + 1}: {problem}")
+            continue
+        out.append(url)
+    return tuple(out)
+
+
+def _technicians(sec: Section, secrets: SecretReader) -> dict[str, Technician]:
     out: dict[str, Technician] = {}
     for value, path, line in sec.items("technicians"):
         t = Section.open(sec.problems, sec.file, value, path, line, TECH, ("id", "name"))
@@ -200,7 +242,7 @@ def _technicians(sec: Section) -> dict[str, Technician]:
             t.err("email", f"bad address {email!r}")
             email = None
         out[tid] = Technician(tid, t.text("name") or tid, email, t.flag("mqtt", True),
-                              t.choice("language", LANGS, "es") or "es")
+                              t.choice("language", LANGS, "es") or "es", _apprise_urls(t, secrets))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from monitor.delivery.config import DeliveryConfig
 from monitor.inventory.fields import fmt_num
 from monitor.inventory.model import Inventory, SnmpCredentials
 
@@ -104,10 +105,21 @@ def _delivery(inv: Inventory) -> list[str]:
     notices = "off" if not d.customers.enabled else \
         f"{'/'.join(d.customers.kinds)} by {'/'.join(d.customers.channels)}"
     return [
-        f"delivery: desk {where}; email {email}; mqtt {mqtt}; sms {d.sms.url if d.sms else 'off'}",
+        f"delivery: desk {where}; email {email}; mqtt {mqtt}; sms {d.sms.url if d.sms else 'off'}; "
+        f"apprise {_apprise(d)}",
         f"technicians: {len(d.technicians)}, on-call rules {len(d.oncall)}, escalation after "
         f"{fmt_num(d.escalation.after / 60)} min (up to tier {d.escalation.max_tier}); customer notices {notices}",
     ]
+
+
+def _apprise(d: DeliveryConfig) -> str:
+    """Counts and services only: an Apprise URL carries its token, so only its scheme is shown."""
+    urls = [u for t in d.technicians.values() for u in t.apprise]
+    if not urls:
+        return "off"
+    schemes = sorted({u.reveal().split("://", 1)[0] for u in urls})
+    techs = sum(1 for t in d.technicians.values() if t.apprise)
+    return f"{len(urls)} URLs of {techs} technicians ({', '.join(schemes)})"
 
 
 def _api(inv: Inventory) -> str:

@@ -1,0 +1,123 @@
+"""The ``apprise`` channel: short alerts to technicians' phones and chats through Apprise.
+
+Apprise speaks to ntfy, Gotify, Telegram, Signal, Matrix, Slack, SMS gateways, generic JSON/form
+webhooks and dozens more, each addressed by one URL (``ntfys://ntfy.sh/noc-juan``,
+``tgram://<bot token>/<chat>``). Those URLs embed tokens, so they are :class:`Secret` objects from
+the usual secret sources and never leave this module: an outbox row names only the technician and
+which of their URLs (``juan#1``), and every message we log or store is our own, built from the
+service's name and the HTTP status — never Apprise's text, which may quote a URL.
+
+One row is one URL, so a retry repeats only the destination that failed. Apprise's outcome is
+mapped like the webhook's: HTTP 408, 429 and 5xx, timeouts and connection errors are retried;
+other 4xx (a revoked token, an unknown chat) are permanent. Apprise's own calls are synchronous
+(``requests``); its ``async_notify`` runs them in its worker threads, so the event loop is never
+blocked.
+
+Two Apprise defaults are changed on purpose. ``timeout`` becomes each service's connect and read
+timeout, never Apprise's *call* timeout: that one stops waiting but leaves the thread sending, so
+a message it called timed out arrived anyway and its retry arrived twice (seen in the tests). And
+Apprise's own pacing (most services wait 5.5 s after each request, per URL, sleeping in the thread
+that holds one of our lanes) is off: ``rate_limits: {apprise: …}`` paces the channel like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import apprise
+
+from monitor.delivery.config import AppriseSettings, Technician
+from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
+from monitor.secret import Secret
+
+if TYPE_CHECKING:  # the config loader imports check_url: no outbox (SQLite store) for it
+    from monitor.delivery.outbox import HandedOver, Row
+
+# Apprise logs request URLs (with tokens in their path for some services) at DEBUG: whatever our
+# own log level, its logger never goes below WARNING, whose messages name hosts, not URLs.
+logging.getLogger("apprise").setLevel(logging.WARNING)
+
+_STATUS = re.compile(r"error=(\d{3})\b")
+_ASSET = apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
+
+
+def destination(recipient: str) -> tuple[str, int]:
+    """``"juan#2"`` → ``("juan", 1)``: the technician and the index of one of their URLs."""
+    tech, _, index = recipient.rpartition("#")
+    return tech, int(index) - 1 if index.isdigit() and int(index) > 0 else -1
+
+
+def check_url(url: Secret) -> str | None:
+    """None if Apprise can use this URL, else a problem that names only its scheme."""
+    scheme = url.reveal().split("://", 1)[0] if "://" in url.reveal() else ""
+    if not scheme or not scheme.isalnum():
+        return f"the value of {url.source} is not a URL (expected scheme://…, such as ntfys://ntfy.sh/topic)"
+    if apprise.Apprise.instantiate(url.reveal(), asset=_ASSET) is None:
+        return f"Apprise cannot use the {scheme}:// URL from {url.source} (unknown service or bad form)"
+    return None
+
+
+class AppriseSender:
+    """Sends one row to one Apprise URL of one technician."""
+
+    channel = "apprise"
+
+    def __init__(self, settings: AppriseSettings, technicians: Mapping[str, Technician]) -> None:
+        self.s = settings
+        self.technicians = technicians
+        self._services: dict[str, apprise.Apprise] = {}
+
+    def _service(self, recipient: str) -> apprise.Apprise:
+        service = self._services.get(recipient)
+        if service is not None:
+            return service
+        tech_id, index = destination(recipient)
+        tech = self.technicians.get(tech_id)
+        if tech is None or not 0 <= index < len(tech.apprise):
+            raise DeliveryPermanent(f"no Apprise URL {recipient} in the config any more", "no_address")
+        plugin = apprise.Apprise.instantiate(tech.apprise[index].reveal(), asset=_ASSET)
+        if plugin is None:
+            raise DeliveryPermanent(f"Apprise cannot use the URL of {recipient}", "bad_url")
+        plugin.socket_connect_timeout = plugin.socket_read_timeout = self.s.timeout
+        plugin.request_rate_per_sec = 0
+        service = apprise.Apprise(asset=_ASSET)
+        service.add(plugin)
+        self._services[recipient] = service
+        return service
+
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
+        p = row.payload
+        service = self._service(row.recipient)
+        result = await service.async_notify(body=p["body"], title=p.get("subject", ""))
+        if result:
+            return "sent"
+        status = result.status
+        if status == apprise.AppriseResultStatus.TIMEOUT:
+            raise DeliveryRetryable(f"Apprise {_names(result)} for {row.recipient}: no answer in time", "timeout")
+        code = _http_status(result)
+        where = f"Apprise {_names(result)} for {row.recipient}"
+        if code is None:
+            raise DeliveryRetryable(f"{where}: not delivered (unreachable)", "unreachable")
+        if code in (408, 429) or code >= 500:
+            raise DeliveryRetryable(f"{where}: answered {code}", f"http_{code}")
+        raise DeliveryPermanent(f"{where}: answered {code}", f"http_{code}")
+
+    async def close(self) -> None:
+        self._services.clear()
+
+
+def _names(result: apprise.AppriseResult) -> str:
+    return "/".join(sorted({r.name for r in result.results})) or "service"
+
+
+def _http_status(result: apprise.AppriseResult) -> int | None:
+    """The HTTP status a failed service reported (Apprise says it as ``error=NNN`` in its log)."""
+    for service in result.results:
+        for entry in service.logs():
+            m = _STATUS.search(str(entry.message))
+            if m:
+                return int(m.group(1))
+    return None

@@ -1,0 +1,197 @@
+"""The apprise channel against real HTTP receivers on loopback: ntfy, Gotify and generic JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+
+from monitor.clock import ManualClock
+from monitor.delivery.service import DeliveryService
+from monitor.errors import ConfigError
+from monitor.inventory.loader import load_inventory
+from monitor.inventory.model import Inventory
+from monitor.inventory.summary import summarize
+from monitor.notify.apprise import check_url
+from monitor.secret import Secret
+from monitor.selfmetrics import REGISTRY
+from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, sample, write_config
+from tests.servers.push_receiver import PushReceiver
+
+pytestmark = pytest.mark.servers
+
+# tokens inside the URLs: none of them may show up anywhere but on the wire
+NTFY_PASS, GOTIFY_TOKEN, JSON_PASS = "ntfy-pAss-7781", "AGotifyT0kenX9", "js0n-pw-4410"
+
+
+def urls(rx: PushReceiver) -> dict[str, str]:
+    return {
+        "JUAN_NTFY": f"ntfy://juan:{NTFY_PASS}@127.0.0.1:{rx.port}/alertas-juan",
+        "JUAN_JSON": f"json://noc:{JSON_PASS}@127.0.0.1:{rx.port}/sms-gw",
+        "NOC_GOTIFY": f"gotify://127.0.0.1:{rx.port}/{GOTIFY_TOKEN}",
+    }
+
+
+def config(tmp_path: Path, rx: PushReceiver, **over: Any) -> tuple[Path, dict[str, str]]:
+    d = delivery_with(smtp=None, mqtt=None, desk=None, customers={"enabled": False},
+                      retry={"initial": "0.2s", "maximum": "1s"}, **over)
+    for t in d["technicians"]:
+        if t["id"] == "juan":
+            t["apprise"] = [{"env": "JUAN_NTFY"}, {"env": "JUAN_JSON"}]
+        if t["id"] == "noc":
+            t["apprise"] = [{"env": "NOC_GOTIFY"}]
+    return write_config(tmp_path, 5, d), {**SECRETS, **urls(rx)}
+
+
+def make(tmp_path: Path, rx: PushReceiver, **over: Any) -> tuple[DeliveryService, Inventory]:
+    path, env = config(tmp_path, rx, **over)
+    inv = load_inventory(path, env=env)
+    assert inv.delivery is not None
+    return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, ManualClock(T0)), inv
+
+
+def kind_of(push: Any) -> str:
+    return "gotify" if push.path == "/message" else "json" if push.path == "/sms-gw" else "ntfy"
+
+
+async def test_alert_escalation_and_resolution_reach_each_url_once(tmp_path: Path) -> None:
+    rx = PushReceiver()
+    await rx.start()
+    try:
+        svc, _ = make(tmp_path, rx)
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(5, 0))])  # night shift: juan, then noc
+            await run.drained(advance=False)
+            svc.tick(T0 + 901)  # not acknowledged in 15 min: noc's phone too
+            await run.drained(advance=False)
+            svc.enqueue([ev("resolved", T0 + 1800, ids(5, 0))])
+            await run.drained(advance=False)
+            rows = [r for r in svc.outbox.rows() if r["channel"] == "apprise"]
+        got = [(kind_of(p), p.doc) for p in rx.received]
+        assert sorted(k for k, _ in got) == ["gotify", "gotify", "json", "json", "ntfy", "ntfy"]
+        ntfy = [d for k, d in got if k == "ntfy"]
+        assert ntfy[0]["topic"] == "alertas-juan"
+        assert ntfy[0]["message"].startswith("INC-000001 caída: ") and "5 clientes, desde " in ntfy[0]["message"]
+        assert ntfy[1]["message"].startswith("INC-000001 RESUELTO: ")
+        js = [d for k, d in got if k == "json"]
+        assert [d["message"] for d in js] == [d["message"] for d in ntfy]  # the same text on both of juan's
+        gotify = [d for k, d in got if k == "gotify"]
+        assert gotify[0]["message"].startswith("INC-000001 ESCALADO (nivel 1), sin confirmar: caída ")
+        assert all(len(d["message"]) <= 160 for _, d in got)  # one SMS each (no ack link configured here)
+        (auth,) = {p.headers.get("X-Gotify-Key") for p in rx.received if kind_of(p) == "gotify"}
+        assert auth == GOTIFY_TOKEN  # the token went where it belongs: the wire
+        assert sorted((r["action"], r["recipient"]) for r in rows) == [
+            ("tech_alert_apprise", "juan#1"), ("tech_alert_apprise", "juan#2"), ("tech_alert_apprise", "noc#1"),
+            ("tech_resolved_apprise", "juan#1"), ("tech_resolved_apprise", "juan#2"),
+            ("tech_resolved_apprise", "noc#1")]
+        assert all(r["status"] == "delivered" and r["attempts"] == 1 for r in rows)
+    finally:
+        await rx.stop()
+
+
+async def test_a_receiver_that_fails_and_times_out_is_retried_and_a_refusal_is_final(tmp_path: Path) -> None:
+    rx = PushReceiver(script=[503, "hang"])  # juan#1's first two tries; then every request is answered
+    await rx.start()
+    try:
+        svc, _ = make(tmp_path, rx, apprise={"timeout": "5s"})  # only juan's two URLs: noc is not escalated to
+        retries = sample("monitor_delivery_retries_total", channel="apprise", reason="http_503")
+        timeouts = sample("monitor_delivery_retries_total", channel="apprise", reason="unreachable")
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(5, 0))])
+            await run.drained(60)
+            rows = {r["recipient"]: r for r in svc.outbox.rows() if r["channel"] == "apprise"}
+        assert rows["juan#1"]["status"] == rows["juan#2"]["status"] == "delivered"
+        assert rows["juan#1"]["attempts"] + rows["juan#2"]["attempts"] == 4  # 503, no answer, then each once
+        assert sorted(kind_of(p) for p in rx.received) == ["json", "ntfy"]  # each delivered once
+        assert sample("monitor_delivery_retries_total", channel="apprise", reason="http_503") - retries == 1
+        # no answer within the read timeout: retried as unreachable (Apprise reports no status for it)
+        assert sample("monitor_delivery_retries_total", channel="apprise", reason="unreachable") - timeouts == 1
+    finally:
+        await rx.stop()
+    refusing = PushReceiver(script=[400, 400])  # a revoked token: permanent, not retried
+    await refusing.start()
+    try:
+        (tmp_path / "b").mkdir()
+        svc, _ = make(tmp_path / "b", refusing)
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(5, 0))])
+            await run.drained(30)
+            rows = {r["recipient"]: r for r in svc.outbox.rows() if r["channel"] == "apprise"}
+        assert [(r["status"], r["reason"], r["attempts"]) for r in rows.values()] == [("failed", "http_400", 1)] * 2
+        assert refusing.received == []
+    finally:
+        await refusing.stop()
+
+
+async def test_no_apprise_secret_in_logs_outbox_metrics_or_check_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    rx = PushReceiver(script=[503, 503, 503, 400, 400, 400])  # failures are what get logged
+    await rx.start()
+    try:
+        svc, inv = make(tmp_path, rx)
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(5, 0))])
+            await run.drained(60)
+            svc.tick(T0 + 901)
+            await run.drained(60)
+            stored = json.dumps(svc.outbox.rows())
+    finally:
+        await rx.stop()
+    summary = summarize(inv)
+    assert "apprise 3 URLs of 2 technicians (gotify, json, ntfy)" in summary
+    # a URL Apprise cannot use is a config error that names the reference and the scheme, never the URL
+    (tmp_path / "bad").mkdir()
+    path, env = config(tmp_path / "bad", rx)
+    env["JUAN_JSON"] = f"nosuchservice://{JSON_PASS}@127.0.0.1/x"
+    with pytest.raises(ConfigError) as bad:
+        load_inventory(path, env=env)
+    assert "env:JUAN_JSON" in str(bad.value) and "nosuchservice://" in str(bad.value)
+    seen = {"logs": caplog.text, "outbox": stored, "metrics": generate_latest(REGISTRY).decode(),
+            "check-config": summary, "config error": str(bad.value), "stdout": capsys.readouterr().out}
+    for where, text in seen.items():
+        for secret in (NTFY_PASS, GOTIFY_TOKEN, JSON_PASS):
+            assert secret not in text, f"{secret} in {where}"
+    assert "delivery failing, will retry" in caplog.text and "delivery given up" in caplog.text
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(scheme=st.sampled_from(["ntfy", "ntfys", "gotify", "json", "form", "tgram", "bogus", "http", ""]),
+       token=st.text(alphabet=string.ascii_letters + string.digits, min_size=12, max_size=40),
+       rest=st.text(max_size=60))
+def test_a_hostile_apprise_url_is_refused_or_accepted_without_showing_its_token(
+    scheme: str, token: str, rest: str,
+) -> None:
+    for value in (f"{scheme}://{token}@127.0.0.1/{rest}", f"{scheme}://127.0.0.1/{token}{rest}", token + rest):
+        problem = check_url(Secret(value, "env:TECH_URL"))  # never raises
+        assert problem is None or (token not in problem and "env:TECH_URL" in problem)
+
+
+def test_apprise_urls_must_be_references_to_usable_urls(tmp_path: Path) -> None:
+    rx = PushReceiver()
+    cases: list[tuple[Any, str]] = [
+        ("ntfy://127.0.0.1/inline", "secrets cannot be written inline"),
+        ([], "expected a list of 1 to 5 secret references"),
+        ([{"env": "JUAN_NTFY"}] * 6, "expected a list of 1 to 5 secret references"),
+        ([{"env": "NOT_SET"}], "item 1: environment variable NOT_SET is not set"),
+    ]
+    for i, (value, message) in enumerate(cases):
+        (tmp_path / str(i)).mkdir()
+        path, env = config(tmp_path / str(i), rx)
+        doc = yaml.safe_load(path.read_text())
+        for t in doc["delivery"]["technicians"]:
+            if t["id"] == "juan":
+                t["apprise"] = value
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+        with pytest.raises(ConfigError) as err:
+            load_inventory(path, env=env)
+        assert message in str(err.value) and "technicians" in str(err.value), (value, str(err.value))
