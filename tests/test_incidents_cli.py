@@ -179,3 +179,20 @@ def test_show_says_when_a_blindness_whose_alert_staff_resolved_really_ended(tmp_
         con.execute("UPDATE incidents SET cleared_at = NULL WHERE id = 'INC-000001'")
     assert main(["incidents", "show", "INC-000001", "--db", str(path)]) == 0
     assert "blindness still going on (its alert was resolved)" in capsys.readouterr().out
+
+
+def test_a_window_that_cannot_be_printed_is_refused_and_the_store_stays_usable(tmp_path, capsys):
+    """``--duration 99999999999999999999d`` parses (8.64e24 s): the window used to be stored, and then
+    the add and every ``maintenance list`` after it died with an OverflowError traceback."""
+    db = tmp_path / "monitor.db"
+    IncidentStore(db).close()
+    args = ["--config", str(CONFIG), "--db", str(db)]
+    assert main(["maintenance", "add", *args, "--node", "ap-centro-1", "--start", "2026-11-24T02:00:00Z",
+                 "--duration", "99999999999999999999d"]) == 2
+    assert "the end is not between the years 1 and 9999 (UTC)" in capsys.readouterr().err
+    assert main(["maintenance", "list", *args]) == 0
+    store = IncidentStore(db)
+    assert store.maintenance(include_removed=True) == []
+    store.close()
+    assert main(["maintenance", "remove", *args, "99999999999999999999999"]) == 2  # past SQLite's integers
+    assert "no active maintenance window 99999999999999999999999" in capsys.readouterr().err

@@ -20,13 +20,14 @@ from typing import Any
 
 from monitor.correlate.incidents import format_ts
 from monitor.correlate.maintenance import config_specs
-from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, IncidentStore, MaintenanceRow
+from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, IncidentStore, MaintenanceRow, NotFound
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 from monitor.inventory.model import MaintenanceSpec
 
 ETA_MAX_AHEAD = 366 * 86_400.0  # an estimate further out is a typo (or an attack), not a plan
 _TS_RANGE = (-62_135_596_800.0, 253_402_300_799.0)  # what format_ts can print: years 1 to 9999 UTC
+_MAX_ID = 2**63 - 1  # the largest row id SQLite stores
 CONFIG_AUTHOR = "config"  # the author of windows the config's ``maintenance:`` list made
 
 
@@ -159,6 +160,11 @@ class Staff:
     def add_window(
         self, node: str, start: float, end: float, reason: str, by: str, now: float | None = None
     ) -> int:
+        for name, at in (("start", start), ("end", end)):
+            # a window is printed in notices, lists and on the board: one that cannot be (a typo like
+            # --duration 99999999999999999999d) would be stored and then break every one of them
+            if not _TS_RANGE[0] <= at <= _TS_RANGE[1]:
+                raise ConfigError(f"maintenance on {node}: the {name} is not between the years 1 and 9999 (UTC)")
         if end <= start:
             raise ConfigError(f"maintenance on {node}: end {format_ts(end)} is not after start {format_ts(start)}")
         customers: list[str] = []
@@ -169,6 +175,8 @@ class Staff:
         return self.store.add_window(node, start, end, reason, by, customers, _now(now))
 
     def remove_window(self, window_id: int, now: float | None = None) -> None:
+        if not 0 < window_id <= _MAX_ID:  # no such row (and SQLite cannot even compare with a larger one)
+            raise NotFound(f"no active maintenance window {window_id}")
         self.store.remove_window(window_id, _now(now))
 
     def sync_config_windows(self, specs: Iterable[MaintenanceSpec], topology: Topology, now: float) -> None:
