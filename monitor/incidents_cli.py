@@ -22,6 +22,8 @@ from monitor.correlate.store import IncidentRow, NotFound
 from monitor.correlate.topology import Topology
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
+from monitor.recurrence import RecurrenceError, occurrences
+from monitor.zones import configured_zone
 
 # ---------------------------------------------------------------- command line
 
@@ -65,6 +67,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     end.add_argument("--end", help="ISO-8601")
     end.add_argument("--duration", help="e.g. 90m, 2h")
     p.add_argument("--reason", default="")
+    p.add_argument("--every", metavar="RRULE", help="repeat the window (RFC 5545), e.g. 'FREQ=WEEKLY;BYDAY=TU' or "
+                   "'FREQ=MONTHLY;BYDAY=1TU;COUNT=6': one window per occurrence, in the config's time zone")
     p = msub.add_parser("list", parents=[common], help="planned windows")
     p.add_argument("--all", action="store_true", help="include removed ones")
     p = msub.add_parser("remove", parents=[common], help="cancel a window")
@@ -128,10 +132,12 @@ def _maintenance(args: argparse.Namespace) -> int:
         if args.action == "add":
             start = _when(args.start, "--start")
             end = _when(args.end, "--end") if args.end else start + _duration(args.duration)
-            wid = api.add_window(args.node, start, end, args.reason, args.by)
-            w = next(m for m in api.windows() if m.id == wid)
-            print(f"window {wid} on {w.node}: {format_ts(w.start)} .. {format_ts(w.end)},"
-                  f" {len(w.customers)} customers below")
+            spans = _series(args, start, end) if args.every else [(start, end)]
+            for s, e in spans:
+                wid = api.add_window(args.node, s, e, args.reason, args.by)
+                w = next(m for m in api.windows() if m.id == wid)
+                print(f"window {wid} on {w.node}: {format_ts(w.start)} .. {format_ts(w.end)},"
+                      f" {len(w.customers)} customers below")
         elif args.action == "list":
             for m in api.windows(include_removed=args.all):
                 removed = f" (removed {format_ts(m.removed_at)})" if m.removed_at else ""
@@ -141,6 +147,18 @@ def _maintenance(args: argparse.Namespace) -> int:
             api.remove_window(args.id)
             print(f"window {args.id} removed")
     return 0
+
+
+def _series(args: argparse.Namespace, start: float, end: float) -> list[tuple[float, float]]:
+    """The occurrences of ``--every`` (checked before anything is written: a bad rule adds nothing)."""
+    from monitor.inventory.loader import load_inventory
+
+    if end <= start:
+        raise ConfigError(f"maintenance on {args.node}: the end is not after the start")
+    try:
+        return occurrences(args.every, start, end, configured_zone(load_inventory(args.config, secrets=False)))
+    except RecurrenceError as exc:
+        raise ConfigError(f"--every {args.every[:60]!r}: {exc}") from None
 
 
 @contextmanager

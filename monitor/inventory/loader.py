@@ -156,7 +156,9 @@ class _Loader:
         for node in vantage if isinstance(vantage, tuple) else ():
             if node not in targets:
                 top.err("correlation", f"vantage: unknown node {node!r} (expected ids of nodes)")
-        maintenance = operations.maintenance(top, self.problems, self.display, set(targets))
+        delivery_config = delivery.parse(top, self.secrets, munis)
+        zone = delivery_config.timezone if delivery_config is not None else "UTC"  # recurring windows' wall clock
+        maintenance = operations.maintenance(top, self.problems, self.display, set(targets), zone)
         return Inventory(
             source=source, municipalities=munis, sites=sites, service_classes=classes, credentials=creds,
             targets=targets,
@@ -166,7 +168,7 @@ class _Loader:
                 for c in customers
             },
             daemon=daemon, timeseries=ts, polling=layers.base, correlation=correlation, maintenance=maintenance,
-            delivery=delivery.parse(top, self.secrets, munis),
+            delivery=delivery_config,
             api=(api_settings := api.parse(top, self.secrets, daemon.metrics_listen)),
             status_page=status_page.parse(top, _listeners(daemon.metrics_listen, api_settings)),
         )

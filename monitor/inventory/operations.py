@@ -16,8 +16,9 @@ from monitor.errors import ConfigError
 from monitor.inventory.fields import Problems, Section, type_name
 from monitor.inventory.model import MaintenanceSpec
 from monitor.inventory.yaml_lines import LList, LMap
+from monitor.recurrence import RecurrenceError, occurrences
 
-MAINTENANCE_KEYS = ("node", "start", "end", "reason")
+MAINTENANCE_KEYS = ("node", "start", "end", "reason", "every")
 
 
 def correlation(top: Section, problems: Problems, file: str, interval: float) -> CorrelationOverrides:
@@ -59,7 +60,9 @@ def correlation(top: Section, problems: Problems, file: str, interval: float) ->
     return overrides
 
 
-def maintenance(top: Section, problems: Problems, file: str, nodes: set[str]) -> tuple[MaintenanceSpec, ...]:
+def maintenance(top: Section, problems: Problems, file: str, nodes: set[str],
+                zone: str = "UTC") -> tuple[MaintenanceSpec, ...]:
+    """The config's windows; one with ``every`` (an RRULE) becomes one window per occurrence (in ``zone``)."""
     out: list[MaintenanceSpec] = []
     for item, path, line in top.items("maintenance"):
         sec = Section.open(problems, file, item, path, line, MAINTENANCE_KEYS, ("node", "start", "end"))
@@ -74,8 +77,16 @@ def maintenance(top: Section, problems: Problems, file: str, nodes: set[str]) ->
         if start is not None and end is not None and end <= start:
             sec.err("end", "must be after start")
             continue
-        if node is not None and start is not None and end is not None:
-            out.append(MaintenanceSpec(node, start, end, sec.text("reason") or ""))
+        every = sec.text("every") or ""
+        spans = [(start, end)] if start is not None and end is not None else []
+        if every and spans:
+            try:
+                spans = occurrences(every, spans[0][0], spans[0][1], zone)
+            except RecurrenceError as exc:
+                sec.err("every", str(exc))
+                continue
+        if node is not None:
+            out += [MaintenanceSpec(node, s, e, sec.text("reason") or "") for s, e in spans]
     return tuple(out)
 
 
