@@ -273,3 +273,25 @@ def test_down_tree_and_map_of_the_example_network() -> None:
     drawing = svg(inv, severity, "map")
     assert drawing.count("<circle") == len(inv.sites) and drawing.count('fill="#c62828"') >= 1
     assert "Torre Tame" in drawing and 'fill="#f9a825"' in drawing
+
+
+async def test_window_ids_and_times_that_are_not_a_window_are_refused_not_a_server_error(env: Env) -> None:
+    """'²' and '٣' are digits to str.isdigit(), and int('²') raises ValueError: the board answered 500
+    with a traceback in the log. A window outside the years 1 to 9999 is refused like any bad time."""
+    _, ana = await login(env, "ana")
+    _, html, _ = await board(env, ana)
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m is not None
+    cookie = {"Cookie": f"board_session={ana}"}
+    for wid in ("%C2%B2", "%D9%A3", "99999999999999999999999", "-1", "x"):
+        async with env.http.post(f"{env.base}/board/maintenance/{wid}/remove", data={"csrf": m.group(1)},
+                                 headers=cookie, allow_redirects=False) as r:
+            assert r.status == 404, wid
+            assert "no active maintenance window" in await r.text()
+    form = {"csrf": m.group(1), "node": "ap-1", "start": "0001-01-01T00:00:00+05:00",
+            "end": "2026-11-20T04:00:00-05:00", "reason": ""}
+    async with env.http.post(f"{env.base}/board/maintenance", data=form, headers=cookie, allow_redirects=False) as r:
+        assert r.status == 400 and "the start is not between the years 1 and 9999 (UTC)" in await r.text()
+    store = IncidentStore(env.db)
+    assert store.maintenance(include_removed=True) == []
+    store.close()

@@ -308,12 +308,18 @@ class Board:
             return got
         s, _ = got
         try:
-            self.incidents().remove_window(int(wid) if wid.isdigit() and len(wid) < 10 else -1, now=self.clock.now())
+            self.incidents().remove_window(_window_id(wid), now=self.clock.now())
         except NotFound as exc:
             return await self.show(request, str(exc)[:200], 404)
         self._audit(request, s.user, "maintenance remove", f"MW-{wid}", "")
         return _redirect("/board")
 
+
+
+def _window_id(text: str) -> int:
+    """A window id from the URL; -1 (no such window) for anything but ASCII digits: str.isdigit() also
+    takes '²' or '٣', which int() refuses or reads as another number."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else -1
 
 def _when(text: str) -> float:
     try:
