@@ -11,10 +11,11 @@ import argparse
 import getpass
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.correlate.incidents import format_ts, parse_ts
 from monitor.correlate.staff import Staff
@@ -23,7 +24,7 @@ from monitor.correlate.topology import Topology
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
 from monitor.recurrence import RecurrenceError, occurrences
-from monitor.zones import configured_zone
+from monitor.zones import UTC_NAMES, configured_zone
 
 # ---------------------------------------------------------------- command line
 
@@ -37,10 +38,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     inc = sub.add_parser("incidents", help="list, show, acknowledge, set an ETA for or resolve incidents")
     isub = inc.add_subparsers(dest="action", required=True)
-    p = isub.add_parser("list", parents=[common], help="open incidents (newest first)")
+    zone = argparse.ArgumentParser(add_help=False)
+    zone.add_argument("--tz", help="time zone of the times shown (default: the config's delivery.timezone; "
+                                   "--tz UTC when asked; --json is always UTC)")
+    p = isub.add_parser("list", parents=[common, zone], help="open incidents (newest first)")
     p.add_argument("--all", action="store_true", help="include resolved and merged ones")
     p.add_argument("--json", action="store_true")
-    p = isub.add_parser("show", parents=[common], help="one incident with its history")
+    p = isub.add_parser("show", parents=[common, zone], help="one incident with its history")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     for name, what in (("ack", "acknowledge"), ("resolve", "resolve by hand (the daemon carries it out)")):
@@ -105,9 +109,9 @@ def _incidents(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(api.incidents_json(all_=args.all), indent=1))
             else:
-                print(_table(api.incidents(all_=args.all)))
+                print(_table(api.incidents(all_=args.all), _zone(args)))
         elif args.action == "show":
-            print(_show(api, args.id, as_json=args.json))
+            print(_show(api, args.id, as_json=args.json, zone=_zone(args) if not args.json else "UTC"))
         elif args.action == "ack":
             api.ack(args.id, args.by, args.note)
             print(f"{args.id} acknowledged by {args.by}")
@@ -187,12 +191,38 @@ def _duration(text: str, flag: str = "--duration") -> float:
         raise ConfigError(f"{flag} {text!r}: {exc}") from None
 
 
-def _table(rows: list[IncidentRow]) -> str:
+def _zone(args: argparse.Namespace) -> str:
+    """--tz, else the ISP's zone from the config (people read local time), else UTC (said in the output)."""
+    if args.tz:
+        try:
+            ZoneInfo(args.tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"--tz: unknown time zone {args.tz[:60]!r}") from exc
+        return str(args.tz)
+    from monitor.inventory.loader import load_inventory
+
+    try:
+        return configured_zone(load_inventory(args.config, secrets=False))
+    except ConfigError:
+        return "UTC"  # only the store given (--db) and no usable config: the header says UTC
+
+
+def _stamp(zone: str) -> Callable[[float], str]:
+    """ISO-8601 in the zone, with its offset; UTC keeps the store's own form (Z)."""
+    if zone in UTC_NAMES:
+        return format_ts
+    tz = ZoneInfo(zone)
+    return lambda ts: datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+
+
+def _table(rows: list[IncidentRow], zone: str = "UTC") -> str:
     if not rows:
         return "no incidents"
-    lines = [f"{'ID':<11} {'KIND':<9} {'STATUS':<8} {'ROOT':<24} {'OPENED (UTC)':<20} {'ENDP':>5} {'CUST':>5}  ACK"]
+    opened_h = f"OPENED ({zone})"
+    lines = [f"{'ID':<11} {'KIND':<9} {'STATUS':<8} {'ROOT':<24} {opened_h:<20} {'ENDP':>5} {'CUST':>5}  ACK"]
+    tz = ZoneInfo("UTC" if zone in UTC_NAMES else zone)
     for r in rows:
-        opened = datetime.fromtimestamp(r.opened_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        opened = datetime.fromtimestamp(r.opened_at, tz).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(
             f"{r.id:<11} {r.kind:<9} {r.status:<8} {r.root:<24} {opened:<20} {r.affected_endpoints:>5}"
             f" {r.affected_customers:>5}  {r.acked_by or '-'}"
@@ -200,7 +230,8 @@ def _table(rows: list[IncidentRow]) -> str:
     return "\n".join(lines)
 
 
-def _show(api: Staff, inc_id: str, *, as_json: bool) -> str:
+def _show(api: Staff, inc_id: str, *, as_json: bool, zone: str = "UTC") -> str:
+    stamp = _stamp(zone)
     if as_json:
         return json.dumps(api.show_json(inc_id), indent=1)
     info = api.show(inc_id)
@@ -210,23 +241,23 @@ def _show(api: Staff, inc_id: str, *, as_json: bool) -> str:
     actions = info["actions"]
     assert isinstance(events, list) and isinstance(actions, list)
     upgraded = "  (opened as suspected, then its node went down)" if row.upgraded else ""
-    out = [f"{row.id}  {row.kind}  {row.status}  root {row.root}{upgraded}",
-           f"opened {format_ts(row.opened_at)}"
-           + (f", closed {format_ts(row.closed_at)}" if row.closed_at else "")
+    out = [f"{row.id}  {row.kind}  {row.status}  root {row.root}{upgraded}  (times: {zone})",
+           f"opened {stamp(row.opened_at)}"
+           + (f", closed {stamp(row.closed_at)}" if row.closed_at else "")
            + (f", merged into {row.merged_into}" if row.merged_into else "")
-           + (f", acknowledged by {row.acked_by} at {format_ts(row.acked_at)}" if row.acked_at else "")]
+           + (f", acknowledged by {row.acked_by} at {stamp(row.acked_at)}" if row.acked_at else "")]
     if row.kind == "blind" and row.status != "open":
         # staff may resolve the alert while the monitor is still blind: the blindness itself goes on
-        out.append(f"blindness ended {format_ts(row.cleared_at)}" if row.cleared_at is not None
+        out.append(f"blindness ended {stamp(row.cleared_at)}" if row.cleared_at is not None
                    else "blindness still going on (its alert was resolved)")
     out.append("history:")
     for e in events:
         into = f" into {e['into']}" if e["into"] else ""
-        out.append(f"  {format_ts(e['ts'])}  {e['event']:<8} {e['kind']:<9} {len(e['affected_endpoints']):>5} endpoints"
+        out.append(f"  {stamp(e['ts'])}  {e['event']:<8} {e['kind']:<9} {len(e['affected_endpoints']):>5} endpoints"
                    f" {len(e['affected_customers']):>5} customers{into}")
     if actions:
         out.append("staff:")
         for ts, action, by, text, done in actions:
             pending = " (pending)" if done is None else ""
-            out.append(f"  {format_ts(ts)}  {action:<8} {by}: {text}{pending}")
+            out.append(f"  {stamp(ts)}  {action:<8} {by}: {text}{pending}")
     return "\n".join(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,26 @@ def test_list_show_ack_note_resolve(db, capsys):
     assert main(["incidents", "show", "INC-000001", "--db", str(db)]) == 0
     text = capsys.readouterr().out
     assert "acknowledged by ana" in text and "(pending)" in text
+
+
+def test_list_and_show_use_the_configured_zone_unless_asked(db, capsys):
+    """Issue 18: people read the ISP's local time (the config's delivery.timezone); UTC when asked; JSON stays UTC."""
+    from tests.test_correlate_service import T0 as opened
+
+    bogota = datetime.fromtimestamp(opened, timezone(timedelta(hours=-5)))
+    assert main(["incidents", "list", "--db", str(db), "--config", str(CONFIG)]) == 0
+    out = capsys.readouterr().out
+    assert "OPENED (America/Bogota)" in out and bogota.strftime("%Y-%m-%d %H:%M") in out
+    assert main(["incidents", "show", "INC-000001", "--db", str(db), "--config", str(CONFIG)]) == 0
+    out = capsys.readouterr().out
+    opened_line = out.splitlines()[1]
+    assert "(times: America/Bogota)" in out and opened_line.startswith(bogota.strftime("opened %Y-%m-%dT%H:%M"))
+    assert opened_line.endswith("-05:00")
+    assert main(["incidents", "list", "--db", str(db), "--config", str(CONFIG), "--tz", "UTC"]) == 0
+    out = capsys.readouterr().out
+    assert "OPENED (UTC)" in out and datetime.fromtimestamp(opened, UTC).strftime("%Y-%m-%d %H:%M") in out
+    assert main(["incidents", "list", "--db", str(db), "--tz", "Mars/Olympus"]) == 2
+    assert "--tz: unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
 
 
 def test_unknown_incident_is_a_clear_error(db, capsys):
@@ -173,7 +193,7 @@ def test_show_says_when_a_blindness_whose_alert_staff_resolved_really_ended(tmp_
 
     path = tmp_path / "monitor.db"
     run_service(load(SCENARIOS / "restart_resolved_blind.yaml"), path)
-    assert main(["incidents", "show", "INC-000001", "--db", str(path)]) == 0
+    assert main(["incidents", "show", "INC-000001", "--db", str(path), "--tz", "UTC"]) == 0
     assert f"blindness ended {format_ts(EPOCH + 1010)}" in capsys.readouterr().out
     with sqlite3.connect(path) as con:  # as it reads while the monitor is still blind
         con.execute("UPDATE incidents SET cleared_at = NULL WHERE id = 'INC-000001'")
