@@ -158,6 +158,11 @@ MISTAKES = [
     ("maintenance ending before it starts", "customers:\n",
      "maintenance:\n  - {node: ap-1, start: '2026-11-01T04:00:00Z', end: '2026-11-01T02:00:00Z'}\ncustomers:\n", [
         "sites.yaml:15: maintenance[0].end: must be after start"]),
+    ("maintenance past the year 9999 in UTC", "customers:\n",
+     "maintenance:\n  - {node: ap-1, start: '9999-12-31T23:00:00-05:00', end: '9999-12-31T23:30:00-05:00'}\n"
+     "customers:\n", [
+        "sites.yaml:15: maintenance[0].start: must be between the years 1 and 9999 (UTC)",
+        "sites.yaml:15: maintenance[0].end: must be between the years 1 and 9999 (UTC)"]),
     ("maintenance with a bad time", "customers:\n",
      "maintenance:\n  - {node: ap-1, start: tomorrow, end: '2026-11-01T02:00:00Z'}\ncustomers:\n", [
         "sites.yaml:15: maintenance[0].start: expected an ISO 8601 time like 2026-11-01T02:00:00-05:00, "

@@ -80,6 +80,16 @@ def incident_id(seq: int) -> str:
 _TS_CACHE: dict[float, str] = {}
 
 
+#: the times :func:`format_ts` can print (years 1 to 9999 UTC). A stored time outside this range
+#: (a typo such as year 9999 with a negative offset) would break every list and notice that prints it.
+PRINTABLE = (-62_135_596_800.0, 253_402_300_799.0)
+
+
+def printable(ts: float) -> bool:
+    """Whether :func:`format_ts` can print ``ts`` (False for NaN and the infinities too)."""
+    return PRINTABLE[0] <= ts <= PRINTABLE[1]
+
+
 def format_ts(ts: float) -> str:
     """UTC ISO-8601 with a Z, milliseconds only when there are any (stable across platforms)."""
     s = _TS_CACHE.get(ts)

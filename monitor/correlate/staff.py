@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from monitor.correlate.incidents import format_ts
+from monitor.correlate.incidents import format_ts, printable
 from monitor.correlate.maintenance import config_specs
 from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, IncidentStore, MaintenanceRow, NotFound
 from monitor.correlate.topology import Topology
@@ -26,7 +26,6 @@ from monitor.errors import ConfigError
 from monitor.inventory.model import MaintenanceSpec
 
 ETA_MAX_AHEAD = 366 * 86_400.0  # an estimate further out is a typo (or an attack), not a plan
-_TS_RANGE = (-62_135_596_800.0, 253_402_300_799.0)  # what format_ts can print: years 1 to 9999 UTC
 _MAX_ID = 2**63 - 1  # the largest row id SQLite stores
 CONFIG_AUTHOR = "config"  # the author of windows the config's ``maintenance:`` list made
 
@@ -133,7 +132,7 @@ class Staff:
         if not math.isfinite(at):
             raise ConfigError("ETA: expected a finite time")
         if at <= now:
-            shown = f" {format_ts(at)}" if _TS_RANGE[0] <= at <= _TS_RANGE[1] else ""
+            shown = f" {format_ts(at)}" if printable(at) else ""
             raise ConfigError(f"ETA{shown} is not in the future")
         if at > now + ETA_MAX_AHEAD:
             raise ConfigError(f"ETA is more than {ETA_MAX_AHEAD / 86_400:.0f} days ahead")
@@ -163,7 +162,7 @@ class Staff:
         for name, at in (("start", start), ("end", end)):
             # a window is printed in notices, lists and on the board: one that cannot be (a typo like
             # --duration 99999999999999999999d) would be stored and then break every one of them
-            if not _TS_RANGE[0] <= at <= _TS_RANGE[1]:
+            if not printable(at):
                 raise ConfigError(f"maintenance on {node}: the {name} is not between the years 1 and 9999 (UTC)")
         if end <= start:
             raise ConfigError(f"maintenance on {node}: end {format_ts(end)} is not after start {format_ts(start)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from monitor.correlate.incidents import printable
 from monitor.correlate.settings import CorrelationOverrides, CorrelationSettings, derive
 from monitor.errors import ConfigError
 from monitor.inventory.fields import Problems, Section, type_name
@@ -105,4 +106,7 @@ def _timestamp(sec: Section, key: str) -> float | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
+    if not printable(dt.timestamp()):  # 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        sec.err(key, "must be between the years 1 and 9999 (UTC)")
+        return None
     return dt.timestamp()
