@@ -47,6 +47,14 @@ def test_only_the_staff_interface_acts_on_incidents() -> None:
     assert offenders == []
 
 
+def test_incident_tables_are_read_only_inside_correlation() -> None:
+    """The report read incidents, their events and maintenance windows with its own SQL; now it asks
+    monitor.correlate.history, so the tables' SQL lives in one package (a second engine: issue 13)."""
+    reads = re.compile(rf"\b(FROM|JOIN)\s+{_TABLES}\b", re.IGNORECASE)
+    assert [f"{name}: {m.group(0)}" for name, text in _sources() if not name.startswith("correlate/")
+            for m in reads.finditer(text)] == []
+
+
 def test_the_command_line_module_is_not_a_library() -> None:
     """The API server and the board imported the staff actions from the CLI module."""
     assert [name for name, text in _sources() if "incidents_cli" in text and name != "cli.py"] == []

@@ -1,20 +1,20 @@
 """Read a :class:`ReportInput` from the daemon's store (``<state_dir>/monitor.db``), read-only.
 
 Tables: ``state_changes`` (the append-only log, ``monitor.store``), ``monitor_runs`` (events
-migration 2), ``incidents``/``incident_events`` (lifecycle history) and ``maintenance`` (planned
-windows) from ``monitor.correlate.schema``, the outbox's ticket times from ``monitor.delivery.schema``.
+migration 2), the outbox's ticket times (``monitor.delivery.schema``); incidents and maintenance
+windows through :mod:`monitor.correlate.history`, which owns their SQL.
 The file is opened read-only so that a report can never interfere with the running daemon beyond
 SQLite's shared WAL reads.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
 
+from monitor.correlate.history import incidents_overlapping, windows_overlapping
 from monitor.correlate.topology import children_of, descendants
 from monitor.db import SQLite
 from monitor.errors import StorageError
@@ -119,37 +119,14 @@ def _state(new: str, reason: str) -> str:
     return REMOVED if new == "unknown" and reason.startswith(REMOVED_REASON) else new
 
 
-# When an incident's failure was over. A blindness is over only when it ended (cleared_at): staff may
-# resolve its alert earlier (closed_at) while the monitor is still blind; NULL = still blind.
-_RESTORED = "CASE WHEN kind = 'blind' THEN cleared_at ELSE COALESCE(cleared_at, closed_at) END"
-
-
 def _incidents(db: sqlite3.Connection, period: Period) -> list[IncidentRecord]:
-    """Incidents overlapping the period; merged ones are left out (their targets live on in the parent)."""
-    rows = db.execute(
-        f"SELECT id, kind, root, opened_at, {_RESTORED}, acked_at FROM incidents"
-        f" WHERE status != 'merged' AND opened_at < ? AND ({_RESTORED} IS NULL OR {_RESTORED} > ?) ORDER BY seq",
-        (period.end, period.start),
-    ).fetchall()
-    if not rows:
-        return []
-    wanted = {r[0] for r in rows}
-    targets: dict[str, set[str]] = defaultdict(set)
-    customers: dict[str, set[str]] = defaultdict(set)
-    events = db.execute(
-        "SELECT incident, affected_endpoints, affected_customers, affected_nodes FROM incident_events"
-        " WHERE ts < ? AND event IN ('opened', 'updated')", (period.end,)
-    )
-    for inc, eps, custs, nodes in events:
-        if inc in wanted:
-            targets[inc].update(json.loads(eps), json.loads(nodes))
-            customers[inc].update(json.loads(custs))
-    ticketed = _ticket_times(db)
+    """Incidents overlapping the period (correlation's query), with when the desk took their tickets."""
+    past = incidents_overlapping(db, period.start, period.end)
+    ticketed = _ticket_times(db) if past else {}
     return [
-        IncidentRecord(id=iid, kind=kind, root=root, opened_at=opened, restored_at=restored,
-                       targets=tuple(sorted(targets[iid])), customers=tuple(sorted(customers[iid])), acked_at=acked,
-                       ticketed_at=ticketed.get(iid))
-        for iid, kind, root, opened, restored, acked in rows
+        IncidentRecord(id=i.id, kind=i.kind, root=i.root, opened_at=i.opened_at, restored_at=i.restored_at,
+                       targets=i.targets, customers=i.customers, acked_at=i.acked_at, ticketed_at=ticketed.get(i.id))
+        for i in past
     ]
 
 
@@ -169,11 +146,7 @@ def _ticket_times(db: sqlite3.Connection) -> dict[str, float]:
 
 
 def _maintenance(db: sqlite3.Connection, period: Period) -> list[tuple[str, Interval]]:
-    rows = db.execute(
-        "SELECT node, start, end FROM maintenance WHERE removed_at IS NULL AND start < ? AND end > ?",
-        (period.end, period.start),
-    )
-    return [(node, Interval(s, e)) for node, s, e in rows]
+    return [(node, Interval(s, e)) for node, s, e in windows_overlapping(db, period.start, period.end)]
 
 
 def expand_maintenance(windows: list[tuple[str, Interval]], inv: Inventory) -> dict[str, list[Interval]]:
