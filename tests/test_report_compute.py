@@ -224,3 +224,37 @@ def test_zone_words():
     assert zone_words("America/Bogota", "en") == "Colombia time"
     assert zone_words("Etc/UTC", "es") == "UTC"
     assert zone_words("Asia/Tokyo", "es") == "hora local (Asia/Tokyo)"
+
+
+def test_availability_axis_starts_at_a_round_floor_and_says_so_names_are_not_cut():
+    from monitor.report.html import availability_bars, axis_floor
+
+    assert [axis_floor(v) for v in ([99.97], [99.6, 100.0], [99.2], [97.0], [60.0], [0.5], [])] == [
+        99.9, 99.5, 99.0, 95.0, 50.0, 0.0, 99.9]
+    svg = availability_bars([("Arauquita", 99.97), ("San José de Guaviare Norte", 99.95)], "es")
+    assert "El eje empieza en 99,9 %, no en 0" in svg
+    assert ">San José de Guaviare Norte</text>" in svg   # the whole name, not its first 18 characters
+    assert "The axis starts at 99.9 %, not 0" in availability_bars([("a", 99.95)], "en")
+
+
+def test_the_progress_line_counts_to_the_end():
+    h = up_all_month(*ALL, *(f"gone-{i}" for i in range(95)))   # 101 targets: 101 is not a multiple of the step
+    notes: list[str] = []
+    compute(ReportInput(OCTOBER, inventory(), h), "node", progress=notes.append)
+    assert notes[-1] == "figures for 101/101 targets"
+
+
+def test_column_meanings_are_stated():
+    md = to_markdown(run(up_all_month(*ALL)), "en")
+    assert "Minutes in each column are summed over the group's targets" in md
+
+
+def test_no_axis_label_runs_past_the_chart():
+    import re
+
+    from monitor.report.html import column_chart
+
+    svg = column_chart([(f"10-{d:02d}", 1.0) for d in range(1, 32)], "#c62828", "en")
+    labels = re.findall(r'<text x="([\d.]+)" y="172" font-size="10" fill="#263238">([^<]*)</text>', svg)
+    assert len(labels) >= 8 and all(float(x) + 6 * len(text) <= 460 for x, text in labels)
+    assert ">10-31</text>" not in svg   # it would have been cut at the edge (its column keeps its tooltip)

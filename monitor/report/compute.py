@@ -74,7 +74,7 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
         per_target[tid] = fig
         if down:
             downs[tid] = down
-        if progress is not None and n % step == 0 and (n == len(ids) or time.monotonic() - last_note >= 1.0):
+        if progress is not None and (n == len(ids) or (n % step == 0 and time.monotonic() - last_note >= 1.0)):
             last_note = time.monotonic()  # at most one line a second: feedback on long reports only
             progress(f"figures for {n}/{len(ids)} targets")
 

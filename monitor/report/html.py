@@ -64,25 +64,40 @@ def _colour(avail: float | None) -> str:
     return GOOD if avail >= 99.5 else FAIR if avail >= 98.0 else BAD
 
 
+#: where the availability axis may start: the highest of these below the worst value (small gaps stay visible)
+FLOORS = (99.9, 99.5, 99.0, 98.0, 95.0, 90.0, 80.0, 50.0, 0.0)
+
+
+def axis_floor(values: list[float]) -> float:
+    worst = min(values, default=100.0)
+    return next(f for f in FLOORS if f < worst or f == 0.0)
+
+
 def availability_bars(items: list[tuple[str, float | None]], lang: str, width: int = 460) -> str:
-    """Horizontal bars on an axis from just below the worst value to 100 % (small gaps stay visible)."""
-    known = [a for _, a in items if a is not None]
-    lo = max(0.0, float(int(min(known, default=100.0)) - 1))
-    label_w, bar_h, gap = 130, 18, 6
-    height = max(1, len(items)) * (bar_h + gap) + 24
+    """Horizontal bars on an axis from a round floor just below the worst value to 100 %, which the chart
+    says under its axis (not 0: a 99.5 % and a 99.9 % bar would look the same). Names are never cut: the
+    label column is as wide as the longest one."""
+    lo = axis_floor([a for _, a in items if a is not None])
+    label_w, bar_h, gap = max(60, min(300, 7 * max((len(n) for n, _ in items), default=0) + 10)), 18, 6
+    width = max(width, label_w + 260)
+    height = max(1, len(items)) * (bar_h + gap) + 40
     span = width - label_w - 70
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
     for i, (name, avail) in enumerate(items):
         y = i * (bar_h + gap) + 4
         w = 0.0 if avail is None else max(2.0, span * (avail - lo) / (100.0 - lo))
-        out.append(f'<text x="0" y="{y + 13}" font-size="12" fill="{INK}">{escape(name[:18])}</text>')
+        out.append(f'<text x="0" y="{y + 13}" font-size="12" fill="{INK}" textLength="{label_w - 10}" '
+                   f'lengthAdjust="spacingAndGlyphs">{escape(name)}</text>' if 7 * len(name) + 10 > label_w else
+                   f'<text x="0" y="{y + 13}" font-size="12" fill="{INK}">{escape(name)}</text>')
         out.append(f'<rect x="{label_w}" y="{y}" width="{span}" height="{bar_h}" fill="#eceff1"/>')
         out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{_colour(avail)}"/>')
         out.append(f'<text x="{label_w + span + 4}" y="{y + 13}" font-size="11" fill="{INK}">'
                    f"{escape(pct(avail, lang))}</text>")
-    axis_y = height - 6
-    out.append(f'<text x="{label_w}" y="{axis_y}" font-size="10" fill="{INK}">{escape(num(lo, lang, 0))} %</text>')
+    axis_y = height - 22
+    out.append(f'<text x="{label_w}" y="{axis_y}" font-size="10" fill="{INK}">{escape(num(lo, lang, 1))} %</text>')
     out.append(f'<text x="{label_w + span - 30}" y="{axis_y}" font-size="10" fill="{INK}">100 %</text>')
+    out.append(f'<text x="{label_w}" y="{height - 6}" font-size="10" fill="{INK}">'
+               f"{escape(t('axis_floor', lang).format(floor=num(lo, lang, 1)))}</text>")
     out.append("</svg>")
     return "".join(out)
 
@@ -103,7 +118,7 @@ def column_chart(items: list[tuple[str, float]], colour: str, lang: str, width: 
         if h > 0:
             out.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{max(1.0, step - 2):.1f}" height="{h:.1f}"'
                        f' fill="{colour}"><title>{escape(label)}: {escape(num(v, lang))}</title></rect>')
-        if i % every == 0:
+        if i % every == 0 and x + 6 * len(label) <= width:  # one that would run past the edge is left out
             out.append(f'<text x="{x:.1f}" y="{height - 8}" font-size="10" fill="{INK}">{escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)

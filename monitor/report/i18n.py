@@ -62,16 +62,21 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (es, en)
     "response_col": ("Respuesta", "Response"),
     "open": ("abierto", "open"),
     "chart_municipality": ("Disponibilidad por municipio", "Availability per municipality"),
-    "chart_timeline": ("Minutos de caída por día", "Downtime minutes per day"),
+    "chart_timeline": ("Minutos de caída por día (suma de todos los equipos)",
+                       "Downtime minutes per day (summed over all targets)"),
+    "axis_floor": ("El eje empieza en {floor} %, no en 0", "The axis starts at {floor} %, not 0"),
     "chart_weeks": ("Incidentes por semana", "Incidents per week"),
     "none": ("ninguno", "none"),
     "total": ("Total", "Total"),
     "more_incidents": ("y {n} incidentes más (ver JSON o CSV)", "and {n} more incidents (see JSON or CSV)"),
     "notes": (
         "Disponibilidad ponderada en el tiempo sobre el tiempo medido: se excluyen mantenimientos, "
-        "periodos con el monitor ciego y tiempo sin datos (mostrado como desconocido, nunca como disponible).",
+        "periodos con el monitor ciego y tiempo sin datos (mostrado como desconocido, nunca como disponible). "
+        "Los minutos de cada columna se suman sobre los equipos del grupo: una torre con 20 CPE caídos 1 h "
+        "cuenta 20 × 60 = 1.200 min.",
         "Time-weighted availability over measured time: maintenance, monitor-blind periods and time "
-        "without data are excluded (shown as unknown, never as up).",
+        "without data are excluded (shown as unknown, never as up). Minutes in each column are summed over the "
+        "group's targets: a tower with 20 CPEs down for 1 h counts 20 × 60 = 1,200 min.",
     ),
     "outage": ("caída", "outage"),
     "suspected": ("sospecha", "suspected"),
