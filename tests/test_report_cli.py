@@ -176,8 +176,9 @@ def test_time_without_a_running_monitor_is_unknown_never_up(tmp_path):
     assert core["unknown_min"] == pytest.approx(360) and core["availability_pct"] == 100
 
 
-def test_ticket_time_from_the_delivery_outbox_counts_as_the_response(tmp_path):
-    """The desk accepted the ticket 10 min after the outage opened, before the 30-min ack: 10 min."""
+def test_the_ticket_from_the_delivery_outbox_is_not_the_response(tmp_path):
+    """The desk accepted the ticket 10 min after the outage opened; staff acknowledged it after 30 min. The
+    SLA is about people responding (issue 18): the response is the 30-min acknowledgement, not the ticket."""
     import sqlite3
 
     from monitor.delivery.outbox import Outbox
@@ -199,7 +200,7 @@ def test_ticket_time_from_the_delivery_outbox_counts_as_the_response(tmp_path):
     out = tmp_path / "r.json"
     assert report(db, out, "--by", "site") == 0
     [inc] = json.loads(out.read_text())["incidents"]
-    assert inc["response_min"] == pytest.approx(10) and inc["response"] == "met"
+    assert inc["response_min"] == pytest.approx(30, abs=1) and inc["response"] == "met"
 
 
 def test_blind_time_goes_on_while_still_blind_after_staff_resolved_its_alert(tmp_path):

@@ -155,16 +155,20 @@ def test_response_time_compliance():
         inc(2, at(3), at(3) + 20 * h, acked=at(3) + 13 * h),  # missed
         inc(3, at(4), at(4) + h),  # restored within the deadline, nobody had to answer
         inc(4, at(31, 20)),  # open at the end, deadline next month: pending
-        inc(5, at(5), at(5) + 20 * h),  # no answer and the deadline passed: missed
-        inc(6, at(6), at(6) + 30 * h, ticketed=at(6) + 20 * h, customers=("C2",)),  # 24 h class: met by the ticket
+        inc(5, at(5), at(5) + 20 * h),  # no answer and the deadline passed: not acknowledged (a miss)
+        # 24 h class: the daemon's ticket is no response (issue 18: compliance was always ~100 %)
+        inc(6, at(6), at(6) + 30 * h, ticketed=at(6) + 20 * h, customers=("C2",)),
         inc(7, at(7), at(7) + 2 * h, kind="planned"),  # maintenance: not counted at all
         inc(8, at(8), at(8) + 20 * h, acked=at(8) + 13 * h, customers=("C1", "C2")),  # strictest class: missed
     ]
     r = run(up_all_month(*ALL), incidents=incidents)
     rows = {x.hours: x for x in r.response}
-    assert (rows[12].met, rows[12].missed, rows[12].pending, rows[12].not_needed) == (1, 3, 1, 1)
+    assert (rows[12].met, rows[12].missed, rows[12].not_acked, rows[12].pending, rows[12].not_needed) == (1, 2, 1, 1, 1)
     assert rows[12].compliance == pytest.approx(25.0)
-    assert (rows[24].met, rows[24].missed) == (1, 0)
+    assert (rows[24].met, rows[24].missed, rows[24].not_acked) == (0, 0, 1) and rows[24].compliance == 0.0
+    assert [i.response for i in r.incidents if i.id in ("INC-000005", "INC-000006")] == ["not_acked", "not_acked"]
+    md = to_markdown(r, "en")
+    assert "| Not acknowledged |" in md and "never the ticket the monitor opens" in md
     assert r.totals.incidents == 7 and "INC-000007" not in {i.id for i in r.incidents}
 
 

@@ -46,6 +46,13 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (es, en)
     "missed": ("Fuera de tiempo", "Missed"),
     "pending": ("Pendientes", "Pending"),
     "not_needed": ("Restablecidos antes del plazo", "Restored before the deadline"),
+    "not_acked": ("Sin confirmar", "Not acknowledged"),
+    "response_note": (
+        "Respuesta = la primera confirmación de una persona (CLI, API, tablero, MQTT, mesa de ayuda), nunca el "
+        "ticket que abre el monitor. Sin confirmar: nadie la dio y el plazo pasó; cuenta como incumplido.",
+        "Response = a person's first acknowledgement (CLI, API, board, MQTT, desk), never the ticket the monitor "
+        "opens. Not acknowledged: nobody gave one and the deadline passed; it counts as missed.",
+    ),
     "n/a": ("no aplica", "n/a"),
     "compliance": ("Cumplimiento", "Compliance"),
     "worst_nodes": ("Los 10 nodos con más caída propia (causa raíz)",

@@ -42,7 +42,7 @@ class IncidentRecord:
     targets: tuple[str, ...] = ()  # every endpoint/node ever attached
     customers: tuple[str, ...] = ()  # every customer ever affected
     acked_at: float | None = None
-    ticketed_at: float | None = None  # hook for issue 4 (ticketing): first ticket creation time
+    ticketed_at: float | None = None  # when the desk accepted its ticket (shown; not a response: the daemon's doing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +140,11 @@ class ResponseRow:
     missed: int
     pending: int  # not yet answered, deadline not passed at the period end
     not_needed: int  # restored before the deadline without an answer
+    not_acked: int = 0  # nobody acknowledged it and its deadline passed (a miss, listed on its own)
 
     @property
     def compliance(self) -> float | None:
-        n = self.met + self.missed
+        n = self.met + self.missed + self.not_acked
         return None if n == 0 else 100.0 * self.met / n
 
 
@@ -159,7 +160,7 @@ class IncidentLine:
     customer_minutes: float
     response_s: float | None
     response_hours: float | None
-    response: str  # met | missed | pending | not_needed | n/a
+    response: str  # met | missed | not_acked | pending | not_needed | n/a
 
 
 @dataclass(frozen=True, slots=True)
