@@ -454,7 +454,9 @@ class Engine:
         if basis == "outage":
             if inc.was_outage and len(inc.members) >= self.s.min_endpoints:
                 return False  # a mass incident whose node failed too: still a mass incident while it is back
-            return inc.root not in self.down
+            # a root answering with loss again (a lossy link that stopped, then came back): its grace
+            # waits for the loss to end, as a degraded incident's does (rain_fade_stop_then_lossy)
+            return inc.root not in self.down and inc.root not in self.lossy
         if basis == "suspected":
             return len(inc.members) < self.s.min_endpoints
         if basis == "degraded":
@@ -1122,14 +1124,15 @@ class Engine:
         """A lossy node attached to ``inc``, or below the root of an outage or degraded incident ``inc``
         (down or lossy itself: what fails below is its failure, and loss adds up along the path), no
         longer explains anything itself. Its degraded incident, members or not, is folded into ``inc``
-        (as rule 3 folds incidents below a newly found root); not into a suspected one (a mass event
-        above a rain fade is judged on its own)."""
+        (as rule 3 folds incidents below a newly found root), and so is its outage (a lossy link that
+        stopped for a while below a loss confirmed later: scenario rain_fade_outage_below); not into a
+        suspected one (a mass event above a rain fade is judged on its own)."""
         incidents, ancestors = self.incidents, self.topo.ancestors
         above = self.basis[inc.id] in ("outage", "degraded")
         for node in sorted({*self.lossy, *self._fading}, key=self.topo.sort_key):
             old = incidents.get(node)
             if (
-                old is not None and old is not inc and self.basis[old.id] == "degraded"
+                old is not None and old is not inc and self.basis[old.id] in ("degraded", "outage")
                 and (self.member.get(node) == inc.root or (above and inc.root in ancestors.get(node, ())))
             ):
                 self._merge(old, inc, [])
