@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
+import os
 import string
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from monitor.clock import ManualClock
+from monitor.delivery.outbox import Outbox
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError
 from monitor.inventory.loader import load_inventory
@@ -195,3 +202,46 @@ def test_apprise_urls_must_be_references_to_usable_urls(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_inventory(path, env=env)
         assert message in str(err.value) and "technicians" in str(err.value), (value, str(err.value))
+
+
+async def test_sigkill_mid_fan_out_loses_nothing_and_repeats_at_most_the_sends_in_flight(tmp_path: Path) -> None:
+    """An HTTP push has no point of no return to record (unlike SMTP's final "."), so a notice the
+    receiver took just before the kill, and those on the other lanes' wires, go out again after the
+    restart: at-least-once, bounded by the channel's 4 lanes. The texts carry the incident's ref."""
+    rx = PushReceiver()
+    await rx.start()
+    try:
+        path, env = config(tmp_path, rx)
+        doc = yaml.safe_load(path.read_text())
+        for t in doc["delivery"]["technicians"]:
+            if t["id"] == "juan":  # five phones and chats: a fan-out of five rows
+                t["apprise"] = [{"env": f"JUAN_{i}"} for i in range(5)]
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+        env.update({f"JUAN_{i}": f"json://127.0.0.1:{rx.port}/phone-{i}" for i in range(5)})
+        events = tmp_path / "events.jsonl"
+        events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(5, 0)))) + "\n")
+        argv = [sys.executable, "-m", "tests.delivery_child", str(path), str(tmp_path / "monitor.db")]
+        t0_at = f"--t0-at={time.time()!r}"
+        root = Path(__file__).parents[1]
+        first = await asyncio.create_subprocess_exec(*argv, str(events), "--die-on-record=2", t0_at, cwd=root,
+                                                     env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(first.communicate(), 60)
+        assert first.returncode == -9, err.decode()[-2000:]
+        before = Counter(p.path for p in rx.received)
+        assert 2 <= sum(before.values()) < 5 + 4  # killed after its second delivery, mid fan-out
+        second = await asyncio.create_subprocess_exec(*argv, "-", t0_at, cwd=root, env={**os.environ, **env},
+                                                      stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(second.communicate(), 60)
+        assert second.returncode == 0, err.decode()[-2000:]
+        outbox = Outbox(tmp_path / "monitor.db")
+        try:
+            rows = [r for r in outbox.rows() if r["channel"] == "apprise"]
+        finally:
+            outbox.close()
+    finally:
+        await rx.stop()
+    got = Counter(p.path for p in rx.received)
+    assert set(got) == {f"/phone-{i}" for i in range(5)}  # none lost
+    assert sum(got.values()) - 5 <= 4  # repeats: at most the lanes that were sending
+    assert len({p.doc["message"] for p in rx.received}) == 1  # a repeat is the same text, ref included
+    assert len(rows) == 5 and all(r["status"] == "delivered" for r in rows)
