@@ -52,8 +52,9 @@ def test_a_batch_and_a_heartbeat_go_through_unchanged() -> None:
         StateChange("ap-1", State.DOWN, State.UP, T + 0.5, "answered: 2.1 ms"),
     ))
     assert decode(encode(msg), ZONE_OF, POLLERS) == msg
-    beat = PollerMessage("heartbeat", "p-saravena-1", "saravena", 1, T)
-    assert decode(encode(beat), ZONE_OF, POLLERS) == beat
+    for published in (0, 12):  # a heartbeat: the last changes message published (0: none yet)
+        beat = PollerMessage("heartbeat", "p-saravena-1", "saravena", published, T)
+        assert decode(encode(beat), ZONE_OF, POLLERS) == beat
     assert decode(as_bytes(batch()), ZONE_OF, POLLERS).changes[0].cause == "dying_gasp"
 
 
@@ -137,8 +138,9 @@ def test_repeats_are_dropped_and_gaps_reported() -> None:
     v = seqs.take("p", 6)
     assert (v.new, v.gap, v.given_up) == (True, 3, 0) and seqs.missing("p") == 3
     assert seqs.take("p", 4).new and not seqs.take("p", 4).new  # late, then a repeat of it
-    assert seqs.missing("p") == 2
+    assert seqs.missing("p") == 2 and seqs.through("p") == 2  # 3 and 5 still missing
     assert seqs.take("q", 1).new  # pollers are counted apart
+    assert seqs.behind("p", 6) == 2 and seqs.behind("p", 8) == 4 and seqs.behind("r", 3) == 3
 
 
 def test_missing_numbers_are_bounded_and_the_excess_counted_as_lost() -> None:

@@ -15,8 +15,10 @@ Wire format, version 1 (one JSON object per MQTT message)::
      "changes": [{"target": "cpe-1", "old": "up", "new": "down", "ts": 1796549990.0,
                   "reason": "3 consecutive failed polls: timeout", "cause": null}]}
 
-``seq`` counts every message of that poller (heartbeats too) from 1, kept across restarts with its
-spool, so the core can tell a repeat (QoS 1 delivers at least once) from a gap. ``ts`` of a change
+``seq`` numbers the poller's ``changes`` messages from 1, kept across restarts with its spool, so
+the core can tell a repeat (QoS 1 delivers at least once) from a gap. A heartbeat carries the number
+of the last ``changes`` message the poller has published (0: none yet), so the core notices even a
+lost last message. ``ts`` of a change
 is when the poller confirmed it, so a batch that waited out a broker outage is correlated at its
 real times.
 """
@@ -105,9 +107,9 @@ def decode(data: bytes, zone_of: Mapping[str, str], poller_zones: Mapping[str, s
         raise RemoteMessageError("unknown_poller", f"poller {poller!r} is not configured")
     if zone != allowed:
         raise RemoteMessageError("foreign_zone", f"poller {poller!r} reports zone {zone!r}, configured for {allowed!r}")
-    seq = body["seq"]
-    if type(seq) is not int or not 1 <= seq < 2**63:
-        raise RemoteMessageError("bad_value", f"seq must be an integer from 1, got {_shown(seq)}")
+    seq, first = body["seq"], 0 if kind == "heartbeat" else 1
+    if type(seq) is not int or not first <= seq < 2**63:
+        raise RemoteMessageError("bad_value", f"seq must be an integer from {first}, got {_shown(seq)}")
     sent = _ts(body["sent"], "sent")
     if kind == "heartbeat":
         return PollerMessage("heartbeat", poller, zone, seq, sent)

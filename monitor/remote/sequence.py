@@ -73,6 +73,18 @@ class Sequences:
             seqs._pollers[name] = _Poller(high, OrderedDict.fromkeys(sorted(missing)[-max_missing:]))
         return seqs
 
+    def through(self, poller: str) -> int:
+        """The number up to which every message of ``poller`` has been taken (what the core acknowledges)."""
+        p = self._pollers.get(poller)
+        if p is None:
+            return 0
+        return next(iter(p.missing)) - 1 if p.missing else p.high
+
+    def behind(self, poller: str, published: int) -> int:
+        """How many of the ``published`` messages a heartbeat announces have not arrived (yet)."""
+        p = self._pollers.get(poller) or _Poller()
+        return len(p.missing) + max(0, published - p.high)
+
     def missing(self, poller: str) -> int:
         """Numbers below the highest seen that have not arrived (yet)."""
         p = self._pollers.get(poller)

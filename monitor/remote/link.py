@@ -1,0 +1,220 @@
+"""Pollers and the core over MQTT, with an end-to-end acknowledgement so the broker is only a pipe.
+
+Topics under ``<prefix>/<poller>/``:
+
+- ``changes`` (poller → core, QoS 1): the spooled messages, in order (:mod:`.spool`).
+- ``status`` (poller → core, QoS 1, retained): a heartbeat (:mod:`.messages`) every
+  ``heartbeat`` seconds; the broker publishes ``offline`` there (the poller's last will) when the
+  poller vanishes without saying goodbye.
+- ``acked`` (core → poller, QoS 1, retained): the number up to which the core has taken every
+  message of that poller.
+
+Why an acknowledgement of our own on top of QoS 1: a PUBACK only says the broker has the message.
+A broker that dies (or a core that dies between the broker's delivery and its own write) would lose
+it. The poller keeps each message in its spool until the core's ``acked`` covers it and sends again
+what stays unacknowledged for ``resend_after`` seconds or after a reconnect; the core drops the
+repeats by number (:class:`~monitor.remote.sequence.Sequences`). So a state change is handled once
+whatever the broker does. The core publishes ``acked`` only after ``on_changes`` returned (the
+changes are in its store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+
+from monitor.clock import Clock, SystemClock
+from monitor.logs import event
+from monitor.remote.messages import PollerMessage, RemoteMessageError, decode, encode
+from monitor.remote.sequence import Sequences
+from monitor.remote.spool import PollerSpool
+from monitor.state import StateChange
+
+log = logging.getLogger(__name__)
+
+OFFLINE = b"offline"
+MAX_ACK = 32  # bytes of an ``acked`` payload: a decimal number
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+
+async def _connect(brokers: Sequence[Broker], turn: int, client_id: str, will: aiomqtt.Will | None
+                   ) -> tuple[aiomqtt.Client, Broker]:
+    """The next broker of the list that answers (the list is tried round from ``turn``)."""
+    errors = []
+    for i in range(len(brokers)):
+        b = brokers[(turn + i) % len(brokers)]
+        client = aiomqtt.Client(b.host, b.port, username=b.username, password=b.password, identifier=client_id,
+                                clean_session=False, will=will, timeout=10.0, keepalive=30)
+        try:
+            await client.__aenter__()
+            return client, b
+        except aiomqtt.MqttError as exc:
+            errors.append(f"{b.host}:{b.port}: {exc}")
+    raise ConnectionError("; ".join(errors))
+
+
+class PollerLink:
+    """The poller's side: drains the spool to the broker, heartbeats, takes the core's acks."""
+
+    def __init__(self, spool: PollerSpool, brokers: Sequence[Broker], *, prefix: str = "monitor/pollers",
+                 heartbeat: float = 10.0, resend_after: float = 30.0, clock: Clock | None = None) -> None:
+        self.spool, self.brokers, self.heartbeat, self.resend_after = spool, list(brokers), heartbeat, resend_after
+        self.clock = clock or SystemClock()
+        base = f"{prefix}/{spool.poller}"
+        self.topics = {k: f"{base}/{k}" for k in ("changes", "status", "acked")}
+        self.wake = asyncio.Event()  # set by whoever added to the spool
+        self.acked = 0  # the core's last acknowledgement
+        self.connected = asyncio.Event()
+
+    def added(self) -> None:
+        """New messages are in the spool: publish them now."""
+        self.wake.set()
+
+    async def run(self) -> None:
+        turn, delay = 0, 0.5
+        will = aiomqtt.Will(self.topics["status"], OFFLINE, qos=1, retain=True)
+        while True:
+            try:
+                client, broker = await _connect(self.brokers, turn, f"poller-{self.spool.poller}", will)
+            except ConnectionError as exc:
+                event(log, logging.WARNING, "poller cannot reach a broker, spooling", error=exc,
+                      backlog=self.spool.backlog())
+                await asyncio.sleep(delay)
+                delay, turn = min(delay * 2, 30.0), turn + 1
+                continue
+            delay = 0.5
+            event(log, logging.INFO, "poller connected", broker=f"{broker.host}:{broker.port}",
+                  backlog=self.spool.backlog())
+            try:
+                await client.subscribe(self.topics["acked"], qos=1)
+                self.connected.set()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._acks(client))
+                    tg.create_task(self._heartbeats(client))
+                    tg.create_task(self._publish(client))
+            except* aiomqtt.MqttError as group:
+                event(log, logging.WARNING, "poller lost its broker, spooling", error=group.exceptions[0])
+            finally:
+                self.connected.clear()
+                turn += 1
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        sent: dict[int, float] = {}  # seq -> when it was last published on this connection
+        while True:
+            self.wake.clear()
+            now = self.clock.now()
+            for seq, payload in self.spool.pending(limit=1000):
+                if seq <= self.acked:
+                    self.spool.acknowledged(seq)
+                elif seq not in sent or now - sent[seq] >= self.resend_after:
+                    await client.publish(self.topics["changes"], payload, qos=1)
+                    sent[seq] = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=min(self.resend_after, 1.0))
+
+    async def _acks(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            raw = message.payload
+            if not isinstance(raw, bytes | bytearray) or len(raw) > MAX_ACK or not raw.isdigit():
+                continue
+            n = int(raw)
+            if n > self.acked:
+                self.acked = n
+                self.wake.set()
+
+    async def _heartbeats(self, client: aiomqtt.Client) -> None:
+        while True:
+            beat = PollerMessage("heartbeat", self.spool.poller, self.spool.zone, self.spool.last_seq(),
+                                 self.clock.now())
+            await client.publish(self.topics["status"], encode(beat), qos=1, retain=True)
+            await asyncio.sleep(self.heartbeat)
+
+
+OnChanges = Callable[[str, Sequence[StateChange]], Awaitable[None]]
+
+
+class CoreFeed:
+    """The core's side: every poller's changes, checked, each message once, acknowledged when stored."""
+
+    def __init__(self, brokers: Sequence[Broker], poller_zones: Mapping[str, str], zone_of: Mapping[str, str],
+                 on_changes: OnChanges, *, prefix: str = "monitor/pollers", sequences: Sequences | None = None,
+                 clock: Clock | None = None, client_id: str = "monitor-core") -> None:
+        self.brokers, self.poller_zones, self.zone_of = list(brokers), poller_zones, zone_of
+        self.on_changes, self.prefix, self.client_id = on_changes, prefix, client_id
+        self.sequences = sequences or Sequences()
+        self.clock = clock or SystemClock()
+        self.last_seen: dict[str, float] = {}  # poller -> when its last heartbeat or message arrived
+        self.offline: set[str] = set()  # pollers whose last will the broker published
+        self.dropped: dict[str, int] = {}  # reason -> messages dropped
+        self.connected = asyncio.Event()
+
+    def _drop(self, reason: str, poller: str, detail: str) -> None:
+        first = reason not in self.dropped
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        if first:  # once per reason: a hostile sender must not flood the log
+            event(log, logging.WARNING, "poller message dropped", reason=reason, poller=poller[:40], detail=detail)
+
+    async def run(self) -> None:
+        turn, delay = 0, 0.5
+        while True:
+            try:
+                client, broker = await _connect(self.brokers, turn, self.client_id, None)
+            except ConnectionError as exc:
+                event(log, logging.WARNING, "core cannot reach a broker", error=exc)
+                await asyncio.sleep(delay)
+                delay, turn = min(delay * 2, 30.0), turn + 1
+                continue
+            delay = 0.5
+            try:
+                await client.subscribe(f"{self.prefix}/+/changes", qos=1)
+                await client.subscribe(f"{self.prefix}/+/status", qos=1)
+                self.connected.set()
+                async for message in client.messages:
+                    await self._handle(client, message)
+            except aiomqtt.MqttError as exc:
+                event(log, logging.WARNING, "core lost its broker", broker=f"{broker.host}:{broker.port}", error=exc)
+            finally:
+                self.connected.clear()
+                turn += 1
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        parts = str(message.topic).split("/")
+        poller, kind = parts[-2], parts[-1]
+        raw = message.payload
+        data = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
+        if kind == "status" and data == OFFLINE:
+            if poller in self.poller_zones:
+                self.offline.add(poller)
+            return
+        try:
+            msg = decode(data, self.zone_of, self.poller_zones)
+        except RemoteMessageError as exc:
+            self._drop(exc.reason, poller, exc.detail)
+            return
+        if msg.poller != poller or (kind == "changes") != (msg.kind == "changes"):
+            self._drop("wrong_topic", poller, f"{msg.kind} of {msg.poller!r} on {message.topic}")
+            return
+        self.last_seen[poller] = self.clock.now()
+        self.offline.discard(poller)
+        if msg.kind == "heartbeat":
+            return
+        if self.sequences.take(poller, msg.seq).new:
+            await self.on_changes(poller, msg.changes)
+        await client.publish(f"{self.prefix}/{poller}/acked", str(self.sequences.through(poller)).encode(), qos=1,
+                             retain=True)

@@ -1,0 +1,137 @@
+"""A poller and the core over a real mosquitto (issue 14): changes confirmed while the broker is away are
+spooled and arrive later with their real times, each once; a broker restart in the middle loses and
+repeats nothing; a message for another zone on a poller's topic is dropped and counted, and the core
+goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from monitor.remote.link import Broker, CoreFeed, PollerLink
+from monitor.remote.messages import PollerMessage, encode
+from monitor.remote.spool import PollerSpool
+from monitor.state import State, StateChange
+from tests.servers.mosquitto import Mosquitto
+
+pytestmark = pytest.mark.servers
+
+ZONE_OF = {f"cpe-{i}": "arauca" for i in range(1, 51)} | {"cpe-x": "saravena"}
+POLLERS = {"p-arauca": "arauca", "p-saravena": "saravena"}
+T0 = 1_796_550_000.0
+
+
+def mqtt_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "mqtt"
+    path.mkdir()
+    return path
+
+
+def down(i: int) -> StateChange:
+    return StateChange(f"cpe-{i}", State.UP, State.DOWN, T0 + i, "3 consecutive failed polls: timeout")
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+class Core:
+    def __init__(self, broker: Mosquitto) -> None:
+        self.got: list[tuple[str, StateChange]] = []
+        self.feed = CoreFeed([Broker("127.0.0.1", broker.port)], POLLERS, ZONE_OF, self.on_changes)
+
+    async def on_changes(self, poller: str, changes: Sequence[StateChange]) -> None:
+        self.got.extend((poller, c) for c in changes)
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: object) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_changes_spooled_while_the_broker_is_away_arrive_once_with_their_times(tmp_path: Path) -> None:
+    broker = Mosquitto(mqtt_dir(tmp_path))  # not started: the poller's backhaul is down
+    spool = PollerSpool(tmp_path / "spool.db", "p-arauca", "arauca")
+    link = PollerLink(spool, [Broker("127.0.0.1", broker.port)], heartbeat=0.5, resend_after=2.0)
+    core = Core(broker)
+    async with running(link.run(), core.feed.run()):
+        for i in range(1, 11):  # twelve changes in ten messages, confirmed while cut off
+            spool.add([down(i)] if i % 4 else [down(i), down(i + 40)])
+            link.added()
+        assert spool.backlog() == 10 and core.got == []
+        broker.start()
+        try:
+            await until(lambda: len(core.got) == 12, "12 changes at the core")
+            await until(lambda: spool.backlog() == 0, "the core's acks empty the spool")
+            assert sorted(c.target for _, c in core.got) == sorted(
+                [f"cpe-{i}" for i in range(1, 11)] + ["cpe-44", "cpe-48"])
+            assert {c.ts for _, c in core.got if c.target == "cpe-3"} == {T0 + 3}  # the real time, not arrival
+            assert core.feed.sequences.through("p-arauca") == 10
+            await until(lambda: "p-arauca" in core.feed.last_seen, "a heartbeat")
+        finally:
+            broker.stop()
+    spool.close()
+
+
+async def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    broker = Mosquitto(mqtt_dir(tmp_path))
+    broker.start()
+    spool = PollerSpool(tmp_path / "spool.db", "p-arauca", "arauca")
+    link = PollerLink(spool, [Broker("127.0.0.1", broker.port)], heartbeat=0.5, resend_after=1.0)
+    core = Core(broker)
+    try:
+        async with running(link.run(), core.feed.run()):
+            for i in range(1, 21):
+                spool.add([down(i)])
+                link.added()
+            await until(lambda: len(core.got) >= 5, "the first changes through")
+            broker.stop()  # mid-stream: some published, some acknowledged, some not
+            for i in range(21, 31):
+                spool.add([down(i)])
+                link.added()
+            broker.start()
+            await until(lambda: spool.backlog() == 0, "spool drained", timeout=40)
+        targets = [c.target for _, c in core.got]
+        assert sorted(targets) == sorted(f"cpe-{i}" for i in range(1, 31)), "each change exactly once"
+    finally:
+        broker.stop()
+        spool.close()
+
+
+async def test_a_message_for_another_zone_is_dropped_and_the_core_goes_on(tmp_path: Path) -> None:
+    broker = Mosquitto(mqtt_dir(tmp_path))
+    broker.start()
+    core = Core(broker)
+    try:
+        async with running(core.feed.run()):
+            await until(core.feed.connected.is_set, "core subscribed")
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="intruder") as intruder:
+                forged = PollerMessage("changes", "p-arauca", "arauca", 1, T0, (
+                    StateChange("cpe-x", State.UP, State.DOWN, T0, "forged"),))
+                await intruder.publish("monitor/pollers/p-arauca/changes", encode(forged), qos=1)
+                await intruder.publish("monitor/pollers/p-arauca/changes", b"\x00" * 64, qos=1)
+                other = PollerMessage("changes", "p-saravena", "saravena", 1, T0, (
+                    StateChange("cpe-x", State.UP, State.DOWN, T0, "on the wrong topic"),))
+                await intruder.publish("monitor/pollers/p-arauca/changes", encode(other), qos=1)
+                good = PollerMessage("changes", "p-arauca", "arauca", 1, T0, (down(1),))
+                await intruder.publish("monitor/pollers/p-arauca/changes", encode(good), qos=1)
+            await until(lambda: len(core.got) == 1, "the good message after the bad ones")
+        assert core.got == [("p-arauca", down(1))]
+        assert core.feed.dropped == {"foreign_zone": 1, "not_json": 1, "wrong_topic": 1}
+    finally:
+        broker.stop()
