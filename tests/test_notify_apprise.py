@@ -48,8 +48,8 @@ def urls(rx: PushReceiver) -> dict[str, str]:
 
 
 def config(tmp_path: Path, rx: PushReceiver, **over: Any) -> tuple[Path, dict[str, str]]:
-    d = delivery_with(smtp=None, mqtt=None, desk=None, customers={"enabled": False},
-                      retry={"initial": "0.2s", "maximum": "1s"}, **over)
+    d = delivery_with(**{"smtp": None, "mqtt": None, "desk": None, "customers": {"enabled": False},
+                         "retry": {"initial": "0.2s", "maximum": "1s"}, **over})
     for t in d["technicians"]:
         if t["id"] == "juan":
             t["apprise"] = [{"env": "JUAN_NTFY"}, {"env": "JUAN_JSON"}]
@@ -245,3 +245,42 @@ async def test_sigkill_mid_fan_out_loses_nothing_and_repeats_at_most_the_sends_i
     assert sum(got.values()) - 5 <= 4  # repeats: at most the lanes that were sending
     assert len({p.doc["message"] for p in rx.received}) == 1  # a repeat is the same text, ref included
     assert len(rows) == 5 and all(r["status"] == "delivered" for r in rows)
+
+
+async def test_customers_get_short_notices_through_the_gateway_url_with_their_number(tmp_path: Path) -> None:
+    rx = PushReceiver()
+    await rx.start()
+    try:
+        path, env = config(tmp_path, rx, apprise={"customers": {"env": "CUSTOMER_SMS"}},
+                           customers={"channels": ["email", "apprise"], "company": "Llanos Net"})
+        env["CUSTOMER_SMS"] = f"json://gw:{JSON_PASS}@127.0.0.1:{rx.port}/sms/{{phone}}"
+        inv = load_inventory(path, env=env)
+        assert inv.delivery is not None
+        assert "customers by json" in summarize(inv) and JSON_PASS not in summarize(inv)
+        svc = DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, ManualClock(T0))
+        async with Running(svc) as run:
+            svc.enqueue([ev("opened", T0, ids(3, 0))])
+            await run.drained(advance=False)
+            svc.enqueue([ev("resolved", T0 + 600, ids(3, 0))])
+            await run.drained(advance=False)
+            rows = [r for r in svc.outbox.rows() if r["channel"] == "apprise" and r["action"].startswith("customer")]
+    finally:
+        await rx.stop()
+    sms = sorted((p.path, p.doc["message"]) for p in rx.received if p.path.startswith("/sms/"))
+    assert [p for p, _ in sms] == sorted(f"/sms/+57300{i:07d}" for i in (1, 2, 3) for _ in range(2))
+    texts = {path: [t for p, t in sms if p == path] for path, _ in sms}
+    assert any(t.startswith("Llanos Net: falla en su zona (Arauca)") for t in texts["/sms/+573000000001"])
+    assert any(t.startswith("Llanos Net: outage in your area (Arauca)") for t in texts["/sms/+573000000002"])
+    assert sorted((r["action"], r["recipient"]) for r in rows) == sorted(
+        (a, f"+57300{i:07d}") for a in ("customer_opened_apprise", "customer_restored_apprise") for i in (1, 2, 3))
+    assert all(len(t) <= 160 for _, t in sms)
+
+
+def test_the_customers_gateway_url_must_say_where_the_number_goes(tmp_path: Path) -> None:
+    rx = PushReceiver()
+    path, env = config(tmp_path, rx, apprise={"customers": {"env": "CUSTOMER_SMS"}})
+    env["CUSTOMER_SMS"] = f"json://gw:{JSON_PASS}@127.0.0.1:{rx.port}/sms"
+    with pytest.raises(ConfigError) as err:
+        load_inventory(path, env=env)
+    assert "delivery.apprise.customers: the URL from env:CUSTOMER_SMS has no {phone}" in str(err.value)
+    assert JSON_PASS not in str(err.value)

@@ -70,9 +70,11 @@ class WebhookSettings:
 
 @dataclass(frozen=True, slots=True)
 class AppriseSettings:
-    """The ``apprise`` channel (technicians' phones and chats); its URLs are per technician."""
+    """The ``apprise`` channel: technicians' URLs are theirs; customers are reached through one
+    gateway URL in which ``{phone}`` becomes the customer's number (``customers.channels: [apprise]``)."""
 
     timeout: float = 10.0  # one send, seconds: then it is retried
+    customers: Secret | None = None  # e.g. twilio://SID:TOKEN@+576070000000/{phone}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ class CustomerNotices:
     enabled: bool = True
     # add "single" to notify lone failures, "degraded" for a "degraded service" notice during a lossy link
     kinds: tuple[str, ...] = ("outage", "suspected")
-    channels: tuple[str, ...] = ("email",)  # "email" and/or "sms" (the sms webhook gateway)
+    channels: tuple[str, ...] = ("email",)  # "email", "sms" (the sms webhook), "apprise" (apprise.customers)
     update_min_interval: float = 3600.0
     restore_on_partial: bool = True  # a customer back before the incident ends hears it then
     maintenance_lead: float = 172_800.0  # advance notice of maintenance windows
@@ -171,5 +173,5 @@ class DeliveryConfig:
 
     @property
     def phone(self) -> bool:
-        """Whether the apprise channel has anyone to reach (a technician with an Apprise URL)."""
-        return any(t.apprise for t in self.technicians.values())
+        """Whether the apprise channel has anyone to reach (a technician with an Apprise URL, or customers)."""
+        return self.apprise.customers is not None or any(t.apprise for t in self.technicians.values())

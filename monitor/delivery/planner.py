@@ -794,6 +794,9 @@ def _to_customer(out: Plan, incident: str, action: str, c: Customer, version: in
     if "sms" in cn.channels and c.phone and ctx.cfg.sms is not None:
         out.items.append(Item(incident, action, c.phone, version, "webhook", template, c.language,
                               {**data, "to": c.phone, "target": "sms"}))
+    if "apprise" in cn.channels and c.phone and ctx.cfg.apprise.customers is not None:
+        out.items.append(Item(incident, action + "_apprise", c.phone, version, "apprise", template, c.language,
+                              {**data, "to": c.phone}))
 
 
 def _event_ref(e: IncidentEvent) -> str:

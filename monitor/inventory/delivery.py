@@ -33,7 +33,7 @@ from monitor.inventory.fields import DAY, Section
 from monitor.inventory.model import NODE_KINDS
 from monitor.inventory.secrets import HOW, check_reference, resolve_secret
 from monitor.inventory.settings import SecretReader
-from monitor.notify.apprise import check_url
+from monitor.notify.apprise import check_url, customer_url
 from monitor.secret import Secret
 
 TOP = ("timezone", "templates_dir", "smtp", "maildir", "mqtt", "desk", "sms", "apprise", "technicians", "oncall",
@@ -78,7 +78,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         mqtt=_mqtt(sec.section("mqtt", MQTT, ("host",)), secrets),
         desk=_desk(sec.section("desk", DESK, ("kind",)), secrets),
         sms=_webhook(sec.section("sms", WEBHOOK, ("url",)), secrets),
-        apprise=_apprise(sec.section("apprise", ("timeout",))),
+        apprise=_apprise(sec.section("apprise", ("timeout", "customers")), secrets),
         technicians=techs,
         oncall=_oncall(sec, set(techs), set(municipalities)),
         timezone=tz,
@@ -193,9 +193,19 @@ def _desk(sec: Section | None, secrets: SecretReader) -> DeskSettings:
     )
 
 
-def _apprise(sec: Section | None) -> AppriseSettings:
+def _apprise(sec: Section | None, secrets: SecretReader) -> AppriseSettings:
     d = AppriseSettings()
-    return d if sec is None else AppriseSettings(timeout=sec.duration("timeout", d.timeout, gt=0, le=300))
+    if sec is None:
+        return d
+    gateway = secrets.get(sec, "customers")
+    if gateway is not None:
+        problem = "" if "{phone}" in gateway.reveal() else \
+            f"the URL from {gateway.source} has no {{phone}} (where the customer's number goes)"
+        problem = problem or check_url(customer_url(gateway, "+573000000000")) or ""
+        if problem:
+            sec.err("customers", problem)
+            gateway = None
+    return AppriseSettings(timeout=sec.duration("timeout", d.timeout, gt=0, le=300), customers=gateway)
 
 
 def _apprise_urls(t: Section, secrets: SecretReader) -> tuple[Secret, ...]:
@@ -332,8 +342,8 @@ def _customers(sec: Section | None) -> CustomerNotices:
             sec.err("kinds", f"bad kind {k!r} (expected some of: outage, suspected, single, degraded)")
     channels = tuple(_strings(sec, "channels")) if sec.has("channels") else d.channels
     for c in channels:
-        if c not in ("email", "sms"):
-            sec.err("channels", f"bad channel {c!r} (expected some of: email, sms)")
+        if c not in ("email", "sms", "apprise"):
+            sec.err("channels", f"bad channel {c!r} (expected some of: email, sms, apprise)")
     return CustomerNotices(
         enabled=sec.flag("enabled", d.enabled), kinds=kinds, channels=channels,
         update_min_interval=sec.duration("update_min_interval", d.update_min_interval, ge=0, le=7 * DAY),

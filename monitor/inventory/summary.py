@@ -115,11 +115,13 @@ def _delivery(inv: Inventory) -> list[str]:
 def _apprise(d: DeliveryConfig) -> str:
     """Counts and services only: an Apprise URL carries its token, so only its scheme is shown."""
     urls = [u for t in d.technicians.values() for u in t.apprise]
-    if not urls:
+    gateway = d.apprise.customers
+    if not urls and gateway is None:
         return "off"
     schemes = sorted({u.reveal().split("://", 1)[0] for u in urls})
     techs = sum(1 for t in d.technicians.values() if t.apprise)
-    return f"{len(urls)} URLs of {techs} technicians ({', '.join(schemes)})"
+    customers = f", customers by {gateway.reveal().split('://', 1)[0]}" if gateway is not None else ""
+    return f"{len(urls)} URLs of {techs} technicians ({', '.join(schemes)}){customers}"
 
 
 def _api(inv: Inventory) -> str:

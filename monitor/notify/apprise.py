@@ -50,6 +50,12 @@ def destination(recipient: str) -> tuple[str, int]:
     return tech, int(index) - 1 if index.isdigit() and int(index) > 0 else -1
 
 
+def customer_url(gateway: Secret, phone: str) -> Secret:
+    """The customers' gateway URL with ``{phone}`` replaced by the number (digits and a leading +)."""
+    number = ("+" if phone.strip().startswith("+") else "") + "".join(ch for ch in phone if ch.isdigit())
+    return Secret(gateway.reveal().replace("{phone}", number), gateway.source)
+
+
 def check_url(url: Secret) -> str | None:
     """None if Apprise can use this URL, else a problem that names only its scheme."""
     scheme = url.reveal().split("://", 1)[0] if "://" in url.reveal() else ""
@@ -68,29 +74,37 @@ class AppriseSender:
     def __init__(self, settings: AppriseSettings, technicians: Mapping[str, Technician]) -> None:
         self.s = settings
         self.technicians = technicians
-        self._services: dict[str, apprise.Apprise] = {}
+        self._services: dict[str, apprise.Apprise] = {}  # technicians' (a few): kept; customers' made per send
 
-    def _service(self, recipient: str) -> apprise.Apprise:
-        service = self._services.get(recipient)
-        if service is not None:
-            return service
-        tech_id, index = destination(recipient)
+    def _url(self, row: Row) -> Secret:
+        if not row.action.startswith("tech_"):  # a customer notice: the gateway, to the customer's number
+            if self.s.customers is None:
+                raise DeliveryPermanent("no apprise.customers gateway in the config any more", "no_address")
+            return customer_url(self.s.customers, row.recipient)
+        tech_id, index = destination(row.recipient)
         tech = self.technicians.get(tech_id)
         if tech is None or not 0 <= index < len(tech.apprise):
-            raise DeliveryPermanent(f"no Apprise URL {recipient} in the config any more", "no_address")
-        plugin = apprise.Apprise.instantiate(tech.apprise[index].reveal(), asset=_ASSET)
+            raise DeliveryPermanent(f"no Apprise URL {row.recipient} in the config any more", "no_address")
+        return tech.apprise[index]
+
+    def _service(self, row: Row) -> apprise.Apprise:
+        service = self._services.get(row.recipient)
+        if service is not None:
+            return service
+        plugin = apprise.Apprise.instantiate(self._url(row).reveal(), asset=_ASSET)
         if plugin is None:
-            raise DeliveryPermanent(f"Apprise cannot use the URL of {recipient}", "bad_url")
+            raise DeliveryPermanent(f"Apprise cannot use the URL of {row.recipient}", "bad_url")
         plugin.socket_connect_timeout = plugin.socket_read_timeout = self.s.timeout
         plugin.request_rate_per_sec = 0
         service = apprise.Apprise(asset=_ASSET)
         service.add(plugin)
-        self._services[recipient] = service
+        if row.action.startswith("tech_"):
+            self._services[row.recipient] = service
         return service
 
     async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         p = row.payload
-        service = self._service(row.recipient)
+        service = self._service(row)
         result = await service.async_notify(body=p["body"], title=p.get("subject", ""))
         if result:
             return "sent"
