@@ -57,7 +57,7 @@ _BAD_UNSUBSCRIBE = ("delivery.customers.unsubscribe: expected a mailto: address 
     ({"oncall": [{"municipality": "*", "shifts": [{"days": ["mon"], "from": "7", "tiers": ["juan"]}]}]},
      "delivery.oncall[0].shifts[0].from: bad time '7' (expected HH:MM between 00:00 and 24:00; quote it in YAML)"),
     ({"customers": {"channels": ["fax"]}},
-     "delivery.customers.channels: bad channel 'fax' (expected some of: email, sms)"),
+     "delivery.customers.channels: bad channel 'fax' (expected some of: email, sms, apprise)"),
     ({"timezone": "Mars/Olympus"},
      "delivery.timezone: unknown time zone 'Mars/Olympus' (expected an IANA name such as America/Bogota)"),
     ({"rate_limits": {"email": 0}}, "delivery.rate_limits.email: must be greater than 0 and at most 1000, got 0"),
