@@ -24,6 +24,7 @@ from dateutil.rrule import rrule, rrulestr
 MAX_OCCURRENCES = 1000
 HORIZON = timedelta(days=731)
 MAX_LENGTH = 300
+LAST_PRINTABLE = 253_402_300_799.0  # 9999-12-31T23:59:59Z: windows end before it (they are printed as ISO times)
 FREQS = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
 PARTS = ("FREQ", "INTERVAL", "COUNT", "UNTIL", "BYDAY", "BYMONTHDAY", "BYMONTH", "BYSETPOS", "WKST")
 _PART = re.compile(r"^[A-Z0-9,+\-]{1,100}$")
@@ -45,7 +46,7 @@ def occurrences(rule: str, start: float, end: float, zone: str) -> list[tuple[fl
     count = int(parts.pop("COUNT")) if "COUNT" in parts else MAX_OCCURRENCES
     if not 1 <= count <= MAX_OCCURRENCES:
         raise RecurrenceError(f"COUNT must be between 1 and {MAX_OCCURRENCES}")
-    limit = (first + HORIZON).astimezone(UTC)
+    limit = datetime.fromtimestamp(min(start + HORIZON.total_seconds(), LAST_PRINTABLE), UTC)
     if "UNTIL" in parts:
         limit = min(limit, _until(parts.pop("UNTIL"), tz))
     if limit < first:
@@ -60,9 +61,9 @@ def occurrences(rule: str, start: float, end: float, zone: str) -> list[tuple[fl
     length = end - start
     out: list[tuple[float, float]] = []
     for dt in parsed:
-        if len(out) >= count:
-            break
         ts = dt.timestamp()
+        if len(out) >= count or ts + length > LAST_PRINTABLE:
+            break
         out.append((ts, ts + length))
     if not out or out[0][0] != start:
         out.insert(0, (start, end))  # the first window is an occurrence even when the rule skips its day
@@ -102,8 +103,8 @@ def _until(value: str, tz: ZoneInfo) -> datetime:
         raise RecurrenceError(f"UNTIL must look like 20270301 or 20270301T000000Z, got {value[:30]!r}")
     try:
         if m.group(2) is None:
-            day = datetime.strptime(m.group(1), "%Y%m%d").replace(tzinfo=tz)
-            return (day + timedelta(days=1) - timedelta(seconds=1)).astimezone(UTC)
+            day = datetime.strptime(m.group(1), "%Y%m%d").replace(hour=23, minute=59, second=59, tzinfo=tz)
+            return day.astimezone(UTC)
         t = datetime.strptime(m.group(1) + m.group(2).rstrip("Z"), "%Y%m%dT%H%M%S")
         return t.replace(tzinfo=UTC if m.group(2).endswith("Z") else tz).astimezone(UTC)
     except (ValueError, OverflowError) as exc:

@@ -160,3 +160,9 @@ def test_cli_every_adds_one_window_per_occurrence(tmp_path: Path, capsys: pytest
     store = IncidentStore(db)
     assert len(store.maintenance()) == 3   # the refused rule added nothing
     store.close()
+
+
+def test_no_occurrence_ends_after_the_year_9999() -> None:
+    start = datetime(9999, 12, 20, 2, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    got = occurrences("FREQ=DAILY", start, start + 7200, "UTC")
+    assert len(got) == 12 and got[-1][1] <= datetime(9999, 12, 31, 23, 59, 59, tzinfo=ZoneInfo("UTC")).timestamp()
