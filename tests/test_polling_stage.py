@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,18 @@ async def test_a_probe_that_fails_to_close_is_said_once_and_the_others_still_clo
     assert snmp.closed
     assert caplog.records[-1].getMessage() == "monitor stopped"
 
+
+
+#: the core's own stages, listeners and senders: a poller process runs the stage without them
+CORE_ONLY = ("monitor.daemon", "monitor.pipeline", "monitor.api", "monitor.web", "monitor.notify", "monitor.desk",
+             "monitor.report", "monitor.delivery.service", "monitor.delivery.channels", "monitor.correlate.engine",
+             "monitor.correlate.service", "monitor.correlate.staff", "aiohttp", "jinja2", "aiosmtplib", "pysnmp")
+
+
+def test_the_stage_imports_nothing_of_the_core() -> None:
+    """Checked in a fresh interpreter (this one imported the daemon already): the polling stage and
+    its probes load without correlation, delivery, the listeners or SNMP (imported when a target has it)."""
+    code = "import sys, monitor.polling.stage, monitor.polling.probeset; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=180)
+    dragged = [m for m in out.stdout.split() if any(m == c or m.startswith(c + ".") for c in CORE_ONLY)]
+    assert not dragged, dragged
