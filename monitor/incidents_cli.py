@@ -43,6 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                    "--tz UTC when asked; --json is always UTC)")
     p = isub.add_parser("list", parents=[common, zone], help="open incidents (newest first)")
     p.add_argument("--all", action="store_true", help="include resolved and merged ones")
+    p.add_argument("--municipality", metavar="ID", help="only incidents whose root node is in this municipality")
     p.add_argument("--json", action="store_true")
     p = isub.add_parser("show", parents=[common, zone], help="one incident with its history")
     p.add_argument("id")
@@ -106,10 +107,13 @@ def _api(args: argparse.Namespace, *, topology: bool = False) -> Staff:
 def _incidents(args: argparse.Namespace) -> int:
     with _opened(args) as api:
         if args.action == "list":
+            keep = _in_municipality(args)
             if args.json:
-                print(json.dumps(api.incidents_json(all_=args.all), indent=1))
+                found = api.incidents_json(all_=args.all, limit=LIST_LIMIT if keep is None else SCAN_LIMIT)
+                print(json.dumps([d for d in found if keep is None or keep(str(d["root"]))][:LIST_LIMIT], indent=1))
             else:
-                print(_table(api.incidents(all_=args.all), _zone(args)))
+                rows = api.incidents(all_=args.all, limit=LIST_LIMIT if keep is None else SCAN_LIMIT)
+                print(_table([r for r in rows if keep is None or keep(r.root)][:LIST_LIMIT], _zone(args)))
         elif args.action == "show":
             print(_show(api, args.id, as_json=args.json, zone=_zone(args) if not args.json else "UTC"))
         elif args.action == "ack":
@@ -189,6 +193,29 @@ def _duration(text: str, flag: str = "--duration") -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"{flag} {text!r}: {exc}") from None
+
+
+LIST_LIMIT = 100  # newest first
+SCAN_LIMIT = 5_000  # the newest incidents searched for LIST_LIMIT of one municipality
+
+
+def _in_municipality(args: argparse.Namespace) -> Callable[[str], bool] | None:
+    """``--municipality``: whether an incident's root is there (its own municipality, else its site's)."""
+    if not args.municipality:
+        return None
+    from monitor.inventory.loader import load_inventory
+
+    inv = load_inventory(args.config, secrets=False)
+    if args.municipality not in inv.municipalities:
+        raise ConfigError(f"--municipality: unknown municipality {args.municipality[:60]!r} (expected one of: "
+                          f"{', '.join(sorted(inv.municipalities))})")
+
+    def where(node: str) -> str:
+        t = inv.targets.get(node)
+        site = inv.sites.get(t.site) if t is not None and t.site else None
+        return (t.municipality if t is not None else None) or (site.municipality if site else "")
+
+    return lambda root: where(root) == args.municipality
 
 
 def _zone(args: argparse.Namespace) -> str:

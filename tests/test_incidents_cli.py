@@ -216,3 +216,23 @@ def test_a_window_that_cannot_be_printed_is_refused_and_the_store_stays_usable(t
     store.close()
     assert main(["maintenance", "remove", *args, "99999999999999999999999"]) == 2  # past SQLite's integers
     assert "no active maintenance window 99999999999999999999999" in capsys.readouterr().err
+
+
+def test_list_filters_by_municipality_and_shows_who_was_affected(tmp_path, capsys):
+    """Issue 18: ``incidents list --all --municipality`` for a town's history; a resolved incident still says
+    how many endpoints and customers it affected."""
+    from tests.report_support import october_store
+
+    db = tmp_path / "monitor.db"
+    october_store(db, load_inventory(CONFIG))
+    args = ["--db", str(db), "--config", str(CONFIG), "--all"]
+    assert main(["incidents", "list", *args, "--municipality", "arauca"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    outage = next(line for line in lines if "outage" in line)
+    assert "resolved" in outage and "ap-centro-1" in outage and outage.split()[-3:-1] == ["4", "4"]
+    assert main(["incidents", "list", *args, "--municipality", "tame"]) == 0
+    assert capsys.readouterr().out.strip() == "no incidents"
+    assert main(["incidents", "list", *args, "--municipality", "arauca", "--json"]) == 0
+    assert {d["root"] for d in json.loads(capsys.readouterr().out)} >= {"ap-centro-1"}
+    assert main(["incidents", "list", *args, "--municipality", "bogota"]) == 2
+    assert "--municipality: unknown municipality 'bogota' (expected one of: arauca," in capsys.readouterr().err

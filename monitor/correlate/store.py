@@ -49,7 +49,7 @@ class IncidentRow:
     merged_into: str | None
     acked_at: float | None
     acked_by: str | None
-    affected_endpoints: int
+    affected_endpoints: int  # open: affected now; resolved or merged: ever affected
     affected_customers: int
     upgraded: bool = False  # opened as suspected, then its node went down: now an outage, same id
 
@@ -350,9 +350,25 @@ class IncidentStore:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
+    def _ever_affected(self, inc_id: str) -> tuple[int, int]:
+        """How many endpoints and customers the incident affected at any time (a resolved one's last
+        update often lists nobody: they came back one by one before it ended)."""
+        eps: set[str] = set()
+        custs: set[str] = set()
+        for e, c in self.db.execute(
+            "SELECT affected_endpoints, affected_customers FROM incident_events WHERE incident = ?"
+            " AND event IN ('opened', 'updated')", (inc_id,),
+        ):
+            eps.update(json.loads(e))
+            custs.update(json.loads(c))
+        return len(eps), len(custs)
+
     def _row(self, r: tuple[Any, ...]) -> IncidentRow:
-        last = self._announced(r[0])
-        eps, custs = (len(json.loads(last[0])), len(json.loads(last[1]))) if last else (0, 0)
+        if r[3] != "open":  # who *was* affected; an open incident shows who is affected now
+            eps, custs = self._ever_affected(r[0])
+        else:
+            last = self._announced(r[0])
+            eps, custs = (len(json.loads(last[0])), len(json.loads(last[1]))) if last else (0, 0)
         return IncidentRow(
             id=r[0], kind=r[1], root=r[2], status=r[3], opened_at=r[4], updated_at=r[5], cleared_at=r[6],
             closed_at=r[7], merged_into=r[8], acked_at=r[9], acked_by=r[10],
