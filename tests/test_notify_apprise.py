@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from monitor.clock import ManualClock
+from monitor.delivery import planner
 from monitor.delivery.outbox import Outbox
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError
@@ -284,3 +285,47 @@ def test_the_customers_gateway_url_must_say_where_the_number_goes(tmp_path: Path
         load_inventory(path, env=env)
     assert "delivery.apprise.customers: the URL from env:CUSTOMER_SMS has no {phone}" in str(err.value)
     assert JSON_PASS not in str(err.value)
+
+
+def test_the_phone_waits_per_rota_step_for_an_acknowledgement_of_the_email(tmp_path: Path) -> None:
+    """``escalation.phone_after: [5m, 0s]``: tier 0's phones only if its e-mail alert is not acknowledged
+    within 5 min; tier 1 (the escalation) by phone at once; "resolved" by phone only to those phoned."""
+    rx = PushReceiver()
+    path, env = config(tmp_path, rx, escalation={"after": "15m", "phone_after": ["5m", "0s"]},
+                       smtp={"host": "127.0.0.1", "port": 9, "security": "none", "from": "noc@isp.example"})
+    inv = load_inventory(path, env=env)
+    assert inv.delivery is not None and inv.delivery.escalation.phone_after == (300.0, 0.0)
+    ctx = planner.Context(inv, inv.delivery)
+
+    def run(acked_at: float | None) -> list[tuple[float, str, str, str]]:
+        mem: dict[str, planner.IncidentMemory] = {}
+        glob = planner.GlobalMemory()
+        seen: list[tuple[float, str, str, str]] = []
+
+        def keep(now: float, p: planner.Plan) -> None:
+            mem.update(p.memories)
+            seen.extend((now, i.action, i.recipient, i.channel) for i in p.items if i.action.startswith("tech_"))
+
+        keep(T0, planner.plan([ev("opened", T0, ids(3, 0))], dict(mem), glob, ctx, T0, None))
+        for now in (T0 + 299, T0 + 300, T0 + 301, T0 + 900, T0 + 1000):
+            acked = {"INC-000001"} if acked_at is not None and now >= acked_at else set()
+            keep(now, planner.tick(list(mem.values()), glob, ctx, now, acked))
+        keep(T0 + 1800, planner.plan([ev("resolved", T0 + 1800, ids(3, 0))], dict(mem), glob, ctx, T0 + 1800, None))
+        return seen
+
+    assert run(acked_at=None) == [
+        (T0, "tech_alert", "juan@isp.example", "email"),
+        (T0 + 300, "tech_alert_apprise", "juan#1", "apprise"), (T0 + 300, "tech_alert_apprise", "juan#2", "apprise"),
+        (T0 + 900, "tech_alert", "noc-lead@isp.example", "email"),
+        (T0 + 900, "tech_alert_apprise", "noc#1", "apprise"),
+        (T0 + 1800, "tech_resolved", "juan@isp.example", "email"),
+        (T0 + 1800, "tech_resolved_apprise", "juan#1", "apprise"),
+        (T0 + 1800, "tech_resolved_apprise", "juan#2", "apprise"),
+        (T0 + 1800, "tech_resolved", "noc-lead@isp.example", "email"),
+        (T0 + 1800, "tech_resolved_apprise", "noc#1", "apprise"),
+    ]
+    # acknowledged by e-mail within the 5 minutes: no phone, no escalation, no "resolved" by phone
+    assert run(acked_at=T0 + 120) == [
+        (T0, "tech_alert", "juan@isp.example", "email"),
+        (T0 + 1800, "tech_resolved", "juan@isp.example", "email"),
+    ]

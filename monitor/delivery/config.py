@@ -128,6 +128,13 @@ class OnCall:
 class EscalationSettings:
     after: float = 900.0  # not acknowledged this long → next tier
     max_tier: int = 3
+    # per rota step (tier 0, 1, ...; the last value goes on): how long after that tier's alert its
+    # phone/chat message (Apprise) waits for an acknowledgement first; 0 = with the e-mail
+    phone_after: tuple[float, ...] = (0.0,)
+
+    def phone_wait(self, tier: int) -> float:
+        steps = self.phone_after
+        return steps[min(tier, len(steps) - 1)] if steps else 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,8 @@ class IncidentMemory:
     comment_due: bool = False  # a meaningful change is waiting for the throttle
     tiers: list[str] = field(default_factory=list)  # on-call chain chosen at opening
     tier: int = -1  # highest tier alerted
+    tier_at: list[float] = field(default_factory=list)  # when each tier was alerted
+    phoned: list[int] = field(default_factory=list)  # tiers whose phone/chat message went out
     acked: bool = False
     updates: int = 0  # customer update notices sent
     last_update: float = 0.0
@@ -375,8 +377,9 @@ def _resolved(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemo
         data.update(reason="restored", duration=_duration(e.ts - m.opened_at))
         out.items.append(_desk(m, "ticket_resolve", 1, "ticket_resolved", ctx, data))
         glob.recent[m.root] = (m.ticket_incident, e.ts)
-    for tech in m.tiers[: m.tier + 1]:
-        _tech_message(e, m, tech, "tech_resolved", 1, "technician_resolved", ctx, out)
+    for t, tech in enumerate(m.tiers[: m.tier + 1]):  # "resolved" by phone to those who were phoned
+        phone = t in m.phoned or ctx.cfg.escalation.phone_wait(t) <= 0
+        _tech_message(e, m, tech, "tech_resolved", 1, "technician_resolved", ctx, out, phone=phone)
     _notify_restored(e, m, sorted(set(m.notified) - set(m.restored)), glob, ctx, out, down)
     return m
 
@@ -411,6 +414,8 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
             fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),
                                  tuple(m.nodes))
             _alert_technicians(fake, m, ctx, now, out, tier=nxt)
+            changed = True
+        if not m.acked and _phone_later(m, ctx, now, out):
             changed = True
         if etas and m.incident in etas and _new_eta(m, etas[m.incident], ctx, now, out,
                                                     (eta_by or {}).get(m.incident, "")):
@@ -645,29 +650,51 @@ def _alert_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, now: f
     if tier >= len(m.tiers):
         return
     m.tier = tier
+    m.tier_at = [*m.tier_at[:tier], now]
     template = "technician_alert" if tier == 0 else "technician_escalation"
-    _tech_message(e, m, m.tiers[tier], "tech_alert", tier + 1, template, ctx, out, link_at=now)
+    phone = ctx.cfg.escalation.phone_wait(tier) <= 0
+    if phone:
+        m.phoned = sorted({*m.phoned, tier})
+    _tech_message(e, m, m.tiers[tier], "tech_alert", tier + 1, template, ctx, out, link_at=now, phone=phone)
+
+
+def _phone_later(m: IncidentMemory, ctx: Context, now: float, out: Plan) -> bool:
+    """Phone/chat messages of tiers whose e-mail alert waited ``phone_after`` unacknowledged."""
+    esc, sent = ctx.cfg.escalation, False
+    for t in range(min(m.tier + 1, len(m.tiers))):
+        wait = esc.phone_wait(t)
+        alerted = m.tier_at[t] if t < len(m.tier_at) else m.opened_at + esc.after * t
+        if wait <= 0 or t in m.phoned or now < alerted + wait:
+            continue
+        fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now), tuple(m.nodes))
+        template = "technician_alert" if t == 0 else "technician_escalation"
+        _tech_message(fake, m, m.tiers[t], "tech_alert", t + 1, template, ctx, out, link_at=now, others=False)
+        m.phoned = sorted({*m.phoned, t})
+        sent = True
+    return sent
 
 
 def _tech_message(e: IncidentEvent, m: IncidentMemory, tech_id: str, action: str, version: int, template: str,
-                  ctx: Context, out: Plan, link_at: float | None = None) -> None:
+                  ctx: Context, out: Plan, link_at: float | None = None, *, phone: bool = True,
+                  others: bool = True) -> None:
     """Email, Apprise (phone, chat) and MQTT to one technician; with ``link_at`` (alerts) the email and
     the short message carry a signed ack link valid for ``api.link_ttl`` from then, when links are
-    configured. Apprise gets one row per URL, so a retry repeats only the destination that failed."""
+    configured. Apprise gets one row per URL, so a retry repeats only the destination that failed.
+    ``phone``/``others``: whether the Apprise rows / the e-mail and MQTT ones are made this time."""
     tech = ctx.cfg.technicians.get(tech_id)
     if tech is None:
         return
     data = _ticket_data(e, m, ctx)
     data.update(technician=tech.id, technician_name=tech.name, tier=version - 1, event=template.split("_", 1)[1])
     link = ctx.links.link(m.incident, tech.id, link_at) if ctx.links and link_at is not None else ""
-    if tech.email and ctx.cfg.email:
+    if tech.email and ctx.cfg.email and others:
         out.items.append(Item(m.incident, action, tech.email, version, "email", template, tech.language,
                               {**data, "to": tech.email, "ack_url": link}))
-    for i in range(len(tech.apprise)):
+    for i in range(len(tech.apprise) if phone else 0):
         dest = f"{tech.id}#{i + 1}"
         out.items.append(Item(m.incident, action + "_apprise", dest, version, "apprise", template, tech.language,
                               {**data, "to": dest, "ack_url": link}))
-    if tech.mqtt and ctx.cfg.mqtt is not None:
+    if tech.mqtt and ctx.cfg.mqtt is not None and others:
         topic = f"{ctx.cfg.mqtt.prefix}/technicians/{data['municipality'] or 'unknown'}"
         payload = {k: data[k] for k in ("incident", "kind", "node", "site", "municipality", "count", "opened_at",
                                         "technician", "tier", "event")}

@@ -28,8 +28,9 @@ from monitor.delivery.config import (
     Technician,
     WebhookSettings,
 )
+from monitor.durations import to_seconds
 from monitor.errors import SecretError
-from monitor.inventory.fields import DAY, Section
+from monitor.inventory.fields import DAY, Section, type_name
 from monitor.inventory.model import NODE_KINDS
 from monitor.inventory.secrets import HOW, check_reference, resolve_secret
 from monitor.inventory.settings import SecretReader
@@ -82,7 +83,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         technicians=techs,
         oncall=_oncall(sec, set(techs), set(municipalities)),
         timezone=tz,
-        escalation=_escalation(sec.section("escalation", ("after", "max_tier"))),
+        escalation=_escalation(sec.section("escalation", ("after", "max_tier", "phone_after"))),
         customers=_customers(sec.section("customers", CUSTOMERS)),
         rate_limits=_rates(sec),
         retry=_retry(sec.section("retry", RETRY)),
@@ -329,7 +330,27 @@ def _escalation(sec: Section | None) -> EscalationSettings:
     if sec is None:
         return d
     return EscalationSettings(sec.duration("after", d.after, gt=0, le=7 * DAY),
-                              sec.integer("max_tier", d.max_tier, 0, 10))
+                              sec.integer("max_tier", d.max_tier, 0, 10), _phone_after(sec, d.phone_after))
+
+
+def _phone_after(sec: Section, default: tuple[float, ...]) -> tuple[float, ...]:
+    """One duration (every rota step) or a list of them (tier 0, 1, ...; the last goes on)."""
+    raw = sec.data.get("phone_after")
+    if raw is None:
+        return default
+    items = raw if isinstance(raw, list) else [raw]
+    out: list[float] = []
+    for i, item in enumerate(items[:11]):
+        value = to_seconds(item)
+        if value is None or not 0 <= value <= DAY:
+            shown = repr(item) if isinstance(item, str) else type_name(item)
+            sec.err("phone_after", f"item {i + 1}: expected a duration from 0s to 1d ('5m'), got {shown[:40]}")
+            return default
+        out.append(value)
+    if not out or len(items) > 11:
+        sec.err("phone_after", "expected a duration or a list of 1 to 11 (one per rota step)")
+        return default
+    return tuple(out)
 
 
 def _customers(sec: Section | None) -> CustomerNotices:
