@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import apprise
+from apprise.manager_plugins import NotificationManager
 
 from monitor.delivery.config import AppriseSettings, Technician
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
@@ -42,6 +43,8 @@ logging.getLogger("apprise").setLevel(logging.WARNING)
 
 _STATUS = re.compile(r"error=(\d{3})\b")
 _ASSET = apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
+# every service Apprise speaks (ntfy, tgram, json...); its plugin manager is not annotated
+_SCHEMES: frozenset[str] = frozenset(NotificationManager().schemas())  # type: ignore[no-untyped-call]
 
 
 def destination(recipient: str) -> tuple[str, int]:
@@ -57,12 +60,15 @@ def customer_url(gateway: Secret, phone: str) -> Secret:
 
 
 def check_url(url: Secret) -> str | None:
-    """None if Apprise can use this URL, else a problem that names only its scheme."""
-    scheme = url.reveal().split("://", 1)[0] if "://" in url.reveal() else ""
+    """None if Apprise can use this URL, else a problem that names its scheme only when that is one of
+    Apprise's services (whatever precedes "://" in a malformed value may be the token itself)."""
+    scheme = url.reveal().split("://", 1)[0].lower() if "://" in url.reveal() else ""
     if not scheme or not scheme.isalnum():
         return f"the value of {url.source} is not a URL (expected scheme://…, such as ntfys://ntfy.sh/topic)"
+    if scheme not in _SCHEMES:
+        return f"the URL from {url.source} names no service Apprise knows (expected ntfys://, tgram://, json://…)"
     if apprise.Apprise.instantiate(url.reveal(), asset=_ASSET) is None:
-        return f"Apprise cannot use the {scheme}:// URL from {url.source} (unknown service or bad form)"
+        return f"Apprise cannot use the {scheme}:// URL from {url.source} (a part is missing or malformed)"
     return None
 
 
