@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from monitor.api.config import ApiSettings
 from monitor.errors import ConfigError
-from monitor.inventory import api, delivery, operations, settings, status_page
+from monitor.inventory import api, delivery, operations, pollers, settings, status_page
 from monitor.inventory.customers_csv import read_customers
 from monitor.inventory.entries import EntryReader
 from monitor.inventory.fields import Problems, Section
@@ -41,7 +41,7 @@ __all__ = ["load_inventory", "summarize"]
 TOP_KEYS = (
     "municipalities", "sites", "service_classes", "credentials", "nodes", "customers", "customers_file",
     "polling", "polling_by_kind", "daemon", "timeseries", "correlation", "maintenance",
-    "delivery", "api", "status_page",
+    "delivery", "api", "status_page", "pollers",
 )
 DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
 MAX_BYTES = 64 * 2**20  # a 50,000-endpoint inventory is ~10 MiB of YAML; more is a mistake or an attack
@@ -171,6 +171,7 @@ class _Loader:
             delivery=delivery_config,
             api=(api_settings := api.parse(top, self.secrets, daemon.metrics_listen)),
             status_page=status_page.parse(top, _listeners(daemon.metrics_listen, api_settings)),
+            pollers=pollers.parse(top, self.secrets, munis, sites, targets),
         )
 
     def _unique(self, seen: dict[str, Where], sec: Section) -> str | None:

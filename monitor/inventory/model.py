@@ -16,6 +16,7 @@ from monitor.secret import Secret
 if TYPE_CHECKING:
     from monitor.api.config import ApiSettings
     from monitor.delivery.config import DeliveryConfig
+    from monitor.inventory.pollers import PollersSettings
     from monitor.web.config import StatusPageSettings
 
 TargetRole = Literal["node", "endpoint"]
@@ -188,6 +189,7 @@ class Inventory:
     delivery: DeliveryConfig | None = None  # the ``delivery:`` section (monitor.inventory.delivery)
     api: ApiSettings | None = None  # the ``api:`` section (monitor.inventory.api): HTTP API, ack links
     status_page: StatusPageSettings | None = None  # ``status_page:`` (monitor.inventory.status_page)
+    pollers: PollersSettings | None = None  # ``pollers:`` zones and remote pollers (monitor.inventory.pollers)
 
     def nodes(self) -> list[Target]:
         return [t for t in self.targets.values() if t.role == "node"]

@@ -1,0 +1,171 @@
+"""The ``pollers:`` section: which zone each target belongs to and who polls it (issue 14).
+
+Absent = today's single daemon: the core polls everything. Present, every target belongs to exactly
+one zone, found from the most specific entry that names it: its own id under ``nodes``, else its
+site under ``sites``, else its municipality under ``municipalities`` (each named in at most one
+zone). A zone lists the remote pollers that cover it (at most four: several vantage points); a
+zone without pollers is polled by the core itself (the NOC's own). A target in no zone is a
+mistake, reported with the section's line, as are unknown ids and a poller claimed by two zones:
+a poller may only ever report its own zone, and the core checks every message against this map.
+
+Example::
+
+    pollers:
+      brokers: [{host: 127.0.0.1, port: 1883, username: core, password: {env: MQTT_CORE_PASSWORD}}]
+      zones:
+        - {id: noc, municipalities: [arauca]}                      # the core polls it
+        - {id: saravena, municipalities: [saravena], pollers: [p-saravena-1, p-saravena-2]}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from monitor.inventory.fields import ID_HINT, ID_RE, Section, type_name
+from monitor.inventory.model import Municipality, Site, Target
+from monitor.inventory.settings import SecretReader
+from monitor.secret import Secret
+
+KEYS = ("brokers", "prefix", "zones")
+BROKER_KEYS = ("host", "port", "username", "password")
+ZONE_KEYS = ("id", "pollers", "municipalities", "sites", "nodes")
+MAX_POLLERS_PER_ZONE = 4
+DEFAULT_PREFIX = "monitor/pollers"
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")  # no wildcards, no empty levels
+_SHOWN = 5  # ids named in a message before "..."
+_SINGULAR = {"municipalities": "municipality", "sites": "site", "nodes": "node"}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    id: str
+    pollers: tuple[str, ...] = ()  # empty: the core polls this zone itself
+
+
+@dataclass(frozen=True, slots=True)
+class PollersSettings:
+    brokers: tuple[BrokerSettings, ...]
+    zones: dict[str, Zone]
+    zone_of: dict[str, str] = field(default_factory=dict)  # target id -> zone id
+    prefix: str = DEFAULT_PREFIX
+
+    def poller_zones(self) -> dict[str, str]:
+        """Poller id -> the one zone it may report (what the core checks messages against)."""
+        return {p: z.id for z in self.zones.values() for p in z.pollers}
+
+    def remote(self, target: str) -> bool:
+        """Polled by a remote poller, not by the core."""
+        zone = self.zone_of.get(target)
+        return zone is not None and bool(self.zones[zone].pollers)
+
+
+def parse(top: Section, secrets: SecretReader, munis: Mapping[str, Municipality], sites: Mapping[str, Site],
+          targets: Mapping[str, Target]) -> PollersSettings | None:
+    """The validated section, or None when absent."""
+    sec = top.section("pollers", KEYS, ("brokers", "zones"))
+    if sec is None:
+        return None
+    prefix = sec.text("prefix") or DEFAULT_PREFIX
+    if not _PREFIX.match(prefix) or len(prefix) > 100:
+        sec.err("prefix", f"bad MQTT topic prefix {prefix[:40]!r} (expected levels of letters, digits, '_' or '-' "
+                          "joined by '/', no wildcards)")
+        prefix = DEFAULT_PREFIX
+    brokers = tuple(b for value, path, line in sec.items("brokers")
+                    if (b := _broker(sec, secrets, value, path, line)) is not None)
+    if "brokers" in sec.data and not brokers:
+        sec.err("brokers", "expected at least one broker ({host: ..., port: ...})")
+    zones = _Zones({"municipalities": munis, "sites": sites, "nodes": targets})
+    for value, path, line in sec.items("zones"):
+        zones.add(Section.open(sec.problems, sec.file, value, path, line, ZONE_KEYS, ("id",)))
+    zone_of, homeless = zones.place(targets)
+    if homeless and zones.zones:
+        shown = ", ".join(homeless[:_SHOWN]) + (", ..." if len(homeless) > _SHOWN else "")
+        sec.err("zones", f"{len(homeless)} target(s) in no zone ({shown}): name their municipality, site or node "
+                         "in a zone (a zone without pollers is polled by the core)")
+    return PollersSettings(brokers, zones.zones, zone_of, prefix)
+
+
+class _Zones:
+    """The zones read so far, and which zone claimed each municipality, site and node."""
+
+    def __init__(self, known: Mapping[str, Mapping[str, object]]) -> None:
+        self.known = known
+        self.claimed: dict[str, dict[str, str]] = {k: {} for k in known}
+        self.zones: dict[str, Zone] = {}
+        self.poller_of: dict[str, str] = {}
+
+    def add(self, z: Section | None) -> None:
+        if z is None or (zid := z.ident("id")) is None:
+            return
+        if zid in self.zones:
+            z.err("id", f"duplicate zone id {zid!r}")
+            return
+        pollers = _ids(z, "pollers")
+        if len(pollers) > MAX_POLLERS_PER_ZONE:
+            z.err("pollers", f"at most {MAX_POLLERS_PER_ZONE} pollers per zone, got {len(pollers)}")
+        for p in pollers:
+            if self.poller_of.setdefault(p, zid) != zid:
+                z.err("pollers", f"poller {p!r} already covers zone {self.poller_of[p]!r} (a poller reports one zone)")
+        if not any(k in z.data for k in self.claimed):
+            z.err(None, "a zone needs municipalities, sites or nodes")
+        for key, seen in self.claimed.items():
+            for ident in _ids(z, key):
+                if ident not in self.known[key]:
+                    z.err(key, f"unknown {_SINGULAR[key]} {ident!r}")
+                elif ident in seen:
+                    z.err(key, f"{ident!r} is already in zone {seen[ident]!r}")
+                else:
+                    seen[ident] = zid
+        self.zones[zid] = Zone(zid, tuple(dict.fromkeys(pollers)))
+
+    def place(self, targets: Mapping[str, Target]) -> tuple[dict[str, str], list[str]]:
+        """Each target's zone (its node entry, else its site's, else its municipality's), and the homeless."""
+        nodes, sites, munis = self.claimed["nodes"], self.claimed["sites"], self.claimed["municipalities"]
+        zone_of: dict[str, str] = {}
+        homeless: list[str] = []
+        for tid, t in targets.items():
+            zone = nodes.get(tid) or sites.get(t.site or "") or munis.get(t.municipality or "")
+            if zone is None:
+                homeless.append(tid)
+            else:
+                zone_of[tid] = zone
+        return zone_of, homeless
+
+
+def _broker(sec: Section, secrets: SecretReader, value: object, path: str, line: int) -> BrokerSettings | None:
+    b = Section.open(sec.problems, sec.file, value, path, line, BROKER_KEYS, ("host",))
+    if b is None:
+        return None
+    host = b.text("host") or ""
+    if not host or len(host) > 253 or any(c.isspace() or c in "/@" for c in host):
+        b.err("host", f"bad broker host {host[:40]!r} (expected a name or an address)")
+    username = b.text("username")
+    if "password" in b.data and username is None:
+        b.err("password", "a broker password needs a username")
+    return BrokerSettings(host, b.integer("port", 1883, 1, 65535), username, secrets.get(b, "password"))
+
+
+def _ids(sec: Section, key: str) -> list[str]:
+    value = sec.data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        sec.err(key, f"expected a list of ids, got {type_name(value)}")
+        return []
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not ID_RE.match(item) or len(item) > 128:
+            sec.err(key, f"bad id {str(item)[:40]!r} ({ID_HINT})")
+        else:
+            out.append(item)
+    return out

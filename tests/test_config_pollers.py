@@ -1,0 +1,112 @@
+"""The pollers: section (issue 14): absent is today's single daemon; each target lands in one zone by its
+node, site or municipality; each kind of mistake is named with its place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from monitor.errors import ConfigError
+from monitor.inventory.loader import load_inventory
+from monitor.inventory.pollers import PollersSettings
+
+BASE = """
+municipalities: [{id: arauca, name: Arauca}, {id: saravena, name: Saravena}, {id: tame, name: Tame}]
+sites:
+  - {id: noc, municipality: arauca, name: NOC}
+  - {id: twr-s, municipality: saravena, name: Torre Saravena}
+  - {id: twr-t, municipality: tame, name: Torre Tame}
+service_classes:
+  residencial: {response_hours: 24, availability_target: 98.0}
+nodes:
+  - {id: core, kind: router, address: 127.0.0.1, site: noc}
+  - {id: bh-s, kind: backhaul, address: 127.0.0.2, parent: core, site: noc}
+  - {id: ap-s, kind: ap, address: 127.0.0.3, parent: bh-s, site: twr-s}
+  - {id: ap-t, kind: ap, address: 127.0.0.4, parent: core, site: twr-t}
+customers:
+  - id: C1
+    name: Uno
+    service_class: residencial
+    endpoints: [{id: cpe-s, kind: cpe, address: 127.0.0.5, parent: ap-s}]
+  - id: C2
+    name: Dos
+    service_class: residencial
+    endpoints: [{id: cpe-t, kind: cpe, address: 127.0.0.6, parent: ap-t}]
+"""
+
+GOOD = {
+    "brokers": [{"host": "127.0.0.1", "port": 1883, "username": "core", "password": {"env": "MQTT_CORE"}},
+                {"host": "127.0.0.2"}],
+    "zones": [
+        {"id": "noc", "municipalities": ["arauca"]},
+        {"id": "saravena", "municipalities": ["saravena"], "pollers": ["p-s1", "p-s2"]},
+        {"id": "tame", "sites": ["twr-t"], "nodes": ["bh-s"], "pollers": ["p-t"]},
+    ],
+}
+
+
+def load_with(tmp_path: Path, section: Any) -> PollersSettings | None:
+    doc = yaml.safe_load(BASE)
+    if section is not None:
+        doc["pollers"] = section
+    path = tmp_path / "sites.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+    return load_inventory(path, env={"MQTT_CORE": "s3cret"}).pollers
+
+
+def test_absent_is_the_single_daemon(tmp_path: Path) -> None:
+    assert load_with(tmp_path, None) is None
+
+
+def test_each_target_lands_in_one_zone_by_node_then_site_then_municipality(tmp_path: Path) -> None:
+    p = load_with(tmp_path, GOOD)
+    assert p is not None
+    assert p.zone_of == {"core": "noc", "bh-s": "tame", "ap-s": "saravena", "ap-t": "tame", "cpe-s": "saravena",
+                         "cpe-t": "tame"}
+    assert p.poller_zones() == {"p-s1": "saravena", "p-s2": "saravena", "p-t": "tame"}
+    assert [p.remote(t) for t in ("core", "ap-s", "cpe-t")] == [False, True, True]
+    assert [(b.host, b.port, b.username) for b in p.brokers] == [("127.0.0.1", 1883, "core"), ("127.0.0.2", 1883, None)]
+    assert p.brokers[0].password is not None and p.brokers[0].password.reveal() == "s3cret"
+    assert "s3cret" not in repr(p)
+    assert p.prefix == "monitor/pollers"
+
+
+def zones(*extra: dict[str, Any], base: bool = True) -> dict[str, Any]:
+    z = list(GOOD["zones"]) if base else []
+    return {"brokers": [{"host": "127.0.0.1"}], "zones": z + list(extra)}
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"zones": []}, "pollers: missing required key 'brokers'"),
+    ({"brokers": [], "zones": GOOD["zones"]}, "pollers.brokers: expected at least one broker"),
+    ({"brokers": [{"host": "mqtt broker"}], "zones": GOOD["zones"]}, "pollers.brokers[0].host: bad broker host"),
+    ({"brokers": [{"host": "h", "port": 70000}], "zones": GOOD["zones"]}, "pollers.brokers[0].port: must be"),
+    ({"brokers": [{"host": "h", "password": "x"}], "zones": GOOD["zones"]},
+     "pollers.brokers[0].password: a broker password needs a username"),
+    ({**zones(), "prefix": "monitor/#"}, "pollers.prefix: bad MQTT topic prefix 'monitor/#'"),
+    ({**zones(), "colour": 1}, "pollers: unknown key 'colour'"),
+    (zones({"id": "x", "municipalities": ["atlantis"]}),
+     "pollers.zones[3].municipalities: unknown municipality 'atlantis'"),
+    (zones({"id": "x", "sites": ["twr-z"]}), "pollers.zones[3].sites: unknown site 'twr-z'"),
+    (zones({"id": "x", "nodes": ["ap-z"]}), "pollers.zones[3].nodes: unknown node 'ap-z'"),
+    (zones({"id": "x", "municipalities": ["saravena"]}),
+     "pollers.zones[3].municipalities: 'saravena' is already in zone 'saravena'"),
+    (zones({"id": "noc", "nodes": ["ap-t"]}), "pollers.zones[3].id: duplicate zone id 'noc'"),
+    (zones({"id": "x", "nodes": ["core"], "pollers": ["p-t"]}),
+     "pollers.zones[3].pollers: poller 'p-t' already covers zone 'tame' (a poller reports one zone)"),
+    (zones({"id": "x", "pollers": ["p-x"]}), "pollers.zones[3]: a zone needs municipalities, sites or nodes"),
+    (zones({"id": "x", "nodes": ["core"], "pollers": ["a", "b", "c", "d", "e"]}),
+     "pollers.zones[3].pollers: at most 4 pollers per zone, got 5"),
+    (zones({"id": "x", "nodes": ["core"], "pollers": ["bad id"]}), "pollers.zones[3].pollers: bad id 'bad id'"),
+    (zones({"id": "x", "nodes": "core"}), "pollers.zones[3].nodes: expected a list of ids, got a string"),
+    (zones({"id": "saravena", "municipalities": ["saravena"]}, base=False),
+     "pollers.zones: 4 target(s) in no zone (core, bh-s, ap-t, cpe-t): name their municipality, site or node"),
+])
+def test_mistakes_are_named(tmp_path: Path, section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_with(tmp_path, section)
+    assert any(message in p for p in err.value.problems), err.value.problems
+    assert all("sites.yaml:" in p for p in err.value.problems)
