@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     import monitor.report.cli as report_cli  # availability reports
     from monitor import incidents_cli, replay  # correlation subcommands
     from monitor.demo import run as demo  # the no-root, no-server demo
+    from monitor.remote import poller  # the poller role of a remote zone
     from monitor.web import users  # staff users of the board
 
     replay.add_parser(sub)
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     report_cli.add_parser(sub)
     demo.add_parser(sub)
     users.add_parser(sub)
+    poller.add_parser(sub)
     return p
 
 

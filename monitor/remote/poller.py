@@ -1,0 +1,156 @@
+"""``monitor poll``: the poller role, the polling stage alone for one zone, publishing to the core.
+
+It polls the targets of its zone (``pollers:`` in the shared config) with the same stage as the
+daemon (:class:`~monitor.polling.stage.PollingStage`: probes, confirmed states, its own event store
+in its ``state_dir``, time series straight to the database with their spool). Each confirmed change
+goes into the spool (:mod:`.spool`) before anything else and from there to the broker
+(:class:`~.link.PollerLink`); the core acknowledges what it has stored. While the broker or the
+core is unreachable the changes wait in order with their real times.
+
+Credentials: the broker list comes from the shared config; a poller authenticates as itself
+(``--mqtt-user``, default its id, and ``--mqtt-password-file``), so the broker's ACL can confine it
+to its own topics. SIGTERM/SIGINT stop it cleanly (polls in flight finish, the writer flushes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+from pathlib import Path
+
+from monitor import logs
+from monitor.clock import Clock, SystemClock
+from monitor.errors import ConfigError, MonitorError
+from monitor.inventory.loader import load_inventory
+from monitor.inventory.model import Inventory
+from monitor.logs import event
+from monitor.polling.stage import PollingStage
+from monitor.remote.link import Broker, PollerLink
+from monitor.remote.spool import PollerSpool
+from monitor.state import StateChange
+from monitor.tsdb.writer import make_writer
+
+log = logging.getLogger(__name__)
+MAX_SECRET = 64 * 1024
+
+
+def zone_inventory(inv: Inventory, zone: str, poller: str) -> Inventory:
+    """``inv`` reduced to the targets of ``zone``; ConfigError when the zone or poller is not configured."""
+    p = inv.pollers
+    if p is None:
+        raise ConfigError([f"{inv.source}: no pollers: section (monitor poll needs zones)"])
+    if zone not in p.zones:
+        raise ConfigError([f"{inv.source}: pollers.zones: no zone {zone!r} (zones: {', '.join(sorted(p.zones))})"])
+    if poller not in p.zones[zone].pollers:
+        raise ConfigError([f"{inv.source}: pollers.zones: poller {poller!r} does not cover zone {zone!r}"])
+    targets = {tid: t for tid, t in inv.targets.items() if p.zone_of.get(tid) == zone}
+    return dataclasses.replace(inv, targets=targets)
+
+
+async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broker], *, stop: asyncio.Event,
+                     clock: Clock | None = None, heartbeat: float = 10.0, resend_after: float = 30.0) -> None:
+    """Poll ``zone`` until ``stop`` is set."""
+    clock = clock or SystemClock()
+    local = zone_inventory(inv, zone, poller)
+    assert inv.pollers is not None
+    state_dir = Path(local.daemon.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    spool = PollerSpool(state_dir / f"poller-{poller}.db", poller, zone)
+    link = PollerLink(spool, brokers, prefix=inv.pollers.prefix, heartbeat=heartbeat, resend_after=resend_after,
+                      clock=clock)
+
+    def publish(change: StateChange) -> None:
+        spool.add([change])  # in the spool before anything else: a crash after this loses nothing
+        link.added()
+
+    stage = PollingStage(clock)
+    stage.sinks.append(publish)
+    stage.open(local)
+    try:
+        await stage.start_probes(local)
+        writer = stage.writer = make_writer(local.timeseries, state_dir)
+        async with asyncio.TaskGroup() as tg:
+            scheduler_task = tg.create_task(stage.schedule(local, tg.create_task).run())
+            writer_task = tg.create_task(writer.run()) if writer else None
+            heartbeat_task = tg.create_task(stage.heartbeat())
+            link_task = tg.create_task(link.run())
+            event(log, logging.INFO, "poller started", poller=poller, zone=zone, targets=len(local.targets),
+                  backlog=spool.backlog())
+            await stop.wait()
+            stage.stop()
+            await scheduler_task
+            await stage.drain()
+            heartbeat_task.cancel()
+            if writer is not None and writer_task is not None:
+                await writer.close()
+                await writer_task
+            await _flush(link, spool, timeout=5.0)
+            link_task.cancel()
+    finally:
+        await stage.close()
+        spool.close()
+    event(log, logging.INFO, "poller stopped", poller=poller)
+
+
+async def _flush(link: PollerLink, spool: PollerSpool, timeout: float) -> None:
+    """Give the link a moment to hand over what the last polls found (what stays waits in the spool)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while spool.backlog() and link.connected.is_set() and loop.time() < end:
+        await asyncio.sleep(0.05)
+
+
+def _password(path: Path) -> str:
+    """The broker password from a file (first line; bounded like every secret file)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SECRET + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the broker password: {exc.strerror}"]) from exc
+    if len(data) > MAX_SECRET:
+        raise ConfigError([f"{path}: a password file is at most {MAX_SECRET} bytes"])
+    try:
+        return data.decode("utf-8").splitlines()[0] if data.strip() else ""
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: the password is not UTF-8 text"]) from exc
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("poll", help="the poller role: poll one zone and publish its changes to the core (MQTT)")
+    p.add_argument("--config", type=Path, required=True, help="the shared inventory (YAML) with a pollers: section")
+    p.add_argument("--zone", required=True, help="the zone this machine polls")
+    p.add_argument("--poller", required=True, help="this poller's id (listed under the zone's pollers)")
+    p.add_argument("--mqtt-user", help="broker user name (default: the poller's id)")
+    p.add_argument("--mqtt-password-file", type=Path, help="file holding the broker password")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    inv = load_inventory(args.config)
+    logs.setup(inv.daemon.log_format, inv.daemon.log_level)
+    if inv.pollers is None:
+        raise ConfigError([f"{args.config}: no pollers: section (monitor poll needs zones)"])
+    password = _password(args.mqtt_password_file) if args.mqtt_password_file else None
+    user = args.mqtt_user or args.poller
+    brokers = [Broker(b.host, b.port, user, password) for b in inv.pollers.brokers]
+    try:
+        asyncio.run(_main(inv, args.zone, args.poller, brokers))
+    except ExceptionGroup as group:  # from the TaskGroup: our own errors end the run, anything else is a bug
+        ours, rest = group.split(MonitorError)
+        if ours is None or rest is not None:
+            raise
+        for exc in ours.exceptions:
+            logging.getLogger("monitor").error("fatal: %s", exc)
+        return 1
+    return 0
+
+
+async def _main(inv: Inventory, zone: str, poller: str, brokers: list[Broker]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_poller(inv, zone, poller, brokers, stop=stop)
