@@ -22,13 +22,13 @@ from prometheus_client import generate_latest
 
 from monitor.clock import ManualClock
 from monitor.delivery import planner
-from monitor.delivery.outbox import Outbox
+from monitor.delivery.outbox import Outbox, Row
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 from monitor.inventory.summary import summarize
-from monitor.notify.apprise import check_url
+from monitor.notify.apprise import AppriseSender, check_url
 from monitor.secret import Secret
 from monitor.selfmetrics import REGISTRY
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, sample, write_config
@@ -329,3 +329,43 @@ def test_the_phone_waits_per_rota_step_for_an_acknowledgement_of_the_email(tmp_p
         (T0, "tech_alert", "juan@isp.example", "email"),
         (T0 + 1800, "tech_resolved", "juan@isp.example", "email"),
     ]
+
+
+async def test_each_service_keeps_its_own_rate(tmp_path: Path) -> None:
+    """``apprise.rates: {json: 2}``: a burst of five to a JSON gateway waits 0.5 s for each beyond the
+    bucket's two, in virtual time; the ntfy URL beside it is not held back."""
+    rx = PushReceiver()
+    await rx.start()
+    try:
+        path, env = config(tmp_path, rx, apprise={"rates": {"json": 2}})
+        inv = load_inventory(path, env=env)
+        assert inv.delivery is not None and inv.delivery.apprise.rates == {"json": 2.0}
+        clock = ManualClock(0.0)
+        waited: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waited.append(seconds)
+            clock.advance(seconds)
+
+        sender = AppriseSender(inv.delivery.apprise, inv.delivery.technicians, now=clock.monotonic, sleep=sleep)
+
+        def row(i: int, recipient: str) -> Row:
+            return Row(f"k{i}", "INC-000001", "tech_alert_apprise", recipient, "apprise", "",
+                       {"to": recipient, "subject": "", "body": f"n{i}"}, id=i, attempts=0, uncertain=False,
+                       created_at=0.0)
+
+        for i in range(5):
+            await sender.send(row(i, "juan#2"))  # juan's json:// URL
+        assert waited == [0.5, 0.5, 0.5]
+        await sender.send(row(5, "juan#1"))  # his ntfy:// URL: its own service, no wait
+        assert waited == [0.5, 0.5, 0.5]
+        await sender.close()
+    finally:
+        await rx.stop()
+    assert sorted(kind_of(p) for p in rx.received) == ["json"] * 5 + ["ntfy"]
+    (tmp_path / "bad").mkdir()
+    path, env = config(tmp_path / "bad", rx, apprise={"rates": {"carrierpigeon": 1, "json": 0}})
+    with pytest.raises(ConfigError) as err:
+        load_inventory(path, env=env)
+    assert "unknown Apprise service 'carrierpigeon'" in str(err.value)
+    assert "delivery.apprise.rates.json: must be greater than 0" in str(err.value)

@@ -75,6 +75,7 @@ class AppriseSettings:
 
     timeout: float = 10.0  # one send, seconds: then it is retried
     customers: Secret | None = None  # e.g. twilio://SID:TOKEN@+576070000000/{phone}
+    rates: dict[str, float] = field(default_factory=dict)  # per service (URL scheme): sends per second
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from monitor.inventory.fields import DAY, Section, type_name
 from monitor.inventory.model import NODE_KINDS
 from monitor.inventory.secrets import HOW, check_reference, resolve_secret
 from monitor.inventory.settings import SecretReader
-from monitor.notify.apprise import check_url, customer_url
+from monitor.notify.apprise import APPRISE_SCHEMES, check_url, customer_url
 from monitor.secret import Secret
 
 TOP = ("timezone", "templates_dir", "smtp", "maildir", "mqtt", "desk", "sms", "apprise", "technicians", "oncall",
@@ -79,7 +79,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         mqtt=_mqtt(sec.section("mqtt", MQTT, ("host",)), secrets),
         desk=_desk(sec.section("desk", DESK, ("kind",)), secrets),
         sms=_webhook(sec.section("sms", WEBHOOK, ("url",)), secrets),
-        apprise=_apprise(sec.section("apprise", ("timeout", "customers")), secrets),
+        apprise=_apprise(sec.section("apprise", ("timeout", "customers", "rates")), secrets),
         technicians=techs,
         oncall=_oncall(sec, set(techs), set(municipalities)),
         timezone=tz,
@@ -206,7 +206,28 @@ def _apprise(sec: Section | None, secrets: SecretReader) -> AppriseSettings:
         if problem:
             sec.err("customers", problem)
             gateway = None
-    return AppriseSettings(timeout=sec.duration("timeout", d.timeout, gt=0, le=300), customers=gateway)
+    return AppriseSettings(timeout=sec.duration("timeout", d.timeout, gt=0, le=300), customers=gateway,
+                           rates=_apprise_rates(sec))
+
+
+def _apprise_rates(sec: Section) -> dict[str, float]:
+    """``rates: {tgram: 0.5, ntfys: 2}``: sends per second per Apprise service, by URL scheme."""
+    raw = sec.data.get("rates")
+    if raw is None:
+        return {}
+    known = [k for k in raw if isinstance(k, str) and k in APPRISE_SCHEMES] if isinstance(raw, dict) else []
+    for k in raw if isinstance(raw, dict) else ():
+        if k not in known:  # not Section.open's message: it would list Apprise's ~260 services
+            sec.err("rates", f"unknown Apprise service {str(k)[:40]!r} (expected a URL scheme such as tgram, ntfys)")
+    rates = Section.open(sec.problems, sec.file, raw, sec.key_path("rates"), sec.line("rates"), known)
+    if rates is None:
+        return {}
+    out: dict[str, float] = {}
+    for scheme in known:
+        value = rates.number(scheme, None, gt=0, le=1000)
+        if value is not None:
+            out[scheme] = value
+    return out
 
 
 def _apprise_urls(t: Section, secrets: SecretReader) -> tuple[Secret, ...]:

@@ -17,25 +17,26 @@ Two Apprise defaults are changed on purpose. ``timeout`` becomes each service's 
 timeout, never Apprise's *call* timeout: that one stops waiting but leaves the thread sending, so
 a message it called timed out arrived anyway and its retry arrived twice (seen in the tests). And
 Apprise's own pacing (most services wait 5.5 s after each request, per URL, sleeping in the thread
-that holds one of our lanes) is off: ``rate_limits: {apprise: …}`` paces the channel like any other.
+that holds one of our lanes) is off: ``rate_limits: {apprise: …}`` paces the channel like any other,
+and ``apprise.rates`` each service (URL scheme) with a token bucket that waits on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
 import apprise
 from apprise.manager_plugins import NotificationManager
 
 from monitor.delivery.config import AppriseSettings, Technician
+from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
+from monitor.delivery.worker import RateLimit
 from monitor.secret import Secret
-
-if TYPE_CHECKING:  # the config loader imports check_url: no outbox (SQLite store) for it
-    from monitor.delivery.outbox import HandedOver, Row
 
 # Apprise logs request URLs (with tokens in their path for some services) at DEBUG: whatever our
 # own log level, its logger never goes below WARNING, whose messages name hosts, not URLs.
@@ -44,7 +45,7 @@ logging.getLogger("apprise").setLevel(logging.WARNING)
 _STATUS = re.compile(r"error=(\d{3})\b")
 _ASSET = apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
 # every service Apprise speaks (ntfy, tgram, json...); its plugin manager is not annotated
-_SCHEMES: frozenset[str] = frozenset(NotificationManager().schemas())  # type: ignore[no-untyped-call]
+APPRISE_SCHEMES: frozenset[str] = frozenset(NotificationManager().schemas())  # type: ignore[no-untyped-call]
 
 
 def destination(recipient: str) -> tuple[str, int]:
@@ -65,7 +66,7 @@ def check_url(url: Secret) -> str | None:
     scheme = url.reveal().split("://", 1)[0].lower() if "://" in url.reveal() else ""
     if not scheme or not scheme.isalnum():
         return f"the value of {url.source} is not a URL (expected scheme://…, such as ntfys://ntfy.sh/topic)"
-    if scheme not in _SCHEMES:
+    if scheme not in APPRISE_SCHEMES:
         return f"the URL from {url.source} names no service Apprise knows (expected ntfys://, tgram://, json://…)"
     if apprise.Apprise.instantiate(url.reveal(), asset=_ASSET) is None:
         return f"Apprise cannot use the {scheme}:// URL from {url.source} (a part is missing or malformed)"
@@ -77,10 +78,15 @@ class AppriseSender:
 
     channel = "apprise"
 
-    def __init__(self, settings: AppriseSettings, technicians: Mapping[str, Technician]) -> None:
+    def __init__(self, settings: AppriseSettings, technicians: Mapping[str, Technician], *,
+                 now: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.s = settings
         self.technicians = technicians
         self._services: dict[str, apprise.Apprise] = {}  # technicians' (a few): kept; customers' made per send
+        # per service (scheme): Telegram, Twilio and co. throttle a sender; the channel's own
+        # rate_limits still applies on top
+        self.limits = {scheme: RateLimit(rate, now=now, sleep=sleep) for scheme, rate in settings.rates.items()}
 
     def _url(self, row: Row) -> Secret:
         if not row.action.startswith("tech_"):  # a customer notice: the gateway, to the customer's number
@@ -111,6 +117,9 @@ class AppriseSender:
     async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         p = row.payload
         service = self._service(row)
+        limit = self.limits.get(self._url(row).reveal().split("://", 1)[0].lower())
+        if limit is not None:
+            await limit.acquire()
         result = await service.async_notify(body=p["body"], title=p.get("subject", ""))
         if result:
             return "sent"
