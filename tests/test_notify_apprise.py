@@ -29,6 +29,7 @@ from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 from monitor.inventory.summary import summarize
 from monitor.notify.apprise import AppriseSender, check_url
+from monitor.notify.gsm import parts
 from monitor.secret import Secret
 from monitor.selfmetrics import REGISTRY
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, sample, write_config
@@ -275,6 +276,9 @@ async def test_customers_get_short_notices_through_the_gateway_url_with_their_nu
     assert sorted((r["action"], r["recipient"]) for r in rows) == sorted(
         (a, f"+57300{i:07d}") for a in ("customer_opened_apprise", "customer_restored_apprise") for i in (1, 2, 3))
     assert all(len(t) <= 160 for _, t in sms)
+    # in GSM-7 for the SMS gateway: "duración" would have made each "restored" three UCS-2 parts
+    restored = [t for p, t in sms if p == "/sms/+573000000001" and "restablecido" in t]
+    assert len(restored) == 1 and "(duracion " in restored[0] and parts(restored[0]) == 1
 
 
 def test_the_customers_gateway_url_must_say_where_the_number_goes(tmp_path: Path) -> None:

@@ -76,6 +76,7 @@ class AppriseSettings:
     timeout: float = 10.0  # one send, seconds: then it is retried
     customers: Secret | None = None  # e.g. twilio://SID:TOKEN@+576070000000/{phone}
     rates: dict[str, float] = field(default_factory=dict)  # per service (URL scheme): sends per second
+    gsm7: bool = True  # customers' notices through the gateway in the GSM-7 alphabet (160 per SMS, not 70)
 
 
 @dataclass(frozen=True, slots=True)

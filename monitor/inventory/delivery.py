@@ -79,7 +79,7 @@ def parse(top: Section, secrets: SecretReader, municipalities: Iterable[str]) ->
         mqtt=_mqtt(sec.section("mqtt", MQTT, ("host",)), secrets),
         desk=_desk(sec.section("desk", DESK, ("kind",)), secrets),
         sms=_webhook(sec.section("sms", WEBHOOK, ("url",)), secrets),
-        apprise=_apprise(sec.section("apprise", ("timeout", "customers", "rates")), secrets),
+        apprise=_apprise(sec.section("apprise", ("timeout", "customers", "rates", "gsm7")), secrets),
         technicians=techs,
         oncall=_oncall(sec, set(techs), set(municipalities)),
         timezone=tz,
@@ -207,7 +207,7 @@ def _apprise(sec: Section | None, secrets: SecretReader) -> AppriseSettings:
             sec.err("customers", problem)
             gateway = None
     return AppriseSettings(timeout=sec.duration("timeout", d.timeout, gt=0, le=300), customers=gateway,
-                           rates=_apprise_rates(sec))
+                           rates=_apprise_rates(sec), gsm7=sec.flag("gsm7", d.gsm7))
 
 
 def _apprise_rates(sec: Section) -> dict[str, float]:

@@ -36,6 +36,7 @@ from monitor.delivery.config import AppriseSettings, Technician
 from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 from monitor.delivery.worker import RateLimit
+from monitor.notify.gsm import to_gsm7
 from monitor.secret import Secret
 
 # Apprise logs request URLs (with tokens in their path for some services) at DEBUG: whatever our
@@ -120,7 +121,10 @@ class AppriseSender:
         limit = self.limits.get(self._url(row).reveal().split("://", 1)[0].lower())
         if limit is not None:
             await limit.acquire()
-        result = await service.async_notify(body=p["body"], title=p.get("subject", ""))
+        body = p["body"]
+        if self.s.gsm7 and not row.action.startswith("tech_"):  # an SMS gateway: one SMS, not three
+            body = to_gsm7(body)
+        result = await service.async_notify(body=body, title=p.get("subject", ""))
         if result:
             return "sent"
         status = result.status
