@@ -246,6 +246,10 @@ async def test_sigkill_mid_fan_out_loses_nothing_and_repeats_at_most_the_sends_i
     assert set(got) == {f"/phone-{i}" for i in range(5)}  # none lost
     assert sum(got.values()) - 5 <= 4  # repeats: at most the lanes that were sending
     assert len({p.doc["message"] for p in rx.received}) == 1  # a repeat is the same text, ref included
+    # and carries the same Idempotency-Key (json://, form://, xml://): a receiver that drops a key it has
+    # seen takes each notice once
+    keys = {p.headers["Idempotency-Key"] for p in rx.received}
+    assert keys == {f"INC-000001/tech_alert_apprise/juan#{i + 1}/1" for i in range(5)}
     assert len(rows) == 5 and all(r["status"] == "delivered" for r in rows)
 
 

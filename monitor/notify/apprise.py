@@ -28,6 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import quote
 
 import apprise
 from apprise.manager_plugins import NotificationManager
@@ -44,6 +45,8 @@ from monitor.secret import Secret
 logging.getLogger("apprise").setLevel(logging.WARNING)
 
 _STATUS = re.compile(r"error=(\d{3})\b")
+# Apprise's own webhooks, which take extra headers ("+Name=value" in the URL): they get Idempotency-Key
+KEYED = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
 _ASSET = apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
 # every service Apprise speaks (ntfy, tgram, json...); its plugin manager is not annotated
 APPRISE_SCHEMES: frozenset[str] = frozenset(NotificationManager().schemas())  # type: ignore[no-untyped-call]
@@ -104,14 +107,18 @@ class AppriseSender:
         service = self._services.get(row.recipient)
         if service is not None:
             return service
-        plugin = apprise.Apprise.instantiate(self._url(row).reveal(), asset=_ASSET)
+        url = self._url(row).reveal()
+        keyed = url.split("://", 1)[0].lower() in KEYED
+        if keyed:  # the outbox key as a header: a receiver drops the repeat of a notice after a crash
+            url += ("&" if "?" in url else "?") + "+Idempotency-Key=" + quote(row.key, safe="")
+        plugin = apprise.Apprise.instantiate(url, asset=_ASSET)
         if plugin is None:
             raise DeliveryPermanent(f"Apprise cannot use the URL of {row.recipient}", "bad_url")
         plugin.socket_connect_timeout = plugin.socket_read_timeout = self.s.timeout
         plugin.request_rate_per_sec = 0
         service = apprise.Apprise(asset=_ASSET)
         service.add(plugin)
-        if row.action.startswith("tech_"):
+        if row.action.startswith("tech_") and not keyed:
             self._services[row.recipient] = service
         return service
 
