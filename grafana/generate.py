@@ -25,6 +25,11 @@ STATE_MAP = [{"type": "value", "options": {
     "1": {"text": "UP", "color": "green"}, "2": {"text": "DEGRADED", "color": "orange"}}}]
 # Tables from two queries joined on their tag columns (the time column differs, so it goes first).
 MERGE_BY_TAGS = [{"id": "organize", "options": {"excludeByName": {"Time": True}}}, {"id": "merge", "options": {}}]
+# Availability as `monitor report` counts it: time-weighted, maintenance and blind time excluded, from the
+# hourly rollup (`monitor rollup`, measurement `availability`: seconds up and down per target and hour).
+AVAIL = 'SELECT 100 * sum("up_s") / (sum("up_s") + sum("down_s"))'
+AVAIL_NOTE = ("Time-weighted like `monitor report`: maintenance and time the monitor was blind are left out. "
+              "From the hourly rollup (`monitor rollup`), so the current hour shows from its next run.")
 AVAIL_STEPS = [{"color": "red", "value": None}, {"color": "orange", "value": 98}, {"color": "green", "value": 99.5}]
 
 
@@ -118,18 +123,19 @@ def noc() -> Board:
     b.panel("stat", "Open incidents", ['SELECT count("open") FROM (SELECT last("open") AS "open" FROM "incident"'
                                        ' WHERE time > now() - 30d GROUP BY "incident") WHERE "open" = 1'],
             w=4, h=4, noValue="0")
-    b.panel("stat", "Availability today", ['SELECT mean("available") * 100 FROM "state" WHERE $timeFilter'],
-            w=4, h=4, unit="percent", decimals=3, timeFrom="now/d", thresholds={"mode": "absolute",
-                                                                              "steps": AVAIL_STEPS})
-    b.panel("stat", "Availability 30 days", ['SELECT mean("available") * 100 FROM "state" WHERE $timeFilter'],
-            w=4, h=4, unit="percent", decimals=3, timeFrom="30d", thresholds={"mode": "absolute",
-                                                                            "steps": AVAIL_STEPS})
+    b.panel("stat", "Availability today", [f'{AVAIL} FROM "availability" WHERE $timeFilter'],
+            w=4, h=4, unit="percent", decimals=3, timeFrom="now/d", description=AVAIL_NOTE,
+            thresholds={"mode": "absolute", "steps": AVAIL_STEPS})
+    b.panel("stat", "Availability 30 days", [f'{AVAIL} FROM "availability" WHERE $timeFilter'],
+            w=4, h=4, unit="percent", decimals=3, timeFrom="30d", description=AVAIL_NOTE,
+            thresholds={"mode": "absolute", "steps": AVAIL_STEPS})
     geo = b.panel(
         "geomap", "Sites", [
             'SELECT last("lat") AS "latitude", last("lon") AS "longitude" FROM "site" GROUP BY "site", "name"',
-            'SELECT mean("available") * 100 AS "availability" FROM "state" WHERE $timeFilter GROUP BY "site"',
+            f'{AVAIL} AS "availability" FROM "availability" WHERE $timeFilter GROUP BY "site"',
         ], w=12, h=14, fmt="table", unit="percent", thresholds={"mode": "absolute", "steps": AVAIL_STEPS},
-        description="Site coordinates (measurement `site`) merged by site with availability in the time range.",
+        description="Site coordinates (measurement `site`) merged by site with availability in the time range. "
+        + AVAIL_NOTE,
         transformations=MERGE_BY_TAGS,
     )
     geo["options"] = {
@@ -148,25 +154,26 @@ def noc() -> Board:
     b.panel("table", "Nodes down now", [last_state("\"role\" = 'node'", '"node", "kind", "site"', 0)], w=12, h=7,
             fmt="table")
     b.panel("bargauge", "Availability per municipality", [
-        'SELECT mean("available") * 100 FROM "state" WHERE $timeFilter GROUP BY "municipality"'],
-        w=8, h=8, unit="percent", decimals=3, min=90, max=100, thresholds={"mode": "absolute", "steps": AVAIL_STEPS})
+        f'{AVAIL} FROM "availability" WHERE $timeFilter GROUP BY "municipality"'],
+        w=8, h=8, unit="percent", decimals=3, min=90, max=100, description=AVAIL_NOTE,
+        thresholds={"mode": "absolute", "steps": AVAIL_STEPS})
     b.panel("bargauge", "Availability per municipality, 30 days", [
-        'SELECT mean("available") * 100 FROM "state" WHERE $timeFilter GROUP BY "municipality"'],
-        w=8, h=8, unit="percent", decimals=3, min=90, max=100, timeFrom="30d",
+        f'{AVAIL} FROM "availability" WHERE $timeFilter GROUP BY "municipality"'],
+        w=8, h=8, unit="percent", decimals=3, min=90, max=100, timeFrom="30d", description=AVAIL_NOTE,
         thresholds={"mode": "absolute", "steps": AVAIL_STEPS})
     b.panel("table", "Down per municipality", [
         'SELECT count("state") AS "down" FROM (SELECT last("state") AS "state" FROM "state" WHERE $timeFilter'
         ' GROUP BY "node", "municipality") WHERE "state" = 0 GROUP BY "municipality"'], w=8, h=8, fmt="table")
     b.panel("table", "Status per site", [
-        'SELECT mean("available") * 100 AS "availability" FROM "state" WHERE $timeFilter GROUP BY "municipality",'
+        f'{AVAIL} AS "availability" FROM "availability" WHERE $timeFilter GROUP BY "municipality",'
         ' "site"',
         'SELECT count("state") AS "down" FROM (SELECT last("state") AS "state" FROM "state" WHERE $timeFilter'
         ' GROUP BY "node", "municipality", "site") WHERE "state" = 0 GROUP BY "municipality", "site"'],
-        w=24, h=8, fmt="table", unit="percent", decimals=3,
+        w=24, h=8, fmt="table", unit="percent", decimals=3, description=AVAIL_NOTE,
         transformations=MERGE_BY_TAGS)
     b.panel("timeseries", "Availability over time per municipality", [
-        'SELECT mean("available") * 100 FROM "state" WHERE $timeFilter GROUP BY time($__interval), "municipality"'
-        ' fill(none)'], w=24, h=8, unit="percent")
+        f'{AVAIL} FROM "availability" WHERE $timeFilter GROUP BY time($__interval), "municipality"'
+        ' fill(none)'], w=24, h=8, unit="percent", interval="1h", description=AVAIL_NOTE)
     b.annotation("Incidents", "red", 'SELECT "affected_customers", "incident", "kind", "event", "root" FROM'
                  ' "incident" WHERE $timeFilter AND "kind" != \'planned\'', "incident", "event,kind,root")
     return b
@@ -198,8 +205,9 @@ def node_detail() -> Board:
     where = f"$timeFilter AND {NODE}"
     b.panel("stat", "State", [f'SELECT last("state") FROM "state" WHERE {where} GROUP BY "node"'], w=6, h=4,
             mappings=STATE_MAP)
-    b.panel("stat", "Availability", [f'SELECT mean("available") * 100 FROM "state" WHERE {where} GROUP BY "node"'],
-            w=6, h=4, unit="percent", decimals=3, thresholds={"mode": "absolute", "steps": AVAIL_STEPS})
+    b.panel("stat", "Availability", [f'{AVAIL} FROM "availability" WHERE {where} GROUP BY "node"'],
+            w=6, h=4, unit="percent", decimals=3, description=AVAIL_NOTE,
+            thresholds={"mode": "absolute", "steps": AVAIL_STEPS})
     b.panel("stat", "SNMP uptime", [f'SELECT last("uptime_s") FROM "snmp_poll" WHERE {where} GROUP BY "node"'],
             w=6, h=4, unit="s")
     b.panel("stat", "Reboots", [f'SELECT sum("rebooted") FROM "snmp_poll" WHERE {where} GROUP BY "node"'],

@@ -43,11 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     from monitor import incidents_cli, replay  # correlation subcommands
     from monitor.demo import run as demo  # the no-root, no-server demo
     from monitor.remote import poller  # the poller role of a remote zone
+    from monitor.tsdb import rollup_cli  # hourly availability for the boards
     from monitor.web import users  # staff users of the board
 
     replay.add_parser(sub)
     incidents_cli.add_parsers(sub)
     report_cli.add_parser(sub)
+    rollup_cli.add_parser(sub)
     demo.add_parser(sub)
     users.add_parser(sub)
     poller.add_parser(sub)

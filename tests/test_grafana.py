@@ -1,5 +1,6 @@
 """Provisioned Grafana boards: structure, and every query against a real InfluxDB 1.6.7 filled by the
-daemon's own schema and writer (ICMP, SNMP, state, incident, state-change and site points)."""
+daemon's own schema and writer (ICMP, SNMP, state, incident, state-change and site points) and the hourly
+availability rollup (`monitor rollup`)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory, Target, TimeseriesSettings
 from monitor.probes.base import IcmpResult, Metric, SnmpResult
+from monitor.report.model import Period, ReportInput
 from monitor.state import State, StateChange
 from monitor.tsdb import Point, icmp_points, snmp_points, state_point
 from monitor.tsdb.annotations import incident_points, site_points, state_change_point
+from monitor.tsdb.rollup import availability_points
 from monitor.tsdb.writer import TimeseriesWriter
 from tests.grafana_support import (
     GRAFANA,
@@ -93,7 +96,16 @@ def network_points(inv: Inventory, end: float) -> list[Point]:
         IncidentEvent(end - 80 * 60, "opened", "INC-000002", "single", "cpe-0001", ("cpe-0001",), ("C-0001",)),
         IncidentEvent(end - 70 * 60, "resolved", "INC-000002", "single", "cpe-0001", ("cpe-0001",), ("C-0001",)),
     ]
-    return points + incident_points(events, inv)
+    return points + incident_points(events, inv) + rollup_points(inv, end, went_down)
+
+
+def rollup_points(inv: Inventory, end: float, went_down: float) -> list[Point]:
+    """What `monitor rollup` writes for the same minutes (the boards' availability panels read it)."""
+    start = end - MINUTES * 60
+    history = {t: [(start, "degraded" if t in (DEGRADED_NODE, DEGRADED_ENDPOINT) else "up")] for t in inv.targets}
+    for tid in (DOWN_NODE, DOWN_ENDPOINT):
+        history[tid].append((went_down, "down"))
+    return list(availability_points(ReportInput(Period(start, end, "test"), inv, history, until=end)))
 
 
 @pytest.fixture(scope="module")
