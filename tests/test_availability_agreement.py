@@ -6,7 +6,7 @@ it, an hour the monitor was blind (its vantage node down), and a 6 h endpoint ou
 store goes through `monitor report --month` (JSON) and through `monitor rollup --month` into a
 real InfluxDB 1.6.7, where the "Availability 30 days" panel's own query (read from the committed
 dashboard) is run over the month as Grafana sends it. The daemon's per-poll ``state`` points are
-written too (nodes every 15 min, endpoints hourly), so the board's old ``mean("available")``
+written too (nodes every 30 min, endpoints hourly), so the board's old ``mean("available")``
 would have an answer to disagree with.
 """
 
@@ -39,7 +39,7 @@ from tests.tsdb_support import started
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 DB = "monitor"
-POLL_S = {"node": 900, "endpoint": 3600}
+POLL_S = {"node": 1800, "endpoint": 3600}
 
 
 def more_october(db: Path, inv: Inventory) -> None:

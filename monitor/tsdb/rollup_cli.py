@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, StorageRetryable
 from monitor.inventory.model import TimeseriesSettings
 from monitor.report.cli import parse_period
 from monitor.report.model import Period
@@ -63,16 +63,33 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-async def write_points(settings: TimeseriesSettings, points: Iterable[Point]) -> int:
-    """Send the points in batches, returning how many; a database error (StorageError) stops the run."""
+async def write_points(settings: TimeseriesSettings, points: Iterable[Point], *, attempts: int = 3,
+                       delay: float = 1.0) -> int:
+    """Send the points in batches, returning how many.
+
+    A batch the database could not take for a passing reason (unreachable, timeout, 5xx: retryable)
+    is sent again after ``delay``, doubling, up to ``attempts`` times: a busy database should not
+    cost an hour of board figures. Then, or at once for a refusal (credentials, no such database),
+    the :class:`StorageError` stops the run; the batches already sent are complete hours, and the
+    next run rewrites them anyway.
+    """
     backend = backend_for(settings)
     written = 0
     try:
         it = iter(points)
         while batch := list(islice(it, BATCH)):
             body = to_line_protocol(batch)
-            if body:
-                await backend.write(body)
+            wait = delay
+            for attempt in range(1, attempts + 1):
+                try:
+                    if body:
+                        await backend.write(body)
+                    break
+                except StorageRetryable:
+                    if attempt == attempts:
+                        raise
+                    await asyncio.sleep(wait)  # backoff between attempts, not a wait for a condition
+                    wait *= 2
             written += len(batch)
     finally:
         await backend.close()
