@@ -33,7 +33,8 @@ from pysnmp.proto.api import v2c
 from monitor import selfmetrics
 from monitor.errors import ProbeAuthError, ProbeError, ProbeProtocolError, ProbeTimeout
 from monitor.logs import event
-from monitor.probes import snmp_usm, snmp_v2c
+from monitor.probes import snmp_ber, snmp_usm, snmp_v2c
+from monitor.probes.snmp_ber import Pdu
 from monitor.probes.snmp_usm import PeerEngine, UsmUser, V3Reply
 from monitor.probes.snmp_v2c import V2Reply
 
@@ -288,7 +289,7 @@ def _v3_check(user: UsmUser, peer: PeerEngine) -> Callable[[V3Reply], tuple[str 
             return None, (reply, rsp)
         if user.auth_id is not None and not authed:
             return "unauthenticated", None
-        if not isinstance(rsp, v2c.ResponsePDU):
+        if rsp.kind != snmp_ber.RESPONSE:
             return "wrong_pdu", None
         return None, (reply, rsp)
 
@@ -396,14 +397,13 @@ def _is_end(value: Any) -> bool:
     return value.__class__.__name__ in ("EndOfMibView", "NoSuchObject", "NoSuchInstance")
 
 
-def _status(rsp: Any) -> tuple[int, int]:
-    try:
-        return int(v2c.apiPDU.get_error_status(rsp)), int(v2c.apiPDU.get_error_index(rsp))
-    except Exception as exc:  # a PDU with fields missing (pyasn1 raises on reading them)
-        raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from None
+def _status(rsp: Pdu) -> tuple[int, int]:
+    if rsp.error_index > len(rsp.varbinds):  # pysnmp's get_error_index raised ProtocolError here
+        raise ProbeProtocolError("malformed reply: ProtocolError")
+    return rsp.error_status, rsp.error_index
 
 
-def response_varbinds(rsp: Any) -> list[VarBind]:
+def response_varbinds(rsp: Pdu) -> list[VarBind]:
     """The varbinds of a Response PDU, or our error for an error status or a malformed PDU."""
     status, index = _status(rsp)
     if status:
@@ -411,10 +411,7 @@ def response_varbinds(rsp: Any) -> list[VarBind]:
         if status == 16:
             raise ProbeAuthError(f"auth: agent answered {name}")
         raise ProbeProtocolError(f"malformed reply: error status {name} at varbind {index}")
-    try:
-        return [(tuple(int(n) for n in o), v) for o, v in v2c.apiPDU.get_varbinds(rsp)]
-    except Exception as exc:
-        raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from None
+    return list(rsp.varbinds)
 
 
 __all__ = ["Endpoint", "Oid", "Session", "SnmpTransport", "VarBind", "WalkCut", "WalkLimits", "response_varbinds"]

@@ -20,13 +20,14 @@ from typing import Any
 from pyasn1.codec.ber import decoder, encoder
 from pyasn1.type import univ
 from pysnmp.entity import config as pconfig
-from pysnmp.proto import rfc1905
 from pysnmp.proto.api import v2c
 from pysnmp.proto.error import StatusInformation
 from pysnmp.proto.mpmod.rfc3412 import ScopedPDU, SNMPv3Message
 from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel, UsmSecurityParameters
 
 from monitor.errors import ProbeAuthError, ProbeProtocolError, ProbeSetupError
+from monitor.probes import snmp_ber
+from monitor.probes.snmp_ber import Pdu
 
 AUTH_PROTOCOLS: dict[str, tuple[int, ...]] = {
     "MD5": pconfig.USM_AUTH_HMAC96_MD5,
@@ -59,6 +60,7 @@ _REPORT_AUTH = {
 }
 _FLAG_AUTH, _FLAG_PRIV, _FLAG_REPORTABLE = 1, 2, 4
 _MAX_SIZE = 65507
+_MAX_INT = 2**31 - 1
 
 
 def next_msg_id() -> int:
@@ -160,34 +162,117 @@ def encode_request(msg_id: int, user: UsmUser, peer: PeerEngine, pdu: Any, now: 
 
 @dataclass(frozen=True, slots=True)
 class V3Reply:
+    """The outer SNMPv3 message, decoded but not yet verified or decrypted."""
+
     msg_id: int
     flags: int
     engine_id: bytes
     boots: int
     time: int
-    params: Any  # UsmSecurityParameters
-    data: Any  # the msgData choice, still encrypted when privacy is on
+    auth_params: bytes  # msgAuthenticationParameters (the digest)
+    priv_params: bytes  # msgPrivacyParameters (the salt)
+    encrypted: bytes | None  # msgData when it is an encryptedPDU
+    plain: Pdu | None  # msgData when it is a plaintext ScopedPDU: its PDU
     whole: bytes
 
 
 def decode_message(whole: bytes) -> V3Reply:
-    """Decode the outer SNMPv3 message (no crypto yet): enough to match it to a request."""
+    """Decode the outer SNMPv3 message (no crypto yet): enough to match it to a request.
+
+    The fast path (:mod:`monitor.probes.snmp_ber`) takes the usual datagram; pyasn1 decides the rest.
+    """
+    try:
+        return _fast_message(whole)
+    except Exception:  # Decline, or a bug in the fast path: pyasn1 decides either way
+        return _pyasn1_message(whole)
+
+
+def _pyasn1_message(whole: bytes) -> V3Reply:
+    """pyasn1's decoding (the oracle the fast path is tested against)."""
     try:
         msg, _ = decoder.decode(whole, asn1Spec=SNMPv3Message())
         params, _ = decoder.decode(bytes(msg["msgSecurityParameters"]), asn1Spec=UsmSecurityParameters())
         header = msg["msgGlobalData"]
+        data = msg["msgData"]
+        encrypted = plain = None
+        if data.getName() == "encryptedPDU":
+            encrypted = bytes(data["encryptedPDU"])
+        else:
+            plain = snmp_ber.from_pysnmp(data["plaintext"]["data"].getComponent())
         return V3Reply(
             msg_id=int(header["msgID"]),
             flags=bytes(header["msgFlags"])[0],
             engine_id=bytes(params["msgAuthoritativeEngineId"]),
             boots=int(params["msgAuthoritativeEngineBoots"]),
             time=int(params["msgAuthoritativeEngineTime"]),
-            params=params,
-            data=msg["msgData"],
+            auth_params=bytes(params["msgAuthenticationParameters"]),
+            priv_params=bytes(params["msgPrivacyParameters"]),
+            encrypted=encrypted,
+            plain=plain,
             whole=whole,
         )
     except Exception as exc:  # pyasn1 raises many kinds; all mean "not a v3 message we understand"
         raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from exc
+
+
+def _fast_message(whole: bytes) -> V3Reply:
+    """The usual v3 datagram in plain definite-length BER, or Decline (RFC 3412 §6, RFC 3414 §2.4)."""
+    ber = snmp_ber
+    start, stop = ber.element(whole, 0, len(whole), 0x30)
+    if stop != len(whole):
+        raise ber.Decline  # trailing bytes: pyasn1 ignores them, so does the old path
+    _, pos = ber.integer(whole, start, stop, 0, _MAX_INT)  # msgVersion
+    h_start, h_stop = ber.element(whole, pos, stop, 0x30)  # msgGlobalData
+    msg_id, p = ber.integer(whole, h_start, h_stop, 0, _MAX_INT)
+    _, p = ber.integer(whole, p, h_stop, 484, _MAX_INT)  # msgMaxSize
+    flags, p = ber.octets(whole, p, h_stop)
+    _, p = ber.integer(whole, p, h_stop, 3, _MAX_INT)  # msgSecurityModel
+    if p != h_stop or len(flags) != 1:
+        raise ber.Decline
+    s_start, pos = ber.element(whole, h_stop, stop, 0x04)  # msgSecurityParameters
+    p_start, p_stop = ber.element(whole, s_start, pos, 0x30)
+    if p_stop != pos:
+        raise ber.Decline
+    engine_id, p = ber.octets(whole, p_start, p_stop)
+    boots, p = ber.integer(whole, p, p_stop, 0, _MAX_INT)
+    etime, p = ber.integer(whole, p, p_stop, 0, _MAX_INT)
+    user, p = ber.octets(whole, p, p_stop)
+    auth, p = ber.octets(whole, p, p_stop)
+    priv, p = ber.octets(whole, p, p_stop)
+    if p != p_stop or len(user) > 32:
+        raise ber.Decline
+    encrypted = plain = None
+    if pos < stop and whole[pos] == 0x04:
+        encrypted, pos = ber.octets(whole, pos, stop)
+    else:
+        plain, pos = _fast_scoped(whole, pos, stop)
+    if pos != stop:
+        raise ber.Decline
+    return V3Reply(msg_id, flags[0], engine_id, boots, etime, auth, priv, encrypted, plain, whole)
+
+
+def _fast_scoped(data: bytes, pos: int, end: int) -> tuple[Pdu, int]:
+    """(PDU, next position) of the ScopedPDU at ``pos``, or Decline."""
+    start, stop = snmp_ber.element(data, pos, end, 0x30)
+    _, p = snmp_ber.octets(data, start, stop)  # contextEngineId
+    _, p = snmp_ber.octets(data, p, stop)  # contextName
+    pdu, p = snmp_ber.pdu(data, p, stop)
+    if p != stop:
+        raise snmp_ber.Decline
+    return pdu, stop
+
+
+def _decode_scoped(plain: bytes) -> Pdu:
+    """The PDU of a decrypted ScopedPDU; bytes after it (DES padding) are ignored, as pyasn1 did."""
+    try:
+        return _fast_scoped(plain, 0, len(plain))[0]
+    except Exception:  # Decline, or a bug in the fast path: pyasn1 decides either way
+        return _pyasn1_scoped(plain)
+
+
+def _pyasn1_scoped(plain: bytes) -> Pdu:
+    scoped, _ = decoder.decode(plain, asn1Spec=ScopedPDU())
+    return snmp_ber.from_pysnmp(scoped["data"].getComponent())
 
 
 def authentic(reply: V3Reply, user: UsmUser, peer: PeerEngine) -> bool:
@@ -196,14 +281,14 @@ def authentic(reply: V3Reply, user: UsmUser, peer: PeerEngine) -> bool:
         return False
     try:
         SnmpUSMSecurityModel.AUTH_SERVICES[user.auth_id].authenticate_incoming_message(
-            peer.auth_key, reply.params["msgAuthenticationParameters"], reply.whole
+            peer.auth_key, univ.OctetString(reply.auth_params), reply.whole
         )
     except Exception:  # StatusInformation for a wrong digest; pyasn1 errors for a mangled one
         return False
     return True
 
 
-def open_reply(reply: V3Reply, user: UsmUser, peer: PeerEngine | None, verified: bool = False) -> Any:
+def open_reply(reply: V3Reply, user: UsmUser, peer: PeerEngine | None, verified: bool = False) -> Pdu:
     """Verify (unless ``verified`` by :func:`authentic`) and decrypt ``reply``; return its PDU.
 
     Raises ProbeAuthError for USM failures.
@@ -213,7 +298,7 @@ def open_reply(reply: V3Reply, user: UsmUser, peer: PeerEngine | None, verified:
             raise ProbeAuthError("auth: unexpected authenticated reply")
         try:
             SnmpUSMSecurityModel.AUTH_SERVICES[user.auth_id].authenticate_incoming_message(
-                peer.auth_key, reply.params["msgAuthenticationParameters"], reply.whole
+                peer.auth_key, univ.OctetString(reply.auth_params), reply.whole
             )
         except StatusInformation as exc:
             raise ProbeAuthError("auth: reply failed authentication (wrong auth key)") from exc
@@ -223,15 +308,17 @@ def open_reply(reply: V3Reply, user: UsmUser, peer: PeerEngine | None, verified:
         if reply.flags & _FLAG_PRIV:
             if peer is None or user.priv_id is None:
                 raise ProbeAuthError("auth: unexpected encrypted reply")
-            salt = reply.params["msgPrivacyParameters"]
+            if reply.encrypted is None:
+                raise ProbeProtocolError("malformed reply: plaintext with the privacy flag")
+            salt = univ.OctetString(reply.priv_params)
             plain = SnmpUSMSecurityModel.PRIV_SERVICES[user.priv_id].decrypt_data(
-                peer.priv_key, (reply.boots, reply.time, salt), reply.data["encryptedPDU"]
+                peer.priv_key, (reply.boots, reply.time, salt), univ.OctetString(reply.encrypted)
             )
-            scoped, _ = decoder.decode(plain, asn1Spec=ScopedPDU())
-        else:
-            scoped = reply.data["plaintext"]
-        return scoped["data"].getComponent()
-    except ProbeAuthError:
+            return _decode_scoped(plain)
+        if reply.plain is None:
+            raise ProbeProtocolError("malformed reply: encrypted without the privacy flag")
+        return reply.plain
+    except (ProbeAuthError, ProbeProtocolError):
         raise
     except StatusInformation as exc:
         raise ProbeAuthError("auth: cannot decrypt reply (wrong priv key)") from exc
@@ -239,9 +326,9 @@ def open_reply(reply: V3Reply, user: UsmUser, peer: PeerEngine | None, verified:
         raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from exc
 
 
-def report_reason(pdu: Any) -> tuple[str, str]:
+def report_reason(pdu: Pdu) -> tuple[str, str]:
     """Classify a Report PDU: ('time'|'engine'|'auth'|'other', text)."""
-    oids = [tuple(oid) for oid, _ in v2c.apiPDU.get_varbinds(pdu)]
+    oids = [oid for oid, _ in pdu.varbinds]
     for oid in oids:
         if oid == _REPORT_NOT_IN_TIME:
             return "time", "not in time window"
@@ -252,8 +339,8 @@ def report_reason(pdu: Any) -> tuple[str, str]:
     return "other", "report " + ",".join(".".join(map(str, o)) for o in oids)
 
 
-def is_report(pdu: Any) -> bool:
-    return isinstance(pdu, rfc1905.ReportPDU)
+def is_report(pdu: Pdu) -> bool:
+    return pdu.kind == snmp_ber.REPORT
 
 
 def _scoped(engine_id: bytes, pdu: Any, context: bytes = b"") -> Any:

@@ -6,6 +6,8 @@ first line shows the datagram, i.e. part of our community; and it accepted Set/T
 a wrong community and other source addresses as the answer. Here decoding is total (anything
 that is not a v2c message raises :class:`ProbeProtocolError` with no payload in the text) and the
 matching rules live in :func:`mismatch`, so the transport can ignore and count what does not fit.
+Replies are decoded by :mod:`monitor.probes.snmp_ber`'s fast path; whatever it declines goes to
+pyasn1, so acceptance and results are pyasn1's either way.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto.api import v2c
 
 from monitor.errors import ProbeProtocolError
+from monitor.probes import snmp_ber
+from monitor.probes.snmp_ber import Pdu
 
 _VERSION_2C = 1  # the msgVersion field of a v2c message (0 is v1, 3 is v3)
 
@@ -29,7 +33,7 @@ class V2Reply:
 
     request_id: int
     community: bytes
-    pdu: Any  # a pysnmp PDU object (any type: the matching decides what is acceptable)
+    pdu: Pdu  # any PDU type: the matching decides what is acceptable
     size: int  # bytes of the datagram (walks are bounded in bytes)
 
 
@@ -58,17 +62,39 @@ def decode_message(data: bytes) -> V2Reply:
     our own request carries the community.
     """
     try:
+        return _fast(data)
+    except Exception:  # Decline, or a bug in the fast path: pyasn1 decides either way
+        return _pyasn1(data)
+
+
+def _pyasn1(data: bytes) -> V2Reply:
+    """pyasn1's decoding (the oracle the fast path is tested against): any BER, any PDU type."""
+    try:
         msg, rest = decoder.decode(data, asn1Spec=v2c.Message())
         if rest:
             raise ProbeProtocolError("malformed reply: trailing bytes")
         if int(msg["version"]) != _VERSION_2C:
             raise ProbeProtocolError("malformed reply: not SNMPv2c")
-        pdu = v2c.apiMessage.get_pdu(msg)
-        return V2Reply(int(v2c.apiPDU.get_request_id(pdu)), bytes(msg["community"]), pdu, len(data))
+        pdu = snmp_ber.from_pysnmp(v2c.apiMessage.get_pdu(msg))
+        return V2Reply(pdu.request_id, bytes(msg["community"]), pdu, len(data))
     except ProbeProtocolError:
         raise
     except Exception as exc:  # pyasn1 raises many kinds (and RecursionError on deep nesting)
         raise ProbeProtocolError(f"malformed reply: {type(exc).__name__}") from None
+
+
+def _fast(data: bytes) -> V2Reply:
+    """The common case (a Response or Report in plain definite-length BER), or Decline."""
+    end = len(data)
+    start, stop = snmp_ber.element(data, 0, end, 0x30)
+    if stop != end:
+        raise snmp_ber.Decline  # trailing bytes: pyasn1's path names the error
+    _, pos = snmp_ber.integer(data, start, stop, _VERSION_2C, _VERSION_2C)  # another version: pyasn1 path
+    community, pos = snmp_ber.octets(data, pos, stop)
+    pdu, pos = snmp_ber.pdu(data, pos, stop)
+    if pos != stop:
+        raise snmp_ber.Decline
+    return V2Reply(pdu.request_id, community, pdu, end)
 
 
 def mismatch(reply: V2Reply, community: bytes) -> str | None:
@@ -79,7 +105,7 @@ def mismatch(reply: V2Reply, community: bytes) -> str | None:
     """
     if not secrets.compare_digest(reply.community, community):
         return "wrong_community"
-    if not isinstance(reply.pdu, v2c.ResponsePDU):
+    if reply.pdu.kind != snmp_ber.RESPONSE:
         return "wrong_pdu"
     return None
 

@@ -1,0 +1,446 @@
+"""The fast BER path (monitor/probes/snmp_ber.py) against pyasn1 as the oracle (issue 12).
+
+The rule under test: for any datagram, the fast path either declines or gives exactly what pyasn1
+gives (same fields; varbind values of the same pysnmp class with the same attributes), and it only
+ever raises Decline. Datagrams come from pyasn1's encoder (valid, all value types and their range
+ends), from a raw BER builder (tags, lengths and contents pyasn1's encoder never writes: long-form
+and indefinite lengths, out-of-range values, bad OIDs), from mutations of both, from a corpus of
+hand-written hostile cases, and from a real net-snmp snmpd (v2c and v3 authPriv walks).
+Hypothesis is derandomized and bounded (deadline=None, 100-300 examples) so the suite is stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from pysnmp.proto import rfc1902, rfc1905
+from pysnmp.proto.api import v2c
+
+from monitor.errors import ProbeProtocolError
+from monitor.probes import snmp_ber, snmp_usm, snmp_v2c
+from monitor.probes.snmp_ber import Decline, Pdu
+from monitor.probes.snmp_transport import Endpoint, Session, SnmpTransport, WalkLimits, response_varbinds
+from monitor.probes.snmp_usm import PeerEngine
+from tests.servers.common import free_port
+from tests.servers.snmpd import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER, Snmpd, snmpd
+from tests.test_snmp_fuzz import mutated as fuzz_mutated
+
+ORACLE = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+SECRET = b"s3cret-community"
+
+# ----- pyasn1-encoded messages ------------------------------------------------------------------
+U32 = st.one_of(st.sampled_from([0, 1, 127, 128, 255, 256, 2**31 - 1, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1))
+I32 = st.one_of(st.sampled_from([-(2**31), -129, -128, -1, 0, 127, 128, 2**31 - 1]), st.integers(-(2**31), 2**31 - 1))
+ARC = st.one_of(st.integers(0, 300), st.sampled_from([127, 128, 16383, 16384, 2**28, 2**32 - 1, 2**35 - 1]))
+
+
+@st.composite
+def oids(draw: st.DrawFn) -> tuple[int, ...]:
+    first = draw(st.integers(0, 2))
+    second = draw(st.integers(0, 39)) if first < 2 else draw(st.one_of(st.integers(0, 200), ARC))
+    return (first, second, *draw(st.lists(ARC, max_size=16)))
+
+
+VALUES = st.one_of(
+    I32.map(rfc1902.Integer32), st.binary(max_size=40).map(rfc1902.OctetString),
+    oids().map(rfc1902.ObjectIdentifier), st.binary(min_size=4, max_size=4).map(rfc1902.IpAddress),
+    U32.map(rfc1902.Counter32), U32.map(rfc1902.Gauge32), U32.map(rfc1902.Unsigned32), U32.map(rfc1902.TimeTicks),
+    st.binary(max_size=20).map(rfc1902.Opaque),
+    st.one_of(st.sampled_from([0, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1)).map(rfc1902.Counter64),
+    st.sampled_from([v2c.null, rfc1905.noSuchObject, rfc1905.noSuchInstance, rfc1905.endOfMibView]),
+)
+
+
+@st.composite
+def pdus(draw: st.DrawFn, cls: Any = None) -> Any:
+    pdu = (cls or draw(st.sampled_from([v2c.ResponsePDU, v2c.ReportPDU])))()
+    v2c.apiPDU.set_defaults(pdu)
+    v2c.apiPDU.set_request_id(pdu, draw(I32))
+    v2c.apiPDU.set_error_status(pdu, draw(st.sampled_from([0, 0, 1, 5, 16, 99])))
+    binds = draw(st.lists(st.tuples(oids(), VALUES), max_size=30))
+    v2c.apiPDU.set_error_index(pdu, draw(st.integers(0, len(binds) + 1)))
+    v2c.apiPDU.set_varbinds(pdu, binds)
+    return pdu
+
+
+@st.composite
+def v2_messages(draw: st.DrawFn) -> bytes:
+    pdu = draw(pdus())
+    return snmp_v2c.encode_request(int(v2c.apiPDU.get_request_id(pdu)), draw(st.binary(max_size=30)), pdu)
+
+
+def _encoded(draw: st.DrawFn, user: snmp_usm.UsmUser, peer: PeerEngine) -> bytes:
+    return snmp_usm.encode_request(draw(st.integers(1, 2**31 - 1)), user, peer, draw(pdus()), 0.0)
+
+
+NOAUTH = snmp_usm.make_user("plain", None, None, None, None)
+AUTHPRIV = snmp_usm.make_user("noc", "SHA", "authpass123", "AES", "privpass123")
+AUTHDES = snmp_usm.make_user("old", "MD5", "authpass123", "DES", "privpass123")
+PEER = PeerEngine(b"\x80\x00\x1f\x88\x04test", 3, 1000, 0.0)
+for _user in (AUTHPRIV, AUTHDES):
+    snmp_usm.localize(_user, PEER)
+PEER_AES = PeerEngine(PEER.engine_id, 3, 1000, 0.0)
+snmp_usm.localize(AUTHPRIV, PEER_AES)
+PEER_DES = PeerEngine(PEER.engine_id, 3, 1000, 0.0)
+snmp_usm.localize(AUTHDES, PEER_DES)
+
+
+@st.composite
+def v3_messages(draw: st.DrawFn) -> bytes:
+    user, peer = draw(st.sampled_from([(NOAUTH, PEER), (AUTHPRIV, PEER_AES), (AUTHDES, PEER_DES)]))
+    return _encoded(draw, user, peer)
+
+
+# ----- raw BER: what pyasn1's encoder never writes ----------------------------------------------
+def tlv(tag: int, content: bytes, form: str = "short") -> bytes:
+    """One element; ``form``: short/minimal length, ``long`` (0x82 + 2 octets) or ``indefinite``."""
+    n = len(content)
+    if form == "indefinite":
+        return bytes([tag | 0x20 if tag < 0x40 else tag, 0x80]) + content + b"\x00\x00"
+    if form == "long" or n > 127:
+        return bytes([tag, 0x82]) + n.to_bytes(2, "big") + content
+    return bytes([tag, n]) + content
+
+
+FORMS = st.sampled_from(["short", "short", "short", "short", "long", "indefinite"])
+
+
+@st.composite
+def raw_ints(draw: st.DrawFn) -> bytes:
+    """An INTEGER's contents, sometimes empty, padded (non-minimal) or out of every range."""
+    n = draw(st.one_of(I32, U32, st.integers(-(2**70), 2**70)))
+    raw = n.to_bytes((n.bit_length() + 8) // 8 or 1, "big", signed=True)
+    pad = draw(st.sampled_from([b"", b"", b"\x00", b"\xff"]))
+    return draw(st.sampled_from([raw, raw, pad + raw, b""]))
+
+
+@st.composite
+def raw_values(draw: st.DrawFn) -> bytes:
+    tag = draw(st.sampled_from([0x02, 0x04, 0x06, 0x40, 0x41, 0x42, 0x43, 0x44, 0x46, 0x05, 0x80, 0x81, 0x82,
+                                0x45, 0x47, 0x24, 0x83, 0x30]))
+    if tag in (0x02, 0x41, 0x42, 0x43, 0x46):
+        content = draw(raw_ints())
+    elif tag == 0x06:
+        content = draw(st.one_of(st.binary(max_size=12), st.just(b"\x2b\x06\x80\x01"), st.just(b"\x2b\xff\xff")))
+    elif tag in (0x05, 0x80, 0x81, 0x82):
+        content = draw(st.sampled_from([b"", b"", b"\x00"]))
+    else:
+        content = draw(st.binary(max_size=8))
+    return tlv(tag, content, draw(FORMS))
+
+
+@st.composite
+def raw_oids(draw: st.DrawFn) -> bytes:
+    good = bytes(snmp_v2c.encoder.encode(rfc1902.ObjectIdentifier(draw(oids()))))
+    return draw(st.sampled_from([good, good, good, tlv(0x06, b""), tlv(0x06, b"\x2b\x80\x01"),
+                                 tlv(0x06, b"\x2b\x81"), tlv(0x06, b"\x81\x80\x80\x80\x80\x80\x01"),
+                                 tlv(0x06, good[2:], "long")]))
+
+
+@st.composite
+def raw_v2_messages(draw: st.DrawFn) -> bytes:
+    binds = b"".join(tlv(0x30, draw(raw_oids()) + draw(raw_values()), draw(FORMS))
+                     for _ in range(draw(st.integers(0, 6))))
+    body = tlv(0x02, draw(raw_ints())) + tlv(0x02, draw(raw_ints())) + tlv(0x02, draw(raw_ints()))
+    body += tlv(0x30, binds, draw(FORMS))
+    kind = draw(st.sampled_from([0xA2, 0xA2, 0xA8, 0xA0, 0xA5, 0xA7, 0xA9]))
+    version = draw(st.sampled_from([b"\x01", b"\x01", b"\x00", b"\x03", b"\x00\x01"]))
+    msg = tlv(0x02, version) + tlv(0x04, draw(st.binary(max_size=12))) + tlv(kind, body, draw(FORMS))
+    return tlv(0x30, msg, draw(FORMS)) + draw(st.sampled_from([b"", b"", b"", b"\x00"]))
+
+
+def mutated(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """A message with bytes overwritten, cut, inserted or a length field blown up (test_snmp_fuzz's)."""
+    return fuzz_mutated(valid.map(lambda data: (None, data)))
+
+
+# ----- the oracle -------------------------------------------------------------------------------
+def _same_value(a: Any, b: Any) -> None:
+    assert type(a) is type(b), (type(a), type(b))
+    assert vars(a) == vars(b)
+    assert a == b and a.tagSet == b.tagSet
+
+
+def same_pdu(fast: Pdu, slow: Pdu) -> None:
+    assert (fast.kind, fast.request_id, fast.error_status, fast.error_index) == (
+        slow.kind, slow.request_id, slow.error_status, slow.error_index)
+    assert len(fast.varbinds) == len(slow.varbinds)
+    for (fo, fv), (so, sv) in zip(fast.varbinds, slow.varbinds, strict=True):
+        assert fo == so and type(fo) is tuple and all(type(n) is int for n in fo)
+        _same_value(fv, sv)
+
+
+def _attempt(fn: Callable[[], Any], errors: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+    try:
+        return fn()
+    except errors:
+        return None
+
+
+def check_v2(data: bytes) -> snmp_v2c.V2Reply | None:
+    """Fast and pyasn1 agree on ``data``; returns the fast result (None when declined)."""
+    fast = _attempt(lambda: snmp_v2c._fast(data), Decline)  # anything else escapes: a bug
+    slow = _attempt(lambda: snmp_v2c._pyasn1(data), ProbeProtocolError)
+    if fast is not None:
+        assert slow is not None, "the fast path accepted a datagram pyasn1 rejects"
+        assert (fast.request_id, fast.community, fast.size) == (slow.request_id, slow.community, slow.size)
+        same_pdu(fast.pdu, slow.pdu)
+    reply = _attempt(lambda: snmp_v2c.decode_message(data), ProbeProtocolError)  # the combined path
+    assert (reply is None) == (slow is None)
+    return fast
+
+
+def check_v3(data: bytes) -> snmp_usm.V3Reply | None:
+    fast = _attempt(lambda: snmp_usm._fast_message(data), Decline)
+    slow = _attempt(lambda: snmp_usm._pyasn1_message(data), ProbeProtocolError)
+    if fast is not None:
+        assert slow is not None, "the fast path accepted a datagram pyasn1 rejects"
+        fields = ("msg_id", "flags", "engine_id", "boots", "time", "auth_params", "priv_params", "encrypted", "whole")
+        assert [getattr(fast, f) for f in fields] == [getattr(slow, f) for f in fields]
+        assert (fast.plain is None) == (slow.plain is None)
+        if fast.plain is not None and slow.plain is not None:
+            same_pdu(fast.plain, slow.plain)
+    return fast
+
+
+def check_scoped(plain: bytes) -> Pdu | None:
+    fast = _attempt(lambda: snmp_usm._fast_scoped(plain, 0, len(plain))[0], Decline)
+    slow = _attempt(lambda: snmp_usm._pyasn1_scoped(plain), Exception)
+    if fast is not None:
+        assert slow is not None, "the fast path accepted a ScopedPDU pyasn1 rejects"
+        same_pdu(fast, slow)
+    return fast
+
+
+# ----- properties -------------------------------------------------------------------------------
+@ORACLE
+@given(v2_messages())
+def test_valid_v2c_messages_take_the_fast_path_and_match_pyasn1(data: bytes) -> None:
+    assert check_v2(data) is not None, "the fast path declined a plain Response/Report"
+
+
+@ORACLE
+@given(st.one_of(raw_v2_messages(), mutated(v2_messages()), mutated(raw_v2_messages()), st.binary(max_size=300)))
+def test_odd_and_hostile_v2c_datagrams_agree_with_pyasn1(data: bytes) -> None:
+    check_v2(data)
+
+
+@ORACLE
+@given(v3_messages())
+def test_valid_v3_messages_take_the_fast_path_and_match_pyasn1(data: bytes) -> None:
+    assert check_v3(data) is not None, "the fast path declined a plain v3 message"
+
+
+@ORACLE
+@given(st.one_of(mutated(v3_messages()), st.binary(max_size=300)))
+def test_hostile_v3_datagrams_agree_with_pyasn1(data: bytes) -> None:
+    check_v3(data)
+
+
+@ORACLE
+@given(pdus(), st.binary(max_size=16), st.binary(max_size=16), st.binary(max_size=15))
+def test_decrypted_scoped_pdus_match_pyasn1_padding_and_all(pdu: Any, engine: bytes, context: bytes,
+                                                           padding: bytes) -> None:
+    plain = bytes(snmp_v2c.encoder.encode(snmp_usm._scoped(engine, pdu, context)))
+    assert check_scoped(plain + padding) is not None
+    for cut in (1, len(plain) // 2, len(plain) - 1):
+        check_scoped(plain[:cut])
+
+
+@ORACLE
+@given(pdus(v2c.ResponsePDU))
+def test_encrypted_replies_open_to_the_same_pdu_as_pyasn1_gives(pdu: Any) -> None:
+    for user, peer in ((AUTHPRIV, PEER_AES), (AUTHDES, PEER_DES)):
+        whole = snmp_usm.encode_request(9, user, peer, pdu, 0.0)
+        reply = snmp_usm.decode_message(whole)
+        assert snmp_usm.authentic(reply, user, peer)
+        opened = snmp_usm.open_reply(reply, user, peer, verified=True)
+        sent = snmp_ber.from_pysnmp(pdu)
+        assert (opened.kind, opened.request_id, opened.error_status, opened.error_index) == (
+            sent.kind, sent.request_id, sent.error_status, sent.error_index)
+        assert [(o, _ber(v)) for o, v in opened.varbinds] == [(o, _ber(v)) for o, v in sent.varbinds]
+
+
+def _ber(value: Any) -> bytes:
+    return bytes(snmp_v2c.encoder.encode(value))
+
+
+# ----- a corpus of hostile datagrams, each named ----------------------------------------------
+def _good_v2() -> bytes:
+    pdu = v2c.ResponsePDU()
+    v2c.apiPDU.set_defaults(pdu)
+    v2c.apiPDU.set_varbinds(pdu, [((1, 3, 6, 1, 2, 1, 1, 3, 0), rfc1902.TimeTicks(5)),
+                                  ((1, 3, 6, 1, 4, 1, 41112, 1, 4, 5, 1, 5, 1), rfc1902.Counter64(2**64 - 1))])
+    return snmp_v2c.encode_request(7, SECRET, pdu)
+
+
+def _message(pdu_body: bytes, kind: int = 0xA2) -> bytes:
+    return tlv(0x30, tlv(0x02, b"\x01") + tlv(0x04, SECRET) + tlv(kind, pdu_body))
+
+
+def _pdu_body(binds: bytes, rid: bytes = b"\x07", status: bytes = b"\x00", index: bytes = b"\x00") -> bytes:
+    return tlv(0x02, rid) + tlv(0x02, status) + tlv(0x02, index) + tlv(0x30, binds)
+
+
+def _bind(value: bytes, name: bytes = b"\x2b\x06\x01\x02\x01\x01\x03\x00") -> bytes:
+    return tlv(0x30, tlv(0x06, name) + value)
+
+
+def _deep(levels: int) -> bytes:
+    """``levels`` SEQUENCEs nested in each other (built inside out, headers only)."""
+    headers, inner = [], 0
+    for _ in range(levels):
+        header = bytes([0x30, inner]) if inner < 128 else bytes([0x30, 0x82]) + inner.to_bytes(2, "big")
+        headers.append(header)
+        inner += len(header)
+    return b"".join(reversed(headers))
+
+
+CORPUS: dict[str, bytes] = {
+    "empty datagram": b"",
+    "one byte": b"\x30",
+    "length beyond the datagram": b"\x30\x84\x7f\xff\xff\xff" + _good_v2()[2:],
+    "indefinite outer length": b"\x30\x80" + _good_v2()[2:] + b"\x00\x00",
+    "trailing byte": _good_v2() + b"\x00",
+    "v1 version": _good_v2().replace(b"\x02\x01\x01", b"\x02\x01\x00", 1),
+    "GetRequest instead of Response": _message(_pdu_body(b""), 0xA0),
+    "Trap instead of Response": _message(_pdu_body(b""), 0xA7),
+    "empty request-id": _message(tlv(0x02, b"") + tlv(0x02, b"\x00") + tlv(0x02, b"\x00") + tlv(0x30, b"")),
+    "request-id of 9 bytes": _message(_pdu_body(b"", rid=b"\x01" * 9)),
+    "negative error-index": _message(_pdu_body(b"", index=b"\xff")),
+    "error-index beyond the varbinds": _message(_pdu_body(b"", index=b"\x05")),
+    "negative Counter32": _message(_pdu_body(_bind(tlv(0x41, b"\xff")))),
+    "Counter32 of 2^32": _message(_pdu_body(_bind(tlv(0x41, b"\x01\x00\x00\x00\x00")))),
+    "Counter64 of 2^64": _message(_pdu_body(_bind(tlv(0x46, b"\x01" + b"\x00" * 8)))),
+    "Integer32 of 2^31": _message(_pdu_body(_bind(tlv(0x02, b"\x00\x80\x00\x00\x00")))),
+    "empty TimeTicks": _message(_pdu_body(_bind(tlv(0x43, b"")))),
+    "IpAddress of 3 octets": _message(_pdu_body(_bind(tlv(0x40, b"\x0a\x00\x01")))),
+    "NULL with contents": _message(_pdu_body(_bind(tlv(0x05, b"\x00")))),
+    "endOfMibView with contents": _message(_pdu_body(_bind(tlv(0x82, b"\x01")))),
+    "NsapAddress (not in SNMPv2)": _message(_pdu_body(_bind(tlv(0x45, b"\x01\x02")))),
+    "constructed OCTET STRING": _message(_pdu_body(_bind(tlv(0x24, tlv(0x04, b"ab") + tlv(0x04, b"cd"))))),
+    "high tag number": _message(_pdu_body(_bind(b"\x5f\x81\x00\x01\x00"))),
+    "OID with a leading 0x80": _message(_pdu_body(_bind(tlv(0x05, b""), b"\x2b\x06\x80\x01"))),
+    "OID cut inside an arc": _message(_pdu_body(_bind(tlv(0x05, b""), b"\x2b\x06\x81"))),
+    "empty OID": _message(_pdu_body(_bind(tlv(0x05, b""), b""))),
+    "OID arc of 21 continuation octets": _message(_pdu_body(_bind(tlv(0x05, b""), b"\x2b" + b"\xff" * 21 + b"\x01"))),
+    "varbind with no value": _message(_pdu_body(tlv(0x30, tlv(0x06, b"\x2b\x06")))),
+    "varbind with two values": _message(_pdu_body(tlv(0x30, tlv(0x06, b"\x2b\x06") + tlv(0x05, b"") * 2))),
+    "varbind list shorter than its PDU": _message(_pdu_body(b"") + b"\x05\x00"),
+    "non-minimal long lengths": tlv(0x30, tlv(0x02, b"\x01", "long") + tlv(0x04, SECRET, "long") + tlv(
+        0xA2, _pdu_body(_bind(tlv(0x43, b"\x05", "long")), rid=b"\x07"), "long"), "long"),
+    "15,000 nested sequences": _deep(15_000),
+    "a Response nested 3,000 deep in its varbind value": _message(_pdu_body(_bind(_deep(3_000)))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_corpus_of_hostile_datagrams(name: str) -> None:
+    """Each case: fast and pyasn1 agree, and the combined path gives a reply or our clean error."""
+    data = CORPUS[name]
+    check_v2(data)
+    try:
+        reply = snmp_v2c.decode_message(data)
+    except ProbeProtocolError as exc:
+        assert str(exc).startswith("malformed reply: ") and "s3cr" not in str(exc)
+        return
+    if snmp_v2c.mismatch(reply, SECRET) is None:
+        try:
+            response_varbinds(reply.pdu)
+        except ProbeProtocolError as exc:
+            assert str(exc).startswith("malformed reply: ")
+
+
+def test_corpus_cases_the_fast_path_must_decline() -> None:
+    """The cases outside the narrow subset really go to pyasn1 (else they would be guessed at)."""
+    for name in ("indefinite outer length", "trailing byte", "v1 version", "GetRequest instead of Response",
+                 "empty request-id", "negative Counter32", "Counter32 of 2^32", "Counter64 of 2^64",
+                 "empty TimeTicks", "IpAddress of 3 octets", "NULL with contents", "constructed OCTET STRING",
+                 "OID with a leading 0x80", "OID arc of 21 continuation octets", "high tag number"):
+        with pytest.raises(Decline):
+            snmp_v2c._fast(CORPUS[name])
+    assert check_v2(_good_v2()) is not None
+
+
+def test_every_truncation_of_a_real_walk_reply_is_declined_or_identical() -> None:
+    data = _good_v2()
+    for cut in range(len(data)):
+        assert check_v2(data[:cut]) is None
+
+
+def test_non_minimal_lengths_are_accepted_by_both_paths_alike() -> None:
+    """Long-form lengths where a short one would do are valid BER: both paths accept them and agree."""
+    reply = check_v2(CORPUS["non-minimal long lengths"])
+    assert reply is not None and reply.community == SECRET and reply.pdu.request_id == 7
+
+
+# ----- a real agent: every datagram of real walks, both paths ----------------------------------
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
+    with snmpd(tmp_path_factory.mktemp("snmpd"), free_port(socket.SOCK_DGRAM)) as a:
+        yield a
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("version", ["2c", "3"])
+def test_real_snmpd_walk_replies_decode_identically(
+    agent: Snmpd, version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walk system and interfaces of a real net-snmp agent; each reply (v3: and its decrypted ScopedPDU)
+    agrees with pyasn1. Only the first 40 are checked: pyasn1 takes ~2 ms per datagram."""
+    seen: list[bytes] = []
+    plains: list[bytes] = []
+    module: Any = snmp_v2c if version == "2c" else snmp_usm
+    original = module.decode_message
+    original_scoped = snmp_usm._decode_scoped
+
+    def recording(data: bytes) -> Any:
+        seen.append(data)
+        return original(data)
+
+    def recording_scoped(plain: bytes) -> Pdu:
+        plains.append(plain)
+        return original_scoped(plain)
+
+    monkeypatch.setattr(module, "decode_message", recording)
+    monkeypatch.setattr(snmp_usm, "_decode_scoped", recording_scoped)
+
+    async def walk() -> int:
+        transport = SnmpTransport()
+        user = snmp_usm.make_user(V3_USER, "SHA", V3_AUTH, "AES", V3_PRIV) if version == "3" else None
+        session = Session(transport, Endpoint("127.0.0.1", agent.port, 5.0, 2),
+                          community=COMMUNITY if user is None else None, user=user, cred_key="t",
+                          limits=WalkLimits(max_rows=10**6, max_bytes=1 << 30, max_seconds=120))
+        try:
+            out = await session.walk([(1, 3, 6, 1, 2, 1, 1), (1, 3, 6, 1, 2, 1, 2)])
+        finally:
+            await transport.close()
+        return sum(map(len, out.values()))
+
+    rows = asyncio.run(walk())
+    assert rows > 20 and seen
+    for data in seen[:40]:
+        if version == "2c":
+            assert check_v2(data) is not None
+        else:
+            assert check_v3(data) is not None
+    for plain in plains[:40]:
+        assert check_scoped(plain) is not None
+    assert version == "2c" or plains
+
+
+@example(b"\x30\x03\x02\x01\x01")
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.binary(max_size=64))
+def test_fast_path_raises_only_decline(data: bytes) -> None:
+    for fn in (lambda: snmp_v2c._fast(data), lambda: snmp_usm._fast_message(data),
+               lambda: snmp_usm._fast_scoped(data, 0, len(data)), lambda: snmp_ber.oid(data)):
+        with contextlib.suppress(Decline):
+            fn()
