@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.notify.apprise [--notices 10000] [--scheme json] [--lanes 4]
 
-N outbox rows on the ``apprise`` channel go through the real worker and AppriseSender (Apprise's
-ntfy / Gotify / JSON plugin, ``requests`` in Apprise's threads) to an aiohttp receiver in another
-process on loopback. Prints notices/s, what the receiver counted, and the event loop's lag while it
+N customer notices on the ``apprise`` channel (one per customer number, through the customers'
+gateway URL) go through the real worker and AppriseSender (Apprise's ntfy / Gotify / JSON plugin,
+``requests`` in Apprise's threads; JSON with its Idempotency-Key, so a plugin per send) to an aiohttp
+receiver in another process on loopback. Prints notices/s, what the receiver counted, and the event loop's lag while it
 ran (a 10 ms ticker's worst and 99th-percentile delay: a blocked loop would show the send times).
 Compare with ``bench.notify.run`` (the e-mail path) in the same session.
 """
@@ -23,10 +24,10 @@ from pathlib import Path
 from aiohttp import ClientSession, web
 
 from monitor.clock import SystemClock
-from monitor.delivery.config import AppriseSettings, RetrySettings, Technician
+from monitor.delivery.config import AppriseSettings, RetrySettings
 from monitor.delivery.outbox import NewRow, Outbox
 from monitor.delivery.worker import Worker
-from monitor.notify.apprise import AppriseSender, check_url
+from monitor.notify.apprise import AppriseSender, check_url, customer_url
 from monitor.secret import Secret
 from tests.servers.common import free_port
 
@@ -66,13 +67,14 @@ async def run(n: int, url: str, port: int, lanes: int, db: Path) -> tuple[float,
             await asyncio.sleep(0.05)
     outbox = Outbox(db)
     now = time.time()
-    outbox.add([NewRow(f"INC-000001/customer_opened_apprise/C-{i:05d}/1", "INC-000001", "customer_opened_apprise",
-                       "t#1", "apprise", "", {"to": "t#1", "subject": "",
-                                             "body": f"Llanos Net: falla en su zona (Arauca) desde 06:06. Ref {i}"})
-                for i in range(n)], {}, {}, now)
-    techs = {"t": Technician("t", "T", apprise=(Secret(url, "bench"),))}
-    assert check_url(techs["t"].apprise[0]) is None  # as the config loader does: Apprise's plugins load here
-    sender = AppriseSender(AppriseSettings(timeout=10.0), techs)
+    phones = [f"57300{i:07d}" for i in range(n)]
+    outbox.add([NewRow(f"INC-000001/customer_opened_apprise/{p}/1", "INC-000001", "customer_opened_apprise",
+                       p, "apprise", "", {"to": p, "subject": "",
+                                          "body": f"Llanos Net: falla en su zona (Arauca) desde 06:06. Ref {i}"})
+                for i, p in enumerate(phones)], {}, {}, now)
+    gateway = Secret(url, "bench")
+    assert check_url(customer_url(gateway, phones[0])) is None  # as the config loader does: plugins load here
+    sender = AppriseSender(AppriseSettings(timeout=10.0, customers=gateway), {})
     worker = Worker(outbox, sender, RetrySettings(), SystemClock(), concurrency=lanes, batch=100)
     samples: list[float] = []
     stop = asyncio.Event()
@@ -103,8 +105,8 @@ def main() -> None:
     ap.add_argument("--lanes", type=int, default=4)
     args = ap.parse_args()
     port = free_port()
-    url = {"json": f"json://127.0.0.1:{port}/sms", "ntfy": f"ntfy://127.0.0.1:{port}/noc",
-           "gotify": f"gotify://127.0.0.1:{port}/Abench0token"}[args.scheme]
+    url = {"json": f"json://127.0.0.1:{port}/sms/{{phone}}", "ntfy": f"ntfy://127.0.0.1:{port}/sms{{phone}}",
+           "gotify": f"gotify://127.0.0.1:{port}/Abench{{phone}}"}[args.scheme]
     proc = multiprocessing.get_context("spawn").Process(target=receiver, args=(port,), daemon=True)
     proc.start()
     try:
