@@ -73,11 +73,13 @@ class Env:
         return self.base + m.group(1)
 
 
-async def make_env(tmp_path: Path, opened_at: float = T0, **api: Any) -> AsyncIterator[Env]:
+async def make_env(tmp_path: Path, opened_at: float = T0, *, desk: dict[str, Any] | None = None,
+                   **api: Any) -> AsyncIterator[Env]:
+    """``desk``: the delivery config's ``desk:`` section (None: no service desk)."""
     port = free_port()
     tmp_path.mkdir(exist_ok=True)
     inv = load_with_api(tmp_path, api_section(listen=f"127.0.0.1:{port}", **{"public_url": PUBLIC, **api}), 4,
-                        delivery_with(smtp=None, maildir={"path": "mail"}, mqtt=None, desk=None))
+                        delivery_with(smtp=None, maildir={"path": "mail"}, mqtt=None, desk=desk))
     assert inv.delivery is not None
     db = tmp_path / "monitor.db"
     clock = ManualClock(opened_at)

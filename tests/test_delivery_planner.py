@@ -9,8 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from monitor.correlate.store import MaintenanceRow
+from monitor.correlate.store import ActionRow, MaintenanceRow
 from monitor.delivery import planner
 from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item
 from monitor.inventory.model import Inventory
@@ -21,6 +23,12 @@ from tests.delivery_support import T0, base_delivery, ev, ids, load
 @pytest.fixture
 def inv(tmp_path: Path) -> Inventory:
     return load(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_ctx(tmp_path_factory: pytest.TempPathFactory) -> Context:
+    """One context for a property test's many examples (a function-scoped fixture would be shared anyway)."""
+    return ctx_of(load(tmp_path_factory.mktemp("planner")))
 
 
 def ctx_of(inv: Inventory) -> Context:
@@ -604,3 +612,47 @@ def test_the_desk_comment_names_who_set_or_withdrew_the_estimate(inv: Inventory)
     comment = next(i for i in items if i.action == "ticket_comment")
     _, en = renderer.render("ticket_comment", "ticket", "en", comment.data)
     assert "Restoration estimate withdrawn by luis: no estimate for now" in en
+
+
+def staff_action(aid: int, action: str, author: str, text: str = "", inc: str = "INC-000001") -> ActionRow:
+    return ActionRow(aid, inc, T0 + 60 * aid, action, author, text)
+
+
+def test_acks_notes_and_resolves_reach_the_ticket_naming_who_once_each(inv: Inventory) -> None:
+    """Issue 15: the desk's comment names the staff member, as the board's audit log does; machine
+    notes, the desk's own acks (a taken ticket) and estimates (their own comment) are not repeated."""
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0)))
+    actions = [staff_action(1, "note", "correlation", "burst: 5x the learned rate"),
+               staff_action(2, "ack", "ana", "voy en camino"), staff_action(3, "ack", "rt", "ticket 7 taken"),
+               staff_action(4, "eta", "ana", "2026-11-18T16:00:00-05:00"), staff_action(5, "note", "luis", "ONT"),
+               staff_action(6, "resolve", "ana"), staff_action(7, "note", "ana", "elsewhere", inc="INC-000009")]
+    items = run._keep(planner.plan_staff(actions, run.mem, run.glob, run.ctx))
+    assert [(i.action, i.version, i.data["by"], i.data["op"]) for i in items] == [
+        ("ticket_staff", 2, "ana", "comment"), ("ticket_staff", 5, "luis", "comment"),
+        ("ticket_staff", 6, "ana", "comment")]
+    assert all(i.group == "desk:INC-000001" for i in items) and run.glob.staff_cursor == 7
+    assert GlobalMemory.from_dict(json.loads(json.dumps(run.glob.to_dict()))).staff_cursor == 7
+    # planned again (a restart before the memory was stored): the same keys, nothing new
+    assert run._keep(planner.plan_staff(actions, run.mem, GlobalMemory(), run.ctx)) == []
+    renderer = Renderer()
+    subject, es = renderer.render("ticket_staff", "ticket", "es", items[0].data)
+    assert subject == "[INC-000001] Atendido por ana"
+    assert es.strip() == ("Incidente INC-000001 atendido por ana a las 2026-11-18 06:08 (hora de Colombia):\n"
+                          "voy en camino")
+    subject, en = renderer.render("ticket_staff", "ticket", "en", items[2].data)
+    assert subject == "[INC-000001] Resolved by ana"
+    assert en.strip() == "Incident INC-000001 resolved by ana at 2026-11-18 06:12 (Colombia time)."
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(author=st.text(max_size=200), text=st.text(max_size=300), action=st.sampled_from(("ack", "note", "resolve")))
+def test_any_staff_name_stays_on_the_subject_line(shared_ctx: Context, author: str, text: str, action: str) -> None:
+    """A name with line breaks (an API caller's ``by``) cannot add lines to the ticket's (or mail's) header."""
+    run = Run(shared_ctx)
+    run.feed(ev("opened", T0, ids(3, 0)))
+    items = planner.plan_staff([staff_action(1, action, "x" + author, text)], run.mem, run.glob, run.ctx).items
+    assert len(items) == 1
+    subject, body = Renderer().render("ticket_staff", "ticket", "es", items[0].data)
+    assert "\n" not in subject and subject.startswith("[INC-000001] ")
+    assert text.strip() in body

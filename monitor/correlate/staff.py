@@ -20,7 +20,7 @@ from typing import Any
 
 from monitor.correlate.incidents import format_ts, printable
 from monitor.correlate.maintenance import config_specs
-from monitor.correlate.store import ETA_WITHDRAWN, IncidentRow, IncidentStore, MaintenanceRow, NotFound
+from monitor.correlate.store import ETA_WITHDRAWN, ActionRow, IncidentRow, IncidentStore, MaintenanceRow, NotFound
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 from monitor.inventory.model import MaintenanceSpec
@@ -106,6 +106,13 @@ class Staff:
     def eta_authors(self) -> dict[str, str]:
         """Who set (or withdrew) the latest estimate per open incident."""
         return self.store.eta_authors()
+
+    def actions_after(self, after_id: int) -> list[ActionRow]:
+        """Actions (every kind, every author) recorded after ``after_id``, oldest first, at most 1000."""
+        return self.store.actions_after(after_id)
+
+    def last_action_id(self) -> int:
+        return self.store.last_action_id()
 
     def windows(self, *, include_removed: bool = False) -> list[MaintenanceRow]:
         return self.store.maintenance(include_removed=include_removed)

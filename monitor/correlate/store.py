@@ -67,6 +67,18 @@ class MaintenanceRow:
     removed_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class ActionRow:
+    """One staff (or engine) action on an incident, in the order it was recorded."""
+
+    id: int
+    incident: str
+    ts: float
+    action: str
+    author: str
+    text: str
+
+
 class IncidentStore:
     """Incidents, their history, staff actions and maintenance windows, next to the state-change log."""
 
@@ -457,6 +469,17 @@ class IncidentStore:
         )}
 
     # ------------------------------------------------------------ staff actions
+
+    def actions_after(self, after_id: int, limit: int = 1000) -> list[ActionRow]:
+        """Actions recorded after row ``after_id``, oldest first (delivery tells the desk who did what)."""
+        return [ActionRow(*r) for r in self.db.execute(
+            "SELECT id, incident, ts, action, author, text FROM incident_actions WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )]
+
+    def last_action_id(self) -> int:
+        row = self.db.execute("SELECT MAX(id) FROM incident_actions").fetchone()
+        return int(row[0] or 0)
 
     def add_action(self, inc_id: str, action: str, author: str, text: str, now: float) -> None:
         """Record an ack/note/resolve. Acks take effect at once; resolves are done by the daemon."""

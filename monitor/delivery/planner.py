@@ -128,10 +128,14 @@ class GlobalMemory:
     maintenance: dict[str, list[str]] = field(default_factory=dict)  # window id → phases sent
     held: dict[str, list[str]] = field(default_factory=dict)  # window id → customers its end notice waits for
     continuing: dict[str, str] = field(default_factory=dict)  # customer → incident whose "restored" they wait for
+    #: the last staff action (``incident_actions`` id) the desk was told of; None: not known yet (the
+    #: service starts it at the newest, so an upgrade does not comment an incident's whole history)
+    staff_cursor: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"blind": self.blind, "recent": {k: list(v) for k, v in self.recent.items()},
-                "maintenance": self.maintenance, "held": self.held, "continuing": self.continuing}
+                "maintenance": self.maintenance, "held": self.held, "continuing": self.continuing,
+                "staff_cursor": self.staff_cursor}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GlobalMemory:
@@ -139,7 +143,8 @@ class GlobalMemory:
         (``seq``, the counter MQTT keys were once made from)."""
         return cls(list(d.get("blind", [])), {k: (v[0], v[1]) for k, v in d.get("recent", {}).items()},
                    dict(d.get("maintenance", {})),
-                   {k: list(v) for k, v in d.get("held", {}).items()}, dict(d.get("continuing", {})))
+                   {k: list(v) for k, v in d.get("held", {}).items()}, dict(d.get("continuing", {})),
+                   d.get("staff_cursor"))
 
 
 class Window(Protocol):
@@ -519,6 +524,51 @@ def plan_maintenance(windows: Sequence[Window], open_incidents: Iterable[Inciden
     return out
 
 
+class StaffAction(Protocol):
+    """One row of ``incident_actions`` (see ``IncidentStore.staff_actions``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def incident(self) -> str: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def author(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+
+#: actions the desk hears of with their author's name (an estimate has its own comment, see _new_eta)
+TOLD_ACTIONS = ("ack", "note", "resolve")
+#: authors that are not people: the correlation engine's notes on why an incident opened
+MACHINE_AUTHORS = ("correlation",)
+
+
+def plan_staff(actions: Sequence[StaffAction], memories: Mapping[str, IncidentMemory], glob: GlobalMemory,
+               ctx: Context) -> Plan:
+    """A comment on the incident's ticket for each ack, note and resolve staff made (board, CLI, API,
+    MQTT), naming who: the desk's audit trail. ``actions`` are those after ``glob.staff_cursor``, oldest
+    first; the cursor moves past them all. Not told: machine notes, acks the desk itself made (a taken
+    ticket), incidents without a ticket. One item per action, keyed by the action's row id, so a
+    restart or a replanning never comments twice.
+    """
+    out = Plan()
+    for a in actions:
+        glob.staff_cursor = max(glob.staff_cursor or 0, a.id)
+        m = memories.get(a.incident)
+        if (m is None or not m.ticket_incident or ctx.cfg.desk.kind == "none" or a.action not in TOLD_ACTIONS
+                or a.author in MACHINE_AUTHORS or (a.action == "ack" and a.author == ctx.cfg.desk.kind)):
+            continue
+        by = " ".join(a.author.split())[:80]  # a name is one line: it goes into the ticket's subject
+        data = {"incident": a.incident, "staff_action": a.action, "by": by, "text": a.text,
+                "ts": ctx.local(a.ts), "timezone": ctx.cfg.timezone}
+        out.items.append(_desk(m, "ticket_staff", a.id, "ticket_staff", ctx, data, op="comment"))
+    return out
+
+
 def _maintenance_notices(w: Window, wid: str, phase: str, customers: Iterable[str], ctx: Context,
                          out: Plan) -> None:
     cn = ctx.cfg.customers
@@ -599,10 +649,11 @@ def _comment(incident: str, m: IncidentMemory, ctx: Context, now: float, out: Pl
     out.items.append(_desk(m, "ticket_comment", m.comments, "ticket_comment", ctx, data))
 
 
-def _desk(m: IncidentMemory, action: str, version: int, template: str, ctx: Context, data: dict[str, Any]) -> Item:
+def _desk(m: IncidentMemory, action: str, version: int | str, template: str, ctx: Context, data: dict[str, Any],
+          op: str = "") -> Item:
     desk = ctx.cfg.desk
     data["ticket_incident"] = m.ticket_incident
-    data["op"] = action.removeprefix("ticket_")
+    data["op"] = op or action.removeprefix("ticket_")
     channel = "email" if desk.kind == "email" else "desk"
     recipient = desk.address if desk.kind == "email" else desk.kind
     if desk.kind == "email":

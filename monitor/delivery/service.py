@@ -62,6 +62,8 @@ class DeliveryService:
         self._timer_trouble = Episode(log, "delivery timer failed, retrying every second",
                                       "delivery timer working again")
         self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
+        if self.glob.staff_cursor is None:  # first start (or an upgrade): what staff did before is history
+            self.glob.staff_cursor = self.staff.last_action_id()
         self.channels: dict[str, Channel] = {}
         self.workers: dict[str, Worker] = {}
         self.senders: dict[str, Sender] = {}
@@ -130,8 +132,21 @@ class DeliveryService:
                             self.staff.eta_authors())
         extra = planner.plan_maintenance(self._windows(glob), memories, glob, self.ctx, now)
         plan.items += extra.items
+        plan.items += self._staff_comments(glob, {**{m.incident: m for m in memories}, **plan.memories}).items
         if plan.items or plan.memories or glob != self.glob:
             self._commit(plan, glob)
+
+    def _staff_comments(self, glob: GlobalMemory, memories: dict[str, IncidentMemory]) -> planner.Plan:
+        """Desk comments naming who acked, noted or resolved (``planner.plan_staff``). An incident resolved
+        since the action (a resolve is carried out at once) is no longer among the open memories: its
+        memory is read by id."""
+        actions = self.staff.actions_after(glob.staff_cursor or 0)
+        if not actions:
+            return planner.Plan()
+        missing = sorted({a.incident for a in actions} - set(memories))
+        if missing:
+            memories.update({k: IncidentMemory.from_dict(v) for k, v in self.outbox.states(missing).items()})
+        return planner.plan_staff(actions, memories, glob, self.ctx)
 
     def _windows(self, glob: GlobalMemory) -> list[MaintenanceRow]:
         """The maintenance windows to give notices for: the active ones, and those removed after their
