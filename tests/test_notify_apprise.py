@@ -377,3 +377,37 @@ async def test_each_service_keeps_its_own_rate(tmp_path: Path) -> None:
         load_inventory(path, env=env)
     assert "unknown Apprise service 'carrierpigeon'" in str(err.value)
     assert "delivery.apprise.rates.json: must be greater than 0" in str(err.value)
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30) | st.sampled_from(["5m", "0s", "-1s", "ntfy://x/y", {"env": "JUAN_NTFY"}]),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(where=st.sampled_from(["tech", "phone_after", "rates", "customers", "gsm7", "timeout"]), value=_VALUES)
+def test_hostile_apprise_settings_are_a_config_error_or_accepted(tmp_path_factory: pytest.TempPathFactory,
+                                                                 where: str, value: Any) -> None:
+    rx = PushReceiver()
+    root = tmp_path_factory.mktemp("hostile")
+    path, env = config(root, rx)
+    doc = yaml.safe_load(path.read_text())
+    d = doc["delivery"]
+    if where == "tech":
+        d["technicians"][0]["apprise"] = value
+    elif where == "phone_after":
+        d["escalation"]["phone_after"] = value
+    else:
+        d["apprise"] = {where: value}
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    try:
+        inv = load_inventory(path, env=env)
+    except ConfigError as exc:
+        assert NTFY_PASS not in str(exc) and JSON_PASS not in str(exc) and GOTIFY_TOKEN not in str(exc)
+        return
+    assert inv.delivery is not None
+    assert all(isinstance(x, float) and 0 <= x <= 86_400 for x in inv.delivery.escalation.phone_after)
+    assert all(0 < r <= 1000 for r in inv.delivery.apprise.rates.values())
