@@ -69,6 +69,10 @@ def test_a_store_of_the_previous_release_opens_with_nothing_lost(tmp_path: Path)
     assert layout(db)[0] == 5
     expected = json.loads((LEGACY / "v5.expect.json").read_text())
     got = json.loads(json.dumps(read_back(db, True)))  # (tuples as lists, like the file)
+    # changed on purpose since (e433f0c): a resolved incident counts who was ever affected (10), not the
+    # last update's list (0); the rows behind it are compared with everything else
+    counts = [row.pop(4) for row in got["incidents"]]
+    assert counts == [2, 10] and [row.pop(4) for row in expected["incidents"]] == [2, 0]
     assert got == expected
     version, rows, tables = layout(db)
     assert (version, rows) == (FORMAT, CURRENT)
