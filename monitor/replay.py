@@ -4,8 +4,10 @@ A what-if tool (tune K, P, W, the hold-down ... on last month's data) and our te
 virtual, taken from the input, so the same input and settings always give byte-identical output.
 
 The hot loop is deliberately plain: most lines are "still up" or "still down" polls that cannot
-change a confirmed state, and those skip the state machine entirely (see :func:`_no_change`); only
-actual transitions reach the engine, and the engine's timers run only when time advances.
+change a confirmed state, and those skip the state machine entirely (see :func:`_no_change`; a
+healthy reply from a target UP with nothing pending costs one lookup in ``calm``); only actual
+transitions reach the engine, and the engine's timers run only when time advances. Every line is
+still checked whole (:mod:`monitor.replay_input`), the usual record shapes by their lookups alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,12 +28,12 @@ from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, Target
 from monitor.replay_input import (
+    CAUSES,
     KEYS,
     MAX_LINE,
     REAL,
     RTT_MAX,
     ReplayError,
-    check_cause,
     check_measurements,
     parse_line,
     read_lines,
@@ -42,6 +44,7 @@ from monitor.state import Confirmation, Observation, State, StateChange, TargetS
 _FAIL = Observation(reachable=False, detail="no reply")
 _OK = Observation(reachable=True)
 _NO_TS = object()
+_ABSENT = object()  # a key not in the record (null is None)
 
 
 def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> CorrelationSettings:
@@ -77,30 +80,59 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
     states: dict[str, TargetState] = {}
     rules: dict[str, Confirmation] = {}
     limits: dict[str, tuple[float, float]] = {}  # (rtt_ms, loss fraction) beyond which a reply is degraded
+    # targets UP with no streak pending (see _no_change) -> their limits: a healthy reply from one
+    # changes nothing, so the loop skips it after one lookup (added when such a reply is seen,
+    # removed when any other line for it is)
+    calm: dict[str, tuple[float, float]] = {}
     shared_rules: dict[tuple[int, int, int], Confirmation] = {}
     UP, DOWN = State.UP, State.DOWN
-    decode = json.JSONDecoder().raw_decode  # half the cost of json.loads per line (no whitespace scan)
+    # the C scanner itself (an instance attribute typeshed does not know): raw_decode is a Python
+    # wrapper around it, one frame per line more; it raises StopIteration where raw_decode says
+    # "Expecting value", and the slow path names the error either way
+    scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+    max_line, keys, causes, real, absent, rtt_cap = MAX_LINE, KEYS, CAUSES, REAL, _ABSENT, RTT_MAX  # per line
     cached = StepCache()
     last_ts_text: object = _NO_TS  # not None: a "ts": null on the first line must be checked too
     now: float | None = None
     pending: list[StateChange] = []  # transitions at ``now``, correlated when time moves on
+    rtt: Any
+    loss: Any
+    cause: Any
     for lineno, line in enumerate(lines, 1):
+        size = len(line)
         try:  # the fast path for good lines; anything odd goes to parse_line for the exact error
-            if len(line) > MAX_LINE:
+            if size > max_line:
                 raise ValueError("too long")
-            rec, end = decode(line)
-            if end < len(line) - 1 and line[end:].strip():
+            rec, end = scan(line, 0)
+            if end < size - 1 and line[end:].strip():
                 raise ValueError("extra data after the object")
             ts_text = rec["ts"]
             tid = rec["target"]
             ok = rec["ok"]
-            if len(rec) > 3 and not rec.keys() <= KEYS:
+            # the keys beyond ts, target and ok: the usual shapes (rtt_ms; rtt_ms and loss) are known by
+            # their lookups, others take the key-set test; every value is checked below either way
+            n = len(rec)
+            if n == 4 and (rtt := rec.get("rtt_ms", absent)) is not absent:
+                loss = cause = None
+            elif n == 5 and (rtt := rec.get("rtt_ms", absent)) is not absent and (
+                    loss := rec.get("loss", absent)) is not absent:
+                cause = None
+            elif n == 3:
+                rtt = loss = cause = None
+            elif rec.keys() <= keys:
+                rtt = rec.get("rtt_ms")
+                loss = rec.get("loss")
+                cause = rec.get("cause")
+                if "cause" in rec and (ok is not False or cause not in causes):
+                    raise ValueError("bad cause")  # a cause only on a failed poll, one of CAUSES
+            else:
                 raise KeyError("unknown key")
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError, StopIteration):
             if not line.strip():
                 continue
             rec = parse_line(line, source, lineno)  # leading whitespace is fine; all else raises ReplayError
             ts_text, tid, ok = rec["ts"], rec["target"], rec["ok"]
+            rtt, loss, cause = rec.get("rtt_ms"), rec.get("loss"), rec.get("cause")
         if ts_text != last_ts_text:
             ts = timestamp(ts_text, source, lineno)
             if now is not None and ts < now:
@@ -114,10 +146,18 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
             now = ts
             last_ts_text = ts_text
         try:
-            st = states.get(tid)
+            lim = calm.get(tid)
         except TypeError:  # a list or an object as target: parse_line names it
             parse_line(line, source, lineno)
             raise
+        if lim is not None:
+            # most lines: a reply within the thresholds from a target UP with nothing pending, which
+            # changes nothing (the type test first: True must not pass for 1; NaN fails the range)
+            if ok is True and (rtt is None or (type(rtt) in real and 0 <= rtt <= lim[0])) and (
+                    loss is None or (type(loss) in real and 0 <= loss <= lim[1])):
+                continue
+            del calm[tid]  # judged in full below; back in once it is UP and calm again
+        st = states.get(tid)
         if st is None:
             target = targets.get(tid) if isinstance(tid, str) else None
             if target is None:
@@ -131,29 +171,24 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                 1.0 if th.loss_pct is None else min(1.0, th.loss_pct / 100),
             )
         if ok is True:
-            if len(rec) > 3 and "cause" in rec:
-                parse_line(line, source, lineno)  # raises: a cause is only for a failed poll
-            rtt: Any = rec.get("rtt_ms")
-            loss: Any = rec.get("loss")
             if rtt is None and loss is None:
                 healthy = True
-            else:  # the type test first: True must not pass for 1, nor "1" raise here; NaN fails the range
+            else:
                 rtt_max, loss_max = limits[tid]
-                healthy = (rtt is None or (type(rtt) in REAL and 0 <= rtt <= rtt_max)) and (
-                    loss is None or (type(loss) in REAL and 0 <= loss <= loss_max))
+                healthy = (rtt is None or (type(rtt) in real and 0 <= rtt <= rtt_max)) and (
+                    loss is None or (type(loss) in real and 0 <= loss <= loss_max))
             if healthy:
                 if st.state is UP and st.fail_streak == 0 and st.degraded_streak == 0:
+                    calm[tid] = limits[tid]  # see _no_change
                     continue
                 obs = _OK
             else:
                 obs = Observation(reachable=True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
         elif ok is False:
-            cause = None
-            if len(rec) > 3:  # measurements of a failed poll are not used, but must be valid too
-                check_measurements(rec.get("rtt_ms"), rec.get("loss"), source, lineno)
-                cause = rec.get("cause")
-                if cause is not None:
-                    check_cause(cause, ok, source, lineno)
+            # measurements of a failed poll are not used, but must be valid too (a valid rtt alone, the
+            # usual case, passes here without a call)
+            if loss is not None or (rtt is not None and not (type(rtt) in real and 0 <= rtt <= rtt_cap)):
+                check_measurements(rtt, loss, source, lineno)
             if st.state is DOWN and st.reach_streak == 0:
                 continue
             obs = _FAIL if cause is None else Observation(False, detail=f"last down cause {cause}", cause=cause)
@@ -197,17 +232,23 @@ class StepCache:
     "healthy reply": degraded ones carry their own reasons and go to ``step`` directly) and the
     result is rebuilt around it, without the ``dataclasses.replace`` calls that made the state
     machine half of the replay's time. ``tests/test_replay.py`` checks it against ``step``.
+
+    The key names the observation and the rules by identity, not by value: hashing those frozen
+    dataclasses ran a Python ``__hash__`` on every call. Every rules object a decision was stored for
+    is kept (``self.rules``), so its id cannot be reused by another while the memo holds the decision.
     """
 
     def __init__(self) -> None:
         self.memo: dict[tuple[object, ...], Decision] = {}
+        self.rules: dict[int, Confirmation] = {}
 
     def __call__(
         self, prev: TargetState, obs: Observation, now: float, rules: Confirmation, target: str
     ) -> tuple[TargetState, StateChange | None]:
         if obs is not _FAIL and obs is not _OK:
             return step(prev, obs, now, rules, target)
-        key = (prev.state, prev.fail_streak, prev.reach_streak, prev.ok_streak, prev.degraded_streak, obs, rules)
+        key = (prev.state, prev.fail_streak, prev.reach_streak, prev.ok_streak, prev.degraded_streak, obs is _OK,
+               id(rules))
         d = self.memo.get(key)
         if d is None:
             d = self._decide(prev, obs, rules, key)
@@ -220,8 +261,10 @@ class StepCache:
         cur, change = step(prev, obs, prev.since, rules, "")
         d: Decision = (cur.fail_streak, cur.reach_streak, cur.ok_streak, cur.degraded_streak,
                        None if change is None else change.new, "" if change is None else change.reason)
-        if len(self.memo) > 10_000:  # streaks stay small in practice; never let odd input grow this
+        if len(self.memo) > 10_000 or len(self.rules) > 1_000:  # small in practice; never let odd input grow them
             self.memo.clear()
+            self.rules.clear()
+        self.rules[id(rules)] = rules
         self.memo[key] = d
         return d
 

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.cli import main
-from monitor.correlate.incidents import format_ts
+from monitor.correlate.engine import Engine
+from monitor.correlate.incidents import format_ts, parse_ts
+from monitor.correlate.topology import Topology
 from monitor.inventory.loader import load_inventory
-from monitor.replay import _FAIL, _OK, StepCache, _no_change
-from monitor.state import Confirmation, Observation, State, TargetState, step
+from monitor.replay import _FAIL, _OK, StepCache, _no_change, _reasons, _rules, replay, settings_for
+from monitor.state import Confirmation, Observation, State, StateChange, TargetState, step
 from tests.scenario_runner import EPOCH, below
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
@@ -165,6 +171,67 @@ def test_cached_step_gives_what_step_gives():
             seen.add(full.state)
     assert seen == set(State)
     assert cached.memo  # the cache was used, not only the fallback
+
+
+
+_POLLS = [  # what one poll may record: every shape the replay loop reads differently, in and out of thresholds
+    {"ok": True}, {"ok": True, "rtt_ms": 3.5}, {"ok": True, "rtt_ms": None}, {"ok": True, "rtt_ms": 3.5, "loss": 0.0},
+    {"ok": True, "rtt_ms": 900.0}, {"ok": True, "loss": 0.5}, {"ok": True, "rtt_ms": 3.5, "loss": None},
+    {"ok": True, "loss": 0.0}, {"ok": False}, {"ok": False, "rtt_ms": 2.0}, {"ok": False, "cause": "los"},
+    {"ok": False, "rtt_ms": None, "loss": 0.9, "cause": "dying_gasp"},
+]
+
+
+class _Recording(Engine):
+    """The real engine, keeping every state change the replay hands it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[StateChange] = []
+
+    def apply_many(self, changes: Iterable[StateChange], *, until_output: bool = False) -> int:
+        batch = list(changes)
+        n = super().apply_many(batch, until_output=until_output)
+        self.seen.extend(batch[:n])
+        return n
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(range(len(_POLLS))), st.integers(1, 4)), min_size=1, max_size=10),
+                min_size=1, max_size=6))
+def test_replay_confirms_what_the_state_machine_confirms_poll_by_poll(spans: list[list[tuple[int, int]]]) -> None:
+    """The replay loop's shortcuts (polls that change nothing skipped after one lookup, the usual
+    record shapes read without the key-set test, cached decisions) confirm exactly the transitions
+    that ``step`` confirms on every poll, with the daemon's observations. Each target polls runs of
+    one outcome (1-4 polls in a row: enough to confirm DOWN, UP and DEGRADED)."""
+    runs = [[poll for poll, times in target for _ in range(times)] for target in spans]
+    inv = load_inventory(CONFIG, secrets=False)
+    cfg = settings_for(inv)
+    ids = sorted(inv.targets)[: len(runs)]
+    lines, polls = [], []
+    for k in range(max(map(len, runs))):
+        for i, (tid, run) in enumerate(zip(ids, runs, strict=False)):
+            if k < len(run):
+                rec = {"ts": format_ts(EPOCH + 60.0 * k + i), "target": tid, **_POLLS[run[k]]}
+                lines.append(json.dumps(rec) + "\n")
+                polls.append(rec)
+    engine = _Recording(Topology.from_inventory(inv), cfg)
+    list(replay(inv, cfg, lines, engine=engine))
+    want: list[StateChange] = []
+    states: dict[str, TargetState] = {}
+    for rec in polls:
+        tid, target = rec["target"], inv.targets[rec["target"]]
+        if rec["ok"]:
+            obs = Observation(True, degraded_reasons=_reasons(target, rec.get("rtt_ms"), rec.get("loss"), "t", 0))
+        elif "cause" in rec:
+            obs = Observation(False, detail=f"last down cause {rec['cause']}", cause=rec["cause"])
+        else:
+            obs = _FAIL
+        rules = _rules(target, cfg, {})
+        states[tid], change = step(states.get(tid, TargetState()), obs, parse_ts(rec["ts"]), rules, tid)
+        if change is not None:
+            want.append(change)
+    assert engine.seen == want
 
 
 def test_the_configs_correlation_section_applies_and_set_overrides_it(tmp_path, ap_outage):

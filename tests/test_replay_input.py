@@ -50,6 +50,8 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> str:
     (line(ok="false", rtt_ms="NaN"), "in.jsonl:2: rtt_ms must be a finite number from 0 to 3600000, got NaN"),
     (line(ok="false", loss="2"), "in.jsonl:2: loss must be a fraction from 0 to 1, got 2"),
     (line(ok="1"), "in.jsonl:2: ok must be true or false, got 1"),
+    # the full check refused a null cause; the fast path took it for no cause
+    (line(ok="false", cause="null"), "in.jsonl:2: cause must be one of dying_gasp, los, other, unknown, got null"),
     (line(rtt="5"), "in.jsonl:2: unknown key 'rtt' (expected ts, target, ok, rtt_ms, loss, cause)"),
     (line(ok="false", Ok="true"), "in.jsonl:2: unknown key 'Ok' (expected ts, target, ok, rtt_ms, loss, cause)"),
     (line(ts='"9999-12-31T23:00:00-05:00"'),
