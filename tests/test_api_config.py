@@ -11,6 +11,9 @@ from monitor.errors import ConfigError
 from tests.api_support import ENV, LINK_KEY, TOKEN, api_section, load_with_api
 from tests.delivery_support import load
 
+#: a bcrypt hash (cost 4) of "correct horse battery", as `monitor users hash` prints one
+HASH = "$2b$04$" + "a" * 22 + "b" * 31
+
 
 def test_absent_means_no_api_and_no_links(tmp_path: Path) -> None:
     assert load(tmp_path, 2).api is None
@@ -65,14 +68,26 @@ def test_listen_off_needs_no_token(tmp_path: Path) -> None:
     (api_section(link_ttl="a day"),
      "api.link_ttl: bad duration 'a day' (expected seconds, or a string like '30s', '500ms', '2m', '1d')"),
     (api_section(secret={"env": "LINK_KEY"}),
-     "api: unknown key 'secret' (allowed: link_key, link_ttl, listen, public_url, token)"),
+     "api: unknown key 'secret' (allowed: link_key, link_ttl, listen, public_url, token, users)"),
+    (api_section(users=[{"name": "Ana", "role": "operator", "password_hash": HASH}]),
+     "api.users[0].name: bad user name 'Ana' (lower-case letters, digits, '.', '_', '-'; 32 at most)"),
+    (api_section(users=[{"name": "ana", "role": "operator", "password_hash": HASH},
+                        {"name": "ana", "role": "viewer", "password_hash": HASH}]),
+     "api.users[1].name: user 'ana' is listed twice"),
+    (api_section(users=[{"name": "ana", "role": "root", "password_hash": HASH}]),
+     "api.users[0].role: unknown role 'root' (expected viewer, operator, admin)"),
+    (api_section(users=[{"name": "ana", "role": "operator", "password_hash": "correct horse battery"}]),
+     "api.users[0].password_hash: expected a bcrypt hash ($2b$12$ and 53 characters; `monitor users hash` prints "
+     "one), not a password"),
+    (api_section(users=[{"name": "ana", "role": "operator"}]), "api.users[0]: missing required key 'password_hash'"),
+    (api_section(users={"ana": "operator"}), "api.users: expected a list, got a mapping"),
     ("on", "api: expected a mapping, got a string"),
 ])
 def test_each_mistake_is_reported_with_its_key_path(tmp_path: Path, api: Any, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_with_api(tmp_path, api)
     assert [p.split(": ", 1)[1] for p in err.value.problems] == [message]
-    for value in (*ENV.values(), "inline-t0ken-0123456789"):
+    for value in (*ENV.values(), "inline-t0ken-0123456789", "correct horse battery"):
         assert value == "password" or value not in str(err.value)
 
 

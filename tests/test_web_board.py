@@ -19,8 +19,9 @@ from monitor.cli import main
 from monitor.correlate.incidents import parse_ts
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore
+from monitor.inventory.api import BCRYPT_RE
 from monitor.web.board import SESSION_TTL
-from monitor.web.users import User, hash_password, load_users, save_users
+from monitor.web.users import User, check_password, hash_password, load_users, save_users
 from tests.api_support import AUTH, Env, acked_by, make_env
 from tests.cdp import Browser
 from tests.servers.common import free_port
@@ -154,6 +155,12 @@ def test_users_command_hashes_into_a_private_file(tmp_path: Path, monkeypatch: p
     assert main(["users", "--config", str(cfg), "list"]) == 0
     assert "ana\toperator" in capsys.readouterr().out
     assert main(["users", "--config", str(cfg), "remove", "ana"]) == 0 and load_users(path) == {}
+    # the hash for the config's api.users (no config needed); the password is never printed
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["users", "hash", "--password-stdin"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert BCRYPT_RE.fullmatch(printed) and PASSWORD not in printed
+    assert check_password(User("x", "viewer", printed.encode()), PASSWORD)
 
 
 async def test_board_in_a_real_browser_login_acknowledge_and_estimate(env: Env, tmp_path: Path) -> None:
@@ -295,3 +302,22 @@ async def test_window_ids_and_times_that_are_not_a_window_are_refused_not_a_serv
     store = IncidentStore(env.db)
     assert store.maintenance(include_removed=True) == []
     store.close()
+
+
+async def test_users_from_the_config_log_in_and_win_over_the_users_file(tmp_path: Path) -> None:
+    """Issue 15 "users and roles from config": ``api.users`` with bcrypt hashes; the same name in
+    users.json (a stale entry) has neither its role nor its password any more."""
+    hashed = hash_password(PASSWORD, cost=4).decode()
+    users = [{"name": "ana", "role": "viewer", "password_hash": hashed},
+             {"name": "olga", "role": "operator", "password_hash": hashed}]
+    async for env in make_env(tmp_path, users=users):
+        save_users(env.db.parent / "users.json", {"ana": User("ana", "operator", hash_password("old password 123",
+                                                                                                cost=4))})
+        assert (await login(env, "ana", "old password 123"))[0] == 401
+        status, ana = await login(env, "ana")
+        assert status == 303 and ana
+        assert await act(env, ana, "ack", "x") == 403  # the config says viewer
+        status, olga = await login(env, "olga")
+        assert status == 303 and await act(env, olga, "ack", "en camino") == 303
+        assert acked_by(env) == "olga"
+        assert [(a["user"], a["action"]) for a in audit(env)][-1] == ("olga", "ack")

@@ -7,11 +7,24 @@ Secrets are :class:`Secret` objects: only the token check and the link signer re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from monitor.secret import Secret
 
 DEFAULT_LISTEN = "127.0.0.1:9109"
+
+
+@dataclass(frozen=True, slots=True)
+class BoardUser:
+    """A staff user of the board written in the config (``api.users``): name, role and bcrypt hash.
+
+    The hash is what ``monitor users add`` would store; a config user overrides a ``users.json``
+    one of the same name, so what the config says (e.g. from configuration management) holds.
+    """
+
+    name: str
+    role: str
+    password_hash: bytes = field(repr=False)  # never in a log line or an error, though it is only a hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +34,7 @@ class ApiSettings:
     public_url: str = ""  # base URL technicians reach the API at (the reverse proxy), no trailing '/'
     link_key: Secret | None = None  # HMAC-SHA256 key of the one-click ack links
     link_ttl: float = 86_400.0  # a link stops working this long after the alert was planned
+    users: tuple[BoardUser, ...] = ()  # board users from the config (besides <state_dir>/users.json)
 
     @property
     def links(self) -> bool:

@@ -7,12 +7,18 @@ checks: a short token or link key can be guessed from outside, and a link that p
 
 from __future__ import annotations
 
-from monitor.api.config import DEFAULT_LISTEN, ApiSettings
+import re
+
+from monitor.api.config import DEFAULT_LISTEN, ApiSettings, BoardUser
 from monitor.inventory.fields import DAY, Section, type_name
 from monitor.inventory.settings import SecretReader, valid_listen
 from monitor.secret import Secret
+from monitor.web.users import NAME_RE, ROLES
 
-KEYS = ("listen", "token", "public_url", "link_key", "link_ttl")
+KEYS = ("listen", "token", "public_url", "link_key", "link_ttl", "users")
+USER_KEYS = ("name", "role", "password_hash")
+#: what bcrypt.hashpw writes: $2b$, a two-digit cost, 22 characters of salt and 31 of hash
+BCRYPT_RE = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 MIN_SECRET = 16  # characters; both secrets are checked from outside, so they must not be guessable
 HOW_RANDOM = "e.g. python3 -c 'import secrets; print(secrets.token_hex(24))'"
 
@@ -42,7 +48,30 @@ def parse(top: Section, secrets: SecretReader, metrics_listen: str) -> ApiSettin
         public_url=public_url,
         link_key=_secret(sec, secrets, "link_key", live=True),
         link_ttl=sec.duration("link_ttl", d.link_ttl, gt=0, le=30 * DAY),
+        users=_users(sec),
     )
+
+
+def _users(sec: Section) -> tuple[BoardUser, ...]:
+    """``users:``: board users with a bcrypt hash (``monitor users hash`` prints one), each name once."""
+    out: dict[str, BoardUser] = {}
+    for value, path, line in sec.items("users"):
+        u = Section.open(sec.problems, sec.file, value, path, line, USER_KEYS, USER_KEYS)
+        if u is None or not all(k in u.data for k in USER_KEYS):
+            continue
+        name, role, hashed = u.data["name"], u.data["role"], u.data["password_hash"]
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            u.err("name", f"bad user name {name!r} (lower-case letters, digits, '.', '_', '-'; 32 at most)")
+        elif name in out:
+            u.err("name", f"user {name!r} is listed twice")
+        elif role not in ROLES:
+            u.err("role", f"unknown role {role!r} (expected {', '.join(ROLES)})")
+        elif not isinstance(hashed, str) or not BCRYPT_RE.fullmatch(hashed):  # the value is not shown
+            u.err("password_hash", "expected a bcrypt hash ($2b$12$ and 53 characters; `monitor users hash` "
+                                   "prints one), not a password")
+        else:
+            out[name] = BoardUser(name, role, hashed.encode())
+    return tuple(out.values())
 
 
 def _listen(sec: Section, metrics_listen: str) -> str:

@@ -42,7 +42,7 @@ from monitor.web.lookup import RateLimiter, client_key
 from monitor.web.render import TEMPLATES
 from monitor.web.server import CSP, CSS
 from monitor.web.sitemap import down_tree, site_severity, svg
-from monitor.web.users import FILE, User, check_password, load_users
+from monitor.web.users import FILE, User, check_password, load_users, with_config
 
 log = logging.getLogger("monitor.board")
 
@@ -184,6 +184,7 @@ class Board:
         except ConfigError as exc:
             event(log, logging.ERROR, "board: users file unreadable", error=exc)
             users = {}
+        users = with_config(users, self.inventory.api.users if self.inventory.api is not None else ())
         user = users.get(name)
         if not await asyncio.to_thread(check_password, user, password) or user is None:
             self.by_address.spend(address, now)

@@ -1,4 +1,5 @@
-"""Staff users of the board: ``<state_dir>/users.json``, managed with ``monitor users add|list|remove``.
+"""Staff users of the board: ``<state_dir>/users.json``, managed with ``monitor users add|list|remove``,
+and the config's ``api.users`` (bcrypt hashes from ``monitor users hash``; they win over the file).
 
 Passwords are hashed with bcrypt (cost 12), never stored or logged in clear. The file is written
 atomically with mode 0600. Roles: ``viewer`` (sees the board), ``operator`` (acts on incidents and
@@ -14,10 +15,15 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from monitor.api.config import BoardUser
 
 ROLES = ("viewer", "operator", "admin")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
@@ -79,6 +85,12 @@ def load_users(path: Path) -> dict[str, User]:
     return out
 
 
+def with_config(file_users: dict[str, User], config: Iterable[BoardUser]) -> dict[str, User]:
+    """The file's users and the config's; a name in both is the config's (configuration management
+    decides, a stale file entry cannot keep an old role or password)."""
+    return {**file_users, **{u.name: User(u.name, u.role, u.password_hash) for u in config}}
+
+
 def save_users(path: Path, users: dict[str, User]) -> None:
     doc = {"users": [{"name": u.name, "role": u.role, "hash": u.hash.decode()} for u in users.values()]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +116,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     a.add_argument("name")
     a.add_argument("--role", choices=ROLES, required=True)
     a.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    h = usub.add_parser("hash", help="print a password's bcrypt hash for the config's api.users")
+    h.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     usub.add_parser("list", help="names and roles")
     r = usub.add_parser("remove", help="remove a user")
     r.add_argument("name")
@@ -120,7 +134,19 @@ def users_path(config: Path) -> Path:
     return state_dir / FILE
 
 
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        raise ConfigError("the passwords differ")
+    return password
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.action == "hash":  # needs no config: the hash goes into one
+        print(hash_password(_password(args.password_stdin)).decode())
+        return 0
     path = users_path(args.config)
     users = load_users(path)
     if args.action == "list":
@@ -135,13 +161,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not NAME_RE.fullmatch(args.name):
         raise ConfigError(f"bad user name {args.name!r} (lower-case letters, digits, '.', '_', '-'; 32 at most)")
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
-            raise ConfigError("the passwords differ")
-    users[args.name] = User(args.name, args.role, hash_password(password))
+    users[args.name] = User(args.name, args.role, hash_password(_password(args.password_stdin)))
     save_users(path, users)
     print(f"{args.name}: {args.role} (in {path})")
     return 0
