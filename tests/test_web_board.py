@@ -252,6 +252,28 @@ async def test_live_updates_stream_a_change_and_end_when_the_server_stops(env: E
     stream.close()
 
 
+async def test_a_change_before_the_live_stream_opened_still_reloads_the_page(env: Env) -> None:
+    """The race a loaded machine showed: the estimate was set after the page was drawn but before its
+    stream opened, and the page never updated. The page names the revision it shows; the stream
+    compares against that, not against the store when it opens."""
+    _, session = await login(env, "ana")
+    _, html, _ = await board(env, session)
+    m = re.search(r'<meta name="board-revision" content="([0-9a-f]{16})">', html)
+    assert m is not None
+    cookie = {"Cookie": f"board_session={session}"}
+    async with env.http.get(f"{env.base}/board/events?since={m.group(1)}", headers=cookie) as r:
+        assert await asyncio.wait_for(r.content.readline(), 30) == b"retry: 3000\n"
+        assert await asyncio.wait_for(r.content.readline(), 30) == b"\n"
+        assert await asyncio.wait_for(r.content.readline(), 30) == b": still here\n"  # nothing changed yet
+    store = IncidentStore(env.db)
+    store.add_action("INC-000001", "note", "cli", "while the browser was slow", env.clock.now())
+    store.close()
+    async with env.http.get(f"{env.base}/board/events?since={m.group(1)}", headers=cookie) as r:
+        assert await asyncio.wait_for(r.content.readline(), 30) == b"retry: 3000\n"
+        assert await asyncio.wait_for(r.content.readline(), 30) == b"\n"
+        assert await asyncio.wait_for(r.content.readline(), 30) == b"event: changed\n"
+
+
 async def test_board_draws_the_sites_and_the_down_tree(env: Env) -> None:
     _, session = await login(env, "ana")
     _, html, _ = await board(env, session)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -48,6 +49,11 @@ log = logging.getLogger("monitor.board")
 
 SESSION_TTL = 12 * 3600.0
 LIVE_EVERY = 1.0  # seconds between looks at the store for a live stream
+
+
+def _token(revision: tuple[object, ...]) -> str:
+    """The store's revision as a short opaque string (the page carries it; the live stream compares it)."""
+    return hashlib.sha256(repr(revision).encode()).hexdigest()[:16]
 MAX_STREAMS = 200
 LIVE_JS = TEMPLATES.parent / "static" / "live.js"
 #: the board's own policy: the public page's, plus its one script file and its event stream
@@ -111,6 +117,11 @@ class Board:
             await resp.prepare(request)
             last, quiet = self.incidents().revision(), 0.0
             await resp.write(b"retry: 3000\n\n")
+            # the page says which revision it shows: a change made before this stream opened (a slow
+            # browser, a reconnect) is news too, not only those made while it is open
+            since = request.query.get("since", "")[:64]
+            if since and since != _token(last):
+                await resp.write(b"event: changed\ndata: 1\n\n")
             while not self._closing.is_set() and self.clock.monotonic() < s.expires:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), LIVE_EVERY)
@@ -224,6 +235,7 @@ class Board:
         if s is None:
             return _redirect("/board/login")
         api = self.incidents()
+        rev = _token(api.revision())  # before the rows: a change in between makes the page reload, not vanish
         rows = api.incidents()
         etas = api.etas()
         now = self.clock.now()
@@ -244,7 +256,7 @@ class Board:
         lang = i18n.negotiate(request.query.get("lang"), request.headers.get("Accept-Language", ""))
         site_map = svg(inv, site_severity(inv, touched), i18n.BOARD[lang]["map"])
         windows = [w for w in api.windows() if w.end > now]
-        return self._page(request, "board.html.j2", status, user=s.user, csrf=s.csrf, incidents=incidents,
+        return self._page(request, "board.html.j2", status, user=s.user, csrf=s.csrf, incidents=incidents, rev=rev,
                           windows=windows, message=message, may_act=s.user.may("operator"), site_map=site_map,
                           when=lambda ts: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)))
 

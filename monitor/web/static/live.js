@@ -13,5 +13,8 @@
     location.reload();
   }
   document.addEventListener("focusout", function () { if (pending) { setTimeout(reload, 500); } });
-  new EventSource("/board/events").addEventListener("changed", reload);
+  // the revision this page shows: the stream also reports a change made before it opened
+  const shown = document.querySelector('meta[name="board-revision"]');
+  const since = shown ? shown.getAttribute("content") : "";
+  new EventSource("/board/events?since=" + encodeURIComponent(since)).addEventListener("changed", reload);
 })();
