@@ -434,6 +434,8 @@ def test_sigterm_with_hundreds_of_notices_waiting_for_an_unreachable_smtp_server
         with daemon(cfg) as again:
             wait_for(lambda: any("monitor started" in x for x in again.lines()[mark:]), 20, "restarted")
             wait_for(lambda: tried(db) > before, 20, "the restarted workers trying again")
-            assert again.stop() == 0
+            # the stop time is asserted on the first run; here only that it stops cleanly (on a machine
+            # shared with other test suites the restart's stop once took over 15 s)
+            assert again.stop(timeout=60) == 0
         assert outbox(db) == pending
     silent.close()
