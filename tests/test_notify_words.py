@@ -14,12 +14,12 @@ from typing import Any
 import yaml
 
 from monitor.correlate.incidents import KINDS
-from monitor.delivery.planner import GlobalMemory, Item, plan_maintenance
+from monitor.delivery.planner import GlobalMemory, Item, plan_maintenance, plan_staff
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 from monitor.notify.render import BUILTIN, Renderer
 from tests.delivery_support import SECRETS, T0, ev, ids, load, write_config
-from tests.test_delivery_planner import Run, ctx_of, window
+from tests.test_delivery_planner import Run, ctx_of, staff_action, window
 
 ENGLISH_KINDS = re.compile(r"\b(" + "|".join(KINDS) + r")\b", re.IGNORECASE)
 
@@ -31,6 +31,7 @@ def _samples(inv: Inventory) -> dict[str, dict[str, Any]]:
     items += run.feed(ev("opened", T0, ids(4, 0)))
     items += run.tick(T0 + 600, etas={"INC-000001": T0 + 7200})       # desk comment, customer update
     items += run.tick(T0 + 900)                                        # escalation
+    items += plan_staff([staff_action(1, "ack", "ana", "voy en camino")], run.mem, run.glob, run.ctx).items
     items += run.feed(ev("resolved", T0 + 1200, ids(4, 0)))
     items += run.feed(ev("opened", T0 + 1800, ids(4, 0), incident="INC-000002"))   # reopened ticket
     glob, ctx = GlobalMemory(), ctx_of(inv)
