@@ -80,6 +80,8 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path, kill_after_row
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     inv = tree_inventory(4, 5, 50, gateway=True)
     assert killed < len(inv.targets) - 1, "the child finished before it was killed; the test proves nothing"
 

@@ -149,11 +149,11 @@ def metrics_of(daemon: Daemon) -> str:
 
 
 def start_daemon(cfg: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it for its whole life
-    return subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run", "--config", str(cfg)], stdout=out, stderr=out, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-    )
+    with open(log, "ab") as out:  # the child has its own copy of the descriptor: ours closes now
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "--config", str(cfg)], stdout=out, stderr=out, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        )
 
 
 def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):

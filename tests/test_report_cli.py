@@ -57,7 +57,8 @@ def test_json_figures_from_the_real_store(db, tmp_path, capsys):
 
 def test_csv_and_markdown(db, tmp_path):
     assert report(db, tmp_path / "r.csv", "--by", "municipality") == 0
-    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    with (tmp_path / "r.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["key"] for r in rows] == ["arauca", "arauquita", "fortul", "saravena", "tame", "*"]
     assert float(rows[-1]["downtime_min"]) == pytest.approx(298)
     assert report(db, tmp_path / "r.md", "--by", "service-class", "--lang", "en") == 0

@@ -18,14 +18,15 @@ def listener(tmp_path):
 
 def test_ready_watchdog_stopping_reach_the_socket(tmp_path):
     sock, path = listener(tmp_path)
-    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid())})
-    assert n.enabled and n.watchdog_interval == 2.0
-    n.ready("polling 3 targets")
-    n.watchdog()
-    n.stopping()
-    assert sock.recv(4096) == b"READY=1\nSTATUS=polling 3 targets"
-    assert sock.recv(4096) == b"WATCHDOG=1"
-    assert sock.recv(4096) == b"STOPPING=1"
+    with sock:
+        n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid())})
+        assert n.enabled and n.watchdog_interval == 2.0
+        n.ready("polling 3 targets")
+        n.watchdog()
+        n.stopping()
+        assert sock.recv(4096) == b"READY=1\nSTATUS=polling 3 targets"
+        assert sock.recv(4096) == b"WATCHDOG=1"
+        assert sock.recv(4096) == b"STOPPING=1"
 
 
 def test_watchdog_meant_for_another_pid_is_ignored():

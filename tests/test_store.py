@@ -61,6 +61,7 @@ for i in itertools.count():
         deadline_rows = db.execute("SELECT count(*) FROM state_changes").fetchone()[0]
     proc.kill()
     proc.wait()
+    proc.stdout.close()
     db.close()
     store = EventStore(path)
     changes = list(store.changes())

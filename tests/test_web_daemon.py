@@ -85,9 +85,10 @@ def test_ctrl_c_to_the_process_group_stops_both_without_a_restart(tmp_path: Path
     port = free_port()
     with_page(cfg, port, "Uno")
     log = tmp_path / "daemon.log"
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it for its whole life
-    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg)], stdout=out, stderr=out,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    with open(log, "ab") as out:  # the child has its own copy of the descriptor: ours closes now
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg)], stdout=out,
+                                stderr=out, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                start_new_session=True)
     try:
         wait_for(lambda: "Municipio Uno" in page(port), 30, "the page")
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
