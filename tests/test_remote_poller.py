@@ -20,6 +20,7 @@ from monitor.remote.spool import PollerSpool
 from monitor.state import State, StateChange
 from tests.firewall import icmp_block, lab_address
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
+from tests.test_remote_link import stop
 
 pytestmark = [pytest.mark.servers, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="ICMP and nftables need root")]
@@ -111,6 +112,5 @@ async def test_a_poller_polls_its_zone_and_the_core_gets_each_change_once(tmp_pa
             proc.kill()
             proc.wait()
         log.close()
-        core.cancel()
-        await asyncio.gather(core, return_exceptions=True)
+        await stop([core])
         broker.stop()

@@ -97,8 +97,7 @@ class MqttSender:
                 self.connected.clear()
                 self.client = None
                 lost = True
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.__aexit__(None, None, None)
+                await _disconnect(client)
 
     def _ack(self, message: aiomqtt.Message) -> None:
         """An ack from anyone who may publish on the topic: bounded, and never an exception here
@@ -139,5 +138,12 @@ class MqttSender:
         client = self.client
         self.client = None
         if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.__aexit__(None, None, None)
+            await _disconnect(client)
+
+
+async def _disconnect(client: aiomqtt.Client) -> None:
+    """Say goodbye to the broker, bounded: aiomqtt awaits the broker's answer without a timeout, and a
+    connection that died under it would hold a shutdown forever."""
+    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+        async with asyncio.timeout(5.0):
+            await client.__aexit__(None, None, None)

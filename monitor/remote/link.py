@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE = b"offline"
 MAX_ACK = 32  # bytes of an ``acked`` payload: a decimal number
+CLOSE_TIMEOUT = 5.0  # s to say goodbye to a broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,13 @@ async def _connect(brokers: Sequence[Broker], turn: int, client_id: str, will: a
         except aiomqtt.MqttError as exc:
             errors.append(f"{b.host}:{b.port}: {exc}")
     raise ConnectionError("; ".join(errors))
+
+
+async def _close(client: aiomqtt.Client) -> None:
+    """Disconnect, bounded (aiomqtt waits up to its own 10 s timeout for the broker's goodbye)."""
+    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await client.__aexit__(None, None, None)
 
 
 class PollerLink:
@@ -109,8 +117,7 @@ class PollerLink:
             finally:
                 self.connected.clear()
                 turn += 1
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.__aexit__(None, None, None)
+                await _close(client)
 
     async def _publish(self, client: aiomqtt.Client) -> None:
         sent: dict[int, float] = {}  # seq -> when it was last published on this connection
@@ -190,8 +197,7 @@ class CoreFeed:
             finally:
                 self.connected.clear()
                 turn += 1
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.__aexit__(None, None, None)
+                await _close(client)
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         parts = str(message.topic).split("/")
