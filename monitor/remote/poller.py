@@ -88,7 +88,9 @@ async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broke
                 await writer.close()
                 await writer_task
             await _flush(link, spool, timeout=5.0)
-            link_task.cancel()
+            while not link_task.done():  # again if a cancellation was swallowed inside aiomqtt (3.11 wait_for)
+                link_task.cancel()
+                await asyncio.wait([link_task], timeout=1.0)
     finally:
         await stage.close()
         spool.close()
