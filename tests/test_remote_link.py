@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from monitor.remote.link import Broker, CoreFeed, PollerLink
 from monitor.remote.messages import PollerMessage, encode
 from monitor.remote.spool import PollerSpool
 from monitor.state import State, StateChange
+from tests.servers.common import until
 from tests.servers.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.servers
@@ -36,13 +36,6 @@ def mqtt_dir(tmp_path: Path) -> Path:
 
 def down(i: int) -> StateChange:
     return StateChange(f"cpe-{i}", State.UP, State.DOWN, T0 + i, "3 consecutive failed polls: timeout")
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.02)
 
 
 class Core:
@@ -88,13 +81,13 @@ async def test_changes_spooled_while_the_broker_is_away_arrive_once_with_their_t
         assert spool.backlog() == 10 and core.got == []
         broker.start()
         try:
-            await until(lambda: len(core.got) == 12, "12 changes at the core")
-            await until(lambda: spool.backlog() == 0, "the core's acks empty the spool")
+            await until(lambda: len(core.got) == 12, 30, "12 changes at the core")
+            await until(lambda: spool.backlog() == 0, 30, "the core's acks empty the spool")
             assert sorted(c.target for _, c in core.got) == sorted(
                 [f"cpe-{i}" for i in range(1, 11)] + ["cpe-44", "cpe-48"])
             assert {c.ts for _, c in core.got if c.target == "cpe-3"} == {T0 + 3}  # the real time, not arrival
             assert core.feed.sequences.through("p-arauca") == 10
-            await until(lambda: "p-arauca" in core.feed.last_seen, "a heartbeat")
+            await until(lambda: "p-arauca" in core.feed.last_seen, 30, "a heartbeat")
         finally:
             broker.stop()
     spool.close()
@@ -111,13 +104,13 @@ async def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(tmp_path: P
             for i in range(1, 21):
                 spool.add([down(i)])
                 link.added()
-            await until(lambda: len(core.got) >= 5, "the first changes through")
+            await until(lambda: len(core.got) >= 5, 30, "the first changes through")
             broker.stop()  # mid-stream: some published, some acknowledged, some not
             for i in range(21, 31):
                 spool.add([down(i)])
                 link.added()
             broker.start()
-            await until(lambda: spool.backlog() == 0, "spool drained", timeout=40)
+            await until(lambda: spool.backlog() == 0, 40, "spool drained")
         targets = [c.target for _, c in core.got]
         assert sorted(targets) == sorted(f"cpe-{i}" for i in range(1, 31)), "each change exactly once"
     finally:
@@ -131,7 +124,7 @@ async def test_a_message_for_another_zone_is_dropped_and_the_core_goes_on(tmp_pa
     core = Core(broker)
     try:
         async with running(core.feed.run()):
-            await until(core.feed.connected.is_set, "core subscribed")
+            await until(core.feed.connected.is_set, 30, "core subscribed")
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="intruder") as intruder:
                 forged = PollerMessage("changes", "p-arauca", "arauca", 1, T0, (
                     StateChange("cpe-x", State.UP, State.DOWN, T0, "forged"),))
@@ -142,8 +135,12 @@ async def test_a_message_for_another_zone_is_dropped_and_the_core_goes_on(tmp_pa
                 await intruder.publish("monitor/pollers/p-arauca/changes", encode(other), qos=1)
                 good = PollerMessage("changes", "p-arauca", "arauca", 1, T0, (down(1),))
                 await intruder.publish("monitor/pollers/p-arauca/changes", encode(good), qos=1)
-            await until(lambda: len(core.got) == 1, "the good message after the bad ones")
+            await until(lambda: len(core.got) == 1, 30, "the good message after the bad ones")
         assert core.got == [("p-arauca", down(1))]
         assert core.feed.dropped == {"foreign_zone": 1, "not_json": 1, "wrong_topic": 1}
     finally:
         broker.stop()
+
+
+def test_a_broker_password_never_shows_in_its_repr() -> None:
+    assert "s3cret" not in repr(Broker("127.0.0.1", 1883, "p-arauca", "s3cret"))

@@ -19,6 +19,7 @@ from monitor.remote.link import Broker, CoreFeed
 from monitor.remote.spool import PollerSpool
 from monitor.state import State, StateChange
 from tests.firewall import icmp_block, lab_address
+from tests.servers.common import until
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
 from tests.test_remote_link import stop
 
@@ -60,13 +61,6 @@ pollers:
     return path
 
 
-async def until(condition: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
-
-
 async def test_a_poller_polls_its_zone_and_the_core_gets_each_change_once(tmp_path: Path) -> None:
     mqtt = tmp_path / "mqtt"
     mqtt.mkdir()
@@ -91,15 +85,15 @@ async def test_a_poller_polls_its_zone_and_the_core_gets_each_change_once(tmp_pa
         stdout=log, stderr=log, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         with icmp_block() as fw:
-            await until(lambda: {c.target for c in got if c.new is State.UP} == {"ap-s", "cpe-s"},
+            await until(lambda: {c.target for c in got if c.new is State.UP} == {"ap-s", "cpe-s"}, 30,
                         "the zone's targets confirmed up at the core")
             fw.block(lab_address(1), lab_address(2))  # cpe-s (its zone) and cpe-n (the core's own zone)
             t0 = time.time()
-            await until(lambda: any(c.target == "cpe-s" and c.new is State.DOWN for c in got), "cpe-s down")
+            await until(lambda: any(c.target == "cpe-s" and c.new is State.DOWN for c in got), 30, "cpe-s down")
             down = next(c for c in got if c.target == "cpe-s" and c.new is State.DOWN)
             assert t0 < down.ts < time.time()  # confirmed at the poller, at the poller's time
             fw.unblock(lab_address(1))
-            await until(lambda: [c.new for c in got if c.target == "cpe-s"][-1] is State.UP, "cpe-s up again")
+            await until(lambda: [c.new for c in got if c.target == "cpe-s"][-1] is State.UP, 30, "cpe-s up again")
         assert {c.target for c in got} == {"ap-s", "cpe-s"}  # never the core's own zone
         assert len({(c.target, c.new, c.ts) for c in got}) == len(got)  # each change once
         proc.send_signal(signal.SIGTERM)

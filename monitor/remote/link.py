@@ -24,11 +24,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiomqtt
 
 from monitor.clock import Clock, SystemClock
+from monitor.delivery.config import RetrySettings
+from monitor.delivery.retry import backoff
 from monitor.logs import event
 from monitor.remote.messages import PollerMessage, RemoteMessageError, decode, encode
 from monitor.remote.sequence import Sequences
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 OFFLINE = b"offline"
 MAX_ACK = 32  # bytes of an ``acked`` payload: a decimal number
 CLOSE_TIMEOUT = 5.0  # s to say goodbye to a broker
+RECONNECT = RetrySettings(initial=0.5, maximum=30.0, factor=2.0, jitter=0.5, deadline=float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ class Broker:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or an error
 
 
 async def _connect(brokers: Sequence[Broker], turn: int, client_id: str, will: aiomqtt.Will | None
@@ -91,7 +94,7 @@ class PollerLink:
         self.wake.set()
 
     async def run(self) -> None:
-        turn, delay = 0, 0.5
+        turn, failures = 0, 0
         will = aiomqtt.Will(self.topics["status"], OFFLINE, qos=1, retain=True)
         while True:
             try:
@@ -99,10 +102,11 @@ class PollerLink:
             except ConnectionError as exc:
                 event(log, logging.WARNING, "poller cannot reach a broker, spooling", error=exc,
                       backlog=self.spool.backlog())
-                await asyncio.sleep(delay)
-                delay, turn = min(delay * 2, 30.0), turn + 1
+                failures += 1
+                await asyncio.sleep(backoff(RECONNECT, failures))  # the notifiers' back-off, with jitter
+                turn += 1
                 continue
-            delay = 0.5
+            failures = 0
             event(log, logging.INFO, "poller connected", broker=f"{broker.host}:{broker.port}",
                   backlog=self.spool.backlog())
             try:
@@ -176,16 +180,17 @@ class CoreFeed:
             event(log, logging.WARNING, "poller message dropped", reason=reason, poller=poller[:40], detail=detail)
 
     async def run(self) -> None:
-        turn, delay = 0, 0.5
+        turn, failures = 0, 0
         while True:
             try:
                 client, broker = await _connect(self.brokers, turn, self.client_id, None)
             except ConnectionError as exc:
                 event(log, logging.WARNING, "core cannot reach a broker", error=exc)
-                await asyncio.sleep(delay)
-                delay, turn = min(delay * 2, 30.0), turn + 1
+                failures += 1
+                await asyncio.sleep(backoff(RECONNECT, failures))  # the notifiers' back-off, with jitter
+                turn += 1
                 continue
-            delay = 0.5
+            failures = 0
             try:
                 await client.subscribe(f"{self.prefix}/+/changes", qos=1)
                 await client.subscribe(f"{self.prefix}/+/status", qos=1)

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
+from monitor.inventory.secrets import resolve_secret
 from monitor.logs import event
 from monitor.polling.stage import PollingStage
 from monitor.remote.link import Broker, PollerLink
@@ -34,7 +36,6 @@ from monitor.state import StateChange
 from monitor.tsdb.writer import make_writer
 
 log = logging.getLogger(__name__)
-MAX_SECRET = 64 * 1024
 
 
 def zone_inventory(inv: Inventory, zone: str, poller: str) -> Inventory:
@@ -105,21 +106,6 @@ async def _flush(link: PollerLink, spool: PollerSpool, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-def _password(path: Path) -> str:
-    """The broker password from a file (first line; bounded like every secret file)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SECRET + 1)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the broker password: {exc.strerror}"]) from exc
-    if len(data) > MAX_SECRET:
-        raise ConfigError([f"{path}: a password file is at most {MAX_SECRET} bytes"])
-    try:
-        return data.decode("utf-8").splitlines()[0] if data.strip() else ""
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: the password is not UTF-8 text"]) from exc
-
-
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("poll", help="the poller role: poll one zone and publish its changes to the core (MQTT)")
     p.add_argument("--config", type=Path, required=True, help="the shared inventory (YAML) with a pollers: section")
@@ -135,7 +121,9 @@ def main(args: argparse.Namespace) -> int:
     logs.setup(inv.daemon.log_format, inv.daemon.log_level)
     if inv.pollers is None:
         raise ConfigError([f"{args.config}: no pollers: section (monitor poll needs zones)"])
-    password = _password(args.mqtt_password_file) if args.mqtt_password_file else None
+    password = None
+    if args.mqtt_password_file:  # read like every secret file: bounded, UTF-8, one trailing newline off
+        password = resolve_secret({"file": str(args.mqtt_password_file)}, Path.cwd(), os.environ).reveal()
     user = args.mqtt_user or args.poller
     brokers = [Broker(b.host, b.port, user, password) for b in inv.pollers.brokers]
     try:
