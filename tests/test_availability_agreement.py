@@ -119,7 +119,7 @@ def board_query(title: str) -> str:
     return query
 
 
-def test_the_board_and_the_report_give_the_same_month(month, tmp_path):
+def test_the_board_and_the_report_give_the_same_month(month, tmp_path: Path) -> None:
     server, config, db, inv = month
     out = tmp_path / "r.json"
     assert main(["report", "--config", str(config), "--db", str(db), "--month", "2026-10", "--format", "json",
@@ -141,7 +141,7 @@ def test_the_board_and_the_report_give_the_same_month(month, tmp_path):
     assert abs(polls - report["availability_pct"]) > 0.05
 
 
-def test_per_municipality_agrees_too(month, tmp_path):
+def test_per_municipality_agrees_too(month, tmp_path: Path) -> None:
     server, config, db, _ = month
     out = tmp_path / "r.json"
     assert main(["report", "--config", str(config), "--db", str(db), "--month", "2026-10", "--format", "json",
@@ -158,7 +158,7 @@ def test_per_municipality_agrees_too(month, tmp_path):
     assert rows["tame"] < 100.0 or rows["arauca"] < 100.0
 
 
-def test_a_rerun_replaces_the_hours_it_covers(month, tmp_path):
+def test_a_rerun_replaces_the_hours_it_covers(month, tmp_path: Path) -> None:
     """Idempotent: the rollup run again over another range (hourly, or after a window is added in the past)
     overwrites the same hourly points, never adds to them."""
     server, config, db, _ = month
@@ -187,14 +187,15 @@ def board_query_node() -> str:
     return query
 
 
-def test_rollup_buckets_are_whole_hours_and_without_a_database_it_says_so(tmp_path, capsys):
+def test_rollup_buckets_are_whole_hours_and_without_a_database_it_says_so(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert hour_bounds(3600.0 * 10 + 5, 3600.0 * 12) == [36000.0, 39600.0, 43200.0]
     assert hour_bounds(7200.0, 7200.0) == [7200.0, 10800.0]
     assert main(["rollup", "--config", str(CONFIG_DIR / "sites.yaml"), "--db", str(tmp_path / "x.db")]) == 2
     assert "timeseries.kind is none" in capsys.readouterr().err
 
 
-def test_an_unreachable_database_is_exit_1_naming_it(tmp_path, capsys):
+def test_an_unreachable_database_is_exit_1_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     config = example_config(tmp_path, url, "m")
     db = tmp_path / "monitor.db"

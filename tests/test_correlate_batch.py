@@ -80,7 +80,7 @@ def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], list[object
 
 
 @pytest.mark.parametrize("block", range(4))
-def test_apply_many_equals_apply_one_by_one(block):
+def test_apply_many_equals_apply_one_by_one(block) -> None:
     kinds = set()
     for seed in range(block * 100, block * 100 + 100):
         one, many = _run(seed, batched=False), _run(seed, batched=True)

@@ -9,7 +9,7 @@ from monitor.state import State, StateChange
 from tests.correlate_helpers import tree_inventory
 
 
-def test_staff_resolving_the_blind_alert_does_not_end_blindness_nor_break_its_end():
+def test_staff_resolving_the_blind_alert_does_not_end_blindness_nor_break_its_end() -> None:
     inv = tree_inventory(1, 1, 4)
     settings = CorrelationSettings.for_interval(60).with_overrides({"vantage": "twr-000"})
     engine = Engine(Topology.from_inventory(inv), settings)

@@ -60,7 +60,7 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("kill_after_rows", [1, 300, 800])
-def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path, kill_after_rows):
+def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path: Path, kill_after_rows) -> None:
     db = tmp_path / "monitor.db"
     IncidentStore(db).close()
     proc = subprocess.Popen(
@@ -114,7 +114,7 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path, kill_after_row
 
 
 @pytest.fixture
-def outage(tmp_path):
+def outage(tmp_path: Path):
     inv = tree_inventory(2, 2, 5, gateway=True)
     db = tmp_path / "monitor.db"
     clock = ManualClock(T0 - 1)
@@ -131,7 +131,7 @@ def outage(tmp_path):
     log.close()
 
 
-def test_ack_and_resolve_by_staff(outage):
+def test_ack_and_resolve_by_staff(outage) -> None:
     _inv, db, clock, svc = outage
     cli = IncidentStore(db)  # what `monitor incidents` uses, on its own connection
     [row] = cli.incidents()
@@ -150,7 +150,7 @@ def test_ack_and_resolve_by_staff(outage):
     cli.close()
 
 
-def test_maintenance_added_while_running_makes_failures_planned(tmp_path):
+def test_maintenance_added_while_running_makes_failures_planned(tmp_path: Path) -> None:
     inv = tree_inventory(1, 2, 4)
     db = tmp_path / "monitor.db"
     clock = ManualClock(T0)
@@ -177,7 +177,7 @@ def test_maintenance_added_while_running_makes_failures_planned(tmp_path):
     cli.close()
 
 
-def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(tmp_path):
+def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(tmp_path: Path) -> None:
     """incident_targets mirrors the engine (down = still attached; every row = everyone affected)
     through runs big enough for the one-statement bulk path: an AP outage taking 151 targets, 70
     of them recovering at once, then 80 still down after the AP is back, regrouped after grace."""
@@ -217,7 +217,7 @@ def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(tmp_pat
     svc.close()
 
 
-def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage):
+def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage) -> None:
     """Staff closed an outage whose targets are still down: a restart must not open it again."""
     inv, db, clock, svc = outage
     cli = IncidentStore(db)
@@ -240,7 +240,7 @@ def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage)
     svc.close()
 
 
-def test_blind_period_for_reports_still_ends_when_the_blindness_ends(tmp_path):
+def test_blind_period_for_reports_still_ends_when_the_blindness_ends(tmp_path: Path) -> None:
     """The blind row keeps when its cause cleared (``clear_since``, for a restart), but reports
     exclude the blind period up to its end (``cleared_at``), as before that was persisted."""
     from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
@@ -253,7 +253,7 @@ def test_blind_period_for_reports_still_ends_when_the_blindness_ends(tmp_path):
     store.close()
 
 
-def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(tmp_path):
+def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(tmp_path: Path) -> None:
     """Staff closed the blind alert at 402 while the gateway was down (``closed_at``); the blindness
     itself ended at 1010, after two restarts: that is the period reports exclude (``cleared_at``)."""
     from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
@@ -268,7 +268,7 @@ def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(tmp_p
     store.close()
 
 
-def test_recorded_since_gives_the_persisted_lifecycle_from_a_time(tmp_path):
+def test_recorded_since_gives_the_persisted_lifecycle_from_a_time(tmp_path: Path) -> None:
     """What the pipeline annotates again at start: the events persisted since then, oldest first."""
     inv = tree_inventory(1, 2, 3, gateway=True)
     clock = ManualClock(T0 - 1)

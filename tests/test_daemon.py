@@ -94,7 +94,7 @@ def metric_value(text: str, name: str) -> float:
     return total
 
 
-async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path):
+async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path: Path) -> None:
     port = free_port()
     cfg = write_config(tmp_path, port)
     db = tmp_path / "var" / "monitor.db"
@@ -119,7 +119,7 @@ async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path):
         await asyncio.wait_for(task, 10)
 
 
-async def test_netns_host_link_down_confirmed_after_down_after_polls(tmp_path, netns_lab):  # noqa: F811
+async def test_netns_host_link_down_confirmed_after_down_after_polls(tmp_path: Path, netns_lab) -> None:  # noqa: F811
     """A test host in its own network namespace: its link goes down, then comes back."""
     host = netns_lab.add_host()
     extra = f"      - {{id: cpe-ns, kind: cpe, address: {host.address}, parent: ap-1}}\n"
@@ -156,7 +156,7 @@ def start_daemon(cfg: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
         )
 
 
-def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):
+def test_systemd_notify_ready_watchdog_and_stopping(tmp_path: Path) -> None:
     """The daemon talks sd_notify to a real NOTIFY_SOCKET listener, as under Type=notify."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify.sock"))
@@ -177,7 +177,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(tmp_path):
         sock.close()
 
 
-def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_path):
+def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_path: Path) -> None:
     port = free_port()
     cfg = write_config(tmp_path, port)
     db = tmp_path / "var" / "monitor.db"
@@ -218,7 +218,7 @@ def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_p
         assert proc.wait(15) == 0
 
 
-def test_check_config_cli(tmp_path):
+def test_check_config_cli(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, free_port())
     ok = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(cfg)], capture_output=True, text=True,
                         cwd=ROOT)
@@ -231,7 +231,7 @@ def test_check_config_cli(tmp_path):
     assert "ap-9" in bad.stderr and str(cfg) in bad.stderr
 
 
-def test_probe_says_what_it_waits_for_snmp_too():
+def test_probe_says_what_it_waits_for_snmp_too() -> None:
     creds = SnmpCredentials("c", "2c", Secret("x", "env:C"))
     t = Target("ap-1", "ap", "node", "127.0.0.3", snmp=SnmpSettings("airos", creds, timeout=2.0, retries=1),
                polling=PollingSettings(interval=60, icmp_count=3, icmp_timeout=1.0))
@@ -239,7 +239,7 @@ def test_probe_says_what_it_waits_for_snmp_too():
                               "SNMP v2c (airos) on port 161, 2 s per request, 1 retry; at most 12 s ...")
 
 
-def test_probe_cli_prints_the_measurement(tmp_path):
+def test_probe_cli_prints_the_measurement(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, free_port())
     r = subprocess.run([sys.executable, "-m", "monitor", "probe", "core", "--config", str(cfg)],
                        capture_output=True, text=True, cwd=ROOT)
@@ -259,7 +259,7 @@ def test_probe_cli_prints_the_measurement(tmp_path):
     assert "verdict: UNREACHABLE" in r.stdout
 
 
-async def test_reload_records_the_end_of_removed_targets(tmp_path):
+async def test_reload_records_the_end_of_removed_targets(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, free_port(), EXTRA_CPE2)
     db = tmp_path / "var" / "monitor.db"
     daemon = Daemon(cfg)

@@ -49,7 +49,7 @@ async def run_until_settled(cfg: Path, batch_ahead: float | None) -> tuple[list[
     return changes(db), daemon.icmp
 
 
-async def test_due_icmp_targets_are_polled_as_one_batch_with_the_outcomes_of_single_polls(tmp_path):
+async def test_due_icmp_targets_are_polled_as_one_batch_with_the_outcomes_of_single_polls(tmp_path: Path) -> None:
     with icmp_block() as fw:
         fw.block(*BLOCKED)
         batched, probe = await run_until_settled(write_config(tmp_path / "batch"), batch_ahead=INTERVAL)
@@ -65,7 +65,7 @@ async def test_due_icmp_targets_are_polled_as_one_batch_with_the_outcomes_of_sin
     assert sum(1 for c in batched if c[3] == "first reply") == TARGETS - len(BLOCKED)
 
 
-async def test_poll_many_gives_what_poll_gives_per_target(tmp_path):
+async def test_poll_many_gives_what_poll_gives_per_target(tmp_path: Path) -> None:
     """Probe level, the same targets both ways, answered and blocked."""
     inv = load_inventory(write_config(tmp_path / "cfg"))
     targets = list(inv.targets.values())

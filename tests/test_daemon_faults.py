@@ -106,7 +106,7 @@ def errors(lines: list[str]) -> list[str]:
     return [line for line in lines if "level=error" in line or "level=critical" in line]
 
 
-def test_disk_full_keeps_polling_logs_once_and_records_held_changes_later(tmp_path):
+def test_disk_full_keeps_polling_logs_once_and_records_held_changes_later(tmp_path: Path) -> None:
     """The disk fills while polling: transitions are still detected and announced, the store failure
     is logged once (not per poll, not per change) and the held transitions land in the store, in
     order and with their own timestamps, once space returns."""
@@ -181,7 +181,7 @@ def ext4_error(path: Path) -> None:
                                             text=True, check=True).stdout
 
 
-def test_filesystem_turning_read_only_keeps_polling_and_says_once_what_was_not_recorded(tmp_path):
+def test_filesystem_turning_read_only_keeps_polling_and_says_once_what_was_not_recorded(tmp_path: Path) -> None:
     """ext4 remounts the state directory read-only under the daemon: only an operator can repair that,
     so the daemon keeps monitoring (log lines, /metrics, time series) with one error line, exits 0 on
     SIGTERM and says how many announced transitions it could not record."""
@@ -208,7 +208,7 @@ def test_filesystem_turning_read_only_keeps_polling_and_says_once_what_was_not_r
     assert "Traceback" not in "\n".join(run.lines())
 
 
-def test_read_only_state_dir_at_start_is_one_fatal_line(tmp_path):
+def test_read_only_state_dir_at_start_is_one_fatal_line(tmp_path: Path) -> None:
     """Nothing to poll for if announced transitions cannot be kept: exit 1 with one clear line."""
     cfg = write_config(tmp_path, free_port())
     with tmpfs(tmp_path / "var", "1m") as var:
@@ -223,7 +223,7 @@ def test_read_only_state_dir_at_start_is_one_fatal_line(tmp_path):
     assert "cannot open the event store" in lines[0] and "Traceback" not in "\n".join(lines)
 
 
-def test_store_locked_longer_than_busy_timeout(tmp_path):
+def test_store_locked_longer_than_busy_timeout(tmp_path: Path) -> None:
     """Another process (a backup, an operator's sqlite3) holds the write lock for 7 s (> busy_timeout
     5 s): polling goes on without false DOWNs or stalls (20 endpoints fail at once and are all announced
     within 1.5 s), and the transitions of that time are recorded after."""
@@ -263,7 +263,7 @@ def test_store_locked_longer_than_busy_timeout(tmp_path):
         assert run.stop() == 0
 
 
-def test_incident_events_of_a_step_that_could_not_be_saved_come_with_the_next_step(tmp_path):
+def test_incident_events_of_a_step_that_could_not_be_saved_come_with_the_next_step(tmp_path: Path) -> None:
     """The store is locked when the engine opens an incident: the step fails, and the next one after
     the lock is gone persists and returns that 'opened' event (once), so delivery still gets it."""
     from monitor.clock import ManualClock
@@ -292,7 +292,7 @@ def test_incident_events_of_a_step_that_could_not_be_saved_come_with_the_next_st
     svc.close()
 
 
-def test_sighup_storm_and_a_reload_naming_a_missing_secret_file(tmp_path):
+def test_sighup_storm_and_a_reload_naming_a_missing_secret_file(tmp_path: Path) -> None:
     """Ten reloads in a second change nothing for unchanged targets and leave the daemon polling; a
     new config whose secret file is missing is refused with one line naming the file, the running
     config kept and no secret in the log."""
@@ -339,7 +339,7 @@ def _polls(port: int) -> float:
     return metric_value(metrics(port), "monitor_polls_total")
 
 
-def test_log_lines_of_a_mass_outage_are_bounded_by_its_state_changes(tmp_path):
+def test_log_lines_of_a_mass_outage_are_bounded_by_its_state_changes(tmp_path: Path) -> None:
     """100 endpoints stop answering for ten poll intervals, then answer again: the log has one line per
     state change (100 down, 100 up) plus a handful for the incident, never one per failed poll."""
     n = 100
@@ -383,7 +383,7 @@ def tried(db: Path) -> int:
 
 
 @pytest.mark.parametrize("smtp", ["refusing", "silent"])
-def test_sigterm_with_hundreds_of_notices_waiting_for_an_unreachable_smtp_server(tmp_path, smtp):
+def test_sigterm_with_hundreds_of_notices_waiting_for_an_unreachable_smtp_server(tmp_path: Path, smtp) -> None:
     """300 customers lose service behind one AP while the mail server refuses connections (or accepts
     them and never greets): SIGTERM stops the daemon within 3 s, and every notice is still pending,
     untouched, at the next start."""

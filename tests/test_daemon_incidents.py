@@ -52,7 +52,7 @@ customers:
     return path
 
 
-async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path):
+async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path: Path) -> None:
     daemon = Daemon(write_config(tmp_path))
     events: list[IncidentEvent] = []
     daemon.incident_sinks.append(events.extend)
@@ -85,7 +85,7 @@ async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path):
         store.close()
 
 
-async def test_outage_notices_reach_a_real_smtp_server_once_each(tmp_path):
+async def test_outage_notices_reach_a_real_smtp_server_once_each(tmp_path: Path) -> None:
     """The whole pipeline: real pings fail → incident → technician alert + one notice per customer → restored."""
     (tmp_path / "smtp").mkdir()
     smtp = SmtpServer(tmp_path / "smtp")

@@ -51,7 +51,7 @@ customers:
     return path
 
 
-async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
+async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path: Path) -> None:
     (tmp_path / "influx").mkdir()
     influx = InfluxDB1(tmp_path / "influx")
     snmp_port = free_port()
@@ -96,7 +96,7 @@ async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path):
         assert states and states[-1]["state"] == 1 and states[-1]["available"] == 1
 
 
-async def test_recent_incident_annotations_are_written_again_at_start(tmp_path):
+async def test_recent_incident_annotations_are_written_again_at_start(tmp_path: Path) -> None:
     """A crash can lose an incident's annotation point in the writer's buffer: start re-sends recent ones."""
     import time
 
@@ -139,7 +139,7 @@ async def test_recent_incident_annotations_are_written_again_at_start(tmp_path):
         assert [(r["incident"], r["root"], r["open"]) for r in rows] == [(opened[0].incident, "ap-centro-1", 1)]
 
 
-async def test_sighup_with_the_corrected_password_delivers_everything_held_meanwhile(tmp_path):
+async def test_sighup_with_the_corrected_password_delivers_everything_held_meanwhile(tmp_path: Path) -> None:
     """The issue's case: a wrong InfluxDB password, then the right one and SIGHUP. The running writer
     must take the new password, and no point polled in between may be lost (they were dropped)."""
     import os

@@ -139,7 +139,7 @@ async def replay(settings: TimeseriesSettings, spool: Path) -> None:
     await task
 
 
-def test_provisioning_files_are_what_grafana_loads():
+def test_provisioning_files_are_what_grafana_loads() -> None:
     ds = yaml.safe_load((GRAFANA / "provisioning/datasources/monitor.yaml").read_text())
     [source] = ds["datasources"]
     assert ds["apiVersion"] == 1 and source["type"] == "influxdb" and source["uid"] == "monitor-influxdb"
@@ -150,7 +150,7 @@ def test_provisioning_files_are_what_grafana_loads():
     assert provider["type"] == "file" and provider["options"]["path"] == "${MONITOR_DASHBOARDS}"
 
 
-def test_committed_boards_are_what_the_generator_makes():
+def test_committed_boards_are_what_the_generator_makes() -> None:
     spec = importlib.util.spec_from_file_location("grafana_generate", GRAFANA / "generate.py")
     assert spec is not None and spec.loader is not None
     gen = importlib.util.module_from_spec(spec)
@@ -159,7 +159,7 @@ def test_committed_boards_are_what_the_generator_makes():
         assert (GRAFANA / "dashboards" / name).read_text(encoding="utf-8") == text, f"run grafana/generate.py ({name})"
 
 
-def test_boards_parse_and_reference_the_provisioned_datasource():
+def test_boards_parse_and_reference_the_provisioned_datasource() -> None:
     boards = load_boards()
     assert set(boards) == {"noc-overview.json", "node-detail.json", "capacity.json"}
     assert structure_problems(boards, provisioned_uids()) == []
@@ -170,7 +170,7 @@ def test_boards_parse_and_reference_the_provisioned_datasource():
     assert {a["name"] for a in detail["annotations"]["list"]} >= {"Incidents", "State changes"}
 
 
-def test_structure_checker_catches_mistakes():
+def test_structure_checker_catches_mistakes() -> None:
     boards = load_boards()
     bad = copy.deepcopy(boards)
     bad["capacity.json"]["uid"] = bad["noc-overview.json"]["uid"]
@@ -185,7 +185,7 @@ def test_structure_checker_catches_mistakes():
     assert any("latitude field 'lat' is not selected" in p for p in problems)
 
 
-def test_every_query_returns_data_from_the_daemons_points(influx):
+def test_every_query_returns_data_from_the_daemons_points(influx) -> None:
     server, start_ms, end_ms = influx
     boards = load_boards()
     n = sum(len(queries(name, b)) for name, b in boards.items())
@@ -200,7 +200,7 @@ def test_every_query_returns_data_from_the_daemons_points(influx):
     ('"ifname" fill(none)', '"if_name" fill(none)'),  # tag in GROUP BY
     ('FROM "snmp"', 'FROM "snmp_poll"'),  # right fields, wrong measurement
 ])
-def test_query_checker_fails_a_board_with_a_wrong_name(influx, old, new):
+def test_query_checker_fails_a_board_with_a_wrong_name(influx, old, new) -> None:
     server, start_ms, end_ms = influx
     board = copy.deepcopy(load_boards()["node-detail.json"])
     changed = 0
@@ -214,7 +214,7 @@ def test_query_checker_fails_a_board_with_a_wrong_name(influx, old, new):
     assert len(problems) == 1 and new.split()[0].split("(")[-1].strip('"') in problems[0], problems
 
 
-def test_expansion_matches_grafana():
+def test_expansion_matches_grafana() -> None:
     q = 'SELECT mean("x") FROM "icmp" WHERE $timeFilter AND "node" =~ /^$node$/ GROUP BY time($__interval), "site"'
     text = expand(q, {"node": "cpe.1/a"}, 1000, 2000)
     assert text == ('SELECT mean("x") FROM "icmp" WHERE time >= 1000ms and time <= 2000ms AND'

@@ -12,7 +12,7 @@ from tests.report_support import inventory
 AP = Target("ap1", "ap", "node", "127.0.0.2", site="s1", municipality="arauca")
 
 
-def test_incident_point_is_open_until_resolved_or_merged():
+def test_incident_point_is_open_until_resolved_or_merged() -> None:
     opened = incident_point(IncidentEvent(1.5, "opened", "INC-000007", "suspected", "ap1", ("cpe1", "cpe2"),
                                           ("C1",), ("ap1",)), AP)
     assert opened.measurement == "incident"
@@ -26,7 +26,7 @@ def test_incident_point_is_open_until_resolved_or_merged():
         assert dict(closed.fields)["open"] == 0 and "site" not in dict(closed.tags)
 
 
-def test_state_change_and_site_points():
+def test_state_change_and_site_points() -> None:
     changes = [StateChange(t, State.UP, State.DOWN, 10.0, "3 failed polls") for t in ("ap1", "gone")]
     [p] = state_change_points(changes, inventory())  # "gone" is not in the inventory
     assert dict(p.tags)["old"] == "up" and dict(p.tags)["new"] == "down" and dict(p.tags)["site"] == "s1"

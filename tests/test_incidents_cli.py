@@ -23,7 +23,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(tmp_path: Path):
     inv = tree_inventory(1, 2, 3, gateway=True)  # gw answers: an outage at the core, not blindness
     path = tmp_path / "monitor.db"
     clock = ManualClock(T0 - 1)
@@ -37,7 +37,7 @@ def db(tmp_path):
     return path
 
 
-def test_list_show_ack_note_resolve(db, capsys):
+def test_list_show_ack_note_resolve(db, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["incidents", "list", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "INC-000001  outage" in out and "core" in out
@@ -57,7 +57,7 @@ def test_list_show_ack_note_resolve(db, capsys):
     assert "acknowledged by ana" in text and "(pending)" in text
 
 
-def test_list_and_show_use_the_configured_zone_unless_asked(db, capsys):
+def test_list_and_show_use_the_configured_zone_unless_asked(db, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 18: people read the ISP's local time (the config's delivery.timezone); UTC when asked; JSON stays UTC."""
     from tests.test_correlate_service import T0 as opened
 
@@ -77,17 +77,17 @@ def test_list_and_show_use_the_configured_zone_unless_asked(db, capsys):
     assert "--tz: unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
 
 
-def test_unknown_incident_is_a_clear_error(db, capsys):
+def test_unknown_incident_is_a_clear_error(db, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["incidents", "ack", "INC-999999", "--db", str(db)]) == 2
     assert "no incident INC-999999" in capsys.readouterr().err
 
 
-def test_missing_store_is_a_clear_error(tmp_path, capsys):
+def test_missing_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["incidents", "list", "--db", str(tmp_path / "none.db")]) == 2
     assert "no store here" in capsys.readouterr().err
 
 
-def test_maintenance_add_list_remove(tmp_path, capsys):
+def test_maintenance_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "monitor.db"
     IncidentStore(db).close()
     args = ["--config", str(CONFIG), "--db", str(db)]
@@ -121,14 +121,14 @@ def test_maintenance_add_list_remove(tmp_path, capsys):
         (["--node", "ap-centro-1", "--start", "2026-11-24T02:00:00Z", "--duration", "soon"], "--duration 'soon'"),
     ],
 )
-def test_maintenance_mistakes(tmp_path, capsys, extra, message):
+def test_maintenance_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra, message) -> None:
     db = tmp_path / "monitor.db"
     IncidentStore(db).close()
     assert main(["maintenance", "add", "--config", str(CONFIG), "--db", str(db), *extra]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys):
+def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys: pytest.CaptureFixture[str]) -> None:
     at = datetime.fromtimestamp(int(time.time()) + 30 * 86400, timezone(timedelta(hours=-5)))
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana", "--at", at.isoformat()]) == 0
     assert f"ETA {format_ts(at.timestamp())}" in capsys.readouterr().out
@@ -150,7 +150,7 @@ def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys):
         assert "ETA is more than 366 days ahead" in capsys.readouterr().err
 
 
-def test_show_says_a_suspected_incident_was_upgraded(tmp_path, capsys):
+def test_show_says_a_suspected_incident_was_upgraded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The upgrade is on the row (the engine needs it after a restart); staff see it too."""
     from tests.scenario_runner import SCENARIOS, load, run_service
 
@@ -163,7 +163,7 @@ def test_show_says_a_suspected_incident_was_upgraded(tmp_path, capsys):
     assert "opened as suspected, then its node went down" in capsys.readouterr().out
 
 
-def test_eta_clear_withdraws_the_estimate(db, capsys):
+def test_eta_clear_withdraws_the_estimate(db, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--clear"]) == 2  # none yet
     assert "INC-000001 has no restoration estimate to withdraw" in capsys.readouterr().err
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "2h"]) == 0
@@ -187,7 +187,8 @@ def test_eta_clear_withdraws_the_estimate(db, capsys):
     store.close()
 
 
-def test_show_says_when_a_blindness_whose_alert_staff_resolved_really_ended(tmp_path, capsys):
+def test_show_says_when_a_blindness_whose_alert_staff_resolved_really_ended(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
     from monitor.correlate.incidents import format_ts
     from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
 
@@ -201,7 +202,8 @@ def test_show_says_when_a_blindness_whose_alert_staff_resolved_really_ended(tmp_
     assert "blindness still going on (its alert was resolved)" in capsys.readouterr().out
 
 
-def test_a_window_that_cannot_be_printed_is_refused_and_the_store_stays_usable(tmp_path, capsys):
+def test_a_window_that_cannot_be_printed_is_refused_and_the_store_stays_usable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--duration 99999999999999999999d`` parses (8.64e24 s): the window used to be stored, and then
     the add and every ``maintenance list`` after it died with an OverflowError traceback."""
     db = tmp_path / "monitor.db"
@@ -218,7 +220,8 @@ def test_a_window_that_cannot_be_printed_is_refused_and_the_store_stays_usable(t
     assert "no active maintenance window 99999999999999999999999" in capsys.readouterr().err
 
 
-def test_list_filters_by_municipality_and_shows_who_was_affected(tmp_path, capsys):
+def test_list_filters_by_municipality_and_shows_who_was_affected(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 18: ``incidents list --all --municipality`` for a town's history; a resolved incident still says
     how many endpoints and customers it affected."""
     from tests.report_support import october_store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from monitor.clock import ManualClock
 from monitor.inventory.model import MaintenanceSpec
@@ -13,7 +14,7 @@ from tests.correlate_helpers import tree_inventory
 T0 = 1_793_491_200.0
 
 
-def test_a_config_window_active_at_start_makes_an_early_failure_planned(tmp_path) -> None:
+def test_a_config_window_active_at_start_makes_an_early_failure_planned(tmp_path: Path) -> None:
     """Short intervals (``monitor demo --speed 4``) open an incident within the store's 5 s poll period."""
     inv = tree_inventory(1, 2, 4, interval=0.25)
     inv = dataclasses.replace(inv, maintenance=(MaintenanceSpec("ap-000-01", T0 - 10, T0 + 3600, "radio"),))

@@ -49,7 +49,7 @@ def _outcomes(path: Path, failing: set[str], start: float, end: float, duration:
 
 
 @pytest.fixture(scope="module")
-def ap_outage(tmp_path_factory) -> Path:
+def ap_outage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inv = load_inventory(CONFIG)
     return _outcomes(tmp_path_factory.mktemp("r") / "in.jsonl", below(inv, ["ap-centro-1"]), 300, 900)
 
@@ -60,7 +60,7 @@ def _run(tmp_path: Path, inp: Path, *extra: str, name: str = "out.jsonl") -> lis
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_ap_outage_yields_one_incident_with_its_customers(tmp_path, ap_outage):
+def test_ap_outage_yields_one_incident_with_its_customers(tmp_path: Path, ap_outage: Path) -> None:
     events = _run(tmp_path, ap_outage)
     inv = load_inventory(CONFIG)
     expected_eps = sorted(t for t in below(inv, ["ap-centro-1"]) if inv.targets[t].role == "endpoint")
@@ -76,13 +76,13 @@ def test_ap_outage_yields_one_incident_with_its_customers(tmp_path, ap_outage):
     assert list(events[0]) == ["ts", "event", "incident", "kind", "root", "affected_endpoints", "affected_customers"]
 
 
-def test_same_input_and_settings_give_byte_identical_output(tmp_path, ap_outage):
+def test_same_input_and_settings_give_byte_identical_output(tmp_path: Path, ap_outage: Path) -> None:
     _run(tmp_path, ap_outage, "--set", "K=2", name="a.jsonl")
     _run(tmp_path, ap_outage, "--set", "K=2", name="b.jsonl")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
 
 
-def test_set_changes_the_outcome(tmp_path, ap_outage):
+def test_set_changes_the_outcome(tmp_path: Path, ap_outage: Path) -> None:
     base = _run(tmp_path, ap_outage)
     slower = _run(tmp_path, ap_outage, "--set", "down_after=5", "--set", "hold_down=10m", name="s.jsonl")
     assert slower[0]["ts"] > base[0]["ts"]  # confirmation takes two more polls
@@ -99,7 +99,8 @@ def test_set_changes_the_outcome(tmp_path, ap_outage):
         (["--set", "K"], "--set K: expected key=value"),
     ],
 )
-def test_bad_overrides_are_named(tmp_path, ap_outage, capsys, args, message):
+def test_bad_overrides_are_named(tmp_path: Path, ap_outage: Path, capsys: pytest.CaptureFixture[str], args,
+                                 message) -> None:
     assert main(["replay", "--config", str(CONFIG), "--input", str(ap_outage), *args]) == 2
     assert message in capsys.readouterr().err
 
@@ -121,7 +122,7 @@ def test_bad_overrides_are_named(tmp_path, ap_outage, capsys, args, message):
          "in.jsonl:1: loss must be a fraction"),
     ],
 )
-def test_bad_input_names_the_line(tmp_path, capsys, lines, message):
+def test_bad_input_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], lines, message) -> None:
     inp = tmp_path / "in.jsonl"
     inp.write_text("\n".join(lines) + "\n")
     assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(tmp_path / "o")]) == 2
@@ -129,7 +130,7 @@ def test_bad_input_names_the_line(tmp_path, capsys, lines, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, not even a half-written one
 
 
-def test_skipping_unchanging_polls_is_equivalent_to_step():
+def test_skipping_unchanging_polls_is_equivalent_to_step() -> None:
     """The replay fast path skips ``step`` only where it could not change anything that matters."""
     rng = random.Random(3)
     rules = Confirmation(down_after=3, up_after=2, degraded_after=2)
@@ -150,7 +151,7 @@ def test_skipping_unchanging_polls_is_equivalent_to_step():
     assert State.DOWN  # the loop above exercised every state
 
 
-def test_cached_step_gives_what_step_gives():
+def test_cached_step_gives_what_step_gives() -> None:
     """Same new state (every field, ``since`` included) and same StateChange as the state machine."""
     rng = random.Random(5)
     cached = StepCache()
@@ -234,7 +235,7 @@ def test_replay_confirms_what_the_state_machine_confirms_poll_by_poll(spans: lis
     assert engine.seen == want
 
 
-def test_the_configs_correlation_section_applies_and_set_overrides_it(tmp_path, ap_outage):
+def test_the_configs_correlation_section_applies_and_set_overrides_it(tmp_path: Path, ap_outage: Path) -> None:
     """replay starts from the daemon's settings: the inventory's ``correlation:`` section, then --set."""
     for name in ("customers.csv", "secrets"):
         (tmp_path / name).symlink_to(CONFIG.parent / name)
@@ -262,7 +263,7 @@ def _config_with(tmp_path: Path, extra: str) -> Path:
     return config
 
 
-def test_the_configs_maintenance_windows_are_planned_as_the_daemon_plans_them(tmp_path, ap_outage):
+def test_the_configs_maintenance_windows_are_planned_as_the_daemon_plans_them(tmp_path: Path, ap_outage: Path) -> None:
     """A what-if over last month must not count planned work as outages (issue 19): the config's
     ``maintenance:`` windows apply as in the daemon. The AP's failure (minute 5 to 15) inside a
     window is ``planned``; with a window that ends at minute 10 it becomes an outage then."""
@@ -286,7 +287,8 @@ def test_the_configs_maintenance_windows_are_planned_as_the_daemon_plans_them(tm
     assert (upgraded["event"], upgraded["ts"]) == ("updated", "2026-11-01T00:10:00Z")
 
 
-def test_a_burst_is_one_incident_with_its_odds_and_rates_shows_what_was_learned(tmp_path, capsys):
+def test_a_burst_is_one_incident_with_its_odds_and_rates_shows_what_was_learned(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 19: 4 of the 10 ONUs on olt-arauca (40 %, under P) failing together while the OLT answers
     are one suspected incident, its learned rate and odds in ``detail``; ``--rates`` lists the rates
     the burst rule learned (here from one ONU failing alone earlier)."""

@@ -31,7 +31,7 @@ def report(db: Path, out: Path, *extra: str) -> int:
                  *extra])
 
 
-def test_json_figures_from_the_real_store(db, tmp_path, capsys):
+def test_json_figures_from_the_real_store(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
     assert report(db, out, "--by", "site") == 0
     assert "figures for" in capsys.readouterr().err  # progress on stderr
@@ -55,7 +55,7 @@ def test_json_figures_from_the_real_store(db, tmp_path, capsys):
     assert inc["kind"] == "outage" and inc["customers"] == 4 and inc["response"] == "met"
 
 
-def test_csv_and_markdown(db, tmp_path):
+def test_csv_and_markdown(db: Path, tmp_path: Path) -> None:
     assert report(db, tmp_path / "r.csv", "--by", "municipality") == 0
     with (tmp_path / "r.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -66,7 +66,7 @@ def test_csv_and_markdown(db, tmp_path):
     assert "# Availability report — 2026-10" in md and "| corporativo | 99.500 % |" in md
 
 
-def test_bad_period_is_a_config_error(db, tmp_path, capsys):
+def test_bad_period_is_a_config_error(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--config", str(CONFIG), "--db", str(db), "--from", "2026-10-05", "--to", "2026-10-01"]) == 2
     assert "must be after" in capsys.readouterr().err
     base = ["report", "--config", str(CONFIG), "--db", str(db)]
@@ -91,7 +91,7 @@ def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[bytes]:
     ("es", "Informe de disponibilidad", "Disponibilidad por municipio", "99,963 %"),
     ("en", "Availability report", "Availability per municipality", "99.963 %"),
 ])
-def test_html_renders_in_headless_chromium(db, tmp_path, lang, title, chart, value):
+def test_html_renders_in_headless_chromium(db: Path, tmp_path: Path, lang, title, chart, value) -> None:
     page = tmp_path / "report.html"
     assert report(db, page, "--by", "site", "--lang", lang) == 0
     html = page.read_text()
@@ -113,7 +113,7 @@ def test_html_renders_in_headless_chromium(db, tmp_path, lang, title, chart, val
     assert seen.get((0x15, 0x65, 0xC0), 0) > 1000  # the incidents-per-week column
 
 
-def test_local_time_zone_month_and_missing_store(db, tmp_path, capsys):
+def test_local_time_zone_month_and_missing_store(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
     assert report(db, out) == 0   # the config's delivery.timezone by default (issue 18), not UTC
     r = json.loads(out.read_text())
@@ -130,7 +130,7 @@ def test_local_time_zone_month_and_missing_store(db, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("staff_resolved", [False, True], ids=["blind", "blind_alert_resolved_by_staff"])
-def test_blind_time_from_the_correlation_service_is_excluded(tmp_path, staff_resolved):
+def test_blind_time_from_the_correlation_service_is_excluded(tmp_path: Path, staff_resolved) -> None:
     """The vantage node down for an hour: the service declares the monitor blind (until 2 min after it is
     back), and the report takes that time out for every target instead of counting the core as down.
 
@@ -154,7 +154,7 @@ def test_blind_time_from_the_correlation_service_is_excluded(tmp_path, staff_res
     assert r["totals"]["incidents"] == 1  # the blind incident is not an outage
 
 
-def test_time_without_a_running_monitor_is_unknown_never_up(tmp_path):
+def test_time_without_a_running_monitor_is_unknown_never_up(tmp_path: Path) -> None:
     """The daemon stopped on the 15th 00:00-06:00: six hours of no data for every target, not six hours up."""
     from monitor.store import EventStore
     from tests.report_support import OCT, at
@@ -177,7 +177,7 @@ def test_time_without_a_running_monitor_is_unknown_never_up(tmp_path):
     assert core["unknown_min"] == pytest.approx(360) and core["availability_pct"] == 100
 
 
-def test_the_ticket_from_the_delivery_outbox_is_not_the_response(tmp_path):
+def test_the_ticket_from_the_delivery_outbox_is_not_the_response(tmp_path: Path) -> None:
     """The desk accepted the ticket 10 min after the outage opened; staff acknowledged it after 30 min. The
     SLA is about people responding (issue 18): the response is the 30-min acknowledgement, not the ticket."""
     import sqlite3
@@ -204,7 +204,7 @@ def test_the_ticket_from_the_delivery_outbox_is_not_the_response(tmp_path):
     assert inc["response_min"] == pytest.approx(30, abs=1) and inc["response"] == "met"
 
 
-def test_blind_time_goes_on_while_still_blind_after_staff_resolved_its_alert(tmp_path):
+def test_blind_time_goes_on_while_still_blind_after_staff_resolved_its_alert(tmp_path: Path) -> None:
     """A report made while the monitor is still blind, after staff resolved the blind alert: the blind
     period runs up to the report's "now", not to the resolve (the blindness has not ended)."""
     from monitor.clock import ManualClock

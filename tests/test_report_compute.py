@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
 from monitor.inventory.model import Target
 from monitor.report.compute import compute
-from monitor.report.model import IncidentRecord, Interval, ReportInput
+from monitor.report.model import Figures, IncidentRecord, Interval, Period, Report, ReportInput
 from monitor.report.render import to_csv, to_markdown
 from tests.report_support import MONTH_MIN, OCT, OCTOBER, SEPTEMBER, at, inventory, up_all_month
 
@@ -16,15 +17,16 @@ ALL = ("core", "ap1", "cpe1", "cpe2", "cpe3", "twr2")
 MIN = 60.0
 
 
-def run(history, by="municipality", period=OCTOBER, **kw):
+def run(history: dict[str, list[tuple[float, str]]], by: str = "municipality", period: Period = OCTOBER,
+        **kw: Any) -> Report:
     return compute(ReportInput(period=period, inventory=inventory(), history=history, **kw), by)
 
 
-def row(report, key):
+def row(report: Report, key: str) -> Figures:
     return next(r.figures for r in report.rows if r.key == key)
 
 
-def test_one_hour_down_in_a_month():
+def test_one_hour_down_in_a_month() -> None:
     h = up_all_month(*ALL)
     h["cpe1"] += [(at(10, 8), "down"), (at(10, 9), "up")]
     r = run(h, by="node")
@@ -45,11 +47,12 @@ def test_one_hour_down_in_a_month():
     corp = next(s for s in r.sla if s.service_class == "corporativo")
     assert corp.availability == pytest.approx(100 * (2 * MONTH_MIN - 60) / (2 * MONTH_MIN))
     assert corp.compliant and corp.customers == 1 and corp.customers_meeting == 1
-    assert r.days[9].down_min == pytest.approx(60) and r.days[9].availability < 100
+    assert r.days[9].down_min == pytest.approx(60)
+    assert r.days[9].availability is not None and r.days[9].availability < 100
     assert r.days[0].availability == 100.0
 
 
-def test_maintenance_is_excluded_for_the_node_and_everything_below():
+def test_maintenance_is_excluded_for_the_node_and_everything_below() -> None:
     h = up_all_month(*ALL)
     h["cpe1"] += [(at(10, 1), "down"), (at(10, 3), "up")]
     r = run(h, by="node", maintenance={t: [Interval(at(10, 0), at(10, 2))] for t in ("ap1", "cpe1", "cpe2", "cpe3")})
@@ -62,7 +65,7 @@ def test_maintenance_is_excluded_for_the_node_and_everything_below():
     assert row(r, "core").maintenance_s == 0
 
 
-def test_blind_time_is_excluded_everywhere_and_wins_over_maintenance():
+def test_blind_time_is_excluded_everywhere_and_wins_over_maintenance() -> None:
     h = up_all_month(*ALL)
     h["cpe2"] += [(at(5, 10, 30), "down"), (at(5, 12), "up")]
     r = run(h, by="node", blind=[Interval(at(5, 10), at(5, 11))],
@@ -75,7 +78,7 @@ def test_blind_time_is_excluded_everywhere_and_wins_over_maintenance():
     assert r.totals.blind_s == 6 * 60 * MIN
 
 
-def test_targets_count_only_for_their_lifetime():
+def test_targets_count_only_for_their_lifetime() -> None:
     h = up_all_month("core", "ap1", "cpe1", "cpe3", "twr2")
     h["cpe2"] = [(at(16), "up"), (at(20), "down"), (at(21), "up")]  # added on the 16th
     h["twr2"] += [(at(21), "removed")]  # left the inventory on the 21st
@@ -95,7 +98,7 @@ def test_targets_count_only_for_their_lifetime():
     assert row(muni, "arauca").availability == pytest.approx(100 * (measured - 1440) / measured)
 
 
-def test_down_episode_and_incident_crossing_the_month_boundary_are_split():
+def test_down_episode_and_incident_crossing_the_month_boundary_are_split() -> None:
     sep30_23 = OCT - 3600
     inc = IncidentRecord("INC-000001", "single", "cpe1", sep30_23, OCT + 3600, targets=("cpe1",), customers=("C1",),
                          acked_at=sep30_23 + 600)
@@ -114,7 +117,7 @@ def test_down_episode_and_incident_crossing_the_month_boundary_are_split():
     assert r.weeks[0] == ("2026-W40", 1) and sum(n for _, n in r.weeks) == 1
 
 
-def test_no_data_is_unknown_never_up():
+def test_no_data_is_unknown_never_up() -> None:
     h = up_all_month("core", "ap1", "cpe1", "twr2")
     h["cpe2"] = [(OCT - 86400, "unknown")]  # seen, never confirmed
     # cpe3: in the inventory, no history at all
@@ -135,7 +138,7 @@ def test_no_data_is_unknown_never_up():
     assert all(d.availability is None for d in empty.days)
 
 
-def test_customer_minutes_merge_a_customers_endpoints():
+def test_customer_minutes_merge_a_customers_endpoints() -> None:
     h = up_all_month(*ALL)
     h["cpe1"] += [(at(10, 8), "down"), (at(10, 9), "up")]
     h["cpe3"] += [(at(10, 8, 30), "down"), (at(10, 10), "up")]
@@ -145,8 +148,10 @@ def test_customer_minutes_merge_a_customers_endpoints():
     assert r.days[9].down_min == pytest.approx(60 + 90 + 30)
 
 
-def test_response_time_compliance():
-    def inc(n, opened, restored=None, acked=None, ticketed=None, customers=("C1",), kind="single"):
+def test_response_time_compliance() -> None:
+    def inc(n: int, opened: float, restored: float | None = None, acked: float | None = None,
+            ticketed: float | None = None, customers: tuple[str, ...] = ("C1",),
+            kind: str = "single") -> IncidentRecord:
         return IncidentRecord(f"INC-{n:06d}", kind, "cpe1", opened, restored, ("cpe1",), customers, acked, ticketed)
 
     h = 3600.0
@@ -172,7 +177,7 @@ def test_response_time_compliance():
     assert r.totals.incidents == 7 and "INC-000007" not in {i.id for i in r.incidents}
 
 
-def test_a_month_not_over_yet_counts_only_up_to_now():
+def test_a_month_not_over_yet_counts_only_up_to_now() -> None:
     h = up_all_month(*ALL)
     h["cpe1"] += [(at(15, 12), "down")]  # still down "now", on the 16th at 00:00
     incidents = [IncidentRecord("INC-000001", "single", "cpe1", at(15, 12), None, ("cpe1",), ("C2",))]
@@ -186,7 +191,7 @@ def test_a_month_not_over_yet_counts_only_up_to_now():
     assert "data until 2026-10-16 00:00" in to_markdown(r, "en")
 
 
-def test_unreachable_behind_a_failed_parent_is_not_the_nodes_own_downtime():
+def test_unreachable_behind_a_failed_parent_is_not_the_nodes_own_downtime() -> None:
     """Issue 18: the daemon records DOWN for whatever does not answer; time behind a dead parent is the parent's.
     The worst-10 nodes list root causes, ranked by their own downtime."""
     h = up_all_month(*ALL)
@@ -201,6 +206,7 @@ def test_unreachable_behind_a_failed_parent_is_not_the_nodes_own_downtime():
     assert (ap1.down_s, ap1.unreachable_s, ap1.own_down_s) == (120 * MIN, 60 * MIN, 60 * MIN)
     assert (twr2.down_s, twr2.unreachable_s, twr2.own_down_s) == (60 * MIN, 60 * MIN, 0)
     assert (cpe1.unreachable_s, cpe1.own_down_s) == (60 * MIN, 30 * MIN)
+    assert ap1.availability is not None and core.availability is not None
     assert ap1.availability < core.availability   # availability still counts all of it: customers had no service
     assert [x.key for x in r.worst_nodes] == ["core", "ap1"]   # twr2 never failed itself
     assert r.totals.unreachable_s == (60 + 60 + 60) * MIN
@@ -209,7 +215,7 @@ def test_unreachable_behind_a_failed_parent_is_not_the_nodes_own_downtime():
     assert "Of it, behind a failed parent (min)" in worst[2] and "| 120.0 | 60.0 |" in worst[5]   # ap1
 
 
-def test_with_two_parents_it_is_unreachable_only_while_both_are_down():
+def test_with_two_parents_it_is_unreachable_only_while_both_are_down() -> None:
     inv = inventory()
     twin = Target("cpe9", "cpe", "endpoint", "127.0.1.9", parents=("ap1", "twr2"), site="s1", municipality="arauca")
     inv = dataclasses.replace(inv, targets={**inv.targets, "cpe9": twin})
@@ -221,7 +227,7 @@ def test_with_two_parents_it_is_unreachable_only_while_both_are_down():
     assert (cpe9.down_s, cpe9.unreachable_s) == (180 * MIN, 60 * MIN)   # 09:00-10:00, both paths gone
 
 
-def test_zone_words():
+def test_zone_words() -> None:
     from monitor.zones import zone_words
 
     assert zone_words("America/Bogota", "es") == "hora de Colombia"
@@ -230,7 +236,7 @@ def test_zone_words():
     assert zone_words("Asia/Tokyo", "es") == "hora local (Asia/Tokyo)"
 
 
-def test_availability_axis_starts_at_a_round_floor_and_says_so_names_are_not_cut():
+def test_availability_axis_starts_at_a_round_floor_and_says_so_names_are_not_cut() -> None:
     from monitor.report.html import availability_bars, axis_floor
 
     assert [axis_floor(v) for v in ([99.97], [99.6, 100.0], [99.2], [97.0], [60.0], [0.5], [])] == [
@@ -241,19 +247,19 @@ def test_availability_axis_starts_at_a_round_floor_and_says_so_names_are_not_cut
     assert "The axis starts at 99.9 %, not 0" in availability_bars([("a", 99.95)], "en")
 
 
-def test_the_progress_line_counts_to_the_end():
+def test_the_progress_line_counts_to_the_end() -> None:
     h = up_all_month(*ALL, *(f"gone-{i}" for i in range(95)))   # 101 targets: 101 is not a multiple of the step
     notes: list[str] = []
     compute(ReportInput(OCTOBER, inventory(), h), "node", progress=notes.append)
     assert notes[-1] == "figures for 101/101 targets"
 
 
-def test_column_meanings_are_stated():
+def test_column_meanings_are_stated() -> None:
     md = to_markdown(run(up_all_month(*ALL)), "en")
     assert "Minutes in each column are summed over the group's targets" in md
 
 
-def test_no_axis_label_runs_past_the_chart():
+def test_no_axis_label_runs_past_the_chart() -> None:
     import re
 
     from monitor.report.html import column_chart

@@ -24,7 +24,7 @@ def _run(name: str) -> Run:
     return Run(sc, events, confirmed_changes(sc))
 
 
-def test_a_suspected_incident_split_into_singles_is_caught():
+def test_a_suspected_incident_split_into_singles_is_caught() -> None:
     run = _run("partial_ap_suspected")
     many_failing_together_are_not_singles(run)  # as the engine decides: one suspected incident
     opened = run.events[0]
@@ -37,7 +37,7 @@ def test_a_suspected_incident_split_into_singles_is_caught():
         many_failing_together_are_not_singles(run)
 
 
-def test_an_endpoint_held_by_two_incidents_is_caught():
+def test_an_endpoint_held_by_two_incidents_is_caught() -> None:
     run = _run("tower_down")
     never_counted_twice(run)
     first = next(e for e in run.events if e["event"] == "opened")
@@ -46,7 +46,7 @@ def test_an_endpoint_held_by_two_incidents_is_caught():
         never_counted_twice(run)
 
 
-def test_a_flicker_below_a_lossy_link_opened_as_its_own_incident_is_caught():
+def test_a_flicker_below_a_lossy_link_opened_as_its_own_incident_is_caught() -> None:
     run = _run("rain_fade_backhaul")
     one_incident_per_cause(run)  # as the engine decides: one degraded incident at the backhaul
     first = run.events[0]
@@ -56,7 +56,7 @@ def test_a_flicker_below_a_lossy_link_opened_as_its_own_incident_is_caught():
         one_incident_per_cause(run)
 
 
-def test_surge_stragglers_are_told_their_case_goes_on_and_restored_only_when_they_answer():
+def test_surge_stragglers_are_told_their_case_goes_on_and_restored_only_when_they_answer() -> None:
     run = _run("surge_stragglers")
     restored_only_while_every_endpoint_answers(run)
     told: dict[str, list[tuple[str, str]]] = {}
@@ -68,7 +68,7 @@ def test_surge_stragglers_are_told_their_case_goes_on_and_restored_only_when_the
     assert len(told) == 20
 
 
-def test_restored_while_still_down_is_caught(monkeypatch):
+def test_restored_while_still_down_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A planner that tells every notified customer "restored" at resolve, as before issue 19."""
     run = _run("surge_stragglers")
     monkeypatch.setattr(planner, "_down_customers", lambda customers, ctx, down: set())

@@ -86,7 +86,7 @@ lossy_step = st.builds(
            {"at": 1690, "fail": ["cpe-1-01", "cpe-3-01", "cpe-3-02", "cpe-3-04"]}],
     gateway=False, offsets=True,
 )
-def test_every_invariant_holds_on_generated_timelines(steps, gateway, offsets):
+def test_every_invariant_holds_on_generated_timelines(steps, gateway, offsets) -> None:
     raw: dict[str, Any] = {
         "interval": 60,
         "topology": _topology(gateway),
@@ -100,7 +100,7 @@ def test_every_invariant_holds_on_generated_timelines(steps, gateway, offsets):
     check_all(sc, events)
 
 
-def test_burst_does_not_depend_on_the_order_endpoints_are_judged_in():
+def test_burst_does_not_depend_on_the_order_endpoints_are_judged_in() -> None:
     """cpe-1-01 and three of ap-3's four CPEs at one instant: ap-3's group plus a single, not a core burst.
 
     cpe-1-01 was judged first, before ap-3's group was chosen, and the four became a burst of 4 of 16

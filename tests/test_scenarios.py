@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ PATHS = sorted(SCENARIOS.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_scenario_through_replay(path):
+def test_scenario_through_replay(path) -> None:
     sc = load(path)  # restarts are the service's: the expected events are those of a run without them
     if sc.resolves:
         pytest.skip("staff actions need the service: covered by test_scenario_through_service")
@@ -29,7 +30,7 @@ def test_scenario_through_replay(path):
 
 
 @pytest.mark.parametrize("name", ["tower_down", "sibling_merge", "churn"])
-def test_replay_is_byte_identical(name):
+def test_replay_is_byte_identical(name) -> None:
     sc = load(SCENARIOS / f"{name}.yaml")
     outs = []
     for _ in range(2):
@@ -40,7 +41,7 @@ def test_replay_is_byte_identical(name):
     assert outs[0]
 
 
-def test_every_rule_has_a_scenario():
+def test_every_rule_has_a_scenario() -> None:
     names = {p.stem for p in PATHS}
     assert {
         "tower_down", "ap_children_first", "redundant_olt", "partial_ap_suspected", "churn", "flapping",
@@ -50,7 +51,7 @@ def test_every_rule_has_a_scenario():
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_scenario_through_service(path, tmp_path):
+def test_scenario_through_service(path, tmp_path: Path) -> None:
     """The daemon's path (EventStore + CorrelationService) gives the same events as replay.
 
     Restarts included: a restart (even ``kill -9``) must not change what the engine decides, so

@@ -17,7 +17,7 @@ from monitor.polling.scheduler import Scheduler, StepWatch, next_slot, slot_offs
 from tests.servers.common import until
 
 
-def test_offsets_are_deterministic_and_spread_evenly():
+def test_offsets_are_deterministic_and_spread_evenly() -> None:
     ids = [f"cpe-{i:05d}" for i in range(10_000)]
     offsets = [slot_offset(i, 60.0) for i in ids]
     assert offsets == [slot_offset(i, 60.0) for i in ids]
@@ -29,7 +29,7 @@ def test_offsets_are_deterministic_and_spread_evenly():
     assert max(per_second) < 1.4 * statistics.mean(per_second)
 
 
-def test_next_slot_is_on_the_grid_and_not_in_the_past():
+def test_next_slot_is_on_the_grid_and_not_in_the_past() -> None:
     assert next_slot(100.0, 60.0, 7.0) == 127.0
     assert next_slot(127.0, 60.0, 7.0) == 127.0
     assert next_slot(127.5, 60.0, 7.0) == 187.0
@@ -53,7 +53,7 @@ async def run_until(done: asyncio.Event, poll: Callable[[Target], Awaitable[None
         await sched.drain()
 
 
-async def test_concurrency_bound_and_no_overlap_per_target():
+async def test_concurrency_bound_and_no_overlap_per_target() -> None:
     in_flight = 0
     peak = 0
     per_target: dict[str, int] = {}
@@ -80,7 +80,7 @@ async def test_concurrency_bound_and_no_overlap_per_target():
     assert overlaps == 0
 
 
-async def test_reload_keeps_unchanged_targets_and_drops_removed():
+async def test_reload_keeps_unchanged_targets_and_drops_removed() -> None:
     seen: list[str] = []
     done = asyncio.Event()
 
@@ -106,7 +106,7 @@ async def test_reload_keeps_unchanged_targets_and_drops_removed():
     assert "t1" not in seen
 
 
-def test_step_watch_reports_a_step_once_and_ignores_slewing():
+def test_step_watch_reports_a_step_once_and_ignores_slewing() -> None:
     watch = StepWatch(wall=1_790_000_000.0, monotonic=100.0)
     # NTP slewing: 0.5 ms/s for an hour adds up to 1.8 s, in small moves: never a step
     for second in range(1, 3601):
@@ -131,7 +131,7 @@ class SteppedClock:
 
 
 @pytest.mark.parametrize("step", [-120.0, 120.0])
-async def test_a_wall_clock_step_neither_delays_nor_bursts_polls(step: float, caplog: pytest.LogCaptureFixture):
+async def test_a_wall_clock_step_neither_delays_nor_bursts_polls(step: float, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 10: on wall-clock slots a step back of 120 s stopped all polling for 120 s, and a step
     forward polled every target at once. Polls must keep their pace, and the step is logged once."""
     interval, n = 0.2, 10
@@ -165,7 +165,7 @@ async def test_a_wall_clock_step_neither_delays_nor_bursts_polls(step: float, ca
     assert selfmetrics.REGISTRY.get_sample_value("monitor_clock_steps_total") == steps_before + 1
 
 
-async def test_due_batchable_targets_start_as_one_batch_within_the_concurrency_bound():
+async def test_due_batchable_targets_start_as_one_batch_within_the_concurrency_bound() -> None:
     """Targets the daemon may batch (ICMP alone) that fall due in the same tick (here: within
     ``batch_ahead``, the whole interval) go to ``poll_many`` together, even behind a target that may
     not start early; the others are polled one by one, and each target in a batch holds its own

@@ -4,6 +4,7 @@ window is either stored and printable, or refused with a ConfigError/NotFound th
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ TIMES = st.one_of(
 )
 
 
-def test_add_window_stores_only_windows_that_can_be_printed(tmp_path):
+def test_add_window_stores_only_windows_that_can_be_printed(tmp_path: Path) -> None:
     IncidentStore(tmp_path / "monitor.db").close()
     staff = Staff.open(tmp_path / "monitor.db")
 
@@ -46,7 +47,7 @@ def test_add_window_stores_only_windows_that_can_be_printed(tmp_path):
         staff.close()
 
 
-def test_remove_window_refuses_any_unknown_id_as_not_found(tmp_path):
+def test_remove_window_refuses_any_unknown_id_as_not_found(tmp_path: Path) -> None:
     IncidentStore(tmp_path / "monitor.db").close()
     staff = Staff.open(tmp_path / "monitor.db")
 

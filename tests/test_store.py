@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from monitor.state import State, StateChange
 from monitor.store import MIGRATIONS, EventStore
 
 
-def test_append_and_read_back(tmp_path):
+def test_append_and_read_back(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "m.db")
     store.append([StateChange("a", State.UNKNOWN, State.UP, 10.0, "first reply")])
     store.append([StateChange("a", State.UP, State.DOWN, 20.0, "3 consecutive failed polls")])
@@ -27,7 +28,7 @@ def test_append_and_read_back(tmp_path):
     assert len(list(reopened.changes())) == 3
 
 
-def test_newer_schema_is_refused(tmp_path):
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     EventStore(path).close()
     db = sqlite3.connect(path)
@@ -38,7 +39,7 @@ def test_newer_schema_is_refused(tmp_path):
         EventStore(path)
 
 
-def test_kill_minus_nine_mid_write_leaves_log_and_states_consistent(tmp_path):
+def test_kill_minus_nine_mid_write_leaves_log_and_states_consistent(tmp_path: Path) -> None:
     """A writer process killed at a random point: every logged change has its state row and vice versa."""
     path = tmp_path / "m.db"
     EventStore(path).close()
@@ -72,7 +73,7 @@ for i in itertools.count():
     assert store.load_states() == last
 
 
-def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path):
+def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path: Path) -> None:
     """The daemon and a CLI may create the store together: one migrates, the other sees it done."""
     path = tmp_path / "m.db"
     code = f"""
@@ -95,7 +96,7 @@ print(s.schema_version)
     ] * 6, [err for _, err in results]
 
 
-def test_a_failed_migration_leaves_no_half_schema_and_no_lock(tmp_path, monkeypatch):
+def test_a_failed_migration_leaves_no_half_schema_and_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import monitor.store as store_module
 
     path = tmp_path / "m.db"

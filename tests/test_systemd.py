@@ -22,7 +22,7 @@ def installed_copy(unit: Path, folder: Path) -> Path:
 
 @pytest.mark.parametrize("unit", sorted(p.name for p in UNITS.glob("*.service")) + sorted(
     p.name for p in UNITS.glob("*.timer")))
-def test_systemd_analyze_verify(unit, tmp_path):
+def test_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.fail("systemd-analyze is missing: run the README's test command, which installs systemd")
     for u in UNITS.iterdir():
@@ -46,7 +46,7 @@ def directives(unit: Path) -> dict[str, list[str]]:
     return out
 
 
-def test_daemon_unit_is_notify_unprivileged_and_hardened():
+def test_daemon_unit_is_notify_unprivileged_and_hardened() -> None:
     d = directives(UNITS / "monitor.service")
     assert d["Type"] == ["notify"] and d["WatchdogSec"] and d["Restart"] == ["on-failure"]
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
@@ -65,7 +65,7 @@ def exec_start(unit: Path) -> str:
     return line.removeprefix("ExecStart=").replace("%%", "%")
 
 
-def test_report_unit_command_writes_last_months_reports(tmp_path):
+def test_report_unit_command_writes_last_months_reports(tmp_path: Path) -> None:
     """Run the report unit's own command (paths swapped for the test's) on a real store."""
     from monitor.state import State, StateChange
     from monitor.store import EventStore
