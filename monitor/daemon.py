@@ -2,7 +2,9 @@
 
 Polling itself (probes, scheduler, confirmed states, the event store, samples) is the
 :mod:`monitor.polling` stage; the daemon wires its confirmed transitions into the incident pipeline
-(correlation, delivery), runs the time-series writer the stage and the pipeline write to, serves the
+(correlation, delivery), and with remote pollers (``pollers:``) polls only the targets no poller
+covers and takes the pollers' changes from the broker into the same store and pipeline
+(:mod:`monitor.remote.core`); it runs the time-series writer the stage and the pipeline write to, serves the
 staff API, the status page and /metrics, and handles SIGTERM/SIGINT (drain and stop), SIGHUP
 (reload) and systemd's notify protocol.
 """
@@ -31,6 +33,8 @@ from monitor.logs import event
 from monitor.pipeline import IncidentPipeline, IncidentSink
 from monitor.polling.stage import BATCH_AHEAD, PollingStage
 from monitor.probes.base import Probe
+from monitor.remote.core import RemoteIntake, core_inventory
+from monitor.remote.link import CoreFeed, cancel_until_done
 from monitor.sdnotify import Notifier
 from monitor.state import StateChange, TargetState
 from monitor.store import EventStore
@@ -70,6 +74,9 @@ class Daemon:
         self.web_server: StatusProcess | None = None  # the ``status_page:`` public page (its own process)
         self._web_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
+        #: remote pollers' changes into the store and pipeline (``pollers:`` with pollers), and their feed
+        self.remote: RemoteIntake | None = None
+        self.feed: CoreFeed | None = None
 
     @property
     def states(self) -> dict[str, TargetState]:
@@ -96,8 +103,9 @@ class Daemon:
         inv = self.inventory
         state_dir = Path(inv.daemon.state_dir)
         polling = self.polling
-        polling.open(inv)
-        await polling.start_probes(inv)
+        local = core_inventory(inv)  # without the targets remote pollers cover (all of them: no pollers:)
+        polling.open(local)
+        await polling.start_probes(local)
         writer = polling.writer = make_writer(inv.timeseries, state_dir)
         if writer is None:
             event(log, logging.INFO, "time series are off: no database configured", config=self.config_path)
@@ -105,6 +113,10 @@ class Daemon:
             writer.submit(notes.site_points(inv, self.clock.now()))
         self.pipeline = IncidentPipeline(inv, state_dir / "monitor.db", self.clock, writer, self.incident_sinks)
         polling.sinks.append(self._correlate)
+        if inv.pollers is not None and inv.pollers.poller_zones():
+            assert polling.store is not None
+            self.remote = RemoteIntake(inv, polling.store, polling.states, self._correlate, state_dir)
+            self.feed = self.remote.feed(inv)
         self._start_metrics_server(inv.daemon.metrics_listen)
         # The inventory, topology and states live as long as the process: keep the collector from
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
@@ -119,7 +131,8 @@ class Daemon:
                     self._api_task = tg.create_task(self.api_server.serve())
                 if self.web_server is not None:
                     self._web_task = tg.create_task(self.web_server.serve())
-                scheduler_task = tg.create_task(polling.schedule(inv, tg.create_task).run())
+                scheduler_task = tg.create_task(polling.schedule(local, tg.create_task).run())
+                feed_task = tg.create_task(self.feed.run()) if self.feed is not None else None
                 writer_task = tg.create_task(writer.run()) if writer else None
                 self.pipeline.start(tg)
                 heartbeat_task = tg.create_task(polling.heartbeat())
@@ -142,6 +155,8 @@ class Daemon:
                 await scheduler_task
                 await polling.drain()
                 heartbeat_task.cancel()
+                if feed_task is not None:
+                    await cancel_until_done(feed_task)  # what is not acknowledged comes again after the restart
                 await self.pipeline.stop()  # the last polls' changes correlated; the outbox keeps the rest
                 if writer is not None and writer_task is not None:
                     await writer.close()
@@ -215,7 +230,8 @@ class Daemon:
         old = self.inventory
         assert old is not None
         self.inventory = new
-        removed = await self.polling.reload(old, new)
+        removed = await self.polling.reload(core_inventory(old), core_inventory(new))
+        self._reload_remote(old, new)
         if self.pipeline is not None:
             await self.pipeline.reload(new)
         if _api_inputs(new) != _api_inputs(old):
@@ -229,6 +245,19 @@ class Daemon:
         event(log, logging.INFO, "config reloaded", added=added, removed=removed, changed=changed,
               targets=len(new.targets))
         return True
+
+    def _reload_remote(self, old: Inventory, new: Inventory) -> None:
+        """Zones and pollers changed: the feed checks messages against the new map. Turning remote
+        pollers on or off, or a new broker list, takes a restart (the connection is made at start)."""
+        remote, feed, p = self.remote, self.feed, new.pollers
+        if remote is None or feed is None or p is None or not p.poller_zones():
+            if (p is not None and p.poller_zones()) != (old.pollers is not None and old.pollers.poller_zones()):
+                event(log, logging.WARNING, "remote pollers turned on or off: takes a restart")
+            return
+        remote.configure(new, self.clock.now())
+        feed.poller_zones, feed.zone_of = p.poller_zones(), p.zone_of
+        if old.pollers is None or (p.brokers, p.prefix) != (old.pollers.brokers, old.pollers.prefix):
+            event(log, logging.WARNING, "a changed broker list or topic prefix takes a restart")
 
     async def _reload_timeseries(self, new: Inventory) -> None:
         """A changed ``timeseries:`` section: the running writer takes it (new credentials included)

@@ -168,6 +168,12 @@ def test_each_message_is_taken_exactly_once_in_any_order(n: int, seed: int, copi
     arrivals = [s for s in range(1, n + 1) for _ in range(rng.randint(1, copies))]
     rng.shuffle(arrivals)
     seqs = Sequences()
-    taken = [s for s in arrivals if seqs.take("p", s).new]
+    taken = []
+    for s in arrivals:
+        fresh = seqs.fresh("p", s)  # what the core checks before storing, without taking
+        new = seqs.take("p", s).new
+        assert fresh == new
+        if new:
+            taken.append(s)
     assert sorted(taken) == list(range(1, n + 1))
     assert seqs.missing("p") == 0

@@ -1,6 +1,7 @@
-"""Remote pollers (issue 14): what a poller in a municipality sends the core, and how the core checks it.
+"""Remote pollers (issue 14): a poller per municipality polls its zone and the core correlates it all.
 
-Pure code only so far: the wire format (:mod:`.messages`) and the per-poller sequence bookkeeping
-that drops repeats and notices gaps (:mod:`.sequence`). The MQTT transport and the poller role
-build on these.
+The wire format and its validation (:mod:`.messages`), the per-poller numbering that drops repeats
+and notices gaps (:mod:`.sequence`), the poller's on-disk spool (:mod:`.spool`), the MQTT link on
+both sides (:mod:`.link`), the poller role ``monitor poll`` (:mod:`.poller`) and the core's intake
+that stores and correlates what pollers send (:mod:`.core`).
 """

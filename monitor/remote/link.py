@@ -31,7 +31,8 @@ import aiomqtt
 from monitor.clock import Clock, SystemClock
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.retry import backoff
-from monitor.logs import event
+from monitor.errors import MonitorError
+from monitor.logs import Episode, event
 from monitor.remote.messages import PollerMessage, RemoteMessageError, decode, encode
 from monitor.remote.sequence import Sequences
 from monitor.remote.spool import PollerSpool
@@ -67,6 +68,14 @@ async def _connect(brokers: Sequence[Broker], turn: int, client_id: str, will: a
         except aiomqtt.MqttError as exc:
             errors.append(f"{b.host}:{b.port}: {exc}")
     raise ConnectionError("; ".join(errors))
+
+
+async def cancel_until_done(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it, again if a cancellation was swallowed inside aiomqtt (Python
+    3.11's wait_for can): one cancel did not always end a link's task."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
 
 
 async def _close(client: aiomqtt.Client) -> None:
@@ -156,6 +165,8 @@ class PollerLink:
 
 
 OnChanges = Callable[[str, Sequence[StateChange]], Awaitable[None]]
+#: called after each message taken, with the bookkeeping to keep across restarts (before the ack)
+OnTaken = Callable[[Sequences], None]
 
 
 class CoreFeed:
@@ -163,10 +174,15 @@ class CoreFeed:
 
     def __init__(self, brokers: Sequence[Broker], poller_zones: Mapping[str, str], zone_of: Mapping[str, str],
                  on_changes: OnChanges, *, prefix: str = "monitor/pollers", sequences: Sequences | None = None,
-                 clock: Clock | None = None, client_id: str = "monitor-core") -> None:
+                 clock: Clock | None = None, client_id: str = "monitor-core", on_taken: OnTaken | None = None,
+                 ) -> None:
         self.brokers, self.poller_zones, self.zone_of = list(brokers), poller_zones, zone_of
         self.on_changes, self.prefix, self.client_id = on_changes, prefix, client_id
         self.sequences = sequences or Sequences()
+        self.on_taken = on_taken
+        # on_changes could not store (MonitorError): not acknowledged, so the poller sends it again
+        self._storing = Episode(log, "poller changes not stored, not acknowledged (the poller sends them again)",
+                                "poller changes stored again")
         self.clock = clock or SystemClock()
         self.last_seen: dict[str, float] = {}  # poller -> when its last heartbeat or message arrived
         self.offline: set[str] = set()  # pollers whose last will the broker published
@@ -225,7 +241,18 @@ class CoreFeed:
         self.offline.discard(poller)
         if msg.kind == "heartbeat":
             return
-        if self.sequences.take(poller, msg.seq).new:
-            await self.on_changes(poller, msg.changes)
+        if self.sequences.fresh(poller, msg.seq):
+            try:
+                await self.on_changes(poller, msg.changes)
+            except MonitorError as exc:
+                self._storing.failed(poller=poller, seq=msg.seq, error=exc)
+                return
+            self._storing.ok(poller=poller)
+            verdict = self.sequences.take(poller, msg.seq)
+            if verdict.gap or verdict.given_up:
+                event(log, logging.WARNING, "poller messages missing (late or lost)", poller=poller, seq=msg.seq,
+                      gap=verdict.gap, given_up=verdict.given_up)
+            if self.on_taken is not None:
+                self.on_taken(self.sequences)
         await client.publish(f"{self.prefix}/{poller}/acked", str(self.sequences.through(poller)).encode(), qos=1,
                              retain=True)

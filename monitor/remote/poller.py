@@ -30,7 +30,7 @@ from monitor.inventory.model import Inventory
 from monitor.inventory.secrets import resolve_secret
 from monitor.logs import event
 from monitor.polling.stage import PollingStage
-from monitor.remote.link import Broker, PollerLink
+from monitor.remote.link import Broker, PollerLink, cancel_until_done
 from monitor.remote.spool import PollerSpool
 from monitor.state import StateChange
 from monitor.tsdb.writer import make_writer
@@ -89,9 +89,7 @@ async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broke
                 await writer.close()
                 await writer_task
             await _flush(link, spool, timeout=5.0)
-            while not link_task.done():  # again if a cancellation was swallowed inside aiomqtt (3.11 wait_for)
-                link_task.cancel()
-                await asyncio.wait([link_task], timeout=1.0)
+            await cancel_until_done(link_task)
     finally:
         await stage.close()
         spool.close()

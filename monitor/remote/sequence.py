@@ -62,6 +62,12 @@ class Sequences:
             return Verdict(True)
         return Verdict(False)
 
+    def fresh(self, poller: str, seq: int) -> bool:
+        """Whether :meth:`take` would take ``seq`` (without taking it: the core takes a message only once
+        it is stored, so one it could not store arrives again and is not mistaken for a repeat)."""
+        p = self._pollers.get(poller)
+        return p is None or seq > p.high or seq in p.missing
+
     def state(self) -> dict[str, tuple[int, list[int]]]:
         """What to keep across a restart: per poller, the highest number and those missing below it."""
         return {name: (p.high, list(p.missing)) for name, p in self._pollers.items()}
