@@ -192,8 +192,9 @@ async def test_english_technician_gets_an_english_link_and_page(tmp_path: Path) 
     async for env in make_env(tmp_path, opened_at=T0 + 3600):  # 07:06 on a Wednesday: Ana's day shift
         row = next(r for r in env.rows("tech_alert") if r["channel"] == "email")
         assert row["recipient"] == "ana@isp.example"
-        assert "Or from your phone (one tap, then confirm): " + PUBLIC + "/ack/INC-000001?by=ana" in \
-            row["payload"]["body"]
+        body = row["payload"]["body"]
+        assert "Acknowledge from your phone (one tap, then confirm): " + PUBLIC + "/ack/INC-000001?by=ana" in body
+        assert "monitor incidents ack" not in body  # the link is the instruction; the CLI only without one
         async with env.http.get(env.link()) as r:
             assert "Acknowledge as ana" in await r.text()
         async with env.http.post(env.link()) as r:
@@ -214,7 +215,8 @@ async def test_escalation_email_carries_a_link_for_the_next_tier(env: Env) -> No
 async def test_spanish_alert_text_and_no_link_without_links_configured(tmp_path: Path) -> None:
     async for env in make_env(tmp_path / "with"):
         body = next(r for r in env.rows("tech_alert"))["payload"]["body"]
-        assert "O desde el teléfono (un toque y confirmar): " + PUBLIC + "/ack/INC-000001?by=juan&exp=" in body
+        assert "Confirme desde el teléfono (un toque y confirmar): " + PUBLIC + "/ack/INC-000001?by=juan&exp=" in body
+        assert "monitor incidents ack" not in body  # a technician on a phone has no shell: the link only
     async for env in make_env(tmp_path / "without", public_url=None, link_key=None):
         body = next(r for r in env.rows("tech_alert"))["payload"]["body"]
         assert "/ack/" not in body and body.rstrip().endswith("Confirme con: monitor incidents ack INC-000001")

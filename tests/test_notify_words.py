@@ -153,3 +153,18 @@ def test_every_time_a_text_prints_says_whose_clock_it_is(tmp_path: Path) -> None
     _, ticket = renderer.render("ticket_opened", "ticket", "es", samples["ticket_opened"])
     assert "Inicio: 2026-11-18 06:06 (hora de Colombia)" in ticket
     assert "Plazo de respuesta (SLA) por clase (hora de Colombia):" in ticket
+
+
+def test_the_ack_instruction_is_the_link_when_there_is_one_and_the_command_otherwise(tmp_path: Path) -> None:
+    """Issue 18: a technician reading on a phone gets the signed link, and only it; a shell command is
+    shown only when there is no link (no API or no link key), never both."""
+    samples = _samples(load(tmp_path))
+    renderer = Renderer()
+    url = "https://noc.example/ack/INC-000001?by=juan&exp=1&sig=ab"
+    for event in ("technician_alert", "technician_escalation"):
+        for lang, link in (("es", "Confirme desde el teléfono"), ("en", "Acknowledge from your phone")):
+            _, with_link = renderer.render(event, "email", lang, {**samples[event], "ack_url": url})
+            _, without = renderer.render(event, "email", lang, {**samples[event], "ack_url": ""})
+            assert f"{link} (" in with_link and url in with_link, f"{lang}/{event}"
+            assert "monitor incidents ack" not in with_link, f"{lang}/{event} shows the CLI next to the link"
+            assert without.rstrip().endswith("monitor incidents ack INC-000001") and "/ack/" not in without
