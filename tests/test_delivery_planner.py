@@ -445,7 +445,7 @@ def test_eta_set_makes_one_desk_comment_and_one_update_per_notified_customer(inv
     _, desk = renderer.render("ticket_comment", "ticket", "es", comment.data)
     assert "restablecer su servicio a más tardar a las 2026-11-18 09:06" in es
     assert "We expect your service to be back by 2026-11-18 09:06" in en
-    assert "Restablecimiento estimado: 2026-11-18 09:06." in sms
+    assert "Restablecimiento estimado: 2026-11-18 09:06 (hora de Colombia)." in sms  # whose clock (issue 18)
     assert "Restablecimiento estimado: 2026-11-18 09:06 (hora de Colombia)" in desk
     # the same ETA again, or one moved by less than delivery.eta_min_change (5 min): nothing at all
     assert run.tick(T0 + 601, etas={"INC-000001": eta}) == [] and run.last == []
@@ -573,7 +573,7 @@ def test_degraded_tells_the_technicians_once_and_customers_only_if_configured(tm
     _, sms = renderer.render("customer_opened", "sms", "es", notices["c1@example.com"].data)
     assert "Servicio degradado" in subject_es and "lento o cortarse por momentos" in es and "Detectamos" not in es
     assert "Degraded service" in subject_en and "slow or drop now and then" in en and "outage" not in subject_en
-    assert "servicio degradado" in sms and "Ya trabajamos en ello." in sms
+    assert "servicio lento o con cortes en su zona" in sms and "Ya trabajamos en ello." in sms  # plain words, 160 chars
 
 
 def test_an_event_planned_twice_makes_the_same_mqtt_keys(inv: Inventory) -> None:

@@ -17,6 +17,7 @@ from monitor.correlate.incidents import KINDS
 from monitor.delivery.planner import GlobalMemory, Item, plan_maintenance, plan_staff
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
+from monitor.notify.gsm import parts, to_gsm7
 from monitor.notify.render import BUILTIN, Renderer
 from tests.delivery_support import SECRETS, T0, ev, ids, load, write_config
 from tests.test_delivery_planner import Run, ctx_of, staff_action, window
@@ -134,14 +135,14 @@ def test_without_coordinates_nodes_below_or_the_flag_the_alert_says_nothing_of_t
 
 def test_every_time_a_text_prints_says_whose_clock_it_is(tmp_path: Path) -> None:
     """Issue 18: local times in notices, alerts and tickets say 'hora de Colombia' / 'Colombia time' (the
-    configured zone), not a bare 06:06 or an IANA id. SMS texts stay short and are left out."""
+    configured zone), not a bare 06:06 or an IANA id; SMS texts too (their length: the test below)."""
     samples = _samples(load(tmp_path))
     renderer = Renderer()
     checked = 0
     for lang, words in (("es", "hora de Colombia"), ("en", "Colombia time")):
         for path in sorted((BUILTIN / lang).glob("*.j2")):
             event, channel = path.name.removesuffix(".j2").split(".") if "." in path.stem else ("", "")
-            if channel not in ("email", "ticket"):
+            if channel not in ("email", "ticket", "sms"):
                 continue
             for kind in ("outage", "degraded"):
                 _, body = renderer.render(event, channel, lang, {**samples[event], "kind": kind})
@@ -149,7 +150,7 @@ def test_every_time_a_text_prints_says_whose_clock_it_is(tmp_path: Path) -> None
                     assert words in body, f"{lang}/{path.name} ({kind}) prints a time without its zone:\n{body}"
                     assert "America/Bogota" not in body
                     checked += 1
-    assert checked >= 2 * 2 * 12   # the templates that print a time, both languages, both kinds
+    assert checked >= 2 * 2 * 20   # the templates that print a time, both languages, both kinds
     _, ticket = renderer.render("ticket_opened", "ticket", "es", samples["ticket_opened"])
     assert "Inicio: 2026-11-18 06:06 (hora de Colombia)" in ticket
     assert "Plazo de respuesta (SLA) por clase (hora de Colombia):" in ticket
@@ -168,3 +169,22 @@ def test_the_ack_instruction_is_the_link_when_there_is_one_and_the_command_other
             assert f"{link} (" in with_link and url in with_link, f"{lang}/{event}"
             assert "monitor incidents ack" not in with_link, f"{lang}/{event} shows the CLI next to the link"
             assert without.rstrip().endswith("monitor incidents ack INC-000001") and "/ack/" not in without
+
+
+def test_every_sms_says_whose_clock_and_stays_one_gsm7_message(tmp_path: Path) -> None:
+    """Issue 18: an SMS that prints a time says in whose clock ("hora de Colombia"), and every SMS, in
+    both languages and for every kind, is still one 160-character GSM-7 message as the gateway sends it."""
+    samples = _samples(load(tmp_path))
+    renderer = Renderer()
+    timed = 0
+    for lang, words in (("es", "hora de Colombia"), ("en", "Colombia time")):
+        for path in sorted((BUILTIN / lang).glob("*.sms.j2")):
+            event = path.name.split(".")[0]
+            for kind in KINDS:
+                _, body = renderer.render(event, "sms", lang, {**samples[event], "kind": kind})
+                text = to_gsm7(body)
+                assert parts(text) == 1, f"{lang}/{path.name} ({kind}) is {len(text)} characters:\n{text}"
+                if re.search(r"\d{2}:\d{2}", body):
+                    assert words in body, f"{lang}/{path.name} ({kind}) prints a time without its zone:\n{body}"
+                    timed += 1
+    assert timed >= 2 * len(KINDS) * 8   # the 8 SMS templates that print a time, both languages
