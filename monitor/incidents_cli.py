@@ -35,12 +35,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     common.add_argument("--db", type=Path, help="store file (default: <state_dir>/monitor.db of the config)")
     who = argparse.ArgumentParser(add_help=False)
     who.add_argument("--by", default=_user(), help="who does it (default: the login name)")
-
-    inc = sub.add_parser("incidents", help="list, show, acknowledge, set an ETA for or resolve incidents")
-    isub = inc.add_subparsers(dest="action", required=True)
     zone = argparse.ArgumentParser(add_help=False)
     zone.add_argument("--tz", help="time zone of the times shown (default: the config's delivery.timezone; "
                                    "--tz UTC when asked; --json is always UTC)")
+
+    inc = sub.add_parser("incidents", help="list, show, acknowledge, set an ETA for or resolve incidents")
+    isub = inc.add_subparsers(dest="action", required=True)
     p = isub.add_parser("list", parents=[common, zone], help="open incidents (newest first)")
     p.add_argument("--all", action="store_true", help="include resolved and merged ones")
     p.add_argument("--municipality", metavar="ID", help="only incidents whose root node is in this municipality")
@@ -55,7 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = isub.add_parser("note", parents=[common, who], help="annotate")
     p.add_argument("id")
     p.add_argument("text")
-    p = isub.add_parser("eta", parents=[common, who], help="estimated restoration time (desk and customers are told)")
+    p = isub.add_parser("eta", parents=[common, who, zone],
+                        help="estimated restoration time (desk and customers are told)")
     p.add_argument("id")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--at", help="ISO-8601, e.g. 2026-11-23T15:00-05:00")
@@ -65,7 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     mnt = sub.add_parser("maintenance", help="planned maintenance windows (failures inside raise no alarm)")
     msub = mnt.add_subparsers(dest="action", required=True)
-    p = msub.add_parser("add", parents=[common, who], help="plan a window on a node and everything below it")
+    p = msub.add_parser("add", parents=[common, who, zone], help="plan a window on a node and everything below it")
     p.add_argument("--node", required=True)
     p.add_argument("--start", required=True, help="ISO-8601, e.g. 2026-11-24T02:00:00-05:00")
     end = p.add_mutually_exclusive_group(required=True)
@@ -74,7 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--reason", default="")
     p.add_argument("--every", metavar="RRULE", help="repeat the window (RFC 5545), e.g. 'FREQ=WEEKLY;BYDAY=TU' or "
                    "'FREQ=MONTHLY;BYDAY=1TU;COUNT=6': one window per occurrence, in the config's time zone")
-    p = msub.add_parser("list", parents=[common], help="planned windows")
+    p = msub.add_parser("list", parents=[common, zone], help="planned windows")
     p.add_argument("--all", action="store_true", help="include removed ones")
     p = msub.add_parser("remove", parents=[common], help="cancel a window")
     p.add_argument("id", type=int)
@@ -128,7 +129,8 @@ def _incidents(args: argparse.Namespace) -> int:
         elif args.action == "eta":
             at = _when(args.at, "--at") if args.at else time.time() + _duration(args.in_, "--in")
             api.eta(args.id, args.by, at)
-            print(f"{args.id}: ETA {format_ts(at)}; the daemon tells the desk and the customers")
+            zone = _zone(args)
+            print(f"{args.id}: ETA {_stamp(zone)(at)} ({zone}); the daemon tells the desk and the customers")
         else:
             api.resolve(args.id, args.by, args.note)
             print(f"{args.id}: resolution requested; the daemon closes it within seconds")
@@ -136,7 +138,10 @@ def _incidents(args: argparse.Namespace) -> int:
 
 
 def _maintenance(args: argparse.Namespace) -> int:
+    """Times in the configured zone, said on the line or in the header (``--tz UTC`` when asked)."""
     with _opened(args, topology=args.action == "add") as api:
+        zone = _zone(args) if args.action in ("add", "list") else "UTC"
+        stamp = _stamp(zone)
         if args.action == "add":
             start = _when(args.start, "--start")
             end = _when(args.end, "--end") if args.end else start + _duration(args.duration)
@@ -144,12 +149,14 @@ def _maintenance(args: argparse.Namespace) -> int:
             for s, e in spans:
                 wid = api.add_window(args.node, s, e, args.reason, args.by)
                 w = next(m for m in api.windows() if m.id == wid)
-                print(f"window {wid} on {w.node}: {format_ts(w.start)} .. {format_ts(w.end)},"
+                print(f"window {wid} on {w.node}: {stamp(w.start)} .. {stamp(w.end)} ({zone}),"
                       f" {len(w.customers)} customers below")
         elif args.action == "list":
-            for m in api.windows(include_removed=args.all):
-                removed = f" (removed {format_ts(m.removed_at)})" if m.removed_at else ""
-                print(f"{m.id:>4}  {m.node:<24} {format_ts(m.start)} .. {format_ts(m.end)}  {len(m.customers):>5}"
+            windows = api.windows(include_removed=args.all)
+            print(f"{len(windows)} maintenance windows (times: {zone})" if windows else "no maintenance windows")
+            for m in windows:
+                removed = f" (removed {stamp(m.removed_at)})" if m.removed_at else ""
+                print(f"{m.id:>4}  {m.node:<24} {stamp(m.start)} .. {stamp(m.end)}  {len(m.customers):>5}"
                       f" customers  {m.author}: {m.reason}{removed}")
         else:
             api.remove_window(args.id)
@@ -239,7 +246,14 @@ def _stamp(zone: str) -> Callable[[float], str]:
     if zone in UTC_NAMES:
         return format_ts
     tz = ZoneInfo(zone)
-    return lambda ts: datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+
+    def stamp(ts: float) -> str:
+        try:
+            return datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+        except (OverflowError, ValueError, OSError):  # past year 9999 there: the store's own UTC form
+            return format_ts(ts)
+
+    return stamp
 
 
 def _table(rows: list[IncidentRow], zone: str = "UTC") -> str:

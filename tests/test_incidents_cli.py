@@ -93,7 +93,9 @@ def test_maintenance_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixtu
     args = ["--config", str(CONFIG), "--db", str(db)]
     assert main(["maintenance", "add", *args, "--node", "ap-centro-1", "--start", "2026-11-24T02:00:00-05:00",
                  "--duration", "2h", "--reason", "firmware", "--by", "ana"]) == 0
-    assert "window 1 on ap-centro-1: 2026-11-24T07:00:00Z .. 2026-11-24T09:00:00Z" in capsys.readouterr().out
+    # the configured zone's clock, said on the line (issue 18: it printed UTC)
+    assert "window 1 on ap-centro-1: 2026-11-24T02:00:00-05:00 .. 2026-11-24T04:00:00-05:00 (America/Bogota)" \
+        in capsys.readouterr().out
     store = IncidentStore(db)
     [w] = store.maintenance()
     inv = load_inventory(CONFIG)
@@ -101,7 +103,12 @@ def test_maintenance_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert set(w.customers) == below and below
     assert store.maintenance_rev() == "1"
     assert main(["maintenance", "list", *args]) == 0
-    assert "ap-centro-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("1 maintenance windows (times: America/Bogota)\n")
+    assert "ap-centro-1" in out and "2026-11-24T02:00:00-05:00 .. 2026-11-24T04:00:00-05:00" in out and "Z " not in out
+    assert main(["maintenance", "list", *args, "--tz", "UTC"]) == 0  # UTC when asked
+    out = capsys.readouterr().out
+    assert "(times: UTC)" in out and "2026-11-24T07:00:00Z .. 2026-11-24T09:00:00Z" in out
     assert main(["maintenance", "remove", *args, "1"]) == 0
     assert store.maintenance() == [] and store.maintenance_rev() == "2"
     assert main(["maintenance", "remove", *args, "1"]) == 2
@@ -130,13 +137,16 @@ def test_maintenance_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys: pytest.CaptureFixture[str]) -> None:
     at = datetime.fromtimestamp(int(time.time()) + 30 * 86400, timezone(timedelta(hours=-5)))
-    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana", "--at", at.isoformat()]) == 0
-    assert f"ETA {format_ts(at.timestamp())}" in capsys.readouterr().out
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana", "--at", at.isoformat(),
+                 "--config", str(CONFIG)]) == 0
+    assert f"ETA {at.isoformat()} (America/Bogota)" in capsys.readouterr().out  # the config's clock, said
+    assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--at", at.isoformat(), "--tz", "UTC"]) == 0
+    assert f"ETA {format_ts(at.timestamp())} (UTC)" in capsys.readouterr().out
     before = time.time()
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "2h"]) == 0
     store = IncidentStore(db)
     assert abs(store.etas()["INC-000001"] - (before + 7200)) < 60  # the newest wins
-    assert [a[1] for a in store.actions("INC-000001")] == ["eta", "eta"]
+    assert [a[1] for a in store.actions("INC-000001")] == ["eta", "eta", "eta"]
     assert store.actions("INC-000001")[0][2:4] == ("ana", format_ts(at.timestamp()))
     store.close()
     capsys.readouterr()

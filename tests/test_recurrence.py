@@ -152,8 +152,9 @@ def test_cli_every_adds_one_window_per_occurrence(tmp_path: Path, capsys: pytest
                  "--duration", "2h", "--every", "FREQ=MONTHLY;BYDAY=-1TU;COUNT=3", "--by", "ana"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[1].split(",")[0] for line in out] == [
-        "2026-11-24T07:00:00Z .. 2026-11-24T09:00:00Z", "2026-12-29T07:00:00Z .. 2026-12-29T09:00:00Z",
-        "2027-01-26T07:00:00Z .. 2027-01-26T09:00:00Z"]   # the last Tuesday of each month, 02:00 in Bogotá
+        "2026-11-24T02:00:00-05:00 .. 2026-11-24T04:00:00-05:00 (America/Bogota)",
+        "2026-12-29T02:00:00-05:00 .. 2026-12-29T04:00:00-05:00 (America/Bogota)",
+        "2027-01-26T02:00:00-05:00 .. 2027-01-26T04:00:00-05:00 (America/Bogota)"]   # the last Tuesday, 02:00 in Bogotá
     assert main(["maintenance", "add", *args, "--node", "ap-centro-1", "--start", "2026-11-24T02:00:00-05:00",
                  "--duration", "2h", "--every", "FREQ=SECONDLY"]) == 2
     assert "--every 'FREQ=SECONDLY': FREQ must be one of" in capsys.readouterr().err
