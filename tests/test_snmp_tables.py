@@ -267,3 +267,29 @@ async def test_a_cut_walk_pauses_that_tables_walks_for_an_hour(sim: Snmpsim) -> 
         assert again.ok and len(again.rows) == 29
     finally:
         await snmp.close()
+
+
+def _ports_expected(profile: str) -> dict[str, str]:
+    """Row index → PON port, read from the recordings by hand (the decoding here is independent of the probe's)."""
+    if profile == "ufiber-olt":  # ubntOnuOltPort column
+        return {_dotted(idx): v for idx, (_, v) in column("edgeosolt", ".1.3.6.1.4.1.41112.1.5.6.2.1.5").items()}
+    if profile == "vsol-olt":  # {PON}.{ONU}
+        return {_dotted(idx): str(idx[0]) for idx in column(
+            "vsolution_v1600d", ".1.3.6.1.4.1.37950.1.1.5.12.2.1.8.1.7")}
+    if profile == "huawei-olt":  # 4194304000 + slot * 8192 + port * 256 (frame 0)
+        return {_dotted(idx): f"0/{(idx[0] - 4194304000) // 8192}/{(idx[0] - 4194304000) % 8192 // 256}"
+                for idx in column(HUAWEI, ".1.3.6.1.4.1.2011.6.128.1.1.2.46.1.15")}
+    # zte-olt: 268501248 = gpon-olt_1/1/1, + 256 per port (all rows are on slot 1 of shelf 1)
+    return {_dotted(idx): f"1/1/{(idx[0] - 268501248) // 256 + 1}"
+            for idx in column(ZTE, ".1.3.6.1.4.1.3902.1012.3.28.2.1.4")}
+
+
+@pytest.mark.parametrize("profile", ["huawei-olt", "ufiber-olt", "vsol-olt", "zte-olt"])
+async def test_onu_rows_name_their_pon_port(sim: Snmpsim, profile: str) -> None:
+    rec, _ = CASES[profile]
+    result = await _walk(sim, profile, rec)
+    assert result.ok, result.error
+    got = {r.index: r.port for r in result.rows}
+    expected = _ports_expected(profile)
+    assert got == expected
+    assert len(set(expected.values())) > (profile != "vsol-olt")  # the V-SOL recording has ONUs on PON 1 only

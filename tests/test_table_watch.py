@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.inventory.model import PollingSettings, Target, Thresholds
+from monitor.inventory.model import Inventory, PollingSettings, Target, Thresholds
 from monitor.polling.table_watch import combine, table_observation
 from monitor.probes.base import Metric
 from monitor.probes.snmp_table import TableOutcome
@@ -41,11 +41,9 @@ def test_table_offline_wins_over_a_ping_and_reasons_add_up() -> None:
     assert both == Observation(True, ("loss 30% > 20%", "onu rx -28dBm < -27dBm"))
 
 
-def test_a_failed_walk_is_no_evidence_unless_the_parent_is_unreachable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _olt_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoints: str) -> Inventory:
+    """One Huawei OLT walking its ONU table, with ``endpoints`` (YAML list items) under one customer."""
     from monitor.inventory.loader import load_inventory
-    from monitor.polling.table_watch import TableWatch
-    from monitor.probes.snmp_table import TableResult
 
     monkeypatch.setenv("SNMP_COMMUNITY", "x")
     (tmp_path / "sites.yaml").write_text("""
@@ -57,14 +55,55 @@ customers:
   - id: C-1
     name: Uno
     service_class: residencial
-    endpoints:
+    endpoints:""" + endpoints + "\n")
+    return load_inventory(tmp_path / "sites.yaml")
+
+
+def test_a_failed_walk_is_no_evidence_unless_the_parent_is_unreachable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.polling.table_watch import TableWatch
+    from monitor.probes.snmp_table import TableResult
+
+    inv = _olt_inventory(tmp_path, monkeypatch, """
       - {id: onu-1, kind: onu, parent: olt-1, onu_serial: HWTC1F14CAAD}
-      - {id: onu-2, kind: onu, parent: olt-1, onu_serial: HWTC1F14CAAE, address: 127.0.1.2}
-""")
-    inv = load_inventory(tmp_path / "sites.yaml")
+      - {id: onu-2, kind: onu, parent: olt-1, onu_serial: HWTC1F14CAAE, address: 127.0.1.2}""")
     watch = TableWatch()
     watch.configure(inv)
     failed = TableResult("olt-1", "huawei-olt", False, error="timeout")
     assert watch.fold(inv.targets["olt-1"], failed, 0.0, parent_reachable=True) == []
     [(target, obs, _)] = watch.fold(inv.targets["olt-1"], failed, 0.0, parent_reachable=False)
     assert (target.id, obs) == ("onu-1", Observation(False, detail="parent olt-1 unreachable"))
+
+
+def test_port_nodes_are_observed_through_their_olts_walks_and_a_moved_onu_is_logged_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A port is UP while its OLT's table walks succeed, DOWN with its ONUs when the OLT answers nothing,
+    and an ONU whose row is on another port than its port node is one WARNING (not one per walk)."""
+    import logging
+
+    from monitor.polling.table_watch import TableWatch
+    from monitor.probes.snmp_table import TableResult, TableRow
+
+    inv = _olt_inventory(tmp_path, monkeypatch, """
+      - {id: onu-1, kind: onu, parent: olt-1, onu_serial: HWTC1F14CAAD, pon_port: 0/0/1}""")
+    watch = TableWatch()
+    watch.configure(inv)
+    olt = inv.targets["olt-1"]
+    assert [p.id for p in watch.ports["olt-1"]] == ["olt-1:pon-0-0-1"]
+    assert [(t.id, o.reachable, o.detail) for t, o, _ in watch.fold(
+        olt, TableResult("olt-1", "huawei-olt", False, error="timeout"), 0.0, parent_reachable=False)] == [
+        ("olt-1:pon-0-0-1", False, "parent olt-1 unreachable"), ("onu-1", False, "parent olt-1 unreachable")]
+    assert watch.fold(olt, TableResult("olt-1", "huawei-olt", False, error="timeout"), 0.0) == []
+    moved = TableResult("olt-1", "huawei-olt", True, (TableRow(
+        "4194304512.1", (("onu_serial", "HWTC1F14CAAD"),), "online", port="0/0/2"),))
+    with caplog.at_level(logging.INFO, logger="monitor.polling.table_watch"):
+        for _ in range(3):
+            folded = watch.fold(olt, moved, 0.0)
+            assert [(t.id, o.reachable) for t, o, _ in folded] == [("olt-1:pon-0-0-1", True), ("onu-1", True)]
+        back = TableResult("olt-1", "huawei-olt", True, (TableRow(
+            "4194304256.1", (("onu_serial", "HWTC1F14CAAD"),), "online", port="0/0/1"),))
+        watch.fold(olt, back, 0.0)
+    assert [(r.levelname, r.getMessage(), r.__dict__["kv"]) for r in caplog.records] == [
+        ("WARNING", "onu listed on another pon port than configured",
+         {"endpoint": "onu-1", "configured": "0/0/1", "table": "0/0/2", "olt": "olt-1"}),
+        ("INFO", "onu back on its configured pon port", {"endpoint": "onu-1", "port": "0/0/1"})]

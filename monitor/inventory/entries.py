@@ -22,7 +22,7 @@ SNMP_KEYS = ("profile", "credentials", "port", "timeout", "retries", "context", 
              "table")
 TABLE_KEYS = ("onu_serial", "onu_index", "station_mac", "station_index")
 NODE_KEYS = ("id", "kind", "address", "site", "municipality", "name", "parent", "parents", "snmp", "polling")
-ENDPOINT_KEYS = ("id", "kind", "address", "name", "parent", "parents", "snmp", "polling", *TABLE_KEYS)
+ENDPOINT_KEYS = ("id", "kind", "address", "name", "parent", "parents", "snmp", "polling", *TABLE_KEYS, "pon_port")
 CUSTOMER_KEYS = ("id", "name", "service_class", "contacts", "language", "notify", "endpoints")
 LANGUAGES = ("es", "en")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -124,6 +124,7 @@ class EntryReader:
                 if esec is None or (raw := self.target(esec, "endpoint", ENDPOINT_KINDS)) is None:
                     continue
                 raw.table_key = self.table_key(esec)
+                raw.pon_port = self.pon_port(esec)
                 if "address" not in esec.data and raw.table_key is None:
                     esec.err(None, "missing required key 'address' (or one of onu_serial, onu_index, station_mac,"
                                    " station_index: what its parent's subscriber table knows it by)")
@@ -178,6 +179,18 @@ class EntryReader:
             sec.err(key, f"expected a string, got {type_name(value)}{hint}")
             return None
         return key, value.strip(), self.where(sec, key)
+
+    def pon_port(self, sec: Section) -> tuple[str, Where] | None:
+        """The PON port an ONU hangs from, as written (``0/1/3``; checked against the OLT's profile in graph)."""
+        if "pon_port" not in sec.data:
+            return None
+        value = sec.data["pon_port"]
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            sec.err("pon_port", f"expected a PON port like 0/1/3 or 3, got {type_name(value)}")
+            return None
+        return value.strip(), self.where(sec, "pon_port")
 
     def parents(self, sec: Section) -> list[tuple[str, Where]]:
         if "parent" in sec.data and "parents" in sec.data:

@@ -9,13 +9,14 @@ has one) and its fully merged polling settings.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from monitor.inventory.fields import Problems, fmt_num
-from monitor.inventory.model import Municipality, PollingSettings, ServiceClass, Site, Target
+from monitor.inventory.model import PON_PORT_KIND, Municipality, PollingSettings, ServiceClass, Site, Target
 from monitor.inventory.records import RawCustomer, RawTarget, Where
 from monitor.inventory.settings import Override, merge_polling, polling_problem
-from monitor.inventory.table_keys import table_key_problem
+from monitor.inventory.table_keys import pon_port_problem, port_of_key, table_key_problem
+from monitor.probes.pon_ports import port_node_id
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Graph:
         self._reported: set[str] = set()
         self._merged: dict[tuple[PollingSettings, int], PollingSettings] = {}
         self._table_keys: dict[tuple[str, str, str], tuple[str, Where]] = {}  # (parent, kind, value) → user
+        self._port_of: dict[str, tuple[str, str, Where]] = {}  # endpoint → (OLT, PON port, where it was said)
 
     def targets(self) -> dict[str, Target]:
         self._check_references()
@@ -53,11 +55,40 @@ class Graph:
         out: dict[str, Target] = {}
         for raw in self.nodes.values():
             out[raw.id] = self._target(raw, None, cyclic)
+        endpoints: dict[str, Target] = {}
         for cust in self.customers:
             sc = cust.service_class[0] if cust.service_class else None
             for raw in cust.endpoints:
-                out[raw.id] = self._target(raw, sc, cyclic)
+                endpoints[raw.id] = self._target(raw, sc, cyclic)
+        out.update(self._port_nodes(out, endpoints))
+        out.update(endpoints)
         return out
+
+    def _port_nodes(self, nodes: Mapping[str, Target], endpoints: dict[str, Target]) -> dict[str, Target]:
+        """A node per PON port that has ONUs, between them and their OLT (``olt-1:pon-0-1-3``).
+
+        Why: the engine roots a failure at the deepest node explaining it; with the port level a
+        fibre cut on one port is that port's incident, not the whole OLT's. The ports come from the
+        ONUs' own identifiers (an ``onu_index`` that encodes its port) or ``pon_port``; ONUs known by
+        serial alone, on a profile without ports, stay under the OLT.
+        """
+        ports: dict[str, Target] = {}
+        for tid, (olt, port, where) in self._port_of.items():
+            pid = port_node_id(olt, port)
+            if pid not in ports:
+                taken = self.nodes.get(pid) or self.endpoints.get(pid)
+                if taken is not None:
+                    where.err(self.problems, f"its PON port node would be {pid!r}, which is already the id of "
+                                             f"a target (at {taken.where}): rename that one")
+                    continue
+                parent = nodes[olt]
+                ports[pid] = Target(
+                    id=pid, kind=PON_PORT_KIND, role="node", address="", parents=(olt,), site=parent.site,
+                    municipality=parent.municipality, polling=parent.polling, name=f"{parent.name or olt} PON {port}",
+                    pon_port=port,
+                )
+            endpoints[tid] = replace(endpoints[tid], parents=(pid,))
+        return ports
 
     # -- references -----------------------------------------------------------------------------
     def _check_references(self) -> None:
@@ -184,6 +215,9 @@ class Graph:
     def _table_key(self, raw: RawTarget) -> tuple[str, str] | None:
         """The endpoint's canonical identifier in its parent's table, checked against that table's vendor."""
         if raw.table_key is None:
+            if raw.pon_port is not None:
+                raw.pon_port[1].err(self.problems, "pon_port needs onu_serial or onu_index (the ONU as its "
+                                                   "OLT's table lists it)")
             return None
         kind, value, where = raw.table_key
         parents = [ref for ref, _ in raw.parents if ref in self.nodes]
@@ -209,4 +243,23 @@ class Graph:
                                      f"(at {other_where})")
             return None
         self._table_keys[key] = (raw.id, where)
+        self._pon_port(raw, parent.id, table, kind, canonical)
         return kind, canonical
+
+    def _pon_port(self, raw: RawTarget, parent: str, table: str, kind: str, canonical: str) -> None:
+        """Which PON port of ``parent`` the ONU hangs from: from its index, or ``pon_port`` (both must agree)."""
+        derived = port_of_key(table, kind, canonical)
+        assert raw.table_key is not None
+        if raw.pon_port is None:
+            if derived is not None:
+                self._port_of[raw.id] = (parent, derived, raw.table_key[2])
+            return
+        value, where = raw.pon_port
+        problem, port = pon_port_problem(table, value)
+        if problem:
+            where.err(self.problems, problem)
+            return
+        if derived is not None and derived != port:
+            where.err(self.problems, f"PON port {port} contradicts {kind} {canonical}, which is on PON port {derived}")
+            return
+        self._port_of[raw.id] = (parent, port, where)

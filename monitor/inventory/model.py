@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 TargetRole = Literal["node", "endpoint"]
 NODE_KINDS = ("router", "switch", "backhaul", "tower", "ap", "olt", "server", "gateway")
 ENDPOINT_KINDS = ("cpe", "onu", "router", "ap")
+#: the kind of the PON port nodes the loader adds under an OLT (not written in the config: derived from
+#: its ONUs' ``onu_index`` or ``pon_port``), so a fibre cut is rooted at the port, not the whole OLT
+PON_PORT_KIND = "pon_port"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,8 @@ class Target:
     #: (identifier kind, canonical value) in the parent's subscriber table, e.g. ("onu_serial", "HWTC1F14CAAD");
     #: an endpoint with it but without ``address`` is observed only through that table
     table_key: tuple[str, str] | None = None
+    #: a PON port node (kind ``pon_port``): the port's name in its OLT's table, e.g. "0/1/3"; else ""
+    pon_port: str = ""
 
 
 @dataclass(frozen=True, slots=True)

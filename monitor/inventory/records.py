@@ -45,6 +45,7 @@ class RawTarget:
     polling_where: Where | None = None
     customer: str | None = None
     table_key: tuple[str, str, Where] | None = None  # (kind, value as written, where): see graph.table_keys
+    pon_port: tuple[str, Where] | None = None  # the PON port an ONU hangs from, as written (see graph)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from monitor.delivery.config import DeliveryConfig
 from monitor.inventory.fields import fmt_num
-from monitor.inventory.model import Inventory, SnmpCredentials
+from monitor.inventory.model import PON_PORT_KIND, Inventory, SnmpCredentials
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -83,8 +83,15 @@ def _tables(inv: Inventory) -> list[str]:
         return []
     listed = [t for t in inv.targets.values() if t.table_key is not None]
     profiles = ", ".join(f"{name} {n}" for name, n in sorted(by_profile.items()))
-    return [f"subscriber tables: {sum(by_profile.values())} parents ({profiles}), {len(listed)} endpoints "
-            f"identified in them, {sum(not t.address for t in listed)} of those without an address"]
+    lines = [f"subscriber tables: {sum(by_profile.values())} parents ({profiles}), {len(listed)} endpoints "
+             f"identified in them, {sum(not t.address for t in listed)} of those without an address"]
+    ports = [t for t in inv.targets.values() if t.kind == PON_PORT_KIND]
+    if ports:
+        placed = sum(1 for t in listed if t.parents and t.parents[0] in inv.targets
+                     and inv.targets[t.parents[0]].kind == PON_PORT_KIND)
+        lines.append(f"PON ports: {len(ports)} port nodes under {len({p.parents[0] for p in ports})} OLTs, "
+                     f"{placed} ONUs placed under their port")
+    return lines
 
 
 def _delivery(inv: Inventory) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 
+from monitor.probes.pon_ports import normalise_port, port_name
 from monitor.probes.table_keys import normalise_key
 from monitor.probes.table_profiles import TableProfile, load_table_profiles
 
@@ -34,3 +35,34 @@ def table_key_problem(table: str, kind: str, value: str) -> tuple[str | None, st
         return None, normalise_key(kind, value)
     except ValueError as exc:
         return str(exc), ""
+
+
+def port_of_key(table: str, kind: str, canonical: str) -> str | None:
+    """The PON port an ONU is on, when its identifier encodes it (``onu_index`` of Huawei, ZTE, V-SOL).
+
+    Only integer index parts up to the port's are read (what those vendors use), so loading a config
+    needs no SNMP stack.
+    """
+    profile = _profiles().get(table)
+    if profile is None or profile.port is None or profile.port.index_label is None or kind != "onu_index":
+        return None
+    parts = canonical.split(".")
+    for i, part in enumerate(profile.index):
+        if part.decode != "int" or i >= len(parts):
+            return None
+        if part.label == profile.port.index_label:
+            return port_name(profile.port.format, int(parts[i]))
+    return None
+
+
+def pon_port_problem(table: str, value: str) -> tuple[str | None, str]:
+    """(problem, "") or (None, canonical port name) for a ``pon_port`` under a parent walking ``table``."""
+    profile = _profiles().get(table)
+    if profile is None:
+        return f"unknown table profile {table!r}", ""
+    if profile.port is None:
+        return f"table profile {table!r} ({profile.device}) does not say which PON port a row is on", ""
+    try:
+        return None, normalise_port(profile.port.format, value)
+    except ValueError as exc:
+        return f"{exc} (like {profile.port.example} on {profile.device})", ""

@@ -12,15 +12,19 @@ network sees, ping whether traffic passes). Judging is pure (:func:`table_observ
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from monitor.inventory.model import Inventory, Target, Thresholds
+from monitor.inventory.model import PON_PORT_KIND, Inventory, Target, Thresholds
+from monitor.logs import event
 from monitor.probes.base import Metric
 from monitor.state import Observation
 
 if TYPE_CHECKING:  # the SNMP stack (pysnmp) is imported only when a table is configured
     from monitor.probes.snmp_table import EndpointKey, TableOutcome, TableProbe, TableResult
+
+log = logging.getLogger(__name__)
 
 FRESH_INTERVALS = 2.5  # a table view older than this many parent intervals is not folded into a ping poll
 
@@ -76,18 +80,24 @@ class TableWatch:
     def __init__(self) -> None:
         self.probe: TableProbe | None = None
         self.members: dict[str, list[EndpointKey]] = {}  # parent id → endpoints identified in its table
+        self.ports: dict[str, list[Target]] = {}  # OLT id → its PON port nodes (observed through its walks)
         self._targets: dict[str, Target] = {}
         self._view: dict[str, _Seen] = {}
+        self._moved: dict[str, str] = {}  # endpoint → the port its row was last seen on, if not its own
 
     def configure(self, inv: Inventory) -> None:
         """(Re)read who is listed where; forget views of endpoints that are gone or changed."""
         members: dict[str, list[EndpointKey]] = {}
+        ports: dict[str, list[Target]] = {}
         for t in inv.targets.values():
             if t.table_key is not None and t.parents:
                 from monitor.probes.snmp_table import EndpointKey
 
-                members.setdefault(t.parents[0], []).append(EndpointKey(t.id, *t.table_key))
+                members.setdefault(table_parent(inv.targets, t), []).append(EndpointKey(t.id, *t.table_key))
+            elif t.kind == PON_PORT_KIND and t.parents:
+                ports.setdefault(t.parents[0], []).append(t)
         self.members = members
+        self.ports = ports
         self._view = {k: v for k, v in self._view.items() if self._targets.get(k) == inv.targets.get(k)}
         self._targets = dict(inv.targets)
 
@@ -110,16 +120,22 @@ class TableWatch:
 
         out: list[tuple[Target, Observation, TableOutcome]] = []
         if not result.ok and not parent_reachable:
+            gone = Observation(False, detail=f"parent {parent.id} unreachable")
+            for port in self.ports.get(parent.id, ()):
+                out.append((port, gone, TableOutcome(port.id, False, "offline", None)))
             for key in self.members.get(parent.id, ()):
                 target = self._targets.get(key.endpoint)
                 if target is not None and not target.address:
-                    obs = Observation(False, detail=f"parent {parent.id} unreachable")
-                    out.append((target, obs, TableOutcome(target.id, False, "offline", None)))
+                    out.append((target, gone, TableOutcome(target.id, False, "offline", None)))
             return out
+        if result.ok:  # the OLT answers for its ports; their ONUs' rows say the rest (the engine judges them)
+            out.extend((port, Observation(True), TableOutcome(port.id, True, "online", None))
+                       for port in self.ports.get(parent.id, ()))
         for outcome in outcomes(result, self.members.get(parent.id, ())):
             target = self._targets.get(outcome.endpoint)
             if target is None:
                 continue
+            self._check_port(target, outcome)
             if target.address:
                 self._view[target.id] = _Seen(outcome, now, FRESH_INTERVALS * parent.polling.interval)
             else:
@@ -131,4 +147,28 @@ class TableWatch:
         seen = self._view.get(target.id) if target.table_key is not None else None
         if seen is None or now - seen.at > seen.max_age:
             return own
-        return combine(own, table_observation(target, seen.outcome, target.parents[0]))
+        return combine(own, table_observation(target, seen.outcome, table_parent(self._targets, target)))
+
+    def _check_port(self, target: Target, outcome: TableOutcome) -> None:
+        """An ONU whose row is on another PON port than its port node says: the topology is wrong there
+        (a re-patched drop), so a cut of either port would be rooted wrongly. One WARNING per move."""
+        parent = self._targets.get(target.parents[0]) if target.parents else None
+        if parent is None or parent.kind != PON_PORT_KIND or outcome.port is None:
+            return
+        if outcome.port == parent.pon_port:
+            if self._moved.pop(target.id, None) is not None:
+                event(log, logging.INFO, "onu back on its configured pon port", endpoint=target.id,
+                      port=parent.pon_port)
+        elif self._moved.get(target.id) != outcome.port:
+            self._moved[target.id] = outcome.port
+            event(log, logging.WARNING, "onu listed on another pon port than configured", endpoint=target.id,
+                  configured=parent.pon_port, table=outcome.port, olt=parent.parents[0])
+
+
+def table_parent(targets: dict[str, Target], target: Target) -> str:
+    """The device whose table lists ``target``: its parent, or the OLT above its PON port node."""
+    parent = target.parents[0]
+    node = targets.get(parent)
+    if node is not None and node.kind == PON_PORT_KIND and node.parents:
+        return node.parents[0]
+    return parent

@@ -21,11 +21,12 @@ from monitor.errors import ProbeError, ProbeSetupError
 from monitor.inventory.model import Target
 from monitor.logs import event
 from monitor.probes.base import Metric
+from monitor.probes.pon_ports import port_name
 from monitor.probes.snmp_extract import Skip, decode_index, to_number, to_text
 from monitor.probes.snmp_profiles import Oid
 from monitor.probes.snmp_transport import WalkCut
 from monitor.probes.table_keys import normalise_key
-from monitor.probes.table_profiles import EnumSpec, KeySpec, TableProfile, load_table_profiles
+from monitor.probes.table_profiles import EnumSpec, KeySpec, PortSpec, TableProfile, load_table_profiles
 
 if TYPE_CHECKING:
     from monitor.probes.snmp import SnmpProbe
@@ -46,6 +47,7 @@ class TableRow:
     state: str  # online | offline
     cause: str | None = None
     metrics: tuple[Metric, ...] = ()
+    port: str | None = None  # the PON port the ONU is on (``0/1/3``), when the profile says
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class TableOutcome:
     state: str  # online | offline (absent from the table counts as offline)
     cause: str | None  # dying_gasp | los | other | unknown, only when offline
     metrics: tuple[Metric, ...] = ()
+    port: str | None = None  # the PON port its row is on, when the profile says
 
 
 def outcomes(result: TableResult, endpoints: Iterable[EndpointKey]) -> list[TableOutcome]:
@@ -97,9 +100,9 @@ def outcomes(result: TableResult, endpoints: Iterable[EndpointKey]) -> list[Tabl
         if row is None:
             out.append(TableOutcome(ep.endpoint, False, "offline", "unknown"))
         elif row.state == "online":
-            out.append(TableOutcome(ep.endpoint, True, "online", None, row.metrics))
+            out.append(TableOutcome(ep.endpoint, True, "online", None, row.metrics, row.port))
         else:
-            out.append(TableOutcome(ep.endpoint, True, "offline", row.cause or "unknown", row.metrics))
+            out.append(TableOutcome(ep.endpoint, True, "offline", row.cause or "unknown", row.metrics, row.port))
     return out
 
 
@@ -138,8 +141,23 @@ def rows_from_walks(profile: TableProfile, walks: Mapping[Oid, Sequence[tuple[Oi
                 metrics.append(Metric(spec.name, to_number(spec, value), spec.labels))
             except Skip as exc:
                 skipped.append(f"{spec.name}.{dotted}: {exc}")
-        rows.append(TableRow(dotted, keys, state, cause if state == "offline" else None, tuple(metrics)))
+        port = _port(profile.port, labels, columns, suffix)
+        rows.append(TableRow(dotted, keys, state, cause if state == "offline" else None, tuple(metrics), port))
     return rows, skipped
+
+
+def _port(spec: PortSpec | None, labels: Mapping[str, str], columns: Mapping[Oid, Mapping[Oid, Any]],
+          suffix: Oid) -> str | None:
+    if spec is None:
+        return None
+    raw: Any = labels.get(spec.index_label) if spec.index_label is not None else None
+    if spec.oid is not None:
+        raw = columns[spec.oid].get(suffix)
+    try:
+        number = int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return port_name(spec.format, number) if number is not None else None
 
 
 def _row_keys(profile: TableProfile, suffix: Oid, dotted: str, labels: Mapping[str, str],

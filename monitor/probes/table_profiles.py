@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.errors import ConfigError
+from monitor.probes.pon_ports import PORT_FORMATS
 from monitor.probes.snmp_profiles import (
     INDEX_DECODERS,
     IndexPart,
@@ -33,7 +34,7 @@ STATES = ("online", "offline")
 CAUSES = ("dying_gasp", "los", "other", "unknown")
 KEY_KINDS = {"onu": ("onu_serial", "onu_index"), "station": ("station_mac", "station_index")}
 KEY_DECODERS = ("text", "gpon-serial", "mac")
-_TOP_KEYS = {"name", "device", "kind", "source", "index", "keys", "state", "cause", "values"}
+_TOP_KEYS = {"name", "device", "kind", "source", "index", "keys", "state", "cause", "values", "port"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,17 @@ class KeySpec:
     oid: Oid | None = None
     decode: str = "text"
     pattern: str = ""  # what a configured value must look like (check-config), a regex
+    example: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """Where a row says which PON port the ONU hangs from: an index label or a column, and how its
+    number is written (:data:`monitor.probes.pon_ports.PORT_FORMATS`). Ports become topology nodes."""
+
+    format: str
+    index_label: str | None = None
+    oid: Oid | None = None
     example: str = ""
 
 
@@ -69,6 +81,7 @@ class TableProfile:
     state: EnumSpec | None = None  # None: a row's presence in the table means online
     cause: EnumSpec | None = None
     values: tuple[ValueSpec, ...] = ()
+    port: PortSpec | None = None  # None: the table does not say which PON port a row is on
 
     def key(self, kind: str) -> KeySpec | None:
         return next((k for k in self.keys if k.kind == kind), None)
@@ -77,6 +90,8 @@ class TableProfile:
         """Every column one poll walks, in profile order, without duplicates."""
         oids = [k.oid for k in self.keys if k.oid is not None]
         oids += [e.oid for e in (self.state, self.cause) if e is not None] + [v.oid for v in self.values]
+        if self.port is not None and self.port.oid is not None:
+            oids.append(self.port.oid)
         return list(dict.fromkeys(oids))
 
 
@@ -122,10 +137,11 @@ def _parse_file(path: Path) -> TableProfile:
         problems.append(f"{src}: values: expected a list")
         raw_values = []
     values = [parse_value(v, src, f"values[{i}]", problems) for i, v in enumerate(raw_values)]
+    port = _port(doc.get("port"), str(kind), labels, src, problems)
     if problems:
         raise ConfigError(problems)
     return TableProfile(name, device, str(kind), source, src, index, keys, state, cause,
-                        tuple(v for v in values if v is not None))
+                        tuple(v for v in values if v is not None), port)
 
 
 def _text(doc: Mapping[str, Any], key: str, src: str, problems: list[str]) -> str:
@@ -183,6 +199,28 @@ def _keys(raw: Any, kind: str, labels: set[str], src: str, problems: list[str]) 
         oid = parse_oid(spec["oid"], src, f"{at}.oid", problems) if "oid" in spec else None
         keys.append(KeySpec(key_kind, label, oid, str(decode), pattern, str(spec.get("example", ""))))
     return tuple(keys)
+
+
+def _port(raw: Any, kind: str, labels: set[str], src: str, problems: list[str]) -> PortSpec | None:
+    if raw is None:
+        return None
+    formats = "|".join(PORT_FORMATS)
+    if kind != "onu" or not isinstance(raw, dict) or ("index" in raw) == ("oid" in raw):
+        problems.append(f"{src}: port: expected {{index: LABEL, format: {formats}}} or {{oid: OID, format: ...}}"
+                        " (ONU tables only)")
+        return None
+    extra = set(raw) - {"index", "oid", "format", "example"}
+    if extra:
+        problems.append(f"{src}: port.{sorted(extra)[0]}: unknown key")
+    fmt = raw.get("format")
+    if fmt not in PORT_FORMATS:
+        problems.append(f"{src}: port.format: expected one of {', '.join(PORT_FORMATS)}, got {fmt!r}")
+        fmt = "number"
+    label = raw.get("index")
+    if label is not None and label not in labels:
+        problems.append(f"{src}: port.index: no index part is labelled {label!r}")
+    oid = parse_oid(raw["oid"], src, "port.oid", problems) if "oid" in raw else None
+    return PortSpec(str(fmt), str(label) if label is not None else None, oid, str(raw.get("example", "")))
 
 
 def _enum(raw: Any, allowed: tuple[str, ...], src: str, at: str, problems: list[str]) -> EnumSpec | None:
