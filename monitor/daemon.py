@@ -33,7 +33,7 @@ from monitor.logs import event
 from monitor.pipeline import IncidentPipeline, IncidentSink
 from monitor.polling.stage import BATCH_AHEAD, PollingStage
 from monitor.probes.base import Probe
-from monitor.remote.core import RemoteIntake, core_inventory
+from monitor.remote.core import BlindZones, RemoteIntake, core_inventory
 from monitor.remote.link import CoreFeed, cancel_until_done
 from monitor.sdnotify import Notifier
 from monitor.state import StateChange, TargetState
@@ -77,6 +77,7 @@ class Daemon:
         #: remote pollers' changes into the store and pipeline (``pollers:`` with pollers), and their feed
         self.remote: RemoteIntake | None = None
         self.feed: CoreFeed | None = None
+        self.zones: BlindZones | None = None  # zones whose pollers are all silent
 
     @property
     def states(self) -> dict[str, TargetState]:
@@ -116,7 +117,8 @@ class Daemon:
         if inv.pollers is not None and inv.pollers.poller_zones():
             assert polling.store is not None
             self.remote = RemoteIntake(inv, polling.store, polling.states, self._correlate, state_dir)
-            self.feed = self.remote.feed(inv)
+            self.zones = BlindZones.watching(inv, polling.store, polling.states, self.clock.now())
+            self.feed = self.remote.feed(inv, self.zones.watch)
         self._start_metrics_server(inv.daemon.metrics_listen)
         # The inventory, topology and states live as long as the process: keep the collector from
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
@@ -133,6 +135,7 @@ class Daemon:
                     self._web_task = tg.create_task(self.web_server.serve())
                 scheduler_task = tg.create_task(polling.schedule(local, tg.create_task).run())
                 feed_task = tg.create_task(self.feed.run()) if self.feed is not None else None
+                zones_task = tg.create_task(self._watch_zones(self.zones)) if self.zones is not None else None
                 writer_task = tg.create_task(writer.run()) if writer else None
                 self.pipeline.start(tg)
                 heartbeat_task = tg.create_task(polling.heartbeat())
@@ -155,6 +158,8 @@ class Daemon:
                 await scheduler_task
                 await polling.drain()
                 heartbeat_task.cancel()
+                if zones_task is not None:
+                    zones_task.cancel()
                 if feed_task is not None:
                     await cancel_until_done(feed_task)  # what is not acknowledged comes again after the restart
                 await self.pipeline.stop()  # the last polls' changes correlated; the outbox keeps the rest
@@ -256,8 +261,16 @@ class Daemon:
             return
         remote.configure(new, self.clock.now())
         feed.poller_zones, feed.zone_of = p.poller_zones(), p.zone_of
+        if self.zones is not None:
+            self.zones.configure(new, self.clock.now())
         if old.pollers is None or (p.brokers, p.prefix) != (old.pollers.brokers, old.pollers.prefix):
             event(log, logging.WARNING, "a changed broker list or topic prefix takes a restart")
+
+    async def _watch_zones(self, zones: BlindZones) -> None:
+        """Once a second: a zone whose pollers are all silent is blind, one heard again is back."""
+        while True:
+            await asyncio.sleep(1.0)
+            zones.step(self.clock.now())
 
     async def _reload_timeseries(self, new: Inventory) -> None:
         """A changed ``timeseries:`` section: the running writer takes it (new credentials included)

@@ -85,3 +85,12 @@ STORE_HELD = Gauge(
     "store_held_changes", "State changes held in memory because the event store cannot be written (disk full,"
     " read-only, locked); recorded once it can", namespace=NS, registry=REGISTRY,
 )
+ZONE_BLIND = Gauge(
+    "remote_zone_blind", "1 while every remote poller of the zone has been silent longer than pollers.silent_after:"
+    " the core cannot see the zone (its targets count as unknown until a poller is heard)", ["zone"],
+    namespace=NS, registry=REGISTRY,
+)
+REMOTE_DROPPED = Counter(
+    "remote_messages_dropped", "Messages from remote pollers dropped by reason (not_json, foreign_zone, wrong_topic,"
+    " unknown_poller, ...)", ["reason"], namespace=NS, registry=REGISTRY,
+)

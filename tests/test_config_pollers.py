@@ -72,6 +72,10 @@ def test_each_target_lands_in_one_zone_by_node_then_site_then_municipality(tmp_p
     assert p.brokers[0].password is not None and p.brokers[0].password.reveal() == "s3cret"
     assert "s3cret" not in repr(p)
     assert p.prefix == "monitor/pollers"
+    assert (p.heartbeat, p.silent_after) == (10.0, 60.0)
+    assert p.zone_pollers() == {"saravena": ("p-s1", "p-s2"), "tame": ("p-t",)}
+    timed = load_with(tmp_path, {**GOOD, "heartbeat": "2s", "silent_after": "1m"})
+    assert timed is not None and (timed.heartbeat, timed.silent_after) == (2.0, 60.0)
 
 
 def zones(*extra: dict[str, Any], base: bool = True) -> dict[str, Any]:
@@ -88,6 +92,10 @@ def zones(*extra: dict[str, Any], base: bool = True) -> dict[str, Any]:
      "pollers.brokers[0].password: a broker password needs a username"),
     ({**zones(), "prefix": "monitor/#"}, "pollers.prefix: bad MQTT topic prefix 'monitor/#'"),
     ({**zones(), "colour": 1}, "pollers: unknown key 'colour'"),
+    ({**zones(), "heartbeat": "10s", "silent_after": "15s"},
+     "pollers.silent_after: must be at least twice the heartbeat (20s)"),
+    ({**zones(), "heartbeat": 0}, "pollers.heartbeat: must be"),
+    ({**zones(), "silent_after": ".inf"}, "pollers.silent_after: bad duration"),
     (zones({"id": "x", "municipalities": ["atlantis"]}),
      "pollers.zones[3].municipalities: unknown municipality 'atlantis'"),
     (zones({"id": "x", "sites": ["twr-z"]}), "pollers.zones[3].sites: unknown site 'twr-z'"),

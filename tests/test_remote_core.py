@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor import selfmetrics
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
 from monitor.daemon import Daemon
@@ -55,7 +56,7 @@ delivery:
 """
 
 
-def config_text(broker: Mosquitto, delivery: str = "", pollers: bool = True) -> str:
+def config_text(broker: Mosquitto, delivery: str = "", timing: str = "") -> str:
     customers = "\n".join(
         f"  - {{id: C{i}, name: Cliente {i}, service_class: residencial, contacts: {{email: c{i}@example.com}},"
         f" endpoints: [{{id: {cpe}, kind: cpe, address: {addr}, parent: ap-s}}]}}"
@@ -63,10 +64,10 @@ def config_text(broker: Mosquitto, delivery: str = "", pollers: bool = True) -> 
     section = f"""
 pollers:
   brokers: [{{host: 127.0.0.1, port: {broker.auth_port}, username: {USER}, password: {{env: MQTT_CORE_PASS}}}}]
-  zones:
+{timing}  zones:
     - {{id: noc, municipalities: [arauca]}}
     - {{id: saravena, municipalities: [saravena], pollers: [p-saravena]}}
-""" if pollers else ""
+"""
     return f"""
 municipalities: [{{id: arauca, name: Arauca}}, {{id: saravena, name: Saravena}}]
 sites:
@@ -240,3 +241,48 @@ async def test_a_change_the_store_refuses_is_not_acknowledged_and_comes_again(
     assert [c for c in store.changes() if c.target == "cpe-1"] == [down]
     assert intake.load_sequences().through("p-saravena") == 1  # kept for a restart of the core
     store.close()
+
+
+async def test_a_killed_poller_blinds_its_zone_only_without_an_outage_until_it_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the only poller of Saravena: the broker publishes its last will, and once it has been
+    silent for pollers.silent_after the zone is blind: its targets are unknown at the core (neither
+    down nor up), the core's own zone is untouched, no incident opens and the event log is not
+    written. A new poller process is heard and the zone is back with its stored states."""
+    monkeypatch.setenv("MQTT_CORE_PASS", PASSWORD)
+    (tmp_path / "mqtt").mkdir()
+    broker = Mosquitto(tmp_path / "mqtt")
+    text = config_text(broker, timing="  heartbeat: 0.5s\n  silent_after: 3s\n")
+    core_cfg, poller_cfg = write(tmp_path / "core", text), write(tmp_path / "poller", text)
+    daemon = Daemon(core_cfg)
+    events: list[IncidentEvent] = []
+    daemon.incident_sinks.append(events.extend)
+
+    def states(*targets: str) -> set[State]:
+        return {daemon.states[t].state for t in targets}
+
+    with started(broker):
+        task = asyncio.create_task(daemon.run())
+        try:
+            with poller(tmp_path, poller_cfg) as proc:
+                await until(lambda: daemon.zones is not None and states(*REMOTE, "core", "cpe-n") == {State.UP},
+                            60, "every target up at the core")
+                proc.kill()
+                await until(lambda: daemon.feed is not None and "p-saravena" in daemon.feed.offline, 60,
+                            "the poller's last will")
+                await until(lambda: daemon.zones is not None and "saravena" in daemon.zones.watch.blind, 60,
+                            "the zone blind")
+                assert states(*REMOTE) == {State.UNKNOWN} and states("core", "cpe-n") == {State.UP}
+                assert selfmetrics.ZONE_BLIND.labels("saravena")._value.get() == 1
+            with poller(tmp_path, poller_cfg):
+                await until(lambda: daemon.zones is not None and not daemon.zones.watch.blind
+                            and states(*REMOTE) == {State.UP}, 60, "the zone back, its targets up")
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 30)
+    assert events == []  # no outage, no notice: the core never took the silence for a failure
+    store = EventStore(tmp_path / "core" / "var" / "monitor.db")
+    try:
+        assert {c.new for c in store.changes() if c.target in REMOTE} == {State.UP}  # nothing written meanwhile
+    finally:
+        store.close()

@@ -28,11 +28,13 @@ from monitor.inventory.model import Municipality, Site, Target
 from monitor.inventory.settings import SecretReader
 from monitor.secret import Secret
 
-KEYS = ("brokers", "prefix", "zones")
+KEYS = ("brokers", "prefix", "heartbeat", "silent_after", "zones")
 BROKER_KEYS = ("host", "port", "username", "password")
 ZONE_KEYS = ("id", "pollers", "municipalities", "sites", "nodes")
 MAX_POLLERS_PER_ZONE = 4
 DEFAULT_PREFIX = "monitor/pollers"
+HEARTBEAT = 10.0  # s between a poller's heartbeats
+SILENT_AFTER = 60.0  # s without a word from every poller of a zone before the zone is blind
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")  # no wildcards, no empty levels
 _SHOWN = 5  # ids named in a message before "..."
 _SINGULAR = {"municipalities": "municipality", "sites": "site", "nodes": "node"}
@@ -58,10 +60,16 @@ class PollersSettings:
     zones: dict[str, Zone]
     zone_of: dict[str, str] = field(default_factory=dict)  # target id -> zone id
     prefix: str = DEFAULT_PREFIX
+    heartbeat: float = HEARTBEAT
+    silent_after: float = SILENT_AFTER
 
     def poller_zones(self) -> dict[str, str]:
         """Poller id -> the one zone it may report (what the core checks messages against)."""
         return {p: z.id for z in self.zones.values() for p in z.pollers}
+
+    def zone_pollers(self) -> dict[str, tuple[str, ...]]:
+        """Zone id -> its remote pollers, for the zones that have any."""
+        return {z.id: z.pollers for z in self.zones.values() if z.pollers}
 
     def remote(self, target: str) -> bool:
         """Polled by a remote poller, not by the core."""
@@ -80,6 +88,11 @@ def parse(top: Section, secrets: SecretReader, munis: Mapping[str, Municipality]
         sec.err("prefix", f"bad MQTT topic prefix {prefix[:40]!r} (expected levels of letters, digits, '_' or '-' "
                           "joined by '/', no wildcards)")
         prefix = DEFAULT_PREFIX
+    heartbeat = sec.duration("heartbeat", HEARTBEAT, ge=0.1, le=3600.0)
+    silent_after = sec.duration("silent_after", SILENT_AFTER, ge=0.3, le=86400.0)
+    if silent_after < 2 * heartbeat:
+        sec.err("silent_after", f"must be at least twice the heartbeat ({2 * heartbeat:g}s): one lost heartbeat "
+                                "must not make a zone blind")
     brokers = tuple(b for value, path, line in sec.items("brokers")
                     if (b := _broker(sec, secrets, value, path, line)) is not None)
     if "brokers" in sec.data and not brokers:
@@ -92,7 +105,7 @@ def parse(top: Section, secrets: SecretReader, munis: Mapping[str, Municipality]
         shown = ", ".join(homeless[:_SHOWN]) + (", ..." if len(homeless) > _SHOWN else "")
         sec.err("zones", f"{len(homeless)} target(s) in no zone ({shown}): name their municipality, site or node "
                          "in a zone (a zone without pollers is polled by the core)")
-    return PollersSettings(brokers, zones.zones, zone_of, prefix)
+    return PollersSettings(brokers, zones.zones, zone_of, prefix, heartbeat, silent_after)
 
 
 class _Zones:

@@ -23,12 +23,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from monitor import selfmetrics
+from monitor.correlate.incidents import format_ts
 from monitor.inventory.model import Inventory
 from monitor.inventory.pollers import PollersSettings
 from monitor.logs import Episode, event
 from monitor.polling.stage import REMOVED
 from monitor.remote.link import Broker, CoreFeed
 from monitor.remote.sequence import Sequences
+from monitor.remote.silence import ZoneNews, ZoneWatch
 from monitor.state import State, StateChange, TargetState, restored
 from monitor.store import EventStore
 
@@ -85,12 +87,13 @@ class RemoteIntake:
         if gone:
             self.store.append(gone)
 
-    def feed(self, inv: Inventory) -> CoreFeed:
-        """The MQTT feed of every poller of ``inv``, resuming their numbering from the state directory."""
+    def feed(self, inv: Inventory, watch: ZoneWatch | None = None) -> CoreFeed:
+        """The MQTT feed of every poller of ``inv``, resuming their numbering from the state directory;
+        ``watch`` hears of every poller heard and every last will."""
         p = inv.pollers
         assert p is not None
         return CoreFeed(brokers(p), p.poller_zones(), p.zone_of, self.on_changes, prefix=p.prefix,
-                        sequences=self.load_sequences(), on_taken=self.save_sequences)
+                        sequences=self.load_sequences(), on_taken=self.save_sequences, watch=watch)
 
     async def on_changes(self, poller: str, changes: Sequence[StateChange]) -> None:
         """Store, then correlate. StorageError (the store refuses writes) propagates: not acknowledged."""
@@ -138,3 +141,60 @@ class RemoteIntake:
             self._saving.failed(file=self.path, error=exc)
             return
         self._saving.ok(file=self.path)
+
+
+class BlindZones:
+    """What the core does while it cannot see a zone (:mod:`monitor.remote.silence`): its targets are
+    neither down nor up until a poller of the zone is heard again.
+
+    Their live states (what the daemon shows, the targets gauge) become UNKNOWN, one log line and
+    ``monitor_remote_zone_blind{zone}`` say so. Correlation and the event log are told nothing: no
+    outage opens, no customer hears a word, and what the zone's pollers confirmed meanwhile arrives
+    from their spools, with its real times, once they are back. Then the live states are the
+    stored ones again.
+    """
+
+    def __init__(self, inv: Inventory, watch: ZoneWatch, store: EventStore, states: dict[str, TargetState]) -> None:
+        self.watch, self.store, self.states = watch, store, states
+        self.zone_of = dict(inv.pollers.zone_of) if inv.pollers is not None else {}
+
+    @classmethod
+    def watching(cls, inv: Inventory, store: EventStore, states: dict[str, TargetState], now: float) -> BlindZones:
+        p = inv.pollers
+        assert p is not None
+        return cls(inv, ZoneWatch(p.zone_pollers(), p.silent_after, now), store, states)
+
+    def configure(self, inv: Inventory, now: float) -> None:
+        """A (re)loaded inventory: zones gone or without pollers now are visible again."""
+        p = inv.pollers
+        self._apply(self.watch.configure(p.zone_pollers() if p is not None else {},
+                                         p.silent_after if p is not None else self.watch.timeout, now))
+        self.zone_of = dict(p.zone_of) if p is not None else {}
+
+    def step(self, now: float) -> list[ZoneNews]:
+        """Called about once a second: zones that went blind or returned."""
+        news = self.watch.step(now)
+        self._apply(news)
+        return news
+
+    def _apply(self, news: list[ZoneNews]) -> None:
+        for n in news:
+            targets = sorted(t for t, z in self.zone_of.items() if z == n.zone)
+            stored = {} if n.blind else self.store.load_states()
+            for t in targets:
+                old = self.states.get(t, TargetState()).state
+                if n.blind:
+                    self.states[t] = TargetState(State.UNKNOWN, n.at)
+                else:
+                    st = stored.get(t)
+                    self.states[t] = restored(*st) if st is not None else TargetState()
+                selfmetrics.TARGETS.labels(old.value).dec()
+                selfmetrics.TARGETS.labels(self.states[t].state.value).inc()
+            selfmetrics.ZONE_BLIND.labels(n.zone).set(1 if n.blind else 0)
+            if n.blind:
+                event(log, logging.WARNING, "zone blind: none of its pollers heard, its targets are unknown",
+                      zone=n.zone, pollers=",".join(n.pollers), last_heard=format_ts(n.last_heard),
+                      silent_after=self.watch.timeout, targets=len(targets))
+            else:
+                event(log, logging.INFO, "zone visible again: a poller is heard", zone=n.zone,
+                      targets=len(targets))

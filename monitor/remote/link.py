@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from monitor import selfmetrics
 from monitor.clock import Clock, SystemClock
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.retry import backoff
@@ -35,6 +36,7 @@ from monitor.errors import MonitorError
 from monitor.logs import Episode, event
 from monitor.remote.messages import PollerMessage, RemoteMessageError, decode, encode
 from monitor.remote.sequence import Sequences
+from monitor.remote.silence import ZoneWatch
 from monitor.remote.spool import PollerSpool
 from monitor.state import StateChange
 
@@ -175,11 +177,12 @@ class CoreFeed:
     def __init__(self, brokers: Sequence[Broker], poller_zones: Mapping[str, str], zone_of: Mapping[str, str],
                  on_changes: OnChanges, *, prefix: str = "monitor/pollers", sequences: Sequences | None = None,
                  clock: Clock | None = None, client_id: str = "monitor-core", on_taken: OnTaken | None = None,
-                 ) -> None:
+                 watch: ZoneWatch | None = None) -> None:
         self.brokers, self.poller_zones, self.zone_of = list(brokers), poller_zones, zone_of
         self.on_changes, self.prefix, self.client_id = on_changes, prefix, client_id
         self.sequences = sequences or Sequences()
         self.on_taken = on_taken
+        self.watch = watch  # told of every poller heard and every last will (zone blindness)
         # on_changes could not store (MonitorError): not acknowledged, so the poller sends it again
         self._storing = Episode(log, "poller changes not stored, not acknowledged (the poller sends them again)",
                                 "poller changes stored again")
@@ -192,6 +195,7 @@ class CoreFeed:
     def _drop(self, reason: str, poller: str, detail: str) -> None:
         first = reason not in self.dropped
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        selfmetrics.REMOTE_DROPPED.labels(reason).inc()
         if first:  # once per reason: a hostile sender must not flood the log
             event(log, logging.WARNING, "poller message dropped", reason=reason, poller=poller[:40], detail=detail)
 
@@ -226,8 +230,11 @@ class CoreFeed:
         raw = message.payload
         data = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
         if kind == "status" and data == OFFLINE:
-            if poller in self.poller_zones:
+            if poller in self.poller_zones and poller not in self.offline:
                 self.offline.add(poller)
+                event(log, logging.WARNING, "poller offline (its last will)", poller=poller)
+                if self.watch is not None:
+                    self.watch.gone(poller)
             return
         try:
             msg = decode(data, self.zone_of, self.poller_zones)
@@ -237,8 +244,11 @@ class CoreFeed:
         if msg.poller != poller or (kind == "changes") != (msg.kind == "changes"):
             self._drop("wrong_topic", poller, f"{msg.kind} of {msg.poller!r} on {message.topic}")
             return
-        self.last_seen[poller] = self.clock.now()
+        now = self.clock.now()
+        self.last_seen[poller] = now
         self.offline.discard(poller)
+        if self.watch is not None:  # a retained heartbeat may be old news: it counts from when it was sent
+            self.watch.heard(poller, min(msg.sent, now) if message.retain else now)
         if msg.kind == "heartbeat":
             return
         if self.sequences.fresh(poller, msg.seq):

@@ -52,7 +52,7 @@ def zone_inventory(inv: Inventory, zone: str, poller: str) -> Inventory:
 
 
 async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broker], *, stop: asyncio.Event,
-                     clock: Clock | None = None, heartbeat: float = 10.0, resend_after: float = 30.0) -> None:
+                     clock: Clock | None = None, heartbeat: float | None = None, resend_after: float = 30.0) -> None:
     """Poll ``zone`` until ``stop`` is set."""
     clock = clock or SystemClock()
     local = zone_inventory(inv, zone, poller)
@@ -60,7 +60,8 @@ async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broke
     state_dir = Path(local.daemon.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     spool = PollerSpool(state_dir / f"poller-{poller}.db", poller, zone)
-    link = PollerLink(spool, brokers, prefix=inv.pollers.prefix, heartbeat=heartbeat, resend_after=resend_after,
+    link = PollerLink(spool, brokers, prefix=inv.pollers.prefix, resend_after=resend_after,
+                      heartbeat=inv.pollers.heartbeat if heartbeat is None else heartbeat,
                       clock=clock)
 
     def publish(change: StateChange) -> None:
