@@ -16,16 +16,20 @@ written before this layer existed there). :class:`SQLite` is the embedded defaul
 transaction-level advisory lock, its ``statements`` translate the three SQLite-isms the migrations
 use (``INTEGER PRIMARY KEY AUTOINCREMENT``, ``REAL``, ``WITHOUT ROWID``) and quote ``end`` (a column
 name PostgreSQL reserves), its ``prepare`` only creates ``schema_version``, and its connection takes
-qmark (``?``) parameters like the stores' SQL: tests/pg_engine.py is that engine as far as the
-runner goes, run against a real PostgreSQL by tests/test_db_postgres.py. What this layer does not
-cover yet: the stores' own SQLite dialect (``INSERT OR IGNORE``, ``json_each``, ``lastrowid``,
-``end`` in queries).
+qmark (``?``) parameters like the stores' SQL: :mod:`monitor.db_postgres` (imported only when a
+``store:`` URL asks for it, so the embedded default needs no PostgreSQL client).
+
+The stores' own SQL is written once, in the dialect both engines share (``ON CONFLICT``, ``RETURNING``,
+a quoted ``"end"``); a PostgreSQL connection translates the three things left in one place
+(:func:`monitor.db_postgres.translate`): ``?`` parameters, ``json_each(?)`` and ``BEGIN IMMEDIATE``
+(SQLite's write lock, taken there as an advisory lock). A SQLite store's connection is sqlite3's own,
+untouched: the embedded default pays nothing for the second engine.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -73,10 +77,31 @@ class Schema:
         return len(self.migrations)
 
 
+class DatabaseError(StorageError):
+    """What a connection of an engine other than SQLite raises (its driver's errors, translated there).
+
+    SQLite's connection is sqlite3's own, so its errors stay ``sqlite3.Error``; the stores catch
+    :data:`ERRORS`, which names both.
+    """
+
+
+#: what a store's statements may raise, on any engine
+ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, DatabaseError)
+
+
 class Cursor(Protocol):
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...
+
+
+class StoreCursor(Cursor, Protocol):
+    """What the stores use of a cursor (sqlite3's and psycopg's both are one)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Connection(Protocol):
@@ -85,6 +110,15 @@ class Connection(Protocol):
     def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
 
     def close(self) -> None: ...
+
+
+class StoreConnection(Connection, Protocol):
+    """What the stores use of a connection: qmark parameters, explicit transactions (``BEGIN IMMEDIATE``
+    for a write), ``executemany`` whose ``rowcount`` is the sum over the rows."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> StoreCursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> StoreCursor: ...
 
 
 C = TypeVar("C", bound=Connection)
@@ -278,10 +312,19 @@ def _has_table(conn: Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
-class transaction:
-    """One write transaction that takes the write lock at its start (no deadlock upgrading a read lock)."""
+def engine_for(where: Path | Engine[StoreConnection]) -> Engine[StoreConnection]:
+    """A store given as a path is the embedded SQLite file there; anything else already is an engine."""
+    return SQLite(where) if isinstance(where, Path) else where
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+
+class transaction:
+    """One write transaction that takes the write lock at its start (no deadlock upgrading a read lock).
+
+    ``BEGIN IMMEDIATE`` on SQLite; a PostgreSQL connection takes its store-wide write lock for it, so
+    writers are serialized the same way on both engines (see :mod:`monitor.db_postgres`).
+    """
+
+    def __init__(self, db: StoreConnection) -> None:
         self.db = db
 
     def __enter__(self) -> None:

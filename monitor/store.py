@@ -11,12 +11,21 @@ lists all three and :mod:`monitor.db` opens and migrates them, one way for every
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from monitor.correlate import schema as correlation
-from monitor.db import VERSION_TABLE, Schema, SQLite, open_store, transaction
+from monitor.db import (
+    ERRORS,
+    VERSION_TABLE,
+    Engine,
+    Schema,
+    StoreConnection,
+    StoreCursor,
+    engine_for,
+    open_store,
+    transaction,
+)
 from monitor.delivery import schema as delivery
 from monitor.errors import StorageError
 from monitor.state import State, StateChange
@@ -58,11 +67,13 @@ MIGRATIONS: tuple[str, ...] = (
 class EventStore:
     """Append-only state-change log with current states, in the daemon's store."""
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
-        """``busy_timeout``: how long a write waits for another connection's lock. The daemon passes a
-        short one, because the wait blocks its event loop; it holds what it could not write and retries."""
-        self.path = path
-        self._db = open_store(SQLite(path), components(), what="the event store", busy_timeout=busy_timeout)
+    def __init__(self, where: Path | Engine[StoreConnection], busy_timeout: float = 5.0) -> None:
+        """``where``: the SQLite file, or another engine (``store:`` in the config). ``busy_timeout``: how
+        long a write waits for another connection's lock. The daemon passes a short one, because the wait
+        blocks its event loop; it holds what it could not write and retries."""
+        engine = engine_for(where)
+        self.path = engine.describe()
+        self._db = open_store(engine, components(), what="the event store", busy_timeout=busy_timeout)
 
     @property
     def schema_version(self) -> int:
@@ -85,13 +96,13 @@ class EventStore:
                     " ON CONFLICT(target) DO UPDATE SET state = excluded.state, since = excluded.since",
                     [(c.target, c.new.value, c.ts) for c in changes],
                 )
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot append to the event store {self.path}: {exc}") from exc
 
     def run_started(self, now: float) -> int:
         """Record that the daemon started; returns the run id for :meth:`run_alive`/:meth:`run_stopped`."""
-        cur = self._write("INSERT INTO monitor_runs (started, last_seen) VALUES (?, ?)", (now, now))
-        return int(cur.lastrowid or 0)
+        cur = self._write("INSERT INTO monitor_runs (started, last_seen) VALUES (?, ?) RETURNING id", (now, now))
+        return int(cur.fetchall()[0][0])  # (all rows: SQLite ends the statement, and its lock, only then)
 
     def run_alive(self, run: int, now: float) -> None:
         """Heartbeat: after a crash the run is taken to have ended at its last heartbeat."""
@@ -100,10 +111,10 @@ class EventStore:
     def run_stopped(self, run: int, now: float) -> None:
         self._write("UPDATE monitor_runs SET last_seen = ?, stopped = ? WHERE id = ?", (now, now, run))
 
-    def _write(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: tuple[object, ...]) -> StoreCursor:
         try:
             return self._db.execute(sql, args)
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot write to the event store {self.path}: {exc}") from exc
 
     def runs(self) -> list[tuple[float, float]]:

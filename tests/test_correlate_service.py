@@ -1,8 +1,8 @@
-"""CorrelationService: crash safety (kill -9 mid-burst), staff actions, maintenance from the store."""
+"""CorrelationService: crash safety (kill -9 mid-burst), staff actions, maintenance from the store; on
+SQLite and PostgreSQL (``where``, tests/store_engines.py)."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +17,7 @@ from monitor.correlate.store import IncidentStore
 from monitor.state import State, StateChange
 from monitor.store import EventStore
 from tests.correlate_helpers import tree_inventory
+from tests.store_engines import Where, child_code, connect, pg_server_fixture, where_fixture  # noqa: F401
 
 T0 = 1_793_491_200.0
 SETTINGS = CorrelationSettings.for_interval(60).with_overrides({"settle": "10", "blind_share": "1"})
@@ -44,7 +45,7 @@ CHILD = textwrap.dedent("""
     from tests.correlate_helpers import tree_inventory
     from tests.test_correlate_service import SETTINGS, T0, burst
     inv = tree_inventory(4, 5, 50, gateway=True)
-    db = Path({db!r})
+    {where}
     log = EventStore(db)
     clock = ManualClock(T0 - 1)
     svc = CorrelationService(inv, db, SETTINGS, clock)
@@ -60,16 +61,15 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("kill_after_rows", [1, 300, 800])
-def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path: Path, kill_after_rows) -> None:
-    db = tmp_path / "monitor.db"
+def test_kill_minus_nine_mid_burst_resumes_one_incident(where: Where, kill_after_rows: int) -> None:
+    db = where
     IncidentStore(db).close()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(root=ROOT, db=str(db))], stdout=subprocess.PIPE, cwd=ROOT
-    )
+    code = CHILD.format(root=ROOT, where=child_code(db))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=ROOT)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
-        watch = sqlite3.connect(db)
+        watch = connect(db)
         while watch.execute("SELECT count(*) FROM incident_targets").fetchone()[0] < kill_after_rows:
             pass
         proc.kill()
@@ -114,9 +114,9 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(tmp_path: Path, kill_aft
 
 
 @pytest.fixture
-def outage(tmp_path: Path):
+def outage(where: Where):
     inv = tree_inventory(2, 2, 5, gateway=True)
-    db = tmp_path / "monitor.db"
+    db = where
     clock = ManualClock(T0 - 1)
     svc = CorrelationService(inv, db, SETTINGS, clock, poll_every=0)
     log = EventStore(db)
@@ -150,9 +150,9 @@ def test_ack_and_resolve_by_staff(outage) -> None:
     cli.close()
 
 
-def test_maintenance_added_while_running_makes_failures_planned(tmp_path: Path) -> None:
+def test_maintenance_added_while_running_makes_failures_planned(where: Where) -> None:
     inv = tree_inventory(1, 2, 4)
-    db = tmp_path / "monitor.db"
+    db = where
     clock = ManualClock(T0)
     svc = CorrelationService(inv, db, SETTINGS, clock, poll_every=0)
     cli = IncidentStore(db)
@@ -177,13 +177,13 @@ def test_maintenance_added_while_running_makes_failures_planned(tmp_path: Path) 
     cli.close()
 
 
-def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(tmp_path: Path) -> None:
+def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(where: Where) -> None:
     """incident_targets mirrors the engine (down = still attached; every row = everyone affected)
     through runs big enough for the one-statement bulk path: an AP outage taking 151 targets, 70
     of them recovering at once, then 80 still down after the AP is back, regrouped after grace."""
     inv = tree_inventory(1, 2, 150)
     clock = ManualClock(T0)
-    svc = CorrelationService(inv, tmp_path / "monitor.db", SETTINGS, clock)
+    svc = CorrelationService(inv, where, SETTINGS, clock)
     eng = svc.engine
     ap = "ap-000-00"
     cpes = [t for t in inv.targets if inv.targets[t].parents == (ap,)]
@@ -240,12 +240,12 @@ def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage)
     svc.close()
 
 
-def test_blind_period_for_reports_still_ends_when_the_blindness_ends(tmp_path: Path) -> None:
+def test_blind_period_for_reports_still_ends_when_the_blindness_ends(where: Where) -> None:
     """The blind row keeps when its cause cleared (``clear_since``, for a restart), but reports
     exclude the blind period up to its end (``cleared_at``), as before that was persisted."""
     from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
 
-    db = tmp_path / "monitor.db"
+    db = where
     run_service(load(SCENARIOS / "restart_blind_recovery.yaml"), db)
     store = IncidentStore(db)
     [row] = store.incidents(status=None)
@@ -253,12 +253,12 @@ def test_blind_period_for_reports_still_ends_when_the_blindness_ends(tmp_path: P
     store.close()
 
 
-def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(tmp_path: Path) -> None:
+def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(where: Where) -> None:
     """Staff closed the blind alert at 402 while the gateway was down (``closed_at``); the blindness
     itself ended at 1010, after two restarts: that is the period reports exclude (``cleared_at``)."""
     from tests.scenario_runner import EPOCH, SCENARIOS, load, run_service
 
-    db = tmp_path / "monitor.db"
+    db = where
     run_service(load(SCENARIOS / "restart_resolved_blind.yaml"), db)
     store = IncidentStore(db)
     blind = store.incident("INC-000001")
@@ -268,11 +268,11 @@ def test_blind_alert_resolved_by_staff_keeps_the_real_end_of_the_blindness(tmp_p
     store.close()
 
 
-def test_recorded_since_gives_the_persisted_lifecycle_from_a_time(tmp_path: Path) -> None:
+def test_recorded_since_gives_the_persisted_lifecycle_from_a_time(where: Where) -> None:
     """What the pipeline annotates again at start: the events persisted since then, oldest first."""
     inv = tree_inventory(1, 2, 3, gateway=True)
     clock = ManualClock(T0 - 1)
-    svc = CorrelationService(inv, tmp_path / "monitor.db", SETTINGS, clock)
+    svc = CorrelationService(inv, where, SETTINGS, clock)
     try:
         emitted = []
         for c in burst(inv):

@@ -1,24 +1,24 @@
-"""The store's migration runner and every owner's migrations on a real PostgreSQL 15 (issue 11's seam for
-issue 13): the same ``open_store`` and the same migration definitions, only the engine differs."""
+"""The PostgreSQL engine (monitor/db_postgres.py) on a real PostgreSQL 15: the store's migration runner and
+every owner's migrations (the same ``open_store`` and the same definitions, only the engine differs), the
+translation of the stores' SQL, the write lock, a reconnection after the server went away."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-psycopg = pytest.importorskip("psycopg")
-
-import monitor.store as store_module  # noqa: E402
-from monitor.correlate.schema import SCHEMA as CORRELATION  # noqa: E402
-from monitor.db import open_store  # noqa: E402
-from monitor.delivery.schema import SCHEMA as DELIVERY  # noqa: E402
-from monitor.errors import StorageError  # noqa: E402
-from monitor.store import components  # noqa: E402
-from tests.pg_engine import PostgreSQL, qmark  # noqa: E402
-from tests.servers.postgres import PostgreSQL as Server  # noqa: E402
+import monitor.store as store_module
+from monitor.correlate.schema import SCHEMA as CORRELATION
+from monitor.db import DatabaseError, open_store, transaction
+from monitor.db_postgres import PostgreSQL, translate
+from monitor.delivery.schema import SCHEMA as DELIVERY
+from monitor.errors import StorageError
+from monitor.state import State, StateChange
+from monitor.store import EventStore, components
+from tests.servers.postgres import PostgreSQL as Server
+from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_server_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.servers, pytest.mark.skipif(os.geteuid() != 0, reason="runs postgres as its own user")]
 
@@ -28,22 +28,15 @@ TABLES = {"state_changes", "target_state", "monitor_runs", "incidents", "inciden
           "delivery_tickets", "delivery_meta", "schema_version"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    pg = Server()
-    try:
-        pg.start(timeout=60)
-        yield pg
-    finally:
-        pg.remove()
+@pytest.fixture
+def server(pg_server: Server) -> Server:
+    return pg_server
 
 
 @pytest.fixture
-def engine(server: Server, request: pytest.FixtureRequest) -> PostgreSQL:
+def engine(pg_database: ThrowawayDatabase) -> ThrowawayDatabase:
     """A fresh database of its own per test."""
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
-    server.psql(f"CREATE DATABASE {name}", database="postgres")
-    return PostgreSQL(server.dsn.rsplit("/", 1)[0] + "/" + name)
+    return pg_database
 
 
 def tables(engine: PostgreSQL) -> set[str]:
@@ -125,6 +118,51 @@ def test_newer_tables_are_refused_untouched(engine: PostgreSQL) -> None:
     assert versions(engine) == {**CURRENT, "delivery": DELIVERY.version + 1}
 
 
-def test_qmark_keeps_literals_and_percent_signs() -> None:
-    assert qmark("SELECT '?', ? WHERE x LIKE 'a%' AND y = ?") == "SELECT '?', %s WHERE x LIKE 'a%' AND y = %s"
-    assert qmark("SELECT '100%'' ?', ?, 5 % 2") == "SELECT '100%'' ?', %s, 5 %% 2"
+def test_translate_keeps_literals_and_percent_signs() -> None:
+    assert translate("SELECT '?', ? WHERE x LIKE 'a%' AND y = ?") == "SELECT '?', %s WHERE x LIKE 'a%' AND y = %s"
+    assert translate("SELECT '100%'' ?', ?, 5 % 2") == "SELECT '100%'' ?', %s, 5 %% 2"
+    assert translate("SELECT value FROM json_each(?) WHERE 'json_each(?)' != ?") == (
+        "SELECT value FROM json_array_elements_text(CAST(%s AS json)) WHERE 'json_each(?)' != %s")
+
+
+def test_the_password_stays_out_of_descriptions_and_errors(server: Server) -> None:
+    engine = PostgreSQL(f"postgresql://monitor@127.0.0.1:{server.port}/monitor", password="not-the-password")
+    assert engine.describe() == f"postgresql://monitor@127.0.0.1:{server.port}/monitor"
+    assert "not-the-password" not in repr(engine)
+    with pytest.raises(StorageError, match="password authentication failed") as info:
+        EventStore(engine)
+    assert "not-the-password" not in str(info.value)
+
+
+def test_write_transactions_are_serialized_like_sqlites(engine: ThrowawayDatabase) -> None:
+    """``BEGIN IMMEDIATE`` takes the store's write lock: a second writer waits for it (here: gives up
+    after its lock wait), while readers go on. Without the lock both would claim the same outbox rows."""
+    open_store(engine, components(), what="the store", busy_timeout=5.0).close()
+    first = engine.connect()
+    second = engine.connect()
+    engine.set_lock_wait(second, 0.2)
+    with transaction(first):
+        first.execute("INSERT INTO target_state (target, state, since) VALUES (?, ?, ?)", ("a", "up", 1.0))
+        assert second.execute("SELECT count(*) FROM target_state").fetchone()[0] == 0  # readers: no wait
+        with pytest.raises(DatabaseError, match="lock timeout"):
+            second.execute("BEGIN IMMEDIATE")
+        second.execute("ROLLBACK")
+    with transaction(second):  # released at the first one's commit
+        assert second.execute("SELECT count(*) FROM target_state").fetchone()[0] == 1
+
+
+def test_a_store_reconnects_after_the_server_went_away(engine: ThrowawayDatabase, server: Server) -> None:
+    """The statement that meets the outage fails (the daemon holds what it could not write and retries);
+    the next one, with the server back, reconnects on its own."""
+    store = EventStore(engine, busy_timeout=0.5)
+    store.append([StateChange("a", State.UP, State.DOWN, 1.0, "x")])
+    server.stop()
+    try:
+        with pytest.raises(StorageError, match="cannot append to the event store postgresql://"):
+            store.append([StateChange("a", State.DOWN, State.UP, 2.0, "y")])
+    finally:
+        server.start(timeout=60)
+    store.append([StateChange("a", State.DOWN, State.UP, 3.0, "z")])
+    assert [c.reason for c in store.changes()] == ["x", "z"]
+    assert store.load_states() == {"a": (State.UP, 3.0)}
+    store.close()

@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import random
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +18,7 @@ from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff
 from monitor.delivery.worker import RateLimit, Worker
 from tests.delivery_support import sample
 from tests.servers.common import until
+from tests.store_engines import Where, connect, pg_server_fixture, where_fixture  # noqa: F401  (fixtures)
 
 POLICY = RetrySettings(initial=1.0, maximum=60.0, factor=2.0, jitter=0.5, deadline=600.0)
 
@@ -81,8 +80,8 @@ def row(key: str, channel: str = "email", group: str = "") -> NewRow:
     return NewRow(key, inc, action, rcpt, channel, group, {"k": key})
 
 
-def test_idempotency_key_deduplicates_and_state_is_stored_with_rows(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "m.db")
+def test_idempotency_key_deduplicates_and_state_is_stored_with_rows(where: Where) -> None:
+    ob = Outbox(where)
     assert ob.add([row("I-1/a/x/1"), row("I-1/a/y/1")], {"I-1": ("open", {"n": 1})}, {"cursor": "5"}, 1.0) == 2
     assert ob.add([row("I-1/a/x/1"), row("I-1/a/x/2")], {}, {}, 2.0) == 1
     assert [r["key"] for r in ob.rows()] == ["I-1/a/x/1", "I-1/a/y/1", "I-1/a/x/2"]
@@ -90,8 +89,8 @@ def test_idempotency_key_deduplicates_and_state_is_stored_with_rows(tmp_path: Pa
     assert ob.meta("cursor") == "5"
 
 
-def test_groups_are_delivered_in_order_and_failures_block_only_their_group(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "m.db")
+def test_groups_are_delivered_in_order_and_failures_block_only_their_group(where: Where) -> None:
+    ob = Outbox(where)
     ob.add([row("A/open/d/1", "desk", "g:A"), row("A/comment/d/1", "desk", "g:A"),
             row("B/open/d/1", "desk", "g:B")], {}, {}, 1.0)
     first = ob.take("desk", 1.0, 10)
@@ -103,8 +102,8 @@ def test_groups_are_delivered_in_order_and_failures_block_only_their_group(tmp_p
     assert [r.key for r in ob.take("desk", 5.0, 10)] == ["A/open/d/1"]
 
 
-def test_only_rows_being_sent_at_a_crash_come_back_uncertain(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+def test_only_rows_being_sent_at_a_crash_come_back_uncertain(where: Where) -> None:
+    db = where
     ob = Outbox(db)
     ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
     x, y, _ = ob.take("email", 1.0, 3)
@@ -157,13 +156,16 @@ async def running(worker: Worker) -> AsyncIterator[None]:
             await task
 
 
-def inflight(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as con:
+def inflight(db: Where) -> dict[str, int]:
+    con = connect(db)
+    try:
         return dict(con.execute("SELECT key, inflight FROM outbox WHERE status = 'pending'").fetchall())
+    finally:
+        con.close()
 
 
-async def test_each_outcome_is_committed_before_the_next_send(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+async def test_each_outcome_is_committed_before_the_next_send(where: Where) -> None:
+    db = where
     ob = Outbox(db)
     ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
     sender = ScriptedSender()
@@ -180,8 +182,8 @@ async def test_each_outcome_is_committed_before_the_next_send(tmp_path: Path) ->
     assert [(r.key, r.uncertain) for r in ob.take("email", 2.0, 10)] == [("I/a/y/1", True), ("I/a/z/1", False)]
 
 
-async def test_receiver_back_while_a_batch_fails_retries_at_once_not_after_the_backoff(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "m.db")
+async def test_receiver_back_while_a_batch_fails_retries_at_once_not_after_the_backoff(where: Where) -> None:
+    ob = Outbox(where)
     ob.add([row("I/a/x/1")], {}, {}, 1.0)
     sender = ScriptedSender()
     sender.fail.add("I/a/x/1")
@@ -195,8 +197,8 @@ async def test_receiver_back_while_a_batch_fails_retries_at_once_not_after_the_b
     assert sender.calls == ["I/a/x/1", "I/a/x/1"]
 
 
-async def test_concurrent_lanes_send_each_row_once(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "m.db")
+async def test_concurrent_lanes_send_each_row_once(where: Where) -> None:
+    ob = Outbox(where)
     ob.add([row(f"I/a/{i}/1") for i in range(40)], {}, {}, 1.0)
     sender = ScriptedSender()
     for i in range(40):
@@ -229,8 +231,8 @@ async def test_rate_limit_paces_after_a_one_second_burst_in_virtual_time() -> No
     assert t[0] == pytest.approx(112.25)
 
 
-async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "m.db")
+async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason(where: Where) -> None:
+    ob = Outbox(where)
     ob.add([row("I/a/ok/1", "metrics-test"), row("I/a/later/1", "metrics-test"), row("I/a/bad/1", "metrics-test")],
            {}, {}, 1.0)
 
@@ -245,21 +247,21 @@ async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason
 
     sender = Mixed()
     sender.channel = "metrics-test"
-    before = {n: sample(n, channel="metrics-test") for n in ("monitor_delivery_delivered_total",)}
+    counted = [("monitor_delivery_delivered_total", {}), ("monitor_delivery_retries_total", {"reason": "smtp_451"}),
+               ("monitor_delivery_failed_total", {"reason": "smtp_550"})]
+    before = [sample(n, channel="metrics-test", **labels) for n, labels in counted]  # (once per engine)
     worker = Worker(ob, sender, POLICY, ManualClock(1.0))
     async with running(worker):
         await until(lambda: len(sender.calls) == 3, 5, "three attempts")
         await until(lambda: ob.next_due("metrics-test") is not None and not ob.take("metrics-test", 1.0, 10), 5,
                     "the batch recorded")
-    assert sample("monitor_delivery_delivered_total", channel="metrics-test") - before[
-        "monitor_delivery_delivered_total"] == 1
-    assert sample("monitor_delivery_retries_total", channel="metrics-test", reason="smtp_451") == 1
-    assert sample("monitor_delivery_failed_total", channel="metrics-test", reason="smtp_550") == 1
+    after = [sample(n, channel="metrics-test", **labels) for n, labels in counted]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
     assert ob.pending() == {"metrics-test": (1, 1.0)}
 
 
-async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_next_token(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_next_token(where: Where) -> None:
+    db = where
     ob = Outbox(db)
     ob.add([row("I/a/x/1"), row("I/a/y/1")], {}, {}, 1.0)
     sender = ScriptedSender()
@@ -280,8 +282,8 @@ async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_ne
         await until(lambda: not ob.pending(), 5, "y delivered")
 
 
-def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(where: Where) -> None:
+    db = where
     ob = Outbox(db)
     ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
     x, y, z = ob.take("email", 1.0, 3)
@@ -297,8 +299,8 @@ def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(t
     assert [(r.key, r.uncertain) for r in again.take("email", 2.0, 10)] == [("I/a/y/1", True)]
 
 
-async def test_a_worker_restarted_in_the_same_process_settles_what_its_last_run_left_in_flight(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "m.db")
+async def test_a_worker_restarted_in_the_same_process_settles_what_its_last_run_left_in_flight(where: Where) -> None:
+    ob = Outbox(where)
     ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1", "mqtt")], {}, {}, 1.0)
     x, y = ob.take("email", 1.0, 2)
     ob.finish([], [], [], 1.0, sending=[x.id, y.id])

@@ -1,4 +1,4 @@
-"""The event store: append-only log, consistent current states, migrations."""
+"""The event store: append-only log, consistent current states, migrations; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,51 +12,54 @@ import pytest
 from monitor.errors import StorageError
 from monitor.state import State, StateChange
 from monitor.store import MIGRATIONS, EventStore
+from tests.store_engines import Where, child_code, connect, pg_server_fixture, where_fixture  # noqa: F401
 
 
-def test_append_and_read_back(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "m.db")
+def test_append_and_read_back(where: Where) -> None:
+    store = EventStore(where)
     store.append([StateChange("a", State.UNKNOWN, State.UP, 10.0, "first reply")])
     store.append([StateChange("a", State.UP, State.DOWN, 20.0, "3 consecutive failed polls")])
     store.append([StateChange("b", State.UNKNOWN, State.DOWN, 15.0, "x")])
     assert store.load_states() == {"a": (State.DOWN, 20.0), "b": (State.DOWN, 15.0)}
     assert [c.new for c in store.changes(targets=["a"])] == [State.UP, State.DOWN]
     assert [c.target for c in store.changes(since=12, until=30)] == ["a", "b"]
+    first = store.run_started(5.0)
+    store.run_alive(first, 6.0)
+    store.run_stopped(store.run_started(7.0), 8.0)
     store.close()
-    reopened = EventStore(tmp_path / "m.db")
+    reopened = EventStore(where)
     assert reopened.schema_version == len(MIGRATIONS)
     assert len(list(reopened.changes())) == 3
+    assert reopened.runs() == [(5.0, 6.0), (7.0, 8.0)]  # the first crashed: it ends at its last heartbeat
+    reopened.close()
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    EventStore(path).close()
-    db = sqlite3.connect(path)
+def test_newer_schema_is_refused(where: Where) -> None:
+    EventStore(where).close()
+    db = connect(where)
     db.execute("UPDATE schema_version SET version = ? WHERE component = 'events'", (len(MIGRATIONS) + 1,))
-    db.commit()
     db.close()
     with pytest.raises(StorageError, match="newer than this program knows"):
-        EventStore(path)
+        EventStore(where)
 
 
-def test_kill_minus_nine_mid_write_leaves_log_and_states_consistent(tmp_path: Path) -> None:
+def test_kill_minus_nine_mid_write_leaves_log_and_states_consistent(where: Where) -> None:
     """A writer process killed at a random point: every logged change has its state row and vice versa."""
-    path = tmp_path / "m.db"
-    EventStore(path).close()
-    code = f"""
+    EventStore(where).close()
+    code = child_code(where) + """
 import itertools
 from monitor.store import EventStore
 from monitor.state import State, StateChange
-s = EventStore(__import__('pathlib').Path({str(path)!r}))
+s = EventStore(db)
 print('ready', flush=True)
 for i in itertools.count():
     new = State.DOWN if i % 2 else State.UP
-    s.append([StateChange(f't{{j}}', State.UNKNOWN, new, float(i), 'x') for j in range(50)])
+    s.append([StateChange(f't{j}', State.UNKNOWN, new, float(i), 'x') for j in range(50)])
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
-    db = sqlite3.connect(path)
+    db = connect(where)
     deadline_rows = 0
     while deadline_rows < 2000:  # let it write a few batches, then kill it hard
         deadline_rows = db.execute("SELECT count(*) FROM state_changes").fetchone()[0]
@@ -64,24 +67,23 @@ for i in itertools.count():
     proc.wait()
     proc.stdout.close()
     db.close()
-    store = EventStore(path)
+    store = EventStore(where)
     changes = list(store.changes())
     assert len(changes) % 50 == 0  # whole transactions only
     last = {}
     for c in changes:
         last[c.target] = (c.new, c.ts)
     assert store.load_states() == last
+    store.close()
 
 
-def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path: Path) -> None:
+def test_processes_opening_a_new_store_at_once_migrate_it_once(where: Where) -> None:
     """The daemon and a CLI may create the store together: one migrates, the other sees it done."""
-    path = tmp_path / "m.db"
-    code = f"""
+    code = child_code(where) + """
 import sys
-from pathlib import Path
 from monitor.store import EventStore
 sys.stdin.readline()  # start together
-s = EventStore(Path({str(path)!r}))
+s = EventStore(db, busy_timeout=30.0)
 print(s.schema_version)
 """
     procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

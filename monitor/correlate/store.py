@@ -12,7 +12,6 @@ into the daemon's memory.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 from monitor.correlate.engine import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
-from monitor.db import OPEN_TIMEOUT, SQLite, open_store
+from monitor.db import ERRORS, OPEN_TIMEOUT, Engine, SQLite, StoreConnection, engine_for, open_store
 from monitor.db import transaction as _tx
 from monitor.errors import MonitorError, StorageError
 from monitor.state import State
@@ -82,12 +81,18 @@ class ActionRow:
 class IncidentStore:
     """Incidents, their history, staff actions and maintenance windows, next to the state-change log."""
 
-    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
-        """``busy_timeout``: how long a write waits for another connection's lock (the daemon's is short,
-        since the wait blocks its event loop; see :class:`monitor.correlate.service.CorrelationService`)."""
-        self.path = path
-        self.db = open_store(SQLite(path), components(), what="the incident store", busy_timeout=busy_timeout,
-                             migrate_timeout=OPEN_TIMEOUT)
+    def __init__(self, where: Path | Engine[StoreConnection], busy_timeout: float = 5.0) -> None:
+        """``where``: the SQLite file, or another engine (``store:`` in the config). ``busy_timeout``: how
+        long a write waits for another connection's lock (the daemon's is short, since the wait blocks its
+        event loop; see :class:`monitor.correlate.service.CorrelationService`)."""
+        engine = engine_for(where)
+        self.path = engine.describe()
+        self.db: StoreConnection = open_store(engine, components(), what="the incident store",
+                                              busy_timeout=busy_timeout, migrate_timeout=OPEN_TIMEOUT)
+        # attaching targets: SQLite keeps its INSERT OR REPLACE (a third faster than the upsert on an
+        # outage's 100k rows); other engines upsert, each target once per statement
+        self._embedded = isinstance(engine, SQLite)
+        self._row_ops, self._bulk_ops = (_ROW_SQL_OPS, _BULK_SQL) if self._embedded else (_UPSERT_ROW, _UPSERT_BULK)
 
     def close(self) -> None:
         self.db.close()
@@ -134,7 +139,7 @@ class IncidentStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
 
     def _event(self, e: IncidentEvent, open_incidents: dict[str, tuple[Incident, Kind]]) -> None:
@@ -154,9 +159,9 @@ class IncidentStore:
             inc_basis = open_incidents.get(e.incident)
             seq = int(e.incident.rsplit("-", 1)[1])
             db.execute(
-                "INSERT OR IGNORE INTO incidents"
+                "INSERT INTO incidents"
                 " (id, seq, kind, basis, root, status, opened_at, updated_at, last_update)"
-                " VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?) ON CONFLICT DO NOTHING",
                 (e.incident, seq, e.kind, inc_basis[1] if inc_basis else e.kind, e.root, e.ts, e.ts, e.ts),
             )
         elif e.event == "updated":
@@ -179,7 +184,7 @@ class IncidentStore:
             " grace_from = excluded.grace_from, clear_since = excluded.clear_since,"
             " last_update = excluded.last_update, was_outage = excluded.was_outage,"
             " pending_since = excluded.pending_since"
-            " WHERE status = 'open' OR (basis = 'blind' AND cleared_at IS NULL)",  # (closed_blind())
+            " WHERE incidents.status = 'open' OR (incidents.basis = 'blind' AND incidents.cleared_at IS NULL)",
             (inc.id, inc.seq, inc.kind, basis, inc.root, inc.opened_at, inc.opened_at, inc.grace_from,
              inc.clear_since, inc.last_update, int(inc.was_outage), inc.pending_since),
         )
@@ -189,13 +194,14 @@ class IncidentStore:
 
         A run for one incident (an outage taking 100k targets) goes in as ONE statement over a
         JSON array, so SQLite walks the rows in C instead of binding each from Python (half the
-        cost). Order inside a run does not matter: repeating an operation on a row is idempotent.
+        cost; PostgreSQL's ``json_array_elements_text``, one round trip). Order inside a run does not
+        matter: repeating an operation on a row is idempotent.
         """
         i = 0
         while i < len(log):
             inc, target, op = log[i]
             if not isinstance(target, str):  # a run the engine logged as one entry
-                self.db.execute(_BULK_SQL[op], (inc, json.dumps(target)))
+                self.db.execute(self._bulk_ops[op], (inc, self._json_run(target)))
                 i += 1
                 continue
             run = [target]
@@ -204,9 +210,14 @@ class IncidentStore:
                 run.append(t)
                 i += 1
             if len(run) >= _BULK:
-                self.db.execute(_BULK_SQL[op], (inc, json.dumps(run)))
+                self.db.execute(self._bulk_ops[op], (inc, self._json_run(run)))
             else:
-                self.db.executemany(_ROW_SQL_OPS[op], [(inc, t) for t in run])
+                self.db.executemany(self._row_ops[op], [(inc, t) for t in run])
+
+    def _json_run(self, targets: Sequence[str]) -> str:
+        """A run of targets as the JSON array of one bulk statement; each once outside SQLite (an upsert
+        may not touch a row twice in one statement on PostgreSQL)."""
+        return json.dumps(targets if self._embedded else list(dict.fromkeys(targets)))
 
     # ------------------------------------------------------------ restart
 
@@ -248,9 +259,10 @@ class IncidentStore:
     def left_down(self) -> dict[str, tuple[str, float]]:
         """Targets still down when staff resolved their incident (``down = 2``) -> (that incident, when
         it was resolved), the latest such incident per target."""
-        rows = self.db.execute(  # SQLite takes the bare column t.incident from the row with the MAX
-            "SELECT t.target, t.incident, MAX(i.closed_at) FROM incident_targets t"
-            " JOIN incidents i ON i.id = t.incident WHERE t.down = 2 AND i.closed_at IS NOT NULL GROUP BY t.target"
+        rows = self.db.execute(  # the latest last: a later row of a target replaces an earlier one
+            "SELECT t.target, t.incident, i.closed_at FROM incident_targets t"
+            " JOIN incidents i ON i.id = t.incident WHERE t.down = 2 AND i.closed_at IS NOT NULL"
+            " ORDER BY i.closed_at, i.seq"
         )
         return {t: (inc, float(at)) for t, inc, at in rows}
 
@@ -308,7 +320,7 @@ class IncidentStore:
             return float(row[0])
         try:
             self.db.execute("INSERT INTO correlation_meta (key, value) VALUES ('observed_since', ?)", (repr(now),))
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"{self.path}: cannot record when correlation started: {exc}") from exc
         return now
 
@@ -415,7 +427,7 @@ class IncidentStore:
                 " (SELECT value FROM correlation_meta WHERE key = 'maintenance_rev'),"
                 " (SELECT COUNT(*) FROM incidents WHERE status = 'open')"
             ).fetchone()
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot read the store: {exc}") from exc
         return tuple(row)
 
@@ -507,12 +519,13 @@ class IncidentStore:
     ) -> int:
         with _tx(self.db):
             cur = self.db.execute(
-                "INSERT INTO maintenance (node, start, end, reason, author, customers, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                'INSERT INTO maintenance (node, start, "end", reason, author, customers, created_at)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (node, start, end, reason, author, json.dumps(list(customers)), now),
             )
+            window_id = int(cur.fetchall()[0][0])
             self._bump()
-        return int(cur.lastrowid or 0)
+        return window_id
 
     def remove_window(self, window_id: int, now: float) -> None:
         with _tx(self.db):
@@ -524,7 +537,7 @@ class IncidentStore:
             self._bump()
 
     def maintenance(self, *, include_removed: bool = False) -> list[MaintenanceRow]:
-        sql = "SELECT id, node, start, end, reason, author, customers, created_at, removed_at FROM maintenance"
+        sql = 'SELECT id, node, start, "end", reason, author, customers, created_at, removed_at FROM maintenance'
         if not include_removed:
             sql += " WHERE removed_at IS NULL"
         return [
@@ -542,7 +555,7 @@ class IncidentStore:
     def _bump(self) -> None:
         self.db.execute(
             "INSERT INTO correlation_meta (key, value) VALUES ('maintenance_rev', '1') ON CONFLICT(key)"
-            " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            " DO UPDATE SET value = CAST(CAST(correlation_meta.value AS INTEGER) + 1 AS TEXT)"
         )
 
 
@@ -568,12 +581,15 @@ _ROW_SQL_OPS = {
 }
 _BULK_SQL = {
     ADD: "INSERT OR REPLACE INTO incident_targets (incident, target, down) SELECT ?, value, 1 FROM json_each(?)",
-    RECOVERED: "UPDATE incident_targets SET down = 0 WHERE incident = ?1"
-    " AND target IN (SELECT value FROM json_each(?2))",
-    DROP: "DELETE FROM incident_targets WHERE incident = ?1 AND target IN (SELECT value FROM json_each(?2))",
-    LEFT_DOWN: "UPDATE incident_targets SET down = 2 WHERE incident = ?1"
-    " AND target IN (SELECT value FROM json_each(?2))",
+    RECOVERED: "UPDATE incident_targets SET down = 0 WHERE incident = ? AND target IN (SELECT value FROM json_each(?))",
+    DROP: "DELETE FROM incident_targets WHERE incident = ? AND target IN (SELECT value FROM json_each(?))",
+    LEFT_DOWN: "UPDATE incident_targets SET down = 2 WHERE incident = ? AND target IN (SELECT value FROM json_each(?))",
 }
+#: (re)attaching a target on other engines: the same as INSERT OR REPLACE on a table of its key and ``down``
+_ATTACH = " ON CONFLICT (incident, target) DO UPDATE SET down = excluded.down"
+_UPSERT_ROW = {**_ROW_SQL_OPS, ADD: "INSERT INTO incident_targets (incident, target, down) VALUES (?, ?, 1)" + _ATTACH}
+_UPSERT_BULK = {**_BULK_SQL, ADD: "INSERT INTO incident_targets (incident, target, down)"
+                " SELECT ?, value, 1 FROM json_each(?) WHERE true" + _ATTACH}  # (WHERE: SQLite's parser wants it)
 _ROW_SQL = (
     "SELECT i.id, i.kind, i.root, i.status, i.opened_at, i.updated_at, i.cleared_at, i.closed_at, i.merged_into,"
     " i.acked_at, i.acked_by, i.was_outage FROM incidents i"

@@ -1,7 +1,7 @@
 """The durable outbox: every side effect of an incident is a row before anything is sent.
 
-Rows live in the daemon's SQLite file (next to the state log and the incidents) and carry an
-idempotency key ``incident/action/recipient/version``: planning the same event twice inserts
+Rows live in the daemon's store (SQLite or PostgreSQL, :mod:`monitor.db`), next to the state log and
+the incidents, and carry an idempotency key ``incident/action/recipient/version``: planning the same event twice inserts
 nothing new. ``inflight`` says where a row is: 0 waiting, :data:`CLAIMED` taken by a worker but not
 attempted, :data:`SENDING` handed to an adapter. The worker records each outcome as soon as it is
 known, in the same commit that marks its next row as sending, so after a crash only the rows that
@@ -17,13 +17,12 @@ The tables are delivery's own component of the store, with numbered migrations o
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitor.db import OPEN_TIMEOUT, SQLite, open_store
+from monitor.db import ERRORS, OPEN_TIMEOUT, Engine, StoreConnection, engine_for, open_store
 from monitor.db import transaction as _tx
 from monitor.errors import StorageError
 from monitor.store import components
@@ -61,14 +60,16 @@ class Row(NewRow):
 
 
 class Outbox:
-    """Outbox rows, the planner's memory and the incident → ticket map, in one SQLite connection."""
+    """Outbox rows, the planner's memory and the incident → ticket map, in one connection to the store."""
 
-    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
-        """``busy_timeout``: how long a write waits for another connection's lock; the daemon passes a
-        short one (the wait blocks its event loop; a failed write is retried, the rows stay put)."""
-        self.path = path
-        self.db = open_store(SQLite(path), components(), what="the outbox in", busy_timeout=busy_timeout,
-                             migrate_timeout=OPEN_TIMEOUT)
+    def __init__(self, where: Path | Engine[StoreConnection], busy_timeout: float = 10.0) -> None:
+        """``where``: the SQLite file, or another engine (``store:`` in the config). ``busy_timeout``: how
+        long a write waits for another connection's lock; the daemon passes a short one (the wait blocks
+        its event loop; a failed write is retried, the rows stay put)."""
+        engine = engine_for(where)
+        self.path = engine.describe()
+        self.db: StoreConnection = open_store(engine, components(), what="the outbox in",
+                                              busy_timeout=busy_timeout, migrate_timeout=OPEN_TIMEOUT)
         self.recovered, self.assumed = self.recover()
 
     def recover(self, channel: str | None = None) -> tuple[int, int]:
@@ -86,7 +87,7 @@ class Outbox:
                                            (SENDING, *args)).rowcount
                 assumed = self._assume_delivered(f"inflight = ?{only}", (HANDED_OVER, *args))
                 self.db.execute(f"UPDATE outbox SET inflight = 0 WHERE inflight = ?{only}", (CLAIMED, *args))
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot settle interrupted deliveries in {self.path}: {exc}") from exc
         return repeated, assumed
 
@@ -102,14 +103,12 @@ class Outbox:
         """Insert rows (duplicates by key are ignored) with the planner's memory, atomically."""
         try:
             with _tx(self.db):
-                before = self.db.total_changes
-                self.db.executemany(
-                    "INSERT OR IGNORE INTO outbox (key, incident, action, recipient, channel, grp, payload,"
-                    " created_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                added = self.db.executemany(  # (rowcount: the rows inserted, summed over the batch)
+                    "INSERT INTO outbox (key, incident, action, recipient, channel, grp, payload,"
+                    " created_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [(r.key, r.incident, r.action, r.recipient, r.channel, r.group, json.dumps(r.payload), now,
                       max(now, r.not_before)) for r in rows],
-                )
-                added = self.db.total_changes - before
+                ).rowcount
                 self.db.executemany(
                     "INSERT INTO delivery_state (incident, status, state) VALUES (?, ?, ?) ON CONFLICT(incident)"
                     " DO UPDATE SET status = excluded.status, state = excluded.state",
@@ -119,7 +118,7 @@ class Outbox:
                     "INSERT INTO delivery_meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
                     " DO UPDATE SET value = excluded.value", list(meta.items()),
                 )
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot queue deliveries in {self.path}: {exc}") from exc
         return added
 
@@ -155,7 +154,7 @@ class Outbox:
                     (channel, now, limit),
                 ).fetchall()
                 self.db.executemany("UPDATE outbox SET inflight = ? WHERE id = ?", [(CLAIMED, r[0]) for r in rows])
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
         return [Row(r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), id=r[0], attempts=r[8],
                     uncertain=bool(r[9]), created_at=r[10]) for r in rows]
@@ -181,7 +180,7 @@ class Outbox:
                 self.db.executemany(
                     "UPDATE outbox SET status = 'failed', inflight = 0, attempts = attempts + 1, done_at = ?,"
                     " reason = ?, error = ? WHERE id = ?", [(now, r, err, i) for i, r, err in failed])
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"cannot record deliveries in {self.path}: {exc}") from exc
 
     def handed_over(self, row_id: int, now: float) -> None:
