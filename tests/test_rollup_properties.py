@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+from itertools import pairwise
+from zoneinfo import ZoneInfo
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.report.compute import compute
 from monitor.report.model import Interval, Period, ReportInput
 from monitor.report.source import expand_maintenance
-from monitor.tsdb.rollup import AVAILABILITY, availability_points
+from monitor.tsdb.rollup import AVAILABILITY, availability_points, hour_bounds
 from tests.report_support import inventory
 
 H = 3600.0
@@ -47,6 +52,64 @@ def test_hourly_sums_are_the_reports_seconds(inp: ReportInput) -> None:
         fields = dict(p.fields)
         assert set(fields) == {"up_s", "down_s"} and 0 <= fields["up_s"] + fields["down_s"] <= H + 1e-6
         if inp.period.start <= p.time_ns / 1e9 < inp.period.end:
+            acc = sums.setdefault(dict(p.tags)["node"], [0.0, 0.0])
+            acc[0] += float(fields["up_s"])
+            acc[1] += float(fields["down_s"])
+    for tid, fig in report.items():
+        up, down = sums.get(tid, [0.0, 0.0])
+        assert abs(up - fig.up_s) < 1e-3 and abs(down - fig.down_s) < 1e-3, tid
+
+
+# Zones whose offset is not whole hours, with and without clock changes (Lord Howe's is 30 minutes).
+ZONES = ("UTC", "America/Bogota", "Asia/Kolkata", "America/St_Johns", "Asia/Kathmandu", "Australia/Lord_Howe",
+         "Europe/Madrid")
+Y2026 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+CHANGES = [datetime(2026, m, d, h, tzinfo=ZoneInfo(z)).timestamp() for z, m, d, h in (
+    ("America/St_Johns", 3, 8, 1), ("America/St_Johns", 11, 1, 0), ("Australia/Lord_Howe", 10, 4, 1),
+    ("Australia/Lord_Howe", 4, 5, 1), ("Europe/Madrid", 3, 29, 1), ("Europe/Madrid", 10, 25, 1))]
+
+
+def _on_hour(ts: float, zone: ZoneInfo) -> bool:
+    local = datetime.fromtimestamp(ts, zone)
+    return local.minute == 0 and local.second == 0
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(st.sampled_from(ZONES), st.sampled_from(CHANGES) | st.floats(Y2026, Y2026 + 365 * 86400),
+       st.floats(-3 * H, 3 * H), st.floats(0, 8 * H))
+def test_buckets_are_the_hours_of_the_local_clock(tz: str, around: float, shift: float, length: float) -> None:
+    """Issue 18: a bucket starts whenever the configured zone's clock reads a whole hour, and only
+    then; in Asia/Kolkata that is :30 UTC, around St John's and Lord Howe's clock changes too."""
+    start = around + shift
+    bounds = hour_bounds(start, start + length, tz)
+    zone = ZoneInfo(tz)
+    assert bounds[0] <= start and bounds[-1] >= start + length and len(bounds) >= 2
+    assert all(b.is_integer() and _on_hour(b, zone) for b in bounds)
+    assert all(1800 <= b - a <= 5400 for a, b in pairwise(bounds))
+    minutes = range(int(bounds[0]), int(bounds[-1]) + 1, 60)  # every local-hour start between is a bound
+    assert [float(m) for m in minutes if _on_hour(m, zone)] == bounds
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(inputs(), st.sampled_from(("Asia/Kolkata", "America/St_Johns", "Asia/Kathmandu")))
+def test_a_half_hour_zones_day_is_whole_buckets_and_the_reports_seconds(inp: ReportInput, tz: str) -> None:
+    """Issue 18: in a zone whose offset is not whole hours, the points stamped inside a local period sum
+    to the report's seconds for it; with epoch-hour buckets the first and last borrowed a partial hour."""
+    day = datetime.fromtimestamp(START, ZoneInfo(tz)).replace(hour=0, minute=0, second=0).timestamp()
+    shift = day + 86400 - inp.period.start  # the local day after START's, its history moved with it
+    moved = {t: [(ts + shift, s) for ts, s in h] for t, h in inp.history.items()}
+    inp = replace(inp, period=Period(day + 86400, day + 2 * 86400, "d", tz), history=moved,
+                  maintenance={t: [Interval(i.start + shift, i.end + shift) for i in w]
+                               for t, w in inp.maintenance.items()},
+                  blind=[Interval(i.start + shift, i.end + shift) for i in inp.blind],
+                  until=None if inp.until is None else inp.until + shift)
+    report = {r.key: r.figures for r in compute(inp, "node").rows}
+    sums: dict[str, list[float]] = {}
+    zone = ZoneInfo(tz)
+    for p in availability_points(inp):
+        assert _on_hour(p.time_ns / 1e9, zone)
+        if inp.period.start <= p.time_ns / 1e9 < inp.period.end:
+            fields = dict(p.fields)
             acc = sums.setdefault(dict(p.tags)["node"], [0.0, 0.0])
             acc[0] += float(fields["up_s"])
             acc[1] += float(fields["down_s"])
