@@ -39,6 +39,7 @@ from monitor.sdnotify import Notifier
 from monitor.state import StateChange, TargetState
 from monitor.store import EventStore
 from monitor.tsdb import annotations as notes
+from monitor.tsdb.rollup_job import HourlyRollup
 from monitor.tsdb.writer import TimeseriesWriter, make_writer
 from monitor.web.process import StatusProcess
 
@@ -74,6 +75,8 @@ class Daemon:
         self.web_server: StatusProcess | None = None  # the ``status_page:`` public page (its own process)
         self._web_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
+        #: the boards' hourly availability, written by the daemon itself (time series on)
+        self.rollup: HourlyRollup | None = None
         #: remote pollers' changes into the store and pipeline (``pollers:`` with pollers), and their feed
         self.remote: RemoteIntake | None = None
         self.feed: CoreFeed | None = None
@@ -112,6 +115,7 @@ class Daemon:
             event(log, logging.INFO, "time series are off: no database configured", config=self.config_path)
         else:
             writer.submit(notes.site_points(inv, self.clock.now()))
+            self.rollup = HourlyRollup(inv, state_dir / "monitor.db", self.clock, state_dir)
         self.pipeline = IncidentPipeline(inv, state_dir / "monitor.db", self.clock, writer, self.incident_sinks)
         polling.sinks.append(self._correlate)
         if inv.pollers is not None and inv.pollers.poller_zones():
@@ -137,6 +141,7 @@ class Daemon:
                 feed_task = tg.create_task(self.feed.run()) if self.feed is not None else None
                 zones_task = tg.create_task(self._watch_zones(self.zones)) if self.zones is not None else None
                 writer_task = tg.create_task(writer.run()) if writer else None
+                rollup_task = tg.create_task(self.rollup.run()) if self.rollup is not None else None
                 self.pipeline.start(tg)
                 heartbeat_task = tg.create_task(polling.heartbeat())
                 self._install_signal_handlers()
@@ -151,6 +156,8 @@ class Daemon:
                 self.notifier.stopping()
                 if watchdog_task is not None:
                     watchdog_task.cancel()
+                if rollup_task is not None:
+                    rollup_task.cancel()  # an hour cut short is rewritten at the next start
                 await self._stop_api()  # no new staff actions while draining (they would wait in the store)
                 await self._stop_web()
                 # Drain: no new polls, finish the ones in flight, then flush the writer.
@@ -242,6 +249,8 @@ class Daemon:
         if _api_inputs(new) != _api_inputs(old):
             await self._restart_api(new)
         await self._reload_web(old, new)
+        if self.rollup is not None:
+            self.rollup.inventory = new  # its zone and database settings
         if new.timeseries != old.timeseries:
             await self._reload_timeseries(new)
         added = sum(1 for tid in new.targets if tid not in old.targets)

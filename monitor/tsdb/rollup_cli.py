@@ -1,8 +1,10 @@
 """``monitor rollup``: write the hourly availability the boards read (see :mod:`monitor.tsdb.rollup`).
 
-Run it from a timer (hourly): by default it rewrites the last two days up to now, so the current
-hour fills in, and maintenance windows or blind time recorded since the last run replace the old
-figures. ``--month`` rewrites a whole month (e.g. after adding a window in the past).
+The daemon writes each hour itself (:class:`monitor.tsdb.rollup_job.HourlyRollup`, the same code);
+this command backfills: by default it rewrites the last two days up to now (the current hour
+included), ``--month`` a whole month (e.g. after adding a maintenance window in the past), or a gap
+longer than the daemon's two-day catch-up. The buckets are the configured zone's local hours
+whatever ``--tz`` the dates are given in.
 """
 
 from __future__ import annotations
@@ -11,23 +13,17 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Iterable
-from itertools import islice
 from pathlib import Path
 
-from monitor.errors import ConfigError, StorageRetryable
-from monitor.inventory.model import TimeseriesSettings
+from monitor.errors import ConfigError
 from monitor.report.cli import parse_period
 from monitor.report.model import Period
-from monitor.report.source import load_input
-from monitor.tsdb.lineprotocol import to_line_protocol
-from monitor.tsdb.point import Point
-from monitor.tsdb.rollup import availability_points
-from monitor.tsdb.writer import backend_for
+from monitor.tsdb.rollup_job import CATCH_UP, rollup_points, write_points
 from monitor.zones import configured_zone
 
-BATCH = 5000  # points per write request
-DEFAULT_DAYS = 2.0
+DEFAULT_DAYS = CATCH_UP / 86400.0
+
+__all__ = ["add_parser", "main", "write_points"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,46 +50,13 @@ def main(args: argparse.Namespace) -> int:
         days = DEFAULT_DAYS if args.days is None else args.days
         if not 0 < days <= 366:
             raise ConfigError(f"--days {days:g}: expected more than 0 and at most 366")
-        period = Period(now - days * 86400.0, now, f"last {days:g} days", "UTC")
+        period = Period(now - days * 86400.0, now, f"last {days:g} days", configured_zone(inv))
     else:
         period = parse_period(args.month, args.start, args.end, args.tz or configured_zone(inv))
     db = args.db or _store_path(args.config, inv.daemon.state_dir)
-    written = asyncio.run(write_points(inv.timeseries, availability_points(load_input(db, inv, period, until=now))))
+    written = asyncio.run(write_points(inv.timeseries, rollup_points(db, inv, period, now)))
     print(f"rollup: wrote {written} availability points for {period.label}", file=sys.stderr)
     return 0
-
-
-async def write_points(settings: TimeseriesSettings, points: Iterable[Point], *, attempts: int = 3,
-                       delay: float = 1.0) -> int:
-    """Send the points in batches, returning how many.
-
-    A batch the database could not take for a passing reason (unreachable, timeout, 5xx: retryable)
-    is sent again after ``delay``, doubling, up to ``attempts`` times: a busy database should not
-    cost an hour of board figures. Then, or at once for a refusal (credentials, no such database),
-    the :class:`StorageError` stops the run; the batches already sent are complete hours, and the
-    next run rewrites them anyway.
-    """
-    backend = backend_for(settings)
-    written = 0
-    try:
-        it = iter(points)
-        while batch := list(islice(it, BATCH)):
-            body = to_line_protocol(batch)
-            wait = delay
-            for attempt in range(1, attempts + 1):
-                try:
-                    if body:
-                        await backend.write(body)
-                    break
-                except StorageRetryable:
-                    if attempt == attempts:
-                        raise
-                    await asyncio.sleep(wait)  # backoff between attempts, not a wait for a condition
-                    wait *= 2
-            written += len(batch)
-    finally:
-        await backend.close()
-    return written
 
 
 def _store_path(config: Path, state_dir: str) -> Path:
