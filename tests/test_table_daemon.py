@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.correlate.incidents import IncidentEvent
 from monitor.daemon import Daemon
 from monitor.state import State, StateChange
 from tests.servers.common import free_port, until
@@ -166,6 +167,8 @@ async def test_station_vanishing_from_the_ap_table_turns_its_endpoint_down(tmp_p
     write_snmprec(src, stations(["a", "b"]))
     snmp_port = free_port()
     daemon = Daemon(ap_config(tmp_path, snmp_port))
+    events: list[IncidentEvent] = []
+    daemon.incident_sinks.append(events.extend)
     task: asyncio.Task[None] | None = None
     try:
         with snmpsim(tmp_path / "sim1", snmp_port, [str(src)]):
@@ -179,10 +182,14 @@ async def test_station_vanishing_from_the_ap_table_turns_its_endpoint_down(tmp_p
             assert daemon.store is not None
             downs = [c for c in daemon.store.changes(targets=["cpe-b"]) if c.new == State.DOWN]
             assert [c.reason for c in downs] == ["2 consecutive failed polls: absent from ap-1's table"]
+            await until(lambda: any(e.event == "opened" for e in events), 60, "an incident for the station")
     finally:
         daemon.request_stop()
         if task is not None:
             await asyncio.wait_for(task, 15)
+    # one customer's station left an AP that still answers: that customer's own single incident
+    assert [(e.event, e.kind, e.root, e.affected_customers) for e in events if e.event == "opened"] == [
+        ("opened", "single", "cpe-b", ("C-1",))]
 
 
 # -- a fibre cut on one PON port, through the real daemon ----------------------------------------------------
@@ -209,8 +216,6 @@ def fibre_config(folder: Path, snmp_port: int) -> Path:
 async def test_a_pon_ports_onus_going_los_are_one_incident_rooted_at_that_port(tmp_path: Path) -> None:
     """All three ONUs of port 0/0/1 report LOS while the OLT and port 0/0/2 are fine: one incident at
     olt-1:pon-0-0-1 with the three (not three singles, not the whole OLT), resolved when the light is back."""
-    from monitor.correlate.incidents import IncidentEvent
-
     src = tmp_path / "olt.snmprec"
     write_snmprec(src, ports_recording(FIBRE))
     snmp_port = free_port()
