@@ -30,14 +30,18 @@ PLACES: dict[str, tuple[str, str]] = {
 UTC_NAMES = ("UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "GMT", "Etc/GMT", "Universal")
 
 
-def zone_words(tz: str, lang: str) -> str:
-    """'hora de Colombia' / 'Colombia time'; 'UTC'; 'hora local (Asia/Tokyo)' for a zone without a name here."""
+def zone_words(tz: str, lang: str, short: bool = False) -> str:
+    """'hora de Colombia' / 'Colombia time'; 'UTC'; 'hora local (Asia/Tokyo)' for a zone without a name here.
+
+    ``short`` (SMS): a zone without a name here is only 'hora local' / 'local time', which its reader
+    (a customer or technician in that zone) understands; its id would cost an SMS its 160 characters.
+    """
     if tz in UTC_NAMES:
         return "UTC"
     place = PLACES.get(tz)
     if lang == "es":
-        return f"hora de {place[0]}" if place else f"hora local ({tz})"
-    return f"{place[1]} time" if place else f"local time ({tz})"
+        return f"hora de {place[0]}" if place else "hora local" if short else f"hora local ({tz})"
+    return f"{place[1]} time" if place else "local time" if short else f"local time ({tz})"
 
 
 def configured_zone(inv: Inventory) -> str:

@@ -19,6 +19,7 @@ from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 from monitor.notify.gsm import parts, to_gsm7
 from monitor.notify.render import BUILTIN, Renderer
+from monitor.zones import PLACES
 from tests.delivery_support import SECRETS, T0, ev, ids, load, write_config
 from tests.test_delivery_planner import Run, ctx_of, staff_action, window
 
@@ -188,3 +189,21 @@ def test_every_sms_says_whose_clock_and_stays_one_gsm7_message(tmp_path: Path) -
                     assert words in body, f"{lang}/{path.name} ({kind}) prints a time without its zone:\n{body}"
                     timed += 1
     assert timed >= 2 * len(KINDS) * 8   # the 8 SMS templates that print a time, both languages
+
+
+def test_every_sms_fits_in_every_zone_we_name_and_in_one_we_do_not(tmp_path: Path) -> None:
+    """The zone's words vary in length ("hora de República Dominicana"); a zone without a name here is
+    "hora local" in an SMS (its id, "hora local (America/St_Johns)", made the longest text two SMS)."""
+    samples = _samples(load(tmp_path))
+    renderer = Renderer()
+    for tz in (*PLACES, "America/St_Johns", "Asia/Kolkata"):
+        for lang in ("es", "en"):
+            for path in sorted((BUILTIN / lang).glob("*.sms.j2")):
+                event = path.name.split(".")[0]
+                for kind in KINDS:
+                    _, body = renderer.render(event, "sms", lang, {**samples[event], "kind": kind, "timezone": tz})
+                    assert parts(to_gsm7(body)) == 1, f"{tz}: {lang}/{path.name} ({kind}): {body}"
+                    assert "America/" not in body and "Asia/" not in body
+    _, sms = renderer.render("technician_resolved", "sms", "es", {**samples["technician_resolved"],
+                                                                  "timezone": "Asia/Kolkata"})
+    assert sms.endswith("(hora local).")
