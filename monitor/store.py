@@ -61,6 +61,12 @@ MIGRATIONS: tuple[str, ...] = (
         stopped REAL
     );
     """,
+    # 3: a DOWN's cause as the parent's subscriber table reported it (dying_gasp, los, other, unknown;
+    # NULL otherwise and in rows written before): correlation tells a power cut from a fibre cut by it,
+    # and must still after a restart
+    """
+    ALTER TABLE state_changes ADD COLUMN cause TEXT;
+    """,
 )
 
 
@@ -88,8 +94,8 @@ class EventStore:
         try:
             with transaction(self._db):
                 self._db.executemany(
-                    "INSERT INTO state_changes (ts, target, old, new, reason) VALUES (?, ?, ?, ?, ?)",
-                    [(c.ts, c.target, c.old.value, c.new.value, c.reason) for c in changes],
+                    "INSERT INTO state_changes (ts, target, old, new, reason, cause) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(c.ts, c.target, c.old.value, c.new.value, c.reason, c.cause) for c in changes],
                 )
                 self._db.executemany(
                     "INSERT INTO target_state (target, state, since) VALUES (?, ?, ?)"
@@ -130,7 +136,7 @@ class EventStore:
         self, *, since: float | None = None, until: float | None = None, targets: Iterable[str] | None = None
     ) -> Iterator[StateChange]:
         """State changes in the order they were recorded, optionally limited to a time range."""
-        sql = "SELECT ts, target, old, new, reason FROM state_changes WHERE 1=1"
+        sql = "SELECT ts, target, old, new, reason, cause FROM state_changes WHERE 1=1"
         args: list[object] = []
         if since is not None:
             sql += " AND ts >= ?"
@@ -139,9 +145,9 @@ class EventStore:
             sql += " AND ts < ?"
             args.append(until)
         wanted = set(targets) if targets is not None else None
-        for ts, target, old, new, reason in self._db.execute(sql + " ORDER BY id", args):
+        for ts, target, old, new, reason, cause in self._db.execute(sql + " ORDER BY id", args):
             if wanted is None or target in wanted:
-                yield StateChange(target, State(old), State(new), ts, reason)
+                yield StateChange(target, State(old), State(new), ts, reason, cause)
 
     def close(self) -> None:
         self._db.close()

@@ -82,7 +82,8 @@ def confirmed_changes(sc: Scenario) -> list[StateChange]:
             reasons = _reasons(target, rec.get("rtt_ms"), rec.get("loss"), sc.name, 0)
             obs = Observation(reachable=True, degraded_reasons=reasons)
         else:
-            obs = Observation(reachable=False, detail="no reply")
+            why = rec.get("cause")
+            obs = Observation(reachable=False, detail=f"last down cause {why}" if why else "no reply", cause=why)
         new, change = step(states.get(tid, TargetState()), obs, parse_ts(rec["ts"]), rule, tid)
         states[tid] = new
         if change is not None:
@@ -216,12 +217,38 @@ def one_incident_per_cause(run: Run) -> None:
         assert final in standing, f"{run.sc.name}: {child} folded into {into}, not into the cause's incident"
 
 
+def a_power_cut_is_never_a_network_incident(run: Run) -> None:
+    """ONUs that reported dying gasp (their mains power) are never what an ``outage``, ``suspected``
+    or ``single`` incident opens for: every endpoint such an incident opens with having failed with
+    dying gasp means a power cut (or one customer's own power) was taken for the network's failure,
+    and a crew sent to a blackout (issue 17). A topological outage (its root node down) is exempt:
+    the node's own failure is the cause then."""
+    cause: dict[str, list[tuple[float, str | None]]] = {}
+    for c in run.changes:
+        if c.new is State.DOWN:
+            cause.setdefault(c.target, []).append((c.ts, c.cause))
+
+    def why(t: str, ts: float) -> str | None:
+        seen = [w for since, w in cause.get(t, ()) if since <= ts]
+        return seen[-1] if seen else None
+
+    for e in run.events:
+        if e["event"] != "opened" or e["kind"] not in ("outage", "suspected", "single"):
+            continue
+        ts, eps = _ts(e), e["affected_endpoints"]
+        if e["root"] in run.topo.endpoint or run.state_at(e["root"], ts) is not State.DOWN:
+            assert not eps or any(why(t, ts) != "dying_gasp" for t in eps), (
+                f"{run.label(ts)}: {e['incident']} opened as {e['kind']} at {e['root']} for dying gasps only: {eps}"
+            )
+
+
 #: every invariant, run over every scenario (append yours)
 CHECKS: list[Callable[[Run], None]] = [
     not_blind_while_a_node_above_answers,
     never_counted_twice,
     many_failing_together_are_not_singles,
     one_incident_per_cause,
+    a_power_cut_is_never_a_network_incident,
 ]
 
 

@@ -123,20 +123,7 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
         for t in order:
             if t == tid or (tid.endswith("*") and t.startswith(tid[:-1])):
                 offsets[t] = float(off)
-    # intervals of failure per target: list of (from, to)
-    fail: dict[str, list[list[float]]] = {}
-    for step in raw.get("timeline", []):
-        at = float(step["at"])
-        ids = step.get("fail") or step.get("recover") or []
-        if step.get("cascade"):
-            ids = sorted(below(inv, ids))
-        for t in ids:
-            spans = fail.setdefault(t, [])
-            still_failing = bool(spans) and spans[-1][1] > at
-            if "fail" in step and not still_failing:
-                spans.append([at, duration + interval])
-            elif "recover" in step and still_failing:
-                spans[-1][1] = at
+    fail, cause = _fail_spans(raw, inv, duration + interval)
     churns = raw.get("churn") or []
     for churn in churns if isinstance(churns, list) else [churns]:  # a list: one block per night
         rng = random.Random(churn.get("seed", 1))
@@ -146,26 +133,52 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
             # ``back_after``: seconds until it answers again (the default: never; "off" reads as False in YAML)
             fail.setdefault(t, []).append([start, start + churn.get("back_after", duration)])
     lossy = _lossy_links(raw, inv)
-    polls: list[tuple[float, int, str, bool, float | None]] = []
+    polls: list[tuple[float, int, str, bool, float | None, str | None]] = []
     for i, tid in enumerate(order):
         spans = fail.get(tid, [])
         links = lossy.get(tid, [])
         k = 0
         while (t := k * interval + offsets[tid]) < duration:
-            ok = not any(a <= t < b for a, b in spans)
+            span = next((a for a, b in spans if a <= t < b), None)
+            ok = span is None
             loss = None
             for link in links:
                 if ok and link.start <= t < link.end:
                     loss = link.loss
                     ok = link.rng.random() >= link.drop
-            polls.append((t, i, tid, ok, loss))
+            polls.append((t, i, tid, ok, loss, None if span is None else cause.get((tid, span))))
             k += 1
     polls.sort()
     return [
-        json.dumps({"ts": format_ts(EPOCH + t), "target": tid, "ok": ok, **({"loss": loss} if ok and loss else {})})
+        json.dumps({"ts": format_ts(EPOCH + t), "target": tid, "ok": ok, **({"loss": loss} if ok and loss else {}),
+                    **({"cause": why} if why else {})})
         + "\n"
-        for t, _, tid, ok, loss in polls
+        for t, _, tid, ok, loss, why in polls
     ]
+
+
+def _fail_spans(
+    raw: dict[str, Any], inv: Inventory, end: float
+) -> tuple[dict[str, list[list[float]]], dict[tuple[str, float], str]]:
+    """The timeline's intervals of failure per target ([from, to]) and the cause a failure step gives
+    (``cause: dying_gasp``: what the parent's subscriber table reports), by (target, from)."""
+    fail: dict[str, list[list[float]]] = {}
+    cause: dict[tuple[str, float], str] = {}  # (target, span start) -> what its parent's table reports
+    for step in raw.get("timeline", []):
+        at = float(step["at"])
+        ids = step.get("fail") or step.get("recover") or []
+        if step.get("cascade"):
+            ids = sorted(below(inv, ids))
+        for t in ids:
+            spans = fail.setdefault(t, [])
+            still_failing = bool(spans) and spans[-1][1] > at
+            if "fail" in step and not still_failing:
+                spans.append([at, end])
+                if step.get("cause"):  # a subscriber table's last down cause (dying_gasp, los, ...)
+                    cause[(t, at)] = str(step["cause"])
+            elif "recover" in step and still_failing:
+                spans[-1][1] = at
+    return fail, cause
 
 
 @dataclass
@@ -280,7 +293,9 @@ def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
         tid = rec["target"]
         loss = rec.get("loss")
         reasons = _reasons(sc.inventory.targets[tid], None, loss, "scenario", 0) if rec["ok"] and loss else ()
-        obs = Observation(reachable=rec["ok"], degraded_reasons=reasons, detail="" if rec["ok"] else "no reply")
+        why = rec.get("cause")  # as replay and the daemon's table walk word it
+        obs = Observation(reachable=rec["ok"], degraded_reasons=reasons,
+                          detail="" if rec["ok"] else f"last down cause {why}" if why else "no reply", cause=why)
         new, change = step(states.get(tid, TargetState()), obs, ts, rules[tid], tid)
         states[tid] = new
         if change is not None:

@@ -19,6 +19,11 @@ How a failure becomes an incident:
   after ``hold_down`` of calm, so a flapping target keeps one incident open.
 * A failed vantage node, or too many independent failures at once, is *blindness*: one internal
   incident, and no customer incidents are opened until it has been over for ``blind_recovery``.
+* What a subscriber table says caused a failure (``StateChange.cause``) is used: ONUs reporting
+  dying gasp are a *power* incident (K and P of them below an answering OLT or PON port: a power
+  cut in that area; one alone: its customer's own power), never an outage nor counted as
+  independent failures; K and P reporting LOS below an answering port (or OLT) are an *outage*
+  rooted there (a fibre cut). See ``_cause_mass``.
 
 Costs: evaluating a target walks its ancestors (depth ~5); opening an outage walks the down part of
 its subtree once. Timers live in FIFO queues (their delays are constants, so due times arrive in
@@ -44,6 +49,9 @@ from monitor.state import State, StateChange
 
 _INF = float("inf")
 BLIND_ROOT = "monitor"  # root of a blind incident raised by the share rule (no single node to blame)
+DYING_GASP, LOS = "dying_gasp", "los"  # the last down causes that decide (StateChange.cause)
+#: mass incidents at a node that still answers: judged while K of their endpoints are down
+MASS: tuple[Kind, ...] = ("suspected", "power")
 
 # member log operations, for the store: (incident id, target, op), or (incident id, targets, op)
 # for a run logged as one entry (an outage attaching its whole subtree); LEFT_DOWN: still down when
@@ -81,6 +89,9 @@ class Engine:
         self._flat = not topo.children[self._tops[0]] if self._tops else False  # no top has anything below
         self._tops_flag = False  # every top-level node down or lossy (kept when one changes state)
         self.degraded: set[str] = set()  # confirmed DEGRADED (answering, beyond a loss/rtt threshold)
+        # down target -> the last down cause its parent's table reported (dying_gasp, los, other,
+        # unknown) with its DOWN; resumed from the state-change log after a restart
+        self.cause: dict[str, str] = {}
         self._settle: deque[tuple[float, str, float]] = deque()  # (due, target, down since)
         self._grace: deque[tuple[float, str, float]] = deque()  # (due, incident id, grace_from)
         self.back: dict[str, float] = {}  # node -> when it last came back (each member's own grace)
@@ -145,7 +156,7 @@ class Engine:
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
         lossy = self.lossy  # kept while such a node is down: its last answers showed loss
         degraded, member, n_targets, top_set = self.degraded, self.member, self._n_targets, self._top_set
-        flat = self._flat
+        flat, causes = self._flat, self.cause
         DOWN, DEGRADED = State.DOWN, State.DEGRADED
         next_due = self._next_due()
         n = 0
@@ -176,6 +187,8 @@ class Engine:
                         del ignored[tid]
                     if degraded:
                         degraded.discard(tid)
+                    if c.cause is not None:
+                        causes[tid] = c.cause
                     if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
                         unexplained.add(tid)
                     if kids:
@@ -406,11 +419,13 @@ class Engine:
     def _came_back(self, tid: str) -> None:
         topo, down = self.topo, self.down
         inc = self.incidents.get(tid)
-        if inc is not None and tid in down and self.basis[inc.id] == "suspected":
+        if inc is not None and tid in down and self.basis[inc.id] in MASS and inc.root not in topo.endpoint:
             self._upgrade(inc)  # its node was down for less than the settle period: it still failed
         if self._root_cache:
             self._root_cache.clear()
         down.pop(tid, None)
+        if self.cause:
+            self.cause.pop(tid, None)
         self._ignored.pop(tid, None)
         self._unexplained.discard(tid)
         kids = topo.children[tid]
@@ -457,8 +472,9 @@ class Engine:
             # a root answering with loss again (a lossy link that stopped, then came back): its grace
             # waits for the loss to end, as a degraded incident's does (rain_fade_stop_then_lossy)
             return inc.root not in self.down and inc.root not in self.lossy
-        if basis == "suspected":
-            return len(inc.members) < self.s.min_endpoints
+        if basis in MASS:
+            # (a power incident at an endpoint is its customer's own power: no grace, like a single)
+            return len(inc.members) < self.s.min_endpoints and inc.root not in self.topo.endpoint
         if basis == "degraded":
             return inc.root not in self.lossy and inc.root not in self.down
         return False
@@ -734,6 +750,7 @@ class Engine:
         if root != tid or tid not in topo.endpoint:
             return root, "outage"
         since = self.down[tid]
+        cause = self.cause.get(tid) if self.cause else None
         for a in topo.ancestors[tid]:
             inc = self.incidents.get(a)
             if inc is None or a in self.down:
@@ -741,6 +758,10 @@ class Engine:
             basis = self.basis[inc.id]
             if basis == "suspected":
                 return a, "suspected"  # an open mass incident above takes it
+            if cause is not None and (
+                (basis == "power" and cause == DYING_GASP) or (basis == "outage" and cause == LOS and inc.was_outage)
+            ):
+                return a, basis  # an open power cut, or fibre cut at an answering port, takes the same cause
             if basis == "outage" and self.member.get(tid) == a:
                 # taken while its node was down (a flap shorter than the settle period): the node
                 # failed, so the incident stays a mass incident with it until its grace ends
@@ -750,6 +771,12 @@ class Engine:
                 # part of that outage until its grace period ends, not an independent failure
                 return a, "outage"
         self._prune_window()
+        if cause is not None and cause in (DYING_GASP, LOS):
+            node = self._cause_mass(tid, cause)
+            if node is not None:
+                return node, "power" if cause == DYING_GASP else "outage"
+            if cause == DYING_GASP:
+                return tid, "power"  # the customer's own power: no network failure
         k, share = self.s.min_endpoints, self.s.min_share
         rc, below = self._recent_count, topo.endpoints_below
         # rc counts every endpoint failed inside W: a cheap upper bound; the exact count is needed
@@ -786,6 +813,39 @@ class Engine:
             return choice, "suspected"
         return tid, "single"
 
+    def _cause_mass(self, tid: str, cause: str) -> str | None:
+        """The node a failure with ``cause`` (dying gasp or LOS) is a mass event of, or None.
+
+        K and P over the failures inside W with the *same* cause below each answering node above
+        ``tid`` that no open incident explains, the deepest node meeting them, raised only to a node
+        explaining more (rule 4's choice). Counted per cause, because a power cut in half an OLT's
+        area and a fibre cut on one of its ports at the same time are two causes: counted together
+        they were one suspected incident that sent a crew to a blackout and told nobody about the cut.
+        """
+        topo, down, member, causes = self.topo, self.down, self.member, self.cause
+        parents, ancestors, below = topo.parents, topo.ancestors, topo.endpoints_below
+        k, share = self.s.min_endpoints, self.s.min_share
+        above = [a for a in ancestors[tid] if a not in down and a not in self._vantage]
+        if not above:
+            return None
+        wanted = set(above)
+        counts = dict.fromkeys(above, 0)
+        for t in self._in_window:
+            if causes.get(t) != cause:
+                continue
+            key = member.get(t)
+            if (key is not None and key != t) or all(p in down for p in parents[t]):
+                continue  # explained: by an incident above it, or by a node down above it
+            for a in ancestors[t]:
+                if a in wanted:
+                    counts[a] += 1
+        choice: str | None = None
+        for a in above:
+            n = counts[a]
+            if n >= k and n * 100.0 >= share * below[a] and (choice is None or n > counts[choice]):
+                choice = a
+        return choice
+
     def _burst_beyond(self, node: str, n: int, deeper: str | None, counts: Mapping[str, int]) -> bool:
         """A burst at ``node`` above the ``deeper`` node already chosen must stand without that group.
 
@@ -804,6 +864,7 @@ class Engine:
         """
         k, share, below = self.s.min_endpoints, self.s.min_share, self.topo.endpoints_below
         parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
+        causes = self.cause
         failed: list[tuple[str, ...]] = []
         cnt: dict[str, int] = {}
         for t in self._in_window:
@@ -811,7 +872,7 @@ class Engine:
             if node not in anc:
                 continue
             key = member.get(t)
-            if (key is not None and key != t) or all(p in down for p in parents[t]):
+            if (key is not None and key != t) or all(p in down for p in parents[t]) or causes.get(t) == DYING_GASP:
                 continue
             inner = anc[: anc.index(node)]
             failed.append(inner)
@@ -834,14 +895,17 @@ class Engine:
 
         An endpoint behind a down node, or attached to an outage or suspected incident, is already
         explained: counted toward a mass incident higher up, a tower outage plus one churn CPE would
-        make half of the core's customers "fail together" (scenario outage_explains_mass).
+        make half of the core's customers "fail together" (scenario outage_explains_mass). So is one
+        that reported dying gasp: its power, not the network (``_cause_mass``).
         """
         counts = {a: self._recent_count[a] for a in nodes}
         wanted = counts.keys()
         parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
+        causes = self.cause
         for t in self._in_window:
             key = member.get(t)
-            if (key is not None and key != t) or all(p in down for p in parents[t]):
+            if (key is not None and key != t) or all(p in down for p in parents[t]) or (
+                    causes and causes.get(t) == DYING_GASP):
                 for a in wanted & set(ancestors[t]):
                     counts[a] -= 1
         return counts
@@ -859,14 +923,24 @@ class Engine:
         inc = self.incidents.get(root)
         if inc is None:
             inc = self._open_degraded(root) if basis == "degraded" else self._open(root, basis)
-            if basis == "outage":
+            if basis == "outage" and root in self.down:
                 self._absorb(inc, self._down_subtree(root))
+            elif basis == "outage":
+                self._fibre_cut(inc)  # K and P of the ONUs below an answering port report LOS
             elif basis == "suspected":
                 if self._burst is not None and self._burst.node == root:
                     inc.detail = self._burst.describe()  # the learned rate and the odds, for staff and replay
                 self._absorb(inc, self._mass_members(root))
-        elif basis == "outage" and self.basis[inc.id] == "suspected" and root in self.down:
+            elif basis == "power" and root not in self.topo.endpoint:
+                self._absorb(inc, self._mass_members(root, DYING_GASP))
+        elif basis == "outage" and self.basis[inc.id] in MASS and root in self.down:
             self._upgrade(inc)
+        elif basis == "outage" and self.basis[inc.id] == "power" and root not in self.down:
+            # a fibre cut where a power cut is open at the same node (ONUs directly below an OLT: the
+            # two causes have one node): one incident, an outage, since the fibre needs the crew
+            self.basis[inc.id] = "outage"
+            self._set_kind(inc, "planned" if inc.kind == "planned" else "outage")
+            self._fibre_cut(inc)
         elif basis == "outage" and tid == root and self.basis[inc.id] == "degraded":
             self._upgrade_degraded(inc)  # the lossy link really stopped: an outage now
         elif tid == root and basis == "outage" and self.member.get(tid) != root:
@@ -899,17 +973,31 @@ class Engine:
             frontier = nxt
         return out
 
-    def _mass_members(self, node: str) -> list[str]:
+    def _fibre_cut(self, inc: Incident) -> None:
+        """An outage at an answering node for the LOS failures below it: a mass incident (``was_outage``:
+        one incident while K of its endpoints are down; fewer, and the rest are judged again after
+        ``grace``), the ONUs reporting LOS inside W attached."""
+        inc.was_outage = True
+        self.changed.add(inc.id)
+        self._absorb(inc, self._mass_members(inc.root, LOS))
+
+    def _mass_members(self, node: str, cause: str | None = None) -> list[str]:
         """Endpoints below ``node`` that failed inside W (alone, or as a single), or sit in a mass incident
-        further down; not those an outage holds."""
+        further down; not those an outage holds. ``cause``: only those reporting it (and a power
+        incident's further down); None: only those not reporting dying gasp (their power)."""
         out = []
+        causes = self.cause
+        below: Kind = "suspected" if cause is None else "power" if cause == DYING_GASP else "outage"
         for t in self.topo.descendants(node):
             if t in self.down and t in self.topo.endpoint and t not in self._ignored and self._topo_root(t) == t:
+                why = causes.get(t) if causes else None
+                if (why != cause) if cause is not None else (why == DYING_GASP):
+                    continue
                 key = self.member.get(t)
                 if key is None or key == t:
                     if t in self._in_window:
                         out.append(t)
-                elif self.basis[self.incidents[key].id] == "suspected":
+                elif below != "outage" and self.basis[self.incidents[key].id] == below:
                     out.append(t)  # held by an outage: explained there, it stays
         return out
 

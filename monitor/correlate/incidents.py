@@ -4,7 +4,9 @@ Kinds: ``outage`` (a node confirmed down, everything it explains attached), ``su
 endpoints below a still-answering node failed together), ``single`` (one endpoint alone),
 ``planned`` (inside a maintenance window: no alarm, excluded from availability), ``blind`` (the
 monitor itself cannot see: internal alert only, time excluded from reports), ``degraded`` (a node
-whose own polls show loss, with the failures below it that the loss explains: rain fade).
+whose own polls show loss, with the failures below it that the loss explains: rain fade), ``power``
+(ONUs reporting dying gasp: many below one OLT or PON port are a power cut in that area, one alone is
+its customer's own power; never an outage, no crew for fibre).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-Kind = Literal["outage", "suspected", "single", "planned", "blind", "degraded"]
+Kind = Literal["outage", "suspected", "single", "planned", "blind", "degraded", "power"]
 EventType = Literal["opened", "updated", "merged", "resolved"]
-KINDS: tuple[Kind, ...] = ("outage", "suspected", "single", "planned", "blind", "degraded")
+KINDS: tuple[Kind, ...] = ("outage", "suspected", "single", "planned", "blind", "degraded", "power")
 
 
 @dataclass(slots=True)

@@ -53,7 +53,9 @@ class CorrelationService:
         self._next_poll = 0.0
         self._maintenance_rev = ""
         self._done_actions: list[int] = []
-        self.engine = self._resumed(Topology.from_inventory(inventory), self.store.down_states(), None)
+        self.engine = self._resumed(
+            Topology.from_inventory(inventory), self.store.down_states(), None, causes=self.store.down_causes()
+        )
         self._poll_store(clock.now(), force=True)
         #: what resuming decided (e.g. incidents whose targets recovered while the daemon was down)
         self.startup_events = self.engine.tick(clock.now())
@@ -61,15 +63,17 @@ class CorrelationService:
 
     def _resumed(
         self, topo: Topology, down: dict[str, float], back: dict[str, float] | None,
-        lossy: dict[str, float] | None = None, degraded: set[str] | None = None,
+        lossy: dict[str, float] | None = None, degraded: set[str] | None = None, *, causes: dict[str, str],
     ) -> Engine:
         """An engine resuming the store's open incidents. ``back`` (node -> when it came back: the grace
         of what is still down below it counts from then) comes from the state-change log when None
         (a start; a reload hands over the engine's), read only while a grace period is running;
         ``lossy`` (nodes whose last answers showed loss) likewise, and ``degraded`` (targets confirmed
-        DEGRADED: loss everywhere keeps a blindness going, see ``Engine._blind_cause``)."""
+        DEGRADED: loss everywhere keeps a blindness going, see ``Engine._blind_cause``); ``causes``: the
+        down targets' last down causes (a power cut or a fibre cut, ``Engine.cause``)."""
         now = self.clock.now()
         engine = Engine(topo, self.settings, start=now, next_seq=self.store.next_seq())
+        engine.cause.update((t, why) for t, why in causes.items() if t in down and t in topo)
         engine.degraded.update(t for t in (self.store.degraded_states() if degraded is None else degraded) if t in topo)
         if lossy is None:
             engine.restore_loss(self.store.last_answers([t for t, kids in topo.children.items() if kids]))
@@ -115,7 +119,7 @@ class CorrelationService:
         down = dict(self.engine.down)
         self.engine = self._resumed(
             Topology.from_inventory(inventory), down, dict(self.engine.back), dict(self.engine.lossy),
-            set(self.engine.degraded),
+            set(self.engine.degraded), causes=dict(self.engine.cause),
         )
         self._maintenance_rev = ""
         self._poll_store(self.clock.now(), force=True)

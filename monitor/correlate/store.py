@@ -275,6 +275,17 @@ class IncidentStore:
         rows = self.db.execute("SELECT target, since FROM target_state WHERE state = ?", (State.DOWN.value,))
         return {t: since for t, since in rows}
 
+    def down_causes(self) -> dict[str, str]:
+        """Per target down now, the cause its DOWN carried (a subscriber table's dying_gasp, los, ...),
+        where it had one: the engine tells a power cut from a fibre cut by it, also after a restart."""
+        rows = self.db.execute(
+            "SELECT s.target, s.cause FROM target_state t JOIN state_changes s"
+            " ON s.target = t.target AND s.ts = t.since AND s.new = t.state"
+            " WHERE t.state = ? AND s.cause IS NOT NULL ORDER BY s.id",
+            (State.DOWN.value,),
+        )
+        return {t: str(cause) for t, cause in rows}
+
     def down_among(self, targets: Sequence[str]) -> set[str]:
         """Which of ``targets`` the state-change log says are down now (delivery tells a customer
         "restored" only when every endpoint of theirs answers)."""
