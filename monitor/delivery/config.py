@@ -13,7 +13,7 @@ from monitor.secret import Secret
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CHANNELS = ("email", "mqtt", "desk", "webhook", "apprise")  # the registry's names (delivery/channels.py)
-NoticeKind = Literal["outage", "suspected", "single", "planned", "degraded"]
+NoticeKind = Literal["outage", "suspected", "single", "planned", "degraded", "power"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,8 @@ class EscalationSettings:
 @dataclass(frozen=True, slots=True)
 class CustomerNotices:
     enabled: bool = True
-    # add "single" to notify lone failures, "degraded" for a "degraded service" notice during a lossy link
+    # add "single" to notify lone failures, "degraded" for a "degraded service" notice during a lossy link,
+    # "power" for a short "power cut in your area" notice (ONUs' dying gasp; never to a lone ONU's customer)
     kinds: tuple[str, ...] = ("outage", "suspected")
     channels: tuple[str, ...] = ("email",)  # "email", "sms" (the sms webhook), "apprise" (apprise.customers)
     update_min_interval: float = 3600.0

@@ -34,9 +34,9 @@ from monitor.inventory.model import Customer, Inventory
 
 #: customer-facing incident kinds that mean "your service is down"
 SERVICE_KINDS = ("outage", "suspected", "single")
-#: customer-facing kinds: those and ``degraded`` (a lossy link above: "degraded service" notices,
-#: only when the config's ``customers.kinds`` lists it)
-NOTICE_KINDS = (*SERVICE_KINDS, "degraded")
+#: customer-facing kinds: those, ``degraded`` (a lossy link above: "degraded service" notices) and
+#: ``power`` (ONUs' dying gasp: "power cut in your area"), only when the config's ``customers.kinds`` lists it
+NOTICE_KINDS = (*SERVICE_KINDS, "degraded", "power")
 
 #: which of the given endpoints are confirmed DOWN now (the daemon asks the state-change log's current
 #: states; None: every endpoint counts as answering)
@@ -312,7 +312,10 @@ def _opened(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory
         return m
     if _wants_ticket(e, ctx):
         _open_ticket(e, m, glob, ctx, out)
-        _alert_technicians(e, m, ctx, now, out, tier=0)
+        if e.kind != "power":
+            _alert_technicians(e, m, ctx, now, out, tier=0)
+        elif not _own_power(e, ctx):
+            _inform_technicians(e, m, ctx, out)
     _notify_opened(e, m, e.affected_customers, glob, ctx, out)
     return m
 
@@ -331,8 +334,11 @@ def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemor
         return m
     if not m.ticket_incident and _wants_ticket(e, ctx):  # e.g. planned → outage when the window ended
         _open_ticket(e, m, glob, ctx, out)
-        _alert_technicians(e, m, ctx, now, out, tier=0)
+        if e.kind != "power":
+            _alert_technicians(e, m, ctx, now, out, tier=0)
     elif m.ticket_incident:
+        if kind_changed and e.kind != "power" and m.tier < 0:
+            _alert_technicians(e, m, ctx, now, out, tier=0)  # a power cut whose OLT went down: the crew now
         change = len(set(e.affected_customers) ^ set(m.desk_customers))
         if kind_changed or change >= ctx.cfg.desk.comment_min_change:
             m.comment_due = True
@@ -602,13 +608,29 @@ def _wants_ticket(e: IncidentEvent, ctx: Context) -> bool:
         return False
     if e.kind in ("outage", "suspected", "degraded"):
         return True  # degraded: the lossy link's technicians are told once, not per flickering endpoint
-    if e.kind == "single":
+    if e.kind == "power" and not _own_power(e, ctx):
+        return True  # a power cut in an area: one informational ticket (no crew, see _inform_technicians)
+    if e.kind in ("single", "power"):
         for cid in e.affected_customers:
             c = ctx.customer(cid)
             sc = ctx.inv.service_classes.get(c.service_class) if c else None
-            if sc is not None and sc.ticket_single:
+            if sc is not None and (sc.ticket_single if e.kind == "single" else sc.ticket_power):
                 return True
     return False
+
+
+def _own_power(e: IncidentEvent, ctx: Context) -> bool:
+    """A ``power`` incident rooted at an endpoint: one ONU's dying gasp, its customer's own power."""
+    return e.root in ctx.endpoint_customer
+
+
+def _inform_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, out: Plan) -> None:
+    """A power cut in an area: the first on call hears it once, as information (no crew for fibre):
+    no ack link, no phone, no escalation (``m.tier`` stays -1, so :func:`tick` never escalates)."""
+    tiers = ctx.oncall(e.root, e.ts)
+    m.tiers = list(tiers)
+    if tiers:
+        _tech_message(e, m, tiers[0], "tech_info", 1, "technician_alert", ctx, out, phone=False)
 
 
 def _customer_kind(kind: str, ctx: Context) -> bool:
@@ -757,6 +779,8 @@ def _notify_opened(e: IncidentEvent, m: IncidentMemory, customers: Iterable[str]
                    ctx: Context, out: Plan) -> None:
     if not _customer_kind(e.kind, ctx) or not ctx.cfg.customers.enabled or glob.blind:
         return
+    if e.kind == "power" and _own_power(e, ctx):
+        return  # their own power is off: they know, and "a power cut in your area" would be wrong
     done = set(m.notified)
     new = [c for c in customers if c not in done]
     for cid in new:

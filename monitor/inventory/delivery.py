@@ -380,8 +380,8 @@ def _customers(sec: Section | None) -> CustomerNotices:
         return d
     kinds = tuple(_strings(sec, "kinds")) if sec.has("kinds") else d.kinds
     for k in kinds:
-        if k not in ("outage", "suspected", "single", "degraded"):
-            sec.err("kinds", f"bad kind {k!r} (expected some of: outage, suspected, single, degraded)")
+        if k not in ("outage", "suspected", "single", "degraded", "power"):
+            sec.err("kinds", f"bad kind {k!r} (expected some of: outage, suspected, single, degraded, power)")
     channels = tuple(_strings(sec, "channels")) if sec.has("channels") else d.channels
     for c in channels:
         if c not in ("email", "sms", "apprise"):

@@ -45,7 +45,7 @@ TOP_KEYS = (
 )
 DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
 MAX_BYTES = 64 * 2**20  # a 50,000-endpoint inventory is ~10 MiB of YAML; more is a mistake or an attack
-CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "contacts_in_alerts", "polling")
+CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "contacts_in_alerts", "polling", "ticket_power")
 
 
 def load_inventory(
@@ -219,7 +219,7 @@ class _Loader:
             out[name] = ServiceClass(
                 name, sec.number("response_hours", 24.0, gt=0, le=8760) or 24.0,
                 sec.number("availability_target", 99.0, gt=0, le=100) or 99.0, sec.flag("ticket_single", False),
-                sec.flag("contacts_in_alerts", False))
+                sec.flag("contacts_in_alerts", False), sec.flag("ticket_power", False))
             over = sec.section("polling", settings.POLLING_KEYS)
             if over is not None:
                 polling[name] = (settings.polling_override(over), Where(self.display, sec.line("polling"),

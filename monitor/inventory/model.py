@@ -49,6 +49,7 @@ class ServiceClass:
     availability_target: float
     ticket_single: bool = False  # open a ticket for a lone endpoint failure (dedicated 7x24)
     contacts_in_alerts: bool = False  # technician alerts and tickets give these customers' phone and email
+    ticket_power: bool = False  # open a ticket when one of its ONUs reports dying gasp alone (its own power)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (es, en)
     "suspected": ("sospecha", "suspected"),
     "single": ("individual", "single"),
     "degraded": ("degradado", "degraded"),
+    "power": ("corte de energía", "power cut"),
 }
 
 

@@ -13,9 +13,11 @@ DEFAULT = "es"
 
 KINDS = {
     "es": {"outage": "Corte de servicio", "suspected": "Posible falla (en verificación)",
-           "degraded": "Servicio lento o intermitente", "planned": "Interrupción por mantenimiento programado"},
+           "degraded": "Servicio lento o intermitente", "planned": "Interrupción por mantenimiento programado",
+           "power": "Corte de energía eléctrica en la zona"},
     "en": {"outage": "Service outage", "suspected": "Possible problem (being checked)",
-           "degraded": "Slow or intermittent service", "planned": "Interruption during planned maintenance"},
+           "degraded": "Slow or intermittent service", "planned": "Interruption during planned maintenance",
+           "power": "Mains power cut in the area"},
 }
 
 UPDATES = {
