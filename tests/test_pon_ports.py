@@ -187,13 +187,13 @@ def roots(inv: Inventory, changes: list[StateChange], until: float) -> list[tupl
 def test_one_ports_onus_failing_are_rooted_at_that_port() -> None:
     inv = load(fibre(4, 4))
     assert roots(inv, down([f"onu-1-{o}" for o in range(4)], 100.0), 400.0) == [
-        ("opened", "suspected", "olt-1:pon-0-0-1", 4)]
+        ("opened", "outage", "olt-1:pon-0-0-1", 4)]  # LOS on them all: a fibre cut at the port (rule 13)
 
 
 def test_several_ports_failing_are_rooted_at_the_olt() -> None:
     inv = load(fibre(3, 4))
     failed = [f"onu-{p}-{o}" for p in (0, 1) for o in range(4)]
-    assert roots(inv, down(failed, 100.0), 400.0) == [("opened", "suspected", "olt-1", 8)]
+    assert roots(inv, down(failed, 100.0), 400.0) == [("opened", "outage", "olt-1", 8)]  # LOS: a fibre cut
 
 
 def test_an_unreachable_olt_takes_its_ports_and_onus_into_one_outage() -> None:
