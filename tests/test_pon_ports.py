@@ -204,3 +204,24 @@ def test_an_unreachable_olt_takes_its_ports_and_onus_into_one_outage() -> None:
     onus = [StateChange(f"onu-{p}-{o}", State.UP, State.DOWN, 100.0, "parent olt-1 unreachable")
             for p in range(2) for o in range(3)]
     assert roots(inv, olt + ports + onus, 400.0) == [("opened", "outage", "olt-1", 6)]
+
+
+def test_a_port_rooted_incident_goes_to_the_technicians_on_call_for_olts() -> None:
+    """On-call rules name node kinds (``kinds: [olt]`` for the fibre crew); a port node is routed as its OLT
+    is, or the fibre crew would no longer hear of a fibre cut once it is rooted at the port."""
+    from monitor.delivery.planner import Context
+
+    delivery = """
+delivery:
+  timezone: America/Bogota
+  technicians: [{id: fibra, name: Fibra, email: fibra@isp.example}, {id: noc, name: NOC, email: noc@isp.example}]
+  oncall:
+    - {municipality: "*", kinds: [olt], shifts: [{days: [mon-sun], tiers: [fibra]}]}
+    - {municipality: "*", shifts: [{days: [mon-sun], tiers: [noc]}]}
+"""
+    inv = load(fibre(1, 3) + delivery.replace("\ndelivery:", "delivery:", 1))
+    assert inv.delivery is not None
+    ctx = Context(inv, inv.delivery)
+    assert ctx.oncall("olt-1:pon-0-0-0", 1_795_000_000.0) == ("fibra",)
+    assert ctx.oncall("olt-1", 1_795_000_000.0) == ("fibra",)
+    assert ctx.oncall("core", 1_795_000_000.0) == ("noc",)

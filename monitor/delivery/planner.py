@@ -30,7 +30,7 @@ from monitor.api.links import AckLinks
 from monitor.correlate.incidents import IncidentEvent, Kind
 from monitor.correlate.topology import children_of, descendants
 from monitor.delivery.config import DeliveryConfig, OnCall
-from monitor.inventory.model import Customer, Inventory
+from monitor.inventory.model import PON_PORT_KIND, Customer, Inventory
 
 #: customer-facing incident kinds that mean "your service is down"
 SERVICE_KINDS = ("outage", "suspected", "single")
@@ -237,8 +237,10 @@ class Context:
         def rank(r: OnCall) -> tuple[int, int]:
             return (0 if r.municipality == place["municipality"] else 1, 0 if r.kinds else 1)
 
+        # a PON port node (added by the loader, not written in the config) is routed as its OLT is
+        kinds = {place["node_kind"], "olt"} if place["node_kind"] == PON_PORT_KIND else {place["node_kind"]}
         rules = [r for r in self.cfg.oncall
-                 if r.municipality in (place["municipality"], "*") and (not r.kinds or place["node_kind"] in r.kinds)]
+                 if r.municipality in (place["municipality"], "*") and (not r.kinds or kinds & set(r.kinds))]
         for rule in sorted(rules, key=rank):
             for s in rule.shifts:
                 if _covers(s.days, s.start, s.end, day, minute):
