@@ -92,7 +92,8 @@ def test_onus_hang_from_port_nodes_derived_from_their_index_or_pon_port() -> Non
     assert inv.targets["cpe-1"].parents == ("ap-1",)
     ids = list(inv.targets)
     assert ids.index("olt-2:pon-3") < ids.index("onu-a")  # nodes first, then ports, then endpoints
-    assert "PON ports: 2 port nodes under 2 OLTs, 3 ONUs placed under their port" in summarize(inv).splitlines()
+    assert ("PON ports: 2 port nodes under 2 OLTs, 3 ONUs placed under their port, 1 directly under their OLT "
+            "(serial alone: pon_port places them)") in summarize(inv).splitlines()
     topo = Topology.from_inventory(inv)
     assert topo.ancestors["onu-a"] == ("olt-1:pon-0-1-3", "olt-1", "core")
     assert topo.endpoints_below["olt-1"] == 3 and topo.endpoints_below["olt-1:pon-0-1-3"] == 2

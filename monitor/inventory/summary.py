@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from monitor.delivery.config import DeliveryConfig
 from monitor.inventory.fields import fmt_num
 from monitor.inventory.model import PON_PORT_KIND, Inventory, SnmpCredentials
+from monitor.inventory.table_keys import has_ports
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -86,11 +87,17 @@ def _tables(inv: Inventory) -> list[str]:
     lines = [f"subscriber tables: {sum(by_profile.values())} parents ({profiles}), {len(listed)} endpoints "
              f"identified in them, {sum(not t.address for t in listed)} of those without an address"]
     ports = [t for t in inv.targets.values() if t.kind == PON_PORT_KIND]
-    if ports:
-        placed = sum(1 for t in listed if t.parents and t.parents[0] in inv.targets
-                     and inv.targets[t.parents[0]].kind == PON_PORT_KIND)
+    placed = unplaced = 0
+    for t in listed:
+        parent = inv.targets.get(t.parents[0]) if t.parents else None
+        if parent is not None and parent.kind == PON_PORT_KIND:
+            placed += 1
+        elif parent is not None and parent.snmp is not None and has_ports(parent.snmp.table):
+            unplaced += 1  # known by serial alone on an OLT whose table names ports
+    if ports or unplaced:
+        rest = f", {unplaced} directly under their OLT (serial alone: pon_port places them)" if unplaced else ""
         lines.append(f"PON ports: {len(ports)} port nodes under {len({p.parents[0] for p in ports})} OLTs, "
-                     f"{placed} ONUs placed under their port")
+                     f"{placed} ONUs placed under their port{rest}")
     return lines
 
 

@@ -37,6 +37,12 @@ def table_key_problem(table: str, kind: str, value: str) -> tuple[str | None, st
         return str(exc), ""
 
 
+def has_ports(table: str) -> bool:
+    """Whether the table profile says which PON port a row is on (its ONUs can hang from port nodes)."""
+    profile = _profiles().get(table)
+    return profile is not None and profile.port is not None
+
+
 def port_of_key(table: str, kind: str, canonical: str) -> str | None:
     """The PON port an ONU is on, when its identifier encodes it (``onu_index`` of Huawei, ZTE, V-SOL).
 
