@@ -226,3 +226,20 @@ delivery:
     assert ctx.oncall("olt-1:pon-0-0-0", 1_795_000_000.0) == ("fibra",)
     assert ctx.oncall("olt-1", 1_795_000_000.0) == ("fibra",)
     assert ctx.oncall("core", 1_795_000_000.0) == ("noc",)
+
+
+def test_a_port_node_is_in_its_olts_remote_poller_zone() -> None:
+    """Ports are observed through their OLT's walks, so they belong to the zone whose poller walks it, even
+    when the OLT is claimed by node id in another zone than its site's."""
+    text = fibre(1, 3).replace("address: 127.0.0.1, parent: core,", "address: 127.0.0.1, parent: core, site: s1,")
+    places = "municipalities: [{id: m1, name: Uno}]\nsites: [{id: s1, municipality: m1, name: S}]\n"
+    text = text.replace("nodes:\n", places + "nodes:\n", 1)
+    text += """pollers:
+  brokers: [{host: 127.0.0.1}]
+  zones:
+    - {id: town, sites: [s1], nodes: [core]}
+    - {id: fibre, nodes: [olt-1], pollers: [p-f]}
+"""
+    inv = load(text)
+    assert inv.pollers is not None
+    assert inv.pollers.zone_of["olt-1"] == "fibre" and inv.pollers.zone_of["olt-1:pon-0-0-0"] == "fibre"

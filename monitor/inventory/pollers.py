@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from monitor.inventory.fields import ID_HINT, ID_RE, Section, type_name
-from monitor.inventory.model import Municipality, Site, Target
+from monitor.inventory.model import PON_PORT_KIND, Municipality, Site, Target
 from monitor.inventory.settings import SecretReader
 from monitor.secret import Secret
 
@@ -147,6 +147,9 @@ class _Zones:
         zone_of: dict[str, str] = {}
         homeless: list[str] = []
         for tid, t in targets.items():
+            if t.kind == PON_PORT_KIND and t.parents and t.parents[0] in zone_of:
+                zone_of[tid] = zone_of[t.parents[0]]  # observed through its OLT's walks: its OLT's zone
+                continue
             zone = nodes.get(tid) or sites.get(t.site or "") or munis.get(t.municipality or "")
             if zone is None:
                 homeless.append(tid)
