@@ -53,6 +53,20 @@ class Run:
         i = bisect_right(hist, ts, key=lambda h: h[0])
         return hist[i - 1][1] if i else State.UNKNOWN
 
+    @cached_property
+    def causes(self) -> dict[str, list[tuple[float, str | None]]]:
+        """target -> [(since, cause of that DOWN)], in time order (a subscriber table's dying_gasp, los ...)."""
+        out: dict[str, list[tuple[float, str | None]]] = {}
+        for c in self.changes:
+            if c.new is State.DOWN:
+                out.setdefault(c.target, []).append((c.ts, c.cause))
+        return out
+
+    def cause_at(self, target: str, ts: float) -> str | None:
+        """The cause of ``target``'s last DOWN at or before ``ts`` (None: none, or it never failed)."""
+        seen = [w for since, w in self.causes.get(target, ()) if since <= ts]
+        return seen[-1] if seen else None
+
     def label(self, ts: float) -> str:
         return f"{self.sc.name} at {ts - _epoch():.3f}"
 
@@ -223,21 +237,12 @@ def a_power_cut_is_never_a_network_incident(run: Run) -> None:
     dying gasp means a power cut (or one customer's own power) was taken for the network's failure,
     and a crew sent to a blackout (issue 17). A topological outage (its root node down) is exempt:
     the node's own failure is the cause then."""
-    cause: dict[str, list[tuple[float, str | None]]] = {}
-    for c in run.changes:
-        if c.new is State.DOWN:
-            cause.setdefault(c.target, []).append((c.ts, c.cause))
-
-    def why(t: str, ts: float) -> str | None:
-        seen = [w for since, w in cause.get(t, ()) if since <= ts]
-        return seen[-1] if seen else None
-
     for e in run.events:
         if e["event"] != "opened" or e["kind"] not in ("outage", "suspected", "single"):
             continue
         ts, eps = _ts(e), e["affected_endpoints"]
         if e["root"] in run.topo.endpoint or run.state_at(e["root"], ts) is not State.DOWN:
-            assert not eps or any(why(t, ts) != "dying_gasp" for t in eps), (
+            assert not eps or any(run.cause_at(t, ts) != "dying_gasp" for t in eps), (
                 f"{run.label(ts)}: {e['incident']} opened as {e['kind']} at {e['root']} for dying gasps only: {eps}"
             )
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.incidents import KINDS, IncidentEvent
 from monitor.inventory.model import Target
 from monitor.state import State, StateChange
 from monitor.tsdb import to_line_protocol
-from monitor.tsdb.annotations import incident_point, incident_points, site_points, state_change_points
+from monitor.tsdb.annotations import KIND_CODES, incident_point, incident_points, site_points, state_change_points
 from tests.report_support import inventory
 
 AP = Target("ap1", "ap", "node", "127.0.0.2", site="s1", municipality="arauca")
@@ -35,3 +35,9 @@ def test_state_change_and_site_points() -> None:
     assert [dict(s.tags)["site"] for s in sites] == ["s1"]  # s2 has no coordinates
     line = to_line_protocol(sites).decode()
     assert "site,municipality=arauca,name=Torre\\ Centro,site=s1 lat=7.08,lon=-70.76" in line
+
+
+def test_every_incident_kind_has_its_code() -> None:
+    """A kind without a code made every annotation of its incidents fail (a power cut's, issue 17)."""
+    assert set(KIND_CODES) == set(KINDS)
+    assert len(set(KIND_CODES.values())) == len(KIND_CODES)

@@ -26,7 +26,7 @@ INCIDENT = "incident"
 STATE_CHANGE = "state_change"
 SITE = "site"
 
-KIND_CODES = {"outage": 0, "suspected": 1, "single": 2, "planned": 3, "blind": 4, "degraded": 5}
+KIND_CODES = {"outage": 0, "suspected": 1, "single": 2, "planned": 3, "blind": 4, "degraded": 5, "power": 6}
 EVENT_CODES = {"opened": 1, "updated": 2, "merged": 3, "resolved": 4}
 
 
