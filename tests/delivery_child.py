@@ -6,7 +6,11 @@ until the outbox is empty. It SIGKILLs itself
   after that send, before its record, while the other lanes are mid-send — the window the outbox
   must survive without a second ticket or a second email;
 - ``--die-before-dot=N``: while sending the N-th mail, after its body went out and before the
-  final ``.`` of the DATA phase — the server must discard it, and the next start sends it once.
+  final ``.`` of the DATA phase — the server must discard it, and the next start sends it once;
+- ``--die-before-last-byte=N``: while sending the N-th HTTP request of the apprise channel, after all
+  but its last byte went out — the receiver must not act on it, and the next start sends it once;
+- ``--die-after-handover=N``: right after the N-th HTTP request's last byte went out and its row was
+  recorded as handed over, before its answer is read — the next start counts it as delivered.
 Its clock stands at T0 (when the events happened) at the real time ``--t0-at=EPOCH`` (default: its
 start), so a run that takes a while on a loaded machine does not make the incident due for escalation.
 """
@@ -20,6 +24,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from monitor.correlate.incidents import IncidentEvent
 from monitor.delivery.outbox import Outbox
@@ -51,6 +56,22 @@ def main() -> None:
             write(self, data)
 
         aiosmtplib.protocol.SMTPProtocol.write = cut  # type: ignore[method-assign]
+    last_byte = next((int(a.partition("=")[2]) for a in sys.argv if a.startswith("--die-before-last-byte=")), 0)
+    after_handover = next((int(a.partition("=")[2]) for a in sys.argv if a.startswith("--die-after-handover=")), 0)
+    if last_byte or after_handover:
+        from monitor.notify import handover
+
+        final, requests = handover.Handover._final, [0]
+
+        def cut_http(self: handover.Handover, conn: Any, byte: bytes, done: Any) -> None:
+            requests[0] += 1
+            if last_byte and requests[0] >= last_byte:
+                os.kill(os.getpid(), signal.SIGKILL)
+            final(self, conn, byte, done)
+            if after_handover and requests[0] >= after_handover and self.handed:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        handover.Handover._final = cut_http  # type: ignore[method-assign]
     if die:
         real = Outbox.finish
         seen = [0]

@@ -37,17 +37,25 @@ from monitor.delivery.config import AppriseSettings, Technician
 from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 from monitor.delivery.worker import RateLimit
+from monitor.notify import handover
 from monitor.notify.gsm import to_gsm7
 from monitor.secret import Secret
 
 # Apprise logs request URLs (with tokens in their path for some services) at DEBUG: whatever our
 # own log level, its logger never goes below WARNING, whose messages name hosts, not URLs.
 logging.getLogger("apprise").setLevel(logging.WARNING)
+handover.install()
 
 _STATUS = re.compile(r"error=(\d{3})\b")
 # Apprise's own webhooks, which take extra headers ("+Name=value" in the URL): they get Idempotency-Key
 KEYED = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
 _ASSET = apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
+# services whose plugin sends one notice to one target in exactly one HTTP request: for those the
+# request's last byte is the notice's point of no return (monitor/notify/handover.py). Others may
+# make several (Matrix logs in first, Telegram may look its chat up, Slack uploads) and are sent at
+# least once, as before.
+ONE_REQUEST = frozenset({"json", "jsons", "form", "forms", "xml", "xmls", "ntfy", "ntfys", "gotify", "gotifys",
+                         "twilio", "vonage", "nexmo"})
 # every service Apprise speaks (ntfy, tgram, json...); its plugin manager is not annotated
 APPRISE_SCHEMES: frozenset[str] = frozenset(NotificationManager().schemas())  # type: ignore[no-untyped-call]
 
@@ -87,7 +95,8 @@ class AppriseSender:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.s = settings
         self.technicians = technicians
-        self._services: dict[str, apprise.Apprise] = {}  # technicians' (a few): kept; customers' made per send
+        # technicians' (a few): kept; customers' made per send
+        self._services: dict[str, tuple[apprise.Apprise, bool]] = {}
         # per service (scheme): Telegram, Twilio and co. throttle a sender; the channel's own
         # rate_limits still applies on top
         self.limits = {scheme: RateLimit(rate, now=now, sleep=sleep) for scheme, rate in settings.rates.items()}
@@ -103,12 +112,14 @@ class AppriseSender:
             raise DeliveryPermanent(f"no Apprise URL {row.recipient} in the config any more", "no_address")
         return tech.apprise[index]
 
-    def _service(self, row: Row) -> apprise.Apprise:
-        service = self._services.get(row.recipient)
-        if service is not None:
-            return service
+    def _service(self, row: Row) -> tuple[apprise.Apprise, bool]:
+        """The row's Apprise object, and whether its one request is its point of no return."""
+        cached = self._services.get(row.recipient)
+        if cached is not None:
+            return cached
         url = self._url(row).reveal()
-        keyed = url.split("://", 1)[0].lower() in KEYED
+        scheme = url.split("://", 1)[0].lower()
+        keyed = scheme in KEYED
         if keyed:  # the outbox key as a header: a receiver drops the repeat of a notice after a crash
             url += ("&" if "?" in url else "?") + "+Idempotency-Key=" + quote(row.key, safe="")
         plugin = apprise.Apprise.instantiate(url, asset=_ASSET)
@@ -118,24 +129,34 @@ class AppriseSender:
         plugin.request_rate_per_sec = 0
         service = apprise.Apprise(asset=_ASSET)
         service.add(plugin)
+        # one target (a URL may name several numbers or topics: one request each)
+        one = scheme in ONE_REQUEST and len(plugin) == 1
         if row.action.startswith("tech_") and not keyed:
-            self._services[row.recipient] = service
-        return service
+            self._services[row.recipient] = (service, one)
+        return service, one
 
     async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
         p = row.payload
         # parsing a URL into a plugin takes ~1-3 ms of Python: per send for customers and keyed
         # webhooks, so in a thread, not on the event loop
-        service = self._services.get(row.recipient)
-        if service is None:
-            service = await asyncio.to_thread(self._service, row)
+        cached = self._services.get(row.recipient)
+        service, one = cached if cached is not None else await asyncio.to_thread(self._service, row)
         limit = self.limits.get(self._url(row).reveal().split("://", 1)[0].lower())
         if limit is not None:
             await limit.acquire()
         body = p["body"]
         if self.s.gsm7 and not row.action.startswith("tech_"):  # an SMS gateway: one SMS, not three
             body = to_gsm7(body)
-        result = await service.async_notify(body=body, title=p.get("subject", ""))
+        # armed for this send only (a context variable: Apprise's executor carries it into its thread)
+        armed = None if handed_over is None or not one else handover.Handover(
+            asyncio.get_running_loop(), handed_over, self.s.timeout)
+        token = handover.ARMED.set(armed)
+        try:
+            result = await service.async_notify(body=body, title=p.get("subject", ""))
+        finally:
+            handover.ARMED.reset(token)
+            if armed is not None:
+                armed.active = False  # a thread still sending (cancelled here) never sends its last byte
         if result:
             return "sent"
         status = result.status
