@@ -29,7 +29,7 @@ from monitor.store import components
 
 SENDING = 1  # handed to an adapter: maybe delivered if the process dies now (1 was "in flight" before)
 CLAIMED = 2  # taken by a worker, not attempted yet: nothing happened outside
-HANDED_OVER = 3  # the receiver has all of it and only its answer is missing (SMTP: after the final ".")
+HANDED_OVER = 3  # the receiver has all of it, only its answer is missing (SMTP: the final "."; HTTP: the last byte)
 ASSUMED = "assumed delivered: the receiver had the whole message when the sending process stopped"
 
 HandedOver = Callable[[], None]

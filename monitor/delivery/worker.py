@@ -30,9 +30,10 @@ log = logging.getLogger("monitor.delivery")
 class Sender(Protocol):
     """One channel's adapter. ``send`` raises DeliveryRetryable/DeliveryPermanent; returns a result.
 
-    An adapter whose protocol has a point of no return (SMTP: the final ".") calls ``handed_over()``
-    right before passing it; the outbox then counts the row as delivered if the process dies
-    before the answer is recorded. The others ignore it.
+    An adapter whose protocol has a point of no return (SMTP: the final "."; an HTTP push: the
+    request's last byte) calls ``handed_over()`` on the event loop as it passes it; the outbox then
+    counts the row as delivered if the process dies before the answer is recorded. The others
+    ignore it.
     """
 
     channel: str

@@ -13,6 +13,10 @@ other 4xx (a revoked token, an unknown chat) are permanent. Apprise's own calls 
 (``requests``); its ``async_notify`` runs them in its worker threads, so the event loop is never
 blocked.
 
+Exactly once across a SIGKILL for services that send a notice in one request (:data:`ONE_REQUEST`,
+one target): the request's last byte is its point of no return, sent on the event loop together
+with the outbox's hand-over record (:mod:`monitor.notify.handover`); the others are sent at least once.
+
 Two Apprise defaults are changed on purpose. ``timeout`` becomes each service's connect and read
 timeout, never Apprise's *call* timeout: that one stops waiting but leaves the thread sending, so
 a message it called timed out arrived anyway and its retry arrived twice (seen in the tests). And

@@ -122,6 +122,8 @@ def _request(self: urllib3.connection.HTTPConnection, method: str, url: str, bod
     handover = ARMED.get()
     if handover is None:
         return _REQUEST(self, method, url, body, headers, **kw)
+    if self.sock is None:  # connect (and any proxy tunnel, which writes a request of its own) unheld
+        self.connect()
     hold = _Hold()
     self._monitor_hold = hold  # type: ignore[attr-defined]
     try:
