@@ -41,8 +41,16 @@ delivery:
   retry: {initial: 2s, maximum: 5m, factor: 2, jitter: 0.5, deadline: 1d}
   rate_limits: {email: 5}
 api: {listen: '127.0.0.1:9109', token: {env: API_TOKEN}, link_ttl: 1d}
+pollers:
+  brokers: [{host: 127.0.0.1, port: 1883, username: core, password: {env: MQTT_CORE}}, {host: mqtt-2.isp.example}]
+  prefix: isp/pollers
+  heartbeat: 5s
+  silent_after: 30s
+  zones:
+    - {id: noc, municipalities: [arauca], nodes: [ap-2]}
+    - {id: north, sites: [twr-centro], nodes: [ap-1, cpe-1], pollers: [p-north-1, p-north-2]}
 """
-RICH_ENV = {**ENV, "API_TOKEN": "t" * 32}
+RICH_ENV = {**ENV, "API_TOKEN": "t" * 32, "MQTT_CORE": "mqtt-core-pw"}
 RICH_DOC = yaml.safe_load(RICH)
 TIMEOUT = 60.0  # a hang, not a slow machine: the slowest accepted hostile file takes well under a second idle
 
@@ -68,6 +76,7 @@ YAMLISH = st.lists(st.sampled_from([
     "&a ", "&b ", "*a", "*b", "<<: ", "<<: *a", "!!timestamp ", "!!binary ", "!!int ", "!!float ", "!!set ",
     "!!omap ", "!!python/object:os.system ", "!local ", "%YAML 1.1\n", "%TAG ! tag:x,2000:\n",
     "nodes", "polling", "interval", "id", "kind", "address", "parent", "customers", "correlation", "delivery",
+    "pollers", "zones", "brokers", "silent_after", "municipalities",
     "core", "ap", "127.0.0.1", ".nan", ".inf", "-.inf", "1e400", "0x1F", "0o17", "1_000", "2026-13-45",
     "2026-11-01T02:00:00Z", "9" * 50, "~", "null", "yes", "no", "\t", "\x00", "\x85", "\u2028", "\ufeff", "é",
     '"\\0"', '"\\x07"', '"\\e"', '"\\N"', "{file: ", "{env: ", "{credential: ", "customers_file: ",
@@ -151,6 +160,8 @@ def test_the_rich_config_itself_loads(tmp_path: Path) -> None:
     (tmp_path / "sites.yaml").write_text(RICH)
     inv = load_inventory(tmp_path / "sites.yaml", env=RICH_ENV)
     assert inv.delivery is not None and inv.api is not None and inv.correlation and inv.maintenance
+    assert inv.pollers is not None and inv.pollers.zone_of == {"core": "north", "ap-1": "north", "ap-2": "noc",
+                                                               "cpe-1": "north"}
 
 
 SETTING_NAMES = sorted({*ALIASES, *(f for f in CorrelationSettings.__dataclass_fields__ if f != "vantage")})

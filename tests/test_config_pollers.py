@@ -118,3 +118,14 @@ def test_mistakes_are_named(tmp_path: Path, section: dict[str, Any], message: st
         load_with(tmp_path, section)
     assert any(message in p for p in err.value.problems), err.value.problems
     assert all("sites.yaml:" in p for p in err.value.problems)
+
+
+def test_a_poller_reads_the_shared_config_without_the_cores_secrets(tmp_path: Path) -> None:
+    """On a poller's machine the core's broker password (and delivery's, the API's) is not there:
+    ``monitor poll`` reads the shared config all the same; the core itself still needs it."""
+    load_with(tmp_path, GOOD)
+    path = tmp_path / "sites.yaml"
+    with pytest.raises(ConfigError, match="MQTT_CORE"):
+        load_inventory(path, env={})
+    p = load_inventory(path, env={}, poller=True).pollers
+    assert p is not None and p.brokers[0].password is None and p.zone_of["cpe-s"] == "saravena"

@@ -118,13 +118,16 @@ def unacked(spool: Path) -> int:
 
 @contextmanager
 def poller(tmp: Path, cfg: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``monitor poll`` for Saravena as its own process, authenticated as the broker's user."""
+    """``monitor poll`` for Saravena as its own process, authenticated as the broker's user. The core's
+    broker password (MQTT_CORE_PASS, which the shared config names) is not in its environment: a
+    poller's machine holds its own secrets only."""
     (tmp / "mqtt.pass").write_text(PASSWORD + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "MQTT_CORE_PASS"}
     with open(tmp / "poller.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "monitor", "poll", "--config", str(cfg), "--zone", "saravena",
              "--poller", "p-saravena", "--mqtt-user", USER, "--mqtt-password-file", str(tmp / "mqtt.pass")],
-            stdout=log, stderr=log, cwd=cfg.parent, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            stdout=log, stderr=log, cwd=cfg.parent, env={**env, "PYTHONPATH": str(ROOT)})
     try:
         yield proc
     finally:

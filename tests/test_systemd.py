@@ -101,3 +101,29 @@ def test_report_unit_command_writes_last_months_reports(tmp_path: Path) -> None:
     assert names == [f"availability-{month}-customers.csv", f"availability-{month}-en.html",
                      f"availability-{month}-es.html"]
     assert "<svg" in (reports / f"availability-{month}-es.html").read_text()
+
+
+HARDENING = ("User", "Group", "StateDirectory", "StateDirectoryMode", "ConfigurationDirectory",
+             "ConfigurationDirectoryMode", "WorkingDirectory", "AmbientCapabilities", "CapabilityBoundingSet",
+             "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
+             "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+             "ProtectClock", "ProtectHostname", "ProtectProc", "RestrictNamespaces", "RestrictRealtime",
+             "RestrictSUIDSGID", "LockPersonality", "RestrictAddressFamilies", "SystemCallArchitectures", "UMask")
+
+
+def test_poller_unit_is_hardened_as_the_daemon_and_runs_monitor_poll() -> None:
+    """The poller role (issue 14) runs with the daemon's sandbox and only CAP_NET_RAW; its command line
+    is one ``monitor poll`` accepts, with the zone and poller id from poller.env and its own broker
+    password as a credential."""
+    from monitor.cli import _parser
+
+    daemon, poller = directives(UNITS / "monitor.service"), directives(UNITS / "monitor-poller.service")
+    assert {k: poller.get(k) for k in HARDENING} == {k: daemon.get(k) for k in HARDENING}
+    assert poller["Restart"] == ["on-failure"] and poller["EnvironmentFile"][0] == "/etc/isp-monitor/poller.env"
+    assert any(v.startswith("mqtt-password:") for v in poller["LoadCredential"])
+    argv = (exec_start(UNITS / "monitor-poller.service").replace("${MONITOR_ZONE}", "saravena")
+            .replace("${MONITOR_POLLER}", "p-saravena-1").replace("%d", "/run/credentials/x").split())
+    assert argv[0] == "/opt/isp-monitor/venv/bin/monitor"
+    args = _parser().parse_args(argv[1:])
+    assert (args.zone, args.poller, str(args.mqtt_password_file)) == (
+        "saravena", "p-saravena-1", "/run/credentials/x/mqtt-password")

@@ -50,14 +50,17 @@ CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "contact
 
 def load_inventory(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, secrets: bool = True,
-    cancel: threading.Event | None = None,
+    cancel: threading.Event | None = None, poller: bool = False,
 ) -> Inventory:
     """Read, validate and freeze the inventory. Raises ConfigError listing every problem found.
 
     ``secrets=False`` is for the tools that send nothing (report, incidents, maintenance, replay): the
     references are checked for form only and every secret is None, so they also run outside the
     systemd unit, where ``{credential: NAME}`` cannot be read. ``cancel`` ends a long parse early
-    (a daemon stopping in the middle of a reload) with a ConfigError.
+    (a daemon stopping in the middle of a reload) with a ConfigError. ``poller=True`` is ``monitor
+    poll`` reading the shared config on a poller's machine: only what polling needs (SNMP credentials,
+    time series) is read; the core's secrets (delivery, API, its broker password) are checked for form
+    only, so they never have to be on that machine.
     """
     display = os.fspath(path)
     file = Path(path)
@@ -72,8 +75,8 @@ def load_inventory(
         problems.add(display, dup.line, "", dup.message)
     if data is None:
         raise ConfigError(f"{display}: the file is empty (expected a mapping with at least 'nodes')")
-    inv = _Loader(display, file.absolute().parent, os.environ if env is None else env, problems, secrets).build(
-        data, str(file.absolute()))
+    inv = _Loader(display, file.absolute().parent, os.environ if env is None else env, problems, secrets,
+                  core_secrets=secrets and not poller).build(data, str(file.absolute()))
     if problems:
         raise ConfigError(problems.lines())
     return inv
@@ -118,11 +121,12 @@ def _read_at_most(fh: BinaryIO, limit: int) -> bytes:
 
 class _Loader:
     def __init__(self, display: str, base_dir: Path, env: Mapping[str, str], problems: Problems,
-                 secrets: bool = True) -> None:
+                 secrets: bool = True, *, core_secrets: bool = True) -> None:
         self.display = display
         self.base_dir = base_dir
         self.problems = problems
         self.secrets = settings.SecretReader(base_dir, env, secrets)
+        self.core_secrets = settings.SecretReader(base_dir, env, core_secrets)  # the core's alone (not a poller's)
         self.registry = Registry(problems)
 
     def build(self, data: object, source: str) -> Inventory:
@@ -156,7 +160,7 @@ class _Loader:
         for node in vantage if isinstance(vantage, tuple) else ():
             if node not in targets:
                 top.err("correlation", f"vantage: unknown node {node!r} (expected ids of nodes)")
-        delivery_config = delivery.parse(top, self.secrets, munis)
+        delivery_config = delivery.parse(top, self.core_secrets, munis)
         zone = delivery_config.timezone if delivery_config is not None else "UTC"  # recurring windows' wall clock
         maintenance = operations.maintenance(top, self.problems, self.display, set(targets), zone)
         return Inventory(
@@ -169,9 +173,9 @@ class _Loader:
             },
             daemon=daemon, timeseries=ts, polling=layers.base, correlation=correlation, maintenance=maintenance,
             delivery=delivery_config,
-            api=(api_settings := api.parse(top, self.secrets, daemon.metrics_listen)),
+            api=(api_settings := api.parse(top, self.core_secrets, daemon.metrics_listen)),
             status_page=status_page.parse(top, _listeners(daemon.metrics_listen, api_settings)),
-            pollers=pollers.parse(top, self.secrets, munis, sites, targets),
+            pollers=pollers.parse(top, self.core_secrets, munis, sites, targets),
         )
 
     def _unique(self, seen: dict[str, Where], sec: Section) -> str | None:

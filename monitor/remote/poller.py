@@ -9,7 +9,10 @@ core is unreachable the changes wait in order with their real times.
 
 Credentials: the broker list comes from the shared config; a poller authenticates as itself
 (``--mqtt-user``, default its id, and ``--mqtt-password-file``), so the broker's ACL can confine it
-to its own topics. SIGTERM/SIGINT stop it cleanly (polls in flight finish, the writer flushes).
+to its own topics. Of the shared config's secrets it reads only what polling needs (SNMP
+credentials, time series): the core's (delivery, API, its broker password) stay on the core.
+SIGTERM/SIGINT stop it cleanly (polls in flight finish, the writer flushes). systemd unit:
+``systemd/monitor-poller.service``.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    inv = load_inventory(args.config)
+    inv = load_inventory(args.config, poller=True)  # the core's secrets need not be on this machine
     logs.setup(inv.daemon.log_format, inv.daemon.log_level)
     if inv.pollers is None:
         raise ConfigError([f"{args.config}: no pollers: section (monitor poll needs zones)"])
