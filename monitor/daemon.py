@@ -122,7 +122,7 @@ class Daemon:
             assert polling.store is not None
             self.remote = RemoteIntake(inv, polling.store, polling.states, self._correlate, state_dir)
             self.zones = BlindZones.watching(inv, polling.store, polling.states, self.clock.now())
-            self.feed = self.remote.feed(inv, self.zones.watch)
+            self.feed = self.remote.feed(inv, self.zones)
         self._start_metrics_server(inv.daemon.metrics_listen)
         # The inventory, topology and states live as long as the process: keep the collector from
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).

@@ -76,7 +76,7 @@ sites:
 service_classes:
   residencial: {{response_hours: 24, availability_target: 98.0}}
 polling: {{interval: 0.2, icmp_count: 1, icmp_timeout: 0.1, down_after: 2, up_after: 2}}
-correlation: {{settle: 0.5, hold_down: 0.6, window: 1.0}}
+correlation: {{settle: 2, hold_down: 0.6, window: 1.0}}  # settle: generous for a loaded machine
 daemon: {{state_dir: var, metrics_listen: ""}}
 nodes:
   - {{id: core, kind: router, address: 127.0.0.1, site: noc}}
@@ -268,8 +268,9 @@ async def test_a_killed_poller_blinds_its_zone_only_without_an_outage_until_it_r
         task = asyncio.create_task(daemon.run())
         try:
             with poller(tmp_path, poller_cfg) as proc:
-                await until(lambda: daemon.zones is not None and states(*REMOTE, "core", "cpe-n") == {State.UP},
-                            60, "every target up at the core")
+                # (a poller slower to start than silent_after had its zone blind meanwhile: back once heard)
+                await until(lambda: daemon.zones is not None and not daemon.zones.watch.blind
+                            and states(*REMOTE, "core", "cpe-n") == {State.UP}, 60, "every target up at the core")
                 proc.kill()
                 await until(lambda: daemon.feed is not None and "p-saravena" in daemon.feed.offline, 60,
                             "the poller's last will")

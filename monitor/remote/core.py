@@ -28,7 +28,7 @@ from monitor.inventory.model import Inventory
 from monitor.inventory.pollers import PollersSettings
 from monitor.logs import Episode, event
 from monitor.polling.stage import REMOVED
-from monitor.remote.link import Broker, CoreFeed
+from monitor.remote.link import Broker, CoreFeed, Listener
 from monitor.remote.sequence import Sequences
 from monitor.remote.silence import ZoneNews, ZoneWatch
 from monitor.state import State, StateChange, TargetState, restored
@@ -87,7 +87,7 @@ class RemoteIntake:
         if gone:
             self.store.append(gone)
 
-    def feed(self, inv: Inventory, watch: ZoneWatch | None = None) -> CoreFeed:
+    def feed(self, inv: Inventory, watch: Listener | None = None) -> CoreFeed:
         """The MQTT feed of every poller of ``inv``, resuming their numbering from the state directory;
         ``watch`` hears of every poller heard and every last will."""
         p = inv.pollers
@@ -170,6 +170,16 @@ class BlindZones:
         self._apply(self.watch.configure(p.zone_pollers() if p is not None else {},
                                          p.silent_after if p is not None else self.watch.timeout, now))
         self.zone_of = dict(p.zone_of) if p is not None else {}
+
+    def heard(self, poller: str, at: float) -> None:
+        """A word from ``poller`` (the feed's, before it stores what the message carries): a blind zone
+        it covers is back at once, so its stored states are restored before the new changes land."""
+        self.watch.heard(poller, at)
+        if self.watch.covers_blind(poller):
+            self.step(max(at, self.watch.last_step))
+
+    def gone(self, poller: str) -> None:
+        self.watch.gone(poller)
 
     def step(self, now: float) -> list[ZoneNews]:
         """Called about once a second: zones that went blind or returned."""

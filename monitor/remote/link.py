@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiomqtt
 
@@ -36,7 +37,6 @@ from monitor.errors import MonitorError
 from monitor.logs import Episode, event
 from monitor.remote.messages import PollerMessage, RemoteMessageError, decode, encode
 from monitor.remote.sequence import Sequences
-from monitor.remote.silence import ZoneWatch
 from monitor.remote.spool import PollerSpool
 from monitor.state import StateChange
 
@@ -166,6 +166,14 @@ class PollerLink:
             await asyncio.sleep(self.heartbeat)
 
 
+class Listener(Protocol):
+    """Who hears of pollers' liveness (:class:`monitor.remote.core.BlindZones`)."""
+
+    def heard(self, poller: str, at: float) -> None: ...
+
+    def gone(self, poller: str) -> None: ...
+
+
 OnChanges = Callable[[str, Sequence[StateChange]], Awaitable[None]]
 #: called after each message taken, with the bookkeeping to keep across restarts (before the ack)
 OnTaken = Callable[[Sequences], None]
@@ -177,7 +185,7 @@ class CoreFeed:
     def __init__(self, brokers: Sequence[Broker], poller_zones: Mapping[str, str], zone_of: Mapping[str, str],
                  on_changes: OnChanges, *, prefix: str = "monitor/pollers", sequences: Sequences | None = None,
                  clock: Clock | None = None, client_id: str = "monitor-core", on_taken: OnTaken | None = None,
-                 watch: ZoneWatch | None = None) -> None:
+                 watch: Listener | None = None) -> None:
         self.brokers, self.poller_zones, self.zone_of = list(brokers), poller_zones, zone_of
         self.on_changes, self.prefix, self.client_id = on_changes, prefix, client_id
         self.sequences = sequences or Sequences()

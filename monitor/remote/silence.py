@@ -38,6 +38,7 @@ class ZoneWatch:
         self._heard: dict[str, float] = {}  # poller -> last heard
         self.offline: set[str] = set()  # pollers whose last will arrived after they were last heard
         self.blind: dict[str, float] = {}  # zone -> when it went blind
+        self.last_step = start
 
     def heard(self, poller: str, at: float) -> None:
         """A heartbeat or message of ``poller`` sent at ``at`` (an old retained one may be long ago)."""
@@ -56,8 +57,13 @@ class ZoneWatch:
     def silent(self, poller: str, now: float) -> bool:
         return now - self.last_heard(poller) > self.timeout
 
+    def covers_blind(self, poller: str) -> bool:
+        """``poller`` covers a zone that is blind now (hearing it brings the zone back at the next step)."""
+        return any(poller in self.zones[z] for z in self.blind)
+
     def step(self, now: float) -> list[ZoneNews]:
         """Zones that went blind or returned since the last step, in zone order."""
+        self.last_step = max(self.last_step, now)
         news = []
         for zone, pollers in self.zones.items():
             blind = all(self.silent(p, now) for p in pollers)
