@@ -25,6 +25,7 @@ from monitor import selfmetrics
 from monitor.api.server import ApiServer
 from monitor.clock import Clock, SystemClock
 from monitor.correlate.service import CorrelationService
+from monitor.db import store_location
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
@@ -115,8 +116,8 @@ class Daemon:
             event(log, logging.INFO, "time series are off: no database configured", config=self.config_path)
         else:
             writer.submit(notes.site_points(inv, self.clock.now()))
-            self.rollup = HourlyRollup(inv, state_dir / "monitor.db", self.clock, state_dir)
-        self.pipeline = IncidentPipeline(inv, state_dir / "monitor.db", self.clock, writer, self.incident_sinks)
+            self.rollup = HourlyRollup(inv, store_location(inv.daemon), self.clock, state_dir)
+        self.pipeline = IncidentPipeline(inv, store_location(inv.daemon), self.clock, writer, self.incident_sinks)
         polling.sinks.append(self._correlate)
         if inv.pollers is not None and inv.pollers.poller_zones():
             assert polling.store is not None
@@ -328,7 +329,7 @@ class Daemon:
 
     async def _start_api(self, inv: Inventory) -> None:
         """Bind the API when ``api:`` asks for it (MonitorError when it cannot); serve it in the TaskGroup."""
-        server = ApiServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", self.clock)
+        server = ApiServer.for_inventory(inv, store_location(inv.daemon), self.clock)
         self._api_task = await self._serve(server)
         self.api_server = server
 

@@ -32,9 +32,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
-from monitor.errors import StorageError
+from monitor.errors import ConfigError, StorageError
 
 #: ``PRAGMA user_version`` of a SQLite store in this format. Releases before it kept one numbering
 #: there (1-5) and refuse anything higher as "written by a newer release", which is what they should
@@ -312,7 +312,38 @@ def _has_table(conn: Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
-def engine_for(where: Path | Engine[StoreConnection]) -> Engine[StoreConnection]:
+class StoreSettings(Protocol):
+    """The configuration's say on where the store is (``daemon:`` in the inventory)."""
+
+    @property
+    def state_dir(self) -> str: ...
+
+    @property
+    def store(self) -> str: ...
+
+    @property
+    def store_password(self) -> Any: ...
+
+
+#: a store as the stores and services take it: the SQLite file's path, or another engine
+Where: TypeAlias = "Path | Engine[StoreConnection]"
+
+
+def store_location(daemon: StoreSettings) -> Where:
+    """Where the configured store is: ``<state_dir>/monitor.db`` (SQLite) unless ``daemon.store`` names a
+    PostgreSQL database, whose engine is imported only then (the default needs no PostgreSQL client)."""
+    if not daemon.store:
+        return Path(daemon.state_dir) / "monitor.db"
+    try:
+        from monitor.db_postgres import PostgreSQL
+    except ImportError as exc:  # psycopg is an optional dependency
+        raise ConfigError(f"daemon.store names a PostgreSQL database, but its client is not installed ({exc}):"
+                          " pip install 'isp-monitor[postgresql]'") from exc
+    secret = daemon.store_password
+    return PostgreSQL(daemon.store, secret.reveal() if secret is not None else None)
+
+
+def engine_for(where: Where) -> Engine[StoreConnection]:
     """A store given as a path is the embedded SQLite file there; anything else already is an engine."""
     return SQLite(where) if isinstance(where, Path) else where
 

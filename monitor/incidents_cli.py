@@ -21,6 +21,7 @@ from monitor.correlate.incidents import format_ts, parse_ts
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentRow, NotFound
 from monitor.correlate.topology import Topology
+from monitor.db import store_location
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
 from monitor.recurrence import RecurrenceError, occurrences
@@ -98,10 +99,7 @@ def _api(args: argparse.Namespace, *, topology: bool = False) -> Staff:
     db = args.db
     if db is None:
         assert inv is not None
-        state_dir = Path(inv.daemon.state_dir)
-        if not state_dir.is_absolute():
-            state_dir = args.config.resolve().parent / state_dir
-        db = state_dir / "monitor.db"
+        db = store_location(inv.daemon)  # (state_dir is absolute: the loader resolves it)
     return Staff.open(db, Topology.from_inventory(inv) if inv is not None and topology else None)
 
 

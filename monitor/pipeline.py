@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.service import CorrelationService
 from monitor.correlate.settings import CorrelationSettings, derive
+from monitor.db import Where
 from monitor.delivery.service import DeliveryService
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
@@ -47,7 +47,7 @@ def correlation_settings(inv: Inventory) -> CorrelationSettings:
 
 class IncidentPipeline:
     def __init__(
-        self, inv: Inventory, db_path: Path, clock: Clock, writer: TimeseriesWriter | None,
+        self, inv: Inventory, db_path: Where, clock: Clock, writer: TimeseriesWriter | None,
         sinks: list[IncidentSink],
     ) -> None:
         self.inventory = inv

@@ -12,16 +12,14 @@ lists all three and :mod:`monitor.db` opens and migrates them, one way for every
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 from monitor.correlate import schema as correlation
 from monitor.db import (
     ERRORS,
     VERSION_TABLE,
-    Engine,
     Schema,
-    StoreConnection,
     StoreCursor,
+    Where,
     engine_for,
     open_store,
     transaction,
@@ -73,7 +71,7 @@ MIGRATIONS: tuple[str, ...] = (
 class EventStore:
     """Append-only state-change log with current states, in the daemon's store."""
 
-    def __init__(self, where: Path | Engine[StoreConnection], busy_timeout: float = 5.0) -> None:
+    def __init__(self, where: Where, busy_timeout: float = 5.0) -> None:
         """``where``: the SQLite file, or another engine (``store:`` in the config). ``busy_timeout``: how
         long a write waits for another connection's lock. The daemon passes a short one, because the wait
         blocks its event loop; it holds what it could not write and retries."""

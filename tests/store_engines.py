@@ -99,6 +99,20 @@ def connect(where: Where) -> StoreConnection:
     return engine_for(where).connect()
 
 
+def config_keys(where: Where, folder: Path) -> str:
+    """The ``daemon:`` keys (after a comma) that put a config's store where ``where`` is: nothing for SQLite
+    (the file in state_dir), ``store`` and ``store_password`` (from a file in ``folder``) for PostgreSQL."""
+    if isinstance(where, Path):
+        return ""
+    (folder / "pg-password").write_text(f"{where.password}\n")
+    return f", store: '{where.url}', store_password: {{file: pg-password}}"
+
+
+def configured(where: Where, state_dir: Path) -> Where:
+    """The store a daemon configured with :func:`config_keys` writes: for SQLite, the file in its state_dir."""
+    return state_dir / "monitor.db" if isinstance(where, Path) else where
+
+
 def child_code(where: Where) -> str:
     """Python source that rebuilds ``where`` as ``db`` in a child process."""
     if isinstance(where, Path):

@@ -68,6 +68,11 @@ def problems_of(folder: Path, text: str) -> list[str]:
     return [p.removeprefix(f"{folder}/") for p in info.value.problems]
 
 
+def section_problems(folder: Path, section: str) -> list[str]:
+    """The problems of BASE with ``section`` (one line of YAML) added before customers (at CUSTOMERS_LINE)."""
+    return problems_of(folder, BASE.replace("customers:\n", f"{section}\ncustomers:\n"))
+
+
 @pytest.mark.parametrize(("new", "old", "path", "line"), WHERE, ids=[w[2] for w in WHERE])
 def test_every_number_refuses_nan_infinity_and_absurd_values(tmp_path: Path, new: str, old: str, path: str,
                                                              line: int) -> None:
@@ -133,5 +138,4 @@ EXACT = [
 
 @pytest.mark.parametrize(("section", "expected"), EXACT, ids=[e[0] for e in EXACT])
 def test_mistaken_number_is_reported_exactly(tmp_path: Path, section: str, expected: str) -> None:
-    got = problems_of(tmp_path, BASE.replace("customers:\n", f"{section}\ncustomers:\n"))
-    assert got == [f"sites.yaml:{CUSTOMERS_LINE}: {expected}"]
+    assert section_problems(tmp_path, section) == [f"sites.yaml:{CUSTOMERS_LINE}: {expected}"]

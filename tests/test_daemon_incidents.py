@@ -15,9 +15,11 @@ import pytest
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
 from monitor.daemon import Daemon
+from monitor.delivery.outbox import Outbox
 from tests.firewall import icmp_block, lab_address
 from tests.servers.common import until
 from tests.servers.smtp import SmtpServer
+from tests.store_engines import Where, config_keys, configured, pg_server_fixture, where_fixture  # noqa: F401
 from tests.tsdb_support import started
 
 pytestmark = pytest.mark.root
@@ -27,7 +29,8 @@ AP = lab_address(20)
 CPES = {"cpe-1": lab_address(21), "cpe-2": lab_address(22), "cpe-3": lab_address(23)}
 
 
-def write_config(folder: Path, delivery: str = "") -> Path:
+def write_config(folder: Path, delivery: str = "", store: str = "") -> Path:
+    """``store``: more ``daemon:`` keys (tests.store_engines.config_keys)."""
     endpoints = "\n".join(
         f"  - {{id: C{i}, name: Cliente {i}, service_class: residencial, contacts: {{email: c{i}@example.com}},"
         f" language: {'en' if i == 3 else 'es'},"
@@ -42,7 +45,7 @@ service_classes:
   residencial: {{response_hours: 24, availability_target: 98.0}}
 polling: {{interval: 0.2, icmp_count: 1, icmp_timeout: 0.1, down_after: 2, up_after: 2}}
 correlation: {{settle: 0.5, hold_down: 0.6, window: 1.0}}
-daemon: {{state_dir: var, metrics_listen: ""}}
+daemon: {{state_dir: var, metrics_listen: ""{store}}}
 nodes:
   - {{id: core, kind: router, address: 127.0.0.1, site: s1}}
   - {{id: ap-1, kind: ap, address: {AP}, parent: core}}
@@ -85,8 +88,9 @@ async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path: Path) -> Non
         store.close()
 
 
-async def test_outage_notices_reach_a_real_smtp_server_once_each(tmp_path: Path) -> None:
-    """The whole pipeline: real pings fail → incident → technician alert + one notice per customer → restored."""
+async def test_outage_notices_reach_a_real_smtp_server_once_each(tmp_path: Path, where: Where) -> None:
+    """The whole pipeline: real pings fail → incident → technician alert + one notice per customer → restored;
+    on the SQLite store and on PostgreSQL (``daemon.store``)."""
     (tmp_path / "smtp").mkdir()
     smtp = SmtpServer(tmp_path / "smtp")
     delivery = f"""
@@ -98,7 +102,7 @@ delivery:
   retry: {{initial: 0.2s, maximum: 1s}}
 """
     with started(smtp):
-        daemon = Daemon(write_config(tmp_path, delivery))
+        daemon = Daemon(write_config(tmp_path, delivery, config_keys(where, tmp_path)))
         task = asyncio.create_task(daemon.run())
         try:
             await until(lambda: len(daemon.states) == 5
@@ -117,3 +121,12 @@ delivery:
     assert max(smtp.repeats().values()) == 1  # nobody got the same message twice
     english = [m for m in mails if str(m["To"]) == "c3@example.com"]
     assert all(m["Content-Language"] == "en" for m in english)
+    assert isinstance(where, Path) or not (tmp_path / "var" / "monitor.db").exists()  # no SQLite file beside
+    store = IncidentStore(configured(where, tmp_path / "var"))  # the configured store holds it all
+    outbox = Outbox(configured(where, tmp_path / "var"))
+    try:
+        assert [(r.kind, r.root, r.status) for r in store.incidents(status=None)] == [("outage", "ap-1", "resolved")]
+        assert len(outbox.rows(status="delivered")) == 8 and outbox.pending() == {}
+    finally:
+        store.close()
+        outbox.close()

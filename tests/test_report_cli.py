@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
+from monitor.correlate.store import IncidentStore
 from monitor.inventory.loader import load_inventory
 from tests import png
 from tests.report_support import MONTH_MIN, october_store
 from tests.servers.common import require_binary
+from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_server_fixture  # noqa: F401
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 
@@ -231,3 +233,42 @@ def test_blind_time_goes_on_while_still_blind_after_staff_resolved_its_alert(tmp
     log.close()
     inp = load_input(db, inv, OCTOBER, until=at(20, 10, 30))
     assert inp.blind == [Interval(at(20, 10), at(20, 10, 30))]
+
+
+def test_the_same_report_from_either_engine(tmp_path: Path, pg_database: ThrowawayDatabase) -> None:
+    """The same October written to SQLite and to PostgreSQL (issue 13): `monitor report` says the same, the
+    second through the config's daemon.store (its password from a file), blind time and tickets included."""
+    from monitor.delivery.outbox import NewRow, Outbox
+    from monitor.report.source import load_input
+    from tests.report_support import NOV, OCTOBER
+
+    inv = load_inventory(CONFIG)
+    sqlite_db = tmp_path / "monitor.db"
+    for where in (sqlite_db, pg_database):
+        october_store(where, inv, vantage_outage=True)
+        outbox = Outbox(where)
+        incidents = IncidentStore(where)
+        [inc] = [r for r in incidents.incidents(status=None) if r.kind == "outage"]
+        incidents.close()
+        outbox.add([NewRow(f"{inc.id}/ticket_open/desk/1", inc.id, "ticket_open", "desk", "desk", "desk", {})], {},
+                   {}, inc.opened_at)
+        [row] = outbox.take("desk", inc.opened_at, 1)
+        outbox.finish([(row.id, "RT#7")], [], [], inc.opened_at + 600)
+        outbox.close()
+    (tmp_path / "pg-password").write_text(f"{pg_database.password}\n")
+    config = tmp_path / "sites.yaml"
+    (tmp_path / "customers.csv").symlink_to(CONFIG.parent / "customers.csv")
+    config.write_text(CONFIG.read_text().replace(
+        "  concurrency: 2000\n",
+        f"  concurrency: 2000\n  store: '{pg_database.url}'\n  store_password: {{file: {tmp_path}/pg-password}}\n"))
+    outputs = []
+    for args in (["--config", str(CONFIG), "--db", str(sqlite_db)], ["--config", str(config)]):
+        out = tmp_path / "r.json"
+        assert main(["report", *args, "--month", "2026-10", "--by", "node", "--output", str(out), "--quiet"]) == 0
+        r = json.loads(out.read_text())
+        outputs.append({k: v for k, v in r.items() if k != "generated_at"})
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["totals"]["blind_min"] > 0
+    a, b = (load_input(where, inv, OCTOBER, until=NOV) for where in (sqlite_db, pg_database))
+    assert (a.history, a.incidents, a.blind, a.maintenance) == (b.history, b.incidents, b.blind, b.maintenance)
+    assert [i.ticketed_at for i in a.incidents if i.kind == "outage"] == [inc.opened_at + 600]

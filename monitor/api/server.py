@@ -28,6 +28,7 @@ from monitor.clock import Clock
 from monitor.correlate.staff import Conflict, Staff
 from monitor.correlate.store import NotFound
 from monitor.correlate.topology import Topology
+from monitor.db import Where
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.model import Inventory
 from monitor.logs import event
@@ -43,7 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiServer:
     """Serves one :class:`ApiSettings` on the store at ``db_path``; ``serve()`` is a daemon task."""
 
-    def __init__(self, settings: ApiSettings, db_path: Path, clock: Clock,
+    def __init__(self, settings: ApiSettings, db_path: Where, clock: Clock,
                  languages: dict[str, str] | None = None, topology: Topology | None = None) -> None:
         """``topology``: the inventory's, for the staff actions that need it (a maintenance window
         covers the customers below its node); without it those actions check nothing against it."""
@@ -61,13 +62,14 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
 
     @classmethod
-    def for_inventory(cls, inv: Inventory, db_path: Path, clock: Clock) -> ApiServer | None:
+    def for_inventory(cls, inv: Inventory, db_path: Where, clock: Clock) -> ApiServer | None:
         """The server the inventory asks for; None without ``api:`` or with ``listen: ''``."""
         if inv.api is None or not inv.api.listen:
             return None
         techs = inv.delivery.technicians.values() if inv.delivery is not None else ()
         server = cls(inv.api, db_path, clock, {t.id: t.language for t in techs}, Topology.from_inventory(inv))
-        server.board = Board(lambda: server.incidents, db_path.parent, inv, clock)
+        state_dir = db_path.parent if isinstance(db_path, Path) else Path(inv.daemon.state_dir)  # (board users)
+        server.board = Board(lambda: server.incidents, state_dir, inv, clock)
         return server
 
     # ------------------------------------------------------------ lifecycle

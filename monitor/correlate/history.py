@@ -9,9 +9,10 @@ incident tables have one owner and a second engine (issue 13) changes their SQL 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
+
+from monitor.db import StoreConnection
 
 # When an incident's failure was over. A blindness is over only when it ended (cleared_at): staff may
 # resolve its alert earlier (closed_at) while the monitor is still blind; NULL = still blind.
@@ -32,7 +33,7 @@ class PastIncident:
     customers: tuple[str, ...]  # every customer ever affected
 
 
-def incidents_overlapping(db: sqlite3.Connection, start: float, end: float) -> list[PastIncident]:
+def incidents_overlapping(db: StoreConnection, start: float, end: float) -> list[PastIncident]:
     """Incidents whose failure overlaps [start, end), oldest first; merged ones are left out (their
     targets live on in the incident they merged into)."""
     rows = db.execute(
@@ -60,9 +61,9 @@ def incidents_overlapping(db: sqlite3.Connection, start: float, end: float) -> l
     ]
 
 
-def windows_overlapping(db: sqlite3.Connection, start: float, end: float) -> list[tuple[str, float, float]]:
+def windows_overlapping(db: StoreConnection, start: float, end: float) -> list[tuple[str, float, float]]:
     """(node, start, end) of every maintenance window not removed that overlaps [start, end)."""
     rows = db.execute(
-        "SELECT node, start, end FROM maintenance WHERE removed_at IS NULL AND start < ? AND end > ?", (end, start)
+        'SELECT node, start, "end" FROM maintenance WHERE removed_at IS NULL AND start < ? AND "end" > ?', (end, start)
     )
     return [(node, s, e) for node, s, e in rows]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from monitor.clock import Clock
 from monitor.correlate.engine import Engine
@@ -27,6 +26,7 @@ from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore
 from monitor.correlate.topology import Topology
+from monitor.db import Where
 from monitor.inventory.model import Inventory, MaintenanceSpec
 from monitor.logs import event
 from monitor.state import StateChange
@@ -38,7 +38,7 @@ class CorrelationService:
     def __init__(
         self,
         inventory: Inventory,
-        db_path: Path,
+        db_path: Where,
         settings: CorrelationSettings,
         clock: Clock,
         *,

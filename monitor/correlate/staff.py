@@ -22,6 +22,7 @@ from monitor.correlate.incidents import format_ts, printable
 from monitor.correlate.maintenance import config_specs
 from monitor.correlate.store import ETA_WITHDRAWN, ActionRow, IncidentRow, IncidentStore, MaintenanceRow, NotFound
 from monitor.correlate.topology import Topology
+from monitor.db import Where
 from monitor.errors import ConfigError
 from monitor.inventory.model import MaintenanceSpec
 
@@ -47,9 +48,10 @@ class Staff:
         self.topology = topology
 
     @classmethod
-    def open(cls, db_path: Path, topology: Topology | None = None) -> Staff:
-        """On the daemon's store file, which must exist (a typo in ``--db`` would otherwise create one)."""
-        if not db_path.exists():
+    def open(cls, db_path: Where, topology: Topology | None = None) -> Staff:
+        """On the daemon's store, a SQLite file which must exist (a typo in ``--db`` would otherwise create
+        one), or a PostgreSQL database (``daemon.store``)."""
+        if isinstance(db_path, Path) and not db_path.exists():
             raise ConfigError(f"{db_path}: no store here (has the daemon run with this config?)")
         return cls(IncidentStore(db_path), topology)
 

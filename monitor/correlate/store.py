@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from monitor.correlate.engine import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
-from monitor.db import ERRORS, OPEN_TIMEOUT, Engine, SQLite, StoreConnection, engine_for, open_store
+from monitor.db import ERRORS, OPEN_TIMEOUT, SQLite, StoreConnection, Where, engine_for, open_store
 from monitor.db import transaction as _tx
 from monitor.errors import MonitorError, StorageError
 from monitor.state import State
@@ -81,7 +80,7 @@ class ActionRow:
 class IncidentStore:
     """Incidents, their history, staff actions and maintenance windows, next to the state-change log."""
 
-    def __init__(self, where: Path | Engine[StoreConnection], busy_timeout: float = 5.0) -> None:
+    def __init__(self, where: Where, busy_timeout: float = 5.0) -> None:
         """``where``: the SQLite file, or another engine (``store:`` in the config). ``busy_timeout``: how
         long a write waits for another connection's lock (the daemon's is short, since the wait blocks its
         event loop; see :class:`monitor.correlate.service.CorrelationService`)."""

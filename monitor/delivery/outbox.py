@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from monitor.db import ERRORS, OPEN_TIMEOUT, Engine, StoreConnection, engine_for, open_store
+from monitor.db import ERRORS, OPEN_TIMEOUT, StoreConnection, Where, engine_for, open_store
 from monitor.db import transaction as _tx
 from monitor.errors import StorageError
 from monitor.store import components
@@ -62,7 +61,7 @@ class Row(NewRow):
 class Outbox:
     """Outbox rows, the planner's memory and the incident → ticket map, in one connection to the store."""
 
-    def __init__(self, where: Path | Engine[StoreConnection], busy_timeout: float = 10.0) -> None:
+    def __init__(self, where: Where, busy_timeout: float = 10.0) -> None:
         """``where``: the SQLite file, or another engine (``store:`` in the config). ``busy_timeout``: how
         long a write waits for another connection's lock; the daemon passes a short one (the wait blocks
         its event loop; a failed write is retried, the rows stay put)."""

@@ -19,13 +19,13 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore, MaintenanceRow, NotFound
+from monitor.db import Where
 from monitor.delivery import channels, metrics, planner
 from monitor.delivery.channels import Channel
 from monitor.delivery.config import DeliveryConfig
@@ -44,7 +44,7 @@ ACK_POLL = 30.0  # seconds between checks whether staff took an incident's ticke
 
 
 class DeliveryService:
-    def __init__(self, inventory: Inventory, db_path: Path, config: DeliveryConfig, clock: Clock, *,
+    def __init__(self, inventory: Inventory, db_path: Where, config: DeliveryConfig, clock: Clock, *,
                  busy_timeout: float = 10.0) -> None:
         self.config = config
         self.clock = clock

@@ -43,7 +43,7 @@ TOP_KEYS = (
     "polling", "polling_by_kind", "daemon", "timeseries", "correlation", "maintenance",
     "delivery", "api", "status_page", "pollers",
 )
-DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency")
+DAEMON_KEYS = ("state_dir", "metrics_listen", "log_format", "log_level", "concurrency", "store", "store_password")
 MAX_BYTES = 64 * 2**20  # a 50,000-endpoint inventory is ~10 MiB of YAML; more is a mistake or an attack
 CLASS_KEYS = ("response_hours", "availability_target", "ticket_single", "contacts_in_alerts", "polling", "ticket_power")
 
@@ -143,7 +143,7 @@ class _Loader:
             layers.base = settings.merge_polling(layers.base, settings.polling_override(glob))
             layers.base_where = Where(self.display, top.line("polling"), "polling")
         layers.by_kind = self.by_kind(top)
-        daemon = settings.daemon(top.section("daemon", DAEMON_KEYS), self.base_dir)
+        daemon = settings.daemon(top.section("daemon", DAEMON_KEYS), self.base_dir, self.secrets)
         ts = settings.timeseries(top.section("timeseries", settings.TS_KEYS), self.base_dir, daemon.state_dir,
                                  self.secrets)
         reader = EntryReader(self.registry, creds, cred_names)

@@ -166,6 +166,8 @@ class DaemonSettings:
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: str = "INFO"
     concurrency: int = 2000  # polls in flight at once, all kinds together
+    store: str = ""  # postgresql://USER@HOST[:PORT]/DATABASE; empty: the SQLite file <state_dir>/monitor.db
+    store_password: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)

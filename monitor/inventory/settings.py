@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from monitor.errors import SecretError
 from monitor.inventory.fields import DAY, HOUR, Section, fmt_num, type_name
@@ -102,12 +103,13 @@ class SecretReader:
         self.env = env
         self.resolve = resolve  # False: only the references' form is checked, every secret is None
 
-    def get(self, sec: Section, key: str, resolve: bool = True) -> Secret | None:
-        """The secret, or None; with ``resolve=False`` only the reference's form is checked."""
+    def get(self, sec: Section, key: str, resolve: bool = True, *, always: bool = False) -> Secret | None:
+        """The secret, or None; with ``resolve=False`` only the reference's form is checked. ``always``:
+        resolved even for the tools that send nothing (the store's password: they read the store too)."""
         if key not in sec.data:
             return None
         try:
-            if not (resolve and self.resolve):
+            if not (resolve and (self.resolve or always)):
                 check_reference(sec.data[key])
                 return None
             return resolve_secret(sec.data[key], self.base_dir, self.env)
@@ -158,10 +160,17 @@ def _resolve_dir(base_dir: Path, value: str) -> str:
     return os.path.normpath(base_dir / os.path.expanduser(value))
 
 
-def daemon(sec: Section | None, base_dir: Path) -> DaemonSettings:
+def daemon(sec: Section | None, base_dir: Path, secrets: SecretReader) -> DaemonSettings:
     d = DaemonSettings()
     if sec is None:
         return dataclasses.replace(d, state_dir=_resolve_dir(base_dir, d.state_dir))
+    store = sec.text("store") or ""
+    if store and (problem := store_url_problem(store)) is not None:
+        sec.err("store", problem)
+        store = ""
+    if "store_password" in sec.data and "store" not in sec.data:
+        sec.err("store_password", "given without store: (the SQLite default has no password; expected "
+                                  "store: postgresql://USER@HOST[:PORT]/DATABASE beside it)")
     listen = sec.data.get("metrics_listen", d.metrics_listen)
     if not isinstance(listen, str):
         sec.err("metrics_listen", f"expected a string such as {d.metrics_listen} ('' disables /metrics), "
@@ -180,7 +189,52 @@ def daemon(sec: Section | None, base_dir: Path) -> DaemonSettings:
         log_format="json" if sec.choice("log_format", ("logfmt", "json"), d.log_format) == "json" else "logfmt",
         log_level=level.upper(),
         concurrency=sec.integer("concurrency", d.concurrency, 1, 100_000),
+        store=store,
+        store_password=secrets.get(sec, "store_password", bool(store), always=True),
     )
+
+
+STORE_URL_MAX = 1024
+STORE_FORM = "postgresql://USER@HOST[:PORT]/DATABASE"
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def store_url_problem(url: str) -> str | None:
+    """What is wrong with a ``daemon.store`` URL, or None. Never quotes a password written into it."""
+    if len(url) > STORE_URL_MAX:
+        return f"expected a URL of at most {STORE_URL_MAX} characters ({STORE_FORM}), got {len(url)}"
+    if not url.startswith("postgresql://"):
+        shown = f" {url!r}" if "@" not in url else ""
+        return (f"expected {STORE_FORM} (PostgreSQL; leave store out for the SQLite file in state_dir), "
+                f"got{shown or ' something else'}")
+    userinfo, at, _ = url.removeprefix("postgresql://").rpartition("@")
+    if at and ":" in userinfo:  # (before parsing: a password with a / or # in it would fool the parser)
+        return ("a password does not belong in the URL (the config is copied, diffed and pasted): "
+                "give it as store_password: {env: NAME}, {file: PATH} or {credential: NAME}")
+    try:  # no password in it from here on: quoting the URL's parts is safe
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"bad URL ({exc}; expected {STORE_FORM})"
+    database = parts.path.removeprefix("/")
+    problem = (
+        "missing the host" if not parts.hostname
+        else "a port must be between 1 and 65535" if port == 0
+        else "missing the database name" if not database
+        else f"bad database name {database!r} (one path segment)" if "/" in database
+        else "a fragment (#...) means nothing here" if parts.fragment
+        else _query_problem(parts.query)
+    )
+    return None if problem is None else f"{problem} (expected {STORE_FORM})"
+
+
+def _query_problem(query: str) -> str | None:
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "sslmode":
+            return f"unknown parameter {key!r} (only sslmode)"
+        if value not in _SSLMODES:
+            return f"bad sslmode {value!r} (expected one of: {', '.join(_SSLMODES)})"
+    return None
 
 
 def valid_listen(listen: str) -> bool:

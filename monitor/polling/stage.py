@@ -29,11 +29,11 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor import selfmetrics
 from monitor.clock import Clock
+from monitor.db import store_location
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory, PollingSettings, Target
 from monitor.logs import event
@@ -136,7 +136,7 @@ class PollingStage:
         """Open the event store in the state directory, start this run in it and restore every
         target's last confirmed state. MonitorError when the store takes no writes: nothing to poll
         for if announced transitions cannot be kept."""
-        self.store = EventStore(Path(inv.daemon.state_dir) / "monitor.db", BUSY_TIMEOUT)
+        self.store = EventStore(store_location(inv.daemon), BUSY_TIMEOUT)
         try:
             self.keeper = StoreKeeper(self.store, self.store.run_started(self.clock.now()))
         except MonitorError:

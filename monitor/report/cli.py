@@ -9,6 +9,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from monitor.db import store_location
 from monitor.errors import ConfigError
 from monitor.report.compute import GROUPINGS, compute
 from monitor.report.model import Period
@@ -48,12 +49,7 @@ def main(args: argparse.Namespace) -> int:
 
     inv = load_inventory(args.config, secrets=False)  # sends nothing
     period = parse_period(args.month, args.start, args.end, args.tz or configured_zone(inv))
-    db = args.db
-    if db is None:
-        state_dir = Path(inv.daemon.state_dir)
-        if not state_dir.is_absolute():
-            state_dir = args.config.resolve().parent / state_dir
-        db = state_dir / "monitor.db"
+    db = args.db or store_location(inv.daemon)  # (state_dir is absolute: the loader resolves it)
     now = time.time()
     inp = load_input(db, inv, period, progress, until=now)
     report = compute(inp, args.by, generated_at=now, progress=progress)

@@ -1,10 +1,10 @@
-"""Read a :class:`ReportInput` from the daemon's store (``<state_dir>/monitor.db``), read-only.
+"""Read a :class:`ReportInput` from the daemon's store (``<state_dir>/monitor.db``, or PostgreSQL), read-only.
 
 Tables: ``state_changes`` (the append-only log, ``monitor.store``), ``monitor_runs`` (events
 migration 2), the outbox's ticket times (``monitor.delivery.schema``); incidents and maintenance
 windows through :mod:`monitor.correlate.history`, which owns their SQL.
 The file is opened read-only so that a report can never interfere with the running daemon beyond
-SQLite's shared WAL reads.
+SQLite's shared WAL reads; on PostgreSQL the session is read-only (``default_transaction_read_only``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from monitor.correlate.history import incidents_overlapping, windows_overlapping
 from monitor.correlate.topology import children_of, descendants
-from monitor.db import SQLite
+from monitor.db import ERRORS, VERSION_TABLE, SQLite, StoreConnection, Where
 from monitor.errors import StorageError
 from monitor.inventory.model import Inventory
 from monitor.report.compute import REMOVED, Progress
@@ -26,28 +26,21 @@ REMOVED_REASON = "removed"  # a change to unknown with this reason prefix: the t
 CRASH_GRACE = 60.0  # a run without a stop record is taken as alive this long after its last heartbeat
 
 
-def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress | None = None,
+def load_input(db_path: Where, inv: Inventory, period: Period, progress: Progress | None = None,
                until: float | None = None) -> ReportInput:
     """``until``: the store's "now"; the part of the period after it has no data yet."""
-    if not db_path.exists():
-        raise StorageError(f"{db_path}: no store here (has the daemon run with this config?)")
-    engine = SQLite(db_path)
+    db, versions = _open(db_path)
+    where = db_path if isinstance(db_path, Path) else db_path.describe()
     try:
-        db = engine.connect_readonly()
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot open the store {db_path}: {exc}") from exc
-    try:
-        engine.set_lock_wait(db, 5.0)
         history = _history(db, period)
         if progress is not None:
             progress(f"read the state history of {len(history)} targets")
-        versions = engine.versions(db)  # a store written by an older release may lack the later tables
-        incidents = _incidents(db, period) if versions.get("correlation", 0) >= 1 else []
+        incidents = _incidents(db, period, versions) if versions.get("correlation", 0) >= 1 else []
         windows = _maintenance(db, period) if versions.get("correlation", 0) >= 1 else []
         open_end = period.end if until is None else min(period.end, until)
         offline = _offline(db, period, open_end) if versions.get("events", 0) >= 2 else []
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read the store {db_path}: {exc}") from exc
+    except ERRORS as exc:
+        raise StorageError(f"cannot read the store {where}: {exc}") from exc
     finally:
         db.close()
     if progress is not None:
@@ -62,12 +55,47 @@ def load_input(db_path: Path, inv: Inventory, period: Period, progress: Progress
                        maintenance=expand_maintenance(windows, inv), blind=blind, incidents=incidents, until=until)
 
 
-def _history(db: sqlite3.Connection, period: Period) -> dict[str, list[tuple[float, str]]]:
+def _open(where: Where) -> tuple[StoreConnection, dict[str, int]]:
+    """A read-only connection and the store's component versions (a store written by an older release
+    may lack the later tables)."""
+    if isinstance(where, Path):
+        if not where.exists():
+            raise StorageError(f"{where}: no store here (has the daemon run with this config?)")
+        engine = SQLite(where)
+        try:
+            db = engine.connect_readonly()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the store {where}: {exc}") from exc
+        try:
+            engine.set_lock_wait(db, 5.0)
+            return db, engine.versions(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(f"cannot read the store {where}: {exc}") from exc
+    try:
+        conn = where.connect()
+    except where.errors as exc:
+        raise StorageError(f"cannot open the store {where.describe()}: {exc}") from exc
+    try:
+        conn.execute("SET default_transaction_read_only = on")
+        rows = conn.execute(f"SELECT component, version FROM {VERSION_TABLE}").fetchall()
+    except where.errors as exc:
+        conn.close()
+        raise StorageError(f"cannot read the store {where.describe()}: {exc} (has the daemon run with this"
+                           " config?)") from exc
+    return conn, {str(c): int(v) for c, v in rows}
+
+
+#: the state each target was in when the period began: SQLite returns the row of MAX(id) for a bare
+#: column (its fastest form); other engines join on it
+_BEFORE_SQLITE = "SELECT target, ts, new, reason, MAX(id) FROM state_changes WHERE ts < ? GROUP BY target"
+_BEFORE = ("SELECT s.target, s.ts, s.new, s.reason, s.id FROM state_changes s JOIN (SELECT MAX(id) AS id"
+           " FROM state_changes WHERE ts < ? GROUP BY target) m ON s.id = m.id")
+
+
+def _history(db: StoreConnection, period: Period) -> dict[str, list[tuple[float, str]]]:
     history: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    # The state each target was in when the period began (SQLite returns the row of MAX(id)).
-    before = db.execute(
-        "SELECT target, ts, new, reason, MAX(id) FROM state_changes WHERE ts < ? GROUP BY target", (period.start,)
-    )
+    before = db.execute(_BEFORE_SQLITE if isinstance(db, sqlite3.Connection) else _BEFORE, (period.start,))
     for target, ts, new, reason, _ in before:
         history[target].append((ts, _state(new, reason)))
     rows = db.execute(
@@ -79,7 +107,7 @@ def _history(db: sqlite3.Connection, period: Period) -> dict[str, list[tuple[flo
     return dict(history)
 
 
-def _offline(db: sqlite3.Connection, period: Period, open_end: float) -> list[Interval]:
+def _offline(db: StoreConnection, period: Period, open_end: float) -> list[Interval]:
     """When no daemon was running (between runs, after the last one stopped or stopped heartbeating).
 
     A store without any recorded run (older than migration 3) makes no claim: nothing is marked.
@@ -119,10 +147,13 @@ def _state(new: str, reason: str) -> str:
     return REMOVED if new == "unknown" and reason.startswith(REMOVED_REASON) else new
 
 
-def _incidents(db: sqlite3.Connection, period: Period) -> list[IncidentRecord]:
-    """Incidents overlapping the period (correlation's query), with when the desk took their tickets."""
+def _incidents(db: StoreConnection, period: Period, versions: dict[str, int]) -> list[IncidentRecord]:
+    """Incidents overlapping the period (correlation's query), with when the desk took their tickets.
+
+    A store where delivery never ran has no outbox table: no ticket times, acknowledgements only.
+    """
     past = incidents_overlapping(db, period.start, period.end)
-    ticketed = _ticket_times(db) if past else {}
+    ticketed = _ticket_times(db) if past and versions.get("delivery", 0) >= 1 else {}
     return [
         IncidentRecord(id=i.id, kind=i.kind, root=i.root, opened_at=i.opened_at, restored_at=i.restored_at,
                        targets=i.targets, customers=i.customers, acked_at=i.acked_at, ticketed_at=ticketed.get(i.id))
@@ -130,14 +161,8 @@ def _incidents(db: sqlite3.Connection, period: Period) -> list[IncidentRecord]:
     ]
 
 
-def _ticket_times(db: sqlite3.Connection) -> dict[str, float]:
-    """When the desk accepted each incident's ticket (the delivery outbox), for response compliance.
-
-    A store where delivery never ran has no outbox table: no ticket times, acknowledgements only.
-    """
-    has_outbox = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone()
-    if not has_outbox:
-        return {}
+def _ticket_times(db: StoreConnection) -> dict[str, float]:
+    """When the desk accepted each incident's ticket (the delivery outbox), for response compliance."""
     rows = db.execute(
         "SELECT incident, MIN(done_at) FROM outbox WHERE action = 'ticket_open' AND status = 'delivered'"
         " AND done_at IS NOT NULL GROUP BY incident"
@@ -145,7 +170,7 @@ def _ticket_times(db: sqlite3.Connection) -> dict[str, float]:
     return {inc: float(ts) for inc, ts in rows}
 
 
-def _maintenance(db: sqlite3.Connection, period: Period) -> list[tuple[str, Interval]]:
+def _maintenance(db: StoreConnection, period: Period) -> list[tuple[str, Interval]]:
     return [(node, Interval(s, e)) for node, s, e in windows_overlapping(db, period.start, period.end)]
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from monitor.db import store_location
 from monitor.errors import ConfigError
 from monitor.report.cli import parse_period
 from monitor.report.model import Period
@@ -53,12 +54,9 @@ def main(args: argparse.Namespace) -> int:
         period = Period(now - days * 86400.0, now, f"last {days:g} days", configured_zone(inv))
     else:
         period = parse_period(args.month, args.start, args.end, args.tz or configured_zone(inv))
-    db = args.db or _store_path(args.config, inv.daemon.state_dir)
+    db = args.db or store_location(inv.daemon)  # (state_dir is absolute: the loader resolves it)
     written = asyncio.run(write_points(inv.timeseries, rollup_points(db, inv, period, now)))
     print(f"rollup: wrote {written} availability points for {period.label}", file=sys.stderr)
     return 0
 
 
-def _store_path(config: Path, state_dir: str) -> Path:
-    base = Path(state_dir)
-    return (base if base.is_absolute() else config.resolve().parent / base) / "monitor.db"

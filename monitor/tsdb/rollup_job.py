@@ -32,6 +32,7 @@ from itertools import islice
 from pathlib import Path
 
 from monitor.clock import Clock
+from monitor.db import Where
 from monitor.errors import MonitorError, StorageRetryable
 from monitor.inventory.model import Inventory, TimeseriesSettings
 from monitor.logs import Episode, event
@@ -51,7 +52,7 @@ CATCH_UP = 2 * 86400.0  # at most this far back at start (monitor rollup's defau
 MARKER = "rollup-hour"  # in the state directory: the end of the last hour written, epoch seconds
 
 
-def rollup_points(db: Path, inv: Inventory, period: Period, now: float) -> Iterator[Point]:
+def rollup_points(db: Where, inv: Inventory, period: Period, now: float) -> Iterator[Point]:
     """The period's hourly availability points, on the configured zone's local-hour grid."""
     return availability_points(load_input(db, inv, period, until=now), configured_zone(inv))
 
@@ -100,7 +101,7 @@ async def write_points(settings: TimeseriesSettings, points: Iterable[Point], *,
 class HourlyRollup:
     """The daemon's hourly rollup task (see the module's docstring)."""
 
-    def __init__(self, inv: Inventory, db_path: Path, clock: Clock, state_dir: Path, *, lag: float = LAG,
+    def __init__(self, inv: Inventory, db_path: Where, clock: Clock, state_dir: Path, *, lag: float = LAG,
                  catch_up: float = CATCH_UP, attempts: int = 2, retry_delay: float = 5.0,
                  on_written: Callable[[float, float, int], None] | None = None) -> None:
         self.inventory = inv  # the daemon sets the reloaded one: zone and database settings follow

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from monitor.db import Where
 from monitor.inventory.model import Inventory
 from monitor.report.compute import compute
 from monitor.report.model import DayPoint, Period, ReportInput
@@ -55,7 +55,7 @@ def bars_from_input(inp: ReportInput) -> dict[str, Bars]:
     return out
 
 
-def read_bars(db_path: Path, inv: Inventory, now: float, tz: str, days: int) -> dict[str, Bars]:
+def read_bars(db_path: Where, inv: Inventory, now: float, tz: str, days: int) -> dict[str, Bars]:
     """Read the store and compute every page's bars (seconds on a large network: run it in a thread)."""
     inp = load_input(db_path, inv, period_for(now, tz, days), until=now)
     return bars_from_input(inp)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from monitor import logs
 from monitor.clock import SystemClock
+from monitor.db import store_location
 from monitor.errors import ConfigError, MonitorError
 from monitor.inventory.loader import load_inventory
 from monitor.logs import event
@@ -36,7 +37,7 @@ async def run(config: Path) -> int:
         print(f"error: {exc.problems[0] if exc.problems else exc}", flush=True)
         return 2
     logs.setup(inv.daemon.log_format, inv.daemon.log_level)
-    server = StatusServer.for_inventory(inv, Path(inv.daemon.state_dir) / "monitor.db", SystemClock())
+    server = StatusServer.for_inventory(inv, store_location(inv.daemon), SystemClock())
     if server is None:
         print("error: no status_page in the config", flush=True)
         return 2

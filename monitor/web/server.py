@@ -26,6 +26,7 @@ from aiohttp import web
 
 from monitor.api.listen import listen
 from monitor.clock import Clock
+from monitor.db import Where
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
 from monitor.logs import event
@@ -54,7 +55,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class StatusServer:
     """Serves the status page for one inventory; ``start()`` binds, ``serve()`` is the daemon's task."""
 
-    def __init__(self, settings: StatusPageSettings, db_path: Path, inventory: Inventory, clock: Clock) -> None:
+    def __init__(self, settings: StatusPageSettings, db_path: Where, inventory: Inventory, clock: Clock) -> None:
         self.settings = settings
         self.db_path = db_path
         self.clock = clock
@@ -72,7 +73,7 @@ class StatusServer:
         self._css = CSS.read_bytes()
 
     @classmethod
-    def for_inventory(cls, inv: Inventory, db_path: Path, clock: Clock) -> StatusServer | None:
+    def for_inventory(cls, inv: Inventory, db_path: Where, clock: Clock) -> StatusServer | None:
         """The server the inventory asks for; None without ``status_page:`` or with ``listen: ''``."""
         if inv.status_page is None or not inv.status_page.listen:
             return None

@@ -6,10 +6,8 @@ maintenance edit); only then are the open incidents read again, so a quiet netwo
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 from monitor.correlate.store import IncidentStore
+from monitor.db import ERRORS, Where
 from monitor.errors import StorageError
 from monitor.web.snapshot import StoreRows
 
@@ -18,7 +16,7 @@ OPEN_LIMIT = 10_000
 
 
 class StatusSource:
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Where) -> None:
         self.store = IncidentStore(db_path)
 
     def close(self) -> None:
@@ -36,7 +34,7 @@ class StatusSource:
             events = {i: list(s.events(i)) for i in wanted}
             actions = {i: s.actions(i) for i in wanted}
             windows = s.maintenance()
-        except sqlite3.Error as exc:
+        except ERRORS as exc:
             raise StorageError(f"status page: cannot read the store: {exc}") from exc
         return StoreRows(open_, resolved, events, actions, windows)
 
