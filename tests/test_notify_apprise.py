@@ -278,28 +278,47 @@ async def test_killed_after_the_hand_over_and_before_the_answer_the_restart_coun
     assert 1 <= sum(r["result"] == ASSUMED for r in rows) <= 2  # the 2nd, and the 1st if not yet recorded
 
 
-def test_only_a_single_request_notice_gets_a_point_of_no_return(tmp_path: Path) -> None:
+async def test_only_a_single_request_notice_gets_a_point_of_no_return(tmp_path: Path) -> None:
     """A URL with several targets (one request each) or a service that may make several requests
-    (Telegram looks its chat up, Matrix logs in) is sent at least once, unarmed."""
+    (Telegram without a chat id looks it up, or with ?image=yes sends the image first; Matrix logs
+    in) is sent at least once, unarmed. Telegram with one chat sends one request, its hand-over
+    recorded before the answer (its API pointed at a receiver on loopback)."""
     rx = PushReceiver()
     path, env = config(tmp_path, rx)
     inv = load_inventory(path, env=env)
     assert inv.delivery is not None
     juan = inv.delivery.technicians["juan"]
     sender = AppriseSender(inv.delivery.apprise, inv.delivery.technicians)
+    row = Row("k", "INC-000001", "tech_alert_apprise", "juan#1", "apprise", "", {"body": "caída twr-1"}, id=1,
+              attempts=0, uncertain=False, created_at=0.0)
 
-    def armed(url: str) -> bool:
+    def service(url: str) -> tuple[Any, bool]:
         sender._services.clear()
         sender.technicians = {"juan": dataclasses.replace(juan, apprise=(Secret(url, "env:X"),))}
-        row = Row("k", "INC-000001", "tech_alert_apprise", "juan#1", "apprise", "", {}, id=1, attempts=0,
-                  uncertain=False, created_at=0.0)
-        return sender._service(row)[1]
+        return sender._service(row)
+
+    def armed(url: str) -> bool:
+        return service(url)[1]
 
     assert armed(f"json://127.0.0.1:{rx.port}/x") and armed(f"ntfy://127.0.0.1:{rx.port}/one")
     assert armed(f"gotify://127.0.0.1:{rx.port}/{GOTIFY_TOKEN}")
     assert not armed(f"ntfy://127.0.0.1:{rx.port}/one/two")  # two topics: two requests
-    assert not armed("tgram://123456789:abcdefg_hijklmnop/12315544/")
+    bot = "123456789:abcdefg_hijklmnop"
+    assert not armed(f"tgram://{bot}/")  # no chat id: it asks getUpdates first
+    assert not armed(f"tgram://{bot}/1231/4567") and not armed(f"tgram://{bot}/1231/?image=yes")
     assert not armed("matrix://user:pass@127.0.0.1/#room")
+    tgram, one = service(f"tgram://{bot}/12315544/")
+    assert one
+    tgram[0].notify_url = f"http://127.0.0.1:{rx.port}/bot"  # never api.telegram.org from a test
+    await rx.start()
+    try:
+        recorded: list[int] = []
+        assert await sender.send(row, lambda: recorded.append(len(rx.received))) == "sent"
+    finally:
+        await rx.stop()
+    assert recorded == [0]  # recorded once, before the receiver (on this loop) could even read it
+    assert [(p.path, p.doc["chat_id"], p.doc["text"]) for p in rx.received] == [
+        (f"/bot{bot}/sendMessage", 12315544, "caída twr-1")]
 
 
 async def test_customers_get_short_notices_through_the_gateway_url_with_their_number(tmp_path: Path) -> None:

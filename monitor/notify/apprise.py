@@ -32,6 +32,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import apprise
@@ -55,9 +56,9 @@ _STATUS = re.compile(r"error=(\d{3})\b")
 KEYED = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
 _ASSET = apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
 # services whose plugin sends one notice to one target in exactly one HTTP request: for those the
-# request's last byte is the notice's point of no return (monitor/notify/handover.py). Others may
-# make several (Matrix logs in first, Telegram may look its chat up, Slack uploads) and are sent at
-# least once, as before.
+# request's last byte is the notice's point of no return (monitor/notify/handover.py); Telegram too,
+# with one chat id and no image (_one_request). Others may make several (Matrix logs in first, Slack
+# uploads) and are sent at least once.
 ONE_REQUEST = frozenset({"json", "jsons", "form", "forms", "xml", "xmls", "ntfy", "ntfys", "gotify", "gotifys",
                          "twilio", "vonage", "nexmo"})
 # every service Apprise speaks (ntfy, tgram, json...); its plugin manager is not annotated
@@ -133,8 +134,7 @@ class AppriseSender:
         plugin.request_rate_per_sec = 0
         service = apprise.Apprise(asset=_ASSET)
         service.add(plugin)
-        # one target (a URL may name several numbers or topics: one request each)
-        one = scheme in ONE_REQUEST and len(plugin) == 1
+        one = _one_request(scheme, plugin)
         if row.action.startswith("tech_") and not keyed:
             self._services[row.recipient] = (service, one)
         return service, one
@@ -176,6 +176,16 @@ class AppriseSender:
 
     async def close(self) -> None:
         self._services.clear()
+
+
+def _one_request(scheme: str, plugin: Any) -> bool:
+    """Whether this plugin sends a notice in exactly one HTTP request (so its last byte is the notice's
+    point of no return). One target: a URL may name several numbers, topics or chats, one request each."""
+    if scheme == "tgram":  # one sendMessage per chat, unless it must look its chat up, sends an image
+        # first, or renders a rich-message template
+        return (len(getattr(plugin, "targets", ())) == 1 and getattr(plugin, "include_image", True) is False
+                and not getattr(plugin, "template", True))
+    return scheme in ONE_REQUEST and len(plugin) == 1
 
 
 def _names(result: apprise.AppriseResult) -> str:
