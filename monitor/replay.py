@@ -4,21 +4,23 @@ A what-if tool (tune K, P, W, the hold-down ... on last month's data) and our te
 virtual, taken from the input, so the same input and settings always give byte-identical output.
 
 The hot loop is deliberately plain: most lines are "still up" or "still down" polls that cannot
-change a confirmed state, and those skip the state machine entirely (see :func:`_no_change`; a
-healthy reply from a target UP with nothing pending costs one lookup in ``calm``); only actual
-transitions reach the engine, and the engine's timers run only when time advances. Every line is
-still checked whole (:mod:`monitor.replay_input`), the usual record shapes by their lookups alone.
+change a confirmed state, and those skip the state machine entirely (see :func:`_no_change`): a
+target's state is a shared :class:`Node` of the state machine's graph, so such a line costs one
+lookup and a flag. The usual poll that does move a streak follows an edge remembered on the node
+(``step`` decides it once per node); only actual transitions reach the engine, and the engine's
+timers run only when time advances. Every line is still checked whole
+(:mod:`monitor.replay_input`): msgspec decodes and checks types and ranges in one step, and the
+standard library's full check decides, and names the error of, any line msgspec declines.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from monitor.correlate.engine import Engine
 from monitor.correlate.incidents import IncidentEvent
@@ -26,17 +28,17 @@ from monitor.correlate.maintenance import Window, config_windows
 from monitor.correlate.settings import CorrelationOverrides, CorrelationSettings, derive, parse_assignments
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
-from monitor.inventory.model import Inventory, Target
+from monitor.inventory.model import Inventory, PollingSettings, Target
 from monitor.replay_input import (
-    CAUSES,
-    KEYS,
     MAX_LINE,
-    REAL,
     RTT_MAX,
+    UNSET,
     ReplayError,
     check_measurements,
     parse_line,
     read_lines,
+    record,
+    record_decoder,
     timestamp,
 )
 from monitor.state import Confirmation, Observation, State, StateChange, TargetState, step
@@ -44,7 +46,6 @@ from monitor.state import Confirmation, Observation, State, StateChange, TargetS
 _FAIL = Observation(reachable=False, detail="no reply")
 _OK = Observation(reachable=True)
 _NO_TS = object()
-_ABSENT = object()  # a key not in the record (null is None)
 
 
 def settings_for(inv: Inventory, overrides: dict[str, str] | None = None) -> CorrelationSettings:
@@ -77,62 +78,30 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
     planned = config_windows(inv.maintenance)
     engine.set_windows([*planned, *(replace(w, id=len(planned) + i) for i, w in enumerate(windows, 1))])
     targets = inv.targets
-    states: dict[str, TargetState] = {}
-    rules: dict[str, Confirmation] = {}
-    limits: dict[str, tuple[float, float]] = {}  # (rtt_ms, loss fraction) beyond which a reply is degraded
-    # targets UP with no streak pending (see _no_change) -> their limits: a healthy reply from one
-    # changes nothing, so the loop skips it after one lookup (added when such a reply is seen,
-    # removed when any other line for it is)
-    calm: dict[str, tuple[float, float]] = {}
+    # target -> its node: confirmed state, streaks, rules and limits (see StepCache); a healthy reply
+    # to a node that is ``calm`` changes nothing, and costs this lookup and the limits' tests
+    nodes: dict[str, Node] = {}
     shared_rules: dict[tuple[int, int, int], Confirmation] = {}
-    UP, DOWN = State.UP, State.DOWN
-    # the C scanner itself (an instance attribute typeshed does not know): raw_decode is a Python
-    # wrapper around it, one frame per line more; it raises StopIteration where raw_decode says
-    # "Expecting value", and the slow path names the error either way
-    scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
-    max_line, keys, causes, real, absent, rtt_cap = MAX_LINE, KEYS, CAUSES, REAL, _ABSENT, RTT_MAX  # per line
-    cached = StepCache()
+    start: dict[int, tuple[Node, PollingSettings]] = {}  # id(polling settings) -> a new target's node
+    decode = record_decoder()  # types and ranges checked in C while decoding (replay_input.Record)
+    max_line, unset = MAX_LINE, UNSET  # locals: read per line
+    graph = StepCache()
+    change_of = _new_change
     last_ts_text: object = _NO_TS  # not None: a "ts": null on the first line must be checked too
     now: float | None = None
     pending: list[StateChange] = []  # transitions at ``now``, correlated when time moves on
-    rtt: Any
-    loss: Any
-    cause: Any
     for lineno, line in enumerate(lines, 1):
-        size = len(line)
         try:  # the fast path for good lines; anything odd goes to parse_line for the exact error
-            if size > max_line:
+            if len(line) > max_line:
                 raise ValueError("too long")
-            rec, end = scan(line, 0)
-            if end < size - 1 and line[end:].strip():
-                raise ValueError("extra data after the object")
-            ts_text = rec["ts"]
-            tid = rec["target"]
-            ok = rec["ok"]
-            # the keys beyond ts, target and ok: the usual shapes (rtt_ms; rtt_ms and loss) are known by
-            # their lookups, others take the key-set test; every value is checked below either way
-            n = len(rec)
-            if n == 4 and (rtt := rec.get("rtt_ms", absent)) is not absent:
-                loss = cause = None
-            elif n == 5 and (rtt := rec.get("rtt_ms", absent)) is not absent and (
-                    loss := rec.get("loss", absent)) is not absent:
-                cause = None
-            elif n == 3:
-                rtt = loss = cause = None
-            elif rec.keys() <= keys:
-                rtt = rec.get("rtt_ms")
-                loss = rec.get("loss")
-                cause = rec.get("cause")
-                if "cause" in rec and (ok is not False or cause not in causes):
-                    raise ValueError("bad cause")  # a cause only on a failed poll, one of CAUSES
-            else:
-                raise KeyError("unknown key")
-        except (ValueError, KeyError, TypeError, RecursionError, StopIteration):
+            r = decode(line)
+            if r.cause is not unset and r.ok:
+                raise ValueError("bad cause")  # a cause only on a failed poll
+        except ValueError:  # msgspec's errors are ValueErrors, and so is a str it cannot encode
             if not line.strip():
                 continue
-            rec = parse_line(line, source, lineno)  # leading whitespace is fine; all else raises ReplayError
-            ts_text, tid, ok = rec["ts"], rec["target"], rec["ok"]
-            rtt, loss, cause = rec.get("rtt_ms"), rec.get("loss"), rec.get("cause")
+            r = record(parse_line(line, source, lineno))  # all else raises ReplayError
+        ts_text = r.ts
         if ts_text != last_ts_text:
             ts = timestamp(ts_text, source, lineno)
             if now is not None and ts < now:
@@ -145,61 +114,49 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                 yield from engine.tick(ts)
             now = ts
             last_ts_text = ts_text
-        try:
-            lim = calm.get(tid)
-        except TypeError:  # a list or an object as target: parse_line names it
-            parse_line(line, source, lineno)
-            raise
-        if lim is not None:
-            # most lines: a reply within the thresholds from a target UP with nothing pending, which
-            # changes nothing (the type test first: True must not pass for 1; NaN fails the range)
-            if ok is True and (rtt is None or (type(rtt) in real and 0 <= rtt <= lim[0])) and (
-                    loss is None or (type(loss) in real and 0 <= loss <= lim[1])):
-                continue
-            del calm[tid]  # judged in full below; back in once it is UP and calm again
-        st = states.get(tid)
-        if st is None:
-            target = targets.get(tid) if isinstance(tid, str) else None
+        tid = r.target
+        node = nodes.get(tid)
+        if node is None:
+            target = targets.get(tid)
             if target is None:
-                parse_line(line, source, lineno)  # a target that is not a string is named as such
                 raise ReplayError(f"{source}:{lineno}: unknown target {tid!r} (not a node or endpoint in {inv.source})")
-            st = states[tid] = TargetState()
-            rules[tid] = _rules(target, settings, shared_rules)
-            th = target.polling.thresholds
-            limits[tid] = (
-                RTT_MAX if th.rtt_ms is None else min(th.rtt_ms, RTT_MAX),
-                1.0 if th.loss_pct is None else min(1.0, th.loss_pct / 100),
-            )
-        if ok is True:
-            if rtt is None and loss is None:
-                healthy = True
+            first = start.get(id(target.polling))  # targets share their polling settings: one look-up
+            if first is None:
+                th = target.polling.thresholds
+                limits = (RTT_MAX if th.rtt_ms is None else min(th.rtt_ms, RTT_MAX),
+                          1.0 if th.loss_pct is None else min(1.0, th.loss_pct / 100))
+                node = graph.node(TargetState(), _rules(target, settings, shared_rules), limits)
+                first = start[id(target.polling)] = (node, target.polling)  # kept alive: its id stays its own
+            node = nodes[tid] = first[0]
+        if r.ok:
+            # within the target's limits? (types and ranges are the decoder's; NaN is not JSON)
+            rtt, loss = r.rtt_ms, r.loss
+            if (rtt is None or rtt <= node.rtt_max) and (loss is None or loss <= node.loss_max):
+                if node.calm:
+                    continue  # most lines: UP with nothing pending, a healthy reply changes nothing
+                edge = node.ok or graph.edge(node, _OK)
             else:
-                rtt_max, loss_max = limits[tid]
-                healthy = (rtt is None or (type(rtt) in real and 0 <= rtt <= rtt_max)) and (
-                    loss is None or (type(loss) in real and 0 <= loss <= loss_max))
-            if healthy:
-                if st.state is UP and st.fail_streak == 0 and st.degraded_streak == 0:
-                    calm[tid] = limits[tid]  # see _no_change
-                    continue
-                obs = _OK
-            else:
-                obs = Observation(reachable=True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
-        elif ok is False:
-            # measurements of a failed poll are not used, but must be valid too (a valid rtt alone, the
-            # usual case, passes here without a call)
-            if loss is not None or (rtt is not None and not (type(rtt) in real and 0 <= rtt <= rtt_cap)):
-                check_measurements(rtt, loss, source, lineno)
-            if st.state is DOWN and st.reach_streak == 0:
+                assert now is not None
+                obs = Observation(True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
+                nodes[tid], change = graph.follow(node, obs, now, tid)
+                if change is not None:
+                    pending.append(change)
                 continue
-            obs = _FAIL if cause is None else Observation(False, detail=f"last down cause {cause}", cause=cause)
         else:
-            parse_line(line, source, lineno)  # raises: ok must be true or false
-            raise AssertionError("parse_line accepted a bad ok")
-        assert now is not None
-        new, change = cached(st, obs, now, rules[tid], tid)
-        states[tid] = new
-        if change is not None:
-            pending.append(change)
+            if node.quiet:
+                continue  # DOWN and nothing pending: another failure changes nothing
+            if isinstance(cause := r.cause, str):
+                assert now is not None
+                obs = Observation(False, detail=f"last down cause {cause}", cause=cause)
+                nodes[tid], change = graph.follow(node, obs, now, tid)
+                if change is not None:
+                    pending.append(change)
+                continue
+            edge = node.fail or graph.edge(node, _FAIL)
+        nodes[tid] = edge[0]
+        if edge[1] is not None:
+            assert now is not None
+            pending.append(change_of(tid, node.state, edge[1], now, edge[2]))
     if now is not None:
         yield from _correlate(engine, pending, now)
         yield from engine.tick(now)
@@ -220,53 +177,120 @@ def _correlate(engine: Engine, changes: list[StateChange], now: float | None) ->
     changes.clear()
 
 
-Decision = tuple[int, int, int, int, State | None, str]  # streaks after the poll, new state, reason
+def _change_maker() -> Callable[[str, State, State, float, str], StateChange]:
+    """``StateChange(target, old, new, ts, reason)``, built in a third of the time.
+
+    The frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (1.8 µs per
+    change; a core failure and its recovery are 200,000 changes). Here the slots are filled by their
+    descriptors. Only while the fields are exactly these (else the class itself is used); the
+    replay's property test compares every change it makes with ``step``'s.
+    """
+    names = tuple(f.name for f in fields(StateChange))
+    if names != ("target", "old", "new", "ts", "reason", "cause"):
+        return StateChange
+    new = object.__new__
+    target, old, state, ts, reason, cause = (getattr(StateChange, name).__set__ for name in names)
+
+    def make(tid: str, was: State, now_is: State, at: float, why: str) -> StateChange:
+        c = new(StateChange)
+        target(c, tid)
+        old(c, was)
+        state(c, now_is)
+        ts(c, at)
+        reason(c, why)
+        cause(c, None)
+        return c
+
+    return make
+
+
+_new_change = _change_maker()
+
+
+Edge = tuple["Node", State | None, str]  # where a poll leads: the next node, the new state (None: no change), why
+
+
+class Node:
+    """A confirmed state with its four streaks under one set of rules: one node of ``step``'s graph.
+
+    ``step`` is pure, and what it decides depends only on the confirmed state, the streaks, the
+    observation and the rules; ``since``, the time and the target id are only copied into the result.
+    So targets in the same situation share one node, and the edges for the two shared observations
+    ("healthy reply", "no reply") are worked out once, by ``step``, and kept on the node: a poll
+    that changes something costs one attribute read instead of ``step``'s dataclasses. The node
+    also carries the limits (rtt in ms, loss as a fraction) beyond which a reply is degraded, so the
+    replay loop finds all it needs about a target in one lookup.
+    """
+
+    __slots__ = ("calm", "fail", "loss_max", "ok", "quiet", "rtt_max", "rules", "state", "streaks")
+
+    def __init__(self, state: State, streaks: tuple[int, int, int, int], rules: Confirmation,
+                 limits: tuple[float, float]) -> None:
+        self.state, self.streaks, self.rules = state, streaks, rules
+        self.rtt_max, self.loss_max = limits
+        fail, reach, _, degraded = streaks
+        self.calm = state is State.UP and fail == 0 and degraded == 0  # a healthy reply changes nothing: _no_change
+        self.quiet = state is State.DOWN and reach == 0  # no reply changes nothing: _no_change
+        self.ok: Edge | None = None  # filled in by StepCache.edge
+        self.fail: Edge | None = None
+
+    def target_state(self, since: float) -> TargetState:
+        return TargetState(self.state, since, *self.streaks)
 
 
 class StepCache:
-    """``step`` with its decisions remembered: the same answers for well under half the cost.
+    """``step`` with its decisions remembered: the same answers for a fraction of the cost.
 
-    ``step`` is pure, and what it decides depends only on the confirmed state, the four streaks,
-    the observation and the rules; ``since``, the time and the target id are only copied into the
-    result. So the decision is cached under those (for the two shared observations, "no reply" and
-    "healthy reply": degraded ones carry their own reasons and go to ``step`` directly) and the
-    result is rebuilt around it, without the ``dataclasses.replace`` calls that made the state
-    machine half of the replay's time. ``tests/test_replay.py`` checks it against ``step``.
-
-    The key names the observation and the rules by identity, not by value: hashing those frozen
-    dataclasses ran a Python ``__hash__`` on every call. Every rules object a decision was stored for
-    is kept (``self.rules``), so its id cannot be reused by another while the memo holds the decision.
+    Holds the :class:`Node` of every (state, streaks, rules) seen, so a target's state is one
+    reference and the usual poll follows a remembered edge; observations with their own text
+    (degraded reasons, a down cause) go to ``step`` itself. ``tests/test_replay.py`` checks
+    ``__call__`` (the same interface as ``step``) against ``step``.
     """
 
     def __init__(self) -> None:
-        self.memo: dict[tuple[object, ...], Decision] = {}
-        self.rules: dict[int, Confirmation] = {}
+        self.memo: dict[tuple[object, ...], Node] = {}
+
+    def node(self, st: TargetState, rules: Confirmation, limits: tuple[float, float] = (RTT_MAX, 1.0)) -> Node:
+        """The shared node for ``st`` under ``rules`` and ``limits``."""
+        streaks = (st.fail_streak, st.reach_streak, st.ok_streak, st.degraded_streak)
+        key = (st.state, *streaks, rules, limits)
+        found = self.memo.get(key)
+        if found is None:
+            if len(self.memo) > 10_000:  # small in practice: streaks stop mattering past the rules' counts,
+                self.memo.clear()  # but a long degraded spell counts on; never let odd input grow it
+            found = self.memo[key] = Node(st.state, streaks, rules, limits)
+        return found
+
+    def _next(self, node: Node, st: TargetState) -> Node:
+        return self.node(st, node.rules, (node.rtt_max, node.loss_max))
+
+    def edge(self, node: Node, obs: Observation) -> Edge:
+        """Where ``obs`` (``_OK`` or ``_FAIL``) leads from ``node``, worked out by ``step`` once."""
+        cur, change = step(node.target_state(0.0), obs, 0.0, node.rules, "")
+        edge: Edge = (self._next(node, cur), None if change is None else change.new,
+                      "" if change is None else change.reason)
+        if obs is _OK:
+            node.ok = edge
+        else:
+            node.fail = edge
+        return edge
+
+    def follow(self, node: Node, obs: Observation, now: float, target: str) -> tuple[Node, StateChange | None]:
+        """Any observation from ``node``: ``step`` itself, for those with their own words."""
+        cur, change = step(node.target_state(0.0), obs, now, node.rules, target)
+        return self._next(node, cur), change
 
     def __call__(
         self, prev: TargetState, obs: Observation, now: float, rules: Confirmation, target: str
     ) -> tuple[TargetState, StateChange | None]:
+        """``step(prev, obs, now, rules, target)``, by the graph."""
+        node = self.node(prev, rules)
         if obs is not _FAIL and obs is not _OK:
-            return step(prev, obs, now, rules, target)
-        key = (prev.state, prev.fail_streak, prev.reach_streak, prev.ok_streak, prev.degraded_streak, obs is _OK,
-               id(rules))
-        d = self.memo.get(key)
-        if d is None:
-            d = self._decide(prev, obs, rules, key)
-        fail, reach, ok, degraded, new, reason = d
-        if new is None:
-            return TargetState(prev.state, prev.since, fail, reach, ok, degraded), None
-        return TargetState(new, now, fail, reach, ok, degraded), StateChange(target, prev.state, new, now, reason)
-
-    def _decide(self, prev: TargetState, obs: Observation, rules: Confirmation, key: tuple[object, ...]) -> Decision:
-        cur, change = step(prev, obs, prev.since, rules, "")
-        d: Decision = (cur.fail_streak, cur.reach_streak, cur.ok_streak, cur.degraded_streak,
-                       None if change is None else change.new, "" if change is None else change.reason)
-        if len(self.memo) > 10_000 or len(self.rules) > 1_000:  # small in practice; never let odd input grow them
-            self.memo.clear()
-            self.rules.clear()
-        self.rules[id(rules)] = rules
-        self.memo[key] = d
-        return d
+            nxt, change = self.follow(node, obs, now, target)
+        else:
+            nxt, new, reason = (node.ok if obs is _OK else node.fail) or self.edge(node, obs)
+            change = None if new is None else StateChange(target, prev.state, new, now, reason)
+        return nxt.target_state(prev.since if change is None else now), change
 
 
 def _no_change(st: TargetState, obs: Observation) -> bool:
@@ -274,8 +298,8 @@ def _no_change(st: TargetState, obs: Observation) -> bool:
 
     UP + a healthy reply only grows ``reach_streak``/``ok_streak``, which are read only in DOWN and
     DEGRADED, and getting there resets them first; DOWN + another failure only grows ``fail_streak``,
-    which matters only before DOWN is reached. The replay loop inlines this test for speed; this
-    copy is what the equivalence test checks against ``step``.
+    which matters only before DOWN is reached. The replay loop reads it from :class:`Node` (``calm``,
+    ``quiet``); this copy is what the equivalence test checks against ``step``.
     """
     if obs.reachable:
         return (

@@ -5,17 +5,24 @@ bounded in length, UTF-8, a JSON object of known keys, each value typed, finite 
 line stops the replay with ``FILE:LINE: what is wrong`` (:class:`ReplayError`, exit status 2), never
 a traceback and never a value silently taken for something else (``NaN`` or ``true`` as a time).
 
-The replay loop (:mod:`monitor.replay`) keeps its fast path for good lines and calls
-:func:`parse_line` only when that fast path fails, so the exact message costs nothing per good line;
-:func:`check_measurements` is the one definition of a valid ``rtt_ms``/``loss``.
+The replay loop (:mod:`monitor.replay`) decodes good lines with :func:`record_decoder` (msgspec,
+which checks the keys, types and ranges in C while it decodes) and calls :func:`parse_line` only
+when that fails, so the exact message costs nothing per good line. The fast decoder only ever
+*accepts*: what it accepts, :func:`parse_line` accepts with the same values (``tests/test_replay_input.py``
+checks it property-based); everything else, including what it rejects and the standard library
+accepts (a lone surrogate escape, a key written twice whose first value is out of range), is
+decided by :func:`parse_line`. :func:`check_measurements` is the one definition of a valid
+``rtt_ms``/``loss`` in words.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from typing import Any, BinaryIO, TypeGuard
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, BinaryIO, Literal, TypeGuard, get_args
+
+import msgspec
 
 from monitor.correlate.incidents import parse_ts
 from monitor.errors import MonitorError
@@ -23,7 +30,8 @@ from monitor.errors import MonitorError
 MAX_LINE = 4096  # bytes of one line: real ones are ~100; this also bounds the JSON nesting depth
 KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss", "cause"})
 KEY_ORDER = "ts, target, ok, rtt_ms, loss, cause"
-CAUSES = ("dying_gasp", "los", "other", "unknown")  # a failed poll's cause, as a subscriber table reports it
+Cause = Literal["dying_gasp", "los", "other", "unknown"]  # a failed poll's cause, as a subscriber table reports it
+CAUSES: tuple[str, ...] = get_args(Cause)
 RTT_MAX = 3_600_000.0  # ms: an hour; a longer "round trip" is a broken recorder, not a measurement
 TS_RANGE = (0.0, 4_102_444_800.0)  # 1970-01-01 to 2099-12-31 UTC: the engine adds timers and prints times
 TS_RANGE_TEXT = "1970-01-01 to 2099-12-31"
@@ -32,6 +40,37 @@ REAL: frozenset[type] = frozenset({int, float})  # exactly: bool is an int subcl
 
 class ReplayError(MonitorError):
     """The input cannot be replayed; the message names the file and line."""
+
+
+_Rtt = Annotated[int, msgspec.Meta(ge=0, le=int(RTT_MAX))] | Annotated[float, msgspec.Meta(ge=0, le=RTT_MAX)]
+_Loss = Annotated[int, msgspec.Meta(ge=0, le=1)] | Annotated[float, msgspec.Meta(ge=0, le=1)]
+UNSET: Any = msgspec.UNSET  # ``cause`` absent (null is refused, as parse_line refuses it)
+
+
+class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """One valid line, as :func:`parse_line` would accept it (types and ranges; ``ts`` not parsed yet).
+
+    ``int | float`` on purpose: a number keeps the type JSON gave it, as the standard library's
+    decoder does (``true`` is not a number, ``NaN`` is not JSON). Not tracked by the cyclic GC: it
+    holds only strings and numbers, and a million of them a replay would make it run often.
+    """
+
+    ts: str
+    target: str
+    ok: bool
+    rtt_ms: _Rtt | None = None
+    loss: _Loss | None = None
+    cause: Cause | msgspec.UnsetType = msgspec.UNSET
+
+
+def record_decoder() -> Callable[[str], Record]:
+    """The fast path's decoder: a :class:`Record`, or ``ValueError`` for anything else (ask parse_line)."""
+    return msgspec.json.Decoder(Record).decode
+
+
+def record(rec: dict[str, Any]) -> Record:
+    """The :class:`Record` of a line :func:`parse_line` accepted."""
+    return Record(rec["ts"], rec["target"], rec["ok"], rec.get("rtt_ms"), rec.get("loss"), rec.get("cause", UNSET))
 
 
 def read_lines(f: BinaryIO, source: str) -> Iterator[str]:

@@ -3,11 +3,15 @@ wrong``, never a traceback and never a silently accepted value (issue 10, "monit
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.cli import main
+from monitor.replay_input import UNSET, ReplayError, parse_line, record, record_decoder, timestamp
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 GOOD = b'{"ts": "2026-11-01T00:00:00Z", "target": "core-arauca", "ok": true}'
@@ -94,3 +98,85 @@ def test_an_output_that_cannot_be_written_is_named(tmp_path: Path, capsys: pytes
     assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{out}: cannot write: No such file or directory" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- the fast decoder
+
+_ODD = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+        | st.sampled_from([-0.0, 2**64, "\ud800", "02026-11-01T00:00:00Z", [], {}, [1]]))
+_EDGES = {  # each optional field's values at and around the ends of its range
+    "rtt_ms": [0, -0.0, 3_600_000, 3_600_001, 3_600_000.0, 3_600_000.0000000005, 3_600_000.5, 1e300, -1e-300, -1,
+               2**64],
+    "loss": [0, 1, 2, 1.0, 1.0000000000000002, 5e-324, -0.0, -1e-9, -1],
+    "cause": ["los", "dying_gasp", "other", "unknown", "LOS", "", None],
+}
+_TYPICAL = {"rtt_ms": st.integers(0, 10) | st.floats(0, 500), "loss": st.floats(0, 1),
+            "cause": st.sampled_from(["los", "other"])}
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[tuple[str, object]]:
+    """A good record (each optional field half the time, typical or at the edge of its range), then
+    sometimes one field made odd, written twice (the last one counts) or an unknown key added."""
+    pairs: list[tuple[str, object]] = [
+        ("ts", "2026-11-01T00:00:00Z"), ("target", "core-arauca"), ("ok", draw(st.booleans()))]
+    for key in ("rtt_ms", "loss", "cause"):
+        if draw(st.booleans()):
+            pairs.append((key, draw(st.sampled_from(_EDGES[key]) if draw(st.booleans()) else _TYPICAL[key])))
+    match draw(st.integers(0, 7)):
+        case 0:
+            i = draw(st.integers(0, len(pairs) - 1))
+            pairs[i] = (pairs[i][0], draw(_ODD))
+        case 1:
+            key = draw(st.sampled_from(["ts", "target", "ok", *_EDGES]))
+            pairs.append((key, draw(_ODD | st.sampled_from(_EDGES.get(key, [True])))))
+        case 2:
+            pairs.append((draw(st.sampled_from(["rtt", "Ok", "ts "])), 1))
+    return draw(st.permutations(pairs))
+
+
+def _encoded(pairs: list[tuple[str, object]], spacing: str) -> str:
+    """A JSON object with these pairs in this order (a key may come twice, as a careless writer does)."""
+    return "{" + ",".join(f"{json.dumps(k)}:{spacing}{json.dumps(v)}" for k, v in pairs) + "}"
+
+
+_LINES = st.builds(_encoded, _records(), st.sampled_from(["", " ", "\t"])) | st.builds(
+    lambda s, i, junk: s[:i] + junk + s[i:],
+    st.just('{"ts": "2026-11-01T00:00:00Z", "target": "core-arauca", "ok": true, "rtt_ms": 4.2}'),
+    st.integers(0, 80), st.text(max_size=3))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(_LINES, st.sampled_from(["", "\n", "\r\n", " \n"]))
+def test_whatever_the_fast_decoder_accepts_the_full_check_accepts_with_the_same_values(text: str, end: str) -> None:
+    """The replay's fast path (msgspec, types and ranges checked while decoding) never accepts a line
+    that :func:`parse_line` refuses, nor reads a value differently (same numbers of the same type: an
+    int stays an int, as the standard library decodes it; for a key written twice, the last)."""
+    text += end
+    try:
+        fast = record_decoder()(text)
+    except ValueError:
+        return  # declined: parse_line decides, as before
+    # what the replay loop checks itself on a record the decoder gave: ts parsed, no cause on a good poll
+    try:
+        timestamp(fast.ts, "in.jsonl", 1)
+        loop_refuses = fast.cause is not UNSET and fast.ok
+    except ReplayError:
+        loop_refuses = True
+    if loop_refuses:
+        with pytest.raises(ReplayError):
+            parse_line(text, "in.jsonl", 1)
+        return
+    full = parse_line(text, "in.jsonl", 1)  # raises ReplayError if the fast path accepted too much
+    want = record(full)
+    assert fast == want
+    for name in ("rtt_ms", "loss"):
+        assert type(getattr(fast, name)) is type(getattr(want, name))
+
+
+def test_the_fast_decoder_takes_the_usual_lines() -> None:
+    """It must not decline the lines every recorder writes (the replay's speed depends on it)."""
+    decode = record_decoder()
+    for text in (GOOD.decode(), line(rtt_ms="4.2").decode(), line(rtt_ms="4", loss="0.25").decode(),
+                 line(ok="false", cause='"los"').decode() + "\n"):
+        assert decode(text) == record(parse_line(text, "in.jsonl", 1))

@@ -141,20 +141,25 @@ def _service_run(inv, settings: CorrelationSettings, burst: list[StateChange], *
         svc.close()
 
 
+def write_replay_input(path: Path, inv, settings: CorrelationSettings, cycles: int) -> int:
+    """One line per target per poll cycle, every target but the gateway failing in the middle third."""
+    ids = list(inv.targets)
+    n = len(ids)
+    fail_from = T0 + settings.interval * (cycles // 3)
+    fail_to = T0 + settings.interval * (2 * cycles // 3)
+    with path.open("w") as f:
+        for k in range(cycles):
+            for i, tid in enumerate(ids):
+                ts = T0 + k * settings.interval + int(settings.interval * i / n)
+                ok = tid == "gw" or not (fail_from <= ts < fail_to)
+                f.write(json.dumps({"ts": format_ts(ts), "target": tid, "ok": ok, "rtt_ms": 4.2}) + "\n")
+    return cycles * n
+
+
 def bench_replay(inv, settings: CorrelationSettings, cycles: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "outcomes.jsonl"
-        ids = list(inv.targets)
-        n = len(ids)
-        fail_from = T0 + settings.interval * (cycles // 3)
-        fail_to = T0 + settings.interval * (2 * cycles // 3)
-        with path.open("w") as f:
-            for k in range(cycles):
-                for i, tid in enumerate(ids):
-                    ts = T0 + k * settings.interval + int(settings.interval * i / n)
-                    ok = tid == "gw" or not (fail_from <= ts < fail_to)
-                    f.write(json.dumps({"ts": format_ts(ts), "target": tid, "ok": ok, "rtt_ms": 4.2}) + "\n")
-        lines = cycles * n
+        lines = write_replay_input(path, inv, settings, cycles)
         topo = Topology.from_inventory(inv)
         wall, cpu = time.perf_counter(), time.process_time()
         with path.open() as f:
