@@ -42,7 +42,7 @@ def provisioned_uids(folder: Path = GRAFANA / "provisioning" / "datasources") ->
 
 def structure_problems(boards: Mapping[str, dict[str, Any]], uids: set[str]) -> list[str]:
     problems = []
-    seen_uids: dict[str, str] = {}
+    seen_uids: dict[object, str] = {}  # a uid read from JSON may be anything, even missing (None)
     for name, b in boards.items():
         uid = b.get("uid")
         if not uid or uid in seen_uids:

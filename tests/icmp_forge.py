@@ -41,7 +41,7 @@ def forge_reply(src: str, ident: int, seq: int, token: int, pad: bytes) -> None:
 def sniffed_requests(spy: socket.socket, destinations: set[str]) -> list[tuple[int, int, int, bytes]]:
     """(identifier, sequence, token, payload after the token) of echo requests to ``destinations``
     that ``spy`` (a raw ICMP socket) has read so far."""
-    out = []
+    out: list[tuple[int, int, int, bytes]] = []
     while True:
         try:
             data = spy.recv(65536)

@@ -25,7 +25,7 @@ import pytest
 
 NETNS_PREFIX = "mtn-"
 BRIDGE_PREFIX = "mtb"
-LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
+LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 LAB_RANGE6 = ipaddress.IPv6Network("2001:db8::/32")  # IPv6 documentation range: test namespaces only
 FALLBACK_METRIC = 1 << 30  # + the owner's PID: metric of a lab's "unreachable" IPv6 fallback route
 _labs = 0
@@ -143,7 +143,7 @@ def _link_exists(name: str) -> bool:
 
 def _free_subnet() -> ipaddress.IPv4Network:
     """A random /24 of 198.18.0.0/15 that no root-namespace interface uses (other labs may run)."""
-    used = set()
+    used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
     for link in json.loads(sh("ip", "-j", "-4", "addr").stdout or "[]"):
         for a in link.get("addr_info", []):
             net = ipaddress.ip_network(f"{a['local']}/{a.get('prefixlen', 32)}", strict=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from monitor.db import Where
 from monitor.inventory.model import Customer, Inventory, Municipality, ServiceClass, Site, Target
 from monitor.report.model import Period
 
@@ -51,7 +52,8 @@ def up_all_month(*ids: str) -> dict[str, list[tuple[float, str]]]:
     return {i: [(OCT - 86400, "up")] for i in ids}
 
 
-def october_store(db, inv, *, vantage_outage: bool = False, blind_resolved_by_staff: bool = False) -> dict[str, float]:
+def october_store(db: Where, inv: Inventory, *, vantage_outage: bool = False,
+                  blind_resolved_by_staff: bool = False) -> dict[str, float]:
     """A real store for the example network's October: the daemon's EventStore and the correlation service.
 
     Everything is UP from 30 September. ap-centro-1 and the 4 endpoints below it are down on the 10th
@@ -79,7 +81,7 @@ def october_store(db, inv, *, vantage_outage: bool = False, blind_resolved_by_st
     settings = CorrelationSettings.for_interval(60).with_overrides(overrides)
     svc = CorrelationService(inv, db, settings, clock)
 
-    def feed(ts, changes):
+    def feed(ts: float, changes: list[StateChange]) -> None:
         clock.set(ts)
         log.append(changes)
         svc.on_state_changes(changes)

@@ -26,6 +26,7 @@ import yaml
 from monitor.correlate.incidents import format_ts
 from monitor.correlate.maintenance import Window
 from monitor.correlate.settings import CorrelationSettings
+from monitor.db import Where
 from monitor.inventory.model import Customer, Inventory, MaintenanceSpec, PollingSettings, ServiceClass, Target
 
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
@@ -138,15 +139,15 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
         spans = fail.get(tid, [])
         links = lossy.get(tid, [])
         k = 0
-        while (t := k * interval + offsets[tid]) < duration:
-            span = next((a for a, b in spans if a <= t < b), None)
+        while (when := k * interval + offsets[tid]) < duration:
+            span = next((a for a, b in spans if a <= when < b), None)
             ok = span is None
             loss = None
             for link in links:
-                if ok and link.start <= t < link.end:
+                if ok and link.start <= when < link.end:
                     loss = link.loss
                     ok = link.rng.random() >= link.drop
-            polls.append((t, i, tid, ok, loss, None if span is None else cause.get((tid, span))))
+            polls.append((when, i, tid, ok, loss, None if span is None else cause.get((tid, span))))
             k += 1
     polls.sort()
     return [
@@ -241,7 +242,7 @@ def _rel(e: dict[str, Any], key: str) -> Any:
     return e.get(key)
 
 
-def run_service(sc: Scenario, db: Path) -> list[dict[str, Any]]:
+def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
     """Drive the scenario like the daemon: state machine, EventStore, CorrelationService, restarts."""
     from monitor.clock import ManualClock
     from monitor.correlate.incidents import parse_ts

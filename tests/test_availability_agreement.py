@@ -17,6 +17,7 @@ import bisect
 import json
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,8 +100,11 @@ def example_config(tmp_path: Path, url: str, database: str = DB) -> Path:
     return config / "sites.yaml"
 
 
+Month = tuple[InfluxDB1, Path, Path, Inventory]  # server, config, store, inventory
+
+
 @pytest.fixture
-def month(tmp_path: Path):
+def month(tmp_path: Path) -> Iterator[Month]:
     """A copy of the example config writing to a real InfluxDB, and October's store."""
     db = tmp_path / "monitor.db"
     (tmp_path / "influx").mkdir()
@@ -114,12 +118,13 @@ def month(tmp_path: Path):
 
 
 def board_query(title: str) -> str:
-    [query] = [t["query"] for p in load_boards()["noc-overview.json"]["panels"] if p["title"] == title
-               for t in p["targets"]]
+    queries: list[str] = [t["query"] for p in load_boards()["noc-overview.json"]["panels"] if p["title"] == title
+                          for t in p["targets"]]
+    [query] = queries
     return query
 
 
-def test_the_board_and_the_report_give_the_same_month(month, tmp_path: Path) -> None:
+def test_the_board_and_the_report_give_the_same_month(month: Month, tmp_path: Path) -> None:
     server, config, db, inv = month
     out = tmp_path / "r.json"
     assert main(["report", "--config", str(config), "--db", str(db), "--month", "2026-10", "--format", "json",
@@ -141,7 +146,7 @@ def test_the_board_and_the_report_give_the_same_month(month, tmp_path: Path) -> 
     assert abs(polls - report["availability_pct"]) > 0.05
 
 
-def test_per_municipality_agrees_too(month, tmp_path: Path) -> None:
+def test_per_municipality_agrees_too(month: Month, tmp_path: Path) -> None:
     server, config, db, _ = month
     out = tmp_path / "r.json"
     assert main(["report", "--config", str(config), "--db", str(db), "--month", "2026-10", "--format", "json",
@@ -158,7 +163,7 @@ def test_per_municipality_agrees_too(month, tmp_path: Path) -> None:
     assert rows["tame"] < 100.0 or rows["arauca"] < 100.0
 
 
-def test_a_rerun_replaces_the_hours_it_covers(month, tmp_path: Path) -> None:
+def test_a_rerun_replaces_the_hours_it_covers(month: Month, tmp_path: Path) -> None:
     """Idempotent: the rollup run again over another range (hourly, or after a window is added in the past)
     overwrites the same hourly points, never adds to them."""
     server, config, db, _ = month
@@ -182,8 +187,9 @@ def test_a_rerun_replaces_the_hours_it_covers(month, tmp_path: Path) -> None:
 
 
 def board_query_node() -> str:
-    [query] = [t["query"] for p in load_boards()["node-detail.json"]["panels"] if p["title"] == "Availability"
-               for t in p["targets"]]
+    queries: list[str] = [t["query"] for p in load_boards()["node-detail.json"]["panels"]
+                          if p["title"] == "Availability" for t in p["targets"]]
+    [query] = queries
     return query
 
 

@@ -51,7 +51,7 @@ def bursts(draw: st.DrawFn) -> dict[str, Any]:
 @given(bursts())
 def test_a_burst_under_p_is_one_suspected_incident(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_burst")
-    events = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]
+    events: list[dict[str, Any]] = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]
     run = Run(sc, events, confirmed_changes(sc))
     for check in CHECKS:
         check(run)

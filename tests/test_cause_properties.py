@@ -54,7 +54,8 @@ def test_causes_decide_the_kind_whatever_the_timeline(steps: list[dict[str, Any]
         "timeline": [*sorted(steps, key=lambda s: s["at"]), {"at": CALM, "recover": ["core"], "cascade": True}],
     }
     sc = from_raw(raw, "generated_causes")
-    events = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines, windows=sc.windows)]
+    events: list[dict[str, Any]] = [
+        e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines, windows=sc.windows)]
     check_all(sc, events)
     run = Run(sc, events, confirmed_changes(sc))
     for e in events:

@@ -37,7 +37,7 @@ customers:
     endpoints: [{id: cpe-t, kind: cpe, address: 127.0.0.6, parent: ap-t}]
 """
 
-GOOD = {
+GOOD: dict[str, list[dict[str, Any]]] = {
     "brokers": [{"host": "127.0.0.1", "port": 1883, "username": "core", "password": {"env": "MQTT_CORE"}},
                 {"host": "127.0.0.2"}],
     "zones": [

@@ -51,10 +51,16 @@ def test_bad_reloads_keep_the_running_config_and_polling(tmp_path: Path) -> None
             cfg.write_bytes(content)
             before = metric_value(metrics(port), "monitor_polls_total")
             proc.send_signal(signal.SIGHUP)
-            wait_for(lambda n=n: log.read_text().count("config reload failed") == n, 15, f"{name}: reload refused")
+
+            def refused(n: int = n) -> bool:
+                return log.read_text().count("config reload failed") == n
+
             # still polling the running config: three targets every 0.2 s, all still up
-            wait_for(lambda b=before: metric_value(metrics(port), "monitor_polls_total") >= b + 15, 15,
-                     f"{name}: polling goes on")
+            def polling(b: float = before) -> bool:
+                return metric_value(metrics(port), "monitor_polls_total") >= b + 15
+
+            wait_for(refused, 15, f"{name}: reload refused")
+            wait_for(polling, 15, f"{name}: polling goes on")
             assert proc.poll() is None
             assert states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}
         text = log.read_text()

@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from monitor.correlate.engine import Engine
-from monitor.correlate.maintenance import Window
+from monitor.correlate.engine import Engine, MemberOp
+from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.topology import Topology
 from monitor.inventory.model import PollingSettings, Target
@@ -36,7 +36,10 @@ def _topology(rng: random.Random) -> Topology:
     return Topology.build(targets)
 
 
-def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], list[object], dict[str, float]]:
+Logs = list[tuple[list[MemberOp], list[str], list[WindowEvent]]]  # member log, changed rows, window events per batch
+
+
+def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], Logs, dict[str, float]]:
     rng = random.Random(seed)
     topo = _topology(rng)
     ids = list(topo.parents)
@@ -80,7 +83,7 @@ def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], list[object
 
 
 @pytest.mark.parametrize("block", range(4))
-def test_apply_many_equals_apply_one_by_one(block) -> None:
+def test_apply_many_equals_apply_one_by_one(block: int) -> None:
     kinds = set()
     for seed in range(block * 100, block * 100 + 100):
         one, many = _run(seed, batched=False), _run(seed, batched=True)

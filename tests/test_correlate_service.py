@@ -6,14 +6,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from monitor.clock import ManualClock
+from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.service import CorrelationService
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.store import IncidentStore
+from monitor.inventory.model import Inventory
 from monitor.state import State, StateChange
 from monitor.store import EventStore
 from tests.correlate_helpers import tree_inventory
@@ -24,7 +27,7 @@ SETTINGS = CorrelationSettings.for_interval(60).with_overrides({"settle": "10", 
 ROOT = str(Path(__file__).resolve().parents[1])
 
 
-def burst(inv):
+def burst(inv: Inventory) -> list[StateChange]:
     """The core fails: every target confirmed down over one poll interval, in inventory order.
 
     The monitor's gateway ``gw`` (``tree_inventory(..., gateway=True)``) keeps answering: without
@@ -113,8 +116,11 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(where: Where, kill_after
     log.close()
 
 
+Outage = tuple[Inventory, Where, ManualClock, CorrelationService]
+
+
 @pytest.fixture
-def outage(where: Where):
+def outage(where: Where) -> Iterator[Outage]:
     inv = tree_inventory(2, 2, 5, gateway=True)
     db = where
     clock = ManualClock(T0 - 1)
@@ -131,7 +137,7 @@ def outage(where: Where):
     log.close()
 
 
-def test_ack_and_resolve_by_staff(outage) -> None:
+def test_ack_and_resolve_by_staff(outage: Outage) -> None:
     _inv, db, clock, svc = outage
     cli = IncidentStore(db)  # what `monitor incidents` uses, on its own connection
     [row] = cli.incidents()
@@ -188,7 +194,7 @@ def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(where: 
     ap = "ap-000-00"
     cpes = [t for t in inv.targets if inv.targets[t].parents == (ap,)]
 
-    def step(ids, new, at):
+    def step(ids: list[str], new: State, at: float) -> tuple[list[IncidentEvent], dict[str, dict[str, int]]]:
         clock.set(T0 + at)
         old = State.UP if new is State.DOWN else State.DOWN
         events = svc.on_state_changes([StateChange(t, old, new, T0 + at, "x") for t in ids])
@@ -217,7 +223,7 @@ def test_attached_target_rows_follow_bulk_attach_recovery_and_regrouping(where: 
     svc.close()
 
 
-def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage) -> None:
+def test_targets_left_down_by_a_staff_resolve_stay_alone_after_a_restart(outage: Outage) -> None:
     """Staff closed an outage whose targets are still down: a restart must not open it again."""
     inv, db, clock, svc = outage
     cli = IncidentStore(db)

@@ -23,7 +23,7 @@ from monitor.daemon import Daemon
 from monitor.inventory.model import PollingSettings, SnmpCredentials, SnmpSettings, Target
 from monitor.secret import Secret
 from tests.firewall import icmp_block, lab_address
-from tests.netns import netns_lab  # noqa: F401 - pytest fixture
+from tests.netns import NetnsLab, netns_lab  # noqa: F401 - pytest fixture
 from tests.servers.common import free_port, until, wait_for
 
 pytestmark = pytest.mark.root
@@ -83,7 +83,8 @@ def states(db: Path) -> dict[str, str]:
 
 def metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        return r.read().decode()
+        body: bytes = r.read()  # urlopen's reply is untyped (Any) in typeshed
+        return body.decode()
 
 
 def metric_value(text: str, name: str) -> float:
@@ -119,7 +120,7 @@ async def test_down_confirmed_after_down_after_polls_and_recovery(tmp_path: Path
         await asyncio.wait_for(task, 10)
 
 
-async def test_netns_host_link_down_confirmed_after_down_after_polls(tmp_path: Path, netns_lab) -> None:  # noqa: F811
+async def test_netns_host_link_down_confirmed_after_down_after_polls(tmp_path: Path, netns_lab: NetnsLab) -> None:  # noqa: F811
     """A test host in its own network namespace: its link goes down, then comes back."""
     host = netns_lab.add_host()
     extra = f"      - {{id: cpe-ns, kind: cpe, address: {host.address}, parent: ap-1}}\n"

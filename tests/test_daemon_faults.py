@@ -383,7 +383,7 @@ def tried(db: Path) -> int:
 
 
 @pytest.mark.parametrize("smtp", ["refusing", "silent"])
-def test_sigterm_with_hundreds_of_notices_waiting_for_an_unreachable_smtp_server(tmp_path: Path, smtp) -> None:
+def test_sigterm_with_hundreds_of_notices_waiting_for_an_unreachable_smtp_server(tmp_path: Path, smtp: str) -> None:
     """300 customers lose service behind one AP while the mail server refuses connections (or accepts
     them and never greets): SIGTERM stops the daemon within 3 s, and every notice is still pending,
     untouched, at the next start."""

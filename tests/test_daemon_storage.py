@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ async def test_icmp_snmp_and_state_points_arrive_with_their_tags(tmp_path: Path)
         daemon = Daemon(cfg)
         task = asyncio.create_task(daemon.run())
 
-        def rows(q: str) -> list[dict[str, object]]:
+        def rows(q: str) -> list[dict[str, Any]]:
             return influx.rows(q, "monitor")
 
         try:

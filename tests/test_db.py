@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,8 +197,8 @@ def test_every_opening_reads_versions_only_under_the_write_lock(
     log: list[tuple[int, str]] = []
     connect = sqlite3.connect
 
-    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
-        con = connect(*args, **kwargs)  # type: ignore[arg-type]
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        con: sqlite3.Connection = connect(*args, **kwargs)
         con.set_trace_callback(lambda sql: log.append((id(con), sql)))
         return con
 

@@ -143,12 +143,12 @@ def test_write_transactions_are_serialized_like_sqlites(engine: ThrowawayDatabas
     engine.set_lock_wait(second, 0.2)
     with transaction(first):
         first.execute("INSERT INTO target_state (target, state, since) VALUES (?, ?, ?)", ("a", "up", 1.0))
-        assert second.execute("SELECT count(*) FROM target_state").fetchone()[0] == 0  # readers: no wait
+        assert second.execute("SELECT count(*) FROM target_state").fetchone() == (0,)  # readers: no wait
         with pytest.raises(DatabaseError, match="lock timeout"):
             second.execute("BEGIN IMMEDIATE")
         second.execute("ROLLBACK")
     with transaction(second):  # released at the first one's commit
-        assert second.execute("SELECT count(*) FROM target_state").fetchone()[0] == 1
+        assert second.execute("SELECT count(*) FROM target_state").fetchone() == (1,)
 
 
 def test_a_store_reconnects_after_the_server_went_away(engine: ThrowawayDatabase, server: Server) -> None:

@@ -122,7 +122,7 @@ def test_check_config_summary_says_where_delivery_goes_without_secrets(tmp_path:
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(url=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80).map(
+@given(url=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=80).map(
     lambda s: "https://isp.example/" + s), cid=st.text(max_size=20))
 def test_any_unsubscribe_url_is_refused_or_makes_one_well_formed_header(tmp_path: Path, url: str, cid: str) -> None:
     """Hostile config text cannot break the header: it is refused, or it is one ``<...>`` entry on one line."""

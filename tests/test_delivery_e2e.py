@@ -22,7 +22,8 @@ from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.model import Inventory
 from monitor.replay import replay, settings_for
-from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
+from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
+from tests.servers.common import until
 from tests.servers.mosquitto import Mosquitto
 from tests.servers.rt import RequestTracker, texts
 from tests.servers.smtp import SmtpServer

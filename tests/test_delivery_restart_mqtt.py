@@ -29,7 +29,8 @@ from monitor.inventory.model import Inventory
 from monitor.pipeline import IncidentPipeline
 from monitor.state import State, StateChange
 from monitor.store import EventStore
-from tests.delivery_support import T0, delivery_with, load, until
+from tests.delivery_support import T0, delivery_with, load
+from tests.servers.common import until
 from tests.servers.mosquitto import Mosquitto
 from tests.test_notify_mqtt import Watcher
 

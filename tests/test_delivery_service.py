@@ -60,7 +60,8 @@ async def test_a_restarted_run_closes_the_last_runs_smtp_connections(tmp_path: P
         await until(lambda: not svc.outbox.pending(), 20, "the first run to deliver")
         first = svc.senders["email"]
         assert isinstance(first, EmailSender)
-        pooled = [c for c in list(first.pool._queue) if c is not None]  # what the run left open
+        # what the run left open (asyncio's private deque: typeshed does not declare it)
+        pooled = [c for c in list(first.pool._queue) if c is not None]  # type: ignore[attr-defined]
         assert pooled and all(c.is_connected for c in pooled)
         task.cancel()  # as the supervisor does after a failure, then runs it again
         with contextlib.suppress(asyncio.CancelledError):

@@ -19,7 +19,8 @@ from monitor.delivery.service import DeliveryService
 from monitor.desk.base import DeskSender
 from monitor.web.users import User, hash_password, save_users
 from tests.api_support import Env, make_env
-from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load, until
+from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
+from tests.servers.common import until
 from tests.servers.rt import RequestTracker, texts
 from tests.test_web_board import PASSWORD, act, login
 

@@ -8,6 +8,7 @@ import asyncio
 import copy
 import importlib.util
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,9 @@ from tests.grafana_support import (
     run_problems,
     structure_problems,
 )
+from tests.servers.common import until
 from tests.servers.influxdb import InfluxDB1
-from tests.tsdb_support import started, until
+from tests.tsdb_support import started
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 DB = "monitor"
@@ -109,7 +111,7 @@ def rollup_points(inv: Inventory, end: float, went_down: float) -> list[Point]:
 
 
 @pytest.fixture(scope="module")
-def influx(tmp_path_factory: pytest.TempPathFactory):
+def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InfluxDB1, int, int]]:
     root = tmp_path_factory.mktemp("grafana-influx")
     inv = load_inventory(CONFIG)
     end = float(int(time.time()) // 60 * 60)
@@ -185,7 +187,7 @@ def test_structure_checker_catches_mistakes() -> None:
     assert any("latitude field 'lat' is not selected" in p for p in problems)
 
 
-def test_every_query_returns_data_from_the_daemons_points(influx) -> None:
+def test_every_query_returns_data_from_the_daemons_points(influx: tuple[InfluxDB1, int, int]) -> None:
     server, start_ms, end_ms = influx
     boards = load_boards()
     n = sum(len(queries(name, b)) for name, b in boards.items())
@@ -200,7 +202,7 @@ def test_every_query_returns_data_from_the_daemons_points(influx) -> None:
     ('"ifname" fill(none)', '"if_name" fill(none)'),  # tag in GROUP BY
     ('FROM "snmp"', 'FROM "snmp_poll"'),  # right fields, wrong measurement
 ])
-def test_query_checker_fails_a_board_with_a_wrong_name(influx, old, new) -> None:
+def test_query_checker_fails_a_board_with_a_wrong_name(influx: tuple[InfluxDB1, int, int], old: str, new: str) -> None:
     server, start_ms, end_ms = influx
     board = copy.deepcopy(load_boards()["node-detail.json"])
     changed = 0

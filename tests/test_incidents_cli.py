@@ -23,7 +23,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 
 
 @pytest.fixture
-def db(tmp_path: Path):
+def db(tmp_path: Path) -> Path:
     inv = tree_inventory(1, 2, 3, gateway=True)  # gw answers: an outage at the core, not blindness
     path = tmp_path / "monitor.db"
     clock = ManualClock(T0 - 1)
@@ -37,7 +37,7 @@ def db(tmp_path: Path):
     return path
 
 
-def test_list_show_ack_note_resolve(db, capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_show_ack_note_resolve(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["incidents", "list", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "INC-000001  outage" in out and "core" in out
@@ -57,7 +57,7 @@ def test_list_show_ack_note_resolve(db, capsys: pytest.CaptureFixture[str]) -> N
     assert "acknowledged by ana" in text and "(pending)" in text
 
 
-def test_list_and_show_use_the_configured_zone_unless_asked(db, capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_and_show_use_the_configured_zone_unless_asked(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 18: people read the ISP's local time (the config's delivery.timezone); UTC when asked; JSON stays UTC."""
     from tests.test_correlate_service import T0 as opened
 
@@ -77,7 +77,7 @@ def test_list_and_show_use_the_configured_zone_unless_asked(db, capsys: pytest.C
     assert "--tz: unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
 
 
-def test_unknown_incident_is_a_clear_error(db, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_incident_is_a_clear_error(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["incidents", "ack", "INC-999999", "--db", str(db)]) == 2
     assert "no incident INC-999999" in capsys.readouterr().err
 
@@ -128,14 +128,15 @@ def test_maintenance_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["--node", "ap-centro-1", "--start", "2026-11-24T02:00:00Z", "--duration", "soon"], "--duration 'soon'"),
     ],
 )
-def test_maintenance_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra, message) -> None:
+def test_maintenance_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+                              message: str) -> None:
     db = tmp_path / "monitor.db"
     IncidentStore(db).close()
     assert main(["maintenance", "add", "--config", str(CONFIG), "--db", str(db), *extra]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eta_at_or_in_is_recorded_as_an_iso_time(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     at = datetime.fromtimestamp(int(time.time()) + 30 * 86400, timezone(timedelta(hours=-5)))
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--by", "ana", "--at", at.isoformat(),
                  "--config", str(CONFIG)]) == 0
@@ -145,7 +146,8 @@ def test_eta_at_or_in_is_recorded_as_an_iso_time(db, capsys: pytest.CaptureFixtu
     before = time.time()
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "2h"]) == 0
     store = IncidentStore(db)
-    assert abs(store.etas()["INC-000001"] - (before + 7200)) < 60  # the newest wins
+    eta = store.etas()["INC-000001"]
+    assert eta is not None and abs(eta - (before + 7200)) < 60  # the newest wins
     assert [a[1] for a in store.actions("INC-000001")] == ["eta", "eta", "eta"]
     assert store.actions("INC-000001")[0][2:4] == ("ana", format_ts(at.timestamp()))
     store.close()
@@ -173,7 +175,7 @@ def test_show_says_a_suspected_incident_was_upgraded(tmp_path: Path, capsys: pyt
     assert "opened as suspected, then its node went down" in capsys.readouterr().out
 
 
-def test_eta_clear_withdraws_the_estimate(db, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eta_clear_withdraws_the_estimate(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--clear"]) == 2  # none yet
     assert "INC-000001 has no restoration estimate to withdraw" in capsys.readouterr().err
     assert main(["incidents", "eta", "INC-000001", "--db", str(db), "--in", "2h"]) == 0

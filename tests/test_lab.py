@@ -113,10 +113,14 @@ def test_flapping_ap_link_opens_one_incident_not_a_storm(isp: IspRun) -> None:  
     """The AP's link goes down and comes back three times, each time as soon as the daemon confirmed it."""
     start = isp.reset()
     for cycle in range(1, 4):
+
+        def confirmed(new: str, n: int = cycle) -> bool:
+            return transitions(isp, start, "ap-4", new) == n
+
         isp.lab.cut("a4")
-        wait_for(lambda n=cycle: transitions(isp, start, "ap-4", "down") == n, 20, f"ap-4 down #{cycle}")
+        wait_for(lambda: confirmed("down"), 20, f"ap-4 down #{cycle}")
         isp.lab.restore("a4")
-        wait_for(lambda n=cycle: transitions(isp, start, "ap-4", "up") == n, 20, f"ap-4 up #{cycle}")
+        wait_for(lambda: confirmed("up"), 20, f"ap-4 up #{cycle}")
     # Whether it is an outage or a suspected incident depends on whether the AP was down or already
     # back when the first CPE's settle ended; either way it is one incident at the AP.
     row = wait_incident(isp, start, ("outage", "suspected"), "ap-4")

@@ -73,7 +73,7 @@ def fade(
 @example(raw=fade(1, 3, 120, 1827, 0.5, [0.5, 0.5], 0.3, 9376))
 def test_a_rain_fade_is_one_incident_whatever_the_loss_below(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_rain_fade")
-    events = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]
+    events: list[dict[str, Any]] = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]
     if not any(e["event"] == "opened" for e in events):
         return  # nothing below was ever confirmed down: nothing to explain
     run = Run(sc, events, confirmed_changes(sc))

@@ -13,7 +13,8 @@ import aiomqtt
 import pytest
 
 from monitor.correlate.store import IncidentStore
-from tests.delivery_support import T0, Running, ev, ids, until
+from tests.delivery_support import T0, Running, ev, ids
+from tests.servers.common import until
 from tests.servers.mosquitto import Mosquitto
 from tests.test_notify_mqtt import make
 

@@ -131,7 +131,7 @@ async def test_maintenance_notices_are_auto_submitted_and_give_the_support_line(
         server.stop()
     assert sorted(m["To"] for m in msgs) == ["c1@example.com", "c1@example.com", "c2@example.com", "c2@example.com"]
     assert {m["Auto-Submitted"] for m in msgs} == {"auto-generated"}
-    lines = {m["To"]: [] for m in msgs}
+    lines: dict[str, list[str]] = {m["To"]: [] for m in msgs}
     for m in msgs:
         lines[m["To"]] += m.get_content().splitlines()
     assert lines["c1@example.com"].count("Línea de atención: +57 607 885 0000") == 2     # es: advance and start
@@ -249,7 +249,7 @@ async def test_relay_down_during_the_outage_then_up_delivers_every_notice_once(t
 
 
 async def until_attempted(svc: DeliveryService, n: int) -> None:
-    from tests.delivery_support import until
+    from tests.servers.common import until
 
     await until(lambda: sum(1 for r in svc.outbox.rows() if r["attempts"] >= 1) >= n, 20, "failed attempts")
 

@@ -15,8 +15,9 @@ import pytest
 from monitor.clock import Clock, ManualClock
 from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
-from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load, until
+from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load
 from tests.servers.certs import TestCA
+from tests.servers.common import until
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
 
 pytestmark = pytest.mark.servers

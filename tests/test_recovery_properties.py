@@ -61,7 +61,7 @@ def recoveries(draw: st.DrawFn) -> dict[str, Any]:
 @given(recoveries())
 def test_slow_recoveries_and_stragglers_keep_every_invariant(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_recovery")
-    events = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]
+    events: list[dict[str, Any]] = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]
     run = Run(sc, events, confirmed_changes(sc))
     for check in CHECKS:
         check(run)

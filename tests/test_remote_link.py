@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,8 @@ class Core:
 
 
 @contextlib.asynccontextmanager
-async def running(*coros: object) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
+async def running(*coros: Coroutine[Any, Any, object]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coros]
     try:
         yield
     finally:

@@ -54,7 +54,7 @@ def ap_outage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _outcomes(tmp_path_factory.mktemp("r") / "in.jsonl", below(inv, ["ap-centro-1"]), 300, 900)
 
 
-def _run(tmp_path: Path, inp: Path, *extra: str, name: str = "out.jsonl") -> list[dict]:
+def _run(tmp_path: Path, inp: Path, *extra: str, name: str = "out.jsonl") -> list[dict[str, Any]]:
     out = tmp_path / name
     assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(out), *extra]) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
@@ -70,7 +70,7 @@ def test_ap_outage_yields_one_incident_with_its_customers(tmp_path: Path, ap_out
     # endpoints polled after the AP join with an update; the largest announced set is all of them
     widest = max(events[:-1], key=lambda e: len(e["affected_endpoints"]))
     assert widest["affected_endpoints"] == expected_eps
-    assert widest["affected_customers"] == sorted({inv.targets[t].customer for t in expected_eps})
+    assert widest["affected_customers"] == sorted({inv.targets[t].customer for t in expected_eps}, key=str)
     assert events[-1]["affected_endpoints"] == expected_eps  # resolved: everyone restored
     assert events[-1]["event"] == "resolved"
     assert list(events[0]) == ["ts", "event", "incident", "kind", "root", "affected_endpoints", "affected_customers"]
@@ -99,8 +99,8 @@ def test_set_changes_the_outcome(tmp_path: Path, ap_outage: Path) -> None:
         (["--set", "K"], "--set K: expected key=value"),
     ],
 )
-def test_bad_overrides_are_named(tmp_path: Path, ap_outage: Path, capsys: pytest.CaptureFixture[str], args,
-                                 message) -> None:
+def test_bad_overrides_are_named(tmp_path: Path, ap_outage: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                 message: str) -> None:
     assert main(["replay", "--config", str(CONFIG), "--input", str(ap_outage), *args]) == 2
     assert message in capsys.readouterr().err
 
@@ -122,7 +122,8 @@ def test_bad_overrides_are_named(tmp_path: Path, ap_outage: Path, capsys: pytest
          "in.jsonl:1: loss must be a fraction"),
     ],
 )
-def test_bad_input_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], lines, message) -> None:
+def test_bad_input_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str],
+                                  message: str) -> None:
     inp = tmp_path / "in.jsonl"
     inp.write_text("\n".join(lines) + "\n")
     assert main(["replay", "--config", str(CONFIG), "--input", str(inp), "--output", str(tmp_path / "o")]) == 2
@@ -175,7 +176,8 @@ def test_cached_step_gives_what_step_gives() -> None:
 
 
 
-_POLLS = [  # what one poll may record: every shape the replay loop reads differently, in and out of thresholds
+# what one poll may record: every shape the replay loop reads differently, in and out of thresholds
+_POLLS: list[dict[str, Any]] = [
     {"ok": True}, {"ok": True, "rtt_ms": 3.5}, {"ok": True, "rtt_ms": None}, {"ok": True, "rtt_ms": 3.5, "loss": 0.0},
     {"ok": True, "rtt_ms": 900.0}, {"ok": True, "loss": 0.5}, {"ok": True, "rtt_ms": 3.5, "loss": None},
     {"ok": True, "loss": 0.0}, {"ok": False}, {"ok": False, "rtt_ms": 2.0}, {"ok": False, "cause": "los"},
@@ -243,7 +245,7 @@ def test_the_configs_correlation_section_applies_and_set_overrides_it(tmp_path: 
     config.write_text(CONFIG.read_text() + "\ncorrelation: {hold_down: 10m}\n")
     base = _run(tmp_path, ap_outage, name="base.jsonl")
 
-    def replay_with(*extra: str, name: str) -> list[dict]:
+    def replay_with(*extra: str, name: str) -> list[dict[str, Any]]:
         out = tmp_path / name
         assert main(["replay", "--config", str(config), "--input", str(ap_outage), "--output", str(out), *extra]) == 0
         return [json.loads(line) for line in out.read_text().splitlines()]
@@ -267,7 +269,7 @@ def test_the_configs_maintenance_windows_are_planned_as_the_daemon_plans_them(tm
     """A what-if over last month must not count planned work as outages (issue 19): the config's
     ``maintenance:`` windows apply as in the daemon. The AP's failure (minute 5 to 15) inside a
     window is ``planned``; with a window that ends at minute 10 it becomes an outage then."""
-    def replay_with(config: Path, name: str) -> list[dict]:
+    def replay_with(config: Path, name: str) -> list[dict[str, Any]]:
         out = tmp_path / name
         assert main(["replay", "--config", str(config), "--input", str(ap_outage), "--output", str(out)]) == 0
         return [json.loads(line) for line in out.read_text().splitlines()]

@@ -93,7 +93,8 @@ def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[bytes]:
     ("es", "Informe de disponibilidad", "Disponibilidad por municipio", "99,963 %"),
     ("en", "Availability report", "Availability per municipality", "99.963 %"),
 ])
-def test_html_renders_in_headless_chromium(db: Path, tmp_path: Path, lang, title, chart, value) -> None:
+def test_html_renders_in_headless_chromium(db: Path, tmp_path: Path, lang: str, title: str, chart: str,
+                                           value: str) -> None:
     page = tmp_path / "report.html"
     assert report(db, page, "--by", "site", "--lang", lang) == 0
     html = page.read_text()
@@ -132,7 +133,7 @@ def test_local_time_zone_month_and_missing_store(db: Path, tmp_path: Path, capsy
 
 
 @pytest.mark.parametrize("staff_resolved", [False, True], ids=["blind", "blind_alert_resolved_by_staff"])
-def test_blind_time_from_the_correlation_service_is_excluded(tmp_path: Path, staff_resolved) -> None:
+def test_blind_time_from_the_correlation_service_is_excluded(tmp_path: Path, staff_resolved: bool) -> None:
     """The vantage node down for an hour: the service declares the monitor blind (until 2 min after it is
     back), and the report takes that time out for every target instead of counting the core as down.
 

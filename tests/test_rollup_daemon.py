@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,11 @@ def report_seconds(db: Path, inv: Inventory, start: float, end: float) -> tuple[
     return totals.up_s, totals.down_s
 
 
+October = tuple[InfluxDB1, Inventory, Path, Path]  # server, inventory, store, state directory
+
+
 @pytest.fixture
-def october(tmp_path: Path):
+def october(tmp_path: Path) -> Iterator[October]:
     """A real InfluxDB, the example config writing to it (America/Bogota), October's store."""
     (tmp_path / "influx").mkdir()
     with started(InfluxDB1(tmp_path / "influx")) as server:
@@ -66,7 +70,7 @@ def october(tmp_path: Path):
         yield server, inv, db, tmp_path
 
 
-async def test_start_writes_the_missing_hours_then_each_hour_after_it_ends(october) -> None:
+async def test_start_writes_the_missing_hours_then_each_hour_after_it_ends(october: October) -> None:
     server, inv, db, state_dir = october
     clock = ManualClock(at(11, 0) + LAG + 1)  # 5 minutes past midnight (UTC) on the 11th
     rollup = HourlyRollup(inv, db, clock, state_dir, retry_delay=0.0)
@@ -94,7 +98,8 @@ async def test_start_writes_the_missing_hours_then_each_hour_after_it_ends(octob
     assert again.done == at(11, 1) and again.due(clock.now()) is None
 
 
-async def test_an_absent_database_costs_a_later_write_not_the_daemon(october, caplog) -> None:
+async def test_an_absent_database_costs_a_later_write_not_the_daemon(october: October,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
     server, inv, db, state_dir = october
     clock = ManualClock(at(10, 0) + LAG + 1)
     rollup = HourlyRollup(inv, db, clock, state_dir, retry_delay=0.0)
@@ -106,7 +111,11 @@ async def test_an_absent_database_costs_a_later_write_not_the_daemon(october, ca
             for hour in range(1, 13):  # twelve hours with the database away: logged once, the task lives on
                 clock.advance(H)
                 rollup.wake()
-                await until(lambda n=hour: rollup.failures >= n, 30, f"attempt {hour} with the database away")
+
+                def failed(n: int = hour) -> bool:
+                    return rollup.failures >= n
+
+                await until(failed, 30, f"attempt {hour} with the database away")
             assert caplog.text.count("availability rollup not written, retrying next hour") == 1
             assert not task.done() and rollup.done == at(10, 0)  # nothing claimed written
             server.start()

@@ -86,7 +86,8 @@ lossy_step = st.builds(
            {"at": 1690, "fail": ["cpe-1-01", "cpe-3-01", "cpe-3-02", "cpe-3-04"]}],
     gateway=False, offsets=True,
 )
-def test_every_invariant_holds_on_generated_timelines(steps, gateway, offsets) -> None:
+def test_every_invariant_holds_on_generated_timelines(steps: list[dict[str, Any]], gateway: bool,
+                                                      offsets: bool) -> None:
     raw: dict[str, Any] = {
         "interval": 60,
         "topology": _topology(gateway),

@@ -20,7 +20,7 @@ PATHS = sorted(SCENARIOS.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_scenario_through_replay(path) -> None:
+def test_scenario_through_replay(path: Path) -> None:
     sc = load(path)  # restarts are the service's: the expected events are those of a run without them
     if sc.resolves:
         pytest.skip("staff actions need the service: covered by test_scenario_through_service")
@@ -30,7 +30,7 @@ def test_scenario_through_replay(path) -> None:
 
 
 @pytest.mark.parametrize("name", ["tower_down", "sibling_merge", "churn"])
-def test_replay_is_byte_identical(name) -> None:
+def test_replay_is_byte_identical(name: str) -> None:
     sc = load(SCENARIOS / f"{name}.yaml")
     outs = []
     for _ in range(2):
@@ -51,7 +51,7 @@ def test_every_rule_has_a_scenario() -> None:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_scenario_through_service(path, tmp_path: Path) -> None:
+def test_scenario_through_service(path: Path, tmp_path: Path) -> None:
     """The daemon's path (EventStore + CorrelationService) gives the same events as replay.
 
     Restarts included: a restart (even ``kill -9``) must not change what the engine decides, so

@@ -9,7 +9,7 @@ from pathlib import Path
 from monitor.sdnotify import Notifier
 
 
-def listener(tmp_path: Path):
+def listener(tmp_path: Path) -> tuple[socket.socket, str]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = str(tmp_path / "notify.sock")
     sock.bind(path)

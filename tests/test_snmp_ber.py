@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from pyasn1.codec.ber import encoder
 from pysnmp.proto import rfc1902, rfc1905
 from pysnmp.proto.api import v2c
 
@@ -138,7 +139,7 @@ def raw_values(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def raw_oids(draw: st.DrawFn) -> bytes:
-    good = bytes(snmp_v2c.encoder.encode(rfc1902.ObjectIdentifier(draw(oids()))))
+    good = bytes(encoder.encode(rfc1902.ObjectIdentifier(draw(oids()))))
     return draw(st.sampled_from([good, good, good, tlv(0x06, b""), tlv(0x06, b"\x2b\x80\x01"),
                                  tlv(0x06, b"\x2b\x81"), tlv(0x06, b"\x81\x80\x80\x80\x80\x80\x01"),
                                  tlv(0x06, good[2:], "long")]))
@@ -177,7 +178,10 @@ def same_pdu(fast: Pdu, slow: Pdu) -> None:
         _same_value(fv, sv)
 
 
-def _attempt(fn: Callable[[], Any], errors: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+R = TypeVar("R")
+
+
+def _attempt(fn: Callable[[], R], errors: type[BaseException] | tuple[type[BaseException], ...]) -> R | None:
     try:
         return fn()
     except errors:
@@ -248,7 +252,7 @@ def test_hostile_v3_datagrams_agree_with_pyasn1(data: bytes) -> None:
 @given(pdus(), st.binary(max_size=16), st.binary(max_size=16), st.binary(max_size=15))
 def test_decrypted_scoped_pdus_match_pyasn1_padding_and_all(pdu: Any, engine: bytes, context: bytes,
                                                            padding: bytes) -> None:
-    plain = bytes(snmp_v2c.encoder.encode(snmp_usm._scoped(engine, pdu, context)))
+    plain = bytes(encoder.encode(snmp_usm._scoped(engine, pdu, context)))
     assert check_scoped(plain + padding) is not None
     for cut in (1, len(plain) // 2, len(plain) - 1):
         check_scoped(plain[:cut])
@@ -269,7 +273,7 @@ def test_encrypted_replies_open_to_the_same_pdu_as_pyasn1_gives(pdu: Any) -> Non
 
 
 def _ber(value: Any) -> bytes:
-    return bytes(snmp_v2c.encoder.encode(value))
+    return bytes(encoder.encode(value))
 
 
 # ----- a corpus of hostile datagrams, each named ----------------------------------------------

@@ -29,7 +29,7 @@ def _mac(suffix: tuple[int, ...]) -> str:
 
 def airos() -> Expected:
     r = "airos_airos8"
-    exp = {
+    exp: Expected = {
         ("wireless_signal_dbm", ()): float(scalar(r, ".1.3.6.1.4.1.41112.1.4.5.1.5.1")),
         ("wireless_ccq_pct", ()): float(scalar(r, ".1.3.6.1.4.1.41112.1.4.5.1.7.1")),
         ("wireless_noise_floor_dbm", ()): float(scalar(r, ".1.3.6.1.4.1.41112.1.4.5.1.8.1")),

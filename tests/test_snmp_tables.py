@@ -25,7 +25,8 @@ HUAWEI = str(FIXTURES / "huawei_ma5800_onts.snmprec")
 ZTE = str(FIXTURES / "zte_c320_onus.snmprec")
 AIRMAX = str(FIXTURES / "airos_ap_stations.snmprec")
 EPMP = str(FIXTURES / "epmp_ap_stations.snmprec")
-Row = tuple[tuple[tuple[str, str], ...], str, str | None, dict[tuple[str, tuple[tuple[str, str], ...]], float]]
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # {(metric, labels): value}
+Row = tuple[tuple[tuple[str, str], ...], str, str | None, Metrics]
 Expected = dict[str, Row]  # row index → (keys, state, cause, {(metric, labels): value})
 
 
@@ -43,7 +44,7 @@ def ufiber() -> Expected:
     exp: Expected = {}
     for idx, (_, online) in column("edgeosolt", f"{base}.3").items():
         serial = "".join(map(chr, idx[1:]))
-        metrics = {(n, ()): int(c[idx][1]) / 100 for n, c in (("onu_rx_dbm", rx), ("onu_tx_dbm", tx))
+        metrics: Metrics = {(n, ()): int(c[idx][1]) / 100 for n, c in (("onu_rx_dbm", rx), ("onu_tx_dbm", tx))
                    if int(c[idx][1]) != 0}
         keys = (("onu_serial", serial.upper()), ("onu_index", _dotted(idx)))
         exp[_dotted(idx)] = (keys, "online" if online == "1" else "offline", None, metrics)  # no cause column
@@ -57,7 +58,7 @@ def vsol() -> Expected:
     for idx, (_, text) in column("vsolution_v1600d", f"{base}.7").items():
         def dbm(t: str) -> float:
             return float(t.split("(")[1].split()[0])  # "0.03 mW (-14.61 dBm)"
-        metrics = {("onu_rx_dbm", ()): dbm(text), ("onu_tx_dbm", ()): dbm(tx[idx][1])}
+        metrics: Metrics = {("onu_rx_dbm", ()): dbm(text), ("onu_tx_dbm", ()): dbm(tx[idx][1])}
         exp[_dotted(idx)] = ((("onu_index", _dotted(idx)),), "online", None, metrics)
     return exp
 
@@ -73,7 +74,7 @@ def huawei() -> Expected:
     for idx, (_, status) in column(HUAWEI, f"{base}.46.1.15").items():
         raw = bytes.fromhex(sn[idx][1])
         keys = (("onu_serial", raw[:4].decode() + raw[4:].hex().upper()), ("onu_index", _dotted(idx)))
-        metrics = {(n, ()): int(c[idx][1]) * s for n, c, s, na in (
+        metrics: Metrics = {(n, ()): int(c[idx][1]) * s for n, c, s, na in (
             ("onu_rx_dbm", rx, 0.01, 2147483647), ("onu_tx_dbm", tx, 0.01, 2147483647),
             ("onu_distance_m", dist, 1, -1)) if int(c[idx][1]) != na}
         state = "online" if status == "1" else "offline"

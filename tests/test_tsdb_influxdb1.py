@@ -14,9 +14,9 @@ from monitor.probes.base import IcmpResult, Metric, SnmpResult
 from monitor.secret import Secret
 from monitor.tsdb import icmp_points, make_point, make_writer, snmp_points, state_point
 from monitor.tsdb.writer import TimeseriesWriter
-from tests.servers.common import free_port
+from tests.servers.common import free_port, until
 from tests.servers.influxdb import InfluxDB1
-from tests.tsdb_support import BASE_TS, icmp_stream, make, metric, outage_mid_run, started, target, until
+from tests.tsdb_support import BASE_TS, icmp_stream, make, metric, outage_mid_run, started, target
 
 pytestmark = pytest.mark.servers
 DB = "monitor"

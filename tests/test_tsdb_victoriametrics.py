@@ -13,8 +13,9 @@ from monitor.inventory.model import TimeseriesSettings
 from monitor.probes.base import IcmpResult, Metric, SnmpResult
 from monitor.secret import Secret
 from monitor.tsdb import icmp_points, snmp_points, state_point
+from tests.servers.common import until
 from tests.servers.victoriametrics import VictoriaMetrics
-from tests.tsdb_support import BASE_TS, make, outage_mid_run, started, target, until
+from tests.tsdb_support import BASE_TS, make, outage_mid_run, started, target
 
 pytestmark = pytest.mark.servers
 TOKEN = Secret("vm-token-do-not-log", "env:INFLUX_TOKEN")

@@ -16,7 +16,8 @@ from monitor.inventory.model import TimeseriesSettings
 from monitor.tsdb import make_writer
 from monitor.tsdb.backend import http_error, public_url
 from monitor.tsdb.writer import TimeseriesWriter
-from tests.tsdb_support import icmp_stream, make, until
+from tests.servers.common import until
+from tests.tsdb_support import icmp_stream, make
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ from tests.web_support import DAY, Network, example
 GREEN, RED, GREY = (0x2E, 0x7D, 0x32), (0xC6, 0x28, 0x28), (0xBD, 0xBD, 0xBD)
 
 
-async def look(url: str, tmp: Path, name: str) -> tuple[str, dict[tuple[int, ...], int]]:
+async def look(url: str, tmp: Path, name: str) -> tuple[str, dict[tuple[int, int, int], int]]:
     """The rendered DOM and the colours of a 412x1400 screenshot (a phone held upright)."""
     dom = (await asyncio.to_thread(chromium, ["--dump-dom", url], tmp)).stdout.decode()
     shot = tmp / f"{name}.png"

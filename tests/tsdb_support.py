@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from monitor import selfmetrics
 from monitor.inventory.model import Target, TimeseriesSettings
@@ -44,8 +45,11 @@ def make(settings: TimeseriesSettings, spool: Path, max_buffer_points: int | Non
     return TimeseriesWriter(settings, spool, retry_initial=0.05, retry_max=0.2, max_buffer_points=max_buffer_points)
 
 
+S = TypeVar("S", bound=RestartableServer)
+
+
 @contextlib.contextmanager
-def started(server: RestartableServer) -> Iterator[RestartableServer]:
+def started(server: S) -> Iterator[S]:
     server.start()
     try:
         yield server
