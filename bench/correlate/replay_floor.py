@@ -72,7 +72,9 @@ def main() -> None:
             assert sum(e.event == "opened" for e in events) == 1, "the bench's outage must open one incident"
 
         if args.part is not None:
-            {"floor": lambda: floor(path), "replay": run_replay, "none": lambda: None}[args.part]()
+            parts: dict[str, Callable[[], object]] = {"floor": lambda: floor(path), "replay": run_replay,
+                                                      "none": lambda: None}
+            parts[args.part]()
             return
         print(f"input: {lines:,} lines, {path.stat().st_size / 1e6:.1f} MB; CPU seconds per part, interleaved")
         ratios, ratios_ms, rates = [], [], []

@@ -16,22 +16,26 @@ import random
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from monitor.clock import ManualClock
 from monitor.correlate.engine import Engine
-from monitor.correlate.incidents import format_ts
+from monitor.correlate.incidents import IncidentEvent, format_ts
 from monitor.correlate.service import CorrelationService
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.topology import Topology
+from monitor.inventory.model import Inventory
 from monitor.replay import replay
 from monitor.state import State, StateChange
 from tests.correlate_helpers import tree_inventory
 
 T0 = 1_793_491_200.0
+OneChange = Callable[[StateChange | None, float | None], list[IncidentEvent]]  # (change, None) or (None, tick time)
+OneBatch = Callable[[list[StateChange], float], list[IncidentEvent]]  # a second's changes, then its tick
 
 
-def _burst(inv, interval: float) -> list[StateChange]:
+def _burst(inv: Inventory, interval: float) -> list[StateChange]:
     """Every target but the gateway confirmed down once, in random order, over one poll interval."""
     ids = [t for t in inv.targets if t != "gw"]
     random.Random(1).shuffle(ids)
@@ -39,9 +43,9 @@ def _burst(inv, interval: float) -> list[StateChange]:
             for i, t in enumerate(ids)]
 
 
-def _feed(apply_and_tick, burst: list[StateChange], interval: float) -> tuple[float, list]:
+def _feed(apply_and_tick: OneChange, burst: list[StateChange], interval: float) -> tuple[float, list[IncidentEvent]]:
     """Feed changes one at a time, ticking once per virtual second; return CPU ms and events."""
-    events: list = []
+    events: list[IncidentEvent] = []
     cpu = time.process_time()
     next_tick = T0 + 1
     for c in burst:
@@ -56,9 +60,9 @@ def _feed(apply_and_tick, burst: list[StateChange], interval: float) -> tuple[fl
     return (time.process_time() - cpu) * 1000, events
 
 
-def _feed_batched(step, burst: list[StateChange], interval: float) -> tuple[float, list]:
+def _feed_batched(step: OneBatch, burst: list[StateChange], interval: float) -> tuple[float, list[IncidentEvent]]:
     """Feed changes as the daemon does: what was confirmed during each second, as one batch at its end."""
-    events: list = []
+    events: list[IncidentEvent] = []
     cpu = time.process_time()
     next_tick, i, end = T0 + 1, 0, T0 + 4 * interval
     while next_tick <= end:
@@ -79,24 +83,25 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _report(label: str, ms: float, events: list) -> None:
+def _report(label: str, ms: float, events: list[IncidentEvent]) -> None:
     opened = [e for e in events if e.event == "opened"]
     print(f"{label}: {ms:.0f} ms CPU; incidents opened: {len(opened)} "
           f"({', '.join(f'{e.kind}@{e.root}' for e in opened)}); events: {len(events)}; "
           f"endpoints in the last event: {len(events[-1].affected_endpoints):,}")
 
 
-def bench_engine(inv, settings: CorrelationSettings) -> None:
+def bench_engine(inv: Inventory, settings: CorrelationSettings) -> None:
     t = time.process_time()
     topo = Topology.from_inventory(inv)
     print(f"topology build: {(time.process_time() - t) * 1000:.0f} ms CPU for {len(topo):,} targets")
     burst = _burst(inv, settings.interval)
     engine = Engine(topo, settings, start=T0)
 
-    def step(c, now):
+    def step(c: StateChange | None, now: float | None) -> list[IncidentEvent]:
         if c is not None:
             engine.apply(c)
             return engine.tick(c.ts) if engine.has_output() else []
+        assert now is not None
         return engine.tick(now)
 
     _report(f"engine burst, {len(burst):,} changes one at a time (as replay)", *_feed(step, burst, settings.interval))
@@ -104,7 +109,7 @@ def bench_engine(inv, settings: CorrelationSettings) -> None:
     before = _rss_mb()
     engine = Engine(topo, settings, start=T0)
 
-    def step_batch(batch, now):
+    def step_batch(batch: list[StateChange], now: float) -> list[IncidentEvent]:
         engine.apply_many(batch)
         return engine.tick(now)
 
@@ -112,24 +117,25 @@ def bench_engine(inv, settings: CorrelationSettings) -> None:
     print(f"RSS the engine holds after the burst (one outage, 100k attached): +{_rss_mb() - before:.0f} MB")
 
 
-def bench_service(inv, settings: CorrelationSettings) -> None:
+def bench_service(inv: Inventory, settings: CorrelationSettings) -> None:
     burst = _burst(inv, settings.interval)
     _service_run(inv, settings, burst, batched=True)
     _service_run(inv, settings, burst, batched=False)
 
 
-def _service_run(inv, settings: CorrelationSettings, burst: list[StateChange], *, batched: bool) -> None:
+def _service_run(inv: Inventory, settings: CorrelationSettings, burst: list[StateChange], *, batched: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clock = ManualClock(T0)
         svc = CorrelationService(inv, Path(tmp) / "monitor.db", settings, clock)
 
-        def step_batch(batch, now):
+        def step_batch(batch: list[StateChange], now: float) -> list[IncidentEvent]:
             clock.set(now)
             return svc.on_state_changes(batch) if batch else svc.tick(now)
 
-        def step(c, now):
+        def step(c: StateChange | None, now: float | None) -> list[IncidentEvent]:
             if c is not None:
                 return svc.on_state_changes([c])
+            assert now is not None
             clock.set(now)
             return svc.tick(now)
 
@@ -141,7 +147,7 @@ def _service_run(inv, settings: CorrelationSettings, burst: list[StateChange], *
         svc.close()
 
 
-def write_replay_input(path: Path, inv, settings: CorrelationSettings, cycles: int) -> int:
+def write_replay_input(path: Path, inv: Inventory, settings: CorrelationSettings, cycles: int) -> int:
     """One line per target per poll cycle, every target but the gateway failing in the middle third."""
     ids = list(inv.targets)
     n = len(ids)
@@ -156,7 +162,7 @@ def write_replay_input(path: Path, inv, settings: CorrelationSettings, cycles: i
     return cycles * n
 
 
-def bench_replay(inv, settings: CorrelationSettings, cycles: int) -> None:
+def bench_replay(inv: Inventory, settings: CorrelationSettings, cycles: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "outcomes.jsonl"
         lines = write_replay_input(path, inv, settings, cycles)

@@ -46,6 +46,7 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -158,10 +159,16 @@ def wait_for_line(log: Path, text: str, timeout: float, proc: subprocess.Popen[b
     raise TimeoutError(f"no {text!r} in {log} after {timeout} s")
 
 
-def start(argv: list[str], stack: ExitStack, **kw: object) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(argv, start_new_session=True, **kw)  # type: ignore[call-overload]
-    stack.callback(lambda: (proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL), proc.wait()))
-    return proc  # type: ignore[no-any-return]
+def start(argv: list[str], stack: ExitStack, **kw: Any) -> subprocess.Popen[bytes]:
+    proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kw)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    stack.callback(stop)
+    return proc
 
 
 def one_run(kind: str, args: argparse.Namespace, snmp_port: int, tmp: Path, blocked: list[str],

@@ -170,8 +170,8 @@ def render_ms(config: Path, db: Path) -> float:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        config, db, port, churn = sys.argv[2:6]
-        asyncio.run(serve(Path(config), Path(db), int(port), churn == "1"))
+        config_arg, db_arg, port_arg, churn_arg = sys.argv[2:6]  # strings; the names below are typed
+        asyncio.run(serve(Path(config_arg), Path(db_arg), int(port_arg), churn_arg == "1"))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", type=int, default=5000)
