@@ -104,7 +104,7 @@ def test_an_output_that_cannot_be_written_is_named(tmp_path: Path, capsys: pytes
 
 _ODD = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
         | st.sampled_from([-0.0, 2**64, "\ud800", "02026-11-01T00:00:00Z", [], {}, [1]]))
-_EDGES = {  # each optional field's values at and around the ends of its range
+_EDGES: dict[str, list[object]] = {  # each optional field's values at and around the ends of its range
     "rtt_ms": [0, -0.0, 3_600_000, 3_600_001, 3_600_000.0, 3_600_000.0000000005, 3_600_000.5, 1e300, -1e-300, -1,
                2**64],
     "loss": [0, 1, 2, 1.0, 1.0000000000000002, 5e-324, -0.0, -1e-9, -1],
