@@ -4,7 +4,8 @@
 
 Prints: topology build time, CPU ms for the core-failure burst through the pure engine and
 through the CorrelationService (SQLite, one transaction per step), each fed one change at a time
-(as replay does) and in 1 s batches (as the daemon does), incidents opened (must be 1),
+(as replay does) and in 1 s batches (as the daemon does), incidents opened (must be 1), every
+endpoint failing below answering nodes with no cause, dying gasp and LOS (one incident each),
 peak RSS of the process, and `monitor replay` lines/s on a generated outcomes file.
 """
 
@@ -117,6 +118,25 @@ def bench_engine(inv: Inventory, settings: CorrelationSettings) -> None:
     print(f"RSS the engine holds after the burst (one outage, 100k attached): +{_rss_mb() - before:.0f} MB")
 
 
+def bench_causes(inv: Inventory, settings: CorrelationSettings) -> None:
+    """Every endpoint failing below nodes that answer, with each cause a subscriber table reports
+    (issue 17): none (a mass incident by share), dying gasp (a city-wide power cut), LOS (a fibre cut)."""
+    topo = Topology.from_inventory(inv)
+    eps = [t for t in inv.targets if t in topo.endpoint]
+    random.Random(2).shuffle(eps)
+    for cause in (None, "dying_gasp", "los"):
+        burst = [StateChange(t, State.UP, State.DOWN, T0 + settings.interval * i / len(eps), "offline", cause=cause)
+                 for i, t in enumerate(eps)]
+        engine = Engine(topo, settings, start=T0)
+
+        def step_batch(batch: list[StateChange], now: float, engine: Engine = engine) -> list[IncidentEvent]:
+            engine.apply_many(batch)
+            return engine.tick(now)
+
+        _report(f"every endpoint down, cause {cause or 'none'}, 1 s batches",
+                *_feed_batched(step_batch, burst, settings.interval))
+
+
 def bench_service(inv: Inventory, settings: CorrelationSettings) -> None:
     burst = _burst(inv, settings.interval)
     _service_run(inv, settings, burst, batched=True)
@@ -190,6 +210,7 @@ def main() -> None:
           f"({(time.process_time() - t) * 1000:.0f} ms to build)")
     settings = CorrelationSettings.for_interval(60).with_overrides({"blind_share": "1"})
     bench_engine(inv, settings)
+    bench_causes(inv, settings)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS after inventory + topology + engine burst: {rss:.0f} MB")
     if not args.skip_service:
