@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,9 @@ def main() -> None:
         real = Outbox.finish
         seen = [0]
 
-        def finish(self: Outbox, delivered, retries, failed, now, sending=()):  # type: ignore[no-untyped-def]
+        def finish(self: Outbox, delivered: Sequence[tuple[int, str | None]],
+                   retries: Sequence[tuple[int, float, str, str]], failed: Sequence[tuple[int, str, str]],
+                   now: float, sending: Sequence[int] = ()) -> None:
             seen[0] += len(delivered)
             if seen[0] >= die:
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -13,6 +13,7 @@ from monitor.db import store_location
 from monitor.db_postgres import PostgreSQL
 from monitor.errors import ConfigError
 from monitor.inventory.loader import load_inventory
+from monitor.inventory.model import Inventory
 from monitor.inventory.settings import store_url_problem
 from tests.test_config_numbers import CUSTOMERS_LINE, section_problems
 from tests.test_inventory import BASE, ENV
@@ -20,7 +21,7 @@ from tests.test_inventory import BASE, ENV
 PASSWORD = "pg-s3cret-value"
 
 
-def load(folder: Path, section: str, env: dict[str, str] | None = None, secrets: bool = True):  # type: ignore[no-untyped-def]
+def load(folder: Path, section: str, env: dict[str, str] | None = None, secrets: bool = True) -> Inventory:
     (folder / "sites.yaml").write_text(BASE.replace("customers:\n", f"{section}\ncustomers:\n"), encoding="utf-8")
     return load_inventory(folder / "sites.yaml", env={**ENV, **(env or {})}, secrets=secrets)
 
