@@ -165,3 +165,19 @@ async def test_the_daemon_writes_the_past_hours_at_start(tmp_path: Path) -> None
             await asyncio.wait_for(task, 15)
         assert [(r["up_s"], r["down_s"]) for r in ap()] == [(1800.0, 1800.0)]
         assert daemon.rollup is not None and daemon.rollup.done is not None and daemon.rollup.done >= t0 + H
+
+
+def test_the_command_writes_on_the_daemons_grid_whatever_zone_its_dates_are_in(october) -> None:
+    """``monitor rollup --tz Asia/Kolkata`` only reads its dates in that zone: the buckets stay the
+    configured zone's (America/Bogota: whole epoch hours), or the daemon's points and the command's
+    would overlap and a board would count the same minutes twice."""
+    from monitor.cli import main
+
+    server, _, db, tmp_path = october
+    config = tmp_path / "config" / "sites.yaml"
+    assert main(["rollup", "--config", str(config), "--db", str(db), "--tz", "Asia/Kolkata",
+                 "--from", "2026-10-10T12:00", "--to", "2026-10-10T18:00"]) == 0
+    times = [r["time"] for r in server.rows('SELECT "up_s" FROM "availability"', DB)]
+    assert times and all(t % (3600 * 10**9) == 0 for t in times)
+    _, down, _ = sums(server, at(10, 6), at(10, 13))  # 12:00-18:00 in Kolkata is 06:30-12:30 UTC
+    assert down == pytest.approx(H + 4 * (H - 30))
