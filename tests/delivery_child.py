@@ -1,5 +1,7 @@
 """A delivery process the crash tests kill: ``python -m tests.delivery_child CONFIG DB EVENTS [--die-...]``.
 
+``DB`` is the store: a SQLite file, or a PostgreSQL URL (tests.store_engines.child_argument).
+
 It loads the config, enqueues the events (JSON lines of IncidentEvent fields) and runs the service
 until the outbox is empty. It SIGKILLs itself
 - ``--die-on-record[=N]``: when a worker is about to record its N-th delivered row (default 1):
@@ -32,6 +34,7 @@ from monitor.delivery.outbox import Outbox
 from monitor.delivery.service import DeliveryService
 from monitor.inventory.loader import load_inventory
 from tests.delivery_support import SECRETS, T0, ClockFrom
+from tests.store_engines import from_argument
 
 
 def main() -> None:
@@ -94,7 +97,7 @@ def main() -> None:
               for d in map(json.loads, Path(events_file).read_text().splitlines())] if events_file != "-" else []
 
     async def run() -> None:
-        svc = DeliveryService(inv, Path(db), inv.delivery, ClockFrom(T0, t0_at))  # type: ignore[arg-type]
+        svc = DeliveryService(inv, from_argument(db), inv.delivery, ClockFrom(T0, t0_at))  # type: ignore[arg-type]
         svc.enqueue(events)
         task = asyncio.create_task(svc.run())
         while sum(n for n, _ in svc.outbox.pending().values()):

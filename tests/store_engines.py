@@ -113,6 +113,21 @@ def configured(where: Where, state_dir: Path) -> Where:
     return state_dir / "monitor.db" if isinstance(where, Path) else where
 
 
+def child_argument(where: Where) -> tuple[str, dict[str, str]]:
+    """``where`` as a child's command-line argument (a path, or a URL without its password) and the
+    environment that carries the password (:func:`from_argument` reads both back)."""
+    if isinstance(where, Path):
+        return str(where), {}
+    return where.url, {"MONITOR_TEST_STORE_PASSWORD": where.password or ""}
+
+
+def from_argument(arg: str) -> Where:
+    """The store a child was given by :func:`child_argument`."""
+    if arg.startswith("postgresql://"):
+        return PostgreSQL(arg, os.environ.get("MONITOR_TEST_STORE_PASSWORD"))
+    return Path(arg)
+
+
 def child_code(where: Where) -> str:
     """Python source that rebuilds ``where`` as ``db`` in a child process."""
     if isinstance(where, Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from tests.api_support import Env, make_env
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
 from tests.servers.common import until
 from tests.servers.rt import RequestTracker, texts
+from tests.store_engines import Where, child_argument, pg_server_fixture, where_fixture  # noqa: F401
 from tests.test_web_board import PASSWORD, act, login
 
 pytestmark = pytest.mark.servers
@@ -151,18 +153,24 @@ async def test_notes_repeated_after_a_crash_reach_the_ticket_once(tmp_path: Path
     assert sum("Nuevos afectados (2): C-0007, C-0008" in t for t in body) == 1
 
 
-def test_crash_between_create_and_record_finds_the_existing_ticket(tmp_path: Path, rt: RequestTracker) -> None:
+def test_crash_between_create_and_record_finds_the_existing_ticket(tmp_path: Path, rt: RequestTracker,
+                                                                   where: Where) -> None:
+    """On the SQLite store and on PostgreSQL (one RT for both: an incident of its own each)."""
+    inc = "INC-000301" if isinstance(where, Path) else "INC-000302"
     inv = load(tmp_path, 3, delivery_with(desk=desk(rt), smtp=None, mqtt=None))
     events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(3, 0), incident="INC-000301"))) + "\n")
-    argv = [sys.executable, "-m", "tests.delivery_child", inv.source, str(tmp_path / "monitor.db")]
+    events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(3, 0), incident=inc))) + "\n")
+    db, env = child_argument(where)
+    env = {**os.environ, **env}
+    argv = [sys.executable, "-m", "tests.delivery_child", inv.source, db]
     cwd = Path(__file__).parents[1]
-    first = subprocess.run([*argv, str(events), "--die-on-record"], cwd=cwd, capture_output=True, timeout=60)
+    first = subprocess.run([*argv, str(events), "--die-on-record"], cwd=cwd, capture_output=True, timeout=60,
+                           env=env)
     assert first.returncode == -9, first.stderr.decode()[-2000:]
-    assert len(tagged(rt, "INC-000301")) == 1  # created, but the outbox does not know
-    second = subprocess.run([*argv, "-"], cwd=cwd, capture_output=True, timeout=60)
+    assert len(tagged(rt, inc)) == 1  # created, but the outbox does not know
+    second = subprocess.run([*argv, "-"], cwd=cwd, capture_output=True, timeout=60, env=env)
     assert second.returncode == 0, second.stderr.decode()[-2000:]
-    assert len(tagged(rt, "INC-000301")) == 1
+    assert len(tagged(rt, inc)) == 1
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import email
 import email.policy
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from monitor.inventory.model import Inventory
 from monitor.notify.email import EmailSender, build, wire
 from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load
 from tests.servers.smtp import SmtpServer
+from tests.store_engines import Where, child_argument, pg_server_fixture, where_fixture  # noqa: F401
 
 pytestmark = pytest.mark.servers
 
@@ -254,36 +256,41 @@ async def until_attempted(svc: DeliveryService, n: int) -> None:
     await until(lambda: sum(1 for r in svc.outbox.rows() if r["attempts"] >= 1) >= n, 20, "failed attempts")
 
 
-def kill_then_restart(tmp_path: Path, server: SmtpServer, die: str) -> tuple[Counter[str], list[dict[str, Any]], str]:
-    """Fan 41 mails out in a child process that SIGKILLs itself at ``die``, then run it again to the end.
+def kill_then_restart(tmp_path: Path, server: SmtpServer, die: str,
+                      where: Where) -> tuple[Counter[str], list[dict[str, Any]], str]:
+    """Fan 41 mails out in a child process that SIGKILLs itself at ``die``, then run it again to the end, on
+    the store ``where`` (SQLite or PostgreSQL).
 
     Returns what the server received (per Message-ID), the outbox rows, and the child's stderr.
     """
     inv = inventory(tmp_path, server, "none")
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps(dataclasses.asdict(ev("opened", T0, ids(40)))) + "\n")
-    db = tmp_path / "monitor.db"
+    db, env = child_argument(where)
+    env = {**os.environ, **env}
     # both runs on one clock from T0 (the second's "now" goes on from the first's)
-    argv = [sys.executable, "-m", "tests.delivery_child", inv.source, str(db)]
+    argv = [sys.executable, "-m", "tests.delivery_child", inv.source, db]
     t0_at = f"--t0-at={time.time()!r}"
     first = subprocess.run([*argv, str(events), die, t0_at], cwd=Path(__file__).parents[1], capture_output=True,
-                           timeout=60)
+                           timeout=60, env=env)
     assert first.returncode == -9, first.stderr.decode()[-2000:]
     assert 10 <= server.count() < 41  # killed in the middle of the fan-out
-    second = subprocess.run([*argv, "-", t0_at], cwd=Path(__file__).parents[1], capture_output=True, timeout=60)
+    second = subprocess.run([*argv, "-", t0_at], cwd=Path(__file__).parents[1], capture_output=True, timeout=60,
+                            env=env)
     assert second.returncode == 0, second.stderr.decode()[-2000:]
-    outbox = Outbox(db)
+    outbox = Outbox(where)
     try:
         return server.repeats(), outbox.rows(), first.stderr.decode()
     finally:
         outbox.close()
 
 
-def test_killed_after_a_mail_was_accepted_and_before_its_record_sends_no_mail_twice(tmp_path: Path) -> None:
+def test_killed_after_a_mail_was_accepted_and_before_its_record_sends_no_mail_twice(tmp_path: Path,
+                                                                                    where: Where) -> None:
     server = make_server(tmp_path)
     server.start()
     try:
-        counts, rows, _ = kill_then_restart(tmp_path, server, "--die-on-record=15")
+        counts, rows, _ = kill_then_restart(tmp_path, server, "--die-on-record=15", where)
         per_customer = Counter(str(m["To"]) for m in server.messages())
     finally:
         server.stop()
@@ -294,11 +301,12 @@ def test_killed_after_a_mail_was_accepted_and_before_its_record_sends_no_mail_tw
     assert 1 <= sum(r["result"] == ASSUMED for r in rows) <= 2
 
 
-def test_killed_before_the_final_dot_the_server_discards_it_and_the_restart_sends_it_once(tmp_path: Path) -> None:
+def test_killed_before_the_final_dot_the_server_discards_it_and_the_restart_sends_it_once(tmp_path: Path,
+                                                                                          where: Where) -> None:
     server = make_server(tmp_path)
     server.start()
     try:
-        counts, rows, stderr = kill_then_restart(tmp_path, server, "--die-before-dot=20")
+        counts, rows, stderr = kill_then_restart(tmp_path, server, "--die-before-dot=20", where)
     finally:
         server.stop()
     cut = stderr.split("cut ", 1)[1].split()[0]
