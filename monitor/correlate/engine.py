@@ -454,6 +454,11 @@ class Engine:
         inc.members.discard(tid)
         self.member_log.append((inc.id, tid, RECOVERED))
         self._shrunk(inc)
+        own = self.incidents.get(tid)
+        if own is not None and own is not inc:
+            # its own incident, in its hold-down when it failed again with its parent (attached to the
+            # parent's outage then): its hold-down starts again now, or it stayed open for ever
+            self._shrunk(own)
 
     def _shrunk(self, inc: Incident) -> None:
         """Fewer targets down: maybe start the grace period, maybe start the hold-down."""
