@@ -167,7 +167,7 @@ async def test_the_daemon_writes_the_past_hours_at_start(tmp_path: Path) -> None
         assert daemon.rollup is not None and daemon.rollup.done is not None and daemon.rollup.done >= t0 + H
 
 
-def test_the_command_writes_on_the_daemons_grid_whatever_zone_its_dates_are_in(october) -> None:
+def test_the_command_writes_on_the_daemons_grid_whatever_zone_its_dates_are_in(october: October) -> None:
     """``monitor rollup --tz Asia/Kolkata`` only reads its dates in that zone: the buckets stay the
     configured zone's (America/Bogota: whole epoch hours), or the daemon's points and the command's
     would overlap and a board would count the same minutes twice."""
