@@ -44,8 +44,10 @@ FORMAT = 1000
 VERSION_TABLE = "schema_version"
 
 #: how long the stores' openings wait for another connection's write lock (migrating takes it), when
-#: their ``busy_timeout`` for normal work is shorter (the daemon's: a wait blocks its event loop)
-OPEN_TIMEOUT = 5.0
+#: their ``busy_timeout`` for normal work is shorter (the daemon's: a wait blocks its event loop).
+#: Generous: only an opening waits this long, and eight processes opening an old store together on a
+#: loaded 2-core machine took longer than 5 s to migrate one after another (one failed "locked").
+OPEN_TIMEOUT = 30.0
 
 #: The single numbering before this layer (``PRAGMA user_version``, every owner's tables in one
 #: sequence) as each component's own version: 1 log and states (events 1), 2 incidents (correlation

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from monitor.correlate import schema as correlation
 from monitor.db import (
     ERRORS,
+    OPEN_TIMEOUT,
     VERSION_TABLE,
     Schema,
     StoreCursor,
@@ -77,7 +78,8 @@ class EventStore:
         blocks its event loop; it holds what it could not write and retries."""
         engine = engine_for(where)
         self.path = engine.describe()
-        self._db = open_store(engine, components(), what="the event store", busy_timeout=busy_timeout)
+        self._db = open_store(engine, components(), what="the event store", busy_timeout=busy_timeout,
+                              migrate_timeout=OPEN_TIMEOUT)
 
     @property
     def schema_version(self) -> int:
