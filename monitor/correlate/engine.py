@@ -683,17 +683,28 @@ class Engine:
     def _together(self, rest: Sequence[str]) -> None:
         """Endpoints a blindness or a lossy link's incident no longer explains that failed together
         below a node that answers: one suspected incident there (or the suspected one open there),
-        not a single each (issue 19). Nothing opens while blind (its end judges them again)."""
+        not a single each (issue 19). Nothing opens while blind (its end judges them again).
+        Grouped per cause as rule 13 groups them: ONUs that reported dying gasp are a ``power``
+        incident there, those that reported LOS an ``outage`` (a fibre cut), the rest suspected."""
         if self.blind is not None:
             return
-        down, vantage = self.down, self._vantage
-        for node, group in self._mass_groups(rest, lambda a: a not in down and a not in vantage):
-            inc = self.incidents.get(node)
-            if inc is None:
-                inc = self._open(node, "suspected")
-            elif self.basis[inc.id] != "suspected":
-                continue  # judged one by one, as before
-            self._absorb(inc, group)
+        down, vantage, causes = self.down, self._vantage, self.cause
+        parts: list[tuple[Kind, Sequence[str]]] = [("suspected", rest)]
+        if causes:
+            parts = [
+                ("suspected", [t for t in rest if causes.get(t) not in (DYING_GASP, LOS)]),
+                ("power", [t for t in rest if causes.get(t) == DYING_GASP]),
+                ("outage", [t for t in rest if causes.get(t) == LOS]),
+            ]
+        for kind, part in parts:
+            for node, group in self._mass_groups(part, lambda a: a not in down and a not in vantage):
+                inc = self.incidents.get(node)
+                if inc is None:
+                    inc = self._open(node, kind)
+                    inc.was_outage = kind == "outage"  # a fibre cut at a node that answers: a mass incident
+                elif self.basis[inc.id] != kind or (kind == "outage" and not inc.was_outage):
+                    continue  # judged one by one, as before
+                self._absorb(inc, group)
 
     def _stays_mass(self, inc: Incident, rest: list[str]) -> bool:
         """A lossy link's incident whose loss is over while K of its endpoints that failed together
