@@ -28,13 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pysnmp.proto.api import v2c
-
 from monitor import selfmetrics
 from monitor.errors import ProbeAuthError, ProbeError, ProbeProtocolError, ProbeTimeout
 from monitor.logs import event
 from monitor.probes import snmp_ber, snmp_usm, snmp_v2c
 from monitor.probes.snmp_ber import Pdu
+from monitor.probes.snmp_request import GET, GETBULK, Request
 from monitor.probes.snmp_usm import PeerEngine, UsmUser, V3Reply
 from monitor.probes.snmp_v2c import V2Reply
 
@@ -68,11 +67,20 @@ class _Waiter:
 
 
 def _host(address: str) -> str:
-    """The address as the kernel reports a datagram's source (``::1``, not ``0:0::1``)."""
-    try:
-        return ipaddress.ip_address(address).compressed
-    except ValueError:
-        return address
+    """The address as the kernel reports a datagram's source (``::1``, not ``0:0::1``); remembered."""
+    found = _HOSTS.get(address)
+    if found is None:
+        try:
+            found = ipaddress.ip_address(address).compressed
+        except ValueError:
+            found = address
+        if len(_HOSTS) >= 65536:  # one entry per agent address; never unbounded
+            _HOSTS.clear()
+        _HOSTS[address] = found
+    return found
+
+
+_HOSTS: dict[str, str] = {}
 
 
 class _Receiver(asyncio.DatagramProtocol):
@@ -160,7 +168,7 @@ class SnmpTransport:
         return self._noise.pop(_host(address), Counter())
 
     # ----- v2c ---------------------------------------------------------------------------------
-    async def request_v2c(self, ep: Endpoint, community: str, pdu: Any) -> tuple[Any, int]:
+    async def request_v2c(self, ep: Endpoint, community: str, pdu: Request) -> tuple[Any, int]:
         """Send ``pdu``; return the agent's Response PDU and its size (resent on silence, same id)."""
         secret = community.encode()
         pending = self._pending["2c"]
@@ -175,7 +183,7 @@ class SnmpTransport:
 
     # ----- v3 ----------------------------------------------------------------------------------
     async def request_v3(
-        self, ep: Endpoint, cred_key: str, user: UsmUser, pdu: Any, context: bytes = b""
+        self, ep: Endpoint, cred_key: str, user: UsmUser, pdu: Request, context: bytes = b""
     ) -> tuple[Any, int]:
         """Send ``pdu`` as ``user``; return the agent's Response PDU and its size."""
         key = (ep.address, ep.port, cred_key)
@@ -232,26 +240,48 @@ class SnmpTransport:
         self, version: str, decode: Callable[[bytes], Any], ep: Endpoint, msg_id: int,
         message: bytes, check: Callable[[Any], tuple[str | None, Any]],
     ) -> Any:
-        """Send (and resend on silence) one message; return what ``check`` made of the agent's reply."""
+        """Send (and resend on silence) one message; return what ``check`` made of the agent's reply.
+
+        One future for the whole exchange and one timer per attempt, whose callback resends or
+        fails it: awaiting the future directly wakes this task one loop iteration after the reply
+        (``asyncio.wait`` with a timeout took two more, and a set, a waiter and a callback per GET).
+        """
         family = socket.AF_INET6 if ":" in ep.address else socket.AF_INET
         sock = await self._socket(version, family, decode)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         host = _host(ep.address)
         pending = self._pending[version]
         pending[msg_id] = _Waiter(fut, (host, ep.port), check)
         self._inflight[host] += 1
         self.waiting[(host, ep.port)] += 1
+        destination = (ep.address, ep.port)
+        left = ep.retries + 1
+        timer: asyncio.TimerHandle | None = None
+
+        def attempt() -> None:
+            nonlocal left, timer
+            if fut.done():
+                return
+            if not left:
+                fut.set_exception(ProbeTimeout("timeout"))
+                return
+            left -= 1
+            try:
+                sock.sendto(message, destination)
+            except OSError as exc:
+                error = ProbeProtocolError(f"send failed: {exc.strerror}")
+                error.__cause__ = exc
+                fut.set_exception(error)
+                return
+            timer = loop.call_later(ep.timeout, attempt)
+
         try:
-            for _ in range(ep.retries + 1):
-                try:
-                    sock.sendto(message, (ep.address, ep.port))
-                except OSError as exc:
-                    raise ProbeProtocolError(f"send failed: {exc.strerror}") from exc
-                done, _ = await asyncio.wait((fut,), timeout=ep.timeout)
-                if done:
-                    return fut.result()
-            raise ProbeTimeout("timeout")
+            attempt()
+            return await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             pending.pop(msg_id, None)
             fut.cancel()
             _release(self._inflight, host)
@@ -325,7 +355,7 @@ class Session:
         self.requests = 0
         self.received = 0  # bytes of replies
 
-    async def _send(self, pdu: Any) -> Any:
+    async def _send(self, pdu: Request) -> Any:
         self.requests += 1
         if self.user is not None:
             rsp, size = await self.transport.request_v3(self.ep, self.cred_key, self.user, pdu, self.context)
@@ -336,10 +366,7 @@ class Session:
         return rsp
 
     async def get(self, oids: Sequence[Oid]) -> list[VarBind]:
-        pdu = v2c.GetRequestPDU()
-        v2c.apiPDU.set_defaults(pdu)
-        v2c.apiPDU.set_varbinds(pdu, [(o, v2c.null) for o in oids])
-        return response_varbinds(await self._send(pdu))
+        return response_varbinds(await self._send(Request(GET, tuple(oids))))
 
     async def walk(self, bases: Sequence[Oid], max_repetitions: int = 25) -> dict[Oid, list[VarBind]]:
         """Walk several table columns side by side with GETBULK; partial replies are fine.
@@ -357,12 +384,7 @@ class Session:
             if loop.time() > deadline:
                 raise WalkCut(f"walk cut: longer than {self.limits.max_seconds:g} s")
             active = list(cursor)[:10]
-            pdu = v2c.GetBulkRequestPDU()
-            v2c.apiBulkPDU.set_defaults(pdu)
-            v2c.apiBulkPDU.set_non_repeaters(pdu, 0)
-            v2c.apiBulkPDU.set_max_repetitions(pdu, reps)
-            v2c.apiBulkPDU.set_varbinds(pdu, [(cursor[b], v2c.null) for b in active])
-            rsp = await self._send(pdu)
+            rsp = await self._send(Request(GETBULK, tuple(cursor[b] for b in active), 0, reps))
             if self.received - first_byte > self.limits.max_bytes:
                 raise WalkCut(f"walk cut: more than {self.limits.max_bytes} bytes")
             if _status(rsp)[0] == 1 and reps > 1:  # tooBig: ask for less

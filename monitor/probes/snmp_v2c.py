@@ -21,8 +21,9 @@ from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto.api import v2c
 
 from monitor.errors import ProbeProtocolError
-from monitor.probes import snmp_ber
+from monitor.probes import snmp_ber, snmp_request
 from monitor.probes.snmp_ber import Pdu
+from monitor.probes.snmp_request import Request
 
 _VERSION_2C = 1  # the msgVersion field of a v2c message (0 is v1, 3 is v3)
 
@@ -45,8 +46,14 @@ def new_request_id(taken: Container[int] = ()) -> int:
             return rid
 
 
-def encode_request(request_id: int, community: bytes, pdu: Any) -> bytes:
-    """The whole datagram for ``pdu`` (its request-id is set here)."""
+def encode_request(request_id: int, community: bytes, pdu: Request | Any) -> bytes:
+    """The whole datagram for ``pdu`` with ``request_id``.
+
+    ``pdu``: a :class:`Request`, laid out by :mod:`monitor.probes.snmp_request` (pyasn1 took ~1.5 ms
+    for a 20-OID GET); or a pysnmp PDU object, encoded by pyasn1 (the tests forge odd ones that way).
+    """
+    if isinstance(pdu, Request):
+        return snmp_request.v2c_message(request_id, community, pdu)
     v2c.apiPDU.set_request_id(pdu, request_id)
     msg = v2c.Message()
     v2c.apiMessage.set_defaults(msg)
