@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     import monitor.report.cli as report_cli  # availability reports
     from monitor import incidents_cli, replay  # correlation subcommands
     from monitor.demo import run as demo  # the no-root, no-server demo
-    from monitor.remote import poller  # the poller role of a remote zone
+    from monitor.remote import acl, poller  # the poller role of a remote zone, its broker's ACL
     from monitor.tsdb import rollup_cli  # hourly availability for the boards
     from monitor.web import users  # staff users of the board
 
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     users.add_parser(sub)
     poller.add_parser(sub)
+    acl.add_parser(sub)
     return p
 
 

@@ -3,6 +3,8 @@
 Two listeners (``servers.md``): anonymous on ``port``, and ``auth_port`` with a password file made
 by ``mosquitto_passwd``. With ``tls=True`` a third, ``tls_port``: TLS with a server certificate for
 127.0.0.1 from a throw-away CA (``self.ca.cert`` is what clients trust) plus the same password file.
+``users`` (name -> password) are added to the password file and ``acl`` (an ACL file's text, e.g.
+``monitor pollers acl``) confines them on ``auth_port``.
 Persistence is on (in the temp dir) so retained status topics survive the broker restart the
 fault-injection test performs. Restartable on the same ports.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.servers.certs import TestCA
@@ -22,14 +25,24 @@ USER, PASSWORD = "monitor", "mqtt-pass-9"
 
 
 class Mosquitto(RestartableServer):
-    def __init__(self, root: Path, *, tls: bool = False) -> None:
+    def __init__(self, root: Path, *, tls: bool = False, users: Mapping[str, str] | None = None,
+                 acl: str | None = None) -> None:
         binary = require_binary("mosquitto")
         self.root = root
         self.port = free_port()
         self.auth_port = free_port()
+        while self.auth_port == self.port:  # the kernel may hand out a just-closed port again
+            self.auth_port = free_port()
         pw = root / "mosquitto.passwd"
         subprocess.run([require_binary("mosquitto_passwd"), "-c", "-b", str(pw), USER, PASSWORD], check=True,
                        capture_output=True)
+        for name, password in (users or {}).items():
+            subprocess.run([require_binary("mosquitto_passwd"), "-b", str(pw), name, password], check=True,
+                           capture_output=True)
+        acl_line = ""
+        if acl is not None:
+            (root / "mosquitto.acl").write_text(acl)
+            acl_line = f"acl_file {root / 'mosquitto.acl'}\n"
         self.config = root / "mosquitto.conf"
         text = (
             "per_listener_settings true\n"
@@ -42,13 +55,15 @@ class Mosquitto(RestartableServer):
             f"listener {self.auth_port} 127.0.0.1\n"
             "allow_anonymous false\n"
             f"password_file {pw}\n"
+            + acl_line
         )
         self.ca: TestCA | None = None
         self.tls_port = 0
         if tls:
             self.ca = TestCA(root, "mqtt-ca")
             server = self.ca.issue("mosquitto")
-            self.tls_port = free_port()
+            while self.tls_port in (0, self.port, self.auth_port):
+                self.tls_port = free_port()
             text += (
                 f"listener {self.tls_port} 127.0.0.1\n"
                 f"cafile {self.ca.cert}\n"
