@@ -213,14 +213,20 @@ def fibre_config(folder: Path, snmp_port: int) -> Path:
                        extra="correlation: {settle: 1.0, window: 4.0, hold_down: 1.0, grace: 1.0}")
 
 
-async def test_a_pon_ports_onus_going_los_are_one_incident_rooted_at_that_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("code", "kind"), [("+01", "outage"), ("+13", "power")], ids=["los", "dying_gasp"])
+async def test_a_pon_ports_onus_going_los_are_one_incident_rooted_at_that_port(
+    tmp_path: Path, code: str, kind: str
+) -> None:
     """All three ONUs of port 0/0/1 report LOS while the OLT and port 0/0/2 are fine: one incident at
-    olt-1:pon-0-0-1 with the three (not three singles, not the whole OLT), resolved when the light is back."""
+    olt-1:pon-0-0-1 with the three (not three singles, not the whole OLT), resolved when the light is back.
+    Its kind is what their last down cause says (correlation rule 13): LOS, a fibre cut, an ``outage``
+    (the crew); dying gasp (Huawei 13), a power cut in that area, ``power`` (never an outage)."""
     src = tmp_path / "olt.snmprec"
     write_snmprec(src, ports_recording(FIBRE))
     snmp_port = free_port()
-    # port 0/0/1's ONUs offline with last down cause LOS(1), their optics unreadable; 0/0/2 unchanged
-    cut = {k: ((v[0], "2", "+01", "2147483647") if k[0] == PORT_A else v) for k, v in FIBRE.items()}
+    # port 0/0/1's ONUs offline with last down cause LOS(1) or dying gasp(13), their optics unreadable;
+    # 0/0/2 unchanged
+    cut = {k: ((v[0], "2", code, "2147483647") if k[0] == PORT_A else v) for k, v in FIBRE.items()}
     with snmpsim(tmp_path / "snmpsim", snmp_port, [str(src)]):
         served = tmp_path / "snmpsim" / "data" / "olt.snmprec"
         daemon = Daemon(fibre_config(tmp_path, snmp_port))
@@ -244,8 +250,6 @@ async def test_a_pon_ports_onus_going_los_are_one_incident_rooted_at_that_port(t
 
     assert {e.incident for e in events} == {events[0].incident}, events  # one incident, nothing else
     opened = next(e for e in events if e.event == "opened")
-    # the mass rule at a node that still answers (suspected); the cause-aware rules of issue 17 may call
-    # an LOS mass an outage: the root, not the kind, is what the port level decides
-    assert opened.root == "olt-1:pon-0-0-1" and opened.kind in ("suspected", "outage")
+    assert opened.root == "olt-1:pon-0-0-1" and opened.kind == kind
     resolved = next(e for e in events if e.event == "resolved")
     assert set(resolved.affected_endpoints) == {"onu-a1", "onu-a2", "onu-a3"}
