@@ -292,3 +292,24 @@ def test_recorded_since_gives_the_persisted_lifecycle_from_a_time(where: Where) 
         assert svc.recorded_since(emitted[-1].ts + 0.001) == []
     finally:
         svc.close()
+
+
+@pytest.mark.parametrize("name", ["power_cut_area", "power_and_fibre_mixed"])
+def test_a_restart_keeps_each_failures_cause_on_both_engines(where: Where, name: str) -> None:
+    """The DOWN's subscriber-table cause is stored with it (``state_changes.cause``) and read back at a
+    restart (``IncidentStore.down_causes``): the restarted service still tells the power cut from the
+    fibre cut, and the incidents keep their kinds, on SQLite and PostgreSQL (issue 17)."""
+    from tests.scenario_runner import SCENARIOS, check, load, run_service
+
+    sc = load(SCENARIOS / f"{name}.yaml")
+    check(sc, run_service(sc, where))  # (run_service: the events equal those of the run without restarts)
+    log = EventStore(where)
+    downs = [c for c in log.changes() if c.new is State.DOWN]
+    log.close()
+    assert {c.cause for c in downs if c.target.startswith("onu-4-")} <= {"los"}
+    assert {c.cause for c in downs if c.target.startswith(("onu-1-", "onu-2-"))} == {"dying_gasp"}
+    store = IncidentStore(where)
+    kinds = sorted((r.kind, r.root) for r in store.incidents(status=None))
+    store.close()
+    assert kinds == ([("outage", "pon-4"), ("power", "olt-1")] if name == "power_and_fibre_mixed"
+                     else [("power", "olt-1")])
