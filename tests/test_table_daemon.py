@@ -144,12 +144,13 @@ AIRMAX = "1.3.6.1.4.1.41112.1.4.7.1"
 STATIONS = {"a": (0x24, 0xA4, 0x3C, 1, 2, 3), "b": (0x24, 0xA4, 0x3C, 4, 5, 6)}
 
 
-def stations(present: list[str]) -> dict[str, Record]:
+def stations(present: list[str], weak: str = "") -> dict[str, Record]:
+    """The AP's station table; the ``weak`` station at -85 dBm and 45 % CCQ (same widths: rewritable in place)."""
     out: dict[str, Record] = {}
     for name in present:
         mac = ".".join(map(str, STATIONS[name]))
-        out[f"{AIRMAX}.3.1.{mac}"] = ("2", "-61")
-        out[f"{AIRMAX}.6.1.{mac}"] = ("2", "88")
+        out[f"{AIRMAX}.3.1.{mac}"] = ("2", "-85" if name == weak else "-61")
+        out[f"{AIRMAX}.6.1.{mac}"] = ("2", "45" if name == weak else "88")
     return out
 
 
@@ -157,12 +158,13 @@ def ap_config(folder: Path, snmp_port: int) -> Path:
     return site_config(folder, snmp_port, "ap-1", "airos-stations", [
         '{id: cpe-a, kind: cpe, parent: ap-1, station_mac: "24:a4:3c:01:02:03"}',
         "{id: cpe-b, kind: cpe, parent: ap-1, station_mac: 24A43C040506}",
-    ])
+    ], polling="icmp_timeout: 0.3, down_after: 2, up_after: 2, degraded_after: 2, thresholds: {ccq_pct_min: 60}")
 
 
 async def test_station_vanishing_from_the_ap_table_turns_its_endpoint_down(tmp_path: Path) -> None:
-    """The AP's agent is restarted on the same port with one station fewer (a station cannot be removed
-    in place); while it is away the walks fail, which is no evidence about the stations either way."""
+    """Station a's signal and CCQ drop below the thresholds (rewritten in place): DEGRADED with both values.
+    Then the AP's agent is restarted on the same port with station b gone (a row cannot be removed in
+    place); while it is away the walks fail, which is no evidence about the stations either way."""
     src = tmp_path / "ap.snmprec"
     write_snmprec(src, stations(["a", "b"]))
     snmp_port = free_port()
@@ -175,20 +177,26 @@ async def test_station_vanishing_from_the_ap_table_turns_its_endpoint_down(tmp_p
             task = asyncio.create_task(daemon.run())
             await until(lambda: all(t in daemon.states and daemon.states[t].state == State.UP
                                     for t in ("cpe-a", "cpe-b")), 60, "both stations up from the table")
-        write_snmprec(src, stations(["a"]))
+            rewrite_in_place(tmp_path / "sim1" / "data" / "ap.snmprec", snmprec_text(stations(["a", "b"], weak="a")))
+            await until(lambda: daemon.states["cpe-a"].state == State.DEGRADED, 60, "cpe-a degraded")
+        write_snmprec(src, stations(["a"], weak="a"))
         with snmpsim(tmp_path / "sim2", snmp_port, [str(src)]):
             await until(lambda: daemon.states["cpe-b"].state == State.DOWN, 60, "cpe-b down")
-            assert daemon.states["cpe-a"].state == State.UP
+            assert daemon.states["cpe-a"].state == State.DEGRADED
             assert daemon.store is not None
             downs = [c for c in daemon.store.changes(targets=["cpe-b"]) if c.new == State.DOWN]
             assert [c.reason for c in downs] == ["2 consecutive failed polls: absent from ap-1's table"]
+            weak = [c for c in daemon.store.changes(targets=["cpe-a"]) if c.new == State.DEGRADED]
+            assert [c.reason for c in weak] == ["signal -85dBm < -80dBm, ccq 45% < 60%"]
             await until(lambda: any(e.event == "opened" for e in events), 60, "an incident for the station")
     finally:
         daemon.request_stop()
         if task is not None:
             await asyncio.wait_for(task, 15)
-    # one customer's station left an AP that still answers: that customer's own single incident
-    assert [(e.event, e.kind, e.root, e.affected_customers) for e in events if e.event == "opened"] == [
+    # one customer's station left an AP that still answers: that customer's own single incident (a weak
+    # station is no failure; grouped degraded incidents per AP are not built yet: kind degraded left out)
+    assert [(e.event, e.kind, e.root, e.affected_customers) for e in events
+            if e.event == "opened" and e.kind != "degraded"] == [
         ("opened", "single", "cpe-b", ("C-1",))]
 
 
