@@ -53,10 +53,10 @@ def master_keys() -> tuple[str, str]:
     return bytes(user.auth_master).hex(), bytes(user.priv_master).hex()
 
 
-def theirs(exe: Path, port: int, gets: int) -> tuple[float, float]:
-    """(wall s, CPU s) of ``gets`` GETs in one net-snmp session."""
+def theirs(exe: Path, port: int, gets: int, in_flight: int) -> tuple[float, float]:
+    """(wall s, CPU s) of ``gets`` GETs in one net-snmp session, ``in_flight`` at a time."""
     auth, priv = master_keys()
-    out = subprocess.run([str(exe), f"127.0.0.1:{port}", str(gets), V3_USER, auth, priv, *DOTTED],
+    out = subprocess.run([str(exe), f"127.0.0.1:{port}", str(gets), str(in_flight), V3_USER, auth, priv, *DOTTED],
                          capture_output=True, text=True, check=True)
     ok, varbinds, wall, cpu = out.stdout.split()
     if int(ok) != gets or int(varbinds) != gets * len(OIDS):
@@ -64,22 +64,29 @@ def theirs(exe: Path, port: int, gets: int) -> tuple[float, float]:
     return float(wall), float(cpu)
 
 
-async def _ours(port: int, gets: int) -> tuple[float, float]:
+async def _ours(port: int, gets: int, in_flight: int = 1) -> tuple[float, float]:
     transport = SnmpTransport()
     user = make_user(V3_USER, "SHA", V3_AUTH, "AES", V3_PRIV)
     session = Session(transport, Endpoint("127.0.0.1", port, 2.0, 1), user=user, cred_key="bench")
     await session.get(OIDS)  # discovery and key localization, not timed
+    left = gets
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            if len(await session.get(OIDS)) != len(OIDS):
+                raise SystemExit("ours: a GET came back short")
+
     wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(gets):
-        if len(await session.get(OIDS)) != len(OIDS):
-            raise SystemExit("ours: a GET came back short")
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     await transport.close()
     return wall, cpu
 
 
-def ours(port: int, gets: int) -> tuple[float, float]:
-    return asyncio.run(_ours(port, gets))
+def ours(port: int, gets: int, in_flight: int) -> tuple[float, float]:
+    return asyncio.run(_ours(port, gets, in_flight))
 
 
 def per_process(port: int, n: int) -> float:
@@ -102,6 +109,8 @@ def main() -> None:
     ap.add_argument("--gets", type=int, default=2000, help="GETs per round per side")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--processes", type=int, default=100, help="snmpget processes for the per-process figure")
+    ap.add_argument("--in-flight", type=int, nargs="+", default=[1, 8],
+                    help="requests in flight on both sides (1: one after the other; more: as the daemon polls)")
     args = ap.parse_args()
     for tool in ("gcc", "net-snmp-config", "snmpget"):
         if shutil.which(tool) is None:
@@ -110,22 +119,25 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp, snmpd(Path(tmp) / "agent", port):
         exe = build_anchor(Path(tmp))
-        wall_ratios, cpu_ratios = [], []
-        for k in range(args.rounds):
-            if k % 2:
-                o = ours(port, args.gets)
-                t = theirs(exe, port, args.gets)
-            else:
-                t = theirs(exe, port, args.gets)
-                o = ours(port, args.gets)
-            wall_ratios.append(t[0] / o[0])
-            cpu_ratios.append(t[1] / o[1])
-            print(f"round {k + 1}: net-snmp session {args.gets / t[0]:,.0f} GETs/s, "
-                  f"{1e6 * t[1] / args.gets:.0f} µs CPU "
-                  f"per GET | ours {args.gets / o[0]:,.0f} GETs/s, {1e6 * o[1] / args.gets:.0f} µs CPU per GET | "
-                  f"ours/theirs wall {t[0] / o[0]:.2f}x, CPU {t[1] / o[1]:.2f}x")
-        print(f"ours/net-snmp (long-lived session), GETs per wall second, min/median/max: {mmm(wall_ratios)}x")
-        print(f"ours/net-snmp (long-lived session), GETs per client CPU second, min/median/max: {mmm(cpu_ratios)}x")
+        for k_in_flight in args.in_flight:
+            wall_ratios, cpu_ratios = [], []
+            for k in range(args.rounds):
+                if k % 2:
+                    o = ours(port, args.gets, k_in_flight)
+                    t = theirs(exe, port, args.gets, k_in_flight)
+                else:
+                    t = theirs(exe, port, args.gets, k_in_flight)
+                    o = ours(port, args.gets, k_in_flight)
+                wall_ratios.append(t[0] / o[0])
+                cpu_ratios.append(t[1] / o[1])
+                print(f"{k_in_flight} in flight, round {k + 1}: net-snmp session {args.gets / t[0]:,.0f} GETs/s, "
+                      f"{1e6 * t[1] / args.gets:.0f} µs CPU per GET | ours {args.gets / o[0]:,.0f} GETs/s, "
+                      f"{1e6 * o[1] / args.gets:.0f} µs CPU per GET | ours/theirs wall {t[0] / o[0]:.2f}x, "
+                      f"CPU {t[1] / o[1]:.2f}x")
+            print(f"{k_in_flight} in flight: ours/net-snmp session, GETs per wall second, min/median/max: "
+                  f"{mmm(wall_ratios)}x")
+            print(f"{k_in_flight} in flight: ours/net-snmp session, GETs per client CPU second, min/median/max: "
+                  f"{mmm(cpu_ratios)}x")
         if args.processes:
             w = per_process(port, args.processes)
             print(f"snmpget -3m/-3M, one process per GET: {args.processes / w:,.0f} GETs/s "
