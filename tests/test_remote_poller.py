@@ -5,8 +5,10 @@ acknowledges it; SIGTERM stops it cleanly. The broker authenticates the poller a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,11 +81,25 @@ async def test_a_poller_polls_its_zone_and_the_core_gets_each_change_once(tmp_pa
                     on_changes)
     core = asyncio.create_task(feed.run())
     log = open(tmp_path / "poller.log", "ab")  # noqa: SIM115 - the child owns it
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's end of sd_notify (Type=notify unit)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    told: list[bytes] = []
+
+    def heard(line: bytes) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                told.extend(notify.recv(4096).split(b"\n"))
+        return line in told
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor", "poll", "--config", str(cfg), "--zone", "saravena",
          "--poller", "p-saravena", "--mqtt-user", USER, "--mqtt-password-file", str(tmp_path / "mqtt.pass")],
-        stdout=log, stderr=log, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        stdout=log, stderr=log, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                   "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+                                                   "WATCHDOG_USEC": "1000000"})
     try:
+        await until(lambda: heard(b"READY=1") and heard(b"WATCHDOG=1"), 30, "ready and alive, told to systemd")
         with icmp_block() as fw:
             await until(lambda: {c.target for c in got if c.new is State.UP} == {"ap-s", "cpe-s"}, 30,
                         "the zone's targets confirmed up at the core")
@@ -98,6 +114,7 @@ async def test_a_poller_polls_its_zone_and_the_core_gets_each_change_once(tmp_pa
         assert len({(c.target, c.new, c.ts) for c in got}) == len(got)  # each change once
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, (tmp_path / "poller.log").read_text()[-2000:]
+        assert heard(b"STOPPING=1")
         spool = PollerSpool(tmp_path / "var" / "poller-p-saravena.db", "p-saravena", "saravena")
         assert spool.backlog() == 0 and spool.last_seq() == feed.sequences.through("p-saravena")
         spool.close()
@@ -106,5 +123,6 @@ async def test_a_poller_polls_its_zone_and_the_core_gets_each_change_once(tmp_pa
             proc.kill()
             proc.wait()
         log.close()
+        notify.close()
         await stop([core])
         broker.stop()

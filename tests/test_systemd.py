@@ -120,6 +120,7 @@ def test_poller_unit_is_hardened_as_the_daemon_and_runs_monitor_poll() -> None:
     daemon, poller = directives(UNITS / "monitor.service"), directives(UNITS / "monitor-poller.service")
     assert {k: poller.get(k) for k in HARDENING} == {k: daemon.get(k) for k in HARDENING}
     assert poller["Restart"] == ["on-failure"] and poller["EnvironmentFile"][0] == "/etc/isp-monitor/poller.env"
+    assert poller["Type"] == ["notify"] and poller["WatchdogSec"]  # monitor poll speaks sd_notify
     assert any(v.startswith("mqtt-password:") for v in poller["LoadCredential"])
     argv = (exec_start(UNITS / "monitor-poller.service").replace("${MONITOR_ZONE}", "saravena")
             .replace("${MONITOR_POLLER}", "p-saravena-1").replace("%d", "/run/credentials/x").split())

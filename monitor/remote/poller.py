@@ -35,6 +35,7 @@ from monitor.logs import event
 from monitor.polling.stage import PollingStage
 from monitor.remote.link import Broker, PollerLink, cancel_until_done
 from monitor.remote.spool import PollerSpool
+from monitor.sdnotify import Notifier
 from monitor.state import StateChange
 from monitor.tsdb.writer import make_writer
 
@@ -71,6 +72,7 @@ async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broke
         spool.add([change])  # in the spool before anything else: a crash after this loses nothing
         link.added()
 
+    notifier = Notifier()  # systemd (Type=notify): ready once polling, watchdog while the loop turns
     stage = PollingStage(clock)
     stage.sinks.append(publish)
     stage.open(local)
@@ -84,7 +86,12 @@ async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broke
             link_task = tg.create_task(link.run())
             event(log, logging.INFO, "poller started", poller=poller, zone=zone, targets=len(local.targets),
                   backlog=spool.backlog())
+            notifier.ready(f"polling {len(local.targets)} targets of zone {zone}")
+            watchdog_task = tg.create_task(_watchdog(notifier)) if notifier.watchdog_interval else None
             await stop.wait()
+            notifier.stopping()
+            if watchdog_task is not None:
+                watchdog_task.cancel()
             stage.stop()
             await scheduler_task
             await stage.drain()
@@ -98,6 +105,13 @@ async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broke
         await stage.close()
         spool.close()
     event(log, logging.INFO, "poller stopped", poller=poller)
+
+
+async def _watchdog(notifier: Notifier) -> None:
+    """Ping systemd's watchdog while the event loop is responsive; a stuck poller gets restarted."""
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(notifier.watchdog_interval)
 
 
 async def _flush(link: PollerLink, spool: PollerSpool, timeout: float) -> None:
