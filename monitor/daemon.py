@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -34,7 +35,7 @@ from monitor.logs import event
 from monitor.pipeline import IncidentPipeline, IncidentSink
 from monitor.polling.stage import BATCH_AHEAD, PollingStage
 from monitor.probes.base import Probe
-from monitor.remote.core import BlindZones, RemoteIntake, core_inventory
+from monitor.remote.core import BlindZones, RemoteIntake, core_inventory, remote_targets
 from monitor.remote.link import CoreFeed, cancel_until_done
 from monitor.sdnotify import Notifier
 from monitor.state import StateChange, TargetState
@@ -243,7 +244,7 @@ class Daemon:
         old = self.inventory
         assert old is not None
         self.inventory = new
-        removed = await self.polling.reload(core_inventory(old), core_inventory(new))
+        removed = await self.polling.reload(*self._polled(old, new))
         self._reload_remote(old, new)
         if self.pipeline is not None:
             await self.pipeline.reload(new)
@@ -261,19 +262,39 @@ class Daemon:
               targets=len(new.targets))
         return True
 
+    def _polled(self, old: Inventory, new: Inventory) -> tuple[Inventory, Inventory]:
+        """What the polling stage polled and polls now: without the remote zones' targets while a feed
+        takes them (all of them until a restart turns remote pollers on). A target handed to a poller
+        is not removed (it stays in the inventory, its state with it): the stage only stops polling it."""
+        if self.feed is None:
+            return old, new
+        handed = remote_targets(new)
+        before = core_inventory(old)
+        before = dataclasses.replace(before, targets={t: v for t, v in before.targets.items() if t not in handed})
+        return before, core_inventory(new)
+
     def _reload_remote(self, old: Inventory, new: Inventory) -> None:
-        """Zones and pollers changed: the feed checks messages against the new map. Turning remote
-        pollers on or off, or a new broker list, takes a restart (the connection is made at start)."""
+        """Zones and pollers changed: the feed checks messages against the new map, blind zones that
+        are gone return. The connection is made at start: turning remote pollers on, a new broker
+        list or prefix take a restart; turned off, the core polls everything and ignores the feed."""
         remote, feed, p = self.remote, self.feed, new.pollers
-        if remote is None or feed is None or p is None or not p.poller_zones():
-            if (p is not None and p.poller_zones()) != (old.pollers is not None and old.pollers.poller_zones()):
-                event(log, logging.WARNING, "remote pollers turned on or off: takes a restart")
+        on = p is not None and bool(p.poller_zones())
+        if remote is None or feed is None:
+            if on:
+                event(log, logging.WARNING, "remote pollers configured: takes a restart (the core polls every "
+                                            "target until then)")
             return
-        remote.configure(new, self.clock.now())
-        feed.poller_zones, feed.zone_of = p.poller_zones(), p.zone_of
+        now = self.clock.now()
+        remote.configure(new, now)
         if self.zones is not None:
-            self.zones.configure(new, self.clock.now())
-        if old.pollers is None or (p.brokers, p.prefix) != (old.pollers.brokers, old.pollers.prefix):
+            self.zones.configure(new, now)
+        feed.poller_zones = p.poller_zones() if p is not None else {}
+        feed.zone_of = p.zone_of if p is not None else {}
+        if not on:
+            event(log, logging.WARNING, "remote pollers removed: the core polls every target, its feed stays "
+                                        "connected until a restart")
+        elif old.pollers is None or (p is not None and (p.brokers, p.prefix) != (old.pollers.brokers,
+                                                                                 old.pollers.prefix)):
             event(log, logging.WARNING, "a changed broker list or topic prefix takes a restart")
 
     async def _watch_zones(self, zones: BlindZones) -> None:

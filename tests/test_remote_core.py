@@ -290,3 +290,42 @@ async def test_a_killed_poller_blinds_its_zone_only_without_an_outage_until_it_r
         assert {c.new for c in store.changes() if c.target in REMOTE} == {State.UP}  # nothing written meanwhile
     finally:
         store.close()
+
+
+async def test_a_reload_hands_a_zone_between_the_core_and_its_poller_without_removing_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGHUP with the zone's pollers dropped: the core polls the zone itself; with them back, it stops
+    again. Neither hand-over is a target 'removed from the inventory' in the event log."""
+    monkeypatch.setenv("MQTT_CORE_PASS", PASSWORD)
+    (tmp_path / "mqtt").mkdir()
+    broker = Mosquitto(tmp_path / "mqtt")
+    text = config_text(broker)
+    cfg = write(tmp_path / "core", text)
+    daemon = Daemon(cfg)
+
+    def polled() -> set[str]:
+        assert daemon.polling.scheduler is not None
+        return set(daemon.polling.scheduler._targets)
+
+    with started(broker):
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(daemon.ready.is_set, 60, "the core started")
+            assert polled() == {"core", "cpe-n"}
+            cfg.write_text(text.replace(", pollers: [p-saravena]", ""))
+            assert await daemon.reload()
+            assert polled() == {"core", "cpe-n", *REMOTE}
+            assert daemon.feed is not None and daemon.feed.poller_zones == {}
+            await until(lambda: daemon.states["cpe-1"].state is State.UP, 60, "the core polls Saravena")
+            cfg.write_text(text)
+            assert await daemon.reload()
+            assert polled() == {"core", "cpe-n"} and daemon.feed.poller_zones == {"p-saravena": "saravena"}
+            assert daemon.states["cpe-1"].state is State.UP  # its state stays, until its poller says otherwise
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 30)
+    store = EventStore(tmp_path / "core" / "var" / "monitor.db")
+    try:
+        assert [c for c in store.changes() if c.new is State.UNKNOWN] == []
+    finally:
+        store.close()
