@@ -485,7 +485,12 @@ class Engine:
         return False
 
     def _check_clear(self, inc: Incident) -> None:
-        if not inc.members and inc.root not in self.down and inc.root not in self.lossy and inc.clear_since is None:
+        # a lossy root holds its incident open (the loss explains what flickers below), but not a power
+        # cut's: the ONUs' power is back, whatever the rain does to the links
+        if (
+            not inc.members and inc.root not in self.down and inc.clear_since is None
+            and (inc.root not in self.lossy or self.basis.get(inc.id) == "power")
+        ):
             inc.clear_since = self.now
             self._hold.append((self.now + self.s.hold_down, inc.id, self.now))
             self.changed.add(inc.id)
@@ -759,7 +764,9 @@ class Engine:
     def _desired(self, tid: str) -> tuple[str, Kind]:  # noqa: C901 - one decision table of the rules
         topo = self.topo
         root = self._topo_root(tid)
-        if self.lossy or self._fading:
+        if (self.lossy or self._fading) and not (root == tid and self.cause.get(tid) in (DYING_GASP, LOS)):
+            # (an ONU whose OLT reports dying gasp or LOS failed for that reason, whatever the loss on
+            # the links above: the OLT's table answered; scenario power_cut_beyond_rain_fade)
             top = self._loss_top(root)
             if top is not None:
                 return top, "degraded"
@@ -1184,8 +1191,8 @@ class Engine:
             lossy[tid] = c.ts
             self._loss_why[tid] = c.reason
             self._fading.pop(tid, None)
-            if inc is not None:
-                self._keep_open(inc)  # the loss is back: no grace, no hold-down while it lasts
+            if inc is not None and self.basis[inc.id] != "power":
+                self._keep_open(inc)  # the loss is back: no grace, no hold-down while it lasts (a power cut's aside)
             self._fold_below(tid)
         elif lossy.pop(tid, None) is not None and inc is not None and tid not in self.down:
             self._shrunk(inc)  # loss over: grace for what is still down below, then the hold-down
