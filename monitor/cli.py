@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="inventory and settings (YAML; default: config/sites.yaml)")
 
     import monitor.report.cli as report_cli  # availability reports
-    from monitor import incidents_cli, replay  # correlation subcommands
+    from monitor import (  # correlation subcommands
+        incidents_cli,
+        replay,
+        store_copy,  # the store between SQLite and PostgreSQL
+    )
     from monitor.demo import run as demo  # the no-root, no-server demo
     from monitor.remote import acl, poller  # the poller role of a remote zone, its broker's ACL
     from monitor.tsdb import rollup_cli  # hourly availability for the boards
@@ -54,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     users.add_parser(sub)
     poller.add_parser(sub)
     acl.add_parser(sub)
+    store_copy.add_parser(sub)
     return p
 
 
