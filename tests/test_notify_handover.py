@@ -68,3 +68,12 @@ async def test_a_loop_that_does_not_answer_in_time_sends_it_from_the_thread_unre
     finally:
         idle.close()
         await rx.stop()
+
+
+async def test_a_refused_connection_is_no_hand_over() -> None:
+    """Nothing went out: the row is retried as before (the worker's "unreachable")."""
+    rx = PushReceiver()  # its port, never started: nothing listens there
+    armed = handover.Handover(asyncio.get_running_loop(), lambda: None, 10.0)
+    with pytest.raises(requests.ConnectionError):
+        await asyncio.to_thread(post, f"http://127.0.0.1:{rx.port}/nobody", armed)
+    assert armed.handed == 0
