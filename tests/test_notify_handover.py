@@ -77,3 +77,22 @@ async def test_a_refused_connection_is_no_hand_over() -> None:
     with pytest.raises(requests.ConnectionError):
         await asyncio.to_thread(post, f"http://127.0.0.1:{rx.port}/nobody", armed)
     assert armed.handed == 0
+
+
+async def test_a_request_sent_on_the_loop_itself_is_handed_over_without_waiting_for_it() -> None:
+    """A plugin that sent from the event loop's own thread would otherwise wait for itself."""
+    rx = PushReceiver()
+    await rx.start()
+    try:
+        armed = handover.Handover(asyncio.get_running_loop(), lambda: None, 30.0)
+        token = handover.ARMED.set(armed)
+        try:
+            # a blocking request on the loop, as such a plugin would: the receiver (on this loop) cannot
+            # answer, so the read times out; what counts is that the request went out whole, at once
+            with pytest.raises(requests.Timeout):
+                requests.post(f"http://127.0.0.1:{rx.port}/inline", json={"m": 1}, timeout=(5, 0.2))
+        finally:
+            handover.ARMED.reset(token)
+        assert armed.handed == 1
+    finally:
+        await rx.stop()

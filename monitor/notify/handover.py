@@ -54,6 +54,11 @@ class Handover:
     def finish(self, conn: urllib3.connection.HTTPConnection, byte: bytes) -> None:
         """In the plugin's thread: have the loop send ``byte`` and record the hand-over."""
         done: cf.Future[bool] = cf.Future()
+        if _running_loop() is self.loop:  # a plugin that sends on the loop itself: no hop
+            self._final(conn, byte, done)
+            if not done.result():
+                _SEND(conn, byte)
+            return
         try:
             self.loop.call_soon_threadsafe(self._final, conn, byte, done)
         except RuntimeError as exc:  # the loop is closed: the daemon stopped, this send is abandoned
@@ -84,6 +89,13 @@ class Handover:
             except Exception as exc:  # the byte is out: the row stays "sending" (repeated after a crash)
                 event(log, logging.ERROR, "cannot record a hand-over", channel="apprise", error=str(exc)[:200])
         done.set_result(sent)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _send_now(sock: Any, byte: bytes) -> bool:
