@@ -74,7 +74,7 @@ def test_kill_minus_nine_mid_burst_resumes_one_incident(where: Where, kill_after
         assert proc.stdout.readline().strip() == b"ready"
         watch = connect(db)
         while watch.execute("SELECT count(*) FROM incident_targets").fetchone()[0] < kill_after_rows:
-            pass
+            assert proc.poll() is None, "the child ended before it was killed"  # (else this would spin forever)
         proc.kill()
         proc.wait()
         killed = watch.execute("SELECT count(*) FROM incident_targets").fetchone()[0]

@@ -63,6 +63,7 @@ for i in itertools.count():
     deadline_rows = 0
     while deadline_rows < 2000:  # let it write a few batches, then kill it hard
         deadline_rows = db.execute("SELECT count(*) FROM state_changes").fetchone()[0]
+        assert proc.poll() is None, "the writer died by itself"  # (a loop that would never end)
     proc.kill()
     proc.wait()
     proc.stdout.close()
