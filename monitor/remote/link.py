@@ -16,6 +16,11 @@ what stays unacknowledged for ``resend_after`` seconds or after a reconnect; the
 repeats by number (:class:`~monitor.remote.sequence.Sequences`). So a state change is handled once
 whatever the broker does. The core publishes ``acked`` only after ``on_changes`` returned (the
 changes are in its store).
+
+Several brokers (independent ones, no bridge or cluster: ``docs/install.md``): a poller uses the
+first of its list that answers and moves to the next when its connection dies; the core listens on
+all of them at once, so it hears a poller wherever that poller's path led it, and acknowledges on
+the broker the message came through.
 """
 
 from __future__ import annotations
@@ -78,6 +83,21 @@ async def cancel_until_done(task: asyncio.Task[None]) -> None:
     while not task.done():
         task.cancel()
         await asyncio.wait([task], timeout=1.0)
+
+
+async def _end_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel until every task is done, even while we are cancelled ourselves meanwhile (a cancel
+    swallowed inside aiomqtt must not leave one running); then pass our own cancellation on."""
+    cancelled = False
+    while pending := [t for t in tasks if not t.done()]:
+        for t in pending:
+            t.cancel()
+        try:
+            await asyncio.wait(pending, timeout=1.0)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _close(client: aiomqtt.Client) -> None:
@@ -198,7 +218,9 @@ class CoreFeed:
         self.last_seen: dict[str, float] = {}  # poller -> when its last heartbeat or message arrived
         self.offline: set[str] = set()  # pollers whose last will the broker published
         self.dropped: dict[str, int] = {}  # reason -> messages dropped
-        self.connected = asyncio.Event()
+        self.connected = asyncio.Event()  # subscribed on at least one broker
+        self._up: set[str] = set()  # the brokers it is subscribed on
+        self._taking = asyncio.Lock()  # two brokers may bring the same message at once
 
     def _drop(self, reason: str, poller: str, detail: str) -> None:
         first = reason not in self.dropped
@@ -208,28 +230,42 @@ class CoreFeed:
             event(log, logging.WARNING, "poller message dropped", reason=reason, poller=poller[:40], detail=detail)
 
     async def run(self) -> None:
-        turn, failures = 0, 0
+        """Listen on every broker of the list at once. A poller uses one at a time and moves to the
+        next when its own path fails, so a core on one broker only could wait for ever on another;
+        what two brokers both bring (a resend after a failover) is dropped by number."""
+        tasks = [asyncio.create_task(self._serve(broker)) for broker in self.brokers]
+        try:
+            await asyncio.gather(*tasks)  # they never return; a bug in one ends them all
+        finally:
+            await _end_all(tasks)  # not a TaskGroup: it cancels once, and aiomqtt may swallow that
+
+    async def _serve(self, broker: Broker) -> None:
+        where = f"{broker.host}:{broker.port}"
+        unreachable = Episode(log, "core cannot reach a broker", "core reaches the broker again")
+        failures = 0
         while True:
             try:
-                client, broker = await _connect(self.brokers, turn, self.client_id, None)
+                client, _ = await _connect([broker], 0, self.client_id, None)
             except ConnectionError as exc:
-                event(log, logging.WARNING, "core cannot reach a broker", error=exc)
+                unreachable.failed(broker=where, error=exc)  # once, not at every retry: it may stay down
                 failures += 1
                 await asyncio.sleep(backoff(RECONNECT, failures))  # the notifiers' back-off, with jitter
-                turn += 1
                 continue
             failures = 0
+            unreachable.ok(broker=where)
             try:
                 await client.subscribe(f"{self.prefix}/+/changes", qos=1)
                 await client.subscribe(f"{self.prefix}/+/status", qos=1)
+                self._up.add(where)
                 self.connected.set()
                 async for message in client.messages:
                     await self._handle(client, message)
             except aiomqtt.MqttError as exc:
-                event(log, logging.WARNING, "core lost its broker", broker=f"{broker.host}:{broker.port}", error=exc)
+                event(log, logging.WARNING, "core lost a broker", broker=where, error=exc)
             finally:
-                self.connected.clear()
-                turn += 1
+                self._up.discard(where)
+                if not self._up:
+                    self.connected.clear()
                 await _close(client)
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -259,18 +295,19 @@ class CoreFeed:
             self.watch.heard(poller, min(msg.sent, now) if message.retain else now)
         if msg.kind == "heartbeat":
             return
-        if self.sequences.fresh(poller, msg.seq):
-            try:
-                await self.on_changes(poller, msg.changes)
-            except MonitorError as exc:
-                self._storing.failed(poller=poller, seq=msg.seq, error=exc)
-                return
-            self._storing.ok(poller=poller)
-            verdict = self.sequences.take(poller, msg.seq)
-            if verdict.gap or verdict.given_up:
-                event(log, logging.WARNING, "poller messages missing (late or lost)", poller=poller, seq=msg.seq,
-                      gap=verdict.gap, given_up=verdict.given_up)
-            if self.on_taken is not None:
-                self.on_taken(self.sequences)
+        async with self._taking:  # from fresh to take: the same number from another broker waits here
+            if self.sequences.fresh(poller, msg.seq):
+                try:
+                    await self.on_changes(poller, msg.changes)
+                except MonitorError as exc:
+                    self._storing.failed(poller=poller, seq=msg.seq, error=exc)
+                    return
+                self._storing.ok(poller=poller)
+                verdict = self.sequences.take(poller, msg.seq)
+                if verdict.gap or verdict.given_up:
+                    event(log, logging.WARNING, "poller messages missing (late or lost)", poller=poller,
+                          seq=msg.seq, gap=verdict.gap, given_up=verdict.given_up)
+                if self.on_taken is not None:
+                    self.on_taken(self.sequences)
         await client.publish(f"{self.prefix}/{poller}/acked", str(self.sequences.through(poller)).encode(), qos=1,
                              retain=True)
