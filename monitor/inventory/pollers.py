@@ -29,7 +29,7 @@ from monitor.inventory.settings import SecretReader
 from monitor.secret import Secret
 
 KEYS = ("brokers", "prefix", "heartbeat", "silent_after", "zones")
-BROKER_KEYS = ("host", "port", "username", "password")
+BROKER_KEYS = ("host", "port", "username", "password", "tls", "ca_file")
 ZONE_KEYS = ("id", "pollers", "municipalities", "sites", "nodes")
 MAX_POLLERS_PER_ZONE = 4
 DEFAULT_PREFIX = "monitor/pollers"
@@ -46,6 +46,8 @@ class BrokerSettings:
     port: int = 1883
     username: str | None = None
     password: Secret | None = None
+    tls: bool = False  # verify the broker's certificate against ca_file (else the system's CAs)
+    ca_file: str = ""  # absolute, or relative to the config's folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,12 @@ def _broker(sec: Section, secrets: SecretReader, value: object, path: str, line:
     username = b.text("username")
     if "password" in b.data and username is None:
         b.err("password", "a broker password needs a username")
-    return BrokerSettings(host, b.integer("port", 1883, 1, 65535), username, secrets.get(b, "password"))
+    tls = b.flag("tls", False)
+    ca_file = b.text("ca_file") or ""
+    if ca_file and not tls:
+        b.err("ca_file", "a CA file needs tls: true")
+    return BrokerSettings(host, b.integer("port", 8883 if tls else 1883, 1, 65535), username,
+                          secrets.get(b, "password"), tls, str(secrets.base_dir / ca_file) if ca_file else "")
 
 
 def _ids(sec: Section, key: str) -> list[str]:

@@ -56,8 +56,8 @@ def core_inventory(inv: Inventory) -> Inventory:
 
 def brokers(p: PollersSettings) -> list[Broker]:
     """The core's broker list (its own credentials from the config)."""
-    return [Broker(b.host, b.port, b.username, b.password.reveal() if b.password is not None else None)
-            for b in p.brokers]
+    return [Broker(b.host, b.port, b.username, b.password.reveal() if b.password is not None else None, b.tls,
+                   b.ca_file) for b in p.brokers]
 
 
 class RemoteIntake:

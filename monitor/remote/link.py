@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,6 +60,8 @@ class Broker:
     port: int
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # never in a log line or an error
+    tls: bool = False
+    ca_file: str = ""  # the CA that signed the broker's certificate ("": the system's)
 
 
 async def _connect(brokers: Sequence[Broker], turn: int, client_id: str, will: aiomqtt.Will | None
@@ -67,8 +70,13 @@ async def _connect(brokers: Sequence[Broker], turn: int, client_id: str, will: a
     errors = []
     for i in range(len(brokers)):
         b = brokers[(turn + i) % len(brokers)]
+        try:  # the CA file is read at each attempt: a replaced certificate needs no restart
+            tls = ssl.create_default_context(cafile=b.ca_file or None) if b.tls else None
+        except (OSError, ssl.SSLError) as exc:
+            errors.append(f"{b.host}:{b.port}: CA file {b.ca_file}: {exc}")
+            continue
         client = aiomqtt.Client(b.host, b.port, username=b.username, password=b.password, identifier=client_id,
-                                clean_session=False, will=will, timeout=10.0, keepalive=30)
+                                clean_session=False, will=will, timeout=10.0, keepalive=30, tls_context=tls)
         try:
             await client.__aenter__()
             return client, b

@@ -141,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
     if args.mqtt_password_file:  # read like every secret file: bounded, UTF-8, one trailing newline off
         password = resolve_secret({"file": str(args.mqtt_password_file)}, Path.cwd(), os.environ).reveal()
     user = args.mqtt_user or args.poller
-    brokers = [Broker(b.host, b.port, user, password) for b in inv.pollers.brokers]
+    brokers = [Broker(b.host, b.port, user, password, b.tls, b.ca_file) for b in inv.pollers.brokers]
     try:
         asyncio.run(_main(inv, args.zone, args.poller, brokers))
     except ExceptionGroup as group:  # from the TaskGroup: our own errors end the run, anything else is a bug
