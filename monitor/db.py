@@ -237,10 +237,7 @@ def open_store(
     for another connection's lock afterwards (the daemon's is short: the wait blocks its event loop).
     ``migrate_timeout`` (default ``busy_timeout``): how long the opening waits for the write lock.
     """
-    try:
-        conn = engine.connect()
-    except engine.errors as exc:
-        raise StorageError(f"cannot open {what} {engine.describe()}: {exc}") from exc
+    conn = _connect(engine, what)
     try:
         engine.set_lock_wait(conn, busy_timeout if migrate_timeout is None else migrate_timeout)
         migrate(engine, conn, schemas)
@@ -253,6 +250,14 @@ def open_store(
         conn.close()
         raise
     return conn
+
+
+def _connect(engine: Engine[C], what: str) -> C:
+    """A connection, or StorageError naming ``what`` and the store (never its password)."""
+    try:
+        return engine.connect()
+    except engine.errors as exc:
+        raise StorageError(f"cannot open {what} {engine.describe()}: {exc}") from exc
 
 
 def migrate(engine: Engine[C], conn: C, schemas: Iterable[Schema]) -> None:
@@ -348,6 +353,35 @@ def store_location(daemon: StoreSettings) -> Where:
 def engine_for(where: Where) -> Engine[StoreConnection]:
     """A store given as a path is the embedded SQLite file there; anything else already is an engine."""
     return SQLite(where) if isinstance(where, Path) else where
+
+
+def open_readonly(where: Where) -> tuple[StoreConnection, dict[str, int]]:
+    """A read-only connection and the store's component versions, migrating nothing (reports: a store
+    written by an older release may lack the later tables, and a report never writes). SQLite opens the
+    file with ``mode=ro``; another engine gets a read-only session (``default_transaction_read_only``)."""
+    if isinstance(where, Path):
+        if not where.exists():
+            raise StorageError(f"{where}: no store here (has the daemon run with this config?)")
+        engine = SQLite(where)
+        try:
+            db = engine.connect_readonly()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the store {where}: {exc}") from exc
+        try:
+            engine.set_lock_wait(db, 5.0)
+            return db, engine.versions(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(f"cannot read the store {where}: {exc}") from exc
+    conn = _connect(where, "the store")
+    try:
+        conn.execute("SET default_transaction_read_only = on")
+        rows = conn.execute(f"SELECT component, version FROM {VERSION_TABLE}").fetchall()
+    except where.errors as exc:
+        conn.close()
+        raise StorageError(f"cannot read the store {where.describe()}: {exc} (has the daemon run with this"
+                           " config?)") from exc
+    return conn, {str(c): int(v) for c, v in rows}
 
 
 class transaction:

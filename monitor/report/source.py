@@ -16,7 +16,7 @@ from pathlib import Path
 
 from monitor.correlate.history import incidents_overlapping, windows_overlapping
 from monitor.correlate.topology import children_of, descendants
-from monitor.db import ERRORS, VERSION_TABLE, SQLite, StoreConnection, Where
+from monitor.db import ERRORS, StoreConnection, Where, open_readonly
 from monitor.errors import StorageError
 from monitor.inventory.model import Inventory
 from monitor.report.compute import REMOVED, Progress
@@ -29,7 +29,7 @@ CRASH_GRACE = 60.0  # a run without a stop record is taken as alive this long af
 def load_input(db_path: Where, inv: Inventory, period: Period, progress: Progress | None = None,
                until: float | None = None) -> ReportInput:
     """``until``: the store's "now"; the part of the period after it has no data yet."""
-    db, versions = _open(db_path)
+    db, versions = open_readonly(db_path)
     where = db_path if isinstance(db_path, Path) else db_path.describe()
     try:
         history = _history(db, period)
@@ -53,37 +53,6 @@ def load_input(db_path: Where, inv: Inventory, period: Period, progress: Progres
              for i in incidents if i.kind == "blind"]
     return ReportInput(period=period, inventory=inv, history=history,
                        maintenance=expand_maintenance(windows, inv), blind=blind, incidents=incidents, until=until)
-
-
-def _open(where: Where) -> tuple[StoreConnection, dict[str, int]]:
-    """A read-only connection and the store's component versions (a store written by an older release
-    may lack the later tables)."""
-    if isinstance(where, Path):
-        if not where.exists():
-            raise StorageError(f"{where}: no store here (has the daemon run with this config?)")
-        engine = SQLite(where)
-        try:
-            db = engine.connect_readonly()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the store {where}: {exc}") from exc
-        try:
-            engine.set_lock_wait(db, 5.0)
-            return db, engine.versions(db)
-        except sqlite3.Error as exc:
-            db.close()
-            raise StorageError(f"cannot read the store {where}: {exc}") from exc
-    try:
-        conn = where.connect()
-    except where.errors as exc:
-        raise StorageError(f"cannot open the store {where.describe()}: {exc}") from exc
-    try:
-        conn.execute("SET default_transaction_read_only = on")
-        rows = conn.execute(f"SELECT component, version FROM {VERSION_TABLE}").fetchall()
-    except where.errors as exc:
-        conn.close()
-        raise StorageError(f"cannot read the store {where.describe()}: {exc} (has the daemon run with this"
-                           " config?)") from exc
-    return conn, {str(c): int(v) for c, v in rows}
 
 
 #: the state each target was in when the period began: SQLite returns the row of MAX(id) for a bare
