@@ -172,10 +172,24 @@ def many_failing_together_are_not_singles(run: Run) -> None:
     rule). An endpoint counts as left a single when a ``single`` incident opens for it while it is
     still down from that failure.
     """
+    _not_left_alone(run, "single")
+
+
+def many_dying_gasps_together_are_a_power_cut(run: Run) -> None:
+    """The same for ONUs reporting dying gasp (rule 13): many below one answering node within one
+    interval are a power cut there, never each its customer's own power (a ``power`` incident rooted
+    at the ONU)."""
+    _not_left_alone(run, "power")
+
+
+def _not_left_alone(run: Run, kind: str) -> None:
+    """No K and P of the endpoints below a node that answers, failed within one interval, each left in
+    an incident of ``kind`` rooted at itself."""
     s, topo = run.sc.settings, run.topo
+    alone = "singles" if kind == "single" else f"{kind} incidents of their own"
     singles: dict[str, list[float]] = {}
     for e in run.events:
-        if e["event"] == "opened" and e["kind"] == "single":
+        if e["event"] == "opened" and e["kind"] == kind and e["root"] in topo.endpoint:
             singles.setdefault(e["root"], []).append(_ts(e))
     if not singles:
         return
@@ -204,7 +218,7 @@ def many_failing_together_are_not_singles(run: Run) -> None:
             below = topo.endpoints_below[node]
             assert len(group) < s.min_endpoints or len(group) * 100.0 < s.min_share * below, (
                 f"{run.label(since)}: {len(group)} of {below} endpoints below {node} failed within one "
-                f"interval and were left as singles: {group}"
+                f"interval and were left as {alone}: {group}"
             )
 
 
@@ -252,6 +266,7 @@ CHECKS: list[Callable[[Run], None]] = [
     not_blind_while_a_node_above_answers,
     never_counted_twice,
     many_failing_together_are_not_singles,
+    many_dying_gasps_together_are_a_power_cut,
     one_incident_per_cause,
     a_power_cut_is_never_a_network_incident,
 ]
