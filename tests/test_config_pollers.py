@@ -12,6 +12,8 @@ import yaml
 from monitor.errors import ConfigError
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.pollers import PollersSettings
+from monitor.polling.table_watch import TableWatch
+from monitor.remote.poller import zone_inventory
 
 BASE = """
 municipalities: [{id: arauca, name: Arauca}, {id: saravena, name: Saravena}, {id: tame, name: Tame}]
@@ -129,3 +131,92 @@ def test_a_poller_reads_the_shared_config_without_the_cores_secrets(tmp_path: Pa
         load_inventory(path, env={})
     p = load_inventory(path, env={}, poller=True).pollers
     assert p is not None and p.brokers[0].password is None and p.zone_of["cpe-s"] == "saravena"
+
+
+TABLES = """\
+municipalities: [{id: arauca, name: Arauca}, {id: saravena, name: Saravena}, {id: tame, name: Tame}]
+sites:
+  - {id: noc, municipality: arauca, name: NOC}
+  - {id: twr-s, municipality: saravena, name: Torre Saravena}
+service_classes:
+  residencial: {response_hours: 24, availability_target: 98.0}
+credentials:
+  v2: {version: 2c, community: {env: SNMP_COMMUNITY}}
+nodes:
+  - {id: core, kind: router, address: 127.0.0.1, site: noc}
+  - {id: olt-t, kind: olt, address: 127.0.0.2, parent: core, site: twr-s,
+     snmp: {profile: generic, credentials: v2, table: huawei-olt}}
+  - {id: ap-t, kind: ap, address: 127.0.0.3, parent: core, site: twr-s,
+     snmp: {profile: generic, credentials: v2, table: airos-stations}}
+  - {id: sw-s, kind: switch, address: 127.0.0.4, parent: core, site: twr-s}
+customers:
+  - id: C1
+    name: Uno
+    service_class: residencial
+    endpoints:
+      - {id: onu-1, kind: onu, parent: olt-t, onu_serial: HWTC00000001}
+      - {id: onu-2, kind: onu, parent: olt-t, onu_index: "4194312960.1"}
+      - {id: onu-3, kind: onu, parent: olt-t, onu_serial: HWTC00000003, address: 127.0.0.5}
+      - {id: cpe-1, kind: cpe, parent: ap-t, station_mac: "24:a4:3c:01:02:03"}
+      - {id: rtr-1, kind: cpe, parent: sw-s, address: 127.0.0.6}
+pollers:
+  brokers: [{host: 127.0.0.1}]
+  zones:
+    - {id: noc, municipalities: [arauca]}
+    - {id: saravena, municipalities: [saravena], pollers: [p-s]}
+    - {id: tame, nodes: [olt-t, ap-t], pollers: [p-t]}
+"""
+NAMED_LINE = TABLES.count("\n", 0, TABLES.index("    - {id: saravena")) + 1  # the saravena zone's line
+
+
+def load_tables(tmp_path: Path, text: str = TABLES) -> PollersSettings:
+    path = tmp_path / "sites.yaml"
+    path.write_text(text, encoding="utf-8")
+    p = load_inventory(path, env={"SNMP_COMMUNITY": "c0mmunity"}).pollers
+    assert p is not None
+    return p
+
+
+def test_a_table_endpoint_is_in_its_table_parents_zone_not_its_sites(tmp_path: Path) -> None:
+    """The OLT and the AP sit at a Saravena tower but are claimed by node id for Tame's poller, the one
+    that walks their tables: their ONUs and stations (address-less, through a PON port, or also pinged)
+    and the port node go to Tame with them. A plain node and its pinged customer at the same tower keep
+    their site's zone."""
+    path = tmp_path / "sites.yaml"
+    p = load_tables(tmp_path)
+    assert {t: p.zone_of[t] for t in ("olt-t", "ap-t", "olt-t:pon-0-1-3", "onu-1", "onu-2", "onu-3", "cpe-1")} == \
+        dict.fromkeys(("olt-t", "ap-t", "olt-t:pon-0-1-3", "onu-1", "onu-2", "onu-3", "cpe-1"), "tame")
+    assert (p.zone_of["rtr-1"], p.zone_of["sw-s"], p.zone_of["core"]) == ("saravena", "saravena", "noc")
+    inv = load_inventory(path, env={"SNMP_COMMUNITY": "c0mmunity"}, poller=True)
+    local = zone_inventory(inv, "tame", "p-t")
+    watch = TableWatch()
+    watch.configure(local)  # what Tame's poller walks: every member of both tables, the port under its OLT
+    assert {parent: sorted(k.endpoint for k in keys) for parent, keys in watch.members.items()} == \
+        {"olt-t": ["onu-1", "onu-2", "onu-3"], "ap-t": ["cpe-1"]}
+    assert [t.id for t in watch.ports["olt-t"]] == ["olt-t:pon-0-1-3"]
+    assert "rtr-1" not in zone_inventory(inv, "tame", "p-t").targets
+    assert "rtr-1" in zone_inventory(inv, "saravena", "p-s").targets
+
+
+def test_naming_a_table_endpoint_in_its_parents_zone_is_allowed(tmp_path: Path) -> None:
+    text = TABLES.replace("nodes: [olt-t, ap-t]", "nodes: [olt-t, ap-t, onu-1, olt-t:pon-0-1-3, onu-2, cpe-1]")
+    assert load_tables(tmp_path, text).zone_of["onu-1"] == "tame"
+
+
+@pytest.mark.parametrize(("named", "message"), [
+    ("onu-1", "'onu-1' is observed through the table of 'olt-t', in zone 'tame', not 'saravena'"),
+    ("onu-2", "'onu-2' is observed through the table of 'olt-t', in zone 'tame', not 'saravena'"),
+    ("onu-3", "'onu-3' is observed through the table of 'olt-t', in zone 'tame', not 'saravena'"),
+    ("olt-t:pon-0-1-3", "'olt-t:pon-0-1-3' is observed through the table of 'olt-t', in zone 'tame', not 'saravena'"),
+    ("cpe-1", "'cpe-1' is observed through the table of 'ap-t', in zone 'tame', not 'saravena'"),
+])
+def test_splitting_a_table_endpoint_from_its_parent_is_refused(tmp_path: Path, named: str, message: str) -> None:
+    """Naming an ONU, station or port in another zone than the OLT or AP whose table lists it would leave
+    it to a poller that cannot see it (and the core waiting for it from there): refused at its line."""
+    text = TABLES.replace("[saravena], pollers", f"[saravena], nodes: [{named}], pollers")
+    with pytest.raises(ConfigError) as err:
+        load_tables(tmp_path, text)
+    assert err.value.problems == [
+        f"{tmp_path / 'sites.yaml'}:{NAMED_LINE}: pollers.zones[1].nodes: {message}: name it in zone 'tame' or "
+        "not at all (whoever polls that zone walks the table)"]
+

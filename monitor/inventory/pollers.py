@@ -8,6 +8,12 @@ zone without pollers is polled by the core itself (the NOC's own). A target in n
 mistake, reported with the section's line, as are unknown ids and a poller claimed by two zones:
 a poller may only ever report its own zone, and the core checks every message against this map.
 
+A target observed through its parent's table (an ONU or station identified by ``onu_serial``,
+``onu_index``, ``station_mac``..., with or without an address, and a PON port node) is in its table
+parent's zone instead, whatever its site: only the poller that walks the OLT's or AP's table can
+report it (an address is pinged from there too, so ping and table are judged together). Naming such
+a target under ``nodes`` of another zone than its parent's would split them: it is refused.
+
 Example::
 
     pollers:
@@ -118,6 +124,7 @@ class _Zones:
         self.claimed: dict[str, dict[str, str]] = {k: {} for k in known}
         self.zones: dict[str, Zone] = {}
         self.poller_of: dict[str, str] = {}
+        self.node_claims: dict[str, Section] = {}  # node id -> the zone entry naming it (for its line)
 
     def add(self, z: Section | None) -> None:
         if z is None or (zid := z.ident("id")) is None:
@@ -141,23 +148,44 @@ class _Zones:
                     z.err(key, f"{ident!r} is already in zone {seen[ident]!r}")
                 else:
                     seen[ident] = zid
+                    if key == "nodes":
+                        self.node_claims[ident] = z
         self.zones[zid] = Zone(zid, tuple(dict.fromkeys(pollers)))
 
     def place(self, targets: Mapping[str, Target]) -> tuple[dict[str, str], list[str]]:
-        """Each target's zone (its node entry, else its site's, else its municipality's), and the homeless."""
+        """Each target's zone, and the homeless (see the module's docstring for the rule)."""
         nodes, sites, munis = self.claimed["nodes"], self.claimed["sites"], self.claimed["municipalities"]
-        zone_of: dict[str, str] = {}
-        homeless: list[str] = []
-        for tid, t in targets.items():
-            if t.kind == PON_PORT_KIND and t.parents and t.parents[0] in zone_of:
-                zone_of[tid] = zone_of[t.parents[0]]  # observed through its OLT's walks: its OLT's zone
-                continue
-            zone = nodes.get(tid) or sites.get(t.site or "") or munis.get(t.municipality or "")
-            if zone is None:
-                homeless.append(tid)
+        zone_of: dict[str, str | None] = {}
+
+        def zone(tid: str) -> str | None:
+            if tid in zone_of:
+                return zone_of[tid]
+            zone_of[tid] = None  # a parent cycle (reported by the graph) ends here, homeless
+            t = targets[tid]
+            via = _table_parent(t)
+            if via is not None and via in targets:
+                found = zone(via)
+                named = nodes.get(tid)
+                if named is not None and found is not None and named != found:
+                    port = targets[via]
+                    walker = port.parents[0] if port.kind == PON_PORT_KIND and port.parents else via
+                    self.node_claims[tid].err("nodes", f"{tid!r} is observed through the table of {walker!r}, in "
+                                                       f"zone {found!r}, not {named!r}: name it in zone {found!r} or "
+                                                       "not at all (whoever polls that zone walks the table)")
             else:
-                zone_of[tid] = zone
-        return zone_of, homeless
+                found = nodes.get(tid) or sites.get(t.site or "") or munis.get(t.municipality or "")
+            zone_of[tid] = found
+            return found
+
+        placed = {tid: z for tid in targets if (z := zone(tid)) is not None}
+        return placed, [tid for tid in targets if tid not in placed]
+
+
+def _table_parent(t: Target) -> str | None:
+    """The target whose walks observe ``t`` (an ONU's port node or OLT, a station's AP), else None."""
+    if t.parents and (t.kind == PON_PORT_KIND or t.table_key is not None):
+        return t.parents[0]
+    return None
 
 
 def _broker(sec: Section, secrets: SecretReader, value: object, path: str, line: int) -> BrokerSettings | None:
