@@ -96,6 +96,7 @@ def _copy(src: StoreConnection, dst: StoreConnection, where: str, sqlite: bool) 
         if n:
             raise StorageError(f"{where} already holds data ({n} rows in {table}): copy only into a new, empty store")
     done: list[tuple[str, int]] = []
+    table = TABLES[0][0]
     try:
         with transaction(dst):
             for table, has_id in TABLES:
@@ -104,7 +105,7 @@ def _copy(src: StoreConnection, dst: StoreConnection, where: str, sqlite: bool) 
                     dst.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                                 f" COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
     except ERRORS as exc:
-        raise StorageError(f"cannot copy into {where} (nothing was written): {exc}") from exc
+        raise StorageError(f"cannot copy {table} into {where} (nothing was written): {exc}") from exc
     for table, rows in done:
         (n,) = dst.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         if n != rows:

@@ -4,6 +4,7 @@ losing its history; ``monitor report`` says the same before and after."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from monitor.report.source import load_input
 from monitor.store import EventStore
 from monitor.store_copy import TABLES
 from tests.report_support import NOV, OCT, OCTOBER, at, october_store
-from tests.store_engines import ThrowawayDatabase, connect, pg_database_fixture, pg_server_fixture  # noqa: F401
+from tests.store_engines import (  # noqa: F401  (fixtures)
+    ThrowawayDatabase,
+    Where,
+    child_argument,
+    connect,
+    pg_database_fixture,
+    pg_server_fixture,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "sites.yaml"
 
@@ -36,20 +44,34 @@ def counts(where: Path | ThrowawayDatabase) -> dict[str, int]:
         db.close()
 
 
+def source_store(path: Path) -> Path:
+    """A SQLite store with rows in every owner's tables: October's history, runs, incidents, the outbox."""
+    october_store(path, load_inventory(CONFIG), vantage_outage=True)
+    log = EventStore(path)  # the daemon stopped on the 15th 00:00-06:00 (a gap reports count as unknown)
+    log.run_stopped(log.run_started(OCT - 86400), at(15, 0))
+    log.run_alive(log.run_started(at(15, 6)), NOV)
+    log.close()
+    outbox = Outbox(path)
+    outbox.add([NewRow("I/ticket_open/desk/1", "I", "ticket_open", "desk", "desk", "desk", {"x": "ñ"})],
+               {"I": ("open", {"n": 1})}, {"cursor": "5"}, 1.0)
+    outbox.close()
+    return path
+
+
+def dump(path: Path) -> list[str]:
+    """Every row and table definition of a SQLite store, as SQL text."""
+    db = sqlite3.connect(path)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
 def test_sqlite_to_postgresql_and_back_keeps_every_row_and_the_report(
         tmp_path: Path, pg_database: ThrowawayDatabase, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     inv = load_inventory(CONFIG)
-    first = tmp_path / "first.db"
-    october_store(first, inv, vantage_outage=True)
-    log = EventStore(first)  # the daemon stopped on the 15th 00:00-06:00 (a gap reports count as unknown)
-    log.run_stopped(log.run_started(OCT - 86400), at(15, 0))
-    log.run_alive(log.run_started(at(15, 6)), NOV)
-    log.close()
-    outbox = Outbox(first)
-    outbox.add([NewRow("I/ticket_open/desk/1", "I", "ticket_open", "desk", "desk", "desk", {"x": "ñ"})],
-               {"I": ("open", {"n": 1})}, {"cursor": "5"}, 1.0)
-    outbox.close()
+    first = source_store(tmp_path / "first.db")
     before = counts(first)
     assert all(before[t] for t in ("state_changes", "monitor_runs", "incidents", "incident_targets",
                                    "incident_events", "maintenance", "outbox", "delivery_state"))
@@ -100,3 +122,53 @@ def test_mistaken_stores_are_named(args: list[str], expected: str, capsys: pytes
     assert main(["store", "copy", *args]) == 2
     err = capsys.readouterr().err
     assert err == expected + "\n" and "s3cret" not in err
+
+
+#: the target refuses one table's rows, in SQL each engine runs (a row of outbox: tables before it are copied)
+REFUSE = {
+    "sqlite": "CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    "postgresql": "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                  " RAISE EXCEPTION 'refused by the test'; END $$;"
+                  " CREATE TRIGGER refuse BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse()",
+}
+#: the target's server cuts the copy's connection while it inserts the first incident event
+CUT = ("CREATE FUNCTION cut() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+       " PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$;"
+       " CREATE TRIGGER cut BEFORE INSERT ON incident_events FOR EACH ROW EXECUTE FUNCTION cut()")
+
+
+def prepared_target(where: Where, sql: str) -> None:
+    """``where`` brought up to this release's tables (as the copy opens it), then ``sql`` run on it."""
+    Outbox(where).close()
+    db = connect(where)
+    try:
+        db.execute(sql)
+    finally:
+        db.close()
+
+
+def store_argument(where: Where) -> str:
+    return f"sqlite:{where}" if isinstance(where, Path) else child_argument(where)[0]
+
+
+@pytest.mark.parametrize(("engine", "failure"), [
+    ("sqlite", "refused row"), ("postgresql", "refused row"), ("postgresql", "connection cut")])
+def test_a_copy_that_fails_part_way_leaves_the_target_empty_and_the_source_untouched(
+        tmp_path: Path, engine: str, failure: str, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    source = source_store(tmp_path / "source.db")
+    before, rows = counts(source), dump(source)
+    target: Path | ThrowawayDatabase = (tmp_path / "target.db" if engine == "sqlite"
+                                        else request.getfixturevalue("pg_database"))
+    prepared_target(target, REFUSE[engine] if failure == "refused row" else CUT)
+    if isinstance(target, ThrowawayDatabase):
+        monkeypatch.setenv("PGPASSWORD", target.password or "")
+    assert main(["store", "copy", "--from", f"sqlite:{source}", "--to", store_argument(target)]) == 1
+    err = capsys.readouterr().err
+    table = "outbox" if failure == "refused row" else "incident_events"
+    shown = target if isinstance(target, Path) else target.describe()
+    assert err.startswith(f"monitor: cannot copy {table} into {shown} (nothing was written): "), err
+    said = ("refused by the test",) if failure == "refused row" else ("terminating connection", "server closed")
+    assert any(words in err for words in said), err  # (the driver's words, depending on when it noticed the cut)
+    assert counts(target) == dict.fromkeys(before, 0)  # (state_changes... went in before the failure)
+    assert counts(source) == before and dump(source) == rows
