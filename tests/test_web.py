@@ -4,10 +4,13 @@ languages, the cache, the figures (the same as ``monitor report``) and the absen
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import aiohttp
@@ -18,8 +21,11 @@ from monitor.correlate.store import IncidentStore
 from monitor.inventory.model import Inventory
 from monitor.report.compute import compute
 from monitor.report.source import load_input
+from monitor.web import server as server_module
 from monitor.web.availability import period_for
 from monitor.web.server import StatusServer
+from monitor.web.snapshot import Snapshot, build
+from tests.servers.common import until
 from tests.web_support import DAY, Network, example
 
 NOW = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
@@ -200,3 +206,31 @@ async def test_no_customer_data_on_any_public_page_feed_or_summary(site: Site) -
         low = body.lower()
         found = sorted(s for s in secret if s.lower() in low)
         assert not found, f"{path} shows {found[:5]}"
+
+
+async def test_a_reload_during_a_rebuild_reaches_the_page_on_the_next_refresh(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's SIGHUP can land while a snapshot is being built from the old inventory (a loaded
+    machine makes that build slow): the next refresh builds again with the new names instead of taking
+    the store's unchanged signature for up to date, which left the old names up for a minute."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_build(*args: Any) -> Snapshot:
+        entered.set()
+        release.wait(60)
+        return build(*args)
+
+    monkeypatch.setattr(server_module, "build", slow_build)
+    site.clock.advance(61.0)  # a minute old: rebuilt although the store did not change
+    rebuilding = asyncio.create_task(site.server.refresh())
+    await until(entered.is_set, 30, "the rebuild to start")
+    tame = site.inv.municipalities["tame"]
+    renamed = dataclasses.replace(site.inv, municipalities={
+        **site.inv.municipalities, "tame": dataclasses.replace(tame, name="Tame Renombrado")})
+    site.server.set_inventory(renamed)
+    release.set()
+    assert await rebuilding
+    site.clock.advance(2.0)
+    assert await site.server.refresh()  # the store is unchanged, the inventory is not
+    _, html, _ = await site.get("/m/tame?lang=en")
+    assert "Tame Renombrado" in html

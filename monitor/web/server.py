@@ -163,7 +163,10 @@ class StatusServer:
         if self._failing:
             event(log, logging.INFO, "status page reads the store again")
             self._failing = False
-        self._signature, self._built = sig, mono
+        # a reload (set_inventory) while the build ran in its thread: this snapshot has the old
+        # names, so the signature stays unknown and the next refresh builds again with the new ones
+        self._signature = sig if self._inventory is inv else None
+        self._built = mono
         self.cache.update(snapshot=snapshot, inventory=inv)
         return True
 
