@@ -125,11 +125,15 @@ class Daemon:
             self.remote = RemoteIntake(inv, polling.store, polling.states, self._correlate, state_dir)
             self.zones = BlindZones.watching(inv, polling.store, polling.states, self.clock.now())
             self.feed = self.remote.feed(inv, self.zones)
-        self._start_metrics_server(inv.daemon.metrics_listen)
         # The inventory, topology and states live as long as the process: keep the collector from
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
         gc.freeze()
         try:
+            # before anything listens: whoever sees /metrics, the API or the page up may send SIGHUP or
+            # SIGTERM at once, and SIGHUP's default action would kill the daemon (a reload or stop asked
+            # for during the start happens once _supervise runs)
+            self._install_signal_handlers()
+            self._start_metrics_server(inv.daemon.metrics_listen)
             # bound before the TaskGroup: a port in use is one clear error, not an exception group
             await self._start_api(inv)
             await self._start_web(inv)
@@ -146,7 +150,6 @@ class Daemon:
                 rollup_task = tg.create_task(self.rollup.run()) if self.rollup is not None else None
                 self.pipeline.start(tg)
                 heartbeat_task = tg.create_task(polling.heartbeat())
-                self._install_signal_handlers()
                 event(
                     log, logging.INFO, "monitor started", config=self.config_path, targets=len(inv.targets),
                     icmp_mode=getattr(self.icmp, "mode", self.icmp.kind) if self.icmp else "off", state_dir=state_dir,
