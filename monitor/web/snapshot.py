@@ -21,8 +21,10 @@ from monitor.correlate.topology import children_of, descendants
 from monitor.inventory.model import Inventory
 
 #: incident kinds the public sees; ``single`` (one customer's line) and ``blind`` (the monitor's own
-#: view) are for staff: the first would point at one customer, the second says nothing about service
-PUBLIC_KINDS = ("outage", "suspected", "degraded", "planned")
+#: view) are for staff: the first would point at one customer, the second says nothing about service.
+#: ``power`` is public only as a power cut in an area (rooted at a node): one ONU's dying gasp is its
+#: customer's own power and would point at that customer, as a ``single`` would (:func:`public`)
+PUBLIC_KINDS = ("outage", "suspected", "degraded", "planned", "power")
 RECENT = 86_400.0  # resolved incidents stay on the page this long
 
 
@@ -91,12 +93,20 @@ class Snapshot:
                         keep(self.upcoming))
 
 
+def public(inv: Inventory, row: IncidentRow) -> bool:
+    """Whether the public sees the incident: its kind is public, and a power incident is an area's."""
+    if row.kind not in PUBLIC_KINDS:
+        return False
+    root = inv.targets.get(row.root)
+    return row.kind != "power" or (root is not None and root.role == "node")
+
+
 def build(inv: Inventory, rows: StoreRows, now: float) -> Snapshot:
     area = _Area(inv)
     by_customer: dict[str, list[PublicIncident | PublicWindow]] = defaultdict(list)
     open_: list[PublicIncident] = []
     for row in rows.open:
-        if row.kind not in PUBLIC_KINDS:
+        if not public(inv, row):
             continue
         inc, customers = _incident(row, rows, area, restored=None)
         open_.append(inc)
@@ -105,7 +115,7 @@ def build(inv: Inventory, rows: StoreRows, now: float) -> Snapshot:
     resolved = []
     for row in rows.resolved:
         done = row.cleared_at if row.cleared_at is not None else row.closed_at
-        if row.kind in PUBLIC_KINDS and done is not None and now - done <= RECENT:
+        if public(inv, row) and done is not None and now - done <= RECENT:
             resolved.append(_incident(row, rows, area, restored=done)[0])
     in_progress: list[PublicWindow] = []
     upcoming: list[PublicWindow] = []
