@@ -195,3 +195,30 @@ async def test_wrong_ca_is_retryable_and_leaks_no_password(tmp_path: Path, caplo
         assert "unknown ca" in (tmp_path / "mosquitto.log").read_text()
     finally:
         broker.stop()
+
+
+async def test_a_power_cut_is_the_municipalitys_status_power_not_degraded(tmp_path: Path) -> None:
+    """Issue 17: ONUs' dying gasp below ap-1 (a ``power`` incident at the node) makes Arauca's retained
+    status ``power``: customers are without service, but no crew fixes it; a node that then goes down
+    (its battery ran out) is an outage, ``down``; one customer's own power is not a power cut there."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        svc = make(tmp_path, broker)
+        topic = "isp/status/municipality/arauca"
+        async with Running(svc) as run, Watcher(broker) as live:
+            svc.enqueue([ev("opened", T0, ids(5, 0), kind="power", root="ap-1")])
+            await run.drained()
+            await until(lambda: len(live.topic(topic)) == 1, 10, "the status of the power cut")
+            assert live.topic(topic)[-1]["status"] == "power"
+            assert live.topic(topic)[-1]["open_incidents"][0]["kind"] == "power"
+            svc.enqueue([ev("opened", T0 + 30, ["C-0002"], incident="INC-000002", kind="power", root="cpe-0002")])
+            await run.drained()
+            await until(lambda: len(live.topic(topic)) == 2, 10, "the status with the customer's own power")
+            assert live.topic(topic)[-1]["status"] == "power"
+            svc.enqueue([ev("updated", T0 + 60, ids(5, 0), kind="outage", root="ap-1")])
+            await run.drained()
+            await until(lambda: len(live.topic(topic)) == 3, 10, "the status of the outage")
+            assert live.topic(topic)[-1]["status"] == "down"
+    finally:
+        broker.stop()

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
@@ -41,6 +41,8 @@ from monitor.notify.render import Renderer
 log = logging.getLogger("monitor.delivery")
 
 ACK_POLL = 30.0  # seconds between checks whether staff took an incident's ticket
+#: the retained municipality status (docs/delivery.md, MQTT topics): worst first
+MunicipalityStatus = Literal["down", "power", "degraded", "ok"]
 
 
 class DeliveryService:
@@ -236,10 +238,20 @@ class DeliveryService:
                 continue
             incidents.append({"incident": m.incident, "kind": m.kind, "root": m.root, "customers": m.affected})
             customers.update(m.customers_now)
-        status = "down" if any(i["kind"] in ("outage", "suspected") for i in incidents) else \
-            "degraded" if incidents else "ok"
-        return {"municipality": muni, "status": status, "open_incidents": incidents,
+        return {"municipality": muni, "status": self._muni_status(incidents), "open_incidents": incidents,
                 "affected_customers": len(customers)}
+
+    def _muni_status(self, incidents: list[dict[str, Any]]) -> MunicipalityStatus:
+        """The worst of its open incidents: an outage, an area's power cut (its customers are without
+        service, but no crew can mend it), anything else (a lossy link, one customer's line or power)."""
+        kinds = {i["kind"] for i in incidents}
+        if kinds & {"outage", "suspected"}:
+            return "down"
+        inv = self.ctx.inv
+        if any(i["kind"] == "power" and (t := inv.targets.get(i["root"])) is not None and t.role == "node"
+               for i in incidents):
+            return "power"
+        return "degraded" if incidents else "ok"
 
     def _start_workers(self) -> None:
         cfg = self.config
