@@ -166,6 +166,11 @@ def test_aes_decrypts_what_pysnmp_encrypts(level: str, scoped: bytes, engine_id:
                                                                                 scoped)
     dec = snmp_usm._aes(peer.aes, boots, etime, bytes(salt)).decryptor()
     assert dec.update(bytes(cipher)) + dec.finalize() == scoped
+    # the path replies take: CFB decryption through the peer's long-lived ECB context, twice in a row
+    # (the context must carry nothing from one message to the next)
+    iv = boots.to_bytes(4, "big") + etime.to_bytes(4, "big") + bytes(salt)
+    for _ in range(2):
+        assert snmp_usm._cfb_decrypt(peer.ecb, iv, bytes(cipher)) == scoped
 
 
 @ORACLE
