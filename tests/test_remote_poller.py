@@ -23,6 +23,7 @@ from monitor.state import State, StateChange
 from tests.firewall import icmp_block, lab_address
 from tests.servers.common import until
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
+from tests.test_remote_core import unacked
 from tests.test_remote_link import stop
 
 pytestmark = [pytest.mark.servers, pytest.mark.root,
@@ -112,8 +113,12 @@ async def test_a_poller_polls_its_zone_and_the_core_gets_each_change_once(tmp_pa
             await until(lambda: [c.new for c in got if c.target == "cpe-s"][-1] is State.UP, 30, "cpe-s up again")
         assert {c.target for c in got} == {"ap-s", "cpe-s"}  # never the core's own zone
         assert len({(c.target, c.new, c.ts) for c in got}) == len(got)  # each change once
+        # the core's last ack is on its way (this loop runs the core): wait for the spool to empty, and
+        # for the exit without blocking the loop (proc.wait() would hold up the core's acks)
+        await until(lambda: unacked(tmp_path / "var" / "poller-p-saravena.db") == 0, 30, "every change acked")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, (tmp_path / "poller.log").read_text()[-2000:]
+        await until(lambda: proc.poll() is not None, 30, "the poller exits on SIGTERM")
+        assert proc.returncode == 0, (tmp_path / "poller.log").read_text()[-2000:]
         assert heard(b"STOPPING=1")
         spool = PollerSpool(tmp_path / "var" / "poller-p-saravena.db", "p-saravena", "saravena")
         assert spool.backlog() == 0 and spool.last_seq() == feed.sequences.through("p-saravena")
