@@ -36,10 +36,10 @@ class CountingFeed(CoreFeed):
 
     delivered: int = 0
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    async def _handle(self, message: aiomqtt.Message) -> str | None:
         if str(message.topic).endswith("/changes"):
             self.delivered += 1
-        await super()._handle(client, message)
+        return await super()._handle(message)
 
 
 @dataclass

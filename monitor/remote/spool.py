@@ -68,8 +68,9 @@ class PollerSpool:
         rows = self.db.execute("SELECT seq, payload FROM spool ORDER BY seq LIMIT ?", (limit,)).fetchall()
         return [(int(seq), bytes(payload)) for seq, payload in rows]
 
-    def acknowledged(self, seq: int) -> None:
-        self.db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
+    def acknowledged_through(self, seq: int) -> None:
+        """The core has everything up to ``seq``: forget it, in one transaction (one fsync)."""
+        self.db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
 
     def last_seq(self) -> int:
         """The number of the last message stored (what a heartbeat announces as published)."""
