@@ -268,3 +268,28 @@ def test_no_axis_label_runs_past_the_chart() -> None:
     labels = re.findall(r'<text x="([\d.]+)" y="172" font-size="10" fill="#263238">([^<]*)</text>', svg)
     assert len(labels) >= 8 and all(float(x) + 6 * len(text) <= 460 for x, text in labels)
     assert ">10-31</text>" not in svg   # it would have been cut at the edge (its column keeps its tooltip)
+
+
+def test_a_customers_own_power_is_shown_apart_and_not_the_isps_downtime() -> None:
+    """Issue 17: cpe2's dying gasp alone (a ``power`` incident rooted at the endpoint) is its customer's
+    power off, not the ISP's failure: its time is ``customer_power_s``, out of availability, failures,
+    incidents and customer minutes. A power cut in an area (rooted at ap1) stays counted: its customers
+    have no service; its incident line says the cause, ``power``."""
+    h = up_all_month(*ALL)
+    h["cpe2"] += [(at(4, 1), "down"), (at(4, 3), "up")]
+    h["cpe1"] += [(at(20, 1), "down"), (at(20, 2), "up")]
+    h["cpe3"] += [(at(20, 1), "down"), (at(20, 2), "up")]
+    own = IncidentRecord("INC-000001", "power", "cpe2", at(4, 1), at(4, 3), ("cpe2",), ("C2",))
+    area = IncidentRecord("INC-000002", "power", "ap1", at(20, 1), at(20, 2), ("cpe1", "cpe3"), ("C1",))
+    r = run(h, by="node", incidents=[own, area])
+    cpe2 = row(r, "cpe2")
+    assert cpe2.customer_power_s == 120 * MIN and cpe2.down_s == 0 and cpe2.failures == 0
+    assert cpe2.availability == 100.0 and cpe2.incidents == 0
+    assert row(r, "cpe1").down_s == 60 * MIN and row(r, "cpe1").incidents == 1
+    assert row(r, "cpe1").customer_power_s == 0
+    assert r.totals.customer_power_s == 120 * MIN and r.totals.incidents == 1
+    assert r.totals.customer_minutes == pytest.approx(60)  # C1's hour; C2's own power is not counted
+    assert [(i.id, i.kind) for i in r.incidents] == [("INC-000002", "power")]
+    assert "customer_power_min" in to_csv(r).splitlines()[0]
+    es, en = to_markdown(r, "es"), to_markdown(r, "en")
+    assert "Energía del cliente" in es and "corte de energía" in es and "Customer power" in en and "power cut" in en

@@ -1,5 +1,6 @@
-"""The rollup is the report, hour by hour: for any history, maintenance and blind time, each target's
-``up_s``/``down_s`` summed over an hour-aligned period equal the report's up and down seconds for it."""
+"""The rollup is the report, hour by hour: for any history, maintenance, blind time and customers' own
+power cuts, each target's ``up_s``/``down_s`` summed over an hour-aligned period equal the report's up
+and down seconds for it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.report.compute import compute
-from monitor.report.model import Interval, Period, ReportInput
+from monitor.report.model import IncidentRecord, Interval, Period, ReportInput
 from monitor.report.source import expand_maintenance
 from monitor.tsdb.rollup import AVAILABILITY, availability_points, hour_bounds
 from tests.report_support import inventory
@@ -39,8 +40,12 @@ def inputs(draw: st.DrawFn) -> ReportInput:
                draw(st.lists(st.tuples(st.sampled_from(TIDS), interval), max_size=3))]
     blind = [Interval(START + a, START + b) for a, b in draw(st.lists(interval, max_size=2))]
     until = draw(st.none() | offsets.map(lambda o: START + o))
+    # power incidents: at an endpoint, its customer's own power (out of both); at a node, an area's (counted)
+    power = [IncidentRecord(f"INC-{n}", "power", root, START + a, None if still else START + b, (root,))
+             for n, (root, (a, b), still) in enumerate(draw(st.lists(
+                 st.tuples(st.sampled_from(TIDS), interval, st.booleans()), max_size=3)))]
     return ReportInput(Period(START, START + HOURS * H, "p"), inv, history,
-                       maintenance=expand_maintenance(windows, inv), blind=blind, until=until)
+                       maintenance=expand_maintenance(windows, inv), blind=blind, incidents=power, until=until)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)

@@ -5,8 +5,10 @@ How time is counted, per target, inside the period and the target's lifetime onl
 * the lifetime starts at the target's first recorded state and ends at the period end, at its
   removal (the pseudo-state ``removed``) or at ``until`` (the report's "now": the rest of a
   current month has no data yet); time outside it does not exist for the report (not 100 %, not 0 %);
-* monitor-blind time and then maintenance of the target (or of any node above it) are taken out
-  first, whatever the state was: they count neither as up nor as down;
+* monitor-blind time, then maintenance of the target (or of any node above it), then its
+  customer's own power cut (a ``power`` incident rooted at the endpoint: one ONU's dying gasp) are
+  taken out first, whatever the state was: they count neither as up nor as down, nor as incidents.
+  A power cut in an area (rooted at a node) stays counted: its customers had no service;
 * what is left is up (UP or DEGRADED), down, or unknown (no confirmed state); availability is
   up / (up + down) and is *None* — shown as unknown — when nothing was measured;
 * a DOWN episode crossing a period bound is split: each period gets its own part and counts it as
@@ -43,7 +45,7 @@ UP_STATES = ("up", "degraded")
 NONE_KEY = "-"
 REMOVED = "removed"  # pseudo-state: the target left the inventory (outside its lifetime until it returns)
 
-Excl = tuple[float, float, str]  # (start, end, "blind" | "maintenance"), sorted and disjoint
+Excl = tuple[float, float, str]  # (start, end, "blind" | "maintenance" | "power"), sorted and disjoint
 Progress = Callable[[str], None]
 
 
@@ -60,13 +62,13 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
     blind_excl: list[Excl] = [(s, e, "blind") for s, e in blind]
 
     ids = list(inv.targets) + sorted(t for t in inp.history if t not in inv.targets)
+    own_power = _own_power(inp, known_end)
     per_target: dict[str, Figures] = {}
     downs: dict[str, list[tuple[float, float]]] = {}
     step = max(1, len(ids) // 10)
     last_note = -math.inf
     for n, tid in enumerate(ids, 1):
-        maint = inp.maintenance.get(tid)
-        excl = _exclusions(blind, maint) if maint else blind_excl
+        excl = _target_exclusions(inp, tid, blind, blind_excl, own_power)
         segs = _segments(inp.history.get(tid, []), period.start, known_end)
         fig, down = _account(segs, excl, days, day_up, day_down)
         if not segs and tid in inv.targets:
@@ -79,7 +81,8 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
             progress(f"figures for {n}/{len(ids)} targets")
 
     _behind_parents(inv, per_target, downs)
-    incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and _overlaps(i, period.start, known_end)]
+    incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and not _is_own_power(inv, i)
+                 and _overlaps(i, period.start, known_end)]
     for inc in incidents:
         for tid in {inc.root, *inc.targets}:
             if tid in per_target:
@@ -161,6 +164,8 @@ def _account(segs: list[tuple[float, float, str]], excl: list[Excl], days: list[
                 stop = min(xe, e)
                 if cat == "blind":
                     fig.blind_s += stop - cur
+                elif cat == "power":
+                    fig.customer_power_s += stop - cur
                 else:
                     fig.maintenance_s += stop - cur
                 cur = stop
@@ -224,15 +229,44 @@ def _intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> li
     return out
 
 
-def _exclusions(blind: list[tuple[float, float]], maint: list[Interval]) -> list[Excl]:
-    """Blind time and maintenance as disjoint labelled intervals (blind wins where both apply)."""
+def _target_exclusions(inp: ReportInput, tid: str, blind: list[tuple[float, float]], blind_excl: list[Excl],
+                       own_power: dict[str, list[Interval]]) -> list[Excl]:
+    """What is taken out of one target's time (the report's and the hourly rollup's alike)."""
+    maint, power = inp.maintenance.get(tid), own_power.get(tid)
+    return _exclusions(blind, maint or [], power or []) if maint or power else blind_excl
+
+
+def _exclusions(blind: list[tuple[float, float]], maint: list[Interval], power: list[Interval]) -> list[Excl]:
+    """Blind time, maintenance and the customer's own power cut as disjoint labelled intervals (the
+    first wins where several apply)."""
     out: list[Excl] = [(s, e, "blind") for s, e in blind]
-    for s, e in _merge((m.start, m.end) for m in maint):
-        pieces = [(s, e)]
-        for bs, be in blind:
-            pieces = [p for a, b in pieces for p in ((a, min(b, bs)), (max(a, be), b)) if p[1] > p[0]]
-        out.extend((a, b, "maintenance") for a, b in pieces)
+    taken = list(blind)
+    for label, spans in (("maintenance", maint), ("power", power)):
+        added = []
+        for s, e in _merge((m.start, m.end) for m in spans):
+            pieces = [(s, e)]
+            for bs, be in taken:
+                pieces = [p for a, b in pieces for p in ((a, min(b, bs)), (max(a, be), b)) if p[1] > p[0]]
+            out.extend((a, b, label) for a, b in pieces)
+            added.extend(pieces)
+        taken = _merge([*taken, *added])
     out.sort()
+    return out
+
+
+def _is_own_power(inv: Inventory, inc: IncidentRecord) -> bool:
+    """A ``power`` incident rooted at an endpoint: its customer's own power, not the ISP's failure."""
+    t = inv.targets.get(inc.root)
+    return inc.kind == "power" and t is not None and t.role == "endpoint"
+
+
+def _own_power(inp: ReportInput, known_end: float) -> dict[str, list[Interval]]:
+    """Per endpoint, the times its customer's own power was off (the incident open until restored)."""
+    out: dict[str, list[Interval]] = defaultdict(list)
+    for inc in inp.incidents:
+        if _is_own_power(inp.inventory, inc):
+            end = inc.restored_at if inc.restored_at is not None else known_end
+            out[inc.root].append(Interval(inc.opened_at, end))
     return out
 
 

@@ -28,6 +28,7 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (es, en)
     "unknown_min": ("Desconocido (min)", "Unknown (min)"),
     "maintenance_min": ("Mantenimiento (min)", "Maintenance (min)"),
     "blind_min": ("Monitor ciego (min)", "Monitor blind (min)"),
+    "customer_power_min": ("Energía del cliente (min)", "Customer power (min)"),
     "failures": ("Fallas", "Failures"),
     "incidents": ("Incidentes", "Incidents"),
     "mttr_min": ("MTTR (min)", "MTTR (min)"),

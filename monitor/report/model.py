@@ -35,7 +35,7 @@ class IncidentRecord:
     """One incident as the report needs it (from the incident store, or built by hand in tests)."""
 
     id: str
-    kind: str  # outage | suspected | single | planned | blind
+    kind: str  # outage | suspected | single | planned | blind | degraded | power
     root: str
     opened_at: float
     restored_at: float | None  # service back (None: still open)
@@ -78,6 +78,9 @@ class Figures:
     unknown_s: float = 0.0  # alive but no confirmed state
     maintenance_s: float = 0.0
     blind_s: float = 0.0
+    #: the customer's own power was off (one ONU's dying gasp: a ``power`` incident rooted at the
+    #: endpoint): not the ISP's downtime, taken out of availability like maintenance and shown apart
+    customer_power_s: float = 0.0
     failures: int = 0  # DOWN episodes touching the period (split at its bounds)
     incidents: int = 0
     customer_minutes: float = 0.0
@@ -107,7 +110,7 @@ class Figures:
 
     def add(self, other: Figures) -> None:
         for name in ("targets", "no_data", "up_s", "degraded_s", "down_s", "unreachable_s", "unknown_s",
-                     "maintenance_s", "blind_s", "failures"):
+                     "maintenance_s", "blind_s", "customer_power_s", "failures"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

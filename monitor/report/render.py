@@ -53,7 +53,8 @@ def figures_dict(f: Figures) -> dict[str, object]:
         "downtime_min": _r(f.down_s / 60), "own_downtime_min": _r(f.own_down_s / 60),
         "unreachable_min": _r(f.unreachable_s / 60), "unknown_min": _r(f.unknown_s / 60),
         "maintenance_min": _r(f.maintenance_s / 60), "blind_min": _r(f.blind_s / 60),
-        "degraded_min": _r(f.degraded_s / 60), "failures": f.failures, "incidents": f.incidents,
+        "customer_power_min": _r(f.customer_power_s / 60), "degraded_min": _r(f.degraded_s / 60),
+        "failures": f.failures, "incidents": f.incidents,
         "mttr_min": _r(f.mttr_min), "mtbf_h": _r(f.mtbf_h), "customer_minutes": _r(f.customer_minutes),
     }
 
@@ -101,8 +102,8 @@ def to_dict(r: Report) -> dict[str, object]:
 
 CSV_COLUMNS = ("key", "name", "targets", "no_data", "availability_pct", "downtime_min", "own_downtime_min",
                "unreachable_min", "unknown_min",
-               "maintenance_min", "blind_min", "degraded_min", "failures", "incidents", "mttr_min", "mtbf_h",
-               "customer_minutes")
+               "maintenance_min", "blind_min", "customer_power_min", "degraded_min", "failures", "incidents",
+               "mttr_min", "mtbf_h", "customer_minutes")
 
 
 def to_csv(r: Report) -> str:
@@ -122,13 +123,15 @@ def _fig_cells(f: Figures, lang: str) -> list[str]:
     return [
         str(f.targets), str(f.no_data), pct(f.availability, lang), num(f.down_s / 60, lang),
         num(f.unreachable_s / 60, lang),
-        num(f.unknown_s / 60, lang), num(f.maintenance_s / 60, lang), num(f.blind_s / 60, lang), str(f.failures),
+        num(f.unknown_s / 60, lang), num(f.maintenance_s / 60, lang), num(f.blind_s / 60, lang),
+        num(f.customer_power_s / 60, lang), str(f.failures),
         str(f.incidents), num(f.mttr_min, lang), num(f.mtbf_h, lang), num(f.customer_minutes, lang, 0),
     ]
 
 
 FIG_HEADERS = ("targets", "no_data", "availability", "downtime_min", "unreachable_min", "unknown_min",
-               "maintenance_min", "blind_min", "failures", "incidents", "mttr_min", "mtbf_h", "customer_minutes")
+               "maintenance_min", "blind_min", "customer_power_min", "failures", "incidents", "mttr_min", "mtbf_h",
+               "customer_minutes")
 
 
 def sections(r: Report, lang: str) -> list[Section]:

@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from monitor.report.compute import _account, _exclusions, _merge, _segments  # the report's own arithmetic
+# the report's own arithmetic
+from monitor.report.compute import _account, _merge, _own_power, _segments, _target_exclusions
 from monitor.report.model import ReportInput
 from monitor.tsdb.point import Point, make_point, seconds_to_ns
 from monitor.tsdb.schema import target_tags
@@ -100,13 +101,13 @@ def availability_points(inp: ReportInput, tz: str | None = None) -> Iterator[Poi
     cut = bounds[-1] if inp.until is None else max(bounds[0], min(bounds[-1], inp.until))
     blind = _merge((i.start, i.end) for i in inp.blind)
     blind_excl = [(s, e, "blind") for s, e in blind]
+    own_power = _own_power(inp, cut)  # a customer's own power is not the ISP's downtime (as in the report)
     ids = list(inp.inventory.targets) + sorted(t for t in inp.history if t not in inp.inventory.targets)
     for tid in ids:
         segs = _segments(inp.history.get(tid, []), bounds[0], cut)
         if not segs:
             continue
-        maint = inp.maintenance.get(tid)
-        excl = _exclusions(blind, maint) if maint else blind_excl
+        excl = _target_exclusions(inp, tid, blind, blind_excl, own_power)
         up = [0.0] * (len(bounds) - 1)
         down = [0.0] * (len(bounds) - 1)
         _account(segs, excl, bounds, up, down)
