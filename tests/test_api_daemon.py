@@ -25,7 +25,7 @@ def get(port: int, token: str | None = TOKEN) -> tuple[int, object]:
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=2) as r:
+        with urllib.request.urlopen(req, timeout=15) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -51,11 +51,11 @@ def test_api_comes_up_with_the_daemon_moves_on_sighup_and_goes_on_sigterm(tmp_pa
     log = tmp_path / "daemon.log"
     proc = start_daemon(cfg, log, API_TOKEN=TOKEN)
     try:
-        wait_for(lambda: get(first) == (200, []), 20, "the API on the first port")
+        wait_for(lambda: get(first) == (200, []), 60, "the API on the first port")
         assert get(first, token=None) == (401, {"error": "missing or wrong bearer token"})
         with_api(cfg, second)
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: get(second) == (200, []), 20, "the API on the new port after SIGHUP")
+        wait_for(lambda: get(second) == (200, []), 60, "the API on the new port after SIGHUP")
         assert refused(first)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

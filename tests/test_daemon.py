@@ -82,7 +82,7 @@ def states(db: Path) -> dict[str, str]:
 
 
 def metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15) as r:
         body: bytes = r.read()  # urlopen's reply is untyped (Any) in typeshed
         return body.decode()
 
@@ -185,16 +185,16 @@ def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_p
     log = tmp_path / "daemon.log"
     proc = start_daemon(cfg, log)
     try:
-        wait_for(lambda: states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}, 20, "all up")
+        wait_for(lambda: states(db) == {"core": "up", "ap-1": "up", "cpe-1": "up"}, 60, "all up")
         # SIGHUP with a new endpoint: it is polled, the others keep their state (no new rows for them)
         write_config(tmp_path, port, EXTRA_CPE2)
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: states(db).get("cpe-2") == "up", 20, "cpe-2 up after reload")
+        wait_for(lambda: states(db).get("cpe-2") == "up", 60, "cpe-2 up after reload")
         assert [c[0] for c in changes(db)].count("cpe-1") == 1
         # a broken config on SIGHUP is refused and the daemon keeps running
         cfg.write_text(cfg.read_text() + "\nbogus_key: 1\n")
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "config reload failed" in log.read_text(), 10, "reload error logged")
+        wait_for(lambda: "config reload failed" in log.read_text(), 30, "reload error logged")
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
@@ -211,7 +211,7 @@ def test_process_sighup_reload_sigterm_and_restart_without_spurious_events(tmp_p
     write_config(tmp_path, port, EXTRA_CPE2)
     proc = start_daemon(cfg, log)
     try:
-        wait_for(lambda: metric_value(metrics(port), "monitor_polls_total") >= 5 * 4, 20, "20 polls after restart")
+        wait_for(lambda: metric_value(metrics(port), "monitor_polls_total") >= 5 * 4, 60, "20 polls after restart")
         assert changes(db) == before
         assert metric_value(metrics(port), 'monitor_targets{state="up"}') == 4
     finally:

@@ -237,7 +237,7 @@ async def test_live_updates_stream_a_change_and_end_when_the_server_stops(env: E
         assert r.status == 200 and "EventSource" in await r.text()
     stream = await env.http.get(f"{env.base}/board/events", headers={"Cookie": f"board_session={session}"})
     assert stream.status == 200 and stream.headers["Content-Type"] == "text/event-stream"
-    assert await asyncio.wait_for(stream.content.readline(), 5) == b"retry: 3000\n"
+    assert await asyncio.wait_for(stream.content.readline(), 30) == b"retry: 3000\n"
     store = IncidentStore(env.db)
     t0 = time.monotonic()
     store.add_action("INC-000001", "note", "cli", "from the command line", env.clock.now())
