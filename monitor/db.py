@@ -174,7 +174,9 @@ class SQLite:
 
     def connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # an opening waits OPEN_TIMEOUT here too: an old file's switch to WAL needs it to itself, like a
+        # migration (open_store sets the lock wait for normal work right after)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=OPEN_TIMEOUT)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -11,6 +11,8 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +239,25 @@ def test_processes_opening_a_store_at_once_migrate_it_once(tmp_path: Path, name:
     results = [p.communicate(timeout=120) for p in procs]
     assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, results, strict=True)] == [(0, "ok")] * len(
         openers), [err for _, err in results]
+    assert layout(db)[:2] == (FORMAT, CURRENT)
+
+
+def test_an_opening_waits_for_the_journal_switch_as_long_as_for_a_migration(tmp_path: Path) -> None:
+    """An old file still has a rollback journal: the opening's switch to WAL needs the file to itself
+    and waited only sqlite3's default 5 s, while the migration after it waits OPEN_TIMEOUT (30 s).
+    Eight processes opening an old store at once on a loaded machine could fail 'locked' there."""
+    db = legacy(tmp_path, "v5")
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(6.0, holder.execute, ["COMMIT"])  # longer than the old 5 s
+    release.start()
+    t0 = time.monotonic()
+    try:
+        EventStore(db).close()
+    finally:
+        release.join()
+        holder.close()
+    assert time.monotonic() - t0 >= 5.5  # it did wait for the holder
     assert layout(db)[:2] == (FORMAT, CURRENT)
 
 
