@@ -32,7 +32,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
 
 from monitor.errors import ConfigError, StorageError
 
@@ -393,11 +393,33 @@ class transaction:
     writers are serialized the same way on both engines (see :mod:`monitor.db_postgres`).
     """
 
-    def __init__(self, db: StoreConnection) -> None:
+    def __init__(self, db: StoreConnection, *, pipelined: bool = False) -> None:
+        """``pipelined``: the body needs no result before its end (no ``rowcount``; a ``fetch`` sends what
+        is queued so far, one more round trip). A PostgreSQL connection then sends the transaction, BEGIN
+        to COMMIT, in one round trip instead of one per statement (the outbox's hot path); SQLite has no
+        round trips and runs it as any other."""
         self.db = db
+        self.pipelined = pipelined and isinstance(db, Pipelining)
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.pipelined:
+            cast(Pipelining, self.db).begin_pipelined()
+        else:
+            self.db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    def __exit__(self, exc_type: object, exc: BaseException | None, *_: object) -> None:
+        if self.pipelined:
+            cast(Pipelining, self.db).end_pipelined(exc)
+        else:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+@runtime_checkable
+class Pipelining(Protocol):
+    """A connection that can queue a whole write transaction and send it at once (PostgreSQL's)."""
+
+    def begin_pipelined(self) -> None: ...
+
+    def end_pipelined(self, error: BaseException | None) -> None:
+        """COMMIT if the body raised no ``error``, else ROLLBACK (a driver's error becomes :class:`DatabaseError`)."""
+        ...

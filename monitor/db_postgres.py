@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,6 +66,7 @@ class Connection:
         self.conn = conn
         self.lock_wait: float | None = None
         self._closed = False
+        self._pipeline: AbstractContextManager[Any] | None = None
 
     def _live(self) -> psycopg.Connection[Any]:
         """The connection, opened again if the server dropped it (never inside a transaction: a broken
@@ -95,6 +97,47 @@ class Connection:
             return cur
         except psycopg.Error as exc:
             raise DatabaseError(str(exc).strip()) from exc
+
+    def begin_pipelined(self) -> None:
+        """BEGIN and the write lock, queued: nothing is sent until :meth:`end_pipelined`."""
+        try:
+            conn = self._live()
+            self._pipeline = conn.pipeline()
+            self._pipeline.__enter__()  # (a context manager spanning two calls: transaction's enter and exit)
+            conn.execute("BEGIN")
+            conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        except psycopg.Error as exc:
+            self._pipeline = None
+            raise DatabaseError(str(exc).strip()) from exc
+
+    def end_pipelined(self, error: BaseException | None) -> None:
+        """COMMIT queued after the body and the whole transaction sent in one round trip; on an error
+        (the body's, or the server's answer to any queued statement) nothing is kept: ROLLBACK. A
+        ``fetch`` in the body meets the server's errors as psycopg's: they leave here as DatabaseError."""
+        pipeline, self._pipeline = self._pipeline, None
+        assert pipeline is not None
+        try:
+            try:
+                if error is None:
+                    self.conn.execute("COMMIT")
+            finally:
+                pipeline.__exit__(None, None, None)  # (sends it all; raises the first statement's error)
+        except psycopg.Error as exc:
+            self._rollback()
+            if error is None or isinstance(error, psycopg.Error):
+                raise DatabaseError(str(error or exc).strip()) from (error or exc)
+            return  # (the body's own error goes on)
+        if error is not None:
+            self._rollback()
+            if isinstance(error, psycopg.Error):
+                raise DatabaseError(str(error).strip()) from error
+
+    def _rollback(self) -> None:
+        try:
+            if not self.conn.closed and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # (the connection is gone, and its transaction with it; the next statement reconnects)
 
     def close(self) -> None:
         self._closed = True

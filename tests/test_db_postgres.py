@@ -5,14 +5,19 @@ translation of the stores' SQL, the write lock, a reconnection after the server 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 import threading
+from collections.abc import Callable
 
+import psycopg
 import pytest
 
 import monitor.store as store_module
 from monitor.correlate.schema import SCHEMA as CORRELATION
 from monitor.db import DatabaseError, open_store, transaction
-from monitor.db_postgres import PostgreSQL, translate
+from monitor.db_postgres import Connection, PostgreSQL, translate
+from monitor.delivery.outbox import NewRow, Outbox, Row
 from monitor.delivery.schema import SCHEMA as DELIVERY
 from monitor.errors import StorageError
 from monitor.state import State, StateChange
@@ -166,3 +171,75 @@ def test_a_store_reconnects_after_the_server_went_away(engine: ThrowawayDatabase
     assert [c.reason for c in store.changes()] == ["x", "z"]
     assert store.load_states() == {"a": (State.UP, 3.0)}
     store.close()
+
+
+def round_trips(conn: Connection, body: Callable[[], None]) -> int:
+    """How many times the client waited for the server while ``body`` ran: the Query, Sync and Flush
+    messages it sent (libpq's trace of the wire protocol)."""
+    with tempfile.TemporaryFile(mode="w+") as trace:
+        conn.conn.pgconn.trace(trace.fileno())
+        conn.conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            body()
+        finally:
+            conn.conn.pgconn.untrace()
+        trace.seek(0)
+        sent = [m.group(1) for line in trace if (m := re.match(r"F\t\d+\t(\w+)", line))]
+    # (a Flush asks for what is queued so far; one right after a Sync is part of that same wait)
+    return sum(1 for i, m in enumerate(sent)
+               if m in ("Query", "Sync") or (m == "Flush" and (i == 0 or sent[i - 1] != "Sync")))
+
+
+def test_a_pipelined_transaction_is_one_round_trip_and_all_or_nothing(engine: ThrowawayDatabase) -> None:
+    """The outbox's hot path (``transaction(pipelined=True)``): BEGIN, the write lock, the statements and
+    COMMIT go to the server at once; a statement the server refuses, or one whose result is read inside,
+    fails as a DatabaseError, nothing of the transaction is kept, and the connection goes on."""
+    open_store(engine, components(), what="the store", busy_timeout=5.0).close()
+    db = engine.connect()
+    insert = "INSERT INTO target_state (target, state, since) VALUES (?, ?, ?)"
+
+    def write(*targets: str, pipelined: bool = True) -> None:
+        with transaction(db, pipelined=pipelined):
+            for t in targets:
+                db.execute(insert, (t, "up", 1.0))
+            db.executemany("UPDATE target_state SET since = ? WHERE target = ?", [(2.0, t) for t in targets])
+
+    assert round_trips(db, lambda: write("a", "b")) == 1
+    assert round_trips(db, lambda: write("c", pipelined=False)) == 4  # (BEGIN + lock, each statement, COMMIT)
+    with pytest.raises(DatabaseError, match="duplicate key"):
+        write("d", "a")  # (a is there already: d is not kept either)
+
+    def read_inside() -> None:
+        with transaction(db, pipelined=True):
+            db.execute(insert, ("e", "up", 1.0))
+            db.execute("SELECT nothing FROM target_state").fetchall()
+
+    with pytest.raises(DatabaseError, match="nothing"):
+        read_inside()
+    assert sorted(db.execute("SELECT target, since FROM target_state").fetchall()) == [
+        ("a", 2.0), ("b", 2.0), ("c", 2.0)]
+    assert db.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    other = engine.connect()  # the write lock is taken as by BEGIN IMMEDIATE: a second writer waits for it
+    engine.set_lock_wait(db, 0.2)
+    with transaction(other):
+        other.execute(insert, ("f", "up", 1.0))
+        with pytest.raises(DatabaseError, match="lock timeout"):
+            write("g")
+    write("h")
+    assert {t for (t,) in db.execute("SELECT target FROM target_state").fetchall()} == {"a", "b", "c", "f", "h"}
+
+
+def test_the_outbox_hot_path_takes_four_round_trips_a_row(engine: ThrowawayDatabase) -> None:
+    """Claim (the due-row query is read inside: two), mark sending (one), record delivered (one): ten
+    before transactions were pipelined (docs/benchmarks.md, bench/store)."""
+    outbox = Outbox(engine)
+    outbox.add([NewRow("I/notify/c/1", "I", "notify", "c", "email", "", {})], {}, {}, 1.0)
+    db = outbox.db
+    assert isinstance(db, Connection)
+    taken: list[Row] = []
+    assert round_trips(db, lambda: taken.extend(outbox.take("email", 10.0, 1))) == 2
+    assert round_trips(db, lambda: outbox.finish([], [], [], 10.0, sending=[taken[0].id])) == 1
+    assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 1
+    assert [(r["status"], r["result"]) for r in outbox.rows()] == [("delivered", "ok")]
+    outbox.close()

@@ -5,8 +5,9 @@
 Per row a worker does what ``Outbox.take`` / ``finish`` do: claim it (a write transaction: the store's
 write lock, the due-row query, the claim), mark it as sending (one commit), record it delivered (one
 commit): three write transactions, each taking the advisory write lock as every write on PostgreSQL
-does. Clients: psycopg 3 sync (the real ``Outbox`` on ``monitor.db_postgres``), psycopg 3 async and
-asyncpg (the same statements written for each), and SQLite (the real ``Outbox`` on a file) for
+does. Clients: psycopg 3 sync (the real ``Outbox`` on ``monitor.db_postgres``: pipelined transactions,
+4 round trips a row), psycopg 3 async and asyncpg (the same statements written for each, a round trip
+each: 10 a row, the store before pipelining), and SQLite (the real ``Outbox`` on a file) for
 reference. The rounds are interleaved (every client once per round, in turn) so that a machine
 shared with other work slows them alike; prints rows/s min/median/max per client and the median
 ratios against psycopg sync. A throwaway PostgreSQL 15 is started on loopback (tests/servers/postgres.py),

@@ -144,7 +144,7 @@ class Outbox:
     def take(self, channel: str, now: float, limit: int) -> list[Row]:
         """Due rows of a channel, oldest first; of each group only its oldest pending row."""
         try:
-            with _tx(self.db):
+            with _tx(self.db, pipelined=True):
                 rows = self.db.execute(
                     "SELECT id, key, incident, action, recipient, channel, grp, payload, attempts, uncertain,"
                     " created_at FROM outbox o WHERE channel = ? AND status = 'pending' AND inflight = 0"
@@ -168,7 +168,7 @@ class Outbox:
         item keeps the window of a crash to what is on the wire.
         """
         try:
-            with _tx(self.db):
+            with _tx(self.db, pipelined=True):
                 self.db.executemany("UPDATE outbox SET inflight = ? WHERE id = ?", [(SENDING, i) for i in sending])
                 self.db.executemany(
                     "UPDATE outbox SET status = 'delivered', inflight = 0, attempts = attempts + 1, done_at = ?,"
@@ -187,7 +187,7 @@ class Outbox:
 
         ``done_at`` is set now: if the answer never comes (crash), this is when it was delivered.
         """
-        with _tx(self.db):
+        with _tx(self.db, pipelined=True):
             self.db.execute("UPDATE outbox SET inflight = ?, done_at = ? WHERE id = ?", (HANDED_OVER, now, row_id))
 
     def _assume_delivered(self, where: str, args: Sequence[Any]) -> int:
