@@ -93,11 +93,16 @@ async def test_changes_spooled_while_the_broker_is_away_arrive_once_with_their_t
     spool.close()
 
 
-async def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(tmp_path: Path) -> None:
+def started(tmp_path: Path) -> tuple[Mosquitto, PollerSpool, PollerLink]:
+    """A running broker and a poller's spool and link to it (not running yet)."""
     broker = Mosquitto(mqtt_dir(tmp_path))
     broker.start()
     spool = PollerSpool(tmp_path / "spool.db", "p-arauca", "arauca")
-    link = PollerLink(spool, [Broker("127.0.0.1", broker.port)], heartbeat=0.5, resend_after=1.0)
+    return broker, spool, PollerLink(spool, [Broker("127.0.0.1", broker.port)], heartbeat=0.5, resend_after=1.0)
+
+
+async def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    broker, spool, link = started(tmp_path)
     core = Core(broker)
     try:
         async with running(link.run(), core.feed.run()):
@@ -113,6 +118,31 @@ async def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(tmp_path: P
             await until(lambda: spool.backlog() == 0, 40, "spool drained")
         targets = [c.target for _, c in core.got]
         assert sorted(targets) == sorted(f"cpe-{i}" for i in range(1, 31)), "each change exactly once"
+    finally:
+        broker.stop()
+        spool.close()
+
+
+async def test_a_core_that_lost_its_numbering_still_drains_the_pollers_spool(tmp_path: Path) -> None:
+    """remote-sequences.json deleted (a new core machine): the poller's heartbeat says what it no
+    longer holds, so the new core acknowledges what it takes and takes every change it never had."""
+    broker, spool, link = started(tmp_path)
+    old = Core(broker)
+    try:
+        async with running(link.run()):
+            async with running(old.feed.run()):
+                for i in range(1, 11):
+                    spool.add([down(i)])
+                    link.added()
+                await until(lambda: spool.backlog() == 0, 30, "the first core takes 1-10")
+            for i in range(11, 16):  # while no core listens
+                spool.add([down(i)])
+                link.added()
+            new = Core(broker)  # no record of p-arauca
+            async with running(new.feed.run()):
+                await until(lambda: spool.backlog() == 0, 30, "the new core acknowledges 11-15")
+                assert sorted(c.target for _, c in new.got) == sorted(f"cpe-{i}" for i in range(11, 16))
+                assert new.feed.sequences.through("p-arauca") == 15
     finally:
         broker.stop()
         spool.close()

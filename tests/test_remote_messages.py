@@ -55,6 +55,13 @@ def test_a_batch_and_a_heartbeat_go_through_unchanged() -> None:
     for published in (0, 12):  # a heartbeat: the last changes message published (0: none yet)
         beat = PollerMessage("heartbeat", "p-saravena-1", "saravena", published, T)
         assert decode(encode(beat), ZONE_OF, POLLERS) == beat
+    beat = PollerMessage("heartbeat", "p-saravena-1", "saravena", 12, T, acked=9)  # its spool holds 10-12
+    assert decode(encode(beat), ZONE_OF, POLLERS) == beat
+    for acked in (13, -1, 2.0, "9", True):  # above what it published, or not a number
+        body = json.loads(encode(beat)) | {"acked": acked}
+        with pytest.raises(RemoteMessageError) as err:
+            decode(json.dumps(body).encode(), ZONE_OF, POLLERS)
+        assert err.value.reason == "bad_value"
     assert decode(as_bytes(batch()), ZONE_OF, POLLERS).changes[0].cause == "dying_gasp"
 
 
@@ -158,6 +165,34 @@ def test_state_survives_a_restart_of_the_core() -> None:
         seqs.take("p", n)
     again = Sequences.from_state(json.loads(json.dumps(seqs.state())))
     assert [again.take("p", n).new for n in (2, 3, 4, 5, 6)] == [False, True, True, False, True]
+
+
+def test_a_core_that_lost_its_record_waits_only_for_what_the_poller_still_holds() -> None:
+    """The core took and acknowledged 1-10, then lost its file; the poller's spool holds 11-15."""
+    seqs = Sequences()  # no record of p
+    assert seqs.take("p", 13).new and seqs.through("p") == 0  # before settle: stuck below 1
+    assert seqs.settle("p", 10) == 10  # the heartbeat: nothing at or below 10 left at the poller
+    assert seqs.through("p") == 10 and seqs.missing("p") == 2  # 11 and 12 are on their way
+    assert [seqs.take("p", n).new for n in (10, 11, 12, 13, 14)] == [False, True, True, False, True]
+    assert seqs.through("p") == 14
+    fresh = Sequences()  # the heartbeat first: its numbers are the baseline, the next one is new
+    assert fresh.settle("q", 7) == 7 and fresh.through("q") == 7
+    assert not fresh.take("q", 7).new and fresh.take("q", 8).new and fresh.through("q") == 8
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(1, 60), st.integers(0, 2**32), st.integers(0, 60))
+def test_a_heartbeat_with_the_record_intact_changes_nothing(n: int, seed: int, acked: int) -> None:
+    """A poller forgets only what the core acknowledged: an announced ``acked`` at or below the
+    core's acknowledgement (a stale retained heartbeat too) neither drops nor repeats a message."""
+    rng = random.Random(seed)
+    arrivals = [s for s in range(1, n + 1) if rng.random() < 0.7]
+    seqs = Sequences()
+    for s in arrivals:
+        seqs.take("p", s)
+    acked = min(acked, seqs.through("p"))
+    before = seqs.state()
+    assert seqs.settle("p", acked) == 0 and seqs.state() == before
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

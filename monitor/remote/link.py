@@ -204,7 +204,7 @@ class PollerLink:
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
         while True:
             beat = PollerMessage("heartbeat", self.spool.poller, self.spool.zone, self.spool.last_seq(),
-                                 self.clock.now())
+                                 self.clock.now(), acked=self.spool.acked())
             await client.publish(self.topics["status"], encode(beat), qos=1, retain=True)
             await asyncio.sleep(self.heartbeat)
 
@@ -335,7 +335,15 @@ class CoreFeed:
         if self.watch is not None:  # a retained heartbeat may be old news: it counts from when it was sent
             self.watch.heard(poller, min(msg.sent, now) if message.retain else now)
         if msg.kind == "heartbeat":
-            return None
+            if msg.acked is None:
+                return None
+            async with self._taking:
+                forgotten = self.sequences.settle(poller, msg.acked)
+            if not forgotten:
+                return None
+            event(log, logging.WARNING, "poller numbering rebased (the core had no record of these numbers)",
+                  poller=poller, acked=msg.acked, unknowable=forgotten)
+            return poller  # acknowledge now: its spool drains
         async with self._taking:  # from fresh to take: the same number from another broker waits here
             if self.sequences.fresh(poller, msg.seq):
                 try:

@@ -18,7 +18,9 @@ Wire format, version 1 (one JSON object per MQTT message)::
 ``seq`` numbers the poller's ``changes`` messages from 1, kept across restarts with its spool, so
 the core can tell a repeat (QoS 1 delivers at least once) from a gap. A heartbeat carries the number
 of the last ``changes`` message the poller has published (0: none yet), so the core notices even a
-lost last message. ``ts`` of a change
+lost last message, and may carry ``acked`` (at most ``seq``): the poller holds nothing at or below
+it (the core acknowledged it), so a core that lost its numbering knows what it need not wait for
+(a heartbeat without it, from an older poller, is accepted). ``ts`` of a change
 is when the poller confirmed it, so a batch that waited out a broker outage is correlated at its
 real times.
 """
@@ -44,6 +46,7 @@ TS_RANGE = (0.0, 4_102_444_800.0)  # 1970 to 2099, as replay's input
 CAUSES = frozenset({"dying_gasp", "los", "other", "unknown"})
 _KEYS = {"changes": frozenset({"v", "kind", "poller", "zone", "seq", "sent", "changes"}),
          "heartbeat": frozenset({"v", "kind", "poller", "zone", "seq", "sent"})}
+_OPTIONAL = {"changes": frozenset[str](), "heartbeat": frozenset({"acked"})}
 _CHANGE_KEYS = frozenset({"target", "old", "new", "ts", "reason", "cause"})
 _STATES = {s.value: s for s in State}
 Kind = Literal["changes", "heartbeat"]
@@ -66,12 +69,15 @@ class PollerMessage:
     seq: int
     sent: float
     changes: tuple[StateChange, ...] = ()
+    acked: int | None = None  # heartbeat: the poller's spool holds nothing at or below it
 
 
 def encode(msg: PollerMessage) -> bytes:
     """The poller's side: the message as compact UTF-8 JSON (raises ValueError if it is too big)."""
     body: dict[str, Any] = {"v": VERSION, "kind": msg.kind, "poller": msg.poller, "zone": msg.zone,
                             "seq": msg.seq, "sent": msg.sent}
+    if msg.kind == "heartbeat" and msg.acked is not None:
+        body["acked"] = msg.acked
     if msg.kind == "changes":
         body["changes"] = [{"target": c.target, "old": c.old.value, "new": c.new.value, "ts": c.ts,
                             "reason": c.reason, "cause": c.cause} for c in msg.changes]
@@ -98,8 +104,8 @@ def decode(data: bytes, zone_of: Mapping[str, str], poller_zones: Mapping[str, s
     if not isinstance(kind, str) or kind not in _KEYS:
         raise RemoteMessageError("bad_shape", f"kind must be changes or heartbeat, got {_shown(kind)}")
     keys = body.keys()
-    if keys != _KEYS[kind]:
-        missing, extra = sorted(_KEYS[kind] - keys), sorted(keys - _KEYS[kind])
+    if not _KEYS[kind] <= keys <= _KEYS[kind] | _OPTIONAL[kind]:
+        missing, extra = sorted(_KEYS[kind] - keys), sorted(keys - _KEYS[kind] - _OPTIONAL[kind])
         raise RemoteMessageError("bad_shape", f"keys missing {missing}, unknown {[k[:40] for k in extra[:5]]}")
     poller, zone = _id(body["poller"], "poller"), _id(body["zone"], "zone")
     allowed = poller_zones.get(poller)
@@ -112,7 +118,10 @@ def decode(data: bytes, zone_of: Mapping[str, str], poller_zones: Mapping[str, s
         raise RemoteMessageError("bad_value", f"seq must be an integer from {first}, got {_shown(seq)}")
     sent = _ts(body["sent"], "sent")
     if kind == "heartbeat":
-        return PollerMessage("heartbeat", poller, zone, seq, sent)
+        acked = body.get("acked")
+        if acked is not None and (type(acked) is not int or not 0 <= acked <= seq):
+            raise RemoteMessageError("bad_value", f"acked must be an integer from 0 to seq, got {_shown(acked)}")
+        return PollerMessage("heartbeat", poller, zone, seq, sent, acked=acked)
     raw = body["changes"]
     if not isinstance(raw, list) or len(raw) > MAX_CHANGES:
         raise RemoteMessageError("bad_shape", f"changes must be a list of at most {MAX_CHANGES}")

@@ -8,7 +8,11 @@ repeat. Pure, no clock: the caller logs and counts what :meth:`Sequences.take` r
 
 Pollers number from 1, so every poller starts at 0 here: nothing is taken for a repeat that was
 never seen. The caller keeps :meth:`Sequences.state` with the core's other state across restarts; a
-core that lost it sees the numbers before the first one it gets as a gap (reported, never dropped).
+core that lost it (a new machine, a deleted file) sees the numbers before the first one it gets as
+a gap, and would wait for them for ever (its acknowledgement stuck below them, the poller's spool
+never draining) but for :meth:`Sequences.settle`: a poller's heartbeat announces the number at or
+below which its spool holds nothing, and those numbers are unknowable, not missing (the core
+acknowledged them before it lost its record, so they were taken and never come again).
 """
 
 from __future__ import annotations
@@ -67,6 +71,25 @@ class Sequences:
         it is stored, so one it could not store arrives again and is not mistaken for a repeat)."""
         p = self._pollers.get(poller)
         return p is None or seq > p.high or seq in p.missing
+
+    def settle(self, poller: str, acked: int) -> int:
+        """The poller holds nothing at or below ``acked``: stop waiting for those numbers, and take none
+        of them again (they were acknowledged, so taken, before the core lost its record). How many
+        were counted missing, or never seen at all, and are now given up as unknowable (0: no news,
+        as always while the record exists, since a poller forgets only what the core acknowledged)."""
+        p = self._pollers.get(poller)
+        if p is None:
+            if acked <= 0:
+                return 0
+            p = self._pollers[poller] = _Poller()
+        forgotten = 0
+        while p.missing and next(iter(p.missing)) <= acked:
+            p.missing.popitem(last=False)
+            forgotten += 1
+        if acked > p.high:
+            forgotten += acked - p.high
+            p.high = acked
+        return forgotten
 
     def state(self) -> dict[str, tuple[int, list[int]]]:
         """What to keep across a restart: per poller, the highest number and those missing below it."""

@@ -77,6 +77,11 @@ class PollerSpool:
         (last,) = self.db.execute("SELECT last_seq FROM counter").fetchone()
         return int(last)
 
+    def acked(self) -> int:
+        """The number at or below which the spool holds nothing (what a heartbeat announces as acked)."""
+        (low,) = self.db.execute("SELECT min(seq) FROM spool").fetchone()
+        return int(low) - 1 if low is not None else self.last_seq()
+
     def backlog(self) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM spool").fetchone()
         return int(n)
