@@ -3,7 +3,9 @@
 Started by the ``isp`` fixture only once the daemon delivers (``daemon_delivers()``: the lead wires
 ``DeliveryService`` into ``monitor/daemon.py``); until then the lab's checks assert on the store,
 the event log and InfluxDB only. The MQTT subscriber is ``mosquitto_sub`` (a real external client)
-writing ``topic payload`` lines to a file, so synchronous tests can read what was published.
+writing ``topic payload`` lines to a file, so synchronous tests can read what was published. It is
+relied upon only once it has really subscribed (a probe it printed), not merely once its process runs:
+a message published between its start and its SUBSCRIBE would be lost to it, and a check would fail.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import email
 import email.policy
 import inspect
 import json
+import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -103,8 +106,45 @@ class Receivers:
 
 
 @contextmanager
+def mqtt_watcher(port: int, log: Path, timeout: float = 30.0) -> Iterator[LabProcess]:
+    """``mosquitto_sub`` on ``PREFIX/#`` writing ``topic payload`` lines to ``log``, yielded once subscribed.
+
+    Its process running says nothing about its subscription (it still has to connect and get its
+    SUBACK), so a probe is published on ``PREFIX/_watcher`` (QoS 1, not retained: nothing stays on
+    the broker) until the watcher has printed it; only messages published after that are sure to
+    be seen. The probe's payload is not JSON, so :meth:`Receivers.mqtt` never returns it.
+    """
+    watcher = LabProcess([require_binary("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(port), "-q", "1",
+                          "-t", f"{PREFIX}/#", "-F", "%t %p"], log)
+    watcher.start()
+    try:
+        try:
+            wait_for(_printed_probe(watcher, port, log), timeout, "mosquitto_sub's subscription")
+        except TimeoutError as exc:
+            raise RuntimeError(f"mosquitto_sub did not subscribe:\n{watcher.log_tail()}") from exc
+        yield watcher
+    finally:
+        watcher.stop()
+
+
+def _printed_probe(watcher: LabProcess, port: int, log: Path) -> Callable[[], bool]:
+    """A ``wait_for`` condition: the watcher printed the probe; else (re)publish it and say not yet."""
+    pub = require_binary("mosquitto_pub")
+    probe = f"{PREFIX}/_watcher ready"
+
+    def printed() -> bool:
+        assert watcher.alive(), "mosquitto_sub exited"
+        if probe in log.read_text().splitlines():
+            return True
+        subprocess.run([pub, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", f"{PREFIX}/_watcher",
+                        "-m", "ready"], capture_output=True, timeout=10, check=True)
+        return False
+
+    return printed
+
+
+@contextmanager
 def receivers(folder: Path) -> Iterator[Receivers]:
-    sub = require_binary("mosquitto_sub")
     with ExitStack() as stack:
         servers = []
         for name, cls in (("rt", RequestTracker), ("smtp", SmtpServer), ("mqtt", Mosquitto)):
@@ -115,9 +155,5 @@ def receivers(folder: Path) -> Iterator[Receivers]:
         rt, smtp, broker = servers
         assert isinstance(rt, RequestTracker) and isinstance(smtp, SmtpServer) and isinstance(broker, Mosquitto)
         log = folder / "mqtt.log"
-        watcher = LabProcess([sub, "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", f"{PREFIX}/#",
-                              "-F", "%t %p"], log)
-        watcher.start()
-        stack.callback(watcher.stop)
-        wait_for(watcher.alive, 5, "mosquitto_sub")
+        stack.enter_context(mqtt_watcher(broker.port, log))
         yield Receivers(rt, smtp, broker, log)
