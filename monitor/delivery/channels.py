@@ -9,7 +9,8 @@ take). Adding a channel means one sender module in ``monitor/notify/`` (or ``mon
 one :data:`REGISTRY` entry here; the service, the workers and the metrics need no change.
 
 Builders run when the service starts its workers (not at import or config load), so a channel
-opens no connection until the daemon runs.
+opens no connection until the daemon runs. The Apprise sender is imported by its builder, not here:
+Apprise loads ~700 modules (+40-51 MB RSS), which a daemon with no phone channel never needs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from monitor.desk.base import Desk, DeskSender
 from monitor.desk.folder import FolderDesk
 from monitor.desk.rt import RTDesk
 from monitor.desk.webhook import WebhookDesk
-from monitor.notify.apprise import AppriseSender
 from monitor.notify.email import EmailSender
 from monitor.notify.maildir import MaildirSender
 from monitor.notify.mqtt import MqttSender
@@ -129,6 +129,8 @@ def _sms_webhook(env: Env) -> Channel | None:
 def _apprise(env: Env) -> Channel | None:
     if not env.config.phone:
         return None
+    from monitor.notify.apprise import AppriseSender  # only now: Apprise is ~700 modules (module docstring)
+
     # lanes: a slow chat service must not hold up the other technicians' phones
     return Channel(AppriseSender(env.config.apprise, env.config.technicians), concurrency=4, batch=100)
 

@@ -34,7 +34,6 @@ from monitor.inventory.fields import DAY, Section, type_name
 from monitor.inventory.model import NODE_KINDS
 from monitor.inventory.secrets import HOW, check_reference, resolve_secret
 from monitor.inventory.settings import SecretReader
-from monitor.notify.apprise import APPRISE_SCHEMES, check_url, customer_url
 from monitor.secret import Secret
 
 TOP = ("timezone", "templates_dir", "smtp", "maildir", "mqtt", "desk", "sms", "apprise", "technicians", "oncall",
@@ -198,6 +197,10 @@ def _apprise(sec: Section | None, secrets: SecretReader) -> AppriseSettings:
     d = AppriseSettings()
     if sec is None:
         return d
+    # Apprise (~700 modules, +40-51 MB RSS) is imported only by a config that has an apprise section
+    # or a technician's Apprise URLs, never by one without
+    from monitor.notify.apprise import check_url, customer_url
+
     gateway = secrets.get(sec, "customers")
     if gateway is not None:
         problem = "" if "{phone}" in gateway.reveal() else \
@@ -215,6 +218,8 @@ def _apprise_rates(sec: Section) -> dict[str, float]:
     raw = sec.data.get("rates")
     if raw is None:
         return {}
+    from monitor.notify.apprise import APPRISE_SCHEMES  # lazily, as in _apprise
+
     known = [k for k in raw if isinstance(k, str) and k in APPRISE_SCHEMES] if isinstance(raw, dict) else []
     for k in raw if isinstance(raw, dict) else ():
         if k not in known:  # not Section.open's message: it would list Apprise's ~260 services
@@ -242,6 +247,8 @@ def _apprise_urls(t: Section, secrets: SecretReader) -> tuple[Secret, ...]:
     if not isinstance(refs, list) or not 1 <= len(refs) <= MAX_APPRISE:
         t.err("apprise", f"expected a list of 1 to {MAX_APPRISE} secret references ({HOW}), one Apprise URL each")
         return ()
+    from monitor.notify.apprise import check_url  # lazily, as in _apprise
+
     out: list[Secret] = []
     for i, ref in enumerate(refs):
         try:
