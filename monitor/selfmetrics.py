@@ -94,3 +94,15 @@ REMOTE_DROPPED = Counter(
     "remote_messages_dropped", "Messages from remote pollers dropped by reason (not_json, foreign_zone, wrong_topic,"
     " unknown_poller, ...)", ["reason"], namespace=NS, registry=REGISTRY,
 )
+HA_ACTIVE = Gauge(
+    "ha_active", "1 while this daemon is the active one (polls, correlates, delivers), 0 while it waits as a standby"
+    " for the lease (issue 13); always 1 on the embedded SQLite store (no lease)", namespace=NS, registry=REGISTRY,
+)
+HA_EPOCH = Gauge(
+    "ha_lease_epoch", "The epoch of the lease this daemon holds or last held (0: none, SQLite); one more at every"
+    " change of active daemon", namespace=NS, registry=REGISTRY,
+)
+HA_SINCE = Gauge(
+    "ha_active_since_seconds", "Unix time (the database's clock) this daemon became the active one",
+    namespace=NS, registry=REGISTRY,
+)
