@@ -29,10 +29,12 @@ from monitor.correlate.settings import CorrelationOverrides, CorrelationSettings
 from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, PollingSettings, Target
+from monitor.polling.table_watch import level_reasons
 from monitor.replay_input import (
     MAX_LINE,
     RTT_MAX,
     UNSET,
+    Metrics,
     ReplayError,
     check_measurements,
     parse_line,
@@ -95,8 +97,8 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
             if len(line) > max_line:
                 raise ValueError("too long")
             r = decode(line)
-            if r.cause is not unset and r.ok:
-                raise ValueError("bad cause")  # a cause only on a failed poll
+            if (r.cause is not unset and r.ok) or (r.metrics is not None and not r.ok):
+                raise ValueError("bad cause")  # a cause only on a failed poll, metrics only on an answered one
         except ValueError:  # msgspec's errors are ValueErrors, and so is a str it cannot encode
             if not line.strip():
                 continue
@@ -131,6 +133,14 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
         if r.ok:
             # within the target's limits? (types and ranges are the decoder's; NaN is not JSON)
             rtt, loss = r.rtt_ms, r.loss
+            if r.metrics is not None:  # an ONU's or station's levels from its parent's table
+                assert now is not None
+                obs = Observation(True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno)
+                                  + _levels(targets[tid], r.metrics))
+                nodes[tid], change = graph.follow(node, obs, now, tid)
+                if change is not None:
+                    pending.append(change)
+                continue
             if (rtt is None or rtt <= node.rtt_max) and (loss is None or loss <= node.loss_max):
                 if node.calm:
                     continue  # most lines: UP with nothing pending, a healthy reply changes nothing
@@ -329,6 +339,15 @@ def _reasons(target: Target, rtt: object, loss: object, source: str, lineno: int
     if isinstance(rtt, int | float) and th.rtt_ms is not None and rtt > th.rtt_ms:
         out.append(f"rtt {rtt:.1f}ms > {th.rtt_ms:g}ms")
     return tuple(out)
+
+
+def _levels(target: Target, m: Metrics) -> tuple[str, ...]:
+    """An answered poll's ``metrics`` judged as the daemon's table walk judges a row's levels."""
+    def one(v: float | None) -> list[float]:
+        return [] if v is None else [v]
+
+    return tuple(level_reasons(one(m.onu_rx_dbm), one(m.wireless_signal_dbm), one(m.wireless_ccq_pct),
+                               target.polling.thresholds))
 
 
 def write_events(events: Iterable[IncidentEvent], out: TextIO) -> int:

@@ -28,8 +28,13 @@ from monitor.correlate.incidents import parse_ts
 from monitor.errors import MonitorError
 
 MAX_LINE = 4096  # bytes of one line: real ones are ~100; this also bounds the JSON nesting depth
-KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss", "cause"})
-KEY_ORDER = "ts, target, ok, rtt_ms, loss, cause"
+KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss", "cause", "metrics"})
+KEY_ORDER = "ts, target, ok, rtt_ms, loss, cause, metrics"
+#: an answered poll's levels from its parent's subscriber table, judged against the target's thresholds
+#: like the daemon's table walk does (monitor.polling.table_watch.level_reasons): name -> (low, high)
+METRICS: dict[str, tuple[float, float]] = {
+    "onu_rx_dbm": (-100.0, 30.0), "wireless_signal_dbm": (-150.0, 0.0), "wireless_ccq_pct": (0.0, 100.0),
+}
 Cause = Literal["dying_gasp", "los", "other", "unknown"]  # a failed poll's cause, as a subscriber table reports it
 CAUSES: tuple[str, ...] = get_args(Cause)
 RTT_MAX = 3_600_000.0  # ms: an hour; a longer "round trip" is a broken recorder, not a measurement
@@ -47,6 +52,19 @@ _Loss = Annotated[int, msgspec.Meta(ge=0, le=1)] | Annotated[float, msgspec.Meta
 UNSET: Any = msgspec.UNSET  # ``cause`` absent (null is refused, as parse_line refuses it)
 
 
+_Dbm = Annotated[float, msgspec.Meta(ge=-100, le=30)] | Annotated[int, msgspec.Meta(ge=-100, le=30)]
+_Signal = Annotated[float, msgspec.Meta(ge=-150, le=0)] | Annotated[int, msgspec.Meta(ge=-150, le=0)]
+_Pct = Annotated[float, msgspec.Meta(ge=0, le=100)] | Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+
+class Metrics(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An answered poll's levels (``metrics`` in a line): each optional, in :data:`METRICS`' ranges."""
+
+    onu_rx_dbm: _Dbm | None = None
+    wireless_signal_dbm: _Signal | None = None
+    wireless_ccq_pct: _Pct | None = None
+
+
 class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One valid line, as :func:`parse_line` would accept it (types and ranges; ``ts`` not parsed yet).
 
@@ -61,6 +79,7 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     rtt_ms: _Rtt | None = None
     loss: _Loss | None = None
     cause: Cause | msgspec.UnsetType = msgspec.UNSET
+    metrics: Metrics | None = None
 
 
 def record_decoder() -> Callable[[str], Record]:
@@ -70,7 +89,9 @@ def record_decoder() -> Callable[[str], Record]:
 
 def record(rec: dict[str, Any]) -> Record:
     """The :class:`Record` of a line :func:`parse_line` accepted."""
-    return Record(rec["ts"], rec["target"], rec["ok"], rec.get("rtt_ms"), rec.get("loss"), rec.get("cause", UNSET))
+    m = rec.get("metrics")
+    return Record(rec["ts"], rec["target"], rec["ok"], rec.get("rtt_ms"), rec.get("loss"), rec.get("cause", UNSET),
+                  None if m is None else Metrics(**m))
 
 
 def read_lines(f: BinaryIO, source: str) -> Iterator[str]:
@@ -126,7 +147,26 @@ def parse_line(line: str, source: str, lineno: int) -> dict[str, Any]:
     check_measurements(rec.get("rtt_ms"), rec.get("loss"), source, lineno)
     if "cause" in rec:
         check_cause(rec["cause"], rec["ok"], source, lineno)
+    if rec.get("metrics") is not None:
+        check_metrics(rec["metrics"], rec["ok"], source, lineno)
     return rec
+
+
+def check_metrics(metrics: object, ok: object, source: str, lineno: int) -> None:
+    """``metrics``: an answered poll's levels, an object of known names with finite numbers in range
+    (or null: not measured, as ``rtt_ms``)."""
+    where = f"{source}:{lineno}"
+    if not isinstance(metrics, dict):
+        raise ReplayError(f"{where}: metrics must be an object like {{\"onu_rx_dbm\": -28.5}}, got {_kind(metrics)}")
+    if ok is not True:
+        raise ReplayError(f"{where}: metrics are only for an answered poll (ok true)")
+    for name, value in metrics.items():
+        if name not in METRICS:
+            raise ReplayError(f"{where}: unknown metric {name[:40]!r} (expected {', '.join(METRICS)})")
+        low, high = METRICS[name]
+        if value is not None and not (_real(value) and low <= value <= high):
+            raise ReplayError(f"{where}: metrics.{name} must be a finite number from {low:g} to {high:g}, "
+                              f"got {_shown(value)}")
 
 
 def check_cause(cause: object, ok: object, source: str, lineno: int) -> None:

@@ -20,9 +20,11 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from monitor.correlate.degraded import weak_levels
 from monitor.correlate.incidents import IncidentEvent, parse_ts
 from monitor.correlate.topology import Topology
-from monitor.replay import _reasons
+from monitor.replay import _levels, _reasons
+from monitor.replay_input import Metrics
 from monitor.state import Confirmation, Observation, State, StateChange, TargetState, step
 from tests.scenario_runner import Scenario
 
@@ -94,6 +96,8 @@ def confirmed_changes(sc: Scenario) -> list[StateChange]:
             )
         if rec["ok"]:
             reasons = _reasons(target, rec.get("rtt_ms"), rec.get("loss"), sc.name, 0)
+            if rec.get("metrics"):  # an ONU's or station's levels, as replay judges them
+                reasons += _levels(target, Metrics(**rec["metrics"]))
             obs = Observation(reachable=True, degraded_reasons=reasons)
         else:
             why = rec.get("cause")
@@ -289,18 +293,19 @@ class Told:
     still_open: set[str]  # incidents open at the end of the scenario
 
 
-def customer_notices(run: Run) -> Told:
+def customer_notices(run: Run, kinds: tuple[str, ...] = ("outage", "suspected")) -> Told:
     """Feed the run's events through the delivery planner as the daemon does, with what is down at each
     moment taken from the confirmed changes, and its 1 s timer after every change (restores of cases
     that went on individually). At the scenario's restarts the planner's memory goes through JSON, as
     the service stores it. Every customer has an email address; the defaults otherwise (customer
-    notices for outage and suspected incidents)."""
+    notices for outage and suspected incidents; ``kinds``: those ``customers.kinds`` lists)."""
     from monitor.delivery import planner
-    from monitor.delivery.config import DeliveryConfig, MaildirSettings
+    from monitor.delivery.config import CustomerNotices, DeliveryConfig, MaildirSettings
 
     inv = run.sc.inventory
     customers = {cid: replace(c, email=f"{cid.lower()}@example.invalid") for cid, c in inv.customers.items()}
-    ctx = planner.Context(replace(inv, customers=customers), DeliveryConfig(maildir=MaildirSettings("/nonexistent")))
+    ctx = planner.Context(replace(inv, customers=customers), DeliveryConfig(
+        maildir=MaildirSettings("/nonexistent"), customers=CustomerNotices(kinds=kinds)))
     by_email = {c.email: cid for cid, c in customers.items()}
     mem: dict[str, planner.IncidentMemory] = {}
     glob = planner.GlobalMemory()
@@ -330,7 +335,8 @@ def customer_notices(run: Run) -> Told:
 
 def _event(e: dict[str, Any]) -> IncidentEvent:
     return IncidentEvent(_ts(e), e["event"], e["incident"], e["kind"], e["root"], tuple(e["affected_endpoints"]),
-                         tuple(e["affected_customers"]), tuple(e.get("affected_nodes", ())), e.get("into"))
+                         tuple(e["affected_customers"]), tuple(e.get("affected_nodes", ())), e.get("into"),
+                         e.get("detail", ""))
 
 
 def restored_only_while_every_endpoint_answers(run: Run) -> None:
@@ -363,3 +369,25 @@ def restored_only_while_every_endpoint_answers(run: Run) -> None:
 
 
 CHECKS.append(restored_only_while_every_endpoint_answers)
+
+
+def weak_levels_are_never_told_to_customers(run: Run) -> None:
+    """A ``degraded`` incident for weak levels (an ONU's optical power, a station's signal or CCQ below
+    the thresholds: the customers still have service) reaches technicians only: no customer notice of
+    it, even with ``degraded`` in ``customers.kinds`` (a lossy link's "degraded service"), and it never
+    lists an endpoint that is down when it opens (issue 17)."""
+    weak = {e["incident"] for e in run.events if e["event"] == "opened" and e["kind"] == "degraded"
+            and weak_levels(e.get("detail", ""))}
+    if not weak:
+        return
+    for e in run.events:
+        if e["incident"] in weak and e["event"] == "opened":
+            ts = _ts(e)
+            down = [t for t in e["affected_endpoints"] if run.state_at(t, ts) is State.DOWN]
+            assert not down, f"{run.label(ts)}: {e['incident']} (weak levels) opened listing {down}, which are down"
+    told = customer_notices(run, kinds=("outage", "suspected", "degraded"))
+    assert not [n for n in told.notices if n[1] in weak], (
+        f"{run.sc.name}: customers told of weak levels: {[n for n in told.notices if n[1] in weak][:5]}")
+
+
+CHECKS.append(weak_levels_are_never_told_to_customers)

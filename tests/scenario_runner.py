@@ -134,10 +134,12 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
             # ``back_after``: seconds until it answers again (the default: never; "off" reads as False in YAML)
             fail.setdefault(t, []).append([start, start + churn.get("back_after", duration)])
     lossy = _lossy_links(raw, inv)
-    polls: list[tuple[float, int, str, bool, float | None, str | None]] = []
+    levels = _levels(raw)
+    polls: list[tuple[float, int, str, bool, float | None, str | None, dict[str, float] | None]] = []
     for i, tid in enumerate(order):
         spans = fail.get(tid, [])
         links = lossy.get(tid, [])
+        steps = levels.get(tid, [])
         k = 0
         while (when := k * interval + offsets[tid]) < duration:
             span = next((a for a, b in spans if a <= when < b), None)
@@ -147,15 +149,26 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
                 if ok and link.start <= when < link.end:
                     loss = link.loss
                     ok = link.rng.random() >= link.drop
-            polls.append((when, i, tid, ok, loss, None if span is None else cause.get((tid, span))))
+            metrics = next((m for at, m in reversed(steps) if at <= when), None)
+            polls.append((when, i, tid, ok, loss, None if span is None else cause.get((tid, span)), metrics))
             k += 1
-    polls.sort()
+    polls.sort(key=lambda p: p[:3])
     return [
         json.dumps({"ts": format_ts(EPOCH + t), "target": tid, "ok": ok, **({"loss": loss} if ok and loss else {}),
-                    **({"cause": why} if why else {})})
+                    **({"cause": why} if why else {}), **({"metrics": m} if ok and m else {})})
         + "\n"
-        for t, _, tid, ok, loss, why in polls
+        for t, _, tid, ok, loss, why, m in polls
     ]
+
+
+def _levels(raw: dict[str, Any]) -> dict[str, list[tuple[float, dict[str, float]]]]:
+    """Levels a subscriber table reports: ``{at, levels: [ids], metrics: {onu_rx_dbm: -28.5}}`` in the
+    timeline; those targets' answered polls carry these metrics from then on (``metrics: {}``: none)."""
+    out: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    for step in raw.get("timeline", []):
+        for tid in step.get("levels") or []:
+            out.setdefault(tid, []).append((float(step["at"]), dict(step.get("metrics") or {})))
+    return out
 
 
 def _fail_spans(
@@ -248,7 +261,8 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
     from monitor.correlate.incidents import parse_ts
     from monitor.correlate.service import CorrelationService
     from monitor.correlate.store import IncidentStore
-    from monitor.replay import _reasons
+    from monitor.replay import _levels, _reasons
+    from monitor.replay_input import Metrics
     from monitor.state import Confirmation, Observation, TargetState, restored, step
     from monitor.store import EventStore
 
@@ -293,7 +307,10 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
             now = ts
         tid = rec["target"]
         loss = rec.get("loss")
-        reasons = _reasons(sc.inventory.targets[tid], None, loss, "scenario", 0) if rec["ok"] and loss else ()
+        target = sc.inventory.targets[tid]
+        reasons = _reasons(target, None, loss, "scenario", 0) if rec["ok"] and loss else ()
+        if rec.get("metrics"):  # as replay and the daemon's table walk judge a row's levels
+            reasons += _levels(target, Metrics(**rec["metrics"]))
         why = rec.get("cause")  # as replay and the daemon's table walk word it
         obs = Observation(reachable=rec["ok"], degraded_reasons=reasons,
                           detail="" if rec["ok"] else f"last down cause {why}" if why else "no reply", cause=why)

@@ -59,3 +59,24 @@ def test_bad_causes_are_refused_with_the_line(record: dict[str, object], message
     with pytest.raises(ReplayError) as exc:
         list(replay(inv, settings_for(inv), _lines([{"ts": "2026-11-01T00:00:00Z", "target": tid, **record}])))
     assert str(exc.value) == message
+
+
+def test_an_answered_polls_metrics_are_judged_like_the_table_walk() -> None:
+    """``metrics`` on an answered poll (issue 17): an ONU's optical rx below its threshold for
+    ``degraded_after`` polls is DEGRADED with the daemon's words (table_watch.level_reasons), and a
+    level back within it is UP again."""
+    from tests.scenario_runner import from_raw
+
+    sc = from_raw({
+        "interval": 60, "duration": 900,
+        "topology": {"nodes": [{"id": "core"}, {"id": "pon-1", "parent": "core"}],
+                     "endpoints": [{"id": "onu-1", "parent": "pon-1"}]},
+        "timeline": [{"at": 100, "levels": ["onu-1"], "metrics": {"onu_rx_dbm": -28.5}},
+                     {"at": 500, "levels": ["onu-1"], "metrics": {"onu_rx_dbm": -20}}],
+    }, "levels")
+    engine = Recording(Topology.from_inventory(sc.inventory), sc.settings)
+    engine.seen = []
+    list(replay(sc.inventory, sc.settings, sc.lines, engine=engine))
+    assert [(c.new, c.reason) for c in engine.seen if c.target == "onu-1"] == [
+        (State.UP, "first reply"), (State.DEGRADED, "onu rx -28.5dBm < -27dBm"), (State.UP, "2 consecutive good polls"),
+    ]

@@ -56,8 +56,22 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> str:
     (line(ok="1"), "in.jsonl:2: ok must be true or false, got 1"),
     # the full check refused a null cause; the fast path took it for no cause
     (line(ok="false", cause="null"), "in.jsonl:2: cause must be one of dying_gasp, los, other, unknown, got null"),
-    (line(rtt="5"), "in.jsonl:2: unknown key 'rtt' (expected ts, target, ok, rtt_ms, loss, cause)"),
-    (line(ok="false", Ok="true"), "in.jsonl:2: unknown key 'Ok' (expected ts, target, ok, rtt_ms, loss, cause)"),
+    (line(rtt="5"), "in.jsonl:2: unknown key 'rtt' (expected ts, target, ok, rtt_ms, loss, cause, metrics)"),
+    (line(ok="false", Ok="true"),
+     "in.jsonl:2: unknown key 'Ok' (expected ts, target, ok, rtt_ms, loss, cause, metrics)"),
+    # an ONU's or station's levels (issue 17): on answered polls only, known names, finite and in range
+    (line(ok="false", metrics='{"onu_rx_dbm": -28.5}'), "in.jsonl:2: metrics are only for an answered poll (ok true)"),
+    (line(metrics="-28.5"), 'in.jsonl:2: metrics must be an object like {"onu_rx_dbm": -28.5}, got a number'),
+    (line(metrics='{"rx_dbm": -28.5}'),
+     "in.jsonl:2: unknown metric 'rx_dbm' (expected onu_rx_dbm, wireless_signal_dbm, wireless_ccq_pct)"),
+    (line(metrics='{"onu_rx_dbm": NaN}'), "in.jsonl:2: metrics.onu_rx_dbm must be a finite number from -100 to 30, "
+     "got NaN"),
+    (line(metrics='{"onu_rx_dbm": -1e300}'),
+     "in.jsonl:2: metrics.onu_rx_dbm must be a finite number from -100 to 30, got -1e+300"),
+    (line(metrics='{"wireless_ccq_pct": true}'),
+     "in.jsonl:2: metrics.wireless_ccq_pct must be a finite number from 0 to 100, got true"),
+    (line(metrics='{"wireless_signal_dbm": 3}'),
+     "in.jsonl:2: metrics.wireless_signal_dbm must be a finite number from -150 to 0, got 3"),
     (line(ts='"9999-12-31T23:00:00-05:00"'),
      "in.jsonl:2: ts '9999-12-31T23:00:00-05:00' is outside 1970-01-01 to 2099-12-31"),
     (line(ts='"2026-11-01T00:00:01' + "0" * 3000 + '"'), "in.jsonl:2: ts '2026-11-01T00:00:0100000"),
@@ -109,9 +123,15 @@ _EDGES: dict[str, list[object]] = {  # each optional field's values at and aroun
                2**64],
     "loss": [0, 1, 2, 1.0, 1.0000000000000002, 5e-324, -0.0, -1e-9, -1],
     "cause": ["los", "dying_gasp", "other", "unknown", "LOS", "", None],
+    "metrics": [{}, None, {"onu_rx_dbm": -100}, {"onu_rx_dbm": -100.00000000000001}, {"onu_rx_dbm": 30.5},
+                {"wireless_ccq_pct": 100}, {"wireless_ccq_pct": -0.0}, {"wireless_signal_dbm": 0.1},
+                {"onu_rx_dbm": True}, {"rx": -20}, {"onu_rx_dbm": None}, [], "x"],
 }
 _TYPICAL = {"rtt_ms": st.integers(0, 10) | st.floats(0, 500), "loss": st.floats(0, 1),
-            "cause": st.sampled_from(["los", "other"])}
+            "cause": st.sampled_from(["los", "other"]),
+            "metrics": st.fixed_dictionaries({}, optional={
+                "onu_rx_dbm": st.integers(-40, 0) | st.floats(-40, 0), "wireless_signal_dbm": st.integers(-95, -40),
+                "wireless_ccq_pct": st.floats(0, 100)})}
 
 
 @st.composite
@@ -120,7 +140,7 @@ def _records(draw: st.DrawFn) -> list[tuple[str, object]]:
     sometimes one field made odd, written twice (the last one counts) or an unknown key added."""
     pairs: list[tuple[str, object]] = [
         ("ts", "2026-11-01T00:00:00Z"), ("target", "core-arauca"), ("ok", draw(st.booleans()))]
-    for key in ("rtt_ms", "loss", "cause"):
+    for key in ("rtt_ms", "loss", "cause", "metrics"):
         if draw(st.booleans()):
             pairs.append((key, draw(st.sampled_from(_EDGES[key]) if draw(st.booleans()) else _TYPICAL[key])))
     match draw(st.integers(0, 7)):
@@ -160,7 +180,7 @@ def test_whatever_the_fast_decoder_accepts_the_full_check_accepts_with_the_same_
     # what the replay loop checks itself on a record the decoder gave: ts parsed, no cause on a good poll
     try:
         timestamp(fast.ts, "in.jsonl", 1)
-        loop_refuses = fast.cause is not UNSET and fast.ok
+        loop_refuses = (fast.cause is not UNSET and fast.ok) or (fast.metrics is not None and not fast.ok)
     except ReplayError:
         loop_refuses = True
     if loop_refuses:
@@ -172,11 +192,14 @@ def test_whatever_the_fast_decoder_accepts_the_full_check_accepts_with_the_same_
     assert fast == want
     for name in ("rtt_ms", "loss"):
         assert type(getattr(fast, name)) is type(getattr(want, name))
+    if fast.metrics is not None and want.metrics is not None:
+        for name in ("onu_rx_dbm", "wireless_signal_dbm", "wireless_ccq_pct"):
+            assert type(getattr(fast.metrics, name)) is type(getattr(want.metrics, name))
 
 
 def test_the_fast_decoder_takes_the_usual_lines() -> None:
     """It must not decline the lines every recorder writes (the replay's speed depends on it)."""
     decode = record_decoder()
     for text in (GOOD.decode(), line(rtt_ms="4.2").decode(), line(rtt_ms="4", loss="0.25").decode(),
-                 line(ok="false", cause='"los"').decode() + "\n"):
+                 line(ok="false", cause='"los"').decode() + "\n", line(metrics='{"onu_rx_dbm": -28.5}').decode()):
         assert decode(text) == record(parse_line(text, "in.jsonl", 1))

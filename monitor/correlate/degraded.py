@@ -40,3 +40,43 @@ def loss_top(ancestors: tuple[str, ...], lossy: Mapping[str, float], fading: Map
         if a in lossy or a in fading:
             top = a
     return top
+
+
+# ---------------------------------------------------------------- weak levels (issue 17)
+#
+# An ONU whose optical rx power drifts below the threshold (a dirty connector, a bent drop), or a station
+# whose signal or CCQ falls (a misaligned CPE, a tree grown into the path), still answers: DEGRADED, not
+# DOWN, and nothing the customer is told about. Its technicians are: one ``degraded`` incident per
+# parent (the PON port or AP whose table lists it), with every weak endpoint below it and its values.
+
+#: a DEGRADED reason that names a subscriber's levels (monitor.polling.table_watch.level_reasons, and
+#: an endpoint's own SNMP levels: monitor.polling.assess) rather than loss, latency or jitter
+_LEVELS = re.compile(r"(?:^|, |but )(?:onu rx|optical rx|signal|ccq) -?\d")
+#: how the detail of a weak-levels ``degraded`` incident begins (delivery tells those apart from a
+#: lossy link's by it: technicians only, never a customer notice)
+LEVELS_DETAIL = "weak levels below "
+MAX_LISTED = 100  # endpoints whose values one detail lists (an AP may have 200 weak stations)
+
+
+def shows_levels(reason: str) -> bool:
+    """Whether a DEGRADED transition's reason names optical or radio levels below a threshold."""
+    return _LEVELS.search(reason) is not None
+
+
+def weak_levels(detail: str) -> bool:
+    """Whether an incident's detail says it is a weak-levels ``degraded`` incident."""
+    return detail.startswith(LEVELS_DETAIL)
+
+
+def levels_detail(parent: str, weak: Mapping[str, str], customer: Mapping[str, str]) -> str:
+    """What a weak-levels incident says: each weak endpoint below ``parent``, its customer and values.
+
+    ``weak``: endpoint -> its DEGRADED reason ("onu rx -28.5dBm < -27dBm"), listed in sorted order.
+    """
+    items = sorted(weak.items())
+    parts = []
+    for tid, why in items[:MAX_LISTED]:
+        who = f" ({customer[tid]})" if tid in customer else ""
+        parts.append(f"{tid}{who} {why.removeprefix('answering again but ')}")
+    more = f"; and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return f"{LEVELS_DETAIL}{parent}: {'; '.join(parts)}{more}"

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from monitor.api.links import AckLinks
+from monitor.correlate.degraded import weak_levels
 from monitor.correlate.incidents import IncidentEvent, Kind
 from monitor.correlate.topology import children_of, descendants
 from monitor.delivery.config import DeliveryConfig, OnCall
@@ -111,6 +112,10 @@ class IncidentMemory:
     eta_due: bool = False  # customers still to be told the ETA or its withdrawal (waiting for the throttle)
     eta_told: list[str] = field(default_factory=list)  # customers whose last update gave them an ETA
     eta_by: str = ""  # who set or withdrew it (staff name: the desk's comment says so)
+    #: a ``degraded`` incident for weak levels (optical rx, signal, CCQ below the thresholds, one per PON
+    #: port or AP): technicians only, as information (one ticket, the first on call, no escalation);
+    #: never a customer notice, whatever ``customers.kinds`` says of a lossy link's degraded service
+    levels: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -304,6 +309,7 @@ def _opened(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory
             m.notified, m.restored = base.notified, base.restored
     m.kind, m.nodes, m.customers_now, m.affected = e.kind, list(e.affected_nodes), list(e.affected_customers), len(
         e.affected_customers)
+    m.levels = m.levels or (e.kind == "degraded" and weak_levels(e.detail))
     _status(e, ctx, out, "down")
     if e.kind == "blind":
         if e.incident not in glob.blind:
@@ -314,11 +320,12 @@ def _opened(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemory
         return m
     if _wants_ticket(e, ctx):
         _open_ticket(e, m, glob, ctx, out)
-        if e.kind != "power":
-            _alert_technicians(e, m, ctx, now, out, tier=0)
-        elif not _own_power(e, ctx):
+        if m.levels or (e.kind == "power" and not _own_power(e, ctx)):
             _inform_technicians(e, m, ctx, out)
-    _notify_opened(e, m, e.affected_customers, glob, ctx, out)
+        elif e.kind != "power":
+            _alert_technicians(e, m, ctx, now, out, tier=0)
+    if not m.levels:
+        _notify_opened(e, m, e.affected_customers, glob, ctx, out)
     return m
 
 
@@ -336,7 +343,9 @@ def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemor
         return m
     if not m.ticket_incident and _wants_ticket(e, ctx):  # e.g. planned → outage when the window ended
         _open_ticket(e, m, glob, ctx, out)
-        if e.kind != "power":
+        if m.levels:
+            _inform_technicians(e, m, ctx, out)
+        elif e.kind != "power":
             _alert_technicians(e, m, ctx, now, out, tier=0)
     elif m.ticket_incident:
         if kind_changed and e.kind != "power" and m.tier < 0:
@@ -346,6 +355,8 @@ def _updated(e: IncidentEvent, mem: dict[str, IncidentMemory], glob: GlobalMemor
             m.comment_due = True
         if m.comment_due and (kind_changed or now >= m.last_comment + ctx.cfg.desk.comment_min_interval):
             _comment(e.incident, m, ctx, now, out, reason="kind" if kind_changed else "affected")
+    if m.levels:
+        return m  # weak levels: technicians only (the desk's comments above), never customers
     _notify_opened(e, m, e.affected_customers, glob, ctx, out)
     cn = ctx.cfg.customers
     if cn.restore_on_partial:
@@ -609,7 +620,9 @@ def _wants_ticket(e: IncidentEvent, ctx: Context) -> bool:
     if ctx.cfg.desk.kind == "none" and not ctx.cfg.oncall:
         return False
     if e.kind in ("outage", "suspected", "degraded"):
-        return True  # degraded: the lossy link's technicians are told once, not per flickering endpoint
+        # degraded: the lossy link's technicians are told once, not per flickering endpoint; weak levels
+        # below a PON port or AP: one informational ticket for them
+        return True
     if e.kind == "power" and not _own_power(e, ctx):
         return True  # a power cut in an area: one informational ticket (no crew, see _inform_technicians)
     if e.kind in ("single", "power"):
@@ -627,7 +640,8 @@ def _own_power(e: IncidentEvent, ctx: Context) -> bool:
 
 
 def _inform_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, out: Plan) -> None:
-    """A power cut in an area: the first on call hears it once, as information (no crew for fibre):
+    """A power cut in an area, or weak levels below a PON port or AP: the first on call hears it once,
+    as information (no crew for fibre, nothing down):
     no ack link, no phone, no escalation (``m.tier`` stays -1, so :func:`tick` never escalates)."""
     tiers = ctx.oncall(e.root, e.ts)
     m.tiers = list(tiers)
@@ -714,7 +728,7 @@ def _ticket_data(e: IncidentEvent, m: IncidentMemory, ctx: Context) -> dict[str,
         **ctx.place(e.root), "incident": e.incident, "kind": e.kind, "opened_at": ctx.local(m.opened_at),
         "ts": ctx.local(e.ts), "count": len(customers), "customers": customers, "deadlines": deadlines,
         "endpoints": len(e.affected_endpoints), "nodes": list(e.affected_nodes), "grafana": grafana,
-        "timezone": ctx.cfg.timezone, "detail": e.detail, **ctx.location(e.root),
+        "timezone": ctx.cfg.timezone, "detail": e.detail, "levels": m.levels, **ctx.location(e.root),
         "down_nodes": [ctx.node_line(n) for n in e.affected_nodes if n != e.root],
     }
 

@@ -13,6 +13,7 @@ network sees, ping whether traffic passes). Judging is pure (:func:`table_observ
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,16 +53,19 @@ def _reasons(metrics: tuple[Metric, ...], th: Thresholds) -> list[str]:
     def values(name: str) -> list[float]:
         return [m.value for m in metrics if m.name == name]
 
+    return level_reasons(values("onu_rx_dbm"), values("wireless_signal_dbm"), values("wireless_ccq_pct"), th)
+
+
+def level_reasons(rx: Sequence[float], signal: Sequence[float], ccq: Sequence[float], th: Thresholds) -> list[str]:
+    """A subscriber's optical and radio levels judged against its thresholds, in the words the engine
+    groups by (``monitor.correlate.degraded.shows_levels``); ``monitor replay`` judges its ``metrics`` here too."""
     out: list[str] = []
-    rx = values("onu_rx_dbm")
     if rx and th.optical_rx_dbm_min is not None and min(rx) < th.optical_rx_dbm_min:
         out.append(f"onu rx {min(rx):g}dBm < {th.optical_rx_dbm_min:g}dBm")
     if rx and th.optical_rx_dbm_max is not None and max(rx) > th.optical_rx_dbm_max:
         out.append(f"onu rx {max(rx):g}dBm > {th.optical_rx_dbm_max:g}dBm")
-    signal = values("wireless_signal_dbm")
     if signal and th.signal_dbm_min is not None and min(signal) < th.signal_dbm_min:
         out.append(f"signal {min(signal):g}dBm < {th.signal_dbm_min:g}dBm")
-    ccq = values("wireless_ccq_pct")
     if ccq and th.ccq_pct_min is not None and min(ccq) < th.ccq_pct_min:
         out.append(f"ccq {min(ccq):g}% < {th.ccq_pct_min:g}%")
     return out
