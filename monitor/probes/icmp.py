@@ -165,7 +165,7 @@ class IcmpProbe:
         sock = self._socks.get(family)
         if sock is None:
             return self._unpingable(address, target_id, family)
-        echo = Echo(sockaddr[0], packed, target_id, sockaddr)
+        echo = Echo(sockaddr[0], packed, target_id, sockaddr, per_ping_timeout)
         await _exchange([(sock, [echo])], count, spacing, per_ping_timeout, deadline)
         return summarize(echo, per_ping_timeout)
 
@@ -180,7 +180,7 @@ class IcmpProbe:
         for address, target_id in zip(addresses, target_ids, strict=True):
             family, packed, sockaddr = lookup(address)
             if family in socks:
-                echo = Echo(sockaddr[0], packed, target_id, sockaddr)
+                echo = Echo(sockaddr[0], packed, target_id, sockaddr, per_ping_timeout)
                 slots.append(echo)
                 by_family[family].append(echo)
             else:

@@ -21,9 +21,12 @@ or payload: forged or misrouted) are also counted in ``monitor_icmp_rejected_rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import heapq
 import itertools
+import math
 import os
 import random
 import secrets
@@ -44,9 +47,12 @@ IPV6_RECVERR = 25
 SO_TIMESTAMPNS = 35  # Linux: each datagram carries its kernel receive time (CLOCK_REALTIME, ns)
 TIMESTAMP_ANC = socket.CMSG_SPACE(16)  # one struct timespec
 TIMESPEC = struct.Struct("qq")
+SIOCGSTAMPNS = 0x8907  # ioctl: kernel receive time of the last datagram read (struct timespec)
+NO_STAMP = bytes(TIMESPEC.size)
 RCVBUF = 8 * 1024 * 1024
 RECV_SIZE = 65536  # an ICMP message can quote a whole IP packet
 RECV_BURST = 4096  # replies handled per reader callback before yielding to the loop
+DRAIN_BURSTS = 8  # reader bursts a due deadline may take first to read what the kernel already holds
 Retry = tuple[bytes, int, int, int]  # packet, index, sequence, token of a request to send again
 SEND_RETRY_DELAYS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
@@ -83,16 +89,20 @@ class Echo:
     """
 
     __slots__ = (
-        "address", "errors", "group", "outstanding", "packed", "rtts", "sockaddr", "target_id", "tokens",
+        "address", "errors", "group", "limit", "outstanding", "packed", "rtts", "sockaddr", "target_id",
+        "tokens",
     )
 
     def __init__(
-        self, address: str, packed: bytes, target_id: str = "", sockaddr: tuple[str, int] | None = None
+        self, address: str, packed: bytes, target_id: str = "", sockaddr: tuple[str, int] | None = None,
+        limit: float = math.inf,
     ) -> None:
         self.address = address  # canonical text, as recvfrom reports the source
         self.packed = packed
         self.target_id = target_id
         self.sockaddr = sockaddr or (address, 0)  # callers pass a cached one: no tuple per poll
+        #: each request's timeout (s): a reply read later than this is judged by its kernel receive time
+        self.limit = limit
         # Set once every echo is sent, so an early answer cannot end the poll before the rest.
         self.group: Group | None = None
         self.tokens: list[int] = []
@@ -179,6 +189,8 @@ class IcmpSocket:
                     sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
             if kernel_timestamps:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            else:
+                _keep_receive_times(sock)
         except OSError:
             sock.close()
             raise
@@ -313,6 +325,14 @@ class IcmpSocket:
         self._timer = None
         heap = self._deadlines
         now = time.monotonic()
+        if heap and heap[0][0] <= now:
+            # Replies the kernel queued before now are not late, however late the loop got round to
+            # them: read them before giving their polls up. The reader takes RECV_BURST per callback,
+            # and a starved loop may hold more than that (every raw socket gets every ICMP reply on
+            # the machine), so without this a deadline could fire with its replies still queued.
+            for _ in range(DRAIN_BURSTS):
+                if self._on_readable():
+                    break
         while heap and heap[0][0] <= now:
             fut = heapq.heappop(heap)[2]
             if not fut.done():
@@ -333,13 +353,16 @@ class IcmpSocket:
 
     # -- receive ------------------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
+    def _on_readable(self) -> bool:
         """Drain the socket: match echo replies inline (the hot path), hand anything else to parse.
+        True once the socket is empty, False when the burst's budget ran out first.
 
         Every reply is read into one preallocated buffer and checked in place (no bytes object, no
         slice): at fping-like rates the per-reply Python work is what limits the probe. Raw IPv4
         replies carry their IP header, so their source is checked there and ``recv_into`` spares
         building an address tuple per reply; other sockets take the source from ``recvfrom_into``.
+        A reply read after its request's timeout asks the kernel when it arrived (one ioctl, only
+        then): a starved process must not turn replies that came in time into lost ones.
         """
         recv_into = self.sock.recv_into
         recvfrom_into = self.sock.recvfrom_into
@@ -368,7 +391,7 @@ class IcmpSocket:
                 else:
                     n, src = recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
-                return
+                return True
             except OSError:
                 # A queued error (datagram sockets with IP_RECVERR): details are in the error queue.
                 self._drain_error_queue()
@@ -393,10 +416,13 @@ class IcmpSocket:
                     selfmetrics.ICMP_REJECTED_REPLIES.inc()
                     continue
                 del pending[token]
+                echo = entry[0]
                 rtt = now - entry[3]
                 if anc:
                     rtt = _kernel_rtt(anc, entry[3], realtime_offset, rtt)
-                entry[0].done(entry[1], rtt, None)
+                elif rtt > echo.limit:
+                    rtt = self._arrival_rtt(entry[3], rtt)
+                echo.done(entry[1], rtt, None)
                 continue
             parsed = parse(self.family, bytes(buf[:n]), off, pad)
             if parsed is None:
@@ -406,6 +432,18 @@ class IcmpSocket:
             else:
                 self._on_error(parsed)
         # Budget used up: let other callbacks run; epoll reports the socket again next iteration.
+        return False
+
+    def _arrival_rtt(self, sent: float, read_rtt: float) -> float:
+        """The round trip up to the kernel's receive time of the datagram just read (SIOCGSTAMPNS);
+        ``read_rtt`` when the kernel has none (see :func:`_keep_receive_times`) or it is implausible."""
+        try:
+            stamp = fcntl.ioctl(self.sock.fileno(), SIOCGSTAMPNS, NO_STAMP)
+        except OSError:
+            return read_rtt
+        sec, nsec = TIMESPEC.unpack(stamp)
+        rtt: float = sec + nsec * 1e-9 - (time.time() - time.monotonic()) - sent
+        return rtt if 0.0 <= rtt <= read_rtt else read_rtt
 
     def _on_error(self, p: Parsed) -> None:
         """An ICMP error quoting one of our requests: fail that echo at once."""
@@ -448,6 +486,18 @@ def _kernel_rtt(anc: list[tuple[int, int, bytes]], sent: float, realtime_offset:
             if 0.0 <= rtt <= read_rtt:
                 return rtt
     return read_rtt
+
+
+def _keep_receive_times(sock: socket.socket) -> None:
+    """Have the kernel note each datagram's receive time for SIOCGSTAMPNS (no cost per read).
+
+    The first SIOCGSTAMPNS on a socket turns this on (and, having nothing yet, fails with ENOENT);
+    the kernel then stamps datagrams on arrival once its deferred work has enabled timestamps, until
+    which the ioctl returns the read time, i.e. no correction. Unlike SO_TIMESTAMPNS (the
+    ``kernel_timestamps`` option) no ancillary data is built per datagram.
+    """
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(sock.fileno(), SIOCGSTAMPNS, NO_STAMP)
 
 
 def _fresh_token(pending: dict[int, tuple[Echo, int, int, float]]) -> int:
