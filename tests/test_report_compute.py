@@ -293,3 +293,27 @@ def test_a_customers_own_power_is_shown_apart_and_not_the_isps_downtime() -> Non
     assert "customer_power_min" in to_csv(r).splitlines()[0]
     es, en = to_markdown(r, "es"), to_markdown(r, "en")
     assert "Energía del cliente" in es and "corte de energía" in es and "Customer power" in en and "power cut" in en
+
+
+def test_time_degraded_per_node_weak_levels_apart_from_failures() -> None:
+    """Issue 17: ap1's stations with a weak signal (a ``degraded`` incident for weak levels, two of them
+    overlapping: counted once) are time degraded per node, not failures: out of the incident list,
+    counts, response compliance and customer minutes. A lossy link's degraded incident at core stays an
+    incident and is its own column. A weak-levels incident still open counts up to the period's end."""
+    h = up_all_month(*ALL)
+    h["cpe1"] += [(at(3, 1), "degraded"), (at(3, 4), "up")]
+    weak = [
+        IncidentRecord("INC-000001", "degraded", "ap1", at(3, 1), at(3, 4), ("cpe1",), ("C1",), levels=True),
+        IncidentRecord("INC-000002", "degraded", "ap1", at(3, 3), at(3, 5), ("cpe2",), ("C2",), levels=True),
+        IncidentRecord("INC-000004", "degraded", "ap1", at(31, 23), None, ("cpe3",), ("C1",), levels=True),
+    ]
+    lossy = IncidentRecord("INC-000003", "degraded", "core", at(9, 1), at(9, 2), ("cpe1",), ("C1",))
+    r = run(h, by="node", incidents=[*weak, lossy])
+    assert [(d.node, d.levels_s, d.lossy_s, d.incidents, d.customers) for d in r.degraded_nodes] == [
+        ("ap1", (4 + 1) * 60 * MIN, 0.0, 3, 2), ("core", 0.0, 60 * MIN, 1, 1)]
+    assert [i.id for i in r.incidents] == ["INC-000003"] and r.totals.incidents == 1
+    assert row(r, "cpe1").incidents == 1 and row(r, "cpe2").incidents == 0
+    assert row(r, "cpe1").availability == 100.0 and row(r, "cpe1").degraded_s == 3 * 60 * MIN
+    es, en = to_markdown(r, "es"), to_markdown(r, "en")
+    assert "## Tiempo degradado por nodo" in es and "| ap1 | 300,0 | 0,0 | 3 | 2 |" in es
+    assert "## Time degraded per node" in en and "| core | 0.0 | 60.0 | 1 | 1 |" in en

@@ -55,6 +55,8 @@ _LEVELS = re.compile(r"(?:^|, |but )(?:onu rx|optical rx|signal|ccq) -?\d")
 #: how the detail of a weak-levels ``degraded`` incident begins (delivery tells those apart from a
 #: lossy link's by it: technicians only, never a customer notice)
 LEVELS_DETAIL = "weak levels below "
+#: the stored basis of a weak-levels incident (its kind is ``degraded``; a lossy link's basis is ``degraded``)
+LEVELS_BASIS = "levels"
 MAX_LISTED = 100  # endpoints whose values one detail lists (an AP may have 200 weak stations)
 
 

@@ -12,6 +12,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 
+from monitor.correlate.degraded import LEVELS_BASIS
 from monitor.db import StoreConnection
 
 # When an incident's failure was over. A blindness is over only when it ended (cleared_at): staff may
@@ -31,13 +32,16 @@ class PastIncident:
     acked_at: float | None
     targets: tuple[str, ...]  # every endpoint and node ever attached
     customers: tuple[str, ...]  # every customer ever affected
+    #: a ``degraded`` incident for weak levels below a PON port or AP (basis ``levels``): its customers
+    #: kept their service, so it is no failure (the report shows it as time degraded per node)
+    levels: bool = False
 
 
 def incidents_overlapping(db: StoreConnection, start: float, end: float) -> list[PastIncident]:
     """Incidents whose failure overlaps [start, end), oldest first; merged ones are left out (their
     targets live on in the incident they merged into)."""
     rows = db.execute(
-        f"SELECT id, kind, root, opened_at, {_RESTORED}, acked_at FROM incidents"
+        f"SELECT id, kind, root, opened_at, {_RESTORED}, acked_at, basis FROM incidents"
         f" WHERE status != 'merged' AND opened_at < ? AND ({_RESTORED} IS NULL OR {_RESTORED} > ?) ORDER BY seq",
         (end, start),
     ).fetchall()
@@ -56,8 +60,9 @@ def incidents_overlapping(db: StoreConnection, start: float, end: float) -> list
             customers[inc].update(json.loads(custs))
     return [
         PastIncident(id=iid, kind=kind, root=root, opened_at=opened, restored_at=restored, acked_at=acked,
-                     targets=tuple(sorted(targets[iid])), customers=tuple(sorted(customers[iid])))
-        for iid, kind, root, opened, restored, acked in rows
+                     targets=tuple(sorted(targets[iid])), customers=tuple(sorted(customers[iid])),
+                     levels=basis == LEVELS_BASIS)
+        for iid, kind, root, opened, restored, acked, basis in rows
     ]
 
 

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from monitor.inventory.model import Inventory, Target
 from monitor.report.model import (
     DayPoint,
+    DegradedNode,
     Figures,
     IncidentLine,
     IncidentRecord,
@@ -81,8 +82,10 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
             progress(f"figures for {n}/{len(ids)} targets")
 
     _behind_parents(inv, per_target, downs)
-    incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and not _is_own_power(inv, i)
-                 and _overlaps(i, period.start, known_end)]
+    # weak levels (ONUs' optical power, stations' signal below the thresholds) are no failure: their
+    # customers kept their service; they are time degraded per node (_degraded_nodes), not incidents here
+    incidents = [i for i in inp.incidents if i.kind not in EXCLUDED_KINDS and not i.levels
+                 and not _is_own_power(inv, i) and _overlaps(i, period.start, known_end)]
     for inc in incidents:
         for tid in {inc.root, *inc.targets}:
             if tid in per_target:
@@ -120,7 +123,31 @@ def compute(inp: ReportInput, by: str = "municipality", *, generated_at: float =
               for i in range(len(days) - 1)],
         weeks=_weeks(incidents, period.start, period.end, period.tz),
         data_until=known_end,
+        degraded_nodes=_degraded_nodes(inp, known_end),
     )
+
+
+def _degraded_nodes(inp: ReportInput, known_end: float) -> list[DegradedNode]:
+    """Per root of ``degraded`` incidents: the time under weak levels and under a lossy link in the period
+    (each the union of its incidents' spans: two at one node never count twice), most first."""
+    start, inv = inp.period.start, inp.inventory
+    spans: dict[str, tuple[list[tuple[float, float]], list[tuple[float, float]]]] = {}
+    counts: dict[str, int] = defaultdict(int)
+    customers: dict[str, set[str]] = defaultdict(set)
+    for inc in inp.incidents:
+        if inc.kind != "degraded" or not _overlaps(inc, start, known_end):
+            continue
+        end = known_end if inc.restored_at is None else min(inc.restored_at, known_end)
+        levels, lossy = spans.setdefault(inc.root, ([], []))
+        (levels if inc.levels else lossy).append((max(inc.opened_at, start), end))
+        counts[inc.root] += 1
+        customers[inc.root].update(inc.customers)
+    out = [
+        DegradedNode(node, _target_name(inv, node), sum(e - s for s, e in _merge(levels)),
+                     sum(e - s for s, e in _merge(lossy)), counts[node], len(customers[node]))
+        for node, (levels, lossy) in spans.items()
+    ]
+    return sorted(out, key=lambda d: (-d.degraded_s, d.node))
 
 
 # ---------------------------------------------------------------- one target

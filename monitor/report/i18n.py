@@ -59,6 +59,18 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (es, en)
     "worst_nodes": ("Los 10 nodos con más caída propia (causa raíz)",
                     "10 worst nodes by their own downtime (root causes)"),
     "worst_sites": ("Los 10 sitios con peor disponibilidad", "10 worst sites"),
+    "degraded_nodes": ("Tiempo degradado por nodo", "Time degraded per node"),
+    "levels_min": ("Niveles débiles (min)", "Weak levels (min)"),
+    "lossy_min": ("Enlace con pérdida (min)", "Lossy link (min)"),
+    "degraded_note": (
+        "Niveles débiles: ONU con potencia óptica, o estaciones con señal o CCQ, bajo el umbral debajo del "
+        "puerto PON o AP; sus clientes mantuvieron el servicio, así que no cuentan como falla ni en la "
+        "disponibilidad. Enlace con pérdida: el propio enlace del nodo con pérdida (lluvia); sus incidentes "
+        "sí están en la lista de incidentes.",
+        "Weak levels: ONUs' optical power, or stations' signal or CCQ, below the threshold below the PON port "
+        "or AP; their customers kept their service, so they count neither as failures nor in availability. "
+        "Lossy link: the node's own link losing packets (rain fade); its incidents are in the incident list.",
+    ),
     "incident_list": ("Incidentes del periodo", "Incidents in the period"),
     "id": ("Id", "Id"),
     "kind": ("Tipo", "Kind"),

@@ -43,6 +43,9 @@ class IncidentRecord:
     customers: tuple[str, ...] = ()  # every customer ever affected
     acked_at: float | None = None
     ticketed_at: float | None = None  # when the desk accepted its ticket (shown; not a response: the daemon's doing)
+    #: a ``degraded`` incident for weak levels (optical rx, signal, CCQ below the thresholds) below a PON
+    #: port or AP: its customers kept their service, so it is no failure; shown as time degraded per node
+    levels: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,23 @@ class IncidentLine:
 
 
 @dataclass(frozen=True, slots=True)
+class DegradedNode:
+    """Time a node spent under ``degraded`` incidents in the period: weak levels below it (its ONUs' optical
+    power, its stations' signal or CCQ) and loss on its own link (rain fade), each apart."""
+
+    node: str
+    name: str
+    levels_s: float  # under a weak-levels incident (the union of their spans, clipped to the period)
+    lossy_s: float  # under a lossy link's degraded incident
+    incidents: int
+    customers: int  # distinct customers ever listed by those incidents
+
+    @property
+    def degraded_s(self) -> float:
+        return self.levels_s + self.lossy_s
+
+
+@dataclass(frozen=True, slots=True)
 class DayPoint:
     start: float
     down_min: float
@@ -189,3 +209,4 @@ class Report:
     days: list[DayPoint]
     weeks: list[tuple[str, int]]  # ISO week label, incidents opened (or carried in) that week
     data_until: float = 0.0  # the period end, or "now" when the period is not over
+    degraded_nodes: list[DegradedNode] = field(default_factory=list)  # most time degraded first

@@ -97,6 +97,9 @@ def to_dict(r: Report) -> dict[str, object]:
         "days": [{"start": _iso(d.start), "downtime_min": _r(d.down_min), "availability_pct": _r(d.availability, 4)}
                  for d in r.days],
         "weeks": [{"week": w, "incidents": n} for w, n in r.weeks],
+        "degraded_nodes": [{"node": d.node, "name": d.name, "degraded_min": _r(d.degraded_s / 60),
+                            "levels_min": _r(d.levels_s / 60), "lossy_min": _r(d.lossy_s / 60),
+                            "incidents": d.incidents, "customers": d.customers} for d in r.degraded_nodes],
     }
 
 
@@ -155,6 +158,11 @@ def sections(r: Report, lang: str) -> list[Section]:
                 [[row.name, *_fig_cells(row.figures, lang)] for row in r.worst_nodes]),
         Section("worst_sites", t("worst_sites", lang), [t("site", lang), *fig_headers],
                 [[row.name, *_fig_cells(row.figures, lang)] for row in r.worst_sites]),
+        Section("degraded_nodes", t("degraded_nodes", lang),
+                [t("node", lang), t("levels_min", lang), t("lossy_min", lang), t("incidents", lang),
+                 t("customers", lang)],
+                [[d.name, num(d.levels_s / 60, lang), num(d.lossy_s / 60, lang), str(d.incidents), str(d.customers)]
+                 for d in r.degraded_nodes], t("degraded_note", lang)),
     ]
     shown = r.incidents[:MAX_INCIDENT_LINES]
     more = len(r.incidents) - len(shown)

@@ -125,7 +125,8 @@ def _incidents(db: StoreConnection, period: Period, versions: dict[str, int]) ->
     ticketed = _ticket_times(db) if past and versions.get("delivery", 0) >= 1 else {}
     return [
         IncidentRecord(id=i.id, kind=i.kind, root=i.root, opened_at=i.opened_at, restored_at=i.restored_at,
-                       targets=i.targets, customers=i.customers, acked_at=i.acked_at, ticketed_at=ticketed.get(i.id))
+                       targets=i.targets, customers=i.customers, acked_at=i.acked_at, ticketed_at=ticketed.get(i.id),
+                       levels=i.levels)
         for i in past
     ]
 
