@@ -123,6 +123,7 @@ class Daemon:
         if inv.pollers is not None and inv.pollers.poller_zones():
             assert polling.store is not None
             self.remote = RemoteIntake(inv, polling.store, polling.states, self._correlate, state_dir)
+            polling.sinks.append(self.remote.core_change)  # a node the core polls may be a poller's vantage
             self.zones = BlindZones.watching(inv, polling.store, polling.states, self.clock.now())
             self.feed = self.remote.feed(inv, self.zones)
         # The inventory, topology and states live as long as the process: keep the collector from
@@ -304,7 +305,10 @@ class Daemon:
         """Once a second: a zone whose pollers are all silent is blind, one heard again is back."""
         while True:
             await asyncio.sleep(1.0)
-            zones.step(self.clock.now())
+            now = self.clock.now()
+            zones.step(now)
+            if self.remote is not None:  # a silent poller's view is set aside while its zone has others
+                self.remote.silence(zones.watch.silent_pollers(now), now)
 
     async def _reload_timeseries(self, new: Inventory) -> None:
         """A changed ``timeseries:`` section: the running writer takes it (new credentials included)

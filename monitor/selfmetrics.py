@@ -90,6 +90,11 @@ ZONE_BLIND = Gauge(
     " the core cannot see the zone (its targets count as unknown until a poller is heard)", ["zone"],
     namespace=NS, registry=REGISTRY,
 )
+POLLER_BLIND = Gauge(
+    "remote_poller_blind", "1 while a remote poller's view is set aside as blind: its declared vantage node is"
+    " down, or everything it sees is down while another poller of its zone still sees the zone", ["poller"],
+    namespace=NS, registry=REGISTRY,
+)
 REMOTE_DROPPED = Counter(
     "remote_messages_dropped", "Messages from remote pollers dropped by reason (not_json, foreign_zone, wrong_topic,"
     " unknown_poller, ...)", ["reason"], namespace=NS, registry=REGISTRY,

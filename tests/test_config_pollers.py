@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from monitor.errors import ConfigError
+from monitor.inventory.fields import ID_HINT
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.pollers import PollersSettings
 from monitor.polling.table_watch import TableWatch
@@ -220,3 +221,46 @@ def test_splitting_a_table_endpoint_from_its_parent_is_refused(tmp_path: Path, n
         f"{tmp_path / 'sites.yaml'}:{NAMED_LINE}: pollers.zones[1].nodes: {message}: name it in zone 'tame' or "
         "not at all (whoever polls that zone walks the table)"]
 
+
+
+def test_a_poller_may_declare_the_node_it_sees_its_zone_through(tmp_path: Path) -> None:
+    """``vantage: {poller: node}`` (several vantage points, monitor.remote.vantage): a node of the
+    poller's own zone, or one the core polls."""
+    p = load_with(tmp_path, zones({"id": "x", "nodes": ["core"], "pollers": ["p-x1", "p-x2"],
+                                   "vantage": {"p-x1": "core", "p-x2": "bh-s"}}, base=False)
+                  | {"zones": [{"id": "saravena", "municipalities": ["saravena", "arauca", "tame"],
+                                "pollers": ["p-s1", "p-s2"], "vantage": {"p-s1": "ap-s", "p-s2": "bh-s"}}]})
+    assert p is not None and p.vantage_of() == {"p-s1": "ap-s", "p-s2": "bh-s"}
+    p = load_with(tmp_path, zones())
+    assert p is not None and p.vantage_of() == {} and p.zones["saravena"].vantage == {}
+    core_polled = load_with(tmp_path, {"brokers": [{"host": "h"}], "zones": [
+        {"id": "noc", "municipalities": ["arauca"]},
+        {"id": "saravena", "municipalities": ["saravena", "tame"], "pollers": ["p-s"], "vantage": {"p-s": "core"}}]})
+    assert core_polled is not None and core_polled.vantage_of() == {"p-s": "core"}
+
+
+@pytest.mark.parametrize(("vantage", "message"), [
+    ("{p-x: core}", "pollers.zones[2].vantage.p-x: unknown poller 'p-x': the zone's pollers are p-s1, p-s2"),
+    ("{p-s1: gw-nowhere}", "pollers.zones[2].vantage.p-s1: vantage node 'gw-nowhere' does not exist"),
+    ("{p-s1: ap-t}", "pollers.zones[2].vantage.p-s1: vantage node 'ap-t' is in zone 'tame', which its own "
+                     "pollers report: name a node of zone 'saravena' or one the core polls"),
+    ("{p-s1: bad id}", f"pollers.zones[2].vantage.p-s1: bad node id 'bad id' ({ID_HINT})"),
+    ("[p-s1]", "pollers.zones[2].vantage: expected a mapping, got a list"),
+])
+def test_vantage_mistakes_are_named_with_their_line(tmp_path: Path, vantage: str, message: str) -> None:
+    path = tmp_path / "sites.yaml"
+    text = BASE + f"""pollers:
+  brokers: [{{host: 127.0.0.1}}]
+  zones:
+    - {{id: noc, municipalities: [arauca]}}
+    - {{id: tame, municipalities: [tame], pollers: [p-t]}}
+    - id: saravena
+      municipalities: [saravena]
+      pollers: [p-s1, p-s2]
+      vantage: {vantage}
+"""
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_inventory(path, env={})
+    line = text.split("\n").index(f"      vantage: {vantage}") + 1
+    assert err.value.problems == [f"{path}:{line}: {message}"]

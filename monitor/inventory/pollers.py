@@ -20,7 +20,8 @@ Example::
       brokers: [{host: 127.0.0.1, port: 1883, username: core, password: {env: MQTT_CORE_PASSWORD}}]
       zones:
         - {id: noc, municipalities: [arauca]}                      # the core polls it
-        - {id: saravena, municipalities: [saravena], pollers: [p-saravena-1, p-saravena-2]}
+        - {id: saravena, municipalities: [saravena], pollers: [p-saravena-1, p-saravena-2],
+           vantage: {p-saravena-1: gw-saravena}}            # optional: the node each sees the zone through
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from monitor.secret import Secret
 
 KEYS = ("brokers", "prefix", "heartbeat", "silent_after", "zones")
 BROKER_KEYS = ("host", "port", "username", "password", "tls", "ca_file")
-ZONE_KEYS = ("id", "pollers", "municipalities", "sites", "nodes")
+ZONE_KEYS = ("id", "pollers", "vantage", "municipalities", "sites", "nodes")
 MAX_POLLERS_PER_ZONE = 4
 DEFAULT_PREFIX = "monitor/pollers"
 HEARTBEAT = 10.0  # s between a poller's heartbeats
@@ -60,6 +61,9 @@ class BrokerSettings:
 class Zone:
     id: str
     pollers: tuple[str, ...] = ()  # empty: the core polls this zone itself
+    #: poller -> the node it sees the zone through (its own uplink or gateway): while that node is
+    #: down the poller is blind and its view is set aside (monitor.remote.vantage)
+    vantage: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,10 @@ class PollersSettings:
     def poller_zones(self) -> dict[str, str]:
         """Poller id -> the one zone it may report (what the core checks messages against)."""
         return {p: z.id for z in self.zones.values() for p in z.pollers}
+
+    def vantage_of(self) -> dict[str, str]:
+        """Poller id -> its declared vantage node (pollers that declared one)."""
+        return {p: node for z in self.zones.values() for p, node in z.vantage.items()}
 
     def zone_pollers(self) -> dict[str, tuple[str, ...]]:
         """Zone id -> its remote pollers, for the zones that have any."""
@@ -109,6 +117,7 @@ def parse(top: Section, secrets: SecretReader, munis: Mapping[str, Municipality]
     for value, path, line in sec.items("zones"):
         zones.add(Section.open(sec.problems, sec.file, value, path, line, ZONE_KEYS, ("id",)))
     zone_of, homeless = zones.place(targets)
+    zones.check_vantage(zone_of, targets)
     if homeless and zones.zones:
         shown = ", ".join(homeless[:_SHOWN]) + (", ..." if len(homeless) > _SHOWN else "")
         sec.err("zones", f"{len(homeless)} target(s) in no zone ({shown}): name their municipality, site or node "
@@ -125,6 +134,7 @@ class _Zones:
         self.zones: dict[str, Zone] = {}
         self.poller_of: dict[str, str] = {}
         self.node_claims: dict[str, Section] = {}  # node id -> the zone entry naming it (for its line)
+        self.vantage_at: dict[tuple[str, str], tuple[Section, str, int]] = {}  # (zone, poller) -> entry, path, line
 
     def add(self, z: Section | None) -> None:
         if z is None or (zid := z.ident("id")) is None:
@@ -150,7 +160,36 @@ class _Zones:
                     seen[ident] = zid
                     if key == "nodes":
                         self.node_claims[ident] = z
-        self.zones[zid] = Zone(zid, tuple(dict.fromkeys(pollers)))
+        self.zones[zid] = Zone(zid, tuple(dict.fromkeys(pollers)), self._vantage(z, zid, pollers))
+
+    def _vantage(self, z: Section, zid: str, pollers: list[str]) -> dict[str, str]:
+        """``vantage: {poller: node}``: each key one of the zone's pollers (the nodes are checked once
+        every target has its zone, :meth:`check_vantage`)."""
+        out: dict[str, str] = {}
+        for poller, node, path, line in z.entries("vantage"):
+            if poller not in pollers:
+                z.problems.add(z.file, line, path, f"unknown poller {poller!r}: the zone's pollers are "
+                                                   f"{', '.join(pollers) if pollers else 'none'}")
+            elif not isinstance(node, str) or not ID_RE.match(node) or len(node) > 128:
+                z.problems.add(z.file, line, path, f"bad node id {str(node)[:40]!r} ({ID_HINT})")
+            else:
+                out[poller] = node
+                self.vantage_at[(zid, poller)] = (z, path, line)
+        return out
+
+    def check_vantage(self, zone_of: Mapping[str, str], targets: Mapping[str, Target]) -> None:
+        """A vantage node exists, and is either in its poller's own zone (judged by that poller's own
+        view) or in a zone the core polls (judged by the core): never a node other pollers report."""
+        for zid, zone in self.zones.items():
+            for poller, node in zone.vantage.items():
+                where = zone_of.get(node)
+                z, path, line = self.vantage_at[(zid, poller)]
+                if node not in targets:
+                    z.problems.add(z.file, line, path, f"vantage node {node!r} does not exist")
+                elif where is not None and where != zid and self.zones[where].pollers:
+                    z.problems.add(z.file, line, path, f"vantage node {node!r} is in zone {where!r}, which its own "
+                                                       f"pollers report: name a node of zone {zid!r} or one the "
+                                                       "core polls")
 
     def place(self, targets: Mapping[str, Target]) -> tuple[dict[str, str], list[str]]:
         """Each target's zone, and the homeless (see the module's docstring for the rule)."""

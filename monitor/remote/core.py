@@ -7,10 +7,19 @@ appends them to the event log and the current states, with the poller's own time
 then hands them to the same sink as the core's own (correlation, delivery). If the store refuses
 the write it raises, the feed does not acknowledge, and the poller sends the message again.
 
+Several vantage points: what a poller reports is its *view*; :class:`~monitor.remote.vantage.Vantages`
+combines the views of a zone's pollers into the effective state that is stored and correlated
+(DOWN only when every live, non-blind poller that sees the target sees it down). With one poller
+per zone a view is passed on unchanged. Silent pollers are set aside (:meth:`RemoteIntake.silence`,
+once a second), and a poller's vantage node the core polls itself is followed
+(:meth:`RemoteIntake.core_change`, a sink of the core's polling stage).
+
 Exactly once across a core crash: the per-poller numbering (:class:`~monitor.remote.sequence.Sequences`)
 is kept in ``<state_dir>/remote-sequences.json``, written after each stored message and before its
-acknowledgement. A crash between the store write and that file brings the message again; its
-changes are then already the targets' current states (same state, same time) and are skipped.
+acknowledgement. A crash between the store write and that file brings the message again; every
+poller's view starts from the stored states after a restart, so its changes are then already that
+view and make no effective change. Effective changes the store refused are kept in order and
+stored before anything newer (the message is not acknowledged, and its resend finds its view taken).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pathlib import Path
 
 from monitor import selfmetrics
 from monitor.correlate.incidents import format_ts
+from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory
 from monitor.inventory.pollers import PollersSettings
 from monitor.logs import Episode, event
@@ -31,6 +41,7 @@ from monitor.polling.stage import REMOVED
 from monitor.remote.link import Broker, CoreFeed, Listener
 from monitor.remote.sequence import Sequences
 from monitor.remote.silence import ZoneNews, ZoneWatch
+from monitor.remote.vantage import Vantages
 from monitor.state import State, StateChange, TargetState, restored
 from monitor.store import EventStore
 
@@ -70,6 +81,10 @@ class RemoteIntake:
         self._saving = Episode(log, "remote poller numbering not saved (a core restart may ask for repeats)",
                                "remote poller numbering saved again")
         self.remote: frozenset[str] = frozenset()
+        self.vantage: Vantages | None = None
+        self._unstored: list[StateChange] = []  # effective changes the store refused, in order
+        self._held = Episode(log, "remote changes not stored, held in order", "remote changes stored again")
+        self._blind: dict[str, str] = {}  # poller -> why its view is set aside (logged on change)
         self.configure(inv)
 
     def configure(self, inv: Inventory, now: float = 0.0) -> None:
@@ -86,6 +101,15 @@ class RemoteIntake:
                 for tid in sorted(old - self.remote) if tid not in inv.targets and tid in self.states]
         if gone:
             self.store.append(gone)
+        p = inv.pollers
+        zones, zone_of = (p.zone_pollers(), p.zone_of) if p is not None else ({}, {})
+        vantage_of = p.vantage_of() if p is not None else {}
+        seed = {t: (cur.state, cur.since) for t in self.remote if (cur := self.states.get(t)) is not None}
+        self.vantage = (Vantages(zones, zone_of, vantage_of, seed) if self.vantage is None
+                        else self.vantage.reconfigured(zones, zone_of, vantage_of, seed))
+        for node in sorted(self.vantage.watched_by):  # vantage nodes the core polls: as it holds them now
+            if node in self.states and node not in self.remote:
+                self._take_quietly(self.vantage.node_state(node, self.states[node].state, now))
 
     def feed(self, inv: Inventory, watch: Listener | None = None) -> CoreFeed:
         """The MQTT feed of every poller of ``inv``, resuming their numbering from the state directory;
@@ -96,25 +120,65 @@ class RemoteIntake:
                         sequences=self.load_sequences(), on_taken=self.save_sequences, watch=watch)
 
     async def on_changes(self, poller: str, changes: Sequence[StateChange]) -> None:
-        """Store, then correlate. StorageError (the store refuses writes) propagates: not acknowledged."""
-        fresh = [c for c in changes if c.target in self.remote and not self._repeat(c)]
-        if not fresh:
+        """The poller's view, combined with its zone's other pollers' (:mod:`.vantage`); the effective
+        changes stored, then correlated. StorageError (the store refuses writes) propagates: not
+        acknowledged, the effective changes wait in order for the next attempt."""
+        assert self.vantage is not None
+        effective = [e for c in changes if c.target in self.remote for e in self.vantage.report(poller, c)]
+        self._take(effective, poller)
+
+    def silence(self, silent: set[str], now: float) -> None:
+        """Once a second: the pollers silent now (a silent poller's view is set aside while another
+        poller of its zone is heard)."""
+        if self.vantage is not None:
+            self._take_quietly(self.vantage.set_silent(silent, now))
+
+    def core_change(self, c: StateChange) -> None:
+        """A sink of the core's own polling stage: a node the core polls may be a poller's vantage node."""
+        if self.vantage is not None and c.target in self.vantage.watched_by:
+            self._take_quietly(self.vantage.node_state(c.target, c.new, c.ts))
+
+    def _take_quietly(self, effective: list[StateChange]) -> None:
+        """:meth:`_take` where no poller waits for an acknowledgement: a refusing store is logged once and
+        the changes are kept for the next attempt (a message or the next second's :meth:`silence`)."""
+        try:
+            self._take(effective)
+        except MonitorError as exc:
+            self._held.failed(held=len(self._unstored), error=exc)
+
+    def _take(self, effective: list[StateChange], poller: str = "") -> None:
+        self._unstored.extend(effective)
+        self._log_blind()
+        if not self._unstored:
             return
-        self.store.append(fresh)
-        for c in fresh:
+        batch = self._unstored
+        self.store.append(batch)  # StorageError: kept, in order, for the next attempt
+        self._unstored = []
+        self._held.ok(stored=len(batch))
+        for c in batch:
             self.states[c.target] = restored(c.new, c.ts)
             selfmetrics.STATE_CHANGES.labels(c.new.value).inc()
             selfmetrics.TARGETS.labels(c.old.value).dec()
             selfmetrics.TARGETS.labels(c.new.value).inc()
-            if c.new in (State.DOWN, State.DEGRADED):
-                event(log, logging.WARNING, f"target {c.new.value}", target=c.target, poller=poller,
+            if c.new in (State.DOWN, State.DEGRADED, State.UNKNOWN):
+                event(log, logging.WARNING, f"target {c.new.value}", target=c.target, poller=poller or "-",
                       old=c.old.value, new=c.new.value, reason=c.reason)
             self.note(c)
 
-    def _repeat(self, c: StateChange) -> bool:
-        """Already the target's current state, from the same moment: a message stored before a crash."""
-        cur = self.states.get(c.target)
-        return cur is not None and cur.state is c.new and cur.since == c.ts
+    def _log_blind(self) -> None:
+        """One line when a poller's view is set aside as blind, one when it counts again."""
+        assert self.vantage is not None
+        now = {p: why for blind in self.vantage.blind.values() for p, why in blind.items()}
+        if now == self._blind:
+            return
+        for p in sorted(now.keys() - self._blind.keys()):
+            event(log, logging.WARNING, "poller blind, its view set aside", poller=p,
+                  zone=self.vantage.poller_zone[p], why=now[p])
+            selfmetrics.POLLER_BLIND.labels(p).set(1)
+        for p in sorted(self._blind.keys() - now.keys()):
+            event(log, logging.INFO, "poller sees its zone again, its view counts", poller=p)
+            selfmetrics.POLLER_BLIND.labels(p).set(0)
+        self._blind = now
 
     # -- numbering across restarts ----------------------------------------------------------
 

@@ -57,6 +57,10 @@ class ZoneWatch:
     def silent(self, poller: str, now: float) -> bool:
         return now - self.last_heard(poller) > self.timeout
 
+    def silent_pollers(self, now: float) -> set[str]:
+        """Every poller not heard within the timeout now (its view is set aside: monitor.remote.vantage)."""
+        return {p for ps in self.zones.values() for p in ps if self.silent(p, now)}
+
     def covers_blind(self, poller: str) -> bool:
         """``poller`` covers a zone that is blind now (hearing it brings the zone back at the next step)."""
         return any(poller in self.zones[z] for z in self.blind)

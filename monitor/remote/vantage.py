@@ -1,0 +1,263 @@
+"""Several vantage points per zone (issue 14): what the core believes of a target several pollers watch.
+
+A zone may have up to four pollers, e.g. one in the town and one in the NOC. Each reports what *it*
+sees (its confirmed states, :class:`~monitor.state.StateChange`); :class:`Vantages` keeps each
+poller's view of each target and combines them into the one *effective* state that correlation,
+the event log and delivery get. Pure: no I/O, no clock of its own (times come with the changes, or
+as ``now``); the core (:mod:`monitor.remote.core`) and ``monitor replay`` run this same code, so a
+scenario file shows exactly what the core would decide.
+
+The rule (``docs/correlation.md``, "Several vantage points"):
+
+- A poller *votes* on a target when it is live (heard within ``pollers.silent_after``), not blind,
+  and has a view of the target (it confirmed a state; after a core restart every poller is assumed
+  to see what the core last concluded).
+- The effective state is the best vote: UP if any voter sees the target up, else DEGRADED if any
+  sees it degraded, DOWN only when every voter sees it down.
+- A poller is *blind*, and its view set aside, while its declared vantage node (``vantage:`` in its
+  zone: the node it sees the zone through) is down, as it sees that node itself when the node is in
+  its own zone, else as the core polls it; or, in a zone with several pollers, while every target it
+  sees is down (at least :data:`MIN_ALL_DOWN`) and no other live poller of the zone sees everything
+  down too. A poller whose own uplink fails sees everything fail together; when another vantage point
+  agrees that nothing answers, the zone is down as far as anyone can tell and correlation judges it
+  as in single-daemon mode. In a zone with one poller there is no second view to compare with, so
+  only the declared vantage node makes it blind.
+- A silent poller is set aside while another poller of its zone is live. When every poller of a
+  zone is silent nothing changes here: the zone is blind (:mod:`.silence`), the core shows its
+  targets as unknown, and the pollers' spools bring what happened meanwhile.
+- A target whose every viewing poller is set aside becomes UNKNOWN: no one can see it, so an outage
+  opened on a view that turned out blind is withdrawn (within the settle, nobody was told).
+
+One effective change per real change: a change is emitted only when the effective state moves, so
+a second poller's report of the same failure, arriving later, changes nothing (or completes the
+"every voter sees it down"); the final effective states do not depend on the order in which the
+pollers' reports arrive (``tests/test_remote_vantage.py``, property-tested). The time of an
+effective change is when it became true: the later of the report's time and the voters' own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from monitor.state import State, StateChange
+
+MIN_ALL_DOWN = 2  # targets a poller must see, all down, before "everything fails together" means blind
+MAX_REASON = 500
+_RANK = {State.DOWN: 0, State.DEGRADED: 1, State.UP: 2}  # a better view outvotes a worse one
+_NO_VIEW = (State.UNKNOWN, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A target's effective state as combined now (``None``: no poller has said a word of it since the
+    core started: keep what the core had)."""
+
+    state: State | None
+    voters: tuple[str, ...] = ()  # the pollers whose view decided
+    aside: tuple[tuple[str, str], ...] = ()  # (poller, why) of those set aside that see the target
+
+
+class Vantages:
+    """Each poller's view per target in, effective changes out (see the module's docstring)."""
+
+    def __init__(self, zone_pollers: Mapping[str, Sequence[str]], zone_of: Mapping[str, str],
+                 vantage: Mapping[str, str] | None = None, seed: Mapping[str, tuple[State, float]] | None = None
+                 ) -> None:
+        """``zone_pollers``: zone -> its pollers (zones without pollers are none of our business);
+        ``zone_of``: target -> zone; ``vantage``: poller -> its declared vantage node; ``seed``:
+        target -> (state, since) the core last concluded (a restart): every poller starts seeing that."""
+        self.zone_pollers = {z: tuple(ps) for z, ps in zone_pollers.items() if ps}
+        self.poller_zone = {p: z for z, ps in self.zone_pollers.items() for p in ps}
+        self.zone_of = {t: z for t, z in zone_of.items() if z in self.zone_pollers}
+        self.targets: dict[str, list[str]] = {z: [] for z in self.zone_pollers}
+        for t, z in sorted(self.zone_of.items()):
+            self.targets[z].append(t)
+        self.vantage = {p: v for p, v in (vantage or {}).items() if p in self.poller_zone}
+        self.watched_by: dict[str, list[str]] = {}  # vantage node -> the pollers it can blind
+        for p, v in sorted(self.vantage.items()):
+            self.watched_by.setdefault(v, []).append(p)
+        self.views: dict[str, dict[str, tuple[State, float]]] = {p: {} for p in self.poller_zone}
+        self.known = dict.fromkeys(self.poller_zone, 0)  # targets each poller has a view of
+        self.down = dict.fromkeys(self.poller_zone, 0)  # ... and sees down
+        self.effective: dict[str, tuple[State, float]] = {}
+        self.silent: set[str] = set()
+        self.elsewhere: dict[str, State] = {}  # vantage nodes outside their poller's zone: as the core knows them
+        self.blind: dict[str, dict[str, str]] = {z: {} for z in self.zone_pollers}  # zone -> poller -> why
+        for t, (state, since) in sorted((seed or {}).items()):
+            if t in self.zone_of and state is not State.UNKNOWN:
+                self.effective[t] = (state, since)
+                for p in self.zone_pollers[self.zone_of[t]]:
+                    self._set_view(p, t, state, since)
+        for z in self.zone_pollers:
+            self.blind[z] = self._blind(z)
+
+    def reconfigured(self, zone_pollers: Mapping[str, Sequence[str]], zone_of: Mapping[str, str],
+                     vantage: Mapping[str, str], seed: Mapping[str, tuple[State, float]]) -> Vantages:
+        """The same beliefs under a reloaded config: what a poller saw of a target still in its zone
+        is kept, what the core concluded seeds the rest. Emits nothing: the next report settles."""
+        new = Vantages(zone_pollers, zone_of, vantage, {**seed, **self.effective})
+        for p, views in self.views.items():
+            zone = new.poller_zone.get(p)
+            if zone is not None and zone == self.poller_zone[p]:
+                for t, (state, since) in views.items():
+                    if new.zone_of.get(t) == zone:
+                        new._set_view(p, t, state, since)
+        new.silent = {p for p in self.silent if p in new.poller_zone}
+        new.elsewhere = dict(self.elsewhere)
+        new.blind = {z: new._blind(z) for z in new.zone_pollers}
+        return new
+
+    # -- what comes in --------------------------------------------------------------------------
+
+    def report(self, poller: str, change: StateChange) -> list[StateChange]:
+        """``poller`` confirmed ``change`` (its own view): the effective changes it makes."""
+        zone = self.poller_zone.get(poller)
+        t = change.target
+        if zone is None or self.zone_of.get(t) != zone:
+            return []  # checked before (the feed's decode, replay's input): not this poller's to say
+        if self.views[poller].get(t, _NO_VIEW)[0] is change.new:
+            return []  # a repeat (QoS 1, a core restart): the view is already that
+        self._set_view(poller, t, change.new, change.ts)
+        back = poller in self.silent  # a report is a sign of life
+        self.silent.discard(poller)
+        return self._settle(zone, [t], change.ts, change, poller, force=back)  # t may be a vantage node: _blind sees it
+
+    def set_silent(self, silent: Collection[str], now: float) -> list[StateChange]:
+        """The pollers not heard within ``silent_after`` now (all the others are live)."""
+        new = {p for p in silent if p in self.poller_zone}
+        if new == self.silent:
+            return []
+        zones = sorted({self.poller_zone[p] for p in new ^ self.silent})
+        self.silent = new
+        out: list[StateChange] = []
+        for z in zones:
+            out += self._settle(z, [], now, force=True)
+        return out
+
+    def node_state(self, node: str, state: State, now: float) -> list[StateChange]:
+        """A node outside the remote zones (the core polls it) changed: it may be a poller's vantage node."""
+        if node not in self.watched_by or node in self.zone_of:
+            return []
+        if self.elsewhere.get(node, State.UNKNOWN) is state:
+            return []
+        self.elsewhere[node] = state
+        out: list[StateChange] = []
+        for z in sorted({self.poller_zone[p] for p in self.watched_by[node]}):
+            out += self._settle(z, [], now)
+        return out
+
+    # -- what is believed -----------------------------------------------------------------------
+
+    def state(self, target: str) -> State:
+        return self.effective.get(target, _NO_VIEW)[0]
+
+    def frozen(self, zone: str) -> bool:
+        """Every poller of ``zone`` is silent: it is blind, and nothing changes here until one is heard."""
+        return all(p in self.silent for p in self.zone_pollers.get(zone, ()))
+
+    def aside(self, zone: str) -> dict[str, str]:
+        """Pollers of ``zone`` whose view is set aside now, and why."""
+        out = dict(self.blind.get(zone, {}))
+        out.update((p, "silent") for p in self.zone_pollers.get(zone, ()) if p in self.silent)
+        return out
+
+    def verdict(self, target: str, aside: Mapping[str, str] | None = None) -> Verdict:
+        """The combination of the views of ``target`` (see the module's docstring), from scratch."""
+        zone = self.zone_of[target]
+        aside = self.aside(zone) if aside is None else aside
+        best: State | None = None
+        voters: list[str] = []
+        away: list[tuple[str, str]] = []
+        heard = False  # some poller has said something of it (if only "I do not know any more")
+        for p in self.zone_pollers[zone]:
+            view = self.views[p].get(target)
+            if view is None:
+                continue
+            heard = True
+            seen = view[0]
+            if seen is State.UNKNOWN:
+                continue
+            if p in aside:
+                away.append((p, aside[p]))
+            elif best is None or _RANK[seen] > _RANK[best]:
+                best, voters = seen, [p]
+            elif seen is best:
+                voters.append(p)
+        if best is None:
+            return Verdict(State.UNKNOWN if heard else None, (), tuple(away))
+        return Verdict(best, tuple(voters), tuple(away))
+
+    # -- inside ---------------------------------------------------------------------------------
+
+    def _set_view(self, p: str, t: str, state: State, since: float) -> None:
+        old = self.views[p].get(t, _NO_VIEW)[0]
+        self.known[p] += (state is not State.UNKNOWN) - (old is not State.UNKNOWN)
+        self.down[p] += (state is State.DOWN) - (old is State.DOWN)
+        self.views[p][t] = (state, since)
+
+    def _blind(self, zone: str) -> dict[str, str]:
+        """Pollers of ``zone`` that cannot see it now, and why (silent ones are not judged)."""
+        pollers = self.zone_pollers[zone]
+        live = [p for p in pollers if p not in self.silent]
+        all_down = [p for p in live if self.known[p] >= MIN_ALL_DOWN and self.down[p] == self.known[p]]
+        out = {}
+        for p in live:
+            v = self.vantage.get(p)
+            if v is not None:
+                seen = self.views[p].get(v, _NO_VIEW)[0] if self.zone_of.get(v) == zone else self.elsewhere.get(v)
+                if seen is State.DOWN:
+                    out[p] = f"blind: its vantage node {v} is down"
+                    continue
+            if len(pollers) > 1 and all_down == [p]:
+                out[p] = f"blind: all {self.known[p]} targets it sees are down"
+        return out
+
+    def _settle(self, zone: str, touched: Iterable[str], ts: float, trigger: StateChange | None = None,
+                by: str | None = None, force: bool = False) -> list[StateChange]:
+        """Recompute the touched targets, or the whole zone when who is set aside changed."""
+        blind = self._blind(zone)
+        if self.frozen(zone):
+            self.blind[zone] = blind
+            return []
+        if force or blind != self.blind[zone]:
+            self.blind[zone] = blind
+            touched = self.targets[zone]
+        aside = self.aside(zone)
+        out = []
+        for t in touched:
+            c = self._recompute(t, aside, ts, trigger if trigger is not None and trigger.target == t else None, by)
+            if c is not None:
+                out.append(c)
+        return out
+
+    def _recompute(self, t: str, aside: Mapping[str, str], ts: float, trigger: StateChange | None,
+                   by: str | None) -> StateChange | None:
+        v = self.verdict(t, aside)
+        had = t in self.effective
+        old, since = self.effective.get(t, _NO_VIEW)
+        if v.state is None or v.state is old:
+            return None
+        at = max([ts, since, *(self.views[p][t][1] for p in v.voters)])
+        self.effective[t] = (v.state, at)
+        direct = trigger is not None and trigger.new is v.state and by in v.voters
+        cause = trigger.cause if direct and trigger is not None and v.state is State.DOWN else None
+        if direct and trigger is not None and len(self.zone_pollers[self.zone_of[t]]) == 1:
+            # one poller: its own change, as without vantage points (its old state if the core had none)
+            return StateChange(t, old if had else trigger.old, v.state, at, trigger.reason, cause)
+        reason = _words(v, trigger.reason if direct and trigger is not None else "")
+        return StateChange(t, old, v.state, at, reason[:MAX_REASON], cause)
+
+
+def _words(v: Verdict, base: str) -> str:
+    """Why the effective state is what it is, for the event log and the incident's detail."""
+    parts = [base] if base else []
+    if v.state is State.UNKNOWN:
+        parts.append("no poller can see it")
+    elif v.state is State.DOWN:
+        parts.append(f"down from every vantage point: {', '.join(v.voters)}")
+    elif v.state is not None:
+        parts.append(f"{v.state.value} as seen by {', '.join(v.voters)}")
+    if v.aside:
+        parts.append("set aside: " + ", ".join(f"{p} ({why})" for p, why in v.aside))
+    return "; ".join(parts)
