@@ -44,3 +44,25 @@ def test_an_area_power_cut_is_public_and_one_customers_own_power_is_not() -> Non
     en = renderer.html(inv, snap, {}, Page(None), "en")
     assert "Corte de energía eléctrica en la zona" in es and "INC-000002" not in es
     assert "Mains power cut in the area" in en
+
+
+def test_weak_levels_stay_off_the_public_page_a_lossy_link_does_not() -> None:
+    """A ``degraded`` incident for weak levels (basis ``levels``: an ONU's optical power below the
+    threshold, its customer still served) is for technicians: not on the page nor in the lookup, open or
+    resolved. A lossy link's ``degraded`` incident (customers flickering) stays public."""
+    import dataclasses
+
+    inv = example()
+    onu = inv.targets[ONU]
+    assert onu.customer is not None
+
+    def degraded(ident: str, closed: float | None = None, *, levels: bool) -> IncidentRow:
+        return dataclasses.replace(row(ident, OLT, closed), kind="degraded", levels=levels)
+
+    events = {i: [{**e, "kind": "degraded"} for e in opened(OLT, [ONU], [onu.customer])]
+              for i in ("INC-000001", "INC-000002", "INC-000003")}
+    rows = StoreRows(open=[degraded("INC-000001", levels=True), degraded("INC-000002", levels=False)],
+                     resolved=[degraded("INC-000003", NOW - 60, levels=True)], events=events, actions={}, windows=[])
+    snap = build(inv, rows, NOW)
+    assert [i.ref for i in snap.incidents] == ["INC-000002"] and snap.resolved == ()
+    assert [i.ref for i in snap.by_customer[onu.customer]] == ["INC-000002"]

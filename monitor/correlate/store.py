@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.correlate.degraded import LEVELS_BASIS
 from monitor.correlate.engine import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
@@ -50,6 +51,8 @@ class IncidentRow:
     affected_endpoints: int  # open: affected now; resolved or merged: ever affected
     affected_customers: int
     upgraded: bool = False  # opened as suspected, then its node went down: now an outage, same id
+    #: a ``degraded`` incident for weak levels below a PON port or AP (basis ``levels``): technicians only
+    levels: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +409,7 @@ class IncidentStore:
         return IncidentRow(
             id=r[0], kind=r[1], root=r[2], status=r[3], opened_at=r[4], updated_at=r[5], cleared_at=r[6],
             closed_at=r[7], merged_into=r[8], acked_at=r[9], acked_by=r[10],
-            affected_endpoints=eps, affected_customers=custs, upgraded=bool(r[11]),
+            affected_endpoints=eps, affected_customers=custs, upgraded=bool(r[11]), levels=r[12] == LEVELS_BASIS,
         )
 
     def lifecycle(self, *, after_id: int = 0, since: float | None = None) -> list[tuple[int, IncidentEvent]]:
@@ -602,6 +605,6 @@ _UPSERT_BULK = {**_BULK_SQL, ADD: "INSERT INTO incident_targets (incident, targe
                 " SELECT ?, value, 1 FROM json_each(?) WHERE true" + _ATTACH}  # (WHERE: SQLite's parser wants it)
 _ROW_SQL = (
     "SELECT i.id, i.kind, i.root, i.status, i.opened_at, i.updated_at, i.cleared_at, i.closed_at, i.merged_into,"
-    " i.acked_at, i.acked_by, i.was_outage FROM incidents i"
+    " i.acked_at, i.acked_by, i.was_outage, i.basis FROM incidents i"
 )
 

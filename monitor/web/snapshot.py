@@ -94,8 +94,13 @@ class Snapshot:
 
 
 def public(inv: Inventory, row: IncidentRow) -> bool:
-    """Whether the public sees the incident: its kind is public, and a power incident is an area's."""
-    if row.kind not in PUBLIC_KINDS:
+    """Whether the public sees the incident: its kind is public, and a power incident is an area's.
+
+    A ``degraded`` incident for weak levels (ONUs' optical power, stations' signal or CCQ below the
+    thresholds: ``row.levels``) is for technicians: its customers still have service, and "slow or
+    intermittent service" in the area would tell their neighbours something that is not so (issue 17).
+    """
+    if row.kind not in PUBLIC_KINDS or row.levels:
         return False
     root = inv.targets.get(row.root)
     return row.kind != "power" or (root is not None and root.role == "node")
