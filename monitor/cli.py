@@ -1,7 +1,8 @@
 """Command line: ``monitor run | check-config | probe``; the other subcommands register their own parsers.
 
 Exit codes: 0 success, 1 the probed target is unreachable or the daemon failed at run time,
-2 invalid configuration (every problem is listed, one per line).
+2 invalid configuration (every problem is listed, one per line), 75 the active daemon lost its lease
+and stood down (active/standby on PostgreSQL: start it again, it waits as a standby).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import time
 from pathlib import Path
 
 from monitor import __version__, logs
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, MonitorError, StoodDown
 from monitor.inventory.loader import load_inventory, summarize
 from monitor.inventory.model import Target
 from monitor.polling.assess import assess
 from monitor.probes.base import IcmpResult, SnmpResult
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_STOOD_DOWN = 75  # the active daemon lost its lease (monitor.ha.keeper.STOOD_DOWN)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         store_copy,  # the store between SQLite and PostgreSQL
     )
     from monitor.demo import run as demo  # the no-root, no-server demo
+    from monitor.ha import status  # which daemon is active (active/standby)
     from monitor.remote import acl, poller  # the poller role of a remote zone, its broker's ACL
     from monitor.tsdb import rollup_cli  # hourly availability for the boards
     from monitor.web import users  # staff users of the board
@@ -59,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     poller.add_parser(sub)
     acl.add_parser(sub)
     store_copy.add_parser(sub)
+    status.add_parser(sub)
     return p
 
 
@@ -98,6 +102,8 @@ def _run(path: Path) -> int:
         fatal = _monitor_errors(exc)
         if not fatal:
             raise
+        if any(isinstance(err, StoodDown) for err in fatal):
+            return EXIT_STOOD_DOWN  # (logged by the keeper: systemd starts it again, as a standby)
         for err in fatal:
             logging.getLogger("monitor").error("fatal: %s", err)
         return EXIT_FAILED

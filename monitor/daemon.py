@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import selfmetrics
 from monitor.api.server import ApiServer
@@ -28,7 +29,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.correlate.service import CorrelationService
 from monitor.db import store_location
 from monitor.delivery.service import DeliveryService
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, MonitorError, StoodDown
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 from monitor.logs import event
@@ -44,6 +45,9 @@ from monitor.tsdb import annotations as notes
 from monitor.tsdb.rollup_job import HourlyRollup
 from monitor.tsdb.writer import TimeseriesWriter, make_writer
 from monitor.web.process import StatusProcess
+
+if TYPE_CHECKING:
+    from monitor.ha.keeper import Keeper
 
 log = logging.getLogger("monitor.daemon")
 
@@ -66,6 +70,13 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._reading = threading.Event()  # the running reload's cancel flag (see request_stop)
+        self._standby_stop = threading.Event()  # ends a standby's wait for the lease (its own thread)
+        self._deposed: str | None = None  # why the lease was lost (the active term ends)
+        self._deposed_event = asyncio.Event()
+        self._term_over = threading.Event()  # set once no task of the active term runs any more
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: the lease (PostgreSQL store: active/standby daemons, monitor.ha); None on SQLite
+        self.keeper: Keeper | None = None
         self._metrics_server: object | None = None
         self.ready = asyncio.Event()
         self.notifier = Notifier()
@@ -104,9 +115,76 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Run until stopped. On a PostgreSQL store, first wait as a standby until this process holds
+        the lease (:mod:`monitor.ha`); on SQLite there is no lease: active at once."""
         if self.inventory is None:
             self.inventory = load_inventory(self.config_path)
+        where = store_location(self.inventory.daemon)
+        if isinstance(where, Path):
+            selfmetrics.HA_ACTIVE.set(1)
+            selfmetrics.HA_SINCE.set(self.clock.now())
+            await self._run_active()
+            return
+        from monitor.db_postgres import PostgreSQL
+        from monitor.ha.keeper import Keeper  # (PostgreSQL's client: only for a PostgreSQL store)
+        from monitor.ha.store import LeaseStore
+
+        assert isinstance(where, PostgreSQL)  # (the one engine besides SQLite)
+        self.keeper = Keeper(LeaseStore(where), stand_down=self._lease_lost)
+        try:
+            if await self._standby(self.keeper):
+                await self._run_active()
+            else:
+                event(log, logging.INFO, "monitor stopped")
+        finally:
+            # after every write of the term (the run's end included): a standby takes over at once
+            self.keeper.release()
+
+    async def _standby(self, keeper: Keeper) -> bool:
+        """Wait for the lease (True), serving /metrics and answering systemd meanwhile; False when
+        stopped first. Polling, correlation and delivery do not exist until then."""
         inv = self.inventory
+        assert inv is not None
+        self._install_signal_handlers()
+        self._start_metrics_server(inv.daemon.metrics_listen)
+        self.notifier.ready("standby: waiting for the lease")
+        watchdog = asyncio.ensure_future(self._watchdog()) if self.notifier.watchdog_interval else None
+        self._loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.to_thread(keeper.wait_for_term, self._standby_stop) is not None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if self._stop.is_set():
+                self._remove_signal_handlers()
+                self._stop_metrics_server()
+
+    def _lease_lost(self, reason: str) -> None:
+        """The keeper's stand-down (in its thread, at the deadline): the loop ends the active term at
+        once (:meth:`_supervise` raises StoodDown, the TaskGroup cancels polling and delivery). A loop
+        that cannot do so within half the margin (blocked in a statement on a cut network) gets no
+        more time: the process ends. Either way the store refuses the term's writes (the fence)."""
+        from monitor.ha.keeper import exit_process
+
+        assert self._loop is not None and self.keeper is not None
+        self._loop.call_soon_threadsafe(self._depose, reason)
+        if not self._term_over.wait(self.keeper.timing.margin / 2):
+            event(log, logging.ERROR, "the event loop did not stop in time: ending the process", reason=reason)
+            exit_process(reason)
+
+    def _depose(self, reason: str) -> None:
+        self._deposed = reason
+        self._deposed_event.set()
+
+    async def _run_active(self) -> None:
+        try:
+            await self._run_term()
+        finally:
+            self._term_over.set()
+
+    async def _run_term(self) -> None:
+        inv = self.inventory
+        assert inv is not None
         state_dir = Path(inv.daemon.state_dir)
         polling = self.polling
         local = core_inventory(inv)  # without the targets remote pollers cover (all of them: no pollers:)
@@ -181,6 +259,7 @@ class Daemon:
                     await writer_task
         finally:
             self._tg = None
+            self._term_over.set()  # (polling and delivery tasks are gone; closing the stores follows)
             await self._stop_api()
             await self._stop_web()
             if self.pipeline is not None:
@@ -193,6 +272,7 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
         self._reading.set()  # a reload still parsing in its thread gives up: stopping must not wait for it
+        self._standby_stop.set()
 
     def request_reload(self) -> None:
         self._reload_requested.set()
@@ -201,9 +281,12 @@ class Daemon:
         while not self._stop.is_set():
             stop = asyncio.ensure_future(self._stop.wait())
             reload = asyncio.ensure_future(self._reload_requested.wait())
-            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
-            for f in (stop, reload):
+            deposed = asyncio.ensure_future(self._deposed_event.wait())
+            await asyncio.wait({stop, reload, deposed}, return_when=asyncio.FIRST_COMPLETED)
+            for f in (stop, reload, deposed):
                 f.cancel()
+            if self._deposed is not None:  # no drain: what this term holds must not reach the store
+                raise StoodDown(f"stood down: {self._deposed}")
             if self._reload_requested.is_set() and not self._stop.is_set():
                 self._reload_requested.clear()
                 self.notifier.reloading()
@@ -403,7 +486,7 @@ class Daemon:
         event(log, logging.INFO, "status page restarted for the reloaded config", on=self.web_server is not None)
 
     def _start_metrics_server(self, listen: str) -> None:
-        if not listen:
+        if not listen or self._metrics_server is not None:  # (a standby started it already)
             return
         from prometheus_client import start_http_server
 

@@ -75,3 +75,8 @@ class StorageRefused(StorageError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class StoodDown(MonitorError):
+    """The active daemon lost its lease (monitor.ha) and stopped polling and sending; the process ends
+    with its own exit status, to start again as a standby."""

@@ -4,9 +4,12 @@ can take over when its path to the database is cut."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,6 +23,7 @@ from monitor.ha.store import LeaseStore
 from tests.servers.common import wait_for
 from tests.servers.tcp_proxy import TcpProxy
 from tests.store_engines import ThrowawayDatabase, connect, pg_database_fixture, pg_server_fixture  # noqa: F401
+from tests.test_daemon import ROOT
 
 FAST = Timing(ttl=3.0, renew=0.5, margin=1.5, retry=0.2)
 
@@ -158,3 +162,11 @@ def test_a_keeper_whose_lease_was_taken_stands_down_at_its_next_renewal(pg_datab
         assert FENCE.epoch is None
     finally:
         a.release()
+
+
+def test_status_on_the_embedded_store_says_there_is_no_lease(tmp_path: Path) -> None:
+    cfg = tmp_path / "sites.yaml"
+    cfg.write_text("nodes: [{id: core, kind: router, address: 127.0.0.1}]\ndaemon: {state_dir: var}\n")
+    done = subprocess.run([sys.executable, "-m", "monitor", "status", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, check=False)
+    assert done.returncode == 0 and "no lease, the daemon is active whenever it runs" in done.stdout, done.stderr
