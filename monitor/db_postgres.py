@@ -20,9 +20,10 @@ transaction fails with :class:`Fenced` and nothing of it is kept. A deposed daem
 arrives late (a partition that heals, a slow network) can therefore never land after a takeover.
 
 The connection runs in autocommit mode (transactions are explicit, as the stores write them) and
-reconnects by itself on its next statement after the server went away; the statement that met the
-failure raises :class:`monitor.db.DatabaseError`, which the stores turn into their own errors (the
-daemon holds what it could not write and retries). The password comes from the usual secret sources
+reconnects by itself on its next statement after the server went away (not inside a transaction,
+whose remaining statements fail until its end); the statement that met the failure raises
+:class:`monitor.db.DatabaseError`, which the stores turn into their own errors (the daemon holds what
+it could not write and retries). The password comes from the usual secret sources
 (config ``store_password``), never from the URL, and is never in a message: :meth:`describe` is the
 URL without it.
 """
@@ -105,21 +106,36 @@ class Connection:
         self.lock_wait: float | None = None
         self._closed = False
         self._pipeline: AbstractContextManager[Any] | None = None
+        #: a transaction was begun on this connection and not ended yet (by the stores' SQL)
+        self._in_transaction = False
 
     def _live(self) -> psycopg.Connection[Any]:
-        """The connection, opened again if the server dropped it (never inside a transaction: a broken
-        connection has none left)."""
+        """The connection, opened again if the server dropped it; but never inside a transaction: the
+        transaction died with the old connection, and its remaining statements on a new one would run
+        alone, each committed by itself. They fail instead, until the transaction's end (ROLLBACK)."""
         if self.conn.closed and not self._closed:
+            if self._in_transaction:
+                raise DatabaseError("the connection to the server was lost inside a transaction")
             self.conn = self.engine.raw_connect()
             if self.lock_wait is not None:
                 self.conn.execute(_lock_timeout(self.lock_wait))
         return self.conn
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+        ends = sql in ("COMMIT", "ROLLBACK")
+        if ends and self.conn.closed and self._in_transaction:
+            self._in_transaction = False  # (its transaction is gone with the connection)
+            if sql == "ROLLBACK":  # nothing left to roll back
+                return psycopg.Cursor(self.conn)
+            raise DatabaseError("the connection to the server was lost inside a transaction: not committed")
         try:
             conn = self._live()
-            if sql == "BEGIN IMMEDIATE":
-                return self._begin_write(conn)
+            if ends:
+                self._in_transaction = False
+            if sql in ("BEGIN IMMEDIATE", "BEGIN"):
+                cur = self._begin_write(conn) if sql == "BEGIN IMMEDIATE" else conn.execute(sql)
+                self._in_transaction = True  # (only once begun: a BEGIN that failed left none to end)
+                return cur
             if parameters:
                 return conn.execute(translate(sql), parameters)
             return conn.execute(sql)
@@ -150,6 +166,7 @@ class Connection:
         """BEGIN and the write lock, queued: nothing is sent until :meth:`end_pipelined`."""
         try:
             conn = self._live()
+            self._in_transaction = True
             self._pipeline = conn.pipeline()
             self._pipeline.__enter__()  # (a context manager spanning two calls: transaction's enter and exit)
             conn.execute("BEGIN")
@@ -159,6 +176,7 @@ class Connection:
                 conn.execute(fence)
         except psycopg.Error as exc:
             self._pipeline = None
+            self._in_transaction = False
             raise _error(exc) from exc
 
     def end_pipelined(self, error: BaseException | None) -> None:
@@ -167,6 +185,7 @@ class Connection:
         ``fetch`` in the body meets the server's errors as psycopg's: they leave here as DatabaseError."""
         pipeline, self._pipeline = self._pipeline, None
         assert pipeline is not None
+        self._in_transaction = False
         try:
             try:
                 if error is None:

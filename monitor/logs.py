@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 _RESERVED = {"ts", "level", "logger", "msg"}
@@ -83,18 +84,34 @@ class Episode:
 
     The rule "log on state changes, never per failed attempt" for things retried every second (a
     store that refuses writes, a timer): ``failed()`` on each failure, ``ok()`` on each success.
+    Several parts may share one episode (``part``: each delivery worker and the delivery timer
+    writing one outbox): it starts with the first part that fails and ends when every part that
+    failed has succeeded again, so parts that meet the fault at different moments make one episode.
     """
 
-    def __init__(self, logger: logging.Logger, failing: str, recovered: str) -> None:
+    def __init__(self, logger: logging.Logger, failing: str, recovered: str,
+                 changed: Callable[[bool], None] | None = None) -> None:
+        """``changed``: told True when an episode starts and False when it ends (a gauge, a counter)."""
         self.logger, self.failing, self.recovered = logger, failing, recovered
-        self.active = False
+        self.changed = changed
+        self._parts: set[str] = set()
 
-    def failed(self, **kv: object) -> None:
-        if not self.active:
-            self.active = True
+    @property
+    def active(self) -> bool:
+        return bool(self._parts)
+
+    def failed(self, part: str = "", **kv: object) -> None:
+        if not self._parts:
             event(self.logger, logging.ERROR, self.failing, **kv)
+            if self.changed is not None:
+                self.changed(True)
+        self._parts.add(part)
 
-    def ok(self, **kv: object) -> None:
-        if self.active:
-            self.active = False
+    def ok(self, part: str = "", **kv: object) -> None:
+        if part not in self._parts:
+            return
+        self._parts.discard(part)
+        if not self._parts:
             event(self.logger, logging.WARNING, self.recovered, **kv)
+            if self.changed is not None:
+                self.changed(False)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from monitor import selfmetrics
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.service import CorrelationService
@@ -58,7 +59,7 @@ class IncidentPipeline:
         self.correlation = CorrelationService(inv, db_path, correlation_settings(inv), clock, busy_timeout=BUSY_TIMEOUT)
         # correlation cannot persist: logged once, then once when it can again
         self._recording = Episode(log, "incidents cannot be recorded, retrying every second",
-                                  "incidents recorded again")
+                                  "incidents recorded again", selfmetrics.store_trouble("incidents"))
         self.delivery: DeliveryService | None = None
         self._delivery_task: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None

@@ -7,6 +7,8 @@ that tests and embedding code can read them without collisions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -85,6 +87,15 @@ STORE_HELD = Gauge(
     "store_held_changes", "State changes held in memory because the event store cannot be written (disk full,"
     " read-only, locked); recorded once it can", namespace=NS, registry=REGISTRY,
 )
+STORE_FAILING = Gauge(
+    "store_failing", "1 while writes to the daemon's store fail (database unreachable or restarting, disk full,"
+    " read-only, locked), by the component that writes (events, incidents, delivery); what could not be written"
+    " waits in memory or in the outbox", ["component"], namespace=NS, registry=REGISTRY,
+)
+STORE_OUTAGES = Counter(
+    "store_outages", "Episodes of the daemon's store refusing writes, by component (one per episode, however"
+    " many attempts failed)", ["component"], namespace=NS, registry=REGISTRY,
+)
 ZONE_BLIND = Gauge(
     "remote_zone_blind", "1 while every remote poller of the zone has been silent longer than pollers.silent_after:"
     " the core cannot see the zone (its targets count as unknown until a poller is heard)", ["zone"],
@@ -111,3 +122,18 @@ HA_SINCE = Gauge(
     "ha_active_since_seconds", "Unix time (the database's clock) this daemon became the active one",
     namespace=NS, registry=REGISTRY,
 )
+
+
+def store_trouble(component: str) -> Callable[[bool], None]:
+    """An :class:`monitor.logs.Episode`'s ``changed`` for a writer of the store: ``monitor_store_failing``
+    1 while its writes fail, and one ``monitor_store_outages_total`` per episode."""
+    failing = STORE_FAILING.labels(component)
+    failing.set(0)  # (shown from the start: an operator's alert needs the series before the first outage)
+    outages = STORE_OUTAGES.labels(component)
+
+    def changed(active: bool) -> None:
+        failing.set(1 if active else 0)
+        if active:
+            outages.inc()
+
+    return changed

@@ -29,7 +29,7 @@ AP = lab_address(20)
 CPES = {"cpe-1": lab_address(21), "cpe-2": lab_address(22), "cpe-3": lab_address(23)}
 
 
-def write_config(folder: Path, delivery: str = "", store: str = "") -> Path:
+def write_config(folder: Path, delivery: str = "", store: str = "", metrics_listen: str = "") -> Path:
     """``store``: more ``daemon:`` keys (tests.store_engines.config_keys)."""
     endpoints = "\n".join(
         f"  - {{id: C{i}, name: Cliente {i}, service_class: residencial, contacts: {{email: c{i}@example.com}},"
@@ -45,7 +45,7 @@ service_classes:
   residencial: {{response_hours: 24, availability_target: 98.0}}
 polling: {{interval: 0.2, icmp_count: 1, icmp_timeout: 0.1, down_after: 2, up_after: 2}}
 correlation: {{settle: 0.5, hold_down: 0.6, window: 1.0}}
-daemon: {{state_dir: var, metrics_listen: ""{store}}}
+daemon: {{state_dir: var, metrics_listen: "{metrics_listen}"{store}}}
 nodes:
   - {{id: core, kind: router, address: 127.0.0.1, site: s1}}
   - {{id: ap-1, kind: ap, address: {AP}, parent: core}}
@@ -53,6 +53,18 @@ customers:
 {endpoints}
 {delivery}""")
     return path
+
+
+def mail_delivery(smtp_port: int) -> str:
+    """A ``delivery:`` section: the technician and the customers by mail through the SMTP server on ``smtp_port``."""
+    return f"""
+delivery:
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none, from: "NOC <noc@isp.example>"}}
+  technicians: [{{id: ana, name: Ana Torres, email: ana@isp.example}}]
+  oncall: [{{municipality: "*", shifts: [{{days: [mon-sun], tiers: [ana]}}]}}]
+  customers: {{kinds: [outage, suspected], channels: [email], company: Llanos Net}}
+  retry: {{initial: 0.2s, maximum: 1s}}
+"""
 
 
 async def test_ap_outage_is_one_incident_rooted_at_the_ap(tmp_path: Path) -> None:
@@ -93,16 +105,8 @@ async def test_outage_notices_reach_a_real_smtp_server_once_each(tmp_path: Path,
     on the SQLite store and on PostgreSQL (``daemon.store``)."""
     (tmp_path / "smtp").mkdir()
     smtp = SmtpServer(tmp_path / "smtp")
-    delivery = f"""
-delivery:
-  smtp: {{host: 127.0.0.1, port: {smtp.port}, security: none, from: "NOC <noc@isp.example>"}}
-  technicians: [{{id: ana, name: Ana Torres, email: ana@isp.example}}]
-  oncall: [{{municipality: "*", shifts: [{{days: [mon-sun], tiers: [ana]}}]}}]
-  customers: {{kinds: [outage, suspected], channels: [email], company: Llanos Net}}
-  retry: {{initial: 0.2s, maximum: 1s}}
-"""
     with started(smtp):
-        daemon = Daemon(write_config(tmp_path, delivery, config_keys(where, tmp_path)))
+        daemon = Daemon(write_config(tmp_path, mail_delivery(smtp.port), config_keys(where, tmp_path)))
         task = asyncio.create_task(daemon.run())
         try:
             await until(lambda: len(daemon.states) == 5

@@ -48,3 +48,23 @@ def test_an_episode_logs_when_failing_starts_and_when_it_ends_not_per_attempt(ca
     trouble.failed(error="locked")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("ERROR", "store refuses writes"), ("WARNING", "store takes writes again"), ("ERROR", "store refuses writes")]
+
+
+def test_an_episode_shared_by_parts_ends_when_every_part_that_failed_succeeded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The delivery workers and timer writing one outbox: one pair of lines for one fault, however the
+    parts meet it; a part that never failed ends nothing."""
+    from monitor.logs import Episode
+
+    caplog.set_level(logging.DEBUG)
+    seen: list[bool] = []
+    trouble = Episode(logging.getLogger("monitor.test"), "outbox refuses writes", "outbox takes writes", seen.append)
+    trouble.failed("email", error="server gone")
+    trouble.failed("timer", error="server gone")
+    trouble.ok("timer")
+    trouble.ok("mqtt")
+    assert trouble.active and seen == [True]
+    trouble.ok("email")
+    assert not trouble.active and seen == [True, False]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "outbox refuses writes"), ("WARNING", "outbox takes writes")]

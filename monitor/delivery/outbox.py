@@ -187,8 +187,11 @@ class Outbox:
 
         ``done_at`` is set now: if the answer never comes (crash), this is when it was delivered.
         """
-        with _tx(self.db, pipelined=True):
-            self.db.execute("UPDATE outbox SET inflight = ?, done_at = ? WHERE id = ?", (HANDED_OVER, now, row_id))
+        try:
+            with _tx(self.db, pipelined=True):
+                self.db.execute("UPDATE outbox SET inflight = ?, done_at = ? WHERE id = ?", (HANDED_OVER, now, row_id))
+        except ERRORS as exc:
+            raise StorageError(f"cannot record a hand-over in {self.path}: {exc}") from exc
 
     def _assume_delivered(self, where: str, args: Sequence[Any]) -> int:
         return int(self.db.execute(
@@ -198,23 +201,34 @@ class Outbox:
     def release(self, ids: Sequence[int], *, uncertain: Sequence[int] = ()) -> None:
         """Shutdown: rows not attempted are pending again; rows cut off mid-send are pending and
         uncertain, or delivered if they had been handed over whole."""
-        with _tx(self.db):
-            self.db.executemany("UPDATE outbox SET inflight = 0 WHERE id = ?", [(i,) for i in ids])
-            for i in uncertain:
-                if not self._assume_delivered("id = ? AND inflight = ?", (i, HANDED_OVER)):
-                    self.db.execute("UPDATE outbox SET inflight = 0, uncertain = 1 WHERE id = ?", (i,))
+        if not (ids or uncertain):
+            return
+        try:
+            with _tx(self.db):
+                self.db.executemany("UPDATE outbox SET inflight = 0 WHERE id = ?", [(i,) for i in ids])
+                for i in uncertain:
+                    if not self._assume_delivered("id = ? AND inflight = ?", (i, HANDED_OVER)):
+                        self.db.execute("UPDATE outbox SET inflight = 0, uncertain = 1 WHERE id = ?", (i,))
+        except ERRORS as exc:
+            raise StorageError(f"cannot release deliveries in {self.path}: {exc}") from exc
 
     def retry_now(self, channel: str, now: float) -> None:
         """The receiver is back (broker reconnected): waiting rows are due now, not at their back-off."""
-        with _tx(self.db):
-            self.db.execute(
-                "UPDATE outbox SET next_at = ? WHERE channel = ? AND status = 'pending' AND next_at > ?",
-                (now, channel, now))
+        try:
+            with _tx(self.db):
+                self.db.execute(
+                    "UPDATE outbox SET next_at = ? WHERE channel = ? AND status = 'pending' AND next_at > ?",
+                    (now, channel, now))
+        except ERRORS as exc:
+            raise StorageError(f"cannot reschedule deliveries in {self.path}: {exc}") from exc
 
     def next_due(self, channel: str) -> float | None:
-        row = self.db.execute(
-            "SELECT MIN(next_at) FROM outbox WHERE channel = ? AND status = 'pending' AND inflight = 0", (channel,)
-        ).fetchone()
+        try:
+            row = self.db.execute(
+                "SELECT MIN(next_at) FROM outbox WHERE channel = ? AND status = 'pending' AND inflight = 0", (channel,)
+            ).fetchone()
+        except ERRORS as exc:
+            raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
         return float(row[0]) if row and row[0] is not None else None
 
     def pending(self) -> dict[str, tuple[int, float | None]]:

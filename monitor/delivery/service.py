@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from monitor import selfmetrics
 from monitor.clock import Clock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.staff import Staff
@@ -32,8 +33,8 @@ from monitor.delivery.config import DeliveryConfig
 from monitor.delivery.outbox import NewRow, Outbox
 from monitor.delivery.planner import Context, GlobalMemory, IncidentMemory, Item, Plan
 from monitor.delivery.retry import DeliveryError
-from monitor.delivery.worker import Sender, Worker
-from monitor.errors import MonitorError
+from monitor.delivery.worker import Sender, Worker, outbox_trouble
+from monitor.errors import MonitorError, StorageError
 from monitor.inventory.model import Inventory
 from monitor.logs import Episode, event
 from monitor.notify.render import Renderer
@@ -63,6 +64,9 @@ class DeliveryService:
         self._behind = False  # an enqueue failed (storage): the timer plans from the cursor again
         self._timer_trouble = Episode(log, "delivery timer failed, retrying every second",
                                       "delivery timer working again")
+        #: the outbox refusing writes (the database away, a full disk, a lock): one episode of the timer
+        #: and every worker, ``monitor_store_failing{component="delivery"}`` meanwhile
+        self._store_trouble = outbox_trouble(selfmetrics.store_trouble("delivery"))
         self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
         if self.glob.staff_cursor is None:  # first start (or an upgrade): what staff did before is history
             self.glob.staff_cursor = self.staff.last_action_id()
@@ -260,7 +264,7 @@ class DeliveryService:
         for name, ch in self.channels.items():
             self.senders[name] = ch.sender
             self.workers[name] = Worker(self.outbox, ch.sender, cfg.retry, self.clock, concurrency=ch.concurrency,
-                                        rate=cfg.rate_limits.get(name), batch=ch.batch)
+                                        rate=cfg.rate_limits.get(name), batch=ch.batch, trouble=self._store_trouble)
 
     def _receiver_back(self, channel: str) -> None:
         worker = self.workers.get(channel)
@@ -283,9 +287,13 @@ class DeliveryService:
                 self.tick()
                 await self.poll_desk_acks()
                 self.update_gauges()
-            except MonitorError as exc:  # the outbox refuses writes (full disk, a lock)
+            except StorageError as exc:  # the outbox refuses writes (the database away, full disk, a lock)
+                self._store_trouble.failed("timer", error=exc)
+                continue
+            except MonitorError as exc:
                 self._timer_trouble.failed(error=exc)
                 continue
+            self._store_trouble.ok("timer")
             self._timer_trouble.ok()
 
     async def poll_desk_acks(self, *, force: bool = False) -> None:

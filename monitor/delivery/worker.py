@@ -5,26 +5,45 @@ mail. Each has a concurrency bound (the SMTP pool size; 1 where order matters) a
 rate limit (SMTP relays throttle). Each outcome is committed as soon as it is known; a crash
 between a send and its record leaves that row marked as sending, and the next start hands it to the
 adapter as ``uncertain`` (at most one row per lane).
+
+The store going away (PostgreSQL restarting or out of reach, a full disk, a lock held) stops
+nothing and repeats nothing: a worker keeps the outcomes it could not record in memory and tries
+again every :data:`STORE_RETRY` seconds, sending nothing new meanwhile (no row is handed to an
+adapter before it is recorded as sending), and goes on where it was once the store takes writes
+again. One log line when the outbox stops taking writes, one when it takes them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from monitor.clock import Clock
 from monitor.delivery import metrics
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import HandedOver, Outbox, Row
 from monitor.delivery.retry import DeliveryError, DeliveryRetryable, decide
-from monitor.logs import event
+from monitor.errors import StorageError
+from monitor.logs import Episode, event
 
 log = logging.getLogger("monitor.delivery")
+
+#: seconds between a worker's attempts to write to a store that refused its last write
+STORE_RETRY = 1.0
+
+T = TypeVar("T")
+
+
+def outbox_trouble(changed: Callable[[bool], None] | None = None) -> Episode:
+    """The outbox refusing writes, as one episode of all the parts that write it (workers, timer)."""
+    return Episode(log, "outbox not writable, deliveries wait and are retried every second",
+                   "outbox writable again, deliveries go on", changed)
 
 
 class Sender(Protocol):
@@ -76,7 +95,10 @@ class Worker:
     def __init__(
         self, outbox: Outbox, sender: Sender, policy: RetrySettings, clock: Clock, *, concurrency: int = 1,
         rate: float | RateLimit | None = None, batch: int = 500, idle: float = 1.0,
+        trouble: Episode | None = None,
     ) -> None:
+        """``trouble``: the episode this worker's failed writes belong to (shared with the service's
+        other writers of the outbox, so one fault is one pair of log lines)."""
         self.outbox = outbox
         self.sender = sender
         self.channel = sender.channel
@@ -90,6 +112,7 @@ class Worker:
         self._rng = random.Random()
         self._down = False  # for one log line per outage, not one per failed item
         self._retry_waiting = False
+        self.trouble = trouble if trouble is not None else outbox_trouble()
 
     def wake(self) -> None:
         self._wake.set()
@@ -106,22 +129,38 @@ class Worker:
 
     async def run(self) -> None:
         # a restart after a failure (the service is supervised) finds the last run's rows in flight
-        self.outbox.recover(self.channel)
+        await self._stored(lambda: self.outbox.recover(self.channel))
         while True:
             self._wake.clear()
-            if self._retry_waiting:
-                self._retry_waiting = False
-                self.outbox.retry_now(self.channel, self.clock.now())
-            rows = self.outbox.take(self.channel, self.clock.now(), self.batch)
+            rows = await self._stored(self._take)
             if rows:
                 await self._deliver(rows)
                 continue
-            due = self.outbox.next_due(self.channel)
+            due = await self._stored(lambda: self.outbox.next_due(self.channel))
             wait = self.idle if due is None else min(self.idle, max(0.0, due - self.clock.now()))
             # asyncio.timeout, not wait_for: no inner task whose cancellation can hang a shutdown
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.01)):
                     await self._wake.wait()
+
+    def _take(self) -> list[Row]:
+        if self._retry_waiting:
+            self.outbox.retry_now(self.channel, self.clock.now())
+            self._retry_waiting = False
+        return self.outbox.take(self.channel, self.clock.now(), self.batch)
+
+    async def _stored(self, write: Callable[[], T]) -> T:
+        """``write()``'s result once the store takes it: while it raises StorageError, tried again every
+        STORE_RETRY seconds (the episode logs the first failure and the first success after it)."""
+        while True:
+            try:
+                result = write()
+            except StorageError as exc:
+                self.trouble.failed(self.channel, channel=self.channel, error=exc)
+                await asyncio.sleep(STORE_RETRY)
+                continue
+            self.trouble.ok(self.channel, channel=self.channel)
+            return result
 
     async def _deliver(self, rows: list[Row]) -> None:
         """Send a batch through ``concurrency`` lanes, recording each outcome as soon as it is known.
@@ -139,7 +178,7 @@ class Worker:
             while not queue.empty():
                 row = queue.get_nowait()
                 await self.limit.acquire()
-                self._record(pending, sending=row.id)
+                await self._stored(functools.partial(self._record, pending, sending=row.id))
                 started.add(row.id)
                 try:
                     # the result first: ``pending`` may be flushed (replaced) while this lane awaits
@@ -151,22 +190,39 @@ class Worker:
                     log.exception("delivery adapter failed", extra={"kv": {"channel": self.channel, "key": row.key}})
                     self._failure(row, DeliveryRetryable(f"internal error: {type(exc).__name__}", "bug"), pending)
                 if queue.empty() or self.limit.rate:  # no next send right away to carry the record
-                    self._record(pending)
+                    await self._stored(lambda: self._record(pending))
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(min(self.concurrency, len(rows))):
-                    tg.create_task(lane())
-        finally:
+        def settle() -> None:
             # outcomes first, so a cancellation (shutdown) never repeats what was recorded as sent
             self._record(pending)
             self.outbox.release([r.id for r in rows if r.id not in started],
                                 uncertain=sorted(started - pending.recorded))
 
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self.concurrency, len(rows))):
+                    tg.create_task(lane())
+        except BaseException:  # (stopping): one attempt; what it cannot record, the next start settles
+            try:
+                settle()
+            except StorageError as exc:
+                event(log, logging.WARNING, "delivery outcomes not recorded at stop: the next start settles them",
+                      channel=self.channel, rows=len(rows), error=exc)
+            raise
+        await self._stored(settle)
+
     def _handed_over(self, row_id: int) -> HandedOver:
-        return lambda: self.outbox.handed_over(row_id, self.clock.now())
+        def record() -> None:
+            try:
+                self.outbox.handed_over(row_id, self.clock.now())
+            except StorageError as exc:
+                # the adapter goes on (the receiver may have it all): the row stays recorded as being sent,
+                # so only a crash before its outcome is recorded could repeat it (same Message-ID)
+                self.trouble.failed(self.channel, channel=self.channel, error=exc)
+        return record
 
     def _record(self, pending: _Outcomes, sending: int | None = None) -> None:
+        """Commit the outcomes gathered so far (and mark ``sending``); StorageError keeps them in ``pending``."""
         delivered = len(pending.delivered)
         self.outbox.finish(pending.delivered, pending.retries, pending.failed, self.clock.now(),
                            sending=() if sending is None else (sending,))

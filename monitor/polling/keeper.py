@@ -1,10 +1,12 @@
 """Writes the daemon's state changes and run heartbeats to the event store, and survives when it cannot.
 
-A full disk, a read-only remount or another process holding SQLite's write lock must neither stop
-polling nor lose a transition that was announced: changes that cannot be appended are held in memory,
-in order and with their own timestamps, and retried about once a second; the next successful append
-records them before anything newer. One log line when the store stops taking writes, one when it takes
-them again, and the ``monitor_store_held_changes`` gauge in between — never a line per poll or change.
+A full disk, a read-only remount, another process holding SQLite's write lock or a PostgreSQL store
+restarting or out of reach must neither stop polling nor lose a transition that was announced:
+changes that cannot be appended are held in memory, in order and with their own timestamps, and
+retried about once a second; the next successful append records them before anything newer. One
+log line when the store stops taking writes, one when it takes them again, and the
+``monitor_store_held_changes`` gauge (and ``monitor_store_failing{component="events"}``) in between —
+never a line per poll or change.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class StoreKeeper:
         self.run_id = run_id
         self._held: list[StateChange] = []
         self._trouble = Episode(log, "event store not writable, holding state changes in memory and retrying",
-                                "event store writable again, held state changes recorded")
+                                "event store writable again, held state changes recorded",
+                                selfmetrics.store_trouble("events"))
         self._dropped = 0
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -92,6 +93,19 @@ class PostgreSQL(RestartableServer):
         if not self._created:
             self.psql(f"CREATE DATABASE monitor OWNER {self.user}", database="postgres")
             self._created = True
+
+    def stop_fast(self) -> None:
+        """``pg_ctl stop -m fast``: SIGINT to the postmaster we started, which ends every session at once
+        (SIGTERM waits for clients to leave, which a daemon never does), and wait until it has exited."""
+        process = self.process
+        if process is None or not process.alive():
+            return
+        os.kill(process.pid, signal.SIGINT)
+        try:
+            assert process.proc is not None
+            process.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            process.stop(signal.SIGKILL)
 
     def remove(self) -> None:
         """Stop and delete the cluster."""
