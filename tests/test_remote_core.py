@@ -198,10 +198,11 @@ async def test_a_tower_cut_seen_by_a_remote_poller_is_one_incident_with_its_tick
     assert len({(c.target, c.ts) for c in remote}) == len(remote)
     spool = PollerSpool(poller_db, "p-saravena", "saravena")
     try:
-        assert spool.backlog() == 0 and spool.last_seq() == len(remote)  # one message per change, all acknowledged
+        # all acknowledged; changes confirmed in the same batch round share a message (Publisher)
+        assert spool.backlog() == 0 and 0 < spool.last_seq() <= len(remote)
+        assert daemon.feed is not None and daemon.feed.sequences.through("p-saravena") == spool.last_seq()
     finally:
         spool.close()
-    assert daemon.feed is not None and daemon.feed.sequences.through("p-saravena") == len(remote)
     incidents = IncidentStore(tmp_path / "core" / "var" / "monitor.db")
     try:
         assert [(r.kind, r.root, r.status) for r in incidents.incidents(status=None)] == [

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from monitor.store import EventStore
 log = logging.getLogger("monitor.remote")
 
 SEQUENCES_FILE = "remote-sequences.json"
+LOG_EACH = 20  # changes to down, degraded or unknown logged one by one per batch (the rest counted in one line)
 MAX_SEQUENCES_FILE = 64 << 20  # bytes; 4 pollers × 10,000 missing numbers is well under 1 MB
 
 
@@ -155,15 +157,31 @@ class RemoteIntake:
         self.store.append(batch)  # StorageError: kept, in order, for the next attempt
         self._unstored = []
         self._held.ok(stored=len(batch))
+        states, note = self.states, self.note
         for c in batch:
-            self.states[c.target] = restored(c.new, c.ts)
-            selfmetrics.STATE_CHANGES.labels(c.new.value).inc()
-            selfmetrics.TARGETS.labels(c.old.value).dec()
-            selfmetrics.TARGETS.labels(c.new.value).inc()
-            if c.new in (State.DOWN, State.DEGRADED, State.UNKNOWN):
-                event(log, logging.WARNING, f"target {c.new.value}", target=c.target, poller=poller or "-",
-                      old=c.old.value, new=c.new.value, reason=c.reason)
-            self.note(c)
+            states[c.target] = restored(c.new, c.ts)
+            note(c)
+        for (old, new), n in Counter((c.old, c.new) for c in batch).items():
+            selfmetrics.STATE_CHANGES.labels(new.value).inc(n)
+            selfmetrics.TARGETS.labels(old.value).dec(n)
+            selfmetrics.TARGETS.labels(new.value).inc(n)
+        self._log(poller, batch)
+
+    @staticmethod
+    def _log(poller: str, changes: Sequence[StateChange]) -> None:
+        """A line per target gone down, degraded or unknown, as the core's own polls log them, up to
+        LOG_EACH a batch; beyond, one line with the counts: a zone's burst is 25,000 of them (the
+        poller's journal and the event log have each one), and their formatting alone took the core
+        longer than the burst's 2 s goal (bench/pollers)."""
+        bad = [c for c in changes if c.new in (State.DOWN, State.DEGRADED, State.UNKNOWN)]
+        for c in bad[:LOG_EACH]:
+            event(log, logging.WARNING, f"target {c.new.value}", target=c.target, poller=poller or "-",
+                  old=c.old.value, new=c.new.value, reason=c.reason)
+        if len(bad) > LOG_EACH:
+            counts = Counter(c.new.value for c in bad[LOG_EACH:])
+            event(log, logging.WARNING, "more targets down, degraded or unknown in the same batch",
+                  poller=poller or "-", down=counts["down"], degraded=counts["degraded"], unknown=counts["unknown"],
+                  first=format_ts(min(c.ts for c in bad)), last=format_ts(max(c.ts for c in bad)))
 
     def _log_blind(self) -> None:
         """One line when a poller's view is set aside as blind, one when it counts again."""
