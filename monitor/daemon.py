@@ -385,13 +385,16 @@ class Daemon:
             event(log, logging.WARNING, "a changed broker list or topic prefix takes a restart")
 
     async def _watch_zones(self, zones: BlindZones) -> None:
-        """Once a second: a zone whose pollers are all silent is blind, one heard again is back."""
+        """Once a second: a zone whose pollers are all silent is blind, one heard again is back; the
+        technicians on call hear of each once (:mod:`monitor.delivery.zones`)."""
         while True:
             await asyncio.sleep(1.0)
             now = self.clock.now()
             zones.step(now)
             if self.remote is not None:  # a silent poller's view is set aside while its zone has others
                 self.remote.silence(zones.watch.silent_pollers(now), now)
+            if self.delivery is not None:
+                self.delivery.sync_zones(zones.watch.sight(now))
 
     async def _reload_timeseries(self, new: Inventory) -> None:
         """A changed ``timeseries:`` section: the running writer takes it (new credentials included)

@@ -22,6 +22,7 @@ from monitor.notify.render import BUILTIN, Renderer
 from monitor.zones import PLACES
 from tests.delivery_support import SECRETS, T0, ev, ids, load, write_config
 from tests.test_delivery_planner import Run, ctx_of, staff_action, window
+from tests.test_delivery_zones import zone_items
 
 ENGLISH_KINDS = re.compile(r"\b(" + "|".join(KINDS) + r")\b", re.IGNORECASE)
 
@@ -40,6 +41,7 @@ def _samples(inv: Inventory) -> dict[str, dict[str, Any]]:
     w = [window(1, "ap-1", T0 + 86400, T0 + 90000, "cambio de radio")]
     for now in (T0, T0 + 86400, T0 + 90000):
         items += plan_maintenance(w, [], glob, ctx, now).items
+    items += zone_items(inv)  # a remote zone gone blind and back
     out: dict[str, dict[str, Any]] = {}
     for i in items:
         if i.template:

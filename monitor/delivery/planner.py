@@ -136,11 +136,13 @@ class GlobalMemory:
     #: the last staff action (``incident_actions`` id) the desk was told of; None: not known yet (the
     #: service starts it at the newest, so an upgrade does not comment an incident's whole history)
     staff_cursor: int | None = None
+    #: remote zones whose blindness technicians were alerted of -> when it began (monitor.delivery.zones)
+    zones: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"blind": self.blind, "recent": {k: list(v) for k, v in self.recent.items()},
                 "maintenance": self.maintenance, "held": self.held, "continuing": self.continuing,
-                "staff_cursor": self.staff_cursor}
+                "staff_cursor": self.staff_cursor, "zones": self.zones}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GlobalMemory:
@@ -149,7 +151,7 @@ class GlobalMemory:
         return cls(list(d.get("blind", [])), {k: (v[0], v[1]) for k, v in d.get("recent", {}).items()},
                    dict(d.get("maintenance", {})),
                    {k: list(v) for k, v in d.get("held", {}).items()}, dict(d.get("continuing", {})),
-                   d.get("staff_cursor"))
+                   d.get("staff_cursor"), {str(k): float(v) for k, v in d.get("zones", {}).items()})
 
 
 class Window(Protocol):

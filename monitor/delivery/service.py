@@ -27,7 +27,7 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore, MaintenanceRow, NotFound
 from monitor.db import Where
-from monitor.delivery import channels, metrics, planner
+from monitor.delivery import channels, metrics, planner, zones
 from monitor.delivery.channels import Channel
 from monitor.delivery.config import DeliveryConfig
 from monitor.delivery.outbox import NewRow, Outbox
@@ -38,6 +38,7 @@ from monitor.errors import MonitorError, StorageError
 from monitor.inventory.model import Inventory
 from monitor.logs import Episode, event
 from monitor.notify.render import Renderer
+from monitor.remote.silence import Sight
 
 log = logging.getLogger("monitor.delivery")
 
@@ -67,6 +68,8 @@ class DeliveryService:
         #: the outbox refusing writes (the database away, a full disk, a lock): one episode of the timer
         #: and every worker, ``monitor_store_failing{component="delivery"}`` meanwhile
         self._store_trouble = outbox_trouble(selfmetrics.store_trouble("delivery"))
+        self._zones_trouble = Episode(log, "cannot queue a blind zone's alert, retrying every second",
+                                      "blind zone alerts queued again")
         self.glob = GlobalMemory.from_dict(json.loads(self.outbox.meta("planner", "{}")))
         if self.glob.staff_cursor is None:  # first start (or an upgrade): what staff did before is history
             self.glob.staff_cursor = self.staff.last_action_id()
@@ -105,6 +108,25 @@ class DeliveryService:
             self._behind = True
             event(log, logging.ERROR, "cannot queue deliveries, will plan them again from the incident log",
                   events=len(events), error=exc)
+
+    def sync_zones(self, sight: Sight) -> None:
+        """The technicians' alert for remote zones gone blind, and their recovery (:mod:`.zones`); the
+        daemon calls it every second. Nothing is written unless a zone's alert state moved; a write the
+        outbox refuses is planned again at the next call."""
+        glob = _copy(self.glob)
+        items = zones.plan(sight, glob, self.ctx, self.clock.now())
+        if glob.zones == self.glob.zones:
+            return
+        try:
+            self._commit(Plan(items=items), glob)
+        except StorageError as exc:  # the outbox refuses writes: the one episode the workers and timer share
+            self._store_trouble.failed("zones", error=exc)
+            return
+        except MonitorError as exc:
+            self._zones_trouble.failed(error=exc)
+            return
+        self._store_trouble.ok("zones")
+        self._zones_trouble.ok()
 
     def catch_up(self) -> None:
         """Plan events the correlation service persisted after the last ``enqueue`` (a crash, or an

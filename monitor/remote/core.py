@@ -230,10 +230,11 @@ class BlindZones:
     neither down nor up until a poller of the zone is heard again.
 
     Their live states (what the daemon shows, the targets gauge) become UNKNOWN, one log line and
-    ``monitor_remote_zone_blind{zone}`` say so. Correlation and the event log are told nothing: no
-    outage opens, no customer hears a word, and what the zone's pollers confirmed meanwhile arrives
-    from their spools, with its real times, once they are back. Then the live states are the
-    stored ones again.
+    ``monitor_remote_zone_blind{zone}`` say so, and the technician on call gets one alert per episode
+    (the daemon hands :meth:`ZoneWatch.sight` to delivery: :mod:`monitor.delivery.zones`).
+    Correlation and the event log are told nothing: no outage opens, no customer hears a word, and
+    what the zone's pollers confirmed meanwhile arrives from their spools, with its real times, once
+    they are back. Then the live states are the stored ones again.
     """
 
     def __init__(self, inv: Inventory, watch: ZoneWatch, store: EventStore, states: dict[str, TargetState]) -> None:

@@ -27,6 +27,18 @@ class ZoneNews:
     pollers: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Sight:
+    """What the core sees of its remote zones now (:meth:`ZoneWatch.sight`), for the technicians' alert:
+    a zone in ``blind`` is owed one alert, a zone in ``seen`` (a poller of it heard and not silent) or
+    not in ``zones`` any more is owed its recovery, if it was alerted; anything else waits (a poller
+    given ``timeout`` to show up after the core started is neither)."""
+
+    blind: Mapping[str, ZoneNews]  # zone -> its blindness (``at``: since when)
+    seen: frozenset[str]
+    zones: frozenset[str]  # the configured zones that have pollers
+
+
 class ZoneWatch:
     """Heartbeats in (:meth:`heard`, :meth:`gone`), zones going blind or returning out (:meth:`step`)."""
 
@@ -79,6 +91,16 @@ class ZoneWatch:
                 del self.blind[zone]
             news.append(ZoneNews(zone, blind, now, max(self.last_heard(p) for p in pollers), pollers))
         return news
+
+    def sight(self, now: float) -> Sight:
+        """The zones blind now and those a live poller is heard from (a retained heartbeat of a dead
+        poller is not: it is silent)."""
+        heard = self._heard
+        blind = {z: ZoneNews(z, True, since, max(self.last_heard(p) for p in self.zones[z]), self.zones[z])
+                 for z, since in self.blind.items()}
+        seen = frozenset(z for z, ps in self.zones.items() if z not in self.blind
+                         and any(p in heard and not self.silent(p, now) for p in ps))
+        return Sight(blind, seen, frozenset(self.zones))
 
     def configure(self, zones: Mapping[str, Sequence[str]], timeout: float, now: float) -> list[ZoneNews]:
         """A reloaded config. A blind zone that is gone (or has no pollers now) returns: news for it."""
