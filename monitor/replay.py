@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from monitor.correlate.engine import Engine
 from monitor.correlate.incidents import IncidentEvent
@@ -30,6 +30,7 @@ from monitor.correlate.topology import Topology
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, PollingSettings, Target
 from monitor.polling.table_watch import level_reasons
+from monitor.remote.vantage import Vantages
 from monitor.replay_input import (
     MAX_LINE,
     RTT_MAX,
@@ -83,6 +84,15 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
     # target -> its node: confirmed state, streaks, rules and limits (see StepCache); a healthy reply
     # to a node that is ``calm`` changes nothing, and costs this lookup and the limits' tests
     nodes: dict[str, Node] = {}
+    pending: list[StateChange] = []  # transitions at ``now``, correlated when time moves on
+    # outcomes tagged with the poller that saw them (several vantage points per zone): each poller's
+    # own confirmed states, combined as the core combines them (monitor.remote.vantage)
+    seen = _Seen(inv, pending)
+    tagged: dict[tuple[str, str], Node] = {}  # (poller, target) -> its node, as ``nodes``
+    book: dict[Any, Node]
+    key: Any  # a target id (the core's own outcomes) or (poller, target id)
+    out: _Sink
+    plain = seen.plain
     shared_rules: dict[tuple[int, int, int], Confirmation] = {}
     start: dict[int, tuple[Node, PollingSettings]] = {}  # id(polling settings) -> a new target's node
     decode = record_decoder()  # types and ranges checked in C while decoding (replay_input.Record)
@@ -91,7 +101,6 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
     change_of = _new_change
     last_ts_text: object = _NO_TS  # not None: a "ts": null on the first line must be checked too
     now: float | None = None
-    pending: list[StateChange] = []  # transitions at ``now``, correlated when time moves on
     for lineno, line in enumerate(lines, 1):
         try:  # the fast path for good lines; anything odd goes to parse_line for the exact error
             if len(line) > max_line:
@@ -117,11 +126,17 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
             now = ts
             last_ts_text = ts_text
         tid = r.target
-        node = nodes.get(tid)
+        poller = r.poller
+        if poller is None:
+            book, key, out = nodes, tid, plain
+        else:
+            book, key, out = tagged, (poller, tid), seen.via.get(poller, plain)
+        node = book.get(key)
         if node is None:
             target = targets.get(tid)
             if target is None:
                 raise ReplayError(f"{source}:{lineno}: unknown target {tid!r} (not a node or endpoint in {inv.source})")
+            out = seen.sink(poller, tid, f"{source}:{lineno}", tid in nodes)
             first = start.get(id(target.polling))  # targets share their polling settings: one look-up
             if first is None:
                 th = target.polling.thresholds
@@ -129,7 +144,7 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                           1.0 if th.loss_pct is None else min(1.0, th.loss_pct / 100))
                 node = graph.node(TargetState(), _rules(target, settings, shared_rules), limits)
                 first = start[id(target.polling)] = (node, target.polling)  # kept alive: its id stays its own
-            node = nodes[tid] = first[0]
+            node = book[key] = first[0]
         if r.ok:
             # within the target's limits? (types and ranges are the decoder's; NaN is not JSON)
             rtt, loss = r.rtt_ms, r.loss
@@ -137,9 +152,9 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                 assert now is not None
                 obs = Observation(True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno)
                                   + _levels(targets[tid], r.metrics))
-                nodes[tid], change = graph.follow(node, obs, now, tid)
+                book[key], change = graph.follow(node, obs, now, tid)
                 if change is not None:
-                    pending.append(change)
+                    out.append(change)
                 continue
             if (rtt is None or rtt <= node.rtt_max) and (loss is None or loss <= node.loss_max):
                 if node.calm:
@@ -148,9 +163,9 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
             else:
                 assert now is not None
                 obs = Observation(True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
-                nodes[tid], change = graph.follow(node, obs, now, tid)
+                book[key], change = graph.follow(node, obs, now, tid)
                 if change is not None:
-                    pending.append(change)
+                    out.append(change)
                 continue
         else:
             if node.quiet:
@@ -158,18 +173,89 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
             if isinstance(cause := r.cause, str):
                 assert now is not None
                 obs = Observation(False, detail=f"last down cause {cause}", cause=cause)
-                nodes[tid], change = graph.follow(node, obs, now, tid)
+                book[key], change = graph.follow(node, obs, now, tid)
                 if change is not None:
-                    pending.append(change)
+                    out.append(change)
                 continue
             edge = node.fail or graph.edge(node, _FAIL)
-        nodes[tid] = edge[0]
+        book[key] = edge[0]
         if edge[1] is not None:
             assert now is not None
-            pending.append(change_of(tid, node.state, edge[1], now, edge[2]))
+            out.append(change_of(tid, node.state, edge[1], now, edge[2]))
     if now is not None:
         yield from _correlate(engine, pending, now)
         yield from engine.tick(now)
+
+
+class _Via:
+    """A poller's confirmed changes (tagged outcomes): its view, combined with its zone's other pollers'."""
+
+    __slots__ = ("pending", "poller", "vantage")
+
+    def __init__(self, pending: list[StateChange], vantage: Vantages, poller: str) -> None:
+        self.pending, self.vantage, self.poller = pending, vantage, poller
+
+    def append(self, change: StateChange) -> None:
+        self.pending.extend(self.vantage.report(self.poller, change))
+
+
+class _CoreSeen:
+    """The replay's own (untagged) changes, when some are a poller's vantage node the core polls."""
+
+    __slots__ = ("pending", "vantage")
+
+    def __init__(self, pending: list[StateChange], vantage: Vantages) -> None:
+        self.pending, self.vantage = pending, vantage
+
+    def append(self, change: StateChange) -> None:
+        self.pending.append(change)
+        if change.target in self.vantage.watched_by:
+            self.pending.extend(self.vantage.node_state(change.target, change.new, change.ts))
+
+
+_Sink = list[StateChange] | _Via | _CoreSeen
+
+
+class _Seen:
+    """Where the replay's confirmed changes go: an untagged outcome is the core's own, straight to
+    correlation, as always; an outcome tagged with a ``poller`` is that poller's view, combined with
+    the other pollers' of its zone exactly as the core combines them (:mod:`monitor.remote.vantage`;
+    every poller counts as live: replay has no heartbeats)."""
+
+    def __init__(self, inv: Inventory, pending: list[StateChange]) -> None:
+        self.inv, self.pending = inv, pending
+        p = inv.pollers
+        self.vantage = Vantages(p.zone_pollers(), p.zone_of, p.vantage_of()) if p is not None else None
+        self.via: dict[str, _Via] = {}
+        self.tagged: set[str] = set()  # targets whose outcomes name their poller
+        v = self.vantage
+        core_watched = v is not None and any(n not in v.zone_of for n in v.watched_by)
+        self.plain: _Sink = _CoreSeen(pending, v) if v is not None and core_watched else pending
+
+    def sink(self, poller: str | None, tid: str, where: str, untagged: bool) -> _Sink:
+        """The first outcome of ``tid`` (from ``poller``): checked, and where its changes go."""
+        if (poller is None and tid in self.tagged) or (poller is not None and untagged):
+            raise ReplayError(f"{where}: {tid!r} has outcomes with and without a poller (tag every outcome of a "
+                              "target with the poller that saw it, or none)")
+        if poller is None:
+            return self.plain
+        v = self.vantage
+        if v is None:
+            raise ReplayError(f"{where}: poller {poller!r}, but {self.inv.source} has no pollers: section")
+        zone = v.poller_zone.get(poller)
+        if zone is None:
+            known = ", ".join(sorted(v.poller_zone)) or "none"
+            raise ReplayError(f"{where}: unknown poller {poller!r} (the config's pollers: {known})")
+        if v.zone_of.get(tid) != zone:
+            assert self.inv.pollers is not None
+            home = self.inv.pollers.zone_of.get(tid)
+            raise ReplayError(f"{where}: poller {poller!r} reports zone {zone!r}, and {tid!r} is in "
+                              f"{'zone ' + repr(home) if home else 'no zone'}")
+        self.tagged.add(tid)
+        via = self.via.get(poller)
+        if via is None:
+            via = self.via[poller] = _Via(self.pending, v, poller)
+        return via
 
 
 def _correlate(engine: Engine, changes: list[StateChange], now: float | None) -> Iterator[IncidentEvent]:

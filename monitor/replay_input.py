@@ -26,10 +26,12 @@ import msgspec
 
 from monitor.correlate.incidents import parse_ts
 from monitor.errors import MonitorError
+from monitor.inventory.fields import ID_RE
 
 MAX_LINE = 4096  # bytes of one line: real ones are ~100; this also bounds the JSON nesting depth
-KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss", "cause", "metrics"})
-KEY_ORDER = "ts, target, ok, rtt_ms, loss, cause, metrics"
+KEYS = frozenset({"ts", "target", "ok", "rtt_ms", "loss", "cause", "metrics", "poller"})
+KEY_ORDER = "ts, target, ok, rtt_ms, loss, cause, metrics, poller"
+MAX_ID = 128  # characters of a poller id (as the remote pollers' messages)
 #: an answered poll's levels from its parent's subscriber table, judged against the target's thresholds
 #: like the daemon's table walk does (monitor.polling.table_watch.level_reasons): name -> (low, high)
 METRICS: dict[str, tuple[float, float]] = {
@@ -65,6 +67,9 @@ class Metrics(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     wireless_ccq_pct: _Pct | None = None
 
 
+_PollerId = Annotated[str, msgspec.Meta(pattern=ID_RE.pattern, max_length=MAX_ID)]  # as parse_line: ID_RE.match
+
+
 class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One valid line, as :func:`parse_line` would accept it (types and ranges; ``ts`` not parsed yet).
 
@@ -80,6 +85,8 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     loss: _Loss | None = None
     cause: Cause | msgspec.UnsetType = msgspec.UNSET
     metrics: Metrics | None = None
+    #: the remote poller that saw it (several vantage points per zone: monitor.remote.vantage); None: the core
+    poller: _PollerId | None = None
 
 
 def record_decoder() -> Callable[[str], Record]:
@@ -91,7 +98,7 @@ def record(rec: dict[str, Any]) -> Record:
     """The :class:`Record` of a line :func:`parse_line` accepted."""
     m = rec.get("metrics")
     return Record(rec["ts"], rec["target"], rec["ok"], rec.get("rtt_ms"), rec.get("loss"), rec.get("cause", UNSET),
-                  None if m is None else Metrics(**m))
+                  None if m is None else Metrics(**m), rec.get("poller"))
 
 
 def read_lines(f: BinaryIO, source: str) -> Iterator[str]:
@@ -149,6 +156,10 @@ def parse_line(line: str, source: str, lineno: int) -> dict[str, Any]:
         check_cause(rec["cause"], rec["ok"], source, lineno)
     if rec.get("metrics") is not None:
         check_metrics(rec["metrics"], rec["ok"], source, lineno)
+    poller = rec.get("poller")
+    if poller is not None and not (isinstance(poller, str) and len(poller) <= MAX_ID and ID_RE.match(poller)):
+        raise ReplayError(f"{where}: poller must be a poller id of at most {MAX_ID} characters (like "
+                          f"p-saravena-1), got {_shown(poller)}")
     return rec
 
 

@@ -26,7 +26,7 @@ from monitor.correlate.topology import Topology
 from monitor.replay import _levels, _reasons
 from monitor.replay_input import Metrics
 from monitor.state import Confirmation, Observation, State, StateChange, TargetState, step
-from tests.scenario_runner import Scenario
+from tests.scenario_runner import Combined, Scenario
 
 
 @dataclass
@@ -82,7 +82,8 @@ def _epoch() -> float:
 def confirmed_changes(sc: Scenario) -> list[StateChange]:
     """The transitions the state machine confirms from the scenario's outcomes, as replay's rules do."""
     rules: dict[str, Confirmation] = {}
-    states: dict[str, TargetState] = {}
+    states: dict[str | tuple[str, str], TargetState] = {}  # a target's, or (poller, target): that poller's view
+    combined = Combined(sc.inventory)  # tagged outcomes: the pollers' views combined as the core does
     out: list[StateChange] = []
     for line in sc.lines:
         rec = json.loads(line)
@@ -102,10 +103,11 @@ def confirmed_changes(sc: Scenario) -> list[StateChange]:
         else:
             why = rec.get("cause")
             obs = Observation(reachable=False, detail=f"last down cause {why}" if why else "no reply", cause=why)
-        new, change = step(states.get(tid, TargetState()), obs, parse_ts(rec["ts"]), rule, tid)
-        states[tid] = new
+        key = tid if rec.get("poller") is None else (rec["poller"], tid)
+        new, change = step(states.get(key, TargetState()), obs, parse_ts(rec["ts"]), rule, tid)
+        states[key] = new
         if change is not None:
-            out.append(change)
+            out += combined(rec.get("poller"), change)
     return out
 
 

@@ -9,6 +9,13 @@ poller would record (every target polled once per interval at its own offset, so
 often confirmed before their parents, exactly as in production) and feeds them through
 ``monitor replay``'s pipeline or through the daemon's CorrelationService (which also proves
 persistence and restart).
+
+Several vantage points (remote pollers, issue 14): ``pollers: [{id: p-town, vantage: gw}, {id: p-noc,
+sees: [gw, twr]}]`` puts every target in one zone ``town`` with those pollers, except the ids under
+``core_polls:`` (zone ``noc``, polled by the core itself). Each poller polls what it ``sees`` (default:
+everything of the zone) and its outcomes are tagged with it; a timeline step with ``seen_by: [p-town]``
+is seen by those pollers only (``core`` for the core's own polls). The views are combined as the core
+combines them (monitor.remote.vantage), in replay, in the service path and in the invariants.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from monitor.correlate.maintenance import Window
 from monitor.correlate.settings import CorrelationSettings
 from monitor.db import Where
 from monitor.inventory.model import Customer, Inventory, MaintenanceSpec, PollingSettings, ServiceClass, Target
+from monitor.inventory.pollers import PollersSettings, Zone
+from monitor.remote.vantage import Vantages
+from monitor.state import State, StateChange
 
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -58,7 +68,7 @@ def from_raw(raw: dict[str, Any], name: str) -> Scenario:
         MaintenanceSpec(w["node"], EPOCH + w["start"], EPOCH + w["end"], w.get("reason", ""))
         for w in raw.get("config_maintenance") or []
     )
-    inv = dataclasses.replace(inv, maintenance=config_windows)
+    inv = dataclasses.replace(inv, maintenance=config_windows, pollers=_pollers(raw, inv))
     overrides = {str(k): _text(v) for k, v in (raw.get("settings") or {}).items()}
     settings = CorrelationSettings.for_interval(interval).with_overrides(overrides)
     lines = _outcomes(raw, inv, interval)
@@ -69,6 +79,33 @@ def from_raw(raw: dict[str, Any], name: str) -> Scenario:
     restarts = [EPOCH + s["at"] for s in raw.get("timeline", []) if s.get("restart")]
     resolves = [(EPOCH + s["at"], s["resolve"]) for s in raw.get("timeline", []) if s.get("resolve")]
     return Scenario(name, inv, settings, lines, windows, restarts, raw.get("expect") or {}, raw, resolves)
+
+
+def _pollers(raw: dict[str, Any], inv: Inventory) -> PollersSettings | None:
+    """The scenario's ``pollers:`` as a config's section: zone ``town`` (every target but ``core_polls``)."""
+    if not raw.get("pollers"):
+        return None
+    core = set(raw.get("core_polls") or [])
+    ids = tuple(p["id"] for p in raw["pollers"])
+    vantage = {p["id"]: p["vantage"] for p in raw["pollers"] if p.get("vantage")}
+    zones = {"town": Zone("town", ids, vantage), "noc": Zone("noc")}
+    return PollersSettings((), zones, {t: "noc" if t in core else "town" for t in inv.targets})
+
+
+class Combined:
+    """The confirmed changes of tagged outcomes combined as the core does (untagged: the core's own)."""
+
+    def __init__(self, inv: Inventory, seed: dict[str, tuple[State, float]] | None = None) -> None:
+        p = inv.pollers
+        self.vantage = Vantages(p.zone_pollers(), p.zone_of, p.vantage_of(), seed) if p is not None else None
+
+    def __call__(self, poller: str | None, change: StateChange) -> list[StateChange]:
+        v = self.vantage
+        if v is None:
+            return [change]
+        if poller is not None:
+            return v.report(poller, change)
+        return [change, *v.node_state(change.target, change.new, change.ts)]
 
 
 def _text(v: object) -> str:
@@ -135,29 +172,43 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
             fail.setdefault(t, []).append([start, start + churn.get("back_after", duration)])
     lossy = _lossy_links(raw, inv)
     levels = _levels(raw)
-    polls: list[tuple[float, int, str, bool, float | None, str | None, dict[str, float] | None]] = []
+    # who polls each target: the core (None), or every poller that sees it (several vantage points)
+    pollers = [p["id"] for p in raw.get("pollers") or []]
+    core = set(raw.get("core_polls") or [])
+    sees = {p["id"]: set(p["sees"]) for p in raw.get("pollers") or [] if "sees" in p}
+    viewers: dict[str, list[str | None]] = {
+        t: [None] if not pollers or t in core else [p for p in pollers if p not in sees or t in sees[p]]
+        for t in order}
+    seen: dict[str | None, tuple[dict[str, list[list[float]]], dict[tuple[str, float], str]]] = {
+        v: _fail_spans(raw, inv, duration + interval, v) for vs in viewers.values() for v in vs if v}
+    seen[None] = (fail, cause) if not pollers else _fail_spans(raw, inv, duration + interval, "core")
+    polls: list[tuple[float, int, int, str, bool, float | None, str | None, dict[str, float] | None, str | None]] = []
     for i, tid in enumerate(order):
-        spans = fail.get(tid, [])
-        links = lossy.get(tid, [])
-        steps = levels.get(tid, [])
-        k = 0
-        while (when := k * interval + offsets[tid]) < duration:
-            span = next((a for a, b in spans if a <= when < b), None)
-            ok = span is None
-            loss = None
-            for link in links:
-                if ok and link.start <= when < link.end:
-                    loss = link.loss
-                    ok = link.rng.random() >= link.drop
-            metrics = next((m for at, m in reversed(steps) if at <= when), None)
-            polls.append((when, i, tid, ok, loss, None if span is None else cause.get((tid, span)), metrics))
-            k += 1
+        for j, viewer in enumerate(viewers[tid]):
+            fails, causes = seen[viewer]
+            spans = fails.get(tid, [])
+            links = lossy.get(tid, [])
+            steps = levels.get(tid, [])
+            k = 0
+            while (when := k * interval + offsets[tid]) < duration:
+                span = next((a for a, b in spans if a <= when < b), None)
+                ok = span is None
+                loss = None
+                for link in links:
+                    if ok and link.start <= when < link.end:
+                        loss = link.loss
+                        ok = link.rng.random() >= link.drop
+                metrics = next((m for at, m in reversed(steps) if at <= when), None)
+                why = None if span is None else causes.get((tid, span))
+                polls.append((when, i, j, tid, ok, loss, why, metrics, viewer))
+                k += 1
     polls.sort(key=lambda p: p[:3])
     return [
         json.dumps({"ts": format_ts(EPOCH + t), "target": tid, "ok": ok, **({"loss": loss} if ok and loss else {}),
-                    **({"cause": why} if why else {}), **({"metrics": m} if ok and m else {})})
+                    **({"cause": why} if why else {}), **({"metrics": m} if ok and m else {}),
+                    **({"poller": viewer} if viewer else {})})
         + "\n"
-        for t, _, tid, ok, loss, why, m in polls
+        for t, _, _, tid, ok, loss, why, m, viewer in polls
     ]
 
 
@@ -172,13 +223,16 @@ def _levels(raw: dict[str, Any]) -> dict[str, list[tuple[float, dict[str, float]
 
 
 def _fail_spans(
-    raw: dict[str, Any], inv: Inventory, end: float
+    raw: dict[str, Any], inv: Inventory, end: float, viewer: str | None = None
 ) -> tuple[dict[str, list[list[float]]], dict[tuple[str, float], str]]:
     """The timeline's intervals of failure per target ([from, to]) and the cause a failure step gives
-    (``cause: dying_gasp``: what the parent's subscriber table reports), by (target, from)."""
+    (``cause: dying_gasp``: what the parent's subscriber table reports), by (target, from); as
+    ``viewer`` (a poller, or ``core``) sees them: a step with ``seen_by`` is seen by those only."""
     fail: dict[str, list[list[float]]] = {}
     cause: dict[tuple[str, float], str] = {}  # (target, span start) -> what its parent's table reports
     for step in raw.get("timeline", []):
+        if viewer is not None and "seen_by" in step and viewer not in step["seen_by"]:
+            continue
         at = float(step["at"])
         ids = step.get("fail") or step.get("recover") or []
         if step.get("cascade"):
@@ -283,7 +337,8 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
     poll_every = 0.0 if sc.resolves else 5.0  # staff actions taken at once: the same time with or without restarts
     svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=poll_every)
     svc.sync_config_windows(sc.inventory.maintenance)  # as the daemon's pipeline does at start
-    states: dict[str, TargetState] = {}
+    states: dict[str | tuple[str, str], TargetState] = {}  # a target's, or (poller, target): that poller's view
+    combined = Combined(sc.inventory)
     restarts = sorted(sc.restarts)
     resolves = sorted(sc.resolves)
     now: float | None = None
@@ -296,7 +351,11 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
                 svc.close()
                 log.close()
                 log = EventStore(db)
-                states = {t: restored(st, since) for t, (st, since) in log.load_states().items()}
+                stored_states = log.load_states()
+                # the core restarts, its pollers do not: their own states go on, their views are re-seeded
+                states = {k: v for k, v in states.items() if isinstance(k, tuple)}
+                states.update((t, restored(st, since)) for t, (st, since) in stored_states.items())
+                combined = Combined(sc.inventory, stored_states)
                 clock.set(ts)
                 svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=poll_every)
                 events += svc.startup_events  # what resuming decided is delivered like any other event
@@ -314,11 +373,13 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
         why = rec.get("cause")  # as replay and the daemon's table walk word it
         obs = Observation(reachable=rec["ok"], degraded_reasons=reasons,
                           detail="" if rec["ok"] else f"last down cause {why}" if why else "no reply", cause=why)
-        new, change = step(states.get(tid, TargetState()), obs, ts, rules[tid], tid)
-        states[tid] = new
-        if change is not None:
-            log.append([change])
-            events += svc.on_state_changes([change])
+        poller = rec.get("poller")
+        key = tid if poller is None else (poller, tid)
+        new, change = step(states.get(key, TargetState()), obs, ts, rules[tid], tid)
+        states[key] = new
+        if change is not None and (effective := combined(poller, change)):
+            log.append(effective)
+            events += svc.on_state_changes(effective)
     stored = list(svc.store.events())
     svc.close()
     log.close()

@@ -56,9 +56,9 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> str:
     (line(ok="1"), "in.jsonl:2: ok must be true or false, got 1"),
     # the full check refused a null cause; the fast path took it for no cause
     (line(ok="false", cause="null"), "in.jsonl:2: cause must be one of dying_gasp, los, other, unknown, got null"),
-    (line(rtt="5"), "in.jsonl:2: unknown key 'rtt' (expected ts, target, ok, rtt_ms, loss, cause, metrics)"),
+    (line(rtt="5"), "in.jsonl:2: unknown key 'rtt' (expected ts, target, ok, rtt_ms, loss, cause, metrics, poller)"),
     (line(ok="false", Ok="true"),
-     "in.jsonl:2: unknown key 'Ok' (expected ts, target, ok, rtt_ms, loss, cause, metrics)"),
+     "in.jsonl:2: unknown key 'Ok' (expected ts, target, ok, rtt_ms, loss, cause, metrics, poller)"),
     # an ONU's or station's levels (issue 17): on answered polls only, known names, finite and in range
     (line(ok="false", metrics='{"onu_rx_dbm": -28.5}'), "in.jsonl:2: metrics are only for an answered poll (ok true)"),
     (line(metrics="-28.5"), 'in.jsonl:2: metrics must be an object like {"onu_rx_dbm": -28.5}, got a number'),
@@ -70,6 +70,12 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes) -> str:
      "in.jsonl:2: metrics.onu_rx_dbm must be a finite number from -100 to 30, got -1e+300"),
     (line(metrics='{"wireless_ccq_pct": true}'),
      "in.jsonl:2: metrics.wireless_ccq_pct must be a finite number from 0 to 100, got true"),
+    (line(poller="5"), "in.jsonl:2: poller must be a poller id of at most 128 characters (like p-saravena-1), "
+                       "got 5"),
+    (line(poller='"p saravena"'), "in.jsonl:2: poller must be a poller id of at most 128 characters (like "
+                                  "p-saravena-1), got \"p saravena\""),
+    (line(poller='"p-nowhere"'), "in.jsonl:2: 'core-arauca' has outcomes with and without a poller (tag every "
+                                 "outcome of a target with the poller that saw it, or none)"),
     (line(metrics='{"wireless_signal_dbm": 3}'),
      "in.jsonl:2: metrics.wireless_signal_dbm must be a finite number from -150 to 0, got 3"),
     (line(ts='"9999-12-31T23:00:00-05:00"'),
@@ -123,12 +129,13 @@ _EDGES: dict[str, list[object]] = {  # each optional field's values at and aroun
                2**64],
     "loss": [0, 1, 2, 1.0, 1.0000000000000002, 5e-324, -0.0, -1e-9, -1],
     "cause": ["los", "dying_gasp", "other", "unknown", "LOS", "", None],
+    "poller": ["p-1", "p 1", "", "p-1\n", "x" * 128, "x" * 129, None, 5],
     "metrics": [{}, None, {"onu_rx_dbm": -100}, {"onu_rx_dbm": -100.00000000000001}, {"onu_rx_dbm": 30.5},
                 {"wireless_ccq_pct": 100}, {"wireless_ccq_pct": -0.0}, {"wireless_signal_dbm": 0.1},
                 {"onu_rx_dbm": True}, {"rx": -20}, {"onu_rx_dbm": None}, [], "x"],
 }
 _TYPICAL = {"rtt_ms": st.integers(0, 10) | st.floats(0, 500), "loss": st.floats(0, 1),
-            "cause": st.sampled_from(["los", "other"]),
+            "cause": st.sampled_from(["los", "other"]), "poller": st.sampled_from(["p-saravena-1", "p-noc"]),
             "metrics": st.fixed_dictionaries({}, optional={
                 "onu_rx_dbm": st.integers(-40, 0) | st.floats(-40, 0), "wireless_signal_dbm": st.integers(-95, -40),
                 "wireless_ccq_pct": st.floats(0, 100)})}
@@ -140,7 +147,7 @@ def _records(draw: st.DrawFn) -> list[tuple[str, object]]:
     sometimes one field made odd, written twice (the last one counts) or an unknown key added."""
     pairs: list[tuple[str, object]] = [
         ("ts", "2026-11-01T00:00:00Z"), ("target", "core-arauca"), ("ok", draw(st.booleans()))]
-    for key in ("rtt_ms", "loss", "cause", "metrics"):
+    for key in ("rtt_ms", "loss", "cause", "metrics", "poller"):
         if draw(st.booleans()):
             pairs.append((key, draw(st.sampled_from(_EDGES[key]) if draw(st.booleans()) else _TYPICAL[key])))
     match draw(st.integers(0, 7)):
