@@ -16,6 +16,7 @@ import pytest
 from monitor import selfmetrics
 from monitor.errors import ProbeError
 from monitor.inventory.model import PollingSettings, Target
+from monitor.probes import icmp_socket
 from monitor.probes.icmp import IcmpProbe, _parse_address
 from monitor.probes.icmp_packet import checksum_partial
 from monitor.probes.icmp_socket import SO_TIMESTAMPNS
@@ -356,3 +357,19 @@ async def test_a_reply_read_after_its_timeout_counts_when_it_arrived_in_time(mod
         await probe.close()
     assert (r.sent, r.received, r.error) == (1, 1, None), r
     assert r.rtt_max_ms is not None and r.rtt_max_ms < 100.0, r  # the kernel's time, not the 500 ms read
+
+
+async def test_token_pool_refills_without_losing_a_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens come from a pool drawn from os.urandom in bulk (issue 12, the per-poll path's cost): a
+    pool of 3 is used up and drawn again six times over 20 requests, and every reply still matches."""
+    monkeypatch.setattr(icmp_socket, "TOKEN_POOL", 3)
+    probe = IcmpProbe()
+    await probe.start()
+    try:
+        addresses = [f"127.21.0.{i}" for i in range(1, 11)]
+        results = await probe.ping_many(addresses, count=2, spacing=0.001, per_ping_timeout=2)
+        single = await probe.ping("127.21.0.11", count=3, spacing=0.001, per_ping_timeout=2)
+    finally:
+        await probe.close()
+    assert [r.received for r in results] == [2] * 10
+    assert single.received == 3

@@ -33,6 +33,7 @@ import secrets
 import socket
 import struct
 import time
+from collections.abc import Iterator
 
 from monitor import selfmetrics
 from monitor.probes.icmp_packet import ECHO_REPLY, HEADER, ID_SEQ_TOKEN, EchoTemplate, Parsed, parse
@@ -51,6 +52,7 @@ SIOCGSTAMPNS = 0x8907  # ioctl: kernel receive time of the last datagram read (s
 NO_STAMP = bytes(TIMESPEC.size)
 RCVBUF = 8 * 1024 * 1024
 RECV_SIZE = 65536  # an ICMP message can quote a whole IP packet
+TOKEN_POOL = 4096  # tokens drawn per os.urandom call, handed out one per request
 RECV_BURST = 4096  # replies handled per reader callback before yielding to the loop
 DRAIN_BURSTS = 8  # reader bursts a due deadline may take first to read what the kernel already holds
 Retry = tuple[bytes, int, int, int]  # packet, index, sequence, token of a request to send again
@@ -146,6 +148,9 @@ class IcmpSocket:
         # What send_many needs per request that never changes: type, identifier, checksum base.
         self._request = (t.request_type, ident, t.checksum_base(ident), t.want_checksum)
         self._seq = random.getrandbits(16)
+        # Unpredictable tokens drawn ahead in bulk (see send_many): one getrandom() per TOKEN_POOL
+        # requests instead of one per call, which the per-poll path makes for every ping.
+        self._tokens = _token_pool()
         # token -> (poll, index of the request within the poll, sequence, send time)
         self.pending: dict[int, tuple[Echo, int, int, float]] = {}
         # Deadlines of waiting groups: a heap of plain tuples (compared in C) and one loop timer for
@@ -158,6 +163,11 @@ class IcmpSocket:
         # IPv4 raw sockets get the IP header in front of the ICMP message; others do not.
         self._v4raw = family == 4 and raw
         self._reply_type = ECHO_REPLY[family]
+        # What the reader checks every reply against: payload pad, exact reply size (ICMP header +
+        # token + pad), type, whether the identifier is ours to check (datagram sockets: the kernel
+        # owns it) and the identifier.
+        pad = self.template.pad
+        self._reply = (pad, 16 + len(pad), self._reply_type, raw, ident)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
@@ -238,11 +248,17 @@ class IcmpSocket:
         sendto = self.sock.sendto
         monotonic = time.monotonic
         seq = self._seq
-        # One unpredictable 64-bit token per request, all drawn in one getrandom() call (the hot
-        # path: ~20 ns a token instead of a call per request).
-        tokens = memoryview(os.urandom(8 * len(echoes))).cast("Q")
+        # One unpredictable 64-bit token per request, from a pool drawn from os.urandom in bulk: the
+        # per-poll path calls this once per ping, and a getrandom() call, a memoryview, its cast and
+        # a zip(strict=True) per call were ~4k of its ~107k instructions (keyword arguments to zip
+        # alone ~1k).
+        tokens = self._tokens
         try:
-            for echo, token in zip(echoes, tokens, strict=True):
+            for echo in echoes:
+                token = next(tokens, None)
+                if token is None:  # the pool is used up: draw the next
+                    tokens = self._tokens = _token_pool()
+                    token = next(tokens)
                 seq = (seq + 1) & 0xFFFF
                 if token in pending:  # 1 in 2**64 / in-flight: never seen, but must not steal an entry
                     token = _fresh_token(pending)
@@ -325,7 +341,12 @@ class IcmpSocket:
         self._timer = None
         heap = self._deadlines
         now = time.monotonic()
-        if heap and heap[0][0] <= now:
+        due = []
+        while heap and heap[0][0] <= now:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():  # finished groups stay in the heap until their deadline: skipped
+                due.append(fut)
+        if due:
             # Replies the kernel queued before now are not late, however late the loop got round to
             # them: read them before giving their polls up. The reader takes RECV_BURST per callback,
             # and a starved loop may hold more than that (every raw socket gets every ICMP reply on
@@ -333,10 +354,9 @@ class IcmpSocket:
             for _ in range(DRAIN_BURSTS):
                 if self._on_readable():
                     break
-        while heap and heap[0][0] <= now:
-            fut = heapq.heappop(heap)[2]
-            if not fut.done():
-                fut.set_result(None)
+            for fut in due:
+                if not fut.done():
+                    fut.set_result(None)
         if heap:
             self._arm(heap[0][0])
 
@@ -364,22 +384,24 @@ class IcmpSocket:
         A reply read after its request's timeout asks the kernel when it arrived (one ioctl, only
         then): a starved process must not turn replies that came in time into lost ones.
         """
-        recv_into = self.sock.recv_into
-        recvfrom_into = self.sock.recvfrom_into
-        recvmsg_into = self.sock.recvmsg_into
+        sock = self.sock
         src: tuple[str, int] = ("", 0)
         buf = self._recv_buf
         stamped = self.kernel_timestamps
-        bufs = [buf]
-        anc: list[tuple[int, int, bytes]] = []
-        realtime_offset = time.time() - time.monotonic() if stamped else 0.0
-        pending = self.pending
-        pad = self.template.pad
-        reply_len = 16 + len(pad)  # ICMP header + token + pad: the exact size of one of our replies
-        reply_type = self._reply_type
         v4raw = self._v4raw
-        check_ident = self.raw  # datagram sockets: the kernel owns the identifier
-        ident = self.ident
+        # Only what this socket's mode reads with: the per-poll path runs this set-up about once per
+        # reply, so each bound method or list made here for nothing is paid per ping.
+        anc: list[tuple[int, int, bytes]] | tuple[()] = ()
+        if stamped:
+            recvmsg_into = sock.recvmsg_into
+            bufs = [buf]
+            realtime_offset = time.time() - time.monotonic()
+        elif v4raw:
+            recv_into = sock.recv_into
+        else:
+            recvfrom_into = sock.recvfrom_into
+        pending = self.pending
+        pad, reply_len, reply_type, check_ident, ident = self._reply
         unpack = ID_SEQ_TOKEN.unpack_from
         monotonic = time.monotonic
         for _ in range(RECV_BURST):
@@ -498,6 +520,11 @@ def _keep_receive_times(sock: socket.socket) -> None:
     """
     with contextlib.suppress(OSError):
         fcntl.ioctl(sock.fileno(), SIOCGSTAMPNS, NO_STAMP)
+
+
+def _token_pool() -> Iterator[int]:
+    """TOKEN_POOL unpredictable 64-bit tokens from one os.urandom call."""
+    return iter(memoryview(os.urandom(8 * TOKEN_POOL)).cast("Q"))
 
 
 def _fresh_token(pending: dict[int, tuple[Echo, int, int, float]]) -> int:
