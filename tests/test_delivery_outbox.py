@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -207,6 +208,38 @@ async def test_concurrent_lanes_send_each_row_once(where: Where) -> None:
     async with running(worker):
         await until(lambda: not ob.pending(), 5, "the outbox to drain")
     assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(40))
+
+
+async def test_lanes_ready_together_share_one_commit_and_still_send_only_what_is_marked(where: Where) -> None:
+    """Four lanes start together: one transaction marks their four rows as sending (on PostgreSQL one
+    round trip instead of four), and no row reaches the adapter before its mark is committed (read by
+    another connection, as a restarted process would); the outcomes that arrive together are again one
+    commit with the next marks."""
+    ob = Outbox(where)
+    ob.add([row(f"I/a/{i}/1") for i in range(8)], {}, {}, 1.0)
+    commits: list[list[int]] = []
+    finish = ob.finish
+
+    def counted(delivered: Any, retries: Any, failed: Any, now: float, sending: Sequence[int] = ()) -> None:
+        commits.append(list(sending))
+        finish(delivered, retries, failed, now, sending)
+
+    ob.finish = counted  # type: ignore[method-assign]
+    sender = ScriptedSender()
+    worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=4, batch=8)
+    async with running(worker):
+        await until(lambda: len(sender.calls) == 4, 5, "four sends")
+        assert [len(c) for c in commits] == [4]
+        assert sorted(inflight(where).values()) == [SENDING] * 4 + [CLAIMED] * 4
+        for i in range(4):
+            sender.gate(f"I/a/{i}/1").set()
+        await until(lambda: len(sender.calls) == 8, 5, "the next four sends")
+        assert [len(c) for c in commits] == [4, 4]
+        for i in range(4, 8):
+            sender.gate(f"I/a/{i}/1").set()
+        await until(lambda: not ob.pending(), 5, "all delivered")
+    assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(8))
+    assert len(commits) <= 4  # (the last outcomes: one commit, or one a lane at most)
 
 
 async def test_rate_limit_paces_after_a_one_second_burst_in_virtual_time() -> None:

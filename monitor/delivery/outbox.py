@@ -142,21 +142,28 @@ class Outbox:
     # ------------------------------------------------------------ workers
 
     def take(self, channel: str, now: float, limit: int) -> list[Row]:
-        """Due rows of a channel, oldest first; of each group only its oldest pending row."""
+        """Due rows of a channel, oldest first; of each group only its oldest pending row.
+
+        One statement claims them and returns them (on PostgreSQL one round trip for the whole
+        transaction: its rows are read after COMMIT was sent with it); claims are serialized by the
+        store's write lock, so two workers never take the same row."""
+        tx = _tx(self.db, pipelined=True)
         try:
-            with _tx(self.db, pipelined=True):
-                rows = self.db.execute(
-                    "SELECT id, key, incident, action, recipient, channel, grp, payload, attempts, uncertain,"
-                    " created_at FROM outbox o WHERE channel = ? AND status = 'pending' AND inflight = 0"
-                    " AND next_at <= ? AND (grp = '' OR id = (SELECT MIN(id) FROM outbox p WHERE p.grp = o.grp"
-                    " AND p.status = 'pending')) ORDER BY id LIMIT ?",
-                    (channel, now, limit),
-                ).fetchall()
-                self.db.executemany("UPDATE outbox SET inflight = ? WHERE id = ?", [(CLAIMED, r[0]) for r in rows])
+            with tx:
+                cur = self.db.execute(
+                    "UPDATE outbox SET inflight = ? WHERE id IN (SELECT id FROM outbox o WHERE channel = ?"
+                    " AND status = 'pending' AND inflight = 0 AND next_at <= ? AND (grp = '' OR id = (SELECT MIN(id)"
+                    " FROM outbox p WHERE p.grp = o.grp AND p.status = 'pending')) ORDER BY id LIMIT ?)"
+                    " RETURNING id, key, incident, action, recipient, channel, grp, payload, attempts, uncertain,"
+                    " created_at", (CLAIMED, channel, now, limit))
+                # (SQLite ends the statement, and its lock, only once read; a pipeline has the rows at its end)
+                rows = None if tx.pipelined else cur.fetchall()
+            if rows is None:
+                rows = cur.fetchall()
         except ERRORS as exc:
             raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
         return [Row(r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), id=r[0], attempts=r[8],
-                    uncertain=bool(r[9]), created_at=r[10]) for r in rows]
+                    uncertain=bool(r[9]), created_at=r[10]) for r in sorted(rows)]
 
     def finish(
         self, delivered: Sequence[tuple[int, str | None]], retries: Sequence[tuple[int, float, str, str]],

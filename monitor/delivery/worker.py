@@ -21,7 +21,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from monitor.clock import Clock
@@ -113,6 +113,7 @@ class Worker:
         self._down = False  # for one log line per outage, not one per failed item
         self._retry_waiting = False
         self.trouble = trouble if trouble is not None else outbox_trouble()
+        self._group: _Group | None = None  # the lanes' commit being gathered (see _commit)
 
     def wake(self) -> None:
         self._wake.set()
@@ -166,7 +167,9 @@ class Worker:
         """Send a batch through ``concurrency`` lanes, recording each outcome as soon as it is known.
 
         Each lane commits the outcomes gathered so far together with the "sending" mark of its next
-        row (one commit per item), so a SIGKILL can only leave uncertain the rows on the wire.
+        row before sending it, so a SIGKILL can only leave uncertain the rows on the wire. Lanes that
+        ask in the same turn of the event loop share one commit (:meth:`_commit`): on PostgreSQL one
+        round trip marks the rows of several lanes instead of one each.
         """
         pending = _Outcomes()
         queue: asyncio.Queue[Row] = asyncio.Queue()
@@ -178,7 +181,7 @@ class Worker:
             while not queue.empty():
                 row = queue.get_nowait()
                 await self.limit.acquire()
-                await self._stored(functools.partial(self._record, pending, sending=row.id))
+                await self._commit(pending, row.id)
                 started.add(row.id)
                 try:
                     # the result first: ``pending`` may be flushed (replaced) while this lane awaits
@@ -190,7 +193,7 @@ class Worker:
                     log.exception("delivery adapter failed", extra={"kv": {"channel": self.channel, "key": row.key}})
                     self._failure(row, DeliveryRetryable(f"internal error: {type(exc).__name__}", "bug"), pending)
                 if queue.empty() or self.limit.rate:  # no next send right away to carry the record
-                    await self._stored(lambda: self._record(pending))
+                    await self._commit(pending, None)
 
         def settle() -> None:
             # outcomes first, so a cancellation (shutdown) never repeats what was recorded as sent
@@ -211,6 +214,27 @@ class Worker:
             raise
         await self._stored(settle)
 
+    async def _commit(self, pending: _Outcomes, sending: int | None) -> None:
+        """Record the outcomes gathered so far and mark ``sending``, in a commit shared with the other lanes
+        that ask before this one's turn comes: the first to ask lets the loop run once (the lanes ready
+        now join), then commits for all; the others wait for that commit. Returns once it is stored."""
+        group = self._group
+        if group is not None:
+            if sending is not None:
+                group.ids.append(sending)
+            await asyncio.shield(group.done)  # (a follower cancelled at a stop leaves the commit to its leader)
+            return
+        group = self._group = _Group([] if sending is None else [sending])
+        try:
+            await asyncio.sleep(0)
+            self._group = None
+            await self._stored(functools.partial(self._record, pending, group.ids))
+        except BaseException:
+            self._group = None
+            group.done.cancel()  # (its followers stop with it: nothing of theirs was marked)
+            raise
+        group.done.set_result(None)
+
     def _handed_over(self, row_id: int) -> HandedOver:
         def record() -> None:
             try:
@@ -221,11 +245,10 @@ class Worker:
                 self.trouble.failed(self.channel, channel=self.channel, error=exc)
         return record
 
-    def _record(self, pending: _Outcomes, sending: int | None = None) -> None:
+    def _record(self, pending: _Outcomes, sending: Sequence[int] = ()) -> None:
         """Commit the outcomes gathered so far (and mark ``sending``); StorageError keeps them in ``pending``."""
         delivered = len(pending.delivered)
-        self.outbox.finish(pending.delivered, pending.retries, pending.failed, self.clock.now(),
-                           sending=() if sending is None else (sending,))
+        self.outbox.finish(pending.delivered, pending.retries, pending.failed, self.clock.now(), sending=sending)
         pending.flush()
         if delivered:
             metrics.DELIVERED.labels(self.channel).inc(delivered)
@@ -249,6 +272,14 @@ class Worker:
             metrics.FAILED.labels(self.channel, d.reason).inc()
             event(log, logging.ERROR, "delivery given up", channel=self.channel, key=row.key, reason=d.reason,
                   error=text)
+
+
+class _Group:
+    """Rows of several lanes to be marked as sending in one commit, and that commit's completion."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class _Outcomes:

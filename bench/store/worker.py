@@ -1,0 +1,113 @@
+"""Outbox throughput through the real delivery worker, PostgreSQL against SQLite in one run (issue 13).
+
+    .venv/bin/python -m bench.store.worker [--notices 10000] [--rounds 3] [--concurrency 4]
+
+Each round queues ``--notices`` customer notices (one planner transaction, as a burst's fan-out is)
+and runs the real :class:`monitor.delivery.worker.Worker` on them until none is pending: claims of
+a batch (the email channel's 8 x pool size), the "sending" mark of each row committed before its
+send together with the outcomes known so far, the hand-over recorded at the adapter's point of no
+return (as the SMTP adapter does at the final "."), the last outcomes at the end. The adapter itself
+returns at once: this measures the outbox, not a mail server. Rounds alternate the engines (SQLite
+first, then PostgreSQL first), so a machine shared with other work slows both alike; prints
+notices/s min/median/max per engine and the ratio of the medians. PostgreSQL 15 is a throwaway
+cluster on loopback (tests/servers/postgres.py, ``fsync=off`` like the tests'): round trips and
+server work, not the disk; the SQLite file is in a temporary folder, WAL with ``synchronous=NORMAL``
+as the daemon runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from monitor.clock import SystemClock
+from monitor.db import Where
+from monitor.delivery.config import RetrySettings
+from monitor.delivery.outbox import HandedOver, NewRow, Outbox, Row
+from monitor.delivery.worker import Worker
+from tests.servers.postgres import PostgreSQL as Server
+from tests.store_engines import fresh_database
+
+
+class Instant:
+    """An adapter that hands each notice over at once, recording its point of no return as SMTP does."""
+
+    channel = "email"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
+        if handed_over is not None:
+            handed_over()
+        self.sent += 1
+        return "ok"
+
+    async def close(self) -> None:
+        return None
+
+
+def notices(n: int, tag: str) -> list[NewRow]:
+    return [NewRow(f"INC-{tag}/notify/C-{i:05d}/1", f"INC-{tag}", "notify", f"C-{i:05d}", "email", "",
+                   {"to": f"c{i}@example.com", "subject": "Corte de servicio", "body": "Sin servicio " * 20,
+                    "language": "es"}) for i in range(n)]
+
+
+async def deliver(outbox: Outbox, n: int, tag: str, concurrency: int) -> float:
+    """Seconds from the worker's start until every one of ``n`` queued notices is recorded delivered."""
+    outbox.add(notices(n, tag), {}, {}, time.time())
+    sender = Instant()
+    worker = Worker(outbox, sender, RetrySettings(), SystemClock(), concurrency=concurrency, batch=8 * concurrency)
+    t0 = time.perf_counter()
+    task = asyncio.create_task(worker.run())
+    try:
+        while outbox.pending():
+            await asyncio.sleep(0.005)
+        return time.perf_counter() - t0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert sender.sent == n, (sender.sent, n)
+
+
+def summary(name: str, rates: list[float]) -> str:
+    return (f"{name:<11} notices/s min {min(rates):8.0f}  median {statistics.median(rates):8.0f}"
+            f"  max {max(rates):8.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--notices", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=4, help="the worker's lanes (the SMTP pool size)")
+    args = ap.parse_args()
+    server = Server()
+    try:
+        server.start(timeout=60)
+        folder = Path(tempfile.mkdtemp(prefix="bench-store-worker-"))
+        stores: dict[str, Where] = {"sqlite": folder / "monitor.db", "postgresql": fresh_database(server)}
+        outboxes = {name: Outbox(where) for name, where in stores.items()}
+        rates: dict[str, list[float]] = {name: [] for name in stores}
+        names = list(stores)
+        for r in range(args.rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                seconds = asyncio.run(deliver(outboxes[name], args.notices, f"{name}-{r}", args.concurrency))
+                rates[name].append(args.notices / seconds)
+        print(f"outbox through the real worker: {args.notices} notices x {args.rounds} rounds, {args.concurrency}"
+              f" lanes, PostgreSQL {server.psql('SHOW server_version')} on loopback (fsync=off), SQLite WAL")
+        for name in names:
+            print(summary(name, rates[name]))
+        ratio = statistics.median(rates["sqlite"]) / statistics.median(rates["postgresql"])
+        print(f"SQLite / PostgreSQL (medians): {ratio:.2f}x")
+        for outbox in outboxes.values():
+            outbox.close()
+    finally:
+        server.remove()
+
+
+if __name__ == "__main__":
+    main()
