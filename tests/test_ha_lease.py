@@ -10,13 +10,23 @@ from hypothesis import strategies as st
 from monitor.errors import ConfigError
 from monitor.ha.lease import Do, Outcome, Term, Timing, after_renewal, next_step, stand_down_at
 
-T = Timing()  # ttl 9, renew 2, margin 3, retry 1
+T = Timing(ttl=9.0, renew=2.0, margin=3.0, retry=1.0)  # round numbers to reason with
 
 
 def test_defaults_leave_time_for_the_start_within_fifteen_seconds() -> None:
+    d = Timing()
     # a standby sees the lease expired at most ttl + retry after the active daemon's last renewal
-    assert T.ttl + T.retry <= 10
-    # the leader tolerates two failed renewals before it stands down
+    assert d.ttl + d.retry <= 8
+    # the leader tries twice more after a failed renewal before it stands down
+    failed = after_renewal(Term(1, 0.0, 100.0), 101.5, Outcome.FAILED)
+    assert failed is not None
+    tries = [101.5]
+    now = 101.5
+    while (step := next_step(d, failed, tries[-1], now)).do is not Do.STAND_DOWN:
+        if step.do is Do.RENEW:
+            tries.append(now)
+        now = step.at
+    assert tries == [101.5, 102.5, 103.5] and now == 104.5
     assert stand_down_at(T, Term(1, 0.0, 100.0)) == 106.0
 
 

@@ -25,7 +25,7 @@ from tests.servers.tcp_proxy import TcpProxy
 from tests.store_engines import ThrowawayDatabase, connect, pg_database_fixture, pg_server_fixture  # noqa: F401
 from tests.test_daemon import ROOT
 
-FAST = Timing(ttl=3.0, renew=0.5, margin=1.5, retry=0.2)
+FAST = Timing(ttl=4.0, renew=0.5, margin=2.0, retry=0.2)  # (margin: room for a loaded machine's scheduling)
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +140,7 @@ def test_a_cut_leader_stands_down_before_a_standby_takes_over(pg_database: Throw
         assert taken and taken[0] > 0, "the standby never took over"
         assert stood_down and stood_down[0][1] == "lease not renewed in time"
         assert stood_down[0][0] < taken[0]
-        assert stood_down[0][0] - cut <= FAST.ttl - FAST.margin + 0.2 + 2.0  # (renewal period + slack)
+        assert stood_down[0][0] - cut <= FAST.ttl - FAST.margin + 3.0  # its deadline (+ slack for a loaded machine)
         assert b.term is not None and b.term.epoch == 2
         assert FENCE.epoch == 2
     finally:

@@ -56,6 +56,7 @@ class Keeper:
         self._stop = threading.Event()
         self._changed = threading.Event()  # a renewal moved the deadline: the watchdog looks again
         self._down = False
+        self._refused = False  # the store refused a write as fenced: stand down now
         self._threads: list[threading.Thread] = []
         selfmetrics.HA_ACTIVE.set(0)
 
@@ -93,6 +94,7 @@ class Keeper:
         with self._lock:
             self.term = term
         FENCE.epoch = term.epoch
+        FENCE.refused = self._write_refused
         selfmetrics.HA_ACTIVE.set(1)
         selfmetrics.HA_EPOCH.set(term.epoch)
         selfmetrics.HA_SINCE.set(term.since)
@@ -140,18 +142,27 @@ class Keeper:
                     self.term = after
             self._changed.set()
 
+    def _write_refused(self) -> None:
+        """A write of this term met another epoch (or an expired lease) in the database: the watchdog
+        stands down now rather than at the next renewal. Only a flag here: called from the writer."""
+        self._refused = True
+        self._changed.set()
+
     def _watch(self) -> None:
         while not self._stop.is_set():
             with self._lock:
                 term = self.term
             if term is None:
                 return
+            if self._refused:
+                self.stand_down(term, "the store refused a write: the lease is no longer ours")
+                return
             wait = stand_down_at(self.timing, term) - self.clock()
             if wait <= 0:
                 self.stand_down(term, "lease not renewed in time")
                 return
             self._changed.wait(wait)
-            self._changed.clear()
+            self._changed.clear()  # (a flag set between the check and here is seen: the loop looks again)
 
     def stand_down(self, term: Term, reason: str) -> None:
         """Stop being active: polling and sending end with the process (or the injected action)."""
@@ -160,7 +171,7 @@ class Keeper:
                 return
             self._down = True
             self.term = None
-        FENCE.epoch = None
+        FENCE.epoch, FENCE.refused = None, None
         selfmetrics.HA_ACTIVE.set(0)
         event(log, logging.ERROR, "standing down: stop polling and sending", reason=reason, epoch=term.epoch,
               instance=self.lease.holder)
@@ -177,7 +188,7 @@ class Keeper:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
-        FENCE.epoch = None
+        FENCE.epoch, FENCE.refused = None, None
         selfmetrics.HA_ACTIVE.set(0)
         if term is not None and not self._down:
             try:

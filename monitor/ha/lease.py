@@ -20,12 +20,14 @@ from monitor.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """How the lease is held. Defaults: a standby takes over at most ``ttl + retry`` (10 s) after the
-    active daemon's last renewal, leaving 5 s of the 15 s promised for the daemon's start."""
+    """How the lease is held. Defaults: a standby takes over at most ``ttl + retry`` (8 s) after the
+    active daemon's last renewal, leaving 7 s of the 15 s promised for the daemon's start on a loaded
+    machine; the active daemon stands down 4.5 s after its last successful renewal (two more attempts
+    fail first), 2.5 s before the lease can expire."""
 
-    ttl: float = 9.0  # a renewal makes the lease valid this long (database clock)
-    renew: float = 2.0  # the leader renews this often
-    margin: float = 3.0  # and stands down this long before its lease could expire
+    ttl: float = 7.0  # a renewal makes the lease valid this long (database clock)
+    renew: float = 1.5  # the leader renews this often
+    margin: float = 2.5  # and stands down this long before its lease could expire
     retry: float = 1.0  # a standby (or a failed renewal) tries again this often
 
     def __post_init__(self) -> None:
