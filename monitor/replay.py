@@ -27,6 +27,7 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.maintenance import Window, config_windows
 from monitor.correlate.settings import CorrelationOverrides, CorrelationSettings, derive, parse_assignments
 from monitor.correlate.topology import Topology
+from monitor.cutoff import CutOff, confirm_cut_off
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, PollingSettings, Target
 from monitor.polling.table_watch import level_reasons
@@ -101,6 +102,21 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
     change_of = _new_change
     last_ts_text: object = _NO_TS  # not None: a "ts": null on the first line must be checked too
     now: float | None = None
+    # a failed poll below a node confirmed DOWN confirms DOWN (monitor/cutoff.py): since when each is
+    # DOWN, by the key of ``book`` (each poller's own view, as its polling stage holds it)
+    DOWN = State.DOWN
+    cutoff = CutOff(engine.topo.parents, {
+        tid: (_rules(t, settings, shared_rules).down_after - 1) * t.polling.interval for tid, t in targets.items()
+    }, settings.vantage)
+    down_since: dict[Any, float] = {}
+
+    def cut_by(tid: str, poller: str | None, node: Node, fails: int) -> str | None:
+        if node.state is DOWN or not down_since:
+            return None
+        assert now is not None
+        since = down_since.get if poller is None else lambda p: down_since.get((poller, p))
+        return cutoff.cut_by(tid, since, now - fails * targets[tid].polling.interval)
+
     for lineno, line in enumerate(lines, 1):
         try:  # the fast path for good lines; anything odd goes to parse_line for the exact error
             if len(line) > max_line:
@@ -155,6 +171,8 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                 book[key], change = graph.follow(node, obs, now, tid)
                 if change is not None:
                     out.append(change)
+                    if change.old is DOWN:
+                        down_since.pop(key, None)
                 continue
             if (rtt is None or rtt <= node.rtt_max) and (loss is None or loss <= node.loss_max):
                 if node.calm:
@@ -166,6 +184,8 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                 book[key], change = graph.follow(node, obs, now, tid)
                 if change is not None:
                     out.append(change)
+                    if change.old is DOWN:
+                        down_since.pop(key, None)
                 continue
         else:
             if node.quiet:
@@ -174,14 +194,28 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                 assert now is not None
                 obs = Observation(False, detail=f"last down cause {cause}", cause=cause)
                 book[key], change = graph.follow(node, obs, now, tid)
+                if change is None and (cut := cut_by(tid, poller, node, book[key].streaks[0])) is not None:
+                    book[key], change = graph.cut_off(node, book[key], obs, now, tid, cut)
                 if change is not None:
                     out.append(change)
+                    if change.new is DOWN:
+                        down_since[key] = now
                 continue
             edge = node.fail or graph.edge(node, _FAIL)
+            if edge[1] is None and (cut := cut_by(tid, poller, node, edge[0].streaks[0])) is not None:
+                assert now is not None
+                book[key], change = graph.cut_off(node, edge[0], _FAIL, now, tid, cut)
+                out.append(change)
+                down_since[key] = now
+                continue
         book[key] = edge[0]
         if edge[1] is not None:
             assert now is not None
             out.append(change_of(tid, node.state, edge[1], now, edge[2]))
+            if edge[1] is DOWN:
+                down_since[key] = now
+            elif node.state is DOWN:
+                down_since.pop(key, None)
     if now is not None:
         yield from _correlate(engine, pending, now)
         yield from engine.tick(now)
@@ -375,6 +409,13 @@ class StepCache:
         """Any observation from ``node``: ``step`` itself, for those with their own words."""
         cur, change = step(node.target_state(0.0), obs, now, node.rules, target)
         return self._next(node, cur), change
+
+    def cut_off(
+        self, prev: Node, cur: Node, obs: Observation, now: float, target: str, node: str,
+    ) -> tuple[Node, StateChange]:
+        """The DOWN a failed poll confirms for a target ``node`` cuts off (``cur``: where ``step`` led)."""
+        new, change = confirm_cut_off(prev.target_state(0.0), cur.target_state(0.0), obs, now, target, node)
+        return self._next(prev, new), change
 
     def __call__(
         self, prev: TargetState, obs: Observation, now: float, rules: Confirmation, target: str

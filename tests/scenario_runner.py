@@ -64,6 +64,7 @@ def from_raw(raw: dict[str, Any], name: str) -> Scenario:
     """A scenario from its parsed YAML (property tests generate these)."""
     interval = float(raw.get("interval", 60))
     inv = _inventory(raw["topology"], interval, f"{name}.yaml")
+    inv = _own_intervals(inv, raw["topology"].get("intervals") or {})
     config_windows = tuple(  # the config's ``maintenance:`` list (the daemon syncs it into the store)
         MaintenanceSpec(w["node"], EPOCH + w["start"], EPOCH + w["end"], w.get("reason", ""))
         for w in raw.get("config_maintenance") or []
@@ -138,6 +139,24 @@ def _inventory(topo: dict[str, Any], interval: float, source: str) -> Inventory:
     return Inventory(source, {}, {}, classes, {}, targets, customers, polling=polling)
 
 
+def _matching(pattern: str, ids: list[str]) -> list[str]:
+    """Target ids a scenario key names: an id, or a prefix ending in ``*``."""
+    return [t for t in ids if t == pattern or (pattern.endswith("*") and t.startswith(pattern[:-1]))]
+
+
+def _own_intervals(inv: Inventory, intervals: dict[str, float]) -> Inventory:
+    """``intervals: {twr-*: 2}``: those targets are polled at their own interval (``polling_by_kind``
+    in a config: the end-to-end benchmark polls its network every 2 s and its CPEs every 10 s)."""
+    if not intervals:
+        return inv
+    targets = dict(inv.targets)
+    for pattern, every in intervals.items():
+        for t in _matching(pattern, list(targets)):
+            own = dataclasses.replace(targets[t].polling, interval=float(every))
+            targets[t] = dataclasses.replace(targets[t], polling=own)
+    return dataclasses.replace(inv, targets=targets)
+
+
 def below(inv: Inventory, ids: list[str]) -> set[str]:
     kids: dict[str, list[str]] = {}
     for t in inv.targets.values():
@@ -156,11 +175,10 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
     """Probe outcomes: each target polled every interval at its offset; failing while in the failing set."""
     duration = float(raw["duration"])
     order = list(inv.targets)
-    offsets = {t: (i * interval / len(order)) for i, t in enumerate(order)}
+    offsets = {t: (i * interval / len(order)) % inv.targets[t].polling.interval for i, t in enumerate(order)}
     for tid, off in (raw["topology"].get("offsets") or {}).items():
-        for t in order:
-            if t == tid or (tid.endswith("*") and t.startswith(tid[:-1])):
-                offsets[t] = float(off)
+        for t in _matching(tid, order):
+            offsets[t] = float(off)
     fail, cause = _fail_spans(raw, inv, duration + interval)
     churns = raw.get("churn") or []
     for churn in churns if isinstance(churns, list) else [churns]:  # a list: one block per night
@@ -184,13 +202,14 @@ def _outcomes(raw: dict[str, Any], inv: Inventory, interval: float) -> list[str]
     seen[None] = (fail, cause) if not pollers else _fail_spans(raw, inv, duration + interval, "core")
     polls: list[tuple[float, int, int, str, bool, float | None, str | None, dict[str, float] | None, str | None]] = []
     for i, tid in enumerate(order):
+        every = inv.targets[tid].polling.interval
         for j, viewer in enumerate(viewers[tid]):
             fails, causes = seen[viewer]
             spans = fails.get(tid, [])
             links = lossy.get(tid, [])
             steps = levels.get(tid, [])
             k = 0
-            while (when := k * interval + offsets[tid]) < duration:
+            while (when := k * every + offsets[tid]) < duration:
                 span = next((a for a, b in spans if a <= when < b), None)
                 ok = span is None
                 loss = None
@@ -309,15 +328,25 @@ def _rel(e: dict[str, Any], key: str) -> Any:
     return e.get(key)
 
 
+def down_since(states: dict[Any, Any], poller: str | None) -> Any:
+    """Since when a target is confirmed DOWN in ``states`` (None: it is not), in ``poller``'s view
+    (None: the core's own polls), for monitor/cutoff.py."""
+    def since(t: str) -> float | None:
+        st = states.get(t if poller is None else (poller, t))
+        return st.since if st is not None and st.state.value == "down" else None
+    return since
+
+
 def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
     """Drive the scenario like the daemon: state machine, EventStore, CorrelationService, restarts."""
     from monitor.clock import ManualClock
     from monitor.correlate.incidents import parse_ts
     from monitor.correlate.service import CorrelationService
     from monitor.correlate.store import IncidentStore
+    from monitor.cutoff import CutOff, confirm_cut_off
     from monitor.replay import _levels, _reasons
     from monitor.replay_input import Metrics
-    from monitor.state import Confirmation, Observation, TargetState, restored, step
+    from monitor.state import Confirmation, Observation, State, TargetState, restored, step
     from monitor.store import EventStore
 
     store = IncidentStore(db)
@@ -339,6 +368,9 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
     svc.sync_config_windows(sc.inventory.maintenance)  # as the daemon's pipeline does at start
     states: dict[str | tuple[str, str], TargetState] = {}  # a target's, or (poller, target): that poller's view
     combined = Combined(sc.inventory)
+    targets = sc.inventory.targets
+    lead = {tid: (rules[tid].down_after - 1) * t.polling.interval for tid, t in targets.items()}
+    cutoff = CutOff({tid: t.parents for tid, t in targets.items()}, lead, sc.settings.vantage)
     restarts = sorted(sc.restarts)
     resolves = sorted(sc.resolves)
     now: float | None = None
@@ -375,7 +407,13 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
                           detail="" if rec["ok"] else f"last down cause {why}" if why else "no reply", cause=why)
         poller = rec.get("poller")
         key = tid if poller is None else (poller, tid)
-        new, change = step(states.get(key, TargetState()), obs, ts, rules[tid], tid)
+        prev = states.get(key, TargetState())
+        new, change = step(prev, obs, ts, rules[tid], tid)
+        if change is None and not obs.reachable and new.state is not State.DOWN:
+            answered = ts - new.fail_streak * target.polling.interval
+            node = cutoff.cut_by(tid, down_since(states, poller), answered)
+            if node is not None:  # as the daemon's polling stage (monitor/cutoff.py), in that poller's view
+                new, change = confirm_cut_off(prev, new, obs, ts, tid, node)
         states[key] = new
         if change is not None and (effective := combined(poller, change)):
             log.append(effective)

@@ -19,6 +19,9 @@ a real SMTP server (aiosmtpd writing a Maildir), optionally a real RT 5 (else th
    distinct Message-IDs, no DOWN or DEGRADED outside the subtree, nothing failed or left pending in
    the outbox, no skipped polls.
 
+Also issue 12's ratio, in the same run: the first customer notice against the tower's confirmation +
+the settle period + 5 s (``first notice / goal``; at most 1 is the goal).
+
 Also the CPU % (of one core) and RSS of the daemon (and of the SMTP server) per phase. Exit status
 1 if a check failed or a milestone did not come before ``--timeout``. Everything it started is
 stopped by PID, and the firewall table deleted, also on failure or Ctrl-C.
@@ -42,6 +45,7 @@ from typing import Any, TypeVar
 from bench.e2e.checks import Outcome, check_run, lag_max, scrape
 from bench.e2e.network import SENDER, Network, Settings, generate
 from bench.e2e.observe import Mailbox, Sampler, Store
+from monitor.correlate.settings import CorrelationOverrides, CorrelationSettings, derive
 from tests.firewall import IcmpBlock, icmp_block
 from tests.lab.processes import DaemonProcess, started_here
 from tests.servers.common import free_port
@@ -146,6 +150,15 @@ class Watch:
             self.tl.mark(last, got[-1].arrived, f"{len(got)} mails")
 
 
+def notice_goal(marks: dict[str, float], settings: CorrelationSettings) -> str:
+    """Issue 12's anchor, in the same run: the first customer notice should come within the tower's
+    confirmation + the settle period + 5 s (the customers below are cut off: nothing to wait for)."""
+    anchor = marks["tower DOWN confirmed"] + settings.settle + 5.0
+    first = marks["first customer notice"]
+    return (f"{first:.2f} s / ({marks['tower DOWN confirmed']:.2f} + settle {settings.settle:g} + 5 = "
+            f"{anchor:.2f} s) = {first / anchor:.2f}")
+
+
 def one_run(args: argparse.Namespace, number: int) -> Outcome:
     print(f"run {number}: {args.cpes} CPEs, {args.towers} towers, CPE interval {args.cpe_interval} s, "
           f"nodes {args.node_interval} s, SMTP pool {args.pool}, desk {'RT 5' if args.rt else 'folder'}", flush=True)
@@ -200,6 +213,7 @@ def one_run(args: argparse.Namespace, number: int) -> Outcome:
         print(f"  (nft transaction took {cut - t:.3f} s)")
         poll_until(lambda: True if watch.outage(cut) else None, args.timeout, "the outage's milestones", daemon)
         outage_end = time.time()
+        goal = notice_goal(tl.marks, derive(args.cpe_interval, CorrelationOverrides.parse(settings.correlation)))
 
         print("restore: the addresses answer again", flush=True)
         t = time.time()
@@ -213,6 +227,7 @@ def one_run(args: argparse.Namespace, number: int) -> Outcome:
         after = scrape(metrics_port)
         outcome = check_run(store, mail, net, watch.incident, cut, warm, rt)
         outcome.marks = tl.marks
+        outcome.facts["first notice / goal (issue 12)"] = goal
         outcome.scheduler = {"skipped polls (whole run)": after.get("skipped", 0.0),
                              "skipped polls (cut → end)": after.get("skipped", 0.0) - before_cut.get("skipped", 0.0),
                              "scheduler lag p99 (s, whole run)": after.get("lag_p99", float("nan")),
@@ -243,6 +258,8 @@ def summary(outcomes: list[Outcome]) -> None:
     for name in outcomes[0].marks:
         values = [o.marks[name] for o in outcomes if name in o.marks]
         print(f"  {name:<34} {min(values):8.2f} - {max(values):.2f} s")
+    ratios = [float(str(o.facts["first notice / goal (issue 12)"]).rsplit("= ", 1)[1]) for o in outcomes]
+    print(f"  first notice / goal (issue 12)     {min(ratios):8.2f} - {max(ratios):.2f}")
     for name in outcomes[0].cpu:
         values = [o.cpu[name] for o in outcomes]
         print(f"  CPU {name:<30} {min(values):6.1f} - {max(values):.1f} %")

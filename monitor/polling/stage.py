@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from monitor import selfmetrics
 from monitor.clock import Clock
+from monitor.correlate.settings import derive
+from monitor.cutoff import CutOff, confirm_cut_off
 from monitor.db import store_location
 from monitor.errors import MonitorError
 from monitor.inventory.model import Inventory, PollingSettings, Target
@@ -71,6 +73,13 @@ ChangeSink = Callable[[StateChange], None]
 def confirmation(target: Target) -> Confirmation:
     p = target.polling
     return Confirmation(down_after=p.down_after, up_after=p.up_after, degraded_after=p.degraded_after)
+
+
+def cut_off(inv: Inventory) -> CutOff:
+    """Which DOWN node cuts a target off, for ``inv``'s topology and vantage nodes (monitor/cutoff.py)."""
+    vantage = derive(inv.polling.interval, inv.correlation).vantage
+    lead = {tid: (t.polling.down_after - 1) * t.polling.interval for tid, t in inv.targets.items()}
+    return CutOff({tid: t.parents for tid, t in inv.targets.items()}, lead, vantage)
 
 
 def scheduled(inv: Inventory) -> list[Target]:
@@ -129,6 +138,8 @@ class PollingStage:
         self._first_pass: set[str] | None = None  # targets not yet polled since start
         self._metrics = _PollMetrics()
         self._confirmations: dict[str, tuple[PollingSettings, Confirmation]] = {}
+        #: below a node confirmed DOWN a failed poll confirms DOWN at once (monitor/cutoff.py)
+        self._cutoff = CutOff({}, {})
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -145,6 +156,7 @@ class PollingStage:
         self._restore_states(inv)
         self._first_pass = set(inv.targets)
         self.tables.configure(inv)
+        self._cutoff = cut_off(inv)
 
     async def start_probes(self, inv: Inventory) -> None:
         """Start the probes ``inv`` needs (ProbeSetupError when one cannot work on this machine)."""
@@ -196,6 +208,7 @@ class PollingStage:
         """Take a changed inventory: unchanged targets keep their state and slots, removed ones end
         their life in the log (UNKNOWN, :data:`REMOVED`). Returns how many were removed."""
         self.tables.configure(new)
+        self._cutoff = cut_off(new)
         await self.start_probes(new)
         removed = [tid for tid in old.targets if tid not in new.targets]
         now = self.clock.now()
@@ -252,6 +265,10 @@ class PollingStage:
                 points = schema.snmp_points(target, SnmpResult(target.id, "", True, metrics=outcome.metrics), now)
                 points.append(schema.state_point(target, new.state.value, now, change.reason if change else ""))
                 self.writer.submit(points)
+
+    def _down_since(self, tid: str) -> float | None:
+        st = self.states.get(tid)
+        return st.since if st is not None and st.state is State.DOWN else None
 
     def _rules(self, target: Target) -> Confirmation:
         """The target's confirmation rules, built once per polling settings object (a reload brings
@@ -311,6 +328,11 @@ class PollingStage:
         """Fold one observation into the target's confirmed state; announce a transition."""
         prev = self.states.get(target.id) or TargetState()
         new, change = step(prev, obs, now, self._rules(target), target.id)
+        if change is None and not obs.reachable and new.state is not State.DOWN:
+            answered = now - new.fail_streak * target.polling.interval
+            node = self._cutoff.cut_by(target.id, self._down_since, answered)
+            if node is not None:
+                new, change = confirm_cut_off(prev, new, obs, now, target.id, node)
         self.states[target.id] = new
         if change is not None:
             self._announce(target, change)
