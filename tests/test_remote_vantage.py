@@ -124,6 +124,33 @@ def test_a_silent_poller_is_set_aside_while_another_is_live_and_all_silent_chang
     assert [(c.target, c.new) for c in v.set_silent(set(), 400.0)] == [("twr", UP)]
 
 
+def test_a_poller_back_from_silence_counts_again_once_caught_up_not_with_its_stale_view() -> None:
+    """The town poller was cut from the broker while the tower failed: the NOC's view ruled (down). Heard
+    again, its old view (up) would undo that until its spool brought the failure: it catches up first."""
+    v = both_up()
+    v.set_silent({"p-town"}, 100.0)
+    assert [(c.target, c.new) for c in v.report("p-noc", ch("twr", UP, DOWN, 130.0))] == [("twr", DOWN)]
+    assert v.set_silent(set(), 200.0) == []  # heard again: catching up
+    assert v.aside("town") == {"p-town": "catching up after its silence"}
+    assert v.report("p-town", ch("ap", UP, DOWN, 125.0)) == []  # its backlog, still set aside
+    assert v.report("p-town", ch("twr", UP, DOWN, 128.0)) == []
+    assert v.caught_up("p-town", 210.0) == [] and v.aside("town") == {}  # both see the tower down: no change
+    assert v.state("twr") is DOWN and v.state("ap") is UP
+    assert v.caught_up("p-town", 220.0) == []
+
+
+def test_a_poller_back_with_no_one_current_counts_at_once_and_replays_its_backlog() -> None:
+    v = both_up()
+    v.set_silent({"p-town", "p-noc"}, 100.0)  # the zone is blind: nothing changes here
+    out = v.report("p-town", ch("twr", UP, DOWN, 90.0))  # its spool, first: it counts at once
+    assert [(c.target, c.new, c.ts) for c in out] == [("twr", DOWN, 90.0)]
+    assert v.aside("town") == {"p-noc": "silent"}
+    v.set_silent(set(), 300.0)  # the NOC poller heard again while the town poller is current: catching up
+    assert v.aside("town") == {"p-noc": "catching up after its silence"}
+    v.set_silent({"p-town"}, 400.0)  # and now the town poller is silent: no one current, the NOC counts
+    assert v.aside("town") == {"p-town": "silent"} and v.state("twr") is UP
+
+
 def test_one_poller_is_passed_through_unchanged_and_never_blind_by_failures_alone() -> None:
     v = Vantages(ZONES, ZONE_OF)
     changes = [ch("s-1", UNK, UP, 1.0, "answers"), ch("s-2", UNK, UP, 1.0, "answers"),
@@ -202,6 +229,8 @@ def test_the_stream_of_effective_changes_is_consistent_and_never_contradicts_a_v
     todo = dict(zip(cuts, silences, strict=False))
     for i, (p, c) in enumerate([*steps, ("", None)]):
         out = v.set_silent(todo[i], 1000.0 + i) if i in todo else []
+        if i % 3 == 0:
+            out += v.caught_up(POLLERS[i % 2], 1000.0 + i)
         if c is not None:
             out += v.report(p, c)
         for e in out:

@@ -123,6 +123,22 @@ async def test_a_silent_poller_is_set_aside_while_the_other_is_heard(intake: Rem
     assert [(c.target, c.new) for c in noted[1:]] == [("ap-s", UP)]
 
 
+async def test_a_poller_back_from_silence_is_not_believed_before_its_backlog_is_in(intake: RemoteIntake) -> None:
+    """The town poller was cut from the broker while the tower failed: the NOC's view made it down. Back,
+    the town's old view (up) would bring the tower up until its spool's failure arrived: one real
+    change, one stored change."""
+    await both_see_the_town_up(intake)
+    noted: list[StateChange] = intake.noted  # type: ignore[attr-defined]
+    noted.clear()
+    intake.silence({"p-town"}, T0 + 100)
+    await intake.on_changes("p-noc", [ch("twr-s", UP, DOWN, T0 + 130)])
+    intake.silence(set(), T0 + 200)  # heard again
+    await intake.on_changes("p-town", [ch("twr-s", UP, DOWN, T0 + 128)])  # its backlog
+    intake.caught_up("p-town", T0 + 205)  # its heartbeat's number is taken
+    assert [(c.target, c.new, c.ts) for c in noted] == [("twr-s", DOWN, T0 + 130)]
+    assert intake.vantage is not None and intake.vantage.aside("saravena") == {}
+
+
 async def test_a_vantage_node_the_core_polls_blinds_the_poller_behind_it(intake: RemoteIntake) -> None:
     await both_see_the_town_up(intake)
     noted: list[StateChange] = intake.noted  # type: ignore[attr-defined]
@@ -190,6 +206,11 @@ async def test_two_pollers_of_one_zone_through_a_real_broker(tmp_path: Path) -> 
             send("p-noc", ch("twr-s", UP, DOWN, T0 + 65))
             await until(lambda: len(noted) == len(TOWN) + 1, 60, "the tower down at the core")
             await until(lambda: links["p-noc"].spool.backlog() == 0, 60, "the NOC's report acknowledged")
+            intake.silence({"p-town"}, T0 + 100)  # as the daemon's zone step would after silent_after
+            intake.silence(set(), T0 + 101)
+            assert intake.vantage is not None and intake.vantage.catching == {"p-town"}
+            await until(lambda: intake.vantage is not None and not intake.vantage.catching, 60,
+                        "the town poller's next heartbeat: nothing of it missing, it counts again")
     for link in links.values():
         link.spool.close()
     assert [(c.target, c.new, c.ts) for c in noted[len(TOWN):]] == [("twr-s", DOWN, T0 + 65)]

@@ -11,7 +11,8 @@ Several vantage points: what a poller reports is its *view*; :class:`~monitor.re
 combines the views of a zone's pollers into the effective state that is stored and correlated
 (DOWN only when every live, non-blind poller that sees the target sees it down). With one poller
 per zone a view is passed on unchanged. Silent pollers are set aside (:meth:`RemoteIntake.silence`,
-once a second), and a poller's vantage node the core polls itself is followed
+once a second) and, back, count again once caught up (:meth:`RemoteIntake.caught_up`, from the
+feed's heartbeats); a poller's vantage node the core polls itself is followed
 (:meth:`RemoteIntake.core_change`, a sink of the core's polling stage).
 
 Exactly once across a core crash: the per-poller numbering (:class:`~monitor.remote.sequence.Sequences`)
@@ -119,7 +120,8 @@ class RemoteIntake:
         p = inv.pollers
         assert p is not None
         return CoreFeed(brokers(p), p.poller_zones(), p.zone_of, self.on_changes, prefix=p.prefix,
-                        sequences=self.load_sequences(), on_taken=self.save_sequences, watch=watch)
+                        sequences=self.load_sequences(), on_taken=self.save_sequences, watch=watch,
+                        on_current=self.caught_up)
 
     async def on_changes(self, poller: str, changes: Sequence[StateChange]) -> None:
         """The poller's view, combined with its zone's other pollers' (:mod:`.vantage`); the effective
@@ -134,6 +136,12 @@ class RemoteIntake:
         poller of its zone is heard)."""
         if self.vantage is not None:
             self._take_quietly(self.vantage.set_silent(silent, now))
+
+    def caught_up(self, poller: str, now: float) -> None:
+        """The feed: ``poller``'s heartbeat number is taken, its spool's backlog is here (a poller back
+        from a silence counts again only then, while another poller of its zone rules meanwhile)."""
+        if self.vantage is not None:
+            self._take_quietly(self.vantage.caught_up(poller, now))
 
     def core_change(self, c: StateChange) -> None:
         """A sink of the core's own polling stage: a node the core polls may be a poller's vantage node."""

@@ -228,12 +228,14 @@ class CoreFeed:
     def __init__(self, brokers: Sequence[Broker], poller_zones: Mapping[str, str], zone_of: Mapping[str, str],
                  on_changes: OnChanges, *, prefix: str = "monitor/pollers", sequences: Sequences | None = None,
                  clock: Clock | None = None, client_id: str = "monitor-core", on_taken: OnTaken | None = None,
-                 watch: Listener | None = None) -> None:
+                 watch: Listener | None = None, on_current: Callable[[str, float], None] | None = None) -> None:
         self.brokers, self.poller_zones, self.zone_of = list(brokers), poller_zones, zone_of
         self.on_changes, self.prefix, self.client_id = on_changes, prefix, client_id
         self.sequences = sequences or Sequences()
         self.on_taken = on_taken
         self.watch = watch  # told of every poller heard and every last will (zone blindness)
+        #: told when a poller's heartbeat shows every change it had published taken (it caught up)
+        self.on_current = on_current
         # on_changes could not store (MonitorError): not acknowledged, so the poller sends it again
         self._storing = Episode(log, "poller changes not stored, not acknowledged (the poller sends them again)",
                                 "poller changes stored again")
@@ -335,6 +337,8 @@ class CoreFeed:
         if self.watch is not None:  # a retained heartbeat may be old news: it counts from when it was sent
             self.watch.heard(poller, min(msg.sent, now) if message.retain else now)
         if msg.kind == "heartbeat":
+            if self.on_current is not None and not self.sequences.behind(poller, msg.seq):
+                self.on_current(poller, now)
             if msg.acked is None:
                 return None
             async with self._taking:

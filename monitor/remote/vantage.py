@@ -25,6 +25,12 @@ The rule (``docs/correlation.md``, "Several vantage points"):
 - A silent poller is set aside while another poller of its zone is live. When every poller of a
   zone is silent nothing changes here: the zone is blind (:mod:`.silence`), the core shows its
   targets as unknown, and the pollers' spools bring what happened meanwhile.
+- A poller heard again after its silence is *catching up*, and still set aside, while another
+  poller of its zone is current: its view is stale until its spool's backlog has arrived (its
+  heartbeat's number is taken: :meth:`Vantages.caught_up`). Counted at once, its old view would
+  undo what the current poller saw meanwhile, and its spool would redo it a moment later. With no
+  current poller to rule meanwhile, it counts at once and its spool replays its changes at their
+  real times.
 - A target whose every viewing poller is set aside becomes UNKNOWN: no one can see it, so an outage
   opened on a view that turned out blind is withdrawn (within the settle, nobody was told).
 
@@ -82,6 +88,7 @@ class Vantages:
         self.down = dict.fromkeys(self.poller_zone, 0)  # ... and sees down
         self.effective: dict[str, tuple[State, float]] = {}
         self.silent: set[str] = set()
+        self.catching: set[str] = set()  # heard again after a silence, backlog not all taken yet
         self.elsewhere: dict[str, State] = {}  # vantage nodes outside their poller's zone: as the core knows them
         self.blind: dict[str, dict[str, str]] = {z: {} for z in self.zone_pollers}  # zone -> poller -> why
         for t, (state, since) in sorted((seed or {}).items()):
@@ -104,6 +111,7 @@ class Vantages:
                     if new.zone_of.get(t) == zone:
                         new._set_view(p, t, state, since)
         new.silent = {p for p in self.silent if p in new.poller_zone}
+        new.catching = {p for p in self.catching if p in new.poller_zone}
         new.elsewhere = dict(self.elsewhere)
         new.blind = {z: new._blind(z) for z in new.zone_pollers}
         return new
@@ -120,7 +128,8 @@ class Vantages:
             return []  # a repeat (QoS 1, a core restart): the view is already that
         self._set_view(poller, t, change.new, change.ts)
         back = poller in self.silent  # a report is a sign of life
-        self.silent.discard(poller)
+        if back:
+            self._returns(poller)
         return self._settle(zone, [t], change.ts, change, poller, force=back)  # t may be a vantage node: _blind sees it
 
     def set_silent(self, silent: Collection[str], now: float) -> list[StateChange]:
@@ -129,11 +138,24 @@ class Vantages:
         if new == self.silent:
             return []
         zones = sorted({self.poller_zone[p] for p in new ^ self.silent})
-        self.silent = new
+        back, self.silent = self.silent - new, new
+        self.catching -= new
+        for p in sorted(back):
+            self._returns(p)
+        for z in zones:
+            self._no_one_current(z)
         out: list[StateChange] = []
         for z in zones:
             out += self._settle(z, [], now, force=True)
         return out
+
+    def caught_up(self, poller: str, now: float) -> list[StateChange]:
+        """The core holds every change ``poller`` had published (its heartbeat's number is taken):
+        a poller catching up after its silence counts again."""
+        if poller not in self.catching:
+            return []
+        self.catching.discard(poller)
+        return self._settle(self.poller_zone[poller], [], now, force=True)
 
     def node_state(self, node: str, state: State, now: float) -> list[StateChange]:
         """A node outside the remote zones (the core polls it) changed: it may be a poller's vantage node."""
@@ -159,7 +181,9 @@ class Vantages:
     def aside(self, zone: str) -> dict[str, str]:
         """Pollers of ``zone`` whose view is set aside now, and why."""
         out = dict(self.blind.get(zone, {}))
-        out.update((p, "silent") for p in self.zone_pollers.get(zone, ()) if p in self.silent)
+        for p in self.zone_pollers.get(zone, ()):
+            if p in self.silent or p in self.catching:
+                out[p] = "silent" if p in self.silent else "catching up after its silence"
         return out
 
     def verdict(self, target: str, aside: Mapping[str, str] | None = None) -> Verdict:
@@ -190,6 +214,19 @@ class Vantages:
 
     # -- inside ---------------------------------------------------------------------------------
 
+    def _returns(self, p: str) -> None:
+        """``p`` is heard again: catching up while another poller of its zone is current."""
+        self.silent.discard(p)
+        zone = self.poller_zone[p]
+        if any(q != p and q not in self.silent and q not in self.catching for q in self.zone_pollers[zone]):
+            self.catching.add(p)
+
+    def _no_one_current(self, zone: str) -> None:
+        """Nobody current left to rule while they catch up: the pollers catching up count at once."""
+        pollers = self.zone_pollers[zone]
+        if all(p in self.silent or p in self.catching for p in pollers):
+            self.catching -= set(pollers)
+
     def _set_view(self, p: str, t: str, state: State, since: float) -> None:
         old = self.views[p].get(t, _NO_VIEW)[0]
         self.known[p] += (state is not State.UNKNOWN) - (old is not State.UNKNOWN)
@@ -199,7 +236,7 @@ class Vantages:
     def _blind(self, zone: str) -> dict[str, str]:
         """Pollers of ``zone`` that cannot see it now, and why (silent ones are not judged)."""
         pollers = self.zone_pollers[zone]
-        live = [p for p in pollers if p not in self.silent]
+        live = [p for p in pollers if p not in self.silent and p not in self.catching]
         all_down = [p for p in live if self.known[p] >= MIN_ALL_DOWN and self.down[p] == self.known[p]]
         out = {}
         for p in live:
