@@ -7,7 +7,9 @@
 polls nothing itself and sends no probe): CoreFeed, RemoteIntake (event store), BlindZones and the
 incident pipeline, as ``monitor run`` does, logging to stderr. Instrumentation only, no behaviour
 changed: each change handed to correlation (``Daemon._correlate``) and each pipeline step
-(``IncidentPipeline.correlate_now``) is timed, and an incident sink records every lifecycle event.
+(``IncidentPipeline.correlate_now``) and each changes message taken (``CoreFeed._handle``: decoded,
+validated, stored, acknowledged) is timed (wall and thread CPU), and an incident sink records every
+lifecycle event.
 
 ``floor`` is what any consumer of the same messages must pay: one aiomqtt client subscribed to the
 pollers' ``changes`` topics with QoS 1 on a persistent session, decoding each message's JSON and
@@ -16,8 +18,8 @@ pollers' side works alike in both. No validation, no store, no correlation.
 
 Both print ``ready`` once subscribed and, for the core, one JSON line per incident event that is not
 a ``single``; on SIGTERM they stop and write RESULTS (JSON): ``changes`` [target, ts, wall] (handed
-to correlation, or received), ``steps`` [start, end, changes], ``events`` [event, kind, root, ts,
-wall, endpoints].
+to correlation, or received), ``steps`` [start, end, changes, cpu], ``events`` [event, kind, root, ts,
+wall, endpoints], ``messages`` [start, end, cpu] (the core's).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from monitor.correlate.incidents import IncidentEvent
 from monitor.daemon import Daemon
 from monitor.inventory.loader import load_inventory
 from monitor.pipeline import IncidentPipeline
+from monitor.remote.link import CoreFeed
 from monitor.state import StateChange
 
 Row = list[Any]
@@ -48,6 +51,7 @@ async def core(config: Path) -> dict[str, list[Row]]:
     changes: list[Row] = []
     steps: list[Row] = []
     events: list[Row] = []
+    messages: list[Row] = []
     correlate, step = Daemon._correlate, IncidentPipeline.correlate_now
 
     def timed_correlate(self: Daemon, change: StateChange) -> None:
@@ -55,13 +59,24 @@ async def core(config: Path) -> dict[str, list[Row]]:
         correlate(self, change)
 
     def timed_step(self: IncidentPipeline) -> None:
-        n, start = len(self._pending), time.time()
+        n, start, cpu = len(self._pending), time.time(), time.thread_time()
         step(self)
         if n:
-            steps.append([start, time.time(), n])
+            steps.append([start, time.time(), n, time.thread_time() - cpu])
+
+    handle = CoreFeed._handle
+
+    async def timed_handle(self: CoreFeed, message: aiomqtt.Message) -> str | None:
+        start, cpu = time.time(), time.thread_time()
+        try:
+            return await handle(self, message)
+        finally:
+            if str(message.topic).endswith("/changes"):
+                messages.append([start, time.time(), time.thread_time() - cpu])
 
     Daemon._correlate = timed_correlate  # type: ignore[method-assign]
     IncidentPipeline.correlate_now = timed_step  # type: ignore[method-assign]
+    CoreFeed._handle = timed_handle  # type: ignore[method-assign]
 
     def sink(evs: list[IncidentEvent]) -> None:
         wall = time.time()
@@ -78,7 +93,7 @@ async def core(config: Path) -> dict[str, list[Row]]:
     await daemon.feed.connected.wait()
     print("ready", flush=True)
     await task  # SIGTERM: the daemon's own handler stops it
-    return {"changes": changes, "steps": steps, "events": events}
+    return {"changes": changes, "steps": steps, "events": events, "messages": messages}
 
 
 async def floor(port: int, prefix: str = "monitor/pollers") -> dict[str, list[Row]]:
@@ -104,7 +119,7 @@ async def floor(port: int, prefix: str = "monitor/pollers") -> dict[str, list[Ro
         taking = asyncio.create_task(take(client))
         await stop.wait()
         taking.cancel()
-    return {"changes": changes, "steps": [], "events": []}
+    return {"changes": changes, "steps": [], "events": [], "messages": []}
 
 
 def main() -> None:

@@ -157,6 +157,9 @@ class Round:
     burst_taken: float = 0.0  # s, confirmation -> last change handed to correlation (floor: received)
     burst_handled: float = 0.0  # s, -> end of the step that correlated it (floor: = taken)
     burst_cpu: float = 0.0  # CPU s from the burst to the outage opened (floor: to the last ack)
+    burst_cpu_taken: float = 0.0  # CPU s from the burst to every change acknowledged
+    burst_in_messages: tuple[float, float] = (0.0, 0.0)  # core: wall and CPU s taking the burst's messages
+    burst_in_steps: tuple[float, float] = (0.0, 0.0)  # core: wall and CPU s of the steps that correlated it
     outage: str = ""
     burst_at: float = 0.0  # wall time the burst was confirmed
 
@@ -167,8 +170,11 @@ class Round:
         if self.mode == "core":
             s += (f" | incident lateness beyond settle n={len(self.lateness)} p50={pct(self.lateness, .5):.3f}s "
                   f"p99={pct(self.lateness, .99):.3f}s")
-        s += f" | burst changes={self.burst:,} taken={self.burst_taken:.2f}s handled={self.burst_handled:.2f}s " \
-             f"cpu={self.burst_cpu:.2f}s peak_rss={self.hwm:.0f}MB"
+        s += (f" | burst changes={self.burst:,} taken={self.burst_taken:.2f}s handled={self.burst_handled:.2f}s "
+              f"cpu_to_acked={self.burst_cpu_taken:.2f}s cpu_to_outage={self.burst_cpu:.2f}s peak_rss={self.hwm:.0f}MB")
+        if self.mode == "core":
+            s += (f" in_messages={self.burst_in_messages[0]:.2f}s/{self.burst_in_messages[1]:.2f}s_cpu"
+                  f" in_steps={self.burst_in_steps[0]:.2f}s/{self.burst_in_steps[1]:.2f}s_cpu")
         return s + (f" outage={self.outage}" if self.outage else "")
 
 
@@ -266,6 +272,7 @@ async def burst(pollers: list[Poller], zones: dict[int, list[str]], args: argpar
                 p.confirm(StateChange(t, State.UP, State.DOWN, now, "3 consecutive failed polls: timeout"))
                 out.burst += 1
     await until(lambda: drained(pollers), 600, "the burst acknowledged")
+    out.burst_cpu_taken = cpu_s(pid) - cpu0
     if out.mode == "core":
         await until(lambda: any('"outage"' in line for line in lines), args.settle + 300,
                     f"the outage opened (incident events: {lines[1:4]})")
@@ -281,12 +288,18 @@ def account(out: Round, data: dict[str, Any], args: argparse.Namespace) -> None:
     if burst_rows:
         last = max(wall for _, _, wall in burst_rows)
         out.burst_taken = last - start
-        ends = [end for begin, end, _ in data["steps"] if begin >= last]
+        ends = [end for begin, end, *_ in data["steps"] if begin >= last]
         out.burst_handled = (min(ends) if ends else last) - start
-    confirmed = {target: ts for target, ts, _ in steady_rows}
-    for event, kind, root, _, wall, _ in data["events"]:
-        if event == "opened" and kind == "single" and root in confirmed and confirmed[root] < start:
-            out.lateness.append(wall - (confirmed[root] + args.settle))
+        inside = [(end - begin, cpu) for begin, end, cpu in data["messages"] if begin >= start]
+        out.burst_in_messages = (sum(w for w, _ in inside), sum(c for _, c in inside))
+        steps = [(end - begin, cpu) for begin, end, _, cpu in data["steps"] if start <= begin <= last]
+        out.burst_in_steps = (sum(w for w, _ in steps), sum(c for _, c in steps))
+    changed: dict[str, list[float]] = {}  # target -> its changes' confirmation times (the steady churn)
+    for target, ts, _ in steady_rows:
+        changed.setdefault(target, []).append(ts)
+    for event, kind, root, _, wall, _ in data["events"]:  # a target changed once (went down): unambiguous
+        if event == "opened" and kind == "single" and len(changed.get(root, ())) == 1:
+            out.lateness.append(wall - (changed[root][0] + args.settle))
     opened = [e for e in data["events"] if e[0] == "opened" and e[1] != "single"]
     out.outage = ",".join(f"{kind}@{root}:{n:,}" for _, kind, root, _, _, n in opened)
 
@@ -314,7 +327,8 @@ async def main() -> None:
         for mode in ("core", "floor") if i % 2 == 0 else ("floor", "core"):
             with tempfile.TemporaryDirectory(prefix="bench-pollers-") as d:
                 r = await one_round(mode, args, Path(d))
-            print(f"round {i + 1} {r.line()}", flush=True)
+            load = os.getloadavg()[0]
+            print(f"round {i + 1} {r.line()} load={load:.1f}", flush=True)
             done.append(r)
         core, floor = sorted(done, key=lambda r: r.mode)
         pairs.append((core, floor))
@@ -325,12 +339,17 @@ async def main() -> None:
     print(summary("core RSS after steady", [c.rss for c in cores], "MB"))
     print(summary("core peak RSS", [c.hwm for c in cores], "MB"))
     print(summary("core burst handled", [c.burst_handled for c in cores], "s"))
-    print(summary("core burst CPU", [c.burst_cpu for c in cores], "s"))
+    print(summary("core burst CPU to every change acknowledged", [c.burst_cpu_taken for c in cores], "s"))
+    print(summary("core burst CPU to the outage opened (settle ticks included)", [c.burst_cpu for c in cores], "s"))
+    print(summary("core burst CPU in its messages + correlation steps",
+                  [c.burst_in_messages[1] + c.burst_in_steps[1] for c in cores], "s"))
     print(summary("ratio core/floor steady latency p99", [pct(c.steady_latency, .99) / pct(f.steady_latency, .99)
                                                          for c, f in pairs]))
     print(summary("ratio core/floor burst (handled / last received)", [c.burst_handled / f.burst_taken
                                                                        for c, f in pairs if f.burst_taken]))
     print(summary("ratio core/floor steady CPU", [c.steady_cpu / f.steady_cpu for c, f in pairs if f.steady_cpu]))
+    print(summary("ratio core/floor burst CPU to acknowledged", [c.burst_cpu_taken / f.burst_cpu_taken
+                                                                for c, f in pairs if f.burst_cpu_taken]))
 
 
 if __name__ == "__main__":
