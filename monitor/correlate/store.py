@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.correlate.degraded import LEVELS_BASIS
-from monitor.correlate.engine import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
+from monitor.correlate.engine_state import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.db import ERRORS, OPEN_TIMEOUT, SQLite, StoreConnection, Where, engine_for, open_store
