@@ -139,6 +139,28 @@ async def test_a_poller_back_from_silence_is_not_believed_before_its_backlog_is_
     assert intake.vantage is not None and intake.vantage.aside("saravena") == {}
 
 
+async def test_a_core_restart_keeps_what_each_poller_saw_where_it_differs(tmp_path: Path) -> None:
+    """The NOC poller sees the AP down, the town poller sees it answer: up. After a core restart the
+    town's report of the AP failing is an outage, because the NOC's view was kept (remote-views.json),
+    not guessed from the stored "up" (which would outvote the town and miss it)."""
+    store = EventStore(tmp_path / "monitor.db")
+    noted: list[StateChange] = []
+    intake = RemoteIntake(inventory(tmp_path), store, {}, noted.append, tmp_path)
+    await both_see_the_town_up(intake)
+    await intake.on_changes("p-noc", [ch("ap-s", UP, DOWN, T0 + 60)])
+    intake.silence(set(), T0 + 61)  # the daemon's once-a-second step: the views are saved
+    assert (tmp_path / "remote-views.json").exists()
+    noted.clear()
+    again = RemoteIntake(inventory(tmp_path), store, {}, noted.append, tmp_path)  # the core restarted
+    assert again.vantage is not None and again.vantage.views["p-noc"]["ap-s"] == (DOWN, T0 + 60)
+    await again.on_changes("p-town", [ch("ap-s", UP, DOWN, T0 + 300)])
+    assert [(c.target, c.new, c.ts) for c in noted] == [("ap-s", DOWN, T0 + 300)]
+    (tmp_path / "remote-views.json").write_text('{"v": 1, "views": {"p-noc": {"ap-s": ["sideways", 1]}}}')
+    third = RemoteIntake(inventory(tmp_path), store, {}, noted.append, tmp_path)  # unreadable: the seed alone
+    assert third.vantage is not None and third.vantage.views["p-noc"]["ap-s"][0] is DOWN
+    store.close()
+
+
 async def test_a_vantage_node_the_core_polls_blinds_the_poller_behind_it(intake: RemoteIntake) -> None:
     await both_see_the_town_up(intake)
     noted: list[StateChange] = intake.noted  # type: ignore[attr-defined]

@@ -18,8 +18,9 @@ feed's heartbeats); a poller's vantage node the core polls itself is followed
 Exactly once across a core crash: the per-poller numbering (:class:`~monitor.remote.sequence.Sequences`)
 is kept in ``<state_dir>/remote-sequences.json``, written after each stored message and before its
 acknowledgement. A crash between the store write and that file brings the message again; every
-poller's view starts from the stored states after a restart, so its changes are then already that
-view and make no effective change. Effective changes the store refused are kept in order and
+poller's view starts from the stored states after a restart (where it saw otherwise, from
+``remote-views.json``, :mod:`.views`), so its changes are then already that view and make no
+effective change. Effective changes the store refused are kept in order and
 stored before anything newer (the message is not acknowledged, and its resend finds its view taken).
 """
 
@@ -40,6 +41,7 @@ from monitor.inventory.model import Inventory
 from monitor.inventory.pollers import PollersSettings
 from monitor.logs import Episode, event
 from monitor.polling.stage import REMOVED
+from monitor.remote import views
 from monitor.remote.link import Broker, CoreFeed, Listener
 from monitor.remote.sequence import Sequences
 from monitor.remote.silence import ZoneNews, ZoneWatch
@@ -81,6 +83,9 @@ class RemoteIntake:
                  note: Callable[[StateChange], None], state_dir: Path) -> None:
         self.store, self.states, self.note = store, states, note
         self.path = state_dir / SEQUENCES_FILE
+        self.views_path = state_dir / views.VIEWS_FILE
+        self._saving_views = Episode(log, "remote pollers' views not saved (a core restart would guess them)",
+                                     "remote pollers' views saved again")
         self._saving = Episode(log, "remote poller numbering not saved (a core restart may ask for repeats)",
                                "remote poller numbering saved again")
         self.remote: frozenset[str] = frozenset()
@@ -108,8 +113,11 @@ class RemoteIntake:
         zones, zone_of = (p.zone_pollers(), p.zone_of) if p is not None else ({}, {})
         vantage_of = p.vantage_of() if p is not None else {}
         seed = {t: (cur.state, cur.since) for t in self.remote if (cur := self.states.get(t)) is not None}
-        self.vantage = (Vantages(zones, zone_of, vantage_of, seed) if self.vantage is None
-                        else self.vantage.reconfigured(zones, zone_of, vantage_of, seed))
+        if self.vantage is None:  # the start: every poller sees what the store says, but where it said otherwise
+            self.vantage = Vantages(zones, zone_of, vantage_of, seed)
+            self.vantage.restore(self._load_views())
+        else:
+            self.vantage = self.vantage.reconfigured(zones, zone_of, vantage_of, seed)
         for node in sorted(self.vantage.watched_by):  # vantage nodes the core polls: as it holds them now
             if node in self.states and node not in self.remote:
                 self._take_quietly(self.vantage.node_state(node, self.states[node].state, now))
@@ -136,6 +144,8 @@ class RemoteIntake:
         poller of its zone is heard)."""
         if self.vantage is not None:
             self._take_quietly(self.vantage.set_silent(silent, now))
+            if self.vantage.changed:
+                self._save_views(self.vantage)
 
     def caught_up(self, poller: str, now: float) -> None:
         """The feed: ``poller``'s heartbeat number is taken, its spool's backlog is here (a poller back
@@ -206,7 +216,23 @@ class RemoteIntake:
             selfmetrics.POLLER_BLIND.labels(p).set(0)
         self._blind = now
 
-    # -- numbering across restarts ----------------------------------------------------------
+    # -- views and numbering across restarts ------------------------------------------------
+
+    def _load_views(self) -> views.Views:
+        try:
+            return views.load(self.views_path)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            event(log, logging.WARNING, "remote pollers' views unreadable, assuming they see the stored states",
+                  file=self.views_path, error=exc)
+            return {}
+
+    def _save_views(self, vantage: Vantages) -> None:
+        try:
+            views.save(self.views_path, vantage.differences())
+        except OSError as exc:
+            self._saving_views.failed(file=self.views_path, error=exc)
+            return
+        self._saving_views.ok(file=self.views_path)
 
     def load_sequences(self) -> Sequences:
         try:

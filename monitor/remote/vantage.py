@@ -89,6 +89,7 @@ class Vantages:
         self.effective: dict[str, tuple[State, float]] = {}
         self.silent: set[str] = set()
         self.catching: set[str] = set()  # heard again after a silence, backlog not all taken yet
+        self.changed = False  # a view changed since differences() was last read
         self.elsewhere: dict[str, State] = {}  # vantage nodes outside their poller's zone: as the core knows them
         self.blind: dict[str, dict[str, str]] = {z: {} for z in self.zone_pollers}  # zone -> poller -> why
         for t, (state, since) in sorted((seed or {}).items()):
@@ -98,6 +99,7 @@ class Vantages:
                     self._set_view(p, t, state, since)
         for z in self.zone_pollers:
             self.blind[z] = self._blind(z)
+        self.changed = False
 
     def reconfigured(self, zone_pollers: Mapping[str, Sequence[str]], zone_of: Mapping[str, str],
                      vantage: Mapping[str, str], seed: Mapping[str, tuple[State, float]]) -> Vantages:
@@ -115,6 +117,27 @@ class Vantages:
         new.elsewhere = dict(self.elsewhere)
         new.blind = {z: new._blind(z) for z in new.zone_pollers}
         return new
+
+    def differences(self) -> dict[str, dict[str, tuple[State, float]]]:
+        """Each poller's views that differ from the effective state: what a restart could not guess
+        (kept across restarts by :mod:`.views`); clears :attr:`changed`."""
+        self.changed = False
+        out = {}
+        for p, views in self.views.items():
+            mine = {t: v for t, v in views.items() if v[0] is not self.effective.get(t, _NO_VIEW)[0]}
+            if mine:
+                out[p] = mine
+        return out
+
+    def restore(self, saved: Mapping[str, Mapping[str, tuple[State, float]]]) -> None:
+        """Views kept before a restart (:meth:`differences`), for pollers and targets still in one zone."""
+        for p, views in saved.items():
+            zone = self.poller_zone.get(p)
+            for t, (state, since) in views.items():
+                if zone is not None and self.zone_of.get(t) == zone:
+                    self._set_view(p, t, state, since)
+        self.blind = {z: self._blind(z) for z in self.zone_pollers}
+        self.changed = False
 
     # -- what comes in --------------------------------------------------------------------------
 
@@ -228,6 +251,7 @@ class Vantages:
             self.catching -= set(pollers)
 
     def _set_view(self, p: str, t: str, state: State, since: float) -> None:
+        self.changed = True
         old = self.views[p].get(t, _NO_VIEW)[0]
         self.known[p] += (state is not State.UNKNOWN) - (old is not State.UNKNOWN)
         self.down[p] += (state is State.DOWN) - (old is State.DOWN)
