@@ -24,7 +24,7 @@ POLL_SECONDS = Histogram(
 )
 SCHEDULER_LAG = Histogram(
     "scheduler_lag_seconds", "How late a poll started relative to its slot", namespace=NS,
-    registry=REGISTRY, buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60),
+    registry=REGISTRY, buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 15, 60),
 )
 CLOCK_STEPS = Counter(
     "clock_steps", "Wall-clock steps (NTP step, date -s) of more than 5 s noticed by the scheduler; polling"

@@ -8,7 +8,8 @@ steady state of a network that answers; ``--cold`` starts from an empty store in
 poll of every target is a transition). Then, ``--rounds`` times, interleaved:
 
 - the real :class:`monitor.daemon.Daemon`, in-process, started on that store, settled for
-  ``--settle`` s and measured for ``--window`` s (CPU of the whole process, getrusage), then stopped;
+  ``--settle`` s (default: one interval + 5 s, so that the steady state is measured, not the
+  first pass) and measured for ``--window`` s (CPU of the whole process, getrusage), then stopped;
 - ``fping -q -i0 -c3 -p20 -t1000`` on as many of the same addresses as the daemon polls in one
   window, i.e. the same pings (count 3, 20 ms apart, 1 s timeout), sent as fast as fping can (its
   CPU from RUSAGE_CHILDREN). The comparison is CPU per poll; fping's CPU % is given as it would be
@@ -19,9 +20,11 @@ The two never run at once: a raw ICMP socket sees every ICMP packet on the machi
 for the other's replies. Alternating them puts other load (a shared machine) on both alike; the ratio
 of the daemon's CPU % to fping's is printed per round with min/median/max. Also per round: polls,
 failed polls, false DOWN (every loopback target answers, so any DOWN is false), scheduler lag
-p50/p99 (upper bounds of the histogram's buckets), the p99 of how late a bare asyncio loop in another
-process wakes from 5 ms sleeps meanwhile (the lag the loaded machine itself imposes), and polls
-skipped because a target's previous poll was still running. ``--timeseries spool``
+p50/p99/max (exact: every value the scheduler observes is kept beside its histogram), the p99 of
+how late a bare asyncio loop in another process wakes from 5 ms sleeps meanwhile (the lag the
+loaded machine itself imposes), and polls skipped because a target's previous poll was still
+running. ``--nice N`` runs the daemon at niceness N (the idle loop and fping at the default): how
+much of the lag is waiting for a core. ``--timeseries spool``
 also runs the time-series writer against a closed port (every sample goes to the on-disk spool).
 Needs root (raw ICMP).
 """
@@ -108,20 +111,27 @@ def metric(name: str, **labels: str) -> float:
     return selfmetrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def lag_buckets() -> list[tuple[float, float]]:
-    for m in selfmetrics.REGISTRY.collect():
-        if m.name == "monitor_scheduler_lag_seconds":
-            return [(float(s.labels["le"]), s.value) for s in m.samples if s.name.endswith("_bucket")]
-    return []
+#: Every scheduler lag observed (seconds), kept beside the histogram so that the bench reports exact
+#: quantiles rather than bucket bounds.
+LAGS: list[float] = []
 
 
-def lag_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
-    """The upper bound of the bucket holding quantile ``q`` of the lags observed between two reads."""
-    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
-    if not counts or counts[-1][1] == 0:
+def record_lags() -> None:
+    histogram = selfmetrics.SCHEDULER_LAG
+    observe = histogram.observe
+
+    def observe_and_keep(amount: float, exemplar: dict[str, str] | None = None) -> None:
+        LAGS.append(amount)
+        observe(amount, exemplar)
+
+    histogram.observe = observe_and_keep  # type: ignore[method-assign]
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
         return 0.0
-    total = counts[-1][1]
-    return next(le for le, c in counts if c >= q * total)
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
 
 
 @dataclass
@@ -134,6 +144,7 @@ class DaemonRound:
     skipped: float
     lag_p50: float
     lag_p99: float
+    lag_max: float
     idle_p99: float
     rss: float
 
@@ -145,7 +156,8 @@ def icmp_polls(*results: str) -> float:
 #: A bare asyncio loop in a child process that only sleeps 5 ms at a time and records how late it wakes:
 #: the lag the machine itself imposes (other processes on the cores) while the daemon is measured.
 IDLE_LOOP = """
-import asyncio, sys, time
+import asyncio, os, sys, time
+os.nice(int(sys.argv[2]))  # back to the machine's default when the bench runs niced (--nice)
 async def main(window):
     lags, end = [], time.monotonic() + window
     while time.monotonic() < end:
@@ -159,7 +171,7 @@ asyncio.run(main(float(sys.argv[1])))
 
 
 async def idle_loop_lag_p99(window: float) -> float:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", IDLE_LOOP, str(window),
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", IDLE_LOOP, str(window), str(-NICE[0]),
                                                 stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     return float(out or 0)
@@ -173,16 +185,17 @@ async def daemon_round(cfg: Path, inventory: Inventory, settle: float, window: f
     failed_results = ("timeout", "error", "unreachable", "blocked")
     polls0, failed0 = icmp_polls("ok"), icmp_polls(*failed_results)
     downs0 = metric("monitor_state_changes_total", new_state="down")
-    skipped0, lag0 = metric("monitor_polls_skipped_total"), lag_buckets()
+    skipped0 = metric("monitor_polls_skipped_total")
+    LAGS.clear()
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     idle_p99 = await idle_loop_lag_p99(window)
     cpu1, wall1 = cpu_seconds(), time.perf_counter()
-    lag1 = lag_buckets()
+    lags = list(LAGS)
     out = DaemonRound(
         wall1 - wall0, 100 * (cpu1 - cpu0) / (wall1 - wall0), icmp_polls("ok") - polls0,
         icmp_polls(*failed_results) - failed0, metric("monitor_state_changes_total", new_state="down") - downs0,
-        metric("monitor_polls_skipped_total") - skipped0, lag_quantile(lag0, lag1, 0.5), lag_quantile(lag0, lag1, 0.99),
-        idle_p99, rss_mb(),
+        metric("monitor_polls_skipped_total") - skipped0, quantile(lags, 0.5), quantile(lags, 0.99),
+        max(lags, default=0.0), idle_p99, rss_mb(),
     )
     daemon.request_stop()
     await task
@@ -197,7 +210,7 @@ def fping_round(addresses: list[str]) -> tuple[float, float, int]:
         cpu0, t0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run(
             ["fping", "-q", "-i0", f"-c{COUNT}", f"-p{SPACING_MS}", f"-t{TIMEOUT_MS}", "-f", f.name],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, preexec_fn=lambda: os.nice(-NICE[0]),
         )
         wall = time.perf_counter() - t0
         cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
@@ -209,7 +222,15 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
+#: the niceness the bench (and so the daemon) runs at, which its children undo (--nice)
+NICE = [0]
+
+
 async def run(args: argparse.Namespace) -> None:
+    record_lags()
+    if args.nice:
+        NICE[0] = args.nice
+        os.nice(args.nice)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         cfg = write_inventory(Path(tmp), args.endpoints, args.interval, args.timeseries)
@@ -218,18 +239,20 @@ async def run(args: argparse.Namespace) -> None:
         if not args.cold:
             seed_up(inventory, Path(tmp) / "var" / "monitor.db")
         per_window = int(args.endpoints * args.window / args.interval)
+        settle = args.interval + 5 if args.settle is None else args.settle
         addresses = [str(ipaddress.IPv4Address(FIRST_ENDPOINT + i)) for i in range(per_window)]
         print(f"endpoints={args.endpoints} nodes={len(inventory.nodes())} interval={args.interval:g}s "
-              f"window={args.window:g}s rounds={args.rounds} start={'cold' if args.cold else 'all UP'} "
-              f"timeseries={args.timeseries} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
+              f"window={args.window:g}s settle={settle:g}s rounds={args.rounds} "
+              f"start={'cold' if args.cold else 'all UP'} "
+              f"timeseries={args.timeseries} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} nice={args.nice}")
         print(f"inventory load: {load_s:.2f} s; fping: {per_window} targets -i0 -c{COUNT} -p{SPACING_MS} "
               f"-t{TIMEOUT_MS} per round")
-        print("| round | daemon CPU % | polls/s | failed | false DOWN | skipped | lag p50 | lag p99 "
+        print("| round | daemon CPU % | polls/s | failed | false DOWN | skipped | lag p50 | lag p99 | lag max "
               "| idle loop lag p99 | fping CPU % (same rate) | fping wall s | fping lost | daemon/fping (CPU/poll) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         ratios, cpus, p99s, downs = [], [], [], 0.0
         for r in range(args.rounds):
-            d = await daemon_round(cfg, inventory, args.settle, args.window)
+            d = await daemon_round(cfg, inventory, settle, args.window)
             f_cpu_s, f_wall, f_lost = fping_round(addresses)
             # CPU per poll; fping's CPU % as it would be at the daemon's poll rate
             f_cpu = 100 * f_cpu_s / len(addresses) * d.polls / d.window
@@ -239,11 +262,14 @@ async def run(args: argparse.Namespace) -> None:
             p99s.append(d.lag_p99)
             downs += d.downs
             print(f"| {r + 1} | {d.cpu_pct:.1f} | {d.polls / d.window:.0f} | {d.failed:.0f} | {d.downs:.0f} "
-                  f"| {d.skipped:.0f} | {d.lag_p50:g} | {d.lag_p99:g} | {1000 * d.idle_p99:.1f} ms "
+                  f"| {d.skipped:.0f} | {1000 * d.lag_p50:.1f} ms | {1000 * d.lag_p99:.1f} ms "
+                  f"| {1000 * d.lag_max:.0f} ms "
+                  f"| {1000 * d.idle_p99:.1f} ms "
                   f"| {f_cpu:.2f} | {f_wall:.1f} | {f_lost} "
                   f"| {ratio:.1f}x |")
         print(f"daemon CPU % min/median/max: {spread(cpus)}; daemon/fping min/median/max: {spread(ratios)}; "
-              f"lag p99 max {max(p99s):g} s; false DOWN {downs:.0f}; RSS {rss_mb():.0f} MB")
+              f"lag p99 min/median/max {spread([1000 * p for p in p99s])} ms; false DOWN {downs:.0f}; "
+              f"RSS {rss_mb():.0f} MB")
         if args.timeseries == "spool":
             print(f"points spooled: {metric('monitor_timeseries_spool_points'):.0f}")
 
@@ -254,9 +280,15 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=60.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--window", type=float, default=20.0, help="seconds measured per daemon round")
-    p.add_argument("--settle", type=float, default=3.0, help="seconds after start before measuring")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds after start before measuring (default: one interval + 5 s, the steady state: "
+                        "during its first interval the daemon builds each target's state as it polls it, and "
+                        "the cyclic GC's full collections over them, ~30 ms of CPU each, show as lag)")
     p.add_argument("--cold", action="store_true", help="start from an empty store (first poll: UNKNOWN -> UP)")
     p.add_argument("--timeseries", choices=["none", "spool"], default="none")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run the daemon at this niceness (e.g. -5, as Nice= in its unit would); the idle-loop "
+                        "reference and fping keep the default")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (raw ICMP sockets)")
