@@ -64,10 +64,25 @@ class LossyLinks(EngineState):
         return inc
 
     def _loss_top(self, root: str) -> str | None:
+        """The node whose loss explains a failure at ``root`` (``loss_top``), or the root of an outage
+        above that node in its grace period: the loss below a link that just came back is what it
+        left behind (the tower below a backhaul reports the same rain's loss a poll longer), and a
+        failure there was a second incident beside the outage (issue 19, scenario
+        ``rain_fade_new_failure_in_grace``). Judged on what holds now, so a restart decides the same."""
         fading = self._fading
         for a in [a for a, since in fading.items() if (i := self.incidents.get(a)) is None or i.grace_from != since]:
             del fading[a]  # its grace period ended or the incident closed
-        return loss_top(self.topo.ancestors.get(root, ()), self.lossy, fading)
+        top = loss_top(self.topo.ancestors.get(root, ()), self.lossy, fading)
+        if top is None:
+            return None
+        for a in self.topo.ancestors[top]:  # deepest first: the highest one wins
+            inc = self.incidents.get(a)
+            if (
+                inc is not None and inc.grace_from is not None and not inc.was_outage
+                and self.basis[inc.id] == "outage" and a not in self.down
+            ):
+                top = a
+        return top
 
     def _attach_lossy(self, inc: Incident, tid: str) -> None:
         """A failure below a lossy node joins its incident, with the down subtree it explains."""
