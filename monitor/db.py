@@ -32,7 +32,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypeGuard, TypeVar, cast, runtime_checkable
 
 from monitor.errors import ConfigError, StorageError
 
@@ -399,7 +399,7 @@ class transaction:
         to COMMIT, in one round trip instead of one per statement (the outbox's hot path); SQLite has no
         round trips and runs it as any other."""
         self.db = db
-        self.pipelined = pipelined and isinstance(db, Pipelining)
+        self.pipelined = pipelined and _implements(type(db), Pipelining)
 
     def __enter__(self) -> None:
         if self.pipelined:
@@ -423,3 +423,31 @@ class Pipelining(Protocol):
     def end_pipelined(self, error: BaseException | None) -> None:
         """COMMIT if the body raised no ``error``, else ROLLBACK (a driver's error becomes :class:`DatabaseError`)."""
         ...
+
+
+@runtime_checkable
+class Detaching(Protocol):
+    """A connection that can send a one-statement write without waiting for its answer (PostgreSQL's):
+    where a record only has to survive this process being killed, it costs no round trip."""
+
+    def write_detached(self, sql: str, parameters: tuple[int | float, ...]) -> None: ...
+
+    def wait_detached(self) -> None: ...
+
+
+def detaching(db: object) -> TypeGuard[Detaching]:
+    """Whether ``db`` can write without waiting (:class:`Detaching`), cheaply: asked once per class."""
+    return _implements(type(db), Detaching)
+
+
+_IMPLEMENTS: dict[tuple[type, type], bool] = {}
+
+
+def _implements(cls: type, protocol: type) -> bool:
+    """``issubclass`` against a runtime protocol, remembered: an ``isinstance`` against one costs ~50 µs
+    in Python 3.11, and the outbox asks on every transaction of its hot path."""
+    known = _IMPLEMENTS.get((cls, protocol))
+    if known is None:
+        known = _IMPLEMENTS[(cls, protocol)] = issubclass(cls, protocol)
+    return known
+

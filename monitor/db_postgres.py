@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import re
+import select
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -112,6 +114,7 @@ class Connection:
         self.lock_wait: float | None = None
         self._closed = False
         self._pipeline: AbstractContextManager[Any] | None = None
+        self._detached: _Detached | None = None  # the side connection of write_detached
         #: a transaction was begun on this connection and not ended yet (by the stores' SQL)
         self._in_transaction = False
 
@@ -216,9 +219,148 @@ class Connection:
         except psycopg.Error:
             pass  # (the connection is gone, and its transaction with it; the next statement reconnects)
 
+    def write_detached(self, sql: str, parameters: tuple[int | float, ...]) -> None:
+        """One write statement in a transaction of its own (the write lock and the fence as any), sent on
+        a side connection and NOT waited for: returns once the kernel holds all of it. The kernel still
+        delivers it if this process is killed now, and the server commits what it received, so for a
+        crash it counts as written (what the outbox's hand-over record needs; the SMTP adapter relies on
+        the same for the final "."). Its answer is read before the next one is sent, or by
+        :meth:`wait_detached`; a failure there (the server away, a lock wait, the fence) only loses that
+        record. Numbers only as parameters: they are written into the statement."""
+        if self._detached is None:
+            self._detached = _Detached(self.engine, self.lock_wait)
+        fence = FENCE.statement() if self.engine.fenced else None
+        literal = translate(sql) % tuple(_number(v) for v in parameters)
+        self._detached.send(f"{_BEGIN_WRITE}; {fence + '; ' if fence else ''}{literal}; COMMIT")
+
+    def wait_detached(self) -> None:
+        """Until the server has answered every detached write: what is read next sees them."""
+        if self._detached is not None:
+            self._detached.settle()
+
     def close(self) -> None:
         self._closed = True
+        if self._detached is not None:
+            self._detached.close()
+            self._detached = None
         self.conn.close()
+
+
+def _number(value: int | float) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"a detached write takes numbers only, not {type(value).__name__}")
+    return repr(int(value)) if isinstance(value, int) else repr(float(value))
+
+
+class _Detached:
+    """Side connections that send a transaction each and read its answer only before their next one
+    (libpq's asynchronous API on psycopg connections used for nothing else): up to :data:`SIDES` in
+    flight at once, so a worker's lanes need not wait for each other's answers either."""
+
+    SIDES = 4
+
+    def __init__(self, engine: PostgreSQL, lock_wait: float | None) -> None:
+        self.engine = engine
+        self.lock_wait = lock_wait
+        self.sides: list[_Side] = []
+        self._next = 0
+
+    def send(self, sql: str) -> None:
+        side = next((s for s in self.sides if s.ready()), None)
+        if side is None and len(self.sides) < self.SIDES:
+            side = _Side(self.engine, self.lock_wait)
+            self.sides.append(side)
+        if side is None:  # all still waiting for an answer: the next in turn waits for its own
+            side = self.sides[self._next % len(self.sides)]
+            self._next += 1
+        side.send(sql)
+
+    def settle(self) -> None:
+        for side in self.sides:
+            side.settle()
+
+    def close(self) -> None:
+        for side in self.sides:
+            side.settle()
+            side.drop()
+        self.sides = []
+
+
+class _Side:
+    """One side connection of :class:`_Detached`. A transaction the server refused is rolled back before
+    the next; a broken connection is opened again on the next send; answers are discarded (what they
+    record is only a refinement)."""
+
+    #: how long reading an answer may wait (the server away: the record is given up, as the worker's are)
+    WAIT = 5.0
+
+    def __init__(self, engine: PostgreSQL, lock_wait: float | None) -> None:
+        self.engine = engine
+        self.lock_wait = lock_wait
+        self.conn: psycopg.Connection[Any] | None = None
+        self.waiting = False  # a transaction was sent whose answer is not read yet
+
+    def ready(self) -> bool:
+        """Free for a send: nothing sent, or its whole answer has arrived (read now, without waiting)."""
+        if not self.waiting:
+            return True
+        assert self.conn is not None
+        try:
+            self.conn.pgconn.consume_input()
+            if self.conn.pgconn.is_busy():
+                return False
+        except (psycopg.Error, OSError):
+            self.drop()
+            return True
+        self.settle()
+        return not self.waiting
+
+    def send(self, sql: str) -> None:
+        self.settle()
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = self.engine.raw_connect()
+                if self.lock_wait is not None:
+                    self.conn.execute(_lock_timeout(self.lock_wait))
+            self.conn.pgconn.send_query(sql.encode())  # (blocking mode: returns once all is written)
+            self.waiting = True
+        except (psycopg.Error, OSError):
+            self.drop()
+
+    def settle(self) -> None:
+        """Read the last transaction's answer, waiting for it if need be."""
+        conn = self.conn
+        if not self.waiting or conn is None:
+            return
+        self.waiting = False
+        pg = conn.pgconn
+        deadline = time.monotonic() + self.WAIT
+        try:
+            while True:
+                pg.consume_input()
+                if pg.is_busy():
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([pg.socket], [], [], left)[0]:
+                        self.drop()
+                        return
+                    continue
+                result = pg.get_result()
+                if result is None:
+                    break
+                if result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == FENCED.encode() and FENCE.refused:
+                    FENCE.refused()  # (a deposed daemon's record, refused as any of its writes: it stands down)
+            if pg.transaction_status != psycopg.pq.TransactionStatus.IDLE:  # refused midway: left in a block
+                pg.send_query(b"ROLLBACK")
+                self.waiting = True
+                self.settle()
+        except (psycopg.Error, OSError):
+            self.drop()
+
+    def drop(self) -> None:
+        self.waiting = False
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
 
 
 def _lock_timeout(seconds: float) -> str:

@@ -232,7 +232,8 @@ def test_a_pipelined_transaction_is_one_round_trip_and_all_or_nothing(engine: Th
 
 def test_the_outbox_hot_path_takes_one_round_trip_per_claimed_batch_and_per_record(engine: ThrowawayDatabase) -> None:
     """Claim a batch (one statement, its rows read after COMMIT: one, two before), mark sending (one),
-    record delivered (one): ten a row before transactions were pipelined (docs/benchmarks.md, bench/store)."""
+    record the hand-over (none waited for: one before), record delivered (one): ten a row before
+    transactions were pipelined (docs/benchmarks.md, bench/store)."""
     outbox = Outbox(engine)
     outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(3)], {}, {}, 1.0)
     db = outbox.db
@@ -242,6 +243,10 @@ def test_the_outbox_hot_path_takes_one_round_trip_per_claimed_batch_and_per_reco
     assert [r.key for r in taken] == [f"I/notify/c{i}/1" for i in range(3)]  # oldest first
     assert outbox.take("email", 10.0, 3) == []  # claimed
     assert round_trips(db, lambda: outbox.finish([], [], [], 10.0, sending=[taken[0].id])) == 1
+    # the hand-over record (the final "." of a mail): sent, not waited for; it lands all the same
+    assert round_trips(db, lambda: outbox.handed_over(taken[0].id, 10.5)) == 0
+    db.wait_detached()
+    assert db.execute("SELECT inflight, done_at FROM outbox WHERE id = ?", (taken[0].id,)).fetchone() == (3, 10.5)
     assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 1
     assert [(r["status"], r["result"]) for r in outbox.rows()][:1] == [("delivered", "ok")]
     outbox.close()

@@ -7,7 +7,13 @@ import asyncio
 import contextlib
 import itertools
 import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +25,13 @@ from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff
 from monitor.delivery.worker import RateLimit, Worker
 from tests.delivery_support import sample
 from tests.servers.common import until
-from tests.store_engines import Where, connect, pg_server_fixture, where_fixture  # noqa: F401  (fixtures)
+from tests.store_engines import (  # noqa: F401  (fixtures)
+    Where,
+    child_code,
+    connect,
+    pg_server_fixture,
+    where_fixture,
+)
 
 POLICY = RetrySettings(initial=1.0, maximum=60.0, factor=2.0, jitter=0.5, deadline=600.0)
 
@@ -330,6 +342,37 @@ def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(w
     done = {r["key"]: (r["status"], r["result"]) for r in again.rows()}
     assert done == {"I/a/x/1": ("delivered", ASSUMED), "I/a/y/1": ("pending", None), "I/a/z/1": ("delivered", ASSUMED)}
     assert [(r.key, r.uncertain) for r in again.take("email", 2.0, 10)] == [("I/a/y/1", True)]
+
+
+def test_a_hand_over_recorded_right_before_a_kill_9_counts_as_delivered(where: Where) -> None:
+    """The hand-over record is the last thing a process does before SIGKILL (on PostgreSQL it is sent
+    without waiting for the server): the next start finds it and counts the row as delivered, not
+    repeated."""
+    first = Outbox(where)
+    first.add([row("I/a/x/1")], {}, {}, 1.0)
+    first.close()
+    code = child_code(where) + textwrap.dedent("""
+        import os, signal
+        from monitor.delivery.outbox import Outbox
+        ob = Outbox(db)
+        [x] = ob.take("email", 2.0, 1)
+        ob.finish([], [], [], 2.0, sending=[x.id])
+        ob.handed_over(x.id, 2.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if not isinstance(where, Path):  # the server reads the dead client's last words, then ends its sessions
+        look = connect(where)
+        deadline = time.monotonic() + 60
+        while look.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND pid <> pg_backend_pid()").fetchone()[0]:
+            assert time.monotonic() < deadline, "the killed client's sessions never ended"
+        look.close()
+    again = Outbox(where)
+    assert (again.recovered, again.assumed) == (0, 1)
+    assert [(r["status"], r["result"]) for r in again.rows()] == [("delivered", ASSUMED)]
+    again.close()
 
 
 async def test_a_worker_restarted_in_the_same_process_settles_what_its_last_run_left_in_flight(where: Where) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.db import ERRORS, OPEN_TIMEOUT, StoreConnection, Where, engine_for, open_store
+from monitor.db import ERRORS, OPEN_TIMEOUT, StoreConnection, Where, detaching, engine_for, open_store
 from monitor.db import transaction as _tx
 from monitor.errors import StorageError
 from monitor.store import components
@@ -81,6 +81,8 @@ class Outbox:
         only = "" if channel is None else " AND channel = ?"
         args: tuple[str, ...] = () if channel is None else (channel,)
         try:
+            if detaching(self.db):
+                self.db.wait_detached()  # (hand-overs recorded in this process decide below)
             with _tx(self.db):
                 repeated = self.db.execute(f"UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = ?{only}",
                                            (SENDING, *args)).rowcount
@@ -146,13 +148,14 @@ class Outbox:
 
         One statement claims them and returns them (on PostgreSQL one round trip for the whole
         transaction: its rows are read after COMMIT was sent with it); claims are serialized by the
-        store's write lock, so two workers never take the same row."""
+        store's write lock, so two workers never take the same row. The rows are found in id order on
+        ``outbox_claim`` (``+next_at``: not by their due time, which would sort every due row)."""
         tx = _tx(self.db, pipelined=True)
         try:
             with tx:
                 cur = self.db.execute(
                     "UPDATE outbox SET inflight = ? WHERE id IN (SELECT id FROM outbox o WHERE channel = ?"
-                    " AND status = 'pending' AND inflight = 0 AND next_at <= ? AND (grp = '' OR id = (SELECT MIN(id)"
+                    " AND status = 'pending' AND inflight = 0 AND +next_at <= ? AND (grp = '' OR id = (SELECT MIN(id)"
                     " FROM outbox p WHERE p.grp = o.grp AND p.status = 'pending')) ORDER BY id LIMIT ?)"
                     " RETURNING id, key, incident, action, recipient, channel, grp, payload, attempts, uncertain,"
                     " created_at", (CLAIMED, channel, now, limit))
@@ -192,11 +195,19 @@ class Outbox:
     def handed_over(self, row_id: int, now: float) -> None:
         """The adapter is about to pass its point of no return for this row (one commit).
 
-        ``done_at`` is set now: if the answer never comes (crash), this is when it was delivered.
+        ``done_at`` is set now: if the answer never comes (crash), this is when it was delivered. Only a
+        row still being sent is marked (so a record that arrives late changes nothing). On PostgreSQL
+        the record is sent without waiting for the server (:class:`monitor.db.Detaching`): once the
+        kernel has it, a crash can no longer stop it, which is all this record is for.
         """
+        sql = "UPDATE outbox SET inflight = ?, done_at = ? WHERE id = ? AND status = 'pending' AND inflight = ?"
+        args = (HANDED_OVER, now, row_id, SENDING)
         try:
+            if detaching(self.db):
+                self.db.write_detached(sql, args)
+                return
             with _tx(self.db, pipelined=True):
-                self.db.execute("UPDATE outbox SET inflight = ?, done_at = ? WHERE id = ?", (HANDED_OVER, now, row_id))
+                self.db.execute(sql, args)
         except ERRORS as exc:
             raise StorageError(f"cannot record a hand-over in {self.path}: {exc}") from exc
 
@@ -211,6 +222,8 @@ class Outbox:
         if not (ids or uncertain):
             return
         try:
+            if detaching(self.db):
+                self.db.wait_detached()  # (the hand-overs recorded so far decide below)
             with _tx(self.db):
                 self.db.executemany("UPDATE outbox SET inflight = 0 WHERE id = ?", [(i,) for i in ids])
                 for i in uncertain:

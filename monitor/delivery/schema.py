@@ -50,6 +50,11 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: the claim of due rows walks one channel's waiting rows in id order and stops at its batch (it
+    # sorted every due row for each batch: a 10,000-notice fan-out took 313 claims of 10,000 rows each)
+    """
+    CREATE INDEX outbox_claim ON outbox (channel, status, inflight, id);
+    """,
 )
 
 SCHEMA = Schema("delivery", MIGRATIONS)
