@@ -195,3 +195,18 @@ def test_authentic_agrees_with_pysnmp(level: str, body: bytes, engine_id: bytes,
         except Exception:
             want = False
         assert snmp_usm.authentic(reply, user, peer) is want
+
+
+def test_a_repeated_get_reuses_its_varbind_list_and_walks_keep_none() -> None:
+    """A GET's whole VarBindList is remembered (a poller repeats its OIDs every interval; issue 12's v3
+    GET cost): the second encoding is still pyasn1's, and a walk's moving GETBULK cursors add nothing."""
+    oids_ = ((1, 3, 6, 1, 2, 1, 1, 3, 0), (1, 3, 6, 1, 2, 1, 2, 2, 1, 10, 70001))
+    get = Request(GET, oids_)
+    for request_id in (7, 2**31 - 1, -5):
+        assert snmp_request.pdu(get, request_id) == bytes(encoder.encode(pysnmp_pdu(get, request_id)))
+    assert snmp_request.varbind_list(oids_) is snmp_request.varbind_list(oids_)
+    kept = len(snmp_request._LIST_CACHE)
+    for row in range(100):
+        bulk = Request(GETBULK, ((1, 3, 6, 1, 2, 1, 2, 2, 1, 10, row),), 0, 25)
+        assert snmp_request.pdu(bulk, row) == bytes(encoder.encode(pysnmp_pdu(bulk, row)))
+    assert len(snmp_request._LIST_CACHE) == kept

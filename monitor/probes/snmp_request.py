@@ -100,13 +100,31 @@ def varbind(name: Oid) -> bytes:
     return found
 
 
+_LIST_CACHE: dict[tuple[Oid, ...], bytes] = {}  # oids -> the request's whole VarBindList
+_LIST_CACHE_MAX = 1024  # a poller GETs the same OID lists every interval; walk cursors move: bounded
+
+
+def varbind_list(oids: tuple[Oid, ...], remember: bool = True) -> bytes:
+    """The VarBindList of a request for ``oids``, remembered (bounded) whole when ``remember``: a GET
+    asks for the same OIDs every interval, and one look-up spares a call and a look-up per OID (a
+    walk's cursors move on, so GETBULK and GETNEXT lists are not kept)."""
+    found = _LIST_CACHE.get(oids) if remember else None
+    if found is None:
+        binds = tlv(0x30, b"".join([varbind(o) for o in oids]))
+        if not remember:
+            return binds
+        if len(_LIST_CACHE) >= _LIST_CACHE_MAX:
+            _LIST_CACHE.clear()
+        found = _LIST_CACHE[oids] = binds
+    return found
+
+
 def pdu(request: Request, request_id: int) -> bytes:
     """The PDU of ``request`` with ``request_id``."""
     if not _INT32[0] <= request_id <= _INT32[1]:
         raise ValueError("request-id out of range")
-    binds = b"".join([varbind(o) for o in request.oids])
     body = (integer(request_id) + integer(request.non_repeaters) + integer(request.max_repetitions)
-            + tlv(0x30, binds))
+            + varbind_list(request.oids, request.kind == GET))
     return tlv(request.kind, body)
 
 
@@ -145,4 +163,4 @@ def v3_message(
 
 
 __all__ = ["GET", "GETBULK", "GETNEXT", "Request", "integer", "length", "octets", "oid", "pdu", "scoped_pdu",
-           "tlv", "usm_parameters", "v2c_message", "v3_message", "varbind"]
+           "tlv", "usm_parameters", "v2c_message", "v3_message", "varbind", "varbind_list"]
