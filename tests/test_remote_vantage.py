@@ -244,3 +244,20 @@ def test_the_stream_of_effective_changes_is_consistent_and_never_contradicts_a_v
             aside = v.aside("town")
             if v.state(t) is DOWN:
                 assert all(v.views[q].get(t, (UNK, 0))[0] in (DOWN, UNK) for q in POLLERS if q not in aside)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.data())
+def test_a_zone_of_one_poller_passes_its_stream_through_exactly(data: st.DataObject) -> None:
+    """The fast path for one poller without a vantage node: what it confirmed is what the core gets,
+    change for change, and no view is kept beside the effective state (nothing to save)."""
+    view: dict[str, State] = {}
+    stream = []
+    for i in range(data.draw(st.integers(0, 30))):
+        t = data.draw(st.sampled_from(["s-1", "s-2"]))
+        new = data.draw(st.sampled_from([s for s in STATES if s is not view.get(t, UNK)]))
+        stream.append(ch(t, view.get(t, UNK), new, float(i), "seen", "los" if new is DOWN else None))
+        view[t] = new
+    v = Vantages(ZONES, ZONE_OF)
+    assert [c for x in stream for c in v.report("p-solo", x)] == stream
+    assert v.views["p-solo"] == {} and v.differences() == {}
