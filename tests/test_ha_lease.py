@@ -16,8 +16,8 @@ T = Timing(ttl=9.0, renew=2.0, margin=3.0, retry=1.0)  # round numbers to reason
 def test_defaults_leave_time_for_the_start_within_fifteen_seconds() -> None:
     d = Timing()
     # a standby sees the lease expired at most ttl + retry after the active daemon's last renewal
-    assert d.ttl + d.retry <= 8
-    # the leader tries twice more after a failed renewal before it stands down
+    assert d.ttl + d.retry <= 9
+    # the leader tries three more times after a failed renewal before it stands down
     failed = after_renewal(Term(1, 0.0, 100.0), 101.5, Outcome.FAILED)
     assert failed is not None
     tries = [101.5]
@@ -26,7 +26,7 @@ def test_defaults_leave_time_for_the_start_within_fifteen_seconds() -> None:
         if step.do is Do.RENEW:
             tries.append(now)
         now = step.at
-    assert tries == [101.5, 102.5, 103.5] and now == 104.5
+    assert tries == [101.5, 102.5, 103.5, 104.5] and now == 105.5
     assert stand_down_at(T, Term(1, 0.0, 100.0)) == 106.0
 
 

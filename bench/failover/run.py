@@ -141,6 +141,11 @@ def trial(n: int, server: Server, root: Path, customers: int, rng: random.Random
         updates = sum(c for (_, k), c in got.items() if k == "update")
         return {"kill_at": kill_at, "active": active, "polling": polling, "lost": lost, "repeated": repeated,
                 "same_id": same_id, "incidents": incidents, "updates": updates}
+    except BaseException:
+        for name, d in (("a", a), ("b", b)):
+            if d is not None:
+                print(f"--- {name}'s log (last 40 lines) ---", *d.text().splitlines()[-40:], sep="\n", flush=True)
+        raise
     finally:
         for d in (a, b):
             if d is not None:

@@ -20,12 +20,13 @@ from monitor.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """How the lease is held. Defaults: a standby takes over at most ``ttl + retry`` (8 s) after the
-    active daemon's last renewal, leaving 7 s of the 15 s promised for the daemon's start on a loaded
-    machine; the active daemon stands down 4.5 s after its last successful renewal (two more attempts
-    fail first), 2.5 s before the lease can expire."""
+    """How the lease is held. Defaults: a standby takes over at most ``ttl + retry`` (9 s) after the
+    active daemon's last renewal, leaving 6 s of the 15 s promised for the daemon's start on a loaded
+    machine; the active daemon stands down 5.5 s after its last successful renewal (three more
+    attempts fail first: a PostgreSQL restart of a few seconds passes), 2.5 s before the lease can
+    expire."""
 
-    ttl: float = 7.0  # a renewal makes the lease valid this long (database clock)
+    ttl: float = 8.0  # a renewal makes the lease valid this long (database clock)
     renew: float = 1.5  # the leader renews this often
     margin: float = 2.5  # and stands down this long before its lease could expire
     retry: float = 1.0  # a standby (or a failed renewal) tries again this often
