@@ -283,6 +283,25 @@ def test_merged_child_customers_are_not_notified_again_by_the_parent(inv: Invent
     assert by_action(items)["customer_restored"] == 6
 
 
+def test_a_customer_a_merged_child_told_is_restored_by_the_parent_that_had_let_them_go(inv: Inventory) -> None:
+    """Issue 19 (found by a random rain-fade search): INC-1 hands C-0003 on while down ("continues"),
+    the tower's INC-2 then tells them "opened" and merges into INC-1. They follow INC-1 again: its
+    resolve tells them "restored" (before, INC-1 counted them as handed on and INC-2 was gone: never)."""
+    run = Run(ctx_of(inv))
+    run.feed(ev("opened", T0, ids(3, 0), root="bh"))
+    run.dead = {"cpe-0003"}
+    items = run.feed(ev("updated", T0 + 900, ids(2, 0), root="bh"))
+    assert _to(items, "customer_continues") == ["c3@example.com"]
+    items = run.feed(ev("opened", T0 + 950, ["C-0003"], incident="INC-000002", root="twr-1"))
+    assert _to(items, "customer_opened") == ["c3@example.com"]
+    run.feed(ev("merged", T0 + 1000, ["C-0003"], incident="INC-000002", root="twr-1", into="INC-000001"),
+             ev("updated", T0 + 1000, ids(3, 0), root="bh"))
+    run.dead = set()
+    items = run.feed(ev("resolved", T0 + 1500, ids(3, 0), root="bh")) + run.tick(T0 + 1501)
+    assert [(i.incident, i.recipient) for i in items if i.action == "customer_restored"] == [
+        ("INC-000001", "c1@example.com"), ("INC-000001", "c2@example.com"), ("INC-000001", "c3@example.com")]
+
+
 def test_incident_on_the_same_root_soon_after_reopens_the_ticket(inv: Inventory) -> None:
     run = Run(ctx_of(inv))
     run.feed(ev("opened", T0, ids(3, 0)))

@@ -71,6 +71,9 @@ def fade(
 # the tower's degraded incident became an outage before bh's loss was confirmed; bh's degraded incident
 # then opened above it and left the outage standing (scenario rain_fade_outage_below)
 @example(raw=fade(1, 3, 120, 1827, 0.5, [0.5, 0.5], 0.3, 9376))
+# a wider random search (issue 19): a customer told of the tower's outage, handed on by bh's suspected
+# incident meanwhile ("continues"), whose outage then merged into bh's incident, was never told "restored"
+@example(raw=fade(3, 10, 205, 3145, 0.35110323665917353, [0.5476731956601483, 0.8125160577870177], 0.3, 8190))
 def test_a_rain_fade_is_one_incident_whatever_the_loss_below(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_rain_fade")
     events: list[dict[str, Any]] = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]

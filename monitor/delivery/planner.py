@@ -282,9 +282,12 @@ def plan(
             child = mem.get(e.incident)
             if child is not None:
                 parent = mem.setdefault(e.into, IncidentMemory(e.into, e.kind, e.root, e.ts, status="pending"))
+                # those still following the child follow the parent now, also one the parent had let go
+                # before ("restored", or "continues": the child told them later; issue 19)
+                following = set(child.notified) - set(child.restored) - set(child.continuing)
                 parent.notified = _union(parent.notified, child.notified)
-                parent.restored = _union(parent.restored, child.restored)
-                parent.continuing = _union(parent.continuing, child.continuing)
+                parent.restored = [c for c in _union(parent.restored, child.restored) if c not in following]
+                parent.continuing = [c for c in _union(parent.continuing, child.continuing) if c not in following]
                 out.memories[parent.incident] = parent
     for e in events:
         if e.event in ("updated", "resolved"):
