@@ -122,8 +122,8 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
             if len(line) > max_line:
                 raise ValueError("too long")
             r = decode(line)
-            if (r.cause is not unset and r.ok) or (r.metrics is not None and not r.ok):
-                raise ValueError("bad cause")  # a cause only on a failed poll, metrics only on an answered one
+            if r.cause is not unset and r.ok:
+                raise ValueError("bad cause")  # a cause only on a failed poll
         except ValueError:  # msgspec's errors are ValueErrors, and so is a str it cannot encode
             if not line.strip():
                 continue
@@ -188,6 +188,8 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
                         down_since.pop(key, None)
                 continue
         else:
+            if r.metrics is not None:
+                parse_line(line, source, lineno)  # metrics only on an answered poll: raises ReplayError
             if node.quiet:
                 continue  # DOWN and nothing pending: another failure changes nothing
             if isinstance(cause := r.cause, str):

@@ -46,8 +46,8 @@ SECTION = [
         "lookup_per_minute", "refresh", "history_days")],
     *[(f"correlation: {{{k}: V}}", f"correlation.{k}") for k in (
         "interval", "settle", "W", "K", "P", "hold_down", "grace", "blind_share", "blind_min", "blind_recovery",
-        "update_interval", "degraded_settle", "burst_odds", "burst_prior", "burst_history", "down_after",
-        "up_after")],
+        "update_interval", "degraded_settle", "levels_hold_down", "burst_odds", "burst_prior", "burst_history",
+        "down_after", "up_after")],
 ]
 IN_PLACE = [  # (BASE text, its replacement with V, key path, line)
     ("lat: 7.08", "lat: V", "sites[0].lat", 5), ("lon: -70.76", "lon: V", "sites[0].lon", 5),

@@ -146,8 +146,12 @@ MISTAKES = [
     ("unknown correlation setting", "customers:\n", "correlation: {K: 4, hold: 5m}\ncustomers:\n", [
         "sites.yaml:14: correlation.hold: unknown setting (known: K, P, W, blind_min, blind_recovery, blind_share, "
         "burst_history, burst_odds, burst_prior, degraded_settle, "
-        "down_after, grace, hold-down, hold_down, holddown, interval, min_endpoints, min_share, settle, up_after, "
-        "update_interval, vantage, window)"]),
+        "down_after, grace, hold-down, hold_down, holddown, interval, levels_hold_down, min_endpoints, min_share, "
+        "settle, up_after, update_interval, vantage, window)"]),
+    ("negative levels hold-down", "customers:\n", "correlation: {levels_hold_down: -5m}\ncustomers:\n", [
+        "sites.yaml:14: correlation.levels_hold_down: expected a duration like 90, 90s, 5m, 2h"]),
+    ("levels hold-down beyond a month", "customers:\n", "correlation: {levels_hold_down: 32d}\ncustomers:\n", [
+        "sites.yaml:14: correlation.levels_hold_down: levels_hold_down must be between 0 and 31d, got 2.7648e+06"]),
     ("bad correlation value", "customers:\n", "correlation: {W: soon}\ncustomers:\n", [
         "sites.yaml:14: correlation.W: expected a duration like 90, 90s, 5m, 2h"]),
     ("unknown vantage node", "customers:\n", "correlation: {vantage: [core, gw-9]}\ncustomers:\n", [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Final
 
 #: a DEGRADED reason that names packet loss (assess.py and replay write "loss 60% > 20%";
 #: a target coming back degraded reads "answering again but loss ...")
@@ -56,7 +57,7 @@ _LEVELS = re.compile(r"(?:^|, |but )(?:onu rx|optical rx|signal|ccq) -?\d")
 #: lossy link's by it: technicians only, never a customer notice)
 LEVELS_DETAIL = "weak levels below "
 #: the stored basis of a weak-levels incident (its kind is ``degraded``; a lossy link's basis is ``degraded``)
-LEVELS_BASIS = "levels"
+LEVELS_BASIS: Final = "levels"
 MAX_LISTED = 100  # endpoints whose values one detail lists (an AP may have 200 weak stations)
 
 
@@ -81,4 +82,4 @@ def levels_detail(parent: str, weak: Mapping[str, str], customer: Mapping[str, s
         who = f" ({customer[tid]})" if tid in customer else ""
         parts.append(f"{tid}{who} {why.removeprefix('answering again but ')}")
     more = f"; and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
-    return f"{LEVELS_DETAIL}{parent}: {'; '.join(parts)}{more}"
+    return f"{LEVELS_DETAIL}{parent}: {'; '.join(parts) or 'none left'}{more}"

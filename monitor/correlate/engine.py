@@ -81,6 +81,7 @@ class Engine(Restoring, Maintenance):
         lossy = self.lossy  # kept while such a node is down: its last answers showed loss
         degraded, member, n_targets, top_set = self.degraded, self.member, self._n_targets, self._top_set
         flat, causes = self._flat, self.cause
+        weak = self.levels.weak  # endpoints DEGRADED by their levels (rule 14, levels.py)
         DOWN, DEGRADED = State.DOWN, State.DEGRADED
         next_due = self._next_due()
         n = 0
@@ -111,6 +112,8 @@ class Engine(Restoring, Maintenance):
                         del ignored[tid]
                     if degraded:
                         degraded.discard(tid)
+                        if weak and tid in weak:
+                            self.levels.changed(tid, False, "")  # down now, not weak: judged as any failure
                     if c.cause is not None:
                         causes[tid] = c.cause
                     if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
@@ -145,6 +148,8 @@ class Engine(Restoring, Maintenance):
                     degraded.add(tid)
                 elif degraded:
                     degraded.discard(tid)
+                if rec[3] and (c.new is DEGRADED or tid in weak):
+                    self.levels.changed(tid, c.new is DEGRADED, c.reason)
                 if tid in top_set:
                     self._tops_flag = self._tops_bad()
             if (
@@ -181,7 +186,8 @@ class Engine(Restoring, Maintenance):
         """The earliest timer (-inf with maintenance windows: those are checked at every step)."""
         if self._windows:
             return -_INF
-        heads = [q[0][0] for q in (self._settle, self._grace, self._hold, self._blind_timer, self._after_blind) if q]
+        heads = [q[0][0] for q in (self._settle, self._grace, self._hold, self._blind_timer, self._after_blind,
+                                   self.levels.hold) if q]
         return min(heads, default=_INF)
 
     def tick(self, now: float) -> list[IncidentEvent]:
@@ -190,7 +196,7 @@ class Engine(Restoring, Maintenance):
         self._flush()
         out = [e for e in self._queue if isinstance(e, IncidentEvent)]
         self._queue.clear()
-        return out
+        return self.levels.annotate(out) if self.levels.ids else out
 
     def has_output(self) -> bool:
         """Something to announce at the current time (so a replay flushes before time moves on)."""
@@ -205,7 +211,12 @@ class Engine(Restoring, Maintenance):
         inc = self.by_id.get(inc_id)
         if inc is None:
             return False
+        weak_levels = inc_id in self.levels.ids
         self._run_timers(now)
+        if weak_levels:
+            if inc_id in self.levels.ids:  # (not resolved by its hold-down meanwhile)
+                self.levels.resolve(inc)
+            return True
         left = sorted(inc.members, key=self.topo.sort_key)
         self._ignored.update(dict.fromkeys(left, inc.id))
         self._resolve(inc)
@@ -214,11 +225,11 @@ class Engine(Restoring, Maintenance):
 
     # ---------------------------------------------------------------- timers
 
-    def _run_timers(self, now: float) -> None:
+    def _run_timers(self, now: float) -> None:  # noqa: C901 - one queue per timer kind, checked inline (hot: every tick)
         if now < self.now:
             now = self.now  # clocks may step back a little; time here never does
         settle, grace, hold, blind = self._settle, self._grace, self._hold, self._blind_timer
-        after = self._after_blind
+        after, weak_hold = self._after_blind, self.levels.hold
         if not (
             self._windows
             or (settle and settle[0][0] <= now)
@@ -226,10 +237,11 @@ class Engine(Restoring, Maintenance):
             or (hold and hold[0][0] <= now)
             or (blind and blind[0][0] <= now)
             or (after and after[0][0] <= now)
+            or (weak_hold and weak_hold[0][0] <= now)
         ):
             self.now = now  # the common case in a burst: nothing due yet
             return
-        queues = (settle, grace, hold, blind, after)
+        queues = (settle, grace, hold, blind, after, weak_hold)
         while True:
             best: deque[tuple[float, str, float]] | None = None
             for q in queues:
@@ -261,6 +273,8 @@ class Engine(Restoring, Maintenance):
                 inc = self.by_id.get(key)
                 if inc is not None and inc.clear_since == stamp:
                     self._resolve(inc)
+            elif best is weak_hold:
+                self.levels.expire(key, stamp)  # a weak-levels incident's own hold-down
             elif self.blind is not None and self.blind.clear_since == stamp:
                 self._end_blind()
         self.now = now

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from monitor.correlate.burst import Burst, FailureRates
 from monitor.correlate.incidents import Incident, IncidentEvent, Kind, incident_id
+from monitor.correlate.levels import WeakLevels
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.topology import Topology
@@ -114,6 +115,8 @@ class EngineState:
             start=start or None,
         )
         self._burst: Burst | None = None  # why the last _desired chose a burst (for the incident's detail)
+        # weak levels below a PON port or AP: technician-only degraded incidents of their own (rule 14)
+        self.levels = WeakLevels(self)
 
     # ---------------------------------------------------------------- incident bookkeeping
 

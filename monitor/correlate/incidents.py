@@ -19,6 +19,9 @@ from typing import Literal
 Kind = Literal["outage", "suspected", "single", "planned", "blind", "degraded", "power"]
 EventType = Literal["opened", "updated", "merged", "resolved"]
 KINDS: tuple[Kind, ...] = ("outage", "suspected", "single", "planned", "blind", "degraded", "power")
+#: what an incident is judged as, stored beside its kind: the kind it would have outside maintenance, or
+#: ``levels`` for a ``degraded`` incident for weak levels below a PON port or AP (monitor.correlate.levels)
+Basis = Kind | Literal["levels"]
 
 
 @dataclass(slots=True)

@@ -20,8 +20,9 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from monitor.clock import Clock
+from monitor.correlate.degraded import LEVELS_BASIS
 from monitor.correlate.engine import Engine
-from monitor.correlate.incidents import Incident, IncidentEvent, Kind, format_ts
+from monitor.correlate.incidents import Basis, Incident, IncidentEvent, Kind, format_ts
 from monitor.correlate.settings import CorrelationSettings
 from monitor.correlate.staff import Staff
 from monitor.correlate.store import IncidentStore
@@ -82,7 +83,7 @@ class CorrelationService:
         engine.rates.start = self.store.observed_since(now)
         for ts, endpoint in self.store.single_history(now - self.settings.burst_history):
             engine.rates.add(ts, endpoint)  # the burst rule's learned rates, as before the restart
-        open_incidents = self.store.load_open()
+        open_incidents, weak_levels = _by_basis(self.store.load_open())
         closed_blind = self.store.closed_blind()
         # a blindness going on or ended within grace: what is still down when it ends waits for grace
         # after its parent's return (Engine._recovery_due), read from the log like a grace period's
@@ -93,9 +94,12 @@ class CorrelationService:
             if closed_blind is not None or blind_ended is not None or any(b == "blind" for _, b, _ in open_incidents):
                 graces.append(recent)
             back = self.store.came_back(min(graces)) if graces else {}
-        engine.restore(open_incidents, down, now, self.store.left_down(), closed_blind, back, blind_ended)
-        if open_incidents:
-            log.info("resumed %d open incidents", len(open_incidents))
+        left_down = self.store.left_down()
+        engine.restore(open_incidents, down, now, left_down, closed_blind, back, blind_ended)
+        # weak levels: their incidents, and the endpoints DEGRADED now with the values they had (rule 14)
+        engine.levels.restore(weak_levels, self.store.degraded_reasons(), left_down)
+        if open_incidents or weak_levels:
+            log.info("resumed %d open incidents", len(open_incidents) + len(weak_levels))
         return engine
 
     # ------------------------------------------------------------ daemon API
@@ -186,12 +190,17 @@ class CorrelationService:
 
     def _persist(self, events: list[IncidentEvent]) -> None:
         eng = self.engine
-        open_incidents: dict[str, tuple[Incident, Kind]] = {
-            iid: (eng.by_id[iid], eng.basis[iid]) for iid in eng.changed if iid in eng.by_id
+        levels = eng.levels.ids
+
+        def basis(iid: str) -> Basis:
+            return LEVELS_BASIS if iid in levels else eng.basis[iid]
+
+        open_incidents: dict[str, tuple[Incident, Basis]] = {
+            iid: (eng.by_id[iid], basis(iid)) for iid in eng.changed if iid in eng.by_id
         }
         for e in events:
             if e.event == "opened" and e.incident in eng.by_id:
-                open_incidents[e.incident] = (eng.by_id[e.incident], eng.basis[e.incident])
+                open_incidents[e.incident] = (eng.by_id[e.incident], basis(e.incident))
         blind = eng.blind
         if blind is not None and blind.id in eng.changed and blind.id not in eng.by_id:
             open_incidents[blind.id] = (blind, "blind")  # its alert is closed, the blindness goes on: keep its timer
@@ -206,3 +215,17 @@ class CorrelationService:
         eng.member_log.clear()
         eng.window_events.clear()
         eng.blind_ended.clear()
+
+
+def _by_basis(
+    rows: list[tuple[Incident, Basis, set[str]]],
+) -> tuple[list[tuple[Incident, Kind, set[str]]], list[tuple[Incident, set[str]]]]:
+    """Stored open incidents: the engine's (by the kind they are judged as), and the weak-levels ones."""
+    judged: list[tuple[Incident, Kind, set[str]]] = []
+    weak: list[tuple[Incident, set[str]]] = []
+    for inc, basis, ever in rows:
+        if basis == LEVELS_BASIS:
+            weak.append((inc, ever))
+        else:
+            judged.append((inc, basis, ever))
+    return judged, weak

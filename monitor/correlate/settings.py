@@ -31,6 +31,10 @@ class CorrelationSettings:
     # a node whose last answers showed loss must stay down this long before its degraded incident
     # becomes an outage (rain fade loses whole polls now and then; a link that stopped stays down)
     degraded_settle: float = 300.0
+    # the hold-down of a ``degraded`` incident for weak levels (optical rx, signal, CCQ below the
+    # thresholds: one per PON port or AP): levels hover around a threshold for hours, so its calm must
+    # last longer than an outage's before it resolves, or every drift back and forth is a new incident
+    levels_hold_down: float = 900.0
     # a burst: K or more failures below a node inside W whose odds as independent failures, at the
     # subtree's learned rate, are below this, is a mass incident whatever its share (0: off)
     burst_odds: float = 1e-9
@@ -52,6 +56,7 @@ class CorrelationSettings:
             blind_recovery=2 * interval,
             update_interval=interval,
             degraded_settle=5 * interval,
+            levels_hold_down=15 * interval,
         )
 
     def with_overrides(self, overrides: Mapping[str, str], source: str = "--set") -> CorrelationSettings:
@@ -76,7 +81,7 @@ class CorrelationSettings:
         for name in ("interval", "settle", "window", "update_interval"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("hold_down", "grace", "blind_recovery", "degraded_settle"):
+        for name in ("hold_down", "grace", "blind_recovery", "degraded_settle", "levels_hold_down"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_endpoints < 1:
@@ -171,7 +176,7 @@ ALIASES = {"K": "min_endpoints", "P": "min_share", "W": "window", "hold-down": "
 _FIELDS = {f.name: f for f in fields(CorrelationSettings)}
 _DURATIONS = {
     "interval", "settle", "window", "hold_down", "grace", "blind_recovery", "update_interval", "degraded_settle",
-    "burst_history",
+    "burst_history", "levels_hold_down",
 }
 _INTS = {"min_endpoints", "blind_min", "down_after", "up_after"}
 _RANGES: dict[str, tuple[float, str]] = {  # the upper bound (the lower ones are in check()) and the range
@@ -179,6 +184,7 @@ _RANGES: dict[str, tuple[float, str]] = {  # the upper bound (the lower ones are
     "interval": (86400.0, "greater than 0 and at most 1d"),
     **{name: (7 * 86400.0, "greater than 0 and at most 7d") for name in ("settle", "window", "update_interval")},
     **{name: (7 * 86400.0, "between 0 and 7d") for name in ("hold_down", "grace", "blind_recovery", "degraded_settle")},
+    "levels_hold_down": (31 * 86400.0, "between 0 and 31d"),  # 15 x interval: up to 15 days
     # these five are bounded in check() already: only NaN/infinity is caught here
     "burst_history": (math.inf, "between 1h and 366d"),
     "min_share": (math.inf, "greater than 0 and at most 100"),

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.correlate.degraded import LEVELS_BASIS
+from monitor.correlate.degraded import LEVELS_BASIS, weak_levels
 from monitor.correlate.engine_state import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
-from monitor.correlate.incidents import Incident, IncidentEvent, Kind, parse_ts
+from monitor.correlate.incidents import Basis, Incident, IncidentEvent, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.db import ERRORS, OPEN_TIMEOUT, SQLite, StoreConnection, Where, engine_for, open_store
 from monitor.db import transaction as _tx
@@ -104,7 +104,7 @@ class IncidentStore:
     def save(
         self,
         events: Sequence[IncidentEvent],
-        open_incidents: dict[str, tuple[Incident, Kind]],
+        open_incidents: dict[str, tuple[Incident, Basis]],
         changed: set[str],
         member_log: Sequence[MemberOp],
         window_events: Sequence[WindowEvent] = (),
@@ -144,7 +144,7 @@ class IncidentStore:
         except ERRORS as exc:
             raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
 
-    def _event(self, e: IncidentEvent, open_incidents: dict[str, tuple[Incident, Kind]]) -> None:
+    def _event(self, e: IncidentEvent, open_incidents: dict[str, tuple[Incident, Basis]]) -> None:
         db = self.db
         db.execute(
             "INSERT INTO incident_events (ts, incident, event, kind, root, affected_endpoints, affected_customers,"
@@ -164,7 +164,7 @@ class IncidentStore:
                 "INSERT INTO incidents"
                 " (id, seq, kind, basis, root, status, opened_at, updated_at, last_update)"
                 " VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?) ON CONFLICT DO NOTHING",
-                (e.incident, seq, e.kind, inc_basis[1] if inc_basis else e.kind, e.root, e.ts, e.ts, e.ts),
+                (e.incident, seq, e.kind, inc_basis[1] if inc_basis else _basis_of(e), e.root, e.ts, e.ts, e.ts),
             )
         elif e.event == "updated":
             db.execute("UPDATE incidents SET kind = ?, updated_at = ? WHERE id = ?", (e.kind, e.ts, e.incident))
@@ -178,7 +178,7 @@ class IncidentStore:
                 (status, e.kind, e.ts, e.ts, e.into, e.ts, e.incident),
             )
 
-    def _upsert(self, inc: Incident, basis: Kind) -> None:
+    def _upsert(self, inc: Incident, basis: Basis) -> None:
         self.db.execute(
             "INSERT INTO incidents (id, seq, kind, basis, root, status, opened_at, updated_at, grace_from,"
             " clear_since, last_update, was_outage, pending_since) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)"
@@ -223,7 +223,7 @@ class IncidentStore:
 
     # ------------------------------------------------------------ restart
 
-    def load_open(self) -> list[tuple[Incident, Kind, set[str]]]:
+    def load_open(self) -> list[tuple[Incident, Basis, set[str]]]:
         """Open incidents as the engine left them, with what was last announced (``emitted``)."""
         rows = self.db.execute(_LOAD_SQL + " WHERE status = 'open' ORDER BY seq").fetchall()
         out = []
@@ -305,6 +305,16 @@ class IncidentStore:
         """Targets the state-change log says are DEGRADED now (answering beyond a threshold)."""
         rows = self.db.execute("SELECT target FROM target_state WHERE state = ?", (State.DEGRADED.value,))
         return {t for (t,) in rows}
+
+    def degraded_reasons(self) -> dict[str, tuple[float, str]]:
+        """Per target DEGRADED now: since when and why (the reason of its change into DEGRADED), so a
+        restart knows which endpoints are weak by their levels and with which values (``WeakLevels``)."""
+        rows = self.db.execute(
+            "SELECT s.target, s.ts, s.reason FROM target_state t JOIN state_changes s"
+            " ON s.target = t.target AND s.ts = t.since AND s.new = t.state WHERE t.state = ? ORDER BY s.id",
+            (State.DEGRADED.value,),
+        )
+        return {t: (float(ts), str(reason)) for t, ts, reason in rows}
 
     def came_back(self, since: float) -> dict[str, float]:
         """Targets that came back (left DOWN) at or after ``since``, with the last such time: the grace
@@ -603,6 +613,12 @@ _ATTACH = " ON CONFLICT (incident, target) DO UPDATE SET down = excluded.down"
 _UPSERT_ROW = {**_ROW_SQL_OPS, ADD: "INSERT INTO incident_targets (incident, target, down) VALUES (?, ?, 1)" + _ATTACH}
 _UPSERT_BULK = {**_BULK_SQL, ADD: "INSERT INTO incident_targets (incident, target, down)"
                 " SELECT ?, value, 1 FROM json_each(?) WHERE true" + _ATTACH}  # (WHERE: SQLite's parser wants it)
+def _basis_of(e: IncidentEvent) -> Basis:
+    """The basis of an incident opened and closed within one step (not open any more): its kind, or
+    ``levels`` for weak levels (they read so; the report and status page tell them apart by it)."""
+    return LEVELS_BASIS if e.kind == "degraded" and weak_levels(e.detail) else e.kind
+
+
 _ROW_SQL = (
     "SELECT i.id, i.kind, i.root, i.status, i.opened_at, i.updated_at, i.cleared_at, i.closed_at, i.merged_into,"
     " i.acked_at, i.acked_by, i.was_outage, i.basis FROM incidents i"
