@@ -9,7 +9,9 @@ send together with the outcomes known so far, the hand-over recorded at the adap
 return (as the SMTP adapter does at the final "."), the last outcomes at the end. The adapter itself
 returns at once: this measures the outbox, not a mail server. Rounds alternate the engines (SQLite
 first, then PostgreSQL first), so a machine shared with other work slows both alike; prints
-notices/s min/median/max per engine and the ratio of the medians. PostgreSQL 15 is a throwaway
+notices/s min/median/max per engine and the ratio of the medians, and the CPU each notice cost: this
+process's, and on PostgreSQL its server processes' too (from /proc), a figure the machine's load
+does not inflate the way it does the waits for a busy server's answers. PostgreSQL 15 is a throwaway
 cluster on loopback (tests/servers/postgres.py, ``fsync=off`` like the tests'): round trips and
 server work, not the disk; the SQLite file is in a temporary folder, WAL with ``synchronous=NORMAL``
 as the daemon runs it.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -55,6 +58,25 @@ def notices(n: int, tag: str) -> list[NewRow]:
     return [NewRow(f"INC-{tag}/notify/C-{i:05d}/1", f"INC-{tag}", "notify", f"C-{i:05d}", "email", "",
                    {"to": f"c{i}@example.com", "subject": "Corte de servicio", "body": "Sin servicio " * 20,
                     "language": "es"}) for i in range(n)]
+
+
+def server_cpu(postmaster: int | None) -> dict[int, float]:
+    """CPU seconds (user + system) of each process of the PostgreSQL server started as ``postmaster``."""
+    if postmaster is None:
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster or ppid == postmaster:
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 async def deliver(outbox: Outbox, n: int, tag: str, concurrency: int) -> float:
@@ -94,15 +116,26 @@ def main() -> None:
         stores: dict[str, Where] = {"sqlite": folder / "monitor.db", "postgresql": fresh_database(server)}
         outboxes = {name: Outbox(where) for name, where in stores.items()}
         rates: dict[str, list[float]] = {name: [] for name in stores}
+        cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in stores}  # (ours, server's) per notice
         names = list(stores)
+        postmaster = server.process.pid if server.process is not None else None
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
+                ours, theirs = time.process_time(), server_cpu(postmaster if name == "postgresql" else None)
                 seconds = asyncio.run(deliver(outboxes[name], args.notices, f"{name}-{r}", args.concurrency))
+                after = server_cpu(postmaster if name == "postgresql" else None)
+                spent = sum(after.values()) - sum(v for pid, v in theirs.items() if pid in after)
+                cpu[name].append(((time.process_time() - ours) / args.notices, spent / args.notices))
                 rates[name].append(args.notices / seconds)
         print(f"outbox through the real worker: {args.notices} notices x {args.rounds} rounds, {args.concurrency}"
               f" lanes, PostgreSQL {server.psql('SHOW server_version')} on loopback (fsync=off), SQLite WAL")
         for name in names:
             print(summary(name, rates[name]))
+        for name in names:
+            mine = statistics.median(c[0] for c in cpu[name]) * 1e6
+            server_us = statistics.median(c[1] for c in cpu[name]) * 1e6
+            print(f"{name:<11} CPU per notice (median): this process {mine:6.0f} us, server {server_us:6.0f} us,"
+                  f" together {mine + server_us:6.0f} us")
         ratio = statistics.median(rates["sqlite"]) / statistics.median(rates["postgresql"])
         print(f"SQLite / PostgreSQL (medians): {ratio:.2f}x")
         for outbox in outboxes.values():
