@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from monitor.correlate import engine as engine_module
 from monitor.correlate.engine import Engine, MemberOp
 from monitor.correlate.maintenance import Window, WindowEvent
 from monitor.correlate.settings import CorrelationSettings
@@ -71,6 +72,7 @@ def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], Logs, dict[
                 engine.apply(c)
         now = max([now, *(c.ts for c in batch)])
         events += engine.tick(now)
+        inner.append((list(engine._settle), sorted(engine._unexplained), dict(engine._counts()), engine.now))
         staff = sorted(i for i, inc in engine.by_id.items() if inc is not engine.blind)
         if rng.random() < 0.05 and staff:
             engine.resolve(staff[0], engine.now)
@@ -78,8 +80,13 @@ def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], Logs, dict[
         engine.member_log.clear()
         engine.changed.clear()
         engine.window_events.clear()
+    inner.append((list(engine._settle), sorted(engine._unexplained), dict(engine._counts()), list(engine._recent),
+                  sorted(engine._in_window), engine.now))
     events += engine.tick(now + 3000)
     return [e.to_dict() for e in events], logs, dict(engine.down)
+
+
+inner: list[object] = []  # the engine's bookkeeping at the end of each run (the C passes must keep it)
 
 
 @pytest.mark.parametrize("block", range(4))
@@ -91,3 +98,20 @@ def test_apply_many_equals_apply_one_by_one(block: int) -> None:
         kinds |= {(e["event"], e["kind"]) for e in one[0]}
     # the timelines are worth comparing: they reach the interesting decisions
     assert {("opened", "outage"), ("merged", "single"), ("opened", "suspected"), ("resolved", "outage")} <= kinds
+
+
+@pytest.mark.parametrize("block", range(2))
+def test_the_burst_passes_in_c_decide_as_one_by_one(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C pass of a burst (settle entries checked a chunk at a time, ``Engine._settled``) takes
+    every drain here, with the engine's bookkeeping compared after each batch, against ``apply``
+    one change at a time without it."""
+    for seed in range(block * 100, block * 100 + 100):
+        inner.clear()
+        one = _run(seed, batched=False)
+        plain = list(inner)
+        inner.clear()
+        with monkeypatch.context() as m:
+            m.setattr(engine_module, "_CHUNK", 2)
+            many = _run(seed, batched=True)
+        assert one == many, f"seed {seed}"
+        assert plain == inner, f"seed {seed}"

@@ -39,7 +39,10 @@ is), ``recovery.py`` (recoveries, grace), ``blindness.py``, ``planned.py`` (main
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat, starmap
+from operator import and_, eq, itemgetter
+from typing import cast
 
 from monitor.correlate.engine_state import _INF, LEFT_DOWN, MemberOp
 from monitor.correlate.incidents import IncidentEvent
@@ -48,6 +51,11 @@ from monitor.correlate.restore import Restoring
 from monitor.state import State, StateChange
 
 __all__ = ["Engine", "MemberOp"]  # MemberOp: the member log's entries (the constants: engine_state.py)
+
+_CHUNK = 128  # settle entries checked together in C when at least this many are due (a burst)
+_KEY, _STAMP = itemgetter(1), itemgetter(2)
+#: at most this many endpoints gone down wait to have their ancestors counted (EngineState._counts)
+_UNCOUNTED_MAX = 1 << 16
 
 
 class Engine(Restoring, Maintenance):
@@ -75,7 +83,7 @@ class Engine(Restoring, Maintenance):
         """
         info = self.topo.info
         down, unexplained, ignored, root_cache = self.down, self._unexplained, self._ignored, self._root_cache
-        recent, in_window, rc = self._recent, self._in_window, self._recent_count
+        recent, in_window, uncounted = self._recent, self._in_window, self._uncounted.append
         settle_q, settle_for = self._settle, self.s.settle
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
         lossy = self.lossy  # kept while such a node is down: its last answers showed loss
@@ -126,8 +134,7 @@ class Engine(Restoring, Maintenance):
                     if is_endpoint:
                         recent.append((now, tid))
                         in_window.add(tid)
-                        for a in ancestors:
-                            rc[a] += 1
+                        uncounted(ancestors)  # counted when read (EngineState._counts)
                     if tid not in vantage:
                         due = now + settle_for
                         settle_q.append((due, tid, now))
@@ -162,6 +169,8 @@ class Engine(Restoring, Maintenance):
             ):
                 self._check_blind()
                 next_due = self._next_due()
+        if len(self._uncounted) > _UNCOUNTED_MAX:
+            self._counts()  # bounded, whether or not anything reads the counts
         return n
 
     def _parent_down(self, tid: str, ts: float) -> None:
@@ -285,12 +294,36 @@ class Engine(Restoring, Maintenance):
         Most of a burst is already attached to the outage its root walk leads to (the root's own
         walk over its subtree took it), so that case is checked here without a call to ``_evaluate``;
         the clock is moved only where a decision is taken, and to the last due time at the end.
+        A run of at least ``_CHUNK`` due entries is checked a chunk at a time in C (``_settled``):
+        only the entries with something to decide take the per-entry steps below, and a decision
+        puts the rest of its chunk back, since it may change what they lead to.
         """
         settle, down, ignored, evaluate = self._settle, self.down, self._ignored, self._evaluate
         member, incidents, basis, topo_root = self.member, self.incidents, self.basis, self._topo_root
         parents, root_cache = self.topo.parents, self._root_cache
         last = self.now
         while settle and settle[0][0] <= limit:
+            if len(settle) >= _CHUNK and not ignored and settle[_CHUNK - 1][0] <= limit:
+                chunk = list(starmap(settle.popleft, repeat((), _CHUNK)))
+                skip = self._settled(chunk)
+                i = 0
+                last = chunk[-1][0]
+                while True:
+                    try:
+                        i = skip.index(False, i) + 1
+                    except ValueError:
+                        break
+                    due, key, stamp = chunk[i - 1]
+                    if down.get(key) != stamp or self._attached(key):
+                        continue
+                    last = due
+                    if due > self.now:
+                        self.now = due
+                    evaluate(key)
+                    if i < _CHUNK:
+                        settle.extendleft(reversed(chunk[i:]))
+                    break
+                continue
             due, key, stamp = settle.popleft()
             last = due
             if down.get(key) == stamp and key not in ignored:
@@ -307,3 +340,29 @@ class Engine(Restoring, Maintenance):
                 evaluate(key)
         if last > self.now:
             self.now = last
+
+    def _attached(self, key: str) -> bool:
+        """``key`` (down) is attached to the outage its root walk leads to: nothing to decide."""
+        m = self.member.get(key)
+        if m is None or m == key:
+            return False
+        down, ps = self.down, self.topo.parents[key]
+        if not (ps and ps[0] in down and (len(ps) == 1 or all(p in down for p in ps))):
+            return False
+        root = self._root_cache.get(ps[0]) or self._topo_root(key)
+        return root == m and self.basis[self.incidents[m].id] == "outage"
+
+    def _settled(self, chunk: list[tuple[float, str, float]]) -> list[bool]:
+        """Per settle entry: still down since then and attached to the outage its (cached) root walk
+        leads to, i.e. what the per-entry check would skip, worked out in C. False where unsure."""
+        keys = list(map(_KEY, chunk))
+        alive = map(eq, map(self.down.get, keys), map(_STAMP, chunk))
+        ms = list(map(self.member.get, keys))
+        basis, incidents = self.basis, self.incidents
+        ok = {(m, m) for m in set(ms) if m is not None and basis[incidents[m].id] == "outage"}
+        if not ok:
+            return [False] * len(chunk)
+        first = cast(Callable[[tuple[str, ...]], str | None], self._sole_parent.get)
+        cached = cast(Callable[[str | None], str | None], self._root_cache.get)
+        roots = map(cached, map(first, map(self.topo.parents.__getitem__, keys)))
+        return list(map(and_, alive, map(ok.__contains__, zip(roots, ms, strict=True))))

@@ -19,7 +19,7 @@ for the type checker at the end of the class.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import compress, repeat
 from operator import not_
@@ -90,7 +90,13 @@ class EngineState:
         self._recent: deque[tuple[float, str]] = deque()  # endpoint down transitions inside W
         self._in_window: set[str] = set()
         self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
+        # ancestors of endpoints gone down, not yet in _recent_count: counted when a count is read
+        # (``_counts``), in one pass over a burst's shared tuples instead of one per endpoint
+        self._uncounted: list[tuple[str, ...]] = []
         self._root_cache: dict[str, str] = {}  # node -> its topological root, while states hold still
+        # a parents tuple (shared by siblings) with one parent -> that parent (Engine._settled)
+        self._sole_parent = {ps: ps[0] for ps in set(topo.parents.values()) if len(ps) == 1}
+        self._with_kids = frozenset(t for t, kids in topo.children.items() if kids)  # (_down_subtree)
         # down targets whose parents are not all down and that no open incident explains yet: the
         # failures the monitor cannot tell apart from its own view breaking (see _blind_cause)
         self._unexplained: set[str] = set()
@@ -333,21 +339,40 @@ class EngineState:
 
     def _down_subtree(self, node: str) -> list[str]:
         """``node`` and every down target below whose path (first parent, all parents down) leads here."""
-        info, down = self.topo.info, self.down
+        info, down, sole, with_kids = self.topo.info, self.down, self.topo.sole_children, self._with_kids
         out = [node]
         frontier = [node]
         while frontier:
             nxt: list[str] = []
             for n in frontier:
-                for c in info[n][1]:
+                kids = info[n][1]
+                if len(sole.get(n, ())) == len(kids):
+                    # each child's one parent is n (down): those down are on the path (filtered in C)
+                    gone = list(filter(down.__contains__, kids))
+                    out += gone
+                    nxt += filter(with_kids.__contains__, gone)
+                    continue
+                for c in kids:
                     if c in down:
-                        ps, kids, _, _ = info[c]
+                        ps, grandkids, _, _ = info[c]
                         if ps[0] == n and (len(ps) == 1 or all(p in down for p in ps)):
                             out.append(c)
-                            if kids:
+                            if grandkids:
                                 nxt.append(c)
             frontier = nxt
         return out
+
+    def _counts(self) -> dict[str, int]:
+        """Endpoints failed inside W per node (``_recent_count``), with the burst's ancestors counted in."""
+        uncounted = self._uncounted
+        if uncounted:
+            rc = self._recent_count
+            groups = Counter(uncounted).items() if len(uncounted) > 16 else [(a, 1) for a in uncounted]
+            for ancestors, n in groups:  # siblings share one ancestors tuple: a burst is a few hundred here
+                for a in ancestors:
+                    rc[a] += n
+            uncounted.clear()
+        return self._recent_count
 
     def _parent_back(self, tid: str) -> float | None:
         """Since when ``tid``'s own parent (the first of its uplinks back) answers; None while all are down."""

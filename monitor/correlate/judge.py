@@ -98,7 +98,7 @@ class Judgement(LossyLinks):
             if cause == DYING_GASP:
                 return tid, "power"  # the customer's own power: no network failure
         k, share = self.s.min_endpoints, self.s.min_share
-        rc, below = self._recent_count, topo.endpoints_below
+        rc, below = self._counts(), topo.endpoints_below
         # rc counts every endpoint failed inside W: a cheap upper bound; the exact count is needed
         # only where that bound already meets the rule
         # (with the burst rule on, the share is no bound: a burst under a big node may be far below P)
@@ -218,7 +218,8 @@ class Judgement(LossyLinks):
         make half of the core's customers "fail together" (scenario outage_explains_mass). So is one
         that reported dying gasp: its power, not the network (``_cause_mass``).
         """
-        counts = {a: self._recent_count[a] for a in nodes}
+        rc = self._counts()
+        counts = {a: rc[a] for a in nodes}
         wanted = counts.keys()
         parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
         causes = self.cause
