@@ -30,7 +30,6 @@ from monitor.correlate.topology import Topology
 from monitor.cutoff import CutOff, confirm_cut_off
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, PollingSettings, Target
-from monitor.polling.table_watch import level_reasons
 from monitor.remote.vantage import Vantages
 from monitor.replay_input import (
     MAX_LINE,
@@ -471,7 +470,10 @@ def _reasons(target: Target, rtt: object, loss: object, source: str, lineno: int
 
 
 def _levels(target: Target, m: Metrics) -> tuple[str, ...]:
-    """An answered poll's ``metrics`` judged as the daemon's table walk judges a row's levels."""
+    """An answered poll's ``metrics`` judged as the daemon's table walk judges a row's levels (imported
+    here: a replay without levels does not load the polling package)."""
+    from monitor.polling.table_watch import level_reasons
+
     def one(v: float | None) -> list[float]:
         return [] if v is None else [v]
 

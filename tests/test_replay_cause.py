@@ -80,3 +80,13 @@ def test_an_answered_polls_metrics_are_judged_like_the_table_walk() -> None:
     assert [(c.new, c.reason) for c in engine.seen if c.target == "onu-1"] == [
         (State.UP, "first reply"), (State.DEGRADED, "onu rx -28.5dBm < -27dBm"), (State.UP, "2 consecutive good polls"),
     ]
+
+
+def test_replay_without_levels_does_not_load_the_polling_package() -> None:
+    """``level_reasons`` is imported only when a line carries ``metrics`` (the replay's start-up cost)."""
+    import subprocess
+    import sys
+
+    code = "import sys, monitor.replay; print(sorted(m for m in sys.modules if m.startswith('monitor.polling')))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]"
