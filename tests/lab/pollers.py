@@ -1,0 +1,174 @@
+"""The lab with a remote poller (issue 14): the core (``monitor run``) in the NOC and ``monitor poll`` for
+the Saravena zone (tower-2, ap-3, ap-4 and their 14 CPEs), reporting through a mosquitto of their own.
+
+Both processes run in the root namespace, where the lab's whole network is routed: the poller probes
+only its zone's namespaced hosts, the core only the rest (the ``pollers:`` section says so), so a cut
+tower is seen by the poller alone. The poller's broker is a separate mosquitto (the delivery's one,
+``tests/lab/delivery.py``, carries technician alerts): the core logs in on its password listener, the
+poller on its anonymous one, so that listener's port carries the poller's traffic and nothing else.
+:meth:`PollerRun.partition` drops that port on loopback with nftables (no RST: the poller's link
+sees a silent backhaul, as a dead radio looks), and the core's own delivery and probes go on.
+
+The poller's config is the core's with the poller's broker port and no delivery, time series or
+core password: a poller's machine holds only what polling needs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from monitor.state import StateChange
+from monitor.store import EventStore
+from tests.lab.config import customer_ids, write_config
+from tests.lab.delivery import daemon_delivers, receivers
+from tests.lab.fixtures import IspRun
+from tests.lab.observe import Observer
+from tests.lab.processes import ROOT, DaemonProcess, LabProcess, lab_snmpd, started_here
+from tests.lab.topology import IspLab, folder_name
+from tests.netns import nft_table
+from tests.servers.common import require_binary, wait_for
+from tests.servers.influxdb import InfluxDB1
+from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
+
+ZONE, POLLER = "saravena", "p-saravena"
+ZONE_NODES = ("tower-2", "ap-3", "ap-4")
+HEARTBEAT, SILENT_AFTER = 0.5, 5.0  # ten heartbeats: a loaded machine never makes a talking poller silent
+
+
+def zone_targets(lab: IspLab) -> list[str]:
+    """Every target of the poller's zone: the tower, its APs and the CPEs behind them."""
+    return [*ZONE_NODES, *(cpe for cpe, _cust, ap in customer_ids(lab).values() if ap in ZONE_NODES)]
+
+
+def pollers_yaml(lab: IspLab, port: int, password: str) -> str:
+    """The ``pollers:`` section: zone ``noc`` (the core polls it) and ``saravena`` (the poller's), by node id."""
+    auth = f", username: {USER}, password: {{file: mqtt-core-password}}" if password else ""
+    return f"""pollers:
+  brokers: [{{host: 127.0.0.1, port: {port}{auth}}}]
+  heartbeat: {HEARTBEAT}s
+  silent_after: {SILENT_AFTER}s
+  zones:
+    - {{id: noc, municipalities: [arauca]}}
+    - {{id: {ZONE}, nodes: [{', '.join(zone_targets(lab))}], pollers: [{POLLER}]}}
+"""
+
+
+class PollerProcess:
+    """``monitor poll --zone saravena`` as a subprocess that dies with the test process."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.process: LabProcess | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = LabProcess([sys.executable, "-m", "monitor", "poll", "--config", str(self.config),
+                                   "--zone", ZONE, "--poller", POLLER], self.log, env)
+        self.process.start()
+        self.starts += 1
+        try:
+            wait_for(lambda: self.alive() and self.log.read_text().count('msg="poller started"') >= self.starts,
+                     30, "the poller's start")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.process.log_tail()}") from exc
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.alive():
+            self.process.stop(signal.SIGTERM, timeout=15)
+
+    def changes(self, since: float = 0.0) -> list[StateChange]:
+        """What the poller confirmed (its own event store: every change it spooled is there first)."""
+        store = EventStore(self.config.parent / "var" / "monitor.db")
+        try:
+            return list(store.changes(since=since))
+        finally:
+            store.close()
+
+    def backlog(self) -> int:
+        """Changes in its spool that the core has not acknowledged yet."""
+        from monitor.remote.spool import PollerSpool
+
+        spool = PollerSpool(self.config.parent / "var" / f"poller-{POLLER}.db", POLLER, ZONE)
+        try:
+            return spool.backlog()
+        finally:
+            spool.close()
+
+    def log_tail(self, n: int = 40) -> str:
+        return self.process.log_tail(n) if self.process else ""
+
+
+@dataclass
+class PollerRun:
+    run: IspRun
+    poller: PollerProcess
+    broker: Mosquitto
+
+    @contextmanager
+    def partition(self) -> Iterator[None]:
+        """The poller cut from its broker: its listener's packets dropped both ways on loopback."""
+        port = self.broker.port
+        body = ("chain out { type filter hook output priority 0; policy accept;"
+                f" tcp dport {port} drop; tcp sport {port} drop; }}")
+        with nft_table(body, family="ip"):
+            yield
+
+    def kill_broker(self) -> None:
+        """SIGKILL the poller's broker, as a crash would (its persistence keeps what it had written)."""
+        assert self.broker.process is not None and self.broker.process.proc is not None
+        os.kill(self.broker.process.pid, signal.SIGKILL)
+        self.broker.process.proc.wait(10)
+
+    def restart_broker(self) -> None:
+        """Start the broker again on the same ports, dying with the test process like the first one."""
+        proc = self.broker.process = LabProcess(self.broker.argv, self.broker.root / "mosquitto.log")
+        proc.start()
+        wait_for(lambda: proc.alive() and self.broker.ready(), 60, "the poller's broker restarted")
+
+
+@pytest.fixture(scope="module")
+def pollers_isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PollerRun]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, raw ICMP)")
+    for tool in ("ip", "nft", "snmpd", "influxd", "mosquitto"):
+        require_binary(tool)
+    folder = tmp_path_factory.mktemp(folder_name())
+    with ExitStack() as stack:
+        lab = stack.enter_context(IspLab())
+        stack.enter_context(lab_snmpd(lab, folder))
+        (folder / "influx").mkdir()
+        influx = InfluxDB1(folder / "influx")
+        stack.enter_context(started_here(influx))
+        influx.create_database("monitor")
+        world = stack.enter_context(receivers(folder)) if daemon_delivers() else None
+        (folder / "pollers-mqtt").mkdir()
+        broker = Mosquitto(folder / "pollers-mqtt")
+        stack.enter_context(started_here(broker))
+        (folder / "mqtt-core-password").write_text(PASSWORD + "\n")
+        # every scenario's incident at tower-2 gets its own ticket (not the last one's, reopened)
+        delivery = world.delivery_yaml(folder).replace("desk: {kind: rt,", "desk: {kind: rt, reopen_within: 0,") \
+            if world else ""
+        config = write_config(lab, folder, influx.url, delivery + pollers_yaml(lab, broker.auth_port, PASSWORD))
+        (folder / "poller").mkdir()
+        pconfig = write_config(lab, folder / "poller", None, pollers_yaml(lab, broker.port, ""))
+        daemon = DaemonProcess(config, folder / "daemon.log")
+        stack.callback(daemon.stop)
+        poller = PollerProcess(pconfig, folder / "poller.log")
+        stack.callback(poller.stop)
+        run = IspRun(lab, daemon, Observer(config, folder / "var" / "monitor.db", influx), folder, world)
+        daemon.start()
+        poller.start()
+        run.reset(timeout=120)
+        yield PollerRun(run, poller, broker)

@@ -1,0 +1,147 @@
+"""The namespace lab with a remote poller (issue 14): the core and ``monitor poll`` for the Saravena zone.
+
+The core (``monitor run`` with a ``pollers:`` section) polls the NOC's zone (core, tower-1, ap-1, ap-2
+and their CPEs); the poller polls tower-2, ap-3, ap-4 and their 14 CPEs and reports each confirmed
+change through a real mosquitto; the core correlates and delivers (real SMTP, RT, MQTT). Faults are
+the lab's (a veth down in a namespace) plus the poller's own: its broker traffic dropped by nftables,
+its broker SIGKILLed and restarted on the same port. Fixture: tests/lab/pollers.py; docs/lab.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from monitor.state import StateChange
+from tests.lab.checks import (
+    customers_behind,
+    cut_until_incident,
+    incident_closed_out,
+    incident_delivered,
+    lifecycle,
+    only_incident,
+    timeline,
+    wait_incident,
+    wait_resolved,
+)
+from tests.lab.pollers import PollerRun, pollers_isp, zone_targets  # noqa: F401 - pytest fixture
+from tests.servers.common import wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.servers]
+AREA = ["ap-3", "ap-4"]  # behind tower-2
+
+
+def key(c: StateChange) -> tuple[str, str, float]:
+    return (c.target, c.new.value, round(c.ts, 6))
+
+
+def zone_changes(p: PollerRun, since: float, at_core: bool) -> list[tuple[str, str, float]]:
+    """The zone's changes since ``since`` in the core's event log, or in the poller's own."""
+    zone = set(zone_targets(p.run.lab))
+    changes = p.run.observe.changes(since) if at_core else p.poller.changes(since)
+    return sorted(key(c) for c in changes if c.target in zone)
+
+
+def poller_saw_all_down(p: PollerRun, since: float) -> bool:
+    down = {c.target for c in p.poller.changes(since) if c.new.value == "down"}
+    return down >= set(zone_targets(p.run.lab))
+
+
+def everything_handed_over(p: PollerRun, since: float, timeout: float = 120.0) -> list[tuple[str, str, float]]:
+    """Wait until the poller's spool is empty and the core's log holds what the poller confirmed;
+    assert nothing is there twice. Returns the zone's changes."""
+    try:
+        wait_for(lambda: p.poller.backlog() == 0 and zone_changes(p, since, True) == zone_changes(p, since, False),
+                 timeout, "every change the poller confirmed in the core's store")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\npoller: {zone_changes(p, since, False)}\ncore: {zone_changes(p, since, True)}"
+                             f"\n{p.poller.log_tail()}\n{p.run.daemon.log_tail()}") from exc
+    got = zone_changes(p, since, True)
+    assert len(got) == len(set(got)), got
+    return got
+
+
+def test_tower_cut_seen_by_the_poller_is_one_outage_at_the_tower(pollers_isp: PollerRun) -> None:  # noqa: F811
+    isp = pollers_isp.run
+    start = isp.reset()
+    row, customers = cut_until_incident(isp, start, "t2", "outage", "tower-2", AREA, "tower cut seen by a poller")
+    isp.latencies[-1].update(incident_delivered(isp, row, customers))
+    # the poller confirmed it, and the core stored the poller's timestamp
+    down = next(c for c in pollers_isp.poller.changes(start) if c.target == "tower-2" and c.new.value == "down")
+    assert [c.ts for c in isp.observe.changes(start) if c.target == "tower-2" and c.new.value == "down"] == [down.ts]
+    # the core never probed the zone: no ICMP measurement of its targets from it (the poller has no time series)
+    assert isp.observe.series("SELECT received FROM icmp WHERE node = 'tower-2' OR node = 'cpe-30'") == []
+    assert isp.observe.series("SELECT received FROM icmp WHERE node = 'tower-1'")  # while it measures its own
+    isp.lab.restore("t2")
+    row = wait_resolved(isp, row.id, timeout=60)
+    only_incident(isp, start, row.id)
+    assert lifecycle(isp, row.id).count("opened") == 1
+    incident_closed_out(isp, row, customers)
+    everything_handed_over(pollers_isp, start)
+
+
+def test_poller_partitioned_from_the_broker_hands_over_the_tower_failure_late_with_its_real_time(
+        pollers_isp: PollerRun) -> None:  # noqa: F811
+    p, isp = pollers_isp, pollers_isp.run
+    start = isp.reset()
+    blinds = isp.daemon.log.read_text().count("zone blind")
+    with p.partition():
+        fault = time.time()
+        isp.lab.cut("t2")
+        wait_for(lambda: poller_saw_all_down(p, start), 60, "the poller confirms the zone down")
+        # the core hears nothing: after silent_after the zone is blind there, nothing of it is stored
+        wait_for(lambda: isp.daemon.log.read_text().count("zone blind") > blinds, 60, "the zone blind at the core")
+        assert zone_changes(p, start, at_core=True) == []
+        assert [r for r in isp.observe.incidents(start)] == [], timeline(isp, start)
+        assert p.poller.backlog() > 0  # waiting in its spool
+        healed = time.time()
+    row = wait_incident(isp, start, "outage", "tower-2", timeout=120)
+    seen = time.time()
+    down = next(c for c in p.poller.changes(start) if c.target == "tower-2" and c.new.value == "down")
+    isp.latencies.append({"scenario": "poller partitioned from the broker", "partition_s": round(healed - fault, 3),
+                          "tower_down_after_cut_s": round(down.ts - fault, 3),
+                          "opened_at_minus_down_s": round(row.opened_at - down.ts, 3),
+                          "in_store_after_heal_s": round(seen - healed, 3)})
+    print(isp.latencies[-1])
+    everything_handed_over(p, start)
+    customers = customers_behind(isp, AREA)
+    incident_delivered(isp, row, customers)
+    only_incident(isp, start, row.id)
+    late = row.opened_at >= healed  # opened when the news arrived, not when the tower failed
+    isp.lab.restore("t2")
+    row = wait_resolved(isp, row.id, timeout=60)
+    assert lifecycle(isp, row.id).count("opened") == 1
+    incident_closed_out(isp, row, customers)
+    everything_handed_over(p, start)
+    if late:  # the engine opens an incident at its own clock (docs/lab.md, Findings): still so
+        pytest.xfail(f"finding: a late batch is correlated at arrival: the incident opened "
+                     f"{row.opened_at - down.ts:.1f} s after the tower's DOWN, {row.opened_at - healed:.1f} s after "
+                     f"the partition healed\n{timeline(isp, start)}")
+
+
+def test_broker_killed_while_changes_are_in_flight_loses_none(pollers_isp: PollerRun) -> None:  # noqa: F811
+    p, isp = pollers_isp, pollers_isp.run
+    start = isp.reset()
+    isp.lab.cut("t2")
+    # the first confirmations are on their way to the core when the broker dies
+    wait_for(lambda: any(c.new.value == "down" for c in p.poller.changes(start)), 60, "the poller's first DOWN")
+    p.kill_broker()
+    killed = time.time()
+    wait_for(lambda: poller_saw_all_down(p, start), 60, "the poller confirms the zone down")
+    p.restart_broker()
+    restarted = time.time()
+    got = everything_handed_over(p, start)
+    isp.latencies.append({"scenario": "poller's broker SIGKILLed mid-batch",
+                          "broker_down_s": round(restarted - killed, 3),
+                          "handed_over_after_restart_s": round(time.time() - restarted, 3), "changes": len(got)})
+    print(isp.latencies[-1])
+    assert {t for t, new, _ts in got if new == "down"} == set(zone_targets(isp.lab))
+    row = wait_incident(isp, start, "outage", "tower-2", timeout=120)
+    only_incident(isp, start, row.id)
+    customers = customers_behind(isp, AREA)
+    incident_delivered(isp, row, customers)
+    isp.lab.restore("t2")
+    row = wait_resolved(isp, row.id, timeout=60)
+    incident_closed_out(isp, row, customers)
+    everything_handed_over(p, start)
