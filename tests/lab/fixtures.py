@@ -73,13 +73,7 @@ def isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IspRun]:
         require_binary(tool)
     folder = tmp_path_factory.mktemp(folder_name())
     with ExitStack() as stack:
-        lab = stack.enter_context(IspLab())
-        stack.enter_context(lab_snmpd(lab, folder))
-        (folder / "influx").mkdir()
-        influx = InfluxDB1(folder / "influx")
-        stack.enter_context(started_here(influx))
-        influx.create_database("monitor")
-        world = stack.enter_context(receivers(folder)) if daemon_delivers() else None
+        lab, influx, world = lab_world(stack, folder)
         config = write_config(lab, folder, influx.url, world.delivery_yaml(folder) if world else "")
         daemon = DaemonProcess(config, folder / "daemon.log")
         stack.callback(daemon.stop)
@@ -88,6 +82,19 @@ def isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IspRun]:
         run.reset(timeout=60)
         yield run
         _report(run)
+
+
+def lab_world(stack: ExitStack, folder: Path) -> tuple[IspLab, InfluxDB1, Receivers | None]:
+    """The network with its agents, InfluxDB (database ``monitor``) and, once the daemon delivers, the
+    receivers; all undone by ``stack``."""
+    lab = stack.enter_context(IspLab())
+    stack.enter_context(lab_snmpd(lab, folder))
+    (folder / "influx").mkdir()
+    influx = InfluxDB1(folder / "influx")
+    stack.enter_context(started_here(influx))
+    influx.create_database("monitor")
+    world = stack.enter_context(receivers(folder)) if daemon_delivers() else None
+    return lab, influx, world
 
 
 def _report(run: IspRun) -> None:

@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
+from monitor.remote.spool import PollerSpool
 from monitor.state import StateChange
 from monitor.store import EventStore
 from tests.lab.config import customer_ids, write_config
-from tests.lab.delivery import daemon_delivers, receivers
-from tests.lab.fixtures import IspRun
+from tests.lab.fixtures import IspRun, lab_world
 from tests.lab.observe import Observer
-from tests.lab.processes import ROOT, DaemonProcess, LabProcess, lab_snmpd, started_here
+from tests.lab.processes import DaemonProcess, LabProcess, started_here
 from tests.lab.topology import IspLab, folder_name
 from tests.netns import nft_table
 from tests.servers.common import require_binary, wait_for
-from tests.servers.influxdb import InfluxDB1
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
 
 ZONE, POLLER = "saravena", "p-saravena"
@@ -61,32 +58,11 @@ def pollers_yaml(lab: IspLab, port: int, password: str) -> str:
 """
 
 
-class PollerProcess:
+class PollerProcess(DaemonProcess):
     """``monitor poll --zone saravena`` as a subprocess that dies with the test process."""
 
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.process: LabProcess | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = LabProcess([sys.executable, "-m", "monitor", "poll", "--config", str(self.config),
-                                   "--zone", ZONE, "--poller", POLLER], self.log, env)
-        self.process.start()
-        self.starts += 1
-        try:
-            wait_for(lambda: self.alive() and self.log.read_text().count('msg="poller started"') >= self.starts,
-                     30, "the poller's start")
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{self.process.log_tail()}") from exc
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.alive()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.alive():
-            self.process.stop(signal.SIGTERM, timeout=15)
+    role = ("poll", "--zone", ZONE, "--poller", POLLER)
+    started = 'msg="poller started"'
 
     def changes(self, since: float = 0.0) -> list[StateChange]:
         """What the poller confirmed (its own event store: every change it spooled is there first)."""
@@ -97,17 +73,12 @@ class PollerProcess:
             store.close()
 
     def backlog(self) -> int:
-        """Changes in its spool that the core has not acknowledged yet."""
-        from monitor.remote.spool import PollerSpool
-
+        """Rows of its spool the core has not acknowledged yet (0: everything handed over)."""
         spool = PollerSpool(self.config.parent / "var" / f"poller-{POLLER}.db", POLLER, ZONE)
         try:
             return spool.backlog()
         finally:
             spool.close()
-
-    def log_tail(self, n: int = 40) -> str:
-        return self.process.log_tail(n) if self.process else ""
 
 
 @dataclass
@@ -146,13 +117,7 @@ def pollers_isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PollerRun]
         require_binary(tool)
     folder = tmp_path_factory.mktemp(folder_name())
     with ExitStack() as stack:
-        lab = stack.enter_context(IspLab())
-        stack.enter_context(lab_snmpd(lab, folder))
-        (folder / "influx").mkdir()
-        influx = InfluxDB1(folder / "influx")
-        stack.enter_context(started_here(influx))
-        influx.create_database("monitor")
-        world = stack.enter_context(receivers(folder)) if daemon_delivers() else None
+        lab, influx, world = lab_world(stack, folder)
         (folder / "pollers-mqtt").mkdir()
         broker = Mosquitto(folder / "pollers-mqtt")
         stack.enter_context(started_here(broker))

@@ -98,6 +98,9 @@ def _answering(proc: LabProcess, address: str) -> Callable[[], bool]:
 class DaemonProcess:
     """``python -m monitor run --config`` as a subprocess; killed hard or stopped by its PID."""
 
+    role: tuple[str, ...] = ("run",)  # the subcommand and its arguments besides --config
+    started = 'msg="monitor started"'  # the log line that says it is up
+
     def __init__(self, config: Path, log: Path) -> None:
         self.config = config
         self.log = log
@@ -111,13 +114,13 @@ class DaemonProcess:
         created would run the migrations concurrently with the daemon.
         """
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = LabProcess([sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
-                                  self.log, env)
+        self.process = LabProcess([sys.executable, "-m", "monitor", self.role[0], "--config", str(self.config),
+                                   *self.role[1:]], self.log, env)
         self.process.start()
         self.starts += 1
         try:
-            wait_for(lambda: self.alive() and self.log.read_text().count('msg="monitor started"') >= self.starts,
-                     30, "the daemon's start")
+            wait_for(lambda: self.alive() and self.log.read_text().count(self.started) >= self.starts,
+                     30, f"the start of monitor {self.role[0]}")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{self.log_tail()}") from exc
 
