@@ -12,6 +12,8 @@ one incident rooted at that port's node (docs/config.md, "PON ports in the topol
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,12 +51,20 @@ def ports_recording(onts: dict[tuple[int, int], tuple[str, str, str, str]]) -> d
 
 
 def rewrite_in_place(path: Path, new_text: str) -> None:
-    """Same length, same inode: snmpsim's open file and index stay valid."""
+    """Same length, same inode: snmpsim's open file and index stay valid.
+
+    snmpsim keeps serving from its read buffer until the file's mtime, compared in whole seconds, differs
+    from the one it saw when it last opened the file: a write in that same second, or one it read while
+    half written, would go unseen for good. So once the new text is in place the mtime moves on to a
+    later whole second than any it can have seen, and its next request reopens the complete file."""
     old = path.read_bytes()
     data = new_text.encode()
     assert len(data) == len(old)
+    before = path.stat().st_mtime_ns
     with path.open("r+b") as f:
         f.write(data)
+    later = (max(before, path.stat().st_mtime_ns) // 10**9 + 1) * 10**9
+    os.utime(path, ns=(later, later))
 
 
 def site_config(folder: Path, snmp_port: int, node: str, table: str, endpoints: list[str], *,
@@ -159,6 +169,27 @@ def ap_config(folder: Path, snmp_port: int) -> Path:
         '{id: cpe-a, kind: cpe, parent: ap-1, station_mac: "24:a4:3c:01:02:03"}',
         "{id: cpe-b, kind: cpe, parent: ap-1, station_mac: 24A43C040506}",
     ], polling="icmp_timeout: 0.3, down_after: 2, up_after: 2, degraded_after: 2, thresholds: {ccq_pct_min: 60}")
+
+
+def test_snmpsim_serves_each_rewrite_even_several_in_one_second(tmp_path: Path) -> None:
+    """Rewrites a second apart or less: snmpsim serves the last one every time, never its buffered copy
+    (it failed the AP test once, stuck on the healthy values for 60 s)."""
+    src = tmp_path / "ap.snmprec"
+    write_snmprec(src, stations(["a", "b"]))
+    snmp_port = free_port()
+    signal = f"{AIRMAX}.3.1.36.164.60.1.2.3"
+
+    def served_signal() -> str:
+        out = subprocess.run(["snmpget", "-v2c", "-c", "ap", "-t", "5", "-r", "1", "-Oqv", f"127.0.0.1:{snmp_port}",
+                              signal], capture_output=True, text=True, timeout=30, check=True)
+        return out.stdout.strip()
+
+    with snmpsim(tmp_path / "sim", snmp_port, [str(src)]):
+        served = tmp_path / "sim" / "data" / "ap.snmprec"
+        assert served_signal() == "-61"
+        for weak in ("a", "", "a", "", "a", ""):
+            rewrite_in_place(served, snmprec_text(stations(["a", "b"], weak=weak)))
+            assert served_signal() == ("-85" if weak else "-61")
 
 
 async def test_station_vanishing_from_the_ap_table_turns_its_endpoint_down(tmp_path: Path) -> None:
