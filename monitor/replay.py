@@ -163,23 +163,17 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
         if r.ok:
             # within the target's limits? (types and ranges are the decoder's; NaN is not JSON)
             rtt, loss = r.rtt_ms, r.loss
-            if r.metrics is not None:  # an ONU's or station's levels from its parent's table
-                assert now is not None
-                obs = Observation(True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno)
-                                  + _levels(targets[tid], r.metrics))
-                book[key], change = graph.follow(node, obs, now, tid)
-                if change is not None:
-                    out.append(change)
-                    if change.old is DOWN:
-                        down_since.pop(key, None)
-                continue
-            if (rtt is None or rtt <= node.rtt_max) and (loss is None or loss <= node.loss_max):
+            metrics = r.metrics  # an ONU's or station's levels from its parent's table: judged in full
+            if metrics is None and (rtt is None or rtt <= node.rtt_max) and (loss is None or loss <= node.loss_max):
                 if node.calm:
                     continue  # most lines: UP with nothing pending, a healthy reply changes nothing
                 edge = node.ok or graph.edge(node, _OK)
             else:
                 assert now is not None
-                obs = Observation(True, degraded_reasons=_reasons(targets[tid], rtt, loss, source, lineno))
+                reasons = _reasons(targets[tid], rtt, loss, source, lineno)
+                if metrics is not None:
+                    reasons += _levels(targets[tid], metrics)
+                obs = Observation(True, degraded_reasons=reasons)
                 book[key], change = graph.follow(node, obs, now, tid)
                 if change is not None:
                     out.append(change)
