@@ -200,7 +200,8 @@ class Daemon:
         polling.sinks.append(self._correlate)
         if inv.pollers is not None and inv.pollers.poller_zones():
             assert polling.store is not None
-            self.remote = RemoteIntake(inv, polling.store, polling.states, self._correlate, state_dir)
+            self.remote = RemoteIntake(inv, polling.store, polling.states, self._correlate, state_dir,
+                                       self.clock.now)
             polling.sinks.append(self.remote.core_change)  # a node the core polls may be a poller's vantage
             self.zones = BlindZones.watching(inv, polling.store, polling.states, self.clock.now())
             self.feed = self.remote.feed(inv, self.zones)

@@ -268,6 +268,21 @@ def test_escalation_when_not_acknowledged(inv: Inventory) -> None:
     assert acked.tick(T0 + 900, frozenset({"INC-000001"})) == []
 
 
+def test_a_late_incident_says_since_its_real_start_and_escalates_from_its_first_alert(inv: Inventory) -> None:
+    """An incident opened from a remote poller's late batch (issue 14) began 20 minutes before the news
+    came: its notices say since when it really began, and the first tier still gets the whole
+    escalation.after (15 min) to acknowledge, counted from its alert, not from that start."""
+    run = Run(ctx_of(inv))
+    items = run.feed(ev("opened", T0, ids(3, 0)), now=T0 + 1200)
+    since = run.ctx.local(T0)
+    alert = next(i for i in items if i.action == "tech_alert" and i.channel == "email")
+    assert alert.data["opened_at"] == since != run.ctx.local(T0 + 1200)
+    assert [i.data["opened_at"] for i in items if i.action == "customer_opened"] == [since] * 3
+    assert run.tick(T0 + 1200 + 899) == []
+    (esc,) = [i for i in run.tick(T0 + 1200 + 900) if i.action == "tech_alert" and i.channel == "email"]
+    assert esc.template == "technician_escalation" and esc.data["opened_at"] == since
+
+
 def test_merged_child_customers_are_not_notified_again_by_the_parent(inv: Inventory) -> None:
     run = Run(ctx_of(inv))
     run.feed(ev("opened", T0, ids(4, 0), incident="INC-000001", root="ap-1"))

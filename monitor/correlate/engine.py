@@ -84,7 +84,7 @@ class Engine(Restoring, Maintenance):
         info = self.topo.info
         down, unexplained, ignored, root_cache = self.down, self._unexplained, self._ignored, self._root_cache
         recent, in_window, uncounted = self._recent, self._in_window, self._uncounted.append
-        settle_q, settle_for = self._settle, self.s.settle
+        settle_q, settle_for, late = self._settle, self.s.settle, self.late
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
         lossy = self.lossy  # kept while such a node is down: its last answers showed loss
         degraded, member, n_targets, top_set = self.degraded, self.member, self._n_targets, self._top_set
@@ -116,6 +116,8 @@ class Engine(Restoring, Maintenance):
                     if root_cache:
                         root_cache.clear()
                     down[tid] = now
+                    if ts < now - settle_for:
+                        late[tid] = (now, ts)  # news from the past (a poller's spool): its real start
                     if tid in ignored:
                         del ignored[tid]
                     if degraded:

@@ -56,6 +56,9 @@ class EngineState:
         self.now = start
         self.next_seq = next_seq
         self.down: dict[str, float] = {}  # target -> confirmed down since
+        # target -> (its stamp in ``down``, when it really went down): a DOWN that arrived after its
+        # settle period would have ended (a remote poller's spool after a partition); see _real_start
+        self.late: dict[str, tuple[float, float]] = {}
         self.incidents: dict[str, Incident] = {}  # open incidents by root (blind excluded)
         self.by_id: dict[str, Incident] = {}
         self.member: dict[str, str] = {}  # target -> root of the incident it is attached to
@@ -410,8 +413,29 @@ class EngineState:
     def _render_open(self, inc: Incident) -> IncidentEvent:
         eps, custs, nodes = self._lists(inc.members)
         inc.emitted = (eps, custs)
-        inc.last_update = inc.opened_at
+        inc.last_update = inc.opened_at  # updates gather from when it was judged
+        if self.late:
+            inc.opened_at = self._real_start(inc)
         return IncidentEvent(inc.opened_at, "opened", inc.id, inc.kind, inc.root, eps, custs, nodes, detail=inc.detail)
+
+    def _real_start(self, inc: Incident) -> float:
+        """When an incident opened from late news really began: its root's confirmed DOWN, or (a root
+        that still answers) its earliest member's, as the changes carried it; never later than now.
+
+        Settle timers, grace and the rest still count from the news' arrival (``down``): a batch
+        arriving in parts is judged once all of it is in, and nothing of it alone (test_correlate_late).
+        """
+        down, late = self.down, self.late
+        if inc.root in down:
+            who: Iterable[str] = (inc.root,)
+        else:
+            who = inc.members if len(inc.members) < len(late) else [t for t in late if t in inc.members]
+        start = inc.opened_at
+        for t in who:
+            stamp = late.get(t)
+            if stamp is not None and down.get(t) == stamp[0] and stamp[1] < start:
+                start = stamp[1]
+        return start
 
     def _flush(self) -> None:
         opened: set[str] = set()

@@ -439,7 +439,7 @@ def tick(memories: Iterable[IncidentMemory], glob: GlobalMemory, ctx: Context, n
             m.acked, changed = True, True
         nxt = m.tier + 1
         if (m.tier >= 0 and not m.acked and nxt < len(m.tiers) and nxt <= esc.max_tier
-                and now >= m.opened_at + esc.after * nxt):
+                and now >= _alerted_at(m) + esc.after * nxt):
             fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now),
                                  tuple(m.nodes))
             _alert_technicians(fake, m, ctx, now, out, tier=nxt)
@@ -752,12 +752,19 @@ def _alert_technicians(e: IncidentEvent, m: IncidentMemory, ctx: Context, now: f
     _tech_message(e, m, m.tiers[tier], "tech_alert", tier + 1, template, ctx, out, link_at=now, phone=phone)
 
 
+def _alerted_at(m: IncidentMemory) -> float:
+    """When the first tier was alerted: escalation counts from there, not from ``opened_at``, which
+    is the real start and may be long before the news arrived (a remote poller's late batch): each
+    tier still gets its ``escalation.after`` to acknowledge."""
+    return m.tier_at[0] if m.tier_at else m.opened_at
+
+
 def _phone_later(m: IncidentMemory, ctx: Context, now: float, out: Plan) -> bool:
     """Phone/chat messages of tiers whose e-mail alert waited ``phone_after`` unacknowledged."""
     esc, sent = ctx.cfg.escalation, False
     for t in range(min(m.tier + 1, len(m.tiers))):
         wait = esc.phone_wait(t)
-        alerted = m.tier_at[t] if t < len(m.tier_at) else m.opened_at + esc.after * t
+        alerted = m.tier_at[t] if t < len(m.tier_at) else _alerted_at(m) + esc.after * t
         if wait <= 0 or t in m.phoned or now < alerted + wait:
             continue
         fake = IncidentEvent(now, "updated", m.incident, m.kind, m.root, (), tuple(m.customers_now), tuple(m.nodes))

@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,8 +81,8 @@ class RemoteIntake:
     """Stores remote pollers' changes in the core's event log and passes them on to ``note``."""
 
     def __init__(self, inv: Inventory, store: EventStore, states: dict[str, TargetState],
-                 note: Callable[[StateChange], None], state_dir: Path) -> None:
-        self.store, self.states, self.note = store, states, note
+                 note: Callable[[StateChange], None], state_dir: Path, now: Callable[[], float] = time.time) -> None:
+        self.store, self.states, self.note, self.now = store, states, note, now
         self.path = state_dir / SEQUENCES_FILE
         self.views_path = state_dir / views.VIEWS_FILE
         self._saving_views = Episode(log, "remote pollers' views not saved (a core restart would guess them)",
@@ -167,7 +168,7 @@ class RemoteIntake:
             self._held.failed(held=len(self._unstored), error=exc)
 
     def _take(self, effective: list[StateChange], poller: str = "") -> None:
-        self._unstored.extend(effective)
+        self._unstored.extend(self._bounded(effective))
         self._log_blind()
         if not self._unstored:
             return
@@ -184,6 +185,28 @@ class RemoteIntake:
             selfmetrics.TARGETS.labels(old.value).dec(n)
             selfmetrics.TARGETS.labels(new.value).inc(n)
         self._log(poller, batch)
+
+    def _bounded(self, changes: list[StateChange]) -> list[StateChange]:
+        """Each change's time within what the core knows: not before its target's previous state began
+        (the event log stays in order per target) nor after the core's clock (a poller's clock ahead).
+
+        Why: a late batch opens its incident at its real start (``EngineState._real_start``) and
+        reports count the downtime from it, so a skewed or hostile time must not reach back past
+        what the log already says, nor into the future."""
+        if not changes:
+            return changes
+        now, states = self.now(), self.states
+        last: dict[str, float] = {}
+        out = []
+        for c in changes:
+            cur = states.get(c.target)
+            floor = last.get(c.target, cur.since if cur is not None else c.ts)
+            ts = min(max(c.ts, floor), now)
+            if ts != c.ts:
+                c = dataclasses.replace(c, ts=ts)
+            last[c.target] = ts
+            out.append(c)
+        return out
 
     @staticmethod
     def _log(poller: str, changes: Sequence[StateChange]) -> None:
