@@ -74,6 +74,11 @@ def fade(
 # a wider random search (issue 19): a customer told of the tower's outage, handed on by bh's suspected
 # incident meanwhile ("continues"), whose outage then merged into bh's incident, was never told "restored"
 @example(raw=fade(3, 10, 205, 3145, 0.35110323665917353, [0.5476731956601483, 0.8125160577870177], 0.3, 8190))
+# a wider random search (issue 19): bh's own polls lost three in a row while everything below answered,
+# so bh was confirmed DOWN; the CPEs failing below were judged as if it were not there and made a burst
+# at core (a suspected incident beside bh's outage); a node confirmed DOWN while one below it answers
+# takes them (scenario backhaul_polls_lost_below_answers)
+@example(raw=fade(3, 12, 396, 2754, 0.7822080038490815, [0.48824805962801915, 0.6323614450632239], 0.3, 8287))
 def test_a_rain_fade_is_one_incident_whatever_the_loss_below(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_rain_fade")
     events: list[dict[str, Any]] = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]

@@ -61,12 +61,16 @@ class Judgement(LossyLinks):
     def _desired(self, tid: str) -> tuple[str, Kind]:  # noqa: C901 - one decision table of the rules
         topo = self.topo
         root = self._topo_root(tid)
-        if (self.lossy or self._fading) and not (root == tid and self.cause.get(tid) in (DYING_GASP, LOS)):
-            # (an ONU whose OLT reports dying gasp or LOS failed for that reason, whatever the loss on
-            # the links above: the OLT's table answered; scenario power_cut_beyond_rain_fade)
+        # (an ONU whose OLT reports dying gasp or LOS failed for that reason, whatever the loss on the
+        # links above: the OLT's table answered; scenario power_cut_beyond_rain_fade)
+        cause_decides = root == tid and self.cause.get(tid) in (DYING_GASP, LOS)
+        dark = None if cause_decides else self._dark_above(root)
+        if (self.lossy or self._fading) and not cause_decides:
             top = self._loss_top(root)
-            if top is not None:
+            if top is not None and (dark is None or dark not in topo.ancestors[top]):
                 return top, "degraded"
+        if dark is not None:
+            return dark, "outage"  # confirmed DOWN while a node below it answers: its failures, not ours
         if root != tid or tid not in topo.endpoint:
             return root, "outage"
         since = self.down[tid]
@@ -194,6 +198,8 @@ class Judgement(LossyLinks):
             key = member.get(t)
             if (key is not None and key != t) or all(p in down for p in parents[t]) or causes.get(t) == DYING_GASP:
                 continue
+            if self._behind_dark(t):
+                continue
             inner = anc[: anc.index(node)]
             failed.append(inner)
             for a in inner:
@@ -216,7 +222,8 @@ class Judgement(LossyLinks):
         An endpoint behind a down node, or attached to an outage or suspected incident, is already
         explained: counted toward a mass incident higher up, a tower outage plus one churn CPE would
         make half of the core's customers "fail together" (scenario outage_explains_mass). So is one
-        that reported dying gasp: its power, not the network (``_cause_mass``).
+        that reported dying gasp: its power, not the network (``_cause_mass``), and one below a node
+        confirmed DOWN while what lies between answers (``_dark_above``: that node's incident takes it).
         """
         rc = self._counts()
         counts = {a: rc[a] for a in nodes}
@@ -226,7 +233,7 @@ class Judgement(LossyLinks):
         for t in self._in_window:
             key = member.get(t)
             if (key is not None and key != t) or all(p in down for p in parents[t]) or (
-                    causes and causes.get(t) == DYING_GASP):
+                    causes and causes.get(t) == DYING_GASP) or self._behind_dark(t):
                 for a in wanted & set(ancestors[t]):
                     counts[a] -= 1
         return counts
@@ -257,7 +264,10 @@ class Judgement(LossyLinks):
         causes = self.cause
         below: Kind = "suspected" if cause is None else "power" if cause == DYING_GASP else "outage"
         for t in self.topo.descendants(node):
-            if t in self.down and t in self.topo.endpoint and t not in self._ignored and self._topo_root(t) == t:
+            if (
+                t in self.down and t in self.topo.endpoint and t not in self._ignored and self._topo_root(t) == t
+                and not self._behind_dark(t)
+            ):
                 why = causes.get(t) if causes else None
                 if (why != cause) if cause is not None else (why == DYING_GASP):
                     continue

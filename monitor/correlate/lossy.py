@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from monitor.correlate.degraded import loss_top, shows_loss
-from monitor.correlate.engine_state import EngineState
+from monitor.correlate.engine_state import DYING_GASP, LOS, EngineState
 from monitor.correlate.incidents import Incident, format_ts
 from monitor.state import State, StateChange
 
@@ -84,6 +84,30 @@ class LossyLinks(EngineState):
                 top = a
         return top
 
+    def _dark_above(self, root: str) -> str | None:
+        """The highest node above ``root`` confirmed DOWN that every path from ``root`` up passes through.
+
+        ``root`` has a parent that answers (the root walk stopped there), so such a node is not dead:
+        what answers below it reaches the monitor through it. It is a lossy link whose polls were lost
+        whole three times in a row, or its own address failing, and the failures below it are its
+        incident's (issue 19: a backhaul confirmed DOWN so, with the failures under it judged as singles
+        and counted toward ``core``'s mass rule, opened a ``suspected`` incident there beside its
+        outage). Not with redundant uplinks where a path avoids it: that node may really be down.
+        """
+        down, parents, ancestors = self.down, self.topo.parents, self.topo.ancestors
+        if down.keys().isdisjoint(ancestors[root]):
+            return None  # nothing down above (every failure but a dark node's: one set test)
+        dark = None
+        for a in ancestors[root]:  # deepest first: the highest one wins
+            if a in down and _dominates(a, root, parents, ancestors):
+                dark = a
+        return dark
+
+    def _behind_dark(self, t: str) -> bool:
+        """A failure at ``t`` that ``_desired`` gives to a dark node above it (``_dark_above``):
+        explained, so it counts toward no mass rule (an ONU reporting dying gasp or LOS is its cause's)."""
+        return self.cause.get(t) not in (DYING_GASP, LOS) and self._dark_above(t) is not None
+
     def _attach_lossy(self, inc: Incident, tid: str) -> None:
         """A failure below a lossy node joins its incident, with the down subtree it explains."""
         if self.member.get(tid) == inc.root:
@@ -130,6 +154,9 @@ class LossyLinks(EngineState):
         if self.blind is not None:
             return
         top = self._loss_top(node) or node
+        dark = self._dark_above(node)  # confirmed DOWN above the loss, with an incident: that takes them
+        if dark is not None and dark in self.topo.ancestors.get(top, ()) and dark in self.incidents:
+            top = dark
         horizon = self.now - self.s.settle - 3 * self.s.interval - self.s.hold_down
         ancestors = self.topo.ancestors
         recent = [
@@ -149,3 +176,11 @@ class LossyLinks(EngineState):
             if old.id in self.by_id:
                 self._merge(old, into, [])
         self._check_clear(into)
+
+
+def _dominates(
+    a: str, x: str, parents: Mapping[str, tuple[str, ...]], ancestors: Mapping[str, tuple[str, ...]],
+) -> bool:
+    """Whether every path from ``x`` up to a top-level node passes through ``a`` (one above it)."""
+    ps = parents[x]
+    return bool(ps) and all(p == a or (a in ancestors[p] and _dominates(a, p, parents, ancestors)) for p in ps)
