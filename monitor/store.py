@@ -66,6 +66,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE state_changes ADD COLUMN cause TEXT;
     """,
+    # 4: when a remote zone was blind (every poller of it silent; issue 14): reports count its targets'
+    # time then as unknown, except what its pollers handed over afterwards with real times
+    """
+    CREATE TABLE zone_blind (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        zone TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL
+    );
+    """,
 )
 
 
@@ -122,6 +132,23 @@ class EventStore:
             return self._db.execute(sql, args)
         except ERRORS as exc:
             raise StorageError(f"cannot write to the event store {self.path}: {exc}") from exc
+
+    def zone_blind(self, zone: str, since: float) -> None:
+        """A remote zone went blind: nothing is known of it since ``since`` (its pollers' last word)."""
+        self._write("INSERT INTO zone_blind (zone, started) VALUES (?, ?)", (zone, since))
+
+    def zone_seen(self, zone: str | None, at: float) -> None:
+        """``zone`` (None: every zone; a start ends what a stopped core left open) is seen again."""
+        if zone is None:
+            self._write("UPDATE zone_blind SET ended = CASE WHEN started > ? THEN started ELSE ? END"
+                        " WHERE ended IS NULL", (at, at))
+        else:
+            self._write("UPDATE zone_blind SET ended = ? WHERE zone = ? AND ended IS NULL", (at, zone))
+
+    def blind_zones(self) -> list[tuple[str, float, float | None]]:
+        """(zone, start, end or None while blind) of every blind episode, oldest first."""
+        rows = self._db.execute("SELECT zone, started, ended FROM zone_blind ORDER BY started, id")
+        return [(str(z), float(a), None if b is None else float(b)) for z, a, b in rows]
 
     def runs(self) -> list[tuple[float, float]]:
         """(start, end) of every run, oldest first; a crashed run ends at its last heartbeat."""

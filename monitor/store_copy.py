@@ -31,7 +31,7 @@ from monitor.store import components
 
 #: every owner's tables, parents before children, and whether the table has an ``id`` sequence
 TABLES: tuple[tuple[str, bool], ...] = (
-    ("state_changes", True), ("target_state", False), ("monitor_runs", True),
+    ("state_changes", True), ("target_state", False), ("monitor_runs", True), ("zone_blind", True),
     ("incidents", False), ("incident_targets", False), ("incident_events", True), ("incident_actions", True),
     ("maintenance", True), ("maintenance_events", True), ("correlation_meta", False),
     ("outbox", True), ("delivery_state", False), ("delivery_tickets", False), ("delivery_meta", False),

@@ -28,9 +28,9 @@ from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_serve
 pytestmark = [pytest.mark.servers, pytest.mark.skipif(os.geteuid() != 0, reason="runs postgres as its own user")]
 
 CURRENT = {"events": len(store_module.MIGRATIONS), "correlation": CORRELATION.version, "delivery": DELIVERY.version}
-TABLES = {"state_changes", "target_state", "monitor_runs", "incidents", "incident_targets", "incident_events",
-          "incident_actions", "maintenance", "maintenance_events", "correlation_meta", "outbox", "delivery_state",
-          "delivery_tickets", "delivery_meta", "schema_version"}
+TABLES = {"state_changes", "target_state", "monitor_runs", "zone_blind", "incidents", "incident_targets",
+          "incident_events", "incident_actions", "maintenance", "maintenance_events", "correlation_meta", "outbox",
+          "delivery_state", "delivery_tickets", "delivery_meta", "schema_version"}
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ stored before anything newer (the message is not acknowledged, and its resend fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -291,7 +292,9 @@ class BlindZones:
     (the daemon hands :meth:`ZoneWatch.sight` to delivery: :mod:`monitor.delivery.zones`).
     Correlation and the event log are told nothing: no outage opens, no customer hears a word, and
     what the zone's pollers confirmed meanwhile arrives from their spools, with its real times, once
-    they are back. Then the live states are the stored ones again.
+    they are back. Then the live states are the stored ones again. Each episode is kept in the store
+    (``zone_blind``, from the pollers' last word until one is heard again): reports count the zone's
+    time then as unknown, but for what its pollers handed over with real times (docs/reports.md).
     """
 
     def __init__(self, inv: Inventory, watch: ZoneWatch, store: EventStore, states: dict[str, TargetState]) -> None:
@@ -302,7 +305,9 @@ class BlindZones:
     def watching(cls, inv: Inventory, store: EventStore, states: dict[str, TargetState], now: float) -> BlindZones:
         p = inv.pollers
         assert p is not None
-        return cls(inv, ZoneWatch(p.zone_pollers(), p.silent_after, now), store, states)
+        zones = cls(inv, ZoneWatch(p.zone_pollers(), p.silent_after, now), store, states)
+        zones._record(lambda: store.zone_seen(None, now))  # a stopped core's open episode ends at this start
+        return zones
 
     def configure(self, inv: Inventory, now: float) -> None:
         """A (re)loaded inventory: zones gone or without pollers now are visible again."""
@@ -310,6 +315,15 @@ class BlindZones:
         self._apply(self.watch.configure(p.zone_pollers() if p is not None else {},
                                          p.silent_after if p is not None else self.watch.timeout, now))
         self.zone_of = dict(p.zone_of) if p is not None else {}
+
+    @staticmethod
+    def _record(write: Callable[[], None]) -> None:
+        """A blind episode's row for the reports; a store refusing it is logged and the core goes on
+        (the zone's targets then count as the log says, which a report cannot tell from seen)."""
+        try:
+            write()
+        except MonitorError as exc:
+            event(log, logging.WARNING, "blind zone episode not recorded for the reports", error=exc)
 
     def heard(self, poller: str, at: float) -> None:
         """A word from ``poller`` (the feed's, before it stores what the message carries): a blind zone
@@ -341,6 +355,10 @@ class BlindZones:
                 selfmetrics.TARGETS.labels(old.value).dec()
                 selfmetrics.TARGETS.labels(self.states[t].state.value).inc()
             selfmetrics.ZONE_BLIND.labels(n.zone).set(1 if n.blind else 0)
+            if n.blind:
+                self._record(functools.partial(self.store.zone_blind, n.zone, n.last_heard))
+            else:
+                self._record(functools.partial(self.store.zone_seen, n.zone, n.at))
             if n.blind:
                 event(log, logging.WARNING, "zone blind: none of its pollers heard, its targets are unknown",
                       zone=n.zone, pollers=",".join(n.pollers), last_heard=format_ts(n.last_heard),

@@ -1,7 +1,7 @@
 """Read a :class:`ReportInput` from the daemon's store (``<state_dir>/monitor.db``, or PostgreSQL), read-only.
 
 Tables: ``state_changes`` (the append-only log, ``monitor.store``), ``monitor_runs`` (events
-migration 2), the outbox's ticket times (``monitor.delivery.schema``); incidents and maintenance
+migration 2), ``zone_blind`` (events migration 4: remote zones the core could not see), the outbox's ticket times (``monitor.delivery.schema``); incidents and maintenance
 windows through :mod:`monitor.correlate.history`, which owns their SQL.
 The file is opened read-only so that a report can never interfere with the running daemon beyond
 SQLite's shared WAL reads; on PostgreSQL the session is read-only (``default_transaction_read_only``).
@@ -39,12 +39,19 @@ def load_input(db_path: Where, inv: Inventory, period: Period, progress: Progres
         windows = _maintenance(db, period) if versions.get("correlation", 0) >= 1 else []
         open_end = period.end if until is None else min(period.end, until)
         offline = _offline(db, period, open_end) if versions.get("events", 0) >= 2 else []
+        zones_blind = _zones_blind(db, period, open_end) if versions.get("events", 0) >= 4 else {}
     except ERRORS as exc:
         raise StorageError(f"cannot read the store {where}: {exc}") from exc
     finally:
         db.close()
     if progress is not None:
         progress(f"read {len(incidents)} incidents and {len(windows)} maintenance windows")
+    if zones_blind and inv.pollers is not None:
+        zone_of = inv.pollers.zone_of
+        for zone, gaps in sorted(zones_blind.items()):
+            _mark_offline({t: h for t, h in history.items() if zone_of.get(t) == zone}, gaps)
+        if progress is not None:
+            progress(f"{sum(map(len, zones_blind.values()))} periods of blind remote zones count as unknown there")
     if offline:
         _mark_offline(history, offline)
         if progress is not None:
@@ -96,8 +103,24 @@ def _offline(db: StoreConnection, period: Period, open_end: float) -> list[Inter
     return [Interval(a, b) for a, b in clipped if b > a]
 
 
+def _zones_blind(db: StoreConnection, period: Period, open_end: float) -> dict[str, list[Interval]]:
+    """Per remote zone, when it was blind (every poller of it silent) within the period; an episode
+    still going on lasts until ``open_end``."""
+    rows = db.execute("SELECT zone, started, ended FROM zone_blind WHERE started < ? AND (ended IS NULL OR ended > ?)"
+                      " ORDER BY started, id", (open_end, period.start)).fetchall()
+    out: dict[str, list[Interval]] = defaultdict(list)
+    for zone, a, b in rows:
+        a, b = max(a, period.start), min(open_end if b is None else b, open_end)
+        if b > a:
+            out[zone].append(Interval(a, b))
+    return dict(out)
+
+
 def _mark_offline(history: dict[str, list[tuple[float, str]]], gaps: list[Interval]) -> None:
-    """No monitor, no data: each living target is unknown during the gap, then as it was before it."""
+    """No monitor, no data: each living target is unknown during the gap, then as it was before it.
+
+    A change recorded inside the gap (a remote poller's, handed over late with its real time) counts
+    from that time: only what nobody saw is unknown."""
     for changes in history.values():
         extra: list[tuple[float, str]] = []
         for gap in gaps:
@@ -105,8 +128,8 @@ def _mark_offline(history: dict[str, list[tuple[float, str]]], gaps: list[Interv
             if not before or before[-1] == REMOVED:
                 continue  # not alive yet, or gone: outside its lifetime anyway
             extra.append((gap.start, "unknown"))
-            inside = [state for ts, state in changes if gap.start < ts < gap.end]
-            extra.append((gap.end, inside[-1] if inside else before[-1]))
+            if not any(gap.start < ts < gap.end for ts, _ in changes):
+                extra.append((gap.end, before[-1]))  # (else the last change inside goes on: one failure)
         if extra:
             changes.extend(extra)
             changes.sort(key=lambda c: c[0])  # stable: a recorded change at a gap's edge stays after it
