@@ -1,8 +1,9 @@
 """Read a :class:`ReportInput` from the daemon's store (``<state_dir>/monitor.db``, or PostgreSQL), read-only.
 
 Tables: ``state_changes`` (the append-only log, ``monitor.store``), ``monitor_runs`` (events
-migration 2), ``zone_blind`` (events migration 4: remote zones the core could not see), the outbox's ticket times (``monitor.delivery.schema``); incidents and maintenance
-windows through :mod:`monitor.correlate.history`, which owns their SQL.
+migration 2), ``zone_blind`` (events migration 4: remote zones the core could not see), the
+outbox's ticket times (``monitor.delivery.schema``); incidents and maintenance windows through
+:mod:`monitor.correlate.history`, which owns their SQL.
 The file is opened read-only so that a report can never interfere with the running daemon beyond
 SQLite's shared WAL reads; on PostgreSQL the session is read-only (``default_transaction_read_only``).
 """
