@@ -182,7 +182,7 @@ class Engine(Restoring, Maintenance):
             self._tops_flag = self._tops_bad()
         sole = topo.sole_children[tid]
         if unexplained:
-            unexplained.difference_update(down.keys() & sole)
+            unexplained.difference_update(sole)  # (only down targets are unexplained: no need to intersect)
         if len(sole) == len(topo.children[tid]):
             return
         parents = topo.parents
