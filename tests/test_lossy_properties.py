@@ -79,6 +79,10 @@ def fade(
 # at core (a suspected incident beside bh's outage); a node confirmed DOWN while one below it answers
 # takes them (scenario backhaul_polls_lost_below_answers)
 @example(raw=fade(3, 12, 396, 2754, 0.7822080038490815, [0.48824805962801915, 0.6323614450632239], 0.3, 8287))
+# bh and the tower confirmed DOWN at the end of the rain, bh back clean first: its degraded incident's grace
+# explained nothing (fading was set only when a loss ended while the node answered), so a CPE failing
+# below opened a second degraded incident at the tower (scenario rain_fade_stop_clear_tower_still_down)
+@example(raw=fade(2, 9, 366, 3811, 0.43701063673307045, [0.5569910204485754, 0.6588965398984472], 0.3, 5020))
 def test_a_rain_fade_is_one_incident_whatever_the_loss_below(raw: dict[str, Any]) -> None:
     sc = from_raw(raw, "generated_rain_fade")
     events: list[dict[str, Any]] = [e.to_dict() for e in replay(sc.inventory, sc.settings, sc.lines)]

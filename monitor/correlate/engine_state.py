@@ -146,6 +146,10 @@ class EngineState:
             inc.grace_from = self.now
             self._grace.append((self.now + self.s.grace, inc.id, self.now))
             self.changed.add(inc.id)
+            if self.basis[inc.id] == "degraded":
+                # its loss is over (rule 11): it explains the flicker below it until the grace ends, also
+                # when its node came back from DOWN (as Restoring rebuilds it from grace_from)
+                self._fading[inc.root] = self.now
         self._check_clear(inc)
 
     def _grace_due(self, inc: Incident) -> bool:

@@ -127,7 +127,14 @@ class Restoring(Blindness):
         (after the grace following a blindness that just ended, where that applies)."""
         topo, s = self.topo, self.s
         for inc in sorted(self.incidents.values(), key=lambda i: i.seq):
+            quiet = inc.pending_since is None
             self._shrunk(inc)
+            if quiet and self._lists(inc.members)[:2] == inc.emitted:
+                # nothing to announce (as _restore_incident decides): no update pending from the restart
+                # itself, or the next change went out sooner than without it (an update interval counted
+                # from the restart, not from that change: rain_fade_stop_clear_tower_still_down)
+                inc.pending_since = None
+                self._dirty.discard(inc.id)
         pending = [
             (max(since + s.settle, self.now), t, since)
             for t, since in self.down.items()
