@@ -390,6 +390,7 @@ def run_service(sc: Scenario, db: Where) -> list[dict[str, Any]]:
                 combined = Combined(sc.inventory, stored_states)
                 clock.set(ts)
                 svc = CorrelationService(sc.inventory, db, sc.settings, clock, poll_every=poll_every)
+                svc.sync_config_windows(sc.inventory.maintenance)  # every start, as the daemon's pipeline
                 events += svc.startup_events  # what resuming decided is delivered like any other event
             clock.set(ts)
             while resolves and ts >= resolves[0][0]:

@@ -12,6 +12,7 @@ from tests.scenario_invariants import (
     customer_notices,
     many_failing_together_are_not_singles,
     never_counted_twice,
+    not_blind_while_a_node_above_answers,
     one_incident_per_cause,
     restored_only_while_every_endpoint_answers,
 )
@@ -54,6 +55,18 @@ def test_a_flicker_below_a_lossy_link_opened_as_its_own_incident_is_caught() -> 
     run.events.insert(1, {**first, "incident": "INC-999999", "kind": "outage", "root": "ap-n2"})
     with pytest.raises(AssertionError, match="one cause"):
         one_incident_per_cause(run)
+
+
+def test_blindness_declared_while_the_nodes_above_answer_is_caught() -> None:
+    """Every CPE fails while every node answers (scenario blind_share): a suspected incident, never
+    blindness; a blind incident opened then is what issue 19 found (the monitor declared itself blind)."""
+    run = _run("blind_share")
+    not_blind_while_a_node_above_answers(run)
+    first = run.events[0]
+    assert (first["event"], first["kind"]) == ("opened", "suspected")
+    run.events.insert(0, {**first, "incident": "INC-999999", "kind": "blind", "root": "core"})
+    with pytest.raises(AssertionError, match=r"blind \(INC-999999\) while cpe-\S+ is down below \["):
+        not_blind_while_a_node_above_answers(run)
 
 
 def test_surge_stragglers_are_told_their_case_goes_on_and_restored_only_when_they_answer() -> None:
