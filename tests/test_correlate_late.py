@@ -6,7 +6,13 @@ PostgreSQL (``where``, tests/store_engines.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.clock import ManualClock
 from monitor.correlate.incidents import IncidentEvent
@@ -141,3 +147,55 @@ async def test_the_core_keeps_a_pollers_times_within_the_previous_state_and_its_
         ("cpe-1", T0 + 500), ("cpe-2", T0 + 1000), ("ap-s", T0 + 900)]
     assert intake.states["cpe-2"].since == T0 + 1000
     store.close()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["twr-s", "ap-s", "cpe-1"]), st.booleans(),
+                          st.floats(T0 - 1e6, T0 + 1e6, allow_nan=False)), max_size=20))
+def test_whatever_a_poller_dates_its_changes_the_log_stays_in_order_and_never_ahead(
+        tmp_path_factory: pytest.TempPathFactory, reports: list[tuple[str, bool, float]]) -> None:
+    """Any times a poller's (hostile, or skewed) clock gives: every target's stored changes are in time
+    order, none after the core's clock, and a time already within the bounds is kept as it came."""
+    from tests.test_remote_vantage_core import inventory
+
+    tmp = tmp_path_factory.mktemp("bounded")
+    store = EventStore(tmp / "monitor.db")
+    now = T0 + 1000
+    intake = RemoteIntake(inventory(tmp), store, {}, lambda c: None, tmp, lambda: now)
+    state = dict.fromkeys(("twr-s", "ap-s", "cpe-1"), State.UNKNOWN)
+    sent: list[StateChange] = []
+    for target, down, ts in reports:
+        new = State.DOWN if down else State.UP
+        if new is state[target]:
+            continue
+        c = StateChange(target, state[target], new, ts, "timeout" if down else "answers")
+        state[target] = new
+        sent.append(c)
+        for p in ("p-town", "p-noc"):  # both pollers agree: each change is an effective one
+            asyncio.run(intake.on_changes(p, [c]))
+    stored = list(store.changes())
+    store.close()
+    assert [(c.target, c.new) for c in stored] == [(c.target, c.new) for c in sent]
+    last: dict[str, float] = {}
+    for c, s in zip(sent, stored, strict=True):
+        assert s.ts <= now
+        assert s.ts >= last.get(c.target, -math.inf)
+        if last.get(c.target, -math.inf) <= c.ts <= now:
+            assert s.ts == c.ts
+        last[c.target] = s.ts
+
+
+def test_a_reload_while_a_late_batch_settles_keeps_its_real_start(where: Where) -> None:
+    """SIGHUP a second after the late batch arrived, before its settle period ended: the rebuilt engine
+    still knows when the tower really went down."""
+    db, clock = where, ManualClock(T0)
+    log = EventStore(db)
+    svc = CorrelationService(INV, db, SETTINGS, clock, poll_every=0)
+    down = tower_fails(T0 + 60)
+    events = run(svc, clock, log, T0 + 181, {T0 + 180: down})
+    assert events == []
+    events = svc.reload(INV) + run(svc, clock, log, T0 + 240, {})
+    assert [(e.event, e.root, e.ts) for e in events] == [
+        ("opened", TOWER, next(c.ts for c in down if c.target == TOWER))]
+    svc.close()
+    log.close()

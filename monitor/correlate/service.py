@@ -120,11 +120,12 @@ class CorrelationService:
         Returns the lifecycle events this produced (with any left unsaved by a failed step)."""
         self._unsaved += self.engine.tick(self.engine.now)
         self._save()
-        down = dict(self.engine.down)
+        down, late = dict(self.engine.down), self.engine.late
         self.engine = self._resumed(
             Topology.from_inventory(inventory), down, dict(self.engine.back), dict(self.engine.lossy),
             set(self.engine.degraded), causes=dict(self.engine.cause),
         )
+        self.engine.late.update(late)  # a late batch still settling opens at its real start after a reload
         self._maintenance_rev = ""
         self._poll_store(self.clock.now(), force=True)
         self._unsaved += self.engine.tick(self.clock.now())
