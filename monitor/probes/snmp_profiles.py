@@ -8,16 +8,18 @@ silently ignored typo would mean a metric that is never collected.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from monitor.errors import ConfigError
 
 Oid = tuple[int, ...]
+T = TypeVar("T")
 BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"
 INDEX_DECODERS = ("int", "mac", "length-prefixed-ascii", "ascii", "rest")
 PARSERS = ("dbm-string", "number-string")
@@ -76,19 +78,9 @@ def load_profiles(dirs: Sequence[Path]) -> dict[str, Profile]:
     ``extends`` is resolved here: a profile's scalars and tables come after those it extends.
     Raises :class:`ConfigError` listing every problem (file, key path, what was expected).
     """
-    raw: dict[str, Profile] = {}
-    problems: list[str] = []
-    for d in (BUILTIN_DIR, *dirs):
-        if not Path(d).is_dir():
-            problems.append(f"{d}: profile directory does not exist")
-            continue
-        for path in sorted(Path(d).glob("*.yaml")):
-            try:
-                prof = _parse_file(path)
-            except ConfigError as exc:
-                problems.extend(exc.problems)
-                continue
-            raw[prof.name] = prof
+    raw, problems = dict(_builtin()[0]), list(_builtin()[1])
+    for d in dirs:
+        _read_dir(Path(d), raw, problems)
     resolved: dict[str, Profile] = {}
     for name in raw:
         try:
@@ -98,6 +90,33 @@ def load_profiles(dirs: Sequence[Path]) -> dict[str, Profile]:
     if problems:
         raise ConfigError(problems)
     return resolved
+
+
+@functools.cache
+def _builtin() -> tuple[dict[str, Profile], tuple[str, ...]]:
+    """The built-in profiles as parsed (package data, frozen values): read once per process, not once
+    by the inventory's check and again by the probe (a one-shot ``monitor probe`` did both)."""
+    raw: dict[str, Profile] = {}
+    problems: list[str] = []
+    _read_dir(BUILTIN_DIR, raw, problems)
+    return raw, tuple(problems)
+
+
+def _read_dir(d: Path, raw: dict[str, Profile], problems: list[str]) -> None:
+    if not d.is_dir():
+        problems.append(f"{d}: profile directory does not exist")
+        return
+    for prof in parse_each(d, _parse_file, problems):
+        raw[prof.name] = prof
+
+
+def parse_each(d: Path, parse: Callable[[Path], T], problems: list[str]) -> Iterator[T]:
+    """``parse`` of every ``*.yaml`` in ``d`` by name; the problems of the files that fail go to ``problems``."""
+    for path in sorted(d.glob("*.yaml")):
+        try:
+            yield parse(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
 
 
 def _resolve(name: str, raw: Mapping[str, Profile], chain: tuple[str, ...]) -> Profile:
@@ -115,10 +134,15 @@ def _resolve(name: str, raw: Mapping[str, Profile], chain: tuple[str, ...]) -> P
     return Profile(name, prof.source, (*scalars, *prof.scalars), (*tables, *prof.tables), prof.extends)
 
 
+# libyaml's safe loader when PyYAML was built with it: the same documents, ~10x faster. Parsing the 12
+# built-in profiles with the pure-Python one was ~0.07 s of every ``monitor probe``/``check-config``.
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path, what: str = "profile") -> Any:
     """The parsed YAML document of a profile file; unreadable or invalid YAML is a ConfigError."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc}") from exc
 

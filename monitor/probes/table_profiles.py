@@ -23,6 +23,7 @@ from monitor.probes.snmp_profiles import (
     IndexPart,
     Oid,
     ValueSpec,
+    parse_each,
     parse_oid,
     parse_value,
     read_yaml,
@@ -99,14 +100,9 @@ def load_table_profiles(directory: Path = TABLES_DIR) -> dict[str, TableProfile]
     """Every ``*.yaml`` table profile of ``directory``; a :class:`ConfigError` lists all problems."""
     profiles: dict[str, TableProfile] = {}
     problems: list[str] = []
-    for path in sorted(directory.glob("*.yaml")):
-        try:
-            prof = _parse_file(path)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
+    for prof in parse_each(directory, _parse_file, problems):
         if prof.name in profiles:
-            problems.append(f"{path}: name: {prof.name!r} is already used by {profiles[prof.name].path}")
+            problems.append(f"{prof.path}: name: {prof.name!r} is already used by {profiles[prof.name].path}")
         profiles[prof.name] = prof
     if problems:
         raise ConfigError(problems)
