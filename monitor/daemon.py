@@ -205,6 +205,7 @@ class Daemon:
             polling.sinks.append(self.remote.core_change)  # a node the core polls may be a poller's vantage
             self.zones = BlindZones.watching(inv, polling.store, polling.states, self.clock.now())
             self.feed = self.remote.feed(inv, self.zones)
+            self.pipeline.hold = self.feed.hold  # a poller's changes may be missing: correlation waits for them
         # The inventory, topology and states live as long as the process: keep the collector from
         # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
         gc.freeze()

@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from operator import attrgetter
 
 from monitor import selfmetrics
 from monitor.clock import Clock
-from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.incidents import IncidentEvent, format_ts
 from monitor.correlate.service import CorrelationService
 from monitor.correlate.settings import CorrelationSettings, derive
 from monitor.db import Where
@@ -39,6 +40,8 @@ CORRELATE_EVERY = 1.0
 
 #: Incident events this recent get their annotation points written again at start (crash safety).
 REANNOTATE = 3600.0
+
+_TS = attrgetter("ts")
 
 
 def correlation_settings(inv: Inventory) -> CorrelationSettings:
@@ -65,6 +68,10 @@ class IncidentPipeline:
         self._loop_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._pending: list[StateChange] = []
+        #: when a remote poller's changes may be missing, the moment correlation must not judge past
+        #: (:meth:`monitor.remote.link.CoreFeed.hold`); None: no remote pollers
+        self.hold: Callable[[float], float | None] | None = None
+        self._holding = False
         self._sync_maintenance(inv)
         if writer is not None:
             self.sinks.append(self._annotate)
@@ -89,7 +96,7 @@ class IncidentPipeline:
         if self._loop_task is not None:
             self._loop_task.cancel()
             self._loop_task = None
-        self.correlate_now()
+        self.correlate_now(force=True)
         await self._stop_delivery()
 
     async def close(self) -> None:
@@ -97,7 +104,7 @@ class IncidentPipeline:
         self.correlation.close()
 
     async def reload(self, new: Inventory) -> None:
-        self.correlate_now()
+        self.correlate_now(force=True)
         self.inventory = new
         self.correlation.settings = correlation_settings(new)
         try:
@@ -121,12 +128,35 @@ class IncidentPipeline:
             await asyncio.sleep(CORRELATE_EVERY)
             self.correlate_now()
 
-    def correlate_now(self) -> None:
+    def correlate_now(self, *, force: bool = False) -> None:
         """One engine step. The engine took ``pending`` even if persisting failed (the service keeps
-        the step's events and returns them with the next step that persists), so nothing is re-applied."""
+        the step's events and returns them with the next step that persists), so nothing is re-applied.
+
+        While a remote poller's changes may be missing (``hold``: the core lost the broker they came
+        by, :mod:`monitor.remote.handover`), correlation's time stops where that began and the changes
+        wait here: the part of a poll cycle that arrived before is not judged without the rest. Once
+        the rest is in, what waited is applied in the order of its own times (the poller's spool and
+        the core's own polls interleaved as they happened). ``force``: a stop or reload does not wait.
+        """
+        if not force and self.hold is not None:
+            limit = self.hold(self.clock.now())
+            if limit is not None:
+                if not self._holding:
+                    self._holding = True
+                    event(log, logging.INFO, "correlation holds: a remote poller's changes may be missing",
+                          since=format_ts(limit))
+                self._step(lambda: self.correlation.tick(limit))
+                return
         pending, self._pending = self._pending, []
+        if self._holding:
+            self._holding = False
+            pending.sort(key=_TS)  # stable: a target's own changes keep their order
+            event(log, logging.INFO, "correlation goes on: the remote pollers' changes are in", changes=len(pending))
+        self._step(lambda: self.correlation.on_state_changes(pending) if pending else self.correlation.tick())
+
+    def _step(self, step: Callable[[], list[IncidentEvent]]) -> None:
         try:
-            events = self.correlation.on_state_changes(pending) if pending else self.correlation.tick()
+            events = step()
         except MonitorError as exc:
             self._recording.failed(error=exc)
             return

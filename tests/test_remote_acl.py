@@ -58,10 +58,12 @@ def test_the_acl_names_the_core_and_confines_each_poller(tmp_path: Path, capsys:
     _, acl = acl_of(tmp_path, capsys)
     blocks = {b.splitlines()[0]: b.splitlines()[1:] for b in acl.split("\nuser ")[1:]}
     assert blocks["core"] == ["topic read monitor/pollers/+/changes", "topic read monitor/pollers/+/status",
-                              "topic write monitor/pollers/+/acked", "", "# zone arauca"]
+                              "topic write monitor/pollers/+/acked", "topic write monitor/pollers/core", "",
+                              "# zone arauca"]
     assert blocks["p-arauca"] == ["topic write monitor/pollers/p-arauca/changes",
                                   "topic write monitor/pollers/p-arauca/status",
-                                  "topic read monitor/pollers/p-arauca/acked", "", "# zone saravena"]
+                                  "topic read monitor/pollers/p-arauca/acked", "topic read monitor/pollers/core", "",
+                                  "# zone saravena"]
 
 
 def test_a_username_that_would_write_another_rule_is_refused(tmp_path: Path) -> None:
@@ -109,6 +111,7 @@ async def test_a_poller_publishes_and_reads_only_its_own_topics(tmp_path: Path,
                 await rogue.publish("monitor/pollers/p-saravena/changes", encode(forged), qos=1)
                 await rogue.publish("monitor/pollers/p-saravena/status", OFFLINE, qos=1, retain=True)
                 await rogue.publish("monitor/pollers/p-saravena/acked", b"999", qos=1, retain=True)
+                await rogue.publish("monitor/pollers/core", b"forged hello", qos=1, retain=True)
                 foreign = PollerMessage("changes", "p-arauca", "arauca", 1, T0, (change("ap-s", "not my zone"),))
                 await rogue.publish("monitor/pollers/p-arauca/changes", encode(foreign), qos=1)
                 good = PollerMessage("changes", "p-arauca", "arauca", 2, T0, (change("ap-a", "mine"),))
@@ -119,6 +122,9 @@ async def test_a_poller_publishes_and_reads_only_its_own_topics(tmp_path: Path,
             assert feed.dropped == {"foreign_zone": 1}  # the core's own check, on the poller's own topic
             assert "p-saravena" not in feed.offline  # the forged last will never reached the core
             assert saravena.acked == 0  # nor the forged acknowledgement the poller
+            # the core's hello reaches the poller (its ACL lets it read it), a poller's forged one does not
+            await until(lambda: saravena.hello is not None, 30, "the core's hello at p-saravena")
+            assert saravena.hello is not None and saravena.hello.startswith(b"monitor-core ")
             spool.add([change("ap-s", "real", T0 + 5)])  # p-saravena's own path still works both ways
             saravena.added()
             await until(lambda: spool.backlog() == 0, 30, "p-saravena's change acknowledged by the core")

@@ -36,10 +36,10 @@ class CountingFeed(CoreFeed):
 
     delivered: int = 0
 
-    async def _handle(self, message: aiomqtt.Message) -> str | None:
+    async def _handle(self, message: aiomqtt.Message, where: str = "") -> str | None:
         if str(message.topic).endswith("/changes"):
             self.delivered += 1
-        return await super()._handle(message)
+        return await super()._handle(message, where)
 
 
 @dataclass

@@ -58,18 +58,18 @@ async def core(config: Path) -> dict[str, list[Row]]:
         changes.append([change.target, change.ts, time.time()])
         correlate(self, change)
 
-    def timed_step(self: IncidentPipeline) -> None:
+    def timed_step(self: IncidentPipeline, *, force: bool = False) -> None:
         n, start, cpu = len(self._pending), time.time(), time.thread_time()
-        step(self)
+        step(self, force=force)
         if n:
             steps.append([start, time.time(), n, time.thread_time() - cpu])
 
     handle = CoreFeed._handle
 
-    async def timed_handle(self: CoreFeed, message: aiomqtt.Message) -> str | None:
+    async def timed_handle(self: CoreFeed, message: aiomqtt.Message, where: str = "") -> str | None:
         start, cpu = time.time(), time.thread_time()
         try:
-            return await handle(self, message)
+            return await handle(self, message, where)
         finally:
             if str(message.topic).endswith("/changes"):
                 messages.append([start, time.time(), time.thread_time() - cpu])

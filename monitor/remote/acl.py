@@ -6,10 +6,10 @@ publish; a typo in a prefix lets nobody through, or everybody). Printed from the
 what the core expects:
 
 - the core (each ``username`` of ``pollers.brokers``, else ``--core-user``) reads every poller's
-  ``changes`` and ``status`` and writes every ``acked``;
+  ``changes`` and ``status`` and writes every ``acked`` and its hello (``<prefix>/core``);
 - a poller (user = its id, ``monitor poll``'s default ``--mqtt-user``) writes only its own
   ``changes`` and ``status`` (heartbeats, and its last will, which mosquitto checks as a write) and
-  reads only its own ``acked``.
+  reads only its own ``acked`` and the core's hello.
 
 mosquitto denies whatever is not granted: a poller publishing on another poller's topic gets its
 PUBACK (MQTT 3.1.1 cannot refuse a publish) but the message goes nowhere. The core still checks each
@@ -43,11 +43,12 @@ def mosquitto_acl(p: PollersSettings, core_users: Sequence[str] = (), source: st
     lines = [f"# mosquitto acl_file for the pollers of {source or 'the config'} (monitor pollers acl)", ""]
     for user in users:
         lines += [f"user {user}", f"topic read {base}/+/changes", f"topic read {base}/+/status",
-                  f"topic write {base}/+/acked", ""]
+                  f"topic write {base}/+/acked", f"topic write {base}/core", ""]
     for zone in sorted(p.zones.values(), key=lambda z: z.id):
         for poller in zone.pollers:
             lines += [f"# zone {zone.id}", f"user {poller}", f"topic write {base}/{poller}/changes",
-                      f"topic write {base}/{poller}/status", f"topic read {base}/{poller}/acked", ""]
+                      f"topic write {base}/{poller}/status", f"topic read {base}/{poller}/acked",
+                      f"topic read {base}/core", ""]
     return "\n".join(lines)
 
 

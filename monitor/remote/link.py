@@ -7,7 +7,18 @@ Topics under ``<prefix>/<poller>/``:
   ``heartbeat`` seconds; the broker publishes ``offline`` there (the poller's last will) when the
   poller vanishes without saying goodbye.
 - ``acked`` (core → poller, QoS 1, retained): the number up to which the core has taken every
-  message of that poller.
+  message of that poller. Published by a task of its own beside the core's reading: a publish
+  to a broker that died waits for aiomqtt's 10 s timeout, and the reading notices the death at
+  once (the hold on correlation below starts then, not 10 s late).
+
+And ``<prefix>/core`` (core → every poller, QoS 1, retained): the core's *hello*, a new token each
+time it has (re)subscribed on a broker. A poller that gets it live (not as the retained message its
+own subscription brings: then the core's subscription is older than anything it publishes on this
+connection) sends a heartbeat and everything its spool holds at once: what it sent before may have
+reached a broker on which the core had no subscription yet (a broker restarted without the core's session, SIGKILLed
+before it saved it: the poller came back first, the broker acknowledged its messages and dropped
+them). Without the hello it waited ``resend_after`` (30 s) for an acknowledgement that could not
+come (the lab's P3, issue 14).
 
 Why an acknowledgement of our own on top of QoS 1: a PUBACK only says the broker has the message.
 A broker that dies (or a core that dies between the broker's delivery and its own write) would lose
@@ -16,6 +27,11 @@ what stays unacknowledged for ``resend_after`` seconds or after a reconnect; the
 repeats by number (:class:`~monitor.remote.sequence.Sequences`). So a state change is handled once
 whatever the broker does. The core publishes ``acked`` only after ``on_changes`` returned (the
 changes are in its store) and the numbering is kept (``on_taken``).
+
+When the core loses a broker, the pollers heard through it are *in doubt* until their heartbeat
+after the hello shows every message taken (:mod:`.handover`): meanwhile :meth:`CoreFeed.hold` tells
+the incident pipeline not to judge past the loss, so the part of a poll cycle taken before it is not
+correlated without the rest.
 
 Several brokers (independent ones, no bridge or cluster: ``docs/install.md``): a poller uses the
 first of its list that answers and moves to the next when its connection dies; the core listens on
@@ -34,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +64,7 @@ from monitor.delivery.config import RetrySettings
 from monitor.delivery.retry import backoff
 from monitor.errors import MonitorError
 from monitor.logs import Episode, event
+from monitor.remote.handover import WAIT, Handover
 from monitor.remote.messages import PollerMessage, RemoteMessageError, decode, encode
 from monitor.remote.sequence import Sequences
 from monitor.remote.spool import PollerSpool
@@ -56,6 +74,8 @@ log = logging.getLogger(__name__)
 
 OFFLINE = b"offline"
 MAX_ACK = 32  # bytes of an ``acked`` payload: a decimal number
+HELLO = "core"  # <prefix>/core: the core's hello (a token, new at each subscription)
+MAX_HELLO = 64  # bytes of a hello payload
 CLOSE_TIMEOUT = 5.0  # s to say goodbye to a broker
 IN_FLIGHT = 100  # changes messages a poller publishes before waiting for their PUBACKs
 ACK_EVERY = 100  # messages the core takes at most before it acknowledges (it does sooner when idle)
@@ -117,6 +137,17 @@ async def _end_all(tasks: Sequence[asyncio.Task[None]]) -> None:
         raise asyncio.CancelledError
 
 
+async def _wait(ev: asyncio.Event, timeout: float) -> None:
+    """Until ``ev`` is set or ``timeout`` has passed. Not asyncio.wait_for: Python 3.11's can lose a
+    cancellation that comes in the same turn as the event, and a link's task then never ends (its
+    TaskGroup cancels a child once)."""
+    waiter = asyncio.ensure_future(ev.wait())
+    try:
+        await asyncio.wait([waiter], timeout=timeout)
+    finally:
+        waiter.cancel()
+
+
 async def _close(client: aiomqtt.Client) -> None:
     """Disconnect, bounded (aiomqtt waits up to its own 10 s timeout for the broker's goodbye)."""
     with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -133,9 +164,13 @@ class PollerLink:
         self.clock = clock or SystemClock()
         base = f"{prefix}/{spool.poller}"
         self.topics = {k: f"{base}/{k}" for k in ("changes", "status", "acked")}
+        self.hello_topic = f"{prefix}/{HELLO}"
         self.wake = asyncio.Event()  # set by whoever added to the spool
         self.acked = 0  # the core's last acknowledgement
         self.connected = asyncio.Event()
+        self.hello: bytes | None = None  # the core's last hello seen
+        self._resend = False  # a new hello: send everything the spool holds again, now
+        self._beat = asyncio.Event()  # heartbeat now (a new hello: the core learns our last number at once)
 
     def added(self) -> None:
         """New messages are in the spool: publish them now."""
@@ -159,6 +194,7 @@ class PollerLink:
                   backlog=self.spool.backlog())
             try:
                 await client.subscribe(self.topics["acked"], qos=1)
+                await client.subscribe(self.hello_topic, qos=1)
                 self.connected.set()
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._acks(client))
@@ -175,6 +211,9 @@ class PollerLink:
         sent: dict[int, float] = {}  # seq -> when it was last published on this connection
         while True:
             self.wake.clear()
+            if self._resend:  # the core (re)subscribed: what it may have missed goes again
+                self._resend = False
+                sent.clear()
             now = self.clock.now()
             self.spool.acknowledged_through(self.acked)  # one transaction, not one per message
             due = [(seq, payload) for seq, payload in self.spool.pending(limit=1000)
@@ -188,12 +227,21 @@ class PollerLink:
                 if failed:
                     raise failed[0]
                 sent.update((seq, now) for seq, _ in window)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=min(self.resend_after, 1.0))
+            await _wait(self.wake, min(self.resend_after, 1.0))
 
     async def _acks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             raw = message.payload
+            if message.topic.matches(self.hello_topic):
+                if isinstance(raw, bytes | bytearray) and 0 < len(raw) <= MAX_HELLO:
+                    self.hello = bytes(raw)
+                    if not message.retain:  # retained: the core subscribed before we did, it heard us
+                        self._resend = True
+                        self.wake.set()
+                        self._beat.set()
+                        event(log, logging.INFO, "poller sees the core (re)subscribed, sending its heartbeat "
+                              "and backlog now", backlog=self.spool.backlog())
+                continue
             if not isinstance(raw, bytes | bytearray) or len(raw) > MAX_ACK or not raw.isdigit():
                 continue
             n = int(raw)
@@ -203,10 +251,11 @@ class PollerLink:
 
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
         while True:
+            self._beat.clear()
             beat = PollerMessage("heartbeat", self.spool.poller, self.spool.zone, self.spool.last_seq(),
                                  self.clock.now(), acked=self.spool.acked())
             await client.publish(self.topics["status"], encode(beat), qos=1, retain=True)
-            await asyncio.sleep(self.heartbeat)
+            await _wait(self._beat, self.heartbeat)
 
 
 class Listener(Protocol):
@@ -228,7 +277,8 @@ class CoreFeed:
     def __init__(self, brokers: Sequence[Broker], poller_zones: Mapping[str, str], zone_of: Mapping[str, str],
                  on_changes: OnChanges, *, prefix: str = "monitor/pollers", sequences: Sequences | None = None,
                  clock: Clock | None = None, client_id: str = "monitor-core", on_taken: OnTaken | None = None,
-                 watch: Listener | None = None, on_current: Callable[[str, float], None] | None = None) -> None:
+                 watch: Listener | None = None, on_current: Callable[[str, float], None] | None = None,
+                 handover_wait: float = WAIT) -> None:
         self.brokers, self.poller_zones, self.zone_of = list(brokers), poller_zones, zone_of
         self.on_changes, self.prefix, self.client_id = on_changes, prefix, client_id
         self.sequences = sequences or Sequences()
@@ -246,6 +296,8 @@ class CoreFeed:
         self.connected = asyncio.Event()  # subscribed on at least one broker
         self._up: set[str] = set()  # the brokers it is subscribed on
         self._taking = asyncio.Lock()  # two brokers may bring the same message at once
+        self.handover = Handover(handover_wait)  # pollers whose changes may be missing (the broker lost)
+        self._via: dict[str, str] = {}  # poller -> the broker its last message came through
 
     def _drop(self, reason: str, poller: str, detail: str) -> None:
         first = reason not in self.dropped
@@ -281,26 +333,51 @@ class CoreFeed:
             try:
                 await client.subscribe(f"{self.prefix}/+/changes", qos=1)
                 await client.subscribe(f"{self.prefix}/+/status", qos=1)
+                # subscribed: pollers that sent into a broker without our subscription send again now
+                hello = f"{self.client_id[:40]} {secrets.token_hex(8)}".encode()
+                await client.publish(f"{self.prefix}/{HELLO}", hello, qos=1, retain=True)
                 self._up.add(where)
                 self.connected.set()
                 unacked: set[str] = set()  # pollers with messages taken since their last ack
+                due: set[str] = set()  # pollers to acknowledge now (the acker's)
+                ready = asyncio.Event()
+                acker = asyncio.create_task(self._acker(client, due, ready))
                 taken = 0
-                async for message in client.messages:
-                    poller = await self._handle(message)
-                    if poller is not None:
-                        unacked.add(poller)
-                        taken += 1
-                    if unacked and (taken >= ACK_EVERY or not len(client.messages)):
-                        await self._ack(client, unacked)
-                        unacked.clear()
-                        taken = 0
+                try:
+                    async for message in client.messages:
+                        poller = await self._handle(message, where)
+                        if poller is not None:
+                            unacked.add(poller)
+                            taken += 1
+                        if unacked and (taken >= ACK_EVERY or not len(client.messages)):
+                            due.update(unacked)
+                            ready.set()
+                            unacked.clear()
+                            taken = 0
+                        if acker.done():
+                            acker.result()  # its publish failed: the connection is gone
+                finally:
+                    await cancel_until_done(acker)
             except aiomqtt.MqttError as exc:
-                event(log, logging.WARNING, "core lost a broker", broker=where, error=exc)
+                # what its pollers publish now is not heard: correlation holds until they caught up
+                held = sorted(p for p, via in self._via.items() if via == where)
+                self.handover.lost(held, self.clock.now())
+                event(log, logging.WARNING, "core lost a broker", broker=where, error=exc,
+                      holding=",".join(held) or "-")
             finally:
                 self._up.discard(where)
                 if not self._up:
                     self.connected.clear()
                 await _close(client)
+
+    async def _acker(self, client: aiomqtt.Client, due: set[str], ready: asyncio.Event) -> None:
+        """Acknowledge the pollers in ``due`` whenever ``ready`` is set (the reading adds to them)."""
+        while True:
+            await ready.wait()
+            ready.clear()
+            pollers = set(due)
+            due.clear()
+            await self._ack(client, pollers)
 
     async def _ack(self, client: aiomqtt.Client, pollers: set[str]) -> None:
         """Keep the numbering (``on_taken``), then tell each poller up to where everything is stored."""
@@ -310,7 +387,22 @@ class CoreFeed:
             await client.publish(f"{self.prefix}/{poller}/acked", str(self.sequences.through(poller)).encode(),
                                  qos=1, retain=True)
 
-    async def _handle(self, message: aiomqtt.Message) -> str | None:
+    def hold(self, now: float) -> float | None:
+        """The moment correlation must not judge past while a poller's changes may be missing (None:
+        nothing missing); a poller not caught up within the hand-over wait is logged and let go."""
+        limit = self.handover.hold(now)
+        for poller in self.handover.expired:
+            event(log, logging.WARNING, "poller's changes still missing after the hand-over wait, "
+                  "correlating without them", poller=poller, wait=self.handover.wait)
+        self.handover.expired.clear()
+        return limit
+
+    def _caught_up(self, poller: str, ended: bool) -> None:
+        if ended:
+            event(log, logging.INFO, "poller caught up after a lost broker, correlation goes on", poller=poller,
+                  through=self.sequences.through(poller))
+
+    async def _handle(self, message: aiomqtt.Message, where: str = "") -> str | None:
         """Check and take one message; the poller to acknowledge (its changes are stored, or a repeat)."""
         parts = str(message.topic).split("/")
         poller, kind = parts[-2], parts[-1]
@@ -333,10 +425,13 @@ class CoreFeed:
             return None
         now = self.clock.now()
         self.last_seen[poller] = now
+        self._via[poller] = where
         self.offline.discard(poller)
         if self.watch is not None:  # a retained heartbeat may be old news: it counts from when it was sent
             self.watch.heard(poller, min(msg.sent, now) if message.retain else now)
         if msg.kind == "heartbeat":
+            if not message.retain:  # live (a retained one may be from before the loss)
+                self._caught_up(poller, self.handover.announced(poller, msg.seq, self.sequences.through(poller)))
             if self.on_current is not None and not self.sequences.behind(poller, msg.seq):
                 self.on_current(poller, now)
             if msg.acked is None:
@@ -347,6 +442,7 @@ class CoreFeed:
                 return None
             event(log, logging.WARNING, "poller numbering rebased (the core had no record of these numbers)",
                   poller=poller, acked=msg.acked, unknowable=forgotten)
+            self._caught_up(poller, self.handover.taken(poller, self.sequences.through(poller)))
             return poller  # acknowledge now: its spool drains
         async with self._taking:  # from fresh to take: the same number from another broker waits here
             if self.sequences.fresh(poller, msg.seq):
@@ -357,7 +453,10 @@ class CoreFeed:
                     return None  # not acknowledged: the poller sends it again
                 self._storing.ok(poller=poller)
                 verdict = self.sequences.take(poller, msg.seq)
+                through = self.sequences.through(poller)
                 if verdict.gap or verdict.given_up:
                     event(log, logging.WARNING, "poller messages missing (late or lost)", poller=poller,
                           seq=msg.seq, gap=verdict.gap, given_up=verdict.given_up)
+                    self.handover.gap(poller, msg.seq, through, now)
+                self._caught_up(poller, self.handover.taken(poller, through))
         return poller  # taken now, or a repeat of one taken (its ack may have been lost)
