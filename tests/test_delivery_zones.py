@@ -2,18 +2,21 @@
 
 Pure rules first (:func:`monitor.delivery.zones.plan`, times injected), then the whole core against a
 real mosquitto and a real SMTP server: a poller that stops heartbeating makes exactly one alert to
-the technician on call for its zone and no customer notice, a core restart meanwhile alerts nobody
-again, and the poller's return makes one recovery."""
+the technician on call for its zone, by e-mail and on the technicians' MQTT topic, and no customer
+notice, a core restart meanwhile alerts nobody again, and the poller's return makes one recovery on
+each."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sqlite3
 from collections.abc import Collection
 from email.message import EmailMessage
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from monitor.daemon import Daemon
@@ -58,7 +61,13 @@ def test_a_blind_zone_alerts_the_technician_on_call_once_and_its_return_once(tmp
     alert = zones.plan(sight({"tame": T0}), glob, ctx, T0)
     tech = inv.delivery.technicians[ctx.oncall("twr-t", T0)[0]]  # type: ignore[union-attr]
     assert [(i.channel, i.recipient, i.template, i.incident) for i in alert] == [
-        ("email", tech.email, "technician_zone_blind", f"ZONE-tame-{int(T0)}")]
+        ("email", tech.email, "technician_zone_blind", f"ZONE-tame-{int(T0)}"),
+        ("mqtt", tech.id, "", f"ZONE-tame-{int(T0)}")]  # the technicians' topic, as an incident's alert
+    mqtt = alert[1].data
+    assert (mqtt["topic"], mqtt["retain"]) == ("isp/technicians/tame", False)
+    assert {k: mqtt["payload"][k] for k in ("incident", "kind", "event", "zone", "node", "technician", "pollers")} == {
+        "incident": f"ZONE-tame-{int(T0)}", "kind": "blind", "event": "zone_blind", "zone": "tame", "node": "twr-t",
+        "technician": tech.id, "pollers": "p-tame"}
     data = alert[0].data
     assert (data["zone"], data["node"], data["municipality_name"], data["pollers"]) == ("tame", "twr-t", "Tame",
                                                                                        "p-tame")
@@ -68,11 +77,12 @@ def test_a_blind_zone_alerts_the_technician_on_call_once_and_its_return_once(tmp
     for later in (T0 + 1, T0 + 3600):  # the same episode: nothing more, whatever the step's time
         assert zones.plan(sight({"tame": later}), glob, ctx, later) == []
     back = zones.plan(sight(seen={"tame"}), glob, ctx, T0 + 900)
-    assert [(i.recipient, i.template, i.incident, i.data["duration_min"]) for i in back] == [
+    assert [(i.recipient, i.template, i.incident, i.data["duration_min"]) for i in back[:1]] == [
         (tech.email, "technician_zone_back", f"ZONE-tame-{int(T0)}", 15)]
+    assert [(i.action, i.data["payload"]["event"]) for i in back[1:]] == [("zone_back_mqtt", "zone_back")]
     assert glob.zones == {} and zones.plan(sight(seen={"tame"}), glob, ctx, T0 + 901) == []
     again = zones.plan(sight({"tame": T0 + 2000}), glob, ctx, T0 + 2000)  # a new episode: a new alert
-    assert [i.incident for i in again] == [f"ZONE-tame-{int(T0 + 2000)}"]
+    assert {i.incident for i in again} == {f"ZONE-tame-{int(T0 + 2000)}"} and len(again) == 2
 
 
 def test_the_memory_carries_an_episode_across_a_restart(tmp_path: Path) -> None:
@@ -80,14 +90,14 @@ def test_the_memory_carries_an_episode_across_a_restart(tmp_path: Path) -> None:
     a poller seen after the restart, or the zone dropped from the config, ends it once."""
     inv = with_zones(load(tmp_path))
     ctx, glob = Context(inv, inv.delivery), GlobalMemory()  # type: ignore[arg-type]
-    assert len(zones.plan(sight({"tame": T0}), glob, ctx, T0)) == 1
+    assert len(zones.plan(sight({"tame": T0}), glob, ctx, T0)) == 2  # e-mail and MQTT
     stored = GlobalMemory.from_dict(glob.to_dict())
     assert zones.plan(sight({"tame": T0 + 500}), stored, ctx, T0 + 500) == []
     assert zones.plan(sight(), stored, ctx, T0 + 500) == []  # not heard yet after the restart: waits
-    assert [i.incident for i in zones.plan(sight(seen={"tame"}), stored, ctx, T0 + 600)] == [f"ZONE-tame-{int(T0)}"]
+    assert [i.incident for i in zones.plan(sight(seen={"tame"}), stored, ctx, T0 + 600)] == [f"ZONE-tame-{int(T0)}"] * 2
     gone = GlobalMemory.from_dict(glob.to_dict())
     back = zones.plan(sight(configured=()), gone, ctx, T0 + 600)
-    assert [i.template for i in back] == ["technician_zone_back"] and gone.zones == {}
+    assert [i.action for i in back] == ["zone_back", "zone_back_mqtt"] and gone.zones == {}
     assert GlobalMemory.from_dict({}).zones == {}  # a memory stored before zones existed
 
 
@@ -135,6 +145,7 @@ delivery:
   technicians: [{{id: ana, name: Ana Torres, email: ana@isp.example}}]
   oncall: [{{municipality: "*", shifts: [{{days: [mon-sun], tiers: [ana]}}]}}]
   customers: {{kinds: [outage, suspected], channels: [email], company: Llanos Net}}
+  mqtt: {{host: 127.0.0.1, port: {mqtt}}}
   retry: {{initial: 0.2s, maximum: 1s}}
 """
 
@@ -178,29 +189,56 @@ async def test_a_silent_poller_is_one_technician_alert_across_a_core_restart_and
         d.request_stop()
         await asyncio.wait_for(task, 60)
 
+    heard: list[dict[str, object]] = []  # the technicians' topic, as Ana's phone app subscribes to it
+    listening = asyncio.Event()
+
+    async def phone() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="ana-phone") as client:
+            await client.subscribe("isp-monitor/technicians/#", qos=1)
+            listening.set()
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes) and str(message.topic) == "isp-monitor/technicians/saravena"
+                heard.append(json.loads(message.payload))
+
+    def events() -> list[object]:
+        return [m["event"] for m in heard]
+
     with started(broker), started(smtp):
+        app = asyncio.create_task(phone())
+        await until(listening.is_set, 60, "the technician's app subscribed")
         daemon, task = await core()
         link = poller()
         try:
             await until(lambda: zone_seen(daemon), 60, "the poller heard")
             await cancel_until_done(link)  # it stops heartbeating
-            await until(lambda: len(subjects(smtp)) == 1, 60, "the blind zone's alert")
+            await until(lambda: len(subjects(smtp)) == 1 and events() == ["zone_blind"], 60,
+                        "the blind zone's alert, by e-mail and MQTT")
             first = subjects(smtp)[0]  # Ana reads Spanish (the default)
             assert first.startswith("[ZONE-saravena-") and "SIN VISIBILIDAD zona saravena" in first
+            assert heard[0]["incident"] == first[1:].split("]")[0]  # the same episode's reference
+            assert {k: heard[0][k] for k in ("kind", "zone", "node", "technician", "pollers", "targets")} == {
+                "kind": "blind", "zone": "saravena", "node": "twr-s", "technician": "ana", "pollers": "p-saravena",
+                "targets": 3}
             await stop(daemon, task)
 
             daemon, task = await core()  # restarted while the zone is still blind
             await until(lambda: daemon.zones is not None and "saravena" in daemon.zones.watch.blind, 60,
                         "the zone blind again after the restart")  # its delivery sync ran in the same step
-            assert zone_rows(db) == [("zone_blind", "ana@isp.example")]  # the same episode: no second alert
+            # the same episode: no second alert
+            assert sorted(zone_rows(db)) == [("zone_blind", "ana@isp.example"), ("zone_blind_mqtt", "ana")]
             link = poller()  # it returns
-            await until(lambda: len(subjects(smtp)) == 2, 60, "the recovery")
+            await until(lambda: len(subjects(smtp)) == 2 and events() == ["zone_blind", "zone_back"], 60,
+                        "the recovery, by e-mail and MQTT")
             assert "VISIBLE de nuevo: zona saravena" in subjects(smtp)[1]
             assert subjects(smtp)[0].split("]")[0] == subjects(smtp)[1].split("]")[0]  # one episode, one tag
-            assert sorted(zone_rows(db)) == [("zone_back", "ana@isp.example"), ("zone_blind", "ana@isp.example")]
+            assert heard[1]["incident"] == heard[0]["incident"]
+            assert sorted(zone_rows(db)) == [("zone_back", "ana@isp.example"), ("zone_back_mqtt", "ana"),
+                                             ("zone_blind", "ana@isp.example"), ("zone_blind_mqtt", "ana")]
             assert max(smtp.repeats().values()) == 1
         finally:
             await cancel_until_done(link)
             if not task.done():
                 await stop(daemon, task)
+            await cancel_until_done(app)
             spool.close()
+    assert events() == ["zone_blind", "zone_back"]  # once each, the restart included

@@ -3,8 +3,10 @@
 A zone whose remote pollers are all silent is blind (:mod:`monitor.remote.silence`): its targets are
 unknown, no outage opens, no customer hears a word. The technician on call for the zone (tier 0 of
 the rota of its topmost node's municipality) gets one alert per episode, and one recovery when a
-poller of the zone is heard again: e-mail and Apprise, like an incident's alert, with no ack link,
-no escalation, no ticket, no MQTT status (the zone's state is unknown, not down).
+poller of the zone is heard again: e-mail, Apprise and the technicians' MQTT topic
+(``<prefix>/technicians/<municipality>``, where the incidents' technician alerts go, for a technician
+with ``mqtt: true``), like an incident's alert, with no ack link, no escalation, no ticket, no
+retained MQTT status (the zone's state is unknown, not down).
 
 Level-triggered, so it holds across a core restart and an outbox that refused a write: each second
 the daemon hands over what it sees (:class:`~monitor.remote.silence.Sight`) and :func:`plan` compares
@@ -70,6 +72,14 @@ def _tell(zone: str, news: ZoneNews | None, since: float, template: str, ctx: Co
     for i in range(len(tech.apprise)):
         dest = f"{tech.id}#{i + 1}"
         out.append(Item(ref, action + "_apprise", dest, 1, "apprise", template, tech.language, {**data, "to": dest}))
+    if tech.mqtt and ctx.cfg.mqtt is not None:
+        topic = f"{ctx.cfg.mqtt.prefix}/technicians/{data['municipality'] or 'unknown'}"
+        payload = {"incident": ref, "kind": "blind", "event": action, "zone": zone, "node": root,
+                   "site": data["site"], "municipality": data["municipality"], "technician": tech.id, "tier": 0,
+                   "since": data["since"], "targets": len(targets), "pollers": data["pollers"],
+                   "last_heard": data["last_heard"]}
+        out.append(Item(ref, action + "_mqtt", tech.id, 1, "mqtt", "", tech.language,
+                        {"topic": topic, "payload": payload, "retain": False}, group="mqtt"))
     return out
 
 
