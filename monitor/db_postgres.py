@@ -13,11 +13,21 @@ what differs is translated here, in one place:
   on SQLite: a worker's claim of due rows cannot interleave with another's, whatever the isolation
   level. Readers take no lock (like WAL).
 
+The outbox's hot path (``transaction(db, pipelined=True)``) is a batched transaction: its statements
+are queued and sent with BEGIN, the write lock, the fence and COMMIT as ONE simple-query message,
+each an ``EXECUTE`` of a statement the session prepared at its first use, the values written in as
+literals by libpq's escaping (:class:`_Session`). psycopg's pipeline mode did the same in one round
+trip but spent ~300 µs of Python per transaction on it, and the server parsed and planned every
+statement again (docs/benchmarks.md, issue 13).
+
 Fencing (active/standby daemons, :mod:`monitor.ha`): while this process holds the lease,
 :data:`FENCE` has its epoch, and every write transaction checks, right after taking the write lock
 and in the same round trip, that the lease row still has that epoch and has not expired; if not, the
 transaction fails with :class:`Fenced` and nothing of it is kept. A deposed daemon's write that
 arrives late (a partition that heals, a slow network) can therefore never land after a takeover.
+The one exception is the outbox's hand-over record (:meth:`Connection.write_detached`): fenced too,
+but without the write lock, as a one-row update that only marks a row still being sent, harmless
+wherever it lands (see there).
 
 The connection runs in autocommit mode (transactions are explicit, as the stores write them) and
 reconnects by itself on its next statement after the server went away (not inside a transaction,
@@ -31,15 +41,16 @@ URL without it.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import select
 import time
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+import psycopg.sql
 
 from monitor.db import VERSION_TABLE, DatabaseError, split_statements
 
@@ -83,6 +94,13 @@ class Fence:
                 " AND expires > EXTRACT(EPOCH FROM clock_timestamp()))")
 
 
+#: :meth:`Fence.statement` with the epoch as a parameter (twice): one prepared statement for every epoch
+_FENCE_CHECK = (f"SELECT CAST('{_FENCED_TEXT} ' || CAST(? AS INTEGER) || ' is not current or has expired (the lease"
+                " is at epoch ' || epoch || ')' AS INTEGER) FROM ha_lease WHERE name = 'active' AND NOT (epoch ="
+                " CAST(? AS INTEGER) AND expires > EXTRACT(EPOCH FROM clock_timestamp()))")
+_WRITE_LOCK_SQL = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+
+
 #: the process's fence (one daemon per process); set by :mod:`monitor.ha.keeper`
 FENCE = Fence()
 
@@ -120,7 +138,9 @@ class Connection:
         self.conn = conn
         self.lock_wait: float | None = None
         self._closed = False
-        self._pipeline: AbstractContextManager[Any] | None = None
+        self._batch: list[tuple[str, Any, _Result]] | None = None  # a batched transaction's queue
+        self._begun = False  # ... of which a part was sent already (BEGIN included)
+        self._session: _Session | None = None  # what the current server session has prepared
         self._detached: _Detached | None = None  # the side connection of write_detached
         #: a transaction was begun on this connection and not ended yet (by the stores' SQL)
         self._in_transaction = False
@@ -137,7 +157,11 @@ class Connection:
                 self.conn.execute(_lock_timeout(self.lock_wait))
         return self.conn
 
-    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any] | _Result:
+        if self._batch is not None:
+            result = _Result(self)
+            self._batch.append((sql, tuple(parameters), result))
+            return result
         ends = sql in ("COMMIT", "ROLLBACK")
         if ends and self.conn.closed and self._in_transaction:
             self._in_transaction = False  # (its transaction is gone with the connection)
@@ -168,7 +192,10 @@ class Connection:
             self._rollback()
             raise
 
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any] | _Result:
+        if self._batch is not None:  # (one statement per row, all in the batch's message)
+            results = [self.execute(sql, row) for row in parameters]
+            return _Result(self, parts=results)
         try:
             cur = self._live().cursor()
             rows = list(parameters)
@@ -179,45 +206,80 @@ class Connection:
             raise _error(exc) from exc
 
     def begin_pipelined(self) -> None:
-        """BEGIN and the write lock, queued: nothing is sent until :meth:`end_pipelined`."""
-        try:
-            conn = self._live()
-            self._in_transaction = True
-            self._pipeline = conn.pipeline()
-            self._pipeline.__enter__()  # (a context manager spanning two calls: transaction's enter and exit)
-            conn.execute("BEGIN")
-            conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
-            fence = FENCE.statement() if self.engine.fenced else None
-            if fence is not None:
-                conn.execute(fence)
-        except psycopg.Error as exc:
-            self._pipeline = None
-            self._in_transaction = False
-            raise _error(exc) from exc
+        """Begin a batched transaction: its statements are queued, nothing is sent until
+        :meth:`end_pipelined` sends BEGIN, the write lock, the fence, the statements and COMMIT as one
+        simple-query message (or a ``fetch`` in the body sends what is queued so far)."""
+        self._batch = []
+        self._begun = False
 
     def end_pipelined(self, error: BaseException | None) -> None:
-        """COMMIT queued after the body and the whole transaction sent in one round trip; on an error
-        (the body's, or the server's answer to any queued statement) nothing is kept: ROLLBACK. A
-        ``fetch`` in the body meets the server's errors as psycopg's: they leave here as DatabaseError."""
-        pipeline, self._pipeline = self._pipeline, None
-        assert pipeline is not None
-        self._in_transaction = False
-        try:
+        """The transaction's one round trip; on an error (the body's, or the server's answer to any
+        statement) nothing is kept. A body that failed before anything was sent costs nothing at all."""
+        if error is None:
             try:
-                if error is None:
-                    self.conn.execute("COMMIT")
-            finally:
-                pipeline.__exit__(None, None, None)  # (sends it all; raises the first statement's error)
-        except psycopg.Error as exc:
-            self._rollback()
-            if error is None or isinstance(error, psycopg.Error):
-                cause = error if isinstance(error, psycopg.Error) else exc
-                raise _error(cause) from cause
-            return  # (the body's own error goes on)
-        if error is not None:
-            self._rollback()
-            if isinstance(error, psycopg.Error):
-                raise _error(error) from error
+                self._flush(commit=True)
+                return
+            except DatabaseError:
+                self._abandon()
+                raise
+        self._abandon()
+        if isinstance(error, psycopg.Error):
+            raise _error(error) from error
+
+    def _abandon(self) -> None:
+        """Forget the batch; roll back what of it the server began (nothing to do if nothing was sent)."""
+        self._batch, self._begun, self._in_transaction = None, False, False
+        self._rollback()
+
+    def _flush(self, *, commit: bool) -> None:
+        """Send what the batch queued (after BEGIN, the lock and the fence if not begun yet; COMMIT at the
+        end if ``commit``) as one message, and hand each statement's answer to its cursor.
+
+        A message that began the transaction and met a prepared statement the session lost (psycopg
+        deallocates all of a session's after a ROLLBACK it sees; a pooler may too) kept nothing: it is
+        prepared and sent once more."""
+        batch = self._batch
+        assert batch is not None
+        self._batch = [] if not commit else None
+        begun = self._begun
+        again = not begun
+        while True:
+            try:
+                conn = self._live()
+                session = self._session_for(conn)
+                prepare = not self._in_transaction  # (a failed PREPARE would spoil an open transaction)
+                parts: list[str] = []
+                if not begun:
+                    parts += ["BEGIN", session.statement(_WRITE_LOCK_SQL, (), prepare)]
+                    epoch = FENCE.epoch if self.engine.fenced else None
+                    if epoch is not None:
+                        parts.append(session.statement(_FENCE_CHECK, (epoch, epoch), prepare))
+                first = len(parts)
+                parts += [session.statement(sql, args, prepare) for sql, args, _ in batch]
+                if commit:
+                    parts.append("COMMIT")
+                self._in_transaction = not commit
+                self._begun = not commit
+                cur = conn.execute("; ".join(parts))
+                break
+            except psycopg.Error as exc:
+                if again and getattr(exc, "sqlstate", None) == _NO_SUCH_STATEMENT:
+                    again = False
+                    self._rollback()
+                    self._session = None
+                    self._in_transaction = False
+                    continue
+                raise _error(exc) from exc
+        for _ in range(first):  # (BEGIN, lock, fence: no answers wanted)
+            cur.nextset()
+        for _, _, result in batch:
+            result.fill(cur.fetchall() if cur.description is not None else [], cur.rowcount)
+            cur.nextset()
+
+    def _session_for(self, conn: psycopg.Connection[Any]) -> _Session:
+        if self._session is None or self._session.conn is not conn:
+            self._session = _Session(conn)
+        return self._session
 
     def _rollback(self) -> None:
         try:
@@ -227,18 +289,23 @@ class Connection:
             pass  # (the connection is gone, and its transaction with it; the next statement reconnects)
 
     def write_detached(self, sql: str, parameters: tuple[int | float, ...]) -> None:
-        """One write statement in a transaction of its own (the write lock and the fence as any), sent on
-        a side connection and NOT waited for: returns once the kernel holds all of it. The kernel still
-        delivers it if this process is killed now, and the server commits what it received, so for a
-        crash it counts as written (what the outbox's hand-over record needs; the SMTP adapter relies on
-        the same for the final "."). Its answer is read before the next one is sent, or by
-        :meth:`wait_detached`; a failure there (the server away, a lock wait, the fence) only loses that
-        record. Numbers only as parameters: they are written into the statement."""
+        """One write statement in a transaction of its own, sent on a side connection and NOT waited for:
+        returns once the kernel holds all of it. The kernel still delivers it if this process is killed
+        now, and the server commits what it received, so for a crash it counts as written (what the
+        outbox's hand-over record needs; the SMTP adapter relies on the same for the final "."). Its
+        answer is read before the next one is sent, or by :meth:`wait_detached`; a failure there (the
+        server away, a lock wait, the fence) only loses that record.
+
+        The fence is checked in the same transaction (one simple-query message of prepared statements:
+        an implicit transaction, all or nothing), but the store's write lock is NOT taken: only for a
+        statement on one row whose effect is conditional on that row's own state, so that it may land
+        anywhere among the other writers, a takeover included, without doing harm (the hand-over record:
+        only a row still being sent is marked, and it was handed over; row locks order it against every
+        other write of that row). Waiting for the write lock behind the lanes' commits cost the server
+        a sleep and a wake-up per record."""
         if self._detached is None:
             self._detached = _Detached(self.engine, self.lock_wait)
-        fence = FENCE.statement() if self.engine.fenced else None
-        literal = translate(sql) % tuple(_number(v) for v in parameters)
-        self._detached.send(f"{_BEGIN_WRITE}; {fence + '; ' if fence else ''}{literal}; COMMIT")
+        self._detached.send(sql, parameters)
 
     def wait_detached(self) -> None:
         """Until the server has answered every detached write: what is read next sees them."""
@@ -253,10 +320,138 @@ class Connection:
         self.conn.close()
 
 
-def _number(value: int | float) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"a detached write takes numbers only, not {type(value).__name__}")
-    return repr(int(value)) if isinstance(value, int) else repr(float(value))
+class _Result:
+    """What a statement of a batched transaction answered (a cursor's part the stores use), known once
+    the batch is sent: reading it earlier sends what is queued so far (one more round trip)."""
+
+    def __init__(self, owner: Connection, parts: list[_Result | psycopg.Cursor[Any]] | None = None) -> None:
+        self._owner = owner
+        self._parts = parts  # (executemany: one statement per row; rowcount is their sum)
+        self._rows: list[Any] | None = None
+        self._count = -1
+        self._at = 0
+
+    def fill(self, rows: list[Any], count: int) -> None:
+        self._rows, self._count = rows, count
+
+    def _answered(self) -> list[Any]:
+        if self._parts is not None:
+            self._rows, self._count = [], sum(p.rowcount for p in self._parts)
+        elif self._rows is None:
+            self._owner._flush(commit=False)
+        assert self._rows is not None
+        return self._rows
+
+    @property
+    def rowcount(self) -> int:
+        self._answered()
+        return self._count
+
+    def fetchone(self) -> Any:
+        rows = self._answered()
+        if self._at >= len(rows):
+            return None
+        self._at += 1
+        return rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        rows = self._answered()[self._at:]
+        self._at += len(rows)
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+_UNPREPARED = "?"
+#: invalid_sql_statement_name: EXECUTE of a statement the session does not have (any more)
+_NO_SUCH_STATEMENT = "26000"  # (no statement name: not asked yet)
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    """A store statement with ``$1``, ``$2``... for its parameters, as PREPARE takes it."""
+    count = itertools.count(1)
+
+    def number(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token == "?":
+            return f"${next(count)}"
+        if token == "json_each(?)":
+            return f"json_array_elements_text(CAST(${next(count)} AS json))"
+        return token  # (a string literal; "%" stays: no client-side formatting here)
+    return _TOKENS.sub(number, sql)
+
+
+def _inline(sql: str, values: list[str]) -> str:
+    """A store statement with its values (SQL literals) written in place of its parameters."""
+    left = iter(values)
+
+    def put(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token == "?":
+            return next(left)
+        if token == "json_each(?)":
+            return f"json_array_elements_text(CAST({next(left)} AS json))"
+        return token
+    return _TOKENS.sub(put, sql)
+
+
+_FLOAT_WORDS = {"inf": "'Infinity'::float8", "-inf": "'-Infinity'::float8", "nan": "'NaN'::float8"}
+
+
+class _Session:
+    """One server session as a batch writes to it: the stores' statements prepared once each (parsed and
+    planned once per session: a short statement then costs the server about half), their values
+    written as SQL literals (libpq's own escaping, in the session's encoding), all of a transaction
+    in one simple-query message, which psycopg parses and answers with a fraction of the Python its
+    pipeline mode spends per statement (docs/benchmarks.md, issue 13)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.names: dict[str, str | None] = {}
+        self.escaping = psycopg.pq.Escaping(conn.pgconn)
+        self.encoding = conn.info.encoding
+
+    def statement(self, sql: str, params: Sequence[Any], prepare: bool) -> str:
+        """``sql`` with ``params`` as one statement of a simple-query message: EXECUTE of the prepared
+        statement (PREPAREd now, a round trip of its own, if ``prepare`` and not yet), else the values
+        written in."""
+        name = self.names.get(sql, _UNPREPARED)
+        if name == _UNPREPARED:
+            name = self._prepare(sql) if prepare else None
+        values = [self.literal(v) for v in params]
+        if name is None:
+            return _inline(sql, values) if values else sql
+        return f"EXECUTE {name}({', '.join(values)})" if values else f"EXECUTE {name}"
+
+    def _prepare(self, sql: str) -> str | None:
+        name: str | None = f"monitor_{len(self.names) + 1}"
+        try:
+            self.conn.execute(f"PREPARE {name} AS {_numbered(sql)}")
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:  # (a statement PostgreSQL cannot prepare alone: its values are written in)
+            if self.conn.closed or self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise
+            name = None
+        self.names[sql] = name
+        return name
+
+    def literal(self, value: Any) -> str:
+        kind = type(value)
+        if kind is int:
+            return str(value) if value >= 0 else f"({value})"
+        if kind is str:
+            if "\x00" in value:
+                raise DatabaseError("PostgreSQL text cannot contain NUL (0x00) characters")
+            return bytes(self.escaping.escape_literal(value.encode(self.encoding))).decode(self.encoding)
+        if kind is float:
+            text = repr(value)
+            return _FLOAT_WORDS.get(text) or (text if value >= 0 else f"({text})")
+        if value is None:
+            return "NULL"
+        return str(psycopg.sql.Literal(value).as_string(self.conn))
 
 
 class _Detached:
@@ -272,7 +467,7 @@ class _Detached:
         self.sides: list[_Side] = []
         self._next = 0
 
-    def send(self, sql: str) -> None:
+    def send(self, sql: str, parameters: Sequence[Any]) -> None:
         side = next((s for s in self.sides if s.ready()), None)
         if side is None and len(self.sides) < self.SIDES:
             side = _Side(self.engine, self.lock_wait)
@@ -280,7 +475,7 @@ class _Detached:
         if side is None:  # all still waiting for an answer: the next in turn waits for its own
             side = self.sides[self._next % len(self.sides)]
             self._next += 1
-        side.send(sql)
+        side.send(sql, parameters)
 
     def settle(self) -> None:
         for side in self.sides:
@@ -305,6 +500,7 @@ class _Side:
         self.engine = engine
         self.lock_wait = lock_wait
         self.conn: psycopg.Connection[Any] | None = None
+        self.session: _Session | None = None
         self.waiting = False  # a transaction was sent whose answer is not read yet
 
     def ready(self) -> bool:
@@ -322,16 +518,25 @@ class _Side:
         self.settle()
         return not self.waiting
 
-    def send(self, sql: str) -> None:
+    def send(self, sql: str, parameters: Sequence[Any]) -> None:
+        """``sql`` in a write transaction of its own, with the lock and the fence, sent and not waited for."""
         self.settle()
         try:
-            if self.conn is None or self.conn.closed:
+            if self.conn is None or self.conn.closed or self.session is None:
                 self.conn = self.engine.raw_connect()
+                self.session = _Session(self.conn)
                 if self.lock_wait is not None:
                     self.conn.execute(_lock_timeout(self.lock_wait))
-            self.conn.pgconn.send_query(sql.encode())  # (blocking mode: returns once all is written)
+            session = self.session
+            parts = []
+            epoch = FENCE.epoch if self.engine.fenced else None
+            if epoch is not None:
+                parts.append(session.statement(_FENCE_CHECK, (epoch, epoch), True))
+            parts.append(session.statement(sql, parameters, True))
+            message = "; ".join(parts).encode(session.encoding)
+            self.conn.pgconn.send_query(message)  # (blocking mode: returns once all is written)
             self.waiting = True
-        except (psycopg.Error, OSError):
+        except (psycopg.Error, DatabaseError, OSError):
             self.drop()
 
     def settle(self) -> None:
@@ -368,6 +573,7 @@ class _Side:
         if self.conn is not None:
             self.conn.close()
         self.conn = None
+        self.session = None
 
 
 def _lock_timeout(seconds: float) -> str:

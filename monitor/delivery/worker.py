@@ -140,6 +140,8 @@ class Worker:
         self._retry_waiting = False
         self.trouble = trouble if trouble is not None else outbox_trouble()
         self._group: _Group | None = None  # the lanes' commit being gathered (see _commit)
+        self._lanes = 0  # lanes at work on the current batch
+        self._sending = 0  # ... of which this many are in an adapter's send
 
     def wake(self) -> None:
         self._wake.set()
@@ -198,12 +200,20 @@ class Worker:
         round trip marks the rows of several lanes instead of one each.
         """
         pending = _Outcomes()
+        self._lanes = self._sending = 0
         queue: asyncio.Queue[Row] = asyncio.Queue()
         for r in rows:
             queue.put_nowait(r)
         started: set[int] = set()
 
         async def lane() -> None:
+            self._lanes += 1
+            try:
+                await work()
+            finally:
+                self._lanes -= 1
+
+        async def work() -> None:
             while not queue.empty():
                 row = queue.get_nowait()
                 await self.limit.acquire()
@@ -211,7 +221,7 @@ class Worker:
                 started.add(row.id)
                 try:
                     # the result first: ``pending`` may be flushed (replaced) while this lane awaits
-                    result = await stoppable(self.sender.send(row, self._handed_over(row.id)))
+                    result = await stoppable(self._send(row))
                     pending.delivered.append((row.id, result))
                 except DeliveryError as exc:
                     self._failure(row, exc, pending)
@@ -240,19 +250,34 @@ class Worker:
             raise
         await self._stored(settle)
 
+    async def _send(self, row: Row) -> str | None:
+        """The adapter's send, counted while it runs (:meth:`_commit` does not wait for such lanes)."""
+        self._sending += 1
+        try:
+            return await self.sender.send(row, self._handed_over(row.id))
+        finally:
+            self._sending -= 1
+
     async def _commit(self, pending: _Outcomes, sending: int | None) -> None:
         """Record the outcomes gathered so far and mark ``sending``, in a commit shared with the other lanes
         that ask before this one's turn comes: the first to ask lets the loop run once (the lanes ready
         now join), then commits for all; the others wait for that commit. Returns once it is stored."""
         group = self._group
         if group is not None:
+            group.joined += 1
             if sending is not None:
                 group.ids.append(sending)
             await asyncio.shield(group.done)  # (a follower cancelled at a stop leaves the commit to its leader)
             return
         group = self._group = _Group([] if sending is None else [sending])
         try:
-            await asyncio.sleep(0)
+            # lanes between a send's end and their own ask (a few turns of the loop: the send's task, the
+            # shield) join too, so that one commit serves them all; bounded, and a lane in a send is not
+            # waited for
+            for _ in range(4 * self.concurrency):
+                await asyncio.sleep(0)
+                if self._lanes - self._sending - 1 - group.joined <= 0:
+                    break
             self._group = None
             await self._stored(functools.partial(self._record, pending, group.ids))
         except BaseException:
@@ -305,6 +330,7 @@ class _Group:
 
     def __init__(self, ids: list[int]) -> None:
         self.ids = ids
+        self.joined = 0  # lanes that joined the leader's commit (the leader not counted)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
