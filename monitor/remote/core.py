@@ -30,10 +30,13 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import islice
+from operator import le
 from pathlib import Path
 
 from monitor import selfmetrics
@@ -95,6 +98,7 @@ class RemoteIntake:
         self._unstored: list[StateChange] = []  # effective changes the store refused, in order
         self._held = Episode(log, "remote changes not stored, held in order", "remote changes stored again")
         self._blind: dict[str, str] = {}  # poller -> why its view is set aside (logged on change)
+        self._latest = -math.inf  # the newest time of a remote change taken (see _bounded)
         self.configure(inv)
 
     def configure(self, inv: Inventory, now: float = 0.0) -> None:
@@ -107,6 +111,8 @@ class RemoteIntake:
             if tid not in self.states:
                 st = stored.get(tid)
                 self.states[tid] = restored(*st) if st is not None else TargetState()
+        # the newest time any remote target's state has: a batch at or after it needs no bounding
+        self._latest = max([self._latest, *(cur.since for t in self.remote if (cur := self.states.get(t)))])
         gone = [StateChange(tid, self.states.pop(tid).state, State.UNKNOWN, now, REMOVED)
                 for tid in sorted(old - self.remote) if tid not in inv.targets and tid in self.states]
         if gone:
@@ -196,7 +202,12 @@ class RemoteIntake:
         what the log already says, nor into the future."""
         if not changes:
             return changes
-        now, states = self.now(), self.states
+        now, stamps = self.now(), [c.ts for c in changes]
+        if min(stamps) >= self._latest and max(stamps) <= now and (
+                all(map(le, stamps, islice(stamps, 1, None))) or len({c.target for c in changes}) == len(changes)):
+            self._latest = max(stamps)  # the usual batch, newer than anything before: as it came (C loops)
+            return changes
+        states = self.states
         last: dict[str, float] = {}
         out = []
         for c in changes:
@@ -207,6 +218,7 @@ class RemoteIntake:
                 c = dataclasses.replace(c, ts=ts)
             last[c.target] = ts
             out.append(c)
+        self._latest = max(self._latest, *(c.ts for c in out))
         return out
 
     @staticmethod
