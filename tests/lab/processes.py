@@ -100,6 +100,7 @@ class DaemonProcess:
 
     role: tuple[str, ...] = ("run",)  # the subcommand and its arguments besides --config
     started = 'msg="monitor started"'  # the log line that says it is up
+    wrap: tuple[str, ...] = ()  # a command it runs under, e.g. ``ip netns exec NS`` (tests/lab/ha.py)
 
     def __init__(self, config: Path, log: Path) -> None:
         self.config = config
@@ -114,8 +115,8 @@ class DaemonProcess:
         created would run the migrations concurrently with the daemon.
         """
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = LabProcess([sys.executable, "-m", "monitor", self.role[0], "--config", str(self.config),
-                                   *self.role[1:]], self.log, env)
+        self.process = LabProcess([*self.wrap, sys.executable, "-m", "monitor", self.role[0], "--config",
+                                   str(self.config), *self.role[1:]], self.log, env)
         self.process.start()
         self.starts += 1
         try:

@@ -39,20 +39,27 @@ class PostgreSQL(RestartableServer):
     ``dsn`` is a libpq URL with the password in it (tests only); ``psql(sql)`` runs SQL as that role.
     """
 
-    def __init__(self, user: str = "monitor", password: str = "monitor-test-password") -> None:
+    def __init__(self, user: str = "monitor", password: str = "monitor-test-password", *, host: str = "127.0.0.1",
+                 root: Path | None = None, clients: str = "") -> None:
+        """``host``: the address it listens on (and clients use); ``root``: a new folder for the cluster
+        (default: a fresh one under /tmp); ``clients``: a network (CIDR) allowed to log in besides loopback."""
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
             pytest.fail(f"no postgres system user: run the README's test command (postgresql-{VERSION})")
         self.uid, self.gid = owner.pw_uid, owner.pw_gid
         self.user, self.password = user, password
-        self.root = Path(tempfile.mkdtemp(prefix="monitor-pg-"))
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="monitor-pg-"))
+        else:
+            root.mkdir()
+        self.root, self.host = root, host
         self.root.chmod(0o755)
         os.chown(self.root, self.uid, self.gid)
         self.data = self.root / "data"
         self.port = free_port()
         self.name = "postgres"
-        self.dsn = f"postgresql://{user}:{password}@127.0.0.1:{self.port}/monitor"
+        self.dsn = f"postgresql://{user}:{password}@{host}:{self.port}/monitor"
         pwfile = self.root / "pw"
         pwfile.write_text(password + "\n")
         os.chown(pwfile, self.uid, self.gid)
@@ -60,8 +67,11 @@ class PostgreSQL(RestartableServer):
         self._as_postgres([_binary("initdb"), "-D", str(self.data), "-U", user, f"--pwfile={pwfile}",
                            "-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"])
         pwfile.unlink()
+        if clients:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {clients} scram-sha-256\n")
         self.argv = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
-                     _binary("postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+                     _binary("postgres"), "-D", str(self.data), "-h", host, "-p", str(self.port),
                      "-k", str(self.root), "-c", "fsync=off", "-c", "full_page_writes=off",
                      "-c", "synchronous_commit=off", "-c", "logging_collector=off"]
         self._created = False
@@ -76,7 +86,7 @@ class PostgreSQL(RestartableServer):
     def psql(self, sql: str, database: str = "monitor") -> str:
         """Run ``sql`` over TCP as the test role; the unaligned, tuples-only output."""
         env = {"PGPASSWORD": self.password, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        proc = subprocess.run([_binary("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+        proc = subprocess.run([_binary("psql"), "-h", self.host, "-p", str(self.port), "-U", self.user,
                                "-d", database, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                               capture_output=True, text=True, timeout=60, env=env, check=False)
         if proc.returncode != 0:
@@ -84,7 +94,7 @@ class PostgreSQL(RestartableServer):
         return proc.stdout.strip()
 
     def ready(self) -> bool:
-        proc = subprocess.run([_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+        proc = subprocess.run([_binary("pg_isready"), "-h", self.host, "-p", str(self.port), "-q"],
                               capture_output=True, timeout=10, check=False)
         return proc.returncode == 0
 

@@ -26,11 +26,11 @@ USER, PASSWORD = "root", "password"
 
 
 class RequestTracker(RestartableServer):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         require_binary("rt-setup-database-5")
         self.root = root
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.config = root / "RT_SiteConfig.pm"
         self.config_dir = root / "siteconfig.d"
         self.config_dir.mkdir(exist_ok=True)
@@ -38,7 +38,7 @@ class RequestTracker(RestartableServer):
             "Set($DatabaseType, 'SQLite');\n"
             f'Set($DatabaseName, "{root}/rtdb");\n'
             "Set($WebPath, '');\n"
-            f"Set($WebBaseURL, 'http://127.0.0.1:{self.port}');\n"
+            f"Set($WebBaseURL, '{self.url}');\n"
             "Set($MailCommand, 'testfile');\n"
             "Set($LogToSTDERR, 'warning');\n"
             "1;\n"
@@ -46,7 +46,7 @@ class RequestTracker(RestartableServer):
         self.env = {**os.environ, "RT_SITE_CONFIG": str(self.config), "RT_SITE_CONFIG_DIR": str(self.config_dir)}
         self.name = "rt-server"
         self.argv = ["env", f"RT_SITE_CONFIG={self.config}", f"RT_SITE_CONFIG_DIR={self.config_dir}",
-                     RT_SERVER, "--host", "127.0.0.1", "--port", str(self.port), "--max-workers", "2"]
+                     RT_SERVER, "--host", host, "--port", str(self.port), "--max-workers", "2"]
         subprocess.run(
             ["rt-setup-database-5", "--action", "init", "--skip-create", "--dba", "", "--dba-password", ""],
             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True,

@@ -32,14 +32,15 @@ from tests.servers.restartable import RestartableServer
 
 
 class SmtpServer(RestartableServer):
-    def __init__(self, root: Path, *, user: str = "", password: str = "", tls: str = "none") -> None:
-        self.root = root
+    def __init__(self, root: Path, *, user: str = "", password: str = "", tls: str = "none",
+                 host: str = "127.0.0.1") -> None:
+        self.root, self.host = root, host
         self.port = free_port()
         self.maildir = root / "maildir"
         self.user, self.password, self.tls = user, password, tls
         self.name = "smtpd"
         self.argv = [sys.executable, "-m", "tests.servers.smtp", "--port", str(self.port), "--maildir",
-                     str(self.maildir)]
+                     str(self.maildir), "--host", host]
         if user:
             pw_file = root / "smtp-password"
             pw_file.write_text(password)
@@ -53,7 +54,7 @@ class SmtpServer(RestartableServer):
                 self.argv.append("--implicit-tls")
 
     def ready(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+        with socket.create_connection((self.host, self.port), timeout=1) as s:
             if self.tls == "implicit":
                 ctx = ssl.create_default_context(cafile=str(self.cert))
                 with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
@@ -126,6 +127,7 @@ def _main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--maildir", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--user", default="")
     ap.add_argument("--password-file", default="")
     ap.add_argument("--cert", default="")
@@ -153,7 +155,7 @@ def _main() -> None:
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(factory, "127.0.0.1", args.port,
+        server = await loop.create_server(factory, args.host, args.port,
                                           ssl=ctx if args.implicit_tls else None)
         async with server:
             await server.serve_forever()
