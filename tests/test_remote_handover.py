@@ -120,6 +120,26 @@ async def test_the_core_holds_a_pollers_changes_in_doubt_from_a_broker_crash_unt
         spool.close()
 
 
+async def test_a_poller_already_silent_is_not_waited_for_when_the_core_loses_the_broker(tmp_path: Path) -> None:
+    broker, spool, link = started(tmp_path)
+    core = Core(broker)
+    core.feed.handover.wait = 2.0
+    try:
+        async with running(core.feed.run()):
+            async with running(link.run()):
+                spool.add([down(1)])
+                link.added()
+                await until(lambda: spool.backlog() == 0, 60, "the change taken")
+            heard = core.feed.last_seen["p-arauca"]  # the poller stopped: silent from here on
+            await until(lambda: time.time() > heard + 2.5, 60, "the poller silent for the whole wait")
+            crash(broker)
+            await until(lambda: not core.feed.connected.is_set(), 60, "the core lost the broker")
+            assert core.feed.hold(time.time()) is None  # nothing to wait for: it hands over nothing
+    finally:
+        broker.stop()
+        spool.close()
+
+
 def test_a_doubt_ends_once_what_the_poller_announced_is_taken_or_after_the_wait() -> None:
     h = Handover(wait=30.0)
     h.lost(["p-a", "p-b"], 100.0)

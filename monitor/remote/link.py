@@ -360,8 +360,10 @@ class CoreFeed:
                     await cancel_until_done(acker)
             except aiomqtt.MqttError as exc:
                 # what its pollers publish now is not heard: correlation holds until they caught up
-                held = sorted(p for p, via in self._via.items() if via == where)
-                self.handover.lost(held, self.clock.now())
+                now = self.clock.now()  # (not one already gone: its last will, or silent for the whole wait)
+                held = sorted(p for p, via in self._via.items() if via == where and p not in self.offline
+                              and now - self.last_seen.get(p, now) <= self.handover.wait)
+                self.handover.lost(held, now)
                 event(log, logging.WARNING, "core lost a broker", broker=where, error=exc,
                       holding=",".join(held) or "-")
             finally:
