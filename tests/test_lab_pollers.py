@@ -25,7 +25,6 @@ from tests.lab.checks import (
     lifecycle,
     municipality_of,
     only_incident,
-    opened_since,
     timeline,
     wait_affected,
     wait_incident,
@@ -157,29 +156,29 @@ def test_broker_killed_while_changes_are_in_flight_loses_none(pollers_isp: Polle
     isp.lab.cut("t2")
     # the first confirmations are on their way to the core when the broker dies
     wait_for(lambda: any(c.new.value == "down" for c in p.poller.changes(start)), 60, "the poller's first DOWN")
+    holds = isp.daemon.log.read_text().count("correlation holds")
     p.kill_broker()
     killed = time.time()
     wait_for(lambda: poller_saw_all_down(p, start), 60, "the poller confirms the zone down")
+    early = len(zone_changes(p, start, at_core=True))  # the part of the batch the core took before the kill
     p.restart_broker()
     restarted = time.time()
     got = everything_handed_over(p, start)
+    handed_over = time.time() - restarted
     isp.latencies.append({"scenario": "poller's broker SIGKILLed mid-batch",
                           "broker_down_s": round(restarted - killed, 3),
-                          "handed_over_after_restart_s": round(time.time() - restarted, 3), "changes": len(got)})
+                          "handed_over_after_restart_s": round(handed_over, 3), "changes": len(got),
+                          "at_core_before_restart": early,
+                          "core_held_correlation": isp.daemon.log.read_text().count("correlation holds") > holds})
     assert {t for t, new, _ts in got if new == "down"} == set(zone_targets(isp.lab))
+    # the rest of the batch as soon as the core has subscribed again (its hello), not the poller's
+    # resend_after later (30 s in 2 of 4 runs before: docs/lab.md)
+    assert handed_over < 15, f"handed over {handed_over:.1f} s after the broker's restart\n{p.poller.log_tail()}"
     row = wait_incident(isp, start, "outage", "tower-2", timeout=120)
     row = wait_affected(isp, row.id, len(endpoints_behind(isp, AREA)))
-    # Changes the core took before the broker died may be a part of the batch, correlated alone (an
-    # outage at an AP, a single CPE) until the rest arrives: those end merged into the tower's (docs/lab.md)
-    strays = [r for r in opened_since(isp, start) if r.id != row.id]
-    wait_for(lambda: all(r.status == "merged" for r in opened_since(isp, start) if r.id != row.id), 30,
-             "the early incidents merged into the tower's")
-    assert {r.merged_into for r in opened_since(isp, start) if r.id != row.id} <= {row.id}, timeline(isp, start)
-    world = isp.receivers
-    isp.latencies[-1]["early_incidents"] = [f"{r.kind}@{r.root}" for r in strays]
-    isp.latencies[-1]["early_customer_notices"] = sum(
-        sum(world.customer_notices(r.id, "opened").values()) for r in strays) if world else 0
     print(isp.latencies[-1])
+    # what the core took before the broker died (an AP, a CPE) waited for the rest: no incident of its own
+    only_incident(isp, start, row.id)
     isp.lab.restore("t2")
     row = wait_resolved(isp, row.id, timeout=60)
     assert lifecycle(isp, row.id).count("opened") == 1
