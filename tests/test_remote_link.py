@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,27 @@ async def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(tmp_path: P
             await until(lambda: spool.backlog() == 0, 40, "spool drained")
         targets = [c.target for _, c in core.got]
         assert sorted(targets) == sorted(f"cpe-{i}" for i in range(1, 31)), "each change exactly once"
+    finally:
+        broker.stop()
+        spool.close()
+
+
+async def test_a_poller_that_failed_for_long_reaches_the_broker_within_seconds_of_its_return(
+        tmp_path: Path) -> None:
+    """Seven attempts failed in a row (the broker away for ~10-20 s): the next comes within 5 s, so the
+    spool is handed over soon after the broker is back (the back-off capped at 30 s made it up to
+    half a minute after a long partition: the lab's P2)."""
+    broker = Mosquitto(mqtt_dir(tmp_path))  # not started: the poller's path is down
+    spool = PollerSpool(tmp_path / "spool.db", "p-arauca", "arauca")
+    link = PollerLink(spool, [Broker("127.0.0.1", broker.port)], heartbeat=0.5)
+    try:
+        async with running(link.run()):
+            await until(lambda: link.failures >= 7, 120, "seven failed attempts")
+            broker.start()
+            back = time.monotonic()
+            await until(link.connected.is_set, 60, "the poller connected")
+            took = time.monotonic() - back
+            assert took < 10, f"connected {took:.1f} s after the broker's return"
     finally:
         broker.stop()
         spool.close()

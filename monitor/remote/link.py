@@ -79,7 +79,11 @@ MAX_HELLO = 64  # bytes of a hello payload
 CLOSE_TIMEOUT = 5.0  # s to say goodbye to a broker
 IN_FLIGHT = 100  # changes messages a poller publishes before waiting for their PUBACKs
 ACK_EVERY = 100  # messages the core takes at most before it acknowledges (it does sooner when idle)
-RECONNECT = RetrySettings(initial=0.5, maximum=30.0, factor=2.0, jitter=0.5, deadline=float("inf"))
+#: Between attempts to reach a broker: at most 5 s, so a poller cut off for minutes hands its spool
+#: over within seconds of its path's return (with 30 s, as first written, the lab's 2-minute
+#: partition was handed over 13.7 and 22 s after the heal in 2 of 3 runs). An attempt is one TCP
+#: connection: a few hundred pollers retrying every few seconds are nothing to a broker.
+RECONNECT = RetrySettings(initial=0.5, maximum=5.0, factor=2.0, jitter=0.5, deadline=float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,7 @@ class PollerLink:
         self.wake = asyncio.Event()  # set by whoever added to the spool
         self.acked = 0  # the core's last acknowledgement
         self.connected = asyncio.Event()
+        self.failures = 0  # attempts to reach a broker failed in a row
         self.hello: bytes | None = None  # the core's last hello seen
         self._resend = False  # a new hello: send everything the spool holds again, now
         self._beat = asyncio.Event()  # heartbeat now (a new hello: the core learns our last number at once)
@@ -177,7 +182,7 @@ class PollerLink:
         self.wake.set()
 
     async def run(self) -> None:
-        turn, failures = 0, 0
+        turn = 0
         will = aiomqtt.Will(self.topics["status"], OFFLINE, qos=1, retain=True)
         while True:
             try:
@@ -185,11 +190,11 @@ class PollerLink:
             except ConnectionError as exc:
                 event(log, logging.WARNING, "poller cannot reach a broker, spooling", error=exc,
                       backlog=self.spool.backlog())
-                failures += 1
-                await asyncio.sleep(backoff(RECONNECT, failures))  # the notifiers' back-off, with jitter
+                self.failures += 1
+                await asyncio.sleep(backoff(RECONNECT, self.failures))  # the notifiers' back-off, with jitter
                 turn += 1
                 continue
-            failures = 0
+            self.failures = 0
             event(log, logging.INFO, "poller connected", broker=f"{broker.host}:{broker.port}",
                   backlog=self.spool.backlog())
             try:
