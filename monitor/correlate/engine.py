@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat, starmap
-from operator import and_, eq, itemgetter
+from operator import and_, eq, itemgetter, ne
 from typing import cast
 
 from monitor.correlate.engine_state import _INF, LEFT_DOWN, MemberOp
@@ -123,6 +123,7 @@ class Engine(Restoring, Maintenance):
                     if degraded:
                         degraded.discard(tid)
                         if weak and tid in weak:
+                            self._era += 1
                             self.levels.changed(tid, False, "")  # down now, not weak: judged as any failure
                     if c.cause is not None:
                         causes[tid] = c.cause
@@ -143,8 +144,10 @@ class Engine(Restoring, Maintenance):
                         if due < next_due:
                             next_due = due
                     if tid in incidents:
+                        self._era += 1
                         self._keep_open(incidents[tid])  # its root failed again within the hold-down
             else:
+                self._era += 1  # anything but a failure may change what a settled failure is (_settled)
                 if c.old is DOWN or tid in down:
                     if rec[1] and (c.new is DEGRADED or lossy):
                         self._loss_changed(c)
@@ -169,6 +172,7 @@ class Engine(Restoring, Maintenance):
                 )
                 or (vantage and self._vantage_down())
             ):
+                self._era += 1
                 self._check_blind()
                 next_due = self._next_due()
         if len(self._uncounted) > _UNCOUNTED_MAX:
@@ -178,6 +182,7 @@ class Engine(Restoring, Maintenance):
     def _parent_down(self, tid: str, ts: float) -> None:
         """A node went down: children whose every uplink is now down are explained by it."""
         topo, down, unexplained = self.topo, self.down, self._unexplained
+        self._era += 1  # roots below change (_settled)
         if tid in self._top_set:
             self._tops_flag = self._tops_bad()
         sole = topo.sole_children[tid]
@@ -222,6 +227,7 @@ class Engine(Restoring, Maintenance):
         inc = self.by_id.get(inc_id)
         if inc is None:
             return False
+        self._era += 1
         weak_levels = inc_id in self.levels.ids
         self._run_timers(now)
         if weak_levels:
@@ -263,6 +269,7 @@ class Engine(Restoring, Maintenance):
                 break
             if best is None or (wdue is not None and wdue <= best[0][0]):
                 assert wdue is not None
+                self._era += 1
                 self.now = max(self.now, wdue)
                 self._sync_windows()
                 continue
@@ -271,6 +278,7 @@ class Engine(Restoring, Maintenance):
                 others = [q[0][0] for q in queues[1:] if q]
                 self._drain_settle(min([now, *others, *([wdue] if wdue is not None else [])]))
                 continue
+            self._era += 1  # any other timer may change what a settled failure is (_settled)
             if best is after:
                 self._judge_after_blind()
                 continue
@@ -300,7 +308,7 @@ class Engine(Restoring, Maintenance):
         only the entries with something to decide take the per-entry steps below, and a decision
         puts the rest of its chunk back, since it may change what they lead to.
         """
-        settle, down, ignored, evaluate = self._settle, self.down, self._ignored, self._evaluate
+        settle, down, ignored, evaluate = self._settle, self.down, self._ignored, self._judge
         member, incidents, basis, topo_root = self.member, self.incidents, self.basis, self._topo_root
         parents, root_cache = self.topo.parents, self._root_cache
         last = self.now
@@ -343,6 +351,41 @@ class Engine(Restoring, Maintenance):
         if last > self.now:
             self.now = last
 
+    def _judge(self, key: str) -> None:
+        """``_evaluate`` a settled failure; note an outage it opened over its root's down subtree.
+
+        Right after such an opening every member of the outage is down with its root walk leading
+        to the outage's root, so until anything but an endpoint going down happens (``_era``), a
+        settle entry of a member needs no other check (``_settled``). A judgement that changed
+        nothing (the root's own entry, typically) leaves that so.
+        """
+        calm = self._calm is not None and self._calm[1] == self._era
+        seq, n_open, before = self.next_seq, len(self.by_id), self._mark()
+        self._evaluate(key)
+        self._era += 1
+        if calm and self._mark() == before:
+            assert self._calm is not None
+            self._calm = (self._calm[0], self._era)
+            return
+        m = self.member.get(key)
+        if (
+            self.next_seq == seq + 1 and len(self.by_id) == n_open + 1  # one opened, nothing merged or closed
+            and m is not None and m in self.down and not self.lossy and not self._fading
+            and self._walk_up(m) == m  # m is where its members' root walks end (not a dark node's root)
+        ):
+            inc = self.incidents.get(m)
+            if inc is not None and inc.seq == seq and self.basis[inc.id] == "outage":
+                self._calm = (m, self._era)
+
+    def _mark(self) -> tuple[object, ...]:
+        """What a judgement changes when it changes anything (members log every move)."""
+        inc = self.incidents.get(self._calm[0]) if self._calm is not None else None
+        return (
+            self.next_seq, len(self.by_id), len(self.member_log), len(self._queue), len(self._settle),
+            len(self.lossy), len(self._fading), len(self._ignored), self.blind, inc,
+            None if inc is None else (self.basis.get(inc.id), inc.kind, len(inc.members)),
+        )
+
     def _attached(self, key: str) -> bool:
         """``key`` (down) is attached to the outage its root walk leads to: nothing to decide."""
         m = self.member.get(key)
@@ -358,6 +401,13 @@ class Engine(Restoring, Maintenance):
         """Per settle entry: still down since then and attached to the outage its (cached) root walk
         leads to, i.e. what the per-entry check would skip, worked out in C. False where unsure."""
         keys = list(map(_KEY, chunk))
+        calm = self._calm
+        if calm is not None and calm[1] == self._era and not self._windows:
+            # nothing but endpoints going down since an outage at m took its root's down subtree
+            # (``_judge``): its members are still down and attached, their roots at m; an entry of
+            # one is skipped either way (a stale one too): one lookup per entry, not three
+            m = calm[0]
+            return list(map(and_, map(ne, keys, repeat(m)), map(eq, map(self.member.get, keys), repeat(m))))
         alive = map(eq, map(self.down.get, keys), map(_STAMP, chunk))
         ms = list(map(self.member.get, keys))
         basis, incidents = self.basis, self.incidents

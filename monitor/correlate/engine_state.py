@@ -97,6 +97,10 @@ class EngineState:
         # (``_counts``), in one pass over a burst's shared tuples instead of one per endpoint
         self._uncounted: list[tuple[str, ...]] = []
         self._root_cache: dict[str, str] = {}  # node -> its topological root, while states hold still
+        # the burst's settle shortcut (Engine._settled): _era counts everything but an endpoint going
+        # down; _calm = (root, era) of an outage just opened over its root's down subtree
+        self._era = 0
+        self._calm: tuple[str, int] | None = None
         # a parents tuple (shared by siblings) with one parent -> that parent (Engine._settled)
         self._sole_parent = {ps: ps[0] for ps in set(topo.parents.values()) if len(ps) == 1}
         self._with_kids = frozenset(t for t, kids in topo.children.items() if kids)  # (_down_subtree)

@@ -15,6 +15,7 @@ class Maintenance(Recovery):
 
     def set_windows(self, windows: Iterable[Window]) -> None:
         """Replace the maintenance windows (from config, CLI or store); takes effect at the next tick."""
+        self._era += 1  # (Engine._settled: what a settled failure is may change)
         self._windows = sorted(windows, key=lambda w: (w.start, w.id))
         for wid in sorted(set(self._active) - {w.id for w in self._windows}):
             self._end_window(self._active[wid])

@@ -49,6 +49,7 @@ class Restoring(Blindness):
             self.next_seq = max(self.next_seq, closed_blind.seq + 1)
         self._restore_timers(blind_ended)
         self._restore_blindness()
+        self._era += 1  # (Engine._settled)
 
     def _restore_back(self, back: Mapping[str, float]) -> None:
         """When each node last came back: the grace of the members below it counts from then."""
