@@ -124,6 +124,24 @@ def test_a_silent_poller_is_set_aside_while_another_is_live_and_all_silent_chang
     assert [(c.target, c.new) for c in v.set_silent(set(), 400.0)] == [("twr", UP)]
 
 
+def test_a_tower_cut_behind_which_the_town_poller_falls_silent_is_down_by_the_noc_poller_alone() -> None:
+    """The tower's backhaul fails: the NOC poller sees everything of the zone down, the town poller (behind
+    that backhaul) still sees it up until it falls silent. While both are heard they disagree and the NOC
+    poller is blind; once the town poller is silent the NOC poller is the only view left, nothing to
+    compare with (as in a zone of one poller): its all-down view counts, one change per target, as the
+    single daemon's would (the namespace lab: tests/test_lab_zones.py)."""
+    v = both_up()
+    out = [c for t in TOWN for c in v.report("p-noc", ch(t, UP, DOWN, 100.0 + TOWN.index(t)))]
+    assert out == [] and v.blind["town"] == {"p-noc": "blind: all 5 targets it sees are down"}
+    out = v.set_silent({"p-town"}, 110.0)
+    assert v.blind["town"] == {}
+    assert [(c.target, c.old, c.new, c.ts) for c in out] == [(t, UP, DOWN, 110.0) for t in sorted(TOWN)]
+    assert out[0].reason == "down from every vantage point: p-noc; set aside: p-town (silent)"
+    assert v.set_silent(set(), 200.0) == []  # the town poller back: catching up, the NOC still rules
+    assert [(c.target, c.new) for c in v.report("p-noc", ch("twr", DOWN, UP, 210.0, "answers"))] == [("twr", UP)]
+    assert v.caught_up("p-town", 220.0) != [] and all(v.state(t) is UP for t in TOWN)
+
+
 def test_a_poller_back_from_silence_counts_again_once_caught_up_not_with_its_stale_view() -> None:
     """The town poller was cut from the broker while the tower failed: the NOC's view ruled (down). Heard
     again, its old view (up) would undo that until its spool brought the failure: it catches up first."""

@@ -16,12 +16,15 @@ The rule (``docs/correlation.md``, "Several vantage points"):
   sees it degraded, DOWN only when every voter sees it down.
 - A poller is *blind*, and its view set aside, while its declared vantage node (``vantage:`` in its
   zone: the node it sees the zone through) is down, as it sees that node itself when the node is in
-  its own zone, else as the core polls it; or, in a zone with several pollers, while every target it
-  sees is down (at least :data:`MIN_ALL_DOWN`) and no other live poller of the zone sees everything
-  down too. A poller whose own uplink fails sees everything fail together; when another vantage point
-  agrees that nothing answers, the zone is down as far as anyone can tell and correlation judges it
-  as in single-daemon mode. In a zone with one poller there is no second view to compare with, so
-  only the declared vantage node makes it blind.
+  its own zone, else as the core polls it; or, while another poller of its zone is live too, while
+  every target it sees is down (at least :data:`MIN_ALL_DOWN`) and no other live poller of the zone
+  sees everything down too. A poller whose own uplink fails sees everything fail together; when
+  another vantage point agrees that nothing answers, the zone is down as far as anyone can tell and
+  correlation judges it as in single-daemon mode. With no other live poller (a zone of one poller, or
+  the others silent) there is no second view to compare with, so only the declared vantage node
+  makes it blind: a tower's backhaul that fails cuts the town's poller behind it from the broker, and
+  once that one is silent the NOC's poller, seeing the whole zone down, reports the outage the single
+  daemon would.
 - A silent poller is set aside while another poller of its zone is live. When every poller of a
   zone is silent nothing changes here: the zone is blind (:mod:`.silence`), the core shows its
   targets as unknown, and the pollers' spools bring what happened meanwhile.
@@ -284,7 +287,7 @@ class Vantages:
                 if seen is State.DOWN:
                     out[p] = f"blind: its vantage node {v} is down"
                     continue
-            if len(pollers) > 1 and all_down == [p]:
+            if len(live) > 1 and all_down == [p]:
                 out[p] = f"blind: all {self.known[p]} targets it sees are down"
         return out
 
