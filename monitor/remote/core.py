@@ -99,6 +99,7 @@ class RemoteIntake:
         self._held = Episode(log, "remote changes not stored, held in order", "remote changes stored again")
         self._blind: dict[str, str] = {}  # poller -> why its view is set aside (logged on change)
         self._latest = -math.inf  # the newest time of a remote change taken (see _bounded)
+        self._silent: set[str] = set()  # pollers not heard within silent_after (logged on change)
         self.configure(inv)
 
     def configure(self, inv: Inventory, now: float = 0.0) -> None:
@@ -151,6 +152,7 @@ class RemoteIntake:
         """Once a second: the pollers silent now (a silent poller's view is set aside while another
         poller of its zone is heard)."""
         if self.vantage is not None:
+            self._log_silent(silent)
             self._take_quietly(self.vantage.set_silent(silent, now))
             if self.vantage.changed:
                 self._save_views(self.vantage)
@@ -236,6 +238,17 @@ class RemoteIntake:
             event(log, logging.WARNING, "more targets down, degraded or unknown in the same batch",
                   poller=poller or "-", down=counts["down"], degraded=counts["degraded"], unknown=counts["unknown"],
                   first=format_ts(min(c.ts for c in bad)), last=format_ts(max(c.ts for c in bad)))
+
+    def _log_silent(self, silent: set[str]) -> None:
+        """One line when a poller falls silent, one when it is heard again: in a zone with another
+        poller the zone is not blind (no zone line, no alert), and this says whose view is missing."""
+        assert self.vantage is not None
+        for p in sorted(silent - self._silent):
+            event(log, logging.WARNING, "poller silent, its view set aside", poller=p,
+                  zone=self.vantage.poller_zone.get(p, "-"))
+        for p in sorted(self._silent - silent):
+            event(log, logging.INFO, "poller heard again", poller=p, zone=self.vantage.poller_zone.get(p, "-"))
+        self._silent = set(silent)
 
     def _log_blind(self) -> None:
         """One line when a poller's view is set aside as blind, one when it counts again."""

@@ -84,6 +84,16 @@ def isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IspRun]:
         _report(run)
 
 
+def lab_folder(tmp_path_factory: pytest.TempPathFactory, *tools: str) -> Path:
+    """Skip without root; fail clearly without one of ``tools``; the lab's temp folder, named so a later
+    run can tell it stale (:func:`tests.lab.topology.folder_name`)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, raw ICMP)")
+    for tool in ("ip", "nft", "snmpd", "influxd", *tools):
+        require_binary(tool)
+    return tmp_path_factory.mktemp(folder_name())
+
+
 def lab_world(stack: ExitStack, folder: Path) -> tuple[IspLab, InfluxDB1, Receivers | None]:
     """The network with its agents, InfluxDB (database ``monitor``) and, once the daemon delivers, the
     receivers; all undone by ``stack``."""

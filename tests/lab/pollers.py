@@ -63,6 +63,7 @@ class PollerProcess(DaemonProcess):
 
     role = ("poll", "--zone", ZONE, "--poller", POLLER)
     started = 'msg="poller started"'
+    poller, zone = POLLER, ZONE
 
     def changes(self, since: float = 0.0) -> list[StateChange]:
         """What the poller confirmed (its own event store: every change it spooled is there first)."""
@@ -74,7 +75,7 @@ class PollerProcess(DaemonProcess):
 
     def backlog(self) -> int:
         """Rows of its spool the core has not acknowledged yet (0: everything handed over)."""
-        spool = PollerSpool(self.config.parent / "var" / f"poller-{POLLER}.db", POLLER, ZONE)
+        spool = PollerSpool(self.config.parent / "var" / f"poller-{self.poller}.db", self.poller, self.zone)
         try:
             return spool.backlog()
         finally:

@@ -50,6 +50,8 @@ ROOT_LINK_PREFIX = "mlu"
 CPES_PER_AP = (8, 8, 7, 7)  # 30 customers
 SILENCE_TABLE = "lab_silence"
 LOSS_TABLE = "lab_loss"
+UPLINK_TABLE = "lab_uplink"  # a host's own uplink cut (nftables inside the host's namespace)
+HOSTS_AT = 160  # hosts' /30s from here on in the lab's /24 (the LANs end at .159)
 IPV6_NODES = ("ap-3",)  # monitored over IPv6, with the CPEs behind them
 # Inside every router namespace: forward IPv6 too; no duplicate address detection (a link coming
 # back would answer only after DAD, ~1-2 s late); keep IPv6 addresses on a link set down (the
@@ -101,6 +103,7 @@ class IspLab:
         self.pid = os.getpid()
         self.routers: dict[str, Router] = {}
         self.links: dict[str, Link] = {}
+        self.hosts: dict[str, Router] = {}  # machines hanging off a router (a remote poller's), not polled
         self.root_link = f"{ROOT_LINK_PREFIX}{self.pid}"
         self.net: ipaddress.IPv4Network | None = None
         self.net6: ipaddress.IPv6Network | None = None
@@ -221,6 +224,32 @@ class IspLab:
             family = "-6" if ":" in via else "-4"
             sh("ip", "-n", router.namespace, family, "route", "replace", prefix, "via", via)
 
+    def attach_host(self, name: str, router: str) -> Router:
+        """A machine of its own (a remote poller's) on a link of its own to ``router``, dual-stack.
+
+        Not a node of the inventory: no agent, nobody polls it. Every router from ``router`` up to the
+        core gets a route to the host's link (the root namespace routes the whole lab via the core),
+        so the host reaches the monitor's side and every lab address, and it is cut from all of them
+        by :meth:`cut_host` without touching any other link.
+        """
+        n = len(self.hosts)
+        up = self.routers[router]
+        base = HOSTS_AT + 4 * n
+        host = self._router(name, "host", router, self._addr(base + 2))
+        del self.routers[name]  # not a node: no agent, not in the inventory
+        self.hosts[name] = host
+        self._link(f"h-{name}", up, f"h{n}", self._addr(base + 1), host, "wan0", 0x20 + n)
+        host.routes += [("default", self._addr(base + 1)), ("default", self._links_up6(f"h-{name}"))]
+        prefix4, prefix6 = f"{self._addr(base)}/30", str(self._net6(0x20 + n))
+        child, above = up, up.parent
+        while above is not None:
+            parent = self.routers[above]
+            parent.routes += [(prefix4, child.address), (prefix6, child.address6)]
+            self.apply_routes(parent)
+            child, above = parent, parent.parent
+        self.apply_routes(host)
+        return host
+
     # ------------------------------------------------------------------ faults
 
     def cut(self, link: str) -> None:
@@ -234,7 +263,20 @@ class IspLab:
         self.apply_routes(self._router_of(lk.down_ns))
 
     def _router_of(self, namespace: str) -> Router:
-        return next(r for r in self.routers.values() if r.namespace == namespace)
+        return next(r for r in (*self.routers.values(), *self.hosts.values()) if r.namespace == namespace)
+
+    def cut_host(self, name: str) -> None:
+        """Cut a host's own uplink from inside its namespace: nftables drops everything but loopback,
+        both ways (its sends fail as a firewall's would; its link stays up, nothing else changes)."""
+        rules = ("chain input {\n type filter hook input priority 0; policy accept;\n iif lo accept\n drop\n }\n"
+                 " chain output {\n type filter hook output priority 0; policy accept;\n oif lo accept\n drop\n }")
+        ns = self.hosts[name].namespace
+        sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", UPLINK_TABLE, check=False)
+        sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=f"table inet {UPLINK_TABLE} {{\n {rules}\n}}\n")
+
+    def restore_host(self, name: str) -> None:
+        sh("ip", "netns", "exec", self.hosts[name].namespace, "nft", "delete", "table", "inet", UPLINK_TABLE,
+           check=False)
 
     def set_loss(self, node: str, percent: int) -> None:
         """Drop ``percent`` % of the echo requests to a node's polled address (the kernel has no netem)."""
@@ -264,6 +306,8 @@ class IspLab:
         for r in self.routers.values():
             for table in (LOSS_TABLE, SILENCE_TABLE):
                 sh("ip", "netns", "exec", r.namespace, "nft", "delete", "table", "inet", table, check=False)
+        for host in self.hosts:
+            self.restore_host(host)
         self._root_routes()
 
     # ------------------------------------------------------------------ queries
@@ -281,7 +325,9 @@ class IspLab:
         return out
 
     def exec_argv(self, node: str, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.routers[node].namespace, *argv]
+        """``argv`` run inside a router's namespace, or a host's."""
+        where = self.routers.get(node) or self.hosts[node]
+        return ["ip", "netns", "exec", where.namespace, *argv]
 
     def cleanup(self) -> None:
         """Delete our namespaces (their veths and nft tables go with them); never raises."""

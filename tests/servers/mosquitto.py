@@ -26,9 +26,10 @@ USER, PASSWORD = "monitor", "mqtt-pass-9"
 
 class Mosquitto(RestartableServer):
     def __init__(self, root: Path, *, tls: bool = False, users: Mapping[str, str] | None = None,
-                 acl: str | None = None) -> None:
+                 acl: str | None = None, host: str = "127.0.0.1") -> None:
         binary = require_binary("mosquitto")
         self.root = root
+        self.host = host  # the listeners' address: loopback, or a lab's address its namespaces reach
         self.port = free_port()
         self.auth_port = free_port()
         while self.auth_port == self.port:  # the kernel may hand out a just-closed port again
@@ -50,9 +51,9 @@ class Mosquitto(RestartableServer):
             "persistence true\n"
             f"persistence_location {root}/\n"
             "log_dest stdout\n"
-            f"listener {self.port} 127.0.0.1\n"
+            f"listener {self.port} {host}\n"
             "allow_anonymous true\n"
-            f"listener {self.auth_port} 127.0.0.1\n"
+            f"listener {self.auth_port} {host}\n"
             "allow_anonymous false\n"
             f"password_file {pw}\n"
             + acl_line
@@ -65,7 +66,7 @@ class Mosquitto(RestartableServer):
             while self.tls_port in (0, self.port, self.auth_port):
                 self.tls_port = free_port()
             text += (
-                f"listener {self.tls_port} 127.0.0.1\n"
+                f"listener {self.tls_port} {host}\n"
                 f"cafile {self.ca.cert}\n"
                 f"certfile {server.cert}\n"
                 f"keyfile {server.key}\n"
@@ -77,12 +78,12 @@ class Mosquitto(RestartableServer):
         self.argv = [binary, "-c", str(self.config)]
 
     def ready(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+        with socket.create_connection((self.host, self.port), timeout=1):
             pass
         if self.ca is not None:
             ctx = ssl.create_default_context(cafile=str(self.ca.cert))
-            with socket.create_connection(("127.0.0.1", self.tls_port), timeout=1) as s, \
+            with socket.create_connection((self.host, self.tls_port), timeout=1) as s, \
                     ctx.wrap_socket(s, server_hostname="127.0.0.1"):
                 pass
-        with socket.create_connection(("127.0.0.1", self.auth_port), timeout=1):
+        with socket.create_connection((self.host, self.auth_port), timeout=1):
             return True
