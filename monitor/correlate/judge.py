@@ -28,6 +28,7 @@ class Judgement(LossyLinks):
             inc = self._open_degraded(root) if basis == "degraded" else self._open(root, basis)
             if basis == "outage" and root in self.down:
                 self._absorb(inc, self._down_subtree(root))
+                self._fold_dark(inc)  # what was judged below it before it was confirmed DOWN
             elif basis == "outage":
                 self._fibre_cut(inc)  # K and P of the ONUs below an answering port report LOS
             elif basis == "suspected":
@@ -64,7 +65,7 @@ class Judgement(LossyLinks):
         # (an ONU whose OLT reports dying gasp or LOS failed for that reason, whatever the loss on the
         # links above: the OLT's table answered; scenario power_cut_beyond_rain_fade)
         cause_decides = root == tid and self.cause.get(tid) in (DYING_GASP, LOS)
-        dark = None if cause_decides else self._dark_above(root)
+        dark = None if cause_decides or self.down.keys().isdisjoint(topo.ancestors[root]) else self._dark_above(root)
         if (self.lossy or self._fading) and not cause_decides:
             top = self._loss_top(root)
             if top is not None and (dark is None or dark not in topo.ancestors[top]):
@@ -198,7 +199,7 @@ class Judgement(LossyLinks):
             key = member.get(t)
             if (key is not None and key != t) or all(p in down for p in parents[t]) or causes.get(t) == DYING_GASP:
                 continue
-            if self._behind_dark(t):
+            if not down.keys().isdisjoint(anc) and self._behind_dark(t):
                 continue
             inner = anc[: anc.index(node)]
             failed.append(inner)
@@ -233,7 +234,8 @@ class Judgement(LossyLinks):
         for t in self._in_window:
             key = member.get(t)
             if (key is not None and key != t) or all(p in down for p in parents[t]) or (
-                    causes and causes.get(t) == DYING_GASP) or self._behind_dark(t):
+                    causes and causes.get(t) == DYING_GASP) or (
+                    not down.keys().isdisjoint(ancestors[t]) and self._behind_dark(t)):
                 for a in wanted & set(ancestors[t]):
                     counts[a] -= 1
         return counts
@@ -266,7 +268,7 @@ class Judgement(LossyLinks):
         for t in self.topo.descendants(node):
             if (
                 t in self.down and t in self.topo.endpoint and t not in self._ignored and self._topo_root(t) == t
-                and not self._behind_dark(t)
+                and (self.down.keys().isdisjoint(self.topo.ancestors[t]) or not self._behind_dark(t))
             ):
                 why = causes.get(t) if causes else None
                 if (why != cause) if cause is not None else (why == DYING_GASP):

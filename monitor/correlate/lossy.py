@@ -108,6 +108,30 @@ class LossyLinks(EngineState):
         explained, so it counts toward no mass rule (an ONU reporting dying gasp or LOS is its cause's)."""
         return self.cause.get(t) not in (DYING_GASP, LOS) and self._dark_above(t) is not None
 
+    def _fold_dark(self, inc: Incident) -> None:
+        """An outage opening at a node that turns out dark (``_dark_above``: answering below it) takes
+        the incidents opened below it just before, whose failures it now explains.
+
+        A CPE behind the backhaul can be confirmed down and judged (a single) before the backhaul's
+        third lost poll confirms it DOWN; judged now, it would be the backhaul's. Folded as
+        ``_fold_below`` folds what opened just before a loss was confirmed (same horizon), not as
+        rule 3's walk over the down subtree, which stops at the answering nodes.
+        """
+        node, ancestors = inc.root, self.topo.ancestors
+        horizon = self.now - self.s.settle - 3 * self.s.interval - self.s.hold_down
+        recent = [
+            i for i in self.incidents.values()
+            if i is not inc and i.opened_at >= horizon and node in ancestors.get(i.root, ())
+            and self.basis[i.id] in ("single", "outage", "suspected") and self._dark_above(i.root) == node
+        ]
+        for old in sorted(recent, key=lambda i: i.seq):
+            if old.id not in self.by_id:
+                continue  # merged already by an earlier one's move
+            moved = sorted(old.members, key=self.topo.sort_key)
+            self._absorb(inc, moved)
+            if old.id in self.by_id:
+                self._merge(old, inc, [])
+
     def _attach_lossy(self, inc: Incident, tid: str) -> None:
         """A failure below a lossy node joins its incident, with the down subtree it explains."""
         if self.member.get(tid) == inc.root:
@@ -154,9 +178,6 @@ class LossyLinks(EngineState):
         if self.blind is not None:
             return
         top = self._loss_top(node) or node
-        dark = self._dark_above(node)  # confirmed DOWN above the loss, with an incident: that takes them
-        if dark is not None and dark in self.topo.ancestors.get(top, ()) and dark in self.incidents:
-            top = dark
         horizon = self.now - self.s.settle - 3 * self.s.interval - self.s.hold_down
         ancestors = self.topo.ancestors
         recent = [
