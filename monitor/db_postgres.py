@@ -33,17 +33,22 @@ The connection runs in autocommit mode (transactions are explicit, as the stores
 reconnects by itself on its next statement after the server went away (not inside a transaction,
 whose remaining statements fail until its end); the statement that met the failure raises
 :class:`monitor.db.DatabaseError`, which the stores turn into their own errors (the daemon holds what
-it could not write and retries). The password comes from the usual secret sources
+it could not write and retries). A silent network (packets dropped, no reset) costs the first
+statement that meets it :data:`USER_TIMEOUT` and then fails every statement at once while a thread
+connects again (:class:`_Reach`): the daemon's event loop, which calls the stores and also polls, is
+held seconds once per cut, not at every statement and retry. The password comes from the usual secret sources
 (config ``store_password``), never from the URL, and is never in a message: :meth:`describe` is the
 URL without it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import itertools
 import re
 import select
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -130,12 +135,129 @@ def translate(sql: str) -> str:
     return _TOKENS.sub(lambda m: _REPLACE.get(m.group(0), m.group(0)), sql)
 
 
+#: how long what a connection sent may stay unacknowledged by the server's machine before the
+#: connection counts as lost (libpq's ``tcp_user_timeout``; keepalive probes of an idle connection
+#: too). It bounds how long a statement holds the daemon's event loop when the network goes silent;
+#: a live server's kernel acknowledges within milliseconds however busy the server is.
+USER_TIMEOUT = 2.0
+
+
+class _Reach:
+    """Whether one database server answers, as this process's connections to it found: shared by them.
+
+    The daemon calls its stores on its event loop, which also polls. When the network to the server
+    goes silent (packets dropped, no reset), the first statement that meets it waits out
+    :data:`USER_TIMEOUT` and marks the server unreachable; from then on every statement of every
+    connection to it fails at once, instead of each one waiting out its own timeout and each reconnect
+    its ``connect_timeout`` (10 s each, again at every retry). Connecting happens on a thread of its
+    own, one attempt at a time; a caller waits for an attempt it started only :data:`WAIT` (a server
+    that is up, or refuses, answers within that), and not at all for one already under way. An
+    attempt that connects makes the server reachable again.
+    Only silence marks the server unreachable (a timeout, or a connection not made within WAIT): a
+    refusal or a reset (a restart) leaves every connection to try again at once, as before.
+    Connections opened before the server was lost are replaced once it is back (``losses``): a restart
+    ended their sessions, and finding that out statement by statement would be an episode of its own.
+    """
+
+    WAIT = 0.5
+
+    def __init__(self) -> None:
+        self.down = False
+        self.losses = 0  # how many times the server was found lost (connections remember it at opening)
+        self._lock = threading.Lock()
+        self._attempt: concurrent.futures.Future[psycopg.Connection[Any]] | None = None
+
+    def lost(self) -> None:
+        self.down = True
+        self.losses += 1
+
+    def check(self, engine: PostgreSQL) -> None:
+        """Nothing while the server is reachable; else DatabaseError (at once, or after WAIT for an
+        attempt this call started), until an attempt connected."""
+        if not self.down:
+            return
+        attempt, new = self._start(engine)
+        if new:
+            concurrent.futures.wait([attempt], timeout=self.WAIT)
+        if attempt.done() and attempt.exception() is None:
+            with self._lock:
+                mine = self._attempt is attempt
+                if mine:
+                    self._attempt = None
+            if mine:
+                attempt.result().close()  # (only a proof: a connection that needs a new one makes its own)
+            self.down = False
+            return
+        raise DatabaseError(f"{engine.describe()} does not answer (the network or the server is down):"
+                            " connecting again in the background")
+
+    def connect(self, engine: PostgreSQL) -> psycopg.Connection[Any]:
+        """A new connection: the one an attempt made, or a new attempt's if it connects within WAIT."""
+        attempt, new = self._start(engine)
+        try:
+            conn = attempt.result(timeout=self.WAIT if new else 0)
+        except concurrent.futures.TimeoutError:
+            if not self.down:
+                self.lost()  # (no answer within WAIT: silence, or a server too slow to count on now)
+            raise DatabaseError(f"{engine.describe()} does not answer yet: connecting in the background") from None
+        except psycopg.Error as exc:
+            if _silent(exc) and not self.down:
+                self.lost()
+            raise _error(exc) from exc
+        finally:
+            with self._lock:
+                if self._attempt is attempt and attempt.done():
+                    self._attempt = None  # (taken, or failed: the next call tries again)
+        self.down = False
+        return conn
+
+    def _start(self, engine: PostgreSQL) -> tuple[concurrent.futures.Future[psycopg.Connection[Any]], bool]:
+        with self._lock:
+            attempt = self._attempt
+            if attempt is not None and not (attempt.done() and attempt.exception() is not None):
+                return attempt, False
+            attempt = self._attempt = concurrent.futures.Future()
+        threading.Thread(target=_connect_into, args=(engine, attempt), name="postgresql-connect", daemon=True).start()
+        return attempt, True
+
+
+def _silent(exc: BaseException) -> bool:
+    """Whether a connection failed for want of any answer (a timeout), not by the server's refusal or
+    reset (a restart: connecting again at once is cheap and right)."""
+    text = str(exc)
+    return "timed out" in text or "timeout expired" in text
+
+
+def _connect_into(engine: PostgreSQL, attempt: concurrent.futures.Future[psycopg.Connection[Any]]) -> None:
+    try:
+        attempt.set_result(engine.raw_connect())
+    except BaseException as exc:  # (handed to whoever waits for the attempt)
+        attempt.set_exception(exc)
+
+
+_REACHES: dict[tuple[type, str], _Reach] = {}
+_REACHES_LOCK = threading.Lock()
+
+
+def _reach(engine: PostgreSQL) -> _Reach:
+    """The reachability of ``engine``'s server as this process knows it (one per engine class and URL:
+    the lease's connections, with their own timeouts, keep their own)."""
+    key = (type(engine), engine.url)
+    with _REACHES_LOCK:
+        reach = _REACHES.get(key)
+        if reach is None:
+            reach = _REACHES[key] = _Reach()
+        return reach
+
+
 class Connection:
     """A psycopg connection that takes the stores' SQL and raises :class:`DatabaseError`."""
 
     def __init__(self, engine: PostgreSQL, conn: psycopg.Connection[Any]) -> None:
         self.engine = engine
         self.conn = conn
+        self.reach = _reach(engine)
+        self._opened_at = self.reach.losses
         self.lock_wait: float | None = None
         self._closed = False
         self._batch: list[tuple[str, Any, _Result]] | None = None  # a batched transaction's queue
@@ -149,13 +271,24 @@ class Connection:
         """The connection, opened again if the server dropped it; but never inside a transaction: the
         transaction died with the old connection, and its remaining statements on a new one would run
         alone, each committed by itself. They fail instead, until the transaction's end (ROLLBACK)."""
+        reach = self.reach
+        reach.check(self.engine)
+        if self._opened_at != reach.losses and not self._in_transaction and not self.conn.closed:
+            self.conn.close()  # (opened before the server was lost: replaced, see _Reach)
         if self.conn.closed and not self._closed:
             if self._in_transaction:
                 raise DatabaseError("the connection to the server was lost inside a transaction")
-            self.conn = self.engine.raw_connect()
+            self._opened_at = reach.losses
+            self.conn = reach.connect(self.engine)
             if self.lock_wait is not None:
                 self.conn.execute(_lock_timeout(self.lock_wait))
         return self.conn
+
+    def _failed(self, exc: psycopg.Error) -> DatabaseError:
+        """A driver error as ours; a connection lost to silence marks the server unreachable."""
+        if self.conn.closed and _silent(exc):
+            self.reach.lost()
+        return _error(exc)
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any] | _Result:
         if self._batch is not None:
@@ -163,6 +296,8 @@ class Connection:
             self._batch.append((sql, tuple(parameters), result))
             return result
         ends = sql in ("COMMIT", "ROLLBACK")
+        if ends and self.reach.down and not self.conn.closed:
+            self.conn.close()  # (not waited on: the server ends the transaction of a connection that went)
         if ends and self.conn.closed and self._in_transaction:
             self._in_transaction = False  # (its transaction is gone with the connection)
             if sql == "ROLLBACK":  # nothing left to roll back
@@ -180,7 +315,7 @@ class Connection:
                 return conn.execute(translate(sql), parameters)
             return conn.execute(sql)
         except psycopg.Error as exc:
-            raise _error(exc) from exc
+            raise self._failed(exc) from exc
 
     def _begin_write(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
         """BEGIN, the write lock and (while fenced) the lease check, in one round trip. A failure leaves
@@ -203,7 +338,7 @@ class Connection:
                 cur.executemany(translate(sql), rows)
             return cur
         except psycopg.Error as exc:
-            raise _error(exc) from exc
+            raise self._failed(exc) from exc
 
     def begin_pipelined(self) -> None:
         """Begin a batched transaction: its statements are queued, nothing is sent until
@@ -269,7 +404,7 @@ class Connection:
                     self._session = None
                     self._in_transaction = False
                     continue
-                raise _error(exc) from exc
+                raise self._failed(exc) from exc
         for _ in range(first):  # (BEGIN, lock, fence: no answers wanted)
             cur.nextset()
         for _, _, result in batch:
@@ -282,6 +417,9 @@ class Connection:
         return self._session
 
     def _rollback(self) -> None:
+        if self.reach.down:  # (not waited on: the server ends the transaction of a connection that went)
+            self.conn.close()
+            return
         try:
             if not self.conn.closed and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 self.conn.execute("ROLLBACK")
@@ -501,6 +639,7 @@ class _Side:
         self.lock_wait = lock_wait
         self.conn: psycopg.Connection[Any] | None = None
         self.session: _Session | None = None
+        self.opened_at = 0  # _Reach.losses when it was opened
         self.waiting = False  # a transaction was sent whose answer is not read yet
 
     def ready(self) -> bool:
@@ -522,8 +661,13 @@ class _Side:
         """``sql`` in a write transaction of its own, with the lock and the fence, sent and not waited for."""
         self.settle()
         try:
+            reach = _reach(self.engine)
+            reach.check(self.engine)
+            if self.conn is not None and self.opened_at != reach.losses:
+                self.drop()  # (opened before the server was lost: replaced, see _Reach)
             if self.conn is None or self.conn.closed or self.session is None:
-                self.conn = self.engine.raw_connect()
+                self.opened_at = reach.losses
+                self.conn = reach.connect(self.engine)
                 self.session = _Session(self.conn)
                 if self.lock_wait is not None:
                     self.conn.execute(_lock_timeout(self.lock_wait))
@@ -543,6 +687,9 @@ class _Side:
         """Read the last transaction's answer, waiting for it if need be."""
         conn = self.conn
         if not self.waiting or conn is None:
+            return
+        if _reach(self.engine).down:  # (the answer may never come: the record is given up, not waited for)
+            self.drop()
             return
         self.waiting = False
         pg = conn.pgconn
@@ -605,13 +752,14 @@ class PostgreSQL:
 
     def raw_connect(self) -> psycopg.Connection[Any]:
         # TCP keepalives and a user timeout bound how long a statement can hang on a cut network (the
-        # daemon's stores are called from its event loop): about 10 s instead of the kernel's 15 min. The
-        # server ends a session left inside a transaction for 10 s (a client cut off mid-transaction), so
-        # the write lock it held does not stop every other writer, a standby's takeover included, for the
-        # hours the server's own keepalives would take to notice
+        # daemon's stores are called from its event loop): USER_TIMEOUT instead of the kernel's 15 min,
+        # once per cut (_Reach). The server ends a session left inside a transaction for 10 s (a client
+        # cut off mid-transaction), so the write lock it held does not stop every other writer, a
+        # standby's takeover included, for the hours the server's own keepalives would take to notice
         return psycopg.connect(self.url, password=self.password, autocommit=True,
                                connect_timeout=max(1, int(self.connect_timeout)), keepalives=1,
-                               keepalives_idle=5, keepalives_interval=2, keepalives_count=3, tcp_user_timeout=10_000,
+                               keepalives_idle=5, keepalives_interval=1, keepalives_count=2,
+                               tcp_user_timeout=int(USER_TIMEOUT * 1000),
                                options="-c idle_in_transaction_session_timeout=10000")
 
     def connect(self) -> Connection:

@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -16,12 +17,15 @@ import pytest
 import monitor.store as store_module
 from monitor.correlate.schema import SCHEMA as CORRELATION
 from monitor.db import DatabaseError, open_store, transaction
-from monitor.db_postgres import Connection, PostgreSQL, translate
+from monitor.db_postgres import USER_TIMEOUT, Connection, PostgreSQL, translate
+from monitor.db_postgres import _Reach as Reach
 from monitor.delivery.outbox import NewRow, Outbox, Row
 from monitor.delivery.schema import SCHEMA as DELIVERY
 from monitor.errors import StorageError
 from monitor.state import State, StateChange
 from monitor.store import EventStore, components
+from tests.netns import nft_table
+from tests.servers.common import wait_for
 from tests.servers.postgres import PostgreSQL as Server
 from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_server_fixture  # noqa: F401
 
@@ -257,4 +261,40 @@ def test_the_outbox_hot_path_takes_one_round_trip_per_claimed_batch_and_per_reco
     assert db.execute("SELECT inflight, done_at FROM outbox WHERE id = ?", (taken[0].id,)).fetchone() == (3, 10.5)
     assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 1
     assert [(r["status"], r["result"]) for r in outbox.rows()][:2] == [("delivered", "ok")] * 2
+    outbox.close()
+
+
+def test_a_silent_cut_costs_one_statement_its_user_timeout_then_statements_fail_at_once(
+        engine: ThrowawayDatabase, server: Server) -> None:
+    """nftables drops every packet to and from the server's port (no reset): the first statement waits
+    out the TCP user timeout, every later one, on this connection or another, fails at once instead of
+    waiting out its own timeout and a 10 s reconnect each time (the daemon calls its stores on its event
+    loop); once the path is back the connections work again by themselves."""
+    store = EventStore(engine, busy_timeout=0.5)
+    outbox = Outbox(engine, busy_timeout=0.5)
+    store.append([StateChange("a", State.UP, State.DOWN, 1.0, "x")])
+    cut = (f"chain out {{ type filter hook output priority 0; policy accept; tcp dport {server.port} drop;"
+           f" tcp sport {server.port} drop; }}")
+    waits: list[float] = []
+    calls: list[Callable[[], object]] = [lambda: store.append([StateChange("a", State.DOWN, State.UP, 2.0, "y")]),
+                                         lambda: outbox.next_due("email"), store.load_states,
+                                         lambda: outbox.next_due("email")]
+    with nft_table(cut):
+        for call in calls:
+            start = time.monotonic()
+            with pytest.raises(StorageError):
+                call()
+            waits.append(time.monotonic() - start)
+    assert USER_TIMEOUT * 0.9 <= waits[0] <= USER_TIMEOUT + 3.0, waits
+    assert max(waits[1:]) <= Reach.WAIT + 1.0, waits  # (10 s each before)
+
+    def works() -> bool:
+        try:
+            store.append([StateChange("a", State.DOWN, State.UP, 3.0, "z")])
+            return outbox.next_due("email") is None
+        except StorageError:
+            return False
+    wait_for(works, 30, "the store again once the path is back")
+    assert [c.reason for c in store.changes()] == ["x", "z"]
+    store.close()
     outbox.close()

@@ -26,9 +26,11 @@ from monitor.db import DatabaseError, open_store
 from monitor.delivery.config import RetrySettings, SmtpSettings
 from monitor.delivery.outbox import HandedOver, NewRow, Outbox, Row
 from monitor.delivery.worker import Worker
+from monitor.errors import StoodDown
 from monitor.notify.email import EmailSender
 from monitor.store import components
 from tests.firewall import icmp_block
+from tests.netns import nft_table
 from tests.servers.common import free_port, until
 from tests.servers.postgres import PostgreSQL as Server
 from tests.servers.smtp import SmtpServer
@@ -225,3 +227,83 @@ async def test_a_daemon_loses_nothing_while_postgresql_restarts_twice_mid_incide
         assert lines.count(went) == lines.count(back) <= 2, (went, lines.count(went), lines.count(back))
     assert lines.count("event store not writable, holding state changes in memory and retrying") == 2
     assert "Traceback" not in caplog.text and "delivery failed" not in caplog.text
+
+
+#: how long the daemon's loop may be held when the network to PostgreSQL goes silent: one statement
+#: waiting out the store connection's TCP user timeout (monitor/db_postgres.py, 2 s) and one reconnect
+#: attempt's wait (0.5 s), with room for a loaded machine; before, every statement and every reconnect
+#: held it for 10 s, so the term could only end by ending the process
+CUT_LAG = 4.0
+
+
+def stood_down(outcome: BaseException | None) -> bool:
+    if isinstance(outcome, BaseExceptionGroup):
+        return any(stood_down(e) for e in outcome.exceptions)
+    return isinstance(outcome, StoodDown)
+
+
+async def test_a_silent_network_cut_to_postgresql_does_not_hold_the_daemons_loop(
+        tmp_path: Path, pg_server: Server, pg_database: ThrowawayDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network to PostgreSQL goes silent (nftables drops every packet to and from its port: no reset,
+    no error, as when a link between the machines fails) while an AP and its CPEs go down. The daemon's
+    event loop, which also polls, is held for at most one statement's TCP user timeout: it keeps
+    polling (the DOWNs are confirmed and held), and when the lease can no longer be renewed it ends its
+    term itself, in time, without the process-ending backstop. A daemon started again once the path is
+    back (systemd's restart) takes over from the store: every change stored once, in order, and the
+    technician and each customer get one "opened" mail."""
+    backstop: list[str] = []
+    monkeypatch.setattr("monitor.ha.keeper.exit_process", backstop.append)  # (instead of ending pytest)
+    (tmp_path / "smtp").mkdir()
+    smtp = SmtpServer(tmp_path / "smtp")
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+
+    async def sample_lag() -> None:
+        while True:
+            start = loop.time()
+            await asyncio.sleep(0.05)
+            lags.append(loop.time() - start - 0.05)
+
+    def states(daemon: Daemon, state: str, targets: Iterable[str]) -> bool:
+        return all(t in daemon.states and daemon.states[t].state.value == state for t in targets)
+
+    cut = (f"chain out {{ type filter hook output priority 0; policy accept; tcp dport {pg_server.port} drop;"
+           f" tcp sport {pg_server.port} drop; }}")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with started(smtp), icmp_block() as fw:
+        a = Daemon(daemon_config(tmp_path / "a", pg_database, smtp, free_port()))
+        run_a = asyncio.create_task(a.run())
+        try:
+            await until(lambda: states(a, "up", ["core", "ap-1", *CPES]), 60, "all up")
+            sampler = asyncio.create_task(sample_lag())
+            with nft_table(cut):
+                fw.block(AP, *CPES.values())
+                await until(lambda: states(a, "down", ["ap-1", *CPES]), 60, "all down while the database is cut off")
+                await until(lambda: a.polling.keeper is not None and a.polling.keeper.held >= 4, 60,
+                            "the changes held")
+                outcome = (await asyncio.gather(asyncio.wait_for(run_a, 60), return_exceptions=True))[0]
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        finally:
+            if not run_a.done():
+                a.request_stop()
+                await asyncio.gather(asyncio.wait_for(run_a, 60), return_exceptions=True)
+        print(f"silent cut: the event loop was held at most {max(lags, default=0):.2f} s")
+        assert lags and max(lags) <= CUT_LAG, f"the event loop was held {max(lags):.1f} s during the cut"
+        assert stood_down(outcome), outcome
+        assert backstop == []
+        b = Daemon(daemon_config(tmp_path / "b", pg_database, smtp, free_port()))
+        run_b = asyncio.create_task(b.run())
+        try:
+            await until(lambda: smtp.count() >= 4, 120, "the technician's and three customers' mails")
+            await until(lambda: b.polling.keeper is not None and not b.polling.keeper.held, 60, "nothing held")
+        finally:
+            b.request_stop()
+            await asyncio.wait_for(run_b, 60)
+    to = sorted(str(m["To"]) for m in smtp.messages())
+    assert to == sorted(["ana@isp.example"] + [f"c{i}@example.com" for i in (1, 2, 3)])
+    changes = [c for c in stored_changes(pg_database) if c[0] in ("ap-1", *CPES)]
+    for target in ("ap-1", *CPES):
+        assert [(old, new) for t, old, new, _ in changes if t == target] == [("unknown", "up"), ("up", "down")]
+    assert [c[3] for c in changes] == sorted(c[3] for c in changes)
