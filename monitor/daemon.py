@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import signal
 import threading
@@ -30,6 +29,7 @@ from monitor.correlate.service import CorrelationService
 from monitor.db import store_location
 from monitor.delivery.service import DeliveryService
 from monitor.errors import ConfigError, MonitorError, StoodDown
+from monitor.gcpolicy import FirstPassGc
 from monitor.inventory.loader import load_inventory
 from monitor.inventory.model import Inventory
 from monitor.logs import event
@@ -73,6 +73,7 @@ class Daemon:
         self._standby_stop = threading.Event()  # ends a standby's wait for the lease (its own thread)
         self._deposed: str | None = None  # why the lease was lost (the active term ends)
         self._deposed_event = asyncio.Event()
+        self._gc = FirstPassGc()
         self._term_over = threading.Event()  # set once no task of the active term runs any more
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the lease (PostgreSQL store: active/standby daemons, monitor.ha); None on SQLite
@@ -207,8 +208,10 @@ class Daemon:
             self.feed = self.remote.feed(inv, self.zones)
             self.pipeline.hold = self.feed.hold  # a poller's changes may be missing: correlation waits for them
         # The inventory, topology and states live as long as the process: keep the collector from
-        # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round).
-        gc.freeze()
+        # re-scanning tens of thousands of them on every collection (measured: ~12 % of an ICMP round),
+        # and hold full collections until the first pass has built every target's state (monitor/gcpolicy.py).
+        self._gc.hold(2 * max((t.polling.interval for t in local.targets.values()), default=60.0) + 60.0)
+        polling.on_first_pass = self._gc.release
         try:
             # before anything listens: whoever sees /metrics, the API or the page up may send SIGHUP or
             # SIGTERM at once, and SIGHUP's default action would kill the daemon (a reload or stop asked
@@ -269,6 +272,7 @@ class Daemon:
             self._remove_signal_handlers()
             await polling.close()  # probes, then the run's end in the event store
             self._stop_metrics_server()
+            self._gc.release()
         event(log, logging.INFO, "monitor stopped")
 
     def request_stop(self) -> None:

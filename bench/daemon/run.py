@@ -19,13 +19,15 @@ poll of every target is a transition). Then, ``--rounds`` times, interleaved:
 The two never run at once: a raw ICMP socket sees every ICMP packet on the machine, so each would pay
 for the other's replies. Alternating them puts other load (a shared machine) on both alike; the ratio
 of the daemon's CPU % to fping's is printed per round with min/median/max. Also per round: polls,
-failed polls, false DOWN (every loopback target answers, so any DOWN is false), scheduler lag
-p50/p99/max (exact: every value the scheduler observes is kept beside its histogram), the p99 of
-how late a bare asyncio loop in another process wakes from 5 ms sleeps meanwhile (the lag the
-loaded machine itself imposes), and polls skipped because a target's previous poll was still
-running. ``--nice N`` runs the daemon at niceness N (the idle loop and fping at the default): how
-much of the lag is waiting for a core. ``--timeseries spool``
-also runs the time-series writer against a closed port (every sample goes to the on-disk spool).
+failed polls, false DOWN (every loopback target answers, so any DOWN is false), the cyclic GC's
+collections (full ones, the longest, all; from gc.callbacks), RSS, scheduler lag p50/p99/max
+(exact: every value the scheduler observes is kept beside its histogram; ``--verbose``: the five
+longest lags and collections with their times), the p99 of how late a bare asyncio loop in
+another process wakes from 5 ms sleeps meanwhile (the lag the loaded machine itself imposes), and
+polls skipped because a target's previous poll was still running. ``--nice N`` runs the daemon at
+niceness N (the idle loop and fping at the default): how much of the lag is waiting for a core.
+``--timeseries spool`` also runs the time-series writer against a closed port (every sample goes
+to the on-disk spool).
 Needs root (raw ICMP).
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import os
 import re
@@ -114,6 +117,7 @@ def metric(name: str, **labels: str) -> float:
 #: Every scheduler lag observed (seconds), kept beside the histogram so that the bench reports exact
 #: quantiles rather than bucket bounds.
 LAGS: list[float] = []
+LAG_TIMES: list[float] = []  # when each was observed (perf_counter)
 
 
 def record_lags() -> None:
@@ -122,9 +126,29 @@ def record_lags() -> None:
 
     def observe_and_keep(amount: float, exemplar: dict[str, str] | None = None) -> None:
         LAGS.append(amount)
+        LAG_TIMES.append(time.perf_counter())
         observe(amount, exemplar)
 
     histogram.observe = observe_and_keep  # type: ignore[method-assign]
+
+
+#: Every collection of the cyclic GC during a window: (generation, seconds it took).
+GC_PAUSES: list[tuple[int, float]] = []
+GC_TIMES: list[float] = []
+
+
+def record_gc() -> None:
+    """Time each collection (gc.callbacks): the daemon's own longest pauses were full collections."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSES.append((info["generation"], time.perf_counter() - started[0]))
+            GC_TIMES.append(started[0])
+
+    gc.callbacks.append(callback)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -147,6 +171,9 @@ class DaemonRound:
     lag_max: float
     idle_p99: float
     rss: float
+    gc_full: int  # full (generation 2) collections in the window
+    gc_max: float  # the longest collection, seconds
+    gc_total: float  # all collections, seconds
 
 
 def icmp_polls(*results: str) -> float:
@@ -187,15 +214,24 @@ async def daemon_round(cfg: Path, inventory: Inventory, settle: float, window: f
     downs0 = metric("monitor_state_changes_total", new_state="down")
     skipped0 = metric("monitor_polls_skipped_total")
     LAGS.clear()
+    LAG_TIMES.clear()
+    GC_PAUSES.clear()
+    GC_TIMES.clear()
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     idle_p99 = await idle_loop_lag_p99(window)
     cpu1, wall1 = cpu_seconds(), time.perf_counter()
     lags = list(LAGS)
+    if VERBOSE[0]:  # the five longest lags and collections, seconds into the window
+        for t, lag in sorted(zip(LAG_TIMES, LAGS, strict=True), key=lambda x: -x[1])[:5]:
+            print(f"  lag {1000 * lag:.0f} ms at {t - wall0:.1f} s")
+        for t, (g, d) in sorted(zip(GC_TIMES, GC_PAUSES, strict=True), key=lambda x: -x[1][1])[:5]:
+            print(f"  gc gen {g} {1000 * d:.0f} ms at {t - wall0:.1f} s")
     out = DaemonRound(
         wall1 - wall0, 100 * (cpu1 - cpu0) / (wall1 - wall0), icmp_polls("ok") - polls0,
         icmp_polls(*failed_results) - failed0, metric("monitor_state_changes_total", new_state="down") - downs0,
         metric("monitor_polls_skipped_total") - skipped0, quantile(lags, 0.5), quantile(lags, 0.99),
-        max(lags, default=0.0), idle_p99, rss_mb(),
+        max(lags, default=0.0), idle_p99, rss_mb(), sum(1 for g, _ in GC_PAUSES if g == 2),
+        max((t for _, t in GC_PAUSES), default=0.0), sum(t for _, t in GC_PAUSES),
     )
     daemon.request_stop()
     await task
@@ -222,12 +258,17 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
+#: print the longest lags and collections of each round with their times (--verbose)
+VERBOSE = [False]
+
 #: the niceness the bench (and so the daemon) runs at, which its children undo (--nice)
 NICE = [0]
 
 
 async def run(args: argparse.Namespace) -> None:
     record_lags()
+    record_gc()
+    VERBOSE[0] = args.verbose
     if args.nice:
         NICE[0] = args.nice
         os.nice(args.nice)
@@ -248,9 +289,10 @@ async def run(args: argparse.Namespace) -> None:
         print(f"inventory load: {load_s:.2f} s; fping: {per_window} targets -i0 -c{COUNT} -p{SPACING_MS} "
               f"-t{TIMEOUT_MS} per round")
         print("| round | daemon CPU % | polls/s | failed | false DOWN | skipped | lag p50 | lag p99 | lag max "
-              "| idle loop lag p99 | fping CPU % (same rate) | fping wall s | fping lost | daemon/fping (CPU/poll) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        ratios, cpus, p99s, downs = [], [], [], 0.0
+              "| idle loop lag p99 | GC full / longest / total | RSS MB | fping CPU % (same rate) | fping wall s "
+              "| fping lost | daemon/fping (CPU/poll) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        ratios, cpus, p99s, maxes, downs = [], [], [], [], 0.0
         for r in range(args.rounds):
             d = await daemon_round(cfg, inventory, settle, args.window)
             f_cpu_s, f_wall, f_lost = fping_round(addresses)
@@ -260,15 +302,18 @@ async def run(args: argparse.Namespace) -> None:
             ratios.append(ratio)
             cpus.append(d.cpu_pct)
             p99s.append(d.lag_p99)
+            maxes.append(d.lag_max)
             downs += d.downs
             print(f"| {r + 1} | {d.cpu_pct:.1f} | {d.polls / d.window:.0f} | {d.failed:.0f} | {d.downs:.0f} "
                   f"| {d.skipped:.0f} | {1000 * d.lag_p50:.1f} ms | {1000 * d.lag_p99:.1f} ms "
                   f"| {1000 * d.lag_max:.0f} ms "
                   f"| {1000 * d.idle_p99:.1f} ms "
+                  f"| {d.gc_full} / {1000 * d.gc_max:.0f} / {1000 * d.gc_total:.0f} ms | {d.rss:.0f} "
                   f"| {f_cpu:.2f} | {f_wall:.1f} | {f_lost} "
                   f"| {ratio:.1f}x |")
         print(f"daemon CPU % min/median/max: {spread(cpus)}; daemon/fping min/median/max: {spread(ratios)}; "
-              f"lag p99 min/median/max {spread([1000 * p for p in p99s])} ms; false DOWN {downs:.0f}; "
+              f"lag p99 min/median/max {spread([1000 * p for p in p99s])} ms; "
+              f"lag max min/median/max {spread([1000 * p for p in maxes])} ms; false DOWN {downs:.0f}; "
               f"RSS {rss_mb():.0f} MB")
         if args.timeseries == "spool":
             print(f"points spooled: {metric('monitor_timeseries_spool_points'):.0f}")
@@ -282,13 +327,14 @@ def main() -> None:
     p.add_argument("--window", type=float, default=20.0, help="seconds measured per daemon round")
     p.add_argument("--settle", type=float, default=None,
                    help="seconds after start before measuring (default: one interval + 5 s, the steady state: "
-                        "during its first interval the daemon builds each target's state as it polls it, and "
-                        "the cyclic GC's full collections over them, ~30 ms of CPU each, show as lag)")
+                        "during its first interval the daemon builds each target's state as it polls it; "
+                        "--settle 1 --window 60 measures that first interval)")
     p.add_argument("--cold", action="store_true", help="start from an empty store (first poll: UNKNOWN -> UP)")
     p.add_argument("--timeseries", choices=["none", "spool"], default="none")
     p.add_argument("--nice", type=int, default=0,
                    help="run the daemon at this niceness (e.g. -5, as Nice= in its unit would); the idle-loop "
                         "reference and fping keep the default")
+    p.add_argument("--verbose", action="store_true", help="the longest lags and collections of each round")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (raw ICMP sockets)")
