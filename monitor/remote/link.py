@@ -141,6 +141,17 @@ async def _end_all(tasks: Sequence[asyncio.Task[None]]) -> None:
         raise asyncio.CancelledError
 
 
+def _go_on() -> None:
+    """Raise the cancellation a library swallowed: aiomqtt awaits with Python 3.11's wait_for, which
+    returns its inner result when that completes in the turn the task is cancelled. The task's
+    count of requested cancels still shows it, and a child loop that would run for ever checks it
+    each turn (a TaskGroup cancels its children only once). Only in tasks nobody uncancels: in 3.11 a
+    TaskGroup whose child failed can leave its parent's count raised (``PollerLink.run``)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def _wait(ev: asyncio.Event, timeout: float) -> None:
     """Until ``ev`` is set or ``timeout`` has passed. Not asyncio.wait_for: Python 3.11's can lose a
     cancellation that comes in the same turn as the event, and a link's task then never ends (its
@@ -215,6 +226,7 @@ class PollerLink:
     async def _publish(self, client: aiomqtt.Client) -> None:
         sent: dict[int, float] = {}  # seq -> when it was last published on this connection
         while True:
+            _go_on()
             self.wake.clear()
             if self._resend:  # the core (re)subscribed: what it may have missed goes again
                 self._resend = False
@@ -256,6 +268,7 @@ class PollerLink:
 
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
         while True:
+            _go_on()
             self._beat.clear()
             beat = PollerMessage("heartbeat", self.spool.poller, self.spool.zone, self.spool.last_seq(),
                                  self.clock.now(), acked=self.spool.acked())
@@ -380,6 +393,7 @@ class CoreFeed:
     async def _acker(self, client: aiomqtt.Client, due: set[str], ready: asyncio.Event) -> None:
         """Acknowledge the pollers in ``due`` whenever ``ready`` is set (the reading adds to them)."""
         while True:
+            _go_on()
             await ready.wait()
             ready.clear()
             pollers = set(due)
