@@ -64,15 +64,15 @@ class Judgement(LossyLinks):
         root = self._topo_root(tid)
         # (an ONU whose OLT reports dying gasp or LOS failed for that reason, whatever the loss on the
         # links above: the OLT's table answered; scenario power_cut_beyond_rain_fade)
-        cause_decides = root == tid and self.cause.get(tid) in (DYING_GASP, LOS)
-        dark = None if cause_decides or self.down.keys().isdisjoint(topo.ancestors[root]) else self._dark_above(root)
-        if (self.lossy or self._fading) and not cause_decides:
+        cause_free = not (root == tid and self.cause.get(tid) in (DYING_GASP, LOS))
+        if (self.lossy or self._fading) and cause_free:
             top = self._loss_top(root)
-            if top is not None and (dark is None or dark not in topo.ancestors[top]):
-                return top, "degraded"
-        if dark is not None:
-            return dark, "outage"  # confirmed DOWN while a node below it answers: its failures, not ours
+            if top is not None:
+                dark = self._dark_above(root)  # confirmed DOWN above the loss: its incident takes it
+                return (top, "degraded") if dark is None or dark not in topo.ancestors[top] else (dark, "outage")
         if root != tid or tid not in topo.endpoint:
+            if cause_free and not self.down.keys().isdisjoint(topo.ancestors[root]):
+                return self._dark_above(root) or root, "outage"
             return root, "outage"
         since = self.down[tid]
         cause = self.cause.get(tid) if self.cause else None
@@ -95,6 +95,10 @@ class Judgement(LossyLinks):
                 # it failed while that root was down (or was confirmed just after it came back):
                 # part of that outage until its grace period ends, not an independent failure
                 return a, "outage"
+        if cause_free:
+            dark = self._dark_above(tid)  # after the open incidents above, which take it first (cheaper too)
+            if dark is not None:
+                return dark, "outage"  # confirmed DOWN while a node below it answers: its failures, not ours
         self._prune_window()
         if cause is not None and cause in (DYING_GASP, LOS):
             node = self._cause_mass(tid, cause)
@@ -189,7 +193,8 @@ class Judgement(LossyLinks):
         """
         k, share, below = self.s.min_endpoints, self.s.min_share, self.topo.endpoints_below
         parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
-        causes = self.cause
+        causes, downk = self.cause, down.keys()
+        dark = not downk.isdisjoint(self.topo.endpoints_below.keys())  # a node down at all (few nodes)
         failed: list[tuple[str, ...]] = []
         cnt: dict[str, int] = {}
         for t in self._in_window:
@@ -199,7 +204,7 @@ class Judgement(LossyLinks):
             key = member.get(t)
             if (key is not None and key != t) or all(p in down for p in parents[t]) or causes.get(t) == DYING_GASP:
                 continue
-            if not down.keys().isdisjoint(anc) and self._behind_dark(t):
+            if dark and not downk.isdisjoint(anc) and self._behind_dark(t):
                 continue
             inner = anc[: anc.index(node)]
             failed.append(inner)
@@ -230,12 +235,13 @@ class Judgement(LossyLinks):
         counts = {a: rc[a] for a in nodes}
         wanted = counts.keys()
         parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
-        causes = self.cause
+        causes, downk = self.cause, down.keys()
+        dark = not downk.isdisjoint(self.topo.endpoints_below.keys())  # a node down at all (few nodes)
         for t in self._in_window:
             key = member.get(t)
             if (key is not None and key != t) or all(p in down for p in parents[t]) or (
                     causes and causes.get(t) == DYING_GASP) or (
-                    not down.keys().isdisjoint(ancestors[t]) and self._behind_dark(t)):
+                    dark and not downk.isdisjoint(ancestors[t]) and self._behind_dark(t)):
                 for a in wanted & set(ancestors[t]):
                     counts[a] -= 1
         return counts
@@ -263,12 +269,14 @@ class Judgement(LossyLinks):
         further down; not those an outage holds. ``cause``: only those reporting it (and a power
         incident's further down); None: only those not reporting dying gasp (their power)."""
         out = []
-        causes = self.cause
+        causes, down, endpoint, ancestors = self.cause, self.down, self.topo.endpoint, self.topo.ancestors
+        downk = down.keys()
+        dark = not downk.isdisjoint(self.topo.endpoints_below.keys())  # a node down at all (few nodes)
         below: Kind = "suspected" if cause is None else "power" if cause == DYING_GASP else "outage"
         for t in self.topo.descendants(node):
             if (
-                t in self.down and t in self.topo.endpoint and t not in self._ignored and self._topo_root(t) == t
-                and (self.down.keys().isdisjoint(self.topo.ancestors[t]) or not self._behind_dark(t))
+                t in down and t in endpoint and t not in self._ignored and self._topo_root(t) == t
+                and (not dark or downk.isdisjoint(ancestors[t]) or not self._behind_dark(t))
             ):
                 why = causes.get(t) if causes else None
                 if (why != cause) if cause is not None else (why == DYING_GASP):
