@@ -6,7 +6,8 @@ behind four APs. Each scenario starts on a fresh database: daemon a first (activ
 (standby), every target UP. tower-1's uplink is cut; while the 200 "Falla de servicio" notices are
 going out the fault comes: (a) a SIGKILL of the active daemon, (b) its path to the database dropped
 by nftables in its namespace (it keeps running and polling), (c) PostgreSQL restarted, (d) PostgreSQL
-stopped until the active daemon has stood down, then started again. Then the
+stopped until the active daemon has stood down, then started again, (e) the active daemon frozen
+(SIGSTOP) until the standby took over, then thawed. Then the
 tower comes back. Asserted on what the world received: every customer exactly one opened and one
 restored notice (logical messages, one per Message-ID), the technician one alert and one
 "resolved", one RT ticket (resolved), one incident, and in the event log exactly one DOWN and one
@@ -19,6 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -163,8 +165,9 @@ def status(d: HaDaemon) -> str:
     return done.stdout + done.stderr
 
 
-def finish(s: Scenario, cut: float) -> None:
-    """Every opened notice, the tower back, every restored notice; then everything counted exactly."""
+def finish(s: Scenario, cut: float, one_ticket: bool = True) -> None:
+    """Every opened notice, the tower back, every restored notice; then everything counted exactly
+    (``one_ticket=False``: the incident's tickets include a resolved one, the caller counts them)."""
     wanted = s.customers
     wait_daemon("one opened notice per customer", lambda: set(notices(s.smtp, "opened")) >= wanted, 150,
                 *s.daemons())
@@ -177,8 +180,13 @@ def finish(s: Scenario, cut: float) -> None:
                 *s.daemons())
     wait_daemon("the outbox settled", lambda: not rows(
         s.url, "SELECT id FROM outbox WHERE status IN ('pending', 'sending')"), 60, *s.daemons())
+
+    def ticket_resolved() -> bool:
+        statuses = [t["Status"] for t in tickets(s)]
+        return statuses == ["resolved"] or (not one_ticket and "resolved" in statuses)
+
     try:
-        wait_for(lambda: [t["Status"] for t in tickets(s)] == ["resolved"], 60, "the ticket resolved")
+        wait_for(ticket_resolved, 60, "the ticket resolved")
     except TimeoutError as exc:
         raise AssertionError(f"{exc}: {tickets(s)}\noutbox: {rows(s.url, UNDELIVERED)}\n"
                              f"{s.a.log_tail()}\n{s.b.log_tail()}") from exc
@@ -189,7 +197,7 @@ def finish(s: Scenario, cut: float) -> None:
     assert sum("ALERTA" in m for m in tech) == 1 and sum("RESUELTO" in m for m in tech) == 1, tech
     lifecycle = [e for (e,) in rows(s.url, "SELECT event FROM incident_events ORDER BY id")]
     assert lifecycle.count("opened") == 1 and lifecycle.count("resolved") == 1, lifecycle
-    assert len(tickets(s)) == 1
+    assert len(tickets(s)) == 1 or not one_ticket
     # the event log: each target behind the tower went DOWN once and came UP once, the core never changed
     changes = Counter((t, new) for t, new in rows(s.url, "SELECT target, new FROM state_changes WHERE ts >= %s",
                                                   (cut - 1,)))
@@ -281,3 +289,39 @@ def test_postgresql_down_past_the_lease_the_active_stands_down_and_nothing_is_lo
         wait_daemon("a standby again", s.a.standby, 60, s.a)
         finish(s, cut)
         assert s.b.active() and s.a.standby()
+
+
+def test_active_daemon_frozen_past_its_lease_stands_down_and_nothing_is_lost(ha_world: World) -> None:
+    """The active daemon frozen (SIGSTOP: a paused VM, a swap storm) mid fan-out until the standby has taken
+    over, then thawed: it wakes with notices in hand and a lease that is no longer its own; its deadline
+    has passed, it stands down (exit 75) and the store refuses its writes. Every customer still gets
+    one opened and one restored notice. Two defects it found (docs/lab.md, Findings) end it with
+    ``pytest.xfail`` after every other assertion held: the deposed daemon not exiting, and a second
+    ticket from a request of the frozen daemon's that was in flight when the standby took over."""
+    findings = []
+    with scenario(ha_world, "freeze") as s:
+        cut = cut_tower(s)
+        os.kill(s.a.pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        try:
+            wait_daemon("b active", s.b.active, 60, s.b)
+            active_s = time.monotonic() - frozen
+        finally:
+            os.kill(s.a.pid, signal.SIGCONT)
+        s.timing["active_s"] = round(active_s, 1)
+        wait_daemon("a standing down", lambda: 'msg="standing down: stop polling and sending"' in s.a.text(), 30, s.a)
+        try:
+            wait_for(lambda: s.a.exit_status() is not None, 30, "a's exit")
+        except TimeoutError:
+            findings.append("the deposed daemon logged 'standing down' and did not exit within 30 s")
+            s.a.kill()
+        else:
+            assert s.a.exit_status() == 75, s.a.log_tail()
+        finish(s, cut, one_ticket=False)
+        assert active_s <= TAKEOVER, s.timing
+        opened = [t for t in tickets(s) if t["Status"] != "resolved"]
+        if opened:
+            findings.append(f"{len(opened) + 1} tickets for the incident, {len(opened)} never resolved")
+        s.timing["findings"] = findings
+    if findings:
+        pytest.xfail("finding: " + "; ".join(findings))
