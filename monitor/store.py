@@ -105,12 +105,13 @@ class EventStore:
             with transaction(self._db):
                 self._db.executemany(
                     "INSERT INTO state_changes (ts, target, old, new, reason, cause) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(c.ts, c.target, c.old.value, c.new.value, c.reason, c.cause) for c in changes],
+                    # _value_: the member's text as a plain attribute (.value is a property, ~4x the cost)
+                    [(c.ts, c.target, c.old._value_, c.new._value_, c.reason, c.cause) for c in changes],
                 )
                 self._db.executemany(
                     "INSERT INTO target_state (target, state, since) VALUES (?, ?, ?)"
                     " ON CONFLICT(target) DO UPDATE SET state = excluded.state, since = excluded.since",
-                    [(c.target, c.new.value, c.ts) for c in changes],
+                    [(c.target, c.new._value_, c.ts) for c in changes],
                 )
         except ERRORS as exc:
             raise StorageError(f"cannot append to the event store {self.path}: {exc}") from exc

@@ -148,3 +148,23 @@ def test_the_stage_imports_nothing_of_the_core() -> None:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=180)
     dragged = [m for m in out.stdout.split() if any(m == c or m.startswith(c + ".") for c in CORE_ONLY)]
     assert not dragged, dragged
+
+
+def test_a_core_with_no_targets_of_its_own_opens_no_icmp_socket(tmp_path: Path) -> None:
+    """Every target a remote poller's: no raw ICMP socket (it would take a copy of every ICMP packet the
+    host receives, the core's CPU for nothing: bench/pollers). A reload that brings targets opens it."""
+    import dataclasses
+
+    from monitor.polling.probeset import ProbeSet
+
+    inv = load_inventory(write_config(tmp_path))
+    probes = ProbeSet(SystemClock())
+
+    async def run() -> None:
+        await probes.start(dataclasses.replace(inv, targets={}))
+        assert probes.icmp is None
+        await probes.start(inv)
+        assert probes.icmp is not None
+        await probes.close()
+
+    asyncio.run(run())

@@ -136,6 +136,40 @@ def test_any_value_in_any_field_is_checked(key: str, value: object, ckey: str, c
         assert decode(encode(msg), ZONE_OF, POLLERS) == msg
 
 
+FIELD_VALUES = {  # per field of a change: the near misses and edges each check is about, beside any JSON
+    "target": st.sampled_from(["cpe-1", "cpe-2", "ap-1", "cpe-9", "cpe-404", "bad id!", "", "x" * 300]),
+    "old": st.sampled_from(["up", "down", "degraded", "unknown", "UP", ""]),
+    "new": st.sampled_from(["up", "down", "degraded", "unknown", "gone"]),
+    "ts": st.sampled_from([T, 0, 0.0, 4_102_444_800.0, 4_102_444_800.5, -1.0, 1e300, True])
+    | st.floats(allow_nan=False),
+    "reason": st.sampled_from(["", "ok", "tab\there", "x" * 500, "x" * 501, "¿falla?"]),
+    "cause": st.sampled_from([None, "dying_gasp", "los", "other", "unknown", "fire"]),
+}
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.fixed_dictionaries({k: v | JSON for k, v in FIELD_VALUES.items()}),
+       st.sets(st.sampled_from(sorted(FIELD_VALUES)), max_size=2), st.sampled_from(["arauca", "saravena"]))
+def test_the_fast_check_of_a_change_takes_exactly_what_the_field_by_field_one_takes(
+        c: dict[str, Any], dropped: set[str], zone: str) -> None:
+    """A burst's changes are checked in one expression each (messages._changes); anything it does not
+    take goes through the field-by-field check (messages._change): both give the same change, or the
+    same reason and detail for dropping the message."""
+    from monitor.remote.messages import _change, _changes
+
+    body: object = {k: v for k, v in c.items() if k not in dropped}
+
+    def outcome(check: Any) -> object:
+        try:
+            return check()
+        except RemoteMessageError as exc:
+            return (exc.reason, exc.detail)
+
+    fast = outcome(lambda: _changes([body], zone, ZONE_OF))
+    slow = outcome(lambda: (_change(body, 0, zone, ZONE_OF),))
+    assert fast == slow
+
+
 # ------------------------------------------------------------------------------------------ sequence
 
 

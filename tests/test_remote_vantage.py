@@ -279,3 +279,31 @@ def test_a_zone_of_one_poller_passes_its_stream_through_exactly(data: st.DataObj
     v = Vantages(ZONES, ZONE_OF)
     assert [c for x in stream for c in v.report("p-solo", x)] == stream
     assert v.views["p-solo"] == {} and v.differences() == {}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["p-solo", "p-town", "p-noc"]), st.sampled_from(["s-1", "s-2", *TOWN]),
+                          st.sampled_from(STATES), st.sampled_from(STATES), st.sampled_from([0.0, 1.0, 5.0, 9.0])),
+                max_size=30),
+       st.lists(st.integers(1, 8), max_size=6), st.booleans())
+def test_a_message_taken_whole_is_the_same_as_change_by_change(
+        steps: list[tuple[str, str, State, State, float]], cuts: list[int], seeded: bool) -> None:
+    """report_many (the core takes a message's changes in one call) = report of each in order: the
+    same effective changes, beliefs and silences, whatever the messages (repeats, stale old states,
+    times going back, targets of another zone, a poller back from a silence)."""
+    seed = {"s-1": (DOWN, 3.0), "twr": (UP, 2.0)} if seeded else None
+    one, many = Vantages(ZONES, ZONE_OF, seed=seed), Vantages(ZONES, ZONE_OF, seed=seed)
+    for v in (one, many):
+        v.set_silent({"p-solo", "p-noc"}, 0.5)
+    changes = [(p, ch(t, old, new, ts, "seen")) for p, t, old, new, ts in steps if old is not new]
+    got_one: list[StateChange] = []
+    got_many: list[StateChange] = []
+    i = 0
+    for size in [*cuts, len(changes)]:
+        part, i = changes[i:i + size], i + size
+        for p in {p for p, _c in part}:
+            mine = [c for q, c in part if q == p]
+            got_one += [e for c in mine for e in one.report(p, c)]
+            got_many += many.report_many(p, mine)
+    assert got_many == got_one
+    assert (many.effective, many.silent, many.views) == (one.effective, one.silent, one.views)

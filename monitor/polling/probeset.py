@@ -69,8 +69,8 @@ class ProbeSet:
                     if probe is not None:
                         await probe.start()
             return
-        if self.icmp is None:
-            self.icmp = IcmpProbe()
+        if self.icmp is None and inv.targets:  # a core whose every target a remote poller polls needs none
+            self.icmp = IcmpProbe()  # (its raw socket would take a copy of every ICMP packet the host gets)
             await self.icmp.start()
         if self.snmp is None and any(t.snmp is not None for t in inv.targets.values()):
             from monitor.probes.snmp import SnmpProbe

@@ -172,6 +172,32 @@ class Vantages:
             self._returns(poller)
         return self._settle(zone, [t], change.ts, change, poller, force=back)  # t may be a vantage node: _blind sees it
 
+    def report_many(self, poller: str, changes: Iterable[StateChange]) -> list[StateChange]:
+        """:meth:`report` of each change in order, the effective changes together. A zone of one
+        poller without a vantage node takes them in one loop here (a zone's burst is 25,000 changes,
+        and a call of :meth:`report` each cost a tenth of the core's intake)."""
+        zone = self.poller_zone.get(poller)
+        if zone is None or zone not in self.alone:
+            return [e for c in changes for e in self.report(poller, c)]
+        out: list[StateChange] = []
+        effective, zone_of = self.effective, self.zone_of
+        for change in changes:
+            t = change.target
+            if zone_of.get(t) != zone:
+                continue
+            old = effective.get(t)
+            if old is not None and old[0] is change.new:
+                continue  # a repeat (QoS 1, a core restart)
+            at = change.ts if old is None or change.ts >= old[1] else old[1]
+            effective[t] = (change.new, at)
+            if old is None or (old[0] is change.old and at == change.ts):
+                out.append(change)
+            else:
+                out.append(StateChange(t, old[0], change.new, at, change.reason, change.cause))
+        if out:
+            self.silent.discard(poller)
+        return out
+
     def set_silent(self, silent: Collection[str], now: float) -> list[StateChange]:
         """The pollers not heard within ``silent_after`` now (all the others are live)."""
         new = {p for p in silent if p in self.poller_zone}
