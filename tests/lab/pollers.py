@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -27,12 +28,14 @@ from monitor.remote.spool import PollerSpool
 from monitor.state import StateChange
 from monitor.store import EventStore
 from tests.lab.config import customer_ids, write_config
+from tests.lab.delivery import Receivers
 from tests.lab.fixtures import IspRun, lab_world
 from tests.lab.observe import Observer
 from tests.lab.processes import DaemonProcess, LabProcess, started_here
 from tests.lab.topology import IspLab, folder_name
 from tests.netns import nft_table
 from tests.servers.common import require_binary, wait_for
+from tests.servers.influxdb import InfluxDB1
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
 
 ZONE, POLLER = "saravena", "p-saravena"
@@ -45,11 +48,14 @@ def zone_targets(lab: IspLab) -> list[str]:
     return [*ZONE_NODES, *(cpe for cpe, _cust, ap in customer_ids(lab).values() if ap in ZONE_NODES)]
 
 
-def pollers_yaml(lab: IspLab, port: int, password: str) -> str:
-    """The ``pollers:`` section: zone ``noc`` (the core polls it) and ``saravena`` (the poller's), by node id."""
+def pollers_yaml(lab: IspLab, port: int, password: str, host: str = "127.0.0.1",
+                 more: Sequence[tuple[str, int]] = ()) -> str:
+    """The ``pollers:`` section: zone ``noc`` (the core polls it) and ``saravena`` (the poller's), by node id;
+    the broker at ``host:port`` first, then ``more`` (host, port), in that order."""
     auth = f", username: {USER}, password: {{file: mqtt-core-password}}" if password else ""
+    brokers = ", ".join(f"{{host: {h}, port: {p}{auth}}}" for h, p in [(host, port), *more])
     return f"""pollers:
-  brokers: [{{host: 127.0.0.1, port: {port}{auth}}}]
+  brokers: [{brokers}]
   heartbeat: {HEARTBEAT}s
   silent_after: {SILENT_AFTER}s
   zones:
@@ -122,19 +128,30 @@ def pollers_isp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PollerRun]
         (folder / "pollers-mqtt").mkdir()
         broker = Mosquitto(folder / "pollers-mqtt")
         stack.enter_context(started_here(broker))
-        (folder / "mqtt-core-password").write_text(PASSWORD + "\n")
-        # every scenario's incident at tower-2 gets its own ticket (not the last one's, reopened)
-        delivery = world.delivery_yaml(folder).replace("desk: {kind: rt,", "desk: {kind: rt, reopen_within: 0,") \
-            if world else ""
-        config = write_config(lab, folder, influx.url, delivery + pollers_yaml(lab, broker.auth_port, PASSWORD))
-        (folder / "poller").mkdir()
-        pconfig = write_config(lab, folder / "poller", None, pollers_yaml(lab, broker.port, ""))
-        daemon = DaemonProcess(config, folder / "daemon.log")
-        stack.callback(daemon.stop)
-        poller = PollerProcess(pconfig, folder / "poller.log")
-        stack.callback(poller.stop)
-        run = IspRun(lab, daemon, Observer(config, folder / "var" / "monitor.db", influx), folder, world)
-        daemon.start()
-        poller.start()
-        run.reset(timeout=120)
+        run, poller = core_and_poller(stack, folder, lab, influx, world, [broker])
         yield PollerRun(run, poller, broker)
+
+
+def core_and_poller(stack: ExitStack, folder: Path, lab: IspLab, influx: InfluxDB1, world: Receivers | None,
+                    brokers: Sequence[Mosquitto]) -> tuple[IspRun, PollerProcess]:
+    """The core and the poller, both with ``brokers`` in that order (the core on each one's password
+    listener, the poller on its anonymous one), started and stopped by ``stack``; every target up."""
+    (folder / "mqtt-core-password").write_text(PASSWORD + "\n")
+    # every scenario's incident at tower-2 gets its own ticket (not the last one's, reopened)
+    delivery = world.delivery_yaml(folder).replace("desk: {kind: rt,", "desk: {kind: rt, reopen_within: 0,") \
+        if world else ""
+    first, *more = brokers
+    config = write_config(lab, folder, influx.url, delivery + pollers_yaml(
+        lab, first.auth_port, PASSWORD, first.host, [(b.host, b.auth_port) for b in more]))
+    (folder / "poller").mkdir()
+    pconfig = write_config(lab, folder / "poller", None, pollers_yaml(
+        lab, first.port, "", first.host, [(b.host, b.port) for b in more]))
+    daemon = DaemonProcess(config, folder / "daemon.log")
+    stack.callback(daemon.stop)
+    poller = PollerProcess(pconfig, folder / "poller.log")
+    stack.callback(poller.stop)
+    run = IspRun(lab, daemon, Observer(config, folder / "var" / "monitor.db", influx), folder, world)
+    daemon.start()
+    poller.start()
+    run.reset(timeout=120)
+    return run, poller
