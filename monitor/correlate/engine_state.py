@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from itertools import compress, repeat
+from itertools import compress
 from operator import not_
 from typing import TYPE_CHECKING
 
@@ -190,13 +190,15 @@ class EngineState:
         log = self.member_log
         ever = self.ever[inc.id]
         unexplained = self._unexplained
-        if member.keys().isdisjoint(targets):
+        if not member or member.keys().isdisjoint(targets):
             # nobody attached anywhere yet (an outage opening over 100k targets): set operations
-            member.update(zip(targets, repeat(inc.root)))
+            fresh = not inc.members
             inc.members.update(targets)
+            # from a set, these copy its stored hashes instead of reading each string again
+            member.update(dict.fromkeys(inc.members if fresh else targets, inc.root))
             if unexplained:  # explained now: no longer counts toward blindness
                 unexplained.difference_update(unexplained.intersection(inc.members))
-            ever.update(targets)
+            ever.update(inc.members if fresh else targets)
             log.append((inc.id, tuple(targets), ADD))
             if self._ignored:
                 self._unleave(targets)
@@ -403,6 +405,9 @@ class EngineState:
         endpoint, customer = topo.endpoint, topo.customer
         members = targets if isinstance(targets, set | frozenset) else set(targets)
         nodes = sorted(members.difference(endpoint))
+        if len(members) - len(nodes) == len(endpoint):
+            # every endpoint (the rest of members is endpoints): a core failure
+            return topo.sorted_endpoints, topo.sorted_customers, tuple(nodes)
         if len(members) * 8 > len(endpoint):
             # a mass incident: filtering the presorted lists beats sorting 100k strings
             eps = tuple(filter(members.__contains__, topo.sorted_endpoints))
