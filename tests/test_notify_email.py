@@ -7,6 +7,8 @@ between "sent" and "recorded" (the repeat carries the same Message-ID: one logic
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import email
 import email.policy
@@ -28,6 +30,7 @@ from monitor.delivery.service import DeliveryService
 from monitor.inventory.model import Inventory
 from monitor.notify.email import EmailSender, build, wire
 from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load
+from tests.servers.common import until
 from tests.servers.smtp import SmtpServer
 from tests.store_engines import Where, child_argument, pg_server_fixture, where_fixture  # noqa: F401
 
@@ -229,6 +232,32 @@ async def test_refusals_are_permanent_deferrals_retryable_and_the_connection_sta
                         ("c2@example.com", "sent"), ("busy@example.com", "sent"), ("c3@example.com", "sent"),
                         ("josé@example.com", "sent")]  # SMTPUTF8
     assert got == ["busy@example.com", "c2@example.com", "c3@example.com", "josé@example.com"]
+
+
+async def test_a_send_cancelled_mid_transaction_is_not_pooled_and_close_does_not_wait_on_it(tmp_path: Path) -> None:
+    """A send cancelled after its final dot and before the relay's answer (a stop, an HA stand-down) leaves its
+    connection mid-transaction. Put back in the pool, ``close()`` sent QUIT into it and waited for an answer
+    the relay never gave: in the HA lab a deposed daemon hung so after standing down (docs/lab.md, H5)."""
+    server = make_server(tmp_path)
+    server.start()
+    try:
+        inv = inventory(tmp_path, server, "none", n=1)
+        assert inv.delivery is not None and inv.delivery.smtp is not None
+        sender = EmailSender(inv.delivery.smtp)
+        row = Row("INC-1/customer_opened/c1@example.com/1", "INC-1", "customer_opened", "c1@example.com", "email",
+                  "", {"to": "c1@example.com", "subject": "Falla", "body": "STALL-AT-DOT\n"}, id=1, attempts=0,
+                  uncertain=False, created_at=T0)
+        handed = asyncio.Event()
+        task = asyncio.ensure_future(sender.send(row, handed.set))
+        await until(handed.is_set, 30, "the final dot handed over")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        began = time.monotonic()
+        await asyncio.wait_for(sender.close(), 30)  # (aiosmtplib's own timeout for the QUIT: 60 s)
+        assert time.monotonic() - began < 5
+    finally:
+        server.stop()
 
 
 async def test_relay_down_during_the_outage_then_up_delivers_every_notice_once(tmp_path: Path) -> None:

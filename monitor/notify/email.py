@@ -164,6 +164,12 @@ class EmailSender:
                 conn = None
                 conn = await self._connect()
             await transact(conn, row, self.s.sender, handed_over)
+        except asyncio.CancelledError:
+            # A stop or a stand-down mid-transaction (the relay may still be reading the message): back in
+            # the pool, close() would send QUIT into it and wait for an answer that never comes
+            _drop(conn)
+            conn = None
+            raise
         except aiosmtplib.SMTPRecipientRefused as exc:
             if 500 <= exc.code < 600:
                 raise DeliveryPermanent(f"recipient refused ({exc.code})", f"smtp_{exc.code}") from exc

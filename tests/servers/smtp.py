@@ -98,7 +98,7 @@ class SmtpServer(RestartableServer):
 class _Handler:
     """Accepts into the Maildir; refusals on cue, as real relays answer: a recipient ``nosuch…`` gets
     550 at RCPT, ``busy…`` 451 the first time, and a body containing ``REJECT-AT-DOT`` 554 after
-    the final ``.``."""
+    the final ``.`` (``STALL-AT-DOT``: no answer at all on that connection)."""
 
     def __init__(self, maildir: Path) -> None:
         self.box = mailbox.Maildir(str(maildir), create=True)
@@ -117,6 +117,8 @@ class _Handler:
         content = envelope.original_content or envelope.content
         if b"REJECT-AT-DOT" in content:
             return "554 5.6.0 message refused"
+        if b"STALL-AT-DOT" in content:  # a relay that never answers the final dot (on this connection)
+            await asyncio.Event().wait()
         self.box.add(content)
         return "250 OK"
 
