@@ -376,6 +376,13 @@ class Engine(Restoring, Maintenance):
             inc = self.incidents.get(m)
             if inc is not None and inc.seq == seq and self.basis[inc.id] == "outage":
                 self._calm = (m, self._era)
+                self._bulk = -1  # (worked out by the first _settled that reads it)
+
+    def _pending_are_members(self, chunk: list[tuple[float, str, float]], m: str) -> int:
+        """How many settle entries (``chunk`` and the queue) are skipped by the outage at ``m``, all
+        or none (0): all when every down target is one of its members. Then an entry is stale (its
+        key came back since: skipped anyway) or a member's; read while ``_calm`` holds."""
+        return len(chunk) + len(self._settle) if len(self.down) == len(self.incidents[m].members) else 0
 
     def _mark(self) -> tuple[object, ...]:
         """What a judgement changes when it changes anything (members log every move)."""
@@ -400,14 +407,26 @@ class Engine(Restoring, Maintenance):
     def _settled(self, chunk: list[tuple[float, str, float]]) -> list[bool]:
         """Per settle entry: still down since then and attached to the outage its (cached) root walk
         leads to, i.e. what the per-entry check would skip, worked out in C. False where unsure."""
-        keys = list(map(_KEY, chunk))
         calm = self._calm
         if calm is not None and calm[1] == self._era and not self._windows:
             # nothing but endpoints going down since an outage at m took its root's down subtree
             # (``_judge``): its members are still down and attached, their roots at m; an entry of
             # one is skipped either way (a stale one too): one lookup per entry, not three
             m = calm[0]
+            if self._bulk < 0:
+                self._bulk = self._pending_are_members(chunk, m)
+            if self._bulk >= len(chunk):
+                # every entry here was pending when the outage took everything down: no key is read
+                # (each costs a cache miss in a burst), only the root's own entries go the per-entry way
+                self._bulk -= len(chunk)
+                own = list(map(eq, map(_STAMP, chunk), repeat(self.down[m])))
+                if not any(own):
+                    return [True] * len(chunk)
+                return [not (o and e[1] == m) for o, e in zip(own, chunk, strict=True)]
+            self._bulk = 0
+            keys = list(map(_KEY, chunk))
             return list(map(and_, map(ne, keys, repeat(m)), map(eq, map(self.member.get, keys), repeat(m))))
+        keys = list(map(_KEY, chunk))
         alive = map(eq, map(self.down.get, keys), map(_STAMP, chunk))
         ms = list(map(self.member.get, keys))
         basis, incidents = self.basis, self.incidents

@@ -101,6 +101,7 @@ class EngineState:
         # down; _calm = (root, era) of an outage just opened over its root's down subtree
         self._era = 0
         self._calm: tuple[str, int] | None = None
+        self._bulk = 0  # settle entries at the queue's front all members of _calm's outage (-1: not known yet)
         # a parents tuple (shared by siblings) with one parent -> that parent (Engine._settled)
         self._sole_parent = {ps: ps[0] for ps in set(topo.parents.values()) if len(ps) == 1}
         self._with_kids = frozenset(t for t, kids in topo.children.items() if kids)  # (_down_subtree)
