@@ -201,8 +201,14 @@ def finish(s: Scenario, cut: float, one_ticket: bool = True) -> None:
     # the event log: each target behind the tower went DOWN once and came UP once, the core never changed
     changes = Counter((t, new) for t, new in rows(s.url, "SELECT target, new FROM state_changes WHERE ts >= %s",
                                                   (cut - 1,)))
-    assert len({t for t, _ in changes}) == BEHIND_TOWER and set(changes.values()) == {1}, changes
-    assert {new for _, new in changes} == {"down", "up"} and "core" not in {t for t, _ in changes}
+    # a poll straddling the cut or the return (some pings answered), or a reply slowed past the rtt
+    # limit on a loaded machine, may read DEGRADED on the way: allowed, DOWN and UP exactly once each
+    # (seen under load 13: H3 and H4 failed on a DEGRADED with every DOWN and UP counted once)
+    targets = {t for t, _ in changes}
+    assert len(targets) == BEHIND_TOWER and "core" not in targets, changes
+    assert all(changes[t, "down"] == 1 and changes[t, "up"] == 1 for t in targets), changes
+    assert {new for _, new in changes} <= {"down", "up", "degraded"}, changes
+    s.timing.update(degraded=sorted(t for t, new in changes if new == "degraded"))
     outbox = Counter(st for (st,) in rows(s.url, "SELECT status FROM outbox"))
     assert set(outbox) == {"delivered"}, outbox
     s.timing.update(mails=s.smtp.count(), logical_mails=len(s.smtp.logical()), outbox=sum(outbox.values()))
