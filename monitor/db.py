@@ -28,7 +28,9 @@ untouched: the embedded default pays nothing for the second engine.
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +180,7 @@ class SQLite:
         # migration (open_store sets the lock wait for normal work right after)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=OPEN_TIMEOUT)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(db, time.monotonic() + OPEN_TIMEOUT)
             db.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
             db.close()
@@ -307,6 +309,28 @@ def split_statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
+
+
+def _switch_to_wal(db: sqlite3.Connection, deadline: float) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another opening holds the file, until ``deadline``.
+
+    The switch of a new (rollback-journal) file reads it under a shared lock and then wants the
+    exclusive one. When another process's switch already holds the lock above shared and waits for
+    ours to go, SQLite answers "database is locked" at once instead of calling the busy handler (a
+    wait would deadlock): one of six processes creating a store together failed that way in CI, and
+    about 3 % of the openings in a fork loop (``test_store``). Trying again after the other switch
+    ends finds the file in WAL already.
+    """
+    pause = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, 0.1)
 
 
 def _delivery_schema(conn: Connection) -> dict[str, int]:
