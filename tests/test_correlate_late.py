@@ -199,3 +199,29 @@ def test_a_reload_while_a_late_batch_settles_keeps_its_real_start(where: Where) 
         ("opened", TOWER, next(c.ts for c in down if c.target == TOWER))]
     svc.close()
     log.close()
+
+
+@pytest.mark.parametrize("restart", [T0 + 183, T0 + 300], ids=["within-settle", "after-settle"])
+def test_a_core_crash_while_a_late_batch_settles_still_opens_at_the_real_start(where: Where, restart: float) -> None:
+    """The core dies a second after the late batch arrived (stored in the event log, not judged yet) and
+    comes back within the settle period or long after it: the incident still opens at the tower's
+    confirmed DOWN, not at the restart (the late DOWNs are kept in the store, ``late_downs``)."""
+    db, clock = where, ManualClock(T0)
+    log = EventStore(db)
+    svc = CorrelationService(INV, db, SETTINGS, clock, poll_every=0)
+    down = tower_fails(T0 + 60)
+    tower_down = next(c.ts for c in down if c.target == TOWER)
+    assert run(svc, clock, log, T0 + 181, {T0 + 180: down}) == []
+    assert svc.store.late_downs()[TOWER][1] == tower_down
+    svc.close()  # the process dies: nothing else is written
+
+    clock.set(restart)
+    svc = CorrelationService(INV, db, SETTINGS, clock, poll_every=0)
+    events = svc.startup_events + run(svc, clock, log, restart + 60, {})
+    assert [(e.event, e.kind, e.root, e.ts) for e in events] == [("opened", "outage", TOWER, tower_down)], events
+    assert [(r.root, r.opened_at) for r in svc.store.incidents(status=None)] == [(TOWER, tower_down)]
+    events = run(svc, clock, log, restart + 80 + SETTINGS.hold_down, {restart + 70: back(restart + 70)})
+    assert [e.event for e in events][-1] == "resolved"
+    assert svc.store.late_downs() == {}  # back up: nothing late is kept
+    svc.close()
+    log.close()

@@ -118,6 +118,7 @@ class Engine(Restoring, Maintenance):
                     down[tid] = now
                     if ts < now - settle_for:
                         late[tid] = (now, ts)  # news from the past (a poller's spool): its real start
+                        self.late_changed = True
                     if tid in ignored:
                         del ignored[tid]
                     if degraded:

@@ -59,6 +59,7 @@ class EngineState:
         # target -> (its stamp in ``down``, when it really went down): a DOWN that arrived after its
         # settle period would have ended (a remote poller's spool after a partition); see _real_start
         self.late: dict[str, tuple[float, float]] = {}
+        self.late_changed = False  # ``late`` changed since the store last kept it (a restart resumes it)
         self.incidents: dict[str, Incident] = {}  # open incidents by root (blind excluded)
         self.by_id: dict[str, Incident] = {}
         self.member: dict[str, str] = {}  # target -> root of the incident it is attached to

@@ -26,6 +26,8 @@ class Recovery(Judgement):
         down.pop(tid, None)
         if self.cause:
             self.cause.pop(tid, None)
+        if self.late and self.late.pop(tid, None) is not None:
+            self.late_changed = True  # judged or not, its real start no longer matters
         self._ignored.pop(tid, None)
         self._unexplained.discard(tid)
         kids = topo.children[tid]

@@ -54,9 +54,13 @@ class CorrelationService:
         self._next_poll = 0.0
         self._maintenance_rev = ""
         self._done_actions: list[int] = []
-        self.engine = self._resumed(
-            Topology.from_inventory(inventory), self.store.down_states(), None, causes=self.store.down_causes()
-        )
+        down = self.store.down_states()
+        # a late batch still settling when the process stopped: its settle goes on from its arrival, and
+        # its incident opens at its real start (only for a DOWN the log still holds as it came)
+        late = {t: v for t, v in self.store.late_downs().items() if down.get(t) == v[1]}
+        down.update((t, arrived) for t, (arrived, _) in late.items())
+        self.engine = self._resumed(Topology.from_inventory(inventory), down, None, causes=self.store.down_causes())
+        self.engine.late.update(late)
         self._poll_store(clock.now(), force=True)
         #: what resuming decided (e.g. incidents whose targets recovered while the daemon was down)
         self.startup_events = self.engine.tick(clock.now())
@@ -205,10 +209,12 @@ class CorrelationService:
         blind = eng.blind
         if blind is not None and blind.id in eng.changed and blind.id not in eng.by_id:
             open_incidents[blind.id] = (blind, "blind")  # its alert is closed, the blindness goes on: keep its timer
+        late = {t: v for t, v in eng.late.items() if eng.down.get(t) == v[0]} if eng.late_changed else None
         self.store.save(
             events, open_incidents, set(eng.changed), eng.member_log, eng.window_events, self._done_actions,
-            self.clock.now(), eng.blind_ended,
+            self.clock.now(), eng.blind_ended, late,
         )
+        eng.late_changed = False
         for inc_id, ts in eng.blind_ended:
             log.info("monitoring blindness %s ended at %s", inc_id, format_ts(ts))
         self._done_actions = []

@@ -12,7 +12,8 @@ into the daemon's memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,14 +112,16 @@ class IncidentStore:
         done_actions: Sequence[int] = (),
         now: float = 0.0,
         blind_ended: Sequence[tuple[str, float]] = (),
+        late: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         """One engine step, atomically: events, incident rows, attached targets, window events, actions done,
-        blindnesses ended (``cleared_at``: the end of the period reports exclude).
+        blindnesses ended (``cleared_at``: the end of the period reports exclude), and the late DOWNs
+        (``late``, when they changed: :meth:`late_downs`).
 
         ``open_incidents`` may hold a blind incident whose alert staff resolved while the blindness
         goes on: its row stays resolved, only its timer (``clear_since``) is kept for a restart.
         """
-        if not (events or changed or member_log or window_events or done_actions or blind_ended):
+        if not (events or changed or member_log or window_events or done_actions or blind_ended or late is not None):
             return
         db = self.db
         try:
@@ -137,6 +140,10 @@ class IncidentStore:
                 )
                 db.executemany("UPDATE incident_actions SET done_at = ? WHERE id = ?", [(now, i) for i in done_actions])
                 db.executemany("UPDATE incidents SET cleared_at = ? WHERE id = ?", [(ts, i) for i, ts in blind_ended])
+                if late is not None:
+                    db.execute("INSERT INTO correlation_meta (key, value) VALUES ('late', ?) ON CONFLICT(key)"
+                               " DO UPDATE SET value = excluded.value",
+                               (json.dumps({t: list(v) for t, v in sorted(late.items())}, separators=(",", ":")),))
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -334,6 +341,22 @@ class IncidentStore:
             (since,),
         )
         return [(float(ts), str(root)) for ts, root in rows]
+
+    def late_downs(self) -> dict[str, tuple[float, float]]:
+        """Down targets whose DOWN reached correlation after its settle period would have ended (a remote
+        poller's spool): target -> (when it arrived, when it really went down), as the engine keeps them
+        (``EngineState.late``). A restart between a late batch's arrival and its judgement resumes the
+        settle from the arrival and opens the incident at the real start, as without the restart.
+        An unreadable value is no late news (the incident then opens when judged, as before)."""
+        row = self.db.execute("SELECT value FROM correlation_meta WHERE key = 'late'").fetchone()
+        if row is None:
+            return {}
+        try:
+            raw = json.loads(row[0])
+            out = {str(t): (float(v[0]), float(v[1])) for t, v in raw.items()}
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+            return {}
+        return {t: v for t, v in out.items() if all(map(math.isfinite, v))}
 
     def observed_since(self, now: float) -> float:
         """When correlation first ran on this store (recorded now if never): the burst rule's rates are
