@@ -210,3 +210,52 @@ async def test_ack_note_and_resolve_from_the_board_are_commented_on_the_ticket_o
         again.tick()
         await run.drained()
     assert comments(rt, tid) == before + 3
+
+
+def ticket_without_tag(rt: RequestTracker, text: str) -> str:
+    """A ticket made behind the monitor's back (a deposed daemon's late create), not tagged yet."""
+    made = rt._request("POST", "/REST/2.0/ticket", {"Queue": "General", "Subject": text, "Content": text})
+    return str(made["id"])
+
+
+async def test_a_late_duplicate_ticket_is_merged_into_the_oldest_before_resolving(tmp_path: Path,
+                                                                                   rt: RequestTracker) -> None:
+    """Issue 13 (HA lab H5): a frozen daemon's create request lands after the standby opened the ticket.
+    The resolve looks again, merges the late one into ours (the older) and resolves one ticket."""
+    inc = "INC-000601"
+    svc, opened = with_opened(tmp_path, rt, inc)
+    async with Running(svc) as run:
+        await deliver(run, opened)
+        (ours,) = [str(t["id"]) for t in tagged(rt, inc)]
+        late = ticket_without_tag(rt, f"[{inc}] Falla de servicio (the deposed daemon's)")
+        await deliver(run, ev("updated", T0 + 60, ids(8, 0), incident=inc))
+        await deliver(run, ev("resolved", T0 + 600, ids(8, 0), incident=inc))
+    assert [str(t["id"]) for t in tagged(rt, inc)] == [ours]
+    assert rt.ticket(ours)["Status"] == "resolved"
+    assert str(rt.ticket(late)["id"]) == ours  # RT leads the merged number to the kept ticket
+    assert any("the deposed daemon's" in t for t in texts(rt, ours))  # its history moved along
+
+
+async def test_after_a_takeover_the_oldest_ticket_is_kept_and_the_newer_merged_into_it(
+        tmp_path: Path, rt: RequestTracker) -> None:
+    """The other order: the deposed daemon's ticket is the OLDER one (its request reached RT first but was
+    not visible to the standby's look-up, which opened a second). The next process (a takeover, here a
+    new service on the same store) looks over the incident's tickets at its first note, keeps the oldest
+    (every process picks the same one), merges ours into it and records it: notes and the resolve go there."""
+    inc = "INC-000701"
+    older = ticket_without_tag(rt, "Falla de servicio (request of the frozen daemon)")
+    svc, opened = with_opened(tmp_path, rt, inc)
+    async with Running(svc) as run:
+        await deliver(run, opened)
+    (newer,) = [str(t["id"]) for t in tagged(rt, inc)]
+    assert int(older) < int(newer)
+    rt._request("PUT", f"/REST/2.0/ticket/{older}", {"Subject": f"[{inc}] Falla de servicio"})  # now visible
+    taken_over = DeliveryService(svc.ctx.inv, tmp_path / "monitor.db", svc.ctx.cfg, SystemClock())
+    async with Running(taken_over) as run:
+        await deliver(run, ev("updated", T0 + 60, ids(8, 0), incident=inc))
+        assert taken_over.outbox.ticket(inc) == older
+        assert [str(t["id"]) for t in tagged(rt, inc)] == [older]
+        assert sum("Nuevos afectados (2): C-0007, C-0008" in t for t in texts(rt, older)) == 1
+        await deliver(run, ev("resolved", T0 + 600, ids(8, 0), incident=inc))
+    assert [str(t["id"]) for t in tagged(rt, inc)] == [older] and rt.ticket(older)["Status"] == "resolved"
+    assert str(rt.ticket(newer)["id"]) == older

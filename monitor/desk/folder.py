@@ -50,6 +50,12 @@ class FolderDesk:
     async def find(self, incident: str) -> str | None:
         return incident if self._file(incident).exists() else None
 
+    async def find_all(self, incident: str) -> list[str]:
+        return [incident] if self._file(incident).exists() else []  # one file per incident: never two
+
+    async def merge(self, ticket: str, into: str) -> None:
+        return None  # (never asked: find_all finds at most one)
+
     async def open(self, incident: str, subject: str, body: str) -> str:
         if not self._file(incident).exists():
             self._append(incident, "opened", f"Subject: {subject}\n\n{body}")

@@ -8,6 +8,12 @@ skips the post if RT has it (Subject, not Content: RT without a full-text index 
 bodies). Resolve and reopen are one comment with the new Status (one request); a repeat whose
 comment is found only sets the status. A ticket whose Owner is no longer ``Nobody`` was taken by
 staff, which counts as an acknowledgement of the incident.
+
+A late duplicate (two tickets with one tag: a deposed daemon's create request that arrived after the
+standby had looked and opened its own) is merged with RT's own merge (REST2: an update with
+``MergeInto``): the duplicate's history moves into the kept ticket, the duplicate's number leads
+there, and searches no longer list it. RT answers a refused merge with 200 and a message, so the
+merge is read back: the duplicate's number must now load the kept ticket.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from monitor.delivery.config import DeskSettings
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 from monitor.desk.base import Ref, tag
 
-MAX_ANSWER = 1 << 20  # bytes of one REST2 answer; ours ask for at most 5 tickets or 1 transaction
+MAX_ANSWER = 1 << 20  # bytes of one REST2 answer; ours ask for at most 20 tickets or 1 transaction
+MAX_TAGGED = 20  # tickets with one tag looked at (a desk with more has worse trouble than duplicates)
 
 
 class RTDesk:
@@ -71,13 +78,24 @@ class RTDesk:
                                     "bad_answer") from None
 
     async def find(self, incident: str) -> str | None:
+        found = await self.find_all(incident)
+        return found[0] if found else None
+
+    async def find_all(self, incident: str) -> list[str]:
         query = f"Subject LIKE '{tag(incident)}'"
-        found = await self._call("GET", f"/tickets?query={quote(query, safe='')}&per_page=5"
-                                 "&fields=Subject")
-        for item in _items(found, "GET /tickets"):
-            if isinstance(item, dict) and tag(incident) in str(item.get("Subject", "")):
-                return _ticket_id(item.get("id"), "GET /tickets")
-        return None
+        found = await self._call("GET", f"/tickets?query={quote(query, safe='')}&orderby=id&order=ASC"
+                                 f"&per_page={MAX_TAGGED}&fields=Subject")
+        ids = {_ticket_id(item.get("id"), "GET /tickets") for item in _items(found, "GET /tickets")
+               if isinstance(item, dict) and tag(incident) in str(item.get("Subject", ""))}
+        return sorted(ids, key=int)
+
+    async def merge(self, ticket: str, into: str) -> None:
+        said = await self._call("PUT", f"/ticket/{ticket}", {"MergeInto": into})
+        now = _object(await self._call("GET", f"/ticket/{ticket}"), "GET /ticket")
+        if str(now.get("id")) != into:
+            text = json.dumps(said)[:200] if said is not None else "nothing"
+            raise DeliveryRetryable(f"RT did not merge ticket {ticket} into {into}: it answered {text}",
+                                    "merge_refused")
 
     async def open(self, incident: str, subject: str, body: str) -> str:
         if tag(incident) not in subject:

@@ -34,6 +34,12 @@ class WebhookDesk:
     async def find(self, incident: str) -> str | None:
         return None  # the receiver deduplicates "open" by ticket id and Idempotency-Key
 
+    async def find_all(self, incident: str) -> list[str]:
+        return []  # (cannot be read back; the ticket id is the incident's, so there is never a second)
+
+    async def merge(self, ticket: str, into: str) -> None:
+        return None  # (never asked: find_all finds nothing)
+
     async def open(self, incident: str, subject: str, body: str) -> str:
         await self._op("open", incident, subject, body)
         return incident
