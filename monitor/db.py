@@ -89,6 +89,35 @@ class DatabaseError(StorageError):
     """
 
 
+class InDoubt(DatabaseError):
+    """COMMIT was sent and the connection broke before its answer: the transaction may be committed.
+
+    SQLite, in this process, never leaves a commit in doubt; a server across a network does when the
+    connection dies between COMMIT reaching it and its answer coming back. A writer that holds what it
+    could not write and retries must not write it a second time: ``token`` (None when the engine
+    cannot tell) asks the connection later whether it was committed (:func:`committed`)."""
+
+    def __init__(self, message: str, token: object | None = None) -> None:
+        super().__init__(message)
+        self.token = token
+
+
+@runtime_checkable
+class Settling(Protocol):
+    """A connection that can tell whether a transaction it left in doubt was committed (PostgreSQL's)."""
+
+    def committed(self, token: object) -> bool: ...
+
+
+def committed(db: object, doubt: InDoubt) -> bool:
+    """Whether the transaction ``doubt`` left unanswered was committed; raises :class:`DatabaseError` while
+    the server cannot be asked (the caller keeps holding what it wrote), and when the engine has no way
+    to tell (``token`` None: the caller must make its retry harmless on its own)."""
+    if doubt.token is None or not _implements(type(db), Settling):
+        raise DatabaseError(f"cannot tell whether a transaction was committed: {doubt}")
+    return cast(Settling, db).committed(doubt.token)
+
+
 #: what a store's statements may raise, on any engine
 ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, DatabaseError)
 

@@ -51,13 +51,13 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import psycopg
 import psycopg.sql
 
-from monitor.db import VERSION_TABLE, DatabaseError, split_statements
+from monitor.db import VERSION_TABLE, DatabaseError, InDoubt, split_statements
 
 #: the key of the transaction-level advisory lock that migrations take (any fixed 64-bit number)
 MIGRATION_LOCK = 0x6D6F6E69746F72  # "monitor"
@@ -65,6 +65,11 @@ MIGRATION_LOCK = 0x6D6F6E69746F72  # "monitor"
 WRITE_LOCK = 0x6D6F6E69746F77  # "monitow"
 
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+#: the write transaction's id, asked for with its BEGIN (one round trip): what tells, when COMMIT's answer
+#: is lost, whether it was committed (``pg_xact_status``); a write transaction is given one anyway
+_XACT_ID = "SELECT pg_current_xact_id()::text"
+#: how long settling a commit in doubt waits for the old session to end when it is still running
+_TERMINATE_WAIT_MS = 1000
 #: a fenced write fails with an integer cast's error (invalid_text_representation) of this text
 FENCED = "22P02"
 _FENCED_TEXT = "fenced: lease epoch"
@@ -266,6 +271,8 @@ class Connection:
         self._detached: _Detached | None = None  # the side connection of write_detached
         #: a transaction was begun on this connection and not ended yet (by the stores' SQL)
         self._in_transaction = False
+        #: the current write transaction's (id, server process): settles its COMMIT if the answer is lost
+        self._xact: tuple[int, int] | None = None
 
     def _live(self) -> psycopg.Connection[Any]:
         """The connection, opened again if the server dropped it; but never inside a transaction: the
@@ -296,6 +303,9 @@ class Connection:
             self._batch.append((sql, tuple(parameters), result))
             return result
         ends = sql in ("COMMIT", "ROLLBACK")
+        xact = None
+        if ends:
+            xact, self._xact = self._xact, None
         if ends and self.reach.down and not self.conn.closed:
             self.conn.close()  # (not waited on: the server ends the transaction of a connection that went)
         if ends and self.conn.closed and self._in_transaction:
@@ -315,17 +325,60 @@ class Connection:
                 return conn.execute(translate(sql), parameters)
             return conn.execute(sql)
         except psycopg.Error as exc:
-            raise self._failed(exc) from exc
+            error = self._failed(exc)
+            if sql == "COMMIT" and xact is not None and self.conn.closed:
+                return self._settle(xact, error)
+            raise error from exc
 
     def _begin_write(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-        """BEGIN, the write lock and (while fenced) the lease check, in one round trip. A failure leaves
-        no transaction open: the ``with`` that asked for it never reaches its ROLLBACK."""
+        """BEGIN, the write lock, (while fenced) the lease check and the transaction's id, in one round
+        trip. A failure leaves no transaction open: the ``with`` that asked for it never reaches its
+        ROLLBACK."""
         fence = FENCE.statement() if self.engine.fenced else None
         try:
-            return conn.execute(_BEGIN_WRITE if fence is None else f"{_BEGIN_WRITE}; {fence}")
+            begin = _BEGIN_WRITE if fence is None else f"{_BEGIN_WRITE}; {fence}"
+            cur = conn.execute(f"{begin}; {_XACT_ID}")
+            while cur.nextset():
+                pass
+            row = cur.fetchone()
+            self._xact = None if row is None else (int(row[0]), conn.info.backend_pid)
+            return cur
         except psycopg.Error:
             self._rollback()
             raise
+
+    def _settle(self, xact: tuple[int, int], error: DatabaseError) -> psycopg.Cursor[Any]:
+        """COMMIT was sent and the connection broke before its answer: asked on a new connection at once,
+        the commit counts as what the server did (an answer as if heard, or a plain failure that the
+        caller may retry); :class:`InDoubt` only while the server cannot be asked."""
+        try:
+            done = self.committed(xact)
+        except DatabaseError as exc:
+            raise InDoubt(f"{error} (COMMIT was sent, its answer lost; whether it was committed cannot be"
+                          f" told yet: {exc})", xact) from error
+        if not done:
+            raise DatabaseError(f"{error} (the transaction was not committed)") from error
+        return psycopg.Cursor(self.conn)
+
+    def committed(self, token: object) -> bool:
+        """Whether the write transaction ``token`` (an :class:`InDoubt`'s) was committed, asked on this
+        connection (opened again if need be). The server knows each recent transaction's fate
+        (``pg_xact_status``); one still in progress is the old session's, which never got the COMMIT or
+        has not acted on it yet: it is ended (what it held is rolled back) and asked again. Raises
+        :class:`DatabaseError` while the server cannot be asked or the old session does not end."""
+        xid, pid = cast(tuple[int, int], token)
+        try:
+            conn = self._live()
+            status = _xact_status(conn, xid)
+            if status == "in progress":
+                conn.execute("SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE pid = %s"
+                             " AND backend_xid::text = %s", (_TERMINATE_WAIT_MS, pid, str(xid % 2**32)))
+                status = _xact_status(conn, xid)
+        except psycopg.Error as exc:
+            raise self._failed(exc) from exc
+        if status == "in progress":
+            raise DatabaseError(f"transaction {xid} is still in progress in the server's process {pid}")
+        return status == "committed"
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any] | _Result:
         if self._batch is not None:  # (one statement per row, all in the batch's message)
@@ -404,7 +457,10 @@ class Connection:
                     self._session = None
                     self._in_transaction = False
                     continue
-                raise self._failed(exc) from exc
+                error = self._failed(exc)
+                if commit and self.conn.closed:  # (nothing tells which part the server did: the caller's care)
+                    raise InDoubt(f"{error} (COMMIT was sent, its answer lost: it may have been committed)") from exc
+                raise error from exc
         for _ in range(first):  # (BEGIN, lock, fence: no answers wanted)
             cur.nextset()
         for _, _, result in batch:
@@ -721,6 +777,12 @@ class _Side:
             self.conn.close()
         self.conn = None
         self.session = None
+
+
+def _xact_status(conn: psycopg.Connection[Any], xid: int) -> str | None:
+    """'committed', 'aborted', 'in progress', or None (too old to be known: long since settled)."""
+    row = conn.execute("SELECT pg_xact_status(CAST(%s AS xid8))", (str(xid),)).fetchone()
+    return None if row is None else cast(str | None, row[0])
 
 
 def _lock_timeout(seconds: float) -> str:

@@ -18,9 +18,11 @@ from monitor.db import (
     ERRORS,
     OPEN_TIMEOUT,
     VERSION_TABLE,
+    InDoubt,
     Schema,
     StoreCursor,
     Where,
+    committed,
     engine_for,
     open_store,
     transaction,
@@ -90,6 +92,8 @@ class EventStore:
         self.path = engine.describe()
         self._db = open_store(engine, components(), what="the event store", busy_timeout=busy_timeout,
                               migrate_timeout=OPEN_TIMEOUT)
+        #: an append whose COMMIT went unanswered and could not be settled at once, with its changes
+        self._doubt: tuple[InDoubt, frozenset[StateChange]] | None = None
 
     @property
     def schema_version(self) -> int:
@@ -98,7 +102,14 @@ class EventStore:
         return int(row[0]) if row else 0
 
     def append(self, changes: Sequence[StateChange]) -> None:
-        """Record transitions and the resulting current states atomically."""
+        """Record transitions and the resulting current states atomically.
+
+        A caller that holds what failed and appends it again (:class:`monitor.polling.keeper.StoreKeeper`)
+        gets each change recorded once even when the failure was a COMMIT whose answer was lost: the
+        store asks the server whether that append was committed before its next one, and leaves out
+        what it did record (until it can ask, appends fail as before and the caller keeps holding)."""
+        if self._doubt is not None:
+            changes = self._settled(changes)
         if not changes:
             return
         try:
@@ -113,8 +124,22 @@ class EventStore:
                     " ON CONFLICT(target) DO UPDATE SET state = excluded.state, since = excluded.since",
                     [(c.target, c.new._value_, c.ts) for c in changes],
                 )
+        except InDoubt as exc:
+            self._doubt = (exc, frozenset(changes))
+            raise StorageError(f"cannot append to the event store {self.path}: {exc}") from exc
         except ERRORS as exc:
             raise StorageError(f"cannot append to the event store {self.path}: {exc}") from exc
+
+    def _settled(self, changes: Sequence[StateChange]) -> Sequence[StateChange]:
+        """``changes`` without those the append in doubt recorded, once the server says it committed."""
+        assert self._doubt is not None
+        doubt, written = self._doubt
+        try:
+            done = committed(self._db, doubt)
+        except ERRORS as exc:
+            raise StorageError(f"cannot append to the event store {self.path}: {exc}") from exc
+        self._doubt = None
+        return [c for c in changes if c not in written] if done else changes
 
     def run_started(self, now: float) -> int:
         """Record that the daemon started; returns the run id for :meth:`run_alive`/:meth:`run_stopped`."""

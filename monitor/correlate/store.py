@@ -21,7 +21,17 @@ from monitor.correlate.degraded import LEVELS_BASIS, weak_levels
 from monitor.correlate.engine_state import ADD, DROP, LEFT_DOWN, RECOVERED, MemberOp
 from monitor.correlate.incidents import Basis, Incident, IncidentEvent, parse_ts
 from monitor.correlate.maintenance import Window, WindowEvent
-from monitor.db import ERRORS, OPEN_TIMEOUT, SQLite, StoreConnection, Where, engine_for, open_store
+from monitor.db import (
+    ERRORS,
+    OPEN_TIMEOUT,
+    InDoubt,
+    SQLite,
+    StoreConnection,
+    Where,
+    committed,
+    engine_for,
+    open_store,
+)
 from monitor.db import transaction as _tx
 from monitor.errors import MonitorError, StorageError
 from monitor.state import State
@@ -96,6 +106,8 @@ class IncidentStore:
         # outage's 100k rows); other engines upsert, each target once per statement
         self._embedded = isinstance(engine, SQLite)
         self._row_ops, self._bulk_ops = (_ROW_SQL_OPS, _BULK_SQL) if self._embedded else (_UPSERT_ROW, _UPSERT_BULK)
+        #: a step whose COMMIT went unanswered and could not be settled at once: its appended rows
+        self._doubt: tuple[InDoubt, frozenset[IncidentEvent], frozenset[WindowEvent]] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -121,6 +133,8 @@ class IncidentStore:
         ``open_incidents`` may hold a blind incident whose alert staff resolved while the blindness
         goes on: its row stays resolved, only its timer (``clear_since``) is kept for a restart.
         """
+        if self._doubt is not None:  # (the service saves a failed step again with its next one)
+            events, window_events = self._settled(events, window_events)
         if not (events or changed or member_log or window_events or done_actions or blind_ended or late is not None):
             return
         db = self.db
@@ -148,8 +162,28 @@ class IncidentStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        except InDoubt as exc:
+            self._doubt = (exc, frozenset(events), frozenset(window_events))
+            raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
         except ERRORS as exc:
             raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
+
+    def _settled(
+        self, events: Sequence[IncidentEvent], window_events: Sequence[WindowEvent],
+    ) -> tuple[Sequence[IncidentEvent], Sequence[WindowEvent]]:
+        """Without the appended rows (events, their notes, window events) of the step whose COMMIT went
+        unanswered, once the server says it was committed; the rest of a step (upserts, attachments in
+        order, updates) lands the same written twice."""
+        assert self._doubt is not None
+        doubt, done_events, done_windows = self._doubt
+        try:
+            done = committed(self.db, doubt)
+        except ERRORS as exc:
+            raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
+        self._doubt = None
+        if not done:
+            return events, window_events
+        return [e for e in events if e not in done_events], [w for w in window_events if w not in done_windows]
 
     def _event(self, e: IncidentEvent, open_incidents: dict[str, tuple[Incident, Basis]]) -> None:
         db = self.db

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.db import ERRORS, OPEN_TIMEOUT, StoreConnection, Where, detaching, engine_for, open_store
+from monitor.db import ERRORS, OPEN_TIMEOUT, InDoubt, StoreConnection, Where, detaching, engine_for, open_store
 from monitor.db import transaction as _tx
 from monitor.errors import StorageError
 from monitor.store import components
@@ -69,6 +69,8 @@ class Outbox:
         self.path = engine.describe()
         self.db: StoreConnection = open_store(engine, components(), what="the outbox in",
                                               busy_timeout=busy_timeout, migrate_timeout=OPEN_TIMEOUT)
+        #: channels whose last claim's COMMIT went unanswered: rows it may have claimed, nobody holds
+        self._claims_in_doubt: set[str] = set()
         self.recovered, self.assumed = self.recover()
 
     def recover(self, channel: str | None = None) -> tuple[int, int]:
@@ -149,10 +151,19 @@ class Outbox:
         One statement claims them and returns them (on PostgreSQL one round trip for the whole
         transaction: its rows are read after COMMIT was sent with it); claims are serialized by the
         store's write lock, so two workers never take the same row. The rows are found in id order on
-        ``outbox_claim`` (``+next_at``: not by their due time, which would sort every due row)."""
+        ``outbox_claim`` (``+next_at``: not by their due time, which would sort every due row).
+
+        A claim whose COMMIT went unanswered (the connection broke) may have claimed rows that nobody
+        holds: the next claim of the channel gives back every row of it still claimed, in its own
+        transaction, before it claims (one worker per channel and store, which :meth:`recover` at a
+        worker's start relies on too; the lease fences any other daemon's)."""
         tx = _tx(self.db, pipelined=True)
+        unclaim = channel in self._claims_in_doubt
         try:
             with tx:
+                if unclaim:
+                    self.db.execute("UPDATE outbox SET inflight = 0 WHERE inflight = ? AND channel = ?",
+                                    (CLAIMED, channel))
                 cur = self.db.execute(
                     "UPDATE outbox SET inflight = ? WHERE id IN (SELECT id FROM outbox o WHERE channel = ?"
                     " AND status = 'pending' AND inflight = 0 AND +next_at <= ? AND (grp = '' OR id = (SELECT MIN(id)"
@@ -163,8 +174,12 @@ class Outbox:
                 rows = None if tx.pipelined else cur.fetchall()
             if rows is None:
                 rows = cur.fetchall()
+        except InDoubt as exc:
+            self._claims_in_doubt.add(channel)
+            raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
         except ERRORS as exc:
             raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
+        self._claims_in_doubt.discard(channel)
         return [Row(r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), id=r[0], attempts=r[8],
                     uncertain=bool(r[9]), created_at=r[10]) for r in sorted(rows)]
 

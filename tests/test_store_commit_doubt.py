@@ -1,0 +1,165 @@
+"""A COMMIT whose answer is lost, on a real PostgreSQL 15 (issue 13).
+
+The connection dies after COMMIT reached the server and before the client heard the answer: the
+transaction is committed, and the client, told only that the connection broke, would hold what it
+wrote and write it again. A proxy (tests/servers/commit_cut.py) passes the COMMIT, throws the
+server's answer away and hangs up; ``lose_commit`` hangs up with the COMMIT instead (nothing
+committed), the case the client cannot tell from the first. Every writer that retries must end with
+exactly one copy of what it wrote, and nothing may be left behind half done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from monitor.correlate.incidents import IncidentEvent
+from monitor.correlate.store import IncidentStore
+from monitor.delivery.outbox import NewRow, Outbox
+from monitor.errors import StorageError
+from monitor.polling.keeper import StoreKeeper
+from monitor.state import State, StateChange
+from monitor.store import EventStore
+from tests.servers.commit_cut import CommitCut
+from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_server_fixture  # noqa: F401
+
+pytestmark = [pytest.mark.servers, pytest.mark.skipif(os.geteuid() != 0, reason="runs postgres as its own user")]
+
+
+@pytest.fixture
+def cut(pg_database: ThrowawayDatabase) -> Iterator[CommitCut]:
+    proxy = CommitCut(int(pg_database.url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def through(pg_database: ThrowawayDatabase, cut: CommitCut) -> Iterator[ThrowawayDatabase]:
+    """The test's database, reached through the proxy."""
+    db = ThrowawayDatabase(cut.url(pg_database.url), pg_database.password)
+    try:
+        yield db
+    finally:
+        db.close_all()
+
+
+def change(target: str, ts: float, new: State = State.DOWN) -> StateChange:
+    return StateChange(target, State.UP if new is State.DOWN else State.DOWN, new, ts, "3 consecutive failed polls")
+
+
+@pytest.mark.parametrize("lose", ["reply", "commit"])
+def test_state_changes_whose_commit_answer_was_lost_are_recorded_once(
+    through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut, lose: str,
+) -> None:
+    """The keeper holds what it could not write and writes it again: the log must have each change once,
+    whether the lost COMMIT had committed (``reply``) or not (``commit``)."""
+    store = EventStore(through, busy_timeout=0.5)
+    keeper = StoreKeeper(store, store.run_started(0.0))
+    keeper.append([change("a", 1.0)])
+    cut.lose_reply() if lose == "reply" else cut.lose_commit()
+    keeper.append([change("b", 2.0), change("c", 2.0)])
+    assert cut.cuts == 1
+    keeper.retry()
+    keeper.append([change("a", 3.0, State.UP)])
+    assert keeper.held == 0
+    check = EventStore(pg_database)
+    assert [(c.target, c.ts) for c in check.changes()] == [("a", 1.0), ("b", 2.0), ("c", 2.0), ("a", 3.0)]
+    check.close()
+    store.close()
+
+
+@pytest.mark.parametrize("lose", ["reply", "commit"])
+def test_a_commit_in_doubt_while_the_server_cannot_be_asked_is_settled_at_the_next_write(
+    through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut, lose: str,
+) -> None:
+    """The answer lost and the server out of reach right after: the write stays held (the store cannot tell
+    yet); once the server answers, the store asks and writes only what is not recorded yet."""
+    store = EventStore(through, busy_timeout=0.5)
+    keeper = StoreKeeper(store, store.run_started(0.0))
+    cut.lose_reply() if lose == "reply" else cut.lose_commit()
+    cut.refusing = True  # (before the cut: the client connects again at once to ask)
+    assert not keeper.append([change("b", 2.0)])
+    keeper.retry()
+    assert keeper.held == 1
+    cut.refusing = False
+    keeper.append([change("c", 4.0)])  # (joins what is held)
+    keeper.retry()
+    assert keeper.held == 0
+    check = EventStore(pg_database)
+    assert [(c.target, c.ts) for c in check.changes()] == [("b", 2.0), ("c", 4.0)]
+    check.close()
+    store.close()
+
+
+def test_a_commit_that_never_reached_a_session_still_running_its_transaction_ends_that_session(
+    through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut,
+) -> None:
+    """The client's connection gone with its COMMIT while the server's side stays open (a cut between the
+    machines): the server still runs the transaction, and would until its idle timeout. The store ends
+    that session (rolling the transaction back) and knows at once that nothing was committed."""
+    store = EventStore(through, busy_timeout=0.5)
+    keeper = StoreKeeper(store, store.run_started(0.0))
+    cut.stall_commit()
+    assert not keeper.append([change("b", 2.0)])
+    assert cut.cuts == 1
+    keeper.retry()
+    assert keeper.held == 0  # (not waiting out the server's 10 s idle_in_transaction_session_timeout)
+    check = EventStore(pg_database)
+    assert [(c.target, c.ts) for c in check.changes()] == [("b", 2.0)]
+    check.close()
+    store.close()
+
+
+def opened(incident: str, ts: float) -> IncidentEvent:
+    return IncidentEvent(ts, "opened", incident, "outage", "ap-1", ("cpe-1",), ("c1",), detail="why")
+
+
+@pytest.mark.parametrize(("lose", "refusing"), [("reply", False), ("reply", True), ("commit", True)])
+def test_incident_events_whose_commit_answer_was_lost_are_recorded_once(
+    through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut, lose: str, refusing: bool,
+) -> None:
+    """Correlation keeps a step's events that it could not record and saves them again with its next step
+    (CorrelationService._save): each event, and the note that says why it opened, is in the log once."""
+    store = IncidentStore(through, busy_timeout=0.5)
+    first = opened("INC-1", 1.0)
+    cut.lose_reply() if lose == "reply" else cut.lose_commit()
+    cut.refusing = refusing
+    try:
+        store.save([first], {}, set(), [])
+        unsaved = []
+    except StorageError:
+        unsaved = [first]
+    assert unsaved or not refusing
+    cut.refusing = False
+    store.save([*unsaved, opened("INC-2", 2.0)], {}, set(), [])
+    check = IncidentStore(pg_database)
+    events = check.db.execute("SELECT incident, event FROM incident_events ORDER BY id").fetchall()
+    notes = check.db.execute("SELECT incident FROM incident_actions ORDER BY id").fetchall()
+    assert [tuple(e) for e in events] == [("INC-1", "opened"), ("INC-2", "opened")]
+    assert [n[0] for n in notes] == ["INC-1", "INC-2"]
+    check.close()
+    store.close()
+
+
+def mail(key: str) -> NewRow:
+    return NewRow(key, "INC-1", "opened", key, "email", "", {"to": f"{key}@example.net"})
+
+
+@pytest.mark.parametrize("lose", ["reply", "commit"])
+def test_a_claim_whose_commit_answer_was_lost_does_not_strand_its_rows(
+    through: ThrowawayDatabase, cut: CommitCut, lose: str,
+) -> None:
+    """A worker's claim marks rows as taken: committed unheard, the worker never has them, and until now
+    nothing but a restart gave them back (an MQTT channel is one group: every later message waited too)."""
+    outbox = Outbox(through, busy_timeout=0.5)
+    outbox.add([mail("x"), mail("y")], {}, {}, 1.0)
+    cut.lose_reply() if lose == "reply" else cut.lose_commit()
+    with pytest.raises(StorageError):
+        outbox.take("email", 2.0, 10)
+    assert sorted(r.key for r in outbox.take("email", 2.0, 10)) == ["x", "y"]
+    assert outbox.take("email", 2.0, 10) == []  # (claimed now, by the take that answered)
+    outbox.close()
