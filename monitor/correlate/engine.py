@@ -307,14 +307,19 @@ class Engine(Restoring, Maintenance):
         the clock is moved only where a decision is taken, and to the last due time at the end.
         A run of at least ``_CHUNK`` due entries is checked a chunk at a time in C (``_settled``):
         only the entries with something to decide take the per-entry steps below, and a decision
-        puts the rest of its chunk back, since it may change what they lead to.
+        puts the rest of its chunk back, since it may change what they lead to. Those are then taken
+        one at a time: each entry goes through at most one chunk check, so a burst where most
+        entries need a decision (failures below nodes that answer) does not pay a whole chunk's
+        check per entry (it did: 100,000 endpoints with no cause, dying gasp or LOS 2.1-5.7 s
+        instead of 1.1-1.4 s of CPU).
         """
         settle, down, ignored, evaluate = self._settle, self.down, self._ignored, self._judge
         member, incidents, basis, topo_root = self.member, self.incidents, self.basis, self._topo_root
         parents, root_cache = self.topo.parents, self._root_cache
         last = self.now
+        solo = 0  # entries a decision put back: taken one at a time before the next chunk
         while settle and settle[0][0] <= limit:
-            if len(settle) >= _CHUNK and not ignored and settle[_CHUNK - 1][0] <= limit:
+            if not solo and len(settle) >= _CHUNK and not ignored and settle[_CHUNK - 1][0] <= limit:
                 chunk = list(starmap(settle.popleft, repeat((), _CHUNK)))
                 skip = self._settled(chunk)
                 i = 0
@@ -333,8 +338,11 @@ class Engine(Restoring, Maintenance):
                     evaluate(key)
                     if i < _CHUNK:
                         settle.extendleft(reversed(chunk[i:]))
+                        solo = _CHUNK - i
                     break
                 continue
+            if solo:
+                solo -= 1
             due, key, stamp = settle.popleft()
             last = due
             if down.get(key) == stamp and key not in ignored:
