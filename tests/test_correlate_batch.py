@@ -73,7 +73,7 @@ def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], Logs, dict[
                 engine.apply(c)
         now = max([now, *(c.ts for c in batch)])
         events += engine.tick(now)
-        inner.append((list(engine._settle), sorted(engine._unexplained), dict(engine._counts()), engine.now))
+        inner.append((list(engine._settle), dict(engine._counts()), engine.now))
         staff = sorted(i for i, inc in engine.by_id.items() if inc is not engine.blind)
         if rng.random() < 0.05 and staff:
             engine.resolve(staff[0], engine.now)
@@ -81,7 +81,7 @@ def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], Logs, dict[
         engine.member_log.clear()
         engine.changed.clear()
         engine.window_events.clear()
-    inner.append((list(engine._settle), sorted(engine._unexplained), dict(engine._counts()), list(engine._recent),
+    inner.append((list(engine._settle), dict(engine._counts()), list(engine._recent),
                   sorted(engine._in_window), engine.now))
     events += engine.tick(now + 3000)
     return [e.to_dict() for e in events], logs, dict(engine.down)

@@ -42,12 +42,9 @@ class Blindness(Recovery):
             if inc.opened_at < horizon:
                 continue
             self._render_pending(inc)
-            parents, down = self.topo.parents, self.down
             for t in sorted(inc.members, key=self.topo.sort_key):
                 del self.member[t]
                 self.member_log.append((inc.id, t, DROP))
-                if not all(p in down for p in parents[t]):
-                    self._unexplained.add(t)  # unexplained again: judged afresh when the blindness ends
             eps, custs, nodes = self._lists(self.ever[inc.id])
             inc.members.clear()
             self._close(inc)

@@ -82,7 +82,7 @@ class Engine(Restoring, Maintenance):
         announces as it goes); returns how many changes were applied.
         """
         info = self.topo.info
-        down, unexplained, ignored, root_cache = self.down, self._unexplained, self._ignored, self._root_cache
+        down, ignored, root_cache = self.down, self._ignored, self._root_cache
         recent, in_window, uncounted = self._recent, self._in_window, self._uncounted.append
         settle_q, settle_for, late = self._settle, self.s.settle, self.late
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
@@ -111,7 +111,7 @@ class Engine(Restoring, Maintenance):
             if c.new is DOWN:
                 if tid not in down:
                     # went down (inlined: 100k times in a core failure)
-                    ps, kids, ancestors, is_endpoint = rec
+                    _, kids, ancestors, is_endpoint = rec
                     now = self.now
                     if root_cache:
                         root_cache.clear()
@@ -128,8 +128,6 @@ class Engine(Restoring, Maintenance):
                             self.levels.changed(tid, False, "")  # down now, not weak: judged as any failure
                     if c.cause is not None:
                         causes[tid] = c.cause
-                    if not (ps[0] in down if len(ps) == 1 else ps and all(p in down for p in ps)):
-                        unexplained.add(tid)
                     if kids:
                         self._parent_down(tid, now)
                         next_due = self._next_due()
@@ -181,23 +179,19 @@ class Engine(Restoring, Maintenance):
         return n
 
     def _parent_down(self, tid: str, ts: float) -> None:
-        """A node went down: children whose every uplink is now down are explained by it."""
-        topo, down, unexplained = self.topo, self.down, self._unexplained
+        """A node went down: children whose every uplink is now down are judged again."""
+        topo, down = self.topo, self.down
         self._era += 1  # roots below change (_settled)
         if tid in self._top_set:
             self._tops_flag = self._tops_bad()
         sole = topo.sole_children[tid]
-        if unexplained:
-            unexplained.difference_update(sole)  # (only down targets are unexplained: no need to intersect)
         if len(sole) == len(topo.children[tid]):
             return
         parents = topo.parents
         for c in topo.children[tid]:
-            if c not in sole and c in down and all(p in down for p in parents[c]):
-                unexplained.discard(c)
-                if c not in self._vantage:
-                    # its last uplink just failed: judge it again (it may belong to an outage now)
-                    self._settle.append((ts + self.s.settle, c, down[c]))
+            if c not in sole and c in down and c not in self._vantage and all(p in down for p in parents[c]):
+                # its last uplink just failed: judge it again (it may belong to an outage now)
+                self._settle.append((ts + self.s.settle, c, down[c]))
 
     def _next_due(self) -> float:
         """The earliest timer (-inf with maintenance windows: those are checked at every step)."""

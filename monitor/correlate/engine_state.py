@@ -106,9 +106,6 @@ class EngineState:
         # a parents tuple (shared by siblings) with one parent -> that parent (Engine._settled)
         self._sole_parent = {ps: ps[0] for ps in set(topo.parents.values()) if len(ps) == 1}
         self._with_kids = frozenset(t for t, kids in topo.children.items() if kids)  # (_down_subtree)
-        # down targets whose parents are not all down and that no open incident explains yet: the
-        # failures the monitor cannot tell apart from its own view breaking (see _blind_cause)
-        self._unexplained: set[str] = set()
         self._ignored: dict[str, str] = {}  # down target -> the incident staff resolved leaving it alone
         self._dirty: set[str] = set()  # incidents whose affected set changed (since: Incident.pending_since)
         self._forced: set[str] = set()  # kind changed: announce without waiting for update_interval
@@ -191,15 +188,12 @@ class EngineState:
         added = False
         log = self.member_log
         ever = self.ever[inc.id]
-        unexplained = self._unexplained
         if not member or member.keys().isdisjoint(targets):
             # nobody attached anywhere yet (an outage opening over 100k targets): set operations
             fresh = not inc.members
             inc.members.update(targets)
             # from a set, these copy its stored hashes instead of reading each string again
             member.update(dict.fromkeys(inc.members if fresh else targets, inc.root))
-            if unexplained:  # explained now: no longer counts toward blindness
-                unexplained.difference_update(unexplained.intersection(inc.members))
             ever.update(inc.members if fresh else targets)
             log.append((inc.id, tuple(targets), ADD))
             if self._ignored:
@@ -218,7 +212,6 @@ class EngineState:
                 donors.setdefault(key, []).append(t)
             member[t] = inc.root
             inc.members.add(t)
-            unexplained.discard(t)
             ever.add(t)
             log.append((inc.id, t, ADD))
             if t in self._ignored:

@@ -139,7 +139,6 @@ class LossyLinks(EngineState):
         origin = self._topo_root(tid)
         targets = (tid,) if self.member.get(origin) == inc.root else self._down_subtree(origin)
         self._absorb(inc, targets)
-        self._unexplained.difference_update(targets)  # explained by the lossy link (not blindness)
 
     def _upgrade_degraded(self, inc: Incident) -> None:
         """The lossy node itself stayed down for its settle period: the link stopped, same incident."""
@@ -193,7 +192,6 @@ class LossyLinks(EngineState):
                 continue  # merged already by an earlier one's move
             moved = sorted(old.members, key=self.topo.sort_key)
             self._absorb(into, moved)
-            self._unexplained.difference_update(moved)
             if old.id in self.by_id:
                 self._merge(old, into, [])
         self._check_clear(into)

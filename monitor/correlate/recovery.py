@@ -29,16 +29,13 @@ class Recovery(Judgement):
         if self.late and self.late.pop(tid, None) is not None:
             self.late_changed = True  # judged or not, its real start no longer matters
         self._ignored.pop(tid, None)
-        self._unexplained.discard(tid)
         kids = topo.children[tid]
         if kids:
             self.back[tid] = self.now
         for c in kids:
             if c in down:
                 key = self.member.get(c)
-                if key is None:
-                    self._unexplained.add(c)  # in no incident (a single explains it too): independent again
-                elif key != c and (held := self.incidents[key]).grace_from is not None:
+                if key is not None and key != c and (held := self.incidents[key]).grace_from is not None:
                     # held: not an independent failure before its grace ends, which starts now
                     self._grace_at(self.now + self.s.grace, held)
         if tid in self._in_window:
@@ -123,11 +120,6 @@ class Recovery(Judgement):
             self.member_log.append((inc.id, t, DROP))
         if rest:
             self._touch(inc)
-        parents, down = self.topo.parents, self.down
-        for t in rest:
-            ps = parents[t]
-            if not ps or not all(p in down for p in ps):
-                self._unexplained.add(t)  # no longer held by the recovered root
         if lossy_over:
             self._together(rest)
         else:

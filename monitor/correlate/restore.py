@@ -69,10 +69,6 @@ class Restoring(Blindness):
                     self._in_window.add(t)
                     for a in topo.ancestors[t]:
                         self._recent_count[a] += 1
-        for t in self.down:
-            ps = topo.parents[t]
-            if not ps or not all(p in self.down for p in ps):
-                self._unexplained.add(t)
 
     def _restore_incidents(self, incidents: Sequence[tuple[Incident, Kind, set[str]]]) -> None:
         """The open incidents, members no longer down recovered; their grace and hold-down timers."""
@@ -80,7 +76,6 @@ class Restoring(Blindness):
         hold: list[Timer] = []
         for inc, basis, ever in sorted(incidents, key=lambda x: x[0].seq):
             self._restore_incident(inc, basis, ever, grace, hold)
-        self._unexplained.difference_update(self.member)  # explained by their incidents
         self._grace.extend(sorted(grace))
         self._hold.extend(sorted(hold))
 
