@@ -14,7 +14,7 @@ import pytest
 from monitor.clock import ManualClock
 from monitor.errors import ConfigError, ProbeSetupError
 from monitor.probes.snmp import SnmpProbe
-from tests.servers.common import free_port
+from tests.servers.common import free_port, until
 from tests.servers.snmpd import COMMUNITY, Snmpd, snmpd
 from tests.snmp_helpers import target, v2c, v3
 
@@ -122,3 +122,38 @@ async def test_unknown_profile_and_bad_profile_files(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("name: bad\nextends: missing\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: extends: unknown profile 'missing'"):
         SnmpProbe(profile_dirs=[tmp_path])
+
+
+def _open_sockets() -> set[str]:
+    """This process's open sockets, by inode (what a leaked transport keeps until the loop ends)."""
+    fds = Path("/proc/self/fd")
+    found = set()
+    for fd in fds.iterdir():
+        try:
+            link = str(fd.readlink())
+        except OSError:  # closed since the listing
+            continue
+        if link.startswith("socket:"):
+            found.add(link)
+    return found
+
+
+@pytest.mark.parametrize("version", ["2c", "3"])
+async def test_first_polls_at_once_share_one_socket_closed_with_the_probe(agent: Snmpd, version: str) -> None:
+    """The daemon's first round polls many agents at once: every first request finds no socket yet
+    and opens one while the others wait for theirs. One socket per family is kept and closed with the
+    probe; before, each concurrent first request opened its own and all but the last stayed open
+    until the event loop ended (ResourceWarning: unclosed transport in the daemon tests)."""
+    before = _open_sockets()
+    probe = SnmpProbe()
+    await probe.start()
+    cred = v2c(COMMUNITY) if version == "2c" else v3()
+    try:
+        results = await asyncio.gather(*(probe.poll(target(f"t{i}", "generic", cred, agent.port, timeout=5.0), 10.0)
+                                         for i in range(6)))
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert len(_open_sockets() - before) == 1
+    finally:
+        await probe.close()
+    # a transport's socket is closed on the loop's next turn
+    await until(lambda: _open_sockets() - before == set(), 30, "the probe's sockets closed")

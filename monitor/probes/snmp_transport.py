@@ -233,7 +233,12 @@ class SnmpTransport:
             receiver = _Receiver(self, decode, self._pending[version])
             local = "::" if family == socket.AF_INET6 else "0.0.0.0"
             sock, _ = await loop.create_datagram_endpoint(lambda: receiver, family=family, local_addr=(local, 0))
-            self._sockets[(version, family)] = sock
+            # Concurrent first requests (a daemon's first round) each opened one while awaiting: keep
+            # the first stored, close the others (nothing was sent on them), or close() misses them.
+            kept = self._sockets.setdefault((version, family), sock)
+            if kept is not sock:
+                sock.close()
+                sock = kept
         return sock
 
     async def _exchange(
