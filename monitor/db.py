@@ -29,6 +29,7 @@ untouched: the embedded default pays nothing for the second engine.
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -227,7 +228,7 @@ class SQLite:
         conn.execute("BEGIN IMMEDIATE")
 
     def statements(self, migration: str) -> list[str]:
-        return split_statements(migration)
+        return split_statements(migration, "sqlite")
 
     def versions(self, conn: Connection) -> dict[str, int]:
         """Component versions without writing anything (a read-only reader of a store old or new)."""
@@ -325,9 +326,16 @@ def migrate(engine: Engine[C], conn: C, schemas: Iterable[Schema]) -> None:
     conn.execute("COMMIT")
 
 
-def split_statements(script: str) -> list[str]:
+#: a migration's statement that begins with this comment runs on the named engine only (a storage
+#: option one engine has and the other has no words for: PostgreSQL's ``fillfactor``), so the one
+#: definition of a component's tables still serves both
+_ONLY_ON = re.compile(r"\A--[ \t]*only on (\w+)[ \t]*$", re.MULTILINE)
+
+
+def split_statements(script: str, engine: str = "sqlite") -> list[str]:
     """A migration script as complete statements (``sqlite3.complete_statement``: lexical only, so a
-    ``;`` inside a string stays; usable for any engine's scripts written in the migrations' SQL)."""
+    ``;`` inside a string stays; usable for any engine's scripts written in the migrations' SQL),
+    without those marked ``-- only on <another engine>`` on their first line."""
     out: list[str] = []
     buf = ""
     for line in script.splitlines(keepends=True):
@@ -337,7 +345,7 @@ def split_statements(script: str) -> list[str]:
             buf = ""
     if buf.strip():
         out.append(buf.strip())
-    return out
+    return [s for s in out if (m := _ONLY_ON.match(s)) is None or m.group(1) == engine]
 
 
 def _switch_to_wal(db: sqlite3.Connection, deadline: float) -> None:

@@ -841,7 +841,7 @@ class PostgreSQL:
 
     def statements(self, migration: str) -> list[str]:
         out = []
-        for statement in split_statements(migration):
+        for statement in split_statements(migration, "postgresql"):
             for pattern, replacement in _DDL:
                 statement = pattern.sub(replacement, statement)
             out.append(statement)

@@ -23,7 +23,7 @@ from monitor.clock import ManualClock
 from monitor.correlate.schema import SCHEMA as CORRELATION
 from monitor.correlate.service import CorrelationService
 from monitor.correlate.store import IncidentStore
-from monitor.db import FORMAT, SQLite
+from monitor.db import FORMAT, SQLite, split_statements
 from monitor.delivery.outbox import Outbox
 from monitor.delivery.schema import SCHEMA as DELIVERY
 from monitor.errors import StorageError
@@ -259,6 +259,23 @@ def test_an_opening_waits_for_the_journal_switch_as_long_as_for_a_migration(tmp_
         holder.close()
     assert time.monotonic() - t0 >= 5.5  # it did wait for the holder
     assert layout(db)[:2] == (FORMAT, CURRENT)
+
+
+def test_a_migration_statement_marked_for_one_engine_runs_on_that_engine_only() -> None:
+    """One definition for both engines: a storage option only PostgreSQL has (delivery's fillfactor) is
+    marked ``-- only on postgresql`` and skipped by SQLite; everything else runs on both."""
+    script = """
+    CREATE INDEX a ON t (x);
+    -- only on postgresql
+    ALTER TABLE t SET (fillfactor = 50);
+    -- a comment, no marker
+    CREATE INDEX b ON t (y);
+    """
+    assert split_statements(script, "sqlite") == [
+        "CREATE INDEX a ON t (x);", "-- a comment, no marker\n    CREATE INDEX b ON t (y);"]
+    assert [s.splitlines()[-1].strip() for s in split_statements(script, "postgresql")] == [
+        "CREATE INDEX a ON t (x);", "ALTER TABLE t SET (fillfactor = 50);", "CREATE INDEX b ON t (y);"]
+    assert SQLite(Path("unused.db")).statements(script) == split_statements(script, "sqlite")
 
 
 def test_readonly_versions_of_old_and_new_stores(tmp_path: Path) -> None:

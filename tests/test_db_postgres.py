@@ -261,7 +261,68 @@ def test_the_outbox_hot_path_takes_one_round_trip_per_claimed_batch_and_per_reco
     assert db.execute("SELECT inflight, done_at FROM outbox WHERE id = ?", (taken[0].id,)).fetchone() == (3, 10.5)
     assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 1
     assert [(r["status"], r["result"]) for r in outbox.rows()][:2] == [("delivered", "ok")] * 2
+    assert round_trips(db, lambda: outbox.finish([], [], [], 11.0)) == 0  # (nothing to record: no commit)
     outbox.close()
+
+
+def test_a_lanes_commit_marks_and_records_its_rows_in_one_statement_each(engine: ThrowawayDatabase) -> None:
+    """Four lanes' commit (4 rows marked sending, 4 recorded delivered, each with its own result) is BEGIN,
+    the write lock, one statement for the marks, one for the records and COMMIT: each statement costs
+    the server an executor's start and end (it was one a row, ten in all)."""
+    outbox = Outbox(engine)
+    outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(8)], {}, {}, 1.0)
+    db = outbox.db
+    assert isinstance(db, Connection)
+    first, second = outbox.take("email", 10.0, 4), outbox.take("email", 10.0, 4)
+    outbox.finish([], [], [], 10.0, sending=[r.id for r in first])
+    outbox.finish([(r.id, f"<{r.recipient}@x>") for r in first], [], [], 11.0, sending=[r.id for r in second])
+    with tempfile.TemporaryFile(mode="w+") as trace:
+        db.conn.pgconn.trace(trace.fileno())
+        db.conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            outbox.finish([(r.id, f"<{r.recipient}@x>") for r in second], [], [], 12.0, sending=[r.id for r in first])
+        finally:
+            db.conn.pgconn.untrace()
+        trace.seek(0)
+        queries = [line for line in trace if re.match(r"F\t\d+\tQuery", line)]
+    assert len(queries) == 1
+    assert queries[0].count("EXECUTE") == 3  # (the write lock, the marks, the records)
+    assert [(r["recipient"], r["result"]) for r in outbox.rows(status="delivered")] == [
+        (f"c{i}", f"<c{i}@x>") for i in range(8)]
+    outbox.close()
+
+
+def test_the_hot_path_updates_of_a_notice_write_no_index_entry(engine: ThrowawayDatabase) -> None:
+    """Of the four updates of a notice's row (claimed, sending, handed over, delivered), the first three
+    change no indexed column and find room on the row's page (fillfactor 50): PostgreSQL writes them as
+    HOT updates, no entry in any of the outbox's six indexes. Before delivery's migration 3 every one
+    of them changed ``inflight``, a column of the claim's index: none was HOT."""
+    outbox = Outbox(engine)
+    n = 200
+    outbox.add([NewRow(f"I/notify/c{i:03d}/1", "I", "notify", f"c{i:03d}", "email", "",
+                       {"body": "Sin servicio " * 20}) for i in range(n)], {}, {}, 1.0)
+    for _ in range(n // 8):
+        rows = outbox.take("email", 10.0, 8)
+        for r in rows:  # as a lane does: the mark, the hand-over, the outcome with the next row's mark
+            outbox.finish([], [], [], 10.0, sending=[r.id])
+            outbox.handed_over(r.id, 10.5)
+            assert isinstance(outbox.db, Connection)
+            outbox.db.wait_detached()
+            outbox.finish([(r.id, "ok")], [], [], 11.0)
+    assert len(outbox.rows(status="delivered")) == n
+    outbox.close()  # (a session's counts reach the statistics at its end)
+    seen: list[tuple[int, int]] = []
+    with psycopg.connect(engine.url, password=engine.password, autocommit=True) as conn:
+        def counted() -> bool:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'outbox'")
+            updates, hot = row.fetchone() or (0, 0)
+            seen.append((int(updates), int(hot)))
+            return bool(updates >= 4 * n)
+        wait_for(counted, timeout=60, what="the outbox's update counts in the statistics")
+    updates, hot = seen[-1]
+    assert updates == 4 * n
+    assert hot >= 2 * n, (updates, hot)  # (3n at best: a page's pruning may come too late for some)
 
 
 def test_a_silent_cut_costs_one_statement_its_user_timeout_then_statements_fail_at_once(

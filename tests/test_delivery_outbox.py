@@ -18,11 +18,16 @@ from typing import Any
 
 import pytest
 
+import monitor.store as store_module
 from monitor.clock import ManualClock
+from monitor.correlate.schema import SCHEMA as CORRELATION
+from monitor.db import Schema, engine_for, open_store
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import ASSUMED, CLAIMED, SENDING, HandedOver, NewRow, Outbox, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable, backoff, call_with_retry, decide
+from monitor.delivery.schema import SCHEMA as DELIVERY
 from monitor.delivery.worker import RateLimit, Worker
+from monitor.store import EVENTS
 from tests.delivery_support import sample
 from tests.servers.common import until
 from tests.store_engines import (  # noqa: F401  (fixtures)
@@ -113,6 +118,54 @@ def test_groups_are_delivered_in_order_and_failures_block_only_their_group(where
     ob.finish([(b.id, "7")], [(a.id, 5.0, "unreachable", "down")], [], 1.5)
     assert ob.take("desk", 2.0, 10) == []  # A's head waits for its retry time; its comment waits behind it
     assert [r.key for r in ob.take("desk", 5.0, 10)] == ["A/open/d/1"]
+
+
+def test_one_commit_records_many_rows_each_with_its_own_result(where: Where) -> None:
+    """A worker's commit marks several rows sending and records several delivered, one statement each
+    (more than a statement's chunk of 8 here): every row gets its own result, the others are untouched;
+    a commit with nothing to record changes nothing."""
+    ob = Outbox(where)
+    ob.add([row(f"I/a/r{i:02d}/1") for i in range(12)], {}, {}, 1.0)
+    rows = ob.take("email", 1.0, 12)
+    ob.finish([], [], [], 1.5)
+    ob.finish([], [], [], 1.5, sending=[r.id for r in rows[:11]])
+    assert ob.recover() == (11, 0)  # (as after a crash: the 11 marked sending come back uncertain)
+    rows = ob.take("email", 2.0, 12)
+    ob.finish([], [], [], 2.5, sending=[r.id for r in rows[:11]])
+    results = [f"<m{i}@x>" if i != 3 else None for i in range(11)]
+    ob.finish([(r.id, res) for r, res in zip(rows[:11], results, strict=True)], [], [], 3.0, sending=[rows[11].id])
+    got = {r["recipient"]: (r["status"], r["result"], r["attempts"]) for r in ob.rows()}
+    assert got == {**{f"r{i:02d}": ("delivered", results[i], 1) for i in range(11)}, "r11": ("pending", None, 0)}
+    db = connect(where)
+    assert db.execute("SELECT inflight, done_at FROM outbox WHERE recipient = 'r00'").fetchone() == (0, 3.0)
+    assert db.execute("SELECT inflight, uncertain FROM outbox WHERE recipient = 'r11'").fetchone() == (SENDING, 0)
+    db.close()
+    ob.close()
+
+
+def test_the_claim_index_leaves_out_what_the_hot_path_updates(where: Where) -> None:
+    """Delivery's migration 3, from a store at version 2 (the claim index on (channel, status, inflight,
+    id)): the claim's index no longer holds ``inflight``, which the claim, the sending mark and the
+    hand-over record change (on PostgreSQL those updates can then be HOT, no index entry written; its
+    pages are filled to half by inserts, room for them: an option SQLite has no words for and skips)."""
+    old = (Schema(EVENTS, store_module.MIGRATIONS), CORRELATION, Schema("delivery", DELIVERY.migrations[:2]))
+    engine = engine_for(where)
+    open_store(engine, old, what="the store", busy_timeout=5.0).close()
+    ob = Outbox(where)
+    ob.add([row("I/a/x/1")], {}, {}, 1.0)
+    assert [r.key for r in ob.take("email", 1.0, 5)] == ["I/a/x/1"]
+    ob.close()
+    db = connect(where)
+    if isinstance(where, Path):
+        columns = [r[2] for r in db.execute("PRAGMA index_info(outbox_claim)").fetchall()]
+        assert columns == ["channel", "status", "id"]
+    else:
+        assert db.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_claim'").fetchone()[0].endswith(
+            "(channel, status, id)")
+        assert db.execute("SELECT reloptions FROM pg_class WHERE relname = 'outbox'").fetchone()[0] == [
+            "fillfactor=50"]
+    assert db.execute("SELECT version FROM schema_version WHERE component = 'delivery'").fetchone()[0] == 3
+    db.close()
 
 
 def test_only_rows_being_sent_at_a_crash_come_back_uncertain(where: Where) -> None:

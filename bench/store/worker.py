@@ -27,8 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+
 from monitor.clock import SystemClock
 from monitor.db import Where
+from monitor.db_postgres import PostgreSQL
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import HandedOver, NewRow, Outbox, Row
 from monitor.delivery.worker import Worker
@@ -79,6 +82,23 @@ def server_cpu(postmaster: int | None) -> dict[int, float]:
     return out
 
 
+def hot_updates(where: PostgreSQL) -> tuple[int, int]:
+    """The outbox's row updates on PostgreSQL and how many were HOT (no index written), once the server's
+    statistics have them (a session's counts reach them at its end, not at once: read until they hold)."""
+    with psycopg.connect(where.url, password=where.password, autocommit=True) as conn:
+        last: tuple[int, int] | None = None
+        deadline = time.monotonic() + 10
+        while True:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                               " WHERE relname = 'outbox'").fetchone()
+            now = (int(row[0]), int(row[1])) if row else (0, 0)
+            if now == last or time.monotonic() > deadline:
+                return now
+            last = now
+            time.sleep(0.5)
+
+
 async def deliver(outbox: Outbox, n: int, tag: str, concurrency: int) -> float:
     """Seconds from the worker's start until every one of ``n`` queued notices is recorded delivered."""
     outbox.add(notices(n, tag), {}, {}, time.time())
@@ -113,7 +133,8 @@ def main() -> None:
     try:
         server.start(timeout=60)
         folder = Path(tempfile.mkdtemp(prefix="bench-store-worker-"))
-        stores: dict[str, Where] = {"sqlite": folder / "monitor.db", "postgresql": fresh_database(server)}
+        database = fresh_database(server)
+        stores: dict[str, Where] = {"sqlite": folder / "monitor.db", "postgresql": database}
         outboxes = {name: Outbox(where) for name, where in stores.items()}
         rates: dict[str, list[float]] = {name: [] for name in stores}
         cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in stores}  # (ours, server's) per notice
@@ -140,6 +161,8 @@ def main() -> None:
         print(f"SQLite / PostgreSQL (medians): {ratio:.2f}x")
         for outbox in outboxes.values():
             outbox.close()
+        updates, hot = hot_updates(database)
+        print(f"postgresql  outbox updates {updates}, HOT (no index entry written) {hot} = {hot / max(updates, 1):.0%}")
     finally:
         server.remove()
 
