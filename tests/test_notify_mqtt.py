@@ -16,6 +16,7 @@ from monitor.clock import Clock, ManualClock
 from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
 from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load
+from tests.leaks import connections_to
 from tests.servers.certs import TestCA
 from tests.servers.common import until
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
@@ -184,6 +185,8 @@ async def test_wrong_ca_is_retryable_and_leaks_no_password(tmp_path: Path, caplo
                         15, "a row's third failed attempt (several connection attempts)")
             rows = svc.outbox.rows(incident="INC-000001")
             errors = [e for (e,) in svc.outbox.db.execute("SELECT error FROM outbox WHERE attempts > 0")]
+        # every failed handshake's socket closed (paho leaves it open for the garbage collector)
+        assert connections_to(broker.tls_port) == 0
         assert rows and {r["status"] for r in rows} == {"pending"}
         # the cause reaches the rows and the log (once), not just "not connected"
         assert {r["reason"] for r in rows if r["attempts"] >= 2} == {"tls"}

@@ -18,6 +18,7 @@ from monitor.remote.core import brokers
 from monitor.remote.link import CoreFeed, PollerLink
 from monitor.remote.spool import PollerSpool
 from monitor.state import State, StateChange
+from tests.leaks import connections_to, unclosed
 from tests.servers.certs import TestCA
 from tests.servers.common import until
 from tests.servers.mosquitto import PASSWORD, USER, Mosquitto
@@ -72,7 +73,7 @@ async def test_a_poller_and_the_core_over_tls(tmp_path: Path, caplog: pytest.Log
                     inv.pollers.zone_of, on_changes, client_id="wary-core")
     broker.start()
     try:
-        with caplog.at_level(logging.ERROR, logger="monitor.remote.link"):
+        with caplog.at_level(logging.ERROR, logger="monitor.remote.link"), unclosed() as leaks:
             async with running(link.run(), feed.run(), wary.run()):
                 spool.add([change])
                 link.added()
@@ -81,6 +82,8 @@ async def test_a_poller_and_the_core_over_tls(tmp_path: Path, caplog: pytest.Log
                 await until(lambda: any("certificate verify failed" in str(getattr(r, "kv", {}).get("error"))
                                         for r in caplog.records), 30, "the wary core's certificate error")
                 assert not wary.connected.is_set()
+        # the wary core's failed handshakes closed their sockets (paho leaves them to the collector)
+        assert leaks == [] and connections_to(broker.tls_port) == 0
     finally:
         broker.stop()
         spool.close()

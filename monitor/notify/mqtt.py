@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 from collections.abc import Callable
 
 import aiomqtt
@@ -25,6 +24,7 @@ from monitor.delivery.config import MqttSettings, RetrySettings
 from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryError, DeliveryRetryable, call_with_retry
 from monitor.logs import event
+from monitor.mqtt_tls import tls_context
 
 log = logging.getLogger("monitor.delivery.mqtt")
 PUBLISH_TIMEOUT = 10.0
@@ -54,7 +54,7 @@ class MqttSender:
         s = self.s
         tls = None
         if s.tls:
-            tls = ssl.create_default_context(cafile=s.ca_file or None)
+            tls = tls_context(s.ca_file)
         return aiomqtt.Client(
             s.host, s.port, username=s.username or None,
             password=s.password.reveal() if s.password is not None else None, identifier=s.client_id,

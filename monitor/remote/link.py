@@ -64,6 +64,7 @@ from monitor.delivery.config import RetrySettings
 from monitor.delivery.retry import backoff
 from monitor.errors import MonitorError
 from monitor.logs import Episode, event
+from monitor.mqtt_tls import tls_context
 from monitor.remote.handover import WAIT, Handover
 from monitor.remote.messages import PollerMessage, RemoteMessageError, decode, encode
 from monitor.remote.sequence import Sequences
@@ -103,7 +104,7 @@ async def _connect(brokers: Sequence[Broker], turn: int, client_id: str, will: a
     for i in range(len(brokers)):
         b = brokers[(turn + i) % len(brokers)]
         try:  # the CA file is read at each attempt: a replaced certificate needs no restart
-            tls = ssl.create_default_context(cafile=b.ca_file or None) if b.tls else None
+            tls = tls_context(b.ca_file) if b.tls else None
         except (OSError, ssl.SSLError) as exc:
             errors.append(f"{b.host}:{b.port}: CA file {b.ca_file}: {exc}")
             continue
