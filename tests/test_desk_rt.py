@@ -15,9 +15,12 @@ import pytest
 from monitor.clock import SystemClock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
+from monitor.delivery.config import DeskSettings
 from monitor.delivery.outbox import Row
 from monitor.delivery.service import DeliveryService
 from monitor.desk.base import DeskSender
+from monitor.desk.rt import RTDesk
+from monitor.ha.gate import GATE, LeaseLapsed
 from monitor.web.users import User, hash_password, save_users
 from tests.api_support import Env, make_env
 from tests.delivery_support import SECRETS, T0, Running, delivery_with, ev, ids, load
@@ -259,3 +262,38 @@ async def test_after_a_takeover_the_oldest_ticket_is_kept_and_the_newer_merged_i
         await deliver(run, ev("resolved", T0 + 600, ids(8, 0), incident=inc))
     assert [str(t["id"]) for t in tagged(rt, inc)] == [older] and rt.ticket(older)["Status"] == "resolved"
     assert str(rt.ticket(newer)["id"]) == older
+
+
+class FrozenAfterLookUp(RTDesk):
+    """RT's look-up answered, then the process froze (SIGSTOP) past its lease's stand-down deadline."""
+
+    def __init__(self, settings: DeskSettings, now: list[float]) -> None:
+        super().__init__(settings)
+        self.now = now
+
+    async def find_all(self, incident: str) -> list[str]:
+        found = await super().find_all(incident)
+        self.now[0] += 10.0  # the freeze: the clock ran on, the loop did not
+        return found
+
+
+async def test_a_daemon_frozen_between_look_up_and_create_past_its_deadline_creates_no_ticket(
+        tmp_path: Path, rt: RequestTracker) -> None:
+    """Issue 13, H5: the thawed loop went on to create the ticket the standby had already opened. Now the
+    create is checked against the lease's stand-down deadline right before it goes out: refused."""
+    inc = "INC-000801"
+    svc = make(tmp_path, rt)
+    assert svc.ctx.cfg.desk is not None
+    now = [0.0]
+    sender = DeskSender(FrozenAfterLookUp(svc.ctx.cfg.desk, now), svc.outbox)
+    row = Row(f"{inc}/ticket_open/rt/1", inc, "ticket_open", "rt", "desk", inc,
+              {"op": "open", "ticket_incident": inc, "subject": f"[{inc}] Falla", "body": "Falla"}, id=1,
+              attempts=0, uncertain=False, created_at=T0)
+    GATE.hold(5.5, lambda: now[0])
+    try:
+        with pytest.raises(LeaseLapsed, match="RT POST /ticket"):
+            await sender.send(row)
+    finally:
+        GATE.lift()
+        await sender.close()
+    assert tagged(rt, inc) == []

@@ -13,10 +13,10 @@ import aiomqtt
 import pytest
 
 from monitor.correlate.store import IncidentStore
-from tests.delivery_support import T0, Running, ev, ids
+from tests.delivery_support import Running
 from tests.servers.common import until
 from tests.servers.mosquitto import Mosquitto
-from tests.test_notify_mqtt import make
+from tests.test_notify_mqtt import with_opened
 
 pytestmark = pytest.mark.servers
 
@@ -37,9 +37,7 @@ async def running_with_an_open_incident(tmp_path: Path) -> AsyncIterator[tuple[M
     broker = Mosquitto(tmp_path)
     broker.start()
     try:
-        svc = make(tmp_path, broker)
-        opened = ev("opened", T0, ids(5, 0))
-        IncidentStore(tmp_path / "monitor.db").save([opened], {}, set(), [])
+        svc, opened = with_opened(tmp_path, broker)
         async with Running(svc) as run:
             svc.enqueue([opened])
             await run.drained()

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import email
 import email.policy
+import itertools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import pytest
 from monitor.delivery.outbox import ASSUMED, Outbox, Row
 from monitor.delivery.retry import DeliveryError
 from monitor.delivery.service import DeliveryService
+from monitor.ha.gate import GATE, LeaseLapsed
 from monitor.inventory.model import Inventory
 from monitor.notify.email import EmailSender, build, wire
 from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load
@@ -373,3 +375,39 @@ def test_the_wire_form_reads_back_as_the_reference_message(eight_bit: bool, to: 
     assert got["Auto-Submitted"] == "auto-generated"  # a customer notice
     assert "Bcc" not in got  # a line break in a value cannot start a header of its own
     assert got.get_content().replace("\r\n", "\n") == ref.get_content()
+
+
+async def test_a_sender_frozen_mid_transaction_past_its_lease_sends_no_final_dot(tmp_path: Path) -> None:
+    """Issue 13 (HA lab H5): a daemon frozen during MAIL/RCPT/DATA wakes past its lease's stand-down deadline;
+    the final dot (the point of no return) is checked against it and not sent, and the connection, left
+    mid-DATA, is dropped rather than pooled: the next send (lease back, here lifted) goes out on a fresh
+    one and ``close()`` does not wait on the abandoned one."""
+    server = make_server(tmp_path)
+    server.start()
+    checks = itertools.count()
+    try:
+        inv = inventory(tmp_path, server, "none", n=2)
+        assert inv.delivery is not None and inv.delivery.smtp is not None
+        sender = EmailSender(inv.delivery.smtp)
+
+        def row(to: str) -> Row:
+            return Row(f"INC-1/customer_opened/{to}/1", "INC-1", "customer_opened", to, "email", "",
+                       {"to": to, "subject": "Falla", "body": "Falla en Arauca\n"}, id=1, attempts=0,
+                       uncertain=False, created_at=T0)
+
+        # the first check (before MAIL) passes; the freeze comes during the round trips: the next one is late
+        GATE.hold(5.5, lambda: 0.0 if next(checks) == 0 else 60.0)
+        try:
+            with pytest.raises(LeaseLapsed, match="SMTP final dot"):
+                await sender.send(row("c1@example.com"))
+        finally:
+            GATE.lift()
+        await sender.send(row("c2@example.com"))
+        began = time.monotonic()
+        await asyncio.wait_for(sender.close(), 30)
+        assert time.monotonic() - began < 5
+        got = [str(m["To"]) for m in server.messages()]
+    finally:
+        GATE.lift()
+        server.stop()
+    assert next(checks) >= 2 and got == ["c2@example.com"]

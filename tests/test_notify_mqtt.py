@@ -13,8 +13,10 @@ import aiomqtt
 import pytest
 
 from monitor.clock import Clock, ManualClock
+from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
 from monitor.delivery.service import DeliveryService
+from monitor.ha.gate import GATE
 from tests.delivery_support import SECRETS, T0, ClockFrom, Running, delivery_with, ev, ids, load
 from tests.leaks import connections_to
 from tests.servers.certs import TestCA
@@ -34,6 +36,14 @@ def make(tmp_path: Path, broker: Mosquitto, clock: Clock | None = None, **over: 
     inv = load(tmp_path, 5, delivery_with(mqtt=mqtt, smtp=None, desk=None))
     assert inv.delivery is not None and SECRETS["MQTT_PASS"] == PASSWORD
     return DeliveryService(inv, tmp_path / "monitor.db", inv.delivery, clock or ClockFrom(T0))
+
+
+def with_opened(tmp_path: Path, broker: Mosquitto) -> tuple[DeliveryService, IncidentEvent]:
+    """The service on ``broker`` and INC-000001's opening as correlation recorded it (not yet enqueued)."""
+    svc = make(tmp_path, broker)
+    opened = ev("opened", T0, ids(5, 0))
+    IncidentStore(tmp_path / "monitor.db").save([opened], {}, set(), [])
+    return svc, opened
 
 
 class Watcher:
@@ -223,5 +233,30 @@ async def test_a_power_cut_is_the_municipalitys_status_power_not_degraded(tmp_pa
             await run.drained()
             await until(lambda: len(live.topic(topic)) == 3, 10, "the status of the outage")
             assert live.topic(topic)[-1]["status"] == "down"
+    finally:
+        broker.stop()
+
+
+async def test_a_daemon_past_its_lease_deadline_publishes_nothing(tmp_path: Path) -> None:
+    """Issue 13 (HA lab H5): a deposed daemon thawed past its stand-down deadline publishes nothing (the
+    rows wait as retries, for whoever holds the lease); with the lease back every message goes once."""
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        svc, opened = with_opened(tmp_path, broker)
+        GATE.hold(5.5, lambda: 6.0)
+        try:
+            async with Running(svc) as run, Watcher(broker) as live:
+                svc.enqueue([opened])
+                # (one group, in order: the first row is tried again and again, the others wait behind it)
+                await until(lambda: any(r["reason"] == "lease_lapsed" and r["attempts"] >= 2
+                                        for r in svc.outbox.rows()), 30, "the first row tried twice and held back")
+                assert live.got == [] and not svc.outbox.rows(status="delivered")
+                GATE.lift()
+                await run.drained()
+                await until(lambda: len(live.topic("isp/incidents/INC-000001")) == 1, 10, "the event")
+                assert len(live.topic("isp/technicians/arauca")) == 1
+        finally:
+            GATE.lift()
     finally:
         broker.stop()

@@ -30,6 +30,7 @@ from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import HandedOver, Outbox, Row
 from monitor.delivery.retry import DeliveryError, DeliveryRetryable, decide
 from monitor.errors import StorageError
+from monitor.ha.gate import GATE
 from monitor.logs import Episode, event
 
 log = logging.getLogger("monitor.delivery")
@@ -254,6 +255,7 @@ class Worker:
         """The adapter's send, counted while it runs (:meth:`_commit` does not wait for such lanes)."""
         self._sending += 1
         try:
+            GATE.check(f"{self.channel} {row.key}")  # (the adapters check again before each call outside)
             return await self.sender.send(row, self._handed_over(row.id))
         finally:
             self._sending -= 1

@@ -28,6 +28,7 @@ import aiohttp
 from monitor.delivery.config import DeskSettings
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 from monitor.desk.base import Ref, tag
+from monitor.ha.gate import GATE
 
 MAX_ANSWER = 1 << 20  # bytes of one REST2 answer; ours ask for at most 20 tickets or 1 transaction
 MAX_TAGGED = 20  # tickets with one tag looked at (a desk with more has worse trouble than duplicates)
@@ -55,7 +56,9 @@ class RTDesk:
         return self._session
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """RT's JSON answer; every failure, odd answers included, is a :class:`DeliveryError`."""
+        """RT's JSON answer; every failure, odd answers included, is a :class:`DeliveryError`. Nothing is
+        sent once this daemon's lease is past its stand-down deadline (:mod:`monitor.ha.gate`)."""
+        GATE.check(f"RT {method} {path.split('?')[0]}")
         try:
             async with self._http().request(method, self.api + path, json=body, headers=self._headers()) as resp:
                 raw = await _read(resp)

@@ -5,6 +5,9 @@ it for seconds when the database is cut off, and a standing down that waited for
 after the lease expired. The *renewer* sends renewals when :func:`monitor.ha.lease.next_step` says so
 (it may itself hang on the network); the *watchdog* only sleeps until the stand-down deadline and
 never touches the database, so the deadline is kept whatever the renewer and the loop are stuck on.
+The deadline is also handed to :data:`monitor.ha.gate.GATE`, which every delivery adapter checks
+right before a call to the outside (a loop thawed past the deadline sends nothing more, whichever
+thread runs first).
 
 Standing down ends the process (exit status :data:`STOOD_DOWN`; systemd's ``Restart=always`` starts
 it again, as a standby): everything a deposed daemon holds in memory (changes not written, polls in
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from monitor import selfmetrics
 from monitor.db_postgres import FENCE
 from monitor.errors import StorageError
+from monitor.ha.gate import GATE
 from monitor.ha.lease import Do, Outcome, Term, Timing, after_renewal, next_step, stand_down_at
 from monitor.ha.store import LeaseStore
 from monitor.logs import event
@@ -93,6 +97,7 @@ class Keeper:
     def _begin(self, term: Term) -> None:
         with self._lock:
             self.term = term
+            GATE.hold(stand_down_at(self.timing, term), self.clock)
         FENCE.epoch = term.epoch
         FENCE.refused = self._write_refused
         selfmetrics.HA_ACTIVE.set(1)
@@ -140,6 +145,7 @@ class Keeper:
             with self._lock:
                 if self.term is not None:
                     self.term = after
+                    GATE.hold(stand_down_at(self.timing, after), self.clock)
             self._changed.set()
 
     def _write_refused(self) -> None:
@@ -171,6 +177,7 @@ class Keeper:
                 return
             self._down = True
             self.term = None
+            GATE.shut()
         FENCE.epoch, FENCE.refused = None, None
         selfmetrics.HA_ACTIVE.set(0)
         event(log, logging.ERROR, "standing down: stop polling and sending", reason=reason, epoch=term.epoch,
@@ -183,12 +190,14 @@ class Keeper:
         """A clean stop: the threads end, the lease is given back (a standby takes it within a retry)."""
         with self._lock:
             term, self.term = self.term, None
+        GATE.shut()  # (the term's sends are over; after the threads: lifted, as FENCE is cleared)
         self._stop.set()
         self._changed.set()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
         FENCE.epoch, FENCE.refused = None, None
+        GATE.lift()
         selfmetrics.HA_ACTIVE.set(0)
         if term is not None and not self._down:
             try:

@@ -29,6 +29,7 @@ import aiosmtplib
 from monitor.delivery.config import SmtpSettings
 from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
+from monitor.ha.gate import GATE, LeaseLapsed
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _DOT_LINE = re.compile(rb"^\.", re.MULTILINE)
@@ -164,6 +165,10 @@ class EmailSender:
                 conn = None
                 conn = await self._connect()
             await transact(conn, row, self.s.sender, handed_over)
+        except LeaseLapsed:  # (checked mid-transaction: the relay waits for more; never back in the pool)
+            _drop(conn)
+            conn = None
+            raise
         except asyncio.CancelledError:
             # A stop or a stand-down mid-transaction (the relay may still be reading the message): back in
             # the pool, close() would send QUIT into it and wait for an answer that never comes
@@ -217,6 +222,7 @@ async def transact(conn: aiosmtplib.SMTP, row: Row, sender_header: str, handed_o
     options = (["BODY=8BITMIME"] if eight_bit else []) + (["SMTPUTF8"] if utf8 else [])
     if conn.supports_extension("size"):
         options.append(f"SIZE={len(data) + 3}")
+    GATE.check("SMTP MAIL")  # (after the connection's awaits)
     try:
         await conn.mail(sender, options=options, encoding="utf-8" if utf8 else "ascii")
         await conn.rcpt(to, encoding="utf-8" if utf8 else "ascii")
@@ -226,6 +232,7 @@ async def transact(conn: aiosmtplib.SMTP, row: Row, sender_header: str, handed_o
         protocol = conn.protocol
         if protocol is None or protocol.transport is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost before the message")
+        GATE.check("SMTP final dot")  # the point of no return, after three round trips that may have frozen
         protocol.write(data + b".\r\n")
         if handed_over is not None and _all_in_kernel(protocol.transport):
             handed_over()

@@ -23,6 +23,7 @@ from monitor.clock import Clock
 from monitor.delivery.config import MqttSettings, RetrySettings
 from monitor.delivery.outbox import HandedOver, Row
 from monitor.delivery.retry import DeliveryError, DeliveryRetryable, call_with_retry
+from monitor.ha.gate import GATE
 from monitor.logs import event
 from monitor.mqtt_tls import tls_context
 
@@ -128,6 +129,7 @@ class MqttSender:
         if isinstance(body, dict):  # the outbox key: subscribers drop a message repeated after a crash by it
             body = {**body, "message_id": row.key}
         payload = json.dumps(body, ensure_ascii=False, sort_keys=True)
+        GATE.check(f"MQTT publish to {p['topic']}")
         try:
             await client.publish(p["topic"], payload, qos=1, retain=bool(p.get("retain")), timeout=PUBLISH_TIMEOUT)
         except aiomqtt.MqttError as exc:
