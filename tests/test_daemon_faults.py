@@ -232,8 +232,9 @@ def test_store_locked_longer_than_busy_timeout(tmp_path: Path) -> None:
     db = tmp_path / "var" / "monitor.db"
     with daemon(cfg) as run:
         wait_for(lambda: all_up(db, n + 3), 20, "all up")
-        holder = subprocess.Popen(["sqlite3", str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
+        # (as a context manager: its pipes are closed at the end, not left to the garbage collector)
+        with subprocess.Popen(["sqlite3", str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) as holder:
             assert holder.stdin is not None and holder.stdout is not None
             holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
             holder.stdin.flush()
@@ -249,10 +250,6 @@ def test_store_locked_longer_than_busy_timeout(tmp_path: Path) -> None:
                 holder.wait(5)
                 wait_for(lambda: {s for t, s in states(db).items() if t.startswith("e")} == {"down"}, 10,
                          "held changes recorded")
-        finally:
-            if holder.poll() is None:
-                holder.kill()
-                holder.wait()
         during = run.lines()[mark:]
         assert run.proc.poll() is None
         assert len(errors(during)) <= 2, "\n".join(errors(during))
