@@ -10,20 +10,30 @@ exactly one copy of what it wrote, and nothing may be left behind half done.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from monitor.clock import ManualClock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
+from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import NewRow, Outbox
+from monitor.delivery.worker import Worker
 from monitor.errors import StorageError
 from monitor.polling.keeper import StoreKeeper
 from monitor.state import State, StateChange
 from monitor.store import EventStore
 from tests.servers.commit_cut import CommitCut
+from tests.servers.common import until
+from tests.servers.postgres import PostgreSQL as Server
+from tests.servers.smtp import SmtpServer
 from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_server_fixture  # noqa: F401
+from tests.test_store_outage import StopsTheDatabase
+from tests.tsdb_support import started
 
 pytestmark = [pytest.mark.servers, pytest.mark.skipif(os.geteuid() != 0, reason="runs postgres as its own user")]
 
@@ -163,3 +173,47 @@ def test_a_claim_whose_commit_answer_was_lost_does_not_strand_its_rows(
     assert sorted(r.key for r in outbox.take("email", 2.0, 10)) == ["x", "y"]
     assert outbox.take("email", 2.0, 10) == []  # (claimed now, by the take that answered)
     outbox.close()
+
+
+class LosesTheNextCommitAnswer(StopsTheDatabase):
+    """The real SMTP sender; after the first mail the proxy loses the answer to the next COMMIT: the worker's
+    record of that mail, which also marks the next row as being sent."""
+
+    def __init__(self, smtp: SmtpServer, cut: CommitCut, server: Server) -> None:
+        super().__init__(smtp, server)
+        self.cut = cut
+
+    async def after_the_first(self) -> None:
+        self.cut.lose_reply()
+
+
+async def test_a_worker_whose_record_loses_its_commit_answer_sends_each_mail_once_and_counts_it_once(
+    tmp_path: Path, through: ThrowawayDatabase, cut: CommitCut, pg_server: Server,
+) -> None:
+    """The record of a delivered mail (with the next row's "sending" mark) committed unheard: the worker
+    holds the outcome and records it again a second later. Each mail goes out once, each row is delivered
+    with one attempt (the record written again used to count a second)."""
+    (tmp_path / "smtp").mkdir()
+    smtp = SmtpServer(tmp_path / "smtp")
+    outbox = Outbox(through, busy_timeout=0.5)
+    outbox.add([email(f"c{i}") for i in (1, 2, 3)], {}, {}, 1.0)
+    with started(smtp):
+        sender = LosesTheNextCommitAnswer(smtp, cut, pg_server)
+        worker = Worker(outbox, sender, RetrySettings(initial=0.05, maximum=0.2, deadline=3600.0), ManualClock(2.0))
+        task = asyncio.create_task(worker.run())
+        try:
+            await until(lambda: task.done() or not outbox.pending(), 60, "every mail recorded")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await sender.close()
+        assert cut.cuts == 1
+        assert smtp.count() == 3 and max(smtp.repeats().values()) == 1
+    assert {r["key"]: (r["status"], r["attempts"]) for r in outbox.rows()} == {
+        f"INC-1/notify/c{i}/1": ("delivered", 1) for i in (1, 2, 3)}
+    outbox.close()
+
+
+def email(to: str) -> NewRow:
+    return NewRow(f"INC-1/notify/{to}/1", "INC-1", "notify", to, "email", "",
+                  {"to": f"{to}@example.com", "subject": "Corte", "body": "Sin servicio", "language": "es"})

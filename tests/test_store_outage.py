@@ -98,8 +98,11 @@ class StopsTheDatabase:
         result = await self.real.send(row, handed_over)
         self.sent.append(row.key)
         if len(self.sent) == 1:
-            await asyncio.to_thread(self.server.stop_fast)
+            await self.after_the_first()
         return result
+
+    async def after_the_first(self) -> None:
+        await asyncio.to_thread(self.server.stop_fast)
 
     async def close(self) -> None:
         await self.real.close()

@@ -71,7 +71,7 @@ def _delivered(count: int) -> str:
     rows = ", ".join(["(CAST(? AS INTEGER), CAST(? AS TEXT))"] * count)
     return ("UPDATE outbox SET status = 'delivered', inflight = 0, attempts = attempts + 1, done_at = ?,"
             f" result = d.r FROM (SELECT column1 AS i, column2 AS r FROM (VALUES {rows}) AS v) AS d"
-            " WHERE outbox.id = d.i")
+            " WHERE outbox.id = d.i AND outbox.inflight <> 0")
 
 
 class Outbox:
@@ -209,7 +209,9 @@ class Outbox:
         item keeps the window of a crash to what is on the wire. Nothing to record costs nothing. The
         rows marked sending and those delivered are one statement each however many (on PostgreSQL each
         statement is an executor's start and end on the server: a worker's lanes mark 4 and 4 rows a
-        commit), the rarer retries and failures one a row.
+        commit), the rarer retries and failures one a row. An outcome is recorded only on a row still
+        taken (``inflight``), so recording it again (a commit whose answer was lost, retried by the
+        worker) changes nothing, not even the count of attempts.
         """
         if not (sending or delivered or retries or failed):
             return
@@ -222,10 +224,11 @@ class Outbox:
                     self.db.execute(_delivered(len(chunk)), (now, *(v for i, res in chunk for v in (i, res))))
                 self.db.executemany(
                     "UPDATE outbox SET inflight = 0, uncertain = 0, attempts = attempts + 1, next_at = ?,"
-                    " reason = ?, error = ? WHERE id = ?", [(at, r, err, i) for i, at, r, err in retries])
+                    " reason = ?, error = ? WHERE id = ? AND inflight <> 0",
+                    [(at, r, err, i) for i, at, r, err in retries])
                 self.db.executemany(
                     "UPDATE outbox SET status = 'failed', inflight = 0, attempts = attempts + 1, done_at = ?,"
-                    " reason = ?, error = ? WHERE id = ?", [(now, r, err, i) for i, r, err in failed])
+                    " reason = ?, error = ? WHERE id = ? AND inflight <> 0", [(now, r, err, i) for i, r, err in failed])
         except ERRORS as exc:
             raise StorageError(f"cannot record deliveries in {self.path}: {exc}") from exc
 
