@@ -30,7 +30,7 @@ from monitor.correlate.topology import Topology
 from monitor.cutoff import CutOff, confirm_cut_off
 from monitor.errors import ConfigError
 from monitor.inventory.model import Inventory, PollingSettings, Target
-from monitor.remote.vantage import Vantages
+from monitor.remote.vantage import Vantages, windows
 from monitor.replay_input import (
     MAX_LINE,
     RTT_MAX,
@@ -93,6 +93,7 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
     key: Any  # a target id (the core's own outcomes) or (poller, target id)
     out: _Sink
     plain = seen.plain
+    vantage = seen.vantage
     shared_rules: dict[tuple[int, int, int], Confirmation] = {}
     start: dict[int, tuple[Node, PollingSettings]] = {}  # id(polling settings) -> a new target's node
     decode = record_decoder()  # types and ranges checked in C while decoding (replay_input.Record)
@@ -135,6 +136,8 @@ def replay(  # noqa: C901 - the replay hot loop, one frame on purpose (benchmark
             if now is None or ts > now:
                 if now is None and engine.rates.start is None:
                     engine.rates.start = ts  # the burst rule's rates: per time observed, from the first line
+                if vantage is not None and vantage.recovering and now is not None:
+                    pending.extend(vantage.advance(now))  # every poller's news is in up to now
                 if pending:
                     yield from _correlate(engine, pending, now)
                 yield from engine.tick(ts)
@@ -254,7 +257,8 @@ class _Seen:
     def __init__(self, inv: Inventory, pending: list[StateChange]) -> None:
         self.inv, self.pending = inv, pending
         p = inv.pollers
-        self.vantage = Vantages(p.zone_pollers(), p.zone_of, p.vantage_of()) if p is not None else None
+        self.vantage = (Vantages(p.zone_pollers(), p.zone_of, p.vantage_of(), windows=windows(inv))
+                        if p is not None else None)
         self.via: dict[str, _Via] = {}
         self.tagged: set[str] = set()  # targets whose outcomes name their poller
         v = self.vantage

@@ -122,6 +122,11 @@ def test_a_pollers_own_uplink_cut_is_a_blind_alert_for_its_zone_only(zones_isp: 
     wait_for(isp.all_up, 60, "every target up again")
     # p-ap1's spool brought its zone all down (at the real times): blind by its vantage node, set aside
     assert log_lines(z, "poller blind, its view set aside", poller="p-ap1") >= 1
+    # not one DOWN of its zone in the event log: the CPEs it confirmed before ap-1 were held until
+    # ap-1's DOWN made it blind, and those not yet confirmed again after ap-1's return stayed set aside
+    zone = set(zone_targets(isp.lab, "ap1"))
+    assert not [c for c in isp.observe.changes(start) if c.target in zone and c.new.value == "down"], \
+        timeline(isp, start, everything=True)
     no_customer_incident(isp, start)
     assert customer_notice_count(isp) == notices
     assert alerts(isp, start) == {("ap1", tech, BLIND), ("ap1", tech, BACK)}

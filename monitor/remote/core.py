@@ -50,7 +50,7 @@ from monitor.remote import views
 from monitor.remote.link import Broker, CoreFeed, Listener
 from monitor.remote.sequence import Sequences
 from monitor.remote.silence import ZoneNews, ZoneWatch
-from monitor.remote.vantage import Vantages
+from monitor.remote.vantage import Vantages, windows
 from monitor.state import State, StateChange, TargetState, restored
 from monitor.store import EventStore
 
@@ -123,10 +123,10 @@ class RemoteIntake:
         vantage_of = p.vantage_of() if p is not None else {}
         seed = {t: (cur.state, cur.since) for t in self.remote if (cur := self.states.get(t)) is not None}
         if self.vantage is None:  # the start: every poller sees what the store says, but where it said otherwise
-            self.vantage = Vantages(zones, zone_of, vantage_of, seed)
+            self.vantage = Vantages(zones, zone_of, vantage_of, seed, windows(inv))
             self.vantage.restore(self._load_views())
         else:
-            self.vantage = self.vantage.reconfigured(zones, zone_of, vantage_of, seed)
+            self.vantage = self.vantage.reconfigured(zones, zone_of, vantage_of, seed, windows(inv))
         for node in sorted(self.vantage.watched_by):  # vantage nodes the core polls: as it holds them now
             if node in self.states and node not in self.remote:
                 self._take_quietly(self.vantage.node_state(node, self.states[node].state, now))
@@ -156,11 +156,12 @@ class RemoteIntake:
             if self.vantage.changed:
                 self._save_views(self.vantage)
 
-    def caught_up(self, poller: str, now: float) -> None:
+    def caught_up(self, poller: str, now: float, sent: float | None = None) -> None:
         """The feed: ``poller``'s heartbeat number is taken, its spool's backlog is here (a poller back
-        from a silence counts again only then, while another poller of its zone rules meanwhile)."""
+        from a silence counts again only then, while another poller of its zone rules meanwhile); its
+        news has come as far as the heartbeat's ``sent`` (:meth:`Vantages.caught_up`)."""
         if self.vantage is not None:
-            self._take_quietly(self.vantage.caught_up(poller, now))
+            self._take_quietly(self.vantage.caught_up(poller, now, sent))
 
     def core_change(self, c: StateChange) -> None:
         """A sink of the core's own polling stage: a node the core polls may be a poller's vantage node."""

@@ -296,7 +296,7 @@ class CoreFeed:
     def __init__(self, brokers: Sequence[Broker], poller_zones: Mapping[str, str], zone_of: Mapping[str, str],
                  on_changes: OnChanges, *, prefix: str = "monitor/pollers", sequences: Sequences | None = None,
                  clock: Clock | None = None, client_id: str = "monitor-core", on_taken: OnTaken | None = None,
-                 watch: Listener | None = None, on_current: Callable[[str, float], None] | None = None,
+                 watch: Listener | None = None, on_current: Callable[[str, float, float], None] | None = None,
                  handover_wait: float = WAIT) -> None:
         self.brokers, self.poller_zones, self.zone_of = list(brokers), poller_zones, zone_of
         self.on_changes, self.prefix, self.client_id = on_changes, prefix, client_id
@@ -455,7 +455,7 @@ class CoreFeed:
             if not message.retain:  # live (a retained one may be from before the loss)
                 self._caught_up(poller, self.handover.announced(poller, msg.seq, self.sequences.through(poller)))
             if self.on_current is not None and not self.sequences.behind(poller, msg.seq):
-                self.on_current(poller, now)
+                self.on_current(poller, now, min(msg.sent, now))
             if msg.acked is None:
                 return None
             async with self._taking:

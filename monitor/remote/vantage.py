@@ -36,6 +36,18 @@ The rule (``docs/correlation.md``, "Several vantage points"):
   real times.
 - A target whose every viewing poller is set aside becomes UNKNOWN: no one can see it, so an outage
   opened on a view that turned out blind is withdrawn (within the settle, nobody was told).
+- Around a blindness by its vantage node (``windows``: per poller, how long the node's DOWN may come
+  after the first DOWN it causes, and how long re-confirming the zone takes; :func:`windows`):
+  a poller back from a silence (until a fresh heartbeat of it is current) holds each DOWN it
+  reports (but its vantage node's) until its news (its reports, its current heartbeats) has gone
+  ``hold`` past it: its spool brings the zone's targets down in
+  poll order, some before its vantage node, and held, those turn out part of the blindness instead
+  of a DOWN the blindness withdraws a moment later. News that arrives live is not held (it would
+  delay every real failure). And once its vantage node is back, a DOWN it saw before the return is
+  stale and set aside until the poller confirms that target again, or its news has gone
+  ``recover`` past the return (a target still down then counts down again): without it, each CPE
+  the poller had not yet re-confirmed was DOWN again between its vantage node's return and its own
+  (namespace lab Z2).
 
 One effective change per real change: a change is emitted only when the effective state moves, so
 a second poller's report of the same failure, arriving later, changes nothing (or completes the
@@ -48,13 +60,44 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from monitor.state import State, StateChange
+
+if TYPE_CHECKING:
+    from monitor.inventory.model import Inventory, PollingSettings
 
 MIN_ALL_DOWN = 2  # targets a poller must see, all down, before "everything fails together" means blind
 MAX_REASON = 500
 _RANK = {State.DOWN: 0, State.DEGRADED: 1, State.UP: 2}  # a better view outvotes a worse one
 _NO_VIEW = (State.UNKNOWN, 0.0)
+_INF = float("inf")
+
+
+def windows(inv: Inventory) -> dict[str, tuple[float, float]]:
+    """Per poller with a vantage node: (hold, recover), from its zone's polling settings. ``hold``: the
+    longest its vantage node can take from a failure to its confirmed DOWN (``down_after`` polls and
+    the last one's probes), the most a DOWN the same failure caused can precede it; ``recover``:
+    the longest a target of the zone takes to be confirmed again once the path is back (``up_after``
+    polls, two more of slack for a loaded poller, and the probes)."""
+    p = inv.pollers
+    if p is None:
+        return {}
+    out = {}
+    for zone in p.zones.values():
+        members = [t for tid, t in inv.targets.items() if p.zone_of.get(tid) == zone.id]
+        for poller, node in zone.vantage.items():
+            v = inv.targets.get(node)
+            if v is None or not members:
+                continue
+            hold = v.polling.down_after * v.polling.interval + _poll_time(v.polling)
+            recover = max((t.polling.up_after + 2) * t.polling.interval + _poll_time(t.polling) for t in members)
+            out[poller] = (hold, recover)
+    return out
+
+
+def _poll_time(p: PollingSettings) -> float:
+    return p.icmp_count * (p.icmp_timeout + p.icmp_spacing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +114,13 @@ class Vantages:
     """Each poller's view per target in, effective changes out (see the module's docstring)."""
 
     def __init__(self, zone_pollers: Mapping[str, Sequence[str]], zone_of: Mapping[str, str],
-                 vantage: Mapping[str, str] | None = None, seed: Mapping[str, tuple[State, float]] | None = None
-                 ) -> None:
+                 vantage: Mapping[str, str] | None = None, seed: Mapping[str, tuple[State, float]] | None = None,
+                 windows: Mapping[str, tuple[float, float]] | None = None) -> None:
         """``zone_pollers``: zone -> its pollers (zones without pollers are none of our business);
         ``zone_of``: target -> zone; ``vantage``: poller -> its declared vantage node; ``seed``:
-        target -> (state, since) the core last concluded (a restart): every poller starts seeing that."""
+        target -> (state, since) the core last concluded (a restart): every poller starts seeing that;
+        ``windows``: poller with a vantage node -> (hold, recover) in seconds (module docstring; none:
+        neither applies)."""
         self.zone_pollers = {z: tuple(ps) for z, ps in zone_pollers.items() if ps}
         self.poller_zone = {p: z for z, ps in self.zone_pollers.items() for p in ps}
         self.zone_of = {t: z for t, z in zone_of.items() if z in self.zone_pollers}
@@ -98,6 +143,12 @@ class Vantages:
         self.changed = False  # a view changed since differences() was last read
         self.elsewhere: dict[str, State] = {}  # vantage nodes outside their poller's zone: as the core knows them
         self.blind: dict[str, dict[str, str]] = {z: {} for z in self.zone_pollers}  # zone -> poller -> why
+        self.windows = {p: w for p, w in (windows or {}).items() if p in self.vantage}
+        self.clock: dict[str, float] = {}  # poller -> how far its news has come (its reports, its heartbeats)
+        self.draining: set[str] = set()  # back from a silence, backlog not all in: its DOWNs are held
+        self.held: dict[str, dict[str, StateChange]] = {}  # poller -> target -> a DOWN held (in order)
+        self.recovering: dict[str, float] = {}  # poller -> when its vantage node came back
+        self.stale: dict[str, int] = {}  # poller recovering -> its DOWN views from before that return
         for t, (state, since) in sorted((seed or {}).items()):
             if t in self.zone_of and state is not State.UNKNOWN:
                 self.effective[t] = (state, since)
@@ -109,10 +160,11 @@ class Vantages:
         self.changed = False
 
     def reconfigured(self, zone_pollers: Mapping[str, Sequence[str]], zone_of: Mapping[str, str],
-                     vantage: Mapping[str, str], seed: Mapping[str, tuple[State, float]]) -> Vantages:
+                     vantage: Mapping[str, str], seed: Mapping[str, tuple[State, float]],
+                     windows: Mapping[str, tuple[float, float]] | None = None) -> Vantages:
         """The same beliefs under a reloaded config: what a poller saw of a target still in its zone
         is kept, what the core concluded seeds the rest. Emits nothing: the next report settles."""
-        new = Vantages(zone_pollers, zone_of, vantage, {**seed, **self.effective})
+        new = Vantages(zone_pollers, zone_of, vantage, {**seed, **self.effective}, windows)
         for p, views in self.views.items():
             zone = new.poller_zone.get(p)
             if zone is not None and zone == self.poller_zone[p] and zone not in new.alone:
@@ -122,6 +174,15 @@ class Vantages:
         new.silent = {p for p in self.silent if p in new.poller_zone}
         new.catching = {p for p in self.catching if p in new.poller_zone}
         new.elsewhere = dict(self.elsewhere)
+        new.clock = {p: ts for p, ts in self.clock.items() if p in new.poller_zone}
+        new.draining = {p for p in self.draining if p in new.windows}
+        for p, held in self.held.items():  # what was held is judged now (the next report settles)
+            for c in held.values():
+                if new.zone_of.get(c.target) == new.poller_zone.get(p) and new.poller_zone.get(p) not in new.alone:
+                    new._set_view(p, c.target, c.new, c.ts)
+        for p, at in self.recovering.items():
+            if p in new.poller_zone:
+                new._recovers(p, at)
         new.blind = {z: new._blind(z) for z in new.zone_pollers}
         return new
 
@@ -132,6 +193,8 @@ class Vantages:
         out = {}
         for p, views in self.views.items():
             mine = {t: v for t, v in views.items() if v[0] is not self.effective.get(t, _NO_VIEW)[0]}
+            # a DOWN held is its view too: a restart restores it as one (judged then without the hold)
+            mine.update((t, (c.new, c.ts)) for t, c in self.held.get(p, {}).items())
             if mine:
                 out[p] = mine
         return out
@@ -164,13 +227,30 @@ class Vantages:
             if old is None or (old[0] is change.old and at == change.ts):
                 return [change]
             return [StateChange(t, old[0], change.new, at, change.reason, change.cause)]
-        if self.views[poller].get(t, _NO_VIEW)[0] is change.new:
+        held = self.held.get(poller)
+        if held is not None and t in held:
+            if held[t].new is change.new:
+                return []  # a repeat of a DOWN held
+        elif self.views[poller].get(t, _NO_VIEW)[0] is change.new:
             return []  # a repeat (QoS 1, a core restart): the view is already that
-        self._set_view(poller, t, change.new, change.ts)
         back = poller in self.silent  # a report is a sign of life
         if back:
             self._returns(poller)
-        return self._settle(zone, [t], change.ts, change, poller, force=back)  # t may be a vantage node: _blind sees it
+        out = self._release(poller, change.ts) if self.held.get(poller) else []
+        if held is not None and t in held:
+            out += self._take_held(poller, [held.pop(t)])  # its own next word: the DOWN held goes first
+        if (poller in self.draining and change.new is State.DOWN and t != self.vantage[poller]
+                and poller not in self.blind[zone]):
+            self.held.setdefault(poller, {})[t] = change  # part of a blindness, if its vantage node follows
+            self.changed = True  # kept across a restart (differences)
+            return out + (self._settle(zone, [], change.ts, force=True) if back else [])
+        self._set_view(poller, t, change.new, change.ts)
+        out += self._settle(zone, [t], change.ts, change, poller, force=back)  # t may be a vantage node: _blind sees it
+        if self.held.get(poller) and poller in self.blind[zone]:
+            out += self._take_held(poller, list(self.held.pop(poller).values()))  # blind: set aside with the rest
+        if poller in self.recovering:  # after the report: a target confirmed now is no longer stale
+            out += self._news(poller, change.ts)
+        return out
 
     def report_many(self, poller: str, changes: Iterable[StateChange]) -> list[StateChange]:
         """:meth:`report` of each change in order, the effective changes together. A zone of one
@@ -215,21 +295,42 @@ class Vantages:
             out += self._settle(z, [], now, force=True)
         return out
 
-    def caught_up(self, poller: str, now: float) -> list[StateChange]:
-        """The core holds every change ``poller`` had published (its heartbeat's number is taken):
-        a poller catching up after its silence counts again."""
+    def caught_up(self, poller: str, now: float, sent: float | None = None) -> list[StateChange]:
+        """The core holds every change ``poller`` had published when it sent a heartbeat (``sent``,
+        bounded by the core's clock; ``now`` without one): its news has come as far as then. A poller
+        catching up after its silence counts again; one back from a silence stops holding its DOWNs
+        once such a heartbeat is fresh (within ``hold`` of ``now``: a stream of old ones that waited
+        in a TCP connection while the poller was cut off is not)."""
+        news = now if sent is None else min(sent, now)
+        out: list[StateChange] = []
+        if poller in self.windows:
+            if poller in self.draining and now - news <= self.windows[poller][0]:
+                self.draining.discard(poller)
+            out += self._news(poller, news)
         if poller not in self.catching:
-            return []
+            return out
         self.catching.discard(poller)
-        return self._settle(self.poller_zone[poller], [], now, force=True)
+        return out + self._settle(self.poller_zone[poller], [], now, force=True)
+
+    def advance(self, now: float) -> list[StateChange]:
+        """Every poller's news has come as far as ``now`` (``monitor replay``: every poller is live and
+        current): the DOWNs held and the recoveries that ``now`` ends."""
+        out: list[StateChange] = []
+        for p in sorted({*self.held, *self.recovering}):
+            out += self._news(p, now)
+        return out
 
     def node_state(self, node: str, state: State, now: float) -> list[StateChange]:
         """A node outside the remote zones (the core polls it) changed: it may be a poller's vantage node."""
         if node not in self.watched_by or node in self.zone_of:
             return []
-        if self.elsewhere.get(node, State.UNKNOWN) is state:
+        was = self.elsewhere.get(node, State.UNKNOWN)
+        if was is state:
             return []
         self.elsewhere[node] = state
+        if was is State.DOWN:
+            for p in self.watched_by[node]:
+                self._recovers(p, now)
         out: list[StateChange] = []
         for z in sorted({self.poller_zone[p] for p in self.watched_by[node]}):
             out += self._settle(z, [], now)
@@ -270,6 +371,8 @@ class Vantages:
                 continue
             if p in aside:
                 away.append((p, aside[p]))
+            elif seen is State.DOWN and view[1] < self.recovering.get(p, -_INF):
+                away.append((p, "down before its vantage node came back, not confirmed since"))
             elif best is None or _RANK[seen] > _RANK[best]:
                 best, voters = seen, [p]
             elif seen is best:
@@ -283,6 +386,8 @@ class Vantages:
     def _returns(self, p: str) -> None:
         """``p`` is heard again: catching up while another poller of its zone is current."""
         self.silent.discard(p)
+        if p in self.windows:
+            self.draining.add(p)
         zone = self.poller_zone[p]
         if any(q != p and q not in self.silent and q not in self.catching for q in self.zone_pollers[zone]):
             self.catching.add(p)
@@ -295,10 +400,56 @@ class Vantages:
 
     def _set_view(self, p: str, t: str, state: State, since: float) -> None:
         self.changed = True
-        old = self.views[p].get(t, _NO_VIEW)[0]
+        old, was = self.views[p].get(t, _NO_VIEW)
         self.known[p] += (state is not State.UNKNOWN) - (old is not State.UNKNOWN)
         self.down[p] += (state is State.DOWN) - (old is State.DOWN)
         self.views[p][t] = (state, since)
+        if self.recovering:
+            back = self.recovering.get(p)
+            if back is not None and old is State.DOWN and was < back:
+                self.stale[p] -= 1  # confirmed again since its vantage node's return
+                if self.stale[p] <= 0:
+                    del self.recovering[p], self.stale[p]  # its whole zone confirmed again
+        if old is State.DOWN and state is not State.DOWN and t == self.vantage.get(p):
+            self._recovers(p, since)
+
+    def _recovers(self, p: str, at: float) -> None:
+        """``p``'s vantage node is back at ``at``: its DOWNs from before are stale until confirmed again."""
+        if p not in self.windows:
+            return
+        stale = sum(1 for s, since in self.views[p].values() if s is State.DOWN and since < at)
+        if stale:
+            self.recovering[p], self.stale[p] = at, stale
+
+    def _news(self, p: str, now: float) -> list[StateChange]:
+        """``p``'s news has come as far as ``now``: DOWNs held that long without a blindness count, a
+        recovery past ``recover`` ends (its stale DOWNs count again)."""
+        out = self._release(p, now)
+        back = self.recovering.get(p)
+        if back is not None and back + self.windows[p][1] <= self.clock[p]:
+            del self.recovering[p], self.stale[p]
+            out += self._settle(self.poller_zone[p], [], max(now, back), force=True)
+        return out
+
+    def _release(self, p: str, now: float) -> list[StateChange]:
+        """The DOWNs ``p`` holds that its news (as far as ``now``) has gone ``hold`` past."""
+        clock = self.clock[p] = max(now, self.clock.get(p, -_INF))
+        held = self.held.get(p)
+        if not held:
+            return []
+        hold = self.windows[p][0]
+        due = [c for c in held.values() if c.ts + hold <= clock]
+        for c in due:
+            del held[c.target]
+        return self._take_held(p, due)
+
+    def _take_held(self, p: str, changes: list[StateChange]) -> list[StateChange]:
+        """DOWNs held, now taken as ``p``'s view at their own times, in order."""
+        zone, out = self.poller_zone[p], []
+        for c in changes:
+            self._set_view(p, c.target, c.new, c.ts)
+            out += self._settle(zone, [c.target], c.ts, c, p)
+        return out
 
     def _blind(self, zone: str) -> dict[str, str]:
         """Pollers of ``zone`` that cannot see it now, and why (silent ones are not judged)."""
