@@ -11,7 +11,7 @@ import pytest
 
 from monitor.errors import StorageError
 from monitor.state import State, StateChange
-from monitor.store import MIGRATIONS, EventStore
+from monitor.store import MAX_ROWS, MIGRATIONS, EventStore
 from tests.store_engines import Where, child_code, connect, pg_server_fixture, where_fixture  # noqa: F401
 
 
@@ -32,6 +32,22 @@ def test_append_and_read_back(where: Where) -> None:
     assert len(list(reopened.changes())) == 3
     assert reopened.runs() == [(5.0, 6.0), (7.0, 8.0)]  # the first crashed: it ends at its last heartbeat
     reopened.close()
+
+
+def test_a_big_batch_with_repeated_targets_keeps_every_change_in_order_and_each_last_state(where: Where) -> None:
+    """A batch is written many rows a statement (a burst of 100,000 remote changes): every change in the
+    log in its order, across the statements' boundaries, and each target's state its last change's, even
+    when a target changes twice in one batch (PostgreSQL refuses an upsert touching a row twice)."""
+    store = EventStore(where)
+    batch = [StateChange(f"t{i % 50}", State.UP if i % 100 < 50 else State.DOWN,
+                         State.DOWN if i % 100 < 50 else State.UP, 100.0 + i, f"change {i}",
+                         "los" if i % 100 < 50 and i % 7 == 0 else None) for i in range(MAX_ROWS * 3 + 77)]
+    store.append(batch)
+    store.append(batch[:1])  # one row alone after it
+    assert list(store.changes()) == [*batch, batch[0]]
+    last = {c.target: (c.new, c.ts) for c in batch}
+    assert store.load_states() == {**last, "t0": (batch[0].new, batch[0].ts)}
+    store.close()
 
 
 def test_newer_schema_is_refused(where: Where) -> None:
