@@ -82,7 +82,7 @@ def _run(seed: int, batched: bool) -> tuple[list[dict[str, object]], Logs, dict[
         engine.changed.clear()
         engine.window_events.clear()
     inner.append((list(engine._settle), dict(engine._counts()), list(engine._recent),
-                  sorted(engine._in_window), engine.now))
+                  sorted(engine._window()), engine.now))
     events += engine.tick(now + 3000)
     return [e.to_dict() for e in events], logs, dict(engine.down)
 

@@ -83,7 +83,7 @@ class Engine(Restoring, Maintenance):
         """
         info = self.topo.info
         down, ignored, root_cache = self.down, self._ignored, self._root_cache
-        recent, in_window, uncounted = self._recent, self._in_window, self._uncounted.append
+        recent, uncounted = self._recent, self._uncounted.append
         settle_q, settle_for, late = self._settle, self.s.settle, self.late
         vantage, incidents, blind_quiet = self._vantage, self.incidents, self._blind_quiet
         lossy = self.lossy  # kept while such a node is down: its last answers showed loss
@@ -134,8 +134,7 @@ class Engine(Restoring, Maintenance):
                     elif flat and tid in top_set:
                         self._tops_flag = self._tops_bad()
                     if is_endpoint:
-                        recent.append((now, tid))
-                        in_window.add(tid)
+                        recent.append((now, tid))  # inside W while down since now (_windowed)
                         uncounted(ancestors)  # counted when read (EngineState._counts)
                     if tid not in vantage:
                         due = now + settle_for

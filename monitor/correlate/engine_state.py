@@ -92,7 +92,9 @@ class EngineState:
         # grace after that return (see _end_blind); (due, target, down since), in order of due
         self._after_blind: deque[tuple[float, str, float]] = deque()
         self._recent: deque[tuple[float, str]] = deque()  # endpoint down transitions inside W
-        self._in_window: set[str] = set()
+        # W's start as last pruned: an endpoint down since then (its DOWN still in _recent) failed inside
+        # W (``_windowed``); no set of them is kept, a burst would insert 100k strings in random order
+        self._window_from = -_INF
         self._recent_count: dict[str, int] = dict.fromkeys(topo.endpoints_below, 0)
         # ancestors of endpoints gone down, not yet in _recent_count: counted when a count is read
         # (``_counts``), in one pass over a burst's shared tuples instead of one per endpoint
@@ -381,6 +383,16 @@ class EngineState:
                     rc[a] += n
             uncounted.clear()
         return self._recent_count
+
+    def _windowed(self, t: str) -> bool:
+        """Endpoint ``t`` failed inside W and is still down (its DOWN is in ``_recent``)."""
+        since = self.down.get(t)
+        return since is not None and since >= self._window_from
+
+    def _window(self) -> set[str]:
+        """The endpoints failed inside W and still down (``_windowed``), each once."""
+        down, start = self.down, self._window_from
+        return {t for ts, t in self._recent if ts >= start and down.get(t) == ts}
 
     def _parent_back(self, tid: str) -> float | None:
         """Since when ``tid``'s own parent (the first of its uplinks back) answers; None while all are down."""

@@ -159,7 +159,7 @@ class Judgement(LossyLinks):
             return None
         wanted = set(above)
         counts = dict.fromkeys(above, 0)
-        for t in self._in_window:
+        for t in self._window():
             if causes.get(t) != cause:
                 continue
             key = member.get(t)
@@ -197,7 +197,7 @@ class Judgement(LossyLinks):
         dark = not downk.isdisjoint(self.topo.endpoints_below.keys())  # a node down at all (few nodes)
         failed: list[tuple[str, ...]] = []
         cnt: dict[str, int] = {}
-        for t in self._in_window:
+        for t in self._window():
             anc = ancestors[t]
             if node not in anc:
                 continue
@@ -237,7 +237,7 @@ class Judgement(LossyLinks):
         parents, ancestors, down, member = self.topo.parents, self.topo.ancestors, self.down, self.member
         causes, downk = self.cause, down.keys()
         dark = not downk.isdisjoint(self.topo.endpoints_below.keys())  # a node down at all (few nodes)
-        for t in self._in_window:
+        for t in self._window():
             key = member.get(t)
             if (key is not None and key != t) or all(p in down for p in parents[t]) or (
                     causes and causes.get(t) == DYING_GASP) or (
@@ -248,11 +248,14 @@ class Judgement(LossyLinks):
 
     def _prune_window(self) -> None:
         horizon = self.now - self.s.window
-        recent, in_window, down, rc = self._recent, self._in_window, self.down, self._recent_count
-        while recent and recent[0][0] < horizon:  # exactly W apart is still within W (as together.py)
+        recent, down, rc, start = self._recent, self.down, self._recent_count, self._window_from
+        if horizon > start:
+            self._window_from = horizon  # exactly W apart is still within W (as together.py)
+        left: set[str] = set()  # (an endpoint down twice at one time has two entries, counted once)
+        while recent and recent[0][0] < horizon:
             ts, e = recent.popleft()
-            if e in in_window and down.get(e) == ts:
-                in_window.discard(e)
+            if ts >= start and down.get(e) == ts and e not in left:  # it was inside W (_windowed)
+                left.add(e)
                 for a in self.topo.ancestors[e]:
                     rc[a] -= 1
 
@@ -283,7 +286,7 @@ class Judgement(LossyLinks):
                     continue
                 key = self.member.get(t)
                 if key is None or key == t:
-                    if t in self._in_window:
+                    if self._windowed(t):
                         out.append(t)
                 elif below != "outage" and self.basis[self.incidents[key].id] == below:
                     out.append(t)  # held by an outage: explained there, it stays

@@ -23,7 +23,7 @@ class Recovery(Judgement):
             self._upgrade(inc)  # its node was down for less than the settle period: it still failed
         if self._root_cache:
             self._root_cache.clear()
-        down.pop(tid, None)
+        since = down.pop(tid, None)
         if self.cause:
             self.cause.pop(tid, None)
         if self.late and self.late.pop(tid, None) is not None:
@@ -38,8 +38,7 @@ class Recovery(Judgement):
                 if key is not None and key != c and (held := self.incidents[key]).grace_from is not None:
                     # held: not an independent failure before its grace ends, which starts now
                     self._grace_at(self.now + self.s.grace, held)
-        if tid in self._in_window:
-            self._in_window.discard(tid)
+        if since is not None and since >= self._window_from and tid in topo.endpoint:  # (_windowed)
             rc = self._recent_count
             for a in topo.ancestors[tid]:
                 rc[a] -= 1

@@ -8,10 +8,11 @@ decides: the scenario tests restart the service and expect the events of the run
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from monitor.correlate.blindness import Blindness
-from monitor.correlate.engine_state import RECOVERED
+from monitor.correlate.engine_state import _INF, RECOVERED
 from monitor.correlate.incidents import Incident, Kind
 
 Timer = tuple[float, str, float]  # (due, incident id or target, stamp), as the engine's timer queues hold
@@ -61,12 +62,13 @@ class Restoring(Blindness):
     def _restore_down(self, down: dict[str, float]) -> None:
         """Who is down and since when; the failures inside W again; those no node down above explains."""
         topo, s = self.topo, self.s
+        horizon = self.now - s.window
+        self._window_from = max(self._window_from, math.nextafter(horizon, _INF))  # (_windowed: since > horizon)
         for t, since in sorted(down.items(), key=lambda kv: (kv[1], topo.order.get(kv[0], 0))):
             if t in topo.parents:
                 self.down[t] = since
-                if t in topo.endpoint and since > self.now - s.window:
+                if t in topo.endpoint and since > horizon:
                     self._recent.append((since, t))
-                    self._in_window.add(t)
                     for a in topo.ancestors[t]:
                         self._recent_count[a] += 1
 
