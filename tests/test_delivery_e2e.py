@@ -74,7 +74,7 @@ async def test_tower_outage_with_40_customers(tmp_path: Path) -> None:
                 clock.set(ts)
                 svc.enqueue(list(batch))
                 await run.drained(60)
-            await until(lambda: len(watcher.topic("isp/incidents/INC-000001")) == len(events), 10, "MQTT events")
+            await until(lambda: len(watcher.topic("isp/incidents/INC-000001")) == len(events), 30, "MQTT events")
         mails = smtp.messages()
         tickets = rt.tickets("Subject LIKE 'INC-0000'")
         body = texts(rt, str(tickets[0]["id"])) if tickets else []

@@ -257,10 +257,10 @@ async def test_each_outcome_is_committed_before_the_next_send(where: Where) -> N
     sender = ScriptedSender()
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=1)
     async with running(worker):
-        await until(lambda: sender.calls == ["I/a/x/1"], 5, "first send")
+        await until(lambda: sender.calls == ["I/a/x/1"], 30, "first send")
         assert inflight(db) == {"I/a/x/1": SENDING, "I/a/y/1": CLAIMED, "I/a/z/1": CLAIMED}
         sender.gate("I/a/x/1").set()
-        await until(lambda: len(sender.calls) == 2, 5, "second send")
+        await until(lambda: len(sender.calls) == 2, 30, "second send")
         # read by another connection, as a restarted process would: x is recorded, y is on the wire
         assert inflight(db) == {"I/a/y/1": SENDING, "I/a/z/1": CLAIMED}
     # a shutdown mid-send: y may have arrived (uncertain), z was never tried
@@ -276,10 +276,10 @@ async def test_receiver_back_while_a_batch_fails_retries_at_once_not_after_the_b
     clock = ManualClock(1.0)  # never advanced: only an immediate retry can deliver
     worker = Worker(ob, sender, POLICY, clock)
     async with running(worker):
-        await until(lambda: sender.calls == ["I/a/x/1"], 5, "first send")
+        await until(lambda: sender.calls == ["I/a/x/1"], 30, "first send")
         worker.retry_waiting()  # the broker connected while this attempt was failing
         sender.gate("I/a/x/1").set()
-        await until(lambda: not ob.pending(), 5, "the row delivered without waiting for its back-off")
+        await until(lambda: not ob.pending(), 30, "the row delivered without waiting for its back-off")
     assert sender.calls == ["I/a/x/1", "I/a/x/1"]
 
 
@@ -291,7 +291,7 @@ async def test_concurrent_lanes_send_each_row_once(where: Where) -> None:
         sender.gate(f"I/a/{i}/1").set()
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=3, batch=16)
     async with running(worker):
-        await until(lambda: not ob.pending(), 5, "the outbox to drain")
+        await until(lambda: not ob.pending(), 30, "the outbox to drain")
     assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(40))
 
 
@@ -319,16 +319,16 @@ async def test_lanes_ready_together_share_one_commit_and_still_send_only_what_is
     sender = ScriptedSender()
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=4, batch=8)
     async with running(worker):
-        await until(lambda: len(sender.calls) == 4, 5, "four sends")
+        await until(lambda: len(sender.calls) == 4, 30, "four sends")
         assert [len(c) for c in commits] == [4]
         assert sorted(inflight(where).values()) == [SENDING] * 4 + [CLAIMED] * 4
         for i in range(4):
             sender.gate(f"I/a/{i}/1").set()
-        await until(lambda: len(sender.calls) == 8, 5, "the next four sends")
+        await until(lambda: len(sender.calls) == 8, 30, "the next four sends")
         assert [len(c) for c in commits] == [4, 4]
         for i in range(4, 8):
             sender.gate(f"I/a/{i}/1").set()
-        await until(lambda: not ob.pending(), 5, "all delivered")
+        await until(lambda: not ob.pending(), 30, "all delivered")
     assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(8))
     assert len(commits) <= 4  # (the last outcomes: one commit, or one a lane at most)
 
@@ -360,7 +360,7 @@ async def test_lanes_whose_sends_end_at_once_still_share_each_commit(where: Wher
     sender = InstantSender()
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), concurrency=4, batch=32)
     async with running(worker):
-        await until(lambda: not ob.pending(), 10, "all delivered")
+        await until(lambda: not ob.pending(), 30, "all delivered")
     assert sorted(sender.calls) == sorted(f"I/a/{i}/1" for i in range(32))
     assert [len(c) for c in commits if c] == [4] * 8
 
@@ -408,7 +408,7 @@ async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason
     before = [sample(n, channel="metrics-test", **labels) for n, labels in counted]  # (once per engine)
     worker = Worker(ob, sender, POLICY, ManualClock(1.0))
     async with running(worker):
-        await until(lambda: len(sender.calls) == 3, 5, "three attempts")
+        await until(lambda: len(sender.calls) == 3, 30, "three attempts")
         await until(lambda: ob.next_due("metrics-test") is not None and not ob.take("metrics-test", 1.0, 10), 5,
                     "the batch recorded")
     after = [sample(n, channel="metrics-test", **labels) for n, labels in counted]
@@ -431,11 +431,11 @@ async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_ne
     t = [0.0]
     worker = Worker(ob, sender, POLICY, ManualClock(1.0), rate=RateLimit(1.0, now=lambda: t[0], sleep=sleep))
     async with running(worker):
-        await until(lambda: "I/a/x/1" not in inflight(db), 5, "x recorded while the lane waits for a token")
+        await until(lambda: "I/a/x/1" not in inflight(db), 30, "x recorded while the lane waits for a token")
         assert sender.calls == ["I/a/x/1"] and inflight(db) == {"I/a/y/1": CLAIMED}
         token.set()
         sender.gate("I/a/y/1").set()
-        await until(lambda: not ob.pending(), 5, "y delivered")
+        await until(lambda: not ob.pending(), 30, "y delivered")
 
 
 def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(where: Where) -> None:
@@ -496,7 +496,7 @@ async def test_a_worker_restarted_in_the_same_process_settles_what_its_last_run_
     sender = ScriptedSender()
     sender.gate("I/a/x/1").set()
     async with running(Worker(ob, sender, POLICY, ManualClock(2.0))):
-        await until(lambda: "email" not in ob.pending(), 5, "x sent again, y settled")
+        await until(lambda: "email" not in ob.pending(), 30, "x sent again, y settled")
     assert sender.calls == ["I/a/x/1"]  # y was handed over whole: counted, not repeated
     assert {r["key"]: r["result"] for r in ob.rows() if r["status"] == "delivered"} == {"I/a/x/1": "ok",
                                                                                          "I/a/y/1": ASSUMED}
@@ -512,12 +512,12 @@ async def test_a_stop_is_not_held_up_by_a_send_that_loses_its_cancellation(where
     ob.add([row(f"I/a/{c}/1") for c in "xyz"], {}, {}, 1.0)
     sender = CancelLosingSender()
     task = asyncio.create_task(Worker(ob, sender, POLICY, ManualClock(2.0), concurrency=1).run())
-    await until(lambda: bool(sender.calls), 10, "a send under way")
+    await until(lambda: bool(sender.calls), 30, "a send under way")
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=30)
     assert task in done, "the worker is still waiting for the send that lost its cancellation"
     sender.gate("timeout").set()  # the library's timeout ends the send left behind
-    await until(lambda: sender.ended, 10, "the send left behind ended")
+    await until(lambda: sender.ended, 30, "the send left behind ended")
     assert sender.calls == ["I/a/x/1"]
     assert {r["key"]: r["status"] for r in ob.rows()} == dict.fromkeys(["I/a/x/1", "I/a/y/1", "I/a/z/1"], "pending")
     ob.close()

@@ -65,7 +65,7 @@ async def barrier(broker: Mosquitto, live: Watcher) -> None:
     n = len(live.topic("isp/test/barrier"))
     async with aiomqtt.Client("127.0.0.1", broker.port) as probe:
         await probe.publish("isp/test/barrier", b"{}", qos=1)
-    await until(lambda: len(live.topic("isp/test/barrier")) > n, 10, "the barrier message")
+    await until(lambda: len(live.topic("isp/test/barrier")) > n, 30, "the barrier message")
 
 
 async def test_an_event_decided_while_resuming_is_published_once(

@@ -67,7 +67,7 @@ async def test_a_restarted_run_closes_the_last_runs_smtp_connections(tmp_path: P
         with contextlib.suppress(asyncio.CancelledError):
             await task
         task = asyncio.create_task(svc.run())
-        await until(lambda: svc.senders.get("email") not in (None, first), 5, "the second run's sender")
+        await until(lambda: svc.senders.get("email") not in (None, first), 30, "the second run's sender")
         assert not any(c.is_connected for c in pooled)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -282,7 +282,8 @@ async def test_a_busy_loop_does_not_read_as_latency_with_kernel_timestamps(mode:
         for stamped in (False, True):
             rtts[stamped] = await _rtt_behind_a_busy_loop(mode, address, stamped)
     assert rtts[False] >= 300.0
-    assert rtts[True] < 100.0, rtts
+    # the kernel's time, well under the 300 ms wait (the room is for a process descheduled on a loaded machine)
+    assert rtts[True] < 200.0, rtts
 
 
 async def _rtt_behind_a_busy_loop(mode: str, address: str, stamped: bool) -> float:
@@ -356,7 +357,7 @@ async def test_a_reply_read_after_its_timeout_counts_when_it_arrived_in_time(mod
     finally:
         await probe.close()
     assert (r.sent, r.received, r.error) == (1, 1, None), r
-    assert r.rtt_max_ms is not None and r.rtt_max_ms < 100.0, r  # the kernel's time, not the 500 ms read
+    assert r.rtt_max_ms is not None and r.rtt_max_ms < 250.0, r  # the kernel's time, not the 500 ms read
 
 
 async def test_token_pool_refills_without_losing_a_reply(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,7 +139,8 @@ async def test_a_poller_that_failed_for_long_reaches_the_broker_within_seconds_o
             back = time.monotonic()
             await until(link.connected.is_set, 60, "the poller connected")
             took = time.monotonic() - back
-            assert took < 10, f"connected {took:.1f} s after the broker's return"
+            # the next attempt within 5 s, then its connection (seconds on a loaded machine); the old cap: 30 s
+            assert took < 15, f"connected {took:.1f} s after the broker's return"
     finally:
         broker.stop()
         spool.close()

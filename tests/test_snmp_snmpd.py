@@ -97,10 +97,11 @@ async def test_stopped_agent_times_out_within_deadline(tmp_path: Path) -> None:
         await probe.start()
         t0 = time.monotonic()
         try:
-            result = await probe.poll(target("gone", "generic", v2c(COMMUNITY), port, timeout=0.5, retries=5), 1.5)
+            result = await probe.poll(target("gone", "generic", v2c(COMMUNITY), port, timeout=0.5, retries=20), 1.5)
         finally:
             await probe.close()
-    assert time.monotonic() - t0 < 2.0
+    # the 1.5 s deadline, not the 10.5 s of 21 attempts (the margin is for a loaded machine)
+    assert time.monotonic() - t0 < 5.0
     assert not result.ok and result.error == "timeout"
 
 

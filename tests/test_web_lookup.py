@@ -98,8 +98,11 @@ async def test_answers_take_the_same_time_known_or_not(site: Site) -> None:
         await lookup(site, number, digits)
         return time.monotonic() - t0
 
-    known = [await timed(*AFFECTED) for _ in range(6)]
-    unknown = [await timed(f"C-{9000 + i}", "0101") for i in range(6)]
+    known: list[float] = []
+    unknown: list[float] = []
+    for i in range(6):  # alternated: a change of the machine's load weighs on both alike
+        known.append(await timed(*AFFECTED))
+        unknown.append(await timed(f"C-{9000 + i}", "0101"))
     assert min(known + unknown) >= LOOKUP_FLOOR
     assert abs(statistics.median(known) - statistics.median(unknown)) < 0.05
 

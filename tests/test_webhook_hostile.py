@@ -42,11 +42,12 @@ async def endless() -> AsyncIterator[tuple[str, list[bytes]]]:
 
 async def test_an_endless_answer_after_200_is_a_delivery(endless: tuple[str, list[bytes]]) -> None:
     url, received = endless
-    poster = WebhookPoster(WebhookSettings(url=url, timeout=3.0))
+    poster = WebhookPoster(WebhookSettings(url=url, timeout=15.0))
     try:
         t0 = time.monotonic()
-        assert await asyncio.wait_for(poster.post({"text": "hola"}, "k1"), 10) == 200
-        assert time.monotonic() - t0 < 2.0  # not the 3 s timeout: the body was not read to its end
+        assert await asyncio.wait_for(poster.post({"text": "hola"}, "k1"), 30) == 200
+        # not the 15 s timeout: the body was not read to its end (the margin is for a loaded machine)
+        assert time.monotonic() - t0 < 7.5
     finally:
         await poster.close()
     assert len(received) == 1
