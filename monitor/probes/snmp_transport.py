@@ -19,11 +19,13 @@ rest are logged at most once an hour. pysnmp/pyasn1 exceptions stop here: caller
 from __future__ import annotations
 
 import asyncio
+import errno
+import heapq
 import ipaddress
 import logging
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +66,13 @@ class _Waiter:
     fut: asyncio.Future[Any]
     source: tuple[str, int]  # (normalised address, port) the request went to
     check: Callable[[Any], tuple[str | None, Any]]  # decoded reply → (reason to ignore | None, result)
+    # how it is sent and resent (SnmpTransport._attempt): the message, where, sends left, per attempt
+    message: bytes = b""
+    destination: tuple[str, int] = ("", 0)
+    sock: _Channel | None = None
+    left: int = 0
+    timeout: float = 0.0
+    deadline: float = 0.0  # of the attempt in flight (loop time); its entry in the deadline heap
 
 
 def _host(address: str) -> str:
@@ -121,11 +130,87 @@ class _Receiver(asyncio.DatagramProtocol):
         pass  # ICMP port unreachable and the like: the request times out (no traceback, no log line)
 
 
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # asyncio's loop.time() is this clock
+_DRAIN = 64  # datagrams read per reader callback at most: a flood cannot hold the event loop
+_MAX_DATAGRAM = 65536  # bytes read per datagram (UDP carries at most 65,507)
+_BACKLOG_MAX = 65536  # datagrams waiting for send buffer space; beyond, the send fails
+
+
+class _Channel:
+    """One UDP socket (a version and an address family), driven without asyncio's datagram transport.
+
+    Why: asyncio's transport reads one datagram per readiness event, so with K requests in flight
+    each reply cost a whole pass of the event loop (an ``epoll_wait`` and the loop's bookkeeping);
+    here one reader callback drains every datagram queued (at most ``_DRAIN`` per call) into the
+    :class:`_Receiver`. Sends go straight to the socket; one the kernel refuses for want of buffer
+    space waits, in order, for the socket to become writable (as asyncio's transport buffers it).
+    Other send errors and ICMP errors reported on the socket are dropped, as asyncio's transport
+    hands them to ``error_received``: the request times out.
+    """
+
+    __slots__ = ("backlog", "loop", "receiver", "sock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, family: int, receiver: _Receiver) -> None:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+            loop.add_reader(sock.fileno(), self._read_ready)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock, self.loop, self.receiver = sock, loop, receiver
+        self.backlog: deque[tuple[bytes, tuple[str, int]]] = deque()
+
+    def _read_ready(self) -> None:
+        recvfrom, received = self.sock.recvfrom, self.receiver.datagram_received
+        for _ in range(_DRAIN):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # e.g. ICMP port unreachable: the request times out (no traceback, no log line)
+            received(data, addr)
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.backlog:
+            try:
+                self.sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self.loop.add_writer(self.sock.fileno(), self._flush)
+            except OSError:
+                return  # unreachable and the like: the request times out, as before
+        if len(self.backlog) >= _BACKLOG_MAX:
+            raise OSError(errno.ENOBUFS, "send backlog full")
+        self.backlog.append((data, addr))
+
+    def _flush(self) -> None:
+        backlog, send = self.backlog, self.sock.sendto
+        while backlog:
+            try:
+                send(*backlog[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                pass
+            backlog.popleft()
+        self.loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.remove_writer(self.sock.fileno())
+            self.sock.close()
+        self.backlog.clear()
+
+
 class SnmpTransport:
     """Shared sockets and per-agent v3 state for every SNMP poll of the process."""
 
     def __init__(self) -> None:
-        self._sockets: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self._sockets: dict[tuple[str, int], _Channel] = {}
         self._pending: dict[str, dict[int, _Waiter]] = {"2c": {}, "3": {}}
         self._peers: dict[tuple[str, int, str], PeerEngine] = {}
         self._inflight: Counter[str] = Counter()  # address → requests waiting for it
@@ -133,6 +218,14 @@ class SnmpTransport:
         self._noise: dict[str, Counter[str]] = {}  # address → ignored datagrams from it, by reason
         self._strangers = 0  # ignored datagrams from addresses nobody was waiting for
         self._strangers_logged_at: float | None = None
+        # every attempt's deadline in one heap with one timer for the earliest (not a timer per
+        # attempt: making and cancelling one was ~5 % of a GET); entries of answered requests stay
+        # until their time comes, then are dropped (bounded by requests per timeout)
+        self._deadlines: list[tuple[float, int, _Waiter]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._seq = 0
 
     async def start(self) -> None:
         pass  # sockets are opened on first use, per address family
@@ -226,19 +319,12 @@ class SnmpTransport:
         return peer
 
     # ----- both --------------------------------------------------------------------------------
-    async def _socket(self, version: str, family: int, decode: Callable[[bytes], Any]) -> asyncio.DatagramTransport:
+    def _socket(self, version: str, family: int, decode: Callable[[bytes], Any]) -> _Channel:
         sock = self._sockets.get((version, family))
         if sock is None:
-            loop = asyncio.get_running_loop()
             receiver = _Receiver(self, decode, self._pending[version])
-            local = "::" if family == socket.AF_INET6 else "0.0.0.0"
-            sock, _ = await loop.create_datagram_endpoint(lambda: receiver, family=family, local_addr=(local, 0))
-            # Concurrent first requests (a daemon's first round) each opened one while awaiting: keep
-            # the first stored, close the others (nothing was sent on them), or close() misses them.
-            kept = self._sockets.setdefault((version, family), sock)
-            if kept is not sock:
-                sock.close()
-                sock = kept
+            # opened without an await: concurrent first requests (a daemon's first round) share it
+            sock = self._sockets[(version, family)] = _Channel(asyncio.get_running_loop(), family, receiver)
         return sock
 
     async def _exchange(
@@ -247,52 +333,64 @@ class SnmpTransport:
     ) -> Any:
         """Send (and resend on silence) one message; return what ``check`` made of the agent's reply.
 
-        One future for the whole exchange and one timer per attempt, whose callback resends or
-        fails it: awaiting the future directly wakes this task one loop iteration after the reply
-        (``asyncio.wait`` with a timeout took two more, and a set, a waiter and a callback per GET).
+        One future for the whole exchange, awaited directly (this task wakes one loop iteration
+        after the reply); each attempt's deadline goes into the transport's heap (``_attempt``).
         """
         family = socket.AF_INET6 if ":" in ep.address else socket.AF_INET
-        # Open sockets are looked up without awaiting a coroutine: one made and run per request was
-        # ~4 % of a v3 GET's time (py-spy); only the first request of a family opens one.
-        sock = self._sockets.get((version, family)) or await self._socket(version, family, decode)
+        sock = self._sockets.get((version, family)) or self._socket(version, family, decode)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         host = _host(ep.address)
         pending = self._pending[version]
-        pending[msg_id] = _Waiter(fut, (host, ep.port), check)
+        pending[msg_id] = waiter = _Waiter(fut, (host, ep.port), check, message, (ep.address, ep.port), sock,
+                                           ep.retries + 1, ep.timeout)
         self._inflight[host] += 1
         self.waiting[(host, ep.port)] += 1
-        destination = (ep.address, ep.port)
-        left = ep.retries + 1
-        timer: asyncio.TimerHandle | None = None
-
-        def attempt() -> None:
-            nonlocal left, timer
-            if fut.done():
-                return
-            if not left:
-                fut.set_exception(ProbeTimeout("timeout"))
-                return
-            left -= 1
-            try:
-                sock.sendto(message, destination)
-            except OSError as exc:
-                error = ProbeProtocolError(f"send failed: {exc.strerror}")
-                error.__cause__ = exc
-                fut.set_exception(error)
-                return
-            timer = loop.call_later(ep.timeout, attempt)
-
         try:
-            attempt()
+            self._attempt(waiter, loop)
             return await fut
         finally:
-            if timer is not None:
-                timer.cancel()
             pending.pop(msg_id, None)
             fut.cancel()
             _release(self._inflight, host)
             _release(self.waiting, (host, ep.port))
+
+    def _attempt(self, w: _Waiter, loop: asyncio.AbstractEventLoop) -> None:
+        """Send ``w``'s message once more, or fail it: a timeout when no send is left."""
+        if not w.left:
+            w.fut.set_exception(ProbeTimeout("timeout"))
+            return
+        w.left -= 1
+        assert w.sock is not None
+        try:
+            w.sock.sendto(w.message, w.destination)
+        except OSError as exc:
+            error = ProbeProtocolError(f"send failed: {exc.strerror}")
+            error.__cause__ = exc
+            w.fut.set_exception(error)
+            return
+        w.deadline = at = loop.time() + w.timeout
+        self._seq += 1
+        heapq.heappush(self._deadlines, (at, self._seq, w))
+        if at < self._timer_at or self._timer_loop is not loop:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at, self._timer_loop = loop.call_at(at, self._expire, loop), at, loop
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The deadline heap's timer: resend or fail every attempt whose time is up; arm for the next."""
+        self._timer, self._timer_at = None, float("inf")
+        heap = self._deadlines
+        now = loop.time() + _CLOCK_RESOLUTION  # as the loop itself runs a timer that is due
+        while heap and heap[0][0] <= now:
+            at, _, w = heapq.heappop(heap)
+            if at == w.deadline and not w.fut.done():
+                self._attempt(w, loop)
+        while heap and heap[0][2].fut.done():  # answered: no timer for them
+            heapq.heappop(heap)
+        if heap and self._timer is None:
+            at = heap[0][0]
+            self._timer, self._timer_at, self._timer_loop = loop.call_at(at, self._expire, loop), at, loop
 
 
 def _release(counter: Counter[Any], key: Any) -> None:
