@@ -210,3 +210,32 @@ def test_a_repeated_get_reuses_its_varbind_list_and_walks_keep_none() -> None:
         bulk = Request(GETBULK, ((1, 3, 6, 1, 2, 1, 2, 2, 1, 10, row),), 0, 25)
         assert snmp_request.pdu(bulk, row) == bytes(encoder.encode(pysnmp_pdu(bulk, row)))
     assert len(snmp_request._LIST_CACHE) == kept
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(key=st.binary(min_size=16, max_size=16), iv=st.binary(min_size=16, max_size=16), data=st.binary(max_size=600))
+def test_the_request_cipher_maker_encrypts_as_the_public_cipher(key: bytes, iv: bytes, data: bytes) -> None:
+    """The encryption context a request uses (cryptography's maker behind ``Cipher``) gives the bytes
+    the public ``Cipher`` gives, and is decrypted back by it."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    CFB = type(snmp_usm._aes(algorithms.AES(key), 0, 0, bytes(8)).mode)  # wherever this cryptography keeps it
+    enc = snmp_usm._new_cfb_encryptor(algorithms.AES(key), CFB(iv))
+    ours = enc.update(data) + enc.finalize()
+    public = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
+    assert ours == public.update(data) + public.finalize()
+    dec = Cipher(algorithms.AES(key), CFB(iv)).decryptor()
+    assert dec.update(ours) + dec.finalize() == data
+
+
+def test_without_cryptographys_private_maker_requests_use_the_public_cipher(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.bindings._rust", None)  # an import now fails
+    assert snmp_usm._cfb_encryptor_maker() is snmp_usm._public_encryptor
+
+
+def test_message_ids_are_in_range_and_differ() -> None:
+    ids = [snmp_usm.next_msg_id() for _ in range(5000)]  # ten draws from the OS's random source
+    assert all(1 <= i <= 2**31 - 1 for i in ids)
+    assert len(set(ids)) > 4990  # 31 random bits: a repeat among 5,000 is rare, ten are impossible
