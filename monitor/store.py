@@ -178,6 +178,13 @@ class EventStore:
         else:
             self._write("UPDATE zone_blind SET ended = ? WHERE zone = ? AND ended IS NULL", (at, zone))
 
+    def zone_watched(self, zone: str, started: float, ended: float, until: float) -> None:
+        """The blind episode of ``zone`` from ``started`` to ``ended`` was watched after all from ``until``
+        on: a poller kept polling it, cut off from the core, and has handed over all it confirmed. The
+        episode ends at ``until`` (at its start: wholly watched); reports then count the zone's log."""
+        self._write("UPDATE zone_blind SET ended = ? WHERE zone = ? AND started = ? AND ended = ?",
+                    (max(started, min(until, ended)), zone, started, ended))
+
     def blind_zones(self) -> list[tuple[str, float, float | None]]:
         """(zone, start, end or None while blind) of every blind episode, oldest first."""
         rows = self._db.execute("SELECT zone, started, ended FROM zone_blind ORDER BY started, id")

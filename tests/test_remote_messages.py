@@ -62,6 +62,16 @@ def test_a_batch_and_a_heartbeat_go_through_unchanged() -> None:
         with pytest.raises(RemoteMessageError) as err:
             decode(json.dumps(body).encode(), ZONE_OF, POLLERS)
         assert err.value.reason == "bad_value"
+    beat = PollerMessage("heartbeat", "p-saravena-1", "saravena", 12, T, acked=9, polling_since=T - 3600.5)
+    assert decode(encode(beat), ZONE_OF, POLLERS) == beat  # polling for an hour (optional, like acked)
+    for since in (T + 1, -1.0, "T", None, True, float("inf")):  # after it was sent, or not a time
+        body = json.loads(encode(beat)) | {"polling_since": since}
+        if since is None:
+            assert decode(json.dumps(body).encode(), ZONE_OF, POLLERS).polling_since is None
+            continue
+        with pytest.raises(RemoteMessageError) as err:
+            decode(json.dumps(body).encode(), ZONE_OF, POLLERS)
+        assert err.value.reason in ("bad_value", "not_json"), since
     assert decode(as_bytes(batch()), ZONE_OF, POLLERS).changes[0].cause == "dying_gasp"
 
 

@@ -321,12 +321,16 @@ class BlindZones:
     what the zone's pollers confirmed meanwhile arrives from their spools, with its real times, once
     they are back. Then the live states are the stored ones again. Each episode is kept in the store
     (``zone_blind``, from the pollers' last word until one is heard again): reports count the zone's
-    time then as unknown, but for what its pollers handed over with real times (docs/reports.md).
+    time then as unknown, but for what its pollers handed over with real times (docs/reports.md),
+    and the episode is cut back to nothing (or to the part before it started polling) once a poller
+    that kept polling through it has handed over everything (:meth:`current`).
     """
 
     def __init__(self, inv: Inventory, watch: ZoneWatch, store: EventStore, states: dict[str, TargetState]) -> None:
         self.watch, self.store, self.states = watch, store, states
         self.zone_of = dict(inv.pollers.zone_of) if inv.pollers is not None else {}
+        self._began: dict[str, float] = {}  # zone blind now -> its episode's start (its pollers' last word)
+        self._unwatched: dict[str, tuple[float, float]] = {}  # zone -> (start, end) of its last episode, as stored
 
     @classmethod
     def watching(cls, inv: Inventory, store: EventStore, states: dict[str, TargetState], now: float) -> BlindZones:
@@ -362,6 +366,27 @@ class BlindZones:
     def gone(self, poller: str) -> None:
         self.watch.gone(poller)
 
+    def current(self, poller: str, sent: float, polling_since: float) -> None:
+        """The feed: the core has every change ``poller`` had confirmed when it sent a heartbeat at
+        ``sent``, and it has polled since ``polling_since``. A blind episode of its zone that ended
+        by ``sent`` was watched after all from ``polling_since`` on (the poller was alive, only cut
+        off from the core, and its spool has brought the real states with their times): the episode
+        is cut back to what nobody watched, so reports count the zone's log there, not unknown."""
+        for zone, pollers in self.watch.zones.items():
+            ep = self._unwatched.get(zone)
+            if ep is None or poller not in pollers or sent < ep[1] or polling_since >= ep[1]:
+                continue
+            started, ended = ep
+            until = max(started, polling_since)
+            if until > started:
+                self._unwatched[zone] = (started, until)  # a poller that ran all along may still cover the rest
+            else:
+                del self._unwatched[zone]
+            self._record(functools.partial(self.store.zone_watched, zone, started, ended, until))
+            event(log, logging.INFO, "blind zone watched after all: its poller kept polling, its changes are in",
+                  zone=zone, poller=poller, watched_from=format_ts(until), to=format_ts(ended),
+                  unknown_s=round(until - started, 3))
+
     def step(self, now: float) -> list[ZoneNews]:
         """Called about once a second: zones that went blind or returned."""
         news = self.watch.step(now)
@@ -383,8 +408,12 @@ class BlindZones:
                 selfmetrics.TARGETS.labels(self.states[t].state.value).inc()
             selfmetrics.ZONE_BLIND.labels(n.zone).set(1 if n.blind else 0)
             if n.blind:
+                self._began[n.zone] = n.last_heard
                 self._record(functools.partial(self.store.zone_blind, n.zone, n.last_heard))
             else:
+                began = self._began.pop(n.zone, None)
+                if began is not None:
+                    self._unwatched[n.zone] = (began, max(began, n.at))
                 self._record(functools.partial(self.store.zone_seen, n.zone, n.at))
             if n.blind:
                 event(log, logging.WARNING, "zone blind: none of its pollers heard, its targets are unknown",

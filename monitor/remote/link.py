@@ -175,9 +175,12 @@ class PollerLink:
     """The poller's side: drains the spool to the broker, heartbeats, takes the core's acks."""
 
     def __init__(self, spool: PollerSpool, brokers: Sequence[Broker], *, prefix: str = "monitor/pollers",
-                 heartbeat: float = 10.0, resend_after: float = 30.0, clock: Clock | None = None) -> None:
+                 heartbeat: float = 10.0, resend_after: float = 30.0, clock: Clock | None = None,
+                 polling_since: float | None = None) -> None:
+        """``polling_since``: when this run began polling (its heartbeats say so: see messages.py)."""
         self.spool, self.brokers, self.heartbeat, self.resend_after = spool, list(brokers), heartbeat, resend_after
         self.clock = clock or SystemClock()
+        self.polling_since = polling_since
         base = f"{prefix}/{spool.poller}"
         self.topics = {k: f"{base}/{k}" for k in ("changes", "status", "acked")}
         self.hello_topic = f"{prefix}/{HELLO}"
@@ -272,7 +275,7 @@ class PollerLink:
             _go_on()
             self._beat.clear()
             beat = PollerMessage("heartbeat", self.spool.poller, self.spool.zone, self.spool.last_seq(),
-                                 self.clock.now(), acked=self.spool.acked())
+                                 self.clock.now(), acked=self.spool.acked(), polling_since=self.polling_since)
             await client.publish(self.topics["status"], encode(beat), qos=1, retain=True)
             await _wait(self._beat, self.heartbeat)
 
@@ -283,6 +286,8 @@ class Listener(Protocol):
     def heard(self, poller: str, at: float) -> None: ...
 
     def gone(self, poller: str) -> None: ...
+
+    def current(self, poller: str, sent: float, polling_since: float) -> None: ...
 
 
 OnChanges = Callable[[str, Sequence[StateChange]], Awaitable[None]]
@@ -424,6 +429,14 @@ class CoreFeed:
             event(log, logging.INFO, "poller caught up after a lost broker, correlation goes on", poller=poller,
                   through=self.sequences.through(poller))
 
+    def _current(self, msg: PollerMessage, now: float, retained: bool) -> None:
+        """A heartbeat whose number is taken: everything its poller had confirmed when it sent it is here."""
+        sent = min(msg.sent, now)
+        if self.on_current is not None:
+            self.on_current(msg.poller, now, sent)
+        if self.watch is not None and msg.polling_since is not None and not retained:
+            self.watch.current(msg.poller, sent, msg.polling_since)
+
     async def _handle(self, message: aiomqtt.Message, where: str = "") -> str | None:
         """Check and take one message; the poller to acknowledge (its changes are stored, or a repeat)."""
         parts = str(message.topic).split("/")
@@ -454,8 +467,8 @@ class CoreFeed:
         if msg.kind == "heartbeat":
             if not message.retain:  # live (a retained one may be from before the loss)
                 self._caught_up(poller, self.handover.announced(poller, msg.seq, self.sequences.through(poller)))
-            if self.on_current is not None and not self.sequences.behind(poller, msg.seq):
-                self.on_current(poller, now, min(msg.sent, now))
+            if not self.sequences.behind(poller, msg.seq):
+                self._current(msg, now, message.retain)
             if msg.acked is None:
                 return None
             async with self._taking:

@@ -20,7 +20,10 @@ the core can tell a repeat (QoS 1 delivers at least once) from a gap. A heartbea
 of the last ``changes`` message the poller has published (0: none yet), so the core notices even a
 lost last message, and may carry ``acked`` (at most ``seq``): the poller holds nothing at or below
 it (the core acknowledged it), so a core that lost its numbering knows what it need not wait for
-(a heartbeat without it, from an older poller, is accepted). ``ts`` of a change
+(a heartbeat without it, from an older poller, is accepted), and ``polling_since``: when this run
+of the poller began polling its zone, so a core that could not hear it (a blind zone) learns, once
+its spool is in, that it kept polling meanwhile and its changes are the zone's real states
+(:meth:`monitor.remote.core.BlindZones.current`; also optional). ``ts`` of a change
 is when the poller confirmed it, so a batch that waited out a broker outage is correlated at its
 real times.
 """
@@ -46,7 +49,7 @@ TS_RANGE = (0.0, 4_102_444_800.0)  # 1970 to 2099, as replay's input
 CAUSES = frozenset({"dying_gasp", "los", "other", "unknown"})
 _KEYS = {"changes": frozenset({"v", "kind", "poller", "zone", "seq", "sent", "changes"}),
          "heartbeat": frozenset({"v", "kind", "poller", "zone", "seq", "sent"})}
-_OPTIONAL = {"changes": frozenset[str](), "heartbeat": frozenset({"acked"})}
+_OPTIONAL = {"changes": frozenset[str](), "heartbeat": frozenset({"acked", "polling_since"})}
 _CHANGE_KEYS = frozenset({"target", "old", "new", "ts", "reason", "cause"})
 _STATES = {s.value: s for s in State}
 Kind = Literal["changes", "heartbeat"]
@@ -70,6 +73,7 @@ class PollerMessage:
     sent: float
     changes: tuple[StateChange, ...] = ()
     acked: int | None = None  # heartbeat: the poller's spool holds nothing at or below it
+    polling_since: float | None = None  # heartbeat: this run of the poller has polled its zone since then
 
 
 def encode(msg: PollerMessage) -> bytes:
@@ -78,6 +82,8 @@ def encode(msg: PollerMessage) -> bytes:
                             "seq": msg.seq, "sent": msg.sent}
     if msg.kind == "heartbeat" and msg.acked is not None:
         body["acked"] = msg.acked
+    if msg.kind == "heartbeat" and msg.polling_since is not None:
+        body["polling_since"] = msg.polling_since
     if msg.kind == "changes":
         body["changes"] = [{"target": c.target, "old": c.old.value, "new": c.new.value, "ts": c.ts,
                             "reason": c.reason, "cause": c.cause} for c in msg.changes]
@@ -121,7 +127,11 @@ def decode(data: bytes, zone_of: Mapping[str, str], poller_zones: Mapping[str, s
         acked = body.get("acked")
         if acked is not None and (type(acked) is not int or not 0 <= acked <= seq):
             raise RemoteMessageError("bad_value", f"acked must be an integer from 0 to seq, got {_shown(acked)}")
-        return PollerMessage("heartbeat", poller, zone, seq, sent, acked=acked)
+        since = body.get("polling_since")
+        if since is not None and _ts(since, "polling_since") > sent:
+            raise RemoteMessageError("bad_value", "polling_since must not be after sent")
+        return PollerMessage("heartbeat", poller, zone, seq, sent, acked=acked,
+                             polling_since=None if since is None else float(since))
     raw = body["changes"]
     if not isinstance(raw, list) or len(raw) > MAX_CHANGES:
         raise RemoteMessageError("bad_shape", f"changes must be a list of at most {MAX_CHANGES}")

@@ -68,7 +68,7 @@ async def run_poller(inv: Inventory, zone: str, poller: str, brokers: list[Broke
     spool = PollerSpool(state_dir / f"poller-{poller}.db", poller, zone)
     link = PollerLink(spool, brokers, prefix=inv.pollers.prefix, resend_after=resend_after,
                       heartbeat=inv.pollers.heartbeat if heartbeat is None else heartbeat,
-                      clock=clock)
+                      clock=clock, polling_since=clock.now())  # it polls from now until it stops
 
     publisher = Publisher(spool, link)
     notifier = Notifier()  # systemd (Type=notify): ready once polling, watchdog while the loop turns
