@@ -279,14 +279,37 @@ def encode_request(
     if user.auth_id and digest is None:
         raise ProbeSetupError(f"SNMPv3 user {user.name!r}: no digest for auth protocol {user.auth_id}")
     size = digest[1] if digest is not None else 0
-    params, auth_at = snmp_request.usm_parameters(peer.engine_id, boots, etime, user.name, b"\x00" * size, priv_params)
-    whole, params_at = snmp_request.v3_message(msg_id, _MAX_SIZE, user.flags | _FLAG_REPORTABLE, params, data,
-                                               bool(user.priv_id))
+    head, tail = _layout(msg_id, user.flags | _FLAG_REPORTABLE, peer.engine_id, boots, etime, user.name, size,
+                         priv_params, data, bool(user.priv_id))
     if digest is None:
-        return whole
-    at = params_at + auth_at
-    mac = _hmac(peer, digest[0], whole)[:size]
-    return whole[:at] + mac + whole[at + size:]
+        return head + tail
+    return head + _hmac(peer, digest[0], head + b"\x00" * size + tail)[:size] + tail
+
+
+def _layout(
+    msg_id: int, flags: int, engine_id: bytes, boots: int, etime: int, user: bytes, size: int, priv: bytes,
+    data: bytes, encrypted: bool,
+) -> tuple[bytes, bytes]:
+    """The whole message as (head, tail) around its ``size`` digest octets (RFC 3412 §6, RFC 3414 §2.4).
+
+    The same bytes as ``snmp_request.v3_message`` around ``usm_parameters`` (``tests/test_snmp_request.py``
+    checks both against pyasn1), laid out in one pass: the digest's place is where the two parts
+    meet, so it is neither searched for nor spliced in afterwards.
+    """
+    octets, integer, length = snmp_request.octets, snmp_request.integer, snmp_request.length
+    before = octets(engine_id) + integer(boots) + integer(etime) + octets(user) + b"\x04" + length(size)
+    after = octets(priv)
+    n = len(before) + size + len(after)
+    params_head = b"\x30" + length(n)
+    m = len(params_head) + n
+    header = snmp_request.tlv(0x30, integer(msg_id) + _HEADER_TAIL[flags])
+    body_head = b"\x02\x01\x03" + header + b"\x04" + length(m) + params_head + before
+    body_tail = after + (octets(data) if encrypted else data)
+    return b"\x30" + length(len(body_head) + size + len(body_tail)) + body_head, body_tail
+
+
+# msgGlobalData after the msgID, per flags: msgMaxSize, msgFlags, msgSecurityModel (USM)
+_HEADER_TAIL = {f: snmp_request.integer(_MAX_SIZE) + bytes((0x04, 1, f)) + b"\x02\x01\x03" for f in range(256)}
 
 
 def _hmac(peer: PeerEngine, hash_kind: Any, data: bytes) -> bytes:
