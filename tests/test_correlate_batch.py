@@ -219,3 +219,50 @@ def test_a_burst_below_answering_nodes_checks_each_settle_entry_in_one_chunk_at_
     assert [e["event"] for e in fast] == ["opened"] and fast[0]["root"] == "core"
     assert checked, "the burst went through the chunk check"
     assert sum(checked) <= len(eps)
+
+
+def _walked(engine: Engine, node: str) -> list[str]:
+    """``_down_subtree`` by its definition, one lookup per child: ``node`` and every down target below
+    whose path (first parent, every parent down) leads to it, breadth first in inventory order."""
+    topo, down = engine.topo, engine.down
+    out, frontier = [node], [node]
+    while frontier:
+        nxt: list[str] = []
+        for n in frontier:
+            for c in topo.children[n]:
+                ps = topo.parents[c]
+                if c in down and ps[0] == n and all(p in down for p in ps):
+                    out.append(c)
+                    if topo.children[c]:
+                        nxt.append(c)
+        frontier = nxt
+    return out
+
+
+@pytest.mark.parametrize("block", range(2))
+def test_a_down_subtree_taken_without_looking_up_its_endpoints_is_the_walk(block: int) -> None:
+    """An outage's down subtree where every endpoint below failed inside W and is still down is taken
+    without looking each endpoint up in ``down`` (EngineState._down_subtree): the same targets in the
+    same order as the walk one child at a time, over the burst timelines (everything failing, some
+    coming back and failing again, nodes too) and the random ones."""
+    taken = 0
+    original = Engine._down_subtree
+
+    def checked(self: Engine, node: str) -> list[str]:
+        nonlocal taken
+        nodes = self.topo.endpoints_below
+        taken += node in nodes and self._counts()[node] == nodes[node]
+        out = original(self, node)
+        assert node in self.down
+        assert out == _walked(self, node)
+        # what the shortcut relies on: the counts are those of the endpoints failed inside W still down
+        window = self._window()
+        assert all(self._counts()[a] == sum(a in self.topo.ancestors[e] for e in window) for a in nodes)
+        return out
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Engine, "_down_subtree", checked)
+        for seed in range(block * 150, block * 150 + 150):
+            _burst_run(seed, 2)
+            _run(seed, batched=True)
+    assert taken > 100  # the shortcut was taken

@@ -350,6 +350,10 @@ class EngineState:
     def _down_subtree(self, node: str) -> list[str]:
         """``node`` and every down target below whose path (first parent, all parents down) leads here."""
         info, down, sole, with_kids = self.topo.info, self.down, self.topo.sole_children, self._with_kids
+        nodes = self.topo.endpoints_below  # (its keys: every target that is not an endpoint)
+        # every endpoint below failed inside W and is still down (a core failure): then only the nodes
+        # among the children are looked up in ``down``, not 100k endpoints in random places
+        every = node in nodes and self._counts()[node] == nodes[node]
         out = [node]
         frontier = [node]
         while frontier:
@@ -358,6 +362,10 @@ class EngineState:
                 kids = info[n][1]
                 if len(sole.get(n, ())) == len(kids):
                     # each child's one parent is n (down): those down are on the path (filtered in C)
+                    if every and all(map(down.__contains__, filter(nodes.__contains__, kids))):
+                        out += kids
+                        nxt += filter(with_kids.__contains__, kids)
+                        continue
                     gone = list(filter(down.__contains__, kids))
                     out += gone
                     nxt += filter(with_kids.__contains__, gone)
