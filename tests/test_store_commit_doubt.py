@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from monitor.clock import ManualClock
 from monitor.correlate.incidents import IncidentEvent
 from monitor.correlate.store import IncidentStore
+from monitor.daemon import Daemon
 from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import NewRow, Outbox
 from monitor.delivery.worker import Worker
@@ -27,12 +28,14 @@ from monitor.errors import StorageError
 from monitor.polling.keeper import StoreKeeper
 from monitor.state import State, StateChange
 from monitor.store import EventStore
+from tests.firewall import icmp_block
 from tests.servers.commit_cut import CommitCut
-from tests.servers.common import until
+from tests.servers.common import free_port, until
 from tests.servers.postgres import PostgreSQL as Server
 from tests.servers.smtp import SmtpServer
-from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_server_fixture  # noqa: F401
-from tests.test_store_outage import StopsTheDatabase
+from tests.store_engines import ThrowawayDatabase, connect, pg_database_fixture, pg_server_fixture  # noqa: F401
+from tests.test_daemon_incidents import AP, CPES
+from tests.test_store_outage import StopsTheDatabase, daemon_config, stored_changes
 from tests.tsdb_support import started
 
 pytestmark = [pytest.mark.servers, pytest.mark.skipif(os.geteuid() != 0, reason="runs postgres as its own user")]
@@ -217,3 +220,58 @@ async def test_a_worker_whose_record_loses_its_commit_answer_sends_each_mail_onc
 def email(to: str) -> NewRow:
     return NewRow(f"INC-1/notify/{to}/1", "INC-1", "notify", to, "email", "",
                   {"to": f"{to}@example.com", "subject": "Corte", "body": "Sin servicio", "language": "es"})
+
+
+async def test_a_daemon_losing_every_third_commit_answer_records_and_tells_everything_once(
+    tmp_path: Path, through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut,
+) -> None:
+    """The whole daemon on a store whose every third COMMIT answer is lost while an AP and its three
+    customers' CPEs go down and come back (real pings blocked by nftables, a real SMTP server): each
+    transition is in the log once, each incident event once, one incident, and the technician and each
+    customer get one "opened" and one "restored" mail."""
+    (tmp_path / "smtp").mkdir()
+    smtp = SmtpServer(tmp_path / "smtp")
+    with started(smtp):
+        daemon = Daemon(daemon_config(tmp_path, through, smtp, free_port()))
+        task = asyncio.create_task(daemon.run())
+
+        def states(state: str, targets: Iterable[str]) -> bool:
+            return all(t in daemon.states and daemon.states[t].state.value == state for t in targets)
+
+        try:
+            await until(lambda: task.done() or states("up", ["core", "ap-1", *CPES]), 60, "all up")
+            cut.lose_every(3)
+            with icmp_block() as fw:
+                fw.block(AP, *CPES.values())
+                await until(lambda: task.done() or smtp.count() >= 4, 90, "the technician's and customers' mails")
+                fw.unblock(AP, *CPES.values())
+            await until(lambda: task.done() or smtp.count() >= 8, 90, "the restored mails")
+            await until(lambda: task.done() or (not (daemon.polling.keeper and daemon.polling.keeper.held)
+                        and not pending(pg_database)), 60, "nothing held or waiting")
+            cut.lose_every(0)
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 60)
+    assert cut.cuts >= 3
+    to = sorted(str(m["To"]) for m in smtp.messages())
+    assert to == sorted(["ana@isp.example"] * 2 + [f"c{i}@example.com" for i in (1, 2, 3)] * 2)
+    changes = [c for c in stored_changes(pg_database) if c[0] in ("ap-1", *CPES)]
+    assert len(set(changes)) == len(changes)
+    for target in ("ap-1", *CPES):
+        assert [(old, new) for t, old, new, _ in changes if t == target][-2:] == [("up", "down"), ("down", "up")]
+    db = connect(pg_database)
+    try:
+        events = [tuple(r) for r in db.execute("SELECT incident, event, ts FROM incident_events").fetchall()]
+        incidents = db.execute("SELECT count(*) FROM incidents").fetchone()[0]
+    finally:
+        db.close()
+    assert len(set(events)) == len(events) and {e[1] for e in events} >= {"opened", "resolved"}
+    assert incidents == 1
+
+
+def pending(where: ThrowawayDatabase) -> int:
+    db = connect(where)
+    try:
+        return int(db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0])
+    finally:
+        db.close()

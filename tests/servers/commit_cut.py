@@ -27,6 +27,8 @@ class CommitCut(TcpProxy):
         self._mode: str | None = None  # "reply", "commit" or "stall": what the next COMMIT loses
         self.refusing = False  # new connections are hung up on at once (the server unreachable)
         self.cuts = 0  # COMMITs cut so far
+        self.every = 0  # > 0: the answer to every so many COMMITs is lost (lose_every)
+        self._commits = 0
         super().__init__(target_port, host)
 
     def url(self, url: str) -> str:
@@ -41,10 +43,29 @@ class CommitCut(TcpProxy):
         """The next COMMIT is lost with the connection before the server has it (nothing committed)."""
         self._mode = "commit"
 
+    def lose_every(self, every: int) -> None:
+        """From now on the answer to every ``every``-th COMMIT is lost, as :meth:`lose_reply` (0: none)."""
+        self._commits = 0
+        self.every = every
+
     def stall_commit(self) -> None:
         """The next COMMIT is lost with the client's connection; the server's stays open, its session in
         the transaction (until the test ends or the session is ended)."""
         self._mode = "stall"
+
+    def _cut(self, data: bytes) -> str | None:
+        """What to lose of a message from the client: None if it carries no COMMIT or none is to be lost."""
+        if b"COMMIT" not in data:
+            return None
+        with self._lock:  # (one pump thread per connection)
+            if self.every:
+                self._commits += 1
+                if self._commits % self.every == 0 and self._mode is None:
+                    self._mode = "reply"
+            mode, self._mode = self._mode, None
+            if mode is not None:
+                self.cuts += 1
+            return mode
 
     def _connect(self, client: socket.socket) -> None:
         if self.refusing:
@@ -81,9 +102,8 @@ class CommitCut(TcpProxy):
                     data = client.recv(65536)
                     if not data:
                         return
-                    if self._mode is not None and b"COMMIT" in data:
-                        mode, self._mode = self._mode, None
-                        self.cuts += 1
+                    mode = self._cut(data)
+                    if mode is not None:
                         if mode == "stall":
                             ends = [client]
                         if mode in ("commit", "stall"):
