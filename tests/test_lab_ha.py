@@ -117,9 +117,10 @@ def all_up(url: str) -> bool:
 @contextmanager
 def scenario(world: World, name: str) -> Iterator[Scenario]:
     """A fresh database and SMTP server; a active, b standby, every target UP. Both stopped at the end."""
-    lab, folder = world.lab, world.folder / name
+    number = next(world.names)
+    lab, folder = world.lab, world.folder / f"{name}-{number}"  # (numbered: a scenario may run twice)
     folder.mkdir()
-    url = fresh_database(world.pg, f"ha_{os.getpid()}_{next(world.names)}")
+    url = fresh_database(world.pg, f"ha_{os.getpid()}_{number}")
     first_ticket = max((int(t["id"]) for t in world.rt.tickets()), default=0)
     # Each scenario's database numbers incidents from INC-000001 again, and the desk finds an incident's
     # ticket by that tag in its subject: the last scenario's tickets are deleted (searches skip them)
@@ -165,9 +166,8 @@ def status(d: HaDaemon) -> str:
     return done.stdout + done.stderr
 
 
-def finish(s: Scenario, cut: float, one_ticket: bool = True) -> None:
-    """Every opened notice, the tower back, every restored notice; then everything counted exactly
-    (``one_ticket=False``: the incident's tickets include a resolved one, the caller counts them)."""
+def finish(s: Scenario, cut: float) -> None:
+    """Every opened notice, the tower back, every restored notice; then everything counted exactly."""
     wanted = s.customers
     wait_daemon("one opened notice per customer", lambda: set(notices(s.smtp, "opened")) >= wanted, 150,
                 *s.daemons())
@@ -182,8 +182,7 @@ def finish(s: Scenario, cut: float, one_ticket: bool = True) -> None:
         s.url, "SELECT id FROM outbox WHERE status IN ('pending', 'sending')"), 60, *s.daemons())
 
     def ticket_resolved() -> bool:
-        statuses = [t["Status"] for t in tickets(s)]
-        return statuses == ["resolved"] or (not one_ticket and "resolved" in statuses)
+        return [t["Status"] for t in tickets(s)] == ["resolved"]
 
     try:
         wait_for(ticket_resolved, 60, "the ticket resolved")
@@ -197,7 +196,7 @@ def finish(s: Scenario, cut: float, one_ticket: bool = True) -> None:
     assert sum("ALERTA" in m for m in tech) == 1 and sum("RESUELTO" in m for m in tech) == 1, tech
     lifecycle = [e for (e,) in rows(s.url, "SELECT event FROM incident_events ORDER BY id")]
     assert lifecycle.count("opened") == 1 and lifecycle.count("resolved") == 1, lifecycle
-    assert len(tickets(s)) == 1 or not one_ticket
+    assert len(tickets(s)) == 1
     # the event log: each target behind the tower went DOWN once and came UP once, the core never changed
     changes = Counter((t, new) for t, new in rows(s.url, "SELECT target, new FROM state_changes WHERE ts >= %s",
                                                   (cut - 1,)))
@@ -300,11 +299,12 @@ def test_postgresql_down_past_the_lease_the_active_stands_down_and_nothing_is_lo
 def test_active_daemon_frozen_past_its_lease_stands_down_and_nothing_is_lost(ha_world: World) -> None:
     """The active daemon frozen (SIGSTOP: a paused VM, a swap storm) mid fan-out until the standby has taken
     over, then thawed: it wakes with notices in hand and a lease that is no longer its own; its deadline
-    has passed, it stands down (exit 75) and the store refuses its writes. Every customer still gets
-    one opened and one restored notice. A defect it found (docs/lab.md, H5) ends it with ``pytest.xfail``
-    after every other assertion held: a second ticket from a request of the frozen daemon's that was in
-    flight when the standby took over. (It also found a deposed daemon that did not exit: fixed.)"""
-    findings = []
+    has passed, it stands down (exit 75), the store refuses its writes and the lease's gate its calls
+    outside. Every customer still gets one opened and one restored notice, and the desk ends with one
+    ticket: a create request of the frozen daemon's that was already on its way when the standby took
+    over made a second one in 4 of 17 runs (docs/lab.md, H5); such a late ticket is merged into the
+    oldest before the resolve. The timings say on which channels the gate held a's calls back
+    (``gate_held``) and how many tickets were merged (``merged``)."""
     with scenario(ha_world, "freeze") as s:
         cut = cut_tower(s)
         os.kill(s.a.pid, signal.SIGSTOP)
@@ -318,11 +318,7 @@ def test_active_daemon_frozen_past_its_lease_stands_down_and_nothing_is_lost(ha_
         wait_daemon("a standing down", lambda: 'msg="standing down: stop polling and sending"' in s.a.text(), 30, s.a)
         wait_daemon("a's exit", lambda: s.a.exit_status() is not None, 30, s.a)
         assert s.a.exit_status() == 75, s.a.log_tail()
-        finish(s, cut, one_ticket=False)
+        finish(s, cut)
         assert active_s <= TAKEOVER, s.timing
-        opened = [t for t in tickets(s) if t["Status"] != "resolved"]
-        if opened:
-            findings.append(f"{len(opened) + 1} tickets for the incident, {len(opened)} never resolved")
-        s.timing["findings"] = findings
-    if findings:
-        pytest.xfail("finding: " + "; ".join(findings))
+        s.timing.update(gate_held=sorted(set(re.findall(r"channel=(\w+) reason=lease_lapsed", s.a.text()))),
+                        merged=sum(d.text().count('msg="duplicate ticket merged"') for d in s.daemons()))
