@@ -409,11 +409,11 @@ async def test_worker_counts_delivered_retried_and_failed_per_channel_and_reason
     worker = Worker(ob, sender, POLICY, ManualClock(1.0))
     async with running(worker):
         await until(lambda: len(sender.calls) == 3, 30, "three attempts")
-        await until(lambda: ob.next_due("metrics-test") is not None and not ob.take("metrics-test", 1.0, 10), 5,
-                    "the batch recorded")
+        # (a take() finding nothing is no proof: a row still claimed is not taken either)
+        await until(lambda: ob.pending() == {"metrics-test": (1, 1.0)} and inflight(where) == {"I/a/later/1": 0}, 30,
+                    "every outcome recorded")
     after = [sample(n, channel="metrics-test", **labels) for n, labels in counted]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
-    assert ob.pending() == {"metrics-test": (1, 1.0)}
 
 
 async def test_a_rate_limited_lane_records_its_outcome_before_waiting_for_the_next_token(where: Where) -> None:
