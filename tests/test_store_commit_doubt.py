@@ -108,6 +108,29 @@ def test_a_commit_in_doubt_while_the_server_cannot_be_asked_is_settled_at_the_ne
     store.close()
 
 
+def test_what_a_settled_commit_recorded_stays_left_out_until_a_write_succeeds(
+    through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut,
+) -> None:
+    """The append in doubt found committed, the append of the rest fails (its COMMIT lost before the
+    server had it): the keeper holds both again, and the store must still leave out the first."""
+    store = EventStore(through, busy_timeout=0.5)
+    keeper = StoreKeeper(store, store.run_started(0.0))
+    cut.lose_reply()
+    cut.refusing = True
+    assert not keeper.append([change("b", 2.0)])
+    cut.refusing = False
+    cut.lose_commit()
+    keeper.append([change("c", 4.0)])
+    keeper.retry()
+    assert cut.cuts == 2 and keeper.held == 2
+    keeper.retry()
+    assert keeper.held == 0
+    check = EventStore(pg_database)
+    assert [(c.target, c.ts) for c in check.changes()] == [("b", 2.0), ("c", 4.0)]
+    check.close()
+    store.close()
+
+
 def test_a_commit_that_never_reached_a_session_still_running_its_transaction_ends_that_session(
     through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut,
 ) -> None:
@@ -154,6 +177,28 @@ def test_incident_events_whose_commit_answer_was_lost_are_recorded_once(
     notes = check.db.execute("SELECT incident FROM incident_actions ORDER BY id").fetchall()
     assert [tuple(e) for e in events] == [("INC-1", "opened"), ("INC-2", "opened")]
     assert [n[0] for n in notes] == ["INC-1", "INC-2"]
+    check.close()
+    store.close()
+
+
+def test_incident_events_a_settled_commit_recorded_stay_left_out_until_a_save_succeeds(
+    through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut,
+) -> None:
+    """As for the event store: correlation saves the step in doubt again with the next, which fails too."""
+    store = IncidentStore(through, busy_timeout=0.5)
+    first, second = opened("INC-1", 1.0), opened("INC-2", 2.0)
+    cut.lose_reply()
+    cut.refusing = True
+    with pytest.raises(StorageError):
+        store.save([first], {}, set(), [])
+    cut.refusing = False
+    cut.lose_commit()
+    with pytest.raises(StorageError):
+        store.save([first, second], {}, set(), [])
+    store.save([first, second], {}, set(), [])
+    check = IncidentStore(pg_database)
+    events = check.db.execute("SELECT incident, event FROM incident_events ORDER BY id").fetchall()
+    assert [tuple(e) for e in events] == [("INC-1", "opened"), ("INC-2", "opened")]
     check.close()
     store.close()
 

@@ -108,6 +108,9 @@ class IncidentStore:
         self._row_ops, self._bulk_ops = (_ROW_SQL_OPS, _BULK_SQL) if self._embedded else (_UPSERT_ROW, _UPSERT_BULK)
         #: a step whose COMMIT went unanswered and could not be settled at once: its appended rows
         self._doubt: tuple[InDoubt, frozenset[IncidentEvent], frozenset[WindowEvent]] | None = None
+        #: what steps found committed after their answer was lost appended: left out of every save until
+        #: one succeeds (the service saves them again with each step until then)
+        self._recorded: tuple[frozenset[IncidentEvent], frozenset[WindowEvent]] = (frozenset(), frozenset())
 
     def close(self) -> None:
         self.db.close()
@@ -134,8 +137,13 @@ class IncidentStore:
         goes on: its row stays resolved, only its timer (``clear_since``) is kept for a restart.
         """
         if self._doubt is not None:  # (the service saves a failed step again with its next one)
-            events, window_events = self._settled(events, window_events)
+            self._settle()
+        done_events, done_windows = self._recorded
+        if done_events or done_windows:
+            events = [e for e in events if e not in done_events]
+            window_events = [w for w in window_events if w not in done_windows]
         if not (events or changed or member_log or window_events or done_actions or blind_ended or late is not None):
+            self._recorded = (frozenset(), frozenset())
             return
         db = self.db
         try:
@@ -167,13 +175,12 @@ class IncidentStore:
             raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
         except ERRORS as exc:
             raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
+        self._recorded = (frozenset(), frozenset())
 
-    def _settled(
-        self, events: Sequence[IncidentEvent], window_events: Sequence[WindowEvent],
-    ) -> tuple[Sequence[IncidentEvent], Sequence[WindowEvent]]:
-        """Without the appended rows (events, their notes, window events) of the step whose COMMIT went
-        unanswered, once the server says it was committed; the rest of a step (upserts, attachments in
-        order, updates) lands the same written twice."""
+    def _settle(self) -> None:
+        """Ask whether the step in doubt was committed; if it was, its appended rows (events, their notes,
+        window events) are left out from now on. The rest of a step (upserts, attachments in order,
+        updates) lands the same written twice."""
         assert self._doubt is not None
         doubt, done_events, done_windows = self._doubt
         try:
@@ -181,9 +188,8 @@ class IncidentStore:
         except ERRORS as exc:
             raise StorageError(f"cannot record incidents in {self.path}: {exc}") from exc
         self._doubt = None
-        if not done:
-            return events, window_events
-        return [e for e in events if e not in done_events], [w for w in window_events if w not in done_windows]
+        if done:
+            self._recorded = (self._recorded[0] | done_events, self._recorded[1] | done_windows)
 
     def _event(self, e: IncidentEvent, open_incidents: dict[str, tuple[Incident, Basis]]) -> None:
         db = self.db
