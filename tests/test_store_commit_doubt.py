@@ -64,14 +64,28 @@ def change(target: str, ts: float, new: State = State.DOWN) -> StateChange:
     return StateChange(target, State.UP if new is State.DOWN else State.DOWN, new, ts, "3 consecutive failed polls")
 
 
+def keeping(where: ThrowawayDatabase) -> tuple[EventStore, StoreKeeper]:
+    """The event store and the daemon's keeper of it (which holds what failed and writes it again)."""
+    store = EventStore(where, busy_timeout=0.5)
+    return store, StoreKeeper(store, store.run_started(0.0))
+
+
+def logged(where: ThrowawayDatabase) -> list[tuple[str, float]]:
+    """(target, time) of every change in the log, in the order recorded."""
+    check = EventStore(where)
+    try:
+        return [(c.target, c.ts) for c in check.changes()]
+    finally:
+        check.close()
+
+
 @pytest.mark.parametrize("lose", ["reply", "commit"])
 def test_state_changes_whose_commit_answer_was_lost_are_recorded_once(
     through: ThrowawayDatabase, pg_database: ThrowawayDatabase, cut: CommitCut, lose: str,
 ) -> None:
     """The keeper holds what it could not write and writes it again: the log must have each change once,
     whether the lost COMMIT had committed (``reply``) or not (``commit``)."""
-    store = EventStore(through, busy_timeout=0.5)
-    keeper = StoreKeeper(store, store.run_started(0.0))
+    store, keeper = keeping(through)
     keeper.append([change("a", 1.0)])
     cut.lose_reply() if lose == "reply" else cut.lose_commit()
     keeper.append([change("b", 2.0), change("c", 2.0)])
@@ -79,10 +93,8 @@ def test_state_changes_whose_commit_answer_was_lost_are_recorded_once(
     keeper.retry()
     keeper.append([change("a", 3.0, State.UP)])
     assert keeper.held == 0
-    check = EventStore(pg_database)
-    assert [(c.target, c.ts) for c in check.changes()] == [("a", 1.0), ("b", 2.0), ("c", 2.0), ("a", 3.0)]
-    check.close()
     store.close()
+    assert logged(pg_database) == [("a", 1.0), ("b", 2.0), ("c", 2.0), ("a", 3.0)]
 
 
 @pytest.mark.parametrize("lose", ["reply", "commit"])
@@ -91,8 +103,7 @@ def test_a_commit_in_doubt_while_the_server_cannot_be_asked_is_settled_at_the_ne
 ) -> None:
     """The answer lost and the server out of reach right after: the write stays held (the store cannot tell
     yet); once the server answers, the store asks and writes only what is not recorded yet."""
-    store = EventStore(through, busy_timeout=0.5)
-    keeper = StoreKeeper(store, store.run_started(0.0))
+    store, keeper = keeping(through)
     cut.lose_reply() if lose == "reply" else cut.lose_commit()
     cut.refusing = True  # (before the cut: the client connects again at once to ask)
     assert not keeper.append([change("b", 2.0)])
@@ -102,10 +113,8 @@ def test_a_commit_in_doubt_while_the_server_cannot_be_asked_is_settled_at_the_ne
     keeper.append([change("c", 4.0)])  # (joins what is held)
     keeper.retry()
     assert keeper.held == 0
-    check = EventStore(pg_database)
-    assert [(c.target, c.ts) for c in check.changes()] == [("b", 2.0), ("c", 4.0)]
-    check.close()
     store.close()
+    assert logged(pg_database) == [("b", 2.0), ("c", 4.0)]
 
 
 def test_what_a_settled_commit_recorded_stays_left_out_until_a_write_succeeds(
@@ -113,8 +122,7 @@ def test_what_a_settled_commit_recorded_stays_left_out_until_a_write_succeeds(
 ) -> None:
     """The append in doubt found committed, the append of the rest fails (its COMMIT lost before the
     server had it): the keeper holds both again, and the store must still leave out the first."""
-    store = EventStore(through, busy_timeout=0.5)
-    keeper = StoreKeeper(store, store.run_started(0.0))
+    store, keeper = keeping(through)
     cut.lose_reply()
     cut.refusing = True
     assert not keeper.append([change("b", 2.0)])
@@ -125,10 +133,8 @@ def test_what_a_settled_commit_recorded_stays_left_out_until_a_write_succeeds(
     assert cut.cuts == 2 and keeper.held == 2
     keeper.retry()
     assert keeper.held == 0
-    check = EventStore(pg_database)
-    assert [(c.target, c.ts) for c in check.changes()] == [("b", 2.0), ("c", 4.0)]
-    check.close()
     store.close()
+    assert logged(pg_database) == [("b", 2.0), ("c", 4.0)]
 
 
 def test_a_commit_that_never_reached_a_session_still_running_its_transaction_ends_that_session(
@@ -137,17 +143,14 @@ def test_a_commit_that_never_reached_a_session_still_running_its_transaction_end
     """The client's connection gone with its COMMIT while the server's side stays open (a cut between the
     machines): the server still runs the transaction, and would until its idle timeout. The store ends
     that session (rolling the transaction back) and knows at once that nothing was committed."""
-    store = EventStore(through, busy_timeout=0.5)
-    keeper = StoreKeeper(store, store.run_started(0.0))
+    store, keeper = keeping(through)
     cut.stall_commit()
     assert not keeper.append([change("b", 2.0)])
     assert cut.cuts == 1
     keeper.retry()
     assert keeper.held == 0  # (not waiting out the server's 10 s idle_in_transaction_session_timeout)
-    check = EventStore(pg_database)
-    assert [(c.target, c.ts) for c in check.changes()] == [("b", 2.0)]
-    check.close()
     store.close()
+    assert logged(pg_database) == [("b", 2.0)]
 
 
 def opened(incident: str, ts: float) -> IncidentEvent:
