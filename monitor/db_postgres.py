@@ -780,8 +780,15 @@ class _Side:
 
 
 def _xact_status(conn: psycopg.Connection[Any], xid: int) -> str | None:
-    """'committed', 'aborted', 'in progress', or None (too old to be known: long since settled)."""
-    row = conn.execute("SELECT pg_xact_status(CAST(%s AS xid8))", (str(xid),)).fetchone()
+    """'committed', 'aborted', 'in progress', None (too old to be known: long since settled), or
+    'unknown': an id this server has not given yet, after a failover to a replica that never received
+    that transaction (asynchronous replication): it is not in this database, so not committed here."""
+    try:
+        row = conn.execute("SELECT pg_xact_status(CAST(%s AS xid8))", (str(xid),)).fetchone()
+    except psycopg.errors.InvalidParameterValue as exc:
+        if "in the future" not in str(exc):
+            raise
+        return "unknown"
     return None if row is None else cast(str | None, row[0])
 
 

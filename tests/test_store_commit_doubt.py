@@ -153,6 +153,28 @@ def test_a_commit_that_never_reached_a_session_still_running_its_transaction_end
     assert logged(pg_database) == [("b", 2.0)]
 
 
+def test_the_fate_of_a_transaction_is_read_from_the_server_and_one_it_never_had_is_not_committed(
+    pg_database: ThrowawayDatabase,
+) -> None:
+    """What settles a commit in doubt, asked directly: a committed transaction reads as committed, one
+    rolled back as not, and an id the server has not given yet (a failover to a replica that never
+    received the transaction) as not committed, not as an error that would keep the writer in doubt."""
+    conn = pg_database.connect()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        token = conn._xact
+        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        rolled_back = conn._xact
+        conn.execute("ROLLBACK")
+        assert token is not None and rolled_back is not None
+        assert conn.committed(token) is True
+        assert conn.committed(rolled_back) is False
+        assert conn.committed((token[0] + 10**6, token[1])) is False
+    finally:
+        conn.close()
+
+
 def opened(incident: str, ts: float) -> IncidentEvent:
     return IncidentEvent(ts, "opened", incident, "outage", "ap-1", ("cpe-1",), ("c1",), detail="why")
 
