@@ -135,6 +135,15 @@ class Observer:
         finally:
             store.close()
 
+    def blind_zones(self) -> list[tuple[str, float, float | None]]:
+        """(zone, start, end) of every blind-zone episode (reports count them unknown), oldest first, as
+        the core's store holds them."""
+        store = EventStore(self.db)
+        try:
+            return store.blind_zones()
+        finally:
+            store.close()
+
     # ------------------------------------------------------------------ time series
 
     def series(self, query: str) -> list[dict[str, Any]]:
