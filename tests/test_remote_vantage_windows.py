@@ -84,6 +84,22 @@ def test_heartbeats_that_waited_in_the_connection_with_the_spool_do_not_end_the_
     assert all(v.state(t) is UP for t in ZONE)
 
 
+def test_an_old_heartbeat_is_old_even_when_the_cut_was_shorter_than_the_hold() -> None:
+    """Production's settings: a hold of minutes (3 polls of 60 s), a silence of one minute. A cut of
+    100 s: the heartbeat that waited in the connection is 100 s old, within the hold but not fresh:
+    the DOWNs the spool brings stay held until ap-1's DOWN makes the poller blind."""
+    v = Vantages(ZONES, ZONE_OF, {"p-ap1": "ap-1"}, windows={"p-ap1": (183.0, 183.0)}, fresh=30.0)
+    for t in ZONE:
+        v.report("p-ap1", ch(t, UNK, UP, 0.0))
+    out = v.set_silent({"p-ap1"}, 1060.0)
+    out += v.caught_up("p-ap1", 1100.0, 1000.0)  # sent at the cut
+    out += v.report("p-ap1", ch("cpe-1", UP, DOWN, 1020.0))
+    out += v.caught_up("p-ap1", 1100.0, 1001.0)
+    out += v.report_many("p-ap1", [ch("cpe-2", UP, DOWN, 1030.0), ch("ap-1", UP, DOWN, 1050.0),
+                                   ch("cpe-3", UP, DOWN, 1060.0)])
+    assert downs(out) == []
+
+
 def test_without_the_windows_the_cpes_flicker_down_at_both_ends() -> None:
     """What the windows prevent (the rule before them): cpe-1 and cpe-2 DOWN before ap-1's DOWN,
     and every CPE DOWN again from ap-1's return until it is confirmed itself."""

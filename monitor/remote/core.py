@@ -122,11 +122,12 @@ class RemoteIntake:
         zones, zone_of = (p.zone_pollers(), p.zone_of) if p is not None else ({}, {})
         vantage_of = p.vantage_of() if p is not None else {}
         seed = {t: (cur.state, cur.since) for t in self.remote if (cur := self.states.get(t)) is not None}
+        fresh = p.silent_after / 2 if p is not None else 1.0  # a heartbeat older than that waited out a cut
         if self.vantage is None:  # the start: every poller sees what the store says, but where it said otherwise
-            self.vantage = Vantages(zones, zone_of, vantage_of, seed, windows(inv))
+            self.vantage = Vantages(zones, zone_of, vantage_of, seed, windows(inv), fresh)
             self.vantage.restore(self._load_views())
         else:
-            self.vantage = self.vantage.reconfigured(zones, zone_of, vantage_of, seed, windows(inv))
+            self.vantage = self.vantage.reconfigured(zones, zone_of, vantage_of, seed, windows(inv), fresh)
         for node in sorted(self.vantage.watched_by):  # vantage nodes the core polls: as it holds them now
             if node in self.states and node not in self.remote:
                 self._take_quietly(self.vantage.node_state(node, self.states[node].state, now))

@@ -115,12 +115,14 @@ class Vantages:
 
     def __init__(self, zone_pollers: Mapping[str, Sequence[str]], zone_of: Mapping[str, str],
                  vantage: Mapping[str, str] | None = None, seed: Mapping[str, tuple[State, float]] | None = None,
-                 windows: Mapping[str, tuple[float, float]] | None = None) -> None:
+                 windows: Mapping[str, tuple[float, float]] | None = None, fresh: float = 1.0) -> None:
         """``zone_pollers``: zone -> its pollers (zones without pollers are none of our business);
         ``zone_of``: target -> zone; ``vantage``: poller -> its declared vantage node; ``seed``:
         target -> (state, since) the core last concluded (a restart): every poller starts seeing that;
         ``windows``: poller with a vantage node -> (hold, recover) in seconds (module docstring; none:
-        neither applies)."""
+        neither applies); ``fresh``: a heartbeat that took longer than this to arrive is old news (the
+        core passes half of ``pollers.silent_after``: one sent before a cut long enough to make the
+        zone blind took longer)."""
         self.zone_pollers = {z: tuple(ps) for z, ps in zone_pollers.items() if ps}
         self.poller_zone = {p: z for z, ps in self.zone_pollers.items() for p in ps}
         self.zone_of = {t: z for t, z in zone_of.items() if z in self.zone_pollers}
@@ -144,6 +146,7 @@ class Vantages:
         self.elsewhere: dict[str, State] = {}  # vantage nodes outside their poller's zone: as the core knows them
         self.blind: dict[str, dict[str, str]] = {z: {} for z in self.zone_pollers}  # zone -> poller -> why
         self.windows = {p: w for p, w in (windows or {}).items() if p in self.vantage}
+        self.fresh = fresh
         self.clock: dict[str, float] = {}  # poller -> how far its news has come (its reports, its heartbeats)
         self.draining: set[str] = set()  # back from a silence, backlog not all in: its DOWNs are held
         self.held: dict[str, dict[str, StateChange]] = {}  # poller -> target -> a DOWN held (in order)
@@ -161,10 +164,10 @@ class Vantages:
 
     def reconfigured(self, zone_pollers: Mapping[str, Sequence[str]], zone_of: Mapping[str, str],
                      vantage: Mapping[str, str], seed: Mapping[str, tuple[State, float]],
-                     windows: Mapping[str, tuple[float, float]] | None = None) -> Vantages:
+                     windows: Mapping[str, tuple[float, float]] | None = None, fresh: float = 1.0) -> Vantages:
         """The same beliefs under a reloaded config: what a poller saw of a target still in its zone
         is kept, what the core concluded seeds the rest. Emits nothing: the next report settles."""
-        new = Vantages(zone_pollers, zone_of, vantage, {**seed, **self.effective}, windows)
+        new = Vantages(zone_pollers, zone_of, vantage, {**seed, **self.effective}, windows, fresh)
         for p, views in self.views.items():
             zone = new.poller_zone.get(p)
             if zone is not None and zone == self.poller_zone[p] and zone not in new.alone:
@@ -299,12 +302,12 @@ class Vantages:
         """The core holds every change ``poller`` had published when it sent a heartbeat (``sent``,
         bounded by the core's clock; ``now`` without one): its news has come as far as then. A poller
         catching up after its silence counts again; one back from a silence stops holding its DOWNs
-        once such a heartbeat is fresh (within ``hold`` of ``now``: a stream of old ones that waited
-        in a TCP connection while the poller was cut off is not)."""
+        once such a heartbeat is fresh (sent within ``fresh`` of ``now``: the old ones that waited in
+        its TCP connection while it was cut off are not)."""
         news = now if sent is None else min(sent, now)
         out: list[StateChange] = []
         if poller in self.windows:
-            if poller in self.draining and now - news <= self.windows[poller][0]:
+            if poller in self.draining and now - news <= self.fresh:
                 self.draining.discard(poller)
             out += self._news(poller, news)
         if poller not in self.catching:
