@@ -40,15 +40,17 @@ from tests.store_engines import fresh_database
 
 
 class Instant:
-    """An adapter that hands each notice over at once, recording its point of no return as SMTP does."""
+    """An adapter that hands each notice over at once, recording its point of no return as SMTP does
+    (``handing_over``; else as the channels without one: MQTT, the desks)."""
 
     channel = "email"
 
-    def __init__(self) -> None:
+    def __init__(self, handing_over: bool = True) -> None:
         self.sent = 0
+        self.handing_over = handing_over
 
     async def send(self, row: Row, handed_over: HandedOver | None = None) -> str | None:
-        if handed_over is not None:
+        if handed_over is not None and self.handing_over:
             handed_over()
         self.sent += 1
         return "ok"
@@ -99,10 +101,10 @@ def hot_updates(where: PostgreSQL) -> tuple[int, int]:
             time.sleep(0.5)
 
 
-async def deliver(outbox: Outbox, n: int, tag: str, concurrency: int) -> float:
+async def deliver(outbox: Outbox, n: int, tag: str, concurrency: int, handing_over: bool = True) -> float:
     """Seconds from the worker's start until every one of ``n`` queued notices is recorded delivered."""
     outbox.add(notices(n, tag), {}, {}, time.time())
-    sender = Instant()
+    sender = Instant(handing_over)
     worker = Worker(outbox, sender, RetrySettings(), SystemClock(), concurrency=concurrency, batch=8 * concurrency)
     t0 = time.perf_counter()
     task = asyncio.create_task(worker.run())
@@ -128,6 +130,8 @@ def main() -> None:
     ap.add_argument("--notices", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4, help="the worker's lanes (the SMTP pool size)")
+    ap.add_argument("--no-hand-over", action="store_true",
+                    help="the adapter records no point of no return (as MQTT and the desks): no hand-over records")
     args = ap.parse_args()
     server = Server()
     try:
@@ -143,13 +147,15 @@ def main() -> None:
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 ours, theirs = time.process_time(), server_cpu(postmaster if name == "postgresql" else None)
-                seconds = asyncio.run(deliver(outboxes[name], args.notices, f"{name}-{r}", args.concurrency))
+                seconds = asyncio.run(deliver(outboxes[name], args.notices, f"{name}-{r}", args.concurrency,
+                                                  not args.no_hand_over))
                 after = server_cpu(postmaster if name == "postgresql" else None)
                 spent = sum(after.values()) - sum(v for pid, v in theirs.items() if pid in after)
                 cpu[name].append(((time.process_time() - ours) / args.notices, spent / args.notices))
                 rates[name].append(args.notices / seconds)
         print(f"outbox through the real worker: {args.notices} notices x {args.rounds} rounds, {args.concurrency}"
-              f" lanes, PostgreSQL {server.psql('SHOW server_version')} on loopback (fsync=off), SQLite WAL")
+              f" lanes, PostgreSQL {server.psql('SHOW server_version')} on loopback (fsync=off), SQLite WAL,"
+              f" {'no hand-over records' if args.no_hand_over else 'a hand-over record a notice'}")
         for name in names:
             print(summary(name, rates[name]))
         for name in names:
