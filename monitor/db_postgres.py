@@ -487,16 +487,16 @@ class Connection:
         returns once the kernel holds all of it. The kernel still delivers it if this process is killed
         now, and the server commits what it received, so for a crash it counts as written (what the
         outbox's hand-over record needs; the SMTP adapter relies on the same for the final "."). Its
-        answer is read before the next one is sent, or by :meth:`wait_detached`; a failure there (the
-        server away, a lock wait, the fence) only loses that record.
+        answer is read when the next one is sent (if it has come), or by :meth:`wait_detached`; a
+        failure there (the server away, a lock wait, the fence) only loses that record.
 
-        The fence is checked in the same transaction (one simple-query message of prepared statements:
-        an implicit transaction, all or nothing), but the store's write lock is NOT taken: only for a
-        statement on one row whose effect is conditional on that row's own state, so that it may land
-        anywhere among the other writers, a takeover included, without doing harm (the hand-over record:
-        only a row still being sent is marked, and it was handed over; row locks order it against every
-        other write of that row). Waiting for the write lock behind the lanes' commits cost the server
-        a sleep and a wake-up per record."""
+        The fence is checked in the same transaction (both prepared statements before one Sync of the
+        side connection's pipeline: an implicit transaction, all or nothing), but the store's write
+        lock is NOT taken: only for a statement on one row whose effect is conditional on that row's
+        own state, so that it may land anywhere among the other writers, a takeover included, without
+        doing harm (the hand-over record: only a row still being sent is marked, and it was handed
+        over; row locks order it against every other write of that row). Waiting for the write lock
+        behind the lanes' commits cost the server a sleep and a wake-up per record."""
         if self._detached is None:
             self._detached = _Detached(self.engine, self.lock_wait)
         self._detached.send(sql, parameters)
@@ -649,45 +649,16 @@ class _Session:
 
 
 class _Detached:
-    """Side connections that send a transaction each and read its answer only before their next one
-    (libpq's asynchronous API on psycopg connections used for nothing else): up to :data:`SIDES` in
-    flight at once, so a worker's lanes need not wait for each other's answers either."""
+    """A side connection in libpq's pipeline mode that sends one transaction a record and reads the answers
+    only when it next sends (those already there) or is told to settle: the lanes never wait for them,
+    and the server takes the records one after another as they come, prepared statements bound and run
+    (no query text to parse), on one backend woken once for several (docs/benchmarks.md, issue 13:
+    a simple-query message each on up to four side connections cost the server ~130 µs a record)."""
 
-    SIDES = 4
-
-    def __init__(self, engine: PostgreSQL, lock_wait: float | None) -> None:
-        self.engine = engine
-        self.lock_wait = lock_wait
-        self.sides: list[_Side] = []
-        self._next = 0
-
-    def send(self, sql: str, parameters: Sequence[Any]) -> None:
-        side = next((s for s in self.sides if s.ready()), None)
-        if side is None and len(self.sides) < self.SIDES:
-            side = _Side(self.engine, self.lock_wait)
-            self.sides.append(side)
-        if side is None:  # all still waiting for an answer: the next in turn waits for its own
-            side = self.sides[self._next % len(self.sides)]
-            self._next += 1
-        side.send(sql, parameters)
-
-    def settle(self) -> None:
-        for side in self.sides:
-            side.settle()
-
-    def close(self) -> None:
-        for side in self.sides:
-            side.settle()
-            side.drop()
-        self.sides = []
-
-
-class _Side:
-    """One side connection of :class:`_Detached`. A transaction the server refused is rolled back before
-    the next; a broken connection is opened again on the next send; answers are discarded (what they
-    record is only a refinement)."""
-
-    #: how long reading an answer may wait (the server away: the record is given up, as the worker's are)
+    #: answers not read yet, at most (then the oldest are waited for: a server that stopped reading
+    #: must not make the records pile up in this process)
+    QUEUE = 64
+    #: how long reading an answer may wait (the server away: the records are given up, as the worker's are)
     WAIT = 5.0
 
     def __init__(self, engine: PostgreSQL, lock_wait: float | None) -> None:
@@ -696,64 +667,86 @@ class _Side:
         self.conn: psycopg.Connection[Any] | None = None
         self.session: _Session | None = None
         self.opened_at = 0  # _Reach.losses when it was opened
-        self.waiting = False  # a transaction was sent whose answer is not read yet
+        self.outstanding = 0  # transactions sent whose answers (up to their Sync) are not read yet
 
-    def ready(self) -> bool:
-        """Free for a send: nothing sent, or its whole answer has arrived (read now, without waiting)."""
-        if not self.waiting:
-            return True
-        assert self.conn is not None
+    def send(self, sql: str, parameters: Sequence[int | float]) -> None:
+        """``sql`` in a transaction of its own, with the fence, sent and not waited for: on return the
+        kernel holds all of it."""
         try:
-            self.conn.pgconn.consume_input()
-            if self.conn.pgconn.is_busy():
-                return False
-        except (psycopg.Error, OSError):
-            self.drop()
-            return True
-        self.settle()
-        return not self.waiting
-
-    def send(self, sql: str, parameters: Sequence[Any]) -> None:
-        """``sql`` in a write transaction of its own, with the lock and the fence, sent and not waited for."""
-        self.settle()
-        try:
-            reach = _reach(self.engine)
-            reach.check(self.engine)
-            if self.conn is not None and self.opened_at != reach.losses:
-                self.drop()  # (opened before the server was lost: replaced, see _Reach)
-            if self.conn is None or self.conn.closed or self.session is None:
-                self.opened_at = reach.losses
-                self.conn = reach.connect(self.engine)
-                self.session = _Session(self.conn)
-                if self.lock_wait is not None:
-                    self.conn.execute(_lock_timeout(self.lock_wait))
-            session = self.session
-            parts = []
+            self._read(wait=self.outstanding >= self.QUEUE)
+            conn = self._connection()
             epoch = FENCE.epoch if self.engine.fenced else None
+            parts: list[tuple[str, Sequence[int | float]]] = []
             if epoch is not None:
-                parts.append(session.statement(_FENCE_CHECK, (epoch, epoch), True))
-            parts.append(session.statement(sql, parameters, True))
-            message = "; ".join(parts).encode(session.encoding)
-            self.conn.pgconn.send_query(message)  # (blocking mode: returns once all is written)
-            self.waiting = True
+                parts.append((self._name(_FENCE_CHECK), (epoch, epoch)))
+            parts.append((self._name(sql), tuple(parameters)))
+            pg = conn.pgconn
+            for name, args in parts:
+                pg.send_query_prepared(name.encode(), [_text(v) for v in args])
+            pg.pipeline_sync()
+            if pg.flush() != 0:  # (blocking mode: 0 once all is written)
+                raise DatabaseError("a detached write was not sent whole")
+            self.outstanding += 1
         except (psycopg.Error, DatabaseError, OSError):
             self.drop()
 
     def settle(self) -> None:
-        """Read the last transaction's answer, waiting for it if need be."""
+        """Read every answer, waiting for them if need be."""
+        self._read(wait=True)
+
+    def close(self) -> None:
+        self.settle()
+        self.drop()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        reach = _reach(self.engine)
+        reach.check(self.engine)
+        if self.conn is not None and self.opened_at != reach.losses:
+            self.drop()  # (opened before the server was lost: replaced, see _Reach)
+        if self.conn is None or self.conn.closed or self.session is None:
+            self.drop()
+            self.opened_at = reach.losses
+            self.conn = reach.connect(self.engine)
+            self.session = _Session(self.conn)
+            if self.lock_wait is not None:
+                self.conn.execute(_lock_timeout(self.lock_wait))
+            self.conn.pgconn.enter_pipeline_mode()
+        return self.conn
+
+    def _name(self, sql: str) -> str:
+        """The session's prepared statement for ``sql``, PREPAREd at its first use (outside the pipeline,
+        once the answers before it are read)."""
+        assert self.session is not None and self.conn is not None
+        name = self.session.names.get(sql, _UNPREPARED)
+        if name == _UNPREPARED:
+            self._read(wait=True)
+            pg = self.conn.pgconn
+            pg.exit_pipeline_mode()
+            name = self.session._prepare(sql)  # (the session is this connection's own)
+            pg.enter_pipeline_mode()
+        if name is None:
+            raise DatabaseError(f"cannot prepare a detached write: {sql}")
+        return name
+
+    def _read(self, *, wait: bool) -> None:
+        """The answers that have arrived (all of them if ``wait``); a fenced record tells the fence."""
         conn = self.conn
-        if not self.waiting or conn is None:
+        if not self.outstanding or conn is None:
             return
-        if _reach(self.engine).down:  # (the answer may never come: the record is given up, not waited for)
+        if wait and _reach(self.engine).down:  # (the answers may never come: the records are given up)
             self.drop()
             return
-        self.waiting = False
         pg = conn.pgconn
         deadline = time.monotonic() + self.WAIT
         try:
-            while True:
+            while self.outstanding:
+                if pg.status != psycopg.pq.ConnStatus.OK:  # (broken: no Sync will come)
+                    self.drop()
+                    return
                 pg.consume_input()
                 if pg.is_busy():
+                    if not wait:
+                        return
                     left = deadline - time.monotonic()
                     if left <= 0 or not select.select([pg.socket], [], [], left)[0]:
                         self.drop()
@@ -761,22 +754,28 @@ class _Side:
                     continue
                 result = pg.get_result()
                 if result is None:
-                    break
-                if result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == FENCED.encode() and FENCE.refused:
+                    continue  # (the end of one statement's results)
+                if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
+                    self.outstanding -= 1
+                elif result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == FENCED.encode() and FENCE.refused:
                     FENCE.refused()  # (a deposed daemon's record, refused as any of its writes: it stands down)
-            if pg.transaction_status != psycopg.pq.TransactionStatus.IDLE:  # refused midway: left in a block
-                pg.send_query(b"ROLLBACK")
-                self.waiting = True
-                self.settle()
         except (psycopg.Error, OSError):
             self.drop()
 
     def drop(self) -> None:
-        self.waiting = False
+        self.outstanding = 0
         if self.conn is not None:
             self.conn.close()
         self.conn = None
         self.session = None
+
+
+def _text(value: int | float) -> bytes:
+    """A number as PostgreSQL's text input takes it (a float's infinities and NaN spelt its way)."""
+    if type(value) is float:
+        text = repr(value)
+        return {"inf": b"Infinity", "-inf": b"-Infinity", "nan": b"NaN"}.get(text) or text.encode()
+    return str(int(value)).encode()
 
 
 def _xact_status(conn: psycopg.Connection[Any], xid: int) -> str | None:

@@ -292,6 +292,51 @@ def test_a_lanes_commit_marks_and_records_its_rows_in_one_statement_each(engine:
     outbox.close()
 
 
+def test_hand_over_records_queue_on_one_side_connection_without_waiting(engine: ThrowawayDatabase) -> None:
+    """Hand-over records of lanes sending at once go out one after another on ONE side connection in
+    libpq's pipeline mode (a transaction each, prepared statements bound and run), none waited for:
+    the server takes them on one backend instead of one simple-query message each on up to four. All
+    land; a server that went away in between loses only the records sent to it, and the next ones
+    go out on a new connection."""
+    outbox = Outbox(engine)
+    n = 40
+    outbox.add([NewRow(f"I/notify/c{i:02d}/1", "I", "notify", f"c{i:02d}", "email", "", {}) for i in range(n)],
+               {}, {}, 1.0)
+    db = outbox.db
+    assert isinstance(db, Connection)
+    rows = outbox.take("email", 10.0, n)
+    outbox.finish([], [], [], 10.0, sending=[r.id for r in rows])
+    def hand_over_30() -> None:
+        for r in rows[:30]:
+            outbox.handed_over(r.id, 10.5)
+
+    assert round_trips(db, hand_over_30) == 0
+    with psycopg.connect(engine.url, password=engine.password, autocommit=True) as admin:
+        name = engine.url.rsplit("/", 1)[1]
+        sessions = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+        assert sessions is not None and sessions[0] == 3  # (the outbox's, its side connection, this one)
+        db.wait_detached()
+        assert db.execute("SELECT count(*) FROM outbox WHERE inflight = 3").fetchone() == (30,)
+        side = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+                             " AND pid <> %s", (name, db.conn.info.backend_pid)).fetchone()
+        assert side is not None
+        admin.execute("SELECT pg_terminate_backend(%s)", (side[0],))
+        wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (side[0],)).fetchone(),
+                 what="the side session's end")
+
+    def lands() -> bool:  # (records meeting the dead session, or a new one still connecting, are lost)
+        outbox.handed_over(rows[30].id, 10.6)
+        db.wait_detached()
+        return bool(db.execute("SELECT inflight FROM outbox WHERE id = ?", (rows[30].id,)).fetchone() == (3,))
+
+    wait_for(lands, timeout=60, what="a hand-over record on a new side connection")
+    for r in rows[31:]:
+        outbox.handed_over(r.id, 10.6)
+    db.wait_detached()
+    assert db.execute("SELECT count(*) FROM outbox WHERE inflight = 3").fetchone() == (n,)
+    outbox.close()
+
+
 def test_the_hot_path_updates_of_a_notice_write_no_index_entry(engine: ThrowawayDatabase) -> None:
     """Of the four updates of a notice's row (claimed, sending, handed over, delivered), the first three
     change no indexed column and find room on the row's page (fillfactor 50): PostgreSQL writes them as

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from monitor.db_postgres import FENCE, PostgreSQL
-from monitor.delivery.outbox import CLAIMED, SENDING, NewRow, Outbox
+from monitor.delivery.outbox import CLAIMED, HANDED_OVER, SENDING, NewRow, Outbox
 from monitor.errors import StorageError
 from monitor.ha.keeper import Keeper
 from monitor.ha.lease import Timing
@@ -94,6 +94,37 @@ def test_a_row_claimed_under_a_stale_epoch_is_not_handed_over(pg_database: Throw
         outbox.finish([], [], [], 101.0, sending=[row_id])
         assert _inflight(pg_database, row_id) == SENDING
     finally:
+        outbox.close()
+        old.close()
+        new.close()
+
+
+def test_a_deposed_daemons_hand_over_record_is_refused_and_stands_it_down(pg_database: ThrowawayDatabase) -> None:
+    """The hand-over record (sent without waiting, on the outbox's side connection) checks the lease in
+    its own transaction like every write: a deposed daemon's record marks nothing, and its refusal, read
+    when the answers are, tells the fence (the keeper stands down); the current holder's lands."""
+    old, new = LeaseStore(pg_database, "old"), LeaseStore(pg_database, "new")
+    outbox = Outbox(pg_database)
+    refused: list[bool] = []
+    FENCE.refused = lambda: refused.append(True)
+    try:
+        got = old.acquire(30.0)
+        assert got is not None
+        FENCE.epoch = got[0]
+        row_id = _claimed_row(outbox)
+        outbox.finish([], [], [], 101.0, sending=[row_id])
+        old.release(got[0])
+        assert new.acquire(30.0) is not None  # another daemon took over (epoch 2)
+        outbox.handed_over(row_id, 101.5)
+        outbox.db.wait_detached()  # type: ignore[attr-defined]
+        assert refused == [True]
+        assert _inflight(pg_database, row_id) == SENDING
+        FENCE.epoch = 2
+        outbox.handed_over(row_id, 101.6)
+        outbox.db.wait_detached()  # type: ignore[attr-defined]
+        assert _inflight(pg_database, row_id) == HANDED_OVER and refused == [True]
+    finally:
+        FENCE.refused = None
         outbox.close()
         old.close()
         new.close()
