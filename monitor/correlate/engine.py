@@ -116,10 +116,10 @@ class Engine(Restoring, Maintenance):
                     if root_cache:
                         root_cache.clear()
                     down[tid] = now
-                    if ts < now - settle_for:
+                    if ts < now and ts < now - settle_for:  # (settle > 0: a change at now is not late)
                         late[tid] = (now, ts)  # news from the past (a poller's spool): its real start
                         self.late_changed = True
-                    if tid in ignored:
+                    if ignored and tid in ignored:  # (the empty tests spare a lookup each: hot)
                         del ignored[tid]
                     if degraded:
                         degraded.discard(tid)
@@ -136,12 +136,12 @@ class Engine(Restoring, Maintenance):
                     if is_endpoint:
                         recent.append((now, tid))  # inside W while down since now (_windowed)
                         uncounted(ancestors)  # counted when read (EngineState._counts)
-                    if tid not in vantage:
+                    if not vantage or tid not in vantage:
                         due = now + settle_for
                         settle_q.append((due, tid, now))
                         if due < next_due:
                             next_due = due
-                    if tid in incidents:
+                    if incidents and tid in incidents:
                         self._era += 1
                         self._keep_open(incidents[tid])  # its root failed again within the hold-down
             else:
