@@ -720,6 +720,8 @@ class _Detached:
         name = self.session.names.get(sql, _UNPREPARED)
         if name == _UNPREPARED:
             self._read(wait=True)
+            if self.conn is None or self.session is None:  # (the answers ended the connection: dropped)
+                raise DatabaseError("the side connection was lost")
             pg = self.conn.pgconn
             pg.exit_pipeline_mode()
             name = self.session._prepare(sql)  # (the session is this connection's own)

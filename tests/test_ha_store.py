@@ -130,6 +130,29 @@ def test_a_deposed_daemons_hand_over_record_is_refused_and_stands_it_down(pg_dat
         new.close()
 
 
+def test_hand_over_records_before_and_after_the_lease_is_taken_both_land(pg_database: ThrowawayDatabase) -> None:
+    """A record sent unfenced and, its answer not read yet, one sent once the lease is held: the fence's
+    statement is prepared on the side connection between them (out of its pipeline, after the first
+    answer), and both land."""
+    lease = LeaseStore(pg_database, "a")
+    outbox = Outbox(pg_database)
+    try:
+        outbox.add([NewRow(f"i1/opened/c{i}/1", "i1", "opened", f"c{i}", "email", "", {}) for i in (1, 2)],
+                   {}, {}, 100.0)
+        first, second = outbox.take("email", 100.0, 10)
+        outbox.finish([], [], [], 101.0, sending=[first.id, second.id])
+        outbox.handed_over(first.id, 101.5)
+        got = lease.acquire(30.0)
+        assert got is not None
+        FENCE.epoch = got[0]
+        outbox.handed_over(second.id, 101.6)
+        outbox.db.wait_detached()  # type: ignore[attr-defined]
+        assert (_inflight(pg_database, first.id), _inflight(pg_database, second.id)) == (HANDED_OVER, HANDED_OVER)
+    finally:
+        outbox.close()
+        lease.close()
+
+
 def test_an_expired_lease_fences_even_before_anyone_takes_it(pg_database: ThrowawayDatabase) -> None:
     lease = LeaseStore(pg_database, "a")
     outbox = Outbox(pg_database)
