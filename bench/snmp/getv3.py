@@ -14,8 +14,9 @@ discovery in an untimed warm-up GET). Ours: one ``Session`` on one ``SnmpTranspo
 then the same number of GETs awaited one after the other. ``snmpget -3m/-3M`` as one process per
 GET (what a shell script pays: process start, discovery, localization every time) is printed for
 comparison, not as the anchor. Rounds alternate which side goes first; the ratios are ours/theirs
-in GETs per second of wall time and in GETs per CPU second of the client process (the agent's CPU
-is the same for both), min/median/max.
+in GETs per second of wall time and in GETs per CPU second of the client process, min/median/max.
+The agent's CPU per GET (``snmpd``'s, from /proc) is printed for each side (about the same for
+both): on shared cores the wall ratio follows (client + agent) CPU per GET.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench.snmp.run import OIDS
@@ -100,6 +103,12 @@ def per_process(port: int, n: int) -> float:
     return time.perf_counter() - t
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (/proc): the agent's share of each side's GETs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def mmm(xs: list[float]) -> str:
     return f"{min(xs):.2f} / {statistics.median(xs):.2f} / {max(xs):.2f}"
 
@@ -117,27 +126,40 @@ def main() -> None:
             raise SystemExit(f"needs {tool} (scripts/setup --test installs it)")
     port = free_port(socket.SOCK_DGRAM)
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
-    with tempfile.TemporaryDirectory() as tmp, snmpd(Path(tmp) / "agent", port):
+    with tempfile.TemporaryDirectory() as tmp, snmpd(Path(tmp) / "agent", port) as agent:
         exe = build_anchor(Path(tmp))
+        assert agent.process.proc is not None
+        pid = agent.process.proc.pid  # its CPU is read in clock ticks (10 ms): use 1,000 GETs or more
+
+        def measured(run: Callable[[], tuple[float, float]]) -> tuple[float, float, float]:
+            """(wall, client CPU, agent CPU) seconds of one side's GETs."""
+            before = cpu_seconds(pid)
+            wall, cpu = run()
+            return wall, cpu, cpu_seconds(pid) - before
+
         for k_in_flight in args.in_flight:
-            wall_ratios, cpu_ratios = [], []
+            wall_ratios, cpu_ratios, agent_us = [], [], []
             for k in range(args.rounds):
+                sides = [partial(theirs, exe, port, args.gets, k_in_flight),
+                         partial(ours, port, args.gets, k_in_flight)]
                 if k % 2:
-                    o = ours(port, args.gets, k_in_flight)
-                    t = theirs(exe, port, args.gets, k_in_flight)
+                    o, t = measured(sides[1]), measured(sides[0])
                 else:
-                    t = theirs(exe, port, args.gets, k_in_flight)
-                    o = ours(port, args.gets, k_in_flight)
+                    t, o = measured(sides[0]), measured(sides[1])
                 wall_ratios.append(t[0] / o[0])
                 cpu_ratios.append(t[1] / o[1])
+                agent_us += [1e6 * t[2] / args.gets, 1e6 * o[2] / args.gets]
                 print(f"{k_in_flight} in flight, round {k + 1}: net-snmp session {args.gets / t[0]:,.0f} GETs/s, "
                       f"{1e6 * t[1] / args.gets:.0f} µs CPU per GET | ours {args.gets / o[0]:,.0f} GETs/s, "
                       f"{1e6 * o[1] / args.gets:.0f} µs CPU per GET | ours/theirs wall {t[0] / o[0]:.2f}x, "
-                      f"CPU {t[1] / o[1]:.2f}x")
+                      f"CPU {t[1] / o[1]:.2f}x | agent {1e6 * t[2] / args.gets:.0f} / "
+                      f"{1e6 * o[2] / args.gets:.0f} µs CPU per GET")
             print(f"{k_in_flight} in flight: ours/net-snmp session, GETs per wall second, min/median/max: "
                   f"{mmm(wall_ratios)}x")
             print(f"{k_in_flight} in flight: ours/net-snmp session, GETs per client CPU second, min/median/max: "
                   f"{mmm(cpu_ratios)}x")
+            print(f"{k_in_flight} in flight: the agent's CPU per GET (either client), min/median/max: "
+                  f"{mmm(agent_us)} µs")
         if args.processes:
             w = per_process(port, args.processes)
             print(f"snmpget -3m/-3M, one process per GET: {args.processes / w:,.0f} GETs/s "
