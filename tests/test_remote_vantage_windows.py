@@ -136,6 +136,19 @@ def test_a_held_down_without_a_blindness_counts_at_its_own_time() -> None:
     assert [(c.target, c.new, c.ts) for c in out] == [("cpe-2", DOWN, 20.0 + HOLD - 0.5), ("cpe-3", DOWN, 20.0 + HOLD)]
 
 
+def test_what_is_held_counts_once_a_fresh_heartbeat_shows_the_backlog_in() -> None:
+    """Production's hold is minutes: a tower's DOWN the spool brought a minute after it was confirmed
+    does not wait for the poller's news to go the whole hold past it; a fresh heartbeat, current
+    (the backlog is in, ap-1's DOWN is not in it), lets it count at once, at its own time."""
+    v = Vantages(ZONES, ZONE_OF, {"p-ap1": "ap-1"}, windows={"p-ap1": (183.0, 183.0)}, fresh=30.0)
+    for t in ZONE:
+        v.report("p-ap1", ch(t, UNK, UP, 0.0))
+    v.set_silent({"p-ap1"}, 1060.0)
+    assert v.report("p-ap1", ch("cpe-1", UP, DOWN, 1040.0)) == []
+    out = v.caught_up("p-ap1", 1100.0, 1099.5)
+    assert [(c.target, c.new, c.ts) for c in out] == [("cpe-1", DOWN, 1040.0)]
+
+
 def test_a_held_down_and_its_up_are_both_kept() -> None:
     """A CPE down and up again within the hold, ap-1 answering all along: a short real failure."""
     v = fresh()

@@ -303,12 +303,16 @@ class Vantages:
         bounded by the core's clock; ``now`` without one): its news has come as far as then. A poller
         catching up after its silence counts again; one back from a silence stops holding its DOWNs
         once such a heartbeat is fresh (sent within ``fresh`` of ``now``: the old ones that waited in
-        its TCP connection while it was cut off are not)."""
+        its TCP connection while it was cut off are not); what it holds then counts at once (its
+        whole backlog is in, and a vantage node's DOWN not in it would be news on time)."""
         news = now if sent is None else min(sent, now)
         out: list[StateChange] = []
         if poller in self.windows:
             if poller in self.draining and now - news <= self.fresh:
                 self.draining.discard(poller)
+                held = self.held.pop(poller, None)
+                if held:
+                    out += self._take_held(poller, list(held.values()))
             out += self._news(poller, news)
         if poller not in self.catching:
             return out
