@@ -24,6 +24,7 @@ from typing import Annotated, Any, BinaryIO, Literal, TypeGuard, get_args
 
 import msgspec
 
+from monitor import jsonbound
 from monitor.correlate.incidents import parse_ts
 from monitor.errors import MonitorError
 from monitor.inventory.fields import ID_RE
@@ -135,8 +136,8 @@ def parse_line(line: str, source: str, lineno: int) -> dict[str, Any]:
     if len(line.encode("utf-8", "surrogatepass")) > MAX_LINE + 1:
         raise ReplayError(f"{where}: line longer than {MAX_LINE} bytes")
     try:
-        rec = json.loads(line)
-    except RecursionError:
+        rec = jsonbound.loads(line)
+    except jsonbound.TooDeep:
         raise ReplayError(f"{where}: not a JSON object: nested too deep") from None
     except ValueError as exc:
         raise ReplayError(f"{where}: not a JSON object: {exc}") from None

@@ -8,7 +8,6 @@ with a message naming the field), never an exception from a library: those stop 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any, NoReturn
@@ -16,6 +15,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 from multidict import MultiMapping
 
+from monitor import jsonbound
 from monitor.correlate.incidents import parse_ts
 
 MAX_NAME = 100  # characters of "by"
@@ -63,10 +63,10 @@ async def body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]
     """
     raw = await request.read()
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs)
+        doc = jsonbound.loads(raw.decode("utf-8"), object_pairs_hook=_pairs)
     except _Repeated as exc:
         bad(f"{exc.key[:40]}: given twice")
-    except (ValueError, RecursionError):
+    except ValueError:  # jsonbound.TooDeep included
         bad("the body is not JSON")
     if not isinstance(doc, dict):
         bad("expected a JSON object")

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from monitor import jsonbound
 from monitor.delivery.config import DeskSettings
 from monitor.delivery.retry import DeliveryPermanent, DeliveryRetryable
 from monitor.desk.base import Ref, tag
@@ -75,8 +76,8 @@ class RTDesk:
         if not raw.strip():
             return None
         try:  # REST2 is JSON in UTF-8 whatever the header says; a proxy's HTML page is not an answer
-            return json.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError):
+            return jsonbound.loads(raw.decode("utf-8"))
+        except ValueError:  # jsonbound.TooDeep included
             raise DeliveryRetryable(f"RT answered {method} {path} with something that is not JSON",
                                     "bad_answer") from None
 

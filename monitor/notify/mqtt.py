@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import aiomqtt
 
+from monitor import jsonbound
 from monitor.clock import Clock
 from monitor.delivery.config import MqttSettings, RetrySettings
 from monitor.delivery.outbox import HandedOver, Row
@@ -110,9 +111,9 @@ class MqttSender:
             event(log, logging.WARNING, "MQTT ack ignored: payload too large", incident=incident[:40], size=len(text))
             return
         try:
-            doc = json.loads(text) if text.startswith("{") else {"by": text}
+            doc = jsonbound.loads(text) if text.startswith("{") else {"by": text}
             by = doc.get("by", "mqtt") if isinstance(doc, dict) else "mqtt"
-        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        except ValueError:  # not JSON, or nested too deep (jsonbound.TooDeep)
             by = "mqtt"
         by = by.strip()[:MAX_ACK_NAME] if isinstance(by, str) else ""
         if self.on_ack is not None and incident:

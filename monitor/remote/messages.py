@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from monitor import jsonbound
 from monitor.errors import MonitorError
 from monitor.inventory.fields import ID_RE
 from monitor.state import State, StateChange
@@ -99,8 +100,8 @@ def decode(data: bytes, zone_of: Mapping[str, str], poller_zones: Mapping[str, s
     if len(data) > MAX_BYTES:
         raise RemoteMessageError("too_big", f"{len(data)} bytes, at most {MAX_BYTES}")
     try:
-        body = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        body = jsonbound.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # TooDeep included
         raise RemoteMessageError("not_json", str(exc)[:200]) from exc
     if not isinstance(body, dict):
         raise RemoteMessageError("bad_shape", f"expected a JSON object, got {type(body).__name__}")

@@ -19,6 +19,7 @@ import math
 import os
 from pathlib import Path
 
+from monitor import jsonbound
 from monitor.state import State
 
 VIEWS_FILE = "remote-views.json"
@@ -36,8 +37,8 @@ def load(path: Path) -> Views:
     except FileNotFoundError:
         return {}
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except RecursionError:
+        raw = jsonbound.loads(path.read_text(encoding="utf-8"))
+    except jsonbound.TooDeep:
         raise ValueError("nested too deep") from None
     if not isinstance(raw, dict) or raw.get("v") != VERSION or not isinstance(raw.get("views"), dict):
         raise ValueError(f"expected {{\"v\": {VERSION}, \"views\": {{...}}}}")
