@@ -478,6 +478,140 @@ def test_the_varbind_cache_is_bounded_and_keeps_no_long_varbind(monkeypatch: pyt
 @given(st.binary(max_size=64))
 def test_fast_path_raises_only_decline(data: bytes) -> None:
     for fn in (lambda: snmp_v2c._fast(data), lambda: snmp_usm._fast_message(data),
-               lambda: snmp_usm._fast_scoped(data, 0, len(data)), lambda: snmp_ber.oid(data)):
+               lambda: snmp_usm._fast_scoped(data, 0, len(data)), lambda: snmp_ber.oid(data),
+               lambda: snmp_usm._quick_message(data), lambda: snmp_usm._quick_scoped(data, 0, len(data))):
         with contextlib.suppress(Decline):
             fn()
+
+
+# ----- the one-pass readings of the outer message and the ScopedPDU (issue 12) ------------------
+def _int(n: int) -> bytes:
+    return n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)
+
+
+# an INTEGER's contents at the edges of every range a reading checks (and padded, and empty)
+EDGES = [_int(n) for n in (-(2**63) - 1, -(2**63), -(2**31) - 1, -(2**31), -1, 0, 2, 3, 4, 483, 484,
+                           2**31 - 1, 2**31, 2**63 - 1, 2**63)] + [b"", b"\x00\x05", b"\xff\xff"]
+
+
+V3_FIELDS = 11  # the integers and strings of a v3 message's header and security parameters
+V3_VALID: list[tuple[int, bytes]] = [  # msgVersion, msgGlobalData's four, UsmSecurityParameters' six
+    (0x02, b"\x03"), (0x02, _int(77)), (0x02, _int(65507)), (0x04, b"\x07"), (0x02, b"\x03"),
+    (0x04, b"\x80\x00\x1f\x88\x04test"), (0x02, _int(3)), (0x02, _int(1000)), (0x04, b"noc"), (0x04, b"d" * 12),
+    (0x04, b"s" * 8),
+]
+
+
+def v3_message(fields: list[tuple[int, bytes]], forms: list[str], data: bytes, trailing: bytes = b"") -> bytes:
+    """A v3 message of these header fields, each element's length in ``forms[i]`` (16 of them)."""
+    el = [tlv(tag, value, forms[i]) for i, (tag, value) in enumerate(fields)]
+    params = tlv(0x04, tlv(0x30, b"".join(el[5:]), forms[V3_FIELDS]), forms[V3_FIELDS + 1])
+    whole = el[0] + tlv(0x30, b"".join(el[1:5]), forms[V3_FIELDS + 3]) + params + data
+    return tlv(0x30, whole, forms[V3_FIELDS + 4]) + trailing
+
+
+def v3_oddities() -> Iterator[bytes]:
+    """Valid v3 messages with exactly one oddity each: every header field at every edge of its range
+    (and empty, padded, too long), every element in the long and the indefinite form, data that is
+    neither an OCTET STRING nor a ScopedPDU, trailing bytes."""
+    short = ["short"] * (V3_FIELDS + 5)
+    data = tlv(0x04, b"x" * 150)
+    yield v3_message(V3_VALID, short, data)
+    for i, (tag, _) in enumerate(V3_VALID):
+        for value in (EDGES if tag == 0x02 else [b"u" * n for n in (0, 1, 2, 32, 33, 127, 128)]):
+            yield v3_message([*V3_VALID[:i], (tag, value), *V3_VALID[i + 1:]], short, data)
+    for i in range(len(short)):
+        for form in ("long", "indefinite"):
+            yield v3_message(V3_VALID, [*short[:i], form, *short[i + 1:]], data)
+    for odd in (tlv(0x04, b""), tlv(0x04, b"x" * 150, "long"), b"\x04\x81\x05xxxxx", b"\x04\x83\x00\x00\x05xxxxx",
+                b"\x04\x84\x00\x00\x00\x05xxxxx", b"\x04\x05xxx", tlv(0x05, b""), b""):
+        yield v3_message(V3_VALID, short, odd)
+    yield v3_message(V3_VALID, short, data, b"\x00")
+    scoped = bytes(encoder.encode(snmp_usm._scoped(b"e", _response())))
+    yield v3_message(V3_VALID, short, scoped)
+    for cut in range(len(scoped)):
+        yield v3_message(V3_VALID, short, scoped[:cut])
+
+
+def _response() -> Any:
+    pdu = v2c.ResponsePDU()
+    v2c.apiPDU.set_defaults(pdu)
+    v2c.apiPDU.set_varbinds(pdu, [((1, 3, 6, 1, 2, 1, 1, 3, 0), rfc1902.TimeTicks(5))])
+    return pdu
+
+
+def scoped_oddities() -> Iterator[bytes]:
+    """Valid ScopedPDUs with exactly one oddity each (as :func:`v3_oddities` for the header)."""
+    def scoped(ints: list[bytes], forms: list[str], kind: int = 0xA2, inside: bytes = b"", ctx: bytes = b"") -> bytes:
+        binds = tlv(0x30, tlv(0x30, tlv(0x06, b"\x2b\x06") + b"\x02\x01\x05"), forms[3])
+        body = b"".join(tlv(0x02, n, forms[i]) for i, n in enumerate(ints)) + binds
+        head = tlv(0x04, b"e", forms[4]) + tlv(0x04, ctx, forms[5])
+        return tlv(0x30, head + tlv(kind, body, forms[6]) + inside, forms[7])
+
+    short, ints = ["short"] * 8, [_int(7), b"\x00", b"\x00"]
+    yield scoped(ints, short)
+    for i in range(3):
+        for value in EDGES:
+            yield scoped([*ints[:i], value, *ints[i + 1:]], short)
+    for i in range(len(short)):
+        for form in ("long", "indefinite"):
+            yield scoped(ints, [*short[:i], form, *short[i + 1:]])
+    for kind in (0xA0, 0xA1, 0xA3, 0xA5, 0xA7, 0xA8, 0x30):
+        yield scoped(ints, short, kind)
+    for inside in (b"\x04\x00", b"\x00"):
+        yield scoped(ints, short, inside=inside)
+    for ctx in (b"c" * 127, b"c" * 128):
+        yield scoped(ints, short, ctx=ctx)
+
+
+def _one_pass_agrees(data: bytes) -> bool:
+    """The one-pass reading of ``data`` declines or gives what the element reading gives; accepted?"""
+    quick = _attempt(lambda: snmp_usm._quick_message(data), Decline)
+    if quick is not None:
+        slow = snmp_usm._element_message(data)  # Decline here: the quick reading took what it must not
+        assert quick[:8] + quick[9:] == slow[:8] + slow[9:]
+        assert (quick.plain is None) == (slow.plain is None)
+        if quick.plain is not None and slow.plain is not None:
+            same_pdu(quick.plain, slow.plain)
+    check_v3(data)  # and the combined fast path against pyasn1
+    return quick is not None
+
+
+def _one_pass_scoped_agrees(data: bytes) -> bool:
+    quick = _attempt(lambda: snmp_usm._quick_scoped(data, 0, len(data)), Decline)
+    if quick is not None:
+        slow = snmp_usm._element_scoped(data, 0, len(data))
+        assert quick[1] == slow[1]
+        same_pdu(quick[0], slow[0])
+    check_scoped(data)
+    return quick is not None
+
+
+def test_every_single_oddity_of_a_v3_header_declines_or_reads_as_the_element_reading_does() -> None:
+    taken = [_one_pass_agrees(data) for data in v3_oddities()]
+    assert taken[0] and 50 < sum(taken) < len(taken) - 50  # both ways exercised
+
+
+def test_every_single_oddity_of_a_scoped_pdu_declines_or_reads_as_the_element_reading_does() -> None:
+    taken = [_one_pass_scoped_agrees(data) for data in scoped_oddities()]
+    assert taken[0] and 20 < sum(taken) < len(taken) - 20
+
+
+@ORACLE
+@given(st.one_of(mutated(st.sampled_from(list(v3_oddities()))), mutated(v3_messages()), v3_messages()))
+def test_the_one_pass_message_reading_declines_or_agrees_with_the_element_reading(data: bytes) -> None:
+    _one_pass_agrees(data)
+
+
+@ORACLE
+@given(mutated(st.sampled_from(list(scoped_oddities()))))
+def test_the_one_pass_scoped_reading_declines_or_agrees_with_the_element_reading(data: bytes) -> None:
+    _one_pass_scoped_agrees(data)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(v3_messages(), pdus(), st.binary(max_size=15))
+def test_what_agents_send_takes_the_one_pass_readings(data: bytes, pdu: Any, padding: bytes) -> None:
+    snmp_usm._quick_message(data)  # never declined: pyasn1 writes every header element in the short form
+    plain = bytes(encoder.encode(snmp_usm._scoped(b"\x80\x00\x1f\x88\x04test", pdu))) + padding
+    snmp_usm._quick_scoped(plain, 0, len(plain))

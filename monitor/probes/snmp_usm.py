@@ -23,7 +23,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pyasn1.codec.ber import decoder, encoder
@@ -43,6 +43,8 @@ from monitor.errors import ProbeAuthError, ProbeProtocolError, ProbeSetupError
 from monitor.probes import snmp_ber, snmp_request
 from monitor.probes.snmp_ber import Pdu
 from monitor.probes.snmp_request import Request
+
+ber_decline = snmp_ber.Decline
 
 AUTH_PROTOCOLS: dict[str, tuple[int, ...]] = {
     "MD5": pconfig.USM_AUTH_HMAC96_MD5,
@@ -321,9 +323,12 @@ def _hmac(peer: PeerEngine, hash_kind: Any, data: bytes) -> bytes:
     return bytes(h.digest())
 
 
-@dataclass(frozen=True, slots=True)
-class V3Reply:
-    """The outer SNMPv3 message, decoded but not yet verified or decrypted."""
+class V3Reply(NamedTuple):
+    """The outer SNMPv3 message, decoded but not yet verified or decrypted.
+
+    A named tuple, not a frozen dataclass: made for every datagram, and a frozen dataclass's ten
+    ``object.__setattr__`` calls cost ~1.5 µs of a GET.
+    """
 
     msg_id: int
     flags: int
@@ -377,7 +382,128 @@ def _pyasn1_message(whole: bytes) -> V3Reply:
 
 
 def _fast_message(whole: bytes) -> V3Reply:
-    """The usual v3 datagram in plain definite-length BER, or Decline (RFC 3412 §6, RFC 3414 §2.4)."""
+    """The usual v3 datagram in plain definite-length BER, or Decline (RFC 3412 §6, RFC 3414 §2.4).
+
+    :func:`_quick_message` first (the header as agents send it, in one pass), then the general
+    element-by-element reading of :func:`_element_message` for anything it declines.
+    """
+    try:
+        return _quick_message(whole)
+    except ber_decline:
+        return _element_message(whole)
+
+
+def _quick_message(w: bytes) -> V3Reply:  # noqa: C901 - one pass, no calls, on purpose (a GET's hot path)
+    """The outer message read in one pass, every header element in BER's short form, or Decline.
+
+    Why: read element by element through :mod:`snmp_ber`'s helpers (15 calls) the outer message
+    was ~6 µs of a v3 GET's client CPU. What this accepts it decodes exactly as
+    :func:`_element_message` does (``tests/test_snmp_ber.py`` checks the two against each other and
+    both against pyasn1): the same elements in the same order, the same ranges; any long-form
+    length inside the header (legal, but not what agents send) declines to the general reading.
+    Children are read one after the other and each SEQUENCE must end exactly where its last child
+    does, so no element can reach past its parent; an index past the datagram's end declines.
+    """
+    try:
+        end = len(w)
+        if w[0] != 0x30:
+            raise ber_decline
+        n, p = w[1], 2
+        if n & 0x80:
+            k = n & 0x7F
+            if k == 0 or k > 3 or 2 + k > end:
+                raise ber_decline
+            n, p = int.from_bytes(w[2:2 + k], "big"), 2 + k
+        if p + n != end:
+            raise ber_decline
+        # msgVersion INTEGER, then msgGlobalData SEQUENCE
+        n = w[p + 1]
+        if w[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        if not 0 <= int.from_bytes(w[p - n:p], "big", signed=True) <= _MAX_INT or w[p] != 0x30 or w[p + 1] & 0x80:
+            raise ber_decline
+        h_stop = p + 2 + w[p + 1]
+        p += 2
+        n = w[p + 1]  # msgID
+        if w[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        msg_id = int.from_bytes(w[p - n:p], "big", signed=True)
+        n = w[p + 1]  # msgMaxSize
+        if not 0 <= msg_id <= _MAX_INT or w[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        if not 484 <= int.from_bytes(w[p - n:p], "big", signed=True) <= _MAX_INT:
+            raise ber_decline
+        if w[p] != 0x04 or w[p + 1] != 1:  # msgFlags: exactly one octet
+            raise ber_decline
+        flags = w[p + 2]
+        p += 3
+        n = w[p + 1]  # msgSecurityModel
+        if w[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        if not 3 <= int.from_bytes(w[p - n:p], "big", signed=True) <= _MAX_INT or p != h_stop:
+            raise ber_decline
+        # msgSecurityParameters: an OCTET STRING holding the UsmSecurityParameters SEQUENCE
+        if w[p] != 0x04 or w[p + 1] & 0x80 or w[p + 2] != 0x30 or w[p + 3] & 0x80:
+            raise ber_decline
+        s_stop = p + 2 + w[p + 1]
+        if p + 4 + w[p + 3] != s_stop:
+            raise ber_decline
+        p += 4
+        n = w[p + 1]  # msgAuthoritativeEngineID
+        if w[p] != 0x04 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        engine_id = w[p - n:p]
+        n = w[p + 1]  # msgAuthoritativeEngineBoots
+        if w[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        boots = int.from_bytes(w[p - n:p], "big", signed=True)
+        n = w[p + 1]  # msgAuthoritativeEngineTime
+        if not 0 <= boots <= _MAX_INT or w[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        etime = int.from_bytes(w[p - n:p], "big", signed=True)
+        n = w[p + 1]  # msgUserName
+        if not 0 <= etime <= _MAX_INT or w[p] != 0x04 or n > 32:
+            raise ber_decline
+        p += 2 + n
+        n = w[p + 1]  # msgAuthenticationParameters
+        if w[p] != 0x04 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        auth = w[p - n:p]
+        n = w[p + 1]  # msgPrivacyParameters
+        if w[p] != 0x04 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        if p != s_stop or p > end:
+            raise ber_decline
+        priv = w[p - n:p]
+        if p < end and w[p] == 0x04:  # msgData: the encryptedPDU
+            n, q = w[p + 1], p + 2
+            if n & 0x80:
+                k = n & 0x7F
+                if k == 0 or k > 3 or q + k > end:
+                    raise ber_decline
+                n, q = int.from_bytes(w[q:q + k], "big"), q + k
+            if q + n != end:
+                raise ber_decline
+            return V3Reply(msg_id, flags, engine_id, boots, etime, auth, priv, w[q:end], None, w)
+        plain, p = _fast_scoped(w, p, end)
+        if p != end:
+            raise ber_decline
+        return V3Reply(msg_id, flags, engine_id, boots, etime, auth, priv, None, plain, w)
+    except IndexError:
+        raise ber_decline from None
+
+
+def _element_message(whole: bytes) -> V3Reply:
+    """The outer message element by element through :mod:`snmp_ber`'s helpers, or Decline."""
     ber = snmp_ber
     start, stop = ber.element(whole, 0, len(whole), 0x30)
     if stop != len(whole):
@@ -413,7 +539,74 @@ def _fast_message(whole: bytes) -> V3Reply:
 
 
 def _fast_scoped(data: bytes, pos: int, end: int) -> tuple[Pdu, int]:
-    """(PDU, next position) of the ScopedPDU at ``pos``, or Decline."""
+    """(PDU, next position) of the ScopedPDU at ``pos``, or Decline: :func:`_quick_scoped` first,
+    :func:`_element_scoped` for anything it declines."""
+    try:
+        return _quick_scoped(data, pos, end)
+    except ber_decline:
+        return _element_scoped(data, pos, end)
+
+
+def _quick_scoped(data: bytes, pos: int, end: int) -> tuple[Pdu, int]:
+    """The ScopedPDU and its PDU's header in one pass, short-form elements only, or Decline.
+
+    As :func:`_quick_message` is to the outer message (~2.5 µs of a GET's decoding were the
+    helpers' calls here): the same elements, ranges and result as :func:`_element_scoped`; the PDU
+    must end exactly where the ScopedPDU does, so nothing before it can reach past that end.
+    """
+    try:
+        if data[pos] != 0x30:
+            raise ber_decline
+        n, p = data[pos + 1], pos + 2
+        if n & 0x80:
+            k = n & 0x7F
+            if k == 0 or k > 3 or p + k > end:
+                raise ber_decline
+            n, p = int.from_bytes(data[p:p + k], "big"), p + k
+        stop = p + n
+        n = data[p + 1]  # contextEngineID
+        if stop > end or data[p] != 0x04 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        n = data[p + 1]  # contextName
+        if data[p] != 0x04 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        kind = data[p]
+        if kind != snmp_ber.RESPONSE and kind != snmp_ber.REPORT:
+            raise ber_decline
+        n, p = data[p + 1], p + 2
+        if n & 0x80:
+            k = n & 0x7F
+            if k == 0 or k > 3 or p + k > end:
+                raise ber_decline
+            n, p = int.from_bytes(data[p:p + k], "big"), p + k
+        if p + n != stop:
+            raise ber_decline
+        n = data[p + 1]  # request-id
+        if data[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        request_id = int.from_bytes(data[p - n:p], "big", signed=True)
+        n = data[p + 1]  # error-status
+        if not -(2**31) <= request_id <= 2**31 - 1 or data[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        status = int.from_bytes(data[p - n:p], "big", signed=True)
+        n = data[p + 1]  # error-index
+        if not -(2**63) <= status <= 2**63 - 1 or data[p] != 0x02 or n == 0 or n & 0x80:
+            raise ber_decline
+        p += 2 + n
+        index = int.from_bytes(data[p - n:p], "big", signed=True)
+        if not 0 <= index <= _MAX_INT or p > stop:
+            raise ber_decline
+        return Pdu(kind, request_id, status, index, snmp_ber.varbinds(data, p, stop)), stop
+    except IndexError:
+        raise ber_decline from None
+
+
+def _element_scoped(data: bytes, pos: int, end: int) -> tuple[Pdu, int]:
+    """The ScopedPDU element by element through :mod:`snmp_ber`'s helpers, or Decline."""
     start, stop = snmp_ber.element(data, pos, end, 0x30)
     _, p = snmp_ber.octets(data, start, stop)  # contextEngineId
     _, p = snmp_ber.octets(data, p, stop)  # contextName
