@@ -288,9 +288,11 @@ class SnmpTransport:
             now = time.monotonic()
             msg_id = snmp_usm.next_msg_id()
             message = snmp_usm.encode_request(msg_id, user, peer, pdu, now, context)
-            reply, rsp = await self._exchange(
-                "3", snmp_usm.decode_message, ep, msg_id, message, _v3_check(user, peer)
-            )
+            waiter = self._post("3", snmp_usm.decode_message, ep, msg_id, message, _v3_check(user, peer))
+            try:
+                reply, rsp = await waiter.fut
+            finally:
+                self._finish("3", msg_id, waiter)
             if not snmp_usm.is_report(rsp):
                 return rsp, len(reply.whole)
             reason, text = snmp_usm.report_reason(rsp)
@@ -331,29 +333,53 @@ class SnmpTransport:
         self, version: str, decode: Callable[[bytes], Any], ep: Endpoint, msg_id: int,
         message: bytes, check: Callable[[Any], tuple[str | None, Any]],
     ) -> Any:
-        """Send (and resend on silence) one message; return what ``check`` made of the agent's reply.
+        """Send (and resend on silence) one message; return what ``check`` made of the agent's reply."""
+        waiter = self._post(version, decode, ep, msg_id, message, check)
+        try:
+            return await waiter.fut
+        finally:
+            self._finish(version, msg_id, waiter)
 
-        One future for the whole exchange, awaited directly (this task wakes one loop iteration
-        after the reply); each attempt's deadline goes into the transport's heap (``_attempt``).
+    def _post(
+        self, version: str, decode: Callable[[bytes], Any], ep: Endpoint, msg_id: int,
+        message: bytes, check: Callable[[Any], tuple[str | None, Any]],
+    ) -> _Waiter:
+        """Register one message's waiter and send its first attempt; the caller awaits ``waiter.fut``
+        and then calls :meth:`_finish`, whatever happened (:meth:`_exchange`, or a GET's hot path
+        inline in :meth:`request_v3`: one coroutine level less per request).
+
+        One future for the whole exchange, awaited directly (the task wakes one loop iteration after
+        the reply); each attempt's deadline goes into the transport's heap (``_attempt``).
         """
         family = socket.AF_INET6 if ":" in ep.address else socket.AF_INET
         sock = self._sockets.get((version, family)) or self._socket(version, family, decode)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
         host = _host(ep.address)
-        pending = self._pending[version]
-        pending[msg_id] = waiter = _Waiter(fut, (host, ep.port), check, message, (ep.address, ep.port), sock,
-                                           ep.retries + 1, ep.timeout)
+        source = (host, ep.port)
+        waiter = _Waiter(loop.create_future(), source, check, message, (ep.address, ep.port), sock, ep.retries + 1,
+                         ep.timeout)
+        self._pending[version][msg_id] = waiter
         self._inflight[host] += 1
-        self.waiting[(host, ep.port)] += 1
-        try:
-            self._attempt(waiter, loop)
-            return await fut
-        finally:
-            pending.pop(msg_id, None)
-            fut.cancel()
-            _release(self._inflight, host)
-            _release(self.waiting, (host, ep.port))
+        self.waiting[source] += 1
+        self._attempt(waiter, loop)
+        return waiter
+
+    def _finish(self, version: str, msg_id: int, waiter: _Waiter) -> None:
+        """The exchange of :meth:`_post` is over (answered, failed or cancelled): forget its waiter."""
+        self._pending[version].pop(msg_id, None)
+        waiter.fut.cancel()
+        source = waiter.source
+        inflight, waiting = self._inflight, self.waiting
+        n = inflight[source[0]] - 1
+        if n > 0:
+            inflight[source[0]] = n
+        else:
+            inflight.pop(source[0], None)
+        n = waiting[source] - 1
+        if n > 0:
+            waiting[source] = n
+        else:
+            waiting.pop(source, None)
 
     def _attempt(self, w: _Waiter, loop: asyncio.AbstractEventLoop) -> None:
         """Send ``w``'s message once more, or fail it: a timeout when no send is left."""
@@ -391,12 +417,6 @@ class SnmpTransport:
         if heap and self._timer is None:
             at = heap[0][0]
             self._timer, self._timer_at, self._timer_loop = loop.call_at(at, self._expire, loop), at, loop
-
-
-def _release(counter: Counter[Any], key: Any) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]
 
 
 def _v3_check(user: UsmUser, peer: PeerEngine) -> Callable[[V3Reply], tuple[str | None, Any]]:
