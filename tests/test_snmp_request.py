@@ -239,3 +239,27 @@ def test_message_ids_are_in_range_and_differ() -> None:
     ids = [snmp_usm.next_msg_id() for _ in range(5000)]  # ten draws from the OS's random source
     assert all(1 <= i <= 2**31 - 1 for i in ids)
     assert len(set(ids)) > 4990  # 31 random bits: a repeat among 5,000 is rare, ten are impossible
+
+
+def test_what_is_laid_out_once_per_agent_is_bounded_and_keyed_by_all_it_depends_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ScopedPDU's head and the security parameters' ends are laid out once per agent and user
+    (issue 12's v3 GET cost); bounded, and never reused for another agent, user or context."""
+    monkeypatch.setattr(snmp_request, "_SCOPES_MAX", 4)
+    monkeypatch.setattr(snmp_usm, "_PARAMS_ENDS_MAX", 4)
+    get = Request(GET, ((1, 3, 6, 1, 2, 1, 1, 3, 0),))
+    for i in range(20):
+        for level in ("SHA/AES", "SHA256/AES256"):
+            user = USERS[level]
+            engine_id = b"\x80\x00\x1f\x88\x04engine-%d" % (i % 7)
+            peer = _peer(user, engine_id, 1, 2)
+            context = b"vrf-%d" % (i % 3)
+            whole = snmp_usm.encode_request(i + 1, user, peer, get, 0.0, context)
+            got, _ = decoder.decode(whole, asn1Spec=SNMPv3Message())
+            params, _ = decoder.decode(bytes(got["msgSecurityParameters"]), asn1Spec=UsmSecurityParameters())
+            assert (bytes(params["msgAuthoritativeEngineId"]), bytes(params["msgUserName"])) == (engine_id, user.name)
+            assert snmp_usm.open_reply(snmp_usm.decode_message(whole), user, peer).request_id == i + 1
+            assert snmp_request.scoped_pdu(engine_id, context, b"") == snmp_request.tlv(
+                0x30, snmp_request.octets(engine_id) + snmp_request.octets(context))
+    assert len(snmp_request._SCOPES) <= 4 and len(snmp_usm._PARAMS_ENDS) <= 4

@@ -123,9 +123,13 @@ def pdu(request: Request, request_id: int) -> bytes:
     """The PDU of ``request`` with ``request_id``."""
     if not _INT32[0] <= request_id <= _INT32[1]:
         raise ValueError("request-id out of range")
-    body = (integer(request_id) + integer(request.non_repeaters) + integer(request.max_repetitions)
+    nr, mr = request.non_repeaters, request.max_repetitions
+    body = (integer(request_id) + (_ZEROS if nr == 0 and mr == 0 else integer(nr) + integer(mr))
             + varbind_list(request.oids, request.kind == GET))
     return tlv(request.kind, body)
+
+
+_ZEROS = b"\x02\x01\x00\x02\x01\x00"  # error-status and error-index of every GET and GETNEXT: 0 and 0
 
 
 def v2c_message(request_id: int, community: bytes, request: Request) -> bytes:
@@ -135,7 +139,16 @@ def v2c_message(request_id: int, community: bytes, request: Request) -> bytes:
 
 def scoped_pdu(engine_id: bytes, context: bytes, pdu_bytes: bytes) -> bytes:
     """An SNMPv3 ScopedPDU (RFC 3412): context engine id, context name, the PDU."""
-    return tlv(0x30, octets(engine_id) + octets(context) + pdu_bytes)
+    head = _SCOPES.get((engine_id, context))
+    if head is None:  # the same two for every request to an agent: laid out once (bounded)
+        if len(_SCOPES) >= _SCOPES_MAX:
+            _SCOPES.clear()
+        head = _SCOPES[(engine_id, context)] = octets(engine_id) + octets(context)
+    return tlv(0x30, head + pdu_bytes)
+
+
+_SCOPES: dict[tuple[bytes, bytes], bytes] = {}  # (engine id, context) -> their two OCTET STRINGs
+_SCOPES_MAX = 16384  # one per agent and context polled; dropped whole when full
 
 
 def usm_parameters(

@@ -299,8 +299,13 @@ def _layout(
     meet, so it is neither searched for nor spliced in afterwards.
     """
     octets, integer, length = snmp_request.octets, snmp_request.integer, snmp_request.length
-    before = octets(engine_id) + integer(boots) + integer(etime) + octets(user) + b"\x04" + length(size)
-    after = octets(priv)
+    ends = _PARAMS_ENDS.get((engine_id, user, size))
+    if ends is None:  # the same for every request to an agent as one user: laid out once (bounded)
+        if len(_PARAMS_ENDS) >= _PARAMS_ENDS_MAX:
+            _PARAMS_ENDS.clear()
+        ends = _PARAMS_ENDS[(engine_id, user, size)] = (octets(engine_id), octets(user) + b"\x04" + length(size))
+    before = ends[0] + integer(boots) + integer(etime) + ends[1]
+    after = b"\x04\x08" + priv if len(priv) == 8 else octets(priv)
     n = len(before) + size + len(after)
     params_head = b"\x30" + length(n)
     m = len(params_head) + n
@@ -310,6 +315,10 @@ def _layout(
     return b"\x30" + length(len(body_head) + size + len(body_tail)) + body_head, body_tail
 
 
+# (engine id, user name, digest size) -> msgAuthoritativeEngineID, and msgUserName with the head of
+# msgAuthenticationParameters: one entry per agent and user polled, dropped whole when full
+_PARAMS_ENDS: dict[tuple[bytes, bytes, int], tuple[bytes, bytes]] = {}
+_PARAMS_ENDS_MAX = 16384
 # msgGlobalData after the msgID, per flags: msgMaxSize, msgFlags, msgSecurityModel (USM)
 _HEADER_TAIL = {f: snmp_request.integer(_MAX_SIZE) + bytes((0x04, 1, f)) + b"\x02\x01\x03" for f in range(256)}
 
