@@ -18,7 +18,8 @@ are queued and sent with BEGIN, the write lock, the fence and COMMIT as ONE simp
 each an ``EXECUTE`` of a statement the session prepared at its first use, the values written in as
 literals by libpq's escaping (:class:`_Session`). psycopg's pipeline mode did the same in one round
 trip but spent ~300 µs of Python per transaction on it, and the server parsed and planned every
-statement again (docs/benchmarks.md, issue 13).
+statement again (docs/benchmarks.md, issue 13). The message goes out and its answers are read on
+libpq itself (:func:`_run`), not through a psycopg cursor: ~25-45 µs less of Python a message.
 
 Fencing (active/standby daemons, :mod:`monitor.ha`): while this process holds the lease,
 :data:`FENCE` has its epoch, and every write transaction checks, right after taking the write lock
@@ -55,6 +56,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import psycopg
+import psycopg.abc
+import psycopg.adapt
 import psycopg.sql
 
 from monitor.db import VERSION_TABLE, DatabaseError, InDoubt, split_statements
@@ -448,7 +451,7 @@ class Connection:
                     parts.append("COMMIT")
                 self._in_transaction = not commit
                 self._begun = not commit
-                cur = conn.execute("; ".join(parts))
+                answers = _run(conn, "; ".join(parts))
                 break
             except psycopg.Error as exc:
                 if again and getattr(exc, "sqlstate", None) == _NO_SUCH_STATEMENT:
@@ -461,11 +464,16 @@ class Connection:
                 if commit and self.conn.closed:  # (nothing tells which part the server did: the caller's care)
                     raise InDoubt(f"{error} (COMMIT was sent, its answer lost: it may have been committed)") from exc
                 raise error from exc
-        for _ in range(first):  # (BEGIN, lock, fence: no answers wanted)
-            cur.nextset()
-        for _, _, result in batch:
-            result.fill(cur.fetchall() if cur.description is not None else [], cur.rowcount)
-            cur.nextset()
+        loader: psycopg.abc.Transformer | None = None
+        for (_, _, result), answer in zip(batch, answers[first:first + len(batch)], strict=True):  # (no COMMIT)
+            rows: list[Any] = []
+            if answer.status == psycopg.pq.ExecStatus.TUPLES_OK and answer.ntuples:
+                if loader is None:
+                    loader = psycopg.adapt.Transformer(conn)
+                loader.set_pgresult(answer)
+                rows = loader.load_rows(0, answer.ntuples, tuple)
+            count = answer.command_tuples
+            result.fill(rows, -1 if count is None else count)
 
     def _session_for(self, conn: psycopg.Connection[Any]) -> _Session:
         if self._session is None or self._session.conn is not conn:
@@ -512,6 +520,36 @@ class Connection:
             self._detached.close()
             self._detached = None
         self.conn.close()
+
+
+def _run(conn: psycopg.Connection[Any], sql: str) -> list[psycopg.pq.abc.PGresult]:
+    """``sql`` (one simple-query message, any number of statements) sent and answered on libpq itself: the
+    answers, one per statement, or the first error as psycopg raises it. psycopg's ``execute`` does the
+    same with ~25-45 µs more of Python per message (its cursor, generators and result sets: half the
+    client's CPU of a lanes' commit, docs/benchmarks.md, issue 13); this is what the outbox's hot path
+    sends, and it needs neither. Connection failures raise as psycopg's (``OperationalError``, the
+    connection then ``closed``), so the callers tell a lost COMMIT as before."""
+    pg = conn.pgconn
+    pg.send_query(sql.encode(conn.info.encoding))
+    poller = select.poll()
+    if pg.flush():  # (a non-blocking connection: what the socket did not take yet)
+        poller.register(pg.socket, select.POLLOUT)
+        while pg.flush():
+            poller.poll()
+        poller.unregister(pg.socket)
+    poller.register(pg.socket, select.POLLIN)
+    answers: list[psycopg.pq.abc.PGresult] = []
+    while True:
+        pg.consume_input()
+        while not pg.is_busy():
+            answer = pg.get_result()
+            if answer is None:
+                for answer in answers:
+                    if answer.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                        raise psycopg.errors.error_from_result(answer, encoding=conn.info.encoding)
+                return answers
+            answers.append(answer)
+        poller.poll()
 
 
 class _Result:
@@ -598,8 +636,8 @@ class _Session:
     """One server session as a batch writes to it: the stores' statements prepared once each (parsed and
     planned once per session: a short statement then costs the server about half), their values
     written as SQL literals (libpq's own escaping, in the session's encoding), all of a transaction
-    in one simple-query message, which psycopg parses and answers with a fraction of the Python its
-    pipeline mode spends per statement (docs/benchmarks.md, issue 13)."""
+    in one simple-query message, sent and answered with a fraction of the Python psycopg's pipeline
+    mode spends per statement (docs/benchmarks.md, issue 13)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
