@@ -67,6 +67,18 @@ MIGRATIONS: tuple[str, ...] = (
     -- only on postgresql
     ALTER TABLE outbox SET (fillfactor = 50);
     """,
+    # 4: the three indexes on `status` hold only the rows still to send (every query through them asks for
+    # status = 'pending'). Recording a row delivered (or failed) changes `status`, so it cannot be a HOT
+    # update on PostgreSQL: it wrote a new entry in all six indexes; a partial index whose condition the new
+    # row fails gets none, so three (the key, the id, the incident). The claim walks only pending rows.
+    """
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_due ON outbox (channel, status, next_at) WHERE status = 'pending';
+    DROP INDEX outbox_grp;
+    CREATE INDEX outbox_grp ON outbox (grp, status, id) WHERE status = 'pending';
+    DROP INDEX outbox_claim;
+    CREATE INDEX outbox_claim ON outbox (channel, status, id) WHERE status = 'pending';
+    """,
 )
 
 SCHEMA = Schema("delivery", MIGRATIONS)
