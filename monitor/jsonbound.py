@@ -23,7 +23,7 @@ _STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _STEP = [0] * 256  # one step of depth per byte: +1 on an opening bracket, -1 on a closing one
 _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
-_KEEP = bytes(range(256)).translate(None, b"[]{}")  # every byte but the brackets, to delete
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # what translate() deletes: all but brackets
 
 
 class TooDeep(ValueError):
@@ -41,7 +41,7 @@ def depth(doc: str | bytes) -> int:
         doc = _STRING_STR.sub("", doc).encode("utf-8", "surrogatepass")
     else:
         doc = _STRING_BYTES.sub(b"", doc)
-    brackets = doc.translate(None, _KEEP)
+    brackets = doc.translate(None, _NOT_BRACKETS)
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 

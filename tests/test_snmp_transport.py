@@ -76,11 +76,15 @@ async def test_a_shorter_timeout_is_not_held_up_by_a_longer_one_in_flight(silent
     assert len(_drain(silent)) == 3  # slow once, quick twice
 
 
-async def test_many_v3_gets_in_flight_on_one_socket_each_get_their_answer(tmp_path: Path) -> None:
-    transport = SnmpTransport()
+def v3_session(timeout: float, retries: int) -> tuple[SnmpTransport, Session, int]:
+    """A fresh transport and an authPriv session to a free loopback port (the agent started on it next)."""
+    transport, port = SnmpTransport(), free_port(socket.SOCK_DGRAM)
     user = make_user(V3_USER, "SHA", V3_AUTH, "AES", V3_PRIV)
-    port = free_port(socket.SOCK_DGRAM)
-    session = Session(transport, Endpoint("127.0.0.1", port, 5.0, 3), user=user, cred_key="t")
+    return transport, Session(transport, Endpoint("127.0.0.1", port, timeout, retries), user=user, cred_key="t"), port
+
+
+async def test_many_v3_gets_in_flight_on_one_socket_each_get_their_answer(tmp_path: Path) -> None:
+    transport, session, port = v3_session(5.0, 3)
     with snmpd(tmp_path / "agent", port):
         try:
             first = await session.get(OIDS)
@@ -97,10 +101,7 @@ async def test_an_answered_get_leaves_nothing_alive_until_its_timeout(tmp_path: 
     """An answered request's waiter, future and check are freed at once, not held by its deadline
     until the timeout: held, every GET's objects reached the GC's oldest generation and full
     collections ran every few thousand GETs (~10 % of a GET's CPU, issue 12)."""
-    transport = SnmpTransport()
-    user = make_user(V3_USER, "SHA", V3_AUTH, "AES", V3_PRIV)
-    port = free_port(socket.SOCK_DGRAM)
-    session = Session(transport, Endpoint("127.0.0.1", port, 60.0, 1), user=user, cred_key="t")
+    transport, session, port = v3_session(60.0, 1)
     with snmpd(tmp_path / "agent", port):
         try:
             for _ in range(20):
