@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import psycopg.abc
@@ -851,12 +851,13 @@ class PostgreSQL:
         return f"PostgreSQL({self.describe()!r})"
 
     def describe(self) -> str:
-        """The URL without a password."""
+        """The URL without a password (nor sslmode); a Unix socket's folder kept (``?host=``)."""
         u = urlsplit(self.url)
         host = u.hostname or ""
         port = f":{u.port}" if u.port else ""
         user = f"{u.username}@" if u.username else ""
-        return f"postgresql://{user}{host}{port}{u.path}"
+        socket = [f"?host={v}" for k, v in parse_qsl(u.query) if k == "host"][:1]
+        return f"postgresql://{user}{host}{port}{u.path}{''.join(socket)}"
 
     def raw_connect(self) -> psycopg.Connection[Any]:
         # TCP keepalives and a user timeout bound how long a statement can hang on a cut network (the

@@ -74,6 +74,14 @@ def fresh_database(server: Server) -> ThrowawayDatabase:
     return ThrowawayDatabase(f"postgresql://{server.user}@127.0.0.1:{server.port}/{name}", password=server.password)
 
 
+def over_socket(db: ThrowawayDatabase, server: Server) -> ThrowawayDatabase:
+    """The same database reached through the server's Unix socket (the config's form for a server on the
+    daemon's own machine: no TCP/IP stack in any round trip)."""
+    name = db.url.rsplit("/", 1)[1]
+    return ThrowawayDatabase(f"postgresql://{server.user}@:{server.port}/{name}?host={server.root}",
+                             password=server.password)
+
+
 @pytest.fixture(name="pg_database")
 def pg_database_fixture(pg_server: Server) -> Iterator[ThrowawayDatabase]:
     """A fresh PostgreSQL database of its own; what the test left open is closed after it."""

@@ -45,6 +45,17 @@ def test_a_postgresql_url_with_its_password_from_a_secret(tmp_path: Path) -> Non
         assert PASSWORD not in repr(inv.daemon) and PASSWORD not in repr(where)
 
 
+def test_a_server_on_this_machine_by_its_unix_socket(tmp_path: Path) -> None:
+    """libpq's form: no host in the URL, the socket's folder as ``host=`` (the port names the socket file)."""
+    for url in ("postgresql://monitor@/monitor?host=/run/postgresql",
+                "postgresql://monitor@:5433/monitor?host=/var/run/postgresql&sslmode=disable"):
+        inv = load(tmp_path, f"daemon: {{store: '{url}', store_password: {{env: PG_PASSWORD}}}}",
+                   {"PG_PASSWORD": PASSWORD})
+        where = store_location(inv.daemon)
+        assert isinstance(where, PostgreSQL) and where.url == url
+        assert where.describe() == url.removesuffix("&sslmode=disable")
+
+
 def test_the_tools_that_send_nothing_still_get_the_stores_password(tmp_path: Path) -> None:
     """``monitor incidents``/``report`` load without secrets, but they read the store too."""
     inv = load(tmp_path, "daemon: {store: 'postgresql://monitor@db/monitor', store_password: {env: PG_PASSWORD}}",
@@ -63,7 +74,21 @@ EXACT = [
      "daemon.store: a password does not belong in the URL (the config is copied, diffed and pasted): give it as "
      "store_password: {env: NAME}, {file: PATH} or {credential: NAME}"),
     ("daemon: {store: 'postgresql://monitor@/monitor'}",
-     "daemon.store: missing the host (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
+     "daemon.store: missing the host (or, for a server on this machine, its socket's folder: "
+     "postgresql://USER@/DATABASE?host=/run/postgresql) (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
+    ("daemon: {store: 'postgresql://monitor@db/monitor?host=/run/postgresql'}",
+     "daemon.store: the host is given twice (in the URL and as host=) (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
+    ("daemon: {store: 'postgresql://monitor@/monitor?host=run/postgresql'}",
+     "daemon.store: host= takes the folder of the server's Unix socket, an absolute path such as /run/postgresql"
+     " (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
+    ("daemon: {store: 'postgresql://monitor@/monitor?host=/a,/b'}",
+     "daemon.store: the socket's folder must be one printable path (no commas: one server)"
+     " (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
+    (f"daemon: {{store: 'postgresql://monitor@/monitor?host=/{'d' * 100}'}}",
+     "daemon.store: the socket's folder is too long for a Unix socket (92 bytes at most)"
+     " (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
+    ("daemon: {store: 'postgresql://monitor@/monitor?host=/run&host=/tmp'}",
+     "daemon.store: parameter 'host' given twice (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
     ("daemon: {store: 'postgresql://monitor@db'}",
      "daemon.store: missing the database name (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
     ("daemon: {store: 'postgresql://monitor@db/a/b'}",
@@ -73,7 +98,8 @@ EXACT = [
     ("daemon: {store: 'postgresql://monitor@db:0/monitor'}",
      "daemon.store: a port must be between 1 and 65535 (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
     ("daemon: {store: 'postgresql://monitor@db/monitor?password=x'}",
-     "daemon.store: unknown parameter 'password' (only sslmode) (expected postgresql://USER@HOST[:PORT]/DATABASE)"),
+     "daemon.store: unknown parameter 'password' (only sslmode, and host for a Unix socket's folder) (expected"
+     " postgresql://USER@HOST[:PORT]/DATABASE)"),
     ("daemon: {store: 'postgresql://monitor@db/monitor?sslmode=maybe'}",
      "daemon.store: bad sslmode 'maybe' (expected one of: disable, allow, prefer, require, verify-ca, verify-full)"
      " (expected postgresql://USER@HOST[:PORT]/DATABASE)"),

@@ -22,12 +22,13 @@ from monitor.db_postgres import _Reach as Reach
 from monitor.delivery.outbox import NewRow, Outbox, Row
 from monitor.delivery.schema import SCHEMA as DELIVERY
 from monitor.errors import StorageError
+from monitor.inventory.settings import store_url_problem
 from monitor.state import State, StateChange
 from monitor.store import EventStore, components
 from tests.netns import nft_table
 from tests.servers.common import wait_for
 from tests.servers.postgres import PostgreSQL as Server
-from tests.store_engines import ThrowawayDatabase, pg_database_fixture, pg_server_fixture  # noqa: F401
+from tests.store_engines import ThrowawayDatabase, over_socket, pg_database_fixture, pg_server_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.servers, pytest.mark.skipif(os.geteuid() != 0, reason="runs postgres as its own user")]
 
@@ -141,6 +142,34 @@ def test_the_password_stays_out_of_descriptions_and_errors(server: Server) -> No
     with pytest.raises(StorageError, match="password authentication failed") as info:
         EventStore(engine)
     assert "not-the-password" not in str(info.value)
+
+
+def test_a_server_on_this_machine_is_reached_through_its_unix_socket(engine: ThrowawayDatabase, server: Server) -> None:
+    """``postgresql://USER@:PORT/DATABASE?host=FOLDER`` (a valid ``daemon.store``): the same database without
+    TCP, for the outbox's connection and its side connection alike; the socket's folder is kept in the
+    description, the password out of it."""
+    local = over_socket(engine, server)
+    name = engine.url.rsplit("/", 1)[1]
+    assert store_url_problem(local.url) is None
+    assert local.describe() == f"postgresql://{server.user}@:{server.port}/{name}?host={server.root}"
+    assert server.password not in local.describe()
+    outbox = Outbox(local)
+    try:
+        outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(3)], {}, {}, 1.0)
+        rows = outbox.take("email", 10.0, 3)
+        outbox.finish([], [], [], 10.0, sending=[r.id for r in rows])
+        outbox.handed_over(rows[0].id, 10.5)  # (on the side connection)
+        outbox.finish([(r.id, "250 ok") for r in rows], [], [], 11.0)
+        db = outbox.db
+        assert isinstance(db, Connection)
+        db.wait_detached()
+        assert [r["status"] for r in outbox.rows()] == ["delivered"] * 3
+        with psycopg.connect(engine.url, password=engine.password, autocommit=True) as admin:
+            clients = admin.execute("SELECT client_addr IS NULL FROM pg_stat_activity WHERE datname = %s"
+                                    " AND pid <> pg_backend_pid()", (name,)).fetchall()
+        assert clients == [(True,), (True,)]  # (the outbox's connection and its side connection: no TCP peer)
+    finally:
+        outbox.close()
 
 
 def test_write_transactions_are_serialized_like_sqlites(engine: ThrowawayDatabase) -> None:

@@ -1,6 +1,6 @@
 """Outbox throughput through the real delivery worker, PostgreSQL against SQLite in one run (issue 13).
 
-    .venv/bin/python -m bench.store.worker [--notices 10000] [--rounds 3] [--concurrency 4]
+    .venv/bin/python -m bench.store.worker [--notices 10000] [--rounds 3] [--concurrency 4] [--tcp-only]
 
 Each round queues ``--notices`` customer notices (one planner transaction, as a burst's fan-out is)
 and runs the real :class:`monitor.delivery.worker.Worker` on them until none is pending: claims of
@@ -12,9 +12,12 @@ first, then PostgreSQL first), so a machine shared with other work slows both al
 notices/s min/median/max per engine and the ratio of the medians, and the CPU each notice cost: this
 process's, and on PostgreSQL its server processes' too (from /proc), a figure the machine's load
 does not inflate the way it does the waits for a busy server's answers. PostgreSQL 15 is a throwaway
-cluster on loopback (tests/servers/postgres.py, ``fsync=off`` like the tests'): round trips and
+cluster on this machine (tests/servers/postgres.py, ``fsync=off`` like the tests'): round trips and
 server work, not the disk; the SQLite file is in a temporary folder, WAL with ``synchronous=NORMAL``
-as the daemon runs it.
+as the daemon runs it. PostgreSQL is measured twice, through its Unix socket (``postgresql``: how a
+daemon on the database's machine reaches it, ``store: postgresql://USER@/DB?host=FOLDER``) and over
+TCP on 127.0.0.1 (``postgresql-tcp``: a stand-in for a server on another machine, whose CPU would
+then not be this machine's), each with a ratio to SQLite; ``--tcp-only`` leaves the socket out.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from monitor.delivery.config import RetrySettings
 from monitor.delivery.outbox import HandedOver, NewRow, Outbox, Row
 from monitor.delivery.worker import Worker
 from tests.servers.postgres import PostgreSQL as Server
-from tests.store_engines import fresh_database
+from tests.store_engines import fresh_database, over_socket
 
 
 class Instant:
@@ -121,7 +124,7 @@ async def deliver(outbox: Outbox, n: int, tag: str, concurrency: int, handing_ov
 
 
 def summary(name: str, rates: list[float]) -> str:
-    return (f"{name:<11} notices/s min {min(rates):8.0f}  median {statistics.median(rates):8.0f}"
+    return (f"{name:<14} notices/s min {min(rates):8.0f}  median {statistics.median(rates):8.0f}"
             f"  max {max(rates):8.0f}")
 
 
@@ -130,6 +133,7 @@ def main() -> None:
     ap.add_argument("--notices", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4, help="the worker's lanes (the SMTP pool size)")
+    ap.add_argument("--tcp-only", action="store_true", help="PostgreSQL over 127.0.0.1 only, not its Unix socket too")
     ap.add_argument("--no-hand-over", action="store_true",
                     help="the adapter records no point of no return (as MQTT and the desks): no hand-over records")
     args = ap.parse_args()
@@ -138,7 +142,10 @@ def main() -> None:
         server.start(timeout=60)
         folder = Path(tempfile.mkdtemp(prefix="bench-store-worker-"))
         database = fresh_database(server)
-        stores: dict[str, Where] = {"sqlite": folder / "monitor.db", "postgresql": database}
+        stores: dict[str, Where] = {"sqlite": folder / "monitor.db"}
+        if not args.tcp_only:
+            stores["postgresql"] = over_socket(fresh_database(server), server)
+        stores["postgresql-tcp"] = database
         outboxes = {name: Outbox(where) for name, where in stores.items()}
         rates: dict[str, list[float]] = {name: [] for name in stores}
         cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in stores}  # (ours, server's) per notice
@@ -146,29 +153,33 @@ def main() -> None:
         postmaster = server.process.pid if server.process is not None else None
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
-                ours, theirs = time.process_time(), server_cpu(postmaster if name == "postgresql" else None)
+                pg = postmaster if name != "sqlite" else None
+                ours, theirs = time.process_time(), server_cpu(pg)
                 seconds = asyncio.run(deliver(outboxes[name], args.notices, f"{name}-{r}", args.concurrency,
                                                   not args.no_hand_over))
-                after = server_cpu(postmaster if name == "postgresql" else None)
+                after = server_cpu(pg)
                 spent = sum(after.values()) - sum(v for pid, v in theirs.items() if pid in after)
                 cpu[name].append(((time.process_time() - ours) / args.notices, spent / args.notices))
                 rates[name].append(args.notices / seconds)
         print(f"outbox through the real worker: {args.notices} notices x {args.rounds} rounds, {args.concurrency}"
-              f" lanes, PostgreSQL {server.psql('SHOW server_version')} on loopback (fsync=off), SQLite WAL,"
+              f" lanes, PostgreSQL {server.psql('SHOW server_version')} on this machine (fsync=off), SQLite WAL,"
               f" {'no hand-over records' if args.no_hand_over else 'a hand-over record a notice'}")
         for name in names:
             print(summary(name, rates[name]))
         for name in names:
             mine = statistics.median(c[0] for c in cpu[name]) * 1e6
             server_us = statistics.median(c[1] for c in cpu[name]) * 1e6
-            print(f"{name:<11} CPU per notice (median): this process {mine:6.0f} us, server {server_us:6.0f} us,"
+            print(f"{name:<14} CPU per notice (median): this process {mine:6.0f} us, server {server_us:6.0f} us,"
                   f" together {mine + server_us:6.0f} us")
-        ratio = statistics.median(rates["sqlite"]) / statistics.median(rates["postgresql"])
-        print(f"SQLite / PostgreSQL (medians): {ratio:.2f}x")
+        for name in names[1:]:
+            ratio = statistics.median(rates["sqlite"]) / statistics.median(rates[name])
+            how = "over TCP on 127.0.0.1" if name.endswith("-tcp") else "through its Unix socket"
+            print(f"SQLite / PostgreSQL {how} (medians): {ratio:.2f}x")
         for outbox in outboxes.values():
             outbox.close()
         updates, hot = hot_updates(database)
-        print(f"postgresql  outbox updates {updates}, HOT (no index entry written) {hot} = {hot / max(updates, 1):.0%}")
+        print(f"postgresql-tcp outbox updates {updates}, HOT (no index entry written) {hot}"
+              f" = {hot / max(updates, 1):.0%}")
     finally:
         server.remove()
 
