@@ -856,8 +856,8 @@ class PostgreSQL:
         host = u.hostname or ""
         port = f":{u.port}" if u.port else ""
         user = f"{u.username}@" if u.username else ""
-        socket = [f"?host={v}" for k, v in parse_qsl(u.query) if k == "host"][:1]
-        return f"postgresql://{user}{host}{port}{u.path}{''.join(socket)}"
+        socket = next((f"?host={v}" for k, v in parse_qsl(u.query) if k == "host"), "")
+        return f"postgresql://{user}{host}{port}{u.path}{socket}"
 
     def raw_connect(self) -> psycopg.Connection[Any]:
         # TCP keepalives and a user timeout bound how long a statement can hang on a cut network (the

@@ -4,6 +4,7 @@ its password comes from the usual secret sources and never from the URL, nor int
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,6 +132,18 @@ def test_no_message_ever_quotes_a_password_written_into_the_url(user: str, passw
             assert password not in problem
         if url.startswith("postgresql://") and ":" in user + password and "@" in url:
             assert problem.startswith("a password does not belong in the URL")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(folder=st.text(max_size=120))
+def test_a_socket_folder_is_taken_only_when_a_server_could_listen_there(folder: str) -> None:
+    """Whatever ``host=`` holds, it is accepted only as one absolute, printable path short enough for the
+    socket's own path (sun_path, 107 bytes with the server's file name), never a list of servers."""
+    url = f"postgresql://monitor@/monitor?{urlencode({'host': folder})}"
+    problem = store_url_problem(url)
+    usable = (folder.startswith("/") and folder.isprintable() and "," not in folder
+              and len(f"{folder}/.s.PGSQL.65535".encode()) <= 107)
+    assert (problem is None) == usable, (folder, problem)
 
 
 def test_a_config_error_loses_nothing_else(tmp_path: Path) -> None:
