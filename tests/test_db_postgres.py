@@ -166,7 +166,8 @@ def test_a_server_on_this_machine_is_reached_through_its_unix_socket(engine: Thr
         assert [r["status"] for r in outbox.rows()] == ["delivered"] * 3
         with psycopg.connect(engine.url, password=engine.password, autocommit=True) as admin:
             clients = admin.execute("SELECT client_addr IS NULL FROM pg_stat_activity WHERE datname = %s"
-                                    " AND pid <> pg_backend_pid()", (name,)).fetchall()
+                                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                                    (name,)).fetchall()
         assert clients == [(True,), (True,)]  # (the outbox's connection and its side connection: no TCP peer)
     finally:
         outbox.close()
@@ -344,12 +345,14 @@ def test_hand_over_records_queue_on_one_side_connection_without_waiting(engine: 
     assert round_trips(db, hand_over_30) == 0
     with psycopg.connect(engine.url, password=engine.password, autocommit=True) as admin:
         name = engine.url.rsplit("/", 1)[1]
-        sessions = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+        sessions = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"  # (no autovacuum worker)
+                                 " AND backend_type = 'client backend'", (name,)).fetchone()
         assert sessions is not None and sessions[0] == 3  # (the outbox's, its side connection, this one)
         db.wait_detached()
         assert db.execute("SELECT count(*) FROM outbox WHERE inflight = 3").fetchone() == (30,)
         side = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
-                             " AND pid <> %s", (name, db.conn.info.backend_pid)).fetchone()
+                             " AND backend_type = 'client backend' AND pid <> %s",
+                             (name, db.conn.info.backend_pid)).fetchone()
         assert side is not None
         admin.execute("SELECT pg_terminate_backend(%s)", (side[0],))
         wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (side[0],)).fetchone(),

@@ -520,7 +520,7 @@ def test_a_hand_over_recorded_right_before_a_kill_9_counts_as_delivered(where: W
         look = connect(where)
         deadline = time.monotonic() + 60
         while look.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                           " AND pid <> pg_backend_pid()").fetchone()[0]:
+                           " AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()[0]:
             assert time.monotonic() < deadline, "the killed client's sessions never ended"
         look.close()
     again = Outbox(where)
