@@ -207,8 +207,8 @@ def store_url_problem(url: str) -> str | None:
     """What is wrong with a ``daemon.store`` URL, or None. Never quotes a password written into it.
 
     The server is named by its host (TCP), or, on the daemon's own machine, by the folder of its Unix
-    socket in libpq's ``host=`` parameter: no TCP/IP stack on either side of each round trip, 5-20 %
-    more outbox throughput (docs/benchmarks.md, issue 13)."""
+    socket in libpq's ``host=`` parameter: no TCP/IP stack on either side of each round trip, about a
+    seventh more outbox throughput (docs/benchmarks.md, issue 13)."""
     if len(url) > STORE_URL_MAX:
         return f"expected a URL of at most {STORE_URL_MAX} characters ({STORE_FORM}), got {len(url)}"
     if not url.startswith("postgresql://"):
