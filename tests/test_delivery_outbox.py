@@ -121,24 +121,29 @@ def test_groups_are_delivered_in_order_and_failures_block_only_their_group(where
 
 
 def test_one_commit_records_many_rows_each_with_its_own_result(where: Where) -> None:
-    """A worker's commit marks several rows sending and records several delivered, one statement each
-    (more than a statement's chunk of 8 here): every row gets its own result, the others are untouched;
-    a commit with nothing to record changes nothing."""
+    """A worker's commit marks rows sending and records rows delivered in one statement (more rows than a
+    statement's chunk of 16 here, marks and records in the same chunk): every row gets its own result,
+    the others are untouched; recording the same outcomes again (a commit whose answer was lost) changes
+    nothing, not even the attempts; a commit with nothing to record changes nothing."""
     ob = Outbox(where)
-    ob.add([row(f"I/a/r{i:02d}/1") for i in range(12)], {}, {}, 1.0)
-    rows = ob.take("email", 1.0, 12)
+    n = 20
+    ob.add([row(f"I/a/r{i:02d}/1") for i in range(n)], {}, {}, 1.0)
+    rows = ob.take("email", 1.0, n)
     ob.finish([], [], [], 1.5)
-    ob.finish([], [], [], 1.5, sending=[r.id for r in rows[:11]])
-    assert ob.recover() == (11, 0)  # (as after a crash: the 11 marked sending come back uncertain)
-    rows = ob.take("email", 2.0, 12)
-    ob.finish([], [], [], 2.5, sending=[r.id for r in rows[:11]])
-    results = [f"<m{i}@x>" if i != 3 else None for i in range(11)]
-    ob.finish([(r.id, res) for r, res in zip(rows[:11], results, strict=True)], [], [], 3.0, sending=[rows[11].id])
+    ob.finish([], [], [], 1.5, sending=[r.id for r in rows[:n - 1]])
+    assert ob.recover() == (n - 1, 0)  # (as after a crash: the ones marked sending come back uncertain)
+    rows = ob.take("email", 2.0, n)
+    ob.finish([], [], [], 2.5, sending=[r.id for r in rows[:n - 1]])
+    results = [f"<m{i}@x>" if i != 3 else None for i in range(n - 1)]
+    outcomes = [(r.id, res) for r, res in zip(rows[:n - 1], results, strict=True)]
+    ob.finish(outcomes, [], [], 3.0, sending=[rows[n - 1].id])
+    ob.finish(outcomes, [], [], 4.0)  # (again: nothing changes)
     got = {r["recipient"]: (r["status"], r["result"], r["attempts"]) for r in ob.rows()}
-    assert got == {**{f"r{i:02d}": ("delivered", results[i], 1) for i in range(11)}, "r11": ("pending", None, 0)}
+    assert got == {**{f"r{i:02d}": ("delivered", results[i], 1) for i in range(n - 1)},
+                   f"r{n - 1}": ("pending", None, 0)}
     db = connect(where)
     assert db.execute("SELECT inflight, done_at FROM outbox WHERE recipient = 'r00'").fetchone() == (0, 3.0)
-    assert db.execute("SELECT inflight, uncertain FROM outbox WHERE recipient = 'r11'").fetchone() == (SENDING, 0)
+    assert db.execute("SELECT inflight, uncertain FROM outbox WHERE recipient = 'r19'").fetchone() == (SENDING, 0)
     db.close()
     ob.close()
 

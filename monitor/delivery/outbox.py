@@ -76,7 +76,8 @@ def _sending_and_delivered(count: int) -> str:
     columns are written back unchanged, so on PostgreSQL that update stays HOT."""
     rows = ", ".join(["(CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS TEXT))"] * count)
     return (f"UPDATE outbox SET status = CASE d.k WHEN {_MARK} THEN status ELSE 'delivered' END,"
-            f" inflight = CASE d.k WHEN {_MARK} THEN {SENDING} ELSE 0 END, attempts = attempts + d.k,"
+            f" inflight = CASE d.k WHEN {_MARK} THEN {SENDING} ELSE 0 END,"
+            f" attempts = attempts + CASE d.k WHEN {_MARK} THEN 0 ELSE 1 END,"
             f" done_at = CASE d.k WHEN {_MARK} THEN done_at ELSE ? END,"
             f" result = CASE d.k WHEN {_MARK} THEN result ELSE d.r END"
             f" FROM (SELECT column1 AS i, column2 AS k, column3 AS r FROM (VALUES {rows}) AS v) AS d"
