@@ -491,9 +491,19 @@ class Detaching(Protocol):
     """A connection that can send a one-statement write without waiting for its answer (PostgreSQL's):
     where a record only has to survive this process being killed, it costs no round trip."""
 
-    def write_detached(self, sql: str, parameters: tuple[int | float, ...]) -> None: ...
+    def write_detached(self, sql: str, parameters: tuple[int | float | str | None, ...],
+                       undone: object = None) -> None:
+        """``undone``: handed back by :meth:`detached_undone` if this write is not known to have landed
+        (the server refused it, or the connection ended before its answer); None: a lost write is lost."""
+        ...
 
-    def wait_detached(self) -> None: ...
+    def wait_detached(self) -> bool:
+        """Until every detached write is answered; whether any was waiting for its answer."""
+        ...
+
+    def detached_undone(self) -> list[object]:
+        """The ``undone`` of the writes found not landed since the last call (answers read so far)."""
+        ...
 
 
 def detaching(db: object) -> TypeGuard[Detaching]:

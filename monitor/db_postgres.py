@@ -44,6 +44,7 @@ URL without it.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import itertools
@@ -490,13 +491,16 @@ class Connection:
         except psycopg.Error:
             pass  # (the connection is gone, and its transaction with it; the next statement reconnects)
 
-    def write_detached(self, sql: str, parameters: tuple[int | float, ...]) -> None:
+    def write_detached(self, sql: str, parameters: tuple[int | float | str | None, ...],
+                       undone: object = None) -> None:
         """One write statement in a transaction of its own, sent on a side connection and NOT waited for:
         returns once the kernel holds all of it. The kernel still delivers it if this process is killed
         now, and the server commits what it received, so for a crash it counts as written (what the
         outbox's hand-over record needs; the SMTP adapter relies on the same for the final "."). Its
         answer is read when the next one is sent (if it has come), or by :meth:`wait_detached`; a
-        failure there (the server away, a lock wait, the fence) only loses that record.
+        failure there (the server away, a lock wait, the fence) loses that record, or, given ``undone``,
+        hands that back through :meth:`detached_undone` for the caller to write again (the outbox's
+        records of delivered rows: written twice, the second changes nothing).
 
         The fence is checked in the same transaction (both prepared statements before one Sync of the
         side connection's pipeline: an implicit transaction, all or nothing), but the store's write
@@ -507,12 +511,23 @@ class Connection:
         behind the lanes' commits cost the server a sleep and a wake-up per record."""
         if self._detached is None:
             self._detached = _Detached(self.engine, self.lock_wait)
-        self._detached.send(sql, parameters)
+        self._detached.send(sql, parameters, undone)
 
-    def wait_detached(self) -> None:
-        """Until the server has answered every detached write: what is read next sees them."""
-        if self._detached is not None:
-            self._detached.settle()
+    def wait_detached(self) -> bool:
+        """Until the server has answered every detached write: what is read next sees them. Whether any
+        was not answered yet."""
+        if self._detached is None or not self._detached.outstanding:
+            return False
+        self._detached.settle()
+        return True
+
+    def detached_undone(self) -> list[object]:
+        """The ``undone`` of the detached writes found not landed since the last call."""
+        detached = self._detached
+        if detached is None or not detached.undone:
+            return []
+        undone, detached.undone = detached.undone, []
+        return undone
 
     def close(self) -> None:
         self._closed = True
@@ -705,27 +720,41 @@ class _Detached:
         self.conn: psycopg.Connection[Any] | None = None
         self.session: _Session | None = None
         self.opened_at = 0  # _Reach.losses when it was opened
-        self.outstanding = 0  # transactions sent whose answers (up to their Sync) are not read yet
+        #: per transaction sent whose answers (up to its Sync) are not read yet, oldest first: its ``undone``
+        self.waiting: collections.deque[object] = collections.deque()
+        self.refused = False  # the oldest of them met an error (known once its Sync is read)
+        #: the ``undone`` of writes found not landed, for :meth:`Connection.detached_undone`
+        self.undone: list[object] = []
 
-    def send(self, sql: str, parameters: Sequence[int | float]) -> None:
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting)
+
+    def send(self, sql: str, parameters: Sequence[int | float | str | None], undone: object = None) -> None:
         """``sql`` in a transaction of its own, with the fence, sent and not waited for: on return the
         kernel holds all of it."""
+        queued = False
         try:
             self._read(wait=self.outstanding >= self.QUEUE)
             conn = self._connection()
             epoch = FENCE.epoch if self.engine.fenced else None
-            parts: list[tuple[str, Sequence[int | float]]] = []
+            parts: list[tuple[str, Sequence[int | float | str | None]]] = []
             if epoch is not None:
                 parts.append((self._name(_FENCE_CHECK), (epoch, epoch)))
             parts.append((self._name(sql), tuple(parameters)))
             pg = conn.pgconn
-            for name, args in parts:
-                pg.send_query_prepared(name.encode(), [_text(v) for v in args])
+            encoding = conn.info.encoding
+            values = [[_text(v, encoding) for v in args] for _, args in parts]
+            self.waiting.append(undone)  # (from here on, a failure hands it back: drop)
+            queued = True
+            for (name, _), args in zip(parts, values, strict=True):
+                pg.send_query_prepared(name.encode(), args)
             pg.pipeline_sync()
             if pg.flush() != 0:  # (blocking mode: 0 once all is written)
                 raise DatabaseError("a detached write was not sent whole")
-            self.outstanding += 1
         except (psycopg.Error, DatabaseError, OSError):
+            if not queued:
+                self._give_back(undone)  # (not sent at all)
             self.drop()
 
     def settle(self) -> None:
@@ -795,27 +824,49 @@ class _Detached:
                 result = pg.get_result()
                 if result is None:
                     continue  # (the end of one statement's results)
-                if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
-                    self.outstanding -= 1
-                elif result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == FENCED.encode() and FENCE.refused:
-                    FENCE.refused()  # (a deposed daemon's record, refused as any of its writes: it stands down)
+                status = result.status
+                if status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
+                    undone = self.waiting.popleft()
+                    if self.refused:
+                        self.refused = False
+                        self._give_back(undone)
+                elif status in (psycopg.pq.ExecStatus.FATAL_ERROR, psycopg.pq.ExecStatus.PIPELINE_ABORTED):
+                    self.refused = True
+                    if result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == FENCED.encode() and FENCE.refused:
+                        FENCE.refused()  # (a deposed daemon's record, refused as any of its writes: it stands down)
         except (psycopg.Error, OSError):
             self.drop()
 
+    def _give_back(self, undone: object) -> None:
+        if undone is not None:
+            self.undone.append(undone)
+
     def drop(self) -> None:
-        self.outstanding = 0
+        """Close the connection; the writes not answered yet may or may not have landed: handed back."""
+        for undone in self.waiting:
+            self._give_back(undone)
+        self.waiting.clear()
+        self.refused = False
         if self.conn is not None:
             self.conn.close()
         self.conn = None
         self.session = None
 
 
-def _text(value: int | float) -> bytes:
-    """A number as PostgreSQL's text input takes it (a float's infinities and NaN spelt its way)."""
-    if type(value) is float:
+def _text(value: int | float | str | None, encoding: str = "utf-8") -> bytes | None:
+    """A parameter as PostgreSQL's text input takes it (a float's infinities and NaN spelt its way; None
+    is NULL)."""
+    kind = type(value)
+    if kind is float:
         text = repr(value)
         return {"inf": b"Infinity", "-inf": b"-Infinity", "nan": b"NaN"}.get(text) or text.encode()
-    return str(int(value)).encode()
+    if kind is str:
+        if "\x00" in cast(str, value):
+            raise DatabaseError("PostgreSQL text cannot contain NUL (0x00) characters")
+        return cast(str, value).encode(encoding)
+    if value is None:
+        return None
+    return str(int(cast(int, value))).encode()
 
 
 def _xact_status(conn: psycopg.Connection[Any], xid: int) -> str | None:

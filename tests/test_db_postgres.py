@@ -269,9 +269,9 @@ def test_a_pipelined_transaction_is_one_round_trip_and_all_or_nothing(engine: Th
 
 def test_the_outbox_hot_path_takes_one_round_trip_per_claimed_batch_and_per_record(engine: ThrowawayDatabase) -> None:
     """Claim a batch (one statement, its rows read after COMMIT: one, two before), mark sending (one),
-    record the hand-over (none waited for: one before), record delivered (one): ten a row before
-    transactions were pipelined (docs/benchmarks.md, bench/store). The first use of each statement on
-    the session prepares it, once (one round trip each)."""
+    record the hand-over (none waited for: one before), record delivered (none waited for, on the side
+    connection: one before): ten a row before transactions were pipelined (docs/benchmarks.md,
+    bench/store). The first use of each statement on the session prepares it, once (one round trip each)."""
     outbox = Outbox(engine)
     outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(4)], {}, {}, 1.0)
     db = outbox.db
@@ -279,7 +279,7 @@ def test_the_outbox_hot_path_takes_one_round_trip_per_claimed_batch_and_per_reco
     taken: list[Row] = []
     assert round_trips(db, lambda: taken.extend(outbox.take("email", 10.0, 1))) == 1 + 2  # (the lock, the claim)
     assert round_trips(db, lambda: outbox.finish([], [], [], 10.0, sending=[taken[0].id])) == 1 + 1
-    assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 1  # (the marks' statement)
+    assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 0  # (on the side)
     taken = []
     assert round_trips(db, lambda: taken.extend(outbox.take("email", 10.0, 3))) == 1
     assert [r.key for r in taken] == [f"I/notify/c{i}/1" for i in range(1, 4)]  # oldest first
@@ -289,17 +289,19 @@ def test_the_outbox_hot_path_takes_one_round_trip_per_claimed_batch_and_per_reco
     assert round_trips(db, lambda: outbox.handed_over(taken[0].id, 10.5)) == 0
     db.wait_detached()
     assert db.execute("SELECT inflight, done_at FROM outbox WHERE id = ?", (taken[0].id,)).fetchone() == (3, 10.5)
-    assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 1
-    assert [(r["status"], r["result"]) for r in outbox.rows()][:2] == [("delivered", "ok")] * 2
+    assert round_trips(db, lambda: outbox.finish([(taken[0].id, "ok")], [], [], 10.0)) == 0
+    assert [(r["status"], r["result"]) for r in outbox.rows()][:2] == [("delivered", "ok")] * 2  # (reads wait)
     assert round_trips(db, lambda: outbox.finish([], [], [], 11.0)) == 0  # (nothing to record: no commit)
     outbox.close()
 
 
-def test_a_lanes_commit_marks_and_records_its_rows_in_one_statement(engine: ThrowawayDatabase) -> None:
+def test_a_lanes_commit_marks_in_one_statement_and_its_records_of_delivered_rows_go_on_the_side(
+        engine: ThrowawayDatabase) -> None:
     """Four lanes' commit (4 rows marked sending, 4 recorded delivered, each with its own result) is BEGIN,
-    the write lock, ONE statement for the marks and the records, and COMMIT: each statement costs the
-    server an executor's start and end (it was one a row, ten in all; then one for the marks and one
-    for the records)."""
+    the write lock, ONE statement for the marks, and COMMIT: each statement costs the server an
+    executor's start and end (it was one a row, ten in all; then one for the marks and one for the
+    records). The records of the delivered rows are one statement on the side connection, sent before
+    that commit and not waited for: another server process writes them while the lanes go on."""
     outbox = Outbox(engine)
     outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(8)], {}, {}, 1.0)
     db = outbox.db
@@ -317,7 +319,8 @@ def test_a_lanes_commit_marks_and_records_its_rows_in_one_statement(engine: Thro
         trace.seek(0)
         queries = [line for line in trace if re.match(r"F\t\d+\tQuery", line)]
     assert len(queries) == 1
-    assert queries[0].count("EXECUTE") == 2  # (the write lock; the marks and the records)
+    assert queries[0].count("EXECUTE") == 2  # (the write lock; the marks)
+    assert "@x>" not in queries[0]  # (no result: the records went on the side connection)
     assert [(r["recipient"], r["result"]) for r in outbox.rows(status="delivered")] == [
         (f"c{i}", f"<c{i}@x>") for i in range(8)]
     assert db.execute("SELECT count(*) FROM outbox WHERE inflight = 1 AND attempts = 1").fetchone() == (4,)
@@ -368,6 +371,76 @@ def test_hand_over_records_queue_on_one_side_connection_without_waiting(engine: 
         outbox.handed_over(r.id, 10.6)
     db.wait_detached()
     assert db.execute("SELECT count(*) FROM outbox WHERE inflight = 3").fetchone() == (n,)
+    outbox.close()
+
+
+def delivered_rows(outbox: Outbox) -> list[tuple[str, str | None, int, float]]:
+    """(status, result, attempts, done_at) of each row, in id order (read by the outbox's own connection)."""
+    return [tuple(r) for r in outbox.db.execute(
+        "SELECT status, result, attempts, done_at FROM outbox ORDER BY id").fetchall()]
+
+
+def test_records_of_delivered_rows_the_server_refused_are_written_again_by_the_next_write(
+        engine: ThrowawayDatabase) -> None:
+    """The side connection's record of two delivered rows meets a row lock it may not wait for (another
+    session's long transaction): the server refuses it. Nothing is lost: the outbox writes both again,
+    each with its own result and time, in its next write transaction; while the row is still held
+    that write fails as any would (the worker keeps trying) and the records wait in memory."""
+    outbox = Outbox(engine, busy_timeout=0.2)
+    outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(3)], {}, {}, 1.0)
+    db = outbox.db
+    assert isinstance(db, Connection)
+    rows = outbox.take("email", 10.0, 2)
+    outbox.finish([], [], [], 10.0, sending=[r.id for r in rows])
+    with psycopg.connect(engine.url, password=engine.password) as holder:  # (a transaction, not autocommit)
+        holder.execute("SELECT 1 FROM outbox WHERE id = %s FOR UPDATE", (rows[0].id,))
+        outbox.finish([(rows[0].id, "250 first"), (rows[1].id, "250 second")], [], [], 11.0)
+        assert db.wait_detached()
+        assert [r[0] for r in delivered_rows(outbox)] == ["pending"] * 3  # (refused: both, one transaction)
+        with pytest.raises(StorageError, match="lock timeout"):
+            outbox.finish([], [], [], 12.0)  # (nothing new to record: only the two again, and the row is held)
+        holder.rollback()
+    assert [r.key for r in outbox.take("email", 13.0, 5)] == ["I/notify/c2/1"]  # (the claim's transaction)
+    assert delivered_rows(outbox)[:2] == [("delivered", "250 first", 1, 11.0), ("delivered", "250 second", 1, 11.0)]
+    outbox.finish([(rows[0].id, "250 first")], [], [], 14.0)  # (once more, as after an answer lost: no change)
+    assert delivered_rows(outbox)[:2] == [("delivered", "250 first", 1, 11.0), ("delivered", "250 second", 1, 11.0)]
+    outbox.close()
+
+
+def test_records_of_delivered_rows_whose_side_session_ended_unanswered_are_written_again(
+        engine: ThrowawayDatabase) -> None:
+    """The side session ends (terminated: a server restart, a pooler's reset) while the record of a
+    delivered row waits there for a row lock: the record never lands, and its answer never comes. The
+    outbox writes it again in its next write transaction, once, with the row's own result and time."""
+    outbox = Outbox(engine)
+    outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(2)], {}, {}, 1.0)
+    db = outbox.db
+    assert isinstance(db, Connection)
+    rows = outbox.take("email", 10.0, 2)
+    outbox.finish([], [], [], 10.0, sending=[r.id for r in rows])
+    outbox.handed_over(rows[0].id, 10.5)  # (opens the side connection)
+    assert db.wait_detached()
+    name = engine.url.rsplit("/", 1)[1]
+    with psycopg.connect(engine.url, password=engine.password) as holder, \
+            psycopg.connect(engine.url, password=engine.password, autocommit=True) as admin:
+        holder.execute("SELECT 1 FROM outbox WHERE id = %s FOR UPDATE", (rows[0].id,))
+        outbox.finish([(rows[0].id, "250 ok")], [], [], 11.0)
+        waiting: list[int] = []
+
+        def side_waits() -> bool:
+            found = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+                                  " AND backend_type = 'client backend'", (name,)).fetchall()
+            waiting[:] = [pid for (pid,) in found]
+            return len(waiting) == 1
+        wait_for(side_waits, timeout=30, what="the side session waiting for the row lock")
+        admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+        wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (waiting[0],)).fetchone(),
+                 what="the side session's end")
+        holder.rollback()
+    assert db.wait_detached()  # (its answer: the connection's end)
+    assert delivered_rows(outbox)[0][0] == "pending"  # (not landed, not written again yet)
+    assert outbox.take("email", 12.0, 5) == []  # (the next write: the claim's transaction)
+    assert delivered_rows(outbox)[0] == ("delivered", "250 ok", 1, 11.0)
     outbox.close()
 
 

@@ -148,6 +148,27 @@ def test_one_commit_records_many_rows_each_with_its_own_result(where: Where) -> 
     ob.close()
 
 
+def test_results_and_errors_from_outside_with_nul_are_kept_with_a_replacement_character(where: Where) -> None:
+    """A receiver's answer is outside text: a NUL in it (a hostile mail server's reply, a desk's ticket
+    id) is stored as U+FFFD. PostgreSQL text cannot hold NUL: its write failed, and failed again at
+    every retry, so the channel stopped for good."""
+    ob = Outbox(where)
+    ob.add([row("I/a/x/1"), row("I/a/y/1"), row("I/a/z/1")], {}, {}, 1.0)
+    x, y, z = ob.take("email", 1.0, 3)
+    ob.finish([], [], [], 1.0, sending=[x.id, y.id, z.id])
+    ob.finish([(x.id, "250 ok\x00queued")], [(y.id, 99.0, "smtp_451", "busy\x00")], [(z.id, "smtp_550", "no\x00such")],
+              2.0)
+    assert [(r["status"], r["result"]) for r in ob.rows()] == [
+        ("delivered", "250 ok\ufffdqueued"), ("pending", None), ("failed", None)]
+    con = connect(where)
+    try:
+        assert con.execute("SELECT error FROM outbox ORDER BY id").fetchall() == [(None,), ("busy\ufffd",),
+                                                                                  ("no\ufffdsuch",)]
+    finally:
+        con.close()
+    ob.close()
+
+
 def test_the_claim_index_leaves_out_what_the_hot_path_updates(where: Where) -> None:
     """Delivery's migration 3, from a store at version 2 (the claim index on (channel, status, inflight,
     id)): the claim's index no longer holds ``inflight``, which the claim, the sending mark and the
@@ -309,8 +330,9 @@ async def test_each_outcome_is_committed_before_the_next_send(where: Where) -> N
         assert inflight(db) == {"I/a/x/1": SENDING, "I/a/y/1": CLAIMED, "I/a/z/1": CLAIMED}
         sender.gate("I/a/x/1").set()
         await until(lambda: len(sender.calls) == 2, 30, "second send")
-        # read by another connection, as a restarted process would: x is recorded, y is on the wire
-        assert inflight(db) == {"I/a/y/1": SENDING, "I/a/z/1": CLAIMED}
+        # read by another connection, as a restarted process would: x is recorded, y is on the wire (on
+        # PostgreSQL x's record goes on the side connection, sent before y's mark: it lands, not waited for)
+        await until(lambda: inflight(db) == {"I/a/y/1": SENDING, "I/a/z/1": CLAIMED}, 30, "x recorded")
     # a shutdown mid-send: y may have arrived (uncertain), z was never tried
     assert inflight(db) == {"I/a/y/1": 0, "I/a/z/1": 0}
     assert [(r.key, r.uncertain) for r in ob.take("email", 2.0, 10)] == [("I/a/y/1", True), ("I/a/z/1", False)]
@@ -503,22 +525,15 @@ def test_rows_handed_over_whole_count_as_delivered_after_a_crash_or_a_shutdown(w
     assert [(r.key, r.uncertain) for r in again.take("email", 2.0, 10)] == [("I/a/y/1", True)]
 
 
-def test_a_hand_over_recorded_right_before_a_kill_9_counts_as_delivered(where: Where) -> None:
-    """The hand-over record is the last thing a process does before SIGKILL (on PostgreSQL it is sent
-    without waiting for the server): the next start finds it and counts the row as delivered, not
-    repeated."""
-    first = Outbox(where)
-    first.add([row("I/a/x/1")], {}, {}, 1.0)
-    first.close()
+def killed_after(where: Where, body: str) -> None:
+    """A child process opens the outbox as ``ob``, runs ``body`` and SIGKILLs itself; returns once the
+    store has all the child sent before it died (PostgreSQL: the server read the dead client's last
+    words and ended its sessions)."""
     code = child_code(where) + textwrap.dedent("""
         import os, signal
         from monitor.delivery.outbox import Outbox
         ob = Outbox(db)
-        [x] = ob.take("email", 2.0, 1)
-        ob.finish([], [], [], 2.0, sending=[x.id])
-        ob.handed_over(x.id, 2.5)
-        os.kill(os.getpid(), signal.SIGKILL)
-        """)
+        """) + textwrap.dedent(body) + "os.kill(os.getpid(), signal.SIGKILL)\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     if not isinstance(where, Path):  # the server reads the dead client's last words, then ends its sessions
@@ -528,9 +543,44 @@ def test_a_hand_over_recorded_right_before_a_kill_9_counts_as_delivered(where: W
                            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()[0]:
             assert time.monotonic() < deadline, "the killed client's sessions never ended"
         look.close()
+
+
+def test_a_hand_over_recorded_right_before_a_kill_9_counts_as_delivered(where: Where) -> None:
+    """The hand-over record is the last thing a process does before SIGKILL (on PostgreSQL it is sent
+    without waiting for the server): the next start finds it and counts the row as delivered, not
+    repeated."""
+    first = Outbox(where)
+    first.add([row("I/a/x/1")], {}, {}, 1.0)
+    first.close()
+    killed_after(where, """
+        [x] = ob.take("email", 2.0, 1)
+        ob.finish([], [], [], 2.0, sending=[x.id])
+        ob.handed_over(x.id, 2.5)
+        """)
     again = Outbox(where)
     assert (again.recovered, again.assumed) == (0, 1)
     assert [(r["status"], r["result"]) for r in again.rows()] == [("delivered", ASSUMED)]
+    again.close()
+
+
+def test_a_delivered_row_recorded_right_before_a_kill_9_stays_delivered(where: Where) -> None:
+    """The record of a delivered row (a channel without a point of no return: MQTT, the desks) goes out
+    with the next row's mark, and then the process is killed (on PostgreSQL that record is sent on the
+    side connection without waiting for the server): the next start finds the row delivered with its
+    result, not to repeat, and only the row marked after it comes back uncertain."""
+    first = Outbox(where)
+    first.add([row("I/a/x/1", "mqtt"), row("I/a/y/1", "mqtt")], {}, {}, 1.0)
+    first.close()
+    killed_after(where, """
+        x, y = ob.take("mqtt", 2.0, 2)
+        ob.finish([], [], [], 2.0, sending=[x.id])
+        ob.finish([(x.id, "puback 7")], [], [], 2.5, sending=[y.id])
+        """)
+    again = Outbox(where)
+    assert (again.recovered, again.assumed) == (1, 0)
+    assert [(r["key"], r["status"], r["result"], r["attempts"]) for r in again.rows()] == [
+        ("I/a/x/1", "delivered", "puback 7", 1), ("I/a/y/1", "pending", None, 0)]
+    assert [(r.key, r.uncertain) for r in again.take("mqtt", 3.0, 10)] == [("I/a/y/1", True)]
     again.close()
 
 

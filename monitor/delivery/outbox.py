@@ -16,13 +16,24 @@ The tables are delivery's own component of the store, with numbered migrations o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast, overload
 
-from monitor.db import ERRORS, OPEN_TIMEOUT, InDoubt, StoreConnection, Where, detaching, engine_for, open_store
+from monitor.db import (
+    ERRORS,
+    OPEN_TIMEOUT,
+    Detaching,
+    InDoubt,
+    StoreConnection,
+    Where,
+    detaching,
+    engine_for,
+    open_store,
+)
 from monitor.db import transaction as _tx
 from monitor.errors import StorageError
 from monitor.store import components
@@ -65,6 +76,16 @@ _CHUNK = 16
 _MARK, _DELIVERED = 0, 1
 
 
+@overload
+def _clean(text: str) -> str: ...
+@overload
+def _clean(text: str | None) -> str | None: ...
+def _clean(text: str | None) -> str | None:
+    """An adapter's result or error as the store can hold it: text from outside may carry NUL, which
+    PostgreSQL text cannot (its write would fail at every retry, and the channel with it)."""
+    return text if text is None or "\x00" not in text else text.replace("\x00", "\ufffd")
+
+
 @functools.lru_cache(maxsize=_CHUNK)
 def _sending_and_delivered(count: int) -> str:
     """Mark rows sending and record rows delivered, ``count`` in all, in ONE statement (a lanes' commit: the
@@ -97,6 +118,9 @@ class Outbox:
                                               busy_timeout=busy_timeout, migrate_timeout=OPEN_TIMEOUT)
         #: channels whose last claim's COMMIT went unanswered: rows it may have claimed, nobody holds
         self._claims_in_doubt: set[str] = set()
+        #: rows recorded delivered on the side connection (PostgreSQL) that the server did not take, or
+        #: whose answer was lost: id -> (result, done_at), written again by the next write transaction
+        self._unrecorded: dict[int, tuple[str | None, float]] = {}
         self.recovered, self.assumed = self.recover()
 
     def recover(self, channel: str | None = None) -> tuple[int, int]:
@@ -109,8 +133,7 @@ class Outbox:
         only = "" if channel is None else " AND channel = ?"
         args: tuple[str, ...] = () if channel is None else (channel,)
         try:
-            if detaching(self.db):
-                self.db.wait_detached()  # (hand-overs recorded in this process decide below)
+            self._landed()  # (hand-overs and records of delivered rows sent by this process decide below)
             with _tx(self.db):
                 repeated = self.db.execute(f"UPDATE outbox SET inflight = 0, uncertain = 1 WHERE inflight = ?{only}",
                                            (SENDING, *args)).rowcount
@@ -121,6 +144,8 @@ class Outbox:
         return repeated, assumed
 
     def close(self) -> None:
+        with contextlib.suppress(StorageError):  # (rows left being sent: the next start settles them, as after a crash)
+            self._landed()
         self.db.close()
 
     # ------------------------------------------------------------ planning
@@ -182,11 +207,25 @@ class Outbox:
         A claim whose COMMIT went unanswered (the connection broke) may have claimed rows that nobody
         holds: the next claim of the channel gives back every row of it still claimed, in its own
         transaction, before it claims (one worker per channel and store, which :meth:`recover` at a
-        worker's start relies on too; the lease fences any other daemon's)."""
+        worker's start relies on too; the lease fences any other daemon's).
+
+        On PostgreSQL a claim does not wait for the records of delivered rows still on their way on the
+        side connection (:meth:`finish`), but a claim that finds nothing while some are claims once more
+        when they have landed: a group's next row is due only once its last one is recorded delivered."""
+        rows = self._claim(channel, now, limit)
+        side = self._side()
+        if not rows and side is not None and side.wait_detached():
+            rows = self._claim(channel, now, limit)
+        return rows
+
+    def _claim(self, channel: str, now: float, limit: int) -> list[Row]:
         tx = _tx(self.db, pipelined=True)
         unclaim = channel in self._claims_in_doubt
+        side = self._side()
+        again = {} if side is None else self._undone(side)
         try:
             with tx:
+                self._record_again(again)
                 if unclaim:
                     self.db.execute("UPDATE outbox SET inflight = 0 WHERE inflight = ? AND channel = ?",
                                     (CLAIMED, channel))
@@ -206,6 +245,7 @@ class Outbox:
         except ERRORS as exc:
             raise StorageError(f"cannot read the outbox in {self.path}: {exc}") from exc
         self._claims_in_doubt.discard(channel)
+        self._recorded(again)
         return [Row(r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), id=r[0], attempts=r[8],
                     uncertain=bool(r[9]), created_at=r[10]) for r in sorted(rows)]
 
@@ -222,15 +262,35 @@ class Outbox:
         4 and record 4 rows a commit), the rarer retries and failures one a row. An outcome is recorded
         only on a row still taken (``inflight``), so recording it again (a commit whose answer was lost,
         retried by the worker) changes nothing, not even the count of attempts.
+
+        On PostgreSQL the rows delivered are recorded on the side connection (:class:`monitor.db.Detaching`),
+        sent before this commit and not waited for: once the kernel has them a crash cannot stop them, as
+        it could not stop them inside this commit, and another server process writes them while the
+        lanes go on (a lanes' commit that marks only is half the server's work the lanes wait for,
+        docs/benchmarks.md). Those the server does not take (it went away, a lock wait, the fence) are
+        written again by this outbox's next write transaction, which changes nothing where they had
+        landed after all; its reads wait for them (:meth:`_landed`).
         """
-        if not (sending or delivered or retries or failed):
+        results = [(i, _clean(res)) for i, res in delivered]
+        retries = [(i, at, r, _clean(err)) for i, at, r, err in retries]
+        failed = [(i, r, _clean(err)) for i, r, err in failed]
+        side = self._side()
+        if side is not None:
+            for at in range(0, len(results), _CHUNK):
+                chunk = results[at:at + _CHUNK]
+                side.write_detached(_sending_and_delivered(len(chunk)),
+                                    (now, *(v for i, res in chunk for v in (i, _DELIVERED, res))), (now, chunk))
+            results = []
+        again = {} if side is None else self._undone(side)
+        if not (sending or results or retries or failed or again):
             return
-        marks = [(i, _MARK, None) for i in sending] + [(i, _DELIVERED, res) for i, res in delivered]
+        marks = [(i, _MARK, None) for i in sending] + [(i, _DELIVERED, res) for i, res in results]
         try:
             with _tx(self.db, pipelined=True):
+                self._record_again(again)
                 for at in range(0, len(marks), _CHUNK):
-                    chunk = marks[at:at + _CHUNK]
-                    self.db.execute(_sending_and_delivered(len(chunk)), (now, *(v for row in chunk for v in row)))
+                    part = marks[at:at + _CHUNK]
+                    self.db.execute(_sending_and_delivered(len(part)), (now, *(v for row in part for v in row)))
                 self.db.executemany(
                     "UPDATE outbox SET inflight = 0, uncertain = 0, attempts = attempts + 1, next_at = ?,"
                     " reason = ?, error = ? WHERE id = ? AND inflight <> 0",
@@ -240,6 +300,52 @@ class Outbox:
                     " reason = ?, error = ? WHERE id = ? AND inflight <> 0", [(now, r, err, i) for i, r, err in failed])
         except ERRORS as exc:
             raise StorageError(f"cannot record deliveries in {self.path}: {exc}") from exc
+        self._recorded(again)
+
+    def _side(self) -> Detaching | None:
+        """The store's connection if it has a side connection for writes not waited for (PostgreSQL)."""
+        db = self.db
+        return db if detaching(db) else None
+
+    def _undone(self, side: Detaching) -> dict[int, tuple[str | None, float]]:
+        """The records of delivered rows the side connection found not landed so far (none waited for),
+        with those not written again yet."""
+        for now, rows in cast(list[tuple[float, list[tuple[int, str | None]]]], side.detached_undone()):
+            for i, res in rows:
+                self._unrecorded.setdefault(i, (res, now))
+        return dict(self._unrecorded)
+
+    def _record_again(self, again: dict[int, tuple[str | None, float]]) -> None:
+        """(In a write transaction) the records of delivered rows not known to have landed, each with its time."""
+        for i, (res, now) in again.items():
+            self.db.execute(_sending_and_delivered(1), (now, i, _DELIVERED, res))
+
+    def _recorded(self, again: dict[int, tuple[str | None, float]]) -> None:
+        for i in again:
+            self._unrecorded.pop(i, None)
+
+    def _sees_own(self) -> None:
+        """(Before a read) until the server answered what this outbox sent on the side connection."""
+        side = self._side()
+        if side is not None:
+            side.wait_detached()
+
+    def _landed(self) -> None:
+        """Until the server answered every record this outbox sent on the side connection (PostgreSQL):
+        what it reads next sees them; those not landed are written again now."""
+        side = self._side()
+        if side is None:
+            return
+        side.wait_detached()
+        again = self._undone(side)
+        if not again:
+            return
+        try:
+            with _tx(self.db, pipelined=True):
+                self._record_again(again)
+        except ERRORS as exc:
+            raise StorageError(f"cannot record deliveries in {self.path}: {exc}") from exc
+        self._recorded(again)
 
     def handed_over(self, row_id: int, now: float) -> None:
         """The adapter is about to pass its point of no return for this row (one commit).
@@ -271,8 +377,7 @@ class Outbox:
         if not (ids or uncertain):
             return
         try:
-            if detaching(self.db):
-                self.db.wait_detached()  # (the hand-overs recorded so far decide below)
+            self._landed()  # (the hand-overs and records of delivered rows sent so far decide below)
             with _tx(self.db):
                 self.db.executemany("UPDATE outbox SET inflight = 0 WHERE id = ?", [(i,) for i in ids])
                 for i in uncertain:
@@ -293,6 +398,7 @@ class Outbox:
 
     def next_due(self, channel: str) -> float | None:
         try:
+            self._sees_own()
             row = self.db.execute(
                 "SELECT MIN(next_at) FROM outbox WHERE channel = ? AND status = 'pending' AND inflight = 0", (channel,)
             ).fetchone()
@@ -303,6 +409,7 @@ class Outbox:
     def pending(self) -> dict[str, tuple[int, float | None]]:
         """Per channel: pending rows and the creation time of the oldest (metrics)."""
         out: dict[str, tuple[int, float | None]] = {}
+        self._sees_own()
         for ch, n, oldest in self.db.execute(
             "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending' GROUP BY channel"
         ):
@@ -314,6 +421,7 @@ class Outbox:
         sql = ("SELECT id, key, incident, action, recipient, channel, status, attempts, reason, result, payload"
                " FROM outbox WHERE 1=1")
         args: list[Any] = []
+        self._sees_own()
         if incident is not None:
             sql += " AND incident = ?"
             args.append(incident)

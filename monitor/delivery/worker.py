@@ -2,9 +2,11 @@
 
 One worker per channel (email, mqtt, desk, webhook) so a slow service desk never holds up customer
 mail. Each has a concurrency bound (the SMTP pool size; 1 where order matters) and a token-bucket
-rate limit (SMTP relays throttle). Each outcome is committed as soon as it is known; a crash
-between a send and its record leaves that row marked as sending, and the next start hands it to the
-adapter as ``uncertain`` (at most one row per lane).
+rate limit (SMTP relays throttle). Each outcome is committed as soon as it is known, at the latest
+with the lane's next "sending" mark (on PostgreSQL a delivered row's record goes out on the outbox's
+side connection just before that commit, not waited for, see :meth:`Outbox.finish`); a crash between
+a send and its record leaves that row marked as sending, and the next start hands it to the adapter
+as ``uncertain`` (at most one row per lane).
 
 The store going away (PostgreSQL restarting or out of reach, a full disk, a lock held) stops
 nothing and repeats nothing: a worker keeps the outcomes it could not record in memory and tries
