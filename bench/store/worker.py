@@ -9,7 +9,8 @@ send together with the outcomes known so far, the hand-over recorded at the adap
 return (as the SMTP adapter does at the final "."), the last outcomes at the end. The adapter itself
 returns at once: this measures the outbox, not a mail server. Rounds alternate the engines (SQLite
 first, then PostgreSQL first), so a machine shared with other work slows both alike; prints
-notices/s min/median/max per engine and the ratio of the medians, and the CPU each notice cost: this
+notices/s min/median/max per engine, the ratio of the medians and the ratios round by round
+(min/median/max), and the CPU each notice cost: this
 process's, and on PostgreSQL its server processes' too (from /proc), a figure the machine's load
 does not inflate the way it does the waits for a busy server's answers. PostgreSQL 15 is a throwaway
 cluster on this machine (tests/servers/postgres.py, ``fsync=off`` like the tests'): round trips and
@@ -175,6 +176,10 @@ def main() -> None:
             ratio = statistics.median(rates["sqlite"]) / statistics.median(rates[name])
             how = "over TCP on 127.0.0.1" if name.endswith("-tcp") else "through its Unix socket"
             print(f"SQLite / PostgreSQL {how} (medians): {ratio:.2f}x")
+            # (each round's pair ran back to back: a slow spell of the shared machine slows both alike)
+            pairs = [fast / slow for fast, slow in zip(rates["sqlite"], rates[name], strict=True)]
+            print(f"  round by round: min {min(pairs):.2f}x  median {statistics.median(pairs):.2f}x"
+                  f"  max {max(pairs):.2f}x")
         for outbox in outboxes.values():
             outbox.close()
         updates, hot = hot_updates(database)
