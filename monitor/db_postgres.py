@@ -834,7 +834,9 @@ class _Detached:
                     self.refused = True
                     if result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == FENCED.encode() and FENCE.refused:
                         FENCE.refused()  # (a deposed daemon's record, refused as any of its writes: it stands down)
-        except (psycopg.Error, OSError):
+        except (psycopg.Error, OSError) as exc:
+            if _silent(exc):  # (the TCP user timeout: the server is out of reach for every connection, _Reach)
+                _reach(self.engine).lost()
             self.drop()
 
     def _give_back(self, undone: object) -> None:

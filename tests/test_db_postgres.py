@@ -477,6 +477,48 @@ def test_the_hot_path_updates_of_a_notice_write_no_index_entry(engine: Throwaway
     assert hot >= 2 * n, (updates, hot)  # (3n at best: a page's pruning may come too late for some)
 
 
+def test_a_delivered_rows_record_sent_into_a_silent_cut_is_given_back_and_written_once_the_path_is_back(
+        engine: ThrowawayDatabase, server: Server) -> None:
+    """The record of a delivered row goes out on the side connection just as nftables starts dropping
+    every packet: the next read waits for its answer, the TCP user timeout ends the side connection
+    and counts the server unreachable for every connection (_Reach: that read's own statement fails at
+    once instead of waiting out a second timeout); the record is handed back, and written, once, by
+    the outbox's first write after the path is back."""
+    outbox = Outbox(engine, busy_timeout=0.5)
+    outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(2)], {}, {}, 1.0)
+    db = outbox.db
+    assert isinstance(db, Connection)
+    before, taken = outbox.take("email", 10.0, 2)
+    outbox.finish([], [], [], 10.0, sending=[before.id, taken.id])
+    outbox.finish([(before.id, "250 before")], [], [], 10.5)  # (the side connection open, its statement prepared)
+    assert db.wait_detached()
+    cut = (f"chain out {{ type filter hook output priority 0; policy accept; tcp dport {server.port} drop;"
+           f" tcp sport {server.port} drop; }}")
+    with nft_table(cut):
+        outbox.finish([(taken.id, "250 ok")], [], [], 11.0)  # (sent: not waited for)
+        start = time.monotonic()
+        with pytest.raises(StorageError):
+            outbox.next_due("email")
+        first = time.monotonic() - start
+        assert db.reach.down
+        start = time.monotonic()
+        with pytest.raises(StorageError):
+            outbox.next_due("email")
+        second = time.monotonic() - start
+    assert USER_TIMEOUT * 0.9 <= first <= USER_TIMEOUT + Reach.WAIT + 0.8, first  # (not two user timeouts)
+    assert second <= Reach.WAIT + 1.0, second
+
+    def written() -> bool:
+        try:
+            outbox.take("email", 12.0, 1)
+        except StorageError:
+            return False
+        return True
+    wait_for(written, 30, "the outbox's first write once the path is back")
+    assert delivered_rows(outbox) == [("delivered", "250 before", 1, 10.5), ("delivered", "250 ok", 1, 11.0)]
+    outbox.close()
+
+
 def test_a_silent_cut_costs_one_statement_its_user_timeout_then_statements_fail_at_once(
         engine: ThrowawayDatabase, server: Server) -> None:
     """nftables drops every packet to and from the server's port (no reset): the first statement waits
