@@ -26,9 +26,9 @@ Fencing (active/standby daemons, :mod:`monitor.ha`): while this process holds th
 and in the same round trip, that the lease row still has that epoch and has not expired; if not, the
 transaction fails with :class:`Fenced` and nothing of it is kept. A deposed daemon's write that
 arrives late (a partition that heals, a slow network) can therefore never land after a takeover.
-The one exception is the outbox's hand-over record (:meth:`Connection.write_detached`): fenced too,
-but without the write lock, as a one-row update that only marks a row still being sent, harmless
-wherever it lands (see there).
+The exceptions are the outbox's hand-over records and records of delivered rows
+(:meth:`Connection.write_detached`): fenced too, but without the write lock, as updates that only
+change a row still being sent, harmless wherever they land (see there).
 
 The connection runs in autocommit mode (transactions are explicit, as the stores write them) and
 reconnects by itself on its next statement after the server went away (not inside a transaction,
@@ -504,11 +504,12 @@ class Connection:
 
         The fence is checked in the same transaction (both prepared statements before one Sync of the
         side connection's pipeline: an implicit transaction, all or nothing), but the store's write
-        lock is NOT taken: only for a statement on one row whose effect is conditional on that row's
+        lock is NOT taken: only for a statement whose effect on each row is conditional on that row's
         own state, so that it may land anywhere among the other writers, a takeover included, without
         doing harm (the hand-over record: only a row still being sent is marked, and it was handed
-        over; row locks order it against every other write of that row). Waiting for the write lock
-        behind the lanes' commits cost the server a sleep and a wake-up per record."""
+        over; the record of delivered rows: only rows still taken are recorded, and they were
+        delivered; row locks order them against every other write of those rows). Waiting for the
+        write lock behind the lanes' commits cost the server a sleep and a wake-up per record."""
         if self._detached is None:
             self._detached = _Detached(self.engine, self.lock_wait)
         self._detached.send(sql, parameters, undone)
