@@ -303,17 +303,18 @@ def test_a_lanes_commit_marks_in_one_statement_and_its_records_of_delivered_rows
     records). The records of the delivered rows are one statement on the side connection, sent before
     that commit and not waited for: another server process writes them while the lanes go on."""
     outbox = Outbox(engine)
-    outbox.add([NewRow(f"I/notify/c{i}/1", "I", "notify", f"c{i}", "email", "", {}) for i in range(8)], {}, {}, 1.0)
+    outbox.add([NewRow(f"I/notify/c{i:02d}/1", "I", "notify", f"c{i:02d}", "email", "", {}) for i in range(12)],
+               {}, {}, 1.0)
     db = outbox.db
     assert isinstance(db, Connection)
-    first, second = outbox.take("email", 10.0, 4), outbox.take("email", 10.0, 4)
+    first, second, third = (outbox.take("email", 10.0, 4) for _ in range(3))
     outbox.finish([], [], [], 10.0, sending=[r.id for r in first])
     outbox.finish([(r.id, f"<{r.recipient}@x>") for r in first], [], [], 11.0, sending=[r.id for r in second])
     with tempfile.TemporaryFile(mode="w+") as trace:
         db.conn.pgconn.trace(trace.fileno())
         db.conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
-            outbox.finish([(r.id, f"<{r.recipient}@x>") for r in second], [], [], 12.0, sending=[r.id for r in first])
+            outbox.finish([(r.id, f"<{r.recipient}@x>") for r in second], [], [], 12.0, sending=[r.id for r in third])
         finally:
             db.conn.pgconn.untrace()
         trace.seek(0)
@@ -322,8 +323,9 @@ def test_a_lanes_commit_marks_in_one_statement_and_its_records_of_delivered_rows
     assert queries[0].count("EXECUTE") == 2  # (the write lock; the marks)
     assert "@x>" not in queries[0]  # (no result: the records went on the side connection)
     assert [(r["recipient"], r["result"]) for r in outbox.rows(status="delivered")] == [
-        (f"c{i}", f"<c{i}@x>") for i in range(8)]
-    assert db.execute("SELECT count(*) FROM outbox WHERE inflight = 1 AND attempts = 1").fetchone() == (4,)
+        (f"c{i:02d}", f"<c{i:02d}@x>") for i in range(8)]
+    assert db.execute("SELECT id FROM outbox WHERE inflight = 1 AND attempts = 0 ORDER BY id").fetchall() == [
+        (r.id,) for r in third]  # (marked, their attempts as they were)
     outbox.close()
 
 
