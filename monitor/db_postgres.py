@@ -691,9 +691,7 @@ class _Session:
         if kind is int:
             return str(value) if value >= 0 else f"({value})"
         if kind is str:
-            if "\x00" in value:
-                raise DatabaseError("PostgreSQL text cannot contain NUL (0x00) characters")
-            return bytes(self.escaping.escape_literal(value.encode(self.encoding))).decode(self.encoding)
+            return bytes(self.escaping.escape_literal(_no_nul(value).encode(self.encoding))).decode(self.encoding)
         if kind is float:
             text = repr(value)
             return _FLOAT_WORDS.get(text) or (text if value >= 0 else f"({text})")
@@ -753,6 +751,8 @@ class _Detached:
             pg.pipeline_sync()
             if pg.flush() != 0:  # (blocking mode: 0 once all is written)
                 raise DatabaseError("a detached write was not sent whole")
+        except _Unwritable:
+            self._give_back(undone)  # (nothing of it was sent: the connection goes on)
         except (psycopg.Error, DatabaseError, OSError):
             if not queued:
                 self._give_back(undone)  # (not sent at all)
@@ -856,6 +856,17 @@ class _Detached:
         self.session = None
 
 
+class _Unwritable(DatabaseError):
+    """A value PostgreSQL cannot take, refused before anything is sent (the connection is fine)."""
+
+
+def _no_nul(text: str) -> str:
+    """``text`` if PostgreSQL text can hold it (libpq would cut it at a NUL where psycopg refuses it)."""
+    if "\x00" in text:
+        raise _Unwritable("PostgreSQL text cannot contain NUL (0x00) characters")
+    return text
+
+
 def _text(value: int | float | str | None, encoding: str = "utf-8") -> bytes | None:
     """A parameter as PostgreSQL's text input takes it (a float's infinities and NaN spelt its way; None
     is NULL)."""
@@ -864,9 +875,7 @@ def _text(value: int | float | str | None, encoding: str = "utf-8") -> bytes | N
         text = repr(value)
         return {"inf": b"Infinity", "-inf": b"-Infinity", "nan": b"NaN"}.get(text) or text.encode()
     if kind is str:
-        if "\x00" in cast(str, value):
-            raise DatabaseError("PostgreSQL text cannot contain NUL (0x00) characters")
-        return cast(str, value).encode(encoding)
+        return _no_nul(cast(str, value)).encode(encoding)
     if value is None:
         return None
     return str(int(cast(int, value))).encode()

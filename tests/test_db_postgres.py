@@ -409,6 +409,27 @@ def test_records_of_delivered_rows_the_server_refused_are_written_again_by_the_n
     outbox.close()
 
 
+def test_a_detached_write_of_text_with_nul_is_handed_back_not_cut_short(engine: ThrowawayDatabase) -> None:
+    """libpq's text parameters end at a NUL: a value with one would land cut short. The side connection
+    refuses it before sending anything and hands the write back, as the main connection refuses it."""
+    outbox = Outbox(engine)
+    outbox.add([NewRow("I/notify/c0/1", "I", "notify", "c0", "email", "", {})], {}, {}, 1.0)
+    db = outbox.db
+    assert isinstance(db, Connection)
+    [taken] = outbox.take("email", 10.0, 1)
+    update = "UPDATE outbox SET result = ? WHERE id = ?"
+    db.write_detached(update, ("250 ok", taken.id))
+    side = db._detached.conn if db._detached is not None else None
+    db.write_detached(update, ("250 cut\x00here", taken.id), "again")
+    assert db.detached_undone() == ["again"]  # (at once: nothing of it was sent)
+    db.wait_detached()  # (the first, on the same connection)
+    assert side is not None and db._detached is not None and db._detached.conn is side
+    assert delivered_rows(outbox)[0][1] == "250 ok"
+    with pytest.raises(DatabaseError, match="NUL"):
+        db.execute(update, ("250 cut\x00here", taken.id))
+    outbox.close()
+
+
 def test_records_of_delivered_rows_whose_side_session_ended_unanswered_are_written_again(
         engine: ThrowawayDatabase) -> None:
     """The side session ends (terminated: a server restart, a pooler's reset) while the record of a
