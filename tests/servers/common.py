@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,11 +20,41 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SNMPREC_DIR = SHARED / "snmprec"
 
 
+#: ports handed out by :func:`free_port` in this process (each once: a server may not be bound yet)
+_GIVEN: set[tuple[int, int]] = set()
+_LOWEST = 10_000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (``ip_local_port_range``)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (TCP by default, ``socket.SOCK_DGRAM`` for UDP)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on right now (TCP by default, ``socket.SOCK_DGRAM`` for UDP), below the
+    kernel's range for outgoing connections: a server started on it later, or again after a stop, finds
+    it free. A port from that range (``bind`` to 0) could meanwhile be any outgoing connection's, even a
+    client's connecting to it while nothing listened (TCP connects to itself when the kernel picks the
+    destination as the source): mosquitto, started 20 s after its port was chosen while a poller kept
+    trying to reach it, once failed with "Address already in use"."""
+    top = _ephemeral_floor()
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(_LOWEST, top) if top > _LOWEST + 1000 else 0
+        if (kind, port) in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _GIVEN.add((kind, port))
+        return port
+    raise RuntimeError(f"no free port below {top}")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
